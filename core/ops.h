@@ -1,0 +1,99 @@
+// ops.h: every differentiable op of the autograd engine. Each op computes its forward result and, in
+// the same function, records the closure that computes its inputs' gradients (see tensor.h).
+//
+// Shape letters: N batch, C channels, H height, W width, OC output channels, K kernel size,
+// IN / OUT features of a linear map.
+//
+// Shapes and settings are checked when an op is called; a mismatch throws std::invalid_argument whose
+// message names the shapes involved.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace qatlab {
+
+// ------------------------------------------------------------------------------- elementwise, binary
+// Broadcasting follows NumPy: shapes are aligned at the trailing dimension and a dimension of size 1
+// (or a missing leading one) is stretched. The gradient of a stretched input is summed back to its shape.
+Shape broadcast_shapes(const Shape& a, const Shape& b);
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+
+// ------------------------------------------------------------------------------- elementwise, unary
+Tensor scale(const Tensor& x, float s);         // x * s
+Tensor add_scalar(const Tensor& x, float s);    // x + s
+Tensor neg(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor clamp(const Tensor& x, float lo, float hi);  // gradient 1 strictly inside (lo, hi), else 0
+Tensor relu6(const Tensor& x);                      // clamp(x, 0, 6)
+Tensor sigmoid(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor sqrt(const Tensor& x);  // requires x > 0 where the gradient is taken
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+
+// ---------------------------------------------------------------------------------- linear algebra
+Tensor matmul(const Tensor& a, const Tensor& b);  // (M, K) x (K, N) -> (M, N)
+// y = x w^T + b. x (N, IN), w (OUT, IN), b (OUT) or undefined -> y (N, OUT).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+struct Conv2dParams {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t groups = 1;
+};
+// Output spatial size of a convolution or pooling window along one axis.
+int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad);
+// x (N, C, H, W), w (OC, C/groups, KH, KW), b (OC) or undefined -> (N, OC, OH, OW).
+// im2col + GEMM per image, images spread over OpenMP threads. groups == C == OC is depthwise.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p);
+
+// --------------------------------------------------------------------------------------- pooling
+// x (N, C, H, W). Padding of max pooling never wins; average pooling divides by the whole window
+// (padding counts as zeros, count_include_pad as in PyTorch's default).
+Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad = 0);
+Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad = 0);
+Tensor global_avg_pool2d(const Tensor& x);  // (N, C, H, W) -> (N, C)
+
+// ----------------------------------------------------------------------------------- normalisation
+// Batch normalisation over all axes but axis 1: x (N, C) or (N, C, H, W); gamma, beta (C).
+// In training, normalises with the batch statistics and updates running_mean/running_var in place
+// (running = (1 - momentum) * running + momentum * batch, the variance unbiased) without recording
+// history; in evaluation, normalises with the running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                  Tensor& running_var, bool training, float momentum, float eps);
+
+// -------------------------------------------------------------------------------------- shape ops
+// reshape shares the data (storage is contiguous); one dimension may be -1.
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor flatten(const Tensor& x, int64_t start_dim = 1);  // (N, C, H, W) -> (N, C*H*W)
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);  // [start, end) along dim
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+Tensor transpose2d(const Tensor& x);  // (M, N) -> (N, M)
+
+// -------------------------------------------------------------------------------------- reductions
+Tensor sum(const Tensor& x);                                   // -> scalar shape ()
+Tensor sum(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int64_t dim, bool keepdim = false);
+
+// ---------------------------------------------------------------------------------------- losses
+Tensor log_softmax(const Tensor& x);  // over the last axis of (N, C)
+// Mean over the batch of -log p(label). logits (N, C); labels in [0, C). With label smoothing e the
+// target is (1 - e) one-hot + e / C uniform.
+Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels, float label_smoothing = 0.0f);
+
+// ---------------------------------------------------------------------------------------- dropout
+// In training, zeroes each element with probability p and scales the rest by 1 / (1 - p); the mask
+// comes from rng. In evaluation (or p == 0), returns x unchanged.
+Tensor dropout(const Tensor& x, float p, bool training, Rng& rng);
+
+}  // namespace qatlab

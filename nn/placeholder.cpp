@@ -1,0 +1,1 @@
+// nn_placeholder.cpp: keeps the library non-empty until its first source lands.

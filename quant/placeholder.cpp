@@ -1,0 +1,1 @@
+// quant_placeholder.cpp: keeps the library non-empty until its first source lands.
