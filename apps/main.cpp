@@ -1,2 +1,61 @@
-// main.cpp: the `qatlab` command (placeholder until the subcommands land).
-int main() { return 0; }
+// main.cpp: the `qatlab` command: git-style subcommands, and the one place errors become exit codes.
+//
+// Exit codes: 0 success, 1 a failure while running (bad file, NaN loss, ...), 2 a usage error.
+#include <malloc.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "apps/cli.h"
+#include "apps/commands.h"
+
+namespace {
+
+struct Subcommand {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+constexpr Subcommand kSubcommands[] = {
+    {"train", qatlab::cmd_train, "train a float model (or resume a run)"},
+    {"eval", qatlab::cmd_eval, "evaluate a checkpoint on a dataset's test split"},
+    {"info", qatlab::cmd_info, "show a checkpoint's model, parameters, metadata and history"},
+};
+
+void print_usage() {
+  std::printf("usage: qatlab <command> [options]   (qatlab <command> --help for its options)\n\ncommands:\n");
+  for (const auto& c : kSubcommands) std::printf("  %-8s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Training frees and reallocates the same large activation buffers every batch. Keep them in the
+  // heap instead of returning them to the system each time (glibc would mmap/munmap them and pay
+  // page faults on every batch).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  for (const auto& c : kSubcommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const qatlab::UsageError& e) {
+      std::fprintf(stderr, "qatlab %s: %s\n", c.name, e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "qatlab %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "qatlab: unknown command '%s'\n", argv[1]);
+  print_usage();
+  return 2;
+}

@@ -153,7 +153,7 @@ Tensor Tensor::grad() const {
   return Tensor(std::move(impl));
 }
 
-float* Tensor::mutable_grad() {
+float* Tensor::mutable_grad() const {
   check_defined(impl_.get());
   if (!impl_->grad) {
     impl_->grad = alloc_floats(impl_->numel);
@@ -162,7 +162,7 @@ float* Tensor::mutable_grad() {
   return impl_->grad.get();
 }
 
-void Tensor::zero_grad() {
+void Tensor::zero_grad() const {
   if (has_grad()) std::fill(impl_->grad.get(), impl_->grad.get() + impl_->numel, 0.0f);
 }
 

@@ -65,8 +65,10 @@ class Tensor {
   bool is_leaf() const;
   bool has_grad() const;
   Tensor grad() const;          // shares the gradient buffer; undefined if none accumulated yet
-  float* mutable_grad();        // the gradient buffer, allocated and zeroed on first use
-  void zero_grad();             // zero an existing gradient buffer (keeps it allocated)
+  // The gradient buffer, allocated and zeroed on first use. const because a Tensor is a handle: the
+  // gradient belongs to the shared TensorImpl, not to the handle (as with shared_ptr).
+  float* mutable_grad() const;
+  void zero_grad() const;       // zero an existing gradient buffer (keeps it allocated)
   void backward();              // this must hold one element; seeds its gradient with 1
   void backward(const Tensor& seed);  // seed has this tensor's shape
 

@@ -1,0 +1,100 @@
+// cli.cpp: option parsing shared by the subcommands.
+#include "apps/cli.h"
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <vector>
+
+namespace qatlab {
+
+bool parse_command(const std::string& command, const std::string& synopsis, po::options_description& desc,
+                   const po::positional_options_description& positional, int argc, char** argv,
+                   po::variables_map& vm, const std::string& fallback_ini) {
+  desc.add_options()("help,h", "show this help")(
+      "config", po::value<std::string>(), "read options from an INI file (key = value); the command line wins");
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).positional(positional).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "usage: qatlab " << command << " " << synopsis << "\n\n" << desc << "\n";
+      return false;
+    }
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream in(path);
+      if (!in) throw UsageError("cannot read config file '" + path + "'");
+      // Values already stored from the command line are kept: Boost keeps the first value it stores.
+      po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
+    }
+    if (!fallback_ini.empty()) {
+      std::istringstream in(fallback_ini);
+      po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/true), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw UsageError(std::string(e.what()) + " (see qatlab " + command + " --help)");
+  }
+  return true;
+}
+
+namespace {
+// The text of an option value as it would be written on the command line or in an INI file.
+std::string value_text(const boost::any& v) {
+  std::ostringstream os;
+  os.precision(9);
+  if (auto p = boost::any_cast<std::string>(&v)) return *p;
+  if (auto p = boost::any_cast<int64_t>(&v)) return std::to_string(*p);
+  if (auto p = boost::any_cast<int>(&v)) return std::to_string(*p);
+  if (auto p = boost::any_cast<uint64_t>(&v)) return std::to_string(*p);
+  if (auto p = boost::any_cast<bool>(&v)) return *p ? "true" : "false";
+  if (auto p = boost::any_cast<float>(&v)) os << *p;
+  if (auto p = boost::any_cast<double>(&v)) os << *p;
+  return os.str();
+}
+}  // namespace
+
+std::string settings_ini(const po::variables_map& vm, const po::options_description& desc) {
+  std::string out;
+  for (const auto& opt : desc.options()) {
+    const std::string& name = opt->long_name();
+    if (name == "help" || name == "config" || !vm.count(name) || vm[name].empty()) continue;
+    out += name + " = " + value_text(vm[name].value()) + "\n";
+  }
+  return out;
+}
+
+std::string prescan_option(int argc, char** argv, const std::string& name) {
+  const std::string flag = "--" + name;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == flag && i + 1 < argc) return argv[i + 1];
+    if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
+  }
+  return "";
+}
+
+std::string ini_value(const std::string& ini, const std::string& key) {
+  std::istringstream in(ini);
+  std::string line;
+  const std::string prefix = key + " = ";
+  while (std::getline(in, line))
+    if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
+  return "";
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw UsageError(message);
+}
+
+std::string format_duration(double seconds) {
+  const int s = static_cast<int>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%d:%02d", s / 60, s % 60);
+  return buf;
+}
+
+}  // namespace qatlab

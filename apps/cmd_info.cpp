@@ -1,0 +1,52 @@
+// cmd_info.cpp: `qatlab info CHECKPOINT`: model, parameter count, metadata and training history.
+#include <cstdio>
+
+#include "apps/cli.h"
+#include "apps/commands.h"
+#include "nn/checkpoint.h"
+
+namespace qatlab {
+
+int cmd_info(int argc, char** argv) {
+  std::string path;
+  bool show_params = false;
+  po::options_description desc("info options");
+  desc.add_options()("checkpoint", po::value(&path), "the checkpoint (also the first positional argument)")
+      ("params", po::bool_switch(&show_params), "list every parameter and buffer with its shape");
+  po::positional_options_description positional;
+  positional.add("checkpoint", 1);
+  po::variables_map vm;
+  if (!parse_command("info", "CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
+  require(!path.empty(), "name the checkpoint: qatlab info CHECKPOINT");
+
+  const Checkpoint c = load_checkpoint(path);
+  const ModulePtr model = model_from_checkpoint(c);
+  std::printf("%s\n", path.c_str());
+  std::printf("  format         %s version %lld (written by qatlab %s, %s)\n", kCheckpointFormat,
+              static_cast<long long>(c.format_version), c.qatlab_version.c_str(), c.created.c_str());
+  std::printf("  model          %s (%s), input %lldx%lldx%lld, %lld classes\n", c.model_name.c_str(),
+              c.model_kind.c_str(), static_cast<long long>(c.spec.channels), static_cast<long long>(c.spec.height),
+              static_cast<long long>(c.spec.width), static_cast<long long>(c.spec.num_classes));
+  std::printf("  parameters     %lld\n", static_cast<long long>(model->parameter_count()));
+  std::printf("  dataset        %s\n", c.dataset.c_str());
+  std::printf("  epochs done    %lld\n", static_cast<long long>(c.epoch));
+  std::printf("  optimizer      %s\n", c.optimizer_kind.c_str());
+  for (const auto& [k, v] : c.metadata) std::printf("  %-14s %s\n", k.c_str(), v.c_str());
+  std::printf("\nmodule tree:\n%s", model->summary(c.model_name, 1).c_str());
+  if (show_params) {
+    std::printf("\nstate:\n");
+    for (const auto& [name, t] : c.model_state) std::printf("  %-36s %s\n", name.c_str(), shape_str(t.shape()).c_str());
+  }
+  std::printf("\nhistory:\n  %5s %10s %10s %10s %10s %10s %10s\n", "epoch", "lr", "train_loss", "train_acc",
+              "test_loss", "test_acc", "img/s");
+  for (const auto& row : c.history) {
+    const auto get = [&](const char* k) { auto it = row.find(k); return it == row.end() ? 0.0 : it->second; };
+    std::printf("  %5.0f %10.5f %10.4f %9.2f%% %10.4f %9.2f%% %10.0f\n", get("epoch"), get("lr"), get("train_loss"),
+                100 * get("train_acc"), get("test_loss"), 100 * get("test_acc"), get("train_img_per_s"));
+  }
+  std::printf("\nconfig:\n");
+  std::printf("%s", c.config_ini.c_str());
+  return 0;
+}
+
+}  // namespace qatlab

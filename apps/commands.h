@@ -1,0 +1,10 @@
+// commands.h: the subcommands of `qatlab`, one function each (argv[0] is the subcommand's name).
+#pragma once
+
+namespace qatlab {
+
+int cmd_train(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+
+}  // namespace qatlab

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# test.sh: installs what is missing, builds qatlab with its tests and runs the whole suite with ctest.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bash "$root/apps/scripts/install_deps.sh"
+bash "$root/apps/scripts/build.sh"
+jobs="$(nproc 2>/dev/null || echo 2)"
+ctest --test-dir "$root/build" --output-on-failure -j "$jobs"

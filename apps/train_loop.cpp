@@ -1,0 +1,292 @@
+// train_loop.cpp: the epoch loop, evaluation, and the files a run writes (checkpoint, CSV, JSON).
+#include "apps/train_loop.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "apps/progress.h"
+#include "core/atomic_file.h"
+#include "core/ops.h"
+#include "nn/activation.h"
+
+namespace qatlab {
+
+namespace fs = std::filesystem;
+
+void add_train_options(po::options_description& desc, TrainSettings& s) {
+  desc.add_options()
+      ("model", po::value(&s.model)->default_value(s.model), "model from the zoo: mlp | lenet5")
+      ("epochs", po::value(&s.epochs)->default_value(s.epochs), "epochs in total")
+      ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per batch")
+      ("optimizer", po::value(&s.optimizer)->default_value(s.optimizer), "sgd | adam | adamw")
+      ("lr", po::value(&s.lr)->default_value(s.lr), "base learning rate")
+      ("momentum", po::value(&s.momentum)->default_value(s.momentum), "SGD momentum")
+      ("nesterov", po::bool_switch(&s.nesterov), "Nesterov momentum (SGD)")
+      ("weight-decay", po::value(&s.weight_decay)->default_value(s.weight_decay), "weight decay (L2 for sgd/adam, decoupled for adamw)")
+      ("decay-all", po::bool_switch(&s.decay_bn_and_bias), "apply weight decay to biases and BN parameters too")
+      ("schedule", po::value(&s.schedule)->default_value(s.schedule), "constant | step | multistep | cosine")
+      ("step-epochs", po::value(&s.step_epochs)->default_value(s.step_epochs), "step schedule: epochs between decays")
+      ("gamma", po::value(&s.gamma)->default_value(s.gamma), "step/multistep: decay factor")
+      ("milestones", po::value(&s.milestones), "multistep: epochs at which to decay, e.g. 30,60")
+      ("warmup-epochs", po::value(&s.warmup_epochs)->default_value(s.warmup_epochs), "linear warm-up epochs")
+      ("label-smoothing", po::value(&s.label_smoothing)->default_value(s.label_smoothing), "cross-entropy label smoothing in [0, 1)")
+      ("seed", po::value(&s.seed)->default_value(s.seed), "random seed (initialisation, shuffling, dropout)")
+      ("threads", po::value(&s.threads)->default_value(s.threads), "worker threads (0 = all cores)")
+      ("out", po::value(&s.out), "output directory (default: runs/<model>-<dataset>, numbered if taken)")
+      ("overwrite", po::bool_switch(&s.overwrite), "allow --out to name a directory that already holds a run")
+      ("resume", po::value(&s.resume), "continue the run saved in this checkpoint")
+      ("stop-after", po::value(&s.stop_after)->default_value(0), "stop after this many epochs of this invocation (0 = run to the end)")
+      ("progress", po::value(&s.progress)->default_value(s.progress), "auto | bar | plain | none");
+}
+
+void validate_train_settings(const TrainSettings& s) {
+  require(s.epochs >= 0, "--epochs must be >= 0, got " + std::to_string(s.epochs));
+  require(s.batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(s.batch_size));
+  require(s.lr > 0 && std::isfinite(s.lr), "--lr must be > 0, got " + std::to_string(s.lr));
+  require(s.momentum >= 0 && s.momentum < 1, "--momentum must be in [0, 1), got " + std::to_string(s.momentum));
+  require(s.weight_decay >= 0, "--weight-decay must be >= 0, got " + std::to_string(s.weight_decay));
+  require(s.label_smoothing >= 0 && s.label_smoothing < 1,
+          "--label-smoothing must be in [0, 1), got " + std::to_string(s.label_smoothing));
+  require(s.threads >= 0, "--threads must be >= 0, got " + std::to_string(s.threads));
+  require(s.stop_after >= 0, "--stop-after must be >= 0, got " + std::to_string(s.stop_after));
+  require(s.warmup_epochs >= 0 && s.warmup_epochs <= std::max<int64_t>(s.epochs, 0),
+          "--warmup-epochs must be in [0, epochs], got " + std::to_string(s.warmup_epochs));
+  require(s.optimizer == "sgd" || s.optimizer == "adam" || s.optimizer == "adamw",
+          "--optimizer must be sgd, adam or adamw, got '" + s.optimizer + "'");
+  require(s.progress == "auto" || s.progress == "bar" || s.progress == "plain" || s.progress == "none",
+          "--progress must be auto, bar, plain or none, got '" + s.progress + "'");
+}
+
+int apply_threads(int threads) {
+  const int n = threads > 0 ? threads : omp_get_num_procs();
+  omp_set_num_threads(n);
+  return n;
+}
+
+EvalResult evaluate(Module& model, DataLoader& loader) {
+  const auto t0 = std::chrono::steady_clock::now();
+  NoGradGuard no_grad;
+  const bool was_training = model.training();
+  model.eval();
+  EvalResult r;
+  double loss_sum = 0.0;
+  int64_t correct = 0;
+  loader.start_epoch(0);
+  Batch batch;
+  while (loader.next(batch)) {
+    const Tensor logits = model.forward(batch.images);  // (N, classes)
+    const int64_t n = logits.size(0), classes = logits.size(1);
+    loss_sum += cross_entropy(logits, batch.labels).item() * n;
+    const float* l = logits.data();
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t pred = static_cast<int32_t>(std::max_element(l + i * classes, l + (i + 1) * classes) - (l + i * classes));
+      r.predictions.push_back(pred);
+      correct += pred == batch.labels[i];
+    }
+    r.count += n;
+  }
+  model.set_training(was_training);
+  r.loss = r.count ? loss_sum / r.count : 0.0;
+  r.accuracy = r.count ? static_cast<double>(correct) / r.count : 0.0;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+namespace {
+
+std::string metrics_csv(const std::vector<MetricsRow>& history) {
+  static const char* kColumns[] = {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_img_per_s", "epoch_seconds"};
+  std::ostringstream os;
+  for (size_t i = 0; i < std::size(kColumns); ++i) os << (i ? "," : "") << kColumns[i];
+  os << "\n";
+  os.precision(6);
+  for (const auto& row : history) {
+    for (size_t i = 0; i < std::size(kColumns); ++i) {
+      auto it = row.find(kColumns[i]);
+      os << (i ? "," : "");
+      if (it != row.end()) os << it->second;
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+std::string summary_json(const TrainJob& job, const TrainSettings& s, const std::vector<MetricsRow>& history,
+                         bool finished) {
+  std::ostringstream os;
+  os.precision(8);
+  const MetricsRow last = history.empty() ? MetricsRow{} : history.back();
+  auto get = [&](const char* k) { auto it = last.find(k); return it == last.end() ? 0.0 : it->second; };
+  os << "{\n";
+  os << "  \"model\": \"" << json_escape(s.model) << "\",\n";
+  os << "  \"dataset\": \"" << json_escape(job.data->test.name) << "\",\n";
+  os << "  \"epochs_completed\": " << history.size() << ",\n";
+  os << "  \"epochs\": " << s.epochs << ",\n";
+  os << "  \"finished\": " << (finished ? "true" : "false") << ",\n";
+  os << "  \"test_accuracy\": " << get("test_acc") << ",\n";
+  os << "  \"test_loss\": " << get("test_loss") << ",\n";
+  os << "  \"train_img_per_s\": " << get("train_img_per_s") << ",\n";
+  os << "  \"parameters\": " << job.model->parameter_count() << ",\n";
+  os << "  \"threads\": " << omp_get_max_threads() << ",\n";
+  os << "  \"command\": \"" << json_escape(job.command_line) << "\",\n";
+  os << "  \"config\": \"" << json_escape(job.config_ini) << "\"\n";
+  os << "}\n";
+  return os.str();
+}
+
+void reseed_dropouts(const ModulePtr& model, uint64_t seed, int64_t epoch) {
+  uint64_t stream = 0;
+  for (auto& [name, m] : model->named_modules(model))
+    if (m->type() == "Dropout") static_cast<Dropout&>(*m).reseed(seed, (epoch << 16) + stream++);
+}
+
+}  // namespace
+
+std::vector<ParamRef> param_refs(const Module& model, bool decay_all) {
+  std::vector<ParamRef> refs;
+  for (auto& [name, t] : model.named_parameters()) {
+    // Biases and BN scales/shifts are 1-d; decaying them rarely helps and often hurts.
+    const bool decay = decay_all || t.dim() > 1;
+    refs.push_back({name, t, decay});
+  }
+  return refs;
+}
+
+std::string choose_out_dir(const std::string& out, bool overwrite, const std::string& stem) {
+  const auto holds_run = [](const fs::path& p) { return fs::exists(p / "checkpoint.h5") || fs::exists(p / "metrics.csv"); };
+  if (!out.empty()) {
+    if (holds_run(out) && !overwrite)
+      throw UsageError("--out " + out + " already holds a run: pass --resume " + out +
+                       "/checkpoint.h5 to continue it, --overwrite to replace it, or another --out");
+    return out;
+  }
+  fs::path candidate = fs::path("runs") / stem;
+  for (int i = 2; fs::exists(candidate) && !fs::is_empty(candidate); ++i)
+    candidate = fs::path("runs") / (stem + "-" + std::to_string(i));
+  return candidate.string();
+}
+
+TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
+  Module& model = *job.model;
+  Optimizer& opt = *job.optimizer;
+  const DataBundle& data = *job.data;
+  DataLoader train_loader(data.train, loader_options(data, s.batch_size, s.seed, true));
+  DataLoader test_loader(data.test, loader_options(data, 256, s.seed, false));
+  const int64_t iters = train_loader.num_batches();
+  Progress progress(s.progress);
+
+  TrainOutcome outcome;
+  int64_t start_epoch = 0;
+  Rng rng(s.seed);
+  if (job.resuming) {
+    start_epoch = job.resume_from.epoch;
+    outcome.history = job.resume_from.history;
+    rng.set_state(job.resume_from.rng_state);
+  }
+  fs::create_directories(job.out_dir);
+  const std::string ckpt_path = (fs::path(job.out_dir) / "checkpoint.h5").string();
+
+  int64_t run_this_invocation = 0;
+  for (int64_t epoch = start_epoch; epoch < s.epochs; ++epoch) {
+    if (s.stop_after > 0 && run_this_invocation == s.stop_after) {
+      outcome.stopped_early = true;
+      break;
+    }
+    if (job.on_epoch_start) job.on_epoch_start(epoch);
+    reseed_dropouts(job.model, s.seed, epoch);
+    model.train();
+    train_loader.start_epoch(epoch);
+    progress.start_epoch(epoch, s.epochs, iters);
+
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    Batch batch;
+    while (train_loader.next(batch)) {
+      const float lr = lr_at(job.schedule, epoch * iters + batch.index, iters, s.epochs);
+      opt.set_lr(lr);
+      Tensor logits = model.forward(batch.images);  // (N, classes)
+      Tensor loss = cross_entropy(logits, batch.labels, s.label_smoothing);
+      const float loss_value = loss.item();
+      if (!std::isfinite(loss_value))
+        throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") +
+                                 " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch.index + 1) +
+                                 ": lower --lr (now " + std::to_string(lr) + ") or check the data");
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+
+      const int64_t n = logits.size(0), classes = logits.size(1);
+      const float* l = logits.data();
+      for (int64_t i = 0; i < n; ++i)
+        correct += std::max_element(l + i * classes, l + (i + 1) * classes) - (l + i * classes) == batch.labels[i];
+      seen += n;
+      loss_sum += static_cast<double>(loss_value) * n;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      progress.update(batch.index, loss_sum / seen, static_cast<double>(correct) / seen, seen / std::max(secs, 1e-9));
+    }
+    const double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    progress.end_epoch();
+    const EvalResult test = evaluate(model, test_loader);
+
+    MetricsRow row{{"epoch", static_cast<double>(epoch + 1)},
+                   {"lr", opt.lr()},
+                   {"train_loss", seen ? loss_sum / seen : 0.0},
+                   {"train_acc", seen ? static_cast<double>(correct) / seen : 0.0},
+                   {"test_loss", test.loss},
+                   {"test_acc", test.accuracy},
+                   {"train_img_per_s", seen / std::max(train_secs, 1e-9)},
+                   {"epoch_seconds", train_secs + test.seconds}};
+    outcome.history.push_back(row);
+    ++run_this_invocation;
+    outcome.epochs_done = epoch + 1;
+
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %s",
+                  static_cast<long long>(epoch + 1), static_cast<long long>(s.epochs), row["train_loss"],
+                  100 * row["train_acc"], test.loss, 100 * test.accuracy, row["train_img_per_s"],
+                  format_duration(train_secs + test.seconds).c_str());
+    progress.line(line);
+
+    // The checkpoint first: if we die between the two writes, the metrics lag, never the weights.
+    Checkpoint ckpt = job.checkpoint_base();
+    ckpt.model_state.clear();
+    for (auto& [name, t] : model.state_dict()) ckpt.model_state.push_back({name, t});
+    ckpt.optimizer_kind = opt.kind();
+    ckpt.optimizer_state = opt.state();
+    ckpt.epoch = epoch + 1;
+    ckpt.dataset = data.test.name;
+    ckpt.rng_state = rng.state();
+    ckpt.history = outcome.history;
+    ckpt.config_ini = job.config_ini;
+    ckpt.metadata["command"] = job.command_line;
+    ckpt.metadata["threads"] = std::to_string(omp_get_max_threads());
+    save_checkpoint(ckpt_path, ckpt);
+    atomic_write_text((fs::path(job.out_dir) / "metrics.csv").string(), metrics_csv(outcome.history));
+  }
+  const bool finished = outcome.epochs_done == s.epochs || (!outcome.stopped_early && start_epoch >= s.epochs);
+  atomic_write_text((fs::path(job.out_dir) / "summary.json").string(),
+                    summary_json(job, s, outcome.history, finished));
+  return outcome;
+}
+
+}  // namespace qatlab

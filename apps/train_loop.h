@@ -1,0 +1,94 @@
+// train_loop.h: the epoch loop shared by `train` (and later `qat`): batches, loss, optimizer steps,
+// evaluation, per-epoch checkpoints and metrics files, NaN detection.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "apps/cli.h"
+#include "apps/data_setup.h"
+#include "nn/checkpoint.h"
+#include "nn/lr_schedule.h"
+#include "nn/module.h"
+#include "nn/optim.h"
+
+namespace qatlab {
+
+struct TrainSettings {
+  std::string model = "lenet5";
+  int64_t epochs = 3;
+  int64_t batch_size = 64;
+  std::string optimizer = "sgd";
+  float lr = 0.05f;
+  float momentum = 0.9f;
+  bool nesterov = false;
+  float weight_decay = 5e-4f;
+  bool decay_bn_and_bias = false;  // weight decay on BN parameters and biases too
+  std::string schedule = "cosine";
+  int64_t step_epochs = 30;
+  float gamma = 0.1f;
+  std::string milestones;
+  int64_t warmup_epochs = 0;
+  float label_smoothing = 0.0f;
+  uint64_t seed = 1;
+  int threads = 0;  // 0 = all cores
+  std::string out;
+  bool overwrite = false;
+  std::string resume;
+  int64_t stop_after = 0;
+  std::string progress = "auto";
+};
+
+void add_train_options(po::options_description& desc, TrainSettings& s);
+// Checks ranges (lr > 0, batch >= 1, epochs >= 0, ...) and throws UsageError naming the option.
+void validate_train_settings(const TrainSettings& s);
+// Applies --threads (0 = every core) to OpenMP; returns the count in use.
+int apply_threads(int threads);
+
+// The model's parameters for an optimizer; weight decay only on tensors of 2 or more dimensions
+// (weights) unless decay_all.
+std::vector<ParamRef> param_refs(const Module& model, bool decay_all);
+
+struct EvalResult {
+  double loss = 0.0, accuracy = 0.0;
+  int64_t count = 0;
+  double seconds = 0.0;
+  std::vector<int32_t> predictions;  // top-1 class per test image, in dataset order
+};
+// Runs `model` in eval mode over the whole loader (no gradients).
+EvalResult evaluate(Module& model, DataLoader& loader);
+
+// Everything the loop needs besides the settings. The loop owns nothing of it.
+struct TrainJob {
+  ModulePtr model;
+  Optimizer* optimizer = nullptr;
+  LrSchedule schedule;
+  const DataBundle* data = nullptr;
+  std::string out_dir;            // metrics.csv, summary.json, checkpoint.h5 go here
+  Checkpoint resume_from;         // when resuming: what was loaded (epoch > 0)
+  bool resuming = false;
+  std::string config_ini;         // stored in the checkpoint
+  std::string command_line;
+  // A fresh checkpoint skeleton (model name, kind, spec) that the loop fills in each epoch.
+  std::function<Checkpoint()> checkpoint_base;
+  // Called at the start of every epoch (0-based) before any batch: schedules such as freezing BN.
+  std::function<void(int64_t epoch)> on_epoch_start;
+};
+
+struct TrainOutcome {
+  std::vector<MetricsRow> history;
+  int64_t epochs_done = 0;
+  bool stopped_early = false;  // --stop-after ended the run before the last epoch
+};
+
+// Runs epochs [start, settings.epochs). Throws std::runtime_error naming the epoch and batch if the
+// loss becomes NaN or infinite.
+TrainOutcome run_training(TrainJob& job, const TrainSettings& settings);
+
+// --out DIR: refuses a directory that already holds a checkpoint unless --overwrite; without --out,
+// picks runs/<model>-<dataset>, then -2, -3, ... so an earlier run is never overwritten.
+std::string choose_out_dir(const std::string& out, bool overwrite, const std::string& stem);
+
+}  // namespace qatlab

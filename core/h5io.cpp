@@ -1,0 +1,736 @@
+// h5io.cpp: H5File on top of the HDF5 C API: every id held by an RAII handle, every failure turned
+// into one line "<file>: <object path>: <what went wrong>".
+#include "core/h5io.h"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <stdexcept>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+namespace qatlab {
+
+static_assert(std::is_same_v<hid_t, int64_t>, "h5io.h stores the file id as int64_t (hid_t since HDF5 1.10)");
+
+namespace {
+
+// ------------------------------------------------------------------------------------------ handles
+
+// Owns one HDF5 id and releases it with the matching close function (H5Oclose, H5Sclose, ...).
+class Handle {
+ public:
+  using Closer = herr_t (*)(hid_t);
+  Handle() = default;
+  Handle(hid_t id, Closer close) : id_(id), close_(close) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, -1)), close_(o.close_) {}
+  Handle& operator=(Handle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      id_ = std::exchange(o.id_, -1);
+      close_ = o.close_;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  void reset() {
+    if (id_ >= 0 && close_) close_(id_);
+    id_ = -1;
+  }
+
+ private:
+  hid_t id_ = -1;
+  Closer close_ = nullptr;
+};
+
+Handle object(hid_t id) { return Handle(id, H5Oclose); }  // groups and datasets alike
+Handle space(hid_t id) { return Handle(id, H5Sclose); }
+Handle type(hid_t id) { return Handle(id, H5Tclose); }
+Handle attribute(hid_t id) { return Handle(id, H5Aclose); }
+Handle plist(hid_t id) { return Handle(id, H5Pclose); }
+
+// -------------------------------------------------------------------------------------------- errors
+
+// Automatic printing is switched off because we report every failure ourselves; the setting belongs
+// to the HDF5 library (it is not ours to scope), and nothing in qatlab wants it on.
+void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+// The description HDF5 left at the innermost level of its error stack (where the error was first
+// detected), which is usually the most specific one; empty if the stack is empty.
+std::string hdf5_reason() {
+  std::string reason;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_DOWNWARD,
+      [](unsigned, const H5E_error2_t* e, void* out) -> herr_t {
+        if (e->desc && *e->desc) *static_cast<std::string*>(out) = e->desc;
+        return 0;
+      },
+      &reason);
+  H5Eclear2(H5E_DEFAULT);
+  std::replace(reason.begin(), reason.end(), '\n', ' ');  // keep the message on one line
+  return reason;
+}
+
+std::string with_reason(const std::string& what) {
+  const std::string r = hdf5_reason();
+  return r.empty() ? what : what + " (HDF5: " + r + ")";
+}
+
+[[noreturn]] void fail_file(const std::string& file, const std::string& what) {
+  throw std::runtime_error(file + ": " + what);
+}
+[[noreturn]] void fail(const std::string& file, const std::string& obj, const std::string& what) {
+  throw std::runtime_error(file + ": " + obj + ": " + what);
+}
+
+// Every member starts with this, so a closed (or moved-from) or read-only file gives a clear message.
+void require(bool open, bool writable, bool want_write, const std::string& file, const std::string& path) {
+  if (!open) fail(file.empty() ? std::string("H5File") : file, path, "file is not open");
+  if (want_write && !writable) fail(file, path, "file is open read-only");
+}
+
+// ---------------------------------------------------------------------------------------------- paths
+
+// "a/b/c" or "/a/b/c" -> {"a", "b", "c"}; "" and "/" -> {} (the root).
+std::vector<std::string> split_path(const std::string& file, const std::string& path) {
+  std::vector<std::string> parts;
+  if (path.empty() || path == "/") return parts;
+  size_t start = path[0] == '/' ? 1 : 0;
+  while (true) {
+    const size_t slash = path.find('/', start);
+    std::string part = path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (part.empty() || part == ".") fail(file, path, "bad object path (empty or '.' component)");
+    parts.push_back(std::move(part));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return parts;
+}
+
+std::string join_path(const std::vector<std::string>& parts, size_t count) {
+  std::string s;
+  for (size_t i = 0; i < count; ++i) s += (i ? "/" : "") + parts[i];
+  return s.empty() ? "/" : s;
+}
+
+// How far a path resolves from the root.
+struct Walk {
+  Handle obj;               // the object reached: the whole path's object when depth == parts.size()
+  size_t depth = 0;         // number of components resolved
+  bool not_group = false;   // the walk stopped because obj is not a group (so it has no children)
+};
+
+// Follows the path one link at a time, so that a missing parent or a dataset used as a parent ends
+// the walk quietly instead of raising an HDF5 error.
+Walk walk(hid_t file, const std::string& file_name, const std::string& path,
+          const std::vector<std::string>& parts) {
+  Walk w;
+  w.obj = object(H5Oopen(file, "/", H5P_DEFAULT));
+  if (!w.obj.valid()) fail(file_name, path, with_reason("cannot open the root group"));
+  for (; w.depth < parts.size(); ++w.depth) {
+    if (H5Iget_type(w.obj.get()) != H5I_GROUP) {
+      w.not_group = true;
+      return w;
+    }
+    const char* name = parts[w.depth].c_str();
+    if (H5Lexists(w.obj.get(), name, H5P_DEFAULT) <= 0) return w;
+    Handle next = object(H5Oopen(w.obj.get(), name, H5P_DEFAULT));
+    if (!next.valid()) {  // a dangling soft or external link
+      H5Eclear2(H5E_DEFAULT);
+      return w;
+    }
+    w.obj = std::move(next);
+  }
+  return w;
+}
+
+// The object at path, which must exist.
+Handle open_existing(hid_t file, const std::string& file_name, const std::string& path) {
+  const std::vector<std::string> parts = split_path(file_name, path);
+  Walk w = walk(file, file_name, path, parts);
+  if (w.depth != parts.size()) fail(file_name, path, "not found");
+  return std::move(w.obj);
+}
+
+// The group that will hold a new object at path, creating missing groups on the way.
+Handle parent_for_write(hid_t file, const std::string& file_name, const std::string& path,
+                        const std::vector<std::string>& parts) {
+  if (parts.empty()) fail(file_name, path, "the root group cannot be written as a dataset");
+  Walk w = walk(file, file_name, path, parts);
+  if (w.depth == parts.size()) fail(file_name, path, "already exists");
+  if (w.not_group) fail(file_name, path, "'" + join_path(parts, w.depth) + "' is a dataset, not a group");
+  Handle group = std::move(w.obj);
+  for (size_t i = w.depth; i + 1 < parts.size(); ++i) {
+    Handle g = object(H5Gcreate2(group.get(), parts[i].c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    if (!g.valid()) fail(file_name, path, with_reason("cannot create group '" + join_path(parts, i + 1) + "'"));
+    group = std::move(g);
+  }
+  return group;
+}
+
+// ----------------------------------------------------------------------------------- element types
+
+enum class Elem { kFloat32, kFloat64, kInt8, kUInt8, kInt16, kInt32, kInt64 };
+
+template <typename T>
+constexpr Elem elem_of() {
+  if constexpr (std::is_same_v<T, float>) return Elem::kFloat32;
+  else if constexpr (std::is_same_v<T, double>) return Elem::kFloat64;
+  else if constexpr (std::is_same_v<T, int8_t>) return Elem::kInt8;
+  else if constexpr (std::is_same_v<T, uint8_t>) return Elem::kUInt8;
+  else if constexpr (std::is_same_v<T, int16_t>) return Elem::kInt16;
+  else if constexpr (std::is_same_v<T, int32_t>) return Elem::kInt32;
+  else {
+    static_assert(std::is_same_v<T, int64_t>, "unsupported element type");
+    return Elem::kInt64;
+  }
+}
+
+const char* elem_name(Elem e) {
+  switch (e) {
+    case Elem::kFloat32: return "float32";
+    case Elem::kFloat64: return "float64";
+    case Elem::kInt8: return "int8";
+    case Elem::kUInt8: return "uint8";
+    case Elem::kInt16: return "int16";
+    case Elem::kInt32: return "int32";
+    case Elem::kInt64: return "int64";
+  }
+  return "?";
+}
+
+// The type in memory (what our buffers hold).
+hid_t mem_type(Elem e) {
+  switch (e) {
+    case Elem::kFloat32: return H5T_NATIVE_FLOAT;
+    case Elem::kFloat64: return H5T_NATIVE_DOUBLE;
+    case Elem::kInt8: return H5T_NATIVE_INT8;
+    case Elem::kUInt8: return H5T_NATIVE_UINT8;
+    case Elem::kInt16: return H5T_NATIVE_INT16;
+    case Elem::kInt32: return H5T_NATIVE_INT32;
+    case Elem::kInt64: return H5T_NATIVE_INT64;
+  }
+  return -1;
+}
+
+// The type on disk: fixed little-endian, so a file reads the same on any machine (h5py/NumPy's '<f4').
+hid_t file_type(Elem e) {
+  switch (e) {
+    case Elem::kFloat32: return H5T_IEEE_F32LE;
+    case Elem::kFloat64: return H5T_IEEE_F64LE;
+    case Elem::kInt8: return H5T_STD_I8LE;
+    case Elem::kUInt8: return H5T_STD_U8LE;
+    case Elem::kInt16: return H5T_STD_I16LE;
+    case Elem::kInt32: return H5T_STD_I32LE;
+    case Elem::kInt64: return H5T_STD_I64LE;
+  }
+  return -1;
+}
+
+bool elem_is_float(Elem e) { return e == Elem::kFloat32 || e == Elem::kFloat64; }
+
+size_t elem_size(Elem e) {
+  switch (e) {
+    case Elem::kFloat32: return 4;
+    case Elem::kFloat64: return 8;
+    case Elem::kInt8: return 1;
+    case Elem::kUInt8: return 1;
+    case Elem::kInt16: return 2;
+    case Elem::kInt32: return 4;
+    case Elem::kInt64: return 8;
+  }
+  return 0;
+}
+
+// A short name for a stored HDF5 type: "float32", "uint8", "string", ...
+std::string type_name(hid_t t) {
+  const size_t bits = H5Tget_size(t) * 8;
+  switch (H5Tget_class(t)) {
+    case H5T_INTEGER: return (H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int") + std::to_string(bits);
+    case H5T_FLOAT: return "float" + std::to_string(bits);
+    case H5T_STRING: return "string";
+    case H5T_COMPOUND: return "compound";
+    case H5T_ENUM: return "enum";
+    case H5T_ARRAY: return "array";
+    case H5T_VLEN: return "variable-length sequence";
+    default: return "HDF5 type class " + std::to_string(static_cast<int>(H5Tget_class(t)));
+  }
+}
+
+bool type_matches(hid_t t, Elem e) {
+  const H5T_class_t cls = H5Tget_class(t);
+  if (H5Tget_size(t) != elem_size(e)) return false;
+  if (elem_is_float(e)) return cls == H5T_FLOAT;
+  const bool is_unsigned = e == Elem::kUInt8;
+  return cls == H5T_INTEGER && (H5Tget_sign(t) == H5T_SGN_NONE) == is_unsigned;
+}
+
+// ------------------------------------------------------------------------------------------- shapes
+
+int64_t checked_numel(const std::string& file, const std::string& path, const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) fail(file, path, "negative dimension in shape " + shape_str(shape));
+    n *= d;
+  }
+  return n;
+}
+
+// A dataspace for shape: scalar for {}, simple otherwise (zero extents allowed).
+Handle make_space(const Shape& shape) {
+  if (shape.empty()) return space(H5Screate(H5S_SCALAR));
+  const std::vector<hsize_t> dims(shape.begin(), shape.end());
+  return space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+}
+
+// The extent of a dataspace; a null dataspace (no data at all) has no shape.
+Shape space_shape(hid_t sp, const std::string& file, const std::string& path) {
+  switch (H5Sget_simple_extent_type(sp)) {
+    case H5S_SCALAR: return {};
+    case H5S_SIMPLE: {
+      const int rank = H5Sget_simple_extent_ndims(sp);
+      std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0)));
+      if (rank < 0 || H5Sget_simple_extent_dims(sp, dims.data(), nullptr) < 0)
+        fail(file, path, with_reason("cannot read the shape"));
+      return Shape(dims.begin(), dims.end());
+    }
+    default: fail(file, path, "has no data (null dataspace)");
+  }
+}
+
+// A dataset opened for reading, with its shape.
+struct OpenDataset {
+  Handle dset;
+  Shape shape;
+  int64_t numel = 0;
+};
+
+OpenDataset open_dataset(hid_t file, const std::string& file_name, const std::string& path) {
+  OpenDataset d;
+  d.dset = open_existing(file, file_name, path);
+  if (H5Iget_type(d.dset.get()) != H5I_DATASET) fail(file_name, path, "is a group, not a dataset");
+  Handle sp = space(H5Dget_space(d.dset.get()));
+  d.shape = space_shape(sp.get(), file_name, path);
+  d.numel = shape_numel(d.shape);
+  return d;
+}
+
+void write_array(hid_t file, const std::string& file_name, const std::string& path, const Shape& shape,
+                 Elem e, const void* data) {
+  const std::vector<std::string> parts = split_path(file_name, path);
+  const int64_t n = checked_numel(file_name, path, shape);
+  if (n > 0 && data == nullptr) fail(file_name, path, "no data for shape " + shape_str(shape));
+  Handle parent = parent_for_write(file, file_name, path, parts);
+  Handle sp = make_space(shape);
+  Handle dset = object(H5Dcreate2(parent.get(), parts.back().c_str(), file_type(e), sp.get(), H5P_DEFAULT,
+                                  H5P_DEFAULT, H5P_DEFAULT));
+  if (!dset.valid()) fail(file_name, path, with_reason("cannot create " + std::string(elem_name(e)) + " dataset"));
+  // An empty dataset has nothing to transfer.
+  if (n > 0 && H5Dwrite(dset.get(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(file_name, path, with_reason("cannot write data"));
+}
+
+// Opens a dataset and checks that it stores exactly e (no silent float64 -> float32 or int32 -> int8).
+OpenDataset open_typed(hid_t file, const std::string& file_name, const std::string& path, Elem e) {
+  OpenDataset d = open_dataset(file, file_name, path);
+  Handle t = type(H5Dget_type(d.dset.get()));
+  if (!type_matches(t.get(), e))
+    fail(file_name, path, "stored as " + type_name(t.get()) + ", expected " + elem_name(e));
+  return d;
+}
+
+// Reads all of d into out, which holds d.numel elements of e.
+void read_all(const OpenDataset& d, Elem e, void* out, const std::string& file_name, const std::string& path) {
+  if (d.numel > 0 && H5Dread(d.dset.get(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+    fail(file_name, path, with_reason("cannot read data"));
+}
+
+template <typename T>
+std::vector<T> read_array(hid_t file, const std::string& file_name, const std::string& path, Shape* shape_out) {
+  constexpr Elem e = elem_of<T>();
+  const OpenDataset d = open_typed(file, file_name, path, e);
+  std::vector<T> out(static_cast<size_t>(d.numel));
+  read_all(d, e, out.data(), file_name, path);
+  if (shape_out) *shape_out = d.shape;
+  return out;
+}
+
+// --------------------------------------------------------------------------------------------- strings
+
+// A variable-length UTF-8 C string type, as h5py writes Python str values.
+Handle vlen_string_type() {
+  Handle t = type(H5Tcopy(H5T_C_S1));
+  H5Tset_size(t.get(), H5T_VARIABLE);
+  H5Tset_cset(t.get(), H5T_CSET_UTF8);
+  return t;
+}
+
+void check_no_nul(const std::string& file, const std::string& where, const std::string& value) {
+  // Variable-length strings are C strings in HDF5: a NUL would silently cut the value.
+  if (value.find('\0') != std::string::npos) fail(file, where, "string value contains a NUL byte");
+}
+
+// Reads a one-element string dataset or attribute, variable- or fixed-length. `stored` is its type,
+// `sp` its dataspace, and read(mem_type, buffer) does the transfer.
+template <typename ReadFn>
+std::string read_one_string(hid_t stored, hid_t sp, const std::string& file, const std::string& where,
+                            ReadFn read) {
+  if (H5Tget_class(stored) != H5T_STRING) fail(file, where, "stored as " + type_name(stored) + ", expected a string");
+  const Shape shape = space_shape(sp, file, where);
+  if (shape_numel(shape) != 1) fail(file, where, "holds " + shape_str(shape) + " strings, expected one");
+  if (H5Tis_variable_str(stored) > 0) {
+    Handle mem = vlen_string_type();
+    H5Tset_cset(mem.get(), H5Tget_cset(stored));
+    char* p = nullptr;
+    if (read(mem.get(), static_cast<void*>(&p)) < 0) fail(file, where, with_reason("cannot read string"));
+    std::string value = p ? p : "";
+#if H5_VERSION_GE(1, 12, 0)
+    H5Treclaim(mem.get(), sp, H5P_DEFAULT, &p);
+#else
+    H5Dvlen_reclaim(mem.get(), sp, H5P_DEFAULT, &p);
+#endif
+    return value;
+  }
+  const size_t size = H5Tget_size(stored);
+  Handle mem = type(H5Tcopy(stored));  // same size, padding and character set, native order
+  std::string value(size, '\0');
+  if (read(mem.get(), static_cast<void*>(value.data())) < 0) fail(file, where, with_reason("cannot read string"));
+  if (H5Tget_strpad(stored) == H5T_STR_SPACEPAD) {
+    value.erase(value.find_last_not_of(' ') + 1);
+  } else {
+    value.resize(std::min(value.find('\0'), value.size()));
+  }
+  return value;
+}
+
+// --------------------------------------------------------------------------------------- attributes
+
+std::string attr_where(const std::string& obj, const std::string& name) {
+  return obj + ": attribute '" + name + "'";
+}
+
+void write_attr(hid_t file, const std::string& file_name, const std::string& obj, const std::string& name,
+                hid_t stored_type, hid_t memory_type, const void* value) {
+  if (name.empty()) fail(file_name, obj, "empty attribute name");
+  Handle o = open_existing(file, file_name, obj);
+  const htri_t exists = H5Aexists(o.get(), name.c_str());
+  if (exists > 0 && H5Adelete(o.get(), name.c_str()) < 0)
+    fail(file_name, attr_where(obj, name), with_reason("cannot replace"));
+  Handle sp = space(H5Screate(H5S_SCALAR));
+  Handle a = attribute(H5Acreate2(o.get(), name.c_str(), stored_type, sp.get(), H5P_DEFAULT, H5P_DEFAULT));
+  if (!a.valid()) fail(file_name, attr_where(obj, name), with_reason("cannot create"));
+  if (H5Awrite(a.get(), memory_type, value) < 0) fail(file_name, attr_where(obj, name), with_reason("cannot write"));
+}
+
+struct OpenAttr {
+  Handle attr, type, space;
+};
+
+OpenAttr open_attr(hid_t file, const std::string& file_name, const std::string& obj, const std::string& name) {
+  Handle o = open_existing(file, file_name, obj);
+  if (name.empty() || H5Aexists(o.get(), name.c_str()) <= 0) fail(file_name, attr_where(obj, name), "not found");
+  OpenAttr a;
+  a.attr = attribute(H5Aopen(o.get(), name.c_str(), H5P_DEFAULT));
+  if (!a.attr.valid()) fail(file_name, attr_where(obj, name), with_reason("cannot open"));
+  a.type = type(H5Aget_type(a.attr.get()));
+  a.space = space(H5Aget_space(a.attr.get()));
+  return a;
+}
+
+// Reads a one-element numeric attribute whose stored class is `cls`, converting it to `memory_type`
+// (HDF5 converts between sizes of the same class, e.g. an int32 attribute into an int64).
+void read_numeric_attr(hid_t file, const std::string& file_name, const std::string& obj, const std::string& name,
+                       H5T_class_t cls, const char* expected, hid_t memory_type, void* out) {
+  OpenAttr a = open_attr(file, file_name, obj, name);
+  const std::string where = attr_where(obj, name);
+  if (H5Tget_class(a.type.get()) != cls)
+    fail(file_name, where, "stored as " + type_name(a.type.get()) + ", expected " + expected);
+  const Shape shape = space_shape(a.space.get(), file_name, where);
+  if (shape_numel(shape) != 1) fail(file_name, where, "holds shape " + shape_str(shape) + ", expected one value");
+  if (H5Aread(a.attr.get(), memory_type, out) < 0) fail(file_name, where, with_reason("cannot read"));
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------ file lifetime
+
+H5File H5File::create(const std::string& path) {
+  silence_hdf5();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path p(path);
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  if (!fs::is_directory(dir, ec)) fail_file(path, "cannot create: directory '" + dir.string() + "' does not exist");
+  if (::access(dir.c_str(), W_OK) != 0) fail_file(path, "cannot create: directory '" + dir.string() + "' is not writable");
+  if (fs::is_directory(p, ec)) fail_file(path, "cannot create: is a directory");
+  // Strong close: closing the file closes anything still open in it, so close() really ends the file.
+  Handle fapl = plist(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  if (f < 0) fail_file(path, with_reason("cannot create"));
+  return H5File(f, path, /*writable=*/true);
+}
+
+H5File H5File::open_read(const std::string& path) {
+  silence_hdf5();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail_file(path, "no such file");
+  if (fs::is_directory(path, ec)) fail_file(path, "is a directory, not a file");
+  if (::access(path.c_str(), R_OK) != 0) fail_file(path, "cannot read (permission denied)");
+  // The signature check rejects non-HDF5 files; opening also checks the stored end-of-file address,
+  // which is what catches a file cut short after its superblock.
+#if H5_VERSION_GE(1, 12, 0)
+  const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
+#else
+  const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+#endif
+  if (is_hdf5 <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    fail_file(path, "not an HDF5 file (or truncated)");
+  }
+  Handle fapl = plist(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (f < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    fail_file(path, "not an HDF5 file (or truncated)");
+  }
+  return H5File(f, path, /*writable=*/false);
+}
+
+H5File::~H5File() {
+  if (file_ >= 0) H5Fclose(file_);
+}
+
+H5File::H5File(H5File&& other) noexcept
+    : file_(std::exchange(other.file_, -1)), path_(std::move(other.path_)), writable_(other.writable_) {}
+
+H5File& H5File::operator=(H5File&& other) noexcept {
+  if (this != &other) {
+    if (file_ >= 0) H5Fclose(file_);
+    file_ = std::exchange(other.file_, -1);
+    path_ = std::move(other.path_);
+    writable_ = other.writable_;
+  }
+  return *this;
+}
+
+void H5File::close() {
+  if (file_ < 0) return;
+  const hid_t f = std::exchange(file_, -1);
+  if (H5Fclose(f) < 0) fail_file(path_, with_reason("cannot close (data may not be on disk)"));
+}
+
+// ------------------------------------------------------------------------------------------- floats
+
+void H5File::write_floats(const std::string& path, const Shape& shape, const float* data) {
+  require(is_open(), writable_, true, path_, path);
+  write_array(file_, path_, path, shape, Elem::kFloat32, data);
+}
+
+void H5File::write_floats(const std::string& path, const Shape& shape, const std::vector<float>& data) {
+  require(is_open(), writable_, true, path_, path);
+  if (static_cast<int64_t>(data.size()) != checked_numel(path_, path, shape))
+    fail(path_, path, std::to_string(data.size()) + " values for shape " + shape_str(shape));
+  write_array(file_, path_, path, shape, Elem::kFloat32, data.data());
+}
+
+void H5File::write_tensor(const std::string& path, const Tensor& t) {
+  require(is_open(), writable_, true, path_, path);
+  if (!t.defined()) fail(path_, path, "cannot write an undefined tensor");
+  write_array(file_, path_, path, t.shape(), Elem::kFloat32, t.data());
+}
+
+Tensor H5File::read_tensor(const std::string& path) const {
+  require(is_open(), writable_, false, path_, path);
+  const OpenDataset d = open_typed(file_, path_, path, Elem::kFloat32);
+  Tensor t = Tensor::empty(d.shape);  // read straight into the tensor: checkpoints can be large
+  read_all(d, Elem::kFloat32, t.data(), path_, path);
+  return t;
+}
+
+std::vector<float> H5File::read_floats(const std::string& path, Shape* shape) const {
+  require(is_open(), writable_, false, path_, path);
+  return read_array<float>(file_, path_, path, shape);
+}
+
+void H5File::write_doubles(const std::string& path, const Shape& shape, const double* data) {
+  require(is_open(), writable_, true, path_, path);
+  write_array(file_, path_, path, shape, Elem::kFloat64, data);
+}
+
+void H5File::write_doubles(const std::string& path, const Shape& shape, const std::vector<double>& data) {
+  require(is_open(), writable_, true, path_, path);
+  if (static_cast<int64_t>(data.size()) != checked_numel(path_, path, shape))
+    fail(path_, path, std::to_string(data.size()) + " values for shape " + shape_str(shape));
+  write_array(file_, path_, path, shape, Elem::kFloat64, data.data());
+}
+
+std::vector<double> H5File::read_doubles(const std::string& path, Shape* shape) const {
+  require(is_open(), writable_, false, path_, path);
+  return read_array<double>(file_, path_, path, shape);
+}
+
+// ------------------------------------------------------------------------------------------ integers
+
+template <H5Integer T>
+void H5File::write_ints(const std::string& path, const Shape& shape, const T* data) {
+  require(is_open(), writable_, true, path_, path);
+  write_array(file_, path_, path, shape, elem_of<T>(), data);
+}
+
+template <H5Integer T>
+void H5File::write_ints(const std::string& path, const Shape& shape, const std::vector<T>& data) {
+  require(is_open(), writable_, true, path_, path);
+  if (static_cast<int64_t>(data.size()) != checked_numel(path_, path, shape))
+    fail(path_, path, std::to_string(data.size()) + " values for shape " + shape_str(shape));
+  write_array(file_, path_, path, shape, elem_of<T>(), data.data());
+}
+
+template <H5Integer T>
+std::vector<T> H5File::read_ints(const std::string& path, Shape* shape) const {
+  require(is_open(), writable_, false, path_, path);
+  return read_array<T>(file_, path_, path, shape);
+}
+
+template void H5File::write_ints<int8_t>(const std::string&, const Shape&, const int8_t*);
+template void H5File::write_ints<uint8_t>(const std::string&, const Shape&, const uint8_t*);
+template void H5File::write_ints<int16_t>(const std::string&, const Shape&, const int16_t*);
+template void H5File::write_ints<int32_t>(const std::string&, const Shape&, const int32_t*);
+template void H5File::write_ints<int64_t>(const std::string&, const Shape&, const int64_t*);
+template void H5File::write_ints<int8_t>(const std::string&, const Shape&, const std::vector<int8_t>&);
+template void H5File::write_ints<uint8_t>(const std::string&, const Shape&, const std::vector<uint8_t>&);
+template void H5File::write_ints<int16_t>(const std::string&, const Shape&, const std::vector<int16_t>&);
+template void H5File::write_ints<int32_t>(const std::string&, const Shape&, const std::vector<int32_t>&);
+template void H5File::write_ints<int64_t>(const std::string&, const Shape&, const std::vector<int64_t>&);
+template std::vector<int8_t> H5File::read_ints<int8_t>(const std::string&, Shape*) const;
+template std::vector<uint8_t> H5File::read_ints<uint8_t>(const std::string&, Shape*) const;
+template std::vector<int16_t> H5File::read_ints<int16_t>(const std::string&, Shape*) const;
+template std::vector<int32_t> H5File::read_ints<int32_t>(const std::string&, Shape*) const;
+template std::vector<int64_t> H5File::read_ints<int64_t>(const std::string&, Shape*) const;
+
+Shape H5File::dataset_shape(const std::string& path) const {
+  require(is_open(), writable_, false, path_, path);
+  return open_dataset(file_, path_, path).shape;
+}
+
+// ------------------------------------------------------------------------------------------- strings
+
+void H5File::write_string(const std::string& path, const std::string& value) {
+  require(is_open(), writable_, true, path_, path);
+  check_no_nul(path_, path, value);
+  const std::vector<std::string> parts = split_path(path_, path);
+  Handle parent = parent_for_write(file_, path_, path, parts);
+  Handle t = vlen_string_type();
+  Handle sp = space(H5Screate(H5S_SCALAR));
+  Handle dset =
+      object(H5Dcreate2(parent.get(), parts.back().c_str(), t.get(), sp.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+  if (!dset.valid()) fail(path_, path, with_reason("cannot create string dataset"));
+  const char* p = value.c_str();  // a variable-length string is transferred as a pointer to it
+  if (H5Dwrite(dset.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0)
+    fail(path_, path, with_reason("cannot write string"));
+}
+
+std::string H5File::read_string(const std::string& path) const {
+  require(is_open(), writable_, false, path_, path);
+  Handle dset = open_existing(file_, path_, path);
+  if (H5Iget_type(dset.get()) != H5I_DATASET) fail(path_, path, "is a group, not a dataset");
+  Handle t = type(H5Dget_type(dset.get()));
+  Handle sp = space(H5Dget_space(dset.get()));
+  return read_one_string(t.get(), sp.get(), path_, path, [&](hid_t mem, void* buf) {
+    return H5Dread(dset.get(), mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+  });
+}
+
+// ---------------------------------------------------------------------------------------- attributes
+
+void H5File::set_attr(const std::string& obj, const std::string& name, const std::string& value) {
+  require(is_open(), writable_, true, path_, obj);
+  check_no_nul(path_, attr_where(obj, name), value);
+  Handle t = vlen_string_type();
+  const char* p = value.c_str();
+  write_attr(file_, path_, obj, name, t.get(), t.get(), &p);
+}
+
+void H5File::set_attr(const std::string& obj, const std::string& name, int64_t value) {
+  require(is_open(), writable_, true, path_, obj);
+  write_attr(file_, path_, obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
+}
+
+void H5File::set_attr(const std::string& obj, const std::string& name, double value) {
+  require(is_open(), writable_, true, path_, obj);
+  write_attr(file_, path_, obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
+}
+
+bool H5File::has_attr(const std::string& obj, const std::string& name) const {
+  require(is_open(), writable_, false, path_, obj);
+  Handle o = open_existing(file_, path_, obj);
+  return !name.empty() && H5Aexists(o.get(), name.c_str()) > 0;
+}
+
+std::string H5File::get_attr_string(const std::string& obj, const std::string& name) const {
+  require(is_open(), writable_, false, path_, obj);
+  OpenAttr a = open_attr(file_, path_, obj, name);
+  return read_one_string(a.type.get(), a.space.get(), path_, attr_where(obj, name),
+                         [&](hid_t mem, void* buf) { return H5Aread(a.attr.get(), mem, buf); });
+}
+
+int64_t H5File::get_attr_int(const std::string& obj, const std::string& name) const {
+  require(is_open(), writable_, false, path_, obj);
+  int64_t value = 0;
+  read_numeric_attr(file_, path_, obj, name, H5T_INTEGER, "an integer", H5T_NATIVE_INT64, &value);
+  return value;
+}
+
+double H5File::get_attr_double(const std::string& obj, const std::string& name) const {
+  require(is_open(), writable_, false, path_, obj);
+  double value = 0.0;
+  read_numeric_attr(file_, path_, obj, name, H5T_FLOAT, "a float", H5T_NATIVE_DOUBLE, &value);
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------- navigation
+
+bool H5File::exists(const std::string& path) const {
+  require(is_open(), writable_, false, path_, path);
+  const std::vector<std::string> parts = split_path(path_, path);
+  return walk(file_, path_, path, parts).depth == parts.size();
+}
+
+bool H5File::is_group(const std::string& path) const {
+  require(is_open(), writable_, false, path_, path);
+  const std::vector<std::string> parts = split_path(path_, path);
+  const Walk w = walk(file_, path_, path, parts);
+  return w.depth == parts.size() && H5Iget_type(w.obj.get()) == H5I_GROUP;
+}
+
+std::vector<std::string> H5File::list(const std::string& group) const {
+  require(is_open(), writable_, false, path_, group);
+  Handle g = open_existing(file_, path_, group);
+  if (H5Iget_type(g.get()) != H5I_GROUP) fail(path_, group, "is a dataset, not a group");
+  H5G_info_t info;
+  if (H5Gget_info(g.get(), &info) < 0) fail(path_, group, with_reason("cannot list"));
+  std::vector<std::string> names;
+  names.reserve(info.nlinks);
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t len = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (len < 0) fail(path_, group, with_reason("cannot list"));
+    std::string name(static_cast<size_t>(len) + 1, '\0');
+    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT);
+    name.resize(static_cast<size_t>(len));
+    names.push_back(std::move(name));
+  }
+  std::sort(names.begin(), names.end());  // the name index is already sorted; this makes it explicit
+  return names;
+}
+
+}  // namespace qatlab

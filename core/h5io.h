@@ -1,0 +1,118 @@
+// h5io.h: a small RAII layer over the HDF5 C API for checkpoints and integer model files.
+//
+// Everything is stored with plain HDF5 types so that h5py and h5dump read the files directly:
+// float32 / float64 / int8 / uint8 / int16 / int32 / int64 datasets (little-endian, contiguous),
+// scalar variable-length UTF-8 strings, and scalar attributes (string, int64, float64).
+//
+// Objects are addressed by '/'-separated paths relative to the root ("model/params/features.0.weight";
+// a leading '/' is optional, "/" alone is the root). Names may contain dots; empty components ("a//b")
+// and "." are rejected. Writing a dataset creates its missing parent groups; writing over an existing
+// dataset is an error (checkpoints are always written into a fresh file, see atomic_file.h).
+//
+// Every failure throws std::runtime_error with one line "<file>: <object path>: <what went wrong>",
+// e.g. "ckpt.h5: model/fc.weight: stored as int8, expected float32". Creating or opening a file switches
+// HDF5's automatic error printing off (H5Eset_auto), so nothing is printed to stderr.
+//
+// The HDF5 library built by Debian is not thread-safe: use H5File from one thread at a time.
+#pragma once
+
+#include <concepts>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace qatlab {
+
+// The integer element types a dataset can hold. Each is stored as the HDF5 integer type of the same
+// size and signedness, and read back only into that same type.
+template <typename T>
+concept H5Integer = std::same_as<T, int8_t> || std::same_as<T, uint8_t> || std::same_as<T, int16_t> ||
+                    std::same_as<T, int32_t> || std::same_as<T, int64_t>;
+
+class H5File {
+ public:
+  // Creates (truncating) a file for writing. The directory must exist.
+  static H5File create(const std::string& path);
+  // Opens an existing file read-only. Throws "<path>: no such file" or
+  // "<path>: not an HDF5 file (or truncated)".
+  static H5File open_read(const std::string& path);
+
+  H5File() = default;  // no file; every call but close() throws
+  ~H5File();           // closes quietly; call close() to see errors when writing
+  H5File(H5File&& other) noexcept;
+  H5File& operator=(H5File&& other) noexcept;
+  H5File(const H5File&) = delete;
+  H5File& operator=(const H5File&) = delete;
+
+  // Flushes and closes the file (a no-op if already closed). Throws if the flush fails.
+  void close();
+  bool is_open() const { return file_ >= 0; }
+  const std::string& path() const { return path_; }
+
+  // ------------------------------------------------------------------------------- float datasets
+  // shape may be {} (a 0-d scalar dataset holding one value) or contain zeros (an empty dataset);
+  // data holds shape_numel(shape) values, row-major.
+  void write_floats(const std::string& path, const Shape& shape, const float* data);
+  void write_floats(const std::string& path, const Shape& shape, const std::vector<float>& data);
+  void write_tensor(const std::string& path, const Tensor& t);
+  Tensor read_tensor(const std::string& path) const;  // float32 datasets only
+  std::vector<float> read_floats(const std::string& path, Shape* shape = nullptr) const;
+
+  void write_doubles(const std::string& path, const Shape& shape, const double* data);
+  void write_doubles(const std::string& path, const Shape& shape, const std::vector<double>& data);
+  std::vector<double> read_doubles(const std::string& path, Shape* shape = nullptr) const;  // float64 only
+
+  // ----------------------------------------------------------------------------- integer datasets
+  template <H5Integer T>
+  void write_ints(const std::string& path, const Shape& shape, const T* data);
+  template <H5Integer T>
+  void write_ints(const std::string& path, const Shape& shape, const std::vector<T>& data);
+  // Throws unless the dataset is an integer dataset of exactly T's size and signedness.
+  template <H5Integer T>
+  std::vector<T> read_ints(const std::string& path, Shape* shape = nullptr) const;
+
+  // The shape of any dataset ({} for a 0-d one).
+  Shape dataset_shape(const std::string& path) const;
+
+  // --------------------------------------------------------------------------------------- strings
+  // A scalar variable-length UTF-8 string dataset (h5py: f[path][()] gives bytes, .asstr() a str).
+  // read_string also accepts fixed-length string datasets.
+  void write_string(const std::string& path, const std::string& value);
+  std::string read_string(const std::string& path) const;
+
+  // ------------------------------------------------------------------------------------ attributes
+  // On any existing group or dataset ("/" is the root). Setting an existing attribute replaces it.
+  void set_attr(const std::string& obj, const std::string& name, const std::string& value);
+  void set_attr(const std::string& obj, const std::string& name, const char* value) {
+    set_attr(obj, name, std::string(value));
+  }
+  void set_attr(const std::string& obj, const std::string& name, int64_t value);
+  void set_attr(const std::string& obj, const std::string& name, double value);
+  // Any other integer type (int, uint32_t, ...) is stored as int64; without this, set_attr(o, n, 3)
+  // would be ambiguous between the int64_t and double overloads.
+  template <std::integral I>
+  void set_attr(const std::string& obj, const std::string& name, I value) {
+    set_attr(obj, name, static_cast<int64_t>(value));
+  }
+  bool has_attr(const std::string& obj, const std::string& name) const;
+  std::string get_attr_string(const std::string& obj, const std::string& name) const;
+  int64_t get_attr_int(const std::string& obj, const std::string& name) const;     // any integer type
+  double get_attr_double(const std::string& obj, const std::string& name) const;   // any float type
+
+  // ---------------------------------------------------------------------------------- navigation
+  // False (no error) when any component of the path is missing or a parent is not a group.
+  bool exists(const std::string& path) const;
+  bool is_group(const std::string& path) const;  // false when missing
+  std::vector<std::string> list(const std::string& group) const;  // child names, sorted
+
+ private:
+  H5File(int64_t file, std::string path, bool writable) : file_(file), path_(std::move(path)), writable_(writable) {}
+
+  int64_t file_ = -1;  // the HDF5 file id (hid_t), -1 when closed
+  std::string path_;
+  bool writable_ = false;
+};
+
+}  // namespace qatlab

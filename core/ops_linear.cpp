@@ -1,0 +1,40 @@
+// ops_linear.cpp: the fully connected map y = x w^T + b and its gradients, on Eigen GEMMs.
+//
+// Shape letters: N batch, IN input features, OUT output features.
+#include <Eigen/Core>
+
+#include "core/ops.h"
+
+namespace qatlab {
+
+namespace {
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapMatrix = Eigen::Map<RowMatrix>;
+using ConstMapMatrix = Eigen::Map<const RowMatrix>;
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  check_arg(x.dim() == 2, "linear: input must be (N, IN), got " + shape_str(x.shape()));
+  check_arg(w.dim() == 2 && w.size(1) == x.size(1),
+            "linear: weight " + shape_str(w.shape()) + " does not fit input " + shape_str(x.shape()));
+  const int64_t n = x.size(0), in = x.size(1), out = w.size(0);
+  check_arg(!b.defined() || b.shape() == Shape{out},
+            "linear: bias must be (" + std::to_string(out) + "), got " + (b.defined() ? shape_str(b.shape()) : ""));
+
+  Tensor y = Tensor::empty({n, out});  // (N, OUT)
+  MapMatrix ym(y.data(), n, out);
+  ym.noalias() = ConstMapMatrix(x.data(), n, in) * ConstMapMatrix(w.data(), out, in).transpose();
+  if (b.defined()) ym.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(b.data(), out);
+
+  record_op(y, "linear", {x, w, b}, [x, w, b, n, in, out](const Tensor& gy) mutable {
+    ConstMapMatrix dy(gy.data(), n, out);
+    if (x.requires_grad()) MapMatrix(x.mutable_grad(), n, in).noalias() += dy * ConstMapMatrix(w.data(), out, in);
+    if (w.requires_grad())
+      MapMatrix(w.mutable_grad(), out, in).noalias() += dy.transpose() * ConstMapMatrix(x.data(), n, in);
+    if (b.defined() && b.requires_grad())
+      Eigen::Map<Eigen::RowVectorXf>(b.mutable_grad(), out) += dy.colwise().sum();
+  });
+  return y;
+}
+
+}  // namespace qatlab

@@ -1,0 +1,111 @@
+// ops_norm.cpp: batch normalisation over (N, C) or (N, C, H, W), one fused op with its own backward.
+//
+// Shape letters: N batch, C channels, S = H * W positions per channel and image (1 for (N, C)),
+// M = N * S values per channel.
+#include <Eigen/Core>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "core/ops.h"
+
+namespace qatlab {
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                  Tensor& running_var, bool training, float momentum, float eps) {
+  check_arg(x.dim() == 2 || x.dim() == 4, "batch_norm: input must be (N, C) or (N, C, H, W), got " + shape_str(x.shape()));
+  const int64_t n = x.size(0), c = x.size(1), s = x.dim() == 4 ? x.size(2) * x.size(3) : 1, m = n * s;
+  const Shape per_channel{c};
+  check_arg(gamma.shape() == per_channel && beta.shape() == per_channel && running_mean.shape() == per_channel &&
+                running_var.shape() == per_channel,
+            "batch_norm: gamma, beta and running statistics must be (" + std::to_string(c) + ") for input " +
+                shape_str(x.shape()));
+  check_arg(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f, "batch_norm: need eps > 0 and momentum in [0, 1]");
+  check_arg(!training || m > 1, "batch_norm: training needs more than one value per channel, got input " +
+                                    shape_str(x.shape()));
+
+  // One channel of one image: S contiguous values.
+  const auto plane = [c, s](const float* base, int64_t i, int64_t ch) {
+    return Eigen::Map<const Eigen::VectorXf>(base + (i * c + ch) * s, s);
+  };
+  // Per-channel statistics used for this pass: the batch's in training, the running ones in evaluation.
+  auto mean = std::make_shared<std::vector<float>>(c);    // (C)
+  auto invstd = std::make_shared<std::vector<float>>(c);  // (C)
+  const float* xd = x.data();
+  if (training) {
+    float* rm = running_mean.data();
+    float* rv = running_var.data();
+#pragma omp parallel for schedule(static) if (x.numel() > 65536)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      // Two passes (mean, then squared deviations), so the variance of activations with a large mean
+      // does not cancel away; vectorised float sums within a plane, double across planes.
+      double sum = 0.0;
+      for (int64_t i = 0; i < n; ++i) sum += plane(xd, i, ch).sum();
+      const double mu = sum / static_cast<double>(m);
+      double sq = 0.0;
+      for (int64_t i = 0; i < n; ++i) sq += (plane(xd, i, ch).array() - static_cast<float>(mu)).square().sum();
+      const double var = sq / static_cast<double>(m);
+      (*mean)[ch] = static_cast<float>(mu);
+      (*invstd)[ch] = static_cast<float>(1.0 / std::sqrt(var + eps));
+      rm[ch] = (1.0f - momentum) * rm[ch] + momentum * static_cast<float>(mu);
+      rv[ch] = (1.0f - momentum) * rv[ch] + momentum * static_cast<float>(var * m / (m - 1));
+    }
+  } else {
+    for (int64_t ch = 0; ch < c; ++ch) {
+      (*mean)[ch] = running_mean.data()[ch];
+      (*invstd)[ch] = 1.0f / std::sqrt(running_var.data()[ch] + eps);
+    }
+  }
+
+  Tensor y = Tensor::empty(x.shape());
+  float* yd = y.data();
+  const float* gd = gamma.data();
+  const float* bd = beta.data();
+#pragma omp parallel for schedule(static) if (x.numel() > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float a = gd[ch] * (*invstd)[ch];
+      const float b = bd[ch] - (*mean)[ch] * a;
+      const float* p = xd + (i * c + ch) * s;
+      float* q = yd + (i * c + ch) * s;
+      for (int64_t j = 0; j < s; ++j) q[j] = p[j] * a + b;
+    }
+  }
+
+  record_op(y, "batch_norm", {x, gamma, beta}, [x, gamma, beta, mean, invstd, training, n, c, s, m, plane](const Tensor& gy) mutable {
+    const float* xd = x.data();
+    const float* gyd = gy.data();
+    const float* gd = gamma.data();
+    float* gx = x.requires_grad() ? x.mutable_grad() : nullptr;
+    float* ggamma = gamma.requires_grad() ? gamma.mutable_grad() : nullptr;
+    float* gbeta = beta.requires_grad() ? beta.mutable_grad() : nullptr;
+#pragma omp parallel for schedule(static) if (x.numel() > 65536)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      const float mu = (*mean)[ch], is = (*invstd)[ch];
+      // sum(dy) and sum(dy * xhat) over the channel's M values.
+      double sum_dy = 0.0, sum_dy_xhat = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const auto d = plane(gyd, i, ch).array();
+        sum_dy += d.sum();
+        sum_dy_xhat += (d * (plane(xd, i, ch).array() - mu)).sum() * is;
+      }
+      if (ggamma) ggamma[ch] += static_cast<float>(sum_dy_xhat);
+      if (gbeta) gbeta[ch] += static_cast<float>(sum_dy);
+      if (!gx) continue;
+      const float k = gd[ch] * is;
+      // Training: the statistics depend on x too, which removes the mean of dy and its projection on
+      // xhat. Evaluation: the statistics are constants and the map is affine.
+      const float mean_dy = training ? static_cast<float>(sum_dy / m) : 0.0f;
+      const float mean_dy_xhat = training ? static_cast<float>(sum_dy_xhat / m) : 0.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        const float* p = xd + (i * c + ch) * s;
+        const float* d = gyd + (i * c + ch) * s;
+        float* g = gx + (i * c + ch) * s;
+        for (int64_t j = 0; j < s; ++j) g[j] += k * (d[j] - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
+      }
+    }
+  });
+  return y;
+}
+
+}  // namespace qatlab

@@ -1,0 +1,93 @@
+// loader.h: turns an in-memory ImageDataset into shuffled, normalised, optionally augmented float batches,
+// prepared ahead on a background thread.
+//
+// Shape letters: N batch, C channels, H height, W width.
+//
+// Determinism: epoch e's order comes from Rng::derive(seed, e) alone, and each sample's augmentation from
+// an Rng derived from (seed, e, the sample's position in that order). So a run resumed at epoch e sees
+// exactly the batches an uninterrupted run would, and prefetching on or off gives identical batches.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/tensor.h"
+#include "data/dataset.h"
+
+namespace qatlab {
+
+struct LoaderOptions {
+  int64_t batch_size = 64;
+  bool shuffle = true;
+  bool drop_last = false;  // drop a final batch smaller than batch_size
+  uint64_t seed = 0;
+  // Per channel (size C, or empty for 0 and 1): value = (pixel / 255 - mean) / std, computed as
+  // pixel * scale + shift with scale = 1 / (255 std), shift = -mean / std (equal up to float rounding).
+  std::vector<float> mean, std;
+  bool prefetch = true;          // prepare batches on a background thread
+  int64_t crop_pad = 0;          // random crop of the image zero-padded by this many pixels; 0 = off
+  bool hflip = false;            // mirror left-right with probability 1/2
+};
+
+struct Batch {
+  Tensor images;                // (N, C, H, W) float32, normalised
+  std::vector<int32_t> labels;  // (N)
+  int64_t index = 0;            // position of this batch in its epoch
+};
+
+class DataLoader {
+ public:
+  // Keeps a reference to `dataset`, which must outlive the loader. Throws std::invalid_argument on bad
+  // options or an inconsistent dataset.
+  DataLoader(const ImageDataset& dataset, LoaderOptions options);
+  DataLoader(ImageDataset&&, LoaderOptions) = delete;  // a temporary would dangle
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  int64_t num_batches() const { return num_batches_; }
+  const LoaderOptions& options() const { return options_; }
+
+  // Starts epoch `epoch` (>= 0) from its first batch, stopping any unfinished one.
+  void start_epoch(int64_t epoch);
+  // The next batch of the current epoch into `out`; false once the epoch is exhausted. Keep a copy of
+  // out.images (a shallow handle) to hold on to a batch: a buffer nobody else holds is recycled.
+  bool next(Batch& out);
+
+  // Fills `out` with batch `index` of the current epoch, on the calling thread. next() uses it; it is
+  // public so that the conversion can be timed and tested on its own. Like next(), it refills
+  // out.images in place when no other handle shares it, and allocates a new tensor otherwise.
+  void make_batch(int64_t index, Batch& out) const;
+
+ private:
+  void stop_worker();
+  void worker_loop();
+
+  const ImageDataset& dataset_;
+  LoaderOptions options_;
+  int64_t num_batches_ = 0;
+  int64_t sample_numel_ = 0;     // C * H * W
+  std::vector<float> scale_, shift_;  // (C): value = pixel * scale + shift = (pixel / 255 - mean) / std
+  std::vector<int64_t> order_;   // (dataset N): sample indices in this epoch's order
+  uint64_t augment_key_ = 0;     // this epoch's key for per-sample augmentation streams
+  bool epoch_started_ = false;
+  int64_t cursor_ = 0;           // next batch index (without prefetch)
+
+  // Prefetching: the worker produces batches 0.. of the epoch into ready_, at most kQueueDepth ahead.
+  static constexpr size_t kQueueDepth = 2;
+  std::thread worker_;
+  std::mutex mutex_;
+  std::condition_variable cv_;  // signalled on every change of the fields below
+  std::deque<Batch> ready_;
+  std::vector<Tensor> spare_;   // image buffers handed back by next(), for the worker to refill
+  bool stop_ = false;           // asks the worker to quit
+  bool worker_done_ = false;    // the worker produced the whole epoch (or failed)
+  std::exception_ptr worker_error_;
+};
+
+}  // namespace qatlab

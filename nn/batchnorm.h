@@ -1,0 +1,48 @@
+// batchnorm.h: batch normalisation layers with running statistics (BatchNorm1d for (N, C),
+// BatchNorm2d for (N, C, H, W)).
+#pragma once
+
+#include "core/ops.h"
+#include "nn/module.h"
+
+namespace qatlab {
+
+class BatchNorm : public Module {
+ public:
+  BatchNorm(const std::string& type, int64_t channels, float eps, float momentum)
+      : Module(type), channels(channels), eps(eps), momentum(momentum) {
+    check_arg(channels > 0, type + ": channels must be positive");
+    gamma = Tensor::ones({channels});         // (C)
+    beta = Tensor::zeros({channels});         // (C)
+    running_mean = Tensor::zeros({channels});  // (C)
+    running_var = Tensor::ones({channels});    // (C)
+    register_parameter("weight", &gamma);
+    register_parameter("bias", &beta);
+    register_buffer("running_mean", &running_mean);
+    register_buffer("running_var", &running_var);
+  }
+  Tensor forward(const Tensor& x) override {
+    return batch_norm(x, gamma, beta, running_mean, running_var, training(), momentum, eps);
+  }
+  std::string describe() const override {
+    return std::to_string(channels) + ", eps=" + std::to_string(eps) + ", momentum=" + std::to_string(momentum);
+  }
+
+  const int64_t channels;
+  const float eps, momentum;
+  Tensor gamma, beta, running_mean, running_var;
+};
+
+class BatchNorm1d : public BatchNorm {
+ public:
+  explicit BatchNorm1d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f)
+      : BatchNorm("BatchNorm1d", channels, eps, momentum) {}
+};
+
+class BatchNorm2d : public BatchNorm {
+ public:
+  explicit BatchNorm2d(int64_t channels, float eps = 1e-5f, float momentum = 0.1f)
+      : BatchNorm("BatchNorm2d", channels, eps, momentum) {}
+};
+
+}  // namespace qatlab

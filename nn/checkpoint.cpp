@@ -1,0 +1,144 @@
+// checkpoint.cpp: writes and reads the HDF5 checkpoint layout described in checkpoint.h.
+#include "nn/checkpoint.h"
+
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <set>
+#include <stdexcept>
+
+#include "core/atomic_file.h"
+#include "core/h5io.h"
+
+#ifndef QATLAB_VERSION
+#define QATLAB_VERSION "dev"
+#endif
+
+namespace qatlab {
+
+namespace {
+
+std::string utc_now() {
+  char buf[32];
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Every dataset below `group`, with names relative to it ("exp_avg/fc.weight"), recursing into groups.
+void read_tensors(const H5File& f, const std::string& group, const std::string& prefix, NamedTensors& out) {
+  for (const std::string& name : f.list(group)) {
+    const std::string path = group + "/" + name;
+    if (f.is_group(path))
+      read_tensors(f, path, prefix + name + "/", out);
+    else
+      out.push_back({prefix + name, f.read_tensor(path)});
+  }
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Checkpoint& c) {
+  atomic_save_h5(path, [&](H5File& f) {
+    f.set_attr("/", "format", kCheckpointFormat);
+    f.set_attr("/", "format_version", kCheckpointVersion);
+    f.set_attr("/", "qatlab_version", QATLAB_VERSION);
+    f.set_attr("/", "created", utc_now());
+
+    for (const auto& [name, t] : c.model_state) f.write_tensor("model/state/" + name, t);
+    if (c.model_state.empty()) f.write_string("model/empty", "");
+    f.set_attr("model", "name", c.model_name);
+    f.set_attr("model", "kind", c.model_kind);
+    f.set_attr("model", "channels", c.spec.channels);
+    f.set_attr("model", "height", c.spec.height);
+    f.set_attr("model", "width", c.spec.width);
+    f.set_attr("model", "num_classes", c.spec.num_classes);
+
+    // Entries named "<kind>/<param>" go to optimizer/state/<kind>/<param>; plain names ("step") to
+    // optimizer/scalars/, where they cannot collide with a group of the same name.
+    for (const auto& [name, t] : c.optimizer_state)
+      f.write_tensor((name.find('/') == std::string::npos ? "optimizer/scalars/" : "optimizer/state/") + name, t);
+    if (c.optimizer_state.empty()) f.write_string("optimizer/empty", "");
+    f.set_attr("optimizer", "kind", c.optimizer_kind);
+
+    std::vector<int64_t> rng(4);
+    std::memcpy(rng.data(), c.rng_state.data(), sizeof(uint64_t) * 4);
+    f.write_ints<int64_t>("training/rng_state", {4}, rng);
+    f.set_attr("training", "epoch", c.epoch);
+    f.set_attr("training", "dataset", c.dataset);
+    std::set<std::string> columns;
+    for (const auto& row : c.history)
+      for (const auto& [k, v] : row) columns.insert(k);
+    for (const std::string& col : columns) {
+      std::vector<double> values;
+      for (const auto& row : c.history) {
+        auto it = row.find(col);
+        values.push_back(it == row.end() ? std::nan("") : it->second);
+      }
+      f.write_doubles("training/history/" + col, {static_cast<int64_t>(values.size())}, values);
+    }
+
+    f.write_string("config", c.config_ini);
+    f.write_string("metadata/about", "free-form run metadata, as attributes of this group");
+    for (const auto& [k, v] : c.metadata) f.set_attr("metadata", k, v);
+  });
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  H5File f = H5File::open_read(path);
+  const auto fail = [&](const std::string& what) { throw std::runtime_error(path + ": " + what); };
+  if (!f.has_attr("/", "format") || f.get_attr_string("/", "format") != kCheckpointFormat)
+    fail("not a qatlab checkpoint (no format attribute \"" + std::string(kCheckpointFormat) + "\")");
+  const int64_t version = f.get_attr_int("/", "format_version");
+  if (version > kCheckpointVersion)
+    fail("checkpoint format version " + std::to_string(version) + " is newer than this qatlab reads (" +
+         std::to_string(kCheckpointVersion) + "): upgrade qatlab");
+  if (version < 1) fail("invalid checkpoint format version " + std::to_string(version));
+
+  Checkpoint c;
+  c.format_version = version;
+  if (f.has_attr("/", "qatlab_version")) c.qatlab_version = f.get_attr_string("/", "qatlab_version");
+  if (f.has_attr("/", "created")) c.created = f.get_attr_string("/", "created");
+  c.model_name = f.get_attr_string("model", "name");
+  c.model_kind = f.get_attr_string("model", "kind");
+  c.spec.channels = f.get_attr_int("model", "channels");
+  c.spec.height = f.get_attr_int("model", "height");
+  c.spec.width = f.get_attr_int("model", "width");
+  c.spec.num_classes = f.get_attr_int("model", "num_classes");
+  if (f.exists("model/state")) read_tensors(f, "model/state", "", c.model_state);
+  c.optimizer_kind = f.get_attr_string("optimizer", "kind");
+  if (f.exists("optimizer/state")) read_tensors(f, "optimizer/state", "", c.optimizer_state);
+  if (f.exists("optimizer/scalars")) read_tensors(f, "optimizer/scalars", "", c.optimizer_state);
+
+  Shape shape;
+  const std::vector<int64_t> rng = f.read_ints<int64_t>("training/rng_state", &shape);
+  if (rng.size() != 4) fail("training/rng_state must hold 4 words, found " + std::to_string(rng.size()));
+  std::memcpy(c.rng_state.data(), rng.data(), sizeof(uint64_t) * 4);
+  c.epoch = f.get_attr_int("training", "epoch");
+  c.dataset = f.get_attr_string("training", "dataset");
+  if (f.exists("training/history")) {
+    for (const std::string& col : f.list("training/history")) {
+      const std::vector<double> values = f.read_doubles("training/history/" + col);
+      if (c.history.size() < values.size()) c.history.resize(values.size());
+      for (size_t i = 0; i < values.size(); ++i)
+        if (!std::isnan(values[i])) c.history[i][col] = values[i];
+    }
+  }
+  c.config_ini = f.read_string("config");
+  if (f.exists("metadata"))
+    for (const char* key : {"command", "threads", "host"})
+      if (f.has_attr("metadata", key)) c.metadata[key] = f.get_attr_string("metadata", key);
+  return c;
+}
+
+ModulePtr model_from_checkpoint(const Checkpoint& ckpt) {
+  Rng unused(0);  // initial values are overwritten by the stored state
+  ModulePtr model = make_model(ckpt.model_name, ckpt.spec, unused);
+  std::map<std::string, Tensor> state(ckpt.model_state.begin(), ckpt.model_state.end());
+  model->load_state_dict(state);
+  return model;
+}
+
+}  // namespace qatlab

@@ -1,0 +1,60 @@
+// checkpoint.h: training checkpoints in HDF5: weights, optimizer state, RNG, config and history.
+//
+// File layout (format "qatlab-checkpoint", version 1), readable with h5py or h5dump:
+//   /                         attrs: format, format_version, qatlab_version, created (UTC, ISO 8601)
+//   /model                    attrs: name (zoo name), kind ("float"), channels, height, width, num_classes
+//   /model/state/<name>       float32, one dataset per parameter and buffer ("features.0.weight")
+//   /optimizer                attrs: kind ("sgd" | "adam" | "adamw")
+//   /optimizer/state/<kind>/<param>  float32 optimizer buffers ("exp_avg/features.0.weight", "step")
+//   /training                 attrs: epoch (epochs completed), dataset
+//   /training/rng_state       int64[4]: the trainer's generator (xoshiro256** words, bit-cast)
+//   /training/history/<col>   float64[epochs]: one column per metric (epoch, train_loss, test_acc, ...)
+//   /config                   string: the full resolved configuration as INI "key = value" lines
+//   /metadata                 attrs: free-form strings (command line, host threads, ...)
+//
+// Saving is atomic (temp file + rename): a crash never leaves a broken checkpoint behind.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "nn/module.h"
+#include "nn/zoo.h"
+
+namespace qatlab {
+
+inline constexpr const char* kCheckpointFormat = "qatlab-checkpoint";
+inline constexpr int64_t kCheckpointVersion = 1;
+
+// One row of the training history; columns are free-form so later stages (QAT) can add theirs.
+using MetricsRow = std::map<std::string, double>;
+
+struct Checkpoint {
+  std::string model_name;
+  std::string model_kind = "float";
+  ModelSpec spec;
+  NamedTensors model_state;
+  std::string optimizer_kind;
+  NamedTensors optimizer_state;
+  int64_t epoch = 0;  // epochs completed
+  std::string dataset;
+  Rng::State rng_state{};
+  std::vector<MetricsRow> history;
+  std::string config_ini;
+  std::map<std::string, std::string> metadata;
+  // Filled in by load_checkpoint (save_checkpoint writes its own).
+  int64_t format_version = 0;
+  std::string qatlab_version, created;
+};
+
+// Atomic: the file at `path` is replaced only once the new one is complete.
+void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
+// Throws std::runtime_error with one line for a missing, unreadable, foreign or newer-version file.
+Checkpoint load_checkpoint(const std::string& path);
+
+// The model a checkpoint describes, built from the zoo and loaded with its state.
+ModulePtr model_from_checkpoint(const Checkpoint& ckpt);
+
+}  // namespace qatlab

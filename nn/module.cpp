@@ -1,0 +1,148 @@
+// module.cpp: the Module tree walk: names, modes, state dicts and printing.
+#include "nn/module.h"
+
+#include <sstream>
+#include <stdexcept>
+
+namespace qatlab {
+
+void Module::set_training(bool on) {
+  training_ = on;
+  on_mode_change();
+  for (auto& [name, m] : children_) m->set_training(on);
+}
+
+ModulePtr Module::child(const std::string& name) const {
+  for (const auto& [n, m] : children_)
+    if (n == name) return m;
+  throw std::invalid_argument(type_ + " has no child named '" + name + "'");
+}
+
+ModulePtr Module::submodule(const std::string& dotted) const {
+  check_arg(!dotted.empty(), "submodule: empty name");
+  const size_t dot = dotted.find('.');
+  if (dot == std::string::npos) return child(dotted);
+  return child(dotted.substr(0, dot))->submodule(dotted.substr(dot + 1));
+}
+
+void Module::set_submodule(const std::string& dotted, ModulePtr replacement) {
+  check_arg(replacement != nullptr, "set_submodule: null module for '" + dotted + "'");
+  const size_t dot = dotted.find('.');
+  if (dot != std::string::npos) {
+    child(dotted.substr(0, dot))->set_submodule(dotted.substr(dot + 1), std::move(replacement));
+    return;
+  }
+  for (auto& [n, m] : children_) {
+    if (n == dotted) {
+      replacement->set_training(training_);
+      m = std::move(replacement);
+      return;
+    }
+  }
+  throw std::invalid_argument(type_ + " has no child named '" + dotted + "'");
+}
+
+std::vector<std::pair<std::string, ModulePtr>> Module::named_modules(const ModulePtr& self) const {
+  std::vector<std::pair<std::string, ModulePtr>> out{{"", self}};
+  for (const auto& [name, m] : children_)
+    for (auto& [sub, mm] : m->named_modules(m)) out.push_back({sub.empty() ? name : name + "." + sub, mm});
+  return out;
+}
+
+void Module::collect(const std::string& prefix, bool params, NamedTensors& out) const {
+  for (const auto& [name, t] : params ? params_ : buffers_) out.push_back({prefix + name, *t});
+  for (const auto& [name, m] : children_) m->collect(prefix + name + ".", params, out);
+}
+
+NamedTensors Module::named_parameters() const {
+  NamedTensors out;
+  collect("", true, out);
+  return out;
+}
+
+NamedTensors Module::named_buffers() const {
+  NamedTensors out;
+  collect("", false, out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+int64_t Module::parameter_count() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_parameters()) n += t.numel();
+  return n;
+}
+
+NamedTensors Module::state_dict() const {
+  NamedTensors out = named_parameters();
+  for (auto& entry : named_buffers()) out.push_back(entry);
+  return out;
+}
+
+void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
+  const NamedTensors mine = state_dict();
+  for (const auto& [name, t] : mine) {
+    auto it = state.find(name);
+    check_arg(it != state.end(), "state dict has no entry '" + name + "' " + shape_str(t.shape()));
+    check_arg(it->second.shape() == t.shape(), "state dict entry '" + name + "' has shape " +
+                                                    shape_str(it->second.shape()) + ", the model expects " +
+                                                    shape_str(t.shape()));
+  }
+  if (state.size() != mine.size()) {
+    for (const auto& [name, t] : state) {
+      bool known = false;
+      for (const auto& entry : mine) known = known || entry.first == name;
+      check_arg(known, "state dict entry '" + name + "' does not belong to this model");
+    }
+  }
+  // Check everything before copying anything: a failed load leaves the model as it was.
+  for (const auto& [name, t] : mine) Tensor(t).copy_from(state.at(name));
+}
+
+std::string Module::summary(const std::string& name, int indent) const {
+  std::ostringstream os;
+  int64_t own = 0;
+  for (const auto& [n, t] : params_) own += t->numel();
+  os << std::string(indent * 2, ' ') << name << ": " << type_;
+  const std::string d = describe();
+  if (!d.empty()) os << "(" << d << ")";
+  if (own) os << "  [" << own << " params]";
+  os << "\n";
+  for (const auto& [n, m] : children_) os << m->summary(n, indent + 1);
+  return os.str();
+}
+
+void Module::register_parameter(const std::string& name, Tensor* t) {
+  t->set_requires_grad(true);
+  params_.push_back({name, t});
+}
+
+void Module::register_buffer(const std::string& name, Tensor* t) { buffers_.push_back({name, t}); }
+
+ModulePtr Module::register_module(const std::string& name, ModulePtr m) {
+  check_arg(m != nullptr, "register_module: null module '" + name + "'");
+  check_arg(name.find('.') == std::string::npos, "module name '" + name + "' must not contain '.'");
+  for (const auto& [n, existing] : children_) check_arg(n != name, "duplicate child name '" + name + "'");
+  children_.push_back({name, m});
+  return m;
+}
+
+Sequential& Sequential::add(ModulePtr m) { return add(std::to_string(children().size()), std::move(m)); }
+
+Sequential& Sequential::add(const std::string& name, ModulePtr m) {
+  register_module(name, std::move(m));
+  return *this;
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (const auto& [name, m] : children()) h = m->forward(h);
+  return h;
+}
+
+}  // namespace qatlab

@@ -1,0 +1,151 @@
+// test_ops_conv.cpp: conv2d against a direct nested-loop convolution (strides, padding, groups,
+// depthwise, with and without bias), with its gradients, and conv_out_size.
+//
+// Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel,
+// OH x OW output, G groups.
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/ops.h"
+#include "tests/core/gradcheck.h"
+
+namespace qatlab {
+namespace {
+
+using In = const std::vector<Tensor>&;
+using test::random_tensor;
+using test::throws_with;
+
+// The definition of a grouped convolution, one output element at a time. x (N, C, H, W),
+// w (OC, C/G, KH, KW), b (OC) or undefined -> (N, OC, OH, OW). Padding reads zeros.
+Tensor ref_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t OC = w.size(0), CG = w.size(1), KH = w.size(2), KW = w.size(3);
+  const int64_t OCG = OC / p.groups;
+  const int64_t OH = (H + 2 * p.pad_h - KH) / p.stride_h + 1;
+  const int64_t OW = (W + 2 * p.pad_w - KW) / p.stride_w + 1;
+  Tensor y = Tensor::empty({N, OC, OH, OW});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oc = 0; oc < OC; ++oc) {
+      const int64_t g = oc / OCG;
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          double s = b.defined() ? b.data()[oc] : 0.0;
+          for (int64_t cg = 0; cg < CG; ++cg) {
+            const int64_t c = g * CG + cg;
+            for (int64_t kh = 0; kh < KH; ++kh)
+              for (int64_t kw = 0; kw < KW; ++kw) {
+                const int64_t ih = oh * p.stride_h - p.pad_h + kh;
+                const int64_t iw = ow * p.stride_w - p.pad_w + kw;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                s += static_cast<double>(x.data()[((n * C + c) * H + ih) * W + iw]) *
+                     w.data()[((oc * CG + cg) * KH + kh) * KW + kw];
+              }
+          }
+          y.data()[((n * OC + oc) * OH + oh) * OW + ow] = static_cast<float>(s);
+        }
+    }
+  return y;
+}
+
+struct ConvCase {
+  std::string name;
+  Shape x, w;
+  bool bias;
+  Conv2dParams p;
+};
+
+std::vector<ConvCase> conv_cases() {
+  Conv2dParams s1;  // stride 1, no padding
+  Conv2dParams s2p1;
+  s2p1.stride_h = s2p1.stride_w = 2;
+  s2p1.pad_h = s2p1.pad_w = 1;
+  Conv2dParams g2;
+  g2.groups = 2;
+  g2.pad_h = g2.pad_w = 1;
+  Conv2dParams dw;  // depthwise: groups == C == OC
+  dw.groups = 4;
+  dw.pad_h = dw.pad_w = 1;
+  dw.stride_h = dw.stride_w = 2;
+  Conv2dParams rect;  // unequal strides and padding per axis
+  rect.stride_h = 2;
+  rect.pad_w = 1;
+  Conv2dParams pw;  // 1x1 pointwise
+  return {
+      {"stride1_bias", {2, 3, 6, 5}, {4, 3, 3, 3}, true, s1},
+      {"stride1_nobias", {2, 3, 6, 5}, {4, 3, 3, 3}, false, s1},
+      {"stride2_pad1_bias", {2, 3, 7, 6}, {5, 3, 3, 3}, true, s2p1},
+      {"stride2_pad1_nobias", {1, 2, 5, 5}, {3, 2, 3, 3}, false, s2p1},
+      {"groups2_bias", {2, 4, 5, 5}, {6, 2, 3, 3}, true, g2},
+      {"groups2_nobias", {1, 4, 4, 4}, {4, 2, 3, 3}, false, g2},
+      {"depthwise_bias", {2, 4, 6, 6}, {4, 1, 3, 3}, true, dw},
+      {"depthwise_nobias", {1, 4, 5, 5}, {4, 1, 3, 3}, false, dw},
+      {"rect_kernel_stride", {1, 2, 7, 5}, {3, 2, 3, 2}, true, rect},
+      {"pointwise", {2, 3, 4, 4}, {5, 3, 1, 1}, true, pw},
+  };
+}
+
+TEST(ConvOutSize, Formula) {
+  EXPECT_EQ(conv_out_size(28, 3, 1, 0), 26);
+  EXPECT_EQ(conv_out_size(28, 3, 1, 1), 28);
+  EXPECT_EQ(conv_out_size(28, 3, 2, 1), 14);
+  EXPECT_EQ(conv_out_size(7, 3, 2, 1), 4);
+  EXPECT_EQ(conv_out_size(5, 5, 1, 0), 1);
+  EXPECT_EQ(conv_out_size(32, 2, 2, 0), 16);
+}
+
+TEST(Conv2d, ForwardMatchesLoops) {
+  Rng rng(1);
+  for (const ConvCase& cc : conv_cases()) {
+    SCOPED_TRACE(cc.name);
+    Tensor x = random_tensor(cc.x, rng);
+    Tensor w = random_tensor(cc.w, rng);
+    Tensor b = cc.bias ? random_tensor({cc.w[0]}, rng) : Tensor();
+    EXPECT_TENSOR_NEAR(conv2d(x, w, b, cc.p), ref_conv2d(x, w, b, cc.p), 1e-5);
+  }
+}
+
+TEST(Conv2d, ForwardMatchesLoopsOnALargerBatch) {
+  // Enough images to spread over threads.
+  Rng rng(2);
+  Conv2dParams p;
+  p.pad_h = p.pad_w = 1;
+  Tensor x = random_tensor({16, 8, 12, 12}, rng);
+  Tensor w = random_tensor({16, 8, 3, 3}, rng);
+  Tensor b = random_tensor({16}, rng);
+  EXPECT_TENSOR_NEAR(conv2d(x, w, b, p), ref_conv2d(x, w, b, p), 1e-4);
+}
+
+TEST(Conv2d, Gradients) {
+  Rng rng(3);
+  for (const ConvCase& cc : conv_cases()) {
+    SCOPED_TRACE(cc.name);
+    Tensor x = random_tensor(cc.x, rng);
+    Tensor w = random_tensor(cc.w, rng);
+    const Conv2dParams p = cc.p;
+    if (cc.bias) {
+      Tensor b = random_tensor({cc.w[0]}, rng);
+      EXPECT_GRADS_OK([p](In in) { return conv2d(in[0], in[1], in[2], p); }, {x, w, b});
+    } else {
+      EXPECT_GRADS_OK([p](In in) { return conv2d(in[0], in[1], Tensor(), p); }, {x, w});
+    }
+  }
+}
+
+TEST(Conv2d, RejectsMismatchedShapes) {
+  Tensor x = Tensor::zeros({1, 3, 5, 5});
+  Conv2dParams p;
+  EXPECT_TRUE(throws_with([&] { conv2d(x, Tensor::zeros({4, 2, 3, 3}), Tensor(), p); }, {"conv2d", "(4, 2, 3, 3)", "(1, 3, 5, 5)"}));
+  EXPECT_TRUE(throws_with([&] { conv2d(x, Tensor::zeros({4, 3, 3, 3}), Tensor::zeros({3}), p); }, {"conv2d", "(3)"}));
+  EXPECT_TRUE(throws_with([&] { conv2d(Tensor::zeros({3, 5, 5}), Tensor::zeros({4, 3, 3, 3}), Tensor(), p); },
+                          {"conv2d", "(3, 5, 5)"}));
+  EXPECT_TRUE(throws_with([&] { conv2d(x, Tensor::zeros({4, 3, 7, 7}), Tensor(), p); }, {"conv2d", "(4, 3, 7, 7)"}));
+  Conv2dParams g2;
+  g2.groups = 2;
+  EXPECT_TRUE(throws_with([&] { conv2d(x, Tensor::zeros({4, 1, 3, 3}), Tensor(), g2); }, {"conv2d", "groups 2"}));
+}
+
+}  // namespace
+}  // namespace qatlab

@@ -1,0 +1,167 @@
+// test_ops_norm.cpp: batch_norm in training and evaluation mode against a nested-loop reference:
+// normalisation, the running statistics' momentum update (unbiased variance), and the gradients of
+// x, gamma and beta.
+//
+// Shape letters: N batch, C channels, S = H * W positions (1 for (N, C) inputs).
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/ops.h"
+#include "tests/core/gradcheck.h"
+
+namespace qatlab {
+namespace {
+
+using In = const std::vector<Tensor>&;
+using test::random_tensor;
+using test::throws_with;
+
+struct RefBatchNorm {
+  Tensor y;                                  // x's shape
+  std::vector<double> mean, biased_var;      // (C)
+};
+
+// Training-mode batch norm over all axes but 1, in double: y = gamma (x - mean) / sqrt(var + eps) + beta.
+RefBatchNorm ref_batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
+  RefBatchNorm r{Tensor::empty(x.shape()), std::vector<double>(C, 0.0), std::vector<double>(C, 0.0)};
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0.0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < S; ++j) s += x.data()[(n * C + c) * S + j];
+    const double mu = s / (N * S);
+    double sq = 0.0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < S; ++j) sq += std::pow(x.data()[(n * C + c) * S + j] - mu, 2);
+    const double var = sq / (N * S);
+    r.mean[c] = mu;
+    r.biased_var[c] = var;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < S; ++j) {
+        const int64_t i = (n * C + c) * S + j;
+        r.y.data()[i] = static_cast<float>(gamma.data()[c] * (x.data()[i] - mu) / std::sqrt(var + eps) + beta.data()[c]);
+      }
+  }
+  return r;
+}
+
+TEST(BatchNorm, TrainingForwardAndRunningStatsNC) {
+  Rng rng(1);
+  const int64_t N = 6, C = 4;
+  const float momentum = 0.1f, eps = 1e-5f;
+  Tensor x = random_tensor({N, C}, rng, -2.0f, 3.0f);
+  Tensor gamma = random_tensor({C}, rng, 0.5f, 1.5f);
+  Tensor beta = random_tensor({C}, rng);
+  Tensor rm = Tensor::from_vector({C}, {0.5f, -0.5f, 0.0f, 1.0f});
+  Tensor rv = Tensor::from_vector({C}, {1.0f, 2.0f, 0.5f, 1.0f});
+  const std::vector<float> rm0 = rm.to_vector(), rv0 = rv.to_vector();
+
+  const Tensor y = batch_norm(x, gamma, beta, rm, rv, /*training=*/true, momentum, eps);
+  const RefBatchNorm ref = ref_batch_norm_train(x, gamma, beta, eps);
+  EXPECT_TENSOR_NEAR(y, ref.y, 1e-5);
+  for (int64_t c = 0; c < C; ++c) {
+    const double unbiased = ref.biased_var[c] * N / (N - 1);
+    EXPECT_NEAR(rm.data()[c], (1 - momentum) * rm0[c] + momentum * ref.mean[c], 1e-6);
+    EXPECT_NEAR(rv.data()[c], (1 - momentum) * rv0[c] + momentum * unbiased, 1e-5);
+  }
+}
+
+TEST(BatchNorm, TrainingForwardAndRunningStatsNCHW) {
+  Rng rng(2);
+  const int64_t N = 3, C = 2, H = 4, W = 5, M = N * H * W;
+  const float momentum = 0.25f, eps = 1e-3f;
+  Tensor x = random_tensor({N, C, H, W}, rng, 1.0f, 4.0f);  // a large mean, to exercise the centring
+  Tensor gamma = random_tensor({C}, rng, 0.5f, 1.5f);
+  Tensor beta = random_tensor({C}, rng);
+  Tensor rm = Tensor::zeros({C});
+  Tensor rv = Tensor::ones({C});
+
+  const Tensor y = batch_norm(x, gamma, beta, rm, rv, true, momentum, eps);
+  const RefBatchNorm ref = ref_batch_norm_train(x, gamma, beta, eps);
+  EXPECT_TENSOR_NEAR(y, ref.y, 1e-5);
+  for (int64_t c = 0; c < C; ++c) {
+    EXPECT_NEAR(rm.data()[c], momentum * ref.mean[c], 1e-6);
+    EXPECT_NEAR(rv.data()[c], (1 - momentum) + momentum * ref.biased_var[c] * M / (M - 1), 1e-5);
+  }
+  // Each channel's output has mean beta and (biased) std gamma * sqrt(var / (var + eps)).
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0.0, sq = 0.0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < H * W; ++j) {
+        const double v = y.data()[(n * C + c) * H * W + j];
+        s += v;
+        sq += v * v;
+      }
+    const double mu = s / M;
+    EXPECT_NEAR(mu, beta.data()[c], 1e-5);
+    const double var = ref.biased_var[c];
+    EXPECT_NEAR(std::sqrt(sq / M - mu * mu), std::abs(gamma.data()[c]) * std::sqrt(var / (var + eps)), 1e-4);
+  }
+}
+
+TEST(BatchNorm, EvalUsesRunningStatsAndLeavesThemAlone) {
+  Rng rng(3);
+  const int64_t N = 2, C = 3, H = 2, W = 2;
+  const float eps = 1e-5f;
+  Tensor x = random_tensor({N, C, H, W}, rng);
+  Tensor gamma = random_tensor({C}, rng, 0.5f, 1.5f);
+  Tensor beta = random_tensor({C}, rng);
+  Tensor rm = Tensor::from_vector({C}, {0.1f, -0.2f, 0.3f});
+  Tensor rv = Tensor::from_vector({C}, {0.5f, 2.0f, 1.5f});
+
+  const Tensor y = batch_norm(x, gamma, beta, rm, rv, /*training=*/false, 0.1f, eps);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t j = 0; j < H * W; ++j) {
+        const int64_t i = (n * C + c) * H * W + j;
+        const double e = gamma.data()[c] * (x.data()[i] - rm.data()[c]) / std::sqrt(rv.data()[c] + eps) + beta.data()[c];
+        EXPECT_NEAR(y.data()[i], e, 1e-5);
+      }
+  EXPECT_EQ(rm.to_vector(), (std::vector<float>{0.1f, -0.2f, 0.3f}));
+  EXPECT_EQ(rv.to_vector(), (std::vector<float>{0.5f, 2.0f, 1.5f}));
+}
+
+// f(x, gamma, beta) with fresh running statistics each call, so every evaluation sees the same state.
+auto bn_fn(bool training) {
+  return [training](In in) {
+    const int64_t C = in[0].size(1);
+    Tensor rm = Tensor::full({C}, 0.2f);
+    Tensor rv = Tensor::full({C}, 1.5f);
+    return batch_norm(in[0], in[1], in[2], rm, rv, training, 0.1f, 1e-5f);
+  };
+}
+
+TEST(BatchNorm, TrainingGradientsNC) {
+  Rng rng(4);
+  const int64_t C = 3;
+  EXPECT_GRADS_OK(bn_fn(true), {random_tensor({5, C}, rng), random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
+}
+
+TEST(BatchNorm, TrainingGradientsNCHW) {
+  Rng rng(5);
+  const int64_t C = 2;
+  EXPECT_GRADS_OK(bn_fn(true),
+                  {random_tensor({2, C, 3, 3}, rng), random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
+}
+
+TEST(BatchNorm, EvalGradients) {
+  Rng rng(6);
+  const int64_t C = 3;
+  EXPECT_GRADS_OK(bn_fn(false),
+                  {random_tensor({2, C, 2, 2}, rng), random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
+}
+
+TEST(BatchNorm, RejectsBadShapes) {
+  Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
+  EXPECT_TRUE(throws_with([&] { batch_norm(Tensor::zeros({4, 2}), Tensor::ones({3}), Tensor::zeros({3}), rm, rv, true, 0.1f, 1e-5f); },
+                          {"batch_norm", "(4, 2)"}));
+  EXPECT_TRUE(throws_with([&] { batch_norm(Tensor::zeros({4, 3, 2}), Tensor::ones({3}), Tensor::zeros({3}), rm, rv, true, 0.1f, 1e-5f); },
+                          {"batch_norm", "(4, 3, 2)"}));
+  EXPECT_TRUE(throws_with([&] { batch_norm(Tensor::zeros({1, 3}), Tensor::ones({3}), Tensor::zeros({3}), rm, rv, true, 0.1f, 1e-5f); },
+                          {"batch_norm", "(1, 3)"}));
+}
+
+}  // namespace
+}  // namespace qatlab
