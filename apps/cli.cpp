@@ -59,6 +59,11 @@ std::string settings_ini(const po::variables_map& vm, const po::options_descript
   for (const auto& opt : desc.options()) {
     const std::string& name = opt->long_name();
     if (name == "help" || name == "config" || !vm.count(name) || vm[name].empty()) continue;
+    // A repeatable option is written as one line per value, which is how INI files repeat a key.
+    if (auto list = boost::any_cast<std::vector<std::string>>(&vm[name].value())) {
+      for (const std::string& v : *list) out += name + " = " + v + "\n";
+      continue;
+    }
     out += name + " = " + value_text(vm[name].value()) + "\n";
   }
   return out;

@@ -1,48 +1,148 @@
-// cmd_eval.cpp: `qatlab eval CHECKPOINT`: test-set accuracy and loss of a saved model.
+// cmd_eval.cpp: `qatlab eval MODEL`: test-set accuracy of a float checkpoint, a QAT checkpoint (float
+// simulation, or --exact integer arithmetic) or an integer model file; with --compare, how closely an
+// integer model agrees with its QAT simulation.
 #include <omp.h>
 
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include "apps/commands.h"
+#include "apps/qat_options.h"
 #include "apps/train_loop.h"
 #include "nn/checkpoint.h"
+#include "quant/int8_graph.h"
+#include "quant/prepare.h"
 
 namespace qatlab {
 
+namespace {
+
+struct Agreement {
+  int64_t elements = 0, differing = 0, max_lsb = 0, images = 0, same_top1 = 0;
+};
+
+int32_t argmax_row(const int8_t* row, int64_t n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
+
+// Runs the integer graph over the loader; with `sim` also the QAT model, comparing output codes.
+void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  NoGradGuard no_grad;
+  int64_t correct = 0;
+  loader.start_epoch(0);
+  Batch batch;
+  const QParams& grid = graph.output_grid();
+  double seconds_int = 0.0;
+  while (loader.next(batch)) {
+    Shape shape;
+    const auto ti = std::chrono::steady_clock::now();
+    const std::vector<int8_t> codes = graph.run_codes(batch.images, &shape, path);
+    seconds_int += std::chrono::duration<double>(std::chrono::steady_clock::now() - ti).count();
+    const int64_t n = shape[0], classes = shape[1];
+    std::vector<int8_t> sim_codes;
+    if (sim) {
+      const Tensor logits = sim->forward(batch.images);
+      sim_codes = quantize_tensor(logits, grid);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t pred = argmax_row(codes.data() + i * classes, classes);
+      r.predictions.push_back(pred);
+      correct += pred == batch.labels[i];
+      if (!sim) continue;
+      a.images++;
+      a.same_top1 += pred == argmax_row(sim_codes.data() + i * classes, classes);
+      for (int64_t j = i * classes; j < (i + 1) * classes; ++j) {
+        const int64_t d = std::abs(static_cast<int>(codes[j]) - static_cast<int>(sim_codes[j]));
+        a.elements++;
+        a.differing += d != 0;
+        a.max_lsb = std::max(a.max_lsb, d);
+      }
+    }
+    r.count += n;
+  }
+  r.accuracy = r.count ? static_cast<double>(correct) / r.count : 0.0;
+  r.seconds = seconds_int;
+  (void)t0;
+}
+
+}  // namespace
+
 int cmd_eval(int argc, char** argv) {
-  std::string path;
+  std::string path, compare, kernel = "auto";
   DataSettings d;
   int64_t batch_size = 256;
   int threads = 0;
+  bool exact = false;
   po::options_description desc("eval options");
-  desc.add_options()("checkpoint", po::value(&path), "the checkpoint to evaluate (also the first positional argument)")
+  desc.add_options()("model", po::value(&path), "checkpoint or integer model file (also the first positional argument)")
+      ("exact", po::bool_switch(&exact), "QAT checkpoint: run the integer arithmetic in the simulation (exact mode)")
+      ("compare", po::value(&compare), "integer model: also run this QAT checkpoint and report how the outputs agree")
+      ("kernel", po::value(&kernel)->default_value(kernel), "integer kernels: auto | reference | portable | avx2 | avx512vnni")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per batch")
       ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
   add_data_options(desc, d);
   po::positional_options_description positional;
-  positional.add("checkpoint", 1);
+  positional.add("model", 1);
   po::variables_map vm;
-  if (!parse_command("eval", "CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
-  require(!path.empty(), "name the checkpoint to evaluate: qatlab eval CHECKPOINT");
+  if (!parse_command("eval", "MODEL [options]", desc, positional, argc, argv, vm)) return 0;
+  require(!path.empty(), "name the model to evaluate: qatlab eval MODEL");
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(threads >= 0, "--threads must be >= 0, got " + std::to_string(threads));
   apply_threads(threads);
 
+  if (Int8Graph::is_int8_graph_file(path)) {
+    const Int8Graph graph = Int8Graph::load(path);
+    const KernelPath kpath = kernel == "auto" ? best_kernel_path() : parse_kernel_path(kernel);
+    ModulePtr sim;
+    if (!compare.empty()) {
+      const Checkpoint ckpt = load_checkpoint(compare);
+      require(ckpt.model_kind == "qat", compare + " is not a QAT checkpoint");
+      if (vm["dataset"].defaulted()) d.dataset = ckpt.dataset;
+      sim = model_from_any_checkpoint(ckpt);
+      sim->eval();
+    }
+    DataBundle data = load_data(d, false);
+    require(Shape{data.spec.channels, data.spec.height, data.spec.width} == graph.input_shape,
+            "the integer model takes " + shape_str(graph.input_shape) + " images; " + d.dataset + " has " +
+                shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+    DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
+    EvalResult r;
+    Agreement a;
+    run_integer(graph, kpath, loader, sim.get(), r, a);
+    std::printf("%s (integer, %s kernels) on %s test: accuracy %.2f %% (%lld images), %.0f img/s\n", path.c_str(),
+                kernel_path_name(kpath), d.dataset.c_str(), 100.0 * r.accuracy, static_cast<long long>(r.count),
+                r.count / std::max(r.seconds, 1e-9));
+    if (sim) {
+      double sim_correct = 0;
+      // The simulation's accuracy over the same images, from its agreement counts is not enough: rerun.
+      DataLoader sim_loader(data.test, loader_options(data, batch_size, 0, false));
+      const EvalResult s = evaluate(*sim, sim_loader);
+      sim_correct = s.accuracy;
+      std::printf("simulation %s: accuracy %.2f %% (difference %+.2f points)\n", compare.c_str(), 100.0 * sim_correct,
+                  100.0 * (r.accuracy - sim_correct));
+      std::printf("agreement: %.4f %% of output elements differ (max %lld LSB), top-1 identical on %.4f %% of images\n",
+                  100.0 * a.differing / std::max<int64_t>(a.elements, 1), static_cast<long long>(a.max_lsb),
+                  100.0 * a.same_top1 / std::max<int64_t>(a.images, 1));
+    }
+    return 0;
+  }
+
   const Checkpoint ckpt = load_checkpoint(path);
-  require(ckpt.model_kind == "float", path + ": evaluating '" + ckpt.model_kind + "' models is not supported yet");
   if (vm["dataset"].defaulted()) d.dataset = ckpt.dataset;
   DataBundle data = load_data(d, /*with_train=*/false);
   require(data.spec.channels == ckpt.spec.channels && data.spec.height == ckpt.spec.height &&
               data.spec.width == ckpt.spec.width,
-          "the model was built for " + std::to_string(ckpt.spec.channels) + "x" + std::to_string(ckpt.spec.height) +
-              "x" + std::to_string(ckpt.spec.width) + " images; " + d.dataset + " has " + std::to_string(data.spec.channels) +
-              "x" + std::to_string(data.spec.height) + "x" + std::to_string(data.spec.width));
-  ModulePtr model = model_from_checkpoint(ckpt);
+          "the model was built for " + shape_str({ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width}) + " images; " +
+              d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+  ModulePtr model = model_from_any_checkpoint(ckpt);
+  require(!exact || ckpt.model_kind == "qat", "--exact applies to QAT checkpoints");
+  if (exact) set_exact_mode(*model, true);
   DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
   const EvalResult r = evaluate(*model, loader);
-  std::printf("%s (%s, epoch %lld) on %s test: accuracy %.2f %% (%lld images), loss %.4f, %.0f img/s\n",
-              path.c_str(), ckpt.model_name.c_str(), static_cast<long long>(ckpt.epoch), d.dataset.c_str(),
-              100.0 * r.accuracy, static_cast<long long>(r.count), r.loss, r.count / std::max(r.seconds, 1e-9));
+  std::printf("%s (%s %s%s, epoch %lld) on %s test: accuracy %.2f %% (%lld images), loss %.4f, %.0f img/s\n",
+              path.c_str(), ckpt.model_kind.c_str(), ckpt.model_name.c_str(), exact ? ", exact mode" : "",
+              static_cast<long long>(ckpt.epoch), d.dataset.c_str(), 100.0 * r.accuracy,
+              static_cast<long long>(r.count), r.loss, r.count / std::max(r.seconds, 1e-9));
   return 0;
 }
 

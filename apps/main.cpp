@@ -21,8 +21,11 @@ struct Subcommand {
 
 constexpr Subcommand kSubcommands[] = {
     {"train", qatlab::cmd_train, "train a float model (or resume a run)"},
-    {"eval", qatlab::cmd_eval, "evaluate a checkpoint on a dataset's test split"},
+    {"eval", qatlab::cmd_eval, "evaluate a float, QAT or integer model on a dataset's test split"},
     {"info", qatlab::cmd_info, "show a checkpoint's model, parameters, metadata and history"},
+    {"qat", qatlab::cmd_qat, "quantization-aware training from a float checkpoint or from scratch"},
+    {"convert", qatlab::cmd_convert, "turn a QAT checkpoint into an integer-only model file"},
+    {"bench", qatlab::cmd_bench, "float vs integer model: latency, throughput, size, GEMM rate vs peak"},
 };
 
 void print_usage() {

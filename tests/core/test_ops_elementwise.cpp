@@ -18,7 +18,7 @@ using test::throws_with;
 
 // --------------------------------------------------------------------------------- broadcast_shapes
 
-TEST(BroadcastShapes, AlignsTrailingDimensions) {
+TEST(BroadcastShapesOp, AlignsTrailingDimensions) {
   EXPECT_EQ(broadcast_shapes({2, 3}, {2, 3}), (Shape{2, 3}));
   EXPECT_EQ(broadcast_shapes({2, 3, 4, 5}, {3, 1, 1}), (Shape{2, 3, 4, 5}));
   EXPECT_EQ(broadcast_shapes({4, 1}, {1, 5}), (Shape{4, 5}));
@@ -27,7 +27,7 @@ TEST(BroadcastShapes, AlignsTrailingDimensions) {
   EXPECT_EQ(broadcast_shapes({0, 3}, {1, 3}), (Shape{0, 3}));
 }
 
-TEST(BroadcastShapes, MismatchNamesBothShapes) {
+TEST(BroadcastShapesOp, MismatchNamesBothShapes) {
   EXPECT_TRUE(throws_with([] { broadcast_shapes({2, 3}, {4}); }, {"(2, 3)", "(4)"}));
   EXPECT_TRUE(throws_with([] { add(Tensor::zeros({2, 3}), Tensor::zeros({2, 4})); }, {"add", "(2, 3)", "(2, 4)"}));
   EXPECT_TRUE(throws_with([] { mul(Tensor::zeros({5, 3, 2}), Tensor::zeros({3, 3})); }, {"mul", "(5, 3, 2)", "(3, 3)"}));
@@ -35,7 +35,7 @@ TEST(BroadcastShapes, MismatchNamesBothShapes) {
 
 // ------------------------------------------------------------------------------ binary, same shape
 
-TEST(Binary, SameShapeForwardMatchesLoops) {
+TEST(BinaryOp, SameShapeForwardMatchesLoops) {
   Rng rng(1);
   Tensor a = random_tensor({3, 4}, rng);
   Tensor b = random_tensor({3, 4}, rng, 0.5f, 2.0f);  // away from 0 for div
@@ -48,7 +48,7 @@ TEST(Binary, SameShapeForwardMatchesLoops) {
   }
 }
 
-TEST(Binary, SameShapeGradients) {
+TEST(BinaryOp, SameShapeGradients) {
   Rng rng(2);
   Tensor a = random_tensor({3, 4}, rng);
   Tensor b = random_tensor({3, 4}, rng, 0.5f, 2.0f);
@@ -60,7 +60,7 @@ TEST(Binary, SameShapeGradients) {
 
 // ------------------------------------------------------------------------------ binary, broadcasting
 
-TEST(Binary, ChannelBroadcastNCHWForward) {
+TEST(BinaryOp, ChannelBroadcastNCHWForward) {
   // (N, C, H, W) + (C, 1, 1): one value per channel.
   Rng rng(3);
   const int64_t N = 2, C = 3, H = 4, W = 5;
@@ -79,7 +79,7 @@ TEST(Binary, ChannelBroadcastNCHWForward) {
   EXPECT_EQ(s.shape(), (Shape{N, C, H, W}));
 }
 
-TEST(Binary, ChannelBroadcastNCHWGradients) {
+TEST(BinaryOp, ChannelBroadcastNCHWGradients) {
   Rng rng(4);
   Tensor x = random_tensor({2, 3, 4, 5}, rng);
   Tensor c = random_tensor({3, 1, 1}, rng, 0.5f, 2.0f);
@@ -89,7 +89,7 @@ TEST(Binary, ChannelBroadcastNCHWGradients) {
   EXPECT_GRADS_OK([](const std::vector<Tensor>& in) { return sub(in[1], in[0]); }, {x, c});
 }
 
-TEST(Binary, BiasBroadcastNCForwardAndGradients) {
+TEST(BinaryOp, BiasBroadcastNCForwardAndGradients) {
   // (N, C) * (C): the trailing-dimension case.
   Rng rng(5);
   const int64_t N = 4, C = 6;
@@ -105,7 +105,7 @@ TEST(Binary, BiasBroadcastNCForwardAndGradients) {
   EXPECT_GRADS_OK([](const std::vector<Tensor>& in) { return sub(in[1], in[0]); }, {x, v});
 }
 
-TEST(Binary, ScalarOperandForwardAndGradients) {
+TEST(BinaryOp, ScalarOperandForwardAndGradients) {
   Rng rng(6);
   Tensor x = random_tensor({3, 4}, rng, 0.5f, 2.0f);
   Tensor s0 = Tensor::scalar(1.5f);           // shape ()
@@ -122,7 +122,7 @@ TEST(Binary, ScalarOperandForwardAndGradients) {
   EXPECT_GRADS_OK([](const std::vector<Tensor>& in) { return add(in[1], in[0]); }, {x, s1});
 }
 
-TEST(Binary, GeneralBroadcastForwardAndGradients) {
+TEST(BinaryOp, GeneralBroadcastForwardAndGradients) {
   // (N, 1) + (1, C) and (2, 1, 3) * (4, 1): both operands stretched.
   Rng rng(7);
   Tensor col = random_tensor({4, 1}, rng);
@@ -152,7 +152,7 @@ TEST(Binary, GeneralBroadcastForwardAndGradients) {
   EXPECT_GRADS_OK([](const std::vector<Tensor>& in) { return sub(in[0], in[1]); }, {p, big});
 }
 
-TEST(Binary, LargeBroadcastMatchesLoopsOnParallelPath) {
+TEST(BinaryOp, LargeBroadcastMatchesLoopsOnParallelPath) {
   // Above the threading threshold: forward values and the summed-back gradient against plain loops.
   Rng rng(8);
   const int64_t N = 16, C = 32, H = 12, W = 12;  // 73728 elements
@@ -183,7 +183,7 @@ TEST(Binary, LargeBroadcastMatchesLoopsOnParallelPath) {
 
 // --------------------------------------------------------------------------------------------- unary
 
-TEST(Unary, ForwardMatchesStd) {
+TEST(UnaryOp, ForwardMatchesStd) {
   Rng rng(9);
   Tensor x = random_tensor({5, 7}, rng, -8.0f, 8.0f);
   Tensor pos = random_tensor({5, 7}, rng, 0.1f, 4.0f);
@@ -206,7 +206,7 @@ TEST(Unary, ForwardMatchesStd) {
   }
 }
 
-TEST(Unary, SigmoidIsFiniteAtExtremes) {
+TEST(UnaryOp, SigmoidIsFiniteAtExtremes) {
   const Tensor y = sigmoid(Tensor::from_vector({4}, {-200.0f, -50.0f, 50.0f, 200.0f}));
   EXPECT_EQ(y.data()[0], 0.0f);
   EXPECT_GT(y.data()[1], 0.0f);
@@ -215,7 +215,7 @@ TEST(Unary, SigmoidIsFiniteAtExtremes) {
   EXPECT_EQ(y.data()[3], 1.0f);
 }
 
-TEST(Unary, Gradients) {
+TEST(UnaryOp, Gradients) {
   Rng rng(10);
   using In = const std::vector<Tensor>&;
   Tensor x = random_tensor({3, 5}, rng, -2.0f, 2.0f);
@@ -239,7 +239,7 @@ TEST(Unary, Gradients) {
   EXPECT_GRADS_OK([](In in) { return relu6(in[0]); }, {around6});
 }
 
-TEST(Unary, ClampGradientIsOneStrictlyInsideOnly) {
+TEST(UnaryOp, ClampGradientIsOneStrictlyInsideOnly) {
   Tensor x = Tensor::from_vector({6}, {-2.0f, -1.0f, -0.5f, 0.5f, 1.0f, 3.0f}).set_requires_grad(true);
   Tensor y = clamp(x, -1.0f, 1.0f);
   y.backward(Tensor::ones({6}));
@@ -250,7 +250,7 @@ TEST(Unary, ClampGradientIsOneStrictlyInsideOnly) {
   EXPECT_EQ(r.grad().to_vector(), (std::vector<float>{0, 0, 1}));
 }
 
-TEST(Unary, ClampRejectsInvertedBounds) {
+TEST(UnaryOp, ClampRejectsInvertedBounds) {
   EXPECT_TRUE(throws_with([] { clamp(Tensor::zeros({2}), 2.0f, 1.0f); }, {"clamp", "2", "1"}));
 }
 

@@ -28,7 +28,7 @@ Tensor ref_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return y;
 }
 
-TEST(Linear, ForwardMatchesLoops) {
+TEST(LinearOp, ForwardMatchesLoops) {
   Rng rng(3);
   Tensor x = random_tensor({5, 7}, rng);
   Tensor w = random_tensor({3, 7}, rng);
@@ -37,7 +37,7 @@ TEST(Linear, ForwardMatchesLoops) {
   EXPECT_TENSOR_NEAR(linear(x, w, Tensor()), ref_linear(x, w, Tensor()), 1e-5);
 }
 
-TEST(Linear, Gradients) {
+TEST(LinearOp, Gradients) {
   Rng rng(4);
   Tensor x = random_tensor({4, 6}, rng);
   Tensor w = random_tensor({3, 6}, rng);
@@ -46,7 +46,7 @@ TEST(Linear, Gradients) {
   EXPECT_GRADS_OK([](In in) { return linear(in[0], in[1], Tensor()); }, {x, w});
 }
 
-TEST(Linear, RejectsMismatchedShapes) {
+TEST(LinearOp, RejectsMismatchedShapes) {
   Tensor x = Tensor::zeros({4, 6});
   EXPECT_TRUE(throws_with([&] { linear(x, Tensor::zeros({3, 5}), Tensor()); }, {"linear", "(3, 5)", "(4, 6)"}));
   EXPECT_TRUE(throws_with([&] { linear(x, Tensor::zeros({3, 6}), Tensor::zeros({4})); }, {"linear", "(4)"}));

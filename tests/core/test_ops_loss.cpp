@@ -20,7 +20,7 @@ using test::throws_with;
 
 // ------------------------------------------------------------------------------------ log_softmax
 
-TEST(LogSoftmax, ForwardMatchesLoops) {
+TEST(LogSoftmaxOp, ForwardMatchesLoops) {
   Rng rng(1);
   const int64_t N = 4, C = 5;
   Tensor x = random_tensor({N, C}, rng, -3.0f, 3.0f);
@@ -33,7 +33,7 @@ TEST(LogSoftmax, ForwardMatchesLoops) {
   }
 }
 
-TEST(LogSoftmax, StableForLargeLogits) {
+TEST(LogSoftmaxOp, StableForLargeLogits) {
   const Tensor y = log_softmax(Tensor::from_vector({2, 3}, {1000.0f, 1000.0f, 1000.0f, -1000.0f, 0.0f, 1000.0f}));
   for (int c = 0; c < 3; ++c) EXPECT_NEAR(y.data()[c], -std::log(3.0), 1e-6);
   EXPECT_FLOAT_EQ(y.data()[5], 0.0f);
@@ -41,7 +41,7 @@ TEST(LogSoftmax, StableForLargeLogits) {
   EXPECT_TRUE(std::isfinite(y.data()[3]));
 }
 
-TEST(LogSoftmax, GradientAndErrors) {
+TEST(LogSoftmaxOp, GradientAndErrors) {
   Rng rng(2);
   EXPECT_GRADS_OK([](In in) { return log_softmax(in[0]); }, {random_tensor({3, 4}, rng, -2.0f, 2.0f)});
   EXPECT_TRUE(throws_with([] { log_softmax(Tensor::zeros({2, 3, 4})); }, {"log_softmax", "(2, 3, 4)"}));
@@ -49,7 +49,7 @@ TEST(LogSoftmax, GradientAndErrors) {
 
 // ---------------------------------------------------------------------------------- cross_entropy
 
-TEST(CrossEntropy, HandValues) {
+TEST(CrossEntropyOp, HandValues) {
   // Uniform logits: -log(1/C) whatever the label or smoothing.
   const std::vector<int32_t> labels01 = {0, 3};
   EXPECT_NEAR(cross_entropy(Tensor::zeros({2, 4}), labels01).item(), std::log(4.0), 1e-6);
@@ -70,7 +70,7 @@ TEST(CrossEntropy, HandValues) {
   EXPECT_NEAR(cross_entropy(two, labels).item(), 0.5 * (-std::log(0.75) - std::log(0.25)), 1e-6);
 }
 
-TEST(CrossEntropy, HandGradient) {
+TEST(CrossEntropyOp, HandGradient) {
   // d loss / d logits = (softmax - target) / N.
   const float ln3 = static_cast<float>(std::log(3.0));
   const std::vector<int32_t> one = {1};
@@ -90,7 +90,7 @@ TEST(CrossEntropy, HandGradient) {
   EXPECT_NEAR(g[3], 0.375, 1e-6);   // (0.75 - 0) / 2
 }
 
-TEST(CrossEntropy, MatchesLogSoftmaxReference) {
+TEST(CrossEntropyOp, MatchesLogSoftmaxReference) {
   Rng rng(3);
   const int64_t N = 5, C = 7;
   Tensor x = random_tensor({N, C}, rng, -4.0f, 4.0f);
@@ -108,14 +108,14 @@ TEST(CrossEntropy, MatchesLogSoftmaxReference) {
   EXPECT_NEAR(cross_entropy(x, labels, e).item(), expect / N, 1e-5);
 }
 
-TEST(CrossEntropy, Gradients) {
+TEST(CrossEntropyOp, Gradients) {
   Rng rng(4);
   Tensor x = random_tensor({4, 5}, rng, -2.0f, 2.0f);
   EXPECT_GRADS_OK([](In in) { return cross_entropy(in[0], std::vector<int32_t>{4, 0, 2, 2}); }, {x});
   EXPECT_GRADS_OK([](In in) { return cross_entropy(in[0], std::vector<int32_t>{1, 3, 0, 4}, 0.15f); }, {x});
 }
 
-TEST(CrossEntropy, StableForLargeLogits) {
+TEST(CrossEntropyOp, StableForLargeLogits) {
   Tensor x = Tensor::from_vector({2, 3}, {1e4f, 0.0f, -1e4f, 50.0f, 50.0f, 50.0f}).set_requires_grad(true);
   const std::vector<int32_t> labels = {0, 2};
   Tensor loss = cross_entropy(x, labels);
@@ -124,7 +124,7 @@ TEST(CrossEntropy, StableForLargeLogits) {
   for (float g : x.grad().to_vector()) EXPECT_TRUE(std::isfinite(g));
 }
 
-TEST(CrossEntropy, RejectsBadLabelsAndSettings) {
+TEST(CrossEntropyOp, RejectsBadLabelsAndSettings) {
   Tensor x = Tensor::zeros({3, 4});
   const std::vector<int32_t> bad = {0, 7, 1};
   EXPECT_TRUE(throws_with([&] { cross_entropy(x, bad); }, {"cross_entropy", "label 7", "index 1", "[0, 4)"}));
@@ -140,14 +140,14 @@ TEST(CrossEntropy, RejectsBadLabelsAndSettings) {
 
 // ---------------------------------------------------------------------------------------- dropout
 
-TEST(Dropout, EvalAndZeroPReturnTheInput) {
+TEST(DropoutOp, EvalAndZeroPReturnTheInput) {
   Rng rng(5);
   Tensor x = random_tensor({4, 4}, rng);
   EXPECT_TRUE(dropout(x, 0.5f, /*training=*/false, rng).same(x));
   EXPECT_TRUE(dropout(x, 0.0f, /*training=*/true, rng).same(x));
 }
 
-TEST(Dropout, StatisticsOfTheMask) {
+TEST(DropoutOp, StatisticsOfTheMask) {
   Rng rng(6);
   const int64_t n = 200000;
   const float p = 0.3f;
@@ -170,7 +170,7 @@ TEST(Dropout, StatisticsOfTheMask) {
   EXPECT_NEAR(sum_y / sum_x, 1.0, 0.02);  // the expectation is preserved
 }
 
-TEST(Dropout, DeterministicForAFixedSeed) {
+TEST(DropoutOp, DeterministicForAFixedSeed) {
   Rng data_rng(7);
   Tensor x = random_tensor({1000}, data_rng);
   Rng a(42), b(42), c(43);
@@ -180,7 +180,7 @@ TEST(Dropout, DeterministicForAFixedSeed) {
   EXPECT_NE(ya, dropout(x, 0.5f, true, a).to_vector());  // the generator moved on
 }
 
-TEST(Dropout, GradientUsesTheSameMask) {
+TEST(DropoutOp, GradientUsesTheSameMask) {
   Rng data_rng(8);
   Tensor x = random_tensor({6, 5}, data_rng);
   // A fresh generator with a fixed seed inside f: every evaluation draws the same mask.
@@ -197,7 +197,7 @@ TEST(Dropout, GradientUsesTheSameMask) {
     EXPECT_FLOAT_EQ(leaf.grad().data()[i], y.data()[i] == 0.0f ? 0.0f : 1.0f / 0.6f);
 }
 
-TEST(Dropout, RejectsBadP) {
+TEST(DropoutOp, RejectsBadP) {
   Rng rng(9);
   Tensor x = Tensor::ones({4});
   EXPECT_TRUE(throws_with([&] { dropout(x, 1.0f, true, rng); }, {"dropout", "1", "[0, 1)"}));

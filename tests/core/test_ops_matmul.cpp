@@ -29,7 +29,7 @@ Tensor ref_matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-TEST(Matmul, ForwardMatchesLoops) {
+TEST(MatmulOp, ForwardMatchesLoops) {
   Rng rng(1);
   for (const auto& [m, k, n] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{2, 3, 4}, {1, 1, 1}, {65, 33, 17}}) {
     Tensor a = random_tensor({m, k}, rng);
@@ -38,7 +38,7 @@ TEST(Matmul, ForwardMatchesLoops) {
   }
 }
 
-TEST(Matmul, Gradients) {
+TEST(MatmulOp, Gradients) {
   Rng rng(2);
   Tensor a = random_tensor({3, 4}, rng);
   Tensor b = random_tensor({4, 5}, rng);
@@ -47,7 +47,7 @@ TEST(Matmul, Gradients) {
   EXPECT_GRADS_OK([](In in) { return matmul(in[0], in[0]); }, {sq});  // both operands the same tensor
 }
 
-TEST(Matmul, RejectsMismatchedShapes) {
+TEST(MatmulOp, RejectsMismatchedShapes) {
   EXPECT_TRUE(throws_with([] { matmul(Tensor::zeros({2, 3}), Tensor::zeros({4, 5})); }, {"matmul", "(2, 3)", "(4, 5)"}));
   EXPECT_TRUE(throws_with([] { matmul(Tensor::zeros({2, 3, 1}), Tensor::zeros({3, 5})); }, {"matmul", "(2, 3, 1)"}));
 }

@@ -47,7 +47,7 @@ RefBatchNorm ref_batch_norm_train(const Tensor& x, const Tensor& gamma, const Te
   return r;
 }
 
-TEST(BatchNorm, TrainingForwardAndRunningStatsNC) {
+TEST(BatchNormOp, TrainingForwardAndRunningStatsNC) {
   Rng rng(1);
   const int64_t N = 6, C = 4;
   const float momentum = 0.1f, eps = 1e-5f;
@@ -68,7 +68,7 @@ TEST(BatchNorm, TrainingForwardAndRunningStatsNC) {
   }
 }
 
-TEST(BatchNorm, TrainingForwardAndRunningStatsNCHW) {
+TEST(BatchNormOp, TrainingForwardAndRunningStatsNCHW) {
   Rng rng(2);
   const int64_t N = 3, C = 2, H = 4, W = 5, M = N * H * W;
   const float momentum = 0.25f, eps = 1e-3f;
@@ -101,7 +101,7 @@ TEST(BatchNorm, TrainingForwardAndRunningStatsNCHW) {
   }
 }
 
-TEST(BatchNorm, EvalUsesRunningStatsAndLeavesThemAlone) {
+TEST(BatchNormOp, EvalUsesRunningStatsAndLeavesThemAlone) {
   Rng rng(3);
   const int64_t N = 2, C = 3, H = 2, W = 2;
   const float eps = 1e-5f;
@@ -133,27 +133,27 @@ auto bn_fn(bool training) {
   };
 }
 
-TEST(BatchNorm, TrainingGradientsNC) {
+TEST(BatchNormOp, TrainingGradientsNC) {
   Rng rng(4);
   const int64_t C = 3;
   EXPECT_GRADS_OK(bn_fn(true), {random_tensor({5, C}, rng), random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
 }
 
-TEST(BatchNorm, TrainingGradientsNCHW) {
+TEST(BatchNormOp, TrainingGradientsNCHW) {
   Rng rng(5);
   const int64_t C = 2;
   EXPECT_GRADS_OK(bn_fn(true),
                   {random_tensor({2, C, 3, 3}, rng), random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
 }
 
-TEST(BatchNorm, EvalGradients) {
+TEST(BatchNormOp, EvalGradients) {
   Rng rng(6);
   const int64_t C = 3;
   EXPECT_GRADS_OK(bn_fn(false),
                   {random_tensor({2, C, 2, 2}, rng), random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
 }
 
-TEST(BatchNorm, RejectsBadShapes) {
+TEST(BatchNormOp, RejectsBadShapes) {
   Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
   EXPECT_TRUE(throws_with([&] { batch_norm(Tensor::zeros({4, 2}), Tensor::ones({3}), Tensor::zeros({3}), rm, rv, true, 0.1f, 1e-5f); },
                           {"batch_norm", "(4, 2)"}));

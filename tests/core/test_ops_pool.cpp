@@ -69,7 +69,7 @@ const std::vector<PoolCase> kCases = {
     {{1, 2, 8, 8}, 4, 3, 2},  // larger window, stride 3
 };
 
-TEST(Pool, MaxForwardMatchesLoops) {
+TEST(PoolOp, MaxForwardMatchesLoops) {
   Rng rng(1);
   for (const PoolCase& pc : kCases) {
     SCOPED_TRACE(shape_str(pc.x) + " k" + std::to_string(pc.k) + " s" + std::to_string(pc.stride) + " p" +
@@ -79,7 +79,7 @@ TEST(Pool, MaxForwardMatchesLoops) {
   }
 }
 
-TEST(Pool, MaxPaddingNeverWins) {
+TEST(PoolOp, MaxPaddingNeverWins) {
   // All inputs negative: a padded zero would win if it were read.
   Tensor x = Tensor::full({1, 1, 3, 3}, -5.0f);
   x.data()[4] = -1.0f;
@@ -90,7 +90,7 @@ TEST(Pool, MaxPaddingNeverWins) {
   EXPECT_EQ(y.data()[5], -1.0f);   // windows touching the centre
 }
 
-TEST(Pool, AvgForwardMatchesLoops) {
+TEST(PoolOp, AvgForwardMatchesLoops) {
   Rng rng(2);
   for (const PoolCase& pc : kCases) {
     SCOPED_TRACE(shape_str(pc.x) + " k" + std::to_string(pc.k));
@@ -102,7 +102,7 @@ TEST(Pool, AvgForwardMatchesLoops) {
   EXPECT_FLOAT_EQ(y.data()[0], 0.25f);
 }
 
-TEST(Pool, GlobalAvgForwardMatchesLoops) {
+TEST(PoolOp, GlobalAvgForwardMatchesLoops) {
   Rng rng(3);
   const int64_t N = 3, C = 4, H = 5, W = 6;
   Tensor x = random_tensor({N, C, H, W}, rng);
@@ -115,7 +115,7 @@ TEST(Pool, GlobalAvgForwardMatchesLoops) {
   }
 }
 
-TEST(Pool, Gradients) {
+TEST(PoolOp, Gradients) {
   Rng rng(4);
   for (const PoolCase& pc : kCases) {
     SCOPED_TRACE(shape_str(pc.x) + " k" + std::to_string(pc.k));
@@ -127,7 +127,7 @@ TEST(Pool, Gradients) {
   EXPECT_GRADS_OK([](In in) { return global_avg_pool2d(in[0]); }, {random_tensor({2, 3, 4, 5}, rng)});
 }
 
-TEST(Pool, RejectsBadSettings) {
+TEST(PoolOp, RejectsBadSettings) {
   Tensor x = Tensor::zeros({1, 2, 4, 4});
   EXPECT_TRUE(throws_with([&] { max_pool2d(Tensor::zeros({2, 4, 4}), 2, 2); }, {"max_pool2d", "(2, 4, 4)"}));
   EXPECT_TRUE(throws_with([&] { avg_pool2d(x, 2, 0); }, {"avg_pool2d", "stride 0"}));

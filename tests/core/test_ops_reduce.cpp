@@ -14,7 +14,7 @@ using In = const std::vector<Tensor>&;
 using test::random_tensor;
 using test::throws_with;
 
-TEST(Reduce, WholeTensorSumAndMean) {
+TEST(ReduceOp, WholeTensorSumAndMean) {
   Rng rng(1);
   Tensor x = random_tensor({3, 4, 5}, rng);
   double s = 0.0;
@@ -28,7 +28,7 @@ TEST(Reduce, WholeTensorSumAndMean) {
   EXPECT_EQ(sum(Tensor::zeros({0})).item(), 0.0f);
 }
 
-TEST(Reduce, LargeSumIsAccurateAndDeterministic) {
+TEST(ReduceOp, LargeSumIsAccurateAndDeterministic) {
   // Above the threading threshold; a float running sum would drift visibly over 300k values of ~1.
   Rng rng(2);
   Tensor x = random_tensor({300000}, rng, 0.5f, 1.5f);
@@ -39,7 +39,7 @@ TEST(Reduce, LargeSumIsAccurateAndDeterministic) {
   for (int rep = 0; rep < 3; ++rep) EXPECT_EQ(sum(x).item(), first);
 }
 
-TEST(Reduce, AlongEachDimensionMatchesLoops) {
+TEST(ReduceOp, AlongEachDimensionMatchesLoops) {
   Rng rng(3);
   const int64_t A = 2, B = 3, C = 4;
   Tensor x = random_tensor({A, B, C}, rng);
@@ -76,7 +76,7 @@ TEST(Reduce, AlongEachDimensionMatchesLoops) {
   EXPECT_EQ(sum(x, -3, true).shape(), (Shape{1, B, C}));
 }
 
-TEST(Reduce, Gradients) {
+TEST(ReduceOp, Gradients) {
   Rng rng(4);
   Tensor x = random_tensor({2, 3, 4}, rng);
   EXPECT_GRADS_OK([](In in) { return sum(in[0]); }, {x});
@@ -87,7 +87,7 @@ TEST(Reduce, Gradients) {
   }
 }
 
-TEST(Reduce, RejectsBadDims) {
+TEST(ReduceOp, RejectsBadDims) {
   Tensor x = Tensor::zeros({2, 3});
   EXPECT_TRUE(throws_with([&] { sum(x, 2); }, {"sum", "dim 2", "(2, 3)"}));
   EXPECT_TRUE(throws_with([&] { mean(x, -3); }, {"mean", "dim -3", "(2, 3)"}));

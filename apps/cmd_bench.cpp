@@ -1,0 +1,149 @@
+// cmd_bench.cpp: `qatlab bench`: float vs integer model: batch-1 latency, batch-256 throughput, file
+// sizes, and GEMM rates against this machine's measured peak.
+#include <omp.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include "apps/commands.h"
+#include "apps/qat_options.h"
+#include "apps/train_loop.h"
+#include "core/cpu_peak.h"
+#include "quant/int8_graph.h"
+
+namespace qatlab {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Median seconds of one call, over repeated calls for about `seconds` (at least `min_reps`).
+double median_seconds(const std::function<void()>& fn, double seconds, int min_reps = 20) {
+  for (int i = 0; i < 3; ++i) fn();  // warm caches and allocator
+  std::vector<double> times;
+  const auto start = Clock::now();
+  while (static_cast<int>(times.size()) < min_reps ||
+         std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    const auto t0 = Clock::now();
+    fn();
+    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
+}
+
+Tensor random_images(int64_t n, const Shape& chw, uint64_t seed) {
+  Tensor t = Tensor::empty({n, chw[0], chw[1], chw[2]});
+  Rng rng(seed);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = rng.normal();
+  return t;
+}
+
+// Multiply-accumulates per image of the graph's conv and fully connected ops.
+double macs_per_image(const Int8Graph& g) {
+  double macs = 0;
+  Shape shape = g.input_shape;
+  for (const Int8Op& op : g.ops) {
+    if (op.kind == Int8OpKind::Conv2d) {
+      const Shape out = conv2d_int8_output_shape(op.layer.conv, {1, shape[0], shape[1], shape[2]}, op.layer.weight_shape);
+      const Shape& w = op.layer.weight_shape;
+      macs += static_cast<double>(out[1]) * out[2] * out[3] * w[1] * w[2] * w[3];
+      shape = {out[1], out[2], out[3]};
+    } else if (op.kind == Int8OpKind::FullyConnected) {
+      macs += static_cast<double>(op.layer.weight_shape[0]) * op.layer.weight_shape[1];
+      shape = {op.layer.weight_shape[0]};
+    } else if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d) {
+      const Shape out = pool2d_int8_output_shape({1, shape[0], shape[1], shape[2]}, op.kernel, op.stride, op.pad);
+      shape = {out[1], out[2], out[3]};
+    } else if (op.kind == Int8OpKind::Flatten) {
+      shape = {shape_numel(shape)};
+    } else if (op.kind == Int8OpKind::GlobalAvgPool) {
+      shape = {shape[0]};
+    }
+  }
+  return macs;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  std::string float_path, int_path, kernel = "auto";
+  int64_t batch = 256;
+  double seconds = 2.0;
+  int threads = 0;
+  po::options_description desc("bench options");
+  desc.add_options()("float", po::value(&float_path), "float (or QAT) checkpoint: the float model to compare with")
+      ("int8", po::value(&int_path), "integer model file (from qatlab convert)")
+      ("batch-size", po::value(&batch)->default_value(batch), "batch for the throughput figure")
+      ("seconds", po::value(&seconds)->default_value(seconds), "time spent on each measurement")
+      ("kernel", po::value(&kernel)->default_value(kernel), "integer kernels: auto | reference | portable | avx2 | avx512vnni")
+      ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
+  po::variables_map vm;
+  if (!parse_command("bench", "--float CKPT --int8 MODEL [options]", desc, {}, argc, argv, vm)) return 0;
+  require(!float_path.empty() && !int_path.empty(), "bench needs --float CHECKPOINT and --int8 MODEL");
+  require(batch >= 1 && seconds > 0, "--batch-size must be >= 1 and --seconds > 0");
+  const int nthreads = apply_threads(threads);
+
+  const Checkpoint ckpt = load_checkpoint(float_path);
+  const ModulePtr float_model = model_from_any_checkpoint(ckpt);
+  float_model->eval();
+  const Int8Graph graph = Int8Graph::load(int_path);
+  require(graph.input_shape == Shape{ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width},
+          "the two models take different inputs: " + shape_str(graph.input_shape) + " vs " +
+              shape_str({ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width}));
+  const KernelPath path = kernel == "auto" ? best_kernel_path() : parse_kernel_path(kernel);
+  NoGradGuard no_grad;
+
+  const Tensor one = random_images(1, graph.input_shape, 1), many = random_images(batch, graph.input_shape, 2);
+  const double f1 = median_seconds([&] { float_model->forward(one); }, seconds / 2);
+  const double i1 = median_seconds([&] { graph.run(one, path); }, seconds / 2);
+  const double fb = median_seconds([&] { float_model->forward(many); }, seconds, 5);
+  const double ib = median_seconds([&] { graph.run(many, path); }, seconds, 5);
+  const double macs = macs_per_image(graph);
+
+  // GEMM rates on one large product (batch 256 x 1024 -> 1024), float (Eigen) and int8 (our kernels).
+  const int64_t gm = 256, gk = 1024, gn = 1024;
+  Eigen::MatrixXf fa = Eigen::MatrixXf::Random(gm, gk), fw = Eigen::MatrixXf::Random(gk, gn), fc(gm, gn);
+  const double fgemm = median_seconds([&] {
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < nthreads; ++t) {
+      const int64_t lo = gn * t / nthreads, hi = gn * (t + 1) / nthreads;
+      fc.middleCols(lo, hi - lo).noalias() = fa * fw.middleCols(lo, hi - lo);
+    }
+  }, seconds / 2, 5);
+  std::vector<int8_t> qa(gm * gk, 3), qw(gn * gk, -2), qc(gm * gn);
+  FullyConnectedInt8Params fp;
+  fp.output_multiplier.assign(gn, 1 << 30);
+  fp.output_shift.assign(gn, -8);
+  const PackedFullyConnectedInt8 packed(fp, qw.data(), {gn, gk}, nullptr);
+  const double igemm = median_seconds([&] { packed.run(qa.data(), gm, qc.data(), path); }, seconds / 2, 5);
+  const double gemm_ops = 2.0 * gm * gk * gn;
+  const double peak_f = measure_peak_float_gflops(nthreads), peak_i = measure_peak_int8_gops(nthreads);
+
+  const auto fsize = fs::file_size(float_path), isize = fs::file_size(int_path);
+  std::printf("bench: %s (%s) vs %s (integer, %s kernels), %d threads\n", float_path.c_str(), ckpt.model_name.c_str(),
+              int_path.c_str(), kernel_path_name(path), nthreads);
+  std::printf("  %-28s %14s %14s %10s\n", "", "float", "integer", "ratio");
+  std::printf("  %-28s %11.1f us %11.1f us %9.2fx\n", "latency, batch 1 (median)", f1 * 1e6, i1 * 1e6, f1 / i1);
+  std::printf("  %-28s %10.0f im/s %10.0f im/s %9.2fx\n", ("throughput, batch " + std::to_string(batch)).c_str(),
+              batch / fb, batch / ib, fb / ib);
+  std::printf("  %-28s %11.2f GOP/s %9.2f GOP/s\n", "model arithmetic rate", 2 * macs * batch / fb * 1e-9,
+              2 * macs * batch / ib * 1e-9);
+  std::printf("  %-28s %12llu B %12llu B %9.1f%%\n", "model file size", static_cast<unsigned long long>(fsize),
+              static_cast<unsigned long long>(isize), 100.0 * isize / fsize);
+  std::printf("  %-28s %12.1f GF %12.1f GO\n", "GEMM 256x1024x1024 rate/s", gemm_ops / fgemm * 1e-9, gemm_ops / igemm * 1e-9);
+  std::printf("  %-28s %12.1f GF %12.1f GO\n", "measured peak rate/s", peak_f, peak_i);
+  std::printf("  %-28s %13.0f%% %13.0f%%\n", "GEMM share of peak", peak_f > 0 ? 100 * gemm_ops / fgemm * 1e-9 / peak_f : 0.0,
+              peak_i > 0 ? 100 * gemm_ops / igemm * 1e-9 / peak_i : 0.0);
+  std::printf("  (%.0f multiply-adds per image; int peak = vpmaddwd int16 pairs, as the AVX2 kernels use)\n", macs);
+  return 0;
+}
+
+}  // namespace qatlab

@@ -1,0 +1,45 @@
+// cmd_convert.cpp: `qatlab convert QAT_CHECKPOINT`: the integer-only model file.
+#include <cstdio>
+#include <filesystem>
+
+#include "apps/cli.h"
+#include "apps/commands.h"
+#include "apps/qat_options.h"
+#include "quant/convert.h"
+
+namespace qatlab {
+
+namespace fs = std::filesystem;
+
+int cmd_convert(int argc, char** argv) {
+  std::string path, out;
+  bool show = false;
+  po::options_description desc("convert options");
+  desc.add_options()("checkpoint", po::value(&path), "the QAT checkpoint (also the first positional argument)")
+      ("output,o", po::value(&out), "integer model file to write (default: model.int8.h5 beside the checkpoint)")
+      ("show", po::bool_switch(&show), "print every integer op with its parameters");
+  po::positional_options_description positional;
+  positional.add("checkpoint", 1);
+  po::variables_map vm;
+  if (!parse_command("convert", "QAT_CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
+  require(!path.empty(), "name the QAT checkpoint: qatlab convert CHECKPOINT");
+
+  const Checkpoint ckpt = load_checkpoint(path);
+  require(ckpt.model_kind == "qat", path + " is a '" + ckpt.model_kind +
+                                        "' checkpoint: convert takes a QAT one (make it with `qatlab qat --from " + path + "`)");
+  const ModulePtr model = model_from_any_checkpoint(ckpt);
+  const Int8Graph graph = convert(static_cast<const QatModel&>(*model), {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
+  if (out.empty()) out = (fs::path(path).parent_path() / "model.int8.h5").string();
+  graph.save(out);
+
+  const auto ckpt_bytes = fs::file_size(path), int_bytes = fs::file_size(out);
+  if (show) std::printf("%s", graph.summary().c_str());
+  std::printf("%s -> %s: %zu integer ops, %lld bytes of integer parameters\n", path.c_str(), out.c_str(), graph.ops.size(),
+              static_cast<long long>(graph.parameter_bytes()));
+  std::printf("file sizes: checkpoint %llu bytes, integer model %llu bytes (%.1f %%)\n",
+              static_cast<unsigned long long>(ckpt_bytes), static_cast<unsigned long long>(int_bytes),
+              100.0 * static_cast<double>(int_bytes) / static_cast<double>(ckpt_bytes));
+  return 0;
+}
+
+}  // namespace qatlab

@@ -1,0 +1,47 @@
+// cmd_qat.cpp: `qatlab qat`: quantization-aware training, from a float checkpoint or from scratch.
+#include <cstdio>
+
+#include "apps/commands.h"
+#include "apps/qat_options.h"
+#include "apps/train_command.h"
+#include "nn/zoo.h"
+#include "quant/prepare.h"
+
+namespace qatlab {
+
+int cmd_qat(int argc, char** argv) {
+  TrainCommand cmd("qat", "qat");
+  QatSettings q;
+  std::string from;
+  add_qconfig_options(cmd.options(), q);
+  cmd.options().add_options()("from", po::value(&from), "float checkpoint to start from (default: train from scratch)");
+
+  // Starting from a float checkpoint: its model and dataset become the defaults.
+  Checkpoint base;
+  const std::string from_path = prescan_option(argc, argv, "from");
+  if (!from_path.empty()) {
+    base = load_checkpoint(from_path);
+    require(base.model_kind == "float", from_path + " is a '" + base.model_kind + "' checkpoint; --from takes a float one");
+    cmd.set_defaults_ini("model = " + base.model_name + "\ndataset = " + base.dataset + "\n");
+  }
+  if (!cmd.parse(argc, argv)) return 0;
+  const QConfig qconfig = qconfig_from(q);
+  const TrainSettings& s = cmd.settings();
+
+  Rng rng(s.seed);
+  ModulePtr float_model = make_model(s.model, cmd.data().spec, rng);
+  if (!from_path.empty() && !cmd.resuming()) {
+    require(base.model_name == s.model, from_path + " holds a " + base.model_name + " model, not " + s.model);
+    float_model = model_from_checkpoint(base);
+  }
+  const std::shared_ptr<QatModel> model = prepare_qat(float_model, qconfig);
+  std::printf("quantization: %s", qconfig.describe().c_str());
+
+  const int64_t freeze_bn = q.freeze_bn_after, freeze_obs = q.freeze_observers_after;
+  return cmd.run(model, s.model, [model, freeze_bn, freeze_obs](int64_t epoch) {
+    set_bn_frozen(*model, freeze_bn >= 0 && epoch >= freeze_bn);
+    set_observers_enabled(*model, !(freeze_obs >= 0 && epoch >= freeze_obs));
+  });
+}
+
+}  // namespace qatlab

@@ -1,0 +1,33 @@
+// qat_options.h: the quantization options of `qat` (and later `ptq`, `sweep`), and rebuilding any
+// saved model (float or QAT) from its checkpoint.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "apps/cli.h"
+#include "nn/checkpoint.h"
+#include "quant/qat_layers.h"
+#include "quant/qconfig.h"
+
+namespace qatlab {
+
+struct QatSettings {
+  int wbits = 8, abits = 8;
+  bool per_channel = true;
+  std::string observer = "ema";           // activations
+  std::string weight_observer = "minmax";
+  std::vector<std::string> layer_bits;    // NAME=W:A
+  int64_t freeze_bn_after = -1;           // epochs; -1 = never
+  int64_t freeze_observers_after = -1;    // epochs; -1 = never
+};
+
+void add_qconfig_options(po::options_description& desc, QatSettings& q);
+QConfig qconfig_from(const QatSettings& q);
+// The QConfig a QAT checkpoint was trained with (from its stored settings).
+QConfig qconfig_from_ini(const std::string& ini);
+
+// The model a checkpoint holds, float or QAT (prepared with its QConfig), with its state loaded.
+ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt);
+
+}  // namespace qatlab

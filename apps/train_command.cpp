@@ -1,0 +1,139 @@
+// train_command.cpp: the shared body of `train` and `qat`.
+#include "apps/train_command.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+namespace qatlab {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The settings a resumed run takes from its checkpoint: all but those about this invocation.
+std::string resumable_settings(const std::string& ini) {
+  std::istringstream in(ini);
+  std::string line, out;
+  while (std::getline(in, line)) {
+    const std::string key = line.substr(0, line.find(" = "));
+    if (key == "resume" || key == "stop-after" || key == "overwrite" || key == "progress" || key == "threads" ||
+        key == "out")
+      continue;
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string join_args(const std::string& name, int argc, char** argv) {
+  std::string s = "qatlab";
+  for (int i = 0; i < argc; ++i) s += std::string(" ") + (i == 0 ? name.c_str() : argv[i]);
+  return s;
+}
+
+void print_results(const TrainJob& job, const TrainSettings& s, const TrainOutcome& outcome, double seconds) {
+  const MetricsRow last = outcome.history.empty() ? MetricsRow{} : outcome.history.back();
+  const auto get = [&](const char* k) { auto it = last.find(k); return it == last.end() ? 0.0 : it->second; };
+  std::printf("\nresults %s\n", outcome.stopped_early ? "(stopped early: continue with --resume)" : "");
+  std::printf("  %-14s %s (%lld parameters)\n", "model", s.model.c_str(),
+              static_cast<long long>(job.model->parameter_count()));
+  std::printf("  %-14s %s (%lld train / %lld test images)\n", "dataset", job.data->test.name.c_str(),
+              static_cast<long long>(job.data->train.n), static_cast<long long>(job.data->test.n));
+  std::printf("  %-14s %lld of %lld (this run: %s)\n", "epochs", static_cast<long long>(outcome.history.size()),
+              static_cast<long long>(s.epochs), format_duration(seconds).c_str());
+  std::printf("  %-14s %.2f %%\n", "test accuracy", 100.0 * get("test_acc"));
+  std::printf("  %-14s %.4f\n", "test loss", get("test_loss"));
+  std::printf("  %-14s %.0f img/s (batch %lld, %d threads, last epoch)\n", "throughput", get("train_img_per_s"),
+              static_cast<long long>(s.batch_size), omp_get_max_threads());
+  std::printf("  %-14s %s\n", "checkpoint", (fs::path(job.out_dir) / "checkpoint.h5").c_str());
+  std::printf("  %-14s %s, %s\n", "metrics", (fs::path(job.out_dir) / "metrics.csv").c_str(),
+              (fs::path(job.out_dir) / "summary.json").c_str());
+}
+
+}  // namespace
+
+TrainCommand::TrainCommand(const std::string& name, const std::string& kind)
+    : name_(name), kind_(kind), desc_(name + " options") {}
+
+bool TrainCommand::parse(int argc, char** argv) {
+  add_train_options(desc_, s_);
+  add_data_options(desc_, d_);
+  std::string fallback = defaults_ini_;
+  resume_path_ = prescan_option(argc, argv, "resume");
+  if (!resume_path_.empty()) {
+    resumed_ = load_checkpoint(resume_path_);
+    require(resumed_.model_kind == kind_, resume_path_ + " is a '" + resumed_.model_kind +
+                                              "' checkpoint: resume it with the command that made it");
+    fallback = resumable_settings(resumed_.config_ini) + defaults_ini_;
+  }
+  if (!parse_command(name_, "[options]", desc_, {}, argc, argv, vm_, fallback)) return false;
+  validate_train_settings(s_);
+  apply_threads(s_.threads);
+  command_line_ = join_args(name_, argc, argv);
+  data_ = load_data(d_, /*with_train=*/true);
+  require(data_.train.n > 0, "the training split of " + d_.dataset + " is empty");
+  return true;
+}
+
+int TrainCommand::run(const ModulePtr& model, const std::string& model_name, std::function<void(int64_t)> on_epoch_start) {
+  const std::vector<ParamRef> params = param_refs(*model, s_.decay_bn_and_bias);
+  OptimizerConfig oc;
+  oc.lr = s_.lr;
+  oc.momentum = s_.momentum;
+  oc.nesterov = s_.nesterov;
+  oc.weight_decay = s_.weight_decay;
+  std::unique_ptr<Optimizer> optimizer = make_optimizer(s_.optimizer, params, oc);
+  LrSchedule schedule = parse_schedule(s_.schedule, s_.lr, s_.milestones);
+  schedule.step_epochs = s_.step_epochs;
+  schedule.gamma = s_.gamma;
+  schedule.warmup_epochs = s_.warmup_epochs;
+  validate_schedule(schedule);
+
+  TrainJob job;
+  job.model = model;
+  job.optimizer = optimizer.get();
+  job.schedule = schedule;
+  job.data = &data_;
+  job.command_line = command_line_;
+  job.config_ini = settings_ini(vm_, desc_);
+  job.on_epoch_start = std::move(on_epoch_start);
+  if (resuming()) {
+    require(resumed_.model_name == model_name, resume_path_ + " holds a " + resumed_.model_name + " model, not " + model_name);
+    model->load_state_dict(std::map<std::string, Tensor>(resumed_.model_state.begin(), resumed_.model_state.end()));
+    require(resumed_.optimizer_kind == optimizer->kind(),
+            resume_path_ + " was trained with " + resumed_.optimizer_kind + ", not " + optimizer->kind());
+    optimizer->load_state(resumed_.optimizer_state);
+    job.resume_from = resumed_;
+    job.resuming = true;
+    job.out_dir = s_.out.empty() ? fs::path(resume_path_).parent_path().string() : s_.out;
+    if (job.out_dir.empty()) job.out_dir = ".";
+  } else {
+    job.out_dir = choose_out_dir(s_.out, s_.overwrite, model_name + "-" + (kind_ == "float" ? "" : kind_ + "-") + d_.dataset);
+  }
+  const ModelSpec spec = data_.spec;
+  const std::string kind = kind_;
+  job.checkpoint_base = [spec, model_name, kind] {
+    Checkpoint c;
+    c.model_name = model_name;
+    c.model_kind = kind;
+    c.spec = spec;
+    return c;
+  };
+
+  std::printf("%s %s on %s: %lld train / %lld test images, %lld epochs, batch %lld, %s lr %g (%s), %d threads -> %s\n",
+              name_.c_str(), model_name.c_str(), d_.dataset.c_str(), static_cast<long long>(data_.train.n),
+              static_cast<long long>(data_.test.n), static_cast<long long>(s_.epochs),
+              static_cast<long long>(s_.batch_size), s_.optimizer.c_str(), s_.lr, s_.schedule.c_str(),
+              omp_get_max_threads(), job.out_dir.c_str());
+  if (job.resuming)
+    std::printf("resuming after epoch %lld from %s\n", static_cast<long long>(resumed_.epoch), resume_path_.c_str());
+  const auto t0 = std::chrono::steady_clock::now();
+  const TrainOutcome outcome = run_training(job, s_);
+  print_results(job, s_, outcome, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}
+
+}  // namespace qatlab

@@ -1,0 +1,47 @@
+// train_command.h: what `train` and `qat` share: options, resuming, building the optimizer and
+// schedule, running the loop and printing the results table.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "apps/train_loop.h"
+
+namespace qatlab {
+
+class TrainCommand {
+ public:
+  TrainCommand(const std::string& name, const std::string& kind);
+
+  // The command's own options go here before parse().
+  po::options_description& options() { return desc_; }
+  // Settings with the lowest precedence (below the command line and --config), e.g. the model and
+  // dataset of the float checkpoint a QAT run starts from.
+  void set_defaults_ini(const std::string& ini) { defaults_ini_ = ini; }
+  // Parses (a resumed run takes its settings from the checkpoint, the command line still wins),
+  // validates, applies --threads and loads the data. Returns false after --help.
+  bool parse(int argc, char** argv);
+
+  const TrainSettings& settings() const { return s_; }
+  const DataSettings& data_settings() const { return d_; }
+  const DataBundle& data() const { return data_; }
+  const po::variables_map& vm() const { return vm_; }
+  bool resuming() const { return !resume_path_.empty(); }
+  const Checkpoint& resumed() const { return resumed_; }
+
+  // Trains `model` (already built, not yet loaded from a resumed checkpoint: run() does that), saving
+  // checkpoints of this command's kind whose model is `model_name` from the zoo.
+  int run(const ModulePtr& model, const std::string& model_name, std::function<void(int64_t)> on_epoch_start = {});
+
+ private:
+  std::string name_, kind_;
+  TrainSettings s_;
+  DataSettings d_;
+  po::options_description desc_;
+  po::variables_map vm_;
+  std::string resume_path_, command_line_, defaults_ini_;
+  Checkpoint resumed_;
+  DataBundle data_;
+};
+
+}  // namespace qatlab

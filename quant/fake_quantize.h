@@ -1,0 +1,80 @@
+// fake_quantize.h: simulated quantization for training: the fake_quantize autograd op (quantize, then
+// dequantize, with a straight-through gradient) and the FakeQuantize module that prepare_qat inserts.
+//
+// Shape letters: C channels along the quantization axis.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "nn/module.h"
+#include "quant/observer.h"
+#include "quant/qscheme.h"
+
+namespace qatlab {
+
+// y = scale * (float)(q - zp), q = quantize_value(x, 1.0f / scale, zp, quant_min, quant_max) (see
+// quant/requantize.h), per tensor or per slice along qp.axis for a tensor of any rank. Because q is
+// computed by the very function the integer graph's Quantize op uses, the simulation and the integer
+// engine round identically.
+//
+// Backward, the straight-through estimator: dL/dx = dL/dy where the un-clamped code
+// zp + nearbyint(x * (1.0f / scale)) lies in [quant_min, quant_max] (bounds included), 0 elsewhere.
+// The scale and zero point are constants here (no gradient flows to them).
+//
+// Throws std::invalid_argument when qp is invalid (QParams::validate) or its per-channel size does not
+// match x.size(qp.axis).
+Tensor fake_quantize(const Tensor& x, const QParams& qp);
+
+// Anything that can say how a tensor is quantized: FakeQuantize (observer driven) and learnable
+// quantizers (scale as a trained parameter). convert asks only for qparams() and scheme().
+class Quantizer : public Module {
+ public:
+  Quantizer(std::string type, const QScheme& scheme);
+  virtual QParams qparams() const = 0;
+  const QScheme& scheme() const { return scheme_; }
+
+ private:
+  QScheme scheme_;
+};
+
+// An observer plus the qparams it produced, applied with fake_quantize.
+//
+// forward(x): if the observer is enabled, observe(x) and recompute the qparams; then, if fake-quant is
+// enabled, return fake_quantize(x, qparams()), else x itself.
+//
+// Buffers (so a checkpoint holds everything and load_state_dict restores an identical module):
+//   "scale", "zero_point"   (C) float; C = 1 per tensor; the zero points are integers stored as floats
+//   "observer_enabled", "fake_quant_enabled"   (1) 1 or 0: the switches survive a resume
+//   "observer.<name>"       the observer's state tensors (e.g. "observer.min_val"), live views
+class FakeQuantize : public Quantizer {
+ public:
+  explicit FakeQuantize(std::unique_ptr<Observer> observer);
+  // make_observer(observer_kind, scheme, channels) inside.
+  explicit FakeQuantize(const QScheme& scheme, const std::string& observer_kind = "minmax", int64_t channels = 1);
+
+  Tensor forward(const Tensor& x) override;
+  // The current parameters from the "scale" / "zero_point" buffers. Throws std::logic_error before the
+  // observer has seen any data (and nothing was loaded), std::invalid_argument if the buffers hold
+  // invalid values (e.g. a corrupt checkpoint).
+  QParams qparams() const override;
+  std::string describe() const override;
+
+  void enable_observer(bool on);
+  void enable_fake_quant(bool on);
+  bool observer_enabled() const;
+  bool fake_quant_enabled() const;
+  const Observer& observer() const { return *observer_; }
+
+ private:
+  void store(const QParams& qp);
+
+  std::unique_ptr<Observer> observer_;
+  Tensor scale_, zero_point_;                      // (C)
+  Tensor observer_enabled_, fake_quant_enabled_;   // (1)
+  std::vector<Tensor> observer_state_;             // handles sharing the observer's state tensors
+};
+
+}  // namespace qatlab

@@ -1,0 +1,690 @@
+// int8_gemm.cpp: packing, the portable / AVX2 / AVX-512 VNNI GEMM micro-kernels and the conv / fully
+// connected drivers behind PackedConvInt8 and PackedFullyConnectedInt8 (see int8_gemm.h).
+//
+// Shape letters: N batch, C input channels, H x W input (Hp x Wp padded), OC output channels, KH x KW
+// kernel, OH x OW output, G groups, CG = C / G, OCG = OC / G, K the reduction length, KQ = ceil(K / 4)
+// its quads, M x N the GEMM output (rows x columns), MR the rows of a micro-tile.
+//
+// The SIMD functions carry __attribute__((target(...))) so that the file builds for baseline x86-64
+// and the CPU is checked at run time; they are only called after kernel_path_supported() said yes.
+// OpenMP regions stay in plain functions: an outlined region does not inherit a target attribute.
+#include "quant/int8_gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QATLAB_X86 1
+#else
+#define QATLAB_X86 0
+#endif
+
+#include "quant/requantize.h"
+
+namespace qatlab {
+
+namespace {
+
+constexpr int64_t kPanel = 16;       // columns per packed panel of B
+constexpr int64_t kQuadBytes = 64;   // one k-quad of a panel: 16 columns x 4 bytes
+constexpr int64_t kMaxK = 65536;     // K * 255 * 128 must fit in int32 (no overflow in any partial sum)
+constexpr int kPortableMR = 4, kAvx2MR = 6, kVnniMR = 8;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ------------------------------------------------------------------------------------- CPU features
+
+bool cpu_has(const char* feature) {
+#if QATLAB_X86 && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (std::strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2");
+  if (std::strcmp(feature, "avx512vnni") == 0)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+#endif
+  (void)feature;
+  return false;
+}
+
+void require_supported(KernelPath path) {
+  if (!kernel_path_supported(path))
+    throw std::invalid_argument(std::string("kernel path ") + kernel_path_name(path) +
+                                " is not supported by this CPU (best available: " +
+                                kernel_path_name(best_kernel_path()) + ")");
+}
+
+// ------------------------------------------------------------------------------------ output stage
+
+// Where one micro-tile's int32 sums go and how they become int8. The per-channel arrays point at
+// the tile's first channel: its first row (conv, channel_per_row) or first column (fully connected).
+struct Epilogue {
+  const int32_t* bias;
+  const int32_t* multiplier;
+  const int32_t* shift;
+  const int32_t* left_shift;
+  const int32_t* right_shift;
+  const int32_t* round_mask;
+  const int32_t* round_half;
+  int32_t output_offset, clamp_lo, clamp_hi;
+  bool channel_per_row, any_left_shift;
+  int8_t* out;         // output element (r, j) of the tile is out[r * out_stride + j]
+  int64_t out_stride;
+};
+
+Epilogue make_epilogue(const PackedOutputStage& s, int64_t channel0, bool per_row, int8_t* out, int64_t stride) {
+  return Epilogue{s.folded_bias.data() + channel0, s.multiplier.data() + channel0, s.shift.data() + channel0,
+                  s.left_shift.data() + channel0,  s.right_shift.data() + channel0, s.round_mask.data() + channel0,
+                  s.round_half.data() + channel0,  s.output_offset,                s.clamp_lo,
+                  s.clamp_hi,                      per_row,                        s.any_left_shift,
+                  out,                             stride};
+}
+
+// The scalar output stage: the int32 sum plus the folded bias, wrapped as an int32 accumulator
+// would (unsigned add), then the shared requantize().
+inline int8_t finish_scalar(int32_t sum, const Epilogue& e, int64_t ch) {
+  const int32_t acc = static_cast<int32_t>(static_cast<uint32_t>(sum) + static_cast<uint32_t>(e.bias[ch]));
+  return requantize(acc, e.multiplier[ch], e.shift[ch], e.output_offset, e.output_offset + e.clamp_lo,
+                    e.output_offset + e.clamp_hi);
+}
+
+PackedOutputStage make_output_stage(int64_t channels, int64_t padded, const std::vector<int64_t>& weight_sums,
+                                    const int32_t* bias, int32_t input_offset, int32_t output_offset,
+                                    const std::vector<int32_t>& multipliers, const std::vector<int>& shifts,
+                                    int32_t act_min, int32_t act_max) {
+  PackedOutputStage s;
+  for (auto* v : {&s.folded_bias, &s.multiplier, &s.shift, &s.left_shift, &s.right_shift, &s.round_mask,
+                  &s.round_half})
+    v->assign(padded, 0);
+  for (int64_t c = 0; c < channels; ++c) {
+    // Exact in int64, then reduced modulo 2^32 (C++20 conversion): the kernels add it with int32
+    // wrap-around, which gives the reference's wrapped accumulator (see int8_kernels.h).
+    const int64_t folded = (bias ? bias[c] : 0) + static_cast<int64_t>(input_offset - 128) * weight_sums[c];
+    s.folded_bias[c] = static_cast<int32_t>(folded);
+    s.multiplier[c] = multipliers[c];
+    s.shift[c] = shifts[c];
+    s.left_shift[c] = std::max(shifts[c], 0);
+    s.right_shift[c] = std::max(-shifts[c], 0);
+    s.round_mask[c] = static_cast<int32_t>((int64_t{1} << s.right_shift[c]) - 1);
+    s.round_half[c] = s.round_mask[c] >> 1;
+    s.any_left_shift = s.any_left_shift || shifts[c] > 0;
+  }
+  s.output_offset = output_offset;
+  s.clamp_lo = act_min - output_offset;
+  s.clamp_hi = act_max - output_offset;
+  return s;
+}
+
+// ------------------------------------------------------------------------------- portable kernel
+// A (rows, KQ*4) bytes, row stride a_stride; B one panel (KQ, 16, 4) bytes. The broadcast operand A
+// is unsigned (fully connected: activations) or signed (conv: filter); B is the other kind.
+
+template <int MR, bool kBroadcastUnsigned>
+void portable_tile(const uint8_t* a, int64_t a_stride, const uint8_t* b, int64_t kq_count, int cols,
+                   const Epilogue& e) {
+  int32_t acc[MR][kPanel] = {};  // (MR, 16)
+  for (int64_t kq = 0; kq < kq_count; ++kq) {
+    const uint8_t* bq = b + kq * kQuadBytes;
+    for (int r = 0; r < MR; ++r) {
+      const uint8_t* aq = a + r * a_stride + kq * 4;
+      for (int j = 0; j < kPanel; ++j) {
+        int32_t s = 0;
+        for (int t = 0; t < 4; ++t) {
+          const int32_t av = kBroadcastUnsigned ? int32_t{aq[t]} : int32_t{static_cast<int8_t>(aq[t])};
+          const int32_t bv = kBroadcastUnsigned ? int32_t{static_cast<int8_t>(bq[j * 4 + t])} : int32_t{bq[j * 4 + t]};
+          s += av * bv;
+        }
+        acc[r][j] += s;  // |partial sums| <= K * 255 * 128 < 2^31 (K <= kMaxK): no overflow
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < cols; ++j) e.out[r * e.out_stride + j] = finish_scalar(acc[r][j], e, e.channel_per_row ? r : j);
+}
+
+using PortableTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int, const Epilogue&);
+
+template <bool kBroadcastUnsigned>
+PortableTileFn portable_tile_fn(int mr) {
+  switch (mr) {
+    case 1: return portable_tile<1, kBroadcastUnsigned>;
+    case 2: return portable_tile<2, kBroadcastUnsigned>;
+    case 3: return portable_tile<3, kBroadcastUnsigned>;
+    default: return portable_tile<4, kBroadcastUnsigned>;
+  }
+}
+static_assert(kPortableMR == 4);
+
+// Packs 4 im2col rows (each >= panels * 16 long, row stride row_len) into k-quad `kq` of every panel.
+void pack_quad_rows_portable(const uint8_t* rows, int64_t row_len, int64_t panels, int64_t kq_count, int64_t kq,
+                             uint8_t* b) {
+  for (int64_t p = 0; p < panels; ++p) {
+    uint8_t* dst = b + (p * kq_count + kq) * kQuadBytes;
+    for (int64_t j = 0; j < kPanel; ++j)
+      for (int64_t t = 0; t < 4; ++t) dst[j * 4 + t] = rows[t * row_len + p * kPanel + j];
+  }
+}
+
+#if QATLAB_X86
+
+// ----------------------------------------------------------------------------------- AVX2 kernel
+
+// The integer formula of requantize() on 8 lanes (see requantize.h), after adding the folded bias.
+// Multipliers are >= 0 (checked when packing), so the INT32_MIN * INT32_MIN case of the high multiply
+// cannot occur.
+__attribute__((target("avx2"))) inline __m256i requantize8(__m256i sum, __m256i bias, __m256i mult, __m256i lsh,
+                                                           __m256i rsh, __m256i rmask, __m256i rhalf, __m256i offset,
+                                                           __m256i lo, __m256i hi, bool any_left_shift) {
+  __m256i x = _mm256_add_epi32(sum, bias);  // int32 wrap-around, as the reference's conversion
+  if (any_left_shift) {
+    // Saturating x * 2^lsh: the shift overflowed iff shifting back does not give x.
+    const __m256i shifted = _mm256_sllv_epi32(x, lsh);
+    const __m256i exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, lsh), x);
+    const __m256i saturated = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(INT32_MAX));
+    x = _mm256_blendv_epi8(saturated, shifted, exact);
+  }
+  // High multiply: floor((x * mult + 2^30) / 2^31). The 64-bit products of even and odd lanes get the
+  // nudge; bits 31..62 are the result (it fits in int32), moved to the low half (even lanes, logical
+  // shift right) or the high half (odd lanes, shift left by 1) and blended.
+  const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
+  const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), nudge);
+  const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32)), nudge);
+  x = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
+  // Rounding right shift, ties away from zero: +1 when remainder > half (+1 more for x < 0).
+  const __m256i remainder = _mm256_and_si256(x, rmask);
+  const __m256i threshold = _mm256_sub_epi32(rhalf, _mm256_cmpgt_epi32(_mm256_setzero_si256(), x));
+  x = _mm256_sub_epi32(_mm256_srav_epi32(x, rsh), _mm256_cmpgt_epi32(remainder, threshold));
+  // Clamp, then add the offset (as requantize() does).
+  x = _mm256_min_epi32(_mm256_max_epi32(x, lo), hi);
+  return _mm256_add_epi32(x, offset);
+}
+
+// Requantizes the 8 sums of columns j0..j0+7 of tile row r and stores the first `cols` of them.
+__attribute__((target("avx2"))) inline void finish8(__m256i sum, const Epilogue& e, int r, int j0, int cols) {
+  __m256i bias, mult, lsh, rsh, rmask, rhalf;
+  if (e.channel_per_row) {
+    bias = _mm256_set1_epi32(e.bias[r]);
+    mult = _mm256_set1_epi32(e.multiplier[r]);
+    lsh = _mm256_set1_epi32(e.left_shift[r]);
+    rsh = _mm256_set1_epi32(e.right_shift[r]);
+    rmask = _mm256_set1_epi32(e.round_mask[r]);
+    rhalf = _mm256_set1_epi32(e.round_half[r]);
+  } else {  // per-channel arrays are padded to whole panels: 8 loads are always in bounds
+    bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.bias + j0));
+    mult = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.multiplier + j0));
+    lsh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.left_shift + j0));
+    rsh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.right_shift + j0));
+    rmask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.round_mask + j0));
+    rhalf = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.round_half + j0));
+  }
+  const __m256i q = requantize8(sum, bias, mult, lsh, rsh, rmask, rhalf, _mm256_set1_epi32(e.output_offset),
+                                _mm256_set1_epi32(e.clamp_lo), _mm256_set1_epi32(e.clamp_hi), e.any_left_shift);
+  // The values are already in [-128, 127]: the saturating packs just narrow them, in order.
+  const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+  const __m128i p8 = _mm_packs_epi16(p16, p16);
+  int8_t* dst = e.out + r * e.out_stride + j0;
+  if (cols >= 8) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), p8);
+  } else {
+    alignas(16) int8_t tmp[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), p8);
+    std::memcpy(dst, tmp, cols);
+  }
+}
+
+// A (MR rows, KQ*4) int16, row stride a_stride elements; B half a panel: 8 columns of each 64-byte
+// k-quad row (b points at byte 0 or 32 of the first). Per k-quad, 16 bytes of B (4 columns x 4 k)
+// widen to 16 int16 and meet the broadcast 4 int16 of A in _mm256_madd_epi16, giving per column two
+// int32 partial sums (k0*k0 + k1*k1 and k2*k2 + k3*k3); hadd joins them at the end.
+template <int MR, bool kPanelSigned>
+__attribute__((target("avx2"))) void avx2_tile(const int16_t* a, int64_t a_stride, const uint8_t* b, int64_t kq_count,
+                                               int cols, const Epilogue& e) {
+  __m256i acc_lo[MR], acc_hi[MR];  // columns 0..3 and 4..7, two partial sums each
+  for (int r = 0; r < MR; ++r) acc_lo[r] = acc_hi[r] = _mm256_setzero_si256();
+  for (int64_t kq = 0; kq < kq_count; ++kq) {
+    const __m128i raw_lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kq * kQuadBytes));
+    const __m128i raw_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kq * kQuadBytes + 16));
+    const __m256i b_lo = kPanelSigned ? _mm256_cvtepi8_epi16(raw_lo) : _mm256_cvtepu8_epi16(raw_lo);
+    const __m256i b_hi = kPanelSigned ? _mm256_cvtepi8_epi16(raw_hi) : _mm256_cvtepu8_epi16(raw_hi);
+    for (int r = 0; r < MR; ++r) {
+      int64_t quad;
+      std::memcpy(&quad, a + r * a_stride + kq * 4, sizeof quad);
+      const __m256i av = _mm256_set1_epi64x(quad);
+      acc_lo[r] = _mm256_add_epi32(acc_lo[r], _mm256_madd_epi16(av, b_lo));
+      acc_hi[r] = _mm256_add_epi32(acc_hi[r], _mm256_madd_epi16(av, b_hi));
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    // hadd per 128-bit lane gives columns (0, 1, 4, 5 | 2, 3, 6, 7); the permute restores 0..7.
+    const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc_lo[r], acc_hi[r]), 0xD8);
+    finish8(sums, e, r, 0, cols);
+  }
+}
+
+using Avx2TileFn = void (*)(const int16_t*, int64_t, const uint8_t*, int64_t, int, const Epilogue&);
+
+template <bool kPanelSigned>
+Avx2TileFn avx2_tile_fn(int mr) {
+  switch (mr) {
+    case 1: return avx2_tile<1, kPanelSigned>;
+    case 2: return avx2_tile<2, kPanelSigned>;
+    case 3: return avx2_tile<3, kPanelSigned>;
+    case 4: return avx2_tile<4, kPanelSigned>;
+    case 5: return avx2_tile<5, kPanelSigned>;
+    default: return avx2_tile<6, kPanelSigned>;
+  }
+}
+static_assert(kAvx2MR == 6);
+
+// Copies n bytes in 16-byte chunks; may read and write up to 15 bytes past n (buffers have slack).
+__attribute__((target("avx2"))) inline void copy_overrun(uint8_t* dst, const uint8_t* src, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+}
+
+// The SIMD form of pack_quad_rows_portable: 4 rows x 16 columns interleaved into 16 quads.
+__attribute__((target("avx2"))) void pack_quad_rows_avx2(const uint8_t* rows, int64_t row_len, int64_t panels,
+                                                         int64_t kq_count, int64_t kq, uint8_t* b) {
+  for (int64_t p = 0; p < panels; ++p) {
+    const uint8_t* src = rows + p * kPanel;
+    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + row_len));
+    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * row_len));
+    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 3 * row_len));
+    const __m128i r01_lo = _mm_unpacklo_epi8(r0, r1), r01_hi = _mm_unpackhi_epi8(r0, r1);  // (k0 k1) per column
+    const __m128i r23_lo = _mm_unpacklo_epi8(r2, r3), r23_hi = _mm_unpackhi_epi8(r2, r3);  // (k2 k3) per column
+    uint8_t* dst = b + (p * kq_count + kq) * kQuadBytes;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(r01_lo, r23_lo));       // columns 0..3
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm_unpackhi_epi16(r01_lo, r23_lo));  // 4..7
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm_unpacklo_epi16(r01_hi, r23_hi));  // 8..11
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 48), _mm_unpackhi_epi16(r01_hi, r23_hi));  // 12..15
+  }
+}
+
+// ---------------------------------------------------------------------------- AVX-512 VNNI kernel
+
+// A (MR rows, KQ*4) bytes, row stride a_stride; B one panel (KQ, 16, 4). Each k-quad row of the panel
+// is one zmm (16 columns x 4 bytes); dpbusd adds the 4 products u8 x s8 of each column to its int32
+// lane (no saturation). The unsigned operand is the broadcast A (fully connected: activations) or the
+// panel B (conv: im2col activations).
+template <int MR, bool kBroadcastUnsigned>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const uint8_t* a, int64_t a_stride,
+                                                                           const uint8_t* b, int64_t kq_count,
+                                                                           int cols, const Epilogue& e) {
+  __m512i acc[MR];
+  for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
+  for (int64_t kq = 0; kq < kq_count; ++kq) {
+    const __m512i bv = _mm512_loadu_si512(b + kq * kQuadBytes);
+    for (int r = 0; r < MR; ++r) {
+      int32_t quad;
+      std::memcpy(&quad, a + r * a_stride + kq * 4, sizeof quad);
+      const __m512i av = _mm512_set1_epi32(quad);
+      acc[r] = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc[r], av, bv) : _mm512_dpbusd_epi32(acc[r], bv, av);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    // Through memory rather than _mm512_extracti64x4_epi64, whose header trips -Wuninitialized in GCC 12.
+    alignas(64) int32_t sums[kPanel];
+    _mm512_store_si512(sums, acc[r]);
+    finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums)), e, r, 0, std::min(cols, 8));
+    if (cols > 8) finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums + 8)), e, r, 8, cols - 8);
+  }
+}
+
+using VnniTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int, const Epilogue&);
+
+template <bool kBroadcastUnsigned>
+VnniTileFn vnni_tile_fn(int mr) {
+  switch (mr) {
+    case 1: return vnni_tile<1, kBroadcastUnsigned>;
+    case 2: return vnni_tile<2, kBroadcastUnsigned>;
+    case 3: return vnni_tile<3, kBroadcastUnsigned>;
+    case 4: return vnni_tile<4, kBroadcastUnsigned>;
+    case 5: return vnni_tile<5, kBroadcastUnsigned>;
+    case 6: return vnni_tile<6, kBroadcastUnsigned>;
+    case 7: return vnni_tile<7, kBroadcastUnsigned>;
+    default: return vnni_tile<8, kBroadcastUnsigned>;
+  }
+}
+static_assert(kVnniMR == 8);
+
+#endif  // QATLAB_X86
+
+int tile_rows(KernelPath path) {
+  switch (path) {
+    case KernelPath::Avx2: return kAvx2MR;
+    case KernelPath::Avx512Vnni: return kVnniMR;
+    default: return kPortableMR;
+  }
+}
+
+// C = A * B for rows [0, m) of A and columns [0, n) of the packed B, through the epilogue `e0` whose
+// out and channel pointers refer to row 0, column 0. A for Avx2 is int16 (a16), else bytes (a8); both
+// (m, KQ*4) with row stride a_stride elements. kBroadcastUnsigned: A holds the activations (fully
+// connected); otherwise B does (conv).
+template <bool kBroadcastUnsigned>
+void gemm_rows(KernelPath path, const uint8_t* a8, const int16_t* a16, int64_t a_stride, int64_t m, const uint8_t* b,
+               int64_t kq_count, int64_t n, const Epilogue& e0) {
+  const int mr_max = tile_rows(path);
+  const int64_t panels = ceil_div(n, kPanel);
+  for (int64_t r0 = 0; r0 < m; r0 += mr_max) {
+    const int mr = static_cast<int>(std::min<int64_t>(mr_max, m - r0));
+    Epilogue e = e0;
+    e.out = e0.out + r0 * e0.out_stride;
+    if (e.channel_per_row) {
+      for (auto** p : {&e.bias, &e.multiplier, &e.shift, &e.left_shift, &e.right_shift, &e.round_mask, &e.round_half})
+        *p += r0;
+    }
+    // The tile function is chosen once per block of rows, not per tile.
+    switch (path) {
+#if QATLAB_X86
+      case KernelPath::Avx2: {
+        const Avx2TileFn tile = avx2_tile_fn<kBroadcastUnsigned>(mr);  // the panel is the signed side iff A is unsigned
+        for (int64_t half = 0; half < 2 * panels; ++half) {
+          const int64_t j0 = half * 8;
+          if (j0 >= n) break;
+          Epilogue ej = e;
+          ej.out += j0;
+          if (!e.channel_per_row) {
+            for (auto** p :
+                 {&ej.bias, &ej.multiplier, &ej.shift, &ej.left_shift, &ej.right_shift, &ej.round_mask, &ej.round_half})
+              *p += j0;
+          }
+          tile(a16 + r0 * a_stride, a_stride, b + (half / 2) * kq_count * kQuadBytes + (half % 2) * 32, kq_count,
+               static_cast<int>(std::min<int64_t>(8, n - j0)), ej);
+        }
+        break;
+      }
+      case KernelPath::Avx512Vnni: {
+        const VnniTileFn tile = vnni_tile_fn<kBroadcastUnsigned>(mr);
+        for (int64_t p = 0; p < panels; ++p) {
+          const int64_t j0 = p * kPanel;
+          Epilogue ej = e;
+          ej.out += j0;
+          if (!e.channel_per_row) {
+            for (auto** q :
+                 {&ej.bias, &ej.multiplier, &ej.shift, &ej.left_shift, &ej.right_shift, &ej.round_mask, &ej.round_half})
+              *q += j0;
+          }
+          tile(a8 + r0 * a_stride, a_stride, b + p * kq_count * kQuadBytes, kq_count,
+               static_cast<int>(std::min<int64_t>(kPanel, n - j0)), ej);
+        }
+        break;
+      }
+#endif
+      default: {
+        const PortableTileFn tile = portable_tile_fn<kBroadcastUnsigned>(mr);
+        for (int64_t p = 0; p < panels; ++p) {
+          const int64_t j0 = p * kPanel;
+          Epilogue ej = e;
+          ej.out += j0;
+          if (!e.channel_per_row) {
+            for (auto** q :
+                 {&ej.bias, &ej.multiplier, &ej.shift, &ej.left_shift, &ej.right_shift, &ej.round_mask, &ej.round_half})
+              *q += j0;
+          }
+          tile(a8 + r0 * a_stride, a_stride, b + p * kq_count * kQuadBytes, kq_count,
+               static_cast<int>(std::min<int64_t>(kPanel, n - j0)), ej);
+        }
+        break;
+      }
+    }
+  }
+}
+
+// How many threads a loop over `items` of `work_per_item` multiply-adds gets: one unless there is
+// enough work to pay for waking the others.
+int threads_for(int64_t items, int64_t work_per_item) {
+  if (items < 2 || items * work_per_item < (int64_t{1} << 18)) return 1;
+  return static_cast<int>(std::min<int64_t>(omp_get_max_threads(), items));
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------------- kernel paths
+
+bool kernel_path_supported(KernelPath path) {
+  switch (path) {
+    case KernelPath::Reference:
+    case KernelPath::Portable: return true;
+    case KernelPath::Avx2: return cpu_has("avx2");
+    case KernelPath::Avx512Vnni: return cpu_has("avx512vnni");
+  }
+  return false;
+}
+
+KernelPath best_kernel_path() {
+  if (kernel_path_supported(KernelPath::Avx512Vnni)) return KernelPath::Avx512Vnni;
+  if (kernel_path_supported(KernelPath::Avx2)) return KernelPath::Avx2;
+  return KernelPath::Portable;
+}
+
+const char* kernel_path_name(KernelPath path) {
+  switch (path) {
+    case KernelPath::Reference: return "reference";
+    case KernelPath::Portable: return "portable";
+    case KernelPath::Avx2: return "avx2";
+    case KernelPath::Avx512Vnni: return "avx512vnni";
+  }
+  return "unknown";
+}
+
+KernelPath parse_kernel_path(const std::string& name) {
+  if (name == "auto") return best_kernel_path();
+  for (KernelPath p : {KernelPath::Reference, KernelPath::Portable, KernelPath::Avx2, KernelPath::Avx512Vnni}) {
+    if (name == kernel_path_name(p)) {
+      require_supported(p);
+      return p;
+    }
+  }
+  throw std::invalid_argument("unknown kernel path '" + name +
+                              "': expected auto, reference, portable, avx2 or avx512vnni");
+}
+
+// ------------------------------------------------------------------------------------------- conv
+
+PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filter, const Shape& f_shape,
+                               const int32_t* bias, const Shape& in_shape_chw)
+    : params_(params), f_shape_(f_shape), in_chw_(in_shape_chw) {
+  check_arg(in_shape_chw.size() == 3,
+            "PackedConvInt8: input shape must be (C, H, W) without the batch, got " + shape_str(in_shape_chw));
+  const Shape out = conv2d_int8_output_shape(params, {1, in_shape_chw[0], in_shape_chw[1], in_shape_chw[2]}, f_shape);
+  c_ = in_shape_chw[0], h_ = in_shape_chw[1], w_ = in_shape_chw[2];
+  oc_ = f_shape[0], kh_ = f_shape[2], kw_ = f_shape[3], oh_ = out[2], ow_ = out[3];
+  groups_ = params.groups, cg_ = c_ / groups_, ocg_ = oc_ / groups_;
+  k_ = cg_ * kh_ * kw_;
+  check_arg(k_ <= kMaxK, "PackedConvInt8: reduction length C/groups*KH*KW = " + std::to_string(k_) +
+                             " exceeds 65536 (int32 accumulator headroom) for filter " + shape_str(f_shape));
+  kq_ = ceil_div(k_, 4);
+  hp_ = h_ + 2 * params.pad_h, wp_ = w_ + 2 * params.pad_w;
+  ohw_ = oh_ * ow_;
+  panels_ = ceil_div(ohw_, kPanel);
+  row_len_ = panels_ * kPanel + 64;
+  // padded image (C, Hp, Wp) + slack, 4 im2col rows, packed panels (panels, KQ, 16, 4)
+  scratch_per_image_ = (c_ * hp_ * wp_ + 64) + 4 * row_len_ + panels_ * kq_ * kQuadBytes;
+  pad_code_ = static_cast<uint8_t>(-params.input_offset + 128);
+
+  filter_.assign(filter, filter + shape_numel(f_shape));
+  if (bias) bias_.assign(bias, bias + oc_);
+
+  // A: the filter rows (OC, K) zero-padded to (OC, KQ*4), as bytes and widened to int16.
+  a_s8_.assign(oc_ * kq_ * 4, 0);
+  a_s16_.assign(oc_ * kq_ * 4, 0);
+  std::vector<int64_t> sums(oc_, 0);
+  for (int64_t o = 0; o < oc_; ++o) {
+    for (int64_t k = 0; k < k_; ++k) {
+      const int8_t w = filter[o * k_ + k];
+      a_s8_[o * kq_ * 4 + k] = static_cast<uint8_t>(w);
+      a_s16_[o * kq_ * 4 + k] = w;
+      sums[o] += w;
+    }
+  }
+  stage_ = make_output_stage(oc_, ceil_div(oc_, kPanel) * kPanel, sums, bias, params.input_offset,
+                             params.output_offset, params.output_multiplier, params.output_shift,
+                             params.quantized_activation_min, params.quantized_activation_max);
+}
+
+void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint8_t* scratch) const {
+  uint8_t* padded = scratch;                             // (C, Hp, Wp) + 64 slack
+  uint8_t* rows = padded + c_ * hp_ * wp_ + 64;           // (4, row_len)
+  uint8_t* panels = rows + 4 * row_len_;                 // (panels, KQ, 16, 4)
+  const bool simd = path == KernelPath::Avx2 || path == KernelPath::Avx512Vnni;
+
+  // Unsigned codes u = x + 128 (flipping the sign bit), framed by the padding code.
+  for (int64_t c = 0; c < c_; ++c) {
+    uint8_t* plane = padded + c * hp_ * wp_;
+    std::fill(plane, plane + params_.pad_h * wp_, pad_code_);
+    for (int64_t iy = 0; iy < h_; ++iy) {
+      uint8_t* row = plane + (iy + params_.pad_h) * wp_;
+      const int8_t* src = x + (c * h_ + iy) * w_;
+      std::fill(row, row + params_.pad_w, pad_code_);
+      for (int64_t ix = 0; ix < w_; ++ix) row[params_.pad_w + ix] = static_cast<uint8_t>(src[ix]) ^ 0x80;
+      std::fill(row + params_.pad_w + w_, row + wp_, pad_code_);
+    }
+    std::fill(plane + (params_.pad_h + h_) * wp_, plane + hp_ * wp_, pad_code_);
+  }
+
+  for (int64_t g = 0; g < groups_; ++g) {
+    const uint8_t* img = padded + g * cg_ * hp_ * wp_;  // (CG, Hp, Wp)
+    // im2col, 4 rows (one k-quad) at a time, straight into the panels.
+    for (int64_t kq = 0; kq < kq_; ++kq) {
+      for (int64_t t = 0; t < 4; ++t) {
+        const int64_t k = kq * 4 + t;
+        uint8_t* row = rows + t * row_len_;  // (OH*OW) and junk up to panels * 16
+        if (k >= k_) {  // K padding: the filter is 0 there, any value will do
+          std::memset(row, 0, ohw_);
+          continue;
+        }
+        const int64_t c = k / (kh_ * kw_), ky = (k / kw_) % kh_, kx = k % kw_;
+        const uint8_t* src = img + (c * hp_ + ky) * wp_ + kx;
+        for (int64_t oy = 0; oy < oh_; ++oy) {
+          const uint8_t* s = src + oy * params_.stride_h * wp_;
+          uint8_t* d = row + oy * ow_;
+          if (params_.stride_w == 1) {
+#if QATLAB_X86
+            if (simd) {
+              copy_overrun(d, s, ow_);  // rows are written in order: an overrun is overwritten next
+              continue;
+            }
+#endif
+            std::memcpy(d, s, ow_);
+          } else {
+            for (int64_t ox = 0; ox < ow_; ++ox) d[ox] = s[ox * params_.stride_w];
+          }
+        }
+      }
+#if QATLAB_X86
+      if (simd) {
+        pack_quad_rows_avx2(rows, row_len_, panels_, kq_, kq, panels);
+        continue;
+      }
+#endif
+      pack_quad_rows_portable(rows, row_len_, panels_, kq_, kq, panels);
+    }
+    const Epilogue e = make_epilogue(stage_, g * ocg_, /*per_row=*/true, y + g * ocg_ * ohw_, ohw_);
+    gemm_rows<false>(path, a_s8_.data() + g * ocg_ * kq_ * 4, a_s16_.data() + g * ocg_ * kq_ * 4, kq_ * 4, ocg_,
+                     panels, kq_, ohw_, e);
+  }
+}
+
+void PackedConvInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
+  check_arg(batch >= 0, "PackedConvInt8::run: batch " + std::to_string(batch) + " must be >= 0");
+  if (path == KernelPath::Reference) {
+    if (batch > 0)
+      conv2d_int8_reference(params_, input, {batch, c_, h_, w_}, filter_.data(), f_shape_,
+                            bias_.empty() ? nullptr : bias_.data(), output);
+    return;
+  }
+  require_supported(path);
+  const int threads = threads_for(batch, oc_ * k_ * ohw_);
+  // All scratch for this call, one slice per thread; zeroed so that the junk columns are defined.
+  std::vector<uint8_t> scratch(threads * scratch_per_image_, 0);
+  const int64_t in_stride = c_ * h_ * w_, out_stride = oc_ * ohw_;
+  if (threads == 1) {
+    for (int64_t n = 0; n < batch; ++n) run_image(input + n * in_stride, output + n * out_stride, path, scratch.data());
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    uint8_t* mine = scratch.data() + omp_get_thread_num() * scratch_per_image_;
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < batch; ++n) run_image(input + n * in_stride, output + n * out_stride, path, mine);
+  }
+}
+
+// -------------------------------------------------------------------------------- fully connected
+
+PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Params& params, const int8_t* weights,
+                                                   const Shape& w_shape, const int32_t* bias)
+    : params_(params) {
+  check_arg(w_shape.size() == 2, "PackedFullyConnectedInt8: weights must be (OUT, IN), got " + shape_str(w_shape));
+  fully_connected_int8_output_shape(params, {1, w_shape[1]}, w_shape);
+  out_ = w_shape[0], in_ = w_shape[1];
+  check_arg(in_ <= kMaxK, "PackedFullyConnectedInt8: IN = " + std::to_string(in_) +
+                              " exceeds 65536 (int32 accumulator headroom) for weights " + shape_str(w_shape));
+  kq_ = ceil_div(in_, 4);
+  panels_ = ceil_div(out_, kPanel);
+  weights_.assign(weights, weights + out_ * in_);
+  if (bias) bias_.assign(bias, bias + out_);
+
+  // B: weights^T (IN, OUT) in panels of 16 output columns, zero-padded in both IN and OUT.
+  b_panels_.assign(panels_ * kq_ * kQuadBytes, 0);
+  std::vector<int64_t> sums(out_, 0);
+  for (int64_t o = 0; o < out_; ++o) {
+    const int64_t p = o / kPanel, j = o % kPanel;
+    for (int64_t i = 0; i < in_; ++i) {
+      const int8_t w = weights[o * in_ + i];
+      b_panels_[((p * kq_ + i / 4) * kPanel + j) * 4 + i % 4] = static_cast<uint8_t>(w);
+      sums[o] += w;
+    }
+  }
+  stage_ = make_output_stage(out_, panels_ * kPanel, sums, bias, params.input_offset, params.output_offset,
+                             params.output_multiplier, params.output_shift, params.quantized_activation_min,
+                             params.quantized_activation_max);
+}
+
+void PackedFullyConnectedInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
+  check_arg(batch >= 0, "PackedFullyConnectedInt8::run: batch " + std::to_string(batch) + " must be >= 0");
+  if (path == KernelPath::Reference) {
+    if (batch > 0)
+      fully_connected_int8_reference(params_, input, {batch, in_}, weights_.data(), {out_, in_},
+                                     bias_.empty() ? nullptr : bias_.data(), output);
+    return;
+  }
+  require_supported(path);
+  const int mr = tile_rows(path);
+  const int64_t blocks = ceil_div(batch, mr);
+  const int threads = threads_for(blocks, mr * in_ * out_);
+  const int64_t a_len = mr * kq_ * 4;  // one block of rows of A, (MR, KQ*4)
+  // Per thread: the block of A as bytes (portable, VNNI) or int16 (AVX2); K padding stays 0.
+  std::vector<uint8_t> a8(path == KernelPath::Avx2 ? 0 : threads * a_len, 0);
+  std::vector<int16_t> a16(path == KernelPath::Avx2 ? threads * a_len : 0, 0);
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int t = omp_get_thread_num();
+    uint8_t* my8 = a8.empty() ? nullptr : a8.data() + t * a_len;
+    int16_t* my16 = a16.empty() ? nullptr : a16.data() + t * a_len;
+#pragma omp for schedule(static)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t m0 = blk * mr, m = std::min<int64_t>(mr, batch - m0);
+      // A rows: unsigned codes u = x + 128 (the sign bit flipped).
+      for (int64_t r = 0; r < m; ++r) {
+        const int8_t* x = input + (m0 + r) * in_;
+        if (my16) {
+          for (int64_t i = 0; i < in_; ++i) my16[r * kq_ * 4 + i] = static_cast<int16_t>(x[i] + 128);
+        } else {
+          for (int64_t i = 0; i < in_; ++i) my8[r * kq_ * 4 + i] = static_cast<uint8_t>(x[i]) ^ 0x80;
+        }
+      }
+      const Epilogue e = make_epilogue(stage_, 0, /*per_row=*/false, output + m0 * out_, out_);
+      gemm_rows<true>(path, my8, my16, kq_ * 4, m, b_panels_.data(), kq_, out_, e);
+    }
+  }
+}
+
+}  // namespace qatlab

@@ -1,0 +1,120 @@
+// int8_gemm.h: the optimized int8 conv and fully connected kernels (packed weights, blocked GEMM,
+// AVX2 / AVX-512 VNNI / portable paths chosen at run time), bit-identical to int8_kernels.h.
+//
+// Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel,
+// OH x OW output, G groups, K = C/G * KH * KW (or IN) the reduction length, IN / OUT features.
+//
+// How it works (the arithmetic is the reference's; only the order of the sums changes):
+// - Activations are moved to unsigned codes u = x + 128 (in [0, 255]) and the weights stay signed,
+//   which is the operand order of the VNNI instruction (u8 x s8). Since
+//     sum_k (x_k + input_offset) * w_k = sum_k u_k * w_k + (input_offset - 128) * sum_k w_k,
+//   the second term is folded, once, into a per-channel int32 bias:
+//     folded_bias[oc] = bias[oc] + (input_offset - 128) * sum_k w[oc, k]   (wrapped to int32).
+//   Convolution padding holds the input zero point, i.e. u = zero_point + 128.
+// - The GEMM is C (M x N) = A (M x K) * B (K x N) with K cut in quads of 4. B is packed in panels of
+//   16 columns, [panel][K/4][16][4] bytes, so one 64-byte row of a panel is 16 columns x 4 k. A is
+//   read row by row, 4 k at a time, and broadcast. Conv: A = filter (OC x K), B = im2col of one image
+//   (K x OH*OW), C = the NCHW output. Fully connected: A = input (N x IN), B = weights^T (IN x OUT).
+// - The AVX2 kernel widens u8 / s8 to int16 and multiplies with _mm256_madd_epi16 (exact: each pair
+//   sum is at most 2 * 255 * 128), accumulating in int32. _mm256_maddubs_epi16 is not used: it
+//   saturates its int16 pair sums and would break exactness. The VNNI kernel uses
+//   _mm512_dpbusd_epi32 (u8 x s8, 4 products per int32 lane, no saturation). The portable kernel is
+//   the same computation in plain C++ over the same packed layout, so it checks the VNNI packing
+//   and bias folding on machines without AVX-512.
+// - Requantization is the shared requantize() (portable) or an AVX2 version of the same integer
+//   formula (AVX2 and VNNI paths); tests demand bit-identical outputs on every path.
+// - Threads (OpenMP, static schedule): conv over images, fully connected over blocks of rows.
+//   Small problems run on the calling thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "quant/int8_kernels.h"
+
+namespace qatlab {
+
+enum class KernelPath { Reference, Portable, Avx2, Avx512Vnni };
+
+// Whether this CPU can run `path` (Reference and Portable always can).
+bool kernel_path_supported(KernelPath path);
+// The fastest path this CPU supports: Avx512Vnni, else Avx2, else Portable.
+KernelPath best_kernel_path();
+const char* kernel_path_name(KernelPath path);  // "reference", "portable", "avx2", "avx512vnni"
+// "auto" (best_kernel_path), "reference", "portable", "avx2", "avx512vnni". An unknown name or a path
+// this CPU cannot run throws std::invalid_argument saying which paths are available.
+KernelPath parse_kernel_path(const std::string& name);
+
+// Per-channel output stage, precomputed for the kernels (padded to whole panels with zeros).
+struct PackedOutputStage {
+  std::vector<int32_t> folded_bias;  // bias + (input_offset - 128) * sum_k w, wrapped to int32
+  std::vector<int32_t> multiplier;
+  std::vector<int32_t> shift;        // the signed shift of requantize()
+  std::vector<int32_t> left_shift;   // max(shift, 0)
+  std::vector<int32_t> right_shift;  // max(-shift, 0)
+  std::vector<int32_t> round_mask;   // 2^right_shift - 1
+  std::vector<int32_t> round_half;   // round_mask >> 1 (threshold for x >= 0)
+  int32_t output_offset = 0;
+  int32_t clamp_lo = -128, clamp_hi = 127;  // activation range minus output_offset
+  bool any_left_shift = false;
+};
+
+// A convolution with its weights packed once (at convert / load time) for every kernel path.
+class PackedConvInt8 {
+ public:
+  // filter (OC, C/G, KH, KW), bias (OC) or null, in_shape_chw (C, H, W): the image shape without N.
+  // Checks everything conv2d_int8_reference checks, plus K = C/G * KH * KW <= 65536.
+  PackedConvInt8(const ConvInt8Params& params, const int8_t* filter, const Shape& f_shape, const int32_t* bias,
+                 const Shape& in_shape_chw);
+
+  // input (batch, C, H, W) -> output (batch, OC, OH, OW). Throws if this CPU cannot run `path`.
+  void run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const;
+
+  Shape output_shape(int64_t batch) const { return {batch, oc_, oh_, ow_}; }
+  const Shape& input_shape_chw() const { return in_chw_; }
+
+ private:
+  void run_image(const int8_t* x, int8_t* y, KernelPath path, uint8_t* scratch) const;
+
+  ConvInt8Params params_;
+  Shape f_shape_, in_chw_;
+  std::vector<int8_t> filter_;  // (OC, C/G, KH, KW), for the Reference path
+  std::vector<int32_t> bias_;   // (OC) or empty
+  int64_t c_ = 0, h_ = 0, w_ = 0, oc_ = 0, kh_ = 0, kw_ = 0, oh_ = 0, ow_ = 0, groups_ = 1, cg_ = 0, ocg_ = 0;
+  int64_t hp_ = 0, wp_ = 0;          // padded input plane
+  int64_t k_ = 0, kq_ = 0;           // reduction length and its quads: K = CG*KH*KW, KQ = ceil(K / 4)
+  int64_t ohw_ = 0, panels_ = 0;     // N of the GEMM (OH*OW) and its panels of 16 columns
+  int64_t row_len_ = 0;              // length of one im2col row in scratch (>= panels * 16, + slack)
+  int64_t scratch_per_image_ = 0;    // bytes of scratch one thread needs
+  uint8_t pad_code_ = 128;           // unsigned code of the padding: input zero point + 128
+  std::vector<uint8_t> a_s8_;        // (OC, KQ*4) filter as signed bytes, zero-padded in K (portable, VNNI)
+  std::vector<int16_t> a_s16_;       // (OC, KQ*4) the same widened to int16 (AVX2)
+  PackedOutputStage stage_;
+};
+
+// A fully connected layer with its weights packed once for every kernel path.
+class PackedFullyConnectedInt8 {
+ public:
+  // weights (OUT, IN), bias (OUT) or null. Checks what fully_connected_int8_reference checks, plus
+  // IN <= 65536.
+  PackedFullyConnectedInt8(const FullyConnectedInt8Params& params, const int8_t* weights, const Shape& w_shape,
+                           const int32_t* bias);
+
+  // input (batch, IN) -> output (batch, OUT). Throws if this CPU cannot run `path`.
+  void run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const;
+
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+
+ private:
+  FullyConnectedInt8Params params_;
+  std::vector<int8_t> weights_;  // (OUT, IN), for the Reference path
+  std::vector<int32_t> bias_;    // (OUT) or empty
+  int64_t in_ = 0, out_ = 0, kq_ = 0, panels_ = 0;
+  std::vector<uint8_t> b_panels_;  // (panels, KQ, 16, 4) weights^T as signed bytes, zero-padded
+  PackedOutputStage stage_;
+};
+
+}  // namespace qatlab

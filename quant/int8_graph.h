@@ -1,0 +1,74 @@
+// int8_graph.h: the integer-only inference graph that convert produces: a list of integer ops with
+// their parameters. Floats appear only at the entry (Quantize) and the exit (Dequantize); everything
+// between computes on int8 codes, int32 accumulators and fixed-point multipliers.
+//
+// Tensors live in numbered slots; slot 0 is the quantized input. Each op reads its input slots and
+// writes one output slot, in list order.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "quant/int8_gemm.h"
+#include "quant/int8_kernels.h"
+#include "quant/lower.h"
+#include "quant/qscheme.h"
+
+namespace qatlab {
+
+inline constexpr const char* kInt8GraphFormat = "qatlab-int8-graph";
+inline constexpr int64_t kInt8GraphVersion = 1;
+
+enum class Int8OpKind { Quantize, Conv2d, FullyConnected, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Clamp, Dequantize };
+const char* int8_op_name(Int8OpKind kind);
+Int8OpKind parse_int8_op(const std::string& name);
+
+struct Int8Op {
+  Int8OpKind kind = Int8OpKind::Flatten;
+  std::string name;             // the QAT module it came from ("body.features.0")
+  std::vector<int> inputs;      // slots read
+  int output = 0;               // slot written
+  // Quantize (float -> codes) / Dequantize (codes -> float): the grid of the codes.
+  QParams grid;
+  // Conv2d / FullyConnected: the lowered layer (params, int8 weights, int32 bias, grids).
+  LoweredLayer layer;
+  // MaxPool2d / AvgPool2d: the window; the codes keep their grid (AvgPool pads with its zero point).
+  int64_t kernel = 0, stride = 0, pad = 0;
+  // Clamp: a standalone ReLU on the codes.
+  int32_t clamp_min = -128, clamp_max = 127;
+
+  // Built once by Int8Graph::prepare(): packed weights for the optimized kernels.
+  std::shared_ptr<PackedConvInt8> packed_conv;
+  std::shared_ptr<PackedFullyConnectedInt8> packed_fc;
+};
+
+class Int8Graph {
+ public:
+  Shape input_shape;  // (C, H, W) of one input image
+  std::vector<Int8Op> ops;
+  int num_slots = 1;
+
+  // Packs the weights of every conv / linear op for the optimized kernels. Call after building or loading.
+  void prepare();
+
+  // input (N, C, H, W) float -> the output codes (N, ...) and their grid. path Reference runs the plain
+  // reference kernels everywhere; other paths the packed kernels.
+  std::vector<int8_t> run_codes(const Tensor& input, Shape* out_shape, KernelPath path) const;
+  // The same, dequantized at the exit.
+  Tensor run(const Tensor& input, KernelPath path) const;
+  const QParams& output_grid() const;
+
+  // Bytes of integer parameters (weights, biases, multipliers, shifts).
+  int64_t parameter_bytes() const;
+  std::string summary() const;
+
+  // HDF5 file, readable with h5py (see quant/README.md for the layout). Saving is atomic.
+  void save(const std::string& path) const;
+  static Int8Graph load(const std::string& path);
+  // True when `path` is an HDF5 file carrying this format (cheap check for `qatlab eval`).
+  static bool is_int8_graph_file(const std::string& path);
+};
+
+}  // namespace qatlab

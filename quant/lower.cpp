@@ -1,0 +1,116 @@
+// lower.cpp: derives the integer parameters of a QAT layer (see lower.h for the formulas).
+#include "quant/lower.h"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "quant/qat_layers.h"
+#include "quant/requantize.h"
+
+namespace qatlab {
+
+namespace {
+
+void check_activation_grid(const QParams& qp, const char* what) {
+  qp.validate();
+  if (qp.per_channel())
+    throw std::invalid_argument(std::string("integer graph: ") + what + " must be quantized per tensor");
+  if (qp.quant_min < -128 || qp.quant_max > 127)
+    throw std::invalid_argument(std::string("integer graph: ") + what + " codes [" + std::to_string(qp.quant_min) +
+                                ", " + std::to_string(qp.quant_max) + "] do not fit int8 (use a signed scheme)");
+}
+
+}  // namespace
+
+std::pair<int32_t, int32_t> activation_clamp(const QParams& output, FusedActivation act) {
+  int32_t lo = output.quant_min, hi = output.quant_max;
+  const int32_t zp = output.zero_point[0];
+  const float inv_scale = 1.0f / output.scale[0];
+  // fake_quant(relu(y)) == max(fake_quant(y), code of 0) because rounding is monotonic and 0 -> zp;
+  // likewise relu6 caps at the code of 6.0, computed with the very rounding the fake-quant uses.
+  if (act == FusedActivation::ReLU || act == FusedActivation::ReLU6) lo = std::max(lo, zp);
+  if (act == FusedActivation::ReLU6) hi = std::min(hi, quantize_value(6.0f, inv_scale, zp, output.quant_min, output.quant_max));
+  return {lo, hi};
+}
+
+LoweredLayer lower_layer(const QatLayer& layer, const QParams& input, const QParams& output) {
+  check_activation_grid(input, "a layer input");
+  check_activation_grid(output, "a layer output");
+  const QParams wq = layer.weight_quant().qparams();
+  wq.validate();
+  const int64_t oc = layer.out_channels();
+  if (wq.quant_min != -wq.quant_max || wq.quant_max > 127)
+    throw std::invalid_argument("integer graph: weights must be signed symmetric narrow-range, got codes [" +
+                                std::to_string(wq.quant_min) + ", " + std::to_string(wq.quant_max) + "]");
+  if (wq.per_channel() && (wq.axis != 0 || static_cast<int64_t>(wq.scale.size()) != oc))
+    throw std::invalid_argument("integer graph: per-channel weights must be quantized along axis 0");
+  for (int32_t z : wq.zero_point)
+    if (z != 0) throw std::invalid_argument("integer graph: weight zero points must be 0 (symmetric weights)");
+
+  LoweredLayer out;
+  out.is_conv = layer.is_conv();
+  out.input = input;
+  out.output = output;
+  out.weights = wq;
+
+  const Tensor w = layer.folded_weight();  // (OC, ...)
+  const Tensor b = layer.folded_bias();    // (OC)
+  out.weight_shape = w.shape();
+  const int64_t per_channel = w.numel() / oc;
+  out.weight.resize(w.numel());
+  out.bias.resize(oc);
+  std::vector<int32_t> multipliers(oc);
+  std::vector<int> shifts(oc);
+  const double s_in = input.scale[0], s_out = output.scale[0];
+  for (int64_t c = 0; c < oc; ++c) {
+    const float s_w = wq.scale[wq.per_channel() ? c : 0];
+    const float inv = 1.0f / s_w;
+    for (int64_t i = 0; i < per_channel; ++i)
+      out.weight[c * per_channel + i] =
+          static_cast<int8_t>(quantize_value(w.data()[c * per_channel + i], inv, 0, wq.quant_min, wq.quant_max));
+    // The bias lives on the accumulator's grid, s_in * s_w, with zero point 0; round half to even as the
+    // other quantizations do, saturating (a bias that large would mean a broken scale anyway).
+    const double acc_scale = s_in * static_cast<double>(s_w);
+    const double q = std::nearbyint(static_cast<double>(b.data()[c]) / acc_scale);
+    out.bias[c] = static_cast<int32_t>(std::clamp(q, static_cast<double>(std::numeric_limits<int32_t>::min()),
+                                                  static_cast<double>(std::numeric_limits<int32_t>::max())));
+    quantize_multiplier(acc_scale / s_out, &multipliers[c], &shifts[c]);
+  }
+  const auto [act_min, act_max] = activation_clamp(output, layer.activation());
+  if (out.is_conv) {
+    const Conv2dParams& p = layer.conv_params();
+    out.conv.stride_h = p.stride_h, out.conv.stride_w = p.stride_w;
+    out.conv.pad_h = p.pad_h, out.conv.pad_w = p.pad_w;
+    out.conv.groups = p.groups;
+    out.conv.input_offset = -input.zero_point[0];
+    out.conv.output_offset = output.zero_point[0];
+    out.conv.quantized_activation_min = act_min;
+    out.conv.quantized_activation_max = act_max;
+    out.conv.output_multiplier = multipliers;
+    out.conv.output_shift = shifts;
+  } else {
+    out.fc.input_offset = -input.zero_point[0];
+    out.fc.output_offset = output.zero_point[0];
+    out.fc.quantized_activation_min = act_min;
+    out.fc.quantized_activation_max = act_max;
+    out.fc.output_multiplier = multipliers;
+    out.fc.output_shift = shifts;
+  }
+  return out;
+}
+
+std::vector<int8_t> quantize_tensor(const Tensor& x, const QParams& qp) {
+  check_activation_grid(qp, "a tensor");
+  std::vector<int8_t> q(x.numel());
+  quantize_float_to_int8(x.data(), q.data(), x.numel(), qp.scale[0], qp.zero_point[0], qp.quant_min, qp.quant_max);
+  return q;
+}
+
+Tensor dequantize_codes(const std::vector<int8_t>& q, const Shape& shape, const QParams& qp) {
+  Tensor t = Tensor::empty(shape);
+  dequantize_int8_to_float(q.data(), t.data(), t.numel(), qp.scale[0], qp.zero_point[0]);
+  return t;
+}
+
+}  // namespace qatlab

@@ -1,0 +1,49 @@
+// lower.h: a QAT layer's float parameters and quantizers -> the integer layer the graph runs
+// (int8 weights, int32 bias, per-channel output multipliers and shifts, activation clamp).
+//
+// This is the only place where those integers are derived. convert uses it to build the Int8Graph, and
+// exact-mode evaluation uses it to run the same integer arithmetic inside the QAT model: that is why
+// the two agree bit for bit.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "quant/int8_kernels.h"
+#include "quant/qscheme.h"
+
+namespace qatlab {
+
+class QatLayer;
+enum class FusedActivation;
+
+struct LoweredLayer {
+  bool is_conv = true;
+  ConvInt8Params conv;            // when is_conv
+  FullyConnectedInt8Params fc;    // otherwise
+  Shape weight_shape;             // (OC, C/G, KH, KW) or (OUT, IN)
+  std::vector<int8_t> weight;     // codes, symmetric per output channel (zero point 0)
+  std::vector<int32_t> bias;      // (OC), scale input_scale * weight_scale[oc], zero point 0
+  QParams input, weights, output;
+};
+
+// Integer form of `layer` with input on the grid `input` and output on `output`:
+//   weight codes  q_w = quantize(folded_weight, weight qparams)          (the fake-quant's very codes)
+//   bias          q_b[oc] = round_half_even(folded_bias[oc] / (s_in * s_w[oc])), saturated to int32
+//   multiplier    M[oc] = s_in * s_w[oc] / s_out  -> quantize_multiplier -> (output_multiplier, output_shift)
+//   offsets       input_offset = -z_in, output_offset = z_out
+//   clamp         [qmin_out, qmax_out], narrowed to [z_out, ...] by a fused ReLU and to
+//                 [..., quantize(6.0)] by ReLU6 (fake-quant after ReLU equals clamping the codes)
+// Throws std::invalid_argument when the quantizers are not int8-compatible (weights must be signed
+// symmetric narrow per-channel-or-tensor; activations signed with codes within int8).
+LoweredLayer lower_layer(const QatLayer& layer, const QParams& input, const QParams& output);
+
+// The activation clamp of an output grid after a fused activation, as [min, max] codes.
+std::pair<int32_t, int32_t> activation_clamp(const QParams& output, FusedActivation act);
+
+// Float tensor -> int8 codes on a per-tensor grid; and back.
+std::vector<int8_t> quantize_tensor(const Tensor& x, const QParams& qp);
+Tensor dequantize_codes(const std::vector<int8_t>& q, const Shape& shape, const QParams& qp);
+
+}  // namespace qatlab

@@ -1,1 +1,0 @@
-// quant_placeholder.cpp: keeps the library non-empty until its first source lands.

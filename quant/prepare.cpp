@@ -1,0 +1,147 @@
+// prepare.cpp: the fusion and fake-quant insertion walk.
+#include "quant/prepare.h"
+
+#include <stdexcept>
+
+#include "nn/activation.h"
+#include "nn/batchnorm.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+
+namespace qatlab {
+
+namespace {
+
+std::shared_ptr<Quantizer> make_fake_quant(const QuantizerSpec& spec, int64_t channels) {
+  return std::make_shared<FakeQuantize>(spec.scheme, spec.observer, spec.scheme.per_channel ? channels : 1);
+}
+
+class Preparer {
+ public:
+  explicit Preparer(const QConfig& qc) : qc_(qc) {}
+
+  // Rewrites the children of `seq` in place, in order; `grid` is the quantizer the current activation
+  // was produced by.
+  void rewrite(Module& seq, const std::string& prefix) {
+    const auto children = seq.children();  // a copy: we replace entries as we go
+    for (size_t i = 0; i < children.size(); ++i) {
+      const auto& [name, m] = children[i];
+      const std::string full = prefix + name;
+      const std::string& type = m->type();
+      if (type == "Conv2d" || type == "Linear") {
+        i += fuse(seq, children, i, full);
+      } else if (type == "Sequential") {
+        rewrite(*m, full + ".");
+      } else if (type == "MaxPool2d" || type == "Flatten" || type == "Identity" || type == "Dropout" ||
+                 type == "ReLU") {
+        // Max pooling, flattening, dropout (identity at inference) and ReLU keep values on their input's
+        // grid: relu(s (q - z)) = s (max(q, z) - z).
+      } else if (type == "AvgPool2d" || type == "GlobalAvgPool2d") {
+        std::shared_ptr<QatAvgPool> pool;
+        if (type == "AvgPool2d") {
+          const auto& p = static_cast<const AvgPool2d&>(*m);
+          pool = std::make_shared<QatAvgPool>(p.kernel, p.stride, p.padding);
+        } else {
+          pool = std::make_shared<QatAvgPool>(0, 0, 0);
+        }
+        pool->input_quant = grid;
+        seq.set_submodule(name, pool);
+      } else {
+        throw std::invalid_argument("prepare_qat: cannot quantize " + type + " '" + full + "'" +
+                                    (type.rfind("BatchNorm", 0) == 0 ? " (batch norm must follow a Conv2d or Linear)" : ""));
+      }
+    }
+  }
+
+  std::shared_ptr<Quantizer> grid;
+
+ private:
+  // Fuses children[i] (Conv2d or Linear) with a following BatchNorm and ReLU/ReLU6; returns how many
+  // following children were absorbed (they become Identity, so every name stays valid).
+  size_t fuse(Module& seq, const std::vector<std::pair<std::string, ModulePtr>>& children, size_t i,
+              const std::string& full) {
+    const ModulePtr& m = children[i].second;
+    const bool conv = m->type() == "Conv2d";
+    size_t used = 0;
+    const BatchNorm* bn = nullptr;
+    FusedActivation act = FusedActivation::None;
+    const auto next_type = [&](size_t k) { return i + k < children.size() ? children[i + k].second->type() : ""; };
+    if (next_type(1) == (conv ? "BatchNorm2d" : "BatchNorm1d")) bn = static_cast<const BatchNorm*>(children[i + ++used].second.get());
+    if (next_type(used + 1) == "ReLU") act = FusedActivation::ReLU, ++used;
+    else if (next_type(used + 1) == "ReLU6") act = FusedActivation::ReLU6, ++used;
+
+    const int64_t out_channels = conv ? static_cast<const Conv2d&>(*m).out_channels : static_cast<const Linear&>(*m).out_features;
+    auto wq = make_fake_quant(qc_.weight_for(full, m->type()), out_channels);
+    auto oq = make_fake_quant(qc_.activation_for(full, m->type()), 1);
+    auto layer = conv ? QatLayer::from_conv(static_cast<const Conv2d&>(*m), bn, act, wq, oq)
+                      : QatLayer::from_linear(static_cast<const Linear&>(*m), bn, act, wq, oq);
+    layer->input_quant = grid;
+    grid = oq;
+    seq.set_submodule(children[i].first, layer);
+    for (size_t k = 1; k <= used; ++k) seq.set_submodule(children[i + k].first, std::make_shared<Identity>());
+    return used;
+  }
+
+  const QConfig& qc_;
+};
+
+template <typename Fn>
+void visit(Module& m, Fn fn) {
+  fn(m);
+  for (auto& [name, child] : m.children()) visit(*child, fn);
+}
+
+}  // namespace
+
+std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfig& qconfig) {
+  check_arg(float_model != nullptr, "prepare_qat: null model");
+  qconfig.validate();
+  Preparer p(qconfig);
+  QuantizerSpec input_spec = qconfig.activation_for("input", "input");
+  if (!qconfig.layer_bits.count("input")) input_spec.scheme.bits = 8;
+  p.grid = make_fake_quant(input_spec, 1);
+  auto input_quant = p.grid;
+  if (float_model->type() == "Sequential") {
+    p.rewrite(*float_model, "");
+  } else {
+    throw std::invalid_argument("prepare_qat: the model's top module must be a Sequential, got " + float_model->type());
+  }
+  auto model = std::make_shared<QatModel>(input_quant, float_model);
+  model->set_training(float_model->training());
+  return model;
+}
+
+void for_each_in_execution_order(const ModulePtr& module, const std::function<void(const std::string&, const ModulePtr&)>& f,
+                                 const std::string& prefix) {
+  for (const auto& [name, child] : module->children()) {
+    const std::string full = prefix.empty() ? name : prefix + "." + name;
+    // QAT layers own their quantizers as children; they are leaves of the execution order.
+    if (child->type() == "Sequential" || child->type() == "QatModel")
+      for_each_in_execution_order(child, f, full);
+    else
+      f(full, child);
+  }
+}
+
+void set_observers_enabled(Module& model, bool on) {
+  visit(model, [on](Module& m) { if (m.type() == "FakeQuantize") static_cast<FakeQuantize&>(m).enable_observer(on); });
+}
+
+void set_fake_quant_enabled(Module& model, bool on) {
+  visit(model, [on](Module& m) { if (m.type() == "FakeQuantize") static_cast<FakeQuantize&>(m).enable_fake_quant(on); });
+}
+
+void set_bn_frozen(Module& model, bool on) {
+  visit(model, [on](Module& m) {
+    if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).freeze_bn(on);
+  });
+}
+
+void set_exact_mode(Module& model, bool on) {
+  visit(model, [on](Module& m) {
+    if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).set_exact(on);
+    if (m.type() == "QatAvgPool") static_cast<QatAvgPool&>(m).set_exact(on);
+  });
+}
+
+}  // namespace qatlab

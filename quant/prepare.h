@@ -1,0 +1,31 @@
+// prepare.h: prepare_qat: float model -> QAT model, with no stubs in model code. It fuses
+// Conv2d/Linear with a following BatchNorm and ReLU/ReLU6, puts a fake-quantizer on every weight and on
+// the output of every fused block, quantizes the model input, and lets ReLU, max pooling, flatten and
+// dropout reuse their input's grid. Plus the switches a QAT schedule needs.
+#pragma once
+
+#include <functional>
+
+#include "nn/module.h"
+#include "quant/qat_layers.h"
+#include "quant/qconfig.h"
+
+namespace qatlab {
+
+// The float model's tensors are shared, not copied: the QAT model trains them in place. Throws
+// std::invalid_argument naming the module it cannot quantize (e.g. a BatchNorm with no conv before it).
+// The model input is quantized to 8 bits (images are 8-bit data) unless the QConfig overrides "input".
+std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfig& qconfig);
+
+// Calls f on every module of the QAT model in execution order (the order convert emits integer ops in):
+// the input quantizer first, then the body's leaves.
+void for_each_in_execution_order(const ModulePtr& module, const std::function<void(const std::string&, const ModulePtr&)>& f,
+                                 const std::string& prefix = "");
+
+// Schedules and modes over the whole QAT model.
+void set_observers_enabled(Module& model, bool on);   // every FakeQuantize's observer
+void set_fake_quant_enabled(Module& model, bool on);  // every FakeQuantize's quantize-dequantize
+void set_bn_frozen(Module& model, bool on);           // BN uses (and stops updating) running statistics
+void set_exact_mode(Module& model, bool on);          // evaluation runs the integer arithmetic
+
+}  // namespace qatlab

@@ -1,0 +1,189 @@
+// qat_layers.cpp: forward passes of the QAT modules: BN folding during training, the deployed form in
+// evaluation, and the exact (integer) mode.
+#include "quant/qat_layers.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "nn/batchnorm.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "quant/lower.h"
+
+namespace qatlab {
+
+const char* activation_name(FusedActivation a) {
+  switch (a) {
+    case FusedActivation::None: return "none";
+    case FusedActivation::ReLU: return "relu";
+    case FusedActivation::ReLU6: return "relu6";
+  }
+  return "?";
+}
+
+// ------------------------------------------------------------------------------------------ QatLayer
+
+QatLayer::QatLayer(const std::string& type, bool is_conv) : Module(type), is_conv_(is_conv) {}
+
+std::shared_ptr<QatLayer> QatLayer::from_conv(const Conv2d& conv, const BatchNorm* bn, FusedActivation act,
+                                              std::shared_ptr<Quantizer> weight_quant,
+                                              std::shared_ptr<Quantizer> output_quant) {
+  std::shared_ptr<QatLayer> m(new QatLayer("QatConv2d", true));
+  m->weight = conv.weight;
+  m->bias = conv.bias;
+  m->conv_params_ = conv.params();
+  m->attach(bn, act, std::move(weight_quant), std::move(output_quant));
+  return m;
+}
+
+std::shared_ptr<QatLayer> QatLayer::from_linear(const Linear& linear, const BatchNorm* bn, FusedActivation act,
+                                                std::shared_ptr<Quantizer> weight_quant,
+                                                std::shared_ptr<Quantizer> output_quant) {
+  std::shared_ptr<QatLayer> m(new QatLayer("QatLinear", false));
+  m->weight = linear.weight;
+  m->bias = linear.bias;
+  m->attach(bn, act, std::move(weight_quant), std::move(output_quant));
+  return m;
+}
+
+void QatLayer::attach(const BatchNorm* bn, FusedActivation act, std::shared_ptr<Quantizer> wq,
+                      std::shared_ptr<Quantizer> oq) {
+  // The tensors are shared with the float layers they came from (shallow handles): training the QAT
+  // model trains those same tensors, and nothing is copied.
+  register_parameter("weight", &weight);
+  if (bias.defined()) register_parameter("bias", &bias);
+  if (bn) {
+    check_arg(bn->channels == weight.size(0), "fusion: " + bn->type() + " of " + std::to_string(bn->channels) +
+                                                  " channels after a layer of " + std::to_string(weight.size(0)) +
+                                                  " outputs");
+    has_bn_ = true;
+    bn_gamma = bn->gamma, bn_beta = bn->beta, bn_mean = bn->running_mean, bn_var = bn->running_var;
+    bn_eps = bn->eps, bn_momentum = bn->momentum;
+    register_parameter("bn_weight", &bn_gamma);
+    register_parameter("bn_bias", &bn_beta);
+    register_buffer("bn_running_mean", &bn_mean);
+    register_buffer("bn_running_var", &bn_var);
+  }
+  activation_ = act;
+  register_module("weight_quant", std::move(wq));
+  register_module("output_quant", std::move(oq));
+}
+
+Quantizer& QatLayer::weight_quant() const { return static_cast<Quantizer&>(*child("weight_quant")); }
+Quantizer& QatLayer::output_quant() const { return static_cast<Quantizer&>(*child("output_quant")); }
+
+std::string QatLayer::describe() const {
+  std::string s = std::string(is_conv_ ? "conv " : "linear ") + shape_str(weight.shape());
+  if (has_bn_) s += std::string(" + bn") + (bn_frozen_ ? " (frozen)" : "");
+  if (activation_ != FusedActivation::None) s += std::string(" + ") + activation_name(activation_);
+  if (exact_) s += ", exact";
+  return s;
+}
+
+Tensor QatLayer::linear_op(const Tensor& x, const Tensor& w, const Tensor& b) const {
+  return is_conv_ ? conv2d(x, w, b, conv_params_) : linear(x, w, b);
+}
+
+Tensor QatLayer::per_channel_view(const Tensor& v, bool for_output) const {
+  const int64_t oc = v.numel();
+  if (!is_conv_) return for_output ? reshape(v, {1, oc}) : reshape(v, {oc, 1});
+  return for_output ? reshape(v, {1, oc, 1, 1}) : reshape(v, {oc, 1, 1, 1});
+}
+
+Tensor QatLayer::folded_weight() const {
+  NoGradGuard no_grad;
+  if (!has_bn_) return weight.detach();
+  const Tensor sf = div(bn_gamma, sqrt(add_scalar(bn_var, bn_eps)));
+  return mul(weight, per_channel_view(sf, false));
+}
+
+Tensor QatLayer::folded_bias() const {
+  NoGradGuard no_grad;
+  const int64_t oc = weight.size(0);
+  const Tensor b = bias.defined() ? bias.detach() : Tensor::zeros({oc});
+  if (!has_bn_) return b;
+  const Tensor sf = div(bn_gamma, sqrt(add_scalar(bn_var, bn_eps)));
+  return add(bn_beta, mul(sub(b, bn_mean), sf));
+}
+
+Tensor QatLayer::forward(const Tensor& x) {
+  if (exact_ && !training()) return forward_exact(x);
+  Tensor y;
+  if (has_bn_) {
+    // sf = gamma / sqrt(running_var + eps) through autograd ops, so gamma learns through the folded
+    // weight too; computed exactly as folded_weight() does, so evaluation and convert see the same floats.
+    const Tensor sf = div(bn_gamma, sqrt(add_scalar(bn_var.detach(), bn_eps)));
+    const Tensor wq = weight_quant()(mul(weight, per_channel_view(sf, false)));
+    if (training() && !bn_frozen_) {
+      y = div(linear_op(x, wq, Tensor()), per_channel_view(sf, true));
+      if (bias.defined()) y = add(y, per_channel_view(bias, true));
+      y = batch_norm(y, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps);
+    } else {
+      const Tensor b = bias.defined() ? bias : Tensor::zeros({weight.size(0)});
+      y = linear_op(x, wq, add(bn_beta, mul(sub(b, bn_mean.detach()), sf)));
+    }
+  } else {
+    y = linear_op(x, weight_quant()(weight), bias);
+  }
+  if (activation_ == FusedActivation::ReLU) y = relu(y);
+  if (activation_ == FusedActivation::ReLU6) y = relu6(y);
+  return output_quant()(y);
+}
+
+Tensor QatLayer::forward_exact(const Tensor& x) {
+  check_arg(input_quant != nullptr, "exact mode: layer has no input quantizer (was it built by prepare_qat?)");
+  const LoweredLayer l = lower_layer(*this, input_quant->qparams(), output_quant().qparams());
+  const std::vector<int8_t> in = quantize_tensor(x, l.input);
+  Shape out_shape;
+  std::vector<int8_t> out;
+  if (l.is_conv) {
+    out_shape = conv2d_int8_output_shape(l.conv, x.shape(), l.weight_shape);
+    out.resize(shape_numel(out_shape));
+    conv2d_int8_reference(l.conv, in.data(), x.shape(), l.weight.data(), l.weight_shape, l.bias.data(), out.data());
+  } else {
+    out_shape = fully_connected_int8_output_shape(l.fc, x.shape(), l.weight_shape);
+    out.resize(shape_numel(out_shape));
+    fully_connected_int8_reference(l.fc, in.data(), x.shape(), l.weight.data(), l.weight_shape, l.bias.data(),
+                                   out.data());
+  }
+  return dequantize_codes(out, out_shape, l.output);
+}
+
+// ---------------------------------------------------------------------------------------- QatAvgPool
+
+QatAvgPool::QatAvgPool(int64_t kernel, int64_t stride, int64_t padding)
+    : Module("QatAvgPool"), kernel(kernel), stride(stride ? stride : kernel), padding(padding) {}
+
+std::string QatAvgPool::describe() const {
+  return kernel == 0 ? "global" : "k=" + std::to_string(kernel) + ", stride=" + std::to_string(stride);
+}
+
+Tensor QatAvgPool::forward(const Tensor& x) {
+  check_arg(input_quant != nullptr, "QatAvgPool: no input quantizer (was it built by prepare_qat?)");
+  const QParams qp = input_quant->qparams();
+  if (exact_ && !training()) {
+    const std::vector<int8_t> in = quantize_tensor(x, qp);
+    const Shape out_shape = kernel == 0 ? Shape{x.size(0), x.size(1)} : pool2d_int8_output_shape(x.shape(), kernel, stride, padding);
+    std::vector<int8_t> out(shape_numel(out_shape));
+    if (kernel == 0)
+      global_avg_pool_int8(in.data(), x.shape(), out.data());
+    else
+      avg_pool2d_int8(in.data(), x.shape(), kernel, stride, padding, qp.zero_point[0], out.data());
+    return dequantize_codes(out, out_shape, qp);
+  }
+  const Tensor y = kernel == 0 ? global_avg_pool2d(x) : avg_pool2d(x, kernel, stride, padding);
+  return fake_quantize(y, qp);
+}
+
+// ------------------------------------------------------------------------------------------ QatModel
+
+QatModel::QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body) : Module("QatModel") {
+  register_module("input_quant", std::move(input_quant));
+  register_module("body", std::move(body));
+}
+
+Quantizer& QatModel::input_quant() const { return static_cast<Quantizer&>(*child("input_quant")); }
+
+Tensor QatModel::forward(const Tensor& x) { return child("body")->forward(input_quant()(x)); }
+
+}  // namespace qatlab

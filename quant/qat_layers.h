@@ -1,0 +1,118 @@
+// qat_layers.h: the modules a quantization-aware model is made of: Conv2d / Linear with an optional
+// BatchNorm folded in and a fused ReLU/ReLU6, simulating the integer layer they will become; the model
+// input quantizer; average pooling that stays on its input's grid.
+//
+// Shape letters: N batch, C input channels, OC output channels (or output features), H, W.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/ops.h"
+#include "nn/module.h"
+#include "quant/fake_quantize.h"
+
+namespace qatlab {
+
+class Conv2d;
+class Linear;
+class BatchNorm;
+
+enum class FusedActivation { None, ReLU, ReLU6 };
+const char* activation_name(FusedActivation a);
+
+// Conv2d or Linear (+ BatchNorm) (+ ReLU/ReLU6) under quantization-aware training.
+//
+// Children: "weight_quant" (quantizes the folded weight, per output channel) and "output_quant" (the
+// activation after the fused ReLU). Parameters: "weight", "bias" (if the layer had one), and with BN
+// "bn_weight", "bn_bias" (gamma, beta); buffers "bn_running_mean", "bn_running_var".
+//
+// Batch-norm folding, with sf = gamma / sqrt(running_var + eps) per output channel:
+//   deployed:  y = conv(x, Q(W * sf)) + (beta + (b - running_mean) * sf)
+//   training (BN not frozen): y = BN_batch(conv(x, Q(W * sf)) / sf + b): the weights that are quantized
+//     are the folded ones that will be deployed; dividing by sf and re-normalising with the batch
+//     statistics equals the correction y = conv(x, Q(W sf)) * sigma/sigma_B + (beta - gamma mu_B / sigma_B)
+//     of Krishnamoorthi (2018, fig. 8) / Jacob et al. (2018), with the batch statistics taken on the
+//     quantized-weight convolution (as PyTorch's QAT ConvBn does), and updates the running statistics.
+//   frozen (after --freeze-bn-after) and evaluation: the deployed form, running statistics fixed.
+//
+// Exact mode (evaluation only): instead of float arithmetic on fake-quantized values, the layer runs the
+// integer arithmetic of the converted graph on the codes (int8 x int8 -> int32 accumulator, int32 bias,
+// fixed-point requantization), so its output codes equal the integer engine's bit for bit.
+class QatLayer : public Module {
+ public:
+  static std::shared_ptr<QatLayer> from_conv(const Conv2d& conv, const BatchNorm* bn, FusedActivation act,
+                                             std::shared_ptr<Quantizer> weight_quant,
+                                             std::shared_ptr<Quantizer> output_quant);
+  static std::shared_ptr<QatLayer> from_linear(const Linear& linear, const BatchNorm* bn, FusedActivation act,
+                                               std::shared_ptr<Quantizer> weight_quant,
+                                               std::shared_ptr<Quantizer> output_quant);
+
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+
+  bool is_conv() const { return is_conv_; }
+  bool has_bn() const { return has_bn_; }
+  FusedActivation activation() const { return activation_; }
+  const Conv2dParams& conv_params() const { return conv_params_; }
+  int64_t out_channels() const { return weight.size(0); }
+
+  Quantizer& weight_quant() const;
+  Quantizer& output_quant() const;
+  // The quantizer whose grid this layer's input lies on (set by prepare_qat; not a child).
+  std::shared_ptr<Quantizer> input_quant;
+
+  void freeze_bn(bool on) { bn_frozen_ = on; }
+  bool bn_frozen() const { return bn_frozen_; }
+  void set_exact(bool on) { exact_ = on; }
+  bool exact() const { return exact_; }
+
+  // The weight and bias the integer layer is built from, in float, without autograd history:
+  // W * sf and beta + (b - running_mean) * sf with BN; W and b (or zeros) without.
+  Tensor folded_weight() const;  // (OC, C/groups, KH, KW) or (OC, IN)
+  Tensor folded_bias() const;    // (OC)
+
+  Tensor weight, bias;                            // the float layer's (bias may be undefined)
+  Tensor bn_gamma, bn_beta, bn_mean, bn_var;      // (OC) with BN
+  float bn_eps = 1e-5f, bn_momentum = 0.1f;
+
+ private:
+  QatLayer(const std::string& type, bool is_conv);
+  void attach(const BatchNorm* bn, FusedActivation act, std::shared_ptr<Quantizer> wq, std::shared_ptr<Quantizer> oq);
+  Tensor linear_op(const Tensor& x, const Tensor& w, const Tensor& b) const;
+  Tensor per_channel_view(const Tensor& v, bool for_output) const;  // (OC) -> broadcastable shape
+  Tensor forward_exact(const Tensor& x);
+
+  bool is_conv_;
+  Conv2dParams conv_params_;
+  bool has_bn_ = false, bn_frozen_ = false, exact_ = false;
+  FusedActivation activation_ = FusedActivation::None;
+};
+
+// Average pooling (windowed or global) whose output is put back on its input's grid, as the integer
+// kernel does (integer sum, rounded division). In exact mode it runs that integer kernel on the codes.
+class QatAvgPool : public Module {
+ public:
+  // kernel == 0 means global average pooling ((N, C, H, W) -> (N, C)).
+  QatAvgPool(int64_t kernel, int64_t stride, int64_t padding);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+
+  const int64_t kernel, stride, padding;
+  std::shared_ptr<Quantizer> input_quant;  // set by prepare_qat
+  void set_exact(bool on) { exact_ = on; }
+
+ private:
+  bool exact_ = false;
+};
+
+// The whole QAT model: "input_quant" (where the float input enters the integer domain) then "body" (the
+// float model with its layers replaced). Built by prepare_qat.
+class QatModel : public Module {
+ public:
+  QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body);
+  Tensor forward(const Tensor& x) override;
+  Quantizer& input_quant() const;
+};
+
+}  // namespace qatlab

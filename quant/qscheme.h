@@ -1,0 +1,80 @@
+// qscheme.h: how a tensor is quantized (bit width, signedness, symmetry, granularity) and the choice of
+// scale and zero point from an observed range.
+//
+// The arithmetic everything else rests on:
+//   real = scale * (q - zero_point),  q = clamp(zero_point + round_half_even(real / scale), qmin, qmax)
+// with real 0 always exactly representable (q = zero_point).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace qatlab {
+
+// The smallest scale choose_qparams ever returns: float epsilon (2^-23, as PyTorch's observers use).
+// A zero-width range (an all-zero or constant tensor) gets this scale instead of 0, so 1 / scale, the
+// integer multipliers derived from it and everything downstream stay finite.
+inline constexpr double kMinScale = 1.1920928955078125e-07;
+
+// Integer code ranges (b = bits):
+//   signed:            [-2^(b-1),     2^(b-1) - 1]   e.g. int8 [-128, 127]
+//   signed, narrow:    [-2^(b-1) + 1, 2^(b-1) - 1]   e.g. int8 [-127, 127]  (TFLite's int8 weights)
+//   unsigned:          [0,            2^b - 1]       e.g. uint8 [0, 255]
+//   unsigned, narrow:  [1,            2^b - 1]       e.g. uint8 [1, 255]    (TensorFlow's fake_quant
+//                                                                            narrow_range)
+// Narrow range always drops the lowest code: the code count becomes odd (2^b - 1), so a symmetric
+// range puts zero exactly in the middle and -qmax is representable, which is what lets int8 weight
+// products avoid the lone -128 * -128 overflow case.
+struct QScheme {
+  int bits = 8;
+  bool is_signed = true;
+  bool symmetric = false;
+  bool per_channel = false;
+  int axis = 0;  // the channel axis when per_channel (0 for conv / linear weights: OC)
+  bool narrow_range = false;
+
+  int32_t quant_min() const;
+  int32_t quant_max() const;
+  // Throws std::invalid_argument: "bits must be in 2..8, got 9", or a negative per-channel axis.
+  void validate() const;
+  // One line, e.g. "8-bit signed affine per-tensor, q in [-128, 127]".
+  std::string describe() const;
+};
+
+// The parameters a quantize / dequantize step uses: one (scale, zero_point) pair per tensor (axis == -1)
+// or one per slice along `axis`. Feeds q = clamp(zp + nearbyint(x * (1.0f / scale)), quant_min, quant_max)
+// and real = scale * (float)(q - zp).
+struct QParams {
+  std::vector<float> scale;        // (1) per tensor, (C) per channel
+  std::vector<int32_t> zero_point; // same size as scale
+  int axis = -1;                   // -1 per tensor
+  int32_t quant_min = -128, quant_max = 127;
+
+  bool per_channel() const { return axis >= 0; }
+  // Throws std::invalid_argument unless sizes agree, every scale is finite and > 0, every zero point
+  // lies in [quant_min, quant_max] and quant_min < quant_max.
+  void validate() const;
+};
+
+// One (scale, zero_point) pair for the range [min_val, max_val] (see choose_qparams for the rules).
+struct ScaleZeroPoint {
+  float scale = 1.0f;
+  int32_t zero_point = 0;
+};
+ScaleZeroPoint choose_scale_zero_point(const QScheme& scheme, float min_val, float max_val);
+
+// Scale and zero point from observed ranges: one entry per tensor, or one per channel (per_channel
+// schemes; the result's axis is scheme.axis). Rules, computed in double and stored as float:
+//   - the range is first widened to contain 0 (min <= 0 <= max), so zero is exactly representable;
+//   - affine:    scale = (max - min) / (qmax - qmin),
+//                zero_point = qmin - round(min / scale) clamped into [qmin, qmax] (the "nudge");
+//   - symmetric: scale = max(-min, max) / ((qmax - qmin) / 2),
+//                zero_point = 0 when signed, the midpoint (qmin + qmax + 1) / 2 when unsigned;
+//   - scale is never below kMinScale (a zero range stays usable).
+// Throws std::invalid_argument for a non-finite bound ("non-finite range"), min > max, a size mismatch,
+// or a per-tensor scheme given more than one range.
+QParams choose_qparams(const QScheme& scheme, std::span<const float> min_vals, std::span<const float> max_vals);
+
+}  // namespace qatlab

@@ -1,0 +1,581 @@
+// test_cli.cpp: end-to-end tests of the `qatlab` command: the real binary trains, resumes (after
+// --stop-after and after kill -9), evaluates and describes checkpoints on a synthetic MNIST-format
+// dataset, and refuses bad input with one stderr line and the documented exit code without ever
+// damaging an earlier run.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/h5io.h"
+#include "data/idx.h"
+#include "nn/checkpoint.h"
+#include "tests/apps/cli_harness.h"
+
+namespace qatlab::testing {
+namespace {
+
+using Args = std::vector<std::string>;
+
+// Exit codes documented in apps/main.cpp.
+constexpr int kRuntimeFailure = 1;
+constexpr int kUsageError = 2;
+
+// The synthetic set. Most tests use the first 256 or 512 training images (--train-limit); the resume
+// tests use all 2048 so that an epoch lasts long enough (0.1 to 0.5 s) to kill a run in the middle.
+constexpr int64_t kTrainImages = 2048, kTestImages = 256;
+
+Args concat(Args a, const Args& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Passes when the run exited on its own (no signal) with `code` and wrote exactly one line to stderr,
+// "qatlab <command>: ...", containing every one of `needles`.
+::testing::AssertionResult FailedWith(const RunResult& r, int code, const std::string& command,
+                                      std::initializer_list<std::string> needles) {
+  if (!r.exited) return ::testing::AssertionFailure() << "the run crashed\n" << r.describe();
+  if (r.exit_code != code)
+    return ::testing::AssertionFailure() << "expected exit code " << code << "\n" << r.describe();
+  const std::vector<std::string> lines = split_lines(r.err);
+  if (lines.size() != 1)
+    return ::testing::AssertionFailure() << "expected one stderr line, got " << lines.size() << "\n" << r.describe();
+  const std::string prefix = "qatlab " + command + ": ";
+  if (lines[0].rfind(prefix, 0) != 0)
+    return ::testing::AssertionFailure() << "stderr does not start with '" << prefix << "'\n" << r.describe();
+  for (const std::string& n : needles)
+    if (lines[0].find(n) == std::string::npos)
+      return ::testing::AssertionFailure() << "stderr lacks '" << n << "'\n" << r.describe();
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult Succeeded(const RunResult& r) {
+  if (r.exited && r.exit_code == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "expected success\n" << r.describe();
+}
+
+// Requires two checkpoints to hold bit-identical model and optimizer tensors (memcmp, so -0.0 vs 0.0 or
+// one ulp counts), the same RNG state, and the same deterministic history columns.
+void ExpectSameTraining(const Checkpoint& a, const Checkpoint& b) {
+  const auto compare = [](const NamedTensors& x, const NamedTensors& y, const char* what) {
+    std::map<std::string, Tensor> mx(x.begin(), x.end()), my(y.begin(), y.end());
+    ASSERT_FALSE(mx.empty()) << what;
+    ASSERT_EQ(mx.size(), my.size()) << what;
+    for (const auto& [name, tx] : mx) {
+      auto it = my.find(name);
+      ASSERT_NE(it, my.end()) << what << " " << name << " missing";
+      const Tensor& ty = it->second;
+      ASSERT_EQ(tx.shape(), ty.shape()) << what << " " << name;
+      EXPECT_EQ(std::memcmp(tx.data(), ty.data(), sizeof(float) * tx.numel()), 0)
+          << what << " " << name << " differs (first values " << tx.data()[0] << " vs " << ty.data()[0] << ")";
+    }
+  };
+  compare(a.model_state, b.model_state, "model tensor");
+  compare(a.optimizer_state, b.optimizer_state, "optimizer tensor");
+  EXPECT_EQ(a.optimizer_kind, b.optimizer_kind);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.rng_state, b.rng_state);
+  ASSERT_EQ(a.history.size(), b.history.size());
+  // Timing columns (img/s, seconds) differ from run to run; everything else must not.
+  for (size_t i = 0; i < a.history.size(); ++i)
+    for (const char* col : {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"})
+      EXPECT_EQ(a.history[i].at(col), b.history[i].at(col)) << "history row " << i << " column " << col;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  // One synthetic dataset for every test of the process (seeded: identical in every process).
+  static void SetUpTestSuite() {
+    suite_dir_ = new TempDir("suite");
+    data_dir_ = *suite_dir_ / "data/mnist";
+    write_synthetic_mnist(data_dir_, kTrainImages, kTestImages, /*seed=*/2024);
+    straight_dir_.clear();
+    // Every test passes --data-dir; should a run ever fall back to the default data directory, it finds
+    // the synthetic set there (<QATLAB_DATA_DIR>/mnist) instead of fetching MNIST from the network.
+    if (const char* old = std::getenv("QATLAB_DATA_DIR")) saved_data_env_ = old;
+    ::setenv("QATLAB_DATA_DIR", (*suite_dir_ / "data").c_str(), 1);
+  }
+  static void TearDownTestSuite() {
+    if (saved_data_env_)
+      ::setenv("QATLAB_DATA_DIR", saved_data_env_->c_str(), 1);
+    else
+      ::unsetenv("QATLAB_DATA_DIR");
+    delete suite_dir_;
+    suite_dir_ = nullptr;
+  }
+
+  void SetUp() override { work_ = std::make_unique<TempDir>(::testing::UnitTest::GetInstance()->current_test_info()->name()); }
+
+  std::string work(const std::string& name) const { return *work_ / name; }
+
+  // Runs qatlab; its output is kept in the test's directory under `tag`.
+  RunResult qatlab(const Args& args, const std::string& tag = "run") { return run_qatlab(args, work_->path(), tag); }
+
+  // `qatlab train` on the synthetic data, quiet, two threads, writing to `out`.
+  static Args train_args(const std::string& out, const Args& extra) {
+    return concat({"train", "--data-dir", data_dir_, "--threads", "2", "--progress", "none", "--out", out}, extra);
+  }
+  static Args mlp_settings(int epochs) {
+    return {"--model", "mlp", "--epochs", std::to_string(epochs), "--train-limit", "256", "--test-limit", "64"};
+  }
+  // The resume tests' run: LeNet-5 (batch norm buffers, momentum state) for 3 epochs of all 2048
+  // training images.
+  static Args lenet_settings() {
+    return {"--model", "lenet5", "--epochs", "3", "--batch-size", "32", "--test-limit", "64", "--seed", "7"};
+  }
+
+  // A finished 1-epoch mlp run in `out` (for tests that need an existing run or checkpoint).
+  void make_mlp_run(const std::string& out) {
+    const RunResult r = qatlab(train_args(out, mlp_settings(1)), "setup");
+    ASSERT_TRUE(Succeeded(r));
+    ASSERT_TRUE(fs::exists(out + "/checkpoint.h5"));
+  }
+
+  // The uninterrupted 3-epoch LeNet-5 run both resume tests compare against, trained once per process.
+  static std::string straight_lenet_run() {
+    std::string& dir = straight_dir_;
+    if (dir.empty()) {
+      const std::string out = *suite_dir_ / "lenet-straight";
+      const RunResult r = run_qatlab(train_args(out, lenet_settings()), suite_dir_->path(), "lenet-straight");
+      if (!r.exited || r.exit_code != 0) throw std::runtime_error("the straight LeNet-5 run failed\n" + r.describe());
+      dir = out;
+    }
+    return dir;
+  }
+
+  static std::string data_dir() { return data_dir_; }
+
+  static inline TempDir* suite_dir_ = nullptr;
+  static inline std::string data_dir_;
+  static inline std::optional<std::string> saved_data_env_;
+  static inline std::string straight_dir_;  // "" until straight_lenet_run() has run in this suite
+  std::unique_ptr<TempDir> work_;
+};
+
+// ------------------------------------------------------------------------------------ a full run
+
+TEST_F(CliTest, TrainMlpWritesRunFilesLearnsAndInfoAndEvalAgree) {
+  const std::string out = work("run");
+  const RunResult train = qatlab(train_args(out, {"--model", "mlp", "--epochs", "2", "--train-limit", "512",
+                                                  "--test-limit", "128"}), "train");
+  ASSERT_TRUE(Succeeded(train));
+  EXPECT_EQ(train.err, "") << "--progress none must keep stderr empty";
+  EXPECT_NE(train.out.find("203530 parameters"), std::string::npos) << train.out;
+  EXPECT_NE(train.out.find("512 train / 128 test"), std::string::npos) << train.out;
+  ASSERT_TRUE(fs::exists(out + "/checkpoint.h5"));
+  ASSERT_TRUE(fs::exists(out + "/summary.json"));
+  ASSERT_TRUE(fs::exists(out + "/metrics.csv"));
+
+  const Csv csv = read_csv(out + "/metrics.csv");
+  ASSERT_EQ(csv.rows.size(), 2u) << read_text(out + "/metrics.csv");
+  EXPECT_EQ(csv.value(0, "epoch"), 1);
+  EXPECT_EQ(csv.value(1, "epoch"), 2);
+  const double test_acc = csv.value(1, "test_acc");
+  // Chance is 10 %; with one label in ten randomised the best possible is about 91 %.
+  EXPECT_GT(test_acc, 0.6) << read_text(out + "/metrics.csv");
+  EXPECT_LT(csv.value(1, "train_loss"), csv.value(0, "train_loss"));
+
+  const std::string summary = read_text(out + "/summary.json");
+  EXPECT_NE(summary.find("\"epochs_completed\": 2"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"finished\": true"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"parameters\": 203530"), std::string::npos) << summary;
+
+  // The checkpoint holds the same history as the CSV, at full precision.
+  const Checkpoint ckpt = load_checkpoint(out + "/checkpoint.h5");
+  EXPECT_EQ(ckpt.epoch, 2);
+  EXPECT_EQ(ckpt.model_name, "mlp");
+  ASSERT_EQ(ckpt.history.size(), 2u);
+  EXPECT_NEAR(ckpt.history[1].at("test_acc"), test_acc, 1e-6);
+
+  // info: model tree, parameter count, two history rows.
+  const RunResult info = qatlab({"info", out + "/checkpoint.h5"}, "info");
+  ASSERT_TRUE(Succeeded(info));
+  EXPECT_NE(info.out.find("parameters     203530"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("module tree:"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("fc1: Linear(in=784, out=256"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("fc2: Linear(in=256, out=10"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("epochs done    2"), std::string::npos) << info.out;
+  const size_t hist = info.out.find("history:\n");
+  ASSERT_NE(hist, std::string::npos) << info.out;
+  std::vector<std::string> rows;
+  const std::vector<std::string> after = split_lines(info.out.substr(hist));
+  for (size_t i = 2; i < after.size() && !after[i].empty(); ++i) rows.push_back(after[i]);  // skip title, header
+  ASSERT_EQ(rows.size(), 2u) << info.out;
+  char acc_text[32];
+  std::snprintf(acc_text, sizeof acc_text, "%.2f%%", 100 * ckpt.history[1].at("test_acc"));
+  EXPECT_NE(rows[1].find(acc_text), std::string::npos) << rows[1] << " lacks " << acc_text;
+
+  // eval: the same accuracy as the last epoch's evaluation, to the printed precision.
+  const RunResult eval = qatlab({"eval", out + "/checkpoint.h5", "--data-dir", data_dir(), "--test-limit", "128",
+                                 "--threads", "2"}, "eval");
+  ASSERT_TRUE(Succeeded(eval));
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(eval.out, m, std::regex("accuracy ([0-9.]+) % \\((\\d+) images\\)"))) << eval.out;
+  EXPECT_EQ(m[2].str(), "128");
+  std::snprintf(acc_text, sizeof acc_text, "%.2f", 100 * ckpt.history[1].at("test_acc"));
+  EXPECT_EQ(m[1].str(), acc_text) << eval.out;
+  EXPECT_NEAR(std::stod(m[1].str()), 100 * test_acc, 0.005 + 1e-9);
+}
+
+// ------------------------------------------------------------------------------------------ resume
+
+TEST_F(CliTest, ResumeAfterStopAfterIsBitIdentical) {
+  const std::string straight = straight_lenet_run();
+  const std::string out = work("stopped");
+  const RunResult first = qatlab(train_args(out, concat(lenet_settings(), {"--stop-after", "1"})), "first");
+  ASSERT_TRUE(Succeeded(first));
+  EXPECT_NE(first.out.find("stopped early"), std::string::npos) << first.out;
+  EXPECT_EQ(load_checkpoint(out + "/checkpoint.h5").epoch, 1);
+  EXPECT_NE(read_text(out + "/summary.json").find("\"finished\": false"), std::string::npos);
+
+  // Everything else (model, data, limits, seed, epochs) comes from the checkpoint.
+  const RunResult resumed =
+      qatlab({"train", "--resume", out + "/checkpoint.h5", "--threads", "2", "--progress", "none"}, "resume");
+  ASSERT_TRUE(Succeeded(resumed));
+  EXPECT_NE(resumed.out.find("resuming after epoch 1"), std::string::npos) << resumed.out;
+
+  const Checkpoint a = load_checkpoint(straight + "/checkpoint.h5");
+  const Checkpoint b = load_checkpoint(out + "/checkpoint.h5");
+  EXPECT_EQ(a.epoch, 3);
+  EXPECT_EQ(b.epoch, 3);
+  ExpectSameTraining(a, b);
+  EXPECT_EQ(read_csv(out + "/metrics.csv").rows.size(), 3u);
+  EXPECT_NE(read_text(out + "/summary.json").find("\"finished\": true"), std::string::npos);
+}
+
+TEST_F(CliTest, ResumeAfterKillNineMatchesStraightRun) {
+  const std::string straight = straight_lenet_run();
+  const std::string out = work("killed");
+  const Args args = train_args(out, lenet_settings());
+  const std::string log_out = work("killed.out"), log_err = work("killed.err");
+  const pid_t pid = spawn_qatlab(args, log_out, log_err);
+
+  // Wait for the end of epoch 1 (the checkpoint appears by an atomic rename), then kill without warning
+  // while epoch 2 runs (it lasts 0.1 s or more; we poll every millisecond).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  int status = 0;
+  bool ended_early = false;
+  while (!fs::exists(out + "/checkpoint.h5")) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      ended_early = true;
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (ended_early) FAIL() << "the run ended before its first checkpoint\n" << read_text(log_out) << read_text(log_err);
+  ::kill(pid, SIGKILL);
+  const RunResult killed = wait_qatlab(pid, log_out, log_err, join_command(args));
+  ASSERT_TRUE(fs::exists(out + "/checkpoint.h5")) << "no checkpoint within 60 s\n" << killed.describe();
+  ASSERT_FALSE(killed.exited) << "the run finished before it could be killed: the timing assumption failed\n"
+                              << killed.describe();
+  ASSERT_EQ(WTERMSIG(killed.wait_status), SIGKILL);
+  const int64_t saved_epoch = load_checkpoint(out + "/checkpoint.h5").epoch;
+  EXPECT_GE(saved_epoch, 1);
+  EXPECT_LT(saved_epoch, 3);
+
+  const RunResult resumed =
+      qatlab({"train", "--resume", out + "/checkpoint.h5", "--threads", "2", "--progress", "none"}, "resume");
+  ASSERT_TRUE(Succeeded(resumed));
+  const Checkpoint a = load_checkpoint(straight + "/checkpoint.h5");
+  const Checkpoint c = load_checkpoint(out + "/checkpoint.h5");
+  EXPECT_EQ(c.epoch, 3);
+  ExpectSameTraining(a, c);
+  // The metrics may lag the checkpoint after a kill; the resumed run rewrites them from its history.
+  EXPECT_EQ(read_csv(out + "/metrics.csv").rows.size(), 3u);
+}
+
+TEST_F(CliTest, ResumeOfMissingCheckpointFails) {
+  const RunResult r = qatlab({"train", "--resume", work("nothing.h5"), "--threads", "2", "--progress", "none"});
+  EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "train", {work("nothing.h5"), "no such file"}));
+}
+
+// ------------------------------------------------------------------------------------- bad options
+
+TEST_F(CliTest, InvalidTrainOptionsAreUsageErrors) {
+  struct Case {
+    Args args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--lr", "0"}, "--lr must be > 0"},
+      {{"--lr", "-1"}, "--lr must be > 0"},
+      {{"--lr", "abc"}, "'--lr' is invalid"},
+      {{"--batch-size", "0"}, "--batch-size must be >= 1, got 0"},
+      {{"--epochs", "-1"}, "--epochs must be >= 0, got -1"},
+      {{"--momentum", "1.5"}, "--momentum must be in [0, 1)"},
+      {{"--dataset", "imagenet"}, "unknown dataset 'imagenet'"},
+      {{"--no-such-option"}, "--no-such-option"},
+      {{"--optimizer", "lbfgs"}, "--optimizer must be sgd, adam or adamw, got 'lbfgs'"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string out = work("out" + std::to_string(i));
+    // No --epochs here: one case sets it, and an option may be given only once.
+    const RunResult r = qatlab(train_args(out, concat({"--model", "mlp"}, cases[i].args)), "case" + std::to_string(i));
+    EXPECT_TRUE(FailedWith(r, kUsageError, "train", {cases[i].message})) << "case " << join_command(cases[i].args);
+    EXPECT_FALSE(fs::exists(out)) << "a rejected run created its output directory: " << join_command(cases[i].args);
+  }
+}
+
+// An unknown model name is a mistake in how the command was called, like an unknown dataset: exit code 2,
+// found before any data is loaded.
+TEST_F(CliTest, UnknownModelIsAUsageError) {
+  const std::string out = work("out");
+  const RunResult r = qatlab(train_args(out, {"--model", "resnet9000", "--epochs", "1"}));
+  EXPECT_TRUE(FailedWith(r, kUsageError, "train", {"unknown model 'resnet9000'", "lenet5", "mlp"}));
+  EXPECT_FALSE(fs::exists(out + "/checkpoint.h5"));
+}
+
+TEST_F(CliTest, TopLevelUsage) {
+  const RunResult none = qatlab({}, "none");
+  EXPECT_TRUE(none.exited && none.exit_code == kUsageError) << none.describe();
+  EXPECT_NE(none.out.find("usage: qatlab"), std::string::npos) << none.describe();
+  const RunResult unknown = qatlab({"trian"}, "unknown");
+  EXPECT_TRUE(unknown.exited && unknown.exit_code == kUsageError) << unknown.describe();
+  EXPECT_EQ(split_lines(unknown.err), std::vector<std::string>{"qatlab: unknown command 'trian'"});
+  const RunResult help = qatlab({"--help"}, "help");
+  EXPECT_TRUE(Succeeded(help));
+  for (const char* cmd : {"train", "eval", "info"}) EXPECT_NE(help.out.find(cmd), std::string::npos) << help.out;
+}
+
+TEST_F(CliTest, HelpOnEverySubcommandExitsZero) {
+  // Every subcommand the top-level help lists, so commands added later are covered too.
+  const RunResult top = qatlab({"--help"}, "top");
+  ASSERT_TRUE(Succeeded(top));
+  std::vector<std::string> commands;
+  bool in_list = false;
+  for (const std::string& line : split_lines(top.out)) {
+    if (line == "commands:") in_list = true;
+    else if (in_list && line.rfind("  ", 0) == 0) commands.push_back(line.substr(2, line.find(' ', 2) - 2));
+  }
+  for (const char* required : {"train", "eval", "info"})
+    EXPECT_NE(std::find(commands.begin(), commands.end(), required), commands.end()) << required << "\n" << top.out;
+  for (const std::string& cmd : commands) {
+    const RunResult r = qatlab({cmd, "--help"}, cmd);
+    ASSERT_TRUE(Succeeded(r)) << cmd;
+    EXPECT_EQ(r.err, "") << cmd;
+    EXPECT_NE(r.out.find("usage: qatlab " + cmd), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--config"), std::string::npos) << r.out;
+  }
+  const RunResult train = qatlab({"train", "--help"}, "train");
+  for (const char* opt : {"--lr", "--epochs", "--resume", "--stop-after", "--data-dir", "--overwrite"})
+    EXPECT_NE(train.out.find(opt), std::string::npos) << opt;
+  // Without --help, eval and info need to be told what to read.
+  EXPECT_TRUE(FailedWith(qatlab({"eval"}, "eval-bare"), kUsageError, "eval", {"name the", "qatlab eval"}));
+  EXPECT_TRUE(FailedWith(qatlab({"info"}, "info-bare"), kUsageError, "info", {"name the", "qatlab info"}));
+}
+
+// --------------------------------------------------------------------------------------- bad data
+
+TEST_F(CliTest, MissingFashionMnistNamesTheDirectory) {
+  const std::string empty = work("empty");
+  fs::create_directories(empty);
+  const RunResult r = qatlab({"train", "--dataset", "fashion-mnist", "--data-dir", empty, "--model", "mlp",
+                              "--threads", "2", "--progress", "none", "--out", work("out")});
+  EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "train", {"fashion-mnist not found in " + empty, "train-images-idx3-ubyte"}));
+  EXPECT_FALSE(fs::exists(work("out") + "/checkpoint.h5"));
+}
+
+TEST_F(CliTest, BrokenIdxFilesAreOneLineErrors) {
+  // Each case copies the synthetic set, breaks one file, and trains on the copy.
+  const auto broken_copy = [&](const std::string& name) {
+    const std::string dir = work(name);
+    fs::create_directories(dir);
+    for (const auto& entry : fs::directory_iterator(data_dir())) fs::copy_file(entry.path(), dir + "/" + entry.path().filename().string());
+    return dir;
+  };
+  const auto train_on = [&](const std::string& dir, const std::string& tag) {
+    return qatlab({"train", "--data-dir", dir, "--model", "mlp", "--epochs", "1", "--threads", "2", "--progress",
+                   "none", "--out", dir + "/out"}, tag);
+  };
+
+  {  // wrong magic: not 00 00 08 03 but 12 34 ...
+    const std::string dir = broken_copy("magic");
+    const std::string file = dir + "/train-images-idx3-ubyte";
+    std::string bytes = read_text(file);
+    bytes[0] = '\x12';
+    bytes[1] = '\x34';
+    write_text(file, bytes);
+    EXPECT_TRUE(FailedWith(train_on(dir, "magic"), kRuntimeFailure, "train", {file, "not an IDX file"}));
+  }
+  {  // truncated: the test images stop in the middle of an image
+    const std::string dir = broken_copy("truncated");
+    const std::string file = dir + "/t10k-images-idx3-ubyte";
+    fs::resize_file(file, 16 + 28 * 28 * 10 + 100);
+    EXPECT_TRUE(FailedWith(train_on(dir, "truncated"), kRuntimeFailure, "train", {file, "truncated"}));
+  }
+  {  // a well-formed label file with one label fewer than there are images
+    const std::string dir = broken_copy("count");
+    const std::string file = dir + "/train-labels-idx1-ubyte";
+    IdxArray labels = read_idx(file);
+    labels.data.pop_back();
+    labels.dims[0] -= 1;
+    write_idx(file, labels, /*gzip=*/false);
+    EXPECT_TRUE(FailedWith(train_on(dir, "count"), kRuntimeFailure, "train",
+                           {"images and labels disagree", std::to_string(kTrainImages) + " images",
+                            std::to_string(kTrainImages - 1) + " labels"}));
+  }
+}
+
+// --------------------------------------------------------------------------------- bad checkpoints
+
+TEST_F(CliTest, EvalRejectsBadCheckpoints) {
+  const auto eval = [&](const std::string& path, const std::string& tag) {
+    return qatlab({"eval", path, "--data-dir", data_dir(), "--threads", "2"}, tag);
+  };
+  EXPECT_TRUE(FailedWith(eval(work("missing.h5"), "missing"), kRuntimeFailure, "eval", {work("missing.h5"), "no such file"}));
+
+  write_text(work("notes.txt"), "epochs = 3\nthis is not a checkpoint\n");
+  EXPECT_TRUE(FailedWith(eval(work("notes.txt"), "text"), kRuntimeFailure, "eval", {work("notes.txt"), "not an HDF5 file"}));
+
+  make_mlp_run(work("run"));
+  const std::string whole = read_text(work("run") + "/checkpoint.h5");
+  write_text(work("truncated.h5"), whole.substr(0, whole.size() / 2));
+  EXPECT_TRUE(FailedWith(eval(work("truncated.h5"), "truncated"), kRuntimeFailure, "eval",
+                         {work("truncated.h5"), "truncated"}));
+
+  {  // a valid HDF5 file that some other program wrote
+    H5File f = H5File::create(work("foreign.h5"));
+    f.write_floats("weights", {2, 2}, std::vector<float>{1, 2, 3, 4});
+    f.set_attr("/", "author", "someone else");
+    f.close();
+  }
+  EXPECT_TRUE(FailedWith(eval(work("foreign.h5"), "foreign"), kRuntimeFailure, "eval",
+                         {work("foreign.h5"), "not a qatlab checkpoint"}));
+
+  {  // a checkpoint from a future qatlab
+    H5File f = H5File::create(work("future.h5"));
+    f.set_attr("/", "format", "qatlab-checkpoint");
+    f.set_attr("/", "format_version", int64_t{99});
+    f.close();
+  }
+  EXPECT_TRUE(FailedWith(eval(work("future.h5"), "future"), kRuntimeFailure, "eval",
+                         {work("future.h5"), "version 99", "newer", "upgrade"}));
+  // info reads checkpoints the same way.
+  EXPECT_TRUE(FailedWith(qatlab({"info", work("future.h5")}, "info-future"), kRuntimeFailure, "info", {"version 99"}));
+}
+
+// ------------------------------------------------------------------------------------- NaN losses
+
+TEST_F(CliTest, NanLossStopsNamingEpochAndBatch) {
+  const std::string out = work("out");
+  const RunResult r = qatlab(train_args(out, concat(mlp_settings(2), {"--lr", "1e30"})));
+  ASSERT_TRUE(FailedWith(r, kRuntimeFailure, "train", {"epoch 1", "batch "}));
+  const bool named = r.err.find("NaN") != std::string::npos || r.err.find("infinite") != std::string::npos;
+  EXPECT_TRUE(named) << r.err;
+  EXPECT_FALSE(fs::exists(out + "/checkpoint.h5")) << "a diverged epoch must not be saved";
+  EXPECT_FALSE(fs::exists(out + "/metrics.csv"));
+}
+
+// ------------------------------------------------------------------------ earlier runs are kept safe
+
+TEST_F(CliTest, ExistingRunIsRefusedWithoutOverwrite) {
+  const std::string out = work("run");
+  make_mlp_run(out);
+  const std::string ckpt = read_text(out + "/checkpoint.h5"), csv = read_text(out + "/metrics.csv");
+  const RunResult r = qatlab(train_args(out, mlp_settings(1)), "again");
+  EXPECT_TRUE(FailedWith(r, kUsageError, "train", {"already holds a run", "--overwrite", "--resume"}));
+  EXPECT_TRUE(read_text(out + "/checkpoint.h5") == ckpt) << "checkpoint.h5 changed";
+  EXPECT_EQ(read_text(out + "/metrics.csv"), csv);
+}
+
+TEST_F(CliTest, OverwriteWithInvalidOptionLeavesRunUntouched) {
+  const std::string out = work("run");
+  make_mlp_run(out);
+  const std::string ckpt = read_text(out + "/checkpoint.h5"), csv = read_text(out + "/metrics.csv");
+  const RunResult r = qatlab(train_args(out, concat(mlp_settings(1), {"--overwrite", "--batch-size", "0"})), "again");
+  EXPECT_TRUE(FailedWith(r, kUsageError, "train", {"--batch-size"}));
+  EXPECT_TRUE(read_text(out + "/checkpoint.h5") == ckpt) << "checkpoint.h5 changed";
+  EXPECT_EQ(read_text(out + "/metrics.csv"), csv);
+  // A valid --overwrite run does replace it (so the comparison above could fail).
+  ASSERT_TRUE(Succeeded(qatlab(train_args(out, concat(mlp_settings(1), {"--overwrite", "--seed", "5"})), "replace")));
+  EXPECT_FALSE(read_text(out + "/checkpoint.h5") == ckpt);
+}
+
+TEST_F(CliTest, NanInFirstEpochLeavesExistingCheckpointUntouched) {
+  const std::string out = work("run");
+  make_mlp_run(out);
+  const std::string ckpt = read_text(out + "/checkpoint.h5"), csv = read_text(out + "/metrics.csv");
+  const RunResult r = qatlab(train_args(out, concat(mlp_settings(1), {"--overwrite", "--lr", "1e30"})), "diverge");
+  EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "train", {"epoch 1"}));
+  EXPECT_TRUE(read_text(out + "/checkpoint.h5") == ckpt) << "checkpoint.h5 changed";
+  EXPECT_EQ(read_text(out + "/metrics.csv"), csv);
+  // Atomic writes leave no temporary files behind either.
+  for (const auto& entry : fs::directory_iterator(out))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << entry.path();
+}
+
+// ------------------------------------------------------------------------------------ config files
+
+TEST_F(CliTest, ConfigFileIsReadAndCommandLineWins) {
+  const std::string ini = work("run.ini");
+  write_text(ini, "# a run described in a file\nmodel = mlp\nepochs = 5\ntrain-limit = 128\ntest-limit = 64\nlr = 0.02\n");
+  const std::string out = work("out");
+  const RunResult r = qatlab(train_args(out, {"--config", ini, "--epochs", "1"}));
+  ASSERT_TRUE(Succeeded(r));
+  // From the command line: one epoch, not five.
+  EXPECT_EQ(read_csv(out + "/metrics.csv").rows.size(), 1u);
+  // From the file: the model (the default is lenet5), the limits and the learning rate.
+  const Checkpoint c = load_checkpoint(out + "/checkpoint.h5");
+  EXPECT_EQ(c.model_name, "mlp");
+  EXPECT_EQ(c.epoch, 1);
+  EXPECT_NE(r.out.find("128 train / 64 test"), std::string::npos) << r.out;
+  EXPECT_NE(c.config_ini.find("epochs = 1\n"), std::string::npos) << c.config_ini;
+  EXPECT_NE(c.config_ini.find("lr = 0.0199999996\n"), std::string::npos) << c.config_ini;
+}
+
+// `resume = PATH` in a config file must either resume that run or be refused; training a fresh model
+// elsewhere while the file says to resume would silently waste the run.
+TEST_F(CliTest, ResumeInConfigFileIsNotIgnored) {
+  const std::string run = work("run");
+  ASSERT_TRUE(Succeeded(qatlab(train_args(run, concat(mlp_settings(3), {"--stop-after", "1"})), "first")));
+  const std::string ini = work("resume.ini");
+  write_text(ini, "resume = " + run + "/checkpoint.h5\n");
+  const std::string fresh = work("fresh");
+  // The data options repeat the checkpoint's (so a run that ignores the file stays small and offline).
+  const RunResult r = qatlab({"train", "--config", ini, "--threads", "2", "--progress", "none", "--out", fresh,
+                              "--data-dir", data_dir(), "--train-limit", "256", "--test-limit", "64"});
+  ASSERT_TRUE(r.exited) << r.describe();
+  if (r.exit_code == 0) {
+    EXPECT_NE(r.out.find("resuming after epoch 1"), std::string::npos) << r.describe();
+    const Checkpoint c = load_checkpoint(fresh + "/checkpoint.h5");
+    EXPECT_EQ(c.model_name, "mlp") << "a fresh model of the default kind was trained instead";
+    EXPECT_EQ(c.history.size(), 3u);
+  } else {
+    EXPECT_TRUE(FailedWith(r, kUsageError, "train", {"resume"}));
+    EXPECT_FALSE(fs::exists(fresh + "/checkpoint.h5"));
+  }
+}
+
+TEST_F(CliTest, BadConfigFilesAreUsageErrors) {
+  const RunResult missing = qatlab(train_args(work("out"), {"--config", work("absent.ini")}), "missing");
+  EXPECT_TRUE(FailedWith(missing, kUsageError, "train", {"cannot read config file", work("absent.ini")}));
+
+  write_text(work("typo.ini"), "model = mlp\nepoch = 2\n");
+  const RunResult typo = qatlab(train_args(work("out"), {"--config", work("typo.ini")}), "typo");
+  EXPECT_TRUE(FailedWith(typo, kUsageError, "train", {"epoch"}));
+
+  write_text(work("bad.ini"), "model = mlp\nlr = 0\n");
+  const RunResult bad = qatlab(train_args(work("out"), {"--config", work("bad.ini")}), "bad");
+  EXPECT_TRUE(FailedWith(bad, kUsageError, "train", {"--lr must be > 0"}));
+  EXPECT_FALSE(fs::exists(work("out")));
+}
+
+}  // namespace
+}  // namespace qatlab::testing

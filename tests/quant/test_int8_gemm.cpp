@@ -1,0 +1,372 @@
+// test_int8_gemm.cpp: every optimized int8 path (portable, AVX2, AVX-512 VNNI) must give outputs
+// bit-identical to the reference kernels, over random conv / fully connected shapes, zero points,
+// per-channel multipliers and batches; plus kernel path selection and construction errors.
+//
+// Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel, G groups,
+// IN / OUT features.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/rng.h"
+#include "quant/int8_gemm.h"
+#include "quant/int8_kernels.h"
+#include "quant/requantize.h"
+#include "tests/core/gradcheck.h"
+
+namespace qatlab {
+namespace {
+
+using test::throws_with;
+
+int32_t uniform_int(Rng& rng, int32_t lo, int32_t hi) {  // [lo, hi]
+  return lo + static_cast<int32_t>(rng.below(static_cast<uint64_t>(hi - lo + 1)));
+}
+
+std::vector<int8_t> random_codes(Rng& rng, int64_t n, int32_t lo, int32_t hi) {
+  std::vector<int8_t> v(n);
+  for (auto& x : v) x = static_cast<int8_t>(uniform_int(rng, lo, hi));
+  return v;
+}
+
+// Per-channel output stages of every kind: realistic small multipliers, multipliers > 1 (positive
+// shifts, saturating left shifts), raw random pairs over the whole allowed range, and zero.
+void random_output_stage(Rng& rng, int64_t channels, int64_t k, std::vector<int32_t>* mult, std::vector<int>* shift) {
+  mult->resize(channels);
+  shift->resize(channels);
+  const double typical = 1.0 / (std::sqrt(static_cast<double>(k)) * 127.0 * 64.0);  // ~ 1 / |acc|
+  for (int64_t c = 0; c < channels; ++c) {
+    switch (rng.below(6)) {
+      case 0:
+        quantize_multiplier(std::exp2(rng.uniform(0.0f, 6.0f)), &(*mult)[c], &(*shift)[c]);  // >= 1
+        break;
+      case 1:
+        (*mult)[c] = static_cast<int32_t>(rng.next_u64() >> 33);  // [0, 2^31)
+        (*shift)[c] = uniform_int(rng, -31, 30);
+        break;
+      case 2:
+        (*mult)[c] = 0;
+        (*shift)[c] = 0;
+        break;
+      default:
+        quantize_multiplier(typical * std::exp2(rng.uniform(-3.0f, 4.0f)), &(*mult)[c], &(*shift)[c]);
+    }
+  }
+}
+
+void random_activation_range(Rng& rng, int32_t output_offset, int32_t* lo, int32_t* hi) {
+  switch (rng.below(4)) {
+    case 0:  // fused ReLU: the output zero point is the floor
+      *lo = output_offset, *hi = 127;
+      break;
+    case 1:
+      *lo = uniform_int(rng, -128, 0), *hi = uniform_int(rng, *lo, 127);
+      break;
+    default:
+      *lo = -128, *hi = 127;
+  }
+}
+
+std::vector<int32_t> random_bias(Rng& rng, int64_t n) {
+  std::vector<int32_t> b(n);
+  const int32_t range = rng.below(4) == 0 ? (1 << 30) : (1 << 16);
+  for (auto& x : b) x = uniform_int(rng, -range, range);
+  return b;
+}
+
+// First index where two outputs differ, or -1.
+int64_t first_difference(const std::vector<int8_t>& a, const std::vector<int8_t>& b) {
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != b[i]) return static_cast<int64_t>(i);
+  return a.size() == b.size() ? -1 : static_cast<int64_t>(std::min(a.size(), b.size()));
+}
+
+struct ConvCase {
+  ConvInt8Params p;
+  Shape in, f;  // (N, C, H, W), (OC, C/G, KH, KW)
+  std::vector<int8_t> x, w;
+  std::vector<int32_t> bias;
+  bool has_bias = true;
+  std::string describe() const {
+    std::ostringstream s;
+    s << "input " << shape_str(in) << " filter " << shape_str(f) << " stride " << p.stride_h << "x" << p.stride_w
+      << " pad " << p.pad_h << "x" << p.pad_w << " groups " << p.groups << " input_offset " << p.input_offset
+      << " output_offset " << p.output_offset << " act [" << p.quantized_activation_min << ", "
+      << p.quantized_activation_max << "] bias " << has_bias;
+    return s.str();
+  }
+};
+
+ConvCase random_conv_case(Rng& rng) {
+  ConvCase c;
+  const int64_t kind = rng.below(5);
+  const int64_t groups = kind == 0 ? 2 : kind == 1 ? 3 : 1;
+  int64_t cg = uniform_int(rng, 1, 7), ocg = uniform_int(rng, 1, 7);
+  c.p.groups = groups;
+  if (kind == 2) {  // depthwise, sometimes with a channel multiplier
+    c.p.groups = uniform_int(rng, 1, 7);
+    cg = 1;
+    ocg = uniform_int(rng, 1, 2);
+  }
+  const int64_t kh = uniform_int(rng, 1, 7), kw = uniform_int(rng, 1, 7);
+  c.p.stride_h = uniform_int(rng, 1, 2), c.p.stride_w = uniform_int(rng, 1, 2);
+  c.p.pad_h = uniform_int(rng, 0, 2), c.p.pad_w = uniform_int(rng, 0, 2);
+  const int64_t h = uniform_int(rng, std::max<int64_t>(1, kh - 2 * c.p.pad_h), kh + 9);
+  const int64_t w = uniform_int(rng, std::max<int64_t>(1, kw - 2 * c.p.pad_w), kw + 9);
+  const int64_t n = uniform_int(rng, 1, 5);
+  c.in = {n, cg * c.p.groups, h, w};
+  c.f = {ocg * c.p.groups, cg, kh, kw};
+  const int32_t zp_in = uniform_int(rng, -128, 127);
+  c.p.input_offset = -zp_in;
+  c.p.output_offset = uniform_int(rng, -128, 127);
+  random_activation_range(rng, c.p.output_offset, &c.p.quantized_activation_min, &c.p.quantized_activation_max);
+  random_output_stage(rng, c.f[0], cg * kh * kw, &c.p.output_multiplier, &c.p.output_shift);
+  c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+  c.w = random_codes(rng, shape_numel(c.f), -127, 127);
+  c.has_bias = rng.below(5) != 0;
+  c.bias = random_bias(rng, c.f[0]);
+  return c;
+}
+
+std::vector<int8_t> conv_reference(const ConvCase& c) {
+  std::vector<int8_t> y(shape_numel(conv2d_int8_output_shape(c.p, c.in, c.f)));
+  conv2d_int8_reference(c.p, c.x.data(), c.in, c.w.data(), c.f, c.has_bias ? c.bias.data() : nullptr, y.data());
+  return y;
+}
+
+std::vector<int8_t> conv_packed(const ConvCase& c, KernelPath path) {
+  const PackedConvInt8 packed(c.p, c.w.data(), c.f, c.has_bias ? c.bias.data() : nullptr, {c.in[1], c.in[2], c.in[3]});
+  std::vector<int8_t> y(shape_numel(packed.output_shape(c.in[0])), 0x55);
+  packed.run(c.x.data(), c.in[0], y.data(), path);
+  return y;
+}
+
+struct FcCase {
+  FullyConnectedInt8Params p;
+  int64_t n = 1, in = 1, out = 1;
+  std::vector<int8_t> x, w;
+  std::vector<int32_t> bias;
+  bool has_bias = true;
+  std::string describe() const {
+    std::ostringstream s;
+    s << "N " << n << " IN " << in << " OUT " << out << " input_offset " << p.input_offset << " output_offset "
+      << p.output_offset << " act [" << p.quantized_activation_min << ", " << p.quantized_activation_max << "] bias "
+      << has_bias;
+    return s.str();
+  }
+};
+
+FcCase random_fc_case(Rng& rng, int64_t n, int64_t in, int64_t out) {
+  FcCase c;
+  c.n = n, c.in = in, c.out = out;
+  c.p.input_offset = -uniform_int(rng, -128, 127);
+  c.p.output_offset = uniform_int(rng, -128, 127);
+  random_activation_range(rng, c.p.output_offset, &c.p.quantized_activation_min, &c.p.quantized_activation_max);
+  random_output_stage(rng, out, in, &c.p.output_multiplier, &c.p.output_shift);
+  c.x = random_codes(rng, n * in, -128, 127);
+  c.w = random_codes(rng, out * in, -127, 127);
+  c.has_bias = rng.below(5) != 0;
+  c.bias = random_bias(rng, out);
+  return c;
+}
+
+std::vector<int8_t> fc_reference(const FcCase& c) {
+  std::vector<int8_t> y(c.n * c.out);
+  fully_connected_int8_reference(c.p, c.x.data(), {c.n, c.in}, c.w.data(), {c.out, c.in},
+                                 c.has_bias ? c.bias.data() : nullptr, y.data());
+  return y;
+}
+
+std::vector<int8_t> fc_packed(const FcCase& c, KernelPath path) {
+  const PackedFullyConnectedInt8 packed(c.p, c.w.data(), {c.out, c.in}, c.has_bias ? c.bias.data() : nullptr);
+  std::vector<int8_t> y(c.n * c.out, 0x55);
+  packed.run(c.x.data(), c.n, y.data(), path);
+  return y;
+}
+
+// ------------------------------------------------------------------------------------ path selection
+
+TEST(KernelPathSelection, NamesParseAndBestIsSupported) {
+  for (KernelPath p : {KernelPath::Reference, KernelPath::Portable, KernelPath::Avx2, KernelPath::Avx512Vnni}) {
+    if (kernel_path_supported(p)) {
+      EXPECT_EQ(parse_kernel_path(kernel_path_name(p)), p);
+    } else {
+      EXPECT_TRUE(throws_with([&] { parse_kernel_path(kernel_path_name(p)); },
+                              {kernel_path_name(p), "not supported by this CPU"}));
+    }
+  }
+  EXPECT_TRUE(kernel_path_supported(KernelPath::Reference));
+  EXPECT_TRUE(kernel_path_supported(KernelPath::Portable));
+  EXPECT_TRUE(kernel_path_supported(best_kernel_path()));
+  EXPECT_EQ(parse_kernel_path("auto"), best_kernel_path());
+  EXPECT_NE(best_kernel_path(), KernelPath::Reference);
+  if (kernel_path_supported(KernelPath::Avx2)) EXPECT_NE(best_kernel_path(), KernelPath::Portable);
+  EXPECT_TRUE(throws_with([] { parse_kernel_path("sse9"); }, {"unknown kernel path 'sse9'", "avx2"}));
+}
+
+TEST(KernelPathSelection, RunOnAnUnsupportedPathThrows) {
+  if (kernel_path_supported(KernelPath::Avx512Vnni)) GTEST_SKIP() << "this CPU supports every path";
+  FullyConnectedInt8Params p;
+  p.output_multiplier = {1 << 30};
+  p.output_shift = {0};
+  const std::vector<int8_t> w = {1, 2};
+  const PackedFullyConnectedInt8 fc(p, w.data(), {1, 2}, nullptr);
+  std::vector<int8_t> x = {3, 4}, y(1);
+  EXPECT_TRUE(throws_with([&] { fc.run(x.data(), 1, y.data(), KernelPath::Avx512Vnni); },
+                          {"avx512vnni", "not supported"}));
+}
+
+// ------------------------------------------------------------------------- bit-exactness per path
+
+class OptimizedPath : public ::testing::TestWithParam<KernelPath> {
+ protected:
+  void SetUp() override {
+    if (!kernel_path_supported(GetParam()))
+      GTEST_SKIP() << "this CPU cannot run the " << kernel_path_name(GetParam()) << " kernels";
+  }
+};
+
+TEST_P(OptimizedPath, ConvMatchesReferenceOnRandomShapes) {
+  Rng rng(100 + static_cast<int>(GetParam()));
+  for (int i = 0; i < 300; ++i) {
+    const ConvCase c = random_conv_case(rng);
+    const std::vector<int8_t> expect = conv_reference(c);
+    const std::vector<int8_t> got = conv_packed(c, GetParam());
+    const int64_t at = first_difference(got, expect);
+    ASSERT_EQ(at, -1) << "case " << i << ": " << c.describe() << "\n  output " << at << ": got "
+                      << int(got[at]) << ", reference " << int(expect[at]);
+  }
+}
+
+TEST_P(OptimizedPath, FullyConnectedMatchesReferenceOnRandomShapes) {
+  Rng rng(200 + static_cast<int>(GetParam()));
+  for (int i = 0; i < 300; ++i) {
+    // Sizes around the 4 / 8 / 16 / 32 blocks and the row tiles (4, 6, 8).
+    const int64_t n = uniform_int(rng, 1, 19), in = uniform_int(rng, 1, 70), out = uniform_int(rng, 1, 40);
+    const FcCase c = random_fc_case(rng, n, in, out);
+    const std::vector<int8_t> expect = fc_reference(c);
+    const std::vector<int8_t> got = fc_packed(c, GetParam());
+    const int64_t at = first_difference(got, expect);
+    ASSERT_EQ(at, -1) << "case " << i << ": " << c.describe() << "\n  output " << at << ": got "
+                      << int(got[at]) << ", reference " << int(expect[at]);
+  }
+}
+
+// The LeNet-5 shapes at a batch large enough to be spread over threads.
+TEST_P(OptimizedPath, LeNetShapesWithThreadsMatchReference) {
+  Rng rng(300);
+  struct Layer {
+    Shape in, f;
+    int64_t pad;
+  };
+  for (const Layer& l : {Layer{{40, 1, 28, 28}, {6, 1, 5, 5}, 2}, Layer{{40, 6, 14, 14}, {16, 6, 5, 5}, 0}}) {
+    ConvCase c = random_conv_case(rng);
+    c.in = l.in, c.f = l.f;
+    c.p.groups = 1, c.p.stride_h = c.p.stride_w = 1, c.p.pad_h = c.p.pad_w = l.pad;
+    random_output_stage(rng, c.f[0], c.f[1] * 25, &c.p.output_multiplier, &c.p.output_shift);
+    c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+    c.w = random_codes(rng, shape_numel(c.f), -127, 127);
+    c.bias = random_bias(rng, c.f[0]);
+    EXPECT_EQ(first_difference(conv_packed(c, GetParam()), conv_reference(c)), -1) << c.describe();
+  }
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{400, 120}, {120, 84}, {84, 10}}) {
+    const FcCase c = random_fc_case(rng, 67, in, out);
+    EXPECT_EQ(first_difference(fc_packed(c, GetParam()), fc_reference(c)), -1) << c.describe();
+  }
+}
+
+// Extreme codes and the largest reduction: sums near the int32 limit, and past it with the bias
+// (both the reference and the kernels then wrap the accumulator modulo 2^32).
+TEST_P(OptimizedPath, ExtremeValuesAndAccumulatorWrapMatchReference) {
+  Rng rng(400);
+  for (int32_t zp : {-128, 127}) {
+    for (int8_t code : {int8_t{-128}, int8_t{127}}) {
+      FcCase c = random_fc_case(rng, 3, 65536, 3);
+      c.p.input_offset = -zp;
+      std::fill(c.x.begin(), c.x.end(), code);
+      std::fill(c.w.begin(), c.w.end(), int8_t{127});
+      std::fill(c.w.begin() + 65536, c.w.begin() + 2 * 65536, int8_t{-127});
+      c.bias = {0, 1 << 30, -(1 << 30)};
+      c.has_bias = true;
+      for (int o = 0; o < 3; ++o) quantize_multiplier(std::ldexp(1.0, -25), &c.p.output_multiplier[o], &c.p.output_shift[o]);
+      c.p.quantized_activation_min = -128, c.p.quantized_activation_max = 127;
+      EXPECT_EQ(first_difference(fc_packed(c, GetParam()), fc_reference(c)), -1) << c.describe();
+    }
+  }
+  // A conv of all-extreme codes with padding from the other extreme.
+  ConvCase c = random_conv_case(rng);
+  c.in = {2, 8, 9, 9}, c.f = {5, 8, 3, 3};
+  c.p.groups = 1, c.p.stride_h = c.p.stride_w = 1, c.p.pad_h = c.p.pad_w = 2;
+  c.p.input_offset = 128;  // zero point -128: the padding is code -128
+  c.x.assign(shape_numel(c.in), 127);
+  c.w.assign(shape_numel(c.f), -127);
+  random_output_stage(rng, 5, 72, &c.p.output_multiplier, &c.p.output_shift);
+  c.bias = random_bias(rng, 5);
+  EXPECT_EQ(first_difference(conv_packed(c, GetParam()), conv_reference(c)), -1) << c.describe();
+}
+
+TEST_P(OptimizedPath, BatchRowsAreIndependentOfEachOther) {
+  Rng rng(500);
+  ConvCase c = random_conv_case(rng);
+  c.in[0] = 5;
+  c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+  const PackedConvInt8 packed(c.p, c.w.data(), c.f, c.bias.data(), {c.in[1], c.in[2], c.in[3]});
+  const int64_t in_size = shape_numel(c.in) / 5, out_size = shape_numel(packed.output_shape(1));
+  std::vector<int8_t> all(5 * out_size), one(out_size);
+  packed.run(c.x.data(), 5, all.data(), GetParam());
+  for (int64_t n = 0; n < 5; ++n) {
+    packed.run(c.x.data() + n * in_size, 1, one.data(), GetParam());
+    EXPECT_TRUE(std::equal(one.begin(), one.end(), all.begin() + n * out_size)) << "image " << n;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, OptimizedPath,
+                         ::testing::Values(KernelPath::Portable, KernelPath::Avx2, KernelPath::Avx512Vnni),
+                         [](const ::testing::TestParamInfo<KernelPath>& info) {
+                           return std::string(kernel_path_name(info.param));
+                         });
+
+// ------------------------------------------------------------------------------ construction, misc
+
+TEST(PackedKernels, ReferencePathRunsTheReferenceKernels) {
+  Rng rng(600);
+  const ConvCase c = random_conv_case(rng);
+  EXPECT_EQ(first_difference(conv_packed(c, KernelPath::Reference), conv_reference(c)), -1);
+  const FcCase f = random_fc_case(rng, 3, 17, 9);
+  EXPECT_EQ(first_difference(fc_packed(f, KernelPath::Reference), fc_reference(f)), -1);
+}
+
+TEST(PackedKernels, ConstructionChecksShapesAndLimits) {
+  ConvInt8Params p;
+  p.output_multiplier = {1 << 30, 1 << 30};
+  p.output_shift = {0, 0};
+  const std::vector<int8_t> w(2 * 3 * 3 * 3, 1);
+  EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {4, 8, 8}); },
+                          {"(2, 3, 3, 3)", "(1, 4, 8, 8)"}));
+  EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {1, 3, 8, 8}); }, {"(C, H, W)"}));
+  EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {3, 2, 2}); }, {"larger"}));
+  p.output_shift = {0, 31};
+  EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {3, 8, 8}); },
+                          {"output_shift[1] = 31"}));
+  p.output_shift = {0, 0};
+  p.output_multiplier = {1 << 30};
+  EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {3, 8, 8}); },
+                          {"expected 2 output multipliers"}));
+
+  FullyConnectedInt8Params fp;
+  fp.output_multiplier = {1 << 30};
+  fp.output_shift = {0};
+  const std::vector<int8_t> big(65537, 1);
+  EXPECT_TRUE(throws_with([&] { PackedFullyConnectedInt8(fp, big.data(), {1, 65537}, nullptr); },
+                          {"IN = 65537", "65536"}));
+  fp.input_offset = 129;
+  EXPECT_TRUE(throws_with([&] { PackedFullyConnectedInt8(fp, big.data(), {1, 4}, nullptr); }, {"input_offset 129"}));
+}
+
+}  // namespace
+}  // namespace qatlab
