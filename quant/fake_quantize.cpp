@@ -170,7 +170,9 @@ void FakeQuantize::store(const QParams& qp) {
 }
 
 Tensor FakeQuantize::forward(const Tensor& x) {
-  if (observer_enabled()) {
+  // Ranges are learned in training only: evaluating a model must never change it (and the integer graph
+  // converted from it must keep matching it).
+  if (training() && observer_enabled()) {
     observer_->observe(x);
     store(observer_->qparams());
   }

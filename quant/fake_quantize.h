@@ -42,7 +42,7 @@ class Quantizer : public Module {
 
 // An observer plus the qparams it produced, applied with fake_quantize.
 //
-// forward(x): if the observer is enabled, observe(x) and recompute the qparams; then, if fake-quant is
+// forward(x): in training mode, if the observer is enabled, observe(x) and recompute the qparams; then, if fake-quant is
 // enabled, return fake_quantize(x, qparams()), else x itself.
 //
 // Buffers (so a checkpoint holds everything and load_state_dict restores an identical module):

@@ -20,6 +20,10 @@
 #include "tests/core/gradcheck.h"
 
 namespace qatlab {
+
+// So that a failing parameterized case names its path.
+void PrintTo(KernelPath path, std::ostream* os) { *os << kernel_path_name(path); }
+
 namespace {
 
 using test::throws_with;
@@ -205,7 +209,9 @@ TEST(KernelPathSelection, NamesParseAndBestIsSupported) {
   EXPECT_TRUE(kernel_path_supported(best_kernel_path()));
   EXPECT_EQ(parse_kernel_path("auto"), best_kernel_path());
   EXPECT_NE(best_kernel_path(), KernelPath::Reference);
-  if (kernel_path_supported(KernelPath::Avx2)) EXPECT_NE(best_kernel_path(), KernelPath::Portable);
+  if (kernel_path_supported(KernelPath::Avx2)) {
+    EXPECT_NE(best_kernel_path(), KernelPath::Portable);
+  }
   EXPECT_TRUE(throws_with([] { parse_kernel_path("sse9"); }, {"unknown kernel path 'sse9'", "avx2"}));
 }
 
