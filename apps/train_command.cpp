@@ -6,6 +6,9 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <set>
+#include <vector>
 #include <sstream>
 
 namespace qatlab {
@@ -26,6 +29,32 @@ std::string resumable_settings(const std::string& ini) {
     out += line + "\n";
   }
   return out;
+}
+
+// Settings as key -> values (a repeatable option has several).
+std::map<std::string, std::vector<std::string>> settings_map(const std::string& ini) {
+  std::map<std::string, std::vector<std::string>> out;
+  std::istringstream in(ini);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t eq = line.find(" = ");
+    if (eq != std::string::npos) out[line.substr(0, eq)].push_back(line.substr(eq + 3));
+  }
+  return out;
+}
+
+// A resumed run must continue the run it resumes: only settings about this invocation may change.
+void check_resume_changes(const std::string& saved, const std::string& now) {
+  static const std::set<std::string> kMayChange = {"epochs", "threads", "progress", "stop-after", "out", "overwrite",
+                                                   "resume", "data-dir"};
+  const auto before = settings_map(saved), after = settings_map(now);
+  for (const auto& [key, values] : before) {
+    if (kMayChange.count(key)) continue;
+    const auto it = after.find(key);
+    if (it == after.end() || it->second != values)
+      throw UsageError("--" + key + " cannot change when resuming (the run was made with " + key + " = " +
+                       values.front() + "); only --epochs, --threads, --progress, --stop-after, --out and --data-dir can");
+  }
 }
 
 std::string join_args(const std::string& name, int argc, char** argv) {
@@ -70,6 +99,9 @@ bool TrainCommand::parse(int argc, char** argv) {
     fallback = resumable_settings(resumed_.config_ini) + defaults_ini_;
   }
   if (!parse_command(name_, "[options]", desc_, {}, argc, argv, vm_, fallback)) return false;
+  require(resume_path_.empty() == s_.resume.empty(),
+          "--resume must be given on the command line (a config file cannot name the run to resume)");
+  if (resuming()) check_resume_changes(resumed_.config_ini, settings_ini(vm_, desc_));
   validate_train_settings(s_);
   apply_threads(s_.threads);
   command_line_ = join_args(name_, argc, argv);

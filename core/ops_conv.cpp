@@ -53,70 +53,75 @@ ConvGeometry conv_geometry(const Tensor& x, const Tensor& weight, const Tensor& 
   return g;
 }
 
-// col (K, OH*OW) <- the receptive fields of one group of one image; x_g (CG, H, W).
-void im2col(const float* x_g, const ConvGeometry& g, float* col) {
-  const int64_t ohw = g.oh * g.ow;
+// The input planes of one group, zero-padded, so that im2col and col2im need no bounds checks.
+// xp (CG, HP, WP) with HP = H + 2 PH, WP = W + 2 PW.
+int64_t padded_h(const ConvGeometry& g) { return g.h + 2 * g.ph; }
+int64_t padded_w(const ConvGeometry& g) { return g.w + 2 * g.pw; }
+
+void pad_planes(const float* __restrict x_g, const ConvGeometry& g, float* __restrict xp) {
+  const int64_t hp = padded_h(g), wp = padded_w(g);
   for (int64_t c = 0; c < g.cg; ++c) {
-    for (int64_t ki = 0; ki < g.kh; ++ki) {
-      for (int64_t kj = 0; kj < g.kw; ++kj) {
-        float* row = col + ((c * g.kh + ki) * g.kw + kj) * ohw;
-        const float* plane = x_g + c * g.h * g.w;
-        for (int64_t oy = 0; oy < g.oh; ++oy) {
-          const int64_t iy = oy * g.sh - g.ph + ki;
-          float* out = row + oy * g.ow;
-          if (iy < 0 || iy >= g.h) {
-            std::fill(out, out + g.ow, 0.0f);
-            continue;
-          }
-          const float* in = plane + iy * g.w;
-          if (g.sw == 1) {
-            // Contiguous run: zeros where the window hangs over the left/right border, a copy between.
-            const int64_t shift = kj - g.pw;  // ix = ox + shift
-            const int64_t lo = std::clamp<int64_t>(-shift, 0, g.ow);
-            const int64_t hi = std::clamp<int64_t>(g.w - shift, lo, g.ow);
-            std::fill(out, out + lo, 0.0f);
-            std::memcpy(out + lo, in + lo + shift, sizeof(float) * (hi - lo));
-            std::fill(out + hi, out + g.ow, 0.0f);
-          } else {
-            for (int64_t ox = 0; ox < g.ow; ++ox) {
-              const int64_t ix = ox * g.sw - g.pw + kj;
-              out[ox] = (ix >= 0 && ix < g.w) ? in[ix] : 0.0f;
-            }
-          }
-        }
-      }
+    float* plane = xp + c * hp * wp;
+    for (int64_t i = 0; i < g.ph * wp; ++i) plane[i] = 0.0f;
+    for (int64_t y = 0; y < g.h; ++y) {
+      float* row = plane + (y + g.ph) * wp;
+      const float* src = x_g + (c * g.h + y) * g.w;
+      for (int64_t i = 0; i < g.pw; ++i) row[i] = 0.0f;
+      for (int64_t i = 0; i < g.w; ++i) row[g.pw + i] = src[i];
+      for (int64_t i = g.pw + g.w; i < wp; ++i) row[i] = 0.0f;
     }
+    for (int64_t i = (g.ph + g.h) * wp; i < hp * wp; ++i) plane[i] = 0.0f;
   }
 }
 
-// dx_g (CG, H, W) += the column gradients scattered back to the pixels they were read from.
-void col2im_add(const float* col, const ConvGeometry& g, float* dx_g) {
-  const int64_t ohw = g.oh * g.ow;
-  for (int64_t c = 0; c < g.cg; ++c) {
-    for (int64_t ki = 0; ki < g.kh; ++ki) {
+// col (K, OH*OW) <- the receptive fields of padded planes xp (CG, HP, WP). Row (c, ki, kj) of col holds,
+// for every output position, the input pixel that kernel tap meets.
+void im2col(const float* __restrict xp, const ConvGeometry& g, float* __restrict col) {
+  const int64_t hp = padded_h(g), wp = padded_w(g), ohw = g.oh * g.ow;
+  for (int64_t c = 0; c < g.cg; ++c)
+    for (int64_t ki = 0; ki < g.kh; ++ki)
       for (int64_t kj = 0; kj < g.kw; ++kj) {
-        const float* row = col + ((c * g.kh + ki) * g.kw + kj) * ohw;
-        float* plane = dx_g + c * g.h * g.w;
+        float* row = col + ((c * g.kh + ki) * g.kw + kj) * ohw;
+        const float* tap = xp + (c * hp + ki) * wp + kj;
         for (int64_t oy = 0; oy < g.oh; ++oy) {
-          const int64_t iy = oy * g.sh - g.ph + ki;
-          if (iy < 0 || iy >= g.h) continue;
-          const float* in = row + oy * g.ow;
-          float* out = plane + iy * g.w;
-          if (g.sw == 1) {
-            const int64_t shift = kj - g.pw;
-            const int64_t lo = std::clamp<int64_t>(-shift, 0, g.ow);
-            const int64_t hi = std::clamp<int64_t>(g.w - shift, lo, g.ow);
-            for (int64_t ox = lo; ox < hi; ++ox) out[ox + shift] += in[ox];
-          } else {
-            for (int64_t ox = 0; ox < g.ow; ++ox) {
-              const int64_t ix = ox * g.sw - g.pw + kj;
-              if (ix >= 0 && ix < g.w) out[ix] += in[ox];
-            }
-          }
+          const float* src = tap + oy * g.sh * wp;
+          float* out = row + oy * g.ow;
+          if (g.sw == 1)
+            for (int64_t ox = 0; ox < g.ow; ++ox) out[ox] = src[ox];
+          else
+            for (int64_t ox = 0; ox < g.ow; ++ox) out[ox] = src[ox * g.sw];
         }
       }
+}
+
+// dxp (CG, HP, WP) += the column gradients scattered back to the pixels they were read from.
+void col2im_add(const float* __restrict col, const ConvGeometry& g, float* __restrict dxp) {
+  const int64_t hp = padded_h(g), wp = padded_w(g), ohw = g.oh * g.ow;
+  for (int64_t c = 0; c < g.cg; ++c)
+    for (int64_t ki = 0; ki < g.kh; ++ki)
+      for (int64_t kj = 0; kj < g.kw; ++kj) {
+        const float* row = col + ((c * g.kh + ki) * g.kw + kj) * ohw;
+        float* tap = dxp + (c * hp + ki) * wp + kj;
+        for (int64_t oy = 0; oy < g.oh; ++oy) {
+          float* dst = tap + oy * g.sh * wp;
+          const float* in = row + oy * g.ow;
+          if (g.sw == 1)
+            for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox] += in[ox];
+          else
+            for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox * g.sw] += in[ox];
+        }
+      }
+}
+
+// dx_g (CG, H, W) += the interior of dxp (CG, HP, WP).
+void unpad_add(const float* __restrict dxp, const ConvGeometry& g, float* __restrict dx_g) {
+  const int64_t hp = padded_h(g), wp = padded_w(g);
+  for (int64_t c = 0; c < g.cg; ++c)
+    for (int64_t y = 0; y < g.h; ++y) {
+      const float* src = dxp + (c * hp + y + g.ph) * wp + g.pw;
+      float* dst = dx_g + (c * g.h + y) * g.w;
+      for (int64_t i = 0; i < g.w; ++i) dst[i] += src[i];
     }
-  }
 }
 
 }  // namespace
@@ -136,15 +141,18 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
 
 #pragma omp parallel
   {
-    // One column buffer per thread, reused for every image and group it handles.
-    std::vector<float> col(g.pointwise() ? 0 : g.k * ohw);  // (K, OH*OW)
+    // Column and padding buffers per thread, reused for every image and group it handles.
+    const bool padded = g.ph > 0 || g.pw > 0;
+    std::vector<float> col(g.pointwise() ? 0 : g.k * ohw);                       // (K, OH*OW)
+    std::vector<float> xp(padded ? g.cg * padded_h(g) * padded_w(g) : 0);       // (CG, HP, WP)
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.n; ++n) {
       for (int64_t gi = 0; gi < g.groups; ++gi) {
         const float* x_g = xd + (n * g.c + gi * g.cg) * g.h * g.w;
         const float* cols = x_g;
         if (!g.pointwise()) {
-          im2col(x_g, g, col.data());
+          if (padded) pad_planes(x_g, g, xp.data());
+          im2col(padded ? xp.data() : x_g, g, col.data());
           cols = col.data();
         }
         MapMatrix out(yd + (n * g.oc + gi * g.ocg) * ohw, g.ocg, ohw);
@@ -170,8 +178,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
 #pragma omp parallel num_threads(threads)
     {
       const int t = omp_get_thread_num();
+      const bool padded = g.ph > 0 || g.pw > 0;
+      const int64_t plane_size = g.cg * padded_h(g) * padded_w(g);
       std::vector<float> col(g.pointwise() || !need_w ? 0 : g.k * ohw);  // (K, OH*OW)
       std::vector<float> dcol(gx ? g.k * ohw : 0);                         // (K, OH*OW)
+      std::vector<float> xp(padded && need_w ? plane_size : 0);          // (CG, HP, WP)
+      std::vector<float> dxp(padded && gx ? plane_size : 0);             // (CG, HP, WP)
 #pragma omp for schedule(static)
       for (int64_t n = 0; n < g.n; ++n) {
         for (int64_t gi = 0; gi < g.groups; ++gi) {
@@ -180,7 +192,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
           if (need_w) {
             const float* cols = x_g;
             if (!g.pointwise()) {
-              im2col(x_g, g, col.data());
+              if (padded) pad_planes(x_g, g, xp.data());
+              im2col(padded ? xp.data() : x_g, g, col.data());
               cols = col.data();
             }
             MapMatrix(gw_part.data() + t * weight.numel() + gi * g.ocg * g.k, g.ocg, g.k).noalias() +=
@@ -196,7 +209,13 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
               MapMatrix(gx_g, g.k, ohw).noalias() += w_g.transpose() * dy;
             } else {
               MapMatrix(dcol.data(), g.k, ohw).noalias() = w_g.transpose() * dy;
-              col2im_add(dcol.data(), g, gx_g);
+              if (padded) {
+                std::fill(dxp.begin(), dxp.end(), 0.0f);
+                col2im_add(dcol.data(), g, dxp.data());
+                unpad_add(dxp.data(), g, gx_g);
+              } else {
+                col2im_add(dcol.data(), g, gx_g);
+              }
             }
           }
         }

@@ -184,7 +184,7 @@ QParams FakeQuantize::qparams() const {
   if (!observer_->has_data())
     throw std::logic_error(
         "FakeQuantize has no quantization parameters yet: its " + observer_->kind() +
-        " observer has seen no data (run batches with the observer enabled, or load a checkpoint)");
+        " observer has seen no data (run training-mode batches with the observer enabled, or load a checkpoint)");
   const QScheme& s = scheme();
   QParams qp;
   qp.axis = s.per_channel ? s.axis : -1;

@@ -60,36 +60,23 @@ void require_supported(KernelPath path) {
 
 // ------------------------------------------------------------------------------------ output stage
 
-// Where one micro-tile's int32 sums go and how they become int8. The per-channel arrays point at
-// the tile's first channel: its first row (conv, channel_per_row) or first column (fully connected).
+// Where the int32 sums of a GEMM go and how they become int8. Output element (i, j) of the GEMM is
+// out[i * out_stride + j]; its channel is channel0 + i (conv: channel_per_row) or channel0 + j (fully
+// connected). Tiles get this once by reference plus their first row and column.
 struct Epilogue {
-  const int32_t* bias;
-  const int32_t* multiplier;
-  const int32_t* shift;
-  const int32_t* left_shift;
-  const int32_t* right_shift;
-  const int32_t* round_mask;
-  const int32_t* round_half;
-  int32_t output_offset, clamp_lo, clamp_hi;
-  bool channel_per_row, any_left_shift;
-  int8_t* out;         // output element (r, j) of the tile is out[r * out_stride + j]
+  const PackedOutputStage* stage;
+  int64_t channel0;
+  bool channel_per_row;
+  int8_t* out;
   int64_t out_stride;
 };
 
-Epilogue make_epilogue(const PackedOutputStage& s, int64_t channel0, bool per_row, int8_t* out, int64_t stride) {
-  return Epilogue{s.folded_bias.data() + channel0, s.multiplier.data() + channel0, s.shift.data() + channel0,
-                  s.left_shift.data() + channel0,  s.right_shift.data() + channel0, s.round_mask.data() + channel0,
-                  s.round_half.data() + channel0,  s.output_offset,                s.clamp_lo,
-                  s.clamp_hi,                      per_row,                        s.any_left_shift,
-                  out,                             stride};
-}
-
 // The scalar output stage: the int32 sum plus the folded bias, wrapped as an int32 accumulator
 // would (unsigned add), then the shared requantize().
-inline int8_t finish_scalar(int32_t sum, const Epilogue& e, int64_t ch) {
-  const int32_t acc = static_cast<int32_t>(static_cast<uint32_t>(sum) + static_cast<uint32_t>(e.bias[ch]));
-  return requantize(acc, e.multiplier[ch], e.shift[ch], e.output_offset, e.output_offset + e.clamp_lo,
-                    e.output_offset + e.clamp_hi);
+inline int8_t finish_scalar(int32_t sum, const PackedOutputStage& s, int64_t ch) {
+  const int32_t acc = static_cast<int32_t>(static_cast<uint32_t>(sum) + static_cast<uint32_t>(s.folded_bias[ch]));
+  return requantize(acc, s.multiplier[ch], s.shift[ch], s.output_offset, s.output_offset + s.clamp_lo,
+                    s.output_offset + s.clamp_hi);
 }
 
 PackedOutputStage make_output_stage(int64_t channels, int64_t padded, const std::vector<int64_t>& weight_sums,
@@ -97,9 +84,10 @@ PackedOutputStage make_output_stage(int64_t channels, int64_t padded, const std:
                                     const std::vector<int32_t>& multipliers, const std::vector<int>& shifts,
                                     int32_t act_min, int32_t act_max) {
   PackedOutputStage s;
-  for (auto* v : {&s.folded_bias, &s.multiplier, &s.shift, &s.left_shift, &s.right_shift, &s.round_mask,
-                  &s.round_half})
-    v->assign(padded, 0);
+  s.padded = padded;
+  for (auto* v : {&s.folded_bias, &s.multiplier, &s.shift}) v->assign(padded, 0);
+  s.columns.assign(PackedOutputStage::kParams * padded, 0);
+  s.rows.assign(PackedOutputStage::kParams * 8 * padded, 0);
   for (int64_t c = 0; c < channels; ++c) {
     // Exact in int64, then reduced modulo 2^32 (C++20 conversion): the kernels add it with int32
     // wrap-around, which gives the reference's wrapped accumulator (see int8_kernels.h).
@@ -107,11 +95,15 @@ PackedOutputStage make_output_stage(int64_t channels, int64_t padded, const std:
     s.folded_bias[c] = static_cast<int32_t>(folded);
     s.multiplier[c] = multipliers[c];
     s.shift[c] = shifts[c];
-    s.left_shift[c] = std::max(shifts[c], 0);
-    s.right_shift[c] = std::max(-shifts[c], 0);
-    s.round_mask[c] = static_cast<int32_t>((int64_t{1} << s.right_shift[c]) - 1);
-    s.round_half[c] = s.round_mask[c] >> 1;
     s.any_left_shift = s.any_left_shift || shifts[c] > 0;
+    const int32_t right = std::max(-shifts[c], 0);
+    const int32_t mask = static_cast<int32_t>((int64_t{1} << right) - 1);
+    const int32_t values[PackedOutputStage::kParams] = {s.folded_bias[c], multipliers[c], std::max(shifts[c], 0),
+                                                        right, mask, mask >> 1};
+    for (int k = 0; k < PackedOutputStage::kParams; ++k) {
+      s.columns[k * padded + c] = values[k];
+      std::fill_n(s.rows.begin() + (c * PackedOutputStage::kParams + k) * 8, 8, values[k]);
+    }
   }
   s.output_offset = output_offset;
   s.clamp_lo = act_min - output_offset;
@@ -124,8 +116,8 @@ PackedOutputStage make_output_stage(int64_t channels, int64_t padded, const std:
 // is unsigned (fully connected: activations) or signed (conv: filter); B is the other kind.
 
 template <int MR, bool kBroadcastUnsigned>
-void portable_tile(const uint8_t* a, int64_t a_stride, const uint8_t* b, int64_t kq_count, int cols,
-                   const Epilogue& e) {
+void portable_tile(const uint8_t* a, int64_t a_stride, const uint8_t* b, int64_t kq_count, int64_t row0, int64_t col0,
+                   int cols, const Epilogue& e) {
   int32_t acc[MR][kPanel] = {};  // (MR, 16)
   for (int64_t kq = 0; kq < kq_count; ++kq) {
     const uint8_t* bq = b + kq * kQuadBytes;
@@ -143,10 +135,15 @@ void portable_tile(const uint8_t* a, int64_t a_stride, const uint8_t* b, int64_t
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < cols; ++j) e.out[r * e.out_stride + j] = finish_scalar(acc[r][j], e, e.channel_per_row ? r : j);
+    for (int j = 0; j < cols; ++j)
+      e.out[(row0 + r) * e.out_stride + col0 + j] =
+          finish_scalar(acc[r][j], *e.stage, e.channel0 + (e.channel_per_row ? row0 + r : col0 + j));
 }
 
-using PortableTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int, const Epilogue&);
+// A micro-tile: rows [row0, row0 + MR) of A (a points at row0) times the columns [col0, col0 + cols)
+// of the packed B (b points at their first k-quad row), through the epilogue.
+using PortableTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int,
+                                const Epilogue&);
 
 template <bool kBroadcastUnsigned>
 PortableTileFn portable_tile_fn(int mr) {
@@ -173,15 +170,21 @@ void pack_quad_rows_portable(const uint8_t* rows, int64_t row_len, int64_t panel
 
 // ----------------------------------------------------------------------------------- AVX2 kernel
 
+// The k-th of the 8-lane parameters starting at p (see requantize8).
+__attribute__((target("avx2"), always_inline)) inline __m256i param8(const int32_t* p, int64_t stride, int k) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * stride));
+}
+
 // The integer formula of requantize() on 8 lanes (see requantize.h), after adding the folded bias.
-// Multipliers are >= 0 (checked when packing), so the INT32_MIN * INT32_MIN case of the high multiply
-// cannot occur.
-__attribute__((target("avx2"))) inline __m256i requantize8(__m256i sum, __m256i bias, __m256i mult, __m256i lsh,
-                                                           __m256i rsh, __m256i rmask, __m256i rhalf, __m256i offset,
-                                                           __m256i lo, __m256i hi, bool any_left_shift) {
-  __m256i x = _mm256_add_epi32(sum, bias);  // int32 wrap-around, as the reference's conversion
-  if (any_left_shift) {
-    // Saturating x * 2^lsh: the shift overflowed iff shifting back does not give x.
+// p points at the 8 lanes of the first parameter (folded bias) and the k-th parameter is at
+// p + k * stride (PackedOutputStage layout). Multipliers are >= 0 (checked when packing), so the
+// INT32_MIN * INT32_MIN case of the high multiply cannot occur.
+__attribute__((target("avx2"), always_inline)) inline __m256i requantize8(__m256i sum, const int32_t* p, int64_t stride,
+                                                                        const PackedOutputStage& s) {
+  __m256i x = _mm256_add_epi32(sum, param8(p, stride, 0));  // int32 wrap-around, as the reference's conversion
+  if (s.any_left_shift) {
+    // Saturating x * 2^left_shift: the shift overflowed iff shifting back does not give x.
+    const __m256i lsh = param8(p, stride, 2);
     const __m256i shifted = _mm256_sllv_epi32(x, lsh);
     const __m256i exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, lsh), x);
     const __m256i saturated = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(INT32_MAX));
@@ -190,43 +193,31 @@ __attribute__((target("avx2"))) inline __m256i requantize8(__m256i sum, __m256i 
   // High multiply: floor((x * mult + 2^30) / 2^31). The 64-bit products of even and odd lanes get the
   // nudge; bits 31..62 are the result (it fits in int32), moved to the low half (even lanes, logical
   // shift right) or the high half (odd lanes, shift left by 1) and blended.
+  const __m256i mult = param8(p, stride, 1);
   const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
   const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), nudge);
   const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32)), nudge);
   x = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
   // Rounding right shift, ties away from zero: +1 when remainder > half (+1 more for x < 0).
-  const __m256i remainder = _mm256_and_si256(x, rmask);
-  const __m256i threshold = _mm256_sub_epi32(rhalf, _mm256_cmpgt_epi32(_mm256_setzero_si256(), x));
-  x = _mm256_sub_epi32(_mm256_srav_epi32(x, rsh), _mm256_cmpgt_epi32(remainder, threshold));
+  const __m256i remainder = _mm256_and_si256(x, param8(p, stride, 4));
+  const __m256i threshold = _mm256_sub_epi32(param8(p, stride, 5), _mm256_srai_epi32(x, 31));
+  x = _mm256_sub_epi32(_mm256_srav_epi32(x, param8(p, stride, 3)), _mm256_cmpgt_epi32(remainder, threshold));
   // Clamp, then add the offset (as requantize() does).
-  x = _mm256_min_epi32(_mm256_max_epi32(x, lo), hi);
-  return _mm256_add_epi32(x, offset);
+  x = _mm256_min_epi32(_mm256_max_epi32(x, _mm256_set1_epi32(s.clamp_lo)), _mm256_set1_epi32(s.clamp_hi));
+  return _mm256_add_epi32(x, _mm256_set1_epi32(s.output_offset));
 }
 
-// Requantizes the 8 sums of columns j0..j0+7 of tile row r and stores the first `cols` of them.
-__attribute__((target("avx2"))) inline void finish8(__m256i sum, const Epilogue& e, int r, int j0, int cols) {
-  __m256i bias, mult, lsh, rsh, rmask, rhalf;
-  if (e.channel_per_row) {
-    bias = _mm256_set1_epi32(e.bias[r]);
-    mult = _mm256_set1_epi32(e.multiplier[r]);
-    lsh = _mm256_set1_epi32(e.left_shift[r]);
-    rsh = _mm256_set1_epi32(e.right_shift[r]);
-    rmask = _mm256_set1_epi32(e.round_mask[r]);
-    rhalf = _mm256_set1_epi32(e.round_half[r]);
-  } else {  // per-channel arrays are padded to whole panels: 8 loads are always in bounds
-    bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.bias + j0));
-    mult = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.multiplier + j0));
-    lsh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.left_shift + j0));
-    rsh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.right_shift + j0));
-    rmask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.round_mask + j0));
-    rhalf = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(e.round_half + j0));
-  }
-  const __m256i q = requantize8(sum, bias, mult, lsh, rsh, rmask, rhalf, _mm256_set1_epi32(e.output_offset),
-                                _mm256_set1_epi32(e.clamp_lo), _mm256_set1_epi32(e.clamp_hi), e.any_left_shift);
+// Requantizes the 8 sums of GEMM row i, columns j0..j0+7, and stores the first `cols` of them.
+__attribute__((target("avx2"), always_inline)) inline void finish8(__m256i sum, const Epilogue& e, int64_t i,
+                                                                   int64_t j0, int cols) {
+  const PackedOutputStage& s = *e.stage;
+  const __m256i q = e.channel_per_row
+                        ? requantize8(sum, s.rows.data() + (e.channel0 + i) * PackedOutputStage::kParams * 8, 8, s)
+                        : requantize8(sum, s.columns.data() + e.channel0 + j0, s.padded, s);
   // The values are already in [-128, 127]: the saturating packs just narrow them, in order.
   const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
   const __m128i p8 = _mm_packs_epi16(p16, p16);
-  int8_t* dst = e.out + r * e.out_stride + j0;
+  int8_t* dst = e.out + i * e.out_stride + j0;
   if (cols >= 8) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), p8);
   } else {
@@ -236,36 +227,63 @@ __attribute__((target("avx2"))) inline void finish8(__m256i sum, const Epilogue&
   }
 }
 
+// One row of an AVX2 micro-tile for one k-quad: the row's 4 int16 of A broadcast to every 64-bit
+// lane, times the 8 columns x 4 k of B (b_lo: columns 0..3, b_hi: 4..7), added into two int32 sums
+// per column (k0*k0 + k1*k1 and k2*k2 + k3*k3).
+__attribute__((target("avx2"))) inline void avx2_row_step(const int16_t* a_quad, __m256i b_lo, __m256i b_hi,
+                                                          __m256i& acc_lo, __m256i& acc_hi) {
+  int64_t quad;
+  std::memcpy(&quad, a_quad, sizeof quad);
+  const __m256i av = _mm256_set1_epi64x(quad);
+  acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(av, b_lo));
+  acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(av, b_hi));
+}
+
+// The 8 column sums of a tile row from its two partial sums per column.
+__attribute__((target("avx2"))) inline __m256i avx2_join(__m256i acc_lo, __m256i acc_hi) {
+  // hadd per 128-bit lane gives columns (0, 1, 4, 5 | 2, 3, 6, 7); the permute restores 0..7.
+  return _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc_lo, acc_hi), 0xD8);
+}
+
 // A (MR rows, KQ*4) int16, row stride a_stride elements; B half a panel: 8 columns of each 64-byte
 // k-quad row (b points at byte 0 or 32 of the first). Per k-quad, 16 bytes of B (4 columns x 4 k)
-// widen to 16 int16 and meet the broadcast 4 int16 of A in _mm256_madd_epi16, giving per column two
-// int32 partial sums (k0*k0 + k1*k1 and k2*k2 + k3*k3); hadd joins them at the end.
+// widen to 16 int16 and meet the broadcast 4 int16 of A in _mm256_madd_epi16.
+// The accumulators are named variables, not an array: with an array GCC 12 spills them and copies
+// registers around in the inner loop (measured 2x slower). 6 rows x 2 accumulators + 2 of B + the
+// broadcast + a product = 16 ymm registers.
 template <int MR, bool kPanelSigned>
 __attribute__((target("avx2"))) void avx2_tile(const int16_t* a, int64_t a_stride, const uint8_t* b, int64_t kq_count,
-                                               int cols, const Epilogue& e) {
-  __m256i acc_lo[MR], acc_hi[MR];  // columns 0..3 and 4..7, two partial sums each
-  for (int r = 0; r < MR; ++r) acc_lo[r] = acc_hi[r] = _mm256_setzero_si256();
+                                               int64_t row0, int64_t col0, int cols, const Epilogue& e) {
+  static_assert(MR >= 1 && MR <= 6);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i lo0 = zero, hi0 = zero, lo1 = zero, hi1 = zero, lo2 = zero, hi2 = zero;
+  __m256i lo3 = zero, hi3 = zero, lo4 = zero, hi4 = zero, lo5 = zero, hi5 = zero;
   for (int64_t kq = 0; kq < kq_count; ++kq) {
     const __m128i raw_lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kq * kQuadBytes));
     const __m128i raw_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kq * kQuadBytes + 16));
     const __m256i b_lo = kPanelSigned ? _mm256_cvtepi8_epi16(raw_lo) : _mm256_cvtepu8_epi16(raw_lo);
     const __m256i b_hi = kPanelSigned ? _mm256_cvtepi8_epi16(raw_hi) : _mm256_cvtepu8_epi16(raw_hi);
-    for (int r = 0; r < MR; ++r) {
-      int64_t quad;
-      std::memcpy(&quad, a + r * a_stride + kq * 4, sizeof quad);
-      const __m256i av = _mm256_set1_epi64x(quad);
-      acc_lo[r] = _mm256_add_epi32(acc_lo[r], _mm256_madd_epi16(av, b_lo));
-      acc_hi[r] = _mm256_add_epi32(acc_hi[r], _mm256_madd_epi16(av, b_hi));
-    }
+    const int16_t* ak = a + kq * 4;
+    avx2_row_step(ak, b_lo, b_hi, lo0, hi0);
+    if constexpr (MR > 1) avx2_row_step(ak + a_stride, b_lo, b_hi, lo1, hi1);
+    if constexpr (MR > 2) avx2_row_step(ak + 2 * a_stride, b_lo, b_hi, lo2, hi2);
+    if constexpr (MR > 3) avx2_row_step(ak + 3 * a_stride, b_lo, b_hi, lo3, hi3);
+    if constexpr (MR > 4) avx2_row_step(ak + 4 * a_stride, b_lo, b_hi, lo4, hi4);
+    if constexpr (MR > 5) avx2_row_step(ak + 5 * a_stride, b_lo, b_hi, lo5, hi5);
   }
+  // The accumulators go to memory, all 12 as they are, before being joined and requantized: with any
+  // arithmetic on them after the loop GCC 12 keeps half of them on the stack inside it (2x slower).
+  alignas(32) int32_t parked[12][8];  // (rows x {lo, hi}, 8 lanes)
+  const __m256i acc[12] = {lo0, hi0, lo1, hi1, lo2, hi2, lo3, hi3, lo4, hi4, lo5, hi5};
+  for (int r = 0; r < 2 * MR; ++r) _mm256_store_si256(reinterpret_cast<__m256i*>(parked[r]), acc[r]);
   for (int r = 0; r < MR; ++r) {
-    // hadd per 128-bit lane gives columns (0, 1, 4, 5 | 2, 3, 6, 7); the permute restores 0..7.
-    const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc_lo[r], acc_hi[r]), 0xD8);
-    finish8(sums, e, r, 0, cols);
+    const __m256i sum_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(parked[2 * r]));
+    const __m256i sum_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(parked[2 * r + 1]));
+    finish8(avx2_join(sum_lo, sum_hi), e, row0 + r, col0, cols);
   }
 }
 
-using Avx2TileFn = void (*)(const int16_t*, int64_t, const uint8_t*, int64_t, int, const Epilogue&);
+using Avx2TileFn = void (*)(const int16_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int, const Epilogue&);
 
 template <bool kPanelSigned>
 Avx2TileFn avx2_tile_fn(int mr) {
@@ -314,7 +332,8 @@ __attribute__((target("avx2"))) void pack_quad_rows_avx2(const uint8_t* rows, in
 template <int MR, bool kBroadcastUnsigned>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const uint8_t* a, int64_t a_stride,
                                                                            const uint8_t* b, int64_t kq_count,
-                                                                           int cols, const Epilogue& e) {
+                                                                           int64_t row0, int64_t col0, int cols,
+                                                                           const Epilogue& e) {
   __m512i acc[MR];
   for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
   for (int64_t kq = 0; kq < kq_count; ++kq) {
@@ -330,12 +349,14 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const
     // Through memory rather than _mm512_extracti64x4_epi64, whose header trips -Wuninitialized in GCC 12.
     alignas(64) int32_t sums[kPanel];
     _mm512_store_si512(sums, acc[r]);
-    finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums)), e, r, 0, std::min(cols, 8));
-    if (cols > 8) finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums + 8)), e, r, 8, cols - 8);
+    finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums)), e, row0 + r, col0, std::min(cols, 8));
+    if (cols > 8)
+      finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums + 8)), e, row0 + r, col0 + 8, cols - 8);
   }
 }
 
-using VnniTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int, const Epilogue&);
+using VnniTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int,
+                            const Epilogue&);
 
 template <bool kBroadcastUnsigned>
 VnniTileFn vnni_tile_fn(int mr) {
@@ -362,74 +383,40 @@ int tile_rows(KernelPath path) {
   }
 }
 
-// C = A * B for rows [0, m) of A and columns [0, n) of the packed B, through the epilogue `e0` whose
-// out and channel pointers refer to row 0, column 0. A for Avx2 is int16 (a16), else bytes (a8); both
-// (m, KQ*4) with row stride a_stride elements. kBroadcastUnsigned: A holds the activations (fully
-// connected); otherwise B does (conv).
+// C = A * B for rows [0, m) of A and columns [0, n) of the packed B, through the epilogue e. A for
+// Avx2 is int16 (a16), else bytes (a8); both (m, KQ*4) with row stride a_stride elements.
+// kBroadcastUnsigned: A holds the activations (fully connected); otherwise B does (conv).
 template <bool kBroadcastUnsigned>
 void gemm_rows(KernelPath path, const uint8_t* a8, const int16_t* a16, int64_t a_stride, int64_t m, const uint8_t* b,
-               int64_t kq_count, int64_t n, const Epilogue& e0) {
+               int64_t kq_count, int64_t n, const Epilogue& e) {
   const int mr_max = tile_rows(path);
-  const int64_t panels = ceil_div(n, kPanel);
+  const int64_t panels = ceil_div(n, kPanel), panel_bytes = kq_count * kQuadBytes;
   for (int64_t r0 = 0; r0 < m; r0 += mr_max) {
     const int mr = static_cast<int>(std::min<int64_t>(mr_max, m - r0));
-    Epilogue e = e0;
-    e.out = e0.out + r0 * e0.out_stride;
-    if (e.channel_per_row) {
-      for (auto** p : {&e.bias, &e.multiplier, &e.shift, &e.left_shift, &e.right_shift, &e.round_mask, &e.round_half})
-        *p += r0;
-    }
     // The tile function is chosen once per block of rows, not per tile.
     switch (path) {
 #if QATLAB_X86
       case KernelPath::Avx2: {
-        const Avx2TileFn tile = avx2_tile_fn<kBroadcastUnsigned>(mr);  // the panel is the signed side iff A is unsigned
-        for (int64_t half = 0; half < 2 * panels; ++half) {
-          const int64_t j0 = half * 8;
-          if (j0 >= n) break;
-          Epilogue ej = e;
-          ej.out += j0;
-          if (!e.channel_per_row) {
-            for (auto** p :
-                 {&ej.bias, &ej.multiplier, &ej.shift, &ej.left_shift, &ej.right_shift, &ej.round_mask, &ej.round_half})
-              *p += j0;
-          }
-          tile(a16 + r0 * a_stride, a_stride, b + (half / 2) * kq_count * kQuadBytes + (half % 2) * 32, kq_count,
-               static_cast<int>(std::min<int64_t>(8, n - j0)), ej);
-        }
+        // Half panels of 8 columns; the panel is the signed side iff A is the unsigned one.
+        const Avx2TileFn tile = avx2_tile_fn<kBroadcastUnsigned>(mr);
+        for (int64_t j0 = 0; j0 < n; j0 += 8)
+          tile(a16 + r0 * a_stride, a_stride, b + (j0 / kPanel) * panel_bytes + (j0 % kPanel) * 4, kq_count, r0, j0,
+               static_cast<int>(std::min<int64_t>(8, n - j0)), e);
         break;
       }
       case KernelPath::Avx512Vnni: {
         const VnniTileFn tile = vnni_tile_fn<kBroadcastUnsigned>(mr);
-        for (int64_t p = 0; p < panels; ++p) {
-          const int64_t j0 = p * kPanel;
-          Epilogue ej = e;
-          ej.out += j0;
-          if (!e.channel_per_row) {
-            for (auto** q :
-                 {&ej.bias, &ej.multiplier, &ej.shift, &ej.left_shift, &ej.right_shift, &ej.round_mask, &ej.round_half})
-              *q += j0;
-          }
-          tile(a8 + r0 * a_stride, a_stride, b + p * kq_count * kQuadBytes, kq_count,
-               static_cast<int>(std::min<int64_t>(kPanel, n - j0)), ej);
-        }
+        for (int64_t p = 0; p < panels; ++p)
+          tile(a8 + r0 * a_stride, a_stride, b + p * panel_bytes, kq_count, r0, p * kPanel,
+               static_cast<int>(std::min<int64_t>(kPanel, n - p * kPanel)), e);
         break;
       }
 #endif
       default: {
         const PortableTileFn tile = portable_tile_fn<kBroadcastUnsigned>(mr);
-        for (int64_t p = 0; p < panels; ++p) {
-          const int64_t j0 = p * kPanel;
-          Epilogue ej = e;
-          ej.out += j0;
-          if (!e.channel_per_row) {
-            for (auto** q :
-                 {&ej.bias, &ej.multiplier, &ej.shift, &ej.left_shift, &ej.right_shift, &ej.round_mask, &ej.round_half})
-              *q += j0;
-          }
-          tile(a8 + r0 * a_stride, a_stride, b + p * kq_count * kQuadBytes, kq_count,
-               static_cast<int>(std::min<int64_t>(kPanel, n - j0)), ej);
-        }
+        for (int64_t p = 0; p < panels; ++p)
+          tile(a8 + r0 * a_stride, a_stride, b + p * panel_bytes, kq_count, r0, p * kPanel,
+               static_cast<int>(std::min<int64_t>(kPanel, n - p * kPanel)), e);
         break;
       }
     }
@@ -585,7 +572,7 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint
 #endif
       pack_quad_rows_portable(rows, row_len_, panels_, kq_, kq, panels);
     }
-    const Epilogue e = make_epilogue(stage_, g * ocg_, /*per_row=*/true, y + g * ocg_ * ohw_, ohw_);
+    const Epilogue e{&stage_, g * ocg_, /*channel_per_row=*/true, y + g * ocg_ * ohw_, ohw_};
     gemm_rows<false>(path, a_s8_.data() + g * ocg_ * kq_ * 4, a_s16_.data() + g * ocg_ * kq_ * 4, kq_ * 4, ocg_,
                      panels, kq_, ohw_, e);
   }
@@ -681,7 +668,7 @@ void PackedFullyConnectedInt8::run(const int8_t* input, int64_t batch, int8_t* o
           for (int64_t i = 0; i < in_; ++i) my8[r * kq_ * 4 + i] = static_cast<uint8_t>(x[i]) ^ 0x80;
         }
       }
-      const Epilogue e = make_epilogue(stage_, 0, /*per_row=*/false, output + m0 * out_, out_);
+      const Epilogue e{&stage_, 0, /*channel_per_row=*/false, output + m0 * out_, out_};
       gemm_rows<true>(path, my8, my16, kq_ * 4, m, b_panels_.data(), kq_, out_, e);
     }
   }

@@ -49,13 +49,15 @@ KernelPath parse_kernel_path(const std::string& name);
 
 // Per-channel output stage, precomputed for the kernels (padded to whole panels with zeros).
 struct PackedOutputStage {
-  std::vector<int32_t> folded_bias;  // bias + (input_offset - 128) * sum_k w, wrapped to int32
-  std::vector<int32_t> multiplier;
-  std::vector<int32_t> shift;        // the signed shift of requantize()
-  std::vector<int32_t> left_shift;   // max(shift, 0)
-  std::vector<int32_t> right_shift;  // max(-shift, 0)
-  std::vector<int32_t> round_mask;   // 2^right_shift - 1
-  std::vector<int32_t> round_half;   // round_mask >> 1 (threshold for x >= 0)
+  // The SIMD output stage reads kParams int32 per channel: folded bias, multiplier, left shift
+  // (max(shift, 0)), right shift (max(-shift, 0)), rounding mask (2^right - 1), half of it.
+  static constexpr int kParams = 6;
+  int64_t padded = 0;                // channels rounded up to whole panels
+  std::vector<int32_t> folded_bias;  // (padded) bias + (input_offset - 128) * sum_k w, wrapped to int32
+  std::vector<int32_t> multiplier;   // (padded)
+  std::vector<int32_t> shift;        // (padded) the signed shift of requantize()
+  std::vector<int32_t> columns;      // (kParams, padded): a channel per lane (fully connected)
+  std::vector<int32_t> rows;         // (padded, kParams, 8): each value in 8 lanes (conv: a channel per row)
   int32_t output_offset = 0;
   int32_t clamp_lo = -128, clamp_hi = 127;  // activation range minus output_offset
   bool any_left_shift = false;

@@ -218,9 +218,10 @@ void Int8Graph::save(const std::string& path) const {
     f.write_ints<int64_t>("input_shape", {static_cast<int64_t>(input_shape.size())}, input_shape);
     for (size_t i = 0; i < ops.size(); ++i) {
       const Int8Op& op = ops[i];
-      char idx[16];
-      std::snprintf(idx, sizeof idx, "%03zu", i);
-      const std::string g = std::string("ops/") + idx;
+      // Zero-padded indices keep the ops in order when h5py or h5dump list them alphabetically.
+      std::string idx = std::to_string(i);
+      idx.insert(0, idx.size() < 3 ? 3 - idx.size() : 0, '0');
+      const std::string g = "ops/" + idx;
       std::vector<int32_t> inputs(op.inputs.begin(), op.inputs.end());
       f.write_ints<int32_t>(g + "/inputs", {static_cast<int64_t>(inputs.size())}, inputs);
       f.set_attr(g, "kind", int8_op_name(op.kind));

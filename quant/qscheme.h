@@ -69,7 +69,8 @@ ScaleZeroPoint choose_scale_zero_point(const QScheme& scheme, float min_val, flo
 // schemes; the result's axis is scheme.axis). Rules, computed in double and stored as float:
 //   - the range is first widened to contain 0 (min <= 0 <= max), so zero is exactly representable;
 //   - affine:    scale = (max - min) / (qmax - qmin),
-//                zero_point = qmin - round(min / scale) clamped into [qmin, qmax] (the "nudge");
+//                zero_point = qmin - round(min / scale) clamped into [qmin, qmax] (the "nudge"; round
+//                half to even, with the scale as stored in float);
 //   - symmetric: scale = max(-min, max) / ((qmax - qmin) / 2),
 //                zero_point = 0 when signed, the midpoint (qmin + qmax + 1) / 2 when unsigned;
 //   - scale is never below kMinScale (a zero range stays usable).

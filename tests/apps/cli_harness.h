@@ -83,15 +83,16 @@ inline std::vector<std::string> split_lines(const std::string& text) {
 // What one run of the binary did.
 struct RunResult {
   int wait_status = 0;
-  bool exited = false;  // ended by exit(), not by a signal
-  int exit_code = -1;   // when exited
-  std::string out, err; // everything written to stdout / stderr
-  std::string command;  // for failure messages
+  bool exited = false;   // ended by exit(), not by a signal
+  int exit_code = -1;    // when exited
+  std::string out, err;  // everything written to stdout / stderr
+  std::string command;   // for failure messages
 
   // For gtest messages: how it ended and what it printed.
   std::string describe() const {
     std::string s = "command: " + command + "\n";
-    s += exited ? "exit code " + std::to_string(exit_code) : "killed by signal " + std::to_string(WTERMSIG(wait_status));
+    s +=
+        exited ? "exit code " + std::to_string(exit_code) : "killed by signal " + std::to_string(WTERMSIG(wait_status));
     return s + "\n--- stdout:\n" + out + "--- stderr:\n" + err;
   }
 };
@@ -170,7 +171,7 @@ inline void write_synthetic_mnist(const std::string& dir, int64_t n_train, int64
   Rng rng(seed);
   const auto make_split = [&](int64_t n, const std::string& images_file, const std::string& labels_file) {
     IdxArray images{{n, kImageSize, kImageSize}, std::vector<uint8_t>(n * kImageSize * kImageSize)};  // (N, H, W)
-    IdxArray labels{{n}, std::vector<uint8_t>(n)};                                                  // (N)
+    IdxArray labels{{n}, std::vector<uint8_t>(n)};                                                    // (N)
     for (int64_t i = 0; i < n; ++i) {
       const int label = static_cast<int>(rng.below(10));
       const bool flipped = rng.below(10) == 0;

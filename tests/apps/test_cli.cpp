@@ -120,7 +120,9 @@ class CliTest : public ::testing::Test {
     suite_dir_ = nullptr;
   }
 
-  void SetUp() override { work_ = std::make_unique<TempDir>(::testing::UnitTest::GetInstance()->current_test_info()->name()); }
+  void SetUp() override {
+    work_ = std::make_unique<TempDir>(::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
 
   std::string work(const std::string& name) const { return *work_ / name; }
 
@@ -172,8 +174,8 @@ class CliTest : public ::testing::Test {
 
 TEST_F(CliTest, TrainMlpWritesRunFilesLearnsAndInfoAndEvalAgree) {
   const std::string out = work("run");
-  const RunResult train = qatlab(train_args(out, {"--model", "mlp", "--epochs", "2", "--train-limit", "512",
-                                                  "--test-limit", "128"}), "train");
+  const RunResult train = qatlab(
+      train_args(out, {"--model", "mlp", "--epochs", "2", "--train-limit", "512", "--test-limit", "128"}), "train");
   ASSERT_TRUE(Succeeded(train));
   EXPECT_EQ(train.err, "") << "--progress none must keep stderr empty";
   EXPECT_NE(train.out.find("203530 parameters"), std::string::npos) << train.out;
@@ -222,8 +224,8 @@ TEST_F(CliTest, TrainMlpWritesRunFilesLearnsAndInfoAndEvalAgree) {
   EXPECT_NE(rows[1].find(acc_text), std::string::npos) << rows[1] << " lacks " << acc_text;
 
   // eval: the same accuracy as the last epoch's evaluation, to the printed precision.
-  const RunResult eval = qatlab({"eval", out + "/checkpoint.h5", "--data-dir", data_dir(), "--test-limit", "128",
-                                 "--threads", "2"}, "eval");
+  const RunResult eval = qatlab(
+      {"eval", out + "/checkpoint.h5", "--data-dir", data_dir(), "--test-limit", "128", "--threads", "2"}, "eval");
   ASSERT_TRUE(Succeeded(eval));
   std::smatch m;
   ASSERT_TRUE(std::regex_search(eval.out, m, std::regex("accuracy ([0-9.]+) % \\((\\d+) images\\)"))) << eval.out;
@@ -361,8 +363,11 @@ TEST_F(CliTest, HelpOnEverySubcommandExitsZero) {
   std::vector<std::string> commands;
   bool in_list = false;
   for (const std::string& line : split_lines(top.out)) {
-    if (line == "commands:") in_list = true;
-    else if (in_list && line.rfind("  ", 0) == 0) commands.push_back(line.substr(2, line.find(' ', 2) - 2));
+    if (line == "commands:") {
+      in_list = true;
+    } else if (in_list && line.rfind("  ", 0) == 0) {  // "  name     summary"
+      commands.push_back(line.substr(2, line.find(' ', 2) - 2));
+    }
   }
   for (const char* required : {"train", "eval", "info"})
     EXPECT_NE(std::find(commands.begin(), commands.end(), required), commands.end()) << required << "\n" << top.out;
@@ -386,9 +391,10 @@ TEST_F(CliTest, HelpOnEverySubcommandExitsZero) {
 TEST_F(CliTest, MissingFashionMnistNamesTheDirectory) {
   const std::string empty = work("empty");
   fs::create_directories(empty);
-  const RunResult r = qatlab({"train", "--dataset", "fashion-mnist", "--data-dir", empty, "--model", "mlp",
-                              "--threads", "2", "--progress", "none", "--out", work("out")});
-  EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "train", {"fashion-mnist not found in " + empty, "train-images-idx3-ubyte"}));
+  const RunResult r = qatlab({"train", "--dataset", "fashion-mnist", "--data-dir", empty, "--model", "mlp", "--threads",
+                              "2", "--progress", "none", "--out", work("out")});
+  EXPECT_TRUE(
+      FailedWith(r, kRuntimeFailure, "train", {"fashion-mnist not found in " + empty, "train-images-idx3-ubyte"}));
   EXPECT_FALSE(fs::exists(work("out") + "/checkpoint.h5"));
 }
 
@@ -397,12 +403,14 @@ TEST_F(CliTest, BrokenIdxFilesAreOneLineErrors) {
   const auto broken_copy = [&](const std::string& name) {
     const std::string dir = work(name);
     fs::create_directories(dir);
-    for (const auto& entry : fs::directory_iterator(data_dir())) fs::copy_file(entry.path(), dir + "/" + entry.path().filename().string());
+    for (const auto& entry : fs::directory_iterator(data_dir()))
+      fs::copy_file(entry.path(), dir + "/" + entry.path().filename().string());
     return dir;
   };
   const auto train_on = [&](const std::string& dir, const std::string& tag) {
     return qatlab({"train", "--data-dir", dir, "--model", "mlp", "--epochs", "1", "--threads", "2", "--progress",
-                   "none", "--out", dir + "/out"}, tag);
+                   "none", "--out", dir + "/out"},
+                  tag);
   };
 
   {  // wrong magic: not 00 00 08 03 but 12 34 ...
@@ -439,12 +447,14 @@ TEST_F(CliTest, EvalRejectsBadCheckpoints) {
   const auto eval = [&](const std::string& path, const std::string& tag) {
     return qatlab({"eval", path, "--data-dir", data_dir(), "--threads", "2"}, tag);
   };
-  EXPECT_TRUE(FailedWith(eval(work("missing.h5"), "missing"), kRuntimeFailure, "eval", {work("missing.h5"), "no such file"}));
+  EXPECT_TRUE(
+      FailedWith(eval(work("missing.h5"), "missing"), kRuntimeFailure, "eval", {work("missing.h5"), "no such file"}));
 
   write_text(work("notes.txt"), "epochs = 3\nthis is not a checkpoint\n");
-  EXPECT_TRUE(FailedWith(eval(work("notes.txt"), "text"), kRuntimeFailure, "eval", {work("notes.txt"), "not an HDF5 file"}));
+  EXPECT_TRUE(
+      FailedWith(eval(work("notes.txt"), "text"), kRuntimeFailure, "eval", {work("notes.txt"), "not an HDF5 file"}));
 
-  make_mlp_run(work("run"));
+  ASSERT_NO_FATAL_FAILURE(make_mlp_run(work("run")));
   const std::string whole = read_text(work("run") + "/checkpoint.h5");
   write_text(work("truncated.h5"), whole.substr(0, whole.size() / 2));
   EXPECT_TRUE(FailedWith(eval(work("truncated.h5"), "truncated"), kRuntimeFailure, "eval",
@@ -487,7 +497,7 @@ TEST_F(CliTest, NanLossStopsNamingEpochAndBatch) {
 
 TEST_F(CliTest, ExistingRunIsRefusedWithoutOverwrite) {
   const std::string out = work("run");
-  make_mlp_run(out);
+  ASSERT_NO_FATAL_FAILURE(make_mlp_run(out));
   const std::string ckpt = read_text(out + "/checkpoint.h5"), csv = read_text(out + "/metrics.csv");
   const RunResult r = qatlab(train_args(out, mlp_settings(1)), "again");
   EXPECT_TRUE(FailedWith(r, kUsageError, "train", {"already holds a run", "--overwrite", "--resume"}));
@@ -497,7 +507,7 @@ TEST_F(CliTest, ExistingRunIsRefusedWithoutOverwrite) {
 
 TEST_F(CliTest, OverwriteWithInvalidOptionLeavesRunUntouched) {
   const std::string out = work("run");
-  make_mlp_run(out);
+  ASSERT_NO_FATAL_FAILURE(make_mlp_run(out));
   const std::string ckpt = read_text(out + "/checkpoint.h5"), csv = read_text(out + "/metrics.csv");
   const RunResult r = qatlab(train_args(out, concat(mlp_settings(1), {"--overwrite", "--batch-size", "0"})), "again");
   EXPECT_TRUE(FailedWith(r, kUsageError, "train", {"--batch-size"}));
@@ -510,7 +520,7 @@ TEST_F(CliTest, OverwriteWithInvalidOptionLeavesRunUntouched) {
 
 TEST_F(CliTest, NanInFirstEpochLeavesExistingCheckpointUntouched) {
   const std::string out = work("run");
-  make_mlp_run(out);
+  ASSERT_NO_FATAL_FAILURE(make_mlp_run(out));
   const std::string ckpt = read_text(out + "/checkpoint.h5"), csv = read_text(out + "/metrics.csv");
   const RunResult r = qatlab(train_args(out, concat(mlp_settings(1), {"--overwrite", "--lr", "1e30"})), "diverge");
   EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "train", {"epoch 1"}));
@@ -525,7 +535,8 @@ TEST_F(CliTest, NanInFirstEpochLeavesExistingCheckpointUntouched) {
 
 TEST_F(CliTest, ConfigFileIsReadAndCommandLineWins) {
   const std::string ini = work("run.ini");
-  write_text(ini, "# a run described in a file\nmodel = mlp\nepochs = 5\ntrain-limit = 128\ntest-limit = 64\nlr = 0.02\n");
+  write_text(ini,
+             "# a run described in a file\nmodel = mlp\nepochs = 5\ntrain-limit = 128\ntest-limit = 64\nlr = 0.02\n");
   const std::string out = work("out");
   const RunResult r = qatlab(train_args(out, {"--config", ini, "--epochs", "1"}));
   ASSERT_TRUE(Succeeded(r));

@@ -3,9 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/ops.h"
@@ -290,6 +293,23 @@ TEST(FakeQuantizeModule, SwitchesFreezeTheObserverAndBypassQuantization) {
   } catch (const std::logic_error& e) {
     EXPECT_NE(std::string(e.what()).find("no quantization parameters yet"), std::string::npos) << e.what();
   }
+}
+
+// Evaluation never changes the module: the observer learns in training mode only.
+TEST(FakeQuantizeModule, EvalModeDoesNotObserve) {
+  FakeQuantize fq{QScheme{}};
+  fq(Tensor::from_vector({2}, {-1.0f, 1.0f}));
+  const QParams trained = fq.qparams();
+  fq.eval();
+  const Tensor y = fq(Tensor::from_vector({2}, {-10.0f, 10.0f}));
+  EXPECT_EQ(fq.qparams().scale, trained.scale);
+  EXPECT_NEAR(y.data()[1], 1.0f, trained.scale[0]);
+  FakeQuantize fresh{QScheme{}};
+  fresh.eval();
+  EXPECT_THROW((void)fresh(Tensor::zeros({2})), std::logic_error);
+  fq.train();
+  fq(Tensor::from_vector({2}, {-10.0f, 10.0f}));
+  EXPECT_GT(fq.qparams().scale[0], 5.0f * trained.scale[0]);
 }
 
 TEST(FakeQuantizeModule, GradientFlowsStraightThroughTheModule) {
