@@ -20,6 +20,7 @@ namespace {
 
 struct Agreement {
   int64_t elements = 0, differing = 0, max_lsb = 0, images = 0, same_top1 = 0;
+  int64_t exact_identical_images = 0;  // images whose output codes equal the exact-mode simulation's
 };
 
 int32_t argmax_row(const int8_t* row, int64_t n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
@@ -39,10 +40,12 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
     const std::vector<int8_t> codes = graph.run_codes(batch.images, &shape, path);
     seconds_int += std::chrono::duration<double>(std::chrono::steady_clock::now() - ti).count();
     const int64_t n = shape[0], classes = shape[1];
-    std::vector<int8_t> sim_codes;
+    std::vector<int8_t> sim_codes, exact_codes;
     if (sim) {
-      const Tensor logits = sim->forward(batch.images);
-      sim_codes = quantize_tensor(logits, grid);
+      sim_codes = quantize_tensor(sim->forward(batch.images), grid);
+      set_exact_mode(*sim, true);
+      exact_codes = quantize_tensor(sim->forward(batch.images), grid);
+      set_exact_mode(*sim, false);
     }
     for (int64_t i = 0; i < n; ++i) {
       const int32_t pred = argmax_row(codes.data() + i * classes, classes);
@@ -51,6 +54,8 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
       if (!sim) continue;
       a.images++;
       a.same_top1 += pred == argmax_row(sim_codes.data() + i * classes, classes);
+      a.exact_identical_images += std::equal(codes.begin() + i * classes, codes.begin() + (i + 1) * classes,
+                                             exact_codes.begin() + i * classes);
       for (int64_t j = i * classes; j < (i + 1) * classes; ++j) {
         const int64_t d = std::abs(static_cast<int>(codes[j]) - static_cast<int>(sim_codes[j]));
         a.elements++;
@@ -76,7 +81,7 @@ int cmd_eval(int argc, char** argv) {
   po::options_description desc("eval options");
   desc.add_options()("model", po::value(&path), "checkpoint or integer model file (also the first positional argument)")
       ("exact", po::bool_switch(&exact), "QAT checkpoint: run the integer arithmetic in the simulation (exact mode)")
-      ("compare", po::value(&compare), "integer model: also run this QAT checkpoint and report how the outputs agree")
+      ("compare", po::value(&compare), "integer model: also run this QAT checkpoint (float simulation and exact mode) and report how the outputs agree")
       ("kernel", po::value(&kernel)->default_value(kernel), "integer kernels: auto | reference | portable | avx2 | avx512vnni")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per batch")
       ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
@@ -123,6 +128,8 @@ int cmd_eval(int argc, char** argv) {
       std::printf("agreement: %.4f %% of output elements differ (max %lld LSB), top-1 identical on %.4f %% of images\n",
                   100.0 * a.differing / std::max<int64_t>(a.elements, 1), static_cast<long long>(a.max_lsb),
                   100.0 * a.same_top1 / std::max<int64_t>(a.images, 1));
+      std::printf("exact mode: output codes bit-identical on %lld of %lld images\n",
+                  static_cast<long long>(a.exact_identical_images), static_cast<long long>(a.images));
     }
     return 0;
   }

@@ -156,13 +156,14 @@ PortableTileFn portable_tile_fn(int mr) {
 }
 static_assert(kPortableMR == 4);
 
-// Packs 4 im2col rows (each >= panels * 16 long, row stride row_len) into k-quad `kq` of every panel.
+// Packs 4 im2col rows of int8 codes (each >= panels * 16 long, row stride row_len) into k-quad `kq`
+// of every panel, as unsigned codes (x + 128: the sign bit flipped).
 void pack_quad_rows_portable(const uint8_t* rows, int64_t row_len, int64_t panels, int64_t kq_count, int64_t kq,
                              uint8_t* b) {
   for (int64_t p = 0; p < panels; ++p) {
     uint8_t* dst = b + (p * kq_count + kq) * kQuadBytes;
     for (int64_t j = 0; j < kPanel; ++j)
-      for (int64_t t = 0; t < 4; ++t) dst[j * 4 + t] = rows[t * row_len + p * kPanel + j];
+      for (int64_t t = 0; t < 4; ++t) dst[j * 4 + t] = rows[t * row_len + p * kPanel + j] ^ 0x80;
   }
 }
 
@@ -298,28 +299,75 @@ Avx2TileFn avx2_tile_fn(int mr) {
 }
 static_assert(kAvx2MR == 6);
 
-// Copies n bytes in 16-byte chunks; may read and write up to 15 bytes past n (buffers have slack).
-__attribute__((target("avx2"))) inline void copy_overrun(uint8_t* dst, const uint8_t* src, int64_t n) {
-  for (int64_t i = 0; i < n; i += 16)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+// Interleaves 4 rows x 16 columns of int8 codes into 16 column quads of unsigned codes at dst.
+__attribute__((target("avx2"), always_inline)) inline void interleave_quads(__m128i r0, __m128i r1, __m128i r2,
+                                                                            __m128i r3, uint8_t* dst) {
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
+  const __m128i r01_lo = _mm_unpacklo_epi8(r0, r1), r01_hi = _mm_unpackhi_epi8(r0, r1);  // (k0 k1) per column
+  const __m128i r23_lo = _mm_unpacklo_epi8(r2, r3), r23_hi = _mm_unpackhi_epi8(r2, r3);  // (k2 k3) per column
+  __m128i* out = reinterpret_cast<__m128i*>(dst);
+  _mm_storeu_si128(out, _mm_xor_si128(_mm_unpacklo_epi16(r01_lo, r23_lo), flip));      // columns 0..3
+  _mm_storeu_si128(out + 1, _mm_xor_si128(_mm_unpackhi_epi16(r01_lo, r23_lo), flip));  // 4..7
+  _mm_storeu_si128(out + 2, _mm_xor_si128(_mm_unpacklo_epi16(r01_hi, r23_hi), flip));  // 8..11
+  _mm_storeu_si128(out + 3, _mm_xor_si128(_mm_unpackhi_epi16(r01_hi, r23_hi), flip));  // 12..15
 }
 
-// The SIMD form of pack_quad_rows_portable: 4 rows x 16 columns interleaved into 16 quads.
+// The SIMD form of pack_quad_rows_portable.
 __attribute__((target("avx2"))) void pack_quad_rows_avx2(const uint8_t* rows, int64_t row_len, int64_t panels,
                                                          int64_t kq_count, int64_t kq, uint8_t* b) {
   for (int64_t p = 0; p < panels; ++p) {
     const uint8_t* src = rows + p * kPanel;
-    const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
-    const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + row_len));
-    const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * row_len));
-    const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 3 * row_len));
-    const __m128i r01_lo = _mm_unpacklo_epi8(r0, r1), r01_hi = _mm_unpackhi_epi8(r0, r1);  // (k0 k1) per column
-    const __m128i r23_lo = _mm_unpacklo_epi8(r2, r3), r23_hi = _mm_unpackhi_epi8(r2, r3);  // (k2 k3) per column
-    uint8_t* dst = b + (p * kq_count + kq) * kQuadBytes;
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi16(r01_lo, r23_lo));       // columns 0..3
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm_unpackhi_epi16(r01_lo, r23_lo));  // 4..7
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 32), _mm_unpacklo_epi16(r01_hi, r23_hi));  // 8..11
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 48), _mm_unpackhi_epi16(r01_hi, r23_hi));  // 12..15
+    interleave_quads(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + row_len)),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * row_len)),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 3 * row_len)),
+                     b + (p * kq_count + kq) * kQuadBytes);
+  }
+}
+
+// 16 bytes of one im2col row for one panel, straight from the padded image: one load per run of
+// the panel's columns that lies in one output row, later runs blended over earlier ones.
+template <int S>
+__attribute__((target("avx2"), always_inline)) inline __m128i gather_panel_row(const uint8_t* base,
+                                                                               const int32_t* load_offset,
+                                                                               const __m128i* masks) {
+  __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + load_offset[0]));
+  for (int s = 1; s < S; ++s)
+    v = _mm_blendv_epi8(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + load_offset[s])), masks[s]);
+  return v;
+}
+
+template <int S>
+__attribute__((target("avx2"))) void pack_panel_direct(const uint8_t* img, const int32_t* k_offset,
+                                                       const ConvPanelSource& ps, int64_t kq_count,
+                                                       uint8_t* dst) {
+  // Byte j of masks[s] is set for j >= seg_start[s]: 16 bytes of {16 x 0, 16 x 0xFF} from 16 - start.
+  alignas(32) static const uint8_t kStep[32] = {0,    0,    0,    0,    0,    0,    0,    0,    0,    0,    0,
+                                                0,    0,    0,    0,    0,    0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+                                                0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
+  __m128i masks[4];
+  for (int s = 0; s < S; ++s) masks[s] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kStep + 16 - ps.seg_start[s]));
+  for (int64_t kq = 0; kq < kq_count; ++kq) {
+    const int32_t* ko = k_offset + kq * 4;
+    interleave_quads(gather_panel_row<S>(img + ko[0], ps.load_offset, masks),
+                     gather_panel_row<S>(img + ko[1], ps.load_offset, masks),
+                     gather_panel_row<S>(img + ko[2], ps.load_offset, masks),
+                     gather_panel_row<S>(img + ko[3], ps.load_offset, masks), dst + kq * kQuadBytes);
+  }
+}
+
+// All panels (panels, KQ, 16, 4) of one group's im2col matrix straight from its padded image
+// (stride_w == 1); reads at most 15 bytes past the last pixel used (the scratch has slack).
+void pack_conv_direct_avx2(const uint8_t* img, const int32_t* k_offset, const ConvPanelSource* src,
+                           int64_t panels, int64_t kq_count, uint8_t* b) {
+  for (int64_t p = 0; p < panels; ++p) {
+    uint8_t* dst = b + p * kq_count * kQuadBytes;
+    switch (src[p].segments) {
+      case 1: pack_panel_direct<1>(img, k_offset, src[p], kq_count, dst); break;
+      case 2: pack_panel_direct<2>(img, k_offset, src[p], kq_count, dst); break;
+      case 3: pack_panel_direct<3>(img, k_offset, src[p], kq_count, dst); break;
+      default: pack_panel_direct<4>(img, k_offset, src[p], kq_count, dst); break;
+    }
   }
 }
 
@@ -493,7 +541,29 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filte
   row_len_ = panels_ * kPanel + 64;
   // padded image (C, Hp, Wp) + slack, 4 im2col rows, packed panels (panels, KQ, 16, 4)
   scratch_per_image_ = (c_ * hp_ * wp_ + 64) + 4 * row_len_ + panels_ * kq_ * kQuadBytes;
-  pad_code_ = static_cast<uint8_t>(-params.input_offset + 128);
+  pad_code_ = static_cast<int8_t>(-params.input_offset);
+  k_offset_.assign(kq_ * 4, 0);  // K padding reads offset 0: any value will do, the filter is 0 there
+  for (int64_t k = 0; k < k_; ++k) {
+    const int64_t c = k / (kh_ * kw_), ky = (k / kw_) % kh_, kx = k % kw_;
+    k_offset_[k] = static_cast<int32_t>((c * hp_ + ky) * wp_ + kx);
+  }
+  if (params.stride_w == 1) {
+    panel_src_.resize(panels_);
+    for (int64_t p = 0; p < panels_ && !panel_src_.empty(); ++p) {
+      ConvPanelSource& ps = panel_src_[p];
+      for (int64_t j = 0; j < kPanel && p * kPanel + j < ohw_; ++j) {
+        const int64_t n = p * kPanel + j, oy = n / ow_, ox = n % ow_;
+        if (j > 0 && ox > 0) continue;  // inside the current run
+        if (ps.segments == 4) {
+          panel_src_.clear();  // too many short output rows: im2col through row copies instead
+          break;
+        }
+        ps.seg_start[ps.segments] = static_cast<int32_t>(j);
+        ps.load_offset[ps.segments] = static_cast<int32_t>(oy * params.stride_h * wp_ + ox - j);
+        ++ps.segments;
+      }
+    }
+  }
 
   filter_.assign(filter, filter + shape_numel(f_shape));
   if (bias) bias_.assign(bias, bias + oc_);
@@ -516,65 +586,57 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filte
 }
 
 void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint8_t* scratch) const {
-  uint8_t* padded = scratch;                             // (C, Hp, Wp) + 64 slack
-  uint8_t* rows = padded + c_ * hp_ * wp_ + 64;           // (4, row_len)
-  uint8_t* panels = rows + 4 * row_len_;                 // (panels, KQ, 16, 4)
+  // Sizes in locals: stores through byte pointers may alias the members, locals keep loops tight.
+  const int64_t C = c_, H = h_, W = w_, Hp = hp_, Wp = wp_, pad_h = params_.pad_h, pad_w = params_.pad_w;
+  const int64_t OH = oh_, OW = ow_, OHW = ohw_, sh = params_.stride_h, sw = params_.stride_w;
+  const int64_t K = k_, KQ = kq_, panels = panels_, row_len = row_len_;
+  uint8_t* padded = scratch;                   // (C, Hp, Wp) int8 codes, + 64 slack
+  uint8_t* rows = padded + C * Hp * Wp + 64;   // (4, row_len)
+  uint8_t* packed = rows + 4 * row_len;        // (panels, KQ, 16, 4)
   const bool simd = path == KernelPath::Avx2 || path == KernelPath::Avx512Vnni;
 
-  // Unsigned codes u = x + 128 (flipping the sign bit), framed by the padding code.
-  for (int64_t c = 0; c < c_; ++c) {
-    uint8_t* plane = padded + c * hp_ * wp_;
-    std::fill(plane, plane + params_.pad_h * wp_, pad_code_);
-    for (int64_t iy = 0; iy < h_; ++iy) {
-      uint8_t* row = plane + (iy + params_.pad_h) * wp_;
-      const int8_t* src = x + (c * h_ + iy) * w_;
-      std::fill(row, row + params_.pad_w, pad_code_);
-      for (int64_t ix = 0; ix < w_; ++ix) row[params_.pad_w + ix] = static_cast<uint8_t>(src[ix]) ^ 0x80;
-      std::fill(row + params_.pad_w + w_, row + wp_, pad_code_);
-    }
-    std::fill(plane + (params_.pad_h + h_) * wp_, plane + hp_ * wp_, pad_code_);
-  }
+  // The image framed by the padding code (the input zero point), still as int8 codes: the move to
+  // unsigned codes (x + 128, flipping the sign bit) is done when packing.
+  std::memset(padded, static_cast<uint8_t>(pad_code_), C * Hp * Wp);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t iy = 0; iy < H; ++iy) std::memcpy(padded + (c * Hp + iy + pad_h) * Wp + pad_w, x + (c * H + iy) * W, W);
 
   for (int64_t g = 0; g < groups_; ++g) {
-    const uint8_t* img = padded + g * cg_ * hp_ * wp_;  // (CG, Hp, Wp)
-    // im2col, 4 rows (one k-quad) at a time, straight into the panels.
-    for (int64_t kq = 0; kq < kq_; ++kq) {
-      for (int64_t t = 0; t < 4; ++t) {
-        const int64_t k = kq * 4 + t;
-        uint8_t* row = rows + t * row_len_;  // (OH*OW) and junk up to panels * 16
-        if (k >= k_) {  // K padding: the filter is 0 there, any value will do
-          std::memset(row, 0, ohw_);
-          continue;
-        }
-        const int64_t c = k / (kh_ * kw_), ky = (k / kw_) % kh_, kx = k % kw_;
-        const uint8_t* src = img + (c * hp_ + ky) * wp_ + kx;
-        for (int64_t oy = 0; oy < oh_; ++oy) {
-          const uint8_t* s = src + oy * params_.stride_h * wp_;
-          uint8_t* d = row + oy * ow_;
-          if (params_.stride_w == 1) {
+    const uint8_t* img = padded + g * cg_ * Hp * Wp;  // (CG, Hp, Wp)
 #if QATLAB_X86
-            if (simd) {
-              copy_overrun(d, s, ow_);  // rows are written in order: an overrun is overwritten next
-              continue;
-            }
+    if (simd && !panel_src_.empty()) {
+      pack_conv_direct_avx2(img, k_offset_.data(), panel_src_.data(), panels, KQ, packed);
+    } else
 #endif
-            std::memcpy(d, s, ow_);
-          } else {
-            for (int64_t ox = 0; ox < ow_; ++ox) d[ox] = s[ox * params_.stride_w];
+    {
+      // im2col through row copies, 4 rows (one k-quad) at a time, then packed into the panels.
+      for (int64_t kq = 0; kq < KQ; ++kq) {
+        for (int64_t t = 0; t < 4; ++t) {
+          uint8_t* row = rows + t * row_len;  // (OH*OW) and junk up to panels * 16
+          if (kq * 4 + t >= K) continue;       // K padding: the filter is 0 there, any value will do
+          const uint8_t* src = img + k_offset_[kq * 4 + t];
+          for (int64_t oy = 0; oy < OH; ++oy) {
+            const uint8_t* s = src + oy * sh * Wp;
+            uint8_t* d = row + oy * OW;
+            if (sw == 1) {
+              std::memcpy(d, s, OW);
+            } else {
+              for (int64_t ox = 0; ox < OW; ++ox) d[ox] = s[ox * sw];
+            }
           }
         }
-      }
 #if QATLAB_X86
-      if (simd) {
-        pack_quad_rows_avx2(rows, row_len_, panels_, kq_, kq, panels);
-        continue;
-      }
+        if (simd) {
+          pack_quad_rows_avx2(rows, row_len, panels, KQ, kq, packed);
+          continue;
+        }
 #endif
-      pack_quad_rows_portable(rows, row_len_, panels_, kq_, kq, panels);
+        pack_quad_rows_portable(rows, row_len, panels, KQ, kq, packed);
+      }
     }
-    const Epilogue e{&stage_, g * ocg_, /*channel_per_row=*/true, y + g * ocg_ * ohw_, ohw_};
-    gemm_rows<false>(path, a_s8_.data() + g * ocg_ * kq_ * 4, a_s16_.data() + g * ocg_ * kq_ * 4, kq_ * 4, ocg_,
-                     panels, kq_, ohw_, e);
+    const Epilogue e{&stage_, g * ocg_, /*channel_per_row=*/true, y + g * ocg_ * OHW, OHW};
+    gemm_rows<false>(path, a_s8_.data() + g * ocg_ * KQ * 4, a_s16_.data() + g * ocg_ * KQ * 4, KQ * 4, ocg_, packed,
+                     KQ, OHW, e);
   }
 }
 

@@ -63,6 +63,15 @@ struct PackedOutputStage {
   bool any_left_shift = false;
 };
 
+// Where the 16 columns of one packed panel of a convolution's im2col matrix come from in a padded
+// image (stride_w == 1): up to 4 runs, one per output row the panel touches; run s starts at column
+// seg_start[s] and column j of it reads the image at (k's offset) + load_offset[s] + j.
+struct ConvPanelSource {
+  int32_t segments = 0;
+  int32_t seg_start[4] = {};
+  int32_t load_offset[4] = {};
+};
+
 // A convolution with its weights packed once (at convert / load time) for every kernel path.
 class PackedConvInt8 {
  public:
@@ -90,7 +99,10 @@ class PackedConvInt8 {
   int64_t ohw_ = 0, panels_ = 0;     // N of the GEMM (OH*OW) and its panels of 16 columns
   int64_t row_len_ = 0;              // length of one im2col row in scratch (>= panels * 16, + slack)
   int64_t scratch_per_image_ = 0;    // bytes of scratch one thread needs
-  uint8_t pad_code_ = 128;           // unsigned code of the padding: input zero point + 128
+  int8_t pad_code_ = 0;              // the code of the padding: the input zero point
+  // Empty when some panel needs more than 4 runs (OW < 6) or stride_w > 1: im2col by row copies.
+  std::vector<ConvPanelSource> panel_src_;  // (panels)
+  std::vector<int32_t> k_offset_;       // (KQ*4) offset of k = (c, ky, kx) in a padded group image
   std::vector<uint8_t> a_s8_;        // (OC, KQ*4) filter as signed bytes, zero-padded in K (portable, VNNI)
   std::vector<int16_t> a_s16_;       // (OC, KQ*4) the same widened to int16 (AVX2)
   PackedOutputStage stage_;
