@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -176,14 +177,27 @@ __attribute__((target("avx2"), always_inline)) inline __m256i param8(const int32
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * stride));
 }
 
+// The per-call constants of the output stage, loaded into registers once per tile.
+struct OutputConsts {
+  __m256i lo, hi, offset;
+  bool any_left_shift;
+};
+
+__attribute__((target("avx2"), always_inline)) inline OutputConsts output_consts(const PackedOutputStage& s) {
+  return OutputConsts{_mm256_set1_epi32(s.clamp_lo), _mm256_set1_epi32(s.clamp_hi),
+                      _mm256_set1_epi32(s.output_offset), s.any_left_shift};
+}
+
 // The integer formula of requantize() on 8 lanes (see requantize.h), after adding the folded bias.
 // p points at the 8 lanes of the first parameter (folded bias) and the k-th parameter is at
-// p + k * stride (PackedOutputStage layout). Multipliers are >= 0 (checked when packing), so the
-// INT32_MIN * INT32_MIN case of the high multiply cannot occur.
+// p + k * stride (PackedOutputStage layout). kUniform: the 8 lanes share one channel (conv rows).
+// Multipliers are >= 0 (checked when packing), so the INT32_MIN * INT32_MIN case of the high
+// multiply cannot occur.
+template <bool kUniform>
 __attribute__((target("avx2"), always_inline)) inline __m256i requantize8(__m256i sum, const int32_t* p, int64_t stride,
-                                                                        const PackedOutputStage& s) {
+                                                                        const OutputConsts& k) {
   __m256i x = _mm256_add_epi32(sum, param8(p, stride, 0));  // int32 wrap-around, as the reference's conversion
-  if (s.any_left_shift) {
+  if (k.any_left_shift) {
     // Saturating x * 2^left_shift: the shift overflowed iff shifting back does not give x.
     const __m256i lsh = param8(p, stride, 2);
     const __m256i shifted = _mm256_sllv_epi32(x, lsh);
@@ -195,30 +209,34 @@ __attribute__((target("avx2"), always_inline)) inline __m256i requantize8(__m256
   // nudge; bits 31..62 are the result (it fits in int32), moved to the low half (even lanes, logical
   // shift right) or the high half (odd lanes, shift left by 1) and blended.
   const __m256i mult = param8(p, stride, 1);
+  const __m256i mult_odd = kUniform ? mult : _mm256_srli_epi64(mult, 32);
   const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
   const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), nudge);
-  const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32)), nudge);
+  const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mult_odd), nudge);
   x = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
   // Rounding right shift, ties away from zero: +1 when remainder > half (+1 more for x < 0).
   const __m256i remainder = _mm256_and_si256(x, param8(p, stride, 4));
   const __m256i threshold = _mm256_sub_epi32(param8(p, stride, 5), _mm256_srai_epi32(x, 31));
   x = _mm256_sub_epi32(_mm256_srav_epi32(x, param8(p, stride, 3)), _mm256_cmpgt_epi32(remainder, threshold));
   // Clamp, then add the offset (as requantize() does).
-  x = _mm256_min_epi32(_mm256_max_epi32(x, _mm256_set1_epi32(s.clamp_lo)), _mm256_set1_epi32(s.clamp_hi));
-  return _mm256_add_epi32(x, _mm256_set1_epi32(s.output_offset));
+  return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(x, k.lo), k.hi), k.offset);
 }
 
-// Requantizes the 8 sums of GEMM row i, columns j0..j0+7, and stores the first `cols` of them.
-__attribute__((target("avx2"), always_inline)) inline void finish8(__m256i sum, const Epilogue& e, int64_t i,
-                                                                   int64_t j0, int cols) {
+// Requantizes the 8 sums of GEMM row i, columns j0..j0+7.
+__attribute__((target("avx2"), always_inline)) inline __m256i requantize_row8(__m256i sum, const Epilogue& e,
+                                                                            const OutputConsts& k, int64_t i,
+                                                                            int64_t j0) {
   const PackedOutputStage& s = *e.stage;
-  const __m256i q = e.channel_per_row
-                        ? requantize8(sum, s.rows.data() + (e.channel0 + i) * PackedOutputStage::kParams * 8, 8, s)
-                        : requantize8(sum, s.columns.data() + e.channel0 + j0, s.padded, s);
-  // The values are already in [-128, 127]: the saturating packs just narrow them, in order.
+  return e.channel_per_row
+             ? requantize8<true>(sum, s.rows.data() + (e.channel0 + i) * PackedOutputStage::kParams * 8, 8, k)
+             : requantize8<false>(sum, s.columns.data() + e.channel0 + j0, s.padded, k);
+}
+
+// Stores the first `cols` of 8 requantized values (already in [-128, 127]: the saturating packs
+// just narrow them, in order).
+__attribute__((target("avx2"), always_inline)) inline void store_row8(__m256i q, int8_t* dst, int cols) {
   const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
   const __m128i p8 = _mm_packs_epi16(p16, p16);
-  int8_t* dst = e.out + i * e.out_stride + j0;
   if (cols >= 8) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), p8);
   } else {
@@ -226,6 +244,27 @@ __attribute__((target("avx2"), always_inline)) inline void finish8(__m256i sum, 
     _mm_store_si128(reinterpret_cast<__m128i*>(tmp), p8);
     std::memcpy(dst, tmp, cols);
   }
+}
+
+// Stores 4 rows of 8 requantized values, rows `stride` bytes apart, with shared packing: the packs
+// interleave the rows in 4-byte pieces, which one dword permute puts back in row order.
+__attribute__((target("avx2"), always_inline)) inline void store_4rows8(__m256i q0, __m256i q1, __m256i q2, __m256i q3,
+                                                                        int8_t* dst, int64_t stride) {
+  const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+  // dwords (row r, half h) are at 4 * h + r; the permute makes each row's 8 bytes contiguous.
+  const __m256i rows = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  const __m128i r01 = _mm256_castsi256_si128(rows), r23 = _mm256_extracti128_si256(rows, 1);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), r01);
+  _mm_storeh_pd(reinterpret_cast<double*>(dst + stride), _mm_castsi128_pd(r01));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 2 * stride), r23);
+  _mm_storeh_pd(reinterpret_cast<double*>(dst + 3 * stride), _mm_castsi128_pd(r23));
+}
+
+// Requantizes the 8 sums of GEMM row i, columns j0..j0+7, and stores the first `cols` of them.
+__attribute__((target("avx2"), always_inline)) inline void finish8(__m256i sum, const Epilogue& e, int64_t i,
+                                                                   int64_t j0, int cols) {
+  const OutputConsts k = output_consts(*e.stage);
+  store_row8(requantize_row8(sum, e, k, i, j0), e.out + i * e.out_stride + j0, cols);
 }
 
 // One row of an AVX2 micro-tile for one k-quad: the row's 4 int16 of A broadcast to every 64-bit
@@ -274,14 +313,30 @@ __attribute__((target("avx2"))) void avx2_tile(const int16_t* a, int64_t a_strid
   }
   // The accumulators go to memory, all 12 as they are, before being joined and requantized: with any
   // arithmetic on them after the loop GCC 12 keeps half of them on the stack inside it (2x slower).
-  alignas(32) int32_t parked[12][8];  // (rows x {lo, hi}, 8 lanes)
-  const __m256i acc[12] = {lo0, hi0, lo1, hi1, lo2, hi2, lo3, hi3, lo4, hi4, lo5, hi5};
-  for (int r = 0; r < 2 * MR; ++r) _mm256_store_si256(reinterpret_cast<__m256i*>(parked[r]), acc[r]);
+  alignas(32) __m256i parked[12];  // (rows x {lo, hi})
+  _mm256_store_si256(parked + 0, lo0), _mm256_store_si256(parked + 1, hi0);
+  if constexpr (MR > 1) _mm256_store_si256(parked + 2, lo1), _mm256_store_si256(parked + 3, hi1);
+  if constexpr (MR > 2) _mm256_store_si256(parked + 4, lo2), _mm256_store_si256(parked + 5, hi2);
+  if constexpr (MR > 3) _mm256_store_si256(parked + 6, lo3), _mm256_store_si256(parked + 7, hi3);
+  if constexpr (MR > 4) _mm256_store_si256(parked + 8, lo4), _mm256_store_si256(parked + 9, hi4);
+  if constexpr (MR > 5) _mm256_store_si256(parked + 10, lo5), _mm256_store_si256(parked + 11, hi5);
+  // Conv (unsigned activations in the panel) has a channel per row, fully connected one per column.
+  constexpr bool kPerRow = !kPanelSigned;
+  assert(e.channel_per_row == kPerRow);
+  const OutputConsts k = output_consts(*e.stage);
+  const PackedOutputStage& s = *e.stage;
+  __m256i q[MR];
   for (int r = 0; r < MR; ++r) {
-    const __m256i sum_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(parked[2 * r]));
-    const __m256i sum_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(parked[2 * r + 1]));
-    finish8(avx2_join(sum_lo, sum_hi), e, row0 + r, col0, cols);
+    const __m256i sum = avx2_join(_mm256_load_si256(parked + 2 * r), _mm256_load_si256(parked + 2 * r + 1));
+    q[r] = kPerRow ? requantize8<true>(sum, s.rows.data() + (e.channel0 + row0 + r) * PackedOutputStage::kParams * 8,
+                                       8, k)
+                   : requantize8<false>(sum, s.columns.data() + e.channel0 + col0, s.padded, k);
   }
+  int8_t* out = e.out + row0 * e.out_stride + col0;
+  int r = 0;
+  if (cols == 8)
+    for (; r + 4 <= MR; r += 4) store_4rows8(q[r], q[r + 1], q[r + 2], q[r + 3], out + r * e.out_stride, e.out_stride);
+  for (; r < MR; ++r) store_row8(q[r], out + r * e.out_stride, cols);
 }
 
 using Avx2TileFn = void (*)(const int16_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int, const Epilogue&);
@@ -377,29 +432,53 @@ void pack_conv_direct_avx2(const uint8_t* img, const int32_t* k_offset, const Co
 // is one zmm (16 columns x 4 bytes); dpbusd adds the 4 products u8 x s8 of each column to its int32
 // lane (no saturation). The unsigned operand is the broadcast A (fully connected: activations) or the
 // panel B (conv: im2col activations).
+// One row of a VNNI micro-tile for one k-quad: the row's 4 bytes of A broadcast to every lane.
+template <bool kBroadcastUnsigned>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"), always_inline)) inline void vnni_row_step(
+    const uint8_t* a_quad, __m512i bv, __m512i& acc) {
+  int32_t quad;
+  std::memcpy(&quad, a_quad, sizeof quad);
+  const __m512i av = _mm512_set1_epi32(quad);
+  acc = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc, av, bv) : _mm512_dpbusd_epi32(acc, bv, av);
+}
+
+// The accumulators are named variables for the reason given at avx2_tile (with an array GCC 12
+// copies each one to another register after every dpbusd).
 template <int MR, bool kBroadcastUnsigned>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const uint8_t* a, int64_t a_stride,
                                                                            const uint8_t* b, int64_t kq_count,
                                                                            int64_t row0, int64_t col0, int cols,
                                                                            const Epilogue& e) {
-  __m512i acc[MR];
-  for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
+  static_assert(MR >= 1 && MR <= 8);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero, acc4 = zero, acc5 = zero, acc6 = zero, acc7 = zero;
   for (int64_t kq = 0; kq < kq_count; ++kq) {
     const __m512i bv = _mm512_loadu_si512(b + kq * kQuadBytes);
-    for (int r = 0; r < MR; ++r) {
-      int32_t quad;
-      std::memcpy(&quad, a + r * a_stride + kq * 4, sizeof quad);
-      const __m512i av = _mm512_set1_epi32(quad);
-      acc[r] = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc[r], av, bv) : _mm512_dpbusd_epi32(acc[r], bv, av);
-    }
+    const uint8_t* ak = a + kq * 4;
+    vnni_row_step<kBroadcastUnsigned>(ak, bv, acc0);
+    if constexpr (MR > 1) vnni_row_step<kBroadcastUnsigned>(ak + a_stride, bv, acc1);
+    if constexpr (MR > 2) vnni_row_step<kBroadcastUnsigned>(ak + 2 * a_stride, bv, acc2);
+    if constexpr (MR > 3) vnni_row_step<kBroadcastUnsigned>(ak + 3 * a_stride, bv, acc3);
+    if constexpr (MR > 4) vnni_row_step<kBroadcastUnsigned>(ak + 4 * a_stride, bv, acc4);
+    if constexpr (MR > 5) vnni_row_step<kBroadcastUnsigned>(ak + 5 * a_stride, bv, acc5);
+    if constexpr (MR > 6) vnni_row_step<kBroadcastUnsigned>(ak + 6 * a_stride, bv, acc6);
+    if constexpr (MR > 7) vnni_row_step<kBroadcastUnsigned>(ak + 7 * a_stride, bv, acc7);
   }
+  // Through memory, as 8-lane halves for the AVX2 output stage (this also avoids
+  // _mm512_extracti64x4_epi64, whose header trips -Wuninitialized in GCC 12).
+  alignas(64) int32_t sums[8][kPanel];  // (rows, 16 columns)
+  _mm512_store_si512(sums[0], acc0);
+  if constexpr (MR > 1) _mm512_store_si512(sums[1], acc1);
+  if constexpr (MR > 2) _mm512_store_si512(sums[2], acc2);
+  if constexpr (MR > 3) _mm512_store_si512(sums[3], acc3);
+  if constexpr (MR > 4) _mm512_store_si512(sums[4], acc4);
+  if constexpr (MR > 5) _mm512_store_si512(sums[5], acc5);
+  if constexpr (MR > 6) _mm512_store_si512(sums[6], acc6);
+  if constexpr (MR > 7) _mm512_store_si512(sums[7], acc7);
   for (int r = 0; r < MR; ++r) {
-    // Through memory rather than _mm512_extracti64x4_epi64, whose header trips -Wuninitialized in GCC 12.
-    alignas(64) int32_t sums[kPanel];
-    _mm512_store_si512(sums, acc[r]);
-    finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums)), e, row0 + r, col0, std::min(cols, 8));
+    finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r])), e, row0 + r, col0, std::min(cols, 8));
     if (cols > 8)
-      finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums + 8)), e, row0 + r, col0 + 8, cols - 8);
+      finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r] + 8)), e, row0 + r, col0 + 8, cols - 8);
   }
 }
 

@@ -15,6 +15,9 @@
 //   16 columns, [panel][K/4][16][4] bytes, so one 64-byte row of a panel is 16 columns x 4 k. A is
 //   read row by row, 4 k at a time, and broadcast. Conv: A = filter (OC x K), B = im2col of one image
 //   (K x OH*OW), C = the NCHW output. Fully connected: A = input (N x IN), B = weights^T (IN x OUT).
+// - Conv im2col: each image is copied once into a buffer framed by the padding code; the panels are
+//   then filled straight from it (AVX2 / VNNI with stride_w == 1: one or a few 16-byte loads per
+//   panel row, blended where a panel crosses output rows), otherwise through 4 im2col rows at a time.
 // - The AVX2 kernel widens u8 / s8 to int16 and multiplies with _mm256_madd_epi16 (exact: each pair
 //   sum is at most 2 * 255 * 128), accumulating in int32. _mm256_maddubs_epi16 is not used: it
 //   saturates its int16 pair sums and would break exactness. The VNNI kernel uses

@@ -23,6 +23,28 @@ const char* activation_name(FusedActivation a) {
 
 // ------------------------------------------------------------------------------------------ QatLayer
 
+namespace {
+
+// The bias as the integer layer will hold it: rounded to its accumulator grid S_in * S_w[oc] exactly as
+// lower_layer rounds it (in double, ties to even), with a straight-through gradient. Simulating this
+// rounding keeps the float simulation close to the integer engine when the grids are coarse (4 bits and
+// below), where the bias step can be a sizeable part of an output step.
+Tensor fake_quantize_bias(const Tensor& b, const QParams& input, const QParams& weights) {
+  Tensor y = Tensor::empty(b.shape());  // (OC)
+  const int64_t oc = b.numel();
+  for (int64_t c = 0; c < oc; ++c) {
+    const double acc_scale = static_cast<double>(input.scale[0]) * weights.scale[weights.per_channel() ? c : 0];
+    y.data()[c] = static_cast<float>(std::nearbyint(static_cast<double>(b.data()[c]) / acc_scale) * acc_scale);
+  }
+  record_op(y, "fake_quantize_bias", {b}, [b, oc](const Tensor& gy) {
+    float* gb = b.mutable_grad();
+    for (int64_t c = 0; c < oc; ++c) gb[c] += gy.data()[c];
+  });
+  return y;
+}
+
+}  // namespace
+
 QatLayer::QatLayer(const std::string& type, bool is_conv) : Module(type), is_conv_(is_conv) {}
 
 std::shared_ptr<QatLayer> QatLayer::from_conv(const Conv2d& conv, const BatchNorm* bn, FusedActivation act,
@@ -120,14 +142,20 @@ Tensor QatLayer::forward(const Tensor& x) {
       y = batch_norm(y, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps);
     } else {
       const Tensor b = bias.defined() ? bias : Tensor::zeros({weight.size(0)});
-      y = linear_op(x, wq, add(bn_beta, mul(sub(b, bn_mean.detach()), sf)));
+      y = linear_op(x, wq, deployed_bias(add(bn_beta, mul(sub(b, bn_mean.detach()), sf))));
     }
   } else {
-    y = linear_op(x, weight_quant()(weight), bias);
+    const Tensor wq = weight_quant()(weight);
+    y = linear_op(x, wq, bias.defined() ? deployed_bias(bias) : bias);
   }
   if (activation_ == FusedActivation::ReLU) y = relu(y);
   if (activation_ == FusedActivation::ReLU6) y = relu6(y);
   return output_quant()(y);
+}
+
+Tensor QatLayer::deployed_bias(const Tensor& b) const {
+  if (!input_quant) return b;
+  return fake_quantize_bias(b, input_quant->qparams(), weight_quant().qparams());
 }
 
 Tensor QatLayer::forward_exact(const Tensor& x) {

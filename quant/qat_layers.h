@@ -35,6 +35,8 @@ const char* activation_name(FusedActivation a);
 //     of Krishnamoorthi (2018, fig. 8) / Jacob et al. (2018), with the batch statistics taken on the
 //     quantized-weight convolution (as PyTorch's QAT ConvBn does), and updates the running statistics.
 //   frozen (after --freeze-bn-after) and evaluation: the deployed form, running statistics fixed.
+// Wherever the deployed form is computed, the bias is rounded to its int32 grid S_in * S_w as convert
+// will round it (straight-through gradient).
 //
 // Exact mode (evaluation only): instead of float arithmetic on fake-quantized values, the layer runs the
 // integer arithmetic of the converted graph on the codes (int8 x int8 -> int32 accumulator, int32 bias,
@@ -82,6 +84,7 @@ class QatLayer : public Module {
   Tensor linear_op(const Tensor& x, const Tensor& w, const Tensor& b) const;
   Tensor per_channel_view(const Tensor& v, bool for_output) const;  // (OC) -> broadcastable shape
   Tensor forward_exact(const Tensor& x);
+  Tensor deployed_bias(const Tensor& b) const;  // b rounded to the accumulator grid (see lower.h)
 
   bool is_conv_;
   Conv2dParams conv_params_;

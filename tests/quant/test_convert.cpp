@@ -144,12 +144,12 @@ INSTANTIATE_TEST_SUITE_P(RandomModels, ConvertCase, ::testing::ValuesIn(cases())
 // far less than one output step, so only a value next to a rounding boundary can land on the other side.
 TEST(Convert, FloatSimulationWithinOneLsbPerLayer) {
   Rng rng(7);
-  for (int w : {8, 4}) {
+  for (auto [w, a] : {std::pair{8, 8}, std::pair{4, 8}, std::pair{4, 4}, std::pair{2, 2}}) {
     auto body = std::make_shared<Sequential>();
     body->add(std::make_shared<Conv2d>(4, 16, 3, Conv2dOptions{1, 1, 1, false}, rng));
     body->add(std::make_shared<BatchNorm2d>(16));
     body->add(std::make_shared<ReLU>());
-    auto model = prepare_qat(body, bits(w, 8));
+    auto model = prepare_qat(body, bits(w, a));
     model->train();
     {
       NoGradGuard no_grad;
@@ -161,7 +161,7 @@ TEST(Convert, FloatSimulationWithinOneLsbPerLayer) {
     Shape shape;
     const std::vector<int8_t> codes = graph.run_codes(x, &shape, best_kernel_path());
     const std::vector<int8_t> sim = simulation_codes(model, x, graph.output_grid(), false);
-    EXPECT_LE(max_lsb_difference(codes, sim), 1) << "W" << w;
+    EXPECT_LE(max_lsb_difference(codes, sim), 1) << "W" << w << "A" << a;
   }
 }
 
