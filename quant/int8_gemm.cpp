@@ -255,9 +255,9 @@ __attribute__((target("avx2"), always_inline)) inline void store_4rows8(__m256i 
   const __m256i rows = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   const __m128i r01 = _mm256_castsi256_si128(rows), r23 = _mm256_extracti128_si256(rows, 1);
   _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), r01);
-  _mm_storeh_pd(reinterpret_cast<double*>(dst + stride), _mm_castsi128_pd(r01));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + stride), _mm_unpackhi_epi64(r01, r01));
   _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 2 * stride), r23);
-  _mm_storeh_pd(reinterpret_cast<double*>(dst + 3 * stride), _mm_castsi128_pd(r23));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 3 * stride), _mm_unpackhi_epi64(r23, r23));
 }
 
 // Requantizes the 8 sums of GEMM row i, columns j0..j0+7, and stores the first `cols` of them.

@@ -29,7 +29,7 @@ namespace {
 using test::throws_with;
 
 int32_t uniform_int(Rng& rng, int32_t lo, int32_t hi) {  // [lo, hi]
-  return lo + static_cast<int32_t>(rng.below(static_cast<uint64_t>(hi - lo + 1)));
+  return static_cast<int32_t>(lo + static_cast<int64_t>(rng.below(static_cast<uint64_t>(int64_t{hi} - lo + 1))));
 }
 
 std::vector<int8_t> random_codes(Rng& rng, int64_t n, int32_t lo, int32_t hi) {
