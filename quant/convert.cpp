@@ -1,4 +1,4 @@
-// convert.cpp: emitting integer ops for the QAT model's modules.
+// convert.cpp: emitting integer ops for the QAT model's modules, in execution order.
 #include "quant/convert.h"
 
 #include <stdexcept>
@@ -8,67 +8,118 @@
 
 namespace qatlab {
 
+namespace {
+
+// Walks modules, appending ops to the graph. `slot` is where the current activation lives and `grid`
+// its quantization; every op writes a fresh slot, so the graph stays a plain list, easy to read.
+class Emitter {
+ public:
+  explicit Emitter(Int8Graph& g) : g_(g) {}
+
+  int slot = 0;
+  QParams grid;
+
+  int emit(Int8Op op, std::vector<int> inputs) {
+    op.inputs = std::move(inputs);
+    op.output = ++last_slot_;
+    g_.ops.push_back(std::move(op));
+    slot = last_slot_;
+    return slot;
+  }
+  int slots() const { return last_slot_ + 1; }
+
+  void sequence(const ModulePtr& seq, const std::string& prefix) {
+    for (const auto& [name, child] : seq->children()) module(child, prefix + name);
+  }
+
+  void module(const ModulePtr& m, const std::string& full) {
+    const std::string& type = m->type();
+    Int8Op op;
+    op.name = full;
+    if (type == "Sequential") {
+      sequence(m, full + ".");
+      return;
+    }
+    if (type == "QatConv2d" || type == "QatLinear") {
+      const auto& layer = static_cast<const QatLayer&>(*m);
+      const QParams out = layer.output_quant().qparams();
+      op.kind = layer.is_conv() ? Int8OpKind::Conv2d : Int8OpKind::FullyConnected;
+      op.layer = lower_layer(layer, grid, out);
+      grid = out;
+    } else if (type == "QatResidual") {
+      residual(static_cast<const QatResidual&>(*m), full);
+      return;
+    } else if (type == "MaxPool2d") {
+      const auto& p = static_cast<const MaxPool2d&>(*m);
+      op.kind = Int8OpKind::MaxPool2d;
+      op.kernel = p.kernel, op.stride = p.stride, op.pad = p.padding;
+    } else if (type == "QatAvgPool") {
+      const auto& p = static_cast<const QatAvgPool&>(*m);
+      op.kind = p.kernel == 0 ? Int8OpKind::GlobalAvgPool : Int8OpKind::AvgPool2d;
+      op.kernel = p.kernel, op.stride = p.stride, op.pad = p.padding;
+      op.grid = grid;
+    } else if (type == "Flatten") {
+      op.kind = Int8OpKind::Flatten;
+    } else if (type == "ReLU") {
+      op.kind = Int8OpKind::Clamp;
+      op.clamp_min = std::max(grid.quant_min, grid.zero_point[0]);
+      op.clamp_max = grid.quant_max;
+    } else if (type == "Identity" || type == "Dropout") {
+      return;  // nothing at inference
+    } else {
+      throw std::invalid_argument("convert: no integer form for " + type + " '" + full + "'");
+    }
+    emit(std::move(op), {slot});
+  }
+
+  // Both branches read the block's input slot; an Add op combines their results on the sum's grid.
+  void residual(const QatResidual& r, const std::string& full) {
+    const int entry_slot = slot;
+    const QParams entry_grid = grid;
+    module(r.child("body"), full + ".body");
+    const int body_slot = slot;
+    const QParams body_grid = grid;
+    slot = entry_slot, grid = entry_grid;
+    module(r.child("shortcut"), full + ".shortcut");
+    const int shortcut_slot = slot;
+    const QParams shortcut_grid = grid;
+    const QParams out = r.add_quant().qparams();
+    const auto [lo, hi] = activation_clamp(out, r.relu_after ? FusedActivation::ReLU : FusedActivation::None);
+    Int8Op op;
+    op.kind = Int8OpKind::Add;
+    op.name = full;
+    op.grid = out;
+    op.add = make_add_params(body_grid.scale[0], body_grid.zero_point[0], shortcut_grid.scale[0],
+                             shortcut_grid.zero_point[0], out.scale[0], out.zero_point[0], lo, hi);
+    emit(std::move(op), {body_slot, shortcut_slot});
+    grid = out;
+  }
+
+ private:
+  Int8Graph& g_;
+  int last_slot_ = 0;
+};
+
+}  // namespace
+
 Int8Graph convert(const QatModel& model, const Shape& input_shape) {
   check_arg(input_shape.size() == 3, "convert: input shape must be (C, H, W), got " + shape_str(input_shape));
   Int8Graph g;
   g.input_shape = input_shape;
-  QParams grid = model.input_quant().qparams();
-  int slot = 0;
-  // Every op writes a fresh slot: the graph stays a plain list that is easy to read and to check.
-  const auto emit = [&](Int8Op op) {
-    op.inputs = op.kind == Int8OpKind::Quantize ? std::vector<int>{} : std::vector<int>{slot};
-    op.output = ++slot;
-    g.ops.push_back(std::move(op));
-  };
+  Emitter e(g);
+  e.grid = model.input_quant().qparams();
   Int8Op quantize;
   quantize.kind = Int8OpKind::Quantize;
   quantize.name = "input_quant";
-  quantize.grid = grid;
-  emit(quantize);
-
-  // The body's modules, in execution order (ModulePtr needed for the walk; the model is not modified).
-  for (const auto& [name, child] : model.children()) {
-    if (name != "body") continue;
-    for_each_in_execution_order(child, [&](const std::string& path, const ModulePtr& m) {
-      const std::string full = "body." + path;
-      const std::string& type = m->type();
-      Int8Op op;
-      op.name = full;
-      if (type == "QatConv2d" || type == "QatLinear") {
-        const auto& layer = static_cast<const QatLayer&>(*m);
-        const QParams out = layer.output_quant().qparams();
-        op.kind = layer.is_conv() ? Int8OpKind::Conv2d : Int8OpKind::FullyConnected;
-        op.layer = lower_layer(layer, grid, out);
-        grid = out;
-      } else if (type == "MaxPool2d") {
-        const auto& p = static_cast<const MaxPool2d&>(*m);
-        op.kind = Int8OpKind::MaxPool2d;
-        op.kernel = p.kernel, op.stride = p.stride, op.pad = p.padding;
-      } else if (type == "QatAvgPool") {
-        const auto& p = static_cast<const QatAvgPool&>(*m);
-        op.kind = p.kernel == 0 ? Int8OpKind::GlobalAvgPool : Int8OpKind::AvgPool2d;
-        op.kernel = p.kernel, op.stride = p.stride, op.pad = p.padding;
-        op.grid = grid;
-      } else if (type == "Flatten") {
-        op.kind = Int8OpKind::Flatten;
-      } else if (type == "ReLU") {
-        op.kind = Int8OpKind::Clamp;
-        op.clamp_min = std::max(grid.quant_min, grid.zero_point[0]);
-        op.clamp_max = grid.quant_max;
-      } else if (type == "Identity" || type == "Dropout") {
-        return;  // nothing at inference
-      } else {
-        throw std::invalid_argument("convert: no integer form for " + type + " '" + full + "'");
-      }
-      emit(std::move(op));
-    });
-  }
+  quantize.grid = e.grid;
+  e.emit(quantize, {});
+  e.module(model.child("body"), "body");
   Int8Op dequantize;
   dequantize.kind = Int8OpKind::Dequantize;
   dequantize.name = "output";
-  dequantize.grid = grid;
-  emit(dequantize);
-  g.num_slots = slot + 1;
+  dequantize.grid = e.grid;
+  e.emit(dequantize, {e.slot});
+  g.num_slots = e.slots();
   g.prepare();
   return g;
 }

@@ -13,7 +13,7 @@ namespace qatlab {
 namespace {
 
 constexpr const char* kOpNames[] = {"quantize", "conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
-                                    "global_avg_pool", "flatten", "clamp", "dequantize"};
+                                    "global_avg_pool", "flatten", "clamp", "add", "dequantize"};
 
 Shape with_batch(int64_t n, const Shape& chw) {
   Shape s{n};
@@ -131,6 +131,15 @@ std::vector<int8_t> Int8Graph::run_codes(const Tensor& input, Shape* out_shape, 
         for (size_t i = 0; i < in.size(); ++i)
           out[i] = static_cast<int8_t>(std::clamp<int32_t>(in[i], op.clamp_min, op.clamp_max));
         break;
+      case Int8OpKind::Add: {
+        const std::vector<int8_t>& other = slots[op.inputs[1]];
+        check_arg(shapes[op.inputs[1]] == in_shape, "integer graph: add of " + shape_str(in_shape) + " and " +
+                                                        shape_str(shapes[op.inputs[1]]));
+        shape = in_shape;
+        out.resize(in.size());
+        add_int8_reference(op.add, in.data(), other.data(), out.data(), static_cast<int64_t>(out.size()));
+        break;
+      }
       case Int8OpKind::Dequantize:
         shape = in_shape;
         if (&out != &in) out = in;
@@ -206,6 +215,12 @@ QParams read_grid(const H5File& f, const std::string& path) {
   return qp;
 }
 
+// The fields of AddInt8Params, stored as attributes of an add op, in this order.
+constexpr const char* kAddFields[] = {"left_shift", "input1_offset", "input2_offset", "output_offset",
+                                      "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
+                                      "output_multiplier", "output_shift", "quantized_activation_min",
+                                      "quantized_activation_max"};
+
 std::vector<int> to_int(const std::vector<int32_t>& v) { return std::vector<int>(v.begin(), v.end()); }
 
 }  // namespace
@@ -265,6 +280,16 @@ void Int8Graph::save(const std::string& path) const {
           f.set_attr(g, "clamp_min", static_cast<int64_t>(op.clamp_min));
           f.set_attr(g, "clamp_max", static_cast<int64_t>(op.clamp_max));
           break;
+        case Int8OpKind::Add: {
+          write_grid(f, g + "/grid", op.grid);
+          const AddInt8Params& a = op.add;
+          const std::vector<int32_t> values{a.left_shift, a.input1_offset, a.input2_offset, a.output_offset,
+                                            a.input1_multiplier, a.input1_shift, a.input2_multiplier, a.input2_shift,
+                                            a.output_multiplier, a.output_shift, a.quantized_activation_min,
+                                            a.quantized_activation_max};
+          for (size_t k = 0; k < values.size(); ++k) f.set_attr(g, kAddFields[k], static_cast<int64_t>(values[k]));
+          break;
+        }
         default: break;
       }
       if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d) {
@@ -344,6 +369,21 @@ Int8Graph Int8Graph::load(const std::string& path) {
         op.clamp_min = static_cast<int32_t>(f.get_attr_int(p, "clamp_min"));
         op.clamp_max = static_cast<int32_t>(f.get_attr_int(p, "clamp_max"));
         break;
+      case Int8OpKind::Add: {
+        op.grid = read_grid(f, p + "/grid");
+        if (op.inputs.size() != 2) fail(p + ": add needs two inputs");
+        const auto get = [&](const char* field) { return static_cast<int32_t>(f.get_attr_int(p, field)); };
+        AddInt8Params& a = op.add;
+        a.left_shift = get("left_shift");
+        a.input1_offset = get("input1_offset"), a.input2_offset = get("input2_offset");
+        a.output_offset = get("output_offset");
+        a.input1_multiplier = get("input1_multiplier"), a.input1_shift = get("input1_shift");
+        a.input2_multiplier = get("input2_multiplier"), a.input2_shift = get("input2_shift");
+        a.output_multiplier = get("output_multiplier"), a.output_shift = get("output_shift");
+        a.quantized_activation_min = get("quantized_activation_min");
+        a.quantized_activation_max = get("quantized_activation_max");
+        break;
+      }
       default: break;
     }
     if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d) {

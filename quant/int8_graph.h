@@ -21,7 +21,7 @@ namespace qatlab {
 inline constexpr const char* kInt8GraphFormat = "qatlab-int8-graph";
 inline constexpr int64_t kInt8GraphVersion = 1;
 
-enum class Int8OpKind { Quantize, Conv2d, FullyConnected, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Clamp, Dequantize };
+enum class Int8OpKind { Quantize, Conv2d, FullyConnected, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Clamp, Add, Dequantize };
 const char* int8_op_name(Int8OpKind kind);
 Int8OpKind parse_int8_op(const std::string& name);
 
@@ -38,6 +38,8 @@ struct Int8Op {
   int64_t kernel = 0, stride = 0, pad = 0;
   // Clamp: a standalone ReLU on the codes.
   int32_t clamp_min = -128, clamp_max = 127;
+  // Add: a residual sum of inputs[0] and inputs[1], rescaled to `grid` (see int8_kernels.h).
+  AddInt8Params add;
 
   // Built once by Int8Graph::prepare(): packed weights for the optimized kernels.
   std::shared_ptr<PackedConvInt8> packed_conv;

@@ -32,6 +32,8 @@ class Preparer {
         i += fuse(seq, children, i, full);
       } else if (type == "Sequential") {
         rewrite(*m, full + ".");
+      } else if (type == "Residual") {
+        seq.set_submodule(name, residual(*m, full));
       } else if (type == "MaxPool2d" || type == "Flatten" || type == "Identity" || type == "Dropout" ||
                  type == "ReLU") {
         // Max pooling, flattening, dropout (identity at inference) and ReLU keep values on their input's
@@ -56,6 +58,28 @@ class Preparer {
   std::shared_ptr<Quantizer> grid;
 
  private:
+  // Both branches start from the current grid; the sum gets its own quantizer (with the ReLU fused).
+  ModulePtr residual(Module& res, const std::string& full) {
+    const std::shared_ptr<Quantizer> entry = grid;
+    const auto branch = [&](const std::string& name) {
+      grid = entry;
+      ModulePtr b = res.child(name);
+      if (b->type() == "Sequential") rewrite(*b, full + "." + name + ".");
+      else if (b->type() != "Identity")
+        throw std::invalid_argument("prepare_qat: residual branch '" + full + "." + name + "' must be a Sequential or Identity");
+      return std::pair{b, grid};
+    };
+    auto [body, body_grid] = branch("body");
+    auto [shortcut, shortcut_grid] = branch("shortcut");
+    const bool relu_after = res.child("act")->type() == "ReLU";
+    auto add_quant = make_fake_quant(qc_.activation_for(full, "Residual"), 1);
+    auto q = std::make_shared<QatResidual>(body, shortcut, relu_after, add_quant);
+    q->body_quant = body_grid;
+    q->shortcut_quant = shortcut_grid;
+    grid = add_quant;
+    return q;
+  }
+
   // Fuses children[i] (Conv2d or Linear) with a following BatchNorm and ReLU/ReLU6; returns how many
   // following children were absorbed (they become Identity, so every name stays valid).
   size_t fuse(Module& seq, const std::vector<std::pair<std::string, ModulePtr>>& children, size_t i,
@@ -111,18 +135,6 @@ std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfi
   return model;
 }
 
-void for_each_in_execution_order(const ModulePtr& module, const std::function<void(const std::string&, const ModulePtr&)>& f,
-                                 const std::string& prefix) {
-  for (const auto& [name, child] : module->children()) {
-    const std::string full = prefix.empty() ? name : prefix + "." + name;
-    // QAT layers own their quantizers as children; they are leaves of the execution order.
-    if (child->type() == "Sequential" || child->type() == "QatModel")
-      for_each_in_execution_order(child, f, full);
-    else
-      f(full, child);
-  }
-}
-
 void set_observers_enabled(Module& model, bool on) {
   visit(model, [on](Module& m) { if (m.type() == "FakeQuantize") static_cast<FakeQuantize&>(m).enable_observer(on); });
 }
@@ -141,6 +153,7 @@ void set_exact_mode(Module& model, bool on) {
   visit(model, [on](Module& m) {
     if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).set_exact(on);
     if (m.type() == "QatAvgPool") static_cast<QatAvgPool&>(m).set_exact(on);
+    if (m.type() == "QatResidual") static_cast<QatResidual&>(m).set_exact(on);
   });
 }
 

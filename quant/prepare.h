@@ -17,11 +17,6 @@ namespace qatlab {
 // The model input is quantized to 8 bits (images are 8-bit data) unless the QConfig overrides "input".
 std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfig& qconfig);
 
-// Calls f on every module of the QAT model in execution order (the order convert emits integer ops in):
-// the input quantizer first, then the body's leaves.
-void for_each_in_execution_order(const ModulePtr& module, const std::function<void(const std::string&, const ModulePtr&)>& f,
-                                 const std::string& prefix = "");
-
 // Schedules and modes over the whole QAT model.
 void set_observers_enabled(Module& model, bool on);   // every FakeQuantize's observer
 void set_fake_quant_enabled(Module& model, bool on);  // every FakeQuantize's quantize-dequantize

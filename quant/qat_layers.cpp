@@ -203,6 +203,36 @@ Tensor QatAvgPool::forward(const Tensor& x) {
   return fake_quantize(y, qp);
 }
 
+// --------------------------------------------------------------------------------------- QatResidual
+
+QatResidual::QatResidual(ModulePtr body, ModulePtr shortcut, bool relu_after, std::shared_ptr<Quantizer> add_quant)
+    : Module("QatResidual"), relu_after(relu_after) {
+  register_module("body", std::move(body));
+  register_module("shortcut", std::move(shortcut));
+  register_module("add_quant", std::move(add_quant));
+}
+
+Quantizer& QatResidual::add_quant() const { return static_cast<Quantizer&>(*child("add_quant")); }
+
+Tensor QatResidual::forward(const Tensor& x) {
+  const Tensor a = child("body")->forward(x);
+  const Tensor b = child("shortcut")->forward(x);
+  if (exact_ && !training()) {
+    check_arg(body_quant && shortcut_quant, "QatResidual: no input grids (was it built by prepare_qat?)");
+    const QParams qa = body_quant->qparams(), qb = shortcut_quant->qparams(), qo = add_quant().qparams();
+    const auto [lo, hi] = activation_clamp(qo, relu_after ? FusedActivation::ReLU : FusedActivation::None);
+    const AddInt8Params p = make_add_params(qa.scale[0], qa.zero_point[0], qb.scale[0], qb.zero_point[0], qo.scale[0],
+                                            qo.zero_point[0], lo, hi);
+    const std::vector<int8_t> ca = quantize_tensor(a, qa), cb = quantize_tensor(b, qb);
+    std::vector<int8_t> out(ca.size());
+    add_int8_reference(p, ca.data(), cb.data(), out.data(), static_cast<int64_t>(out.size()));
+    return dequantize_codes(out, a.shape(), qo);
+  }
+  Tensor y = add(a, b);
+  if (relu_after) y = relu(y);
+  return add_quant()(y);
+}
+
 // ------------------------------------------------------------------------------------------ QatModel
 
 QatModel::QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body) : Module("QatModel") {

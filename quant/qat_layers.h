@@ -109,6 +109,25 @@ class QatAvgPool : public Module {
   bool exact_ = false;
 };
 
+// A residual connection under QAT: act(body(x) + shortcut(x)) followed by "add_quant", the grid of the
+// sum. Children: "body", "shortcut" (rewritten like any Sequential), "add_quant". In exact mode the sum
+// is the integer add of the converted graph (both inputs rescaled to a common grid, added, requantized).
+class QatResidual : public Module {
+ public:
+  QatResidual(ModulePtr body, ModulePtr shortcut, bool relu_after, std::shared_ptr<Quantizer> add_quant);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override { return relu_after ? "add + relu" : "add"; }
+
+  Quantizer& add_quant() const;
+  const bool relu_after;
+  // The grids of the two summands (set by prepare_qat; not children).
+  std::shared_ptr<Quantizer> body_quant, shortcut_quant;
+  void set_exact(bool on) { exact_ = on; }
+
+ private:
+  bool exact_ = false;
+};
+
 // The whole QAT model: "input_quant" (where the float input enters the integer domain) then "body" (the
 // float model with its layers replaced). Built by prepare_qat.
 class QatModel : public Module {

@@ -13,6 +13,7 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/optim.h"
+#include "nn/residual.h"
 #include "nn/zoo.h"
 #include "quant/convert.h"
 #include "quant/prepare.h"
@@ -101,6 +102,31 @@ ModulePtr gap_net(Rng& rng) {
   return m;
 }
 
+ModulePtr conv_bn(int64_t in, int64_t out, int64_t k, int64_t stride, bool relu, Rng& rng) {
+  auto s = std::make_shared<Sequential>();
+  s->add(std::make_shared<Conv2d>(in, out, k, Conv2dOptions{stride, k / 2, 1, false}, rng));
+  s->add(std::make_shared<BatchNorm2d>(out));
+  if (relu) s->add(std::make_shared<ReLU>());
+  return s;
+}
+
+// Two residual blocks: an identity shortcut, then a strided block with a 1x1 projection shortcut.
+ModulePtr res_net(Rng& rng) {
+  auto m = std::make_shared<Sequential>();
+  m->add(conv_bn(3, 8, 3, 1, true, rng));
+  auto body1 = std::make_shared<Sequential>();
+  body1->add(conv_bn(8, 8, 3, 1, true, rng));
+  body1->add(conv_bn(8, 8, 3, 1, false, rng));
+  m->add(std::make_shared<Residual>(body1, nullptr, true));
+  auto body2 = std::make_shared<Sequential>();
+  body2->add(conv_bn(8, 16, 3, 2, true, rng));
+  body2->add(conv_bn(16, 16, 3, 1, false, rng));
+  m->add(std::make_shared<Residual>(body2, conv_bn(8, 16, 1, 2, false, rng), true));
+  m->add(std::make_shared<GlobalAvgPool2d>());
+  m->add(std::make_shared<Linear>(16, 5, true, rng));
+  return m;
+}
+
 std::vector<Case> cases() {
   return {
       {"conv_net_w8a8", conv_net, {4, 3, 12, 12}, 5, bits(8, 8)},
@@ -108,6 +134,8 @@ std::vector<Case> cases() {
       {"conv_net_w3a8_per_tensor", conv_net, {3, 3, 12, 12}, 5, bits(3, 8, false)},
       {"conv_net_w8a8_histogram", conv_net, {4, 3, 12, 12}, 5, bits(8, 8, true, "histogram")},
       {"gap_net_w2a2", gap_net, {5, 1, 9, 9}, 4, bits(2, 2)},
+      {"res_net_w8a8", res_net, {3, 3, 10, 10}, 5, bits(8, 8)},
+      {"res_net_w4a4", res_net, {3, 3, 10, 10}, 5, bits(4, 4)},
       {"gap_net_w8a6_minmax", gap_net, {5, 1, 9, 9}, 4, bits(8, 6, true, "minmax")},
   };
 }
