@@ -92,12 +92,6 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw UsageError(message);
 }
 
-std::string num(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
-
 std::string format_duration(double seconds) {
   const int s = static_cast<int>(seconds + 0.5);
   char buf[32];

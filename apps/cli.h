@@ -2,6 +2,8 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+
+#include "core/format.h"
 #include <stdexcept>
 #include <string>
 
@@ -35,9 +37,6 @@ std::string ini_value(const std::string& ini, const std::string& key);
 
 // Throws UsageError("--name must be ..., got value") unless ok.
 void require(bool ok, const std::string& message);
-
-// A number as a person writes it: shortest "%g" form (1e-09, 0.05, 3).
-std::string num(double v);
 
 // "mm:ss" or "h:mm:ss".
 std::string format_duration(double seconds);

@@ -54,11 +54,11 @@ void validate_train_settings(const TrainSettings& s) {
   }
   require(s.epochs >= 0, "--epochs must be >= 0, got " + std::to_string(s.epochs));
   require(s.batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(s.batch_size));
-  require(s.lr > 0 && std::isfinite(s.lr), "--lr must be > 0, got " + num(s.lr));
-  require(s.momentum >= 0 && s.momentum < 1, "--momentum must be in [0, 1), got " + num(s.momentum));
-  require(s.weight_decay >= 0, "--weight-decay must be >= 0, got " + num(s.weight_decay));
+  require(s.lr > 0 && std::isfinite(s.lr), "--lr must be > 0, got " + num_str(s.lr));
+  require(s.momentum >= 0 && s.momentum < 1, "--momentum must be in [0, 1), got " + num_str(s.momentum));
+  require(s.weight_decay >= 0, "--weight-decay must be >= 0, got " + num_str(s.weight_decay));
   require(s.label_smoothing >= 0 && s.label_smoothing < 1,
-          "--label-smoothing must be in [0, 1), got " + num(s.label_smoothing));
+          "--label-smoothing must be in [0, 1), got " + num_str(s.label_smoothing));
   require(s.threads >= 0, "--threads must be >= 0, got " + std::to_string(s.threads));
   require(s.stop_after >= 0, "--stop-after must be >= 0, got " + std::to_string(s.stop_after));
   require(s.warmup_epochs >= 0 && s.warmup_epochs <= std::max<int64_t>(s.epochs, 0),
@@ -236,7 +236,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
       if (!std::isfinite(loss_value))
         throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") +
                                  " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch.index + 1) +
-                                 ": lower --lr (now " + num(lr) + ") or check the data");
+                                 ": lower --lr (now " + num_str(lr) + ") or check the data");
       opt.zero_grad();
       loss.backward();
       opt.step();

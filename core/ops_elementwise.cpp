@@ -8,19 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "core/format.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace qatlab {
 namespace {
 
-// Below this many elements a loop runs on one thread: forking an OpenMP team costs more than it saves.
-constexpr int64_t kParallelMin = 32768;
-
-std::string num_str(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 // -------------------------------------------------------------- how one operand maps onto the output
 
@@ -134,23 +128,6 @@ void for_each_broadcast(const OperandMap& ma, const OperandMap& mb, const Shape&
   }
 }
 
-// Sum of n floats in double. Fixed-size chunks are summed in parallel and the partial sums added in
-// order, so the result does not depend on the thread count.
-double sum_in_chunks(const float* x, int64_t n) {
-  constexpr int64_t kChunk = 16384;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t c = 0; c < chunks; ++c) {
-    double s = 0.0;
-    const int64_t end = std::min(n, (c + 1) * kChunk);
-    for (int64_t i = c * kChunk; i < end; ++i) s += x[i];
-    partial[c] = s;
-  }
-  double s = 0.0;
-  for (double p : partial) s += p;
-  return s;
-}
 
 // gx += contributions c (out shape) summed back onto the operand's shape. Deterministic: every
 // operand element is summed by one thread in a fixed order.

@@ -7,19 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "core/format.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace qatlab {
 namespace {
 
-// Below this many elements a loop runs on one thread: forking an OpenMP team costs more than it saves.
-constexpr int64_t kParallelMin = 32768;
-
-std::string num_str(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 // log(sum(exp(row))) of one row of C values, as max + log_sum: the shift by the row's maximum keeps
 // exp from overflowing, and keeping the two parts apart lets callers form (x - max) - log_sum, which

@@ -11,29 +11,12 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace qatlab {
 namespace {
 
-// Below this many elements a loop runs on one thread: forking an OpenMP team costs more than it saves.
-constexpr int64_t kParallelMin = 32768;
 
-// Sum of n floats: fixed-size chunks summed in parallel, partial sums added in order.
-double sum_in_chunks(const float* x, int64_t n) {
-  constexpr int64_t kChunk = 16384;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t c = 0; c < chunks; ++c) {
-    double s = 0.0;
-    const int64_t end = std::min(n, (c + 1) * kChunk);
-    for (int64_t i = c * kChunk; i < end; ++i) s += x[i];
-    partial[c] = s;
-  }
-  double s = 0.0;
-  for (double p : partial) s += p;
-  return s;
-}
 
 // sum(x) * factor, as a tensor of shape ().
 Tensor reduce_all(const char* name, const Tensor& x, double factor) {

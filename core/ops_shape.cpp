@@ -9,12 +9,11 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace qatlab {
 namespace {
 
-// Below this many elements a loop runs on one thread: forking an OpenMP team costs more than it saves.
-constexpr int64_t kParallelMin = 32768;
 
 // A dimension index, negative counting from the back, checked against the rank.
 int64_t wrap_dim(const char* name, int64_t dim, const Shape& shape) {

@@ -4,6 +4,9 @@
 // each (outer, channel) row of `inner` contiguous values shares one scale and zero point.
 #include "quant/fake_quantize.h"
 
+#include "core/format.h"
+#include "core/parallel.h"
+
 #include <algorithm>
 #include <cmath>
 #include <sstream>
@@ -14,16 +17,8 @@
 namespace qatlab {
 namespace {
 
-// Below this many elements a loop runs on one thread: forking an OpenMP team costs more than it saves.
-constexpr int64_t kParallelMin = 32768;
 // Per-tensor inputs are cut into blocks of this many elements for the threads.
 constexpr int64_t kBlock = 8192;
-
-std::string num_str(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 // The (outer, C, inner) view of x for qp, checked.
 struct Rows {

@@ -83,7 +83,8 @@ void conv2d_int8_reference(const ConvInt8Params& p, const int8_t* input, const S
   const int64_t CG = C / p.groups, OCG = OC / p.groups;
   assert(narrow_range(filter, shape_numel(f_shape)));
 
-#pragma omp parallel for schedule(static) if (N > 1)
+  // Images over threads, when there is enough work to pay for waking them (tests run tiny cases).
+#pragma omp parallel for schedule(static) if (N > 1 && N * OC * OH * OW * CG * KH * KW > (int64_t{1} << 20))
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t oc = 0; oc < OC; ++oc) {
       const int64_t g = oc / OCG;
@@ -164,7 +165,7 @@ void max_pool2d_int8(const int8_t* input, const Shape& in_shape, int64_t kernel,
   const Shape out_shape = pool2d_int8_output_shape(in_shape, kernel, stride, pad);
   const int64_t planes = in_shape[0] * in_shape[1], H = in_shape[2], W = in_shape[3];
   const int64_t OH = out_shape[2], OW = out_shape[3];
-#pragma omp parallel for schedule(static) if (planes * OH * OW * kernel * kernel > (1 << 18))
+#pragma omp parallel for schedule(static) if (planes * OH * OW * kernel * kernel > (int64_t{1} << 20))
   for (int64_t pl = 0; pl < planes; ++pl) {
     const int8_t* x = input + pl * H * W;  // (H, W)
     int8_t* y = output + pl * OH * OW;      // (OH, OW)
@@ -191,7 +192,7 @@ void avg_pool2d_int8(const int8_t* input, const Shape& in_shape, int64_t kernel,
   const int64_t planes = in_shape[0] * in_shape[1], H = in_shape[2], W = in_shape[3];
   const int64_t OH = out_shape[2], OW = out_shape[3];
   const int64_t count = kernel * kernel;  // every window lies inside the padded input: always full
-#pragma omp parallel for schedule(static) if (planes * OH * OW * kernel * kernel > (1 << 18))
+#pragma omp parallel for schedule(static) if (planes * OH * OW * kernel * kernel > (int64_t{1} << 20))
   for (int64_t pl = 0; pl < planes; ++pl) {
     const int8_t* x = input + pl * H * W;  // (H, W)
     int8_t* y = output + pl * OH * OW;      // (OH, OW)

@@ -239,7 +239,7 @@ class OptimizedPath : public ::testing::TestWithParam<KernelPath> {
 
 TEST_P(OptimizedPath, ConvMatchesReferenceOnRandomShapes) {
   Rng rng(100 + static_cast<int>(GetParam()));
-  for (int i = 0; i < 300; ++i) {
+  for (int i = 0; i < 1000; ++i) {
     const ConvCase c = random_conv_case(rng);
     const std::vector<int8_t> expect = conv_reference(c);
     const std::vector<int8_t> got = conv_packed(c, GetParam());
@@ -251,7 +251,7 @@ TEST_P(OptimizedPath, ConvMatchesReferenceOnRandomShapes) {
 
 TEST_P(OptimizedPath, FullyConnectedMatchesReferenceOnRandomShapes) {
   Rng rng(200 + static_cast<int>(GetParam()));
-  for (int i = 0; i < 300; ++i) {
+  for (int i = 0; i < 1000; ++i) {
     // Sizes around the 4 / 8 / 16 / 32 blocks and the row tiles (4, 6, 8).
     const int64_t n = uniform_int(rng, 1, 19), in = uniform_int(rng, 1, 70), out = uniform_int(rng, 1, 40);
     const FcCase c = random_fc_case(rng, n, in, out);
