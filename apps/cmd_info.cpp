@@ -3,7 +3,9 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "apps/qat_options.h"
 #include "nn/checkpoint.h"
+#include "quant/int8_graph.h"
 
 namespace qatlab {
 
@@ -11,7 +13,7 @@ int cmd_info(int argc, char** argv) {
   std::string path;
   bool show_params = false;
   po::options_description desc("info options");
-  desc.add_options()("checkpoint", po::value(&path), "the checkpoint (also the first positional argument)")
+  desc.add_options()("checkpoint", po::value(&path), "the checkpoint or integer model file (also the first positional argument)")
       ("params", po::bool_switch(&show_params), "list every parameter and buffer with its shape");
   po::positional_options_description positional;
   positional.add("checkpoint", 1);
@@ -19,8 +21,14 @@ int cmd_info(int argc, char** argv) {
   if (!parse_command("info", "CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the checkpoint: qatlab info CHECKPOINT");
 
+  if (Int8Graph::is_int8_graph_file(path)) {
+    const Int8Graph graph = Int8Graph::load(path);
+    std::printf("%s\n  format         %s version %lld\n%s", path.c_str(), kInt8GraphFormat,
+                static_cast<long long>(kInt8GraphVersion), graph.summary().c_str());
+    return 0;
+  }
   const Checkpoint c = load_checkpoint(path);
-  const ModulePtr model = model_from_checkpoint(c);
+  const ModulePtr model = model_from_any_checkpoint(c);
   std::printf("%s\n", path.c_str());
   std::printf("  format         %s version %lld (written by qatlab %s, %s)\n", kCheckpointFormat,
               static_cast<long long>(c.format_version), c.qatlab_version.c_str(), c.created.c_str());
@@ -32,6 +40,7 @@ int cmd_info(int argc, char** argv) {
   std::printf("  epochs done    %lld\n", static_cast<long long>(c.epoch));
   std::printf("  optimizer      %s\n", c.optimizer_kind.c_str());
   for (const auto& [k, v] : c.metadata) std::printf("  %-14s %s\n", k.c_str(), v.c_str());
+  if (c.model_kind == "qat") std::printf("\nquantization:\n%s", qconfig_from_ini(c.config_ini).describe().c_str());
   std::printf("\nmodule tree:\n%s", model->summary(c.model_name, 1).c_str());
   if (show_params) {
     std::printf("\nstate:\n");

@@ -230,13 +230,19 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     while (train_loader.next(batch)) {
       const float lr = lr_at(job.schedule, epoch * iters + batch.index, iters, s.epochs);
       opt.set_lr(lr);
-      Tensor logits = model.forward(batch.images);  // (N, classes)
-      Tensor loss = cross_entropy(logits, batch.labels, s.label_smoothing);
+      const std::string where = " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch.index + 1) +
+                                ": lower --lr (now " + num_str(lr) + ") or check the data";
+      Tensor logits, loss;
+      try {
+        logits = model.forward(batch.images);  // (N, classes)
+        loss = cross_entropy(logits, batch.labels, s.label_smoothing);
+      } catch (const std::invalid_argument& e) {
+        // A quantizer meeting NaN/Inf activations (a diverging run) says what it saw; add where.
+        throw std::runtime_error(e.what() + where);
+      }
       const float loss_value = loss.item();
       if (!std::isfinite(loss_value))
-        throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") +
-                                 " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch.index + 1) +
-                                 ": lower --lr (now " + num_str(lr) + ") or check the data");
+        throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") + where);
       opt.zero_grad();
       loss.backward();
       opt.step();

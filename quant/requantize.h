@@ -52,7 +52,9 @@ inline int32_t rounding_divide_by_pot(int32_t x, int exponent) {
 
 // x * 2^shift saturated to the int32 range, shift in [0, 30]. TFLite's reference multiplies in int32
 // and leaves overflow undefined; we saturate, which is also what its vectorised kernels do, and which
-// keeps the final clamp right: an accumulator too large to shift is far outside any int8 range anyway.
+// keeps the final clamp right: a saturated value times a multiplier >= 2^30 stays >= 2^30 in
+// magnitude with the right sign (a positive shift has no right shift after it), so it clamps to the
+// same int8 bound as the exact product would.
 inline int32_t saturating_left_shift(int32_t x, int shift) {
   assert(shift >= 0 && shift <= 30);
   const int64_t v = static_cast<int64_t>(x) * (int64_t{1} << shift);  // |v| <= 2^61: no overflow

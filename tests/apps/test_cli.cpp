@@ -588,5 +588,78 @@ TEST_F(CliTest, BadConfigFilesAreUsageErrors) {
   EXPECT_FALSE(fs::exists(work("out")));
 }
 
+// --------------------------------------------------------------------- qat, convert, integer eval
+
+TEST_F(CliTest, QatConvertEvalPipelineAgreesBitForBitInExactMode) {
+  make_mlp_run(work("float"));
+  const std::string qat = work("qat");
+  ASSERT_TRUE(Succeeded(qatlab({"qat", "--from", work("float") + "/checkpoint.h5", "--data-dir", data_dir(), "--threads",
+                                "2", "--progress", "none", "--out", qat, "--epochs", "1", "--lr", "0.01", "--train-limit",
+                                "256", "--test-limit", "64", "--wbits", "4", "--abits", "6", "--layer-bits", "fc2=8:8"},
+                               "qat")));
+  const Checkpoint c = load_checkpoint(qat + "/checkpoint.h5");
+  EXPECT_EQ(c.model_kind, "qat");
+  EXPECT_EQ(c.model_name, "mlp");
+
+  const RunResult conv = qatlab({"convert", qat + "/checkpoint.h5", "--show"}, "convert");
+  ASSERT_TRUE(Succeeded(conv));
+  EXPECT_NE(conv.out.find("fully_connected [body.fc1]"), std::string::npos) << conv.describe();
+  EXPECT_NE(conv.out.find("codes [-7, 7]"), std::string::npos) << "fc1 has 4-bit weights\n" << conv.describe();
+  EXPECT_NE(conv.out.find("codes [-127, 127]"), std::string::npos) << "fc2 is overridden to 8 bits\n" << conv.describe();
+  ASSERT_TRUE(fs::exists(qat + "/model.int8.h5"));
+
+  const RunResult ev = qatlab({"eval", qat + "/model.int8.h5", "--compare", qat + "/checkpoint.h5", "--data-dir",
+                               data_dir(), "--test-limit", "64", "--threads", "2"},
+                              "eval");
+  ASSERT_TRUE(Succeeded(ev));
+  EXPECT_NE(ev.out.find("exact mode: output codes bit-identical on 64 of 64 images"), std::string::npos) << ev.describe();
+
+  const RunResult exact = qatlab({"eval", qat + "/checkpoint.h5", "--exact", "--data-dir", data_dir(), "--test-limit",
+                                  "64", "--threads", "2"},
+                                 "exact");
+  ASSERT_TRUE(Succeeded(exact));
+  EXPECT_NE(exact.out.find("exact mode"), std::string::npos) << exact.describe();
+  EXPECT_TRUE(Succeeded(qatlab({"info", qat + "/checkpoint.h5"}, "info-qat")));
+  const RunResult info = qatlab({"info", qat + "/model.int8.h5"}, "info-int8");
+  ASSERT_TRUE(Succeeded(info));
+  EXPECT_NE(info.out.find("qatlab-int8-graph"), std::string::npos) << info.describe();
+}
+
+TEST_F(CliTest, QatResumeIsBitIdentical) {
+  make_mlp_run(work("float"));
+  const Args common{"qat", "--from", work("float") + "/checkpoint.h5", "--data-dir", data_dir(), "--threads", "2",
+                    "--progress", "none", "--epochs", "2", "--lr", "0.01", "--train-limit", "256", "--test-limit", "64",
+                    "--wbits", "4", "--freeze-bn-after", "1", "--freeze-observers-after", "1"};
+  ASSERT_TRUE(Succeeded(qatlab(concat(common, {"--out", work("straight")}), "straight")));
+  ASSERT_TRUE(Succeeded(qatlab(concat(common, {"--out", work("split"), "--stop-after", "1"}), "first-half")));
+  ASSERT_TRUE(Succeeded(qatlab({"qat", "--resume", work("split") + "/checkpoint.h5", "--threads", "2", "--progress",
+                                "none", "--data-dir", data_dir()},
+                               "second-half")));
+  ExpectSameTraining(load_checkpoint(work("straight") + "/checkpoint.h5"), load_checkpoint(work("split") + "/checkpoint.h5"));
+}
+
+TEST_F(CliTest, BadQuantizationSettingsAreUsageErrors) {
+  make_mlp_run(work("float"));
+  const Args base{"qat", "--from", work("float") + "/checkpoint.h5", "--data-dir", data_dir(), "--threads", "2",
+                  "--progress", "none", "--out", work("qat"), "--epochs", "1", "--train-limit", "64"};
+  EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--wbits", "9"}), "wbits"), kUsageError, "qat", {"--wbits must be in 2..8, got 9"}));
+  EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--abits", "1"}), "abits"), kUsageError, "qat", {"--abits must be in 2..8, got 1"}));
+  EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--observer", "magic"}), "observer"), kUsageError, "qat", {"magic"}));
+  EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--layer-bits", "fc1"}), "layer-bits"), kUsageError, "qat", {"NAME=W:A"}));
+  EXPECT_FALSE(fs::exists(work("qat")));
+  // convert takes QAT checkpoints only; a float one gets a hint.
+  EXPECT_TRUE(FailedWith(qatlab({"convert", work("float") + "/checkpoint.h5"}, "convert-float"), kUsageError, "convert",
+                         {"qatlab qat --from"}));
+}
+
+TEST_F(CliTest, NanDuringQatStopsWithEpochAndBatch) {
+  make_mlp_run(work("float"));
+  const RunResult r = qatlab({"qat", "--from", work("float") + "/checkpoint.h5", "--data-dir", data_dir(), "--threads",
+                              "2", "--progress", "none", "--out", work("qat"), "--epochs", "1", "--lr", "1e30",
+                              "--train-limit", "256"},
+                             "nan");
+  EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "qat", {"epoch 1, batch"}));
+}
+
 }  // namespace
 }  // namespace qatlab::testing
