@@ -27,27 +27,27 @@ struct ConvGeometry {
 };
 
 ConvGeometry conv_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
-  check_arg(x.dim() == 4, "conv2d: input must be (N, C, H, W), got " + shape_str(x.shape()));
-  check_arg(weight.dim() == 4, "conv2d: weight must be (OC, C/groups, KH, KW), got " + shape_str(weight.shape()));
-  check_arg(p.groups >= 1 && p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
+  QATLAB_CHECK(x.dim() == 4, "conv2d: input must be (N, C, H, W), got " + shape_str(x.shape()));
+  QATLAB_CHECK(weight.dim() == 4, "conv2d: weight must be (OC, C/groups, KH, KW), got " + shape_str(weight.shape()));
+  QATLAB_CHECK(p.groups >= 1 && p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
             "conv2d: groups and strides must be >= 1 and padding >= 0");
   ConvGeometry g{};
   g.n = x.size(0), g.c = x.size(1), g.h = x.size(2), g.w = x.size(3);
   g.oc = weight.size(0), g.kh = weight.size(2), g.kw = weight.size(3);
   g.groups = p.groups;
   g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
-  check_arg(g.c % g.groups == 0 && g.oc % g.groups == 0,
+  QATLAB_CHECK(g.c % g.groups == 0 && g.oc % g.groups == 0,
             "conv2d: channels " + std::to_string(g.c) + " -> " + std::to_string(g.oc) + " not divisible by groups " +
                 std::to_string(g.groups));
   g.cg = g.c / g.groups;
   g.ocg = g.oc / g.groups;
-  check_arg(weight.size(1) == g.cg, "conv2d: weight " + shape_str(weight.shape()) + " does not fit input " +
+  QATLAB_CHECK(weight.size(1) == g.cg, "conv2d: weight " + shape_str(weight.shape()) + " does not fit input " +
                                         shape_str(x.shape()) + " with groups " + std::to_string(g.groups));
-  check_arg(!bias.defined() || bias.shape() == Shape{g.oc},
+  QATLAB_CHECK(!bias.defined() || bias.shape() == Shape{g.oc},
             "conv2d: bias must be (" + std::to_string(g.oc) + "), got " + (bias.defined() ? shape_str(bias.shape()) : ""));
   g.oh = conv_out_size(g.h, g.kh, g.sh, g.ph);
   g.ow = conv_out_size(g.w, g.kw, g.sw, g.pw);
-  check_arg(g.oh > 0 && g.ow > 0, "conv2d: kernel " + shape_str(weight.shape()) + " larger than padded input " +
+  QATLAB_CHECK(g.oh > 0 && g.ow > 0, "conv2d: kernel " + shape_str(weight.shape()) + " larger than padded input " +
                                       shape_str(x.shape()));
   g.k = g.cg * g.kh * g.kw;
   return g;

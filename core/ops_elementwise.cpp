@@ -182,7 +182,7 @@ Shape broadcast_named(const char* name, const Shape& a, const Shape& b) {
     // Align at the trailing dimension; a missing leading dimension counts as 1.
     const int64_t da = d + a.size() >= rank ? a[d + a.size() - rank] : 1;
     const int64_t db = d + b.size() >= rank ? b[d + b.size() - rank] : 1;
-    check_arg(da == db || da == 1 || db == 1,
+    QATLAB_CHECK(da == db || da == 1 || db == 1,
               std::string(name) + ": shapes " + shape_str(a) + " and " + shape_str(b) + " do not broadcast (" +
                   std::to_string(da) + " vs " + std::to_string(db) + " at dimension " +
                   std::to_string(static_cast<int64_t>(d) - static_cast<int64_t>(rank)) + ")");
@@ -314,7 +314,7 @@ Tensor relu(const Tensor& x) {
 }
 
 Tensor clamp(const Tensor& x, float lo, float hi) {
-  check_arg(lo <= hi, "clamp: lo " + num_str(lo) + " is above hi " + num_str(hi));
+  QATLAB_CHECK(lo <= hi, "clamp: lo " + num_str(lo) + " is above hi " + num_str(hi));
   // At the bounds themselves the gradient is 0: a value sitting on a bound is treated as clipped.
   return unary_op(
       "clamp", x, [lo, hi](float v) { return std::min(std::max(v, lo), hi); },

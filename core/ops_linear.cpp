@@ -14,11 +14,11 @@ using ConstMapMatrix = Eigen::Map<const RowMatrix>;
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  check_arg(x.dim() == 2, "linear: input must be (N, IN), got " + shape_str(x.shape()));
-  check_arg(w.dim() == 2 && w.size(1) == x.size(1),
+  QATLAB_CHECK(x.dim() == 2, "linear: input must be (N, IN), got " + shape_str(x.shape()));
+  QATLAB_CHECK(w.dim() == 2 && w.size(1) == x.size(1),
             "linear: weight " + shape_str(w.shape()) + " does not fit input " + shape_str(x.shape()));
   const int64_t n = x.size(0), in = x.size(1), out = w.size(0);
-  check_arg(!b.defined() || b.shape() == Shape{out},
+  QATLAB_CHECK(!b.defined() || b.shape() == Shape{out},
             "linear: bias must be (" + std::to_string(out) + "), got " + (b.defined() ? shape_str(b.shape()) : ""));
 
   Tensor y = Tensor::empty({n, out});  // (N, OUT)

@@ -32,7 +32,7 @@ LogSumExp log_sum_exp(const float* row, int64_t c) {
 }
 
 void check_logits(const char* name, const Tensor& x) {
-  check_arg(x.dim() == 2 && x.size(1) > 0,
+  QATLAB_CHECK(x.dim() == 2 && x.size(1) > 0,
             std::string(name) + ": expected (N, C) logits with C > 0, got " + shape_str(x.shape()));
 }
 
@@ -73,13 +73,13 @@ Tensor log_softmax(const Tensor& x) {
 Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels, float label_smoothing) {
   check_logits("cross_entropy", logits);
   const int64_t n = logits.size(0), c = logits.size(1);
-  check_arg(n > 0, "cross_entropy: empty batch, logits " + shape_str(logits.shape()));
-  check_arg(static_cast<int64_t>(labels.size()) == n, "cross_entropy: " + std::to_string(labels.size()) +
+  QATLAB_CHECK(n > 0, "cross_entropy: empty batch, logits " + shape_str(logits.shape()));
+  QATLAB_CHECK(static_cast<int64_t>(labels.size()) == n, "cross_entropy: " + std::to_string(labels.size()) +
                                                           " labels for logits " + shape_str(logits.shape()));
   for (size_t i = 0; i < labels.size(); ++i)
-    check_arg(labels[i] >= 0 && labels[i] < c, "cross_entropy: label " + std::to_string(labels[i]) + " at index " +
+    QATLAB_CHECK(labels[i] >= 0 && labels[i] < c, "cross_entropy: label " + std::to_string(labels[i]) + " at index " +
                                                    std::to_string(i) + " is outside [0, " + std::to_string(c) + ")");
-  check_arg(label_smoothing >= 0.0f && label_smoothing < 1.0f,
+  QATLAB_CHECK(label_smoothing >= 0.0f && label_smoothing < 1.0f,
             "cross_entropy: label_smoothing " + num_str(label_smoothing) + " outside [0, 1)");
 
   // Target row: (1 - e) on the label plus e / C everywhere. Loss of a row:
@@ -129,7 +129,7 @@ Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels, floa
 }
 
 Tensor dropout(const Tensor& x, float p, bool training, Rng& rng) {
-  check_arg(p >= 0.0f && p < 1.0f, "dropout: p = " + num_str(p) + " outside [0, 1)");
+  QATLAB_CHECK(p >= 0.0f && p < 1.0f, "dropout: p = " + num_str(p) + " outside [0, 1)");
   if (!training || p == 0.0f) return x;
 
   const int64_t numel = x.numel();

@@ -18,10 +18,10 @@ using MutMap = Eigen::Map<RowMajor>;
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
-  check_arg(a.dim() == 2 && b.dim() == 2,
+  QATLAB_CHECK(a.dim() == 2 && b.dim() == 2,
             "matmul: expected 2-d tensors, got " + shape_str(a.shape()) + " x " + shape_str(b.shape()));
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
-  check_arg(b.size(0) == k, "matmul: " + shape_str(a.shape()) + " x " + shape_str(b.shape()) +
+  QATLAB_CHECK(b.size(0) == k, "matmul: " + shape_str(a.shape()) + " x " + shape_str(b.shape()) +
                                 ": inner dimensions " + std::to_string(k) + " and " + std::to_string(b.size(0)) +
                                 " differ");
   Tensor out = Tensor::empty({m, n});

@@ -13,15 +13,15 @@ namespace qatlab {
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                   Tensor& running_var, bool training, float momentum, float eps) {
-  check_arg(x.dim() == 2 || x.dim() == 4, "batch_norm: input must be (N, C) or (N, C, H, W), got " + shape_str(x.shape()));
+  QATLAB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: input must be (N, C) or (N, C, H, W), got " + shape_str(x.shape()));
   const int64_t n = x.size(0), c = x.size(1), s = x.dim() == 4 ? x.size(2) * x.size(3) : 1, m = n * s;
   const Shape per_channel{c};
-  check_arg(gamma.shape() == per_channel && beta.shape() == per_channel && running_mean.shape() == per_channel &&
+  QATLAB_CHECK(gamma.shape() == per_channel && beta.shape() == per_channel && running_mean.shape() == per_channel &&
                 running_var.shape() == per_channel,
             "batch_norm: gamma, beta and running statistics must be (" + std::to_string(c) + ") for input " +
                 shape_str(x.shape()));
-  check_arg(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f, "batch_norm: need eps > 0 and momentum in [0, 1]");
-  check_arg(!training || m > 1, "batch_norm: training needs more than one value per channel, got input " +
+  QATLAB_CHECK(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f, "batch_norm: need eps > 0 and momentum in [0, 1]");
+  QATLAB_CHECK(!training || m > 1, "batch_norm: training needs more than one value per channel, got input " +
                                     shape_str(x.shape()));
 
   // One channel of one image: S contiguous values.

@@ -16,14 +16,14 @@ struct PoolGeometry {
 };
 
 PoolGeometry pool_geometry(const char* op, const Tensor& x, int64_t kernel, int64_t stride, int64_t pad) {
-  check_arg(x.dim() == 4, std::string(op) + ": input must be (N, C, H, W), got " + shape_str(x.shape()));
-  check_arg(kernel >= 1 && stride >= 1 && pad >= 0 && 2 * pad <= kernel,
+  QATLAB_CHECK(x.dim() == 4, std::string(op) + ": input must be (N, C, H, W), got " + shape_str(x.shape()));
+  QATLAB_CHECK(kernel >= 1 && stride >= 1 && pad >= 0 && 2 * pad <= kernel,
             std::string(op) + ": need kernel >= 1, stride >= 1, 0 <= padding <= kernel/2; got kernel " +
                 std::to_string(kernel) + " stride " + std::to_string(stride) + " padding " + std::to_string(pad));
   PoolGeometry g{x.size(0) * x.size(1), x.size(2), x.size(3), 0, 0, kernel, stride, pad};
   g.oh = conv_out_size(g.h, kernel, stride, pad);
   g.ow = conv_out_size(g.w, kernel, stride, pad);
-  check_arg(g.oh > 0 && g.ow > 0, std::string(op) + ": window " + std::to_string(kernel) + " larger than input " +
+  QATLAB_CHECK(g.oh > 0 && g.ow > 0, std::string(op) + ": window " + std::to_string(kernel) + " larger than input " +
                                       shape_str(x.shape()));
   return g;
 }
@@ -148,9 +148,9 @@ Tensor avg_pool2d(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad) 
 }
 
 Tensor global_avg_pool2d(const Tensor& x) {
-  check_arg(x.dim() == 4, "global_avg_pool2d: input must be (N, C, H, W), got " + shape_str(x.shape()));
+  QATLAB_CHECK(x.dim() == 4, "global_avg_pool2d: input must be (N, C, H, W), got " + shape_str(x.shape()));
   const int64_t planes = x.size(0) * x.size(1), hw = x.size(2) * x.size(3);
-  check_arg(hw > 0, "global_avg_pool2d: empty spatial size in " + shape_str(x.shape()));
+  QATLAB_CHECK(hw > 0, "global_avg_pool2d: empty spatial size in " + shape_str(x.shape()));
   Tensor y = Tensor::empty({x.size(0), x.size(1)});  // (N, C)
   const float* xd = x.data();
   float* yd = y.data();

@@ -38,13 +38,13 @@ Tensor reduce_dim(const char* name, const Tensor& x, int64_t dim, bool keepdim, 
   const Shape& shape = x.shape();
   const int64_t rank = x.dim();
   const int64_t d = dim < 0 ? dim + rank : dim;
-  check_arg(d >= 0 && d < rank,
+  QATLAB_CHECK(d >= 0 && d < rank,
             std::string(name) + ": dim " + std::to_string(dim) + " out of range for shape " + shape_str(shape));
   int64_t outer = 1, inner = 1;
   for (int64_t k = 0; k < d; ++k) outer *= shape[k];
   for (int64_t k = d + 1; k < rank; ++k) inner *= shape[k];
   const int64_t n = shape[d];
-  check_arg(!average || n > 0, std::string(name) + ": mean over dim " + std::to_string(dim) +
+  QATLAB_CHECK(!average || n > 0, std::string(name) + ": mean over dim " + std::to_string(dim) +
                                    " of size 0 in shape " + shape_str(shape));
   const double factor = average ? 1.0 / static_cast<double>(n) : 1.0;
 
@@ -91,7 +91,7 @@ Tensor sum(const Tensor& x) { return reduce_all("sum", x, 1.0); }
 Tensor sum(const Tensor& x, int64_t dim, bool keepdim) { return reduce_dim("sum", x, dim, keepdim, false); }
 
 Tensor mean(const Tensor& x) {
-  check_arg(x.numel() > 0, "mean: empty tensor of shape " + shape_str(x.shape()));
+  QATLAB_CHECK(x.numel() > 0, "mean: empty tensor of shape " + shape_str(x.shape()));
   return reduce_all("mean", x, 1.0 / static_cast<double>(x.numel()));
 }
 

@@ -19,7 +19,7 @@ namespace {
 int64_t wrap_dim(const char* name, int64_t dim, const Shape& shape) {
   const int64_t rank = static_cast<int64_t>(shape.size());
   const int64_t d = dim < 0 ? dim + rank : dim;
-  check_arg(d >= 0 && d < rank,
+  QATLAB_CHECK(d >= 0 && d < rank,
             std::string(name) + ": dim " + std::to_string(dim) + " out of range for shape " + shape_str(shape));
   return d;
 }
@@ -56,20 +56,20 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
   int64_t known = 1;   // product of the other dimensions
   for (size_t d = 0; d < shape.size(); ++d) {
     if (shape[d] == -1) {
-      check_arg(infer < 0, "reshape: more than one -1 in " + shape_str(shape));
+      QATLAB_CHECK(infer < 0, "reshape: more than one -1 in " + shape_str(shape));
       infer = static_cast<int64_t>(d);
     } else {
-      check_arg(shape[d] >= 0, "reshape: negative dimension in " + shape_str(shape));
+      QATLAB_CHECK(shape[d] >= 0, "reshape: negative dimension in " + shape_str(shape));
       known *= shape[d];
     }
   }
   if (infer >= 0) {
-    check_arg(known > 0 && x.numel() % known == 0,
+    QATLAB_CHECK(known > 0 && x.numel() % known == 0,
               "reshape: cannot infer the -1 of " + shape_str(shape) + " for " + shape_str(x.shape()) + " (" +
                   std::to_string(x.numel()) + " elements)");
     resolved[infer] = x.numel() / known;
   }
-  check_arg(shape_numel(resolved) == x.numel(), "reshape: " + shape_str(x.shape()) + " (" +
+  QATLAB_CHECK(shape_numel(resolved) == x.numel(), "reshape: " + shape_str(x.shape()) + " (" +
                                                     std::to_string(x.numel()) + " elements) into " +
                                                     shape_str(shape));
 
@@ -100,7 +100,7 @@ Tensor flatten(const Tensor& x, int64_t start_dim) {
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
   const int64_t d = wrap_dim("slice", dim, x.shape());
   const int64_t size = x.shape()[d];
-  check_arg(0 <= start && start <= end && end <= size,
+  QATLAB_CHECK(0 <= start && start <= end && end <= size,
             "slice: [" + std::to_string(start) + ", " + std::to_string(end) + ") along dim " + std::to_string(dim) +
                 " of " + shape_str(x.shape()) + ", expected 0 <= start <= end <= " + std::to_string(size));
   const int64_t outer = product(x.shape(), 0, d);
@@ -130,9 +130,9 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
-  check_arg(!xs.empty(), "concat: no tensors given");
+  QATLAB_CHECK(!xs.empty(), "concat: no tensors given");
   const Shape& first = xs[0].shape();
-  check_arg(!first.empty(), "concat: cannot concatenate tensors of shape ()");
+  QATLAB_CHECK(!first.empty(), "concat: cannot concatenate tensors of shape ()");
   const int64_t d = wrap_dim("concat", dim, first);
   Shape out_shape = first;
   out_shape[d] = 0;
@@ -141,7 +141,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
     const Shape& s = xs[t].shape();
     bool match = s.size() == first.size();
     for (size_t k = 0; match && k < s.size(); ++k) match = static_cast<int64_t>(k) == d || s[k] == first[k];
-    check_arg(match, "concat: tensor " + std::to_string(t) + " has shape " + shape_str(s) + ", tensor 0 has " +
+    QATLAB_CHECK(match, "concat: tensor " + std::to_string(t) + " has shape " + shape_str(s) + ", tensor 0 has " +
                          shape_str(first) + "; all dimensions but dim " + std::to_string(dim) + " must match");
     sizes[t] = s[d];
     out_shape[d] += s[d];
@@ -181,7 +181,7 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 Tensor transpose2d(const Tensor& x) {
-  check_arg(x.dim() == 2, "transpose2d: expected a 2-d tensor, got " + shape_str(x.shape()));
+  QATLAB_CHECK(x.dim() == 2, "transpose2d: expected a 2-d tensor, got " + shape_str(x.shape()));
   const int64_t m = x.size(0), n = x.size(1);
   Tensor out = Tensor::empty({n, m});
   transpose_into(x.data(), m, n, out.data(), /*accumulate=*/false);

@@ -13,7 +13,7 @@ namespace qatlab {
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
-    check_arg(d >= 0, "negative dimension in shape " + shape_str(shape));
+    QATLAB_CHECK(d >= 0, "negative dimension in shape " + shape_str(shape));
     n *= d;
   }
   return n;
@@ -31,6 +31,8 @@ std::string shape_str(const Shape& shape) {
 void check_arg(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }
+
+void throw_invalid_argument(const std::string& what) { throw std::invalid_argument(what); }
 
 std::shared_ptr<float[]> alloc_floats(int64_t n) {
   // Round up so the size is a multiple of the alignment, as aligned_alloc requires; never zero bytes.
@@ -62,7 +64,7 @@ Tensor Tensor::full(const Shape& shape, float value) {
 
 Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& values) {
   Tensor t = empty(shape);
-  check_arg(static_cast<int64_t>(values.size()) == t.numel(),
+  QATLAB_CHECK(static_cast<int64_t>(values.size()) == t.numel(),
             "from_vector: " + std::to_string(values.size()) + " values for shape " + shape_str(shape));
   std::copy(values.begin(), values.end(), t.data());
   return t;
@@ -82,7 +84,7 @@ const Shape& Tensor::shape() const {
 int64_t Tensor::size(int64_t d) const {
   const int64_t n = dim();
   const int64_t i = d < 0 ? d + n : d;
-  check_arg(i >= 0 && i < n, "dimension " + std::to_string(d) + " out of range for shape " + shape_str(shape()));
+  QATLAB_CHECK(i >= 0 && i < n, "dimension " + std::to_string(d) + " out of range for shape " + shape_str(shape()));
   return impl_->shape[i];
 }
 
@@ -102,7 +104,7 @@ const float* Tensor::data() const {
 }
 
 float Tensor::item() const {
-  check_arg(numel() == 1, "item() on a tensor of shape " + shape_str(shape()));
+  QATLAB_CHECK(numel() == 1, "item() on a tensor of shape " + shape_str(shape()));
   return data()[0];
 }
 
@@ -111,7 +113,7 @@ std::vector<float> Tensor::to_vector() const { return std::vector<float>(data(),
 void Tensor::fill(float value) { std::fill(data(), data() + numel(), value); }
 
 void Tensor::copy_from(const Tensor& src) {
-  check_arg(src.numel() == numel(), "copy_from: " + shape_str(src.shape()) + " into " + shape_str(shape()));
+  QATLAB_CHECK(src.numel() == numel(), "copy_from: " + shape_str(src.shape()) + " into " + shape_str(shape()));
   std::memcpy(data(), src.data(), sizeof(float) * numel());
 }
 
@@ -136,7 +138,7 @@ bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
 
 Tensor& Tensor::set_requires_grad(bool on) {
   check_defined(impl_.get());
-  check_arg(impl_->grad_fn == nullptr, "set_requires_grad on a tensor an op produced (not a leaf)");
+  QATLAB_CHECK(impl_->grad_fn == nullptr, "set_requires_grad on a tensor an op produced (not a leaf)");
   impl_->requires_grad = on;
   return *this;
 }
@@ -212,13 +214,13 @@ void record_op(Tensor& out, const char* name, std::initializer_list<Tensor> inpu
 }
 
 void Tensor::backward() {
-  check_arg(numel() == 1, "backward() without a seed needs a one-element tensor, got " + shape_str(shape()));
+  QATLAB_CHECK(numel() == 1, "backward() without a seed needs a one-element tensor, got " + shape_str(shape()));
   backward(Tensor::ones(shape()));
 }
 
 void Tensor::backward(const Tensor& seed) {
-  check_arg(seed.shape() == shape(), "backward seed " + shape_str(seed.shape()) + " for " + shape_str(shape()));
-  check_arg(requires_grad(), "backward() on a tensor that does not require a gradient");
+  QATLAB_CHECK(seed.shape() == shape(), "backward seed " + shape_str(seed.shape()) + " for " + shape_str(shape()));
+  QATLAB_CHECK(requires_grad(), "backward() on a tensor that does not require a gradient");
   float* g = mutable_grad();
   const float* s = seed.data();
   for (int64_t i = 0; i < numel(); ++i) g[i] += s[i];

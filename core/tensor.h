@@ -118,7 +118,20 @@ class NoGradGuard {
   bool previous_;
 };
 
-// Throws std::invalid_argument with a message naming `what` when `ok` is false.
+// Throws std::invalid_argument(what) when `ok` is false. Prefer QATLAB_CHECK in code that runs per call.
 void check_arg(bool ok, const std::string& what);
+[[noreturn]] void throw_invalid_argument(const std::string& what);
+
+}  // namespace qatlab
+
+// QATLAB_CHECK(condition, message): throws std::invalid_argument(message) when the condition is false.
+// A macro so that the message, usually built from shapes and values, is formatted only on failure:
+// these checks sit on every op call and every integer-kernel call.
+#define QATLAB_CHECK(condition, message)                                 \
+  do {                                                                    \
+    if (!(condition)) ::qatlab::throw_invalid_argument(message);          \
+  } while (0)
+
+namespace qatlab {
 
 }  // namespace qatlab

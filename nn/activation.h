@@ -63,7 +63,7 @@ class Identity : public Module {
 class Dropout : public Module {
  public:
   explicit Dropout(float p) : Module("Dropout"), p(p) {
-    check_arg(p >= 0.0f && p < 1.0f, "Dropout: p must be in [0, 1), got " + std::to_string(p));
+    QATLAB_CHECK(p >= 0.0f && p < 1.0f, "Dropout: p must be in [0, 1), got " + std::to_string(p));
   }
   Tensor forward(const Tensor& x) override { return dropout(x, p, training(), rng_); }
   void reseed(uint64_t seed, uint64_t stream) { rng_ = Rng::derive(seed, stream); }

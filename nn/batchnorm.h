@@ -11,7 +11,7 @@ class BatchNorm : public Module {
  public:
   BatchNorm(const std::string& type, int64_t channels, float eps, float momentum)
       : Module(type), channels(channels), eps(eps), momentum(momentum) {
-    check_arg(channels > 0, type + ": channels must be positive");
+    QATLAB_CHECK(channels > 0, type + ": channels must be positive");
     gamma = Tensor::ones({channels});         // (C)
     beta = Tensor::zeros({channels});         // (C)
     running_mean = Tensor::zeros({channels});  // (C)

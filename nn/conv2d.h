@@ -16,8 +16,8 @@ class Conv2d : public Module {
  public:
   Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, Conv2dOptions opt, Rng& rng)
       : Module("Conv2d"), in_channels(in_channels), out_channels(out_channels), kernel(kernel), options(opt) {
-    check_arg(in_channels > 0 && out_channels > 0 && kernel > 0, "Conv2d: channels and kernel must be positive");
-    check_arg(opt.groups >= 1 && in_channels % opt.groups == 0 && out_channels % opt.groups == 0,
+    QATLAB_CHECK(in_channels > 0 && out_channels > 0 && kernel > 0, "Conv2d: channels and kernel must be positive");
+    QATLAB_CHECK(opt.groups >= 1 && in_channels % opt.groups == 0 && out_channels % opt.groups == 0,
               "Conv2d: channels " + std::to_string(in_channels) + " -> " + std::to_string(out_channels) +
                   " not divisible by groups " + std::to_string(opt.groups));
     const int64_t fan_in = in_channels / opt.groups * kernel * kernel;

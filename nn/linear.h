@@ -11,7 +11,7 @@ class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias, Rng& rng)
       : Module("Linear"), in_features(in_features), out_features(out_features) {
-    check_arg(in_features > 0 && out_features > 0, "Linear: feature counts must be positive");
+    QATLAB_CHECK(in_features > 0 && out_features > 0, "Linear: feature counts must be positive");
     weight = Tensor::empty({out_features, in_features});  // (OUT, IN)
     init_default(weight, in_features, rng);
     register_parameter("weight", &weight);

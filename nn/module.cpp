@@ -19,14 +19,14 @@ ModulePtr Module::child(const std::string& name) const {
 }
 
 ModulePtr Module::submodule(const std::string& dotted) const {
-  check_arg(!dotted.empty(), "submodule: empty name");
+  QATLAB_CHECK(!dotted.empty(), "submodule: empty name");
   const size_t dot = dotted.find('.');
   if (dot == std::string::npos) return child(dotted);
   return child(dotted.substr(0, dot))->submodule(dotted.substr(dot + 1));
 }
 
 void Module::set_submodule(const std::string& dotted, ModulePtr replacement) {
-  check_arg(replacement != nullptr, "set_submodule: null module for '" + dotted + "'");
+  QATLAB_CHECK(replacement != nullptr, "set_submodule: null module for '" + dotted + "'");
   const size_t dot = dotted.find('.');
   if (dot != std::string::npos) {
     child(dotted.substr(0, dot))->set_submodule(dotted.substr(dot + 1), std::move(replacement));
@@ -88,8 +88,8 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
   const NamedTensors mine = state_dict();
   for (const auto& [name, t] : mine) {
     auto it = state.find(name);
-    check_arg(it != state.end(), "state dict has no entry '" + name + "' " + shape_str(t.shape()));
-    check_arg(it->second.shape() == t.shape(), "state dict entry '" + name + "' has shape " +
+    QATLAB_CHECK(it != state.end(), "state dict has no entry '" + name + "' " + shape_str(t.shape()));
+    QATLAB_CHECK(it->second.shape() == t.shape(), "state dict entry '" + name + "' has shape " +
                                                     shape_str(it->second.shape()) + ", the model expects " +
                                                     shape_str(t.shape()));
   }
@@ -97,7 +97,7 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state) {
     for (const auto& [name, t] : state) {
       bool known = false;
       for (const auto& entry : mine) known = known || entry.first == name;
-      check_arg(known, "state dict entry '" + name + "' does not belong to this model");
+      QATLAB_CHECK(known, "state dict entry '" + name + "' does not belong to this model");
     }
   }
   // Check everything before copying anything: a failed load leaves the model as it was.
@@ -125,9 +125,9 @@ void Module::register_parameter(const std::string& name, Tensor* t) {
 void Module::register_buffer(const std::string& name, Tensor* t) { buffers_.push_back({name, t}); }
 
 ModulePtr Module::register_module(const std::string& name, ModulePtr m) {
-  check_arg(m != nullptr, "register_module: null module '" + name + "'");
-  check_arg(name.find('.') == std::string::npos, "module name '" + name + "' must not contain '.'");
-  for (const auto& [n, existing] : children_) check_arg(n != name, "duplicate child name '" + name + "'");
+  QATLAB_CHECK(m != nullptr, "register_module: null module '" + name + "'");
+  QATLAB_CHECK(name.find('.') == std::string::npos, "module name '" + name + "' must not contain '.'");
+  for (const auto& [n, existing] : children_) QATLAB_CHECK(n != name, "duplicate child name '" + name + "'");
   children_.push_back({name, m});
   return m;
 }

@@ -119,14 +119,14 @@ void adam_update(float* p, const float* g, float* m, float* v, int64_t n, float 
 
 Optimizer::Optimizer(std::vector<ParamRef> params, float lr, std::vector<std::string> buffer_kinds)
     : params_(std::move(params)), buffer_kinds_(std::move(buffer_kinds)), lr_(lr) {
-  check_arg(!params_.empty(), "optimizer: empty parameter list");
+  QATLAB_CHECK(!params_.empty(), "optimizer: empty parameter list");
   std::set<std::string> names;
   std::set<const TensorImpl*> tensors;
   for (const ParamRef& p : params_) {
-    check_arg(!p.name.empty(), "optimizer: a parameter has an empty name");
-    check_arg(p.tensor.defined(), "optimizer: parameter '" + p.name + "' is an undefined tensor");
-    check_arg(names.insert(p.name).second, "optimizer: parameter name '" + p.name + "' appears twice");
-    check_arg(tensors.insert(p.tensor.impl()).second,
+    QATLAB_CHECK(!p.name.empty(), "optimizer: a parameter has an empty name");
+    QATLAB_CHECK(p.tensor.defined(), "optimizer: parameter '" + p.name + "' is an undefined tensor");
+    QATLAB_CHECK(names.insert(p.name).second, "optimizer: parameter name '" + p.name + "' appears twice");
+    QATLAB_CHECK(tensors.insert(p.tensor.impl()).second,
               "optimizer: parameter '" + p.name + "' is the same tensor as an earlier parameter");
   }
   buffers_.resize(buffer_kinds_.size());
@@ -146,7 +146,7 @@ void Optimizer::zero_grad() {
 }
 
 void Optimizer::set_lr(float lr) {
-  check_arg(std::isfinite(lr) && lr >= 0.0f, kind() + ": learning rate must be >= 0, got " + num(lr));
+  QATLAB_CHECK(std::isfinite(lr) && lr >= 0.0f, kind() + ": learning rate must be >= 0, got " + num(lr));
   lr_ = lr;
 }
 
@@ -159,10 +159,10 @@ Tensor count_tensor(int64_t count, const std::string& name) {
 }
 
 int64_t read_count(const Tensor& t, const std::string& name) {
-  check_arg(t.numel() == 1, "optimizer state: entry '" + name + "' has shape " + shape_str(t.shape()) +
+  QATLAB_CHECK(t.numel() == 1, "optimizer state: entry '" + name + "' has shape " + shape_str(t.shape()) +
                                 ", expected one element");
   const float v = t.data()[0];
-  check_arg(v >= 0.0f && v <= static_cast<float>(kMaxExactCount) && v == std::floor(v),
+  QATLAB_CHECK(v >= 0.0f && v <= static_cast<float>(kMaxExactCount) && v == std::floor(v),
             "optimizer state: entry '" + name + "' must be a whole count >= 0, got " + num(v));
   return static_cast<int64_t>(v);
 }
@@ -184,8 +184,8 @@ OptimizerState Optimizer::state() const {
 void Optimizer::load_state(const OptimizerState& state) {
   std::map<std::string, const Tensor*> given;
   for (const auto& [name, t] : state) {
-    check_arg(given.emplace(name, &t).second, "optimizer state: entry '" + name + "' appears twice");
-    check_arg(t.defined(), "optimizer state: entry '" + name + "' is an undefined tensor");
+    QATLAB_CHECK(given.emplace(name, &t).second, "optimizer state: entry '" + name + "' appears twice");
+    QATLAB_CHECK(t.defined(), "optimizer state: entry '" + name + "' is an undefined tensor");
   }
   auto take = [&](const std::string& name, const Shape* expected) -> const Tensor& {
     auto it = given.find(name);
@@ -194,7 +194,7 @@ void Optimizer::load_state(const OptimizerState& state) {
                                   (expected ? "shape " + shape_str(*expected) : std::string("a count")) + ")");
     const Tensor& t = *it->second;
     if (expected)
-      check_arg(t.shape() == *expected, "optimizer state: entry '" + name + "' has shape " + shape_str(t.shape()) +
+      QATLAB_CHECK(t.shape() == *expected, "optimizer state: entry '" + name + "' has shape " + shape_str(t.shape()) +
                                             ", expected " + shape_str(*expected));
     given.erase(it);
     return t;

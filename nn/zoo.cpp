@@ -41,7 +41,7 @@ ModulePtr build_lenet5(const ModelSpec& s, Rng& rng) {
   features->add(make<ReLU>());
   features->add(make<MaxPool2d>(2));
   const int64_t h = ((s.height + 4 - 4) / 2 - 4) / 2, w = ((s.width + 4 - 4) / 2 - 4) / 2;
-  check_arg(h > 0 && w > 0, "lenet5: input " + std::to_string(s.height) + "x" + std::to_string(s.width) + " too small");
+  QATLAB_CHECK(h > 0 && w > 0, "lenet5: input " + std::to_string(s.height) + "x" + std::to_string(s.width) + " too small");
   auto classifier = std::make_shared<Sequential>();
   classifier->add(make<Linear>(16 * h * w, 120, true, rng));
   classifier->add(make<ReLU>());

@@ -103,7 +103,7 @@ class Emitter {
 }  // namespace
 
 Int8Graph convert(const QatModel& model, const Shape& input_shape) {
-  check_arg(input_shape.size() == 3, "convert: input shape must be (C, H, W), got " + shape_str(input_shape));
+  QATLAB_CHECK(input_shape.size() == 3, "convert: input shape must be (C, H, W), got " + shape_str(input_shape));
   Int8Graph g;
   g.input_shape = input_shape;
   Emitter e(g);

@@ -78,7 +78,7 @@ void for_each_row(const Rows& r, int64_t numel, F f) {
 }  // namespace
 
 Tensor fake_quantize(const Tensor& x, const QParams& qp) {
-  check_arg(x.defined(), "fake_quantize: undefined input");
+  QATLAB_CHECK(x.defined(), "fake_quantize: undefined input");
   qp.validate();
   const Rows rows = rows_for(x, qp);
   const int64_t numel = x.numel();

@@ -34,6 +34,9 @@ class Quantizer : public Module {
  public:
   Quantizer(std::string type, const QScheme& scheme);
   virtual QParams qparams() const = 0;
+  // False while quantization is switched off (the module passes values through): layers then skip the
+  // rounding they simulate on its behalf, such as the bias's.
+  virtual bool quantizing() const { return true; }
   const QScheme& scheme() const { return scheme_; }
 
  private:
@@ -60,6 +63,7 @@ class FakeQuantize : public Quantizer {
   // observer has seen any data (and nothing was loaded), std::invalid_argument if the buffers hold
   // invalid values (e.g. a corrupt checkpoint).
   QParams qparams() const override;
+  bool quantizing() const override { return fake_quant_enabled(); }
   std::string describe() const override;
 
   void enable_observer(bool on);

@@ -610,14 +610,14 @@ KernelPath parse_kernel_path(const std::string& name) {
 PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filter, const Shape& f_shape,
                                const int32_t* bias, const Shape& in_shape_chw)
     : params_(params), f_shape_(f_shape), in_chw_(in_shape_chw) {
-  check_arg(in_shape_chw.size() == 3,
+  QATLAB_CHECK(in_shape_chw.size() == 3,
             "PackedConvInt8: input shape must be (C, H, W) without the batch, got " + shape_str(in_shape_chw));
   const Shape out = conv2d_int8_output_shape(params, {1, in_shape_chw[0], in_shape_chw[1], in_shape_chw[2]}, f_shape);
   c_ = in_shape_chw[0], h_ = in_shape_chw[1], w_ = in_shape_chw[2];
   oc_ = f_shape[0], kh_ = f_shape[2], kw_ = f_shape[3], oh_ = out[2], ow_ = out[3];
   groups_ = params.groups, cg_ = c_ / groups_, ocg_ = oc_ / groups_;
   k_ = cg_ * kh_ * kw_;
-  check_arg(k_ <= kMaxK, "PackedConvInt8: reduction length C/groups*KH*KW = " + std::to_string(k_) +
+  QATLAB_CHECK(k_ <= kMaxK, "PackedConvInt8: reduction length C/groups*KH*KW = " + std::to_string(k_) +
                              " exceeds 65536 (int32 accumulator headroom) for filter " + shape_str(f_shape));
   kq_ = ceil_div(k_, 4);
   hp_ = h_ + 2 * params.pad_h, wp_ = w_ + 2 * params.pad_w;
@@ -727,7 +727,7 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint
 }
 
 void PackedConvInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
-  check_arg(batch >= 0, "PackedConvInt8::run: batch " + std::to_string(batch) + " must be >= 0");
+  QATLAB_CHECK(batch >= 0, "PackedConvInt8::run: batch " + std::to_string(batch) + " must be >= 0");
   if (path == KernelPath::Reference) {
     if (batch > 0)
       conv2d_int8_reference(params_, input, {batch, c_, h_, w_}, filter_.data(), f_shape_,
@@ -756,10 +756,10 @@ void PackedConvInt8::run(const int8_t* input, int64_t batch, int8_t* output, Ker
 PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Params& params, const int8_t* weights,
                                                    const Shape& w_shape, const int32_t* bias)
     : params_(params) {
-  check_arg(w_shape.size() == 2, "PackedFullyConnectedInt8: weights must be (OUT, IN), got " + shape_str(w_shape));
+  QATLAB_CHECK(w_shape.size() == 2, "PackedFullyConnectedInt8: weights must be (OUT, IN), got " + shape_str(w_shape));
   fully_connected_int8_output_shape(params, {1, w_shape[1]}, w_shape);
   out_ = w_shape[0], in_ = w_shape[1];
-  check_arg(in_ <= kMaxK, "PackedFullyConnectedInt8: IN = " + std::to_string(in_) +
+  QATLAB_CHECK(in_ <= kMaxK, "PackedFullyConnectedInt8: IN = " + std::to_string(in_) +
                               " exceeds 65536 (int32 accumulator headroom) for weights " + shape_str(w_shape));
   kq_ = ceil_div(in_, 4);
   panels_ = ceil_div(out_, kPanel);
@@ -784,7 +784,7 @@ PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Param
 }
 
 void PackedFullyConnectedInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
-  check_arg(batch >= 0, "PackedFullyConnectedInt8::run: batch " + std::to_string(batch) + " must be >= 0");
+  QATLAB_CHECK(batch >= 0, "PackedFullyConnectedInt8::run: batch " + std::to_string(batch) + " must be >= 0");
   if (path == KernelPath::Reference) {
     if (batch > 0)
       fully_connected_int8_reference(params_, input, {batch, in_}, weights_.data(), {out_, in_},

@@ -66,12 +66,12 @@ void Int8Graph::prepare() {
 }
 
 const QParams& Int8Graph::output_grid() const {
-  check_arg(!ops.empty() && ops.back().kind == Int8OpKind::Dequantize, "integer graph must end with dequantize");
+  QATLAB_CHECK(!ops.empty() && ops.back().kind == Int8OpKind::Dequantize, "integer graph must end with dequantize");
   return ops.back().grid;
 }
 
 std::vector<int8_t> Int8Graph::run_codes(const Tensor& input, Shape* out_shape, KernelPath path) const {
-  check_arg(input.dim() == 4 && Shape(input.shape().begin() + 1, input.shape().end()) == input_shape,
+  QATLAB_CHECK(input.dim() == 4 && Shape(input.shape().begin() + 1, input.shape().end()) == input_shape,
             "integer graph: input must be (N, " + shape_str(input_shape).substr(1) + ", got " + shape_str(input.shape()));
   const int64_t n = input.size(0);
   std::vector<std::vector<int8_t>> slots(num_slots);  // codes per slot
@@ -133,7 +133,7 @@ std::vector<int8_t> Int8Graph::run_codes(const Tensor& input, Shape* out_shape, 
         break;
       case Int8OpKind::Add: {
         const std::vector<int8_t>& other = slots[op.inputs[1]];
-        check_arg(shapes[op.inputs[1]] == in_shape, "integer graph: add of " + shape_str(in_shape) + " and " +
+        QATLAB_CHECK(shapes[op.inputs[1]] == in_shape, "integer graph: add of " + shape_str(in_shape) + " and " +
                                                         shape_str(shapes[op.inputs[1]]));
         shape = in_shape;
         out.resize(in.size());

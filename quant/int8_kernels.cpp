@@ -25,20 +25,20 @@ void check_output_stage(const char* op, int64_t channels, const std::vector<int3
                         const std::vector<int>& shifts, int32_t input_offset, int32_t output_offset,
                         int32_t act_min, int32_t act_max) {
   const std::string name = op;
-  check_arg(static_cast<int64_t>(multipliers.size()) == channels && static_cast<int64_t>(shifts.size()) == channels,
+  QATLAB_CHECK(static_cast<int64_t>(multipliers.size()) == channels && static_cast<int64_t>(shifts.size()) == channels,
             name + ": expected " + str(channels) + " output multipliers and shifts (one per output channel), got " +
                 str(static_cast<int64_t>(multipliers.size())) + " and " + str(static_cast<int64_t>(shifts.size())));
   for (int64_t c = 0; c < channels; ++c) {
-    check_arg(multipliers[c] >= 0, name + ": output_multiplier[" + str(c) + "] = " + str(multipliers[c]) +
+    QATLAB_CHECK(multipliers[c] >= 0, name + ": output_multiplier[" + str(c) + "] = " + str(multipliers[c]) +
                                        " must be in [0, 2^31)");
-    check_arg(shifts[c] >= -31 && shifts[c] <= 30,
+    QATLAB_CHECK(shifts[c] >= -31 && shifts[c] <= 30,
               name + ": output_shift[" + str(c) + "] = " + str(shifts[c]) + " must be in [-31, 30]");
   }
-  check_arg(input_offset >= -127 && input_offset <= 128,
+  QATLAB_CHECK(input_offset >= -127 && input_offset <= 128,
             name + ": input_offset " + str(input_offset) + " must be in [-127, 128] (minus a zero point)");
-  check_arg(output_offset >= -128 && output_offset <= 127,
+  QATLAB_CHECK(output_offset >= -128 && output_offset <= 127,
             name + ": output_offset " + str(output_offset) + " must be in [-128, 127]");
-  check_arg(-128 <= act_min && act_min <= act_max && act_max <= 127,
+  QATLAB_CHECK(-128 <= act_min && act_min <= act_max && act_max <= 127,
             name + ": activation range [" + str(act_min) + ", " + str(act_max) + "] must lie in [-128, 127]");
 }
 
@@ -54,21 +54,21 @@ void check_output_stage(const char* op, int64_t channels, const std::vector<int3
 // ----------------------------------------------------------------------------------------------- conv
 
 Shape conv2d_int8_output_shape(const ConvInt8Params& p, const Shape& in_shape, const Shape& f_shape) {
-  check_arg(in_shape.size() == 4 && shape_numel(in_shape) > 0,
+  QATLAB_CHECK(in_shape.size() == 4 && shape_numel(in_shape) > 0,
             "conv2d_int8: input must be a non-empty (N, C, H, W), got " + shape_str(in_shape));
-  check_arg(f_shape.size() == 4 && shape_numel(f_shape) > 0,
+  QATLAB_CHECK(f_shape.size() == 4 && shape_numel(f_shape) > 0,
             "conv2d_int8: filter must be a non-empty (OC, C/groups, KH, KW), got " + shape_str(f_shape));
-  check_arg(p.groups >= 1 && p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
+  QATLAB_CHECK(p.groups >= 1 && p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
             "conv2d_int8: groups " + str(p.groups) + ", strides " + str(p.stride_h) + "x" + str(p.stride_w) +
                 " and padding " + str(p.pad_h) + "x" + str(p.pad_w) + ": expected groups, strides >= 1, padding >= 0");
   const int64_t c = in_shape[1], oc = f_shape[0];
-  check_arg(c % p.groups == 0 && oc % p.groups == 0,
+  QATLAB_CHECK(c % p.groups == 0 && oc % p.groups == 0,
             "conv2d_int8: channels " + str(c) + " -> " + str(oc) + " not divisible by groups " + str(p.groups));
-  check_arg(f_shape[1] == c / p.groups, "conv2d_int8: filter " + shape_str(f_shape) + " does not fit input " +
+  QATLAB_CHECK(f_shape[1] == c / p.groups, "conv2d_int8: filter " + shape_str(f_shape) + " does not fit input " +
                                             shape_str(in_shape) + " with groups " + str(p.groups));
   const int64_t oh = conv_out_size(in_shape[2], f_shape[2], p.stride_h, p.pad_h);
   const int64_t ow = conv_out_size(in_shape[3], f_shape[3], p.stride_w, p.pad_w);
-  check_arg(in_shape[2] + 2 * p.pad_h >= f_shape[2] && in_shape[3] + 2 * p.pad_w >= f_shape[3] && oh > 0 && ow > 0,
+  QATLAB_CHECK(in_shape[2] + 2 * p.pad_h >= f_shape[2] && in_shape[3] + 2 * p.pad_w >= f_shape[3] && oh > 0 && ow > 0,
             "conv2d_int8: filter " + shape_str(f_shape) + " larger than the padded input " + shape_str(in_shape));
   check_output_stage("conv2d_int8", oc, p.output_multiplier, p.output_shift, p.input_offset, p.output_offset,
                      p.quantized_activation_min, p.quantized_activation_max);
@@ -119,9 +119,9 @@ void conv2d_int8_reference(const ConvInt8Params& p, const int8_t* input, const S
 
 Shape fully_connected_int8_output_shape(const FullyConnectedInt8Params& p, const Shape& in_shape,
                                         const Shape& w_shape) {
-  check_arg(in_shape.size() == 2 && shape_numel(in_shape) > 0,
+  QATLAB_CHECK(in_shape.size() == 2 && shape_numel(in_shape) > 0,
             "fully_connected_int8: input must be a non-empty (N, IN), got " + shape_str(in_shape));
-  check_arg(w_shape.size() == 2 && shape_numel(w_shape) > 0 && w_shape[1] == in_shape[1],
+  QATLAB_CHECK(w_shape.size() == 2 && shape_numel(w_shape) > 0 && w_shape[1] == in_shape[1],
             "fully_connected_int8: weights " + shape_str(w_shape) + " do not fit input " + shape_str(in_shape) +
                 ": expected (OUT, " + str(in_shape[1]) + ")");
   check_output_stage("fully_connected_int8", w_shape[0], p.output_multiplier, p.output_shift, p.input_offset,
@@ -149,12 +149,12 @@ void fully_connected_int8_reference(const FullyConnectedInt8Params& p, const int
 // -------------------------------------------------------------------------------------------- pooling
 
 Shape pool2d_int8_output_shape(const Shape& in_shape, int64_t kernel, int64_t stride, int64_t pad) {
-  check_arg(in_shape.size() == 4 && shape_numel(in_shape) > 0,
+  QATLAB_CHECK(in_shape.size() == 4 && shape_numel(in_shape) > 0,
             "pool2d_int8: input must be a non-empty (N, C, H, W), got " + shape_str(in_shape));
-  check_arg(kernel >= 1 && stride >= 1 && pad >= 0 && 2 * pad <= kernel,
+  QATLAB_CHECK(kernel >= 1 && stride >= 1 && pad >= 0 && 2 * pad <= kernel,
             "pool2d_int8: kernel " + str(kernel) + ", stride " + str(stride) + ", padding " + str(pad) +
                 ": expected kernel, stride >= 1 and 0 <= padding <= kernel / 2");
-  check_arg(in_shape[2] + 2 * pad >= kernel && in_shape[3] + 2 * pad >= kernel,
+  QATLAB_CHECK(in_shape[2] + 2 * pad >= kernel && in_shape[3] + 2 * pad >= kernel,
             "pool2d_int8: window " + str(kernel) + " larger than the padded input " + shape_str(in_shape));
   return {in_shape[0], in_shape[1], conv_out_size(in_shape[2], kernel, stride, pad),
           conv_out_size(in_shape[3], kernel, stride, pad)};
@@ -169,6 +169,17 @@ void max_pool2d_int8(const int8_t* input, const Shape& in_shape, int64_t kernel,
   for (int64_t pl = 0; pl < planes; ++pl) {
     const int8_t* x = input + pl * H * W;  // (H, W)
     int8_t* y = output + pl * OH * OW;      // (OH, OW)
+    if (kernel == 2 && stride == 2 && pad == 0) {
+      // The common 2x2/2 window: four reads, no clipping. (The general loop below, with its clipped
+      // bounds, costs about ten times as much per output at this size.)
+      for (int64_t oy = 0; oy < OH; ++oy) {
+        const int8_t* r0 = x + 2 * oy * W;
+        const int8_t* r1 = r0 + W;
+        for (int64_t ox = 0; ox < OW; ++ox)
+          y[oy * OW + ox] = std::max(std::max(r0[2 * ox], r0[2 * ox + 1]), std::max(r1[2 * ox], r1[2 * ox + 1]));
+      }
+      continue;
+    }
     for (int64_t oy = 0; oy < OH; ++oy) {
       // The window clipped to the real pixels: padding never wins (and pad <= kernel / 2 leaves at
       // least one real pixel in every window).
@@ -187,7 +198,7 @@ void max_pool2d_int8(const int8_t* input, const Shape& in_shape, int64_t kernel,
 void avg_pool2d_int8(const int8_t* input, const Shape& in_shape, int64_t kernel, int64_t stride, int64_t pad,
                      int32_t zero_point, int8_t* output) {
   const Shape out_shape = pool2d_int8_output_shape(in_shape, kernel, stride, pad);
-  check_arg(zero_point >= -128 && zero_point <= 127,
+  QATLAB_CHECK(zero_point >= -128 && zero_point <= 127,
             "avg_pool2d_int8: zero point " + str(zero_point) + " must be in [-128, 127]");
   const int64_t planes = in_shape[0] * in_shape[1], H = in_shape[2], W = in_shape[3];
   const int64_t OH = out_shape[2], OW = out_shape[3];
@@ -211,7 +222,7 @@ void avg_pool2d_int8(const int8_t* input, const Shape& in_shape, int64_t kernel,
 }
 
 void global_avg_pool_int8(const int8_t* input, const Shape& in_shape, int8_t* output) {
-  check_arg(in_shape.size() == 4 && shape_numel(in_shape) > 0,
+  QATLAB_CHECK(in_shape.size() == 4 && shape_numel(in_shape) > 0,
             "global_avg_pool_int8: input must be a non-empty (N, C, H, W), got " + shape_str(in_shape));
   const int64_t planes = in_shape[0] * in_shape[1], HW = in_shape[2] * in_shape[3];
   for (int64_t pl = 0; pl < planes; ++pl) {
@@ -227,12 +238,12 @@ void global_avg_pool_int8(const int8_t* input, const Shape& in_shape, int8_t* ou
 AddInt8Params make_add_params(float s1, int32_t z1, float s2, int32_t z2, float s_out, int32_t z_out, int32_t act_min,
                               int32_t act_max) {
   for (float s : {s1, s2, s_out})
-    check_arg(std::isfinite(s) && s > 0.0f, "make_add_params: scales (" + std::to_string(s1) + ", " +
+    QATLAB_CHECK(std::isfinite(s) && s > 0.0f, "make_add_params: scales (" + std::to_string(s1) + ", " +
                                                 std::to_string(s2) + " -> " + std::to_string(s_out) +
                                                 ") must be finite and > 0");
   for (int32_t z : {z1, z2, z_out})
-    check_arg(z >= -128 && z <= 127, "make_add_params: zero point " + str(z) + " must be in [-128, 127]");
-  check_arg(-128 <= act_min && act_min <= act_max && act_max <= 127,
+    QATLAB_CHECK(z >= -128 && z <= 127, "make_add_params: zero point " + str(z) + " must be in [-128, 127]");
+  QATLAB_CHECK(-128 <= act_min && act_min <= act_max && act_max <= 127,
             "make_add_params: activation range [" + str(act_min) + ", " + str(act_max) + "] must lie in [-128, 127]");
   AddInt8Params p;
   p.left_shift = 20;
@@ -252,15 +263,15 @@ AddInt8Params make_add_params(float s1, int32_t z1, float s2, int32_t z2, float 
 }
 
 void add_int8_reference(const AddInt8Params& p, const int8_t* a, const int8_t* b, int8_t* out, int64_t count) {
-  check_arg(p.left_shift >= 0 && p.left_shift <= 20,
+  QATLAB_CHECK(p.left_shift >= 0 && p.left_shift <= 20,
             "add_int8: left_shift " + str(p.left_shift) + " must be in [0, 20] (255 * 2^left_shift must fit int32)");
-  check_arg(p.input1_offset >= -127 && p.input1_offset <= 128 && p.input2_offset >= -127 && p.input2_offset <= 128 &&
+  QATLAB_CHECK(p.input1_offset >= -127 && p.input1_offset <= 128 && p.input2_offset >= -127 && p.input2_offset <= 128 &&
                 p.output_offset >= -128 && p.output_offset <= 127,
             "add_int8: offsets " + str(p.input1_offset) + ", " + str(p.input2_offset) + " -> " + str(p.output_offset) +
                 ": expected input offsets in [-127, 128] and an output offset in [-128, 127]");
   for (int shift : {p.input1_shift, p.input2_shift, p.output_shift})
-    check_arg(shift >= -31 && shift <= 30, "add_int8: shift " + str(shift) + " must be in [-31, 30]");
-  check_arg(-128 <= p.quantized_activation_min && p.quantized_activation_min <= p.quantized_activation_max &&
+    QATLAB_CHECK(shift >= -31 && shift <= 30, "add_int8: shift " + str(shift) + " must be in [-31, 30]");
+  QATLAB_CHECK(-128 <= p.quantized_activation_min && p.quantized_activation_min <= p.quantized_activation_max &&
                 p.quantized_activation_max <= 127,
             "add_int8: activation range [" + str(p.quantized_activation_min) + ", " +
                 str(p.quantized_activation_max) + "] must lie in [-128, 127]");
@@ -281,9 +292,9 @@ void add_int8_reference(const AddInt8Params& p, const int8_t* a, const int8_t* b
 
 void quantize_float_to_int8(const float* x, int8_t* q, int64_t n, float scale, int32_t zero_point, int32_t qmin,
                             int32_t qmax) {
-  check_arg(std::isfinite(scale) && scale > 0.0f,
+  QATLAB_CHECK(std::isfinite(scale) && scale > 0.0f,
             "quantize_float_to_int8: scale " + std::to_string(scale) + " must be finite and > 0");
-  check_arg(-128 <= qmin && qmin <= zero_point && zero_point <= qmax && qmax <= 127,
+  QATLAB_CHECK(-128 <= qmin && qmin <= zero_point && zero_point <= qmax && qmax <= 127,
             "quantize_float_to_int8: expected -128 <= qmin <= zero_point <= qmax <= 127, got qmin " + str(qmin) +
                 ", zero_point " + str(zero_point) + ", qmax " + str(qmax));
   const float inv_scale = 1.0f / scale;

@@ -112,15 +112,15 @@ NamedTensors Observer::state() const {
 void Observer::load_state(const std::map<std::string, Tensor>& state) {
   for (const auto& [name, t] : state_) {
     auto it = state.find(name);
-    check_arg(it != state.end(), kind() + " observer state has no entry '" + name + "' " + shape_str(t->shape()));
-    check_arg(it->second.shape() == t->shape(), kind() + " observer state '" + name + "' has shape " +
+    QATLAB_CHECK(it != state.end(), kind() + " observer state has no entry '" + name + "' " + shape_str(t->shape()));
+    QATLAB_CHECK(it->second.shape() == t->shape(), kind() + " observer state '" + name + "' has shape " +
                                                     shape_str(it->second.shape()) + ", expected " +
                                                     shape_str(t->shape()));
   }
   for (const auto& [name, t] : state) {
     bool known = false;
     for (const auto& entry : state_) known = known || entry.first == name;
-    check_arg(known, kind() + " observer state has an unknown entry '" + name + "'");
+    QATLAB_CHECK(known, kind() + " observer state has an unknown entry '" + name + "'");
   }
   // Checked everything first: a failed load leaves the observer as it was.
   for (const auto& [name, t] : state_) t->copy_from(state.at(name));

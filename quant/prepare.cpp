@@ -118,7 +118,7 @@ void visit(Module& m, Fn fn) {
 }  // namespace
 
 std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfig& qconfig) {
-  check_arg(float_model != nullptr, "prepare_qat: null model");
+  QATLAB_CHECK(float_model != nullptr, "prepare_qat: null model");
   qconfig.validate();
   Preparer p(qconfig);
   QuantizerSpec input_spec = qconfig.activation_for("input", "input");

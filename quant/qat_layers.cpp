@@ -75,7 +75,7 @@ void QatLayer::attach(const BatchNorm* bn, FusedActivation act, std::shared_ptr<
   register_parameter("weight", &weight);
   if (bias.defined()) register_parameter("bias", &bias);
   if (bn) {
-    check_arg(bn->channels == weight.size(0), "fusion: " + bn->type() + " of " + std::to_string(bn->channels) +
+    QATLAB_CHECK(bn->channels == weight.size(0), "fusion: " + bn->type() + " of " + std::to_string(bn->channels) +
                                                   " channels after a layer of " + std::to_string(weight.size(0)) +
                                                   " outputs");
     has_bn_ = true;
@@ -154,12 +154,12 @@ Tensor QatLayer::forward(const Tensor& x) {
 }
 
 Tensor QatLayer::deployed_bias(const Tensor& b) const {
-  if (!input_quant) return b;
+  if (!input_quant || !input_quant->quantizing() || !weight_quant().quantizing()) return b;
   return fake_quantize_bias(b, input_quant->qparams(), weight_quant().qparams());
 }
 
 Tensor QatLayer::forward_exact(const Tensor& x) {
-  check_arg(input_quant != nullptr, "exact mode: layer has no input quantizer (was it built by prepare_qat?)");
+  QATLAB_CHECK(input_quant != nullptr, "exact mode: layer has no input quantizer (was it built by prepare_qat?)");
   const LoweredLayer l = lower_layer(*this, input_quant->qparams(), output_quant().qparams());
   const std::vector<int8_t> in = quantize_tensor(x, l.input);
   Shape out_shape;
@@ -187,7 +187,7 @@ std::string QatAvgPool::describe() const {
 }
 
 Tensor QatAvgPool::forward(const Tensor& x) {
-  check_arg(input_quant != nullptr, "QatAvgPool: no input quantizer (was it built by prepare_qat?)");
+  QATLAB_CHECK(input_quant != nullptr, "QatAvgPool: no input quantizer (was it built by prepare_qat?)");
   const QParams qp = input_quant->qparams();
   if (exact_ && !training()) {
     const std::vector<int8_t> in = quantize_tensor(x, qp);
@@ -218,7 +218,7 @@ Tensor QatResidual::forward(const Tensor& x) {
   const Tensor a = child("body")->forward(x);
   const Tensor b = child("shortcut")->forward(x);
   if (exact_ && !training()) {
-    check_arg(body_quant && shortcut_quant, "QatResidual: no input grids (was it built by prepare_qat?)");
+    QATLAB_CHECK(body_quant && shortcut_quant, "QatResidual: no input grids (was it built by prepare_qat?)");
     const QParams qa = body_quant->qparams(), qb = shortcut_quant->qparams(), qo = add_quant().qparams();
     const auto [lo, hi] = activation_clamp(qo, relu_after ? FusedActivation::ReLU : FusedActivation::None);
     const AddInt8Params p = make_add_params(qa.scale[0], qa.zero_point[0], qb.scale[0], qb.zero_point[0], qo.scale[0],
