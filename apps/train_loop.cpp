@@ -13,6 +13,7 @@
 #include "core/atomic_file.h"
 #include "core/ops.h"
 #include "nn/activation.h"
+#include "nn/grad_utils.h"
 #include "nn/zoo.h"
 
 namespace qatlab {
@@ -36,6 +37,7 @@ void add_train_options(po::options_description& desc, TrainSettings& s) {
       ("milestones", po::value(&s.milestones), "multistep: epochs at which to decay, e.g. 30,60")
       ("warmup-epochs", po::value(&s.warmup_epochs)->default_value(s.warmup_epochs), "linear warm-up epochs")
       ("label-smoothing", po::value(&s.label_smoothing)->default_value(s.label_smoothing), "cross-entropy label smoothing in [0, 1)")
+      ("clip-grad-norm", po::value(&s.clip_grad_norm)->default_value(s.clip_grad_norm), "clip the global gradient L2 norm to this (0 = off)")
       ("seed", po::value(&s.seed)->default_value(s.seed), "random seed (initialisation, shuffling, dropout)")
       ("threads", po::value(&s.threads)->default_value(s.threads), "worker threads (0 = all cores)")
       ("out", po::value(&s.out), "output directory (default: runs/<model>-<dataset>, numbered if taken)")
@@ -59,6 +61,8 @@ void validate_train_settings(const TrainSettings& s) {
   require(s.weight_decay >= 0, "--weight-decay must be >= 0, got " + num_str(s.weight_decay));
   require(s.label_smoothing >= 0 && s.label_smoothing < 1,
           "--label-smoothing must be in [0, 1), got " + num_str(s.label_smoothing));
+  require(s.clip_grad_norm >= 0 && std::isfinite(s.clip_grad_norm),
+          "--clip-grad-norm must be >= 0, got " + num_str(s.clip_grad_norm));
   require(s.threads >= 0, "--threads must be >= 0, got " + std::to_string(s.threads));
   require(s.stop_after >= 0, "--stop-after must be >= 0, got " + std::to_string(s.stop_after));
   require(s.warmup_epochs >= 0 && s.warmup_epochs <= std::max<int64_t>(s.epochs, 0),
@@ -245,6 +249,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
         throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") + where);
       opt.zero_grad();
       loss.backward();
+      if (s.clip_grad_norm > 0) clip_grad_norm(opt.params(), s.clip_grad_norm);
       opt.step();
 
       const int64_t n = logits.size(0), classes = logits.size(1);

@@ -32,6 +32,7 @@ struct TrainSettings {
   std::string milestones;
   int64_t warmup_epochs = 0;
   float label_smoothing = 0.0f;
+  float clip_grad_norm = 0.0f;  // > 0: scale gradients down to this global L2 norm before each step
   uint64_t seed = 1;
   int threads = 0;  // 0 = all cores
   std::string out;
