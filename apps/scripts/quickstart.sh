@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bash "$root/apps/scripts/install_deps.sh"
-bash "$root/apps/scripts/build.sh"
+bash "$root/apps/scripts/build.sh" qatlab
 cd "$root"
 ./build/apps/qatlab train --model lenet5 --dataset mnist --epochs 3 --out runs/quickstart --overwrite
 ./build/apps/qatlab eval runs/quickstart/checkpoint.h5
