@@ -5,6 +5,7 @@
 #include "apps/qat_options.h"
 #include "apps/train_command.h"
 #include "nn/zoo.h"
+#include "quant/learnable_quantizer.h"
 #include "quant/prepare.h"
 
 namespace qatlab {
@@ -37,11 +38,26 @@ int cmd_qat(int argc, char** argv) {
   const std::shared_ptr<QatModel> model = prepare_qat(float_model, qconfig);
   std::printf("quantization: %s", qconfig.describe().c_str());
 
+  // PACT's clipping levels are kept in check by an L2 term on the loss.
+  std::vector<std::shared_ptr<PactQuantizer>> pact;
+  for (const auto& [name, m] : model->named_modules(model))
+    if (m->type() == "PactQuantizer") pact.push_back(std::static_pointer_cast<PactQuantizer>(m));
+  std::function<Tensor()> pact_decay;
+  if (!pact.empty()) {
+    pact_decay = [pact] {
+      Tensor total = pact.front()->decay_loss();
+      for (size_t i = 1; i < pact.size(); ++i) total = add(total, pact[i]->decay_loss());
+      return total;
+    };
+  }
   const int64_t freeze_bn = q.freeze_bn_after, freeze_obs = q.freeze_observers_after;
-  return cmd.run(model, s.model, [model, freeze_bn, freeze_obs](int64_t epoch) {
-    set_bn_frozen(*model, freeze_bn >= 0 && epoch >= freeze_bn);
-    set_observers_enabled(*model, !(freeze_obs >= 0 && epoch >= freeze_obs));
-  });
+  return cmd.run(
+      model, s.model,
+      [model, freeze_bn, freeze_obs](int64_t epoch) {
+        set_bn_frozen(*model, freeze_bn >= 0 && epoch >= freeze_bn);
+        set_observers_enabled(*model, !(freeze_obs >= 0 && epoch >= freeze_obs));
+      },
+      pact_decay);
 }
 
 }  // namespace qatlab

@@ -16,6 +16,9 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
        "weights per output channel (true) or per tensor (false)")
       ("observer", po::value(&q.observer)->default_value(q.observer), "activation observer: minmax | ema | histogram | percentile")
       ("weight-observer", po::value(&q.weight_observer)->default_value(q.weight_observer), "weight observer: minmax | ema")
+      ("wquant", po::value(&q.wquant)->default_value(q.wquant), "weight quantizer: observer | lsq (learned step size)")
+      ("aquant", po::value(&q.aquant)->default_value(q.aquant),
+       "activation quantizer: observer | lsq | lsq+ (learned step and offset) | pact (learned clip, after ReLU)")
       ("layer-bits", po::value(&q.layer_bits)->composing(),
        "per-layer bits NAME=W:A, by dotted module name or layer type (repeatable), e.g. features.0=8:8")
       ("freeze-bn-after", po::value(&q.freeze_bn_after)->default_value(q.freeze_bn_after),
@@ -26,7 +29,8 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
 
 QConfig qconfig_from(const QatSettings& q) {
   try {
-    QConfig c = QConfig::from_options(q.wbits, q.abits, q.per_channel, q.weight_observer, q.observer, q.layer_bits);
+    QConfig c = QConfig::from_options(q.wbits, q.abits, q.per_channel, q.weight_observer, q.observer, q.layer_bits,
+                                      q.wquant, q.aquant);
     return c;
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());

@@ -110,7 +110,8 @@ bool TrainCommand::parse(int argc, char** argv) {
   return true;
 }
 
-int TrainCommand::run(const ModulePtr& model, const std::string& model_name, std::function<void(int64_t)> on_epoch_start) {
+int TrainCommand::run(const ModulePtr& model, const std::string& model_name, std::function<void(int64_t)> on_epoch_start,
+                      std::function<Tensor()> extra_loss) {
   const std::vector<ParamRef> params = param_refs(*model, s_.decay_bn_and_bias);
   OptimizerConfig oc;
   oc.lr = s_.lr;
@@ -132,6 +133,7 @@ int TrainCommand::run(const ModulePtr& model, const std::string& model_name, std
   job.command_line = command_line_;
   job.config_ini = settings_ini(vm_, desc_);
   job.on_epoch_start = std::move(on_epoch_start);
+  job.extra_loss = std::move(extra_loss);
   if (resuming()) {
     require(resumed_.model_name == model_name, resume_path_ + " holds a " + resumed_.model_name + " model, not " + model_name);
     model->load_state_dict(std::map<std::string, Tensor>(resumed_.model_state.begin(), resumed_.model_state.end()));

@@ -31,7 +31,8 @@ class TrainCommand {
 
   // Trains `model` (already built, not yet loaded from a resumed checkpoint: run() does that), saving
   // checkpoints of this command's kind whose model is `model_name` from the zoo.
-  int run(const ModulePtr& model, const std::string& model_name, std::function<void(int64_t)> on_epoch_start = {});
+  int run(const ModulePtr& model, const std::string& model_name, std::function<void(int64_t)> on_epoch_start = {},
+          std::function<Tensor()> extra_loss = {});
 
  private:
   std::string name_, kind_;

@@ -240,6 +240,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
       try {
         logits = model.forward(batch.images);  // (N, classes)
         loss = cross_entropy(logits, batch.labels, s.label_smoothing);
+        if (job.extra_loss) loss = add(loss, job.extra_loss());
       } catch (const std::invalid_argument& e) {
         // A quantizer meeting NaN/Inf activations (a diverging run) says what it saw; add where.
         throw std::runtime_error(e.what() + where);

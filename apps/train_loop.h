@@ -76,6 +76,8 @@ struct TrainJob {
   std::function<Checkpoint()> checkpoint_base;
   // Called at the start of every epoch (0-based) before any batch: schedules such as freezing BN.
   std::function<void(int64_t epoch)> on_epoch_start;
+  // Optional regulariser added to each batch's loss (e.g. PACT's L2 decay of its clipping levels).
+  std::function<Tensor()> extra_loss;
 };
 
 struct TrainOutcome {

@@ -90,6 +90,12 @@ int32_t default_zero_point(const QScheme& s) {
                                      : std::clamp<int32_t>(0, s.quant_min(), s.quant_max());
 }
 
+// LSQ+'s zero point before its clamp into the code range: nearbyint(-offset / scale), in double, where the
+// quotient of any two floats is exact to far below a code (and cannot overflow).
+double unclamped_zero_point(float scale, float offset) {
+  return std::nearbyint(-static_cast<double>(offset) / static_cast<double>(scale));
+}
+
 // Compact "a" or "a..b (C ch)" for describe().
 std::string range_str(const std::vector<float>& v) {
   std::ostringstream os;
@@ -129,9 +135,8 @@ int32_t lsq_plus_zero_point(float scale, float offset, int32_t quant_min, int32_
   QATLAB_CHECK(std::isfinite(offset), "LsqPlusQuantizer: offset " + num_str(offset) + ", expected a finite value");
   QATLAB_CHECK(std::isfinite(scale) && scale > 0.0f,
                "LsqPlusQuantizer: scale " + num_str(scale) + ", expected finite and > 0");
-  // In double: -offset / scale is then exact to far below a code for any float offset and scale, and the
-  // clamp happens before the conversion so that a huge quotient cannot overflow the integer.
-  const double z = std::nearbyint(-static_cast<double>(offset) / static_cast<double>(scale));
+  // The clamp happens before the conversion so that a huge quotient cannot overflow the integer.
+  const double z = unclamped_zero_point(scale, offset);
   return static_cast<int32_t>(std::clamp<double>(z, quant_min, quant_max));
 }
 
@@ -218,9 +223,16 @@ Tensor lsq_plus_fake_quantize(const Tensor& x, const Tensor& scale, const Tensor
   const Rows rows = rows_for(x, scheme, C, "lsq_plus_fake_quantize");
   Tensor y = fake_quantize(x.detach(), qp);
   std::vector<float> inv(C);  // (C)
-  for (int64_t c = 0; c < C; ++c) inv[c] = 1.0f / qp.scale[c];
+  // (C) 1 where the zero point sits at a code-range bound because -beta / s lies beyond it: there the
+  // realised offset -s * zp no longer follows beta, and the backward is LSQ's with that fixed zero point.
+  std::vector<char> pinned(C);
+  for (int64_t c = 0; c < C; ++c) {
+    inv[c] = 1.0f / qp.scale[c];
+    const double z = unclamped_zero_point(qp.scale[c], offset.data()[c]);
+    pinned[c] = z < qp.quant_min || z > qp.quant_max;
+  }
   record_op(y, "lsq_plus_fake_quantize", {x, scale, offset},
-            [x, scale, offset, rows, inv, zps = qp.zero_point, qmin = qp.quant_min, qmax = qp.quant_max,
+            [x, scale, offset, rows, inv, pinned, zps = qp.zero_point, qmin = qp.quant_min, qmax = qp.quant_max,
              grad_scale](const Tensor& grad_out) {
               const float* px = x.data();
               const float* g = grad_out.data();
@@ -228,6 +240,9 @@ Tensor lsq_plus_fake_quantize(const Tensor& x, const Tensor& scale, const Tensor
               std::vector<double> gs(inv.size(), 0.0), gb(inv.size(), 0.0);  // (C), (C)
               for_each_row(rows, [&](int64_t begin, int64_t n, int64_t c) {
                 const float lo = static_cast<float>(qmin - zps[c]), hi = static_cast<float>(qmax - zps[c]);
+                // A clamped output is s * qmin + beta (slope qmin in s, 1 in beta), or, with the zero point
+                // pinned, s * (qmin - zp) (slope qmin - zp in s, 0 in beta); likewise at qmax.
+                const double s_lo = pinned[c] ? lo : qmin, s_hi = pinned[c] ? hi : qmax;
                 double acc_s = 0.0, acc_b = 0.0;
                 for (int64_t i = begin; i < begin + n; ++i) {
                   const float v = px[i] * inv[c];
@@ -236,16 +251,15 @@ Tensor lsq_plus_fake_quantize(const Tensor& x, const Tensor& scale, const Tensor
                     if (gx) gx[i] += g[i];
                     acc_s += static_cast<double>(g[i]) * (static_cast<double>(r) - v);
                   } else if (r < lo) {
-                    // Clamped output s * qmin + beta: linear in s with slope qmin, in beta with slope 1.
-                    acc_s += static_cast<double>(g[i]) * qmin;
+                    acc_s += static_cast<double>(g[i]) * s_lo;
                     acc_b += g[i];
                   } else if (r > hi) {
-                    acc_s += static_cast<double>(g[i]) * qmax;
+                    acc_s += static_cast<double>(g[i]) * s_hi;
                     acc_b += g[i];
                   }
                 }
                 gs[c] += acc_s;
-                gb[c] += acc_b;
+                gb[c] += pinned[c] ? 0.0 : acc_b;
               });
               if (scale.requires_grad()) {
                 float* p = scale.mutable_grad();
@@ -370,8 +384,7 @@ void LsqQuantizer::project() {
   for (int64_t c = 0; c < channels_; ++c) s[c] = projected_scale(s[c], type(), c);
 }
 
-std::vector<float> LsqQuantizer::grad_scales(const Tensor& x) const {
-  const std::vector<int32_t> zp = qparams().zero_point;
+std::vector<float> LsqQuantizer::grad_scales(const Tensor& x, const std::vector<int32_t>& zp) const {
   const double n = static_cast<double>(std::max<int64_t>(x.numel() / channels_, 1));
   std::vector<float> g(static_cast<size_t>(channels_));  // (C)
   for (int64_t c = 0; c < channels_; ++c) g[c] = static_cast<float>(1.0 / std::sqrt(n * positive_levels(zp[c])));
@@ -379,13 +392,13 @@ std::vector<float> LsqQuantizer::grad_scales(const Tensor& x) const {
 }
 
 Tensor LsqQuantizer::forward(const Tensor& x) {
-  QATLAB_CHECK(x.defined(), type() + ": undefined input");
+  (void)rows_for(x, scheme(), channels_, type().c_str());  // a shape error names the module, not its parts
   if (training()) {
     if (!initialized()) initialize(x);
     project();
   }
   const QParams qp = qparams();
-  return lsq_fake_quantize(x, scale_, qp.zero_point, scheme(), grad_scales(x));
+  return lsq_fake_quantize(x, scale_, qp.zero_point, scheme(), grad_scales(x, qp.zero_point));
 }
 
 QParams LsqQuantizer::qparams() const {
@@ -436,13 +449,13 @@ void LsqPlusQuantizer::store_initial(const std::vector<float>& s, const std::vec
 }
 
 Tensor LsqPlusQuantizer::forward(const Tensor& x) {
-  QATLAB_CHECK(x.defined(), type() + ": undefined input");
+  (void)rows_for(x, scheme(), channels_, type().c_str());  // a shape error names the module, not its parts
   if (training()) {
     if (!initialized()) initialize(x);
     project();
   }
-  require_initialized();
-  return lsq_plus_fake_quantize(x, scale_, offset_, scheme(), grad_scales(x));
+  const QParams qp = qparams();
+  return lsq_plus_fake_quantize(x, scale_, offset_, scheme(), grad_scales(x, qp.zero_point));
 }
 
 QParams LsqPlusQuantizer::qparams() const {
@@ -465,9 +478,9 @@ std::string LsqPlusQuantizer::describe() const {
 
 // ------------------------------------------------------------------------------------ PactQuantizer
 
-PactQuantizer::PactQuantizer(const QScheme& scheme, int64_t channels, float init_alpha, double decay_)
+PactQuantizer::PactQuantizer(const QScheme& scheme, int64_t channels, float init_alpha, double l2_decay)
     : Quantizer("PactQuantizer", scheme),
-      decay(decay_),
+      decay(l2_decay),
       channels_(scheme.per_channel ? channels : 1),
       init_alpha_(init_alpha) {
   QATLAB_CHECK(!scheme.symmetric, "PactQuantizer clips to [0, alpha] with zero point qmin: it needs an affine scheme, got " +
@@ -475,7 +488,7 @@ PactQuantizer::PactQuantizer(const QScheme& scheme, int64_t channels, float init
   QATLAB_CHECK(channels_ >= 1, "PactQuantizer: a per-channel scheme needs channels >= 1, got " + std::to_string(channels));
   QATLAB_CHECK(std::isfinite(init_alpha) && init_alpha >= 0.0f,
                "PactQuantizer: init_alpha " + num_str(init_alpha) + ", expected finite and >= 0 (0: the first batch's max)");
-  QATLAB_CHECK(std::isfinite(decay_) && decay_ >= 0.0, "PactQuantizer: decay " + num_str(decay_) + ", expected finite and >= 0");
+  QATLAB_CHECK(std::isfinite(l2_decay) && l2_decay >= 0.0, "PactQuantizer: decay " + num_str(l2_decay) + ", expected finite and >= 0");
   alpha_ = Tensor::full({channels_}, init_alpha > 0.0f ? init_alpha : 1.0f);  // (C)
   register_parameter("alpha", &alpha_);
   initialized_ = Tensor::zeros({1});  // (1)
@@ -491,7 +504,7 @@ void PactQuantizer::require_initialized() const {
 }
 
 Tensor PactQuantizer::forward(const Tensor& x) {
-  QATLAB_CHECK(x.defined(), "PactQuantizer: undefined input");
+  (void)rows_for(x, scheme(), channels_, "PactQuantizer");
   const int32_t levels = scheme().quant_max() - scheme().quant_min();
   if (training()) {
     float* a = alpha_.data();

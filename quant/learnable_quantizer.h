@@ -59,15 +59,16 @@ QParams pact_qparams(const Tensor& alpha, const QScheme& scheme);
 // Each op computes y = fake_quantize(x, grid) with the grid from the functions above and records its
 // backward. Parameters are (C) tensors; grad_scale (C) multiplies the gradient that reaches scale (and
 // offset): the modules pass LSQ's g = 1 / sqrt(N * Qp), tests may pass 1. The projection of the scale
-// (max(s, kMinScale)) and the rounding and clamp of LSQ+'s zero point are passed straight through in
-// the backward. Per-channel reductions are summed in double, in element order (deterministic).
+// (max(s, kMinScale)) is passed straight through in the backward (for LSQ+'s zero point see its op).
+// Per-channel reductions are summed in double, in element order, on one thread: deterministic.
 
 // LSQ (Esser et al. 2020, "Learned Step Size Quantization"). With v = x / s (as x * (1.0f / s)),
 // r = nearbyint(v) and the classification of the file comment:
 //   dy/dx = 1 inside, 0 below and above                              (the straight-through estimator)
 //   dy/ds = r - v inside, lo = qmin - zp below, hi = qmax - zp above  (times grad_scale[c])
-// The inside term is the derivative of s * round(x / s) with round's derivative taken as 1: the rounding
-// error, which pulls s toward steps that the data sits well on; the clamped sides are exactly linear in s.
+// The inside term is the derivative of s * round(x / s) with round's derivative taken as 1 (the paper's
+// straight-through choice: it keeps the rounding residual r - v, which tells s how the codes sit on the
+// data); on the clamped sides the output is exactly linear in s, and the term is its slope.
 Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector<int32_t>& zero_point,
                          const QScheme& scheme, const std::vector<float>& grad_scale);
 
@@ -80,6 +81,10 @@ Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector
 //   dy/dbeta = 0 inside, 1 below and above                           (times grad_scale[c])
 // (dy/ds at a clamped side is qmin, not qmin - zp as in LSQ: here beta, not the zero point, is held fixed
 // when s moves, and s * qmin + beta is the clamped output.)
+// Straight through the rounding, but not through the clamp: when -beta / s rounds to a code outside
+// [qmin, qmax] the zero point is pinned at the bound, beta_eff = -s * zp stops following beta, and that
+// channel's backward is LSQ's with the fixed zero point (dy/ds = qmin - zp / qmax - zp clamped, dy/dbeta
+// = 0). Without this, data entirely above (or below) 0 would drive beta away without end.
 Tensor lsq_plus_fake_quantize(const Tensor& x, const Tensor& scale, const Tensor& offset, const QScheme& scheme,
                               const std::vector<float>& grad_scale);
 
@@ -135,18 +140,21 @@ class LsqQuantizer : public Quantizer {
   int64_t channels() const { return channels_; }
   // The learned parameter, a live handle (C).
   const Tensor& scale() const { return scale_; }
-  // Qp of channel c for the current grid (see the class comment).
-  virtual int32_t positive_levels(int64_t c) const;
+  // Qp, the code count the gradient scale and the "lsq" init use, for a channel with this zero point
+  // (see the class comment).
+  virtual int32_t positive_levels(int32_t zero_point) const;
 
  protected:
   // For LsqPlusQuantizer: registers "scale" and "initialized" only; the subclass adds its offset.
   LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, const std::string& init, bool fixed_zero_point);
-  // Initialises scale (and the zero point or offset) in place from x: the MinMax observer's qparams for
-  // x, then the "lsq" formula when asked.
-  virtual void initialize(const Tensor& x);
+  // Initialises the grid from x: the MinMax observer's qparams for x, then the "lsq" scale formula when
+  // asked; store_initial writes the result in place (the optimizer already holds the parameter handles).
+  void initialize(const Tensor& x);
+  virtual void store_initial(const std::vector<float>& scale, const std::vector<int32_t>& zero_point);
   // Writes max(scale, kMinScale) back into the parameter (training only).
-  virtual void project();
-  std::vector<float> grad_scales(const Tensor& x) const;  // (C)
+  void project();
+  // g[c] = 1 / sqrt(N * Qp[c]) for input x on a grid with these zero points. (C)
+  std::vector<float> grad_scales(const Tensor& x, const std::vector<int32_t>& zero_point) const;
   void require_initialized() const;
   // Mean |x| per channel slice (C), in double.
   std::vector<double> mean_abs(const Tensor& x) const;
@@ -164,8 +172,9 @@ class LsqQuantizer : public Quantizer {
 // Initialisation from the first training batch: the MinMax observer's scale s and zero point z for that
 // batch (the paper's min/max initialisation: s = (max - min) / (qmax - qmin), beta = min - qmin * s up to
 // the nudge of z), beta = -s * z; with init "lsq" the scale is the LSQ formula instead, with the same z.
-// Gradient scale: g = 1 / sqrt(N * Qp) with Qp = qmax - qmin (the paper's p for its grid [0, 2^b - 1]),
-// applied to scale and offset alike; fixed, since the zero point moves during training.
+// Gradient scale: g = 1 / sqrt(N * Qp) with Qp = qmax - qmin (the paper's p for its grid [0, 2^b - 1]);
+// fixed, since the zero point moves during training. The offset's gradient is scaled by the same g: like
+// the scale, it is one number fed by the N elements of its channel.
 class LsqPlusQuantizer : public LsqQuantizer {
  public:
   LsqPlusQuantizer(const QScheme& scheme, int64_t channels = 1, const std::string& init = "observer");
@@ -173,12 +182,12 @@ class LsqPlusQuantizer : public LsqQuantizer {
   Tensor forward(const Tensor& x) override;
   QParams qparams() const override;
   std::string describe() const override;
-  int32_t positive_levels(int64_t c) const override;
+  int32_t positive_levels(int32_t zero_point) const override;
   // The learned offset beta, a live handle (C).
   const Tensor& offset() const { return offset_; }
 
  protected:
-  void initialize(const Tensor& x) override;
+  void store_initial(const std::vector<float>& scale, const std::vector<int32_t>& zero_point) override;
 
  private:
   Tensor offset_;  // (C) parameter
@@ -193,7 +202,7 @@ class LsqPlusQuantizer : public LsqQuantizer {
 class PactQuantizer : public Quantizer {
  public:
   // init_alpha: 0 for the first batch's maximum, else a fixed starting value (> 0, finite).
-  PactQuantizer(const QScheme& scheme, int64_t channels = 1, float init_alpha = 0.0f, double decay = 1e-4);
+  PactQuantizer(const QScheme& scheme, int64_t channels = 1, float init_alpha = 0.0f, double l2_decay = 1e-4);
 
   Tensor forward(const Tensor& x) override;
   QParams qparams() const override;

@@ -7,13 +7,19 @@
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "quant/learnable_quantizer.h"
 
 namespace qatlab {
 
 namespace {
 
-std::shared_ptr<Quantizer> make_fake_quant(const QuantizerSpec& spec, int64_t channels) {
-  return std::make_shared<FakeQuantize>(spec.scheme, spec.observer, spec.scheme.per_channel ? channels : 1);
+// The quantizer a spec asks for. PACT clips at 0, so it only suits values that come out of a ReLU
+// (`after_relu`); elsewhere (the model input, logits, a sum without ReLU) an observer quantizes instead.
+std::shared_ptr<Quantizer> make_quantizer(const QuantizerSpec& spec, int64_t channels, bool after_relu = false) {
+  const int64_t c = spec.scheme.per_channel ? channels : 1;
+  if (spec.method == "observer" || (spec.method == "pact" && !after_relu))
+    return std::make_shared<FakeQuantize>(spec.scheme, spec.observer, c);
+  return make_learnable_quantizer(spec.method, spec.scheme, c);
 }
 
 class Preparer {
@@ -72,7 +78,7 @@ class Preparer {
     auto [body, body_grid] = branch("body");
     auto [shortcut, shortcut_grid] = branch("shortcut");
     const bool relu_after = res.child("act")->type() == "ReLU";
-    auto add_quant = make_fake_quant(qc_.activation_for(full, "Residual"), 1);
+    auto add_quant = make_quantizer(qc_.activation_for(full, "Residual"), 1, relu_after);
     auto q = std::make_shared<QatResidual>(body, shortcut, relu_after, add_quant);
     q->body_quant = body_grid;
     q->shortcut_quant = shortcut_grid;
@@ -95,8 +101,8 @@ class Preparer {
     else if (next_type(used + 1) == "ReLU6") act = FusedActivation::ReLU6, ++used;
 
     const int64_t out_channels = conv ? static_cast<const Conv2d&>(*m).out_channels : static_cast<const Linear&>(*m).out_features;
-    auto wq = make_fake_quant(qc_.weight_for(full, m->type()), out_channels);
-    auto oq = make_fake_quant(qc_.activation_for(full, m->type()), 1);
+    auto wq = make_quantizer(qc_.weight_for(full, m->type()), out_channels);
+    auto oq = make_quantizer(qc_.activation_for(full, m->type()), 1, act != FusedActivation::None);
     auto layer = conv ? QatLayer::from_conv(static_cast<const Conv2d&>(*m), bn, act, wq, oq)
                       : QatLayer::from_linear(static_cast<const Linear&>(*m), bn, act, wq, oq);
     layer->input_quant = grid;
@@ -122,8 +128,9 @@ std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfi
   qconfig.validate();
   Preparer p(qconfig);
   QuantizerSpec input_spec = qconfig.activation_for("input", "input");
-  if (!qconfig.layer_bits.count("input")) input_spec.scheme.bits = 8;
-  p.grid = make_fake_quant(input_spec, 1);
+  const auto input_override = qconfig.layer_bits.find("input");
+  if (input_override == qconfig.layer_bits.end() || input_override->second.activation_bits == 0) input_spec.scheme.bits = 8;
+  p.grid = make_quantizer(input_spec, 1);
   auto input_quant = p.grid;
   if (float_model->type() == "Sequential") {
     p.rewrite(*float_model, "");

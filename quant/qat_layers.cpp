@@ -188,6 +188,7 @@ std::string QatAvgPool::describe() const {
 
 Tensor QatAvgPool::forward(const Tensor& x) {
   QATLAB_CHECK(input_quant != nullptr, "QatAvgPool: no input quantizer (was it built by prepare_qat?)");
+  if (!input_quant->quantizing()) return kernel == 0 ? global_avg_pool2d(x) : avg_pool2d(x, kernel, stride, padding);
   const QParams qp = input_quant->qparams();
   if (exact_ && !training()) {
     const std::vector<int8_t> in = quantize_tensor(x, qp);

@@ -6,7 +6,9 @@
 
 namespace qatlab {
 
-std::string QuantizerSpec::describe() const { return scheme.describe() + ", " + observer + " observer"; }
+std::string QuantizerSpec::describe() const {
+  return scheme.describe() + ", " + (method == "observer" ? observer + " observer" : method + " (learned)");
+}
 
 namespace {
 
@@ -67,7 +69,8 @@ std::pair<std::string, LayerBits> parse_layer_bits(const std::string& text) {
 }
 
 QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std::string& weight_observer,
-                              const std::string& activation_observer, const std::vector<std::string>& layer_bits) {
+                              const std::string& activation_observer, const std::vector<std::string>& layer_bits,
+                              const std::string& weight_method, const std::string& activation_method) {
   QConfig q;
   check_bits(wbits, "--wbits");
   check_bits(abits, "--abits");
@@ -76,6 +79,8 @@ QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std:
   q.weight.observer = weight_observer;
   q.activation.scheme.bits = abits;
   q.activation.observer = activation_observer;
+  q.weight.method = weight_method;
+  q.activation.method = activation_method;
   for (const std::string& text : layer_bits) q.layer_bits.insert(parse_layer_bits(text));
   q.validate();
   return q;
@@ -86,6 +91,11 @@ void QConfig::validate() const {
   activation.scheme.validate();
   check_observer(weight.observer, weight.scheme.per_channel, "weight observer");
   check_observer(activation.observer, activation.scheme.per_channel, "activation observer");
+  if (weight.method != "observer" && weight.method != "lsq")
+    throw std::invalid_argument("--wquant must be observer or lsq, got '" + weight.method + "'");
+  if (activation.method != "observer" && activation.method != "lsq" && activation.method != "lsq+" &&
+      activation.method != "pact")
+    throw std::invalid_argument("--aquant must be observer, lsq, lsq+ or pact, got '" + activation.method + "'");
   if (!weight.scheme.symmetric || !weight.scheme.is_signed || !weight.scheme.narrow_range)
     throw std::invalid_argument("weights must be signed symmetric narrow-range (the integer kernels' contract)");
 }

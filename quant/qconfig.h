@@ -10,10 +10,13 @@
 
 namespace qatlab {
 
-// One quantizer's settings: its scheme and how it picks its range.
+// One quantizer's settings: its scheme and how it finds its grid: an observer's range (method
+// "observer"), or a grid learned by gradient descent: "lsq" (learned step size), "lsq+" (step and
+// offset), "pact" (learned clipping level; activations after a ReLU only).
 struct QuantizerSpec {
   QScheme scheme;
   std::string observer = "minmax";  // minmax | ema | histogram | percentile
+  std::string method = "observer";  // observer | lsq | lsq+ | pact
   std::string describe() const;
 };
 
@@ -37,7 +40,9 @@ struct QConfig {
   // Settings from the command line: bits 2..8, observer names, "NAME=W:A" overrides (either side may be
   // empty to keep the global value, e.g. "classifier.4=8:"). Throws std::invalid_argument on bad values.
   static QConfig from_options(int wbits, int abits, bool per_channel, const std::string& weight_observer,
-                              const std::string& activation_observer, const std::vector<std::string>& layer_bits);
+                              const std::string& activation_observer, const std::vector<std::string>& layer_bits,
+                              const std::string& weight_method = "observer",
+                              const std::string& activation_method = "observer");
   void validate() const;
   // A few lines for logs and `info`.
   std::string describe() const;

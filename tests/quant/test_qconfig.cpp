@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "quant/qconfig.h"
 
@@ -65,7 +67,7 @@ TEST(QConfig, FromOptionsAtEveryBitWidth) {
   for (int w = 2; w <= 8; ++w) {
     for (int a = 2; a <= 8; ++a) {
       const QConfig q = QConfig::from_options(w, a, true, "ema", "histogram", {});
-      SCOPED_TRACE("W" + std::to_string(w) + "A" + std::to_string(a));
+      SCOPED_TRACE(::testing::Message() << "W" << w << "A" << a);
       EXPECT_EQ(q.weight.scheme.bits, w);
       EXPECT_EQ(q.activation.scheme.bits, a);
       // Weights keep the kernels' contract at every width: narrow symmetric, so [-(2^(w-1) - 1), 2^(w-1) - 1].

@@ -1,0 +1,352 @@
+// test_int8_graph.cpp: the integer model file: a save/load round trip keeps every field of every op kind,
+// and load() refuses what is not a (readable) integer model with one line naming the file.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "core/h5io.h"
+#include "core/ops.h"
+#include "nn/activation.h"
+#include "nn/batchnorm.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/residual.h"
+#include "quant/convert.h"
+#include "quant/prepare.h"
+
+namespace qatlab {
+namespace {
+
+Tensor random_input(const Shape& shape, Rng& rng, float scale = 1.0f) {
+  Tensor t = Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal();
+  return t;
+}
+
+// A file in the temporary directory, removed when the test ends.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& name)
+      : path_((std::filesystem::temp_directory_path() /
+               ("qatlab_test_int8_graph_" + std::to_string(::getpid()) + "_" + name))
+                  .string()) {}
+  ~TempFile() {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+ModulePtr conv_bn(int64_t c, bool relu, Rng& rng) {
+  auto s = std::make_shared<Sequential>();
+  s->add(std::make_shared<Conv2d>(c, c, 3, Conv2dOptions{1, 1, 1, false}, rng));
+  s->add(std::make_shared<BatchNorm2d>(c));
+  if (relu) s->add(std::make_shared<ReLU>());
+  return s;
+}
+
+// Every op kind: conv (fused BN, fused BN+ReLU, grouped + strided + ReLU6), max pooling, a standalone ReLU
+// (after max pooling, so nothing fuses it; its input grid holds negative values, so the clamp is not
+// the whole code range), a residual add, windowed and global average pooling,
+// flatten and a fully connected layer. Input (N, 3, 8, 8).
+ModulePtr every_op_model(Rng& rng) {
+  auto m = std::make_shared<Sequential>();
+  m->add(std::make_shared<Conv2d>(3, 4, 3, Conv2dOptions{1, 1, 1, false}, rng));
+  m->add(std::make_shared<BatchNorm2d>(4));
+  m->add(std::make_shared<MaxPool2d>(3, 2, 1));  // 8x8 -> 4x4
+  m->add(std::make_shared<ReLU>());              // standalone: a clamp
+  auto body = std::make_shared<Sequential>();
+  body->add(conv_bn(4, true, rng));
+  body->add(conv_bn(4, false, rng));
+  m->add(std::make_shared<Residual>(body, nullptr, true));
+  m->add(std::make_shared<AvgPool2d>(3, 2, 1));  // 4x4 -> 2x2
+  m->add(std::make_shared<Conv2d>(4, 6, 3, Conv2dOptions{2, 1, 2, true}, rng));  // 2x2 -> 1x1, groups 2
+  m->add(std::make_shared<ReLU6>());
+  m->add(std::make_shared<GlobalAvgPool2d>());
+  m->add(std::make_shared<Flatten>());
+  m->add(std::make_shared<Linear>(6, 3, true, rng));
+  return m;
+}
+
+Int8Graph every_op_graph() {
+  Rng rng(21);
+  const auto model = prepare_qat(every_op_model(rng), QConfig::from_options(6, 8, true, "minmax", "ema", {}));
+  model->train();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(random_input({4, 3, 8, 8}, rng, 2.0f));
+  }
+  model->eval();
+  return convert(*model, {3, 8, 8});
+}
+
+void expect_same_grid(const QParams& a, const QParams& b, const std::string& what) {
+  EXPECT_EQ(a.scale, b.scale) << what;
+  EXPECT_EQ(a.zero_point, b.zero_point) << what;
+  EXPECT_EQ(a.axis, b.axis) << what;
+  EXPECT_EQ(a.quant_min, b.quant_min) << what;
+  EXPECT_EQ(a.quant_max, b.quant_max) << what;
+}
+
+void expect_same_op(const Int8Op& a, const Int8Op& b, const std::string& what) {
+  EXPECT_EQ(a.kind, b.kind) << what;
+  EXPECT_EQ(a.name, b.name) << what;
+  EXPECT_EQ(a.inputs, b.inputs) << what;
+  EXPECT_EQ(a.output, b.output) << what;
+  expect_same_grid(a.grid, b.grid, what + " grid");
+  EXPECT_EQ(a.kernel, b.kernel) << what;
+  EXPECT_EQ(a.stride, b.stride) << what;
+  EXPECT_EQ(a.pad, b.pad) << what;
+  EXPECT_EQ(a.clamp_min, b.clamp_min) << what;
+  EXPECT_EQ(a.clamp_max, b.clamp_max) << what;
+  const AddInt8Params &p = a.add, &q = b.add;
+  EXPECT_EQ(p.left_shift, q.left_shift) << what;
+  EXPECT_EQ(p.input1_offset, q.input1_offset) << what;
+  EXPECT_EQ(p.input2_offset, q.input2_offset) << what;
+  EXPECT_EQ(p.output_offset, q.output_offset) << what;
+  EXPECT_EQ(p.input1_multiplier, q.input1_multiplier) << what;
+  EXPECT_EQ(p.input1_shift, q.input1_shift) << what;
+  EXPECT_EQ(p.input2_multiplier, q.input2_multiplier) << what;
+  EXPECT_EQ(p.input2_shift, q.input2_shift) << what;
+  EXPECT_EQ(p.output_multiplier, q.output_multiplier) << what;
+  EXPECT_EQ(p.output_shift, q.output_shift) << what;
+  EXPECT_EQ(p.quantized_activation_min, q.quantized_activation_min) << what;
+  EXPECT_EQ(p.quantized_activation_max, q.quantized_activation_max) << what;
+  const LoweredLayer &l = a.layer, &m = b.layer;
+  EXPECT_EQ(l.is_conv, m.is_conv) << what;
+  EXPECT_EQ(l.weight_shape, m.weight_shape) << what;
+  EXPECT_EQ(l.weight, m.weight) << what;
+  EXPECT_EQ(l.bias, m.bias) << what;
+  expect_same_grid(l.input, m.input, what + " layer input");
+  expect_same_grid(l.weights, m.weights, what + " layer weights");
+  expect_same_grid(l.output, m.output, what + " layer output");
+  EXPECT_EQ(l.conv.stride_h, m.conv.stride_h) << what;
+  EXPECT_EQ(l.conv.stride_w, m.conv.stride_w) << what;
+  EXPECT_EQ(l.conv.pad_h, m.conv.pad_h) << what;
+  EXPECT_EQ(l.conv.pad_w, m.conv.pad_w) << what;
+  EXPECT_EQ(l.conv.groups, m.conv.groups) << what;
+  EXPECT_EQ(l.conv.input_offset, m.conv.input_offset) << what;
+  EXPECT_EQ(l.conv.output_offset, m.conv.output_offset) << what;
+  EXPECT_EQ(l.conv.quantized_activation_min, m.conv.quantized_activation_min) << what;
+  EXPECT_EQ(l.conv.quantized_activation_max, m.conv.quantized_activation_max) << what;
+  EXPECT_EQ(l.conv.output_multiplier, m.conv.output_multiplier) << what;
+  EXPECT_EQ(l.conv.output_shift, m.conv.output_shift) << what;
+  EXPECT_EQ(l.fc.input_offset, m.fc.input_offset) << what;
+  EXPECT_EQ(l.fc.output_offset, m.fc.output_offset) << what;
+  EXPECT_EQ(l.fc.quantized_activation_min, m.fc.quantized_activation_min) << what;
+  EXPECT_EQ(l.fc.quantized_activation_max, m.fc.quantized_activation_max) << what;
+  EXPECT_EQ(l.fc.output_multiplier, m.fc.output_multiplier) << what;
+  EXPECT_EQ(l.fc.output_shift, m.fc.output_shift) << what;
+}
+
+TEST(Int8GraphFile, RoundTripKeepsEveryFieldOfEveryOpKind) {
+  const Int8Graph g = every_op_graph();
+  std::set<Int8OpKind> kinds;
+  for (const Int8Op& op : g.ops) kinds.insert(op.kind);
+  for (Int8OpKind k : {Int8OpKind::Quantize, Int8OpKind::Conv2d, Int8OpKind::FullyConnected, Int8OpKind::MaxPool2d,
+                       Int8OpKind::AvgPool2d, Int8OpKind::GlobalAvgPool, Int8OpKind::Flatten, Int8OpKind::Clamp,
+                       Int8OpKind::Add, Int8OpKind::Dequantize})
+    EXPECT_TRUE(kinds.count(k)) << "the test graph lacks a " << int8_op_name(k) << " op:\n" << g.summary();
+
+  // The settings under test are not all defaults (a round trip of defaults would prove little).
+  bool grouped = false, clamp_narrowed = false;
+  for (const Int8Op& op : g.ops) {
+    grouped = grouped || (op.kind == Int8OpKind::Conv2d && op.layer.conv.groups == 2 && op.layer.conv.stride_h == 2);
+    clamp_narrowed = clamp_narrowed || (op.kind == Int8OpKind::Clamp && op.clamp_min > -128);
+  }
+  EXPECT_TRUE(grouped);
+  EXPECT_TRUE(clamp_narrowed) << g.summary();
+
+  TempFile file("roundtrip.h5");
+  g.save(file.path());
+  EXPECT_TRUE(Int8Graph::is_int8_graph_file(file.path()));
+  const Int8Graph h = Int8Graph::load(file.path());
+  EXPECT_EQ(h.input_shape, g.input_shape);
+  EXPECT_EQ(h.num_slots, g.num_slots);
+  ASSERT_EQ(h.ops.size(), g.ops.size());
+  for (size_t i = 0; i < g.ops.size(); ++i)
+    expect_same_op(h.ops[i], g.ops[i], "op " + std::to_string(i) + " (" + int8_op_name(g.ops[i].kind) + ")");
+  for (const Int8Op& op : h.ops) {
+    if (op.kind == Int8OpKind::Conv2d) {
+      EXPECT_TRUE(op.packed_conv != nullptr) << op.name;
+    }
+    if (op.kind == Int8OpKind::FullyConnected) {
+      EXPECT_TRUE(op.packed_fc != nullptr) << op.name;
+    }
+  }
+  EXPECT_EQ(h.parameter_bytes(), g.parameter_bytes());
+  EXPECT_EQ(h.summary(), g.summary());
+
+  Rng rng(5);
+  const Tensor x = random_input({3, 3, 8, 8}, rng, 2.0f);
+  Shape s1, s2;
+  EXPECT_EQ(h.run_codes(x, &s1, KernelPath::Reference), g.run_codes(x, &s2, KernelPath::Reference));
+  EXPECT_EQ(s1, s2);
+  EXPECT_EQ(h.run_codes(x, &s1, best_kernel_path()), g.run_codes(x, &s2, KernelPath::Reference));
+}
+
+// ----------------------------------------------------------------------------------------- refusals
+
+// Passes when load(path) throws a std::exception whose message is one line naming the file and
+// containing every part.
+::testing::AssertionResult load_refused(const std::string& path, const std::vector<std::string>& parts) {
+  try {
+    Int8Graph::load(path);
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    if (msg.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "multi-line message: " << msg;
+    if (msg.find(path) == std::string::npos)
+      return ::testing::AssertionFailure() << "message \"" << msg << "\" does not name the file " << path;
+    for (const auto& p : parts)
+      if (msg.find(p) == std::string::npos)
+        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << p << "\"";
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "load accepted " << path;
+}
+
+// A minimal integer model written field by field: quantize (slot 1) then dequantize (slot 2), with the
+// knobs the refusals need.
+struct MinimalGraph {
+  bool with_format = true;
+  std::string format = kInt8GraphFormat;
+  int64_t version = kInt8GraphVersion;
+  int64_t num_slots = 3;
+  int32_t dequantize_input = 1;
+  int64_t dequantize_output = 2;
+
+  void write(const std::string& path) const {
+    H5File f = H5File::create(path);
+    if (with_format) f.set_attr("/", "format", format);
+    f.set_attr("/", "format_version", version);
+    f.set_attr("/", "num_slots", num_slots);
+    f.write_ints<int64_t>("input_shape", {3}, std::vector<int64_t>{1, 2, 2});
+    const auto grid = [&](const std::string& g) {
+      f.write_floats(g + "/scale", {1}, std::vector<float>{0.1f});
+      f.write_ints<int32_t>(g + "/zero_point", {1}, std::vector<int32_t>{3});
+      f.set_attr(g, "axis", int64_t{-1});
+      f.set_attr(g, "quant_min", int64_t{-128});
+      f.set_attr(g, "quant_max", int64_t{127});
+    };
+    f.write_ints<int32_t>("ops/000/inputs", {0}, std::vector<int32_t>{});
+    f.set_attr("ops/000", "kind", "quantize");
+    f.set_attr("ops/000", "name", "input_quant");
+    f.set_attr("ops/000", "output", int64_t{1});
+    grid("ops/000/grid");
+    f.write_ints<int32_t>("ops/001/inputs", {1}, std::vector<int32_t>{dequantize_input});
+    f.set_attr("ops/001", "kind", "dequantize");
+    f.set_attr("ops/001", "name", "output");
+    f.set_attr("ops/001", "output", dequantize_output);
+    grid("ops/001/grid");
+    f.close();
+  }
+};
+
+TEST(Int8GraphFile, MinimalHandWrittenFileLoadsAndRuns) {
+  TempFile file("minimal.h5");
+  MinimalGraph{}.write(file.path());
+  const Int8Graph g = Int8Graph::load(file.path());
+  ASSERT_EQ(g.ops.size(), 2u);
+  EXPECT_EQ(g.input_shape, (Shape{1, 2, 2}));
+  const Tensor x = Tensor::from_vector({1, 1, 2, 2}, {0.04f, -0.26f, 100.0f, 0.5f});
+  const std::vector<float> y = g.run(x, KernelPath::Reference).to_vector();
+  // real = 0.1 * (q - 3): codes 3, 0 (-2.6 rounds to -3), 127 (saturated), 8.
+  EXPECT_NEAR(y[0], 0.0f, 1e-6f);
+  EXPECT_NEAR(y[1], -0.3f, 1e-6f);
+  EXPECT_NEAR(y[2], 12.4f, 1e-5f);
+  EXPECT_NEAR(y[3], 0.5f, 1e-6f);
+}
+
+TEST(Int8GraphFile, RejectsANonHdf5File) {
+  TempFile file("text.h5");
+  std::ofstream(file.path()) << "this is not an integer model\n";
+  EXPECT_TRUE(load_refused(file.path(), {"HDF5"}));
+  EXPECT_FALSE(Int8Graph::is_int8_graph_file(file.path()));
+  TempFile missing("missing.h5");
+  EXPECT_TRUE(load_refused(missing.path(), {}));
+  EXPECT_FALSE(Int8Graph::is_int8_graph_file(missing.path()));
+}
+
+TEST(Int8GraphFile, RejectsATruncatedFile) {
+  const Int8Graph g = every_op_graph();
+  TempFile full("full.h5"), cut("cut.h5");
+  g.save(full.path());
+  const auto size = std::filesystem::file_size(full.path());
+  std::filesystem::copy_file(full.path(), cut.path(), std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::resize_file(cut.path(), size / 2);
+  EXPECT_TRUE(load_refused(cut.path(), {}));
+}
+
+TEST(Int8GraphFile, RejectsHdf5WithoutTheFormatAttribute) {
+  TempFile file("noformat.h5");
+  {
+    H5File f = H5File::create(file.path());
+    f.write_floats("weights", {2}, std::vector<float>{1.0f, 2.0f});
+    f.close();
+  }
+  EXPECT_TRUE(load_refused(file.path(), {"not a qatlab integer model", kInt8GraphFormat}));
+  EXPECT_FALSE(Int8Graph::is_int8_graph_file(file.path()));
+
+  TempFile minimal("noformat_minimal.h5");
+  MinimalGraph m;
+  m.with_format = false;
+  m.write(minimal.path());
+  EXPECT_TRUE(load_refused(minimal.path(), {"not a qatlab integer model"}));
+
+  TempFile other("otherformat.h5");
+  m.with_format = true;
+  m.format = "qatlab-checkpoint";
+  m.write(other.path());
+  EXPECT_TRUE(load_refused(other.path(), {"not a qatlab integer model"}));
+  EXPECT_FALSE(Int8Graph::is_int8_graph_file(other.path()));
+}
+
+TEST(Int8GraphFile, RejectsANewerFormatVersion) {
+  TempFile file("newer.h5");
+  MinimalGraph m;
+  m.version = kInt8GraphVersion + 1;
+  m.write(file.path());
+  EXPECT_TRUE(Int8Graph::is_int8_graph_file(file.path()));  // it is ours, just too new
+  EXPECT_TRUE(load_refused(file.path(), {"version " + std::to_string(kInt8GraphVersion + 1), "newer", "upgrade"}));
+}
+
+TEST(Int8GraphFile, RejectsSlotsOutOfRange) {
+  {
+    TempFile file("input_slot.h5");
+    MinimalGraph m;
+    m.dequantize_input = 5;
+    m.write(file.path());
+    EXPECT_TRUE(load_refused(file.path(), {"ops/001", "input slot 5", "out of range"}));
+  }
+  {
+    TempFile file("negative_slot.h5");
+    MinimalGraph m;
+    m.dequantize_input = -1;
+    m.write(file.path());
+    EXPECT_TRUE(load_refused(file.path(), {"ops/001", "input slot -1"}));
+  }
+  {
+    TempFile file("output_slot.h5");
+    MinimalGraph m;
+    m.dequantize_output = 3;  // == num_slots
+    m.write(file.path());
+    EXPECT_TRUE(load_refused(file.path(), {"ops/001", "output slot", "out of range"}));
+  }
+  {
+    TempFile file("few_slots.h5");
+    MinimalGraph m;
+    m.num_slots = 2;  // the dequantize writes slot 2
+    m.write(file.path());
+    EXPECT_TRUE(load_refused(file.path(), {"out of range"}));
+  }
+}
+
+}  // namespace
+}  // namespace qatlab
