@@ -21,8 +21,13 @@ namespace qatlab {
 namespace fs = std::filesystem;
 
 void add_train_options(po::options_description& desc, TrainSettings& s) {
+  static const std::string models_help = [] {
+    std::string h = "model from the zoo:";
+    for (const std::string& m : model_names()) h += " " + m;
+    return h;
+  }();
   desc.add_options()
-      ("model", po::value(&s.model)->default_value(s.model), "model from the zoo: mlp | lenet5")
+      ("model", po::value(&s.model)->default_value(s.model), models_help.c_str())
       ("epochs", po::value(&s.epochs)->default_value(s.epochs), "epochs in total")
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per batch")
       ("optimizer", po::value(&s.optimizer)->default_value(s.optimizer), "sgd | adam | adamw")

@@ -60,13 +60,15 @@ inline void lstm_cell_backward(const float* act, int64_t act_stride, const float
     ConstArrayMap cp(c_prev + r * H, H), cr(c + r * H, H), dhr(dh + r * H, H);
     ArrayMap dcr(dc + r * H, H);
     float* d = dgates + r * dgate_stride;
-    // tanh(c_t) is recomputed rather than stored: it is cheap next to the step's GEMM.
-    const Eigen::ArrayXf tc = cr.tanh();  // (H); a fixed-capacity temporary would avoid this allocation
-    dcr += dhr * o * (1.0f - tc * tc);    // total gradient reaching c_t
+    // tanh(c_t) is recomputed rather than stored (cheap next to the step's GEMM) and parked in the
+    // o slot of dgates until its last use, so no temporary is allocated.
+    ArrayMap tc_then_do(d + 3 * H, H);
+    tc_then_do = cr.tanh();
+    dcr += dhr * o * (1.0f - tc_then_do.square());  // total gradient reaching c_t
     ArrayMap(d, H) = dcr * g * i * (1.0f - i);
     ArrayMap(d + H, H) = dcr * cp * f * (1.0f - f);
-    ArrayMap(d + 2 * H, H) = dcr * i * (1.0f - g * g);
-    ArrayMap(d + 3 * H, H) = dhr * tc * o * (1.0f - o);
+    ArrayMap(d + 2 * H, H) = dcr * i * (1.0f - g.square());
+    tc_then_do = dhr * tc_then_do * o * (1.0f - o);
     dcr *= f;  // on to c_{t-1}
   }
 }

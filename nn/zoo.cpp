@@ -8,6 +8,7 @@
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/sequence_models.h"
 
 namespace qatlab {
 
@@ -59,6 +60,11 @@ const std::map<std::string, std::function<ModulePtr(const ModelSpec&, Rng&)>>& r
   static const std::map<std::string, std::function<ModulePtr(const ModelSpec&, Rng&)>> models{
       {"mlp", build_mlp},
       {"lenet5", build_lenet5},
+      // An LSTM over the image rows (H steps of C*W features), 128 hidden units.
+      {"lstm-rows",
+       [](const ModelSpec& s, Rng& rng) -> ModulePtr {
+         return make<RowLstmClassifier>(s.channels, s.height, s.width, int64_t{128}, s.num_classes, rng);
+       }},
   };
   return models;
 }
