@@ -1,4 +1,4 @@
-// zoo.h: models by name (`--model mlp`, `--model lenet5`), built for a given input shape.
+// zoo.h: models by name (`--model mlp`, `--model lenet5`, `--model resnet20`), built for a given input shape.
 #pragma once
 
 #include <string>
