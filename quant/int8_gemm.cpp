@@ -70,20 +70,32 @@ void require_supported(KernelPath path) {
 // Where the int32 sums of a GEMM go and how they become int8. Output element (i, j) of the GEMM is
 // out[i * out_stride + j]; its channel is channel0 + i (conv: channel_per_row) or channel0 + j (fully
 // connected). Tiles get this once by reference plus their first row and column.
+// With `acc` set (a conv with a fused pool, channel_per_row), the tiles store the accumulators (sum
+// plus folded bias, wrapped) at acc[i * out_stride + j] instead, for all the 8 or 16 columns of the
+// tile (junk past the last real one: the buffer is whole panels wide), and `out` is not used.
 struct Epilogue {
   const PackedOutputStage* stage;
   int64_t channel0;
   bool channel_per_row;
   int8_t* out;
   int64_t out_stride;
+  int32_t* acc = nullptr;
 };
 
-// The scalar output stage: the int32 sum plus the folded bias, wrapped as an int32 accumulator
-// would (unsigned add), then the shared requantize().
-inline int8_t finish_scalar(int32_t sum, const PackedOutputStage& s, int64_t ch) {
-  const int32_t acc = static_cast<int32_t>(static_cast<uint32_t>(sum) + static_cast<uint32_t>(s.folded_bias[ch]));
+// The int32 sum plus the folded bias, wrapped as an int32 accumulator would (unsigned add).
+inline int32_t accumulator(int32_t sum, const PackedOutputStage& s, int64_t ch) {
+  return static_cast<int32_t>(static_cast<uint32_t>(sum) + static_cast<uint32_t>(s.folded_bias[ch]));
+}
+
+// The shared requantize() of an accumulator of channel ch.
+inline int8_t requantize_channel(int32_t acc, const PackedOutputStage& s, int64_t ch) {
   return requantize(acc, s.multiplier[ch], s.shift[ch], s.output_offset, s.output_offset + s.clamp_lo,
                     s.output_offset + s.clamp_hi);
+}
+
+// The scalar output stage.
+inline int8_t finish_scalar(int32_t sum, const PackedOutputStage& s, int64_t ch) {
+  return requantize_channel(accumulator(sum, s, ch), s, ch);
 }
 
 PackedOutputStage make_output_stage(int64_t channels, int64_t padded, const std::vector<int64_t>& weight_sums,
@@ -141,10 +153,35 @@ void portable_tile(const uint8_t* a, int64_t a_stride, const uint8_t* b, int64_t
       }
     }
   }
+  if (e.acc) {
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < kPanel; ++j)
+        e.acc[(row0 + r) * e.out_stride + col0 + j] = accumulator(acc[r][j], *e.stage, e.channel0 + row0 + r);
+    return;
+  }
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < cols; ++j)
       e.out[(row0 + r) * e.out_stride + col0 + j] =
           finish_scalar(acc[r][j], *e.stage, e.channel0 + (e.channel_per_row ? row0 + r : col0 + j));
+}
+
+// The fused 2x2 stride-2 max pool of a conv, after its GEMM: acc holds one row of wrapped
+// accumulators per channel (acc_stride apart), output pixel (oy, ox) at oy * row_stride + ox;
+// y (OC, OH/2, OW/2) gets the requantized largest accumulator of each window (see int8_gemm.h for why
+// that is the max of the requantized codes).
+void pool_requantize_portable(const int32_t* acc, int64_t acc_stride, int64_t row_stride, int64_t channels, int64_t oh,
+                              int64_t ow, const PackedOutputStage& s, int8_t* y) {
+  const int64_t poh = oh / 2, pow = ow / 2;
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t py = 0; py < poh; ++py) {
+      const int32_t* r0 = acc + c * acc_stride + 2 * py * row_stride;  // conv output rows 2py and 2py + 1
+      const int32_t* r1 = r0 + row_stride;
+      for (int64_t px = 0; px < pow; ++px) {
+        const int32_t best = std::max(std::max(r0[2 * px], r0[2 * px + 1]), std::max(r1[2 * px], r1[2 * px + 1]));
+        y[(c * poh + py) * pow + px] = requantize_channel(best, s, c);
+      }
+    }
+  }
 }
 
 // A micro-tile: rows [row0, row0 + MR) of A (a points at row0) times the columns [col0, col0 + cols)
@@ -163,24 +200,43 @@ PortableTileFn portable_tile_fn(int mr) {
 }
 static_assert(kPortableMR == 4);
 
-// Packs 4 im2col rows of int8 codes (each >= panels * 16 long, row stride row_len) into k-quad `kq`
-// of every panel, as unsigned codes (x + 128: the sign bit flipped).
+// Packs 4 im2col rows of unsigned codes (each >= panels * 16 long, row stride row_len) into k-quad
+// `kq` of every panel.
 void pack_quad_rows_portable(const uint8_t* rows, int64_t row_len, int64_t panels, int64_t kq_count, int64_t kq,
                              uint8_t* b) {
   for (int64_t p = 0; p < panels; ++p) {
     uint8_t* dst = b + (p * kq_count + kq) * kQuadBytes;
     for (int64_t j = 0; j < kPanel; ++j)
-      for (int64_t t = 0; t < 4; ++t) dst[j * 4 + t] = rows[t * row_len + p * kPanel + j] ^ 0x80;
+      for (int64_t t = 0; t < 4; ++t) dst[j * 4 + t] = rows[t * row_len + p * kPanel + j];
   }
+}
+
+// The image (C, H, W) of int8 codes as unsigned codes (x + 128: the sign bit flipped), framed by the
+// padding code pad_u (the input zero point, also unsigned) into padded (C, Hp, Wp).
+void frame_image_portable(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w,
+                          uint8_t pad_u, uint8_t* padded) {
+  const int64_t Hp = H + 2 * pad_h, Wp = W + 2 * pad_w;
+  std::memset(padded, pad_u, C * Hp * Wp);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t iy = 0; iy < H; ++iy) {
+      uint8_t* d = padded + (c * Hp + iy + pad_h) * Wp + pad_w;
+      const int8_t* s = x + (c * H + iy) * W;
+      for (int64_t ix = 0; ix < W; ++ix) d[ix] = static_cast<uint8_t>(s[ix]) ^ 0x80;
+    }
 }
 
 #if QATLAB_X86
 
 // ----------------------------------------------------------------------------------- AVX2 kernel
 
+// 8 int32 from p (any alignment).
+__attribute__((target("avx2"), always_inline)) inline __m256i load8(const int32_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
 // The k-th of the 8-lane parameters starting at p (see requantize8).
 __attribute__((target("avx2"), always_inline)) inline __m256i param8(const int32_t* p, int64_t stride, int k) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * stride));
+  return load8(p + k * stride);
 }
 
 // The per-call constants of the output stage, loaded into registers once per tile.
@@ -199,10 +255,10 @@ __attribute__((target("avx2"), always_inline)) inline OutputConsts output_consts
 // p + k * stride (PackedOutputStage layout). kUniform: the 8 lanes share one channel (conv rows).
 // Multipliers are >= 0 (checked when packing), so the INT32_MIN * INT32_MIN case of the high
 // multiply cannot occur.
+// requantize8_acc is the same from the accumulator (the folded bias already added).
 template <bool kUniform>
-__attribute__((target("avx2"), always_inline)) inline __m256i requantize8(__m256i sum, const int32_t* p, int64_t stride,
-                                                                        const OutputConsts& k) {
-  __m256i x = _mm256_add_epi32(sum, param8(p, stride, 0));  // int32 wrap-around, as the reference's conversion
+__attribute__((target("avx2"), always_inline)) inline __m256i requantize8_acc(__m256i x, const int32_t* p,
+                                                                            int64_t stride, const OutputConsts& k) {
   if (k.any_left_shift) {
     // Saturating x * 2^left_shift: the shift overflowed iff shifting back does not give x.
     const __m256i lsh = param8(p, stride, 2);
@@ -228,6 +284,13 @@ __attribute__((target("avx2"), always_inline)) inline __m256i requantize8(__m256
   return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(x, k.lo), k.hi), k.offset);
 }
 
+template <bool kUniform>
+__attribute__((target("avx2"), always_inline)) inline __m256i requantize8(__m256i sum, const int32_t* p, int64_t stride,
+                                                                        const OutputConsts& k) {
+  // int32 wrap-around, as the reference's conversion
+  return requantize8_acc<kUniform>(_mm256_add_epi32(sum, param8(p, stride, 0)), p, stride, k);
+}
+
 // Requantizes the 8 sums of GEMM row i, columns j0..j0+7.
 __attribute__((target("avx2"), always_inline)) inline __m256i requantize_row8(__m256i sum, const Epilogue& e,
                                                                             const OutputConsts& k, int64_t i,
@@ -245,11 +308,21 @@ __attribute__((target("avx2"), always_inline)) inline void store_row8(__m256i q,
   const __m128i p8 = _mm_packs_epi16(p16, p16);
   if (cols >= 8) {
     _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), p8);
-  } else {
-    alignas(16) int8_t tmp[16];
-    _mm_store_si128(reinterpret_cast<__m128i*>(tmp), p8);
-    std::memcpy(dst, tmp, cols);
+    return;
   }
+  // 4, 2 and 1 bytes as cols needs them (fixed-size copies are plain moves, not library calls).
+  uint64_t bytes = static_cast<uint64_t>(_mm_cvtsi128_si64(p8));
+  if (cols & 4) {
+    const uint32_t v = static_cast<uint32_t>(bytes);
+    std::memcpy(dst, &v, 4);
+    dst += 4, bytes >>= 32;
+  }
+  if (cols & 2) {
+    const uint16_t v = static_cast<uint16_t>(bytes);
+    std::memcpy(dst, &v, 2);
+    dst += 2, bytes >>= 16;
+  }
+  if (cols & 1) *dst = static_cast<int8_t>(bytes);
 }
 
 // Stores 4 rows of 8 requantized values, rows `stride` bytes apart, with shared packing: the packs
@@ -266,11 +339,48 @@ __attribute__((target("avx2"), always_inline)) inline void store_4rows8(__m256i 
   _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 3 * stride), _mm_unpackhi_epi64(r23, r23));
 }
 
-// Requantizes the 8 sums of GEMM row i, columns j0..j0+7, and stores the first `cols` of them.
+// Requantizes the 8 sums of GEMM row i, columns j0..j0+7, and stores the first `cols` of them (or,
+// with e.acc, stores the 8 accumulators).
 __attribute__((target("avx2"), always_inline)) inline void finish8(__m256i sum, const Epilogue& e, int64_t i,
                                                                    int64_t j0, int cols) {
+  if (e.acc) {
+    assert(e.channel_per_row);
+    const __m256i bias = param8(e.stage->rows.data() + (e.channel0 + i) * PackedOutputStage::kParams * 8, 8, 0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(e.acc + i * e.out_stride + j0), _mm256_add_epi32(sum, bias));
+    return;
+  }
   const OutputConsts k = output_consts(*e.stage);
   store_row8(requantize_row8(sum, e, k, i, j0), e.out + i * e.out_stride + j0, cols);
+}
+
+// The AVX2 form of pool_requantize_portable, 8 windows at a time: the window's two rows are maxed
+// lane by lane, then the even and odd columns are separated (shuffle_ps on the int32 bits) and maxed.
+// The windows come out in the order 0 1 4 5 2 3 6 7, which one 64-bit permute puts back after
+// requantizing. Reads up to 14 int32 past the last window's second row (the caller leaves slack).
+__attribute__((target("avx2"))) void pool_requantize_avx2(const int32_t* acc, int64_t acc_stride, int64_t row_stride,
+                                                          int64_t channels, int64_t oh, int64_t ow,
+                                                          const PackedOutputStage& s, int8_t* y) {
+  const OutputConsts k = output_consts(s);
+  const int64_t poh = oh / 2, pow = ow / 2;
+  const int8_t* y_end = y + channels * poh * pow;
+  for (int64_t c = 0; c < channels; ++c) {
+    const int32_t* params = s.rows.data() + c * PackedOutputStage::kParams * 8;
+    for (int64_t py = 0; py < poh; ++py) {
+      const int32_t* r0 = acc + c * acc_stride + 2 * py * row_stride;  // conv output rows 2py and 2py + 1
+      const int32_t* r1 = r0 + row_stride;
+      int8_t* out = y + (c * poh + py) * pow;
+      for (int64_t px = 0; px < pow; px += 8) {
+        const __m256 a = _mm256_castsi256_ps(_mm256_max_epi32(load8(r0 + 2 * px), load8(r1 + 2 * px)));
+        const __m256 b = _mm256_castsi256_ps(_mm256_max_epi32(load8(r0 + 2 * px + 8), load8(r1 + 2 * px + 8)));
+        const __m256i even = _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88));
+        const __m256i odd = _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD));
+        const __m256i q = _mm256_permute4x64_epi64(requantize8_acc<true>(_mm256_max_epi32(even, odd), params, 8, k), 0xD8);
+        // All 8 bytes unless this is the very end of y: what a short row spills into the next one
+        // is written again, in order, by the next row.
+        store_row8(q, out + px, out + px + 8 <= y_end ? 8 : static_cast<int>(pow - px));
+      }
+    }
+  }
 }
 
 // One row of an AVX2 micro-tile for one k-quad: the row's 4 int16 of A broadcast to every 64-bit
@@ -329,8 +439,22 @@ __attribute__((target("avx2"))) void avx2_tile(const int16_t* a, int64_t a_strid
   // Conv (unsigned activations in the panel) has a channel per row, fully connected one per column.
   constexpr bool kPerRow = !kPanelSigned;
   assert(e.channel_per_row == kPerRow);
-  const OutputConsts k = output_consts(*e.stage);
   const PackedOutputStage& s = *e.stage;
+  if constexpr (kPerRow) {
+    if (e.acc) {  // a conv with a fused pool: keep the accumulators
+      // Locals: the int32 stores could alias the epilogue's fields, which would then be reloaded.
+      int32_t* acc = e.acc + row0 * e.out_stride + col0;
+      const int64_t stride = e.out_stride;
+      const int32_t* bias = s.rows.data() + (e.channel0 + row0) * PackedOutputStage::kParams * 8;
+      for (int r = 0; r < MR; ++r) {
+        const __m256i sum = avx2_join(_mm256_load_si256(parked + 2 * r), _mm256_load_si256(parked + 2 * r + 1));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * stride),
+                            _mm256_add_epi32(sum, load8(bias + r * PackedOutputStage::kParams * 8)));
+      }
+      return;
+    }
+  }
+  const OutputConsts k = output_consts(*e.stage);
   __m256i q[MR];
   for (int r = 0; r < MR; ++r) {
     const __m256i sum = avx2_join(_mm256_load_si256(parked + 2 * r), _mm256_load_si256(parked + 2 * r + 1));
@@ -360,17 +484,51 @@ Avx2TileFn avx2_tile_fn(int mr) {
 }
 static_assert(kAvx2MR == 6);
 
-// Interleaves 4 rows x 16 columns of int8 codes into 16 column quads of unsigned codes at dst.
+// Interleaves 4 rows x 16 columns of codes into 16 column quads at dst.
 __attribute__((target("avx2"), always_inline)) inline void interleave_quads(__m128i r0, __m128i r1, __m128i r2,
                                                                             __m128i r3, uint8_t* dst) {
-  const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80));
   const __m128i r01_lo = _mm_unpacklo_epi8(r0, r1), r01_hi = _mm_unpackhi_epi8(r0, r1);  // (k0 k1) per column
   const __m128i r23_lo = _mm_unpacklo_epi8(r2, r3), r23_hi = _mm_unpackhi_epi8(r2, r3);  // (k2 k3) per column
   __m128i* out = reinterpret_cast<__m128i*>(dst);
-  _mm_storeu_si128(out, _mm_xor_si128(_mm_unpacklo_epi16(r01_lo, r23_lo), flip));      // columns 0..3
-  _mm_storeu_si128(out + 1, _mm_xor_si128(_mm_unpackhi_epi16(r01_lo, r23_lo), flip));  // 4..7
-  _mm_storeu_si128(out + 2, _mm_xor_si128(_mm_unpacklo_epi16(r01_hi, r23_hi), flip));  // 8..11
-  _mm_storeu_si128(out + 3, _mm_xor_si128(_mm_unpackhi_epi16(r01_hi, r23_hi), flip));  // 12..15
+  _mm_storeu_si128(out, _mm_unpacklo_epi16(r01_lo, r23_lo));      // columns 0..3
+  _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(r01_lo, r23_lo));  // 4..7
+  _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(r01_hi, r23_hi));  // 8..11
+  _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(r01_hi, r23_hi));  // 12..15
+}
+
+// The AVX2 form of frame_image_portable. Each padded row is written in address order with 16-byte
+// stores that may run past their part (left padding, pixels, right padding): the next store, or
+// the next row, rewrites what one spills, and the last row spills into the scratch's slack. Input
+// rows are read 16 bytes at a time too, except near the end of the input, which must not be
+// overrun.
+__attribute__((target("avx2"))) void frame_image_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h,
+                                                      int64_t pad_w, uint8_t pad_u, uint8_t* padded) {
+  const int64_t Hp = H + 2 * pad_h, Wp = W + 2 * pad_w;
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80)), pad = _mm_set1_epi8(static_cast<char>(pad_u));
+  const int8_t* x_end = x + C * H * W;
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t yy = 0; yy < Hp; ++yy) {
+      uint8_t* row = padded + (c * Hp + yy) * Wp;
+      if (yy < pad_h || yy >= pad_h + H) {
+        for (int64_t j = 0; j < Wp; j += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(row + j), pad);
+        continue;
+      }
+      for (int64_t j = 0; j < pad_w; j += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(row + j), pad);
+      const int8_t* src = x + (c * H + yy - pad_h) * W;
+      for (int64_t j = 0; j < W; j += 16) {
+        __m128i v;
+        if (x_end - (src + j) >= 16) {
+          v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j));
+        } else {
+          alignas(16) int8_t tail[16] = {};
+          std::memcpy(tail, src + j, x_end - (src + j));
+          v = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+        }
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(row + pad_w + j), _mm_xor_si128(v, flip));
+      }
+      for (int64_t j = 0; j < pad_w; j += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(row + pad_w + W + j), pad);
+    }
+  }
 }
 
 // The SIMD form of pack_quad_rows_portable.
@@ -428,6 +586,115 @@ void pack_conv_direct_avx2(const uint8_t* img, const int32_t* k_offset, const Co
       case 2: pack_panel_direct<2>(img, k_offset, src[p], kq_count, dst); break;
       case 3: pack_panel_direct<3>(img, k_offset, src[p], kq_count, dst); break;
       default: pack_panel_direct<4>(img, k_offset, src[p], kq_count, dst); break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------- AVX2 direct convolution
+// A stride-1 convolution without im2col (PackedConvInt8::direct_): output position p = oy * Wp + ox
+// of the padded image (positions with ox >= OW are computed too, and never read) gets
+//   acc[oc][p] = folded_bias[oc] + sum_k w[oc, k] * u[p + offset_k]      (wrapped to int32)
+// with u the unsigned codes and offset_k = (c * Hp + ky) * Wp + kx. The taps go in pairs (2t, 2t + 1):
+// 16 positions of each tap are widened to int16 and interleaved, and meet the pair of weights,
+// broadcast to every 32-bit lane, in _mm256_madd_epi16 (exact, as in avx2_tile). This builds the
+// operand from the image as it goes, where the GEMM first packs an im2col matrix and reads it back.
+
+// One row of a block for one pair of taps: lo holds positions 0-3 and 8-11 of the block, hi 4-7 and
+// 12-15 (the unpacks work within 128-bit halves), each lane a pair (u[p + offset_2t], u[p + offset_2t+1]).
+__attribute__((target("avx2"), always_inline)) inline void direct_row_step(const int32_t* w_pair, __m256i lo, __m256i hi,
+                                                                           __m256i& acc_lo, __m256i& acc_hi) {
+  const __m256i w = _mm256_set1_epi32(*w_pair);
+  acc_lo = _mm256_add_epi32(acc_lo, _mm256_madd_epi16(lo, w));
+  acc_hi = _mm256_add_epi32(acc_hi, _mm256_madd_epi16(hi, w));
+}
+
+// 16 positions from base (the padded image + the block's first position) for MR channels: their
+// weight pairs at w_pairs + r * pairs, their output stage rows at bias_rows (PackedOutputStage::rows
+// of the first channel), their accumulators to acc + r * acc_stride. Named accumulators and the
+// parking before the epilogue for the reasons given at avx2_tile.
+template <int MR>
+__attribute__((target("avx2"))) void direct_block_avx2(const uint8_t* base, const int32_t* tap_offset, int64_t pairs,
+                                                       const int32_t* w_pairs, const int32_t* bias_rows, int32_t* acc,
+                                                       int64_t acc_stride) {
+  static_assert(MR >= 1 && MR <= 6);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i lo0 = zero, hi0 = zero, lo1 = zero, hi1 = zero, lo2 = zero, hi2 = zero;
+  __m256i lo3 = zero, hi3 = zero, lo4 = zero, hi4 = zero, lo5 = zero, hi5 = zero;
+  for (int64_t t = 0; t < pairs; ++t) {
+    const __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + tap_offset[2 * t])));
+    const __m256i b =
+        _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + tap_offset[2 * t + 1])));
+    const __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+    const int32_t* w = w_pairs + t;
+    direct_row_step(w, lo, hi, lo0, hi0);
+    if constexpr (MR > 1) direct_row_step(w + pairs, lo, hi, lo1, hi1);
+    if constexpr (MR > 2) direct_row_step(w + 2 * pairs, lo, hi, lo2, hi2);
+    if constexpr (MR > 3) direct_row_step(w + 3 * pairs, lo, hi, lo3, hi3);
+    if constexpr (MR > 4) direct_row_step(w + 4 * pairs, lo, hi, lo4, hi4);
+    if constexpr (MR > 5) direct_row_step(w + 5 * pairs, lo, hi, lo5, hi5);
+  }
+  alignas(32) __m256i parked[12];  // (rows x {lo, hi})
+  _mm256_store_si256(parked + 0, lo0), _mm256_store_si256(parked + 1, hi0);
+  if constexpr (MR > 1) _mm256_store_si256(parked + 2, lo1), _mm256_store_si256(parked + 3, hi1);
+  if constexpr (MR > 2) _mm256_store_si256(parked + 4, lo2), _mm256_store_si256(parked + 5, hi2);
+  if constexpr (MR > 3) _mm256_store_si256(parked + 6, lo3), _mm256_store_si256(parked + 7, hi3);
+  if constexpr (MR > 4) _mm256_store_si256(parked + 8, lo4), _mm256_store_si256(parked + 9, hi4);
+  if constexpr (MR > 5) _mm256_store_si256(parked + 10, lo5), _mm256_store_si256(parked + 11, hi5);
+  for (int r = 0; r < MR; ++r) {
+    const __m256i lo = _mm256_load_si256(parked + 2 * r), hi = _mm256_load_si256(parked + 2 * r + 1);
+    const __m256i bias = load8(bias_rows + r * PackedOutputStage::kParams * 8);
+    // Positions 0-7 are the low halves of lo and hi, 8-15 their high halves.
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * acc_stride),
+                        _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), bias));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + r * acc_stride + 8),
+                        _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x31), bias));
+  }
+}
+
+using DirectBlockFn = void (*)(const uint8_t*, const int32_t*, int64_t, const int32_t*, const int32_t*, int32_t*,
+                               int64_t);
+
+DirectBlockFn direct_block_fn(int mr) {
+  switch (mr) {
+    case 1: return direct_block_avx2<1>;
+    case 2: return direct_block_avx2<2>;
+    case 3: return direct_block_avx2<3>;
+    case 4: return direct_block_avx2<4>;
+    case 5: return direct_block_avx2<5>;
+    default: return direct_block_avx2<6>;
+  }
+}
+
+// The accumulators of all `channels` at `positions` positions of the padded image img: rows of acc
+// acc_stride apart (each >= positions rounded up to 16: the last block writes whole). Reads up to 15
+// bytes past the last tap of the last position (the scratch's slack).
+void direct_conv_avx2(const uint8_t* img, const int32_t* tap_offset, int64_t pairs, const int32_t* w_pairs,
+                      const PackedOutputStage& stage, int64_t channels, int64_t positions, int32_t* acc,
+                      int64_t acc_stride) {
+  for (int64_t c0 = 0; c0 < channels; c0 += kAvx2MR) {
+    const int mr = static_cast<int>(std::min<int64_t>(kAvx2MR, channels - c0));
+    const DirectBlockFn block = direct_block_fn(mr);  // chosen once per block of channels
+    const int32_t* bias_rows = stage.rows.data() + c0 * PackedOutputStage::kParams * 8;
+    for (int64_t p0 = 0; p0 < positions; p0 += 16)
+      block(img + p0, tap_offset, pairs, w_pairs + c0 * pairs, bias_rows, acc + c0 * acc_stride + p0, acc_stride);
+  }
+}
+
+// The output stage after the direct conv without a pool: acc as in pool_requantize_avx2, y (OC, OH,
+// OW) the requantized codes. Reads up to 7 int32 past the end of a row.
+__attribute__((target("avx2"))) void requantize_rows_avx2(const int32_t* acc, int64_t acc_stride, int64_t row_stride,
+                                                          int64_t channels, int64_t oh, int64_t ow,
+                                                          const PackedOutputStage& s, int8_t* y) {
+  const OutputConsts k = output_consts(s);
+  const int8_t* y_end = y + channels * oh * ow;
+  for (int64_t c = 0; c < channels; ++c) {
+    const int32_t* params = s.rows.data() + c * PackedOutputStage::kParams * 8;
+    for (int64_t oy = 0; oy < oh; ++oy) {
+      const int32_t* src = acc + c * acc_stride + oy * row_stride;
+      int8_t* out = y + (c * oh + oy) * ow;
+      for (int64_t ox = 0; ox < ow; ox += 8)  // full stores but at the end of y, as in pool_requantize_avx2
+        store_row8(requantize8_acc<true>(load8(src + ox), params, 8, k), out + ox,
+                   out + ox + 8 <= y_end ? 8 : static_cast<int>(ow - ox));
     }
   }
 }
@@ -608,8 +875,8 @@ KernelPath parse_kernel_path(const std::string& name) {
 // ------------------------------------------------------------------------------------------- conv
 
 PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filter, const Shape& f_shape,
-                               const int32_t* bias, const Shape& in_shape_chw)
-    : params_(params), f_shape_(f_shape), in_chw_(in_shape_chw) {
+                               const int32_t* bias, const Shape& in_shape_chw, bool fuse_max_pool)
+    : params_(params), f_shape_(f_shape), in_chw_(in_shape_chw), fuse_pool_(fuse_max_pool) {
   QATLAB_CHECK(in_shape_chw.size() == 3,
             "PackedConvInt8: input shape must be (C, H, W) without the batch, got " + shape_str(in_shape_chw));
   const Shape out = conv2d_int8_output_shape(params, {1, in_shape_chw[0], in_shape_chw[1], in_shape_chw[2]}, f_shape);
@@ -624,8 +891,34 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filte
   ohw_ = oh_ * ow_;
   panels_ = ceil_div(ohw_, kPanel);
   row_len_ = panels_ * kPanel + 64;
-  // padded image (C, Hp, Wp) + slack, 4 im2col rows, packed panels (panels, KQ, 16, 4)
+  if (fuse_pool_)
+    QATLAB_CHECK(oh_ >= 2 && ow_ >= 2, "PackedConvInt8: a fused 2x2 max pool needs a conv output of at least 2x2, got " +
+                                           std::to_string(oh_) + "x" + std::to_string(ow_));
+
+  // The direct convolution (AVX2, stride 1, one group) where it takes fewer instructions than
+  // im2col + GEMM, counted from the kernels' inner loops (RB = ceil(OC / 6) blocks of output rows):
+  //   GEMM:   KQ * (32 per packed panel + per 8 columns (6 per row block + 5 per channel))
+  //           + ~100 per tile call;
+  //   direct: pairs * per 16 positions (11 per row block + 5 per channel) + ~80 per block call.
+  // The direct one skips the packing but computes the Wp - OW positions of each row that the output
+  // does not have. (LeNet-5, measured per image: conv1 direct 34k, GEMM 49k; conv2 direct 76k, GEMM 67k.)
+  if (params.stride_h == 1 && params.stride_w == 1 && groups_ == 1) {
+    const int64_t rb = ceil_div(oc_, kAvx2MR), pairs = ceil_div(k_, 2);
+    const int64_t positions = (oh_ - 1) * wp_ + ow_, blocks = ceil_div(positions, 16), tiles = ceil_div(ohw_, 8);
+    const int64_t gemm = kq_ * (32 * panels_ + tiles * (6 * rb + 5 * oc_)) + 100 * rb * tiles;
+    const int64_t direct = pairs * blocks * (11 * rb + 5 * oc_) + 80 * rb * blocks;
+    if (direct < gemm) {
+      direct_ = true;
+      pairs_ = pairs, positions_ = positions;
+    }
+  }
+  acc_stride_ = std::max(panels_ * kPanel, ceil_div(positions_, 16) * 16);
+  // padded image (C, Hp, Wp) + slack, 4 im2col rows, packed panels (panels, KQ, 16, 4), and for the
+  // fused pool or the direct conv the accumulators (OC, acc_stride) int32 + 16 of slack, 64-byte aligned
   scratch_per_image_ = (c_ * hp_ * wp_ + 64) + 4 * row_len_ + panels_ * kq_ * kQuadBytes;
+  acc_offset_ = ceil_div(scratch_per_image_, 64) * 64;
+  if (fuse_pool_ || direct_) scratch_per_image_ = acc_offset_ + (oc_ * acc_stride_ + 16) * 4;
+  scratch_per_image_ = ceil_div(scratch_per_image_, 64) * 64;
   pad_code_ = static_cast<int8_t>(-params.input_offset);
   k_offset_.assign(kq_ * 4, 0);  // K padding reads offset 0: any value will do, the filter is 0 there
   for (int64_t k = 0; k < k_; ++k) {
@@ -654,6 +947,19 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filte
   filter_.assign(filter, filter + shape_numel(f_shape));
   if (bias) bias_.assign(bias, bias + oc_);
 
+  if (direct_) {
+    // Taps in pairs; an odd K's last pair gets a second tap of weight 0 reading tap 0's pixel.
+    tap_offset_.assign(pairs_ * 2, k_offset_[0]);
+    w_pairs_.assign(oc_ * pairs_, 0);
+    for (int64_t k = 0; k < k_; ++k) tap_offset_[k] = k_offset_[k];
+    for (int64_t o = 0; o < oc_; ++o)
+      for (int64_t t = 0; t < pairs_; ++t) {
+        const uint16_t w0 = static_cast<uint16_t>(int16_t{filter[o * k_ + 2 * t]});
+        const uint16_t w1 = 2 * t + 1 < k_ ? static_cast<uint16_t>(int16_t{filter[o * k_ + 2 * t + 1]}) : 0;
+        w_pairs_[o * pairs_ + t] = static_cast<int32_t>(uint32_t{w0} | (uint32_t{w1} << 16));  // tap 2t in the low half
+      }
+  }
+
   // A: the filter rows (OC, K) zero-padded to (OC, KQ*4), as bytes and widened to int16.
   a_s8_.assign(oc_ * kq_ * 4, 0);
   a_s16_.assign(oc_ * kq_ * 4, 0);
@@ -676,17 +982,33 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint
   const int64_t C = c_, H = h_, W = w_, Hp = hp_, Wp = wp_, pad_h = params_.pad_h, pad_w = params_.pad_w;
   const int64_t OH = oh_, OW = ow_, OHW = ohw_, sh = params_.stride_h, sw = params_.stride_w;
   const int64_t K = k_, KQ = kq_, panels = panels_, row_len = row_len_;
-  uint8_t* padded = scratch;                   // (C, Hp, Wp) int8 codes, + 64 slack
+  uint8_t* padded = scratch;                   // (C, Hp, Wp) unsigned codes, + 64 slack
   uint8_t* rows = padded + C * Hp * Wp + 64;   // (4, row_len)
   uint8_t* packed = rows + 4 * row_len;        // (panels, KQ, 16, 4)
+  int32_t* acc = reinterpret_cast<int32_t*>(scratch + acc_offset_);  // fused pool, direct: (OC, acc_stride) + 16
   const bool simd = path == KernelPath::Avx2 || path == KernelPath::Avx512Vnni;
 
-  // The image framed by the padding code (the input zero point), still as int8 codes: the move to
-  // unsigned codes (x + 128, flipping the sign bit) is done when packing.
-  std::memset(padded, static_cast<uint8_t>(pad_code_), C * Hp * Wp);
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t iy = 0; iy < H; ++iy) std::memcpy(padded + (c * Hp + iy + pad_h) * Wp + pad_w, x + (c * H + iy) * W, W);
+  // The image as unsigned codes (x + 128, flipping the sign bit), framed by the padding code (the
+  // input zero point, likewise flipped).
+  const uint8_t pad_u = static_cast<uint8_t>(pad_code_) ^ 0x80;
+#if QATLAB_X86
+  if (simd)
+    frame_image_avx2(x, C, H, W, pad_h, pad_w, pad_u, padded);
+  else
+#endif
+    frame_image_portable(x, C, H, W, pad_h, pad_w, pad_u, padded);
 
+#if QATLAB_X86
+  if (direct_ && path == KernelPath::Avx2) {
+    direct_conv_avx2(padded, tap_offset_.data(), pairs_, w_pairs_.data(), stage_, oc_, positions_, acc, acc_stride_);
+    // Output pixel (oy, ox) is position oy * Wp + ox.
+    if (fuse_pool_)
+      pool_requantize_avx2(acc, acc_stride_, Wp, oc_, OH, OW, stage_, y);
+    else
+      requantize_rows_avx2(acc, acc_stride_, Wp, oc_, OH, OW, stage_, y);
+    return;
+  }
+#endif
   for (int64_t g = 0; g < groups_; ++g) {
     const uint8_t* img = padded + g * cg_ * Hp * Wp;  // (CG, Hp, Wp)
 #if QATLAB_X86
@@ -720,34 +1042,60 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint
         pack_quad_rows_portable(rows, row_len, panels, KQ, kq, packed);
       }
     }
-    const Epilogue e{&stage_, g * ocg_, /*channel_per_row=*/true, y + g * ocg_ * OHW, OHW};
+    // Fused pool: the accumulators of group g go to its rows of acc (at least whole panels wide).
+    const int64_t acc_stride = acc_stride_;
+    const Epilogue e = fuse_pool_ ? Epilogue{&stage_, g * ocg_, true, nullptr, acc_stride, acc + g * ocg_ * acc_stride}
+                                  : Epilogue{&stage_, g * ocg_, /*channel_per_row=*/true, y + g * ocg_ * OHW, OHW};
     gemm_rows<false>(path, a_s8_.data() + g * ocg_ * KQ * 4, a_s16_.data() + g * ocg_ * KQ * 4, KQ * 4, ocg_, packed,
                      KQ, OHW, e);
   }
+  if (fuse_pool_) {
+#if QATLAB_X86
+    if (simd) {
+      pool_requantize_avx2(acc, acc_stride_, OW, oc_, OH, OW, stage_, y);
+      return;
+    }
+#endif
+    pool_requantize_portable(acc, acc_stride_, OW, oc_, OH, OW, stage_, y);
+  }
+}
+
+void PackedConvInt8::run_reference(const int8_t* input, int64_t batch, int8_t* output) const {
+  if (batch == 0) return;
+  const int32_t* bias = bias_.empty() ? nullptr : bias_.data();
+  if (!fuse_pool_) {
+    conv2d_int8_reference(params_, input, {batch, c_, h_, w_}, filter_.data(), f_shape_, bias, output);
+    return;
+  }
+  std::vector<int8_t> conv(batch * oc_ * ohw_);  // (N, OC, OH, OW)
+  conv2d_int8_reference(params_, input, {batch, c_, h_, w_}, filter_.data(), f_shape_, bias, conv.data());
+  max_pool2d_int8_reference(conv.data(), {batch, oc_, oh_, ow_}, 2, 2, 0, output);
+}
+
+void PackedConvInt8::run_serial(const int8_t* input, int64_t batch, int8_t* output, KernelPath path,
+                                uint8_t* scratch) const {
+  QATLAB_CHECK(batch >= 0, "PackedConvInt8::run_serial: batch " + std::to_string(batch) + " must be >= 0");
+  if (path == KernelPath::Reference) return run_reference(input, batch, output);
+  require_supported(path);
+  uint8_t* mine = scratch + (64 - reinterpret_cast<uintptr_t>(scratch) % 64) % 64;  // 64-byte aligned
+  const int64_t in_stride = c_ * h_ * w_, out_stride = shape_numel(output_shape(1));
+  for (int64_t n = 0; n < batch; ++n) run_image(input + n * in_stride, output + n * out_stride, path, mine);
 }
 
 void PackedConvInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
   QATLAB_CHECK(batch >= 0, "PackedConvInt8::run: batch " + std::to_string(batch) + " must be >= 0");
-  if (path == KernelPath::Reference) {
-    if (batch > 0)
-      conv2d_int8_reference(params_, input, {batch, c_, h_, w_}, filter_.data(), f_shape_,
-                            bias_.empty() ? nullptr : bias_.data(), output);
-    return;
-  }
+  if (path == KernelPath::Reference) return run_reference(input, batch, output);
   require_supported(path);
   const int threads = threads_for(batch, oc_ * k_ * ohw_);
   // All scratch for this call, one slice per thread; zeroed so that the junk columns are defined.
-  std::vector<uint8_t> scratch(threads * scratch_per_image_, 0);
-  const int64_t in_stride = c_ * h_ * w_, out_stride = oc_ * ohw_;
-  if (threads == 1) {
-    for (int64_t n = 0; n < batch; ++n) run_image(input + n * in_stride, output + n * out_stride, path, scratch.data());
-    return;
-  }
+  std::vector<uint8_t> scratch(threads * scratch_per_image_ + 64, 0);
+  if (threads == 1) return run_serial(input, batch, output, path, scratch.data());
+  const int64_t in_stride = c_ * h_ * w_, out_stride = shape_numel(output_shape(1));
 #pragma omp parallel num_threads(threads)
   {
     uint8_t* mine = scratch.data() + omp_get_thread_num() * scratch_per_image_;
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < batch; ++n) run_image(input + n * in_stride, output + n * out_stride, path, mine);
+    for (int64_t n = 0; n < batch; ++n) run_serial(input + n * in_stride, 1, output + n * out_stride, path, mine);
   }
 }
 
@@ -783,8 +1131,34 @@ PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Param
                              params.quantized_activation_max);
 }
 
-void PackedFullyConnectedInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
-  QATLAB_CHECK(batch >= 0, "PackedFullyConnectedInt8::run: batch " + std::to_string(batch) + " must be >= 0");
+int64_t PackedFullyConnectedInt8::scratch_bytes() const {
+  // One block of rows of A: (MR, KQ*4) as int16 (AVX2) or bytes, for the widest tile, + alignment.
+  return std::max({kPortableMR, kAvx2MR, kVnniMR}) * kq_ * 4 * static_cast<int64_t>(sizeof(int16_t)) + 64;
+}
+
+void PackedFullyConnectedInt8::run_block(const int8_t* input, int64_t m0, int64_t m, int8_t* output, KernelPath path,
+                                         void* a) const {
+  // A rows: unsigned codes u = x + 128 (the sign bit flipped); the K padding must read 0.
+  const int64_t row = kq_ * 4;
+  uint8_t* a8 = path == KernelPath::Avx2 ? nullptr : static_cast<uint8_t*>(a);  // (MR, KQ*4)
+  int16_t* a16 = path == KernelPath::Avx2 ? static_cast<int16_t*>(a) : nullptr;  // (MR, KQ*4)
+  for (int64_t r = 0; r < m; ++r) {
+    const int8_t* x = input + (m0 + r) * in_;
+    if (a16) {
+      for (int64_t i = 0; i < in_; ++i) a16[r * row + i] = static_cast<int16_t>(x[i] + 128);
+      std::fill(a16 + r * row + in_, a16 + (r + 1) * row, int16_t{0});
+    } else {
+      for (int64_t i = 0; i < in_; ++i) a8[r * row + i] = static_cast<uint8_t>(x[i]) ^ 0x80;
+      std::fill(a8 + r * row + in_, a8 + (r + 1) * row, uint8_t{0});
+    }
+  }
+  const Epilogue e{&stage_, 0, /*channel_per_row=*/false, output + m0 * out_, out_};
+  gemm_rows<true>(path, a8, a16, row, m, b_panels_.data(), kq_, out_, e);
+}
+
+void PackedFullyConnectedInt8::run_serial(const int8_t* input, int64_t batch, int8_t* output, KernelPath path,
+                                          uint8_t* scratch) const {
+  QATLAB_CHECK(batch >= 0, "PackedFullyConnectedInt8::run_serial: batch " + std::to_string(batch) + " must be >= 0");
   if (path == KernelPath::Reference) {
     if (batch > 0)
       fully_connected_int8_reference(params_, input, {batch, in_}, weights_.data(), {out_, in_},
@@ -792,34 +1166,28 @@ void PackedFullyConnectedInt8::run(const int8_t* input, int64_t batch, int8_t* o
     return;
   }
   require_supported(path);
+  uint8_t* a = scratch + (64 - reinterpret_cast<uintptr_t>(scratch) % 64) % 64;  // 64-byte aligned
+  const int mr = tile_rows(path);
+  for (int64_t m0 = 0; m0 < batch; m0 += mr) run_block(input, m0, std::min<int64_t>(mr, batch - m0), output, path, a);
+}
+
+void PackedFullyConnectedInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
+  QATLAB_CHECK(batch >= 0, "PackedFullyConnectedInt8::run: batch " + std::to_string(batch) + " must be >= 0");
+  if (path == KernelPath::Reference) return run_serial(input, batch, output, path, nullptr);
+  require_supported(path);
   const int mr = tile_rows(path);
   const int64_t blocks = ceil_div(batch, mr);
   const int threads = threads_for(blocks, mr * in_ * out_);
-  const int64_t a_len = mr * kq_ * 4;  // one block of rows of A, (MR, KQ*4)
-  // Per thread: the block of A as bytes (portable, VNNI) or int16 (AVX2); K padding stays 0.
-  std::vector<uint8_t> a8(path == KernelPath::Avx2 ? 0 : threads * a_len, 0);
-  std::vector<int16_t> a16(path == KernelPath::Avx2 ? threads * a_len : 0, 0);
-
-#pragma omp parallel num_threads(threads) if (threads > 1)
+  const int64_t per_thread = scratch_bytes();
+  std::vector<uint8_t> scratch(threads * per_thread);
+  if (threads == 1) return run_serial(input, batch, output, path, scratch.data());
+#pragma omp parallel num_threads(threads)
   {
-    const int t = omp_get_thread_num();
-    uint8_t* my8 = a8.empty() ? nullptr : a8.data() + t * a_len;
-    int16_t* my16 = a16.empty() ? nullptr : a16.data() + t * a_len;
+    uint8_t* mine = scratch.data() + omp_get_thread_num() * per_thread;
+    uint8_t* a = mine + (64 - reinterpret_cast<uintptr_t>(mine) % 64) % 64;
 #pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t m0 = blk * mr, m = std::min<int64_t>(mr, batch - m0);
-      // A rows: unsigned codes u = x + 128 (the sign bit flipped).
-      for (int64_t r = 0; r < m; ++r) {
-        const int8_t* x = input + (m0 + r) * in_;
-        if (my16) {
-          for (int64_t i = 0; i < in_; ++i) my16[r * kq_ * 4 + i] = static_cast<int16_t>(x[i] + 128);
-        } else {
-          for (int64_t i = 0; i < in_; ++i) my8[r * kq_ * 4 + i] = static_cast<uint8_t>(x[i]) ^ 0x80;
-        }
-      }
-      const Epilogue e{&stage_, 0, /*channel_per_row=*/false, output + m0 * out_, out_};
-      gemm_rows<true>(path, my8, my16, kq_ * 4, m, b_panels_.data(), kq_, out_, e);
-    }
+    for (int64_t blk = 0; blk < blocks; ++blk)
+      run_block(input, blk * mr, std::min<int64_t>(mr, batch - blk * mr), output, path, a);
   }
 }
 

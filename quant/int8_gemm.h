@@ -26,8 +26,18 @@
 //   and bias folding on machines without AVX-512.
 // - Requantization is the shared requantize() (portable) or an AVX2 version of the same integer
 //   formula (AVX2 and VNNI paths); tests demand bit-identical outputs on every path.
-// - Threads (OpenMP, static schedule): conv over images, fully connected over blocks of rows.
-//   Small problems run on the calling thread.
+// - A conv followed by a 2x2 max pool of stride 2 can run both at once (fuse_max_pool): the GEMM
+//   keeps each channel's int32 accumulators, the pool takes the largest of each window and only that
+//   one is requantized. This is exact because requantization is non-decreasing in the accumulator
+//   (the multiplier is >= 0; the saturating shift, both roundings and the clamp are monotonic), so
+//   the largest accumulator gives the largest code: max(requantize(a_i)) = requantize(max(a_i)).
+//   It saves three requantizations in four and the pool's pass over the int8 codes.
+// - Stride-1 convolutions with one group may skip im2col on the AVX2 path: a direct kernel builds
+//   the GEMM's operand from the padded image as it goes (pairs of taps, _mm256_madd_epi16), when
+//   its instruction count is lower (small OC, rows not much narrower than the padded image).
+// - Threads (OpenMP, static schedule): run() spreads conv images, fully connected blocks of rows.
+//   Small problems run on the calling thread. run_serial() never threads and takes its scratch from
+//   the caller: the integer graph threads over images itself and calls it per group of images.
 #pragma once
 
 #include <cstdint>
@@ -80,17 +90,31 @@ class PackedConvInt8 {
  public:
   // filter (OC, C/G, KH, KW), bias (OC) or null, in_shape_chw (C, H, W): the image shape without N.
   // Checks everything conv2d_int8_reference checks, plus K = C/G * KH * KW <= 65536.
+  // fuse_max_pool: the conv's output goes on through a 2x2 max pool, stride 2, no padding
+  // (max_pool2d_int8(..., 2, 2, 0)), computed here as well (see the top of this file).
   PackedConvInt8(const ConvInt8Params& params, const int8_t* filter, const Shape& f_shape, const int32_t* bias,
-                 const Shape& in_shape_chw);
+                 const Shape& in_shape_chw, bool fuse_max_pool = false);
 
-  // input (batch, C, H, W) -> output (batch, OC, OH, OW). Throws if this CPU cannot run `path`.
+  // input (batch, C, H, W) -> output (batch, OC, OH, OW), or with the fused pool (batch, OC, OH / 2,
+  // OW / 2) (rounded down). Throws if this CPU cannot run `path`.
   void run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const;
+  // The same on the calling thread alone, with `scratch` (scratch_bytes() bytes, any alignment and
+  // contents) instead of memory of its own: for callers that thread over images themselves.
+  void run_serial(const int8_t* input, int64_t batch, int8_t* output, KernelPath path, uint8_t* scratch) const;
+  int64_t scratch_bytes() const { return scratch_per_image_ + 64; }
 
-  Shape output_shape(int64_t batch) const { return {batch, oc_, oh_, ow_}; }
+  Shape output_shape(int64_t batch) const {
+    return fuse_pool_ ? Shape{batch, oc_, oh_ / 2, ow_ / 2} : Shape{batch, oc_, oh_, ow_};
+  }
   const Shape& input_shape_chw() const { return in_chw_; }
+  bool fused_max_pool() const { return fuse_pool_; }
+  // Whether the AVX2 path convolves directly from the padded image instead of im2col + GEMM (stride
+  // 1, one group, when that takes fewer instructions; other paths always use the GEMM).
+  bool direct_conv() const { return direct_; }
 
  private:
   void run_image(const int8_t* x, int8_t* y, KernelPath path, uint8_t* scratch) const;
+  void run_reference(const int8_t* input, int64_t batch, int8_t* output) const;
 
   ConvInt8Params params_;
   Shape f_shape_, in_chw_;
@@ -101,7 +125,17 @@ class PackedConvInt8 {
   int64_t k_ = 0, kq_ = 0;           // reduction length and its quads: K = CG*KH*KW, KQ = ceil(K / 4)
   int64_t ohw_ = 0, panels_ = 0;     // N of the GEMM (OH*OW) and its panels of 16 columns
   int64_t row_len_ = 0;              // length of one im2col row in scratch (>= panels * 16, + slack)
-  int64_t scratch_per_image_ = 0;    // bytes of scratch one thread needs
+  int64_t scratch_per_image_ = 0;    // bytes of scratch one thread needs (64-byte aligned)
+  bool fuse_pool_ = false;           // the 2x2 / 2 max pool is fused (accumulators staged in scratch)
+  // Stride 1 and one group, when it costs less than the GEMM: the AVX2 path convolves directly
+  // (int8_gemm.cpp, "AVX2 direct convolution"), from the padded image into the accumulators.
+  bool direct_ = false;
+  int64_t pairs_ = 0;                // direct: pairs of taps, ceil(K / 2)
+  int64_t positions_ = 0;            // direct: (OH - 1) * Wp + OW positions of the padded image
+  std::vector<int32_t> tap_offset_;  // direct: (pairs * 2) offset of tap k in the padded image
+  std::vector<int32_t> w_pairs_;     // direct: (OC, pairs) the int16 weights of taps 2t, 2t + 1 in an int32
+  int64_t acc_offset_ = 0;           // where the int32 accumulators start in scratch (fused pool, direct)
+  int64_t acc_stride_ = 0;           // their row stride: >= panels * 16, and positions rounded up to 16
   int8_t pad_code_ = 0;              // the code of the padding: the input zero point
   // Empty when some panel needs more than 4 runs (OW < 6) or stride_w > 1: im2col by row copies.
   std::vector<ConvPanelSource> panel_src_;  // (panels)
@@ -121,11 +155,18 @@ class PackedFullyConnectedInt8 {
 
   // input (batch, IN) -> output (batch, OUT). Throws if this CPU cannot run `path`.
   void run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const;
+  // The same on the calling thread alone, with `scratch` (scratch_bytes() bytes, any alignment and
+  // contents) instead of memory of its own.
+  void run_serial(const int8_t* input, int64_t batch, int8_t* output, KernelPath path, uint8_t* scratch) const;
+  int64_t scratch_bytes() const;
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
 
  private:
+  // Rows [m0, m0 + m) of the batch, m <= the tile rows of `path`; `a` is one block of A (see run()).
+  void run_block(const int8_t* input, int64_t m0, int64_t m, int8_t* output, KernelPath path, void* a) const;
+
   FullyConnectedInt8Params params_;
   std::vector<int8_t> weights_;  // (OUT, IN), for the Reference path
   std::vector<int32_t> bias_;    // (OUT) or empty

@@ -1,7 +1,12 @@
 // int8_graph.cpp: running, printing, saving and loading the integer graph.
 #include "quant/int8_graph.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <cstring>
+#include <exception>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
@@ -21,6 +26,146 @@ Shape with_batch(int64_t n, const Shape& chw) {
   return s;
 }
 
+Shape without_batch(const Shape& s) { return Shape(s.begin() + 1, s.end()); }
+
+// How many images a worker takes through the whole graph at a time (optimized paths): enough rows
+// for the fully connected tiles (6 or 8), few enough that a group's activations and the kernels'
+// scratch stay in the core's own cache (LeNet-5: ~100 KB for 16 images).
+constexpr int64_t kGroupImages = 16;
+
+// The shapes of one image (no batch) through the graph, checked op by op against each op's settings.
+struct GraphShapes {
+  std::vector<Shape> in, out;         // (ops) the first input's and the output's shape of each op
+  std::vector<int64_t> slot_bytes;    // (slots) the largest output written to each slot, in bytes
+};
+
+GraphShapes graph_shapes(const Int8Graph& g) {
+  QATLAB_CHECK(g.num_slots >= 1, "integer graph: num_slots " + std::to_string(g.num_slots) + " must be >= 1");
+  GraphShapes gs;
+  std::vector<Shape> slot(g.num_slots);
+  slot[0] = g.input_shape;
+  gs.slot_bytes.assign(g.num_slots, 0);
+  for (const Int8Op& op : g.ops) {
+    for (int s : op.inputs)
+      QATLAB_CHECK(s >= 0 && s < g.num_slots, "integer graph: op '" + op.name + "' reads slot " + std::to_string(s) +
+                                                  " of " + std::to_string(g.num_slots));
+    QATLAB_CHECK(op.output >= 0 && op.output < g.num_slots,
+                 "integer graph: op '" + op.name + "' writes slot " + std::to_string(op.output) + " of " +
+                     std::to_string(g.num_slots));
+    QATLAB_CHECK(op.kind == Int8OpKind::Quantize || !op.inputs.empty(),
+                 "integer graph: op '" + op.name + "' (" + int8_op_name(op.kind) + ") reads no slot");
+    const Shape in = op.inputs.empty() ? g.input_shape : slot[op.inputs[0]];
+    Shape out = in;
+    switch (op.kind) {
+      case Int8OpKind::Conv2d:
+        out = without_batch(conv2d_int8_output_shape(op.layer.conv, with_batch(1, in), op.layer.weight_shape));
+        break;
+      case Int8OpKind::FullyConnected:
+        out = without_batch(fully_connected_int8_output_shape(op.layer.fc, with_batch(1, in), op.layer.weight_shape));
+        break;
+      case Int8OpKind::MaxPool2d:
+      case Int8OpKind::AvgPool2d:
+        out = without_batch(pool2d_int8_output_shape(with_batch(1, in), op.kernel, op.stride, op.pad));
+        break;
+      case Int8OpKind::GlobalAvgPool:
+        QATLAB_CHECK(in.size() == 3, "integer graph: global_avg_pool input must be (N, C, H, W), got " +
+                                         shape_str(with_batch(1, in)));
+        out = {in[0]};
+        break;
+      case Int8OpKind::Flatten: out = {shape_numel(in)}; break;
+      case Int8OpKind::Add:
+        QATLAB_CHECK(op.inputs.size() == 2 && slot[op.inputs[1]] == in,
+                     "integer graph: add of " + shape_str(with_batch(1, in)) + " and " +
+                         (op.inputs.size() == 2 ? shape_str(with_batch(1, slot[op.inputs[1]])) : "nothing"));
+        break;
+      default: break;  // quantize, clamp, dequantize keep the shape
+    }
+    gs.in.push_back(in);
+    gs.out.push_back(out);
+    gs.slot_bytes[op.output] = std::max(gs.slot_bytes[op.output], shape_numel(out));
+    slot[op.output] = std::move(out);
+  }
+  return gs;
+}
+
+// Whether op i is a conv whose output only feeds op i + 1, a 2x2 max pool of stride 2 without
+// padding: the packed conv can then compute both (PackedConvInt8's fuse_max_pool).
+bool pool_fuses_into_conv(const Int8Graph& g, size_t i) {
+  if (i + 1 >= g.ops.size()) return false;
+  const Int8Op &conv = g.ops[i], &pool = g.ops[i + 1];
+  if (conv.kind != Int8OpKind::Conv2d || pool.kind != Int8OpKind::MaxPool2d || pool.kernel != 2 || pool.stride != 2 ||
+      pool.pad != 0 || pool.inputs.size() != 1 || pool.inputs[0] != conv.output || pool.output == conv.output ||
+      g.ops.back().output == conv.output)
+    return false;
+  for (size_t j = 0; j < g.ops.size(); ++j)
+    if (j != i + 1 && std::find(g.ops[j].inputs.begin(), g.ops[j].inputs.end(), conv.output) != g.ops[j].inputs.end())
+      return false;
+  return true;
+}
+
+// Runs every op on a group of `count` images whose float input is x (count, C, H, W). slots[s]
+// holds the group's codes of slot s (count, ...), contiguous. The kernels run on the calling thread
+// (the reference kernels may thread themselves); scratch: the packed kernels' (optimized paths).
+void run_group(const Int8Graph& g, const GraphShapes& gs, const float* x, int64_t count, int8_t* const* slots,
+               KernelPath path, uint8_t* scratch) {
+  const bool reference = path == KernelPath::Reference;
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    const Int8Op& op = g.ops[i];
+    int8_t* out = slots[op.output];
+    const int8_t* in = op.inputs.empty() ? nullptr : slots[op.inputs[0]];
+    const Shape in_shape = with_batch(count, gs.in[i]);
+    const int64_t out_numel = count * shape_numel(gs.out[i]);
+    switch (op.kind) {
+      case Int8OpKind::Quantize:
+        quantize_float_to_int8(x, out, out_numel, op.grid.scale[0], op.grid.zero_point[0], op.grid.quant_min,
+                               op.grid.quant_max);
+        break;
+      case Int8OpKind::Conv2d: {
+        // Packed weights that do not fit the graph (changed since prepare()) fall back to the reference.
+        const bool packed = !reference && op.packed_conv && op.packed_conv->input_shape_chw() == gs.in[i];
+        if (packed && op.packed_conv->fused_max_pool() && pool_fuses_into_conv(g, i)) {
+          op.packed_conv->run_serial(in, count, slots[g.ops[i + 1].output], path, scratch);
+          ++i;  // the pool is done
+        } else if (packed && !op.packed_conv->fused_max_pool()) {
+          op.packed_conv->run_serial(in, count, out, path, scratch);
+        } else {
+          conv2d_int8_reference(op.layer.conv, in, in_shape, op.layer.weight.data(), op.layer.weight_shape,
+                                op.layer.bias.data(), out);
+        }
+        break;
+      }
+      case Int8OpKind::FullyConnected:
+        if (!reference && op.packed_fc)
+          op.packed_fc->run_serial(in, count, out, path, scratch);
+        else
+          fully_connected_int8_reference(op.layer.fc, in, in_shape, op.layer.weight.data(), op.layer.weight_shape,
+                                         op.layer.bias.data(), out);
+        break;
+      case Int8OpKind::MaxPool2d:
+        if (reference)
+          max_pool2d_int8_reference(in, in_shape, op.kernel, op.stride, op.pad, out);
+        else
+          max_pool2d_int8(in, in_shape, op.kernel, op.stride, op.pad, out);
+        break;
+      case Int8OpKind::AvgPool2d:
+        avg_pool2d_int8(in, in_shape, op.kernel, op.stride, op.pad, op.grid.zero_point[0], out);
+        break;
+      case Int8OpKind::GlobalAvgPool: global_avg_pool_int8(in, in_shape, out); break;
+      case Int8OpKind::Clamp:
+        for (int64_t k = 0; k < out_numel; ++k)
+          out[k] = static_cast<int8_t>(std::clamp<int32_t>(in[k], op.clamp_min, op.clamp_max));
+        break;
+      case Int8OpKind::Add:
+        add_int8_reference(op.add, in, slots[op.inputs[1]], out, out_numel);
+        break;
+      case Int8OpKind::Flatten:
+      case Int8OpKind::Dequantize:  // the codes leave the graph as they are; run() dequantizes them
+        if (out != in) std::memcpy(out, in, out_numel);
+        break;
+    }
+  }
+}
+
 }  // namespace
 
 const char* int8_op_name(Int8OpKind kind) { return kOpNames[static_cast<int>(kind)]; }
@@ -32,36 +177,16 @@ Int8OpKind parse_int8_op(const std::string& name) {
 }
 
 void Int8Graph::prepare() {
-  // Shapes flow from the input: compute each slot's per-image shape to size the packed kernels.
-  std::vector<Shape> shapes(num_slots);
-  shapes[0] = input_shape;
-  for (Int8Op& op : ops) {
-    const Shape& in = op.inputs.empty() ? input_shape : shapes[op.inputs[0]];
-    Shape out = in;
-    switch (op.kind) {
-      case Int8OpKind::Conv2d: {
-        op.packed_conv = std::make_shared<PackedConvInt8>(op.layer.conv, op.layer.weight.data(), op.layer.weight_shape,
-                                                          op.layer.bias.data(), in);
-        const Shape o = conv2d_int8_output_shape(op.layer.conv, with_batch(1, in), op.layer.weight_shape);
-        out = Shape(o.begin() + 1, o.end());
-        break;
-      }
-      case Int8OpKind::FullyConnected:
-        op.packed_fc = std::make_shared<PackedFullyConnectedInt8>(op.layer.fc, op.layer.weight.data(),
-                                                                  op.layer.weight_shape, op.layer.bias.data());
-        out = {op.layer.weight_shape[0]};
-        break;
-      case Int8OpKind::MaxPool2d:
-      case Int8OpKind::AvgPool2d: {
-        const Shape o = pool2d_int8_output_shape(with_batch(1, in), op.kernel, op.stride, op.pad);
-        out = Shape(o.begin() + 1, o.end());
-        break;
-      }
-      case Int8OpKind::GlobalAvgPool: out = {in.at(0)}; break;
-      case Int8OpKind::Flatten: out = {shape_numel(in)}; break;
-      default: break;
-    }
-    shapes[op.output] = out;
+  // Shapes flow from the input: each op's per-image input shape sizes its packed kernel.
+  const GraphShapes gs = graph_shapes(*this);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    Int8Op& op = ops[i];
+    if (op.kind == Int8OpKind::Conv2d)
+      op.packed_conv = std::make_shared<PackedConvInt8>(op.layer.conv, op.layer.weight.data(), op.layer.weight_shape,
+                                                        op.layer.bias.data(), gs.in[i], pool_fuses_into_conv(*this, i));
+    if (op.kind == Int8OpKind::FullyConnected)
+      op.packed_fc = std::make_shared<PackedFullyConnectedInt8>(op.layer.fc, op.layer.weight.data(),
+                                                                op.layer.weight_shape, op.layer.bias.data());
   }
 }
 
@@ -71,84 +196,69 @@ const QParams& Int8Graph::output_grid() const {
 }
 
 std::vector<int8_t> Int8Graph::run_codes(const Tensor& input, Shape* out_shape, KernelPath path) const {
-  QATLAB_CHECK(input.dim() == 4 && Shape(input.shape().begin() + 1, input.shape().end()) == input_shape,
-            "integer graph: input must be (N, " + shape_str(input_shape).substr(1) + ", got " + shape_str(input.shape()));
-  const int64_t n = input.size(0);
-  std::vector<std::vector<int8_t>> slots(num_slots);  // codes per slot
-  std::vector<Shape> shapes(num_slots);
+  QATLAB_CHECK(input.dim() == 4 && without_batch(input.shape()) == input_shape,
+               "integer graph: input must be (N, " + shape_str(input_shape).substr(1) + ", got " +
+                   shape_str(input.shape()));
+  QATLAB_CHECK(!ops.empty(), "integer graph: no ops to run");
+  const GraphShapes gs = graph_shapes(*this);
+  const int64_t n = input.size(0), in_numel = shape_numel(input_shape), out_numel = shape_numel(gs.out.back());
+  // A NaN input fails here, naming its place in the whole batch, rather than inside a worker.
+  const int64_t nan_at = find_first_nan(input.data(), input.numel());
+  QATLAB_CHECK(nan_at < 0, "integer graph: input element " + std::to_string(nan_at) + " is NaN");
+
+  // The optimized paths take groups of images through the whole graph, one group per worker at a
+  // time: the layers of a small network are too small to share between threads one by one (each
+  // op's parallel region would cost more than it saves, and the ops between them would run alone).
+  // The reference path runs the whole batch as one group, its kernels threading themselves.
+  const int max_threads = path == KernelPath::Reference ? 1 : std::max(omp_get_max_threads(), 1);
+  const int64_t group = path == KernelPath::Reference
+                            ? std::max<int64_t>(n, 1)
+                            : std::clamp<int64_t>((n + max_threads - 1) / max_threads, 1, kGroupImages);
+  const int64_t groups = (n + group - 1) / group;
+  const int threads = static_cast<int>(std::clamp<int64_t>(groups, 1, max_threads));
+
+  // Each worker's memory: the group's codes of every slot, then the packed kernels' scratch (its
+  // contents do not matter: see run_serial), allocated once here, not per group.
+  std::vector<int64_t> slot_offset(num_slots + 1, 0);
+  for (int s = 0; s < num_slots; ++s) slot_offset[s + 1] = slot_offset[s] + (group * gs.slot_bytes[s] + 63) / 64 * 64;
+  int64_t scratch_bytes = 0;
   for (const Int8Op& op : ops) {
-    std::vector<int8_t>& out = slots[op.output];
-    Shape& shape = shapes[op.output];
-    const std::vector<int8_t>& in = op.inputs.empty() ? out : slots[op.inputs[0]];
-    const Shape& in_shape = op.inputs.empty() ? input.shape() : shapes[op.inputs[0]];
-    switch (op.kind) {
-      case Int8OpKind::Quantize:
-        shape = input.shape();
-        out.resize(input.numel());
-        quantize_float_to_int8(input.data(), out.data(), input.numel(), op.grid.scale[0], op.grid.zero_point[0],
-                               op.grid.quant_min, op.grid.quant_max);
-        break;
-      case Int8OpKind::Conv2d:
-        shape = conv2d_int8_output_shape(op.layer.conv, in_shape, op.layer.weight_shape);
-        out.resize(shape_numel(shape));
-        if (path == KernelPath::Reference || !op.packed_conv)
-          conv2d_int8_reference(op.layer.conv, in.data(), in_shape, op.layer.weight.data(), op.layer.weight_shape,
-                                op.layer.bias.data(), out.data());
-        else
-          op.packed_conv->run(in.data(), n, out.data(), path);
-        break;
-      case Int8OpKind::FullyConnected:
-        shape = fully_connected_int8_output_shape(op.layer.fc, in_shape, op.layer.weight_shape);
-        out.resize(shape_numel(shape));
-        if (path == KernelPath::Reference || !op.packed_fc)
-          fully_connected_int8_reference(op.layer.fc, in.data(), in_shape, op.layer.weight.data(), op.layer.weight_shape,
-                                         op.layer.bias.data(), out.data());
-        else
-          op.packed_fc->run(in.data(), n, out.data(), path);
-        break;
-      case Int8OpKind::MaxPool2d:
-        shape = pool2d_int8_output_shape(in_shape, op.kernel, op.stride, op.pad);
-        out.resize(shape_numel(shape));
-        max_pool2d_int8(in.data(), in_shape, op.kernel, op.stride, op.pad, out.data());
-        break;
-      case Int8OpKind::AvgPool2d:
-        shape = pool2d_int8_output_shape(in_shape, op.kernel, op.stride, op.pad);
-        out.resize(shape_numel(shape));
-        avg_pool2d_int8(in.data(), in_shape, op.kernel, op.stride, op.pad, op.grid.zero_point[0], out.data());
-        break;
-      case Int8OpKind::GlobalAvgPool:
-        shape = {in_shape[0], in_shape[1]};
-        out.resize(shape_numel(shape));
-        global_avg_pool_int8(in.data(), in_shape, out.data());
-        break;
-      case Int8OpKind::Flatten:
-        shape = {in_shape[0], shape_numel(in_shape) / in_shape[0]};
-        if (&out != &in) out = in;
-        break;
-      case Int8OpKind::Clamp:
-        shape = in_shape;
-        out.resize(in.size());
-        for (size_t i = 0; i < in.size(); ++i)
-          out[i] = static_cast<int8_t>(std::clamp<int32_t>(in[i], op.clamp_min, op.clamp_max));
-        break;
-      case Int8OpKind::Add: {
-        const std::vector<int8_t>& other = slots[op.inputs[1]];
-        QATLAB_CHECK(shapes[op.inputs[1]] == in_shape, "integer graph: add of " + shape_str(in_shape) + " and " +
-                                                        shape_str(shapes[op.inputs[1]]));
-        shape = in_shape;
-        out.resize(in.size());
-        add_int8_reference(op.add, in.data(), other.data(), out.data(), static_cast<int64_t>(out.size()));
-        break;
+    if (op.packed_conv) scratch_bytes = std::max(scratch_bytes, op.packed_conv->scratch_bytes());
+    if (op.packed_fc) scratch_bytes = std::max(scratch_bytes, op.packed_fc->scratch_bytes());
+  }
+  const int64_t per_worker = slot_offset[num_slots] + scratch_bytes;
+  const std::unique_ptr<int8_t[]> memory(new int8_t[threads * per_worker + 1]);
+
+  std::vector<int8_t> codes(n * out_numel);  // (N, ...) the last op's output
+  const int last = ops.back().output;
+  std::exception_ptr error;  // the failure of the first failing group
+  int64_t error_group = groups;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    int8_t* mine = memory.get() + omp_get_thread_num() * per_worker;
+    std::vector<int8_t*> slots(num_slots);
+    for (int s = 0; s < num_slots; ++s) slots[s] = mine + slot_offset[s];
+    uint8_t* scratch = reinterpret_cast<uint8_t*>(mine + slot_offset[num_slots]);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const int64_t first = gi * group, count = std::min(group, n - first);
+      try {
+        run_group(*this, gs, input.data() + first * in_numel, count, slots.data(), path, scratch);
+        std::memcpy(codes.data() + first * out_numel, slots[last], count * out_numel);
+      } catch (...) {
+#pragma omp critical(qatlab_int8_graph_error)
+        {
+          if (gi < error_group) {
+            error = std::current_exception();
+            error_group = gi;
+          }
+        }
       }
-      case Int8OpKind::Dequantize:
-        shape = in_shape;
-        if (&out != &in) out = in;
-        break;
     }
   }
-  const int last = ops.back().output;
-  if (out_shape) *out_shape = shapes[last];
-  return std::move(slots[last]);
+  if (error) std::rethrow_exception(error);
+  if (out_shape) *out_shape = with_batch(n, gs.out.back());
+  return codes;
 }
 
 Tensor Int8Graph::run(const Tensor& input, KernelPath path) const {
@@ -246,6 +356,7 @@ void Int8Graph::save(const std::string& path) const {
         case Int8OpKind::Quantize:
         case Int8OpKind::Dequantize:
         case Int8OpKind::AvgPool2d:
+        case Int8OpKind::GlobalAvgPool:
           write_grid(f, g + "/grid", op.grid);
           break;
         case Int8OpKind::Conv2d:
@@ -322,7 +433,12 @@ Int8Graph Int8Graph::load(const std::string& path) {
   Int8Graph g;
   g.num_slots = static_cast<int>(f.get_attr_int("/", "num_slots"));
   g.input_shape = f.read_ints<int64_t>("input_shape");
-  for (const std::string& idx : f.list("ops")) {
+  // Ops run in the numeric order of their names (the listing is alphabetical: "1000" before "101").
+  std::vector<std::string> names = f.list("ops");
+  std::stable_sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
+    return a.size() != b.size() ? a.size() < b.size() : a < b;
+  });
+  for (const std::string& idx : names) {
     const std::string p = "ops/" + idx;
     Int8Op op;
     op.kind = parse_int8_op(f.get_attr_string(p, "kind"));
@@ -336,6 +452,7 @@ Int8Graph Int8Graph::load(const std::string& path) {
       case Int8OpKind::Quantize:
       case Int8OpKind::Dequantize:
       case Int8OpKind::AvgPool2d:
+      case Int8OpKind::GlobalAvgPool:
         op.grid = read_grid(f, p + "/grid");
         break;
       case Int8OpKind::Conv2d:

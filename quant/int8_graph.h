@@ -41,7 +41,9 @@ struct Int8Op {
   // Add: a residual sum of inputs[0] and inputs[1], rescaled to `grid` (see int8_kernels.h).
   AddInt8Params add;
 
-  // Built once by Int8Graph::prepare(): packed weights for the optimized kernels.
+  // Built once by Int8Graph::prepare(): packed weights for the optimized kernels. A conv whose output
+  // goes only to the next op, a 2x2 max pool of stride 2, is packed with that pool fused
+  // (packed_conv->fused_max_pool()): the optimized paths run the two ops as one.
   std::shared_ptr<PackedConvInt8> packed_conv;
   std::shared_ptr<PackedFullyConnectedInt8> packed_fc;
 };
@@ -56,7 +58,9 @@ class Int8Graph {
   void prepare();
 
   // input (N, C, H, W) float -> the output codes (N, ...) and their grid. path Reference runs the plain
-  // reference kernels everywhere; other paths the packed kernels.
+  // reference kernels everywhere, op by op over the whole batch; other paths the packed kernels,
+  // taking groups of up to 16 images through all the ops, one group per thread at a time (up to
+  // omp_get_max_threads() threads). A NaN input throws std::invalid_argument naming its index.
   std::vector<int8_t> run_codes(const Tensor& input, Shape* out_shape, KernelPath path) const;
   // The same, dequantized at the exit.
   Tensor run(const Tensor& input, KernelPath path) const;

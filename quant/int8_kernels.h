@@ -80,6 +80,10 @@ void fully_connected_int8_reference(const FullyConnectedInt8Params& params, cons
 Shape pool2d_int8_output_shape(const Shape& in_shape, int64_t kernel, int64_t stride, int64_t pad);
 
 // input (N, C, H, W) -> output (N, C, OH, OW): the largest code of each window; padding never wins.
+// max_pool2d_int8_reference is the plain loop over each window; max_pool2d_int8 gives the same
+// result with a fast path for the common 2x2 window of stride 2 (written to vectorise).
+void max_pool2d_int8_reference(const int8_t* input, const Shape& in_shape, int64_t kernel, int64_t stride,
+                               int64_t pad, int8_t* output);
 void max_pool2d_int8(const int8_t* input, const Shape& in_shape, int64_t kernel, int64_t stride, int64_t pad,
                      int8_t* output);
 
@@ -136,9 +140,12 @@ void add_int8_reference(const AddInt8Params& params, const int8_t* a, const int8
 // ------------------------------------------------------------------------------ quantize / dequantize
 // The integer graph's entry: q[i] = quantize_value(x[i], 1.0f / scale, zero_point, qmin, qmax)
 // (float32, ties to even, saturating; see requantize.h). A NaN input throws std::invalid_argument
-// naming its index. scale finite and > 0, -128 <= qmin <= zero_point <= qmax <= 127.
+// naming its index (the first one). scale finite and > 0, -128 <= qmin <= zero_point <= qmax <= 127.
 void quantize_float_to_int8(const float* x, int8_t* q, int64_t n, float scale, int32_t zero_point, int32_t qmin,
                             int32_t qmax);
+
+// The index of the first NaN among x[0, n), or -1.
+int64_t find_first_nan(const float* x, int64_t n);
 
 // The integer graph's exit: x[i] = scale * (float)(q[i] - zero_point), in float32.
 void dequantize_int8_to_float(const int8_t* q, float* x, int64_t n, float scale, int32_t zero_point);

@@ -2,6 +2,7 @@
 // exact-mode simulation bit for bit (reference and optimized kernels, before and after a save/load),
 // and stay within 1 LSB of the plain float simulation layer by layer.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -210,6 +211,61 @@ TEST(Convert, Lenet5FromTheZooConvertsAndMatchesExactMode) {
   const Tensor x = random_input({16, 1, 28, 28}, rng);
   Shape shape;
   EXPECT_EQ(graph.run_codes(x, &shape, best_kernel_path()), simulation_codes(model, x, graph.output_grid(), true));
+}
+
+// The optimized paths take groups of images through the whole graph, one group per thread at a
+// time, with each conv that feeds a 2x2 max pool computing both: for any batch and thread count the
+// codes equal those of the reference kernels run op by op over the whole batch.
+TEST(Convert, GroupedThreadedRunEqualsReferenceForAnyBatch) {
+  Rng rng(9);
+  auto model = prepare_qat(make_model("lenet5", ModelSpec{}, rng), bits(8, 8));
+  train_a_little(model, {16, 1, 28, 28}, 10, rng, 2);
+  const Int8Graph graph = convert(*model, {1, 28, 28});
+  int fused = 0;
+  for (const Int8Op& op : graph.ops) fused += op.packed_conv && op.packed_conv->fused_max_pool();
+  EXPECT_EQ(fused, 2);  // both convs of LeNet-5 feed a 2x2 max pool
+  const int saved = omp_get_max_threads();
+  for (int64_t n : {1, 2, 17, 37}) {
+    const Tensor x = random_input({n, 1, 28, 28}, rng);
+    Shape shape;
+    const std::vector<int8_t> expect = graph.run_codes(x, &shape, KernelPath::Reference);
+    EXPECT_EQ(shape, (Shape{n, 10}));
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      EXPECT_EQ(graph.run_codes(x, &shape, best_kernel_path()), expect) << n << " images, " << threads << " threads";
+      EXPECT_EQ(shape, (Shape{n, 10}));
+    }
+    EXPECT_EQ(graph.run_codes(x, &shape, KernelPath::Portable), expect) << n << " images, portable";
+    omp_set_num_threads(saved);
+  }
+
+  // Only a conv whose output goes nowhere but a 2x2 / 2 max pool has it fused.
+  auto net = prepare_qat(conv_net(rng), bits(8, 8));
+  train_a_little(net, {4, 3, 12, 12}, 5, rng, 1);
+  const Int8Graph g = convert(*net, {3, 12, 12});
+  std::vector<bool> fused_convs;
+  for (const Int8Op& op : g.ops)
+    if (op.kind == Int8OpKind::Conv2d) fused_convs.push_back(op.packed_conv->fused_max_pool());
+  EXPECT_EQ(fused_convs, (std::vector<bool>{true, false, false}));
+}
+
+// A NaN fails the whole call with its index in the batch, whichever thread its image went to.
+TEST(Convert, NaNInputIsNamedByItsIndexInTheBatch) {
+  Rng rng(11);
+  auto model = prepare_qat(make_model("lenet5", ModelSpec{}, rng), bits(8, 8));
+  train_a_little(model, {8, 1, 28, 28}, 10, rng, 1);
+  const Int8Graph graph = convert(*model, {1, 28, 28});
+  Tensor x = random_input({40, 1, 28, 28}, rng);
+  x.data()[37 * 784 + 100] = std::nanf("");
+  x.data()[39 * 784] = std::nanf("");
+  for (KernelPath path : {KernelPath::Reference, best_kernel_path()}) {
+    try {
+      graph.run_codes(x, nullptr, path);
+      ADD_FAILURE() << "no exception on a NaN input";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("input element 29108 is NaN"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Convert, ObserversStayPutInEvaluation) {

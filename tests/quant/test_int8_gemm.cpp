@@ -1,6 +1,7 @@
 // test_int8_gemm.cpp: every optimized int8 path (portable, AVX2, AVX-512 VNNI) must give outputs
 // bit-identical to the reference kernels, over random conv / fully connected shapes, zero points,
-// per-channel multipliers and batches; plus kernel path selection and construction errors.
+// per-channel multipliers and batches, also with a fused 2x2 max pool and with caller scratch; plus
+// kernel path selection and construction errors.
 //
 // Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel, G groups,
 // IN / OUT features.
@@ -137,6 +138,22 @@ ConvCase random_conv_case(Rng& rng) {
   return c;
 }
 
+// The case made a stride-1 conv with one group, few channels and rows up to 40 wide: the shapes
+// where the AVX2 path may convolve directly (PackedConvInt8::direct_conv).
+void make_direct_friendly(Rng& rng, ConvCase& c) {
+  c.p.stride_h = c.p.stride_w = 1, c.p.groups = 1;
+  c.in[1] = uniform_int(rng, 1, 4), c.in[3] = uniform_int(rng, std::max<int64_t>(1, c.f[3] - 2 * c.p.pad_w), 40);
+  c.f = {uniform_int(rng, 1, 13), c.in[1], c.f[2], c.f[3]};
+  c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+  c.w = random_codes(rng, shape_numel(c.f), -127, 127);
+  c.bias = random_bias(rng, c.f[0]);
+  random_output_stage(rng, c.f[0], c.f[1] * c.f[2] * c.f[3], &c.p.output_multiplier, &c.p.output_shift);
+}
+
+bool is_direct(const ConvCase& c) {
+  return PackedConvInt8(c.p, c.w.data(), c.f, c.bias.data(), {c.in[1], c.in[2], c.in[3]}).direct_conv();
+}
+
 std::vector<int8_t> conv_reference(const ConvCase& c) {
   std::vector<int8_t> y(shape_numel(conv2d_int8_output_shape(c.p, c.in, c.f)));
   conv2d_int8_reference(c.p, c.x.data(), c.in, c.w.data(), c.f, c.has_bias ? c.bias.data() : nullptr, y.data());
@@ -145,6 +162,23 @@ std::vector<int8_t> conv_reference(const ConvCase& c) {
 
 std::vector<int8_t> conv_packed(const ConvCase& c, KernelPath path) {
   const PackedConvInt8 packed(c.p, c.w.data(), c.f, c.has_bias ? c.bias.data() : nullptr, {c.in[1], c.in[2], c.in[3]});
+  std::vector<int8_t> y(shape_numel(packed.output_shape(c.in[0])), 0x55);
+  packed.run(c.x.data(), c.in[0], y.data(), path);
+  return y;
+}
+
+// The reference conv, then the reference 2x2 stride-2 max pool.
+std::vector<int8_t> conv_pool_reference(const ConvCase& c) {
+  const Shape conv_shape = conv2d_int8_output_shape(c.p, c.in, c.f);
+  const std::vector<int8_t> conv = conv_reference(c);
+  std::vector<int8_t> y(shape_numel(pool2d_int8_output_shape(conv_shape, 2, 2, 0)));
+  max_pool2d_int8_reference(conv.data(), conv_shape, 2, 2, 0, y.data());
+  return y;
+}
+
+std::vector<int8_t> conv_pool_packed(const ConvCase& c, KernelPath path) {
+  const PackedConvInt8 packed(c.p, c.w.data(), c.f, c.has_bias ? c.bias.data() : nullptr, {c.in[1], c.in[2], c.in[3]},
+                              /*fuse_max_pool=*/true);
   std::vector<int8_t> y(shape_numel(packed.output_shape(c.in[0])), 0x55);
   packed.run(c.x.data(), c.in[0], y.data(), path);
   return y;
@@ -239,13 +273,67 @@ class OptimizedPath : public ::testing::TestWithParam<KernelPath> {
 
 TEST_P(OptimizedPath, ConvMatchesReferenceOnRandomShapes) {
   Rng rng(100 + static_cast<int>(GetParam()));
+  int direct = 0;  // cases the AVX2 path convolves directly
   for (int i = 0; i < 1000; ++i) {
-    const ConvCase c = random_conv_case(rng);
+    ConvCase c = random_conv_case(rng);
+    if (i % 4 == 0) make_direct_friendly(rng, c);
+    direct += is_direct(c);
     const std::vector<int8_t> expect = conv_reference(c);
     const std::vector<int8_t> got = conv_packed(c, GetParam());
     const int64_t at = first_difference(got, expect);
     ASSERT_EQ(at, -1) << "case " << i << ": " << c.describe() << "\n  output " << at << ": got "
                       << int(got[at]) << ", reference " << int(expect[at]);
+  }
+  EXPECT_GT(direct, 100);
+}
+
+// The fused max pool gives what the conv then the pool give, on every shape a 2x2 window fits
+// (odd output sizes drop their last row or column, as the pool does).
+TEST_P(OptimizedPath, ConvWithFusedMaxPoolMatchesConvThenPool) {
+  Rng rng(150 + static_cast<int>(GetParam()));
+  int tested = 0, direct = 0;
+  for (int i = 0; i < 1500; ++i) {
+    ConvCase c = random_conv_case(rng);
+    if (i % 4 == 0) make_direct_friendly(rng, c);
+    direct += is_direct(c);
+    const Shape conv_shape = conv2d_int8_output_shape(c.p, c.in, c.f);
+    if (conv_shape[2] < 2 || conv_shape[3] < 2) continue;
+    ++tested;
+    const std::vector<int8_t> expect = conv_pool_reference(c);
+    const std::vector<int8_t> got = conv_pool_packed(c, GetParam());
+    const int64_t at = first_difference(got, expect);
+    ASSERT_EQ(at, -1) << "case " << i << ": " << c.describe() << "\n  output " << at << ": got " << int(got[at])
+                      << ", reference " << int(expect[at]);
+  }
+  EXPECT_GT(tested, 500);
+  EXPECT_GT(direct, 100);
+}
+
+// run_serial works in whatever scratch it is given (here full of junk) and gives what run() gives.
+TEST_P(OptimizedPath, RunSerialWithDirtyScratchMatchesRun) {
+  Rng rng(160 + static_cast<int>(GetParam()));
+  for (int i = 0; i < 100; ++i) {
+    const ConvCase c = random_conv_case(rng);
+    const Shape conv_shape = conv2d_int8_output_shape(c.p, c.in, c.f);
+    for (bool pool : {false, true}) {
+      if (pool && (conv_shape[2] < 2 || conv_shape[3] < 2)) continue;
+      const PackedConvInt8 packed(c.p, c.w.data(), c.f, c.has_bias ? c.bias.data() : nullptr,
+                                  {c.in[1], c.in[2], c.in[3]}, pool);
+      std::vector<int8_t> expect(shape_numel(packed.output_shape(c.in[0]))), got(expect.size());
+      packed.run(c.x.data(), c.in[0], expect.data(), GetParam());
+      std::vector<int8_t> junk = random_codes(rng, packed.scratch_bytes() + 3, -128, 127);
+      // An odd start: run_serial aligns for itself.
+      packed.run_serial(c.x.data(), c.in[0], got.data(), GetParam(), reinterpret_cast<uint8_t*>(junk.data()) + 3);
+      ASSERT_EQ(first_difference(got, expect), -1) << "case " << i << " pool " << pool << ": " << c.describe();
+    }
+  }
+  for (int i = 0; i < 100; ++i) {
+    const FcCase c = random_fc_case(rng, uniform_int(rng, 1, 19), uniform_int(rng, 1, 70), uniform_int(rng, 1, 40));
+    const PackedFullyConnectedInt8 packed(c.p, c.w.data(), {c.out, c.in}, c.has_bias ? c.bias.data() : nullptr);
+    std::vector<int8_t> got(c.n * c.out);
+    std::vector<int8_t> junk = random_codes(rng, packed.scratch_bytes() + 1, -128, 127);
+    packed.run_serial(c.x.data(), c.n, got.data(), GetParam(), reinterpret_cast<uint8_t*>(junk.data()) + 1);
+    ASSERT_EQ(first_difference(got, fc_reference(c)), -1) << "case " << i << ": " << c.describe();
   }
 }
 
@@ -279,6 +367,7 @@ TEST_P(OptimizedPath, LeNetShapesWithThreadsMatchReference) {
     c.w = random_codes(rng, shape_numel(c.f), -127, 127);
     c.bias = random_bias(rng, c.f[0]);
     EXPECT_EQ(first_difference(conv_packed(c, GetParam()), conv_reference(c)), -1) << c.describe();
+    EXPECT_EQ(first_difference(conv_pool_packed(c, GetParam()), conv_pool_reference(c)), -1) << c.describe();
   }
   for (auto [in, out] : {std::pair<int64_t, int64_t>{400, 120}, {120, 84}, {84, 10}}) {
     const FcCase c = random_fc_case(rng, 67, in, out);
@@ -314,6 +403,16 @@ TEST_P(OptimizedPath, ExtremeValuesAndAccumulatorWrapMatchReference) {
   random_output_stage(rng, 5, 72, &c.p.output_multiplier, &c.p.output_shift);
   c.bias = random_bias(rng, 5);
   EXPECT_EQ(first_difference(conv_packed(c, GetParam()), conv_reference(c)), -1) << c.describe();
+  EXPECT_EQ(first_difference(conv_pool_packed(c, GetParam()), conv_pool_reference(c)), -1) << c.describe();
+  // Accumulators that wrap around: the fused pool must compare the wrapped values, which the
+  // reference requantizes. Sums of both signs with biases at the edges of int32 wrap in some
+  // positions of a window and not in others (a multiplier of 2^-24 keeps them apart as codes).
+  c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+  c.w = random_codes(rng, shape_numel(c.f), -127, 127);
+  c.bias = {INT32_MAX - 1000, INT32_MIN + 1000, INT32_MAX, INT32_MIN, 5};
+  for (int o = 0; o < 5; ++o) quantize_multiplier(std::ldexp(1.0, -24), &c.p.output_multiplier[o], &c.p.output_shift[o]);
+  c.p.quantized_activation_min = -128, c.p.quantized_activation_max = 127;
+  EXPECT_EQ(first_difference(conv_pool_packed(c, GetParam()), conv_pool_reference(c)), -1) << c.describe();
 }
 
 TEST_P(OptimizedPath, BatchRowsAreIndependentOfEachOther) {
@@ -341,8 +440,14 @@ INSTANTIATE_TEST_SUITE_P(AllPaths, OptimizedPath,
 
 TEST(PackedKernels, ReferencePathRunsTheReferenceKernels) {
   Rng rng(600);
-  const ConvCase c = random_conv_case(rng);
+  ConvCase c = random_conv_case(rng);
   EXPECT_EQ(first_difference(conv_packed(c, KernelPath::Reference), conv_reference(c)), -1);
+  c.in = {2, 3, 9, 7}, c.f = {4, 3, 3, 3}, c.p.groups = 1, c.p.stride_h = c.p.stride_w = 1, c.p.pad_h = c.p.pad_w = 1;
+  c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+  c.w = random_codes(rng, shape_numel(c.f), -127, 127);
+  random_output_stage(rng, 4, 27, &c.p.output_multiplier, &c.p.output_shift);
+  c.bias = random_bias(rng, 4);
+  EXPECT_EQ(first_difference(conv_pool_packed(c, KernelPath::Reference), conv_pool_reference(c)), -1);
   const FcCase f = random_fc_case(rng, 3, 17, 9);
   EXPECT_EQ(first_difference(fc_packed(f, KernelPath::Reference), fc_reference(f)), -1);
 }
@@ -356,6 +461,9 @@ TEST(PackedKernels, ConstructionChecksShapesAndLimits) {
                           {"(2, 3, 3, 3)", "(1, 4, 8, 8)"}));
   EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {1, 3, 8, 8}); }, {"(C, H, W)"}));
   EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {3, 2, 2}); }, {"larger"}));
+  EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {3, 3, 8}, true); },
+                          {"fused 2x2 max pool", "1x6"}));
+  EXPECT_EQ(PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {3, 9, 8}, true).output_shape(5), (Shape{5, 2, 3, 3}));
   p.output_shift = {0, 31};
   EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), {2, 3, 3, 3}, nullptr, {3, 8, 8}); },
                           {"output_shift[1] = 31"}));

@@ -1,10 +1,12 @@
 // test_int8_kernels.cpp: the reference int8 kernels (conv, fully connected, pooling, add, quantize /
 // dequantize) against hand-computed values, an independent int64 re-derivation (explicitly padded
-// input) and the float semantics they stand for.
+// input) and the float semantics they stand for; the fast max pool and the vectorised quantize
+// against the reference loop and the scalar formula.
 //
 // Shape letters: N batch, C input channels, H x W input (Hp x Wp padded), OC output channels, KH x KW
 // kernel, OH x OW output, G groups, IN / OUT features.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -306,7 +308,7 @@ TEST(PoolInt8, RandomPoolsMatchDoubleModel) {
     const std::vector<int8_t> x = random_codes(rng, shape_numel(in), -128, 127);
     const Shape out = pool2d_int8_output_shape(in, k, stride, pad);
     std::vector<int8_t> ymax(shape_numel(out)), yavg(shape_numel(out));
-    max_pool2d_int8(x.data(), in, k, stride, pad, ymax.data());
+    max_pool2d_int8_reference(x.data(), in, k, stride, pad, ymax.data());
     avg_pool2d_int8(x.data(), in, k, stride, pad, zp, yavg.data());
     for (int64_t pl = 0; pl < in[0] * in[1]; ++pl)
       for (int64_t oy = 0; oy < out[2]; ++oy)
@@ -400,7 +402,69 @@ TEST(AddInt8, RandomScalesWithinOneCodeOfTheRealSum) {
   }
 }
 
+// max_pool2d_int8 (with its 2x2 stride-2 fast path) gives what the reference loop gives, on odd and
+// even sizes, extreme codes and other windows.
+TEST(PoolInt8, MaxPoolMatchesReference) {
+  Rng rng(12);
+  for (int i = 0; i < 300; ++i) {
+    const bool common = i % 3 != 0;  // mostly the 2x2 / 2 window of the fast path
+    const int64_t k = common ? 2 : uniform_int(rng, 1, 4), stride = common ? 2 : uniform_int(rng, 1, 3);
+    const int64_t pad = common ? 0 : uniform_int(rng, 0, k / 2);
+    const Shape in = {uniform_int(rng, 1, 3), uniform_int(rng, 1, 4), uniform_int(rng, k, 40), uniform_int(rng, k, 40)};
+    const std::vector<int8_t> x = random_codes(rng, shape_numel(in), i % 5 == 0 ? 126 : -128, 127);
+    const Shape out = pool2d_int8_output_shape(in, k, stride, pad);
+    std::vector<int8_t> expect(shape_numel(out)), got(shape_numel(out), 0x55);
+    max_pool2d_int8_reference(x.data(), in, k, stride, pad, expect.data());
+    max_pool2d_int8(x.data(), in, k, stride, pad, got.data());
+    ASSERT_EQ(got, expect) << "input " << shape_str(in) << " window " << k << " stride " << stride << " pad " << pad;
+  }
+}
+
 // ------------------------------------------------------------------------------ quantize / dequantize
+
+// The vectorised loop of quantize_float_to_int8 gives the codes of the scalar formula everywhere:
+// ties at many scales and zero points, values near the clamps, huge and infinite values, signed zeros
+// and denormals.
+TEST(QuantizeInt8, MatchesQuantizeValueEverywhere) {
+  Rng rng(13);
+  for (int trial = 0; trial < 50; ++trial) {
+    const float scale = std::exp2(rng.uniform(-12.0f, 4.0f)) * (trial % 4 == 0 ? 1.0f : rng.uniform(0.5f, 1.0f));
+    const int32_t qmin = trial % 3 == 0 ? -127 : -128, qmax = 127 - (trial % 5 == 0 ? 60 : 0);
+    const int32_t zp = uniform_int(rng, qmin, qmax);
+    std::vector<float> x(1001);
+    for (size_t i = 0; i < x.size(); ++i) {
+      switch (i % 6) {
+        case 0: x[i] = scale * (static_cast<float>(uniform_int(rng, -200, 200)) + 0.5f); break;  // ties
+        case 1: x[i] = scale * rng.uniform(-140.0f, 140.0f); break;
+        case 2: x[i] = rng.normal() * 1e30f; break;
+        case 3: x[i] = std::nextafter(scale * (static_cast<float>(uniform_int(rng, -3, 3)) + 0.5f), 0.0f); break;
+        case 4: x[i] = rng.normal(); break;
+        default: x[i] = scale * static_cast<float>(uniform_int(rng, -300, 300)); break;
+      }
+    }
+    x[0] = INFINITY, x[1] = -INFINITY, x[2] = -0.0f, x[3] = 1e-42f, x[4] = -1e-42f, x[5] = FLT_MAX;
+    std::vector<int8_t> q(x.size());
+    quantize_float_to_int8(x.data(), q.data(), static_cast<int64_t>(x.size()), scale, zp, qmin, qmax);
+    const float inv = 1.0f / scale;
+    for (size_t i = 0; i < x.size(); ++i)
+      ASSERT_EQ(q[i], quantize_value(x[i], inv, zp, qmin, qmax)) << "x " << x[i] << " scale " << scale << " zp " << zp;
+  }
+}
+
+TEST(QuantizeInt8, FindFirstNan) {
+  std::vector<float> x(10000, 1.0f);
+  EXPECT_EQ(find_first_nan(x.data(), 10000), -1);
+  EXPECT_EQ(find_first_nan(x.data(), 0), -1);
+  x[9999] = std::nanf("");
+  x[5000] = -std::nanf("");
+  EXPECT_EQ(find_first_nan(x.data(), 10000), 5000);  // past the first block of the count
+  EXPECT_EQ(find_first_nan(x.data(), 5000), -1);
+  x[17] = std::nanf("");
+  EXPECT_EQ(find_first_nan(x.data(), 10000), 17);
+  std::vector<int8_t> q(10000);
+  EXPECT_TRUE(throws_with([&] { quantize_float_to_int8(x.data(), q.data(), 10000, 0.1f, 0, -128, 127); },
+                          {"element 17", "NaN"}));
+}
 
 TEST(QuantizeInt8, RoundsToEvenSaturatesAndRoundTrips) {
   const std::vector<float> x = {0.0f, 0.05f, 0.15f, -0.05f, 1e9f, -INFINITY, 0.37f};
