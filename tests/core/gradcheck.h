@@ -194,13 +194,15 @@ inline ::testing::AssertionResult tensors_near(const Tensor& actual, const Tenso
   return ::testing::AssertionSuccess();
 }
 
-// Passes when fn() throws std::invalid_argument whose message contains every one of `parts`.
+// Passes when fn() throws std::invalid_argument whose message is one line containing every one of
+// `parts` (user-facing errors are one line).
 template <class Fn>
 ::testing::AssertionResult throws_with(Fn fn, const std::vector<std::string>& parts) {
   try {
     fn();
   } catch (const std::invalid_argument& e) {
     const std::string msg = e.what();
+    if (msg.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "multi-line message: " << msg;
     for (const auto& p : parts)
       if (msg.find(p) == std::string::npos)
         return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << p << "\"";

@@ -3,6 +3,8 @@
 // block's output grid), per-layer bit overrides, the refusals, and the whole-model switches.
 #include <gtest/gtest.h>
 
+#include "core/gradcheck.h"
+
 #include <cmath>
 #include <functional>
 #include <stdexcept>
@@ -462,34 +464,17 @@ class Mystery : public Module {
   Tensor forward(const Tensor& x) override { return x; }
 };
 
-template <class Fn>
-::testing::AssertionResult invalid_with(Fn fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const std::invalid_argument& e) {
-    const std::string msg = e.what();
-    if (msg.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "multi-line message: " << msg;
-    for (const auto& p : parts)
-      if (msg.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << p << "\"";
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a different exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "no exception thrown";
-}
-
 TEST(PrepareRefuses, LoneBatchNorm) {
   Rng rng(13);
-  EXPECT_TRUE(invalid_with([] { prepare_qat(seq({std::make_shared<BatchNorm2d>(3)}), bits(8, 8)); },
+  EXPECT_TRUE(test::throws_with([] { prepare_qat(seq({std::make_shared<BatchNorm2d>(3)}), bits(8, 8)); },
                            {"BatchNorm2d", "'0'", "must follow a Conv2d or Linear"}));
   // Nested, after a ReLU that broke the pattern.
   auto outer = std::make_shared<Sequential>();
   outer->add("features", seq({std::make_shared<Conv2d>(3, 4, 3, Conv2dOptions{}, rng), std::make_shared<ReLU>(),
                               std::make_shared<BatchNorm2d>(4)}));
-  EXPECT_TRUE(invalid_with([&] { prepare_qat(outer, bits(8, 8)); }, {"BatchNorm2d", "'features.2'"}));
+  EXPECT_TRUE(test::throws_with([&] { prepare_qat(outer, bits(8, 8)); }, {"BatchNorm2d", "'features.2'"}));
   // A batch norm of the wrong kind for its layer is not fused either.
-  EXPECT_TRUE(invalid_with(
+  EXPECT_TRUE(test::throws_with(
       [&] { prepare_qat(seq({std::make_shared<Conv2d>(3, 4, 3, Conv2dOptions{}, rng), std::make_shared<BatchNorm1d>(4)}), bits(8, 8)); },
       {"BatchNorm1d", "'1'"}));
 }
@@ -499,14 +484,14 @@ TEST(PrepareRefuses, UnknownModule) {
   auto inner = std::make_shared<Sequential>();
   inner->add("weird", std::make_shared<Mystery>());
   outer->add("block", inner);
-  EXPECT_TRUE(invalid_with([&] { prepare_qat(outer, bits(8, 8)); }, {"cannot quantize", "Mystery", "'block.weird'"}));
+  EXPECT_TRUE(test::throws_with([&] { prepare_qat(outer, bits(8, 8)); }, {"cannot quantize", "Mystery", "'block.weird'"}));
 }
 
 TEST(PrepareRefuses, NonSequentialTopAndBadResidualBranch) {
   Rng rng(14);
-  EXPECT_TRUE(invalid_with([&] { prepare_qat(std::make_shared<Linear>(3, 2, true, rng), bits(8, 8)); },
+  EXPECT_TRUE(test::throws_with([&] { prepare_qat(std::make_shared<Linear>(3, 2, true, rng), bits(8, 8)); },
                            {"Sequential", "Linear"}));
-  EXPECT_TRUE(invalid_with(
+  EXPECT_TRUE(test::throws_with(
       [&] {
         prepare_qat(seq({std::make_shared<Residual>(std::make_shared<Conv2d>(3, 3, 1, Conv2dOptions{}, rng), nullptr, true)}),
                     bits(8, 8));

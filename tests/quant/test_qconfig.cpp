@@ -2,6 +2,8 @@
 // per-layer resolution (a name beats a type) and validate()'s refusals.
 #include <gtest/gtest.h>
 
+#include "core/gradcheck.h"
+
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -11,24 +13,6 @@
 
 namespace qatlab {
 namespace {
-
-// Passes when fn() throws std::invalid_argument whose one-line message contains every part.
-template <class Fn>
-::testing::AssertionResult invalid_with(Fn fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const std::invalid_argument& e) {
-    const std::string msg = e.what();
-    if (msg.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "multi-line message: " << msg;
-    for (const auto& p : parts)
-      if (msg.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message \"" << msg << "\" does not mention \"" << p << "\"";
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a different exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "no exception thrown";
-}
 
 QConfig options(int w, int a, const std::vector<std::string>& layer_bits = {}) {
   return QConfig::from_options(w, a, true, "minmax", "ema", layer_bits);
@@ -93,12 +77,12 @@ TEST(QConfig, FromOptionsPerTensorWeights) {
 }
 
 TEST(QConfig, FromOptionsRejectsBitsOutsideTwoToEight) {
-  EXPECT_TRUE(invalid_with([] { options(1, 8); }, {"--wbits", "2..8", "1"}));
-  EXPECT_TRUE(invalid_with([] { options(9, 8); }, {"--wbits", "9"}));
-  EXPECT_TRUE(invalid_with([] { options(8, 1); }, {"--abits", "1"}));
-  EXPECT_TRUE(invalid_with([] { options(8, 9); }, {"--abits", "9"}));
-  EXPECT_TRUE(invalid_with([] { options(0, 8); }, {"--wbits", "0"}));
-  EXPECT_TRUE(invalid_with([] { options(8, -3); }, {"--abits", "-3"}));
+  EXPECT_TRUE(test::throws_with([] { options(1, 8); }, {"--wbits", "2..8", "1"}));
+  EXPECT_TRUE(test::throws_with([] { options(9, 8); }, {"--wbits", "9"}));
+  EXPECT_TRUE(test::throws_with([] { options(8, 1); }, {"--abits", "1"}));
+  EXPECT_TRUE(test::throws_with([] { options(8, 9); }, {"--abits", "9"}));
+  EXPECT_TRUE(test::throws_with([] { options(0, 8); }, {"--wbits", "0"}));
+  EXPECT_TRUE(test::throws_with([] { options(8, -3); }, {"--abits", "-3"}));
 }
 
 TEST(QConfig, FromOptionsCollectsLayerBits) {
@@ -110,7 +94,7 @@ TEST(QConfig, FromOptionsCollectsLayerBits) {
   EXPECT_EQ(q.layer_bits.at("Linear").activation_bits, 0);
   EXPECT_EQ(q.layer_bits.at("x").weight_bits, 0);
   EXPECT_EQ(q.layer_bits.at("x").activation_bits, 6);
-  EXPECT_TRUE(invalid_with([] { options(8, 8, {"features.0=8:8", "fc=9:"}); }, {"fc=9:"}));
+  EXPECT_TRUE(test::throws_with([] { options(8, 8, {"features.0=8:8", "fc=9:"}); }, {"fc=9:"}));
 }
 
 TEST(ParseLayerBits, ParsesBothSidesAndEmptySides) {
@@ -144,22 +128,22 @@ TEST(ParseLayerBits, RejectsMalformedText) {
   // Shape errors name the text and the expected form.
   for (const std::string text : {"features.0", "features.0:8:8", "=8:8", "fc=8", "fc=88", ""}) {
     SCOPED_TRACE("'" + text + "'");
-    EXPECT_TRUE(invalid_with([&] { parse_layer_bits(text); }, {"'" + text + "'", "NAME=W:A"}));
+    EXPECT_TRUE(test::throws_with([&] { parse_layer_bits(text); }, {"'" + text + "'", "NAME=W:A"}));
   }
   // Junk where a number should be.
   for (const std::string text : {"fc=x:8", "fc=8:y", "fc=8x:8", "fc=8:8:8", "fc=8 :8", "fc=8.0:8", "fc==8:8"}) {
     SCOPED_TRACE("'" + text + "'");
-    EXPECT_TRUE(invalid_with([&] { parse_layer_bits(text); }, {text}));
+    EXPECT_TRUE(test::throws_with([&] { parse_layer_bits(text); }, {text}));
   }
 }
 
 TEST(ParseLayerBits, RejectsBitsOutsideTwoToEight) {
-  EXPECT_TRUE(invalid_with([] { parse_layer_bits("fc=1:8"); }, {"fc=1:8", "2..8", "got 1"}));
-  EXPECT_TRUE(invalid_with([] { parse_layer_bits("fc=9:8"); }, {"fc=9:8", "got 9"}));
-  EXPECT_TRUE(invalid_with([] { parse_layer_bits("fc=8:1"); }, {"fc=8:1", "got 1"}));
-  EXPECT_TRUE(invalid_with([] { parse_layer_bits("fc=:9"); }, {"fc=:9", "got 9"}));
-  EXPECT_TRUE(invalid_with([] { parse_layer_bits("fc=0:8"); }, {"fc=0:8", "got 0"}));
-  EXPECT_TRUE(invalid_with([] { parse_layer_bits("fc=-4:8"); }, {"fc=-4:8"}));
+  EXPECT_TRUE(test::throws_with([] { parse_layer_bits("fc=1:8"); }, {"fc=1:8", "2..8", "got 1"}));
+  EXPECT_TRUE(test::throws_with([] { parse_layer_bits("fc=9:8"); }, {"fc=9:8", "got 9"}));
+  EXPECT_TRUE(test::throws_with([] { parse_layer_bits("fc=8:1"); }, {"fc=8:1", "got 1"}));
+  EXPECT_TRUE(test::throws_with([] { parse_layer_bits("fc=:9"); }, {"fc=:9", "got 9"}));
+  EXPECT_TRUE(test::throws_with([] { parse_layer_bits("fc=0:8"); }, {"fc=0:8", "got 0"}));
+  EXPECT_TRUE(test::throws_with([] { parse_layer_bits("fc=-4:8"); }, {"fc=-4:8"}));
   for (int b = 2; b <= 8; ++b) {
     EXPECT_EQ(parse_layer_bits("fc=" + std::to_string(b) + ":").second.weight_bits, b);
     EXPECT_EQ(parse_layer_bits("fc=:" + std::to_string(b)).second.activation_bits, b);
@@ -209,43 +193,43 @@ TEST(QConfigResolution, OverridesChangeOnlyTheBits) {
 }
 
 TEST(QConfigValidate, PerChannelHistogramAndPercentileAreRefused) {
-  EXPECT_TRUE(invalid_with([] { QConfig::from_options(8, 8, true, "histogram", "ema", {}); },
+  EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "histogram", "ema", {}); },
                            {"weight observer", "histogram", "per-tensor only"}));
-  EXPECT_TRUE(invalid_with([] { QConfig::from_options(8, 8, true, "percentile", "ema", {}); },
+  EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "percentile", "ema", {}); },
                            {"weight observer", "percentile"}));
   QConfig q;
   q.weight.observer = "histogram";
-  EXPECT_TRUE(invalid_with([&] { q.validate(); }, {"histogram"}));
+  EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"histogram"}));
   q.weight.scheme.per_channel = false;
   EXPECT_NO_THROW(q.validate());
   // A per-channel activation scheme with a histogram observer is refused the same way.
   QConfig r;
   r.activation.scheme.per_channel = true;
   r.activation.observer = "percentile";
-  EXPECT_TRUE(invalid_with([&] { r.validate(); }, {"activation observer", "percentile"}));
+  EXPECT_TRUE(test::throws_with([&] { r.validate(); }, {"activation observer", "percentile"}));
 }
 
 TEST(QConfigValidate, UnknownObserversAreRefused) {
-  EXPECT_TRUE(invalid_with([] { QConfig::from_options(8, 8, true, "median", "ema", {}); },
+  EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "median", "ema", {}); },
                            {"weight observer", "'median'", "minmax, ema, histogram or percentile"}));
-  EXPECT_TRUE(invalid_with([] { QConfig::from_options(8, 8, true, "minmax", "EMA", {}); },
+  EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "minmax", "EMA", {}); },
                            {"activation observer", "'EMA'"}));
-  EXPECT_TRUE(invalid_with([] { QConfig::from_options(8, 8, true, "minmax", "", {}); }, {"activation observer", "''"}));
+  EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "minmax", "", {}); }, {"activation observer", "''"}));
 }
 
 TEST(QConfigValidate, WeightsMustKeepTheKernelContract) {
   QConfig q;
   q.weight.scheme.symmetric = false;
-  EXPECT_TRUE(invalid_with([&] { q.validate(); }, {"weights", "symmetric"}));
+  EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"weights", "symmetric"}));
   q = QConfig{};
   q.weight.scheme.narrow_range = false;
-  EXPECT_TRUE(invalid_with([&] { q.validate(); }, {"narrow"}));
+  EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"narrow"}));
   q = QConfig{};
   q.weight.scheme.is_signed = false;
-  EXPECT_TRUE(invalid_with([&] { q.validate(); }, {"signed"}));
+  EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"signed"}));
   q = QConfig{};
   q.activation.scheme.bits = 12;
-  EXPECT_TRUE(invalid_with([&] { q.validate(); }, {"12"}));
+  EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"12"}));
 }
 
 TEST(QConfig, DescribeListsSettingsAndOverrides) {
