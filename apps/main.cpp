@@ -26,6 +26,7 @@ constexpr Subcommand kSubcommands[] = {
     {"eval", qatlab::cmd_eval, "evaluate a float, QAT or integer model on a dataset's test split"},
     {"info", qatlab::cmd_info, "show a checkpoint's model, parameters, metadata and history"},
     {"qat", qatlab::cmd_qat, "quantization-aware training from a float checkpoint or from scratch"},
+    {"ptq", qatlab::cmd_ptq, "post-training quantization: calibrate a float model, convert, evaluate"},
     {"convert", qatlab::cmd_convert, "turn a QAT checkpoint into an integer-only model file"},
     {"bench", qatlab::cmd_bench, "float vs integer model: latency, throughput, size, GEMM rate vs peak"},
 };

@@ -661,5 +661,27 @@ TEST_F(CliTest, NanDuringQatStopsWithEpochAndBatch) {
   EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "qat", {"epoch 1, batch"}));
 }
 
+TEST_F(CliTest, PtqCalibratesConvertsAndMatchesExactMode) {
+  make_mlp_run(work("float"));
+  const std::string out = work("ptq");
+  const RunResult r = qatlab({"ptq", work("float") + "/checkpoint.h5", "--data-dir", data_dir(), "--threads", "2",
+                              "--calib-batches", "4", "--wbits", "4", "--abits", "8", "--observer", "minmax",
+                              "--test-limit", "64", "--out", out},
+                             "ptq");
+  ASSERT_TRUE(Succeeded(r));
+  EXPECT_NE(r.out.find("calibrated on 256 images"), std::string::npos) << r.describe();
+  const RunResult ev = qatlab({"eval", out + "/model.int8.h5", "--compare", out + "/checkpoint.h5", "--data-dir",
+                               data_dir(), "--test-limit", "64", "--threads", "2"},
+                              "eval");
+  ASSERT_TRUE(Succeeded(ev));
+  EXPECT_NE(ev.out.find("bit-identical on 64 of 64 images"), std::string::npos) << ev.describe();
+  EXPECT_TRUE(FailedWith(qatlab({"ptq", work("float") + "/checkpoint.h5", "--data-dir", data_dir(), "--aquant", "lsq",
+                                 "--out", work("ptq-lsq")},
+                                "ptq-lsq"),
+                         kUsageError, "ptq", {"qatlab qat"}));
+  EXPECT_TRUE(FailedWith(qatlab({"ptq", work("float") + "/checkpoint.h5", "--data-dir", data_dir(), "--out", out}, "again"),
+                         kUsageError, "ptq", {"already holds a run"}));
+}
+
 }  // namespace
 }  // namespace qatlab::testing

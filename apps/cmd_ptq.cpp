@@ -1,0 +1,116 @@
+// cmd_ptq.cpp: `qatlab ptq FLOAT_CKPT`: post-training quantization: calibrate the quantizers of a float
+// model on a few training batches (no training), convert, and evaluate simulation and integer graph.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "apps/commands.h"
+#include "apps/qat_options.h"
+#include "apps/train_loop.h"
+#include "nn/checkpoint.h"
+#include "quant/convert.h"
+#include "quant/prepare.h"
+
+namespace qatlab {
+
+namespace fs = std::filesystem;
+
+int cmd_ptq(int argc, char** argv) {
+  QatSettings q;
+  DataSettings d;
+  std::string path, out;
+  int64_t batches = 32, batch_size = 64;
+  uint64_t seed = 1;
+  int threads = 0;
+  bool overwrite = false;
+  po::options_description desc("ptq options");
+  desc.add_options()("checkpoint", po::value(&path), "the float checkpoint (also the first positional argument)")
+      ("calib-batches", po::value(&batches)->default_value(batches), "training batches the observers see")
+      ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per calibration batch")
+      ("seed", po::value(&seed)->default_value(seed), "seed of the calibration batches' order")
+      ("out", po::value(&out), "output directory (default: beside the checkpoint, ptq-w<W>a<A>)")
+      ("overwrite", po::bool_switch(&overwrite), "allow --out to name a directory that already holds a run")
+      ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
+  add_qconfig_options(desc, q);
+  add_data_options(desc, d);
+  po::positional_options_description positional;
+  positional.add("checkpoint", 1);
+  po::variables_map vm;
+  if (!parse_command("ptq", "FLOAT_CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
+  require(!path.empty(), "name the float checkpoint: qatlab ptq CHECKPOINT");
+  require(batches >= 1 && batch_size >= 1, "--calib-batches and --batch-size must be >= 1");
+  require(q.wquant == "observer" && q.aquant == "observer",
+          "ptq calibrates observers; learned quantizers (--wquant/--aquant) need training: use qatlab qat");
+  require(threads >= 0, "--threads must be >= 0, got " + std::to_string(threads));
+  const QConfig qconfig = qconfig_from(q);
+  apply_threads(threads);
+
+  const Checkpoint base = load_checkpoint(path);
+  require(base.model_kind == "float", path + " is a '" + base.model_kind + "' checkpoint; ptq takes a float one");
+  if (vm["dataset"].defaulted()) d.dataset = base.dataset;
+  const DataBundle data = load_data(d, /*with_train=*/true);
+  if (out.empty())
+    out = (fs::path(path).parent_path() / ("ptq-w" + std::to_string(q.wbits) + "a" + std::to_string(q.abits))).string();
+  out = choose_out_dir(out, overwrite, "");
+
+  // Calibration: observers watch float activations (fake-quant off) with BN on its running statistics
+  // (frozen); training mode only so that the observers record. Nothing is learned.
+  const std::shared_ptr<QatModel> model = prepare_qat(model_from_checkpoint(base), qconfig);
+  model->train();
+  set_bn_frozen(*model, true);
+  set_fake_quant_enabled(*model, false);
+  DataLoader calib(data.train, loader_options(data, batch_size, seed, true));
+  calib.start_epoch(0);
+  Batch batch;
+  int64_t seen = 0;
+  {
+    NoGradGuard no_grad;
+    for (int64_t b = 0; b < batches && calib.next(batch); ++b, seen += batch.images.size(0)) model->forward(batch.images);
+  }
+  set_fake_quant_enabled(*model, true);
+  set_observers_enabled(*model, false);
+  model->eval();
+
+  DataLoader test(data.test, loader_options(data, 256, 0, false));
+  const EvalResult sim = evaluate(*model, test);
+  fs::create_directories(out);
+  Checkpoint c;
+  c.model_name = base.model_name;
+  c.model_kind = "qat";
+  c.spec = base.spec;
+  for (auto& [name, t] : model->state_dict()) c.model_state.push_back({name, t});
+  c.optimizer_kind = "none";
+  c.dataset = data.test.name;
+  c.config_ini = settings_ini(vm, desc);
+  c.history.push_back({{"epoch", 0.0}, {"test_acc", sim.accuracy}, {"test_loss", sim.loss}});
+  save_checkpoint(out + "/checkpoint.h5", c);
+  const Int8Graph graph = convert(*model, {base.spec.channels, base.spec.height, base.spec.width});
+  graph.save(out + "/model.int8.h5");
+
+  EvalResult integer;
+  {
+    NoGradGuard no_grad;
+    int64_t correct = 0;
+    test.start_epoch(0);
+    while (test.next(batch)) {
+      Shape shape;
+      const std::vector<int8_t> codes = graph.run_codes(batch.images, &shape, best_kernel_path());
+      for (int64_t i = 0; i < shape[0]; ++i) {
+        const int8_t* row = codes.data() + i * shape[1];
+        correct += std::max_element(row, row + shape[1]) - row == batch.labels[i];
+      }
+      integer.count += shape[0];
+    }
+    integer.accuracy = static_cast<double>(correct) / std::max<int64_t>(integer.count, 1);
+  }
+  std::printf("ptq %s: calibrated on %lld images; %s", base.model_name.c_str(), static_cast<long long>(seen),
+              qconfig.describe().c_str());
+  std::printf("simulation accuracy %.2f %%, integer graph accuracy %.2f %% (%lld test images)\n", 100 * sim.accuracy,
+              100 * integer.accuracy, static_cast<long long>(integer.count));
+  std::printf("wrote %s/checkpoint.h5 and %s/model.int8.h5\n", out.c_str(), out.c_str());
+  return 0;
+}
+
+}  // namespace qatlab
