@@ -325,6 +325,48 @@ QParams read_grid(const H5File& f, const std::string& path) {
   return qp;
 }
 
+// Weights of 2 to 4 bits are stored packed: the codes of a symmetric narrow grid with quant_max <= 7
+// take 4 bits (two's complement, two per byte, low nibble first), with quant_max <= 1 two bits (four
+// per byte). Dataset "weight_packed" (uint8) with attrs "weight_bits" and "weight_shape"; 8-bit weights
+// stay an int8 dataset "weight". Loading unpacks them for the kernels.
+int packed_bits(const LoweredLayer& l) { return l.weights.quant_max <= 1 ? 2 : l.weights.quant_max <= 7 ? 4 : 8; }
+
+void write_weights(H5File& f, const std::string& g, const LoweredLayer& l) {
+  const int bits = packed_bits(l);
+  if (bits == 8) {
+    f.write_ints<int8_t>(g + "/weight", l.weight_shape, l.weight);
+    return;
+  }
+  const int per_byte = 8 / bits;
+  const uint8_t mask = static_cast<uint8_t>((1 << bits) - 1);
+  std::vector<uint8_t> packed((l.weight.size() + per_byte - 1) / per_byte, 0);
+  for (size_t i = 0; i < l.weight.size(); ++i)
+    packed[i / per_byte] |= static_cast<uint8_t>((static_cast<uint8_t>(l.weight[i]) & mask) << (bits * (i % per_byte)));
+  f.write_ints<uint8_t>(g + "/weight_packed", {static_cast<int64_t>(packed.size())}, packed);
+  f.write_ints<int64_t>(g + "/weight_shape", {static_cast<int64_t>(l.weight_shape.size())}, l.weight_shape);
+  f.set_attr(g, "weight_bits", static_cast<int64_t>(bits));
+}
+
+void read_weights(const H5File& f, const std::string& p, LoweredLayer& l) {
+  if (f.exists(p + "/weight")) {
+    l.weight = f.read_ints<int8_t>(p + "/weight", &l.weight_shape);
+    return;
+  }
+  const int64_t bits = f.get_attr_int(p, "weight_bits");
+  if (bits != 2 && bits != 4) throw std::runtime_error(f.path() + ": " + p + ": weight_bits must be 2 or 4, got " + std::to_string(bits));
+  l.weight_shape = f.read_ints<int64_t>(p + "/weight_shape");
+  const std::vector<uint8_t> packed = f.read_ints<uint8_t>(p + "/weight_packed");
+  const int64_t n = shape_numel(l.weight_shape), per_byte = 8 / bits;
+  if (static_cast<int64_t>(packed.size()) != (n + per_byte - 1) / per_byte)
+    throw std::runtime_error(f.path() + ": " + p + ": packed weights hold " + std::to_string(packed.size()) +
+                             " bytes for " + std::to_string(n) + " codes of " + std::to_string(bits) + " bits");
+  l.weight.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const int code = (packed[i / per_byte] >> (bits * (i % per_byte))) & ((1 << bits) - 1);
+    l.weight[i] = static_cast<int8_t>(code >= (1 << (bits - 1)) ? code - (1 << bits) : code);  // sign-extend
+  }
+}
+
 // The fields of AddInt8Params, stored as attributes of an add op, in this order.
 constexpr const char* kAddFields[] = {"left_shift", "input1_offset", "input2_offset", "output_offset",
                                       "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
@@ -362,7 +404,7 @@ void Int8Graph::save(const std::string& path) const {
         case Int8OpKind::Conv2d:
         case Int8OpKind::FullyConnected: {
           const LoweredLayer& l = op.layer;
-          f.write_ints<int8_t>(g + "/weight", l.weight_shape, l.weight);
+          write_weights(f, g, l);
           f.write_ints<int32_t>(g + "/bias", {static_cast<int64_t>(l.bias.size())}, l.bias);
           const auto& mult = l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier;
           const auto& shift = l.is_conv ? l.conv.output_shift : l.fc.output_shift;
@@ -459,7 +501,7 @@ Int8Graph Int8Graph::load(const std::string& path) {
       case Int8OpKind::FullyConnected: {
         LoweredLayer& l = op.layer;
         l.is_conv = op.kind == Int8OpKind::Conv2d;
-        l.weight = f.read_ints<int8_t>(p + "/weight", &l.weight_shape);
+        read_weights(f, p, l);
         l.bias = f.read_ints<int32_t>(p + "/bias");
         const std::vector<int32_t> mult = f.read_ints<int32_t>(p + "/output_multiplier");
         const std::vector<int> shift = to_int(f.read_ints<int32_t>(p + "/output_shift"));
