@@ -2,6 +2,8 @@
 // exact-mode simulation bit for bit (reference and optimized kernels, before and after a save/load),
 // and stay within 1 LSB of the plain float simulation layer by layer.
 #include <gtest/gtest.h>
+
+#include "quant/quant_test_util.h"
 #include <omp.h>
 
 #include <cstdio>
@@ -103,14 +105,7 @@ ModulePtr gap_net(Rng& rng) {
   return m;
 }
 
-ModulePtr conv_bn(int64_t in, int64_t out, int64_t k, int64_t stride, bool relu, Rng& rng) {
-  auto s = std::make_shared<Sequential>();
-  s->add(std::make_shared<Conv2d>(in, out, k, Conv2dOptions{stride, k / 2, 1, false}, rng));
-  s->add(std::make_shared<BatchNorm2d>(out));
-  if (relu) s->add(std::make_shared<ReLU>());
-  return s;
-}
-
+using test::conv_bn;
 // Two residual blocks: an identity shortcut, then a strided block with a 1x1 projection shortcut.
 ModulePtr res_net(Rng& rng) {
   auto m = std::make_shared<Sequential>();

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "quant/quant_test_util.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -40,22 +42,9 @@ float fq_ref(float x, float scale, int32_t zp, int32_t qmin, int32_t qmax) {
   return scale * (q - static_cast<float>(zp));
 }
 
-bool bit_equal(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
-
-// Bitwise equality of two tensors, naming the first mismatch.
-::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape()) return ::testing::AssertionFailure() << shape_str(a.shape()) << " vs " << shape_str(b.shape());
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (!bit_equal(a.data()[i], b.data()[i]))
-      return ::testing::AssertionFailure() << "element " << i << ": " << a.data()[i] << " vs " << b.data()[i];
-  return ::testing::AssertionSuccess();
-}
-
-std::map<std::string, Tensor> as_map(const NamedTensors& named) {
-  std::map<std::string, Tensor> m;
-  for (const auto& [name, t] : named) m[name] = t.clone();
-  return m;
-}
+using test::as_map;
+using test::bit_equal;
+using test::same_bits;
 
 // ------------------------------------------------------------------------------------ forward
 

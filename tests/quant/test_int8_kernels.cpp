@@ -13,6 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "quant/quant_test_util.h"
+
 #include "core/ops.h"
 #include "core/rng.h"
 #include "quant/int8_kernels.h"
@@ -24,15 +26,8 @@ namespace {
 
 using test::throws_with;
 
-int32_t uniform_int(Rng& rng, int32_t lo, int32_t hi) {  // [lo, hi]
-  return static_cast<int32_t>(lo + static_cast<int64_t>(rng.below(static_cast<uint64_t>(int64_t{hi} - lo + 1))));
-}
-
-std::vector<int8_t> random_codes(Rng& rng, int64_t n, int32_t lo, int32_t hi) {
-  std::vector<int8_t> v(n);
-  for (auto& x : v) x = static_cast<int8_t>(uniform_int(rng, lo, hi));
-  return v;
-}
+using test::random_codes;
+using test::uniform_int;
 
 // A quantized conv built from real scales, the way the converter builds one.
 struct RealConv {

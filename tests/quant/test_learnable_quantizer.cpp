@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "quant/quant_test_util.h"
+
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -33,21 +35,9 @@ const QScheme kAct3{3, true, false, false, 0, false};      // affine [-4, 3]
 const QScheme kWeight8{8, true, true, false, 0, true};     // symmetric narrow [-127, 127]
 const QScheme kWeight4PerChannel{4, true, true, true, 0, true};  // [-7, 7], axis 0
 
-bool bit_equal(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
-
-::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape()) return ::testing::AssertionFailure() << shape_str(a.shape()) << " vs " << shape_str(b.shape());
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (!bit_equal(a.data()[i], b.data()[i]))
-      return ::testing::AssertionFailure() << "element " << i << ": " << a.data()[i] << " vs " << b.data()[i];
-  return ::testing::AssertionSuccess();
-}
-
-std::map<std::string, Tensor> as_map(const NamedTensors& named) {
-  std::map<std::string, Tensor> m;
-  for (const auto& [name, t] : named) m[name] = t.clone();
-  return m;
-}
+using test::as_map;
+using test::bit_equal;
+using test::same_bits;
 
 // Loads the given values into a module's state (the remaining entries keep their current values).
 void set_state(Module& m, const std::map<std::string, std::vector<float>>& values) {

@@ -3,6 +3,8 @@
 // block's output grid), per-layer bit overrides, the refusals, and the whole-model switches.
 #include <gtest/gtest.h>
 
+#include "quant/quant_test_util.h"
+
 #include "core/gradcheck.h"
 
 #include <cmath>
@@ -350,14 +352,7 @@ TEST(PrepareAvgPool, PoolsBecomeQatAvgPoolOnTheirInputGrid) {
 
 // ------------------------------------------------------------------------------------------ residuals
 
-ModulePtr conv_bn(int64_t in, int64_t out, int64_t k, int64_t stride, bool relu, Rng& rng) {
-  auto s = std::make_shared<Sequential>();
-  s->add(std::make_shared<Conv2d>(in, out, k, Conv2dOptions{stride, k / 2, 1, false}, rng));
-  s->add(std::make_shared<BatchNorm2d>(out));
-  if (relu) s->add(std::make_shared<ReLU>());
-  return s;
-}
-
+using test::conv_bn;
 ModulePtr residual_model(Rng& rng) {
   auto m = std::make_shared<Sequential>();
   m->add(conv_bn(3, 4, 3, 1, true, rng));

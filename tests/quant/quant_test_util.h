@@ -1,0 +1,59 @@
+// quant_test_util.h: small helpers the quantization tests share (random codes, bitwise tensor
+// comparison, a conv + BN block builder).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "nn/activation.h"
+#include "nn/batchnorm.h"
+#include "nn/conv2d.h"
+#include "nn/module.h"
+
+namespace qatlab::test {
+
+// Uniform integer in [lo, hi].
+inline int32_t uniform_int(Rng& rng, int32_t lo, int32_t hi) {
+  return static_cast<int32_t>(lo + static_cast<int64_t>(rng.below(static_cast<uint64_t>(int64_t{hi} - lo + 1))));
+}
+
+inline std::vector<int8_t> random_codes(Rng& rng, int64_t n, int32_t lo, int32_t hi) {
+  std::vector<int8_t> v(n);
+  for (auto& x : v) x = static_cast<int8_t>(uniform_int(rng, lo, hi));
+  return v;
+}
+
+inline bool bit_equal(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// Bitwise equality of two tensors, naming the first mismatch.
+inline ::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return ::testing::AssertionFailure() << shape_str(a.shape()) << " vs " << shape_str(b.shape());
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (!bit_equal(a.data()[i], b.data()[i]))
+      return ::testing::AssertionFailure() << "element " << i << ": " << a.data()[i] << " vs " << b.data()[i];
+  return ::testing::AssertionSuccess();
+}
+
+// A state dict as a map of deep copies (for load_state_dict into another model).
+inline std::map<std::string, Tensor> as_map(const NamedTensors& named) {
+  std::map<std::string, Tensor> m;
+  for (const auto& [name, t] : named) m[name] = t.clone();
+  return m;
+}
+
+// Sequential(conv k x k (padding k/2, no bias), BatchNorm2d, optional ReLU).
+inline ModulePtr conv_bn(int64_t in, int64_t out, int64_t k, int64_t stride, bool relu, Rng& rng) {
+  auto s = std::make_shared<Sequential>();
+  s->add(std::make_shared<Conv2d>(in, out, k, Conv2dOptions{stride, k / 2, 1, false}, rng));
+  s->add(std::make_shared<BatchNorm2d>(out));
+  if (relu) s->add(std::make_shared<ReLU>());
+  return s;
+}
+
+}  // namespace qatlab::test
