@@ -2,11 +2,11 @@
 // model on a few training batches (no training), convert, and evaluate simulation and integer graph.
 #include <omp.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include "apps/commands.h"
+#include "apps/integer_eval.h"
 #include "apps/qat_options.h"
 #include "apps/train_loop.h"
 #include "nn/checkpoint.h"
@@ -90,21 +90,8 @@ int cmd_ptq(int argc, char** argv) {
   graph.save(out + "/model.int8.h5");
 
   EvalResult integer;
-  {
-    NoGradGuard no_grad;
-    int64_t correct = 0;
-    test.start_epoch(0);
-    while (test.next(batch)) {
-      Shape shape;
-      const std::vector<int8_t> codes = graph.run_codes(batch.images, &shape, best_kernel_path());
-      for (int64_t i = 0; i < shape[0]; ++i) {
-        const int8_t* row = codes.data() + i * shape[1];
-        correct += std::max_element(row, row + shape[1]) - row == batch.labels[i];
-      }
-      integer.count += shape[0];
-    }
-    integer.accuracy = static_cast<double>(correct) / std::max<int64_t>(integer.count, 1);
-  }
+  Agreement unused;
+  run_integer(graph, best_kernel_path(), test, nullptr, integer, unused);
   std::printf("ptq %s: calibrated on %lld images; %s", base.model_name.c_str(), static_cast<long long>(seen),
               qconfig.describe().c_str());
   std::printf("simulation accuracy %.2f %%, integer graph accuracy %.2f %% (%lld test images)\n", 100 * sim.accuracy,

@@ -1,0 +1,62 @@
+// integer_eval.cpp: running an integer graph over a test set, optionally against its QAT simulation.
+#include "apps/integer_eval.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "quant/lower.h"
+#include "quant/prepare.h"
+
+namespace qatlab {
+
+namespace {
+
+int32_t argmax_row(const int8_t* row, int64_t n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
+
+}  // namespace
+
+void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a) {
+  NoGradGuard no_grad;
+  int64_t correct = 0;
+  loader.start_epoch(0);
+  Batch batch;
+  const QParams& grid = graph.output_grid();
+  double seconds_int = 0.0;
+  while (loader.next(batch)) {
+    Shape shape;
+    const auto ti = std::chrono::steady_clock::now();
+    const std::vector<int8_t> codes = graph.run_codes(batch.images, &shape, path);
+    seconds_int += std::chrono::duration<double>(std::chrono::steady_clock::now() - ti).count();
+    const int64_t n = shape[0], classes = shape[1];
+    std::vector<int8_t> sim_codes, exact_codes;
+    if (sim) {
+      sim_codes = quantize_tensor(sim->forward(batch.images), grid);
+      set_exact_mode(*sim, true);
+      exact_codes = quantize_tensor(sim->forward(batch.images), grid);
+      set_exact_mode(*sim, false);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t pred = argmax_row(codes.data() + i * classes, classes);
+      r.predictions.push_back(pred);
+      correct += pred == batch.labels[i];
+      if (!sim) continue;
+      a.images++;
+      a.same_top1 += pred == argmax_row(sim_codes.data() + i * classes, classes);
+      a.exact_identical_images += std::equal(codes.begin() + i * classes, codes.begin() + (i + 1) * classes,
+                                             exact_codes.begin() + i * classes);
+      for (int64_t j = i * classes; j < (i + 1) * classes; ++j) {
+        const int64_t d = std::abs(static_cast<int>(codes[j]) - static_cast<int>(sim_codes[j]));
+        a.elements++;
+        a.differing += d != 0;
+        a.max_lsb = std::max(a.max_lsb, d);
+      }
+    }
+    r.count += n;
+  }
+  r.accuracy = r.count ? static_cast<double>(correct) / r.count : 0.0;
+  r.seconds = seconds_int;
+}
+
+
+}  // namespace qatlab
