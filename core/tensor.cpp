@@ -28,10 +28,6 @@ std::string shape_str(const Shape& shape) {
   return s + ")";
 }
 
-void check_arg(bool ok, const std::string& what) {
-  if (!ok) throw std::invalid_argument(what);
-}
-
 void throw_invalid_argument(const std::string& what) { throw std::invalid_argument(what); }
 
 std::shared_ptr<float[]> alloc_floats(int64_t n) {

@@ -118,8 +118,7 @@ class NoGradGuard {
   bool previous_;
 };
 
-// Throws std::invalid_argument(what) when `ok` is false. Prefer QATLAB_CHECK in code that runs per call.
-void check_arg(bool ok, const std::string& what);
+// Throws std::invalid_argument(what); QATLAB_CHECK below calls it when a check fails.
 [[noreturn]] void throw_invalid_argument(const std::string& what);
 
 }  // namespace qatlab
