@@ -10,5 +10,6 @@ int cmd_qat(int argc, char** argv);
 int cmd_ptq(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_sweep(int argc, char** argv);
 
 }  // namespace qatlab

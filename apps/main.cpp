@@ -28,6 +28,7 @@ constexpr Subcommand kSubcommands[] = {
     {"qat", qatlab::cmd_qat, "quantization-aware training from a float checkpoint or from scratch"},
     {"ptq", qatlab::cmd_ptq, "post-training quantization: calibrate a float model, convert, evaluate"},
     {"convert", qatlab::cmd_convert, "turn a QAT checkpoint into an integer-only model file"},
+    {"sweep", qatlab::cmd_sweep, "accuracy vs bit width: PTQ and QAT methods over W/A pairs and seeds, CSV/JSON/plot"},
     {"bench", qatlab::cmd_bench, "float vs integer model: latency, throughput, size, GEMM rate vs peak"},
 };
 

@@ -132,19 +132,6 @@ std::string metrics_csv(const std::vector<MetricsRow>& history) {
   return os.str();
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
-
 std::string summary_json(const TrainJob& job, const TrainSettings& s, const std::vector<MetricsRow>& history,
                          bool finished) {
   std::ostringstream os;
