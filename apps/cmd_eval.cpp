@@ -1,6 +1,6 @@
 // cmd_eval.cpp: `qatlab eval MODEL`: test-set accuracy of a float checkpoint, a QAT checkpoint (float
-// simulation, or --exact integer arithmetic) or an integer model file; with --compare, how closely an
-// integer model agrees with its QAT simulation.
+// simulation, or --exact integer arithmetic), an integer model file or a dynamic model file; with
+// --compare, how closely an integer model agrees with its QAT simulation.
 #include <omp.h>
 
 #include <chrono>
@@ -12,6 +12,7 @@
 #include "apps/integer_eval.h"
 #include "apps/train_loop.h"
 #include "nn/checkpoint.h"
+#include "quant/dynamic_quant.h"
 #include "quant/int8_graph.h"
 #include "quant/prepare.h"
 
@@ -40,6 +41,25 @@ int cmd_eval(int argc, char** argv) {
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(threads >= 0, "--threads must be >= 0, got " + std::to_string(threads));
   apply_threads(threads);
+
+  if (is_dynamic_model_file(path)) {
+    require(compare.empty() && !exact, "--compare and --exact apply to integer models and QAT checkpoints, not to " +
+                                           path + " (a dynamic model)");
+    const DynamicModelFile file = load_dynamic_model(path);
+    if (kernel != "auto") set_dynamic_kernel_path(*file.model, parse_kernel_path(kernel));
+    if (vm["dataset"].defaulted() && !file.dataset.empty()) d.dataset = file.dataset;
+    DataBundle data = load_data(d, /*with_train=*/false);
+    require(data.spec.channels == file.spec.channels && data.spec.height == file.spec.height &&
+                data.spec.width == file.spec.width,
+            "the model was built for " + shape_str({file.spec.channels, file.spec.height, file.spec.width}) +
+                " images; " + d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+    DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
+    const EvalResult r = evaluate(*file.model, loader);
+    std::printf("%s (dynamic int8 %s) on %s test: accuracy %.2f %% (%lld images), loss %.4f, %.0f img/s\n", path.c_str(),
+                file.model_name.c_str(), d.dataset.c_str(), 100.0 * r.accuracy, static_cast<long long>(r.count), r.loss,
+                r.count / std::max(r.seconds, 1e-9));
+    return 0;
+  }
 
   if (Int8Graph::is_int8_graph_file(path)) {
     const Int8Graph graph = Int8Graph::load(path);

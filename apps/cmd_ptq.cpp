@@ -7,6 +7,7 @@
 
 #include "apps/commands.h"
 #include "apps/integer_eval.h"
+#include "apps/ptq_dynamic.h"
 #include "apps/qat_options.h"
 #include "apps/train_loop.h"
 #include "nn/checkpoint.h"
@@ -18,6 +19,9 @@ namespace qatlab {
 namespace fs = std::filesystem;
 
 int cmd_ptq(int argc, char** argv) {
+  // --dynamic anywhere on the line: dynamic quantization, a different pipeline with its own options.
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--dynamic") return cmd_ptq_dynamic(argc, argv);
   QatSettings q;
   DataSettings d;
   std::string path, out;
@@ -32,6 +36,8 @@ int cmd_ptq(int argc, char** argv) {
       ("seed", po::value(&seed)->default_value(seed), "seed of the calibration batches' order")
       ("out", po::value(&out), "output directory (default: beside the checkpoint, ptq-w<W>a<A>)")
       ("overwrite", po::bool_switch(&overwrite), "allow --out to name a directory that already holds a run")
+      ("dynamic", "instead: dynamic quantization of Linear and LSTM layers (int8 weights, activation grids "
+                  "computed per batch at run time); see qatlab ptq --dynamic --help")
       ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
   add_qconfig_options(desc, q);
   add_data_options(desc, d);

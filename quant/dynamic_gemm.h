@@ -1,0 +1,71 @@
+// dynamic_gemm.h: the int32-accumulator matmul of dynamic quantization: unsigned 8-bit activation codes
+// times signed 8-bit weight rows, a plain reference kernel and a packed fast one (AVX2 or portable).
+//
+// Shape letters: M rows of activations (the batch), K the reduction length (IN), N weight rows (OUT).
+//
+//   acc[m, n] = sum_k a[m, k] * w[n, k]        a uint8 (M, K), w int8 (N, K), acc int32 (M, N)
+//
+// No offsets, no rounding, no requantization: the caller turns the accumulator into floats
+// (dynamic_quant.h). Every partial sum is bounded by K * 255 * 128 < 2^31 for K <= 65536, so the sums
+// are exact in int32 in any order, and every path gives the same integers.
+//
+// The fast paths pack the weights once, in panels of 16 weight rows and pairs of k:
+//   panels[p][kp][j][t] = w[16 p + j, 2 kp + t]      (P, KP, 16, 2) bytes, zero-padded in N and K
+// so that one k-pair of a panel is 32 bytes: 16 output columns x 2 k. The AVX2 kernel widens 16 of
+// them to int16 (_mm256_cvtepi8_epi16: 8 columns x 2 k), broadcasts the row's two activation codes
+// (widened to int16 beforehand) to every 32-bit lane and multiplies with _mm256_madd_epi16, which
+// adds each lane's two products into one int32: one instruction gives 8 columns of a k-pair, with no
+// horizontal sum afterwards. The products are at most 255 * 128 and a pair sum fits int32 exactly;
+// _mm256_maddubs_epi16 (u8 x s8) is avoided because it saturates its int16 pair sums. The portable
+// kernel runs the same packed layout in plain C++, so the packing is tested on any CPU.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "quant/int8_gemm.h"
+
+namespace qatlab {
+
+// The largest K the kernels accept: K * 255 * 128 must stay below 2^31.
+inline constexpr int64_t kDynamicGemmMaxK = 65536;
+
+// acc (M, N) = a (M, K) times w (N, K) transposed, plain nested loops: the definition the fast paths
+// are tested against.
+void dynamic_gemm_reference(const uint8_t* a, int64_t m, int64_t k, const int8_t* w, int64_t n, int32_t* acc);
+
+// Whether the dynamic GEMM can run `path` on this CPU: Reference and Portable always, Avx2 when the CPU
+// has it. There is no AVX-512 VNNI kernel for it: Avx512Vnni is never supported here.
+bool dynamic_gemm_path_supported(KernelPath path);
+// Avx2 when the CPU has it, else Portable.
+KernelPath best_dynamic_gemm_path();
+
+// Int8 weight rows packed once for every path.
+class PackedDynamicWeights {
+ public:
+  PackedDynamicWeights() = default;
+  // w (N, K) codes. Throws std::invalid_argument for N < 1, K < 1 or K > kDynamicGemmMaxK.
+  PackedDynamicWeights(const int8_t* w, int64_t n, int64_t k);
+
+  int64_t rows() const { return n_; }  // N
+  int64_t cols() const { return k_; }  // K
+  const std::vector<int8_t>& codes() const { return codes_; }      // (N, K), as given
+  const std::vector<int32_t>& row_sums() const { return row_sums_; }  // (N): sum_k w[n, k]
+
+  // acc (m, N) = a (m, K) x w^T on the calling thread. scratch: scratch_elems() int16 of any contents
+  // (the fast paths widen a few activation rows into it; Reference ignores it). Throws if this CPU
+  // cannot run `path`.
+  void run_serial(const uint8_t* a, int64_t m, int32_t* acc, KernelPath path, int16_t* scratch) const;
+  int64_t scratch_elems() const;
+  // The same, spread over OpenMP threads by blocks of rows when the product is large (about 2^20
+  // multiply-adds and more than one block); small products run on the calling thread.
+  void run(const uint8_t* a, int64_t m, int32_t* acc, KernelPath path) const;
+
+ private:
+  int64_t n_ = 0, k_ = 0, kp_ = 0, panels_ = 0;  // KP = ceil(K / 2) pairs, P = ceil(N / 16) panels
+  std::vector<int8_t> codes_;                    // (N, K), for the Reference path and for saving
+  std::vector<int32_t> row_sums_;                // (N)
+  std::vector<int8_t> panels_data_;              // (P, KP, 16, 2), see the top of this file
+};
+
+}  // namespace qatlab
