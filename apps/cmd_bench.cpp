@@ -66,6 +66,15 @@ double macs_per_image(const Int8Graph& g) {
       shape = {shape_numel(shape)};
     } else if (op.kind == Int8OpKind::GlobalAvgPool) {
       shape = {shape[0]};
+    } else if (op.kind == Int8OpKind::ImageRows) {
+      shape = {shape[1], shape[0] * shape[2]};  // (C, H, W) -> (T = H, C * W)
+    } else if (op.kind == Int8OpKind::Lstm) {
+      // Per step: 4H gate rows against the input (IN) and the previous hidden state (H).
+      const int64_t steps = shape[0], in = op.lstm.input_size, h = op.lstm.hidden_size;
+      macs += static_cast<double>(steps) * 4 * h * (in + h);
+      shape = {steps, h};
+    } else if (op.kind == Int8OpKind::LastStep) {
+      shape = {shape[1]};
     }
   }
   return macs;

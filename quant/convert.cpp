@@ -5,6 +5,7 @@
 
 #include "nn/activation.h"
 #include "quant/prepare.h"
+#include "quant/qat_lstm.h"
 
 namespace qatlab {
 
@@ -49,6 +50,12 @@ class Emitter {
     } else if (type == "QatResidual") {
       residual(static_cast<const QatResidual&>(*m), full);
       return;
+    } else if (type == "RowLstmClassifier") {
+      row_lstm(m, full);
+      return;
+    } else if (type == "QatLstm") {
+      lstm(static_cast<const QatLstm&>(*m), full);
+      return;
     } else if (type == "MaxPool2d") {
       const auto& p = static_cast<const MaxPool2d&>(*m);
       op.kind = Int8OpKind::MaxPool2d;
@@ -70,6 +77,32 @@ class Emitter {
       throw std::invalid_argument("convert: no integer form for " + type + " '" + full + "'");
     }
     emit(std::move(op), {slot});
+  }
+
+  // RowLstmClassifier: image rows (codes rearranged, same grid), the LSTM, its last step, the head.
+  void row_lstm(const ModulePtr& m, const std::string& full) {
+    Int8Op rows;
+    rows.kind = Int8OpKind::ImageRows;
+    rows.name = full;
+    emit(std::move(rows), {slot});
+    module(m->child("lstm"), full + ".lstm");
+    Int8Op last;
+    last.kind = Int8OpKind::LastStep;
+    last.name = full;
+    emit(std::move(last), {slot});
+    module(m->child("head"), full + ".head");
+  }
+
+  // One integer LSTM op per layer, each reading the previous one's codes (lowered with lower_lstm_layer).
+  void lstm(const QatLstm& m, const std::string& full) {
+    for (int64_t l = 0; l < m.num_layers(); ++l) {
+      Int8Op op;
+      op.kind = Int8OpKind::Lstm;
+      op.name = m.num_layers() == 1 ? full : full + ".l" + std::to_string(l);
+      op.lstm = lower_lstm_layer(m, l, grid);
+      grid = op.lstm.hidden;
+      emit(std::move(op), {slot});
+    }
   }
 
   // Both branches read the block's input slot; an Add op combines their results on the sum's grid.

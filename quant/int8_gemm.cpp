@@ -25,6 +25,7 @@
 #define QATLAB_X86 0
 #endif
 
+#include "quant/packed_codes.h"
 #include "quant/requantize.h"
 
 namespace qatlab {
@@ -33,6 +34,7 @@ namespace {
 
 constexpr int64_t kPanel = 16;       // columns per packed panel of B
 constexpr int64_t kQuadBytes = 64;   // one k-quad of a panel: 16 columns x 4 bytes
+constexpr int64_t kNibbleQuadBytes = 32;  // the same in a 4-bit panel: 16 columns x 4 nibbles
 constexpr int64_t kMaxK = 65536;     // K * 255 * 128 must fit in int32 (no overflow in any partial sum)
 constexpr int kPortableMR = 4, kAvx2MR = 6, kVnniMR = 8;
 
@@ -209,6 +211,27 @@ void pack_quad_rows_portable(const uint8_t* rows, int64_t row_len, int64_t panel
     for (int64_t j = 0; j < kPanel; ++j)
       for (int64_t t = 0; t < 4; ++t) dst[j * 4 + t] = rows[t * row_len + p * kPanel + j];
   }
+}
+
+// 8-bit panels -> 4-bit panels (int8_gemm.h): `halves` half rows of 32 bytes (8 columns x 4 k) each
+// fold onto 16 bytes, byte b taking byte b of the half row in its low nibble and byte b + 16 in its
+// high nibble. The codes must fit 4 bits.
+void fold_to_nibbles(const uint8_t* b8, int64_t halves, uint8_t* b4) {
+  for (int64_t h = 0; h < halves; ++h)
+    for (int64_t b = 0; b < 16; ++b)
+      b4[h * 16 + b] = static_cast<uint8_t>((b8[h * 32 + b] & 0x0F) | (b8[h * 32 + 16 + b] << 4));
+}
+
+// The reverse for one panel of KQ k-quads (2 * KQ half rows), each nibble sign-extended back to a byte
+// (shifted to the top of a byte, then arithmetically back down): the 8-bit panel the portable and
+// VNNI tiles read.
+void unfold_nibble_panel(const uint8_t* b4, int64_t kq_count, uint8_t* b8) {
+  for (int64_t h = 0; h < 2 * kq_count; ++h)
+    for (int64_t b = 0; b < 16; ++b) {
+      const uint8_t v = b4[h * 16 + b];
+      b8[h * 32 + b] = static_cast<uint8_t>(static_cast<int8_t>(v << 4) >> 4);
+      b8[h * 32 + 16 + b] = static_cast<uint8_t>(static_cast<int8_t>(v) >> 4);
+    }
 }
 
 // The image (C, H, W) of int8 codes as unsigned codes (x + 128: the sign bit flipped), framed by the
@@ -483,6 +506,73 @@ Avx2TileFn avx2_tile_fn(int mr) {
   }
 }
 static_assert(kAvx2MR == 6);
+
+// ------------------------------------------------------------------ AVX2 kernel, 4-bit weights
+// Fully connected with a 4-bit panel (int8_gemm.h): A (MR rows, KQ*4) unsigned bytes (activations),
+// row stride a_stride; b one panel (KQ, 2, 16) of nibbles. Per k-quad, the panel's 32 bytes give two
+// vectors of signed bytes: the low nibbles (columns 0-3 | 8-11, 4 k each) and the high nibbles
+// (columns 4-7 | 12-15), each masked and sign-extended by a 16-entry byte lookup. They meet the
+// row's 4 activation bytes, broadcast, in _mm256_maddubs_epi16 (u8 x s8, pairs summed to int16):
+// exact here, unlike with 8-bit weights, since a pair sum is at most 2 * 255 * 8 = 4080 and never
+// saturates. Eight k-quads of pair sums add up in int16 (8 * 4080 < 32768), then _mm256_madd_epi16
+// by 1 widens them into the int32 column sums. Per k-quad and 16 columns this takes about 60 % of the
+// instructions of the 8-bit kernel (which widens both operands to int16 first), from half the bytes.
+constexpr int kNibbleMR = 2;      // rows per 4-bit tile: 2 x 4 accumulators + 6 others fit 16 registers
+constexpr int64_t kInt16Quads = 8;  // k-quads summed in int16 before widening
+
+// One row for one k-quad: the row's 4 bytes of A broadcast to every 32-bit lane, times the low and
+// high nibble weights, pair sums added into the int16 accumulators.
+__attribute__((target("avx2"), always_inline)) inline void nibble_row_step(const uint8_t* a_quad, __m256i w_lo,
+                                                                           __m256i w_hi, __m256i& acc_lo,
+                                                                           __m256i& acc_hi) {
+  int32_t quad;
+  std::memcpy(&quad, a_quad, sizeof quad);
+  const __m256i av = _mm256_set1_epi32(quad);
+  acc_lo = _mm256_add_epi16(acc_lo, _mm256_maddubs_epi16(av, w_lo));
+  acc_hi = _mm256_add_epi16(acc_hi, _mm256_maddubs_epi16(av, w_hi));
+}
+
+template <int MR>
+__attribute__((target("avx2"))) void avx2_nibble_tile(const uint8_t* a, int64_t a_stride, const uint8_t* b,
+                                                      int64_t kq_count, int64_t row0, int64_t col0, int cols,
+                                                      const Epilogue& e) {
+  static_assert(MR >= 1 && MR <= kNibbleMR);
+  const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i sign_extend = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1,  //
+                                               0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+  // int32 column sums: lo (columns 0-3 | 8-11), hi (4-7 | 12-15) of each row.
+  __m256i sum_lo0 = zero, sum_hi0 = zero, sum_lo1 = zero, sum_hi1 = zero;
+  for (int64_t kq0 = 0; kq0 < kq_count; kq0 += kInt16Quads) {
+    const int64_t kq1 = std::min(kq_count, kq0 + kInt16Quads);
+    __m256i lo0 = zero, hi0 = zero, lo1 = zero, hi1 = zero;  // int16 pair sums
+    for (int64_t kq = kq0; kq < kq1; ++kq) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kq * kNibbleQuadBytes));
+      const __m256i w_lo = _mm256_shuffle_epi8(sign_extend, _mm256_and_si256(v, low4));
+      const __m256i w_hi = _mm256_shuffle_epi8(sign_extend, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
+      nibble_row_step(a + kq * 4, w_lo, w_hi, lo0, hi0);
+      if constexpr (MR > 1) nibble_row_step(a + a_stride + kq * 4, w_lo, w_hi, lo1, hi1);
+    }
+    sum_lo0 = _mm256_add_epi32(sum_lo0, _mm256_madd_epi16(lo0, ones));
+    sum_hi0 = _mm256_add_epi32(sum_hi0, _mm256_madd_epi16(hi0, ones));
+    if constexpr (MR > 1) {
+      sum_lo1 = _mm256_add_epi32(sum_lo1, _mm256_madd_epi16(lo1, ones));
+      sum_hi1 = _mm256_add_epi32(sum_hi1, _mm256_madd_epi16(hi1, ones));
+    }
+  }
+  const __m256i lo[2] = {sum_lo0, sum_lo1}, hi[2] = {sum_hi0, sum_hi1};
+  for (int r = 0; r < MR; ++r) {
+    // Columns 0-7 are the low 128-bit halves of lo and hi, 8-15 their high halves.
+    finish8(_mm256_permute2x128_si256(lo[r], hi[r], 0x20), e, row0 + r, col0, std::min(cols, 8));
+    if (cols > 8) finish8(_mm256_permute2x128_si256(lo[r], hi[r], 0x31), e, row0 + r, col0 + 8, cols - 8);
+  }
+}
+
+using NibbleTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int,
+                              const Epilogue&);
+
+NibbleTileFn avx2_nibble_tile_fn(int mr) { return mr == 1 ? avx2_nibble_tile<1> : avx2_nibble_tile<2>; }
+static_assert(kNibbleMR == 2);
 
 // Interleaves 4 rows x 16 columns of codes into 16 column quads at dst.
 __attribute__((target("avx2"), always_inline)) inline void interleave_quads(__m128i r0, __m128i r1, __m128i r2,
@@ -786,17 +876,39 @@ int tile_rows(KernelPath path) {
 // C = A * B for rows [0, m) of A and columns [0, n) of the packed B, through the epilogue e. A for
 // Avx2 is int16 (a16), else bytes (a8); both (m, KQ*4) with row stride a_stride elements.
 // kBroadcastUnsigned: A holds the activations (fully connected); otherwise B does (conv).
+// b_nibbles: B is made of 4-bit panels (fully connected with packed weights). The AVX2 path reads them
+// as they are, with A as bytes (a8); the portable and VNNI tiles read each panel unfolded into
+// `unfolded` (KQ * 64 bytes).
 template <bool kBroadcastUnsigned>
 void gemm_rows(KernelPath path, const uint8_t* a8, const int16_t* a16, int64_t a_stride, int64_t m, const uint8_t* b,
-               int64_t kq_count, int64_t n, const Epilogue& e) {
+               bool b_nibbles, int64_t kq_count, int64_t n, const Epilogue& e, uint8_t* unfolded = nullptr) {
+  assert(!b_nibbles || kBroadcastUnsigned);
   const int mr_max = tile_rows(path);
-  const int64_t panels = ceil_div(n, kPanel), panel_bytes = kq_count * kQuadBytes;
+  const int64_t panels = ceil_div(n, kPanel), quad_bytes = b_nibbles ? kNibbleQuadBytes : kQuadBytes;
+  const int64_t panel_bytes = kq_count * quad_bytes;
+  // Panel p as the 8-bit tiles read it.
+  const auto panel = [&](int64_t p) -> const uint8_t* {
+    if (!b_nibbles) return b + p * panel_bytes;
+    unfold_nibble_panel(b + p * panel_bytes, kq_count, unfolded);
+    return unfolded;
+  };
   for (int64_t r0 = 0; r0 < m; r0 += mr_max) {
     const int mr = static_cast<int>(std::min<int64_t>(mr_max, m - r0));
     // The tile function is chosen once per block of rows, not per tile.
     switch (path) {
 #if QATLAB_X86
       case KernelPath::Avx2: {
+        if (b_nibbles) {
+          // 4-bit panels, whole; A as bytes; the block of rows in tiles of up to kNibbleMR.
+          for (int64_t t0 = r0; t0 < r0 + mr; t0 += kNibbleMR) {
+            const int tr = static_cast<int>(std::min<int64_t>(kNibbleMR, r0 + mr - t0));
+            const NibbleTileFn tile = avx2_nibble_tile_fn(tr);
+            for (int64_t p = 0; p < panels; ++p)
+              tile(a8 + t0 * a_stride, a_stride, b + p * panel_bytes, kq_count, t0, p * kPanel,
+                   static_cast<int>(std::min<int64_t>(kPanel, n - p * kPanel)), e);
+          }
+          break;
+        }
         // Half panels of 8 columns; the panel is the signed side iff A is the unsigned one.
         const Avx2TileFn tile = avx2_tile_fn<kBroadcastUnsigned>(mr);
         for (int64_t j0 = 0; j0 < n; j0 += 8)
@@ -807,7 +919,7 @@ void gemm_rows(KernelPath path, const uint8_t* a8, const int16_t* a16, int64_t a
       case KernelPath::Avx512Vnni: {
         const VnniTileFn tile = vnni_tile_fn<kBroadcastUnsigned>(mr);
         for (int64_t p = 0; p < panels; ++p)
-          tile(a8 + r0 * a_stride, a_stride, b + p * panel_bytes, kq_count, r0, p * kPanel,
+          tile(a8 + r0 * a_stride, a_stride, panel(p), kq_count, r0, p * kPanel,
                static_cast<int>(std::min<int64_t>(kPanel, n - p * kPanel)), e);
         break;
       }
@@ -815,7 +927,7 @@ void gemm_rows(KernelPath path, const uint8_t* a8, const int16_t* a16, int64_t a
       default: {
         const PortableTileFn tile = portable_tile_fn<kBroadcastUnsigned>(mr);
         for (int64_t p = 0; p < panels; ++p)
-          tile(a8 + r0 * a_stride, a_stride, b + p * panel_bytes, kq_count, r0, p * kPanel,
+          tile(a8 + r0 * a_stride, a_stride, panel(p), kq_count, r0, p * kPanel,
                static_cast<int>(std::min<int64_t>(kPanel, n - p * kPanel)), e);
         break;
       }
@@ -874,9 +986,47 @@ KernelPath parse_kernel_path(const std::string& name) {
 
 // ------------------------------------------------------------------------------------------- conv
 
+namespace {
+
+// The GEMM's A operand from filter rows (OC, K) of codes: zero-padded to (OC, KQ*4) (the K padding
+// must read 0), as signed bytes (portable, VNNI) or widened to int16 (AVX2).
+void filter_rows_s8(const int8_t* filter, int64_t oc, int64_t k, int64_t kq, uint8_t* a) {
+  for (int64_t o = 0; o < oc; ++o) {
+    for (int64_t i = 0; i < k; ++i) a[o * kq * 4 + i] = static_cast<uint8_t>(filter[o * k + i]);
+    std::fill(a + o * kq * 4 + k, a + (o + 1) * kq * 4, uint8_t{0});
+  }
+}
+
+void filter_rows_s16(const int8_t* filter, int64_t oc, int64_t k, int64_t kq, int16_t* a) {
+  for (int64_t o = 0; o < oc; ++o) {
+    for (int64_t i = 0; i < k; ++i) a[o * kq * 4 + i] = filter[o * k + i];
+    std::fill(a + o * kq * 4 + k, a + (o + 1) * kq * 4, int16_t{0});
+  }
+}
+
+// The direct convolution's weights (OC, pairs): taps 2t and 2t + 1 as two int16 in one int32, tap 2t
+// in the low half; an odd K's last pair gets a second tap of weight 0.
+void filter_pairs(const int8_t* filter, int64_t oc, int64_t k, int64_t pairs, int32_t* w) {
+  for (int64_t o = 0; o < oc; ++o)
+    for (int64_t t = 0; t < pairs; ++t) {
+      const uint16_t w0 = static_cast<uint16_t>(int16_t{filter[o * k + 2 * t]});
+      const uint16_t w1 = 2 * t + 1 < k ? static_cast<uint16_t>(int16_t{filter[o * k + 2 * t + 1]}) : 0;
+      w[o * pairs + t] = static_cast<int32_t>(uint32_t{w0} | (uint32_t{w1} << 16));
+    }
+}
+
+}  // namespace
+
 PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filter, const Shape& f_shape,
                                const int32_t* bias, const Shape& in_shape_chw, bool fuse_max_pool)
-    : params_(params), f_shape_(f_shape), in_chw_(in_shape_chw), fuse_pool_(fuse_max_pool) {
+    : PackedConvInt8(params, reinterpret_cast<const uint8_t*>(filter), 8, f_shape, bias, in_shape_chw,
+                     fuse_max_pool) {}
+
+PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filter, int filter_bits,
+                               const Shape& f_shape, const int32_t* bias, const Shape& in_shape_chw,
+                               bool fuse_max_pool)
+    : params_(params), f_shape_(f_shape), in_chw_(in_shape_chw), bits_(filter_bits), fuse_pool_(fuse_max_pool) {
+  check_storage_bits(filter_bits, "PackedConvInt8");
   QATLAB_CHECK(in_shape_chw.size() == 3,
             "PackedConvInt8: input shape must be (C, H, W) without the batch, got " + shape_str(in_shape_chw));
   const Shape out = conv2d_int8_output_shape(params, {1, in_shape_chw[0], in_shape_chw[1], in_shape_chw[2]}, f_shape);
@@ -943,41 +1093,74 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const int8_t* filte
     }
   }
 
-  assert(narrow_range(filter, shape_numel(f_shape)));
-  filter_.assign(filter, filter + shape_numel(f_shape));
+  // The codes as int8, whatever their storage: for the sums of the folded bias, and for an 8-bit
+  // filter the operands kept here. A packed filter is kept as it came; filter_operands() unpacks it.
+  const int64_t count = shape_numel(f_shape);
+  std::vector<int8_t> codes(count);  // (OC, K)
+  unpack_codes(filter, count, bits_, codes.data());
   if (bias) bias_.assign(bias, bias + oc_);
-
-  if (direct_) {
-    // Taps in pairs; an odd K's last pair gets a second tap of weight 0 reading tap 0's pixel.
-    tap_offset_.assign(pairs_ * 2, k_offset_[0]);
-    w_pairs_.assign(oc_ * pairs_, 0);
-    for (int64_t k = 0; k < k_; ++k) tap_offset_[k] = k_offset_[k];
-    for (int64_t o = 0; o < oc_; ++o)
-      for (int64_t t = 0; t < pairs_; ++t) {
-        const uint16_t w0 = static_cast<uint16_t>(int16_t{filter[o * k_ + 2 * t]});
-        const uint16_t w1 = 2 * t + 1 < k_ ? static_cast<uint16_t>(int16_t{filter[o * k_ + 2 * t + 1]}) : 0;
-        w_pairs_[o * pairs_ + t] = static_cast<int32_t>(uint32_t{w0} | (uint32_t{w1} << 16));  // tap 2t in the low half
-      }
-  }
-
-  // A: the filter rows (OC, K) zero-padded to (OC, KQ*4), as bytes and widened to int16.
-  a_s8_.assign(oc_ * kq_ * 4, 0);
-  a_s16_.assign(oc_ * kq_ * 4, 0);
   std::vector<int64_t> sums(oc_, 0);
-  for (int64_t o = 0; o < oc_; ++o) {
-    for (int64_t k = 0; k < k_; ++k) {
-      const int8_t w = filter[o * k_ + k];
-      a_s8_[o * kq_ * 4 + k] = static_cast<uint8_t>(w);
-      a_s16_[o * kq_ * 4 + k] = w;
-      sums[o] += w;
-    }
-  }
+  for (int64_t o = 0; o < oc_; ++o)
+    for (int64_t k = 0; k < k_; ++k) sums[o] += codes[o * k_ + k];
   stage_ = make_output_stage(oc_, ceil_div(oc_, kPanel) * kPanel, sums, bias, params.input_offset,
                              params.output_offset, params.output_multiplier, params.output_shift,
                              params.quantized_activation_min, params.quantized_activation_max);
+
+  if (direct_) {
+    // Taps in pairs; an odd K's last pair gets a second tap (of weight 0) reading tap 0's pixel.
+    tap_offset_.assign(pairs_ * 2, k_offset_[0]);
+    for (int64_t k = 0; k < k_; ++k) tap_offset_[k] = k_offset_[k];
+  }
+  if (bits_ != 8) {
+    filter_packed_.assign(filter, filter + packed_bytes(count, bits_));
+    // Scratch after the image's: the unpacked codes (OC, K), then the largest operand a path needs:
+    // int16 rows (OC, KQ*4) or the direct kernel's pairs (OC, pairs) int32.
+    operand_bytes_ = ceil_div(count, 64) * 64 +
+                     ceil_div(std::max<int64_t>(oc_ * kq_ * 4 * 2, direct_ ? oc_ * pairs_ * 4 : 0), 64) * 64;
+    return;
+  }
+  assert(narrow_range(codes.data(), count));
+  filter_ = std::move(codes);
+  if (direct_) {
+    w_pairs_.assign(oc_ * pairs_, 0);
+    filter_pairs(filter_.data(), oc_, k_, pairs_, w_pairs_.data());
+  }
+  a_s8_.assign(oc_ * kq_ * 4, 0);
+  a_s16_.assign(oc_ * kq_ * 4, 0);
+  filter_rows_s8(filter_.data(), oc_, k_, kq_, a_s8_.data());
+  filter_rows_s16(filter_.data(), oc_, k_, kq_, a_s16_.data());
 }
 
-void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint8_t* scratch) const {
+int64_t PackedConvInt8::weight_bytes() const {
+  return bits_ == 8 ? static_cast<int64_t>(a_s8_.size() + 2 * a_s16_.size() + 4 * w_pairs_.size())
+                    : static_cast<int64_t>(filter_packed_.size());
+}
+
+PackedConvInt8::FilterOperands PackedConvInt8::filter_operands(KernelPath path, uint8_t* scratch) const {
+  FilterOperands f;
+  if (bits_ == 8) {
+    f.a_s8 = a_s8_.data(), f.a_s16 = a_s16_.data(), f.w_pairs = w_pairs_.data();
+    return f;
+  }
+  int8_t* codes = reinterpret_cast<int8_t*>(scratch);  // (OC, K)
+  uint8_t* operand = scratch + ceil_div(oc_ * k_, 64) * 64;
+  unpack_codes(filter_packed_.data(), oc_ * k_, bits_, codes);
+  // Only the form this path reads (see run_image).
+  if (path == KernelPath::Avx2 && direct_) {
+    filter_pairs(codes, oc_, k_, pairs_, reinterpret_cast<int32_t*>(operand));
+    f.w_pairs = reinterpret_cast<const int32_t*>(operand);
+  } else if (path == KernelPath::Avx2) {
+    filter_rows_s16(codes, oc_, k_, kq_, reinterpret_cast<int16_t*>(operand));
+    f.a_s16 = reinterpret_cast<const int16_t*>(operand);
+  } else {
+    filter_rows_s8(codes, oc_, k_, kq_, operand);
+    f.a_s8 = operand;
+  }
+  return f;
+}
+
+void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, const FilterOperands& f,
+                               uint8_t* scratch) const {
   // Sizes in locals: stores through byte pointers may alias the members, locals keep loops tight.
   const int64_t C = c_, H = h_, W = w_, Hp = hp_, Wp = wp_, pad_h = params_.pad_h, pad_w = params_.pad_w;
   const int64_t OH = oh_, OW = ow_, OHW = ohw_, sh = params_.stride_h, sw = params_.stride_w;
@@ -1000,7 +1183,7 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint
 
 #if QATLAB_X86
   if (direct_ && path == KernelPath::Avx2) {
-    direct_conv_avx2(padded, tap_offset_.data(), pairs_, w_pairs_.data(), stage_, oc_, positions_, acc, acc_stride_);
+    direct_conv_avx2(padded, tap_offset_.data(), pairs_, f.w_pairs, stage_, oc_, positions_, acc, acc_stride_);
     // Output pixel (oy, ox) is position oy * Wp + ox.
     if (fuse_pool_)
       pool_requantize_avx2(acc, acc_stride_, Wp, oc_, OH, OW, stage_, y);
@@ -1046,8 +1229,10 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint
     const int64_t acc_stride = acc_stride_;
     const Epilogue e = fuse_pool_ ? Epilogue{&stage_, g * ocg_, true, nullptr, acc_stride, acc + g * ocg_ * acc_stride}
                                   : Epilogue{&stage_, g * ocg_, /*channel_per_row=*/true, y + g * ocg_ * OHW, OHW};
-    gemm_rows<false>(path, a_s8_.data() + g * ocg_ * KQ * 4, a_s16_.data() + g * ocg_ * KQ * 4, KQ * 4, ocg_, packed,
-                     KQ, OHW, e);
+    // The group's filter rows, in the form this path reads (filter_operands leaves the other null).
+    const uint8_t* a8 = f.a_s8 ? f.a_s8 + g * ocg_ * KQ * 4 : nullptr;
+    const int16_t* a16 = f.a_s16 ? f.a_s16 + g * ocg_ * KQ * 4 : nullptr;
+    gemm_rows<false>(path, a8, a16, KQ * 4, ocg_, packed, /*b_nibbles=*/false, KQ, OHW, e);
   }
   if (fuse_pool_) {
 #if QATLAB_X86
@@ -1063,13 +1248,16 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, uint
 void PackedConvInt8::run_reference(const int8_t* input, int64_t batch, int8_t* output) const {
   if (batch == 0) return;
   const int32_t* bias = bias_.empty() ? nullptr : bias_.data();
-  if (!fuse_pool_) {
-    conv2d_int8_reference(params_, input, {batch, c_, h_, w_}, filter_.data(), f_shape_, bias, output);
-    return;
-  }
-  std::vector<int8_t> conv(batch * oc_ * ohw_);  // (N, OC, OH, OW)
-  conv2d_int8_reference(params_, input, {batch, c_, h_, w_}, filter_.data(), f_shape_, bias, conv.data());
-  max_pool2d_int8_reference(conv.data(), {batch, oc_, oh_, ow_}, 2, 2, 0, output);
+  const auto conv = [&](int8_t* y) {
+    if (bits_ == 8)
+      conv2d_int8_reference(params_, input, {batch, c_, h_, w_}, filter_.data(), f_shape_, bias, y);
+    else
+      conv2d_packed_reference(params_, input, {batch, c_, h_, w_}, filter_packed_.data(), bits_, f_shape_, bias, y);
+  };
+  if (!fuse_pool_) return conv(output);
+  std::vector<int8_t> y(batch * oc_ * ohw_);  // (N, OC, OH, OW)
+  conv(y.data());
+  max_pool2d_int8_reference(y.data(), {batch, oc_, oh_, ow_}, 2, 2, 0, output);
 }
 
 void PackedConvInt8::run_serial(const int8_t* input, int64_t batch, int8_t* output, KernelPath path,
@@ -1077,9 +1265,12 @@ void PackedConvInt8::run_serial(const int8_t* input, int64_t batch, int8_t* outp
   QATLAB_CHECK(batch >= 0, "PackedConvInt8::run_serial: batch " + std::to_string(batch) + " must be >= 0");
   if (path == KernelPath::Reference) return run_reference(input, batch, output);
   require_supported(path);
+  if (batch == 0) return;
   uint8_t* mine = scratch + (64 - reinterpret_cast<uintptr_t>(scratch) % 64) % 64;  // 64-byte aligned
+  // A packed filter is unpacked once for the whole call, after the image's scratch.
+  const FilterOperands f = filter_operands(path, mine + scratch_per_image_);
   const int64_t in_stride = c_ * h_ * w_, out_stride = shape_numel(output_shape(1));
-  for (int64_t n = 0; n < batch; ++n) run_image(input + n * in_stride, output + n * out_stride, path, mine);
+  for (int64_t n = 0; n < batch; ++n) run_image(input + n * in_stride, output + n * out_stride, path, f, mine);
 }
 
 void PackedConvInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
@@ -1087,15 +1278,19 @@ void PackedConvInt8::run(const int8_t* input, int64_t batch, int8_t* output, Ker
   if (path == KernelPath::Reference) return run_reference(input, batch, output);
   require_supported(path);
   const int threads = threads_for(batch, oc_ * k_ * ohw_);
-  // All scratch for this call, one slice per thread; zeroed so that the junk columns are defined.
-  std::vector<uint8_t> scratch(threads * scratch_per_image_ + 64, 0);
+  // All scratch for this call, one slice per thread (slices a multiple of 64 bytes apart, so that
+  // each aligns within its own); zeroed so that the junk columns are defined.
+  const int64_t slice = scratch_per_image_ + operand_bytes_;
+  std::vector<uint8_t> scratch(threads * slice + 64, 0);
   if (threads == 1) return run_serial(input, batch, output, path, scratch.data());
   const int64_t in_stride = c_ * h_ * w_, out_stride = shape_numel(output_shape(1));
 #pragma omp parallel num_threads(threads)
   {
-    uint8_t* mine = scratch.data() + omp_get_thread_num() * scratch_per_image_;
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < batch; ++n) run_serial(input + n * in_stride, 1, output + n * out_stride, path, mine);
+    // Each thread one contiguous run of images (a static schedule), in one run_serial call: a packed
+    // filter is then unpacked once per thread.
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t n0 = batch * t / nt, n1 = batch * (t + 1) / nt;
+    run_serial(input + n0 * in_stride, n1 - n0, output + n0 * out_stride, path, scratch.data() + t * slice);
   }
 }
 
@@ -1103,7 +1298,12 @@ void PackedConvInt8::run(const int8_t* input, int64_t batch, int8_t* output, Ker
 
 PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Params& params, const int8_t* weights,
                                                    const Shape& w_shape, const int32_t* bias)
-    : params_(params) {
+    : PackedFullyConnectedInt8(params, reinterpret_cast<const uint8_t*>(weights), 8, w_shape, bias) {}
+
+PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Params& params, const uint8_t* weights,
+                                                   int weight_bits, const Shape& w_shape, const int32_t* bias)
+    : params_(params), bits_(weight_bits) {
+  check_storage_bits(weight_bits, "PackedFullyConnectedInt8");
   QATLAB_CHECK(w_shape.size() == 2, "PackedFullyConnectedInt8: weights must be (OUT, IN), got " + shape_str(w_shape));
   fully_connected_int8_output_shape(params, {1, w_shape[1]}, w_shape);
   out_ = w_shape[0], in_ = w_shape[1];
@@ -1111,8 +1311,14 @@ PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Param
                               " exceeds 65536 (int32 accumulator headroom) for weights " + shape_str(w_shape));
   kq_ = ceil_div(in_, 4);
   panels_ = ceil_div(out_, kPanel);
-  assert(narrow_range(weights, out_ * in_));
-  weights_.assign(weights, weights + out_ * in_);
+  std::vector<int8_t> codes(out_ * in_);  // (OUT, IN)
+  unpack_codes(weights, out_ * in_, bits_, codes.data());
+  if (bits_ == 8) {
+    assert(narrow_range(codes.data(), out_ * in_));
+    weights_ = codes;
+  } else {
+    weights_packed_.assign(weights, weights + packed_bytes(out_ * in_, bits_));
+  }
   if (bias) bias_.assign(bias, bias + out_);
 
   // B: weights^T (IN, OUT) in panels of 16 output columns, zero-padded in both IN and OUT.
@@ -1121,10 +1327,16 @@ PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Param
   for (int64_t o = 0; o < out_; ++o) {
     const int64_t p = o / kPanel, j = o % kPanel;
     for (int64_t i = 0; i < in_; ++i) {
-      const int8_t w = weights[o * in_ + i];
+      const int8_t w = codes[o * in_ + i];
       b_panels_[((p * kq_ + i / 4) * kPanel + j) * 4 + i % 4] = static_cast<uint8_t>(w);
       sums[o] += w;
     }
+  }
+  if (bits_ != 8) {
+    // Folded to 4 bits: 2-bit codes take the 4-bit layout as well (see int8_gemm.h).
+    std::vector<uint8_t> folded(panels_ * kq_ * kNibbleQuadBytes);
+    fold_to_nibbles(b_panels_.data(), panels_ * kq_ * 2, folded.data());
+    b_panels_ = std::move(folded);
   }
   stage_ = make_output_stage(out_, panels_ * kPanel, sums, bias, params.input_offset, params.output_offset,
                              params.output_multiplier, params.output_shift, params.quantized_activation_min,
@@ -1132,16 +1344,20 @@ PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Param
 }
 
 int64_t PackedFullyConnectedInt8::scratch_bytes() const {
-  // One block of rows of A: (MR, KQ*4) as int16 (AVX2) or bytes, for the widest tile, + alignment.
-  return std::max({kPortableMR, kAvx2MR, kVnniMR}) * kq_ * 4 * static_cast<int64_t>(sizeof(int16_t)) + 64;
+  // One block of rows of A: (MR, KQ*4) as int16 (AVX2) or bytes, for the widest tile; with 4-bit
+  // panels one unfolded 8-bit panel (KQ, 16, 4) after it; + alignment.
+  return std::max({kPortableMR, kAvx2MR, kVnniMR}) * kq_ * 4 * static_cast<int64_t>(sizeof(int16_t)) +
+         (bits_ == 8 ? 0 : kq_ * kQuadBytes) + 64;
 }
 
 void PackedFullyConnectedInt8::run_block(const int8_t* input, int64_t m0, int64_t m, int8_t* output, KernelPath path,
                                          void* a) const {
   // A rows: unsigned codes u = x + 128 (the sign bit flipped); the K padding must read 0.
+  // The AVX2 kernel of 8-bit weights takes A widened to int16; every other kernel takes bytes.
   const int64_t row = kq_ * 4;
-  uint8_t* a8 = path == KernelPath::Avx2 ? nullptr : static_cast<uint8_t*>(a);  // (MR, KQ*4)
-  int16_t* a16 = path == KernelPath::Avx2 ? static_cast<int16_t*>(a) : nullptr;  // (MR, KQ*4)
+  const bool wide = path == KernelPath::Avx2 && bits_ == 8;
+  uint8_t* a8 = wide ? nullptr : static_cast<uint8_t*>(a);  // (MR, KQ*4)
+  int16_t* a16 = wide ? static_cast<int16_t*>(a) : nullptr;  // (MR, KQ*4)
   for (int64_t r = 0; r < m; ++r) {
     const int8_t* x = input + (m0 + r) * in_;
     if (a16) {
@@ -1152,17 +1368,23 @@ void PackedFullyConnectedInt8::run_block(const int8_t* input, int64_t m0, int64_
       std::fill(a8 + r * row + in_, a8 + (r + 1) * row, uint8_t{0});
     }
   }
+  // The unfolded panel goes after the largest block of A (a multiple of 64 bytes).
+  uint8_t* unfolded = static_cast<uint8_t*>(a) + std::max({kPortableMR, kAvx2MR, kVnniMR}) * row * 2;
   const Epilogue e{&stage_, 0, /*channel_per_row=*/false, output + m0 * out_, out_};
-  gemm_rows<true>(path, a8, a16, row, m, b_panels_.data(), kq_, out_, e);
+  gemm_rows<true>(path, a8, a16, row, m, b_panels_.data(), /*b_nibbles=*/bits_ != 8, kq_, out_, e, unfolded);
 }
 
 void PackedFullyConnectedInt8::run_serial(const int8_t* input, int64_t batch, int8_t* output, KernelPath path,
                                           uint8_t* scratch) const {
   QATLAB_CHECK(batch >= 0, "PackedFullyConnectedInt8::run_serial: batch " + std::to_string(batch) + " must be >= 0");
   if (path == KernelPath::Reference) {
-    if (batch > 0)
-      fully_connected_int8_reference(params_, input, {batch, in_}, weights_.data(), {out_, in_},
-                                     bias_.empty() ? nullptr : bias_.data(), output);
+    if (batch == 0) return;
+    const int32_t* bias = bias_.empty() ? nullptr : bias_.data();
+    if (bits_ == 8)
+      fully_connected_int8_reference(params_, input, {batch, in_}, weights_.data(), {out_, in_}, bias, output);
+    else
+      fully_connected_packed_reference(params_, input, {batch, in_}, weights_packed_.data(), bits_, {out_, in_}, bias,
+                                       output);
     return;
   }
   require_supported(path);

@@ -38,6 +38,33 @@
 // - Threads (OpenMP, static schedule): run() spreads conv images, fully connected blocks of rows.
 //   Small problems run on the calling thread. run_serial() never threads and takes its scratch from
 //   the caller: the integer graph threads over images itself and calls it per group of images.
+//
+// Packed low-bit weights (2 to 4 bits, packed_codes.h), given to the constructors as (bytes, bits):
+// - Fully connected keeps its operand B at 4 bits per weight. 2-bit codes use the 4-bit layout too:
+//   one layout and one kernel, which is bound by its instruction count rather than by memory as long
+//   as the weights fit in L2 (1024 x 1024 at 4 bits: 512 KB); 2-bit fields would take more to split.
+//   The 4-bit panel is the 8-bit one with each 32-byte half row (8 columns x 4 k) folded onto itself:
+//   byte b holds 8-bit byte b in its low nibble and byte b + 16 in its high nibble, so a panel is
+//   (panels, KQ, 2, 16) bytes. The AVX2 kernel unpacks in registers: per k-quad, 32 bytes of a panel
+//   split by a shift and masks into low and high nibbles, sign-extended by a 16-entry byte lookup
+//   (_mm256_shuffle_epi8), give the 16 columns' weights as signed bytes, which meet the activations
+//   (unsigned bytes) in _mm256_maddubs_epi16. That instruction saturates its int16 pair sums, which
+//   is why the 8-bit kernel cannot use it; with 4-bit weights a pair sum is at most 2 * 255 * 8 =
+//   4080, so it is exact, and 8 k-quads add up in int16 before _mm256_madd_epi16 by 1 widens them.
+//   Half the bytes to read (at batch 1 a fully connected layer reads each weight for one
+//   multiply-add) and fewer instructions per multiply-add than the 8-bit kernel. The portable and
+//   VNNI kernels unfold one panel at a time into scratch (64 * KQ bytes, stays in L1) and run their
+//   8-bit tiles on it: the VNNI path then shares every line of its weight handling with the portable
+//   path, which the tests run on every machine.
+// - Conv keeps its filter packed as given (2 or 4 bits) and unpacks it into the scratch once per
+//   run_serial() call (run() makes one call per thread; the integer graph one per group of up to 16
+//   images) in the form the path reads (int8 or int16 rows, or the direct kernel's pairs); the
+//   kernels themselves are unchanged. The filter is small (LeNet-5 conv2: 2400 weights) next to the
+//   work done with it (240 k multiply-adds per image), so unpacking costs little even per image, and
+//   it keeps one set of conv kernels.
+// - Every path stays bit-identical to the reference: the arithmetic is that of the int8 weights
+//   with the same codes; conv2d_packed_reference / fully_connected_packed_reference are the
+//   Reference path.
 #pragma once
 
 #include <cstdint>
@@ -94,6 +121,10 @@ class PackedConvInt8 {
   // (max_pool2d_int8(..., 2, 2, 0)), computed here as well (see the top of this file).
   PackedConvInt8(const ConvInt8Params& params, const int8_t* filter, const Shape& f_shape, const int32_t* bias,
                  const Shape& in_shape_chw, bool fuse_max_pool = false);
+  // The same with the filter's codes stored at filter_bits bits (packed_codes.h: 2 or 4, kept packed;
+  // 8 is the int8 constructor above).
+  PackedConvInt8(const ConvInt8Params& params, const uint8_t* filter, int filter_bits, const Shape& f_shape,
+                 const int32_t* bias, const Shape& in_shape_chw, bool fuse_max_pool = false);
 
   // input (batch, C, H, W) -> output (batch, OC, OH, OW), or with the fused pool (batch, OC, OH / 2,
   // OW / 2) (rounded down). Throws if this CPU cannot run `path`.
@@ -101,7 +132,7 @@ class PackedConvInt8 {
   // The same on the calling thread alone, with `scratch` (scratch_bytes() bytes, any alignment and
   // contents) instead of memory of its own: for callers that thread over images themselves.
   void run_serial(const int8_t* input, int64_t batch, int8_t* output, KernelPath path, uint8_t* scratch) const;
-  int64_t scratch_bytes() const { return scratch_per_image_ + 64; }
+  int64_t scratch_bytes() const { return scratch_per_image_ + operand_bytes_ + 64; }
 
   Shape output_shape(int64_t batch) const {
     return fuse_pool_ ? Shape{batch, oc_, oh_ / 2, ow_ / 2} : Shape{batch, oc_, oh_, ow_};
@@ -111,14 +142,28 @@ class PackedConvInt8 {
   // Whether the AVX2 path convolves directly from the padded image instead of im2col + GEMM (stride
   // 1, one group, when that takes fewer instructions; other paths always use the GEMM).
   bool direct_conv() const { return direct_; }
+  // Bits per stored filter code (8, or 4 / 2 when built from packed codes) and the bytes of filter
+  // this kernel holds for its optimized paths.
+  int weight_bits() const { return bits_; }
+  int64_t weight_bytes() const;
 
  private:
-  void run_image(const int8_t* x, int8_t* y, KernelPath path, uint8_t* scratch) const;
+  // The filter in the forms the kernels read: members (8-bit filter), or unpacked into scratch.
+  struct FilterOperands {
+    const uint8_t* a_s8 = nullptr;   // (OC, KQ*4) as a_s8_
+    const int16_t* a_s16 = nullptr;  // (OC, KQ*4) as a_s16_
+    const int32_t* w_pairs = nullptr;  // (OC, pairs) as w_pairs_
+  };
+  FilterOperands filter_operands(KernelPath path, uint8_t* scratch) const;
+  void run_image(const int8_t* x, int8_t* y, KernelPath path, const FilterOperands& f, uint8_t* scratch) const;
   void run_reference(const int8_t* input, int64_t batch, int8_t* output) const;
 
   ConvInt8Params params_;
   Shape f_shape_, in_chw_;
-  std::vector<int8_t> filter_;  // (OC, C/G, KH, KW), for the Reference path
+  int bits_ = 8;                       // bits per stored filter code
+  std::vector<int8_t> filter_;         // (OC, C/G, KH, KW), for the Reference path (8-bit filter)
+  std::vector<uint8_t> filter_packed_; // the same codes packed at bits_ (packed filter): every path's source
+  int64_t operand_bytes_ = 0;          // scratch for the unpacked filter (packed filter), after the image's
   std::vector<int32_t> bias_;   // (OC) or empty
   int64_t c_ = 0, h_ = 0, w_ = 0, oc_ = 0, kh_ = 0, kw_ = 0, oh_ = 0, ow_ = 0, groups_ = 1, cg_ = 0, ocg_ = 0;
   int64_t hp_ = 0, wp_ = 0;          // padded input plane
@@ -142,6 +187,7 @@ class PackedConvInt8 {
   std::vector<int32_t> k_offset_;       // (KQ*4) offset of k = (c, ky, kx) in a padded group image
   std::vector<uint8_t> a_s8_;        // (OC, KQ*4) filter as signed bytes, zero-padded in K (portable, VNNI)
   std::vector<int16_t> a_s16_;       // (OC, KQ*4) the same widened to int16 (AVX2)
+  // (a_s8_, a_s16_ and w_pairs_ stay empty for a packed filter: filter_operands() builds them per call.)
   PackedOutputStage stage_;
 };
 
@@ -152,6 +198,10 @@ class PackedFullyConnectedInt8 {
   // IN <= 65536.
   PackedFullyConnectedInt8(const FullyConnectedInt8Params& params, const int8_t* weights, const Shape& w_shape,
                            const int32_t* bias);
+  // The same with the weights' codes stored at weight_bits bits (packed_codes.h: 2 or 4, run from
+  // 4-bit panels; 8 is the int8 constructor above).
+  PackedFullyConnectedInt8(const FullyConnectedInt8Params& params, const uint8_t* weights, int weight_bits,
+                           const Shape& w_shape, const int32_t* bias);
 
   // input (batch, IN) -> output (batch, OUT). Throws if this CPU cannot run `path`.
   void run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const;
@@ -162,16 +212,25 @@ class PackedFullyConnectedInt8 {
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
+  // Bits per stored weight code as given (8, 4 or 2), and the bytes of the panels the optimized
+  // paths read (4 bits per weight for packed weights, 8 otherwise; padded to whole panels).
+  int weight_bits() const { return bits_; }
+  int64_t weight_bytes() const { return static_cast<int64_t>(b_panels_.size()); }
 
  private:
-  // Rows [m0, m0 + m) of the batch, m <= the tile rows of `path`; `a` is one block of A (see run()).
+  // Rows [m0, m0 + m) of the batch, m <= the tile rows of `path`; `a` is one block of A (see run()),
+  // followed for 4-bit panels by room for one unfolded 8-bit panel.
   void run_block(const int8_t* input, int64_t m0, int64_t m, int8_t* output, KernelPath path, void* a) const;
 
   FullyConnectedInt8Params params_;
-  std::vector<int8_t> weights_;  // (OUT, IN), for the Reference path
+  int bits_ = 8;                          // bits per stored weight code as given
+  std::vector<int8_t> weights_;           // (OUT, IN), for the Reference path (8-bit weights)
+  std::vector<uint8_t> weights_packed_;   // (OUT, IN) packed at bits_, for the Reference path (packed weights)
   std::vector<int32_t> bias_;    // (OUT) or empty
   int64_t in_ = 0, out_ = 0, kq_ = 0, panels_ = 0;
-  std::vector<uint8_t> b_panels_;  // (panels, KQ, 16, 4) weights^T as signed bytes, zero-padded
+  // 8-bit weights: (panels, KQ, 16, 4) weights^T as signed bytes, zero-padded. Packed weights: the
+  // same folded to 4 bits, (panels, KQ, 2, 16) (see the top of this file).
+  std::vector<uint8_t> b_panels_;
   PackedOutputStage stage_;
 };
 

@@ -12,13 +12,15 @@
 
 #include "core/atomic_file.h"
 #include "core/h5io.h"
+#include "quant/packed_codes.h"
 
 namespace qatlab {
 
 namespace {
 
 constexpr const char* kOpNames[] = {"quantize", "conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
-                                    "global_avg_pool", "flatten", "clamp", "add", "dequantize"};
+                                    "global_avg_pool", "flatten", "clamp", "add", "dequantize",
+                                    "image_rows", "lstm", "last_step"};
 
 Shape with_batch(int64_t n, const Shape& chw) {
   Shape s{n};
@@ -73,6 +75,19 @@ GraphShapes graph_shapes(const Int8Graph& g) {
         out = {in[0]};
         break;
       case Int8OpKind::Flatten: out = {shape_numel(in)}; break;
+      case Int8OpKind::ImageRows:
+        QATLAB_CHECK(in.size() == 3, "integer graph: image_rows input must be (N, C, H, W), got " +
+                                         shape_str(with_batch(1, in)));
+        out = {in[1], in[0] * in[2]};
+        break;
+      case Int8OpKind::Lstm:
+        out = without_batch(lstm_int8_output_shape(op.lstm, with_batch(1, in)));
+        break;
+      case Int8OpKind::LastStep:
+        QATLAB_CHECK(in.size() == 2 && in[0] >= 1, "integer graph: last_step input must be (N, T, H) with T >= 1, got " +
+                                                       shape_str(with_batch(1, in)));
+        out = {in[1]};
+        break;
       case Int8OpKind::Add:
         QATLAB_CHECK(op.inputs.size() == 2 && slot[op.inputs[1]] == in,
                      "integer graph: add of " + shape_str(with_batch(1, in)) + " and " +
@@ -129,8 +144,7 @@ void run_group(const Int8Graph& g, const GraphShapes& gs, const float* x, int64_
         } else if (packed && !op.packed_conv->fused_max_pool()) {
           op.packed_conv->run_serial(in, count, out, path, scratch);
         } else {
-          conv2d_int8_reference(op.layer.conv, in, in_shape, op.layer.weight.data(), op.layer.weight_shape,
-                                op.layer.bias.data(), out);
+          run_lowered_reference(op.layer, in, in_shape, out);
         }
         break;
       }
@@ -138,8 +152,7 @@ void run_group(const Int8Graph& g, const GraphShapes& gs, const float* x, int64_
         if (!reference && op.packed_fc)
           op.packed_fc->run_serial(in, count, out, path, scratch);
         else
-          fully_connected_int8_reference(op.layer.fc, in, in_shape, op.layer.weight.data(), op.layer.weight_shape,
-                                         op.layer.bias.data(), out);
+          run_lowered_reference(op.layer, in, in_shape, out);
         break;
       case Int8OpKind::MaxPool2d:
         if (reference)
@@ -158,6 +171,26 @@ void run_group(const Int8Graph& g, const GraphShapes& gs, const float* x, int64_
       case Int8OpKind::Add:
         add_int8_reference(op.add, in, slots[op.inputs[1]], out, out_numel);
         break;
+      case Int8OpKind::ImageRows: {
+        // (count, C, H, W) -> (count, H, C*W): row h of step h holds row h of channel 0, then of channel 1, ...
+        const int64_t C = gs.in[i][0], H = gs.in[i][1], W = gs.in[i][2];
+        for (int64_t n = 0; n < count; ++n)
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t h = 0; h < H; ++h)
+              std::memcpy(out + (n * H + h) * C * W + c * W, in + ((n * C + c) * H + h) * W, W);
+        break;
+      }
+      case Int8OpKind::Lstm:
+        if (!reference && op.packed_lstm)
+          op.packed_lstm->run_serial(in, count, gs.in[i][0], out, path, scratch);
+        else
+          lstm_int8_reference(op.lstm, in, in_shape, out);
+        break;
+      case Int8OpKind::LastStep: {
+        const int64_t T = gs.in[i][0], H = gs.in[i][1];
+        for (int64_t n = 0; n < count; ++n) std::memcpy(out + n * H, in + (n * T + T - 1) * H, H);
+        break;
+      }
       case Int8OpKind::Flatten:
       case Int8OpKind::Dequantize:  // the codes leave the graph as they are; run() dequantizes them
         if (out != in) std::memcpy(out, in, out_numel);
@@ -181,12 +214,17 @@ void Int8Graph::prepare() {
   const GraphShapes gs = graph_shapes(*this);
   for (size_t i = 0; i < ops.size(); ++i) {
     Int8Op& op = ops[i];
+    // 2-4-bit weights are kept packed from here on (the int8 copy is released), and the kernels run
+    // them packed.
+    if (op.kind == Int8OpKind::Conv2d || op.kind == Int8OpKind::FullyConnected) pack_weights(op.layer);
+    const LoweredLayer& l = op.layer;
     if (op.kind == Int8OpKind::Conv2d)
-      op.packed_conv = std::make_shared<PackedConvInt8>(op.layer.conv, op.layer.weight.data(), op.layer.weight_shape,
-                                                        op.layer.bias.data(), gs.in[i], pool_fuses_into_conv(*this, i));
+      op.packed_conv = std::make_shared<PackedConvInt8>(l.conv, l.weight_data(), l.weight_bits, l.weight_shape,
+                                                        l.bias.data(), gs.in[i], pool_fuses_into_conv(*this, i));
     if (op.kind == Int8OpKind::FullyConnected)
-      op.packed_fc = std::make_shared<PackedFullyConnectedInt8>(op.layer.fc, op.layer.weight.data(),
-                                                                op.layer.weight_shape, op.layer.bias.data());
+      op.packed_fc = std::make_shared<PackedFullyConnectedInt8>(l.fc, l.weight_data(), l.weight_bits, l.weight_shape,
+                                                                l.bias.data());
+    if (op.kind == Int8OpKind::Lstm) op.packed_lstm = std::make_shared<PackedLstmInt8>(op.lstm);
   }
 }
 
@@ -225,6 +263,7 @@ std::vector<int8_t> Int8Graph::run_codes(const Tensor& input, Shape* out_shape, 
   for (const Int8Op& op : ops) {
     if (op.packed_conv) scratch_bytes = std::max(scratch_bytes, op.packed_conv->scratch_bytes());
     if (op.packed_fc) scratch_bytes = std::max(scratch_bytes, op.packed_fc->scratch_bytes());
+    if (op.packed_lstm) scratch_bytes = std::max(scratch_bytes, op.packed_lstm->scratch_bytes());
   }
   const int64_t per_worker = slot_offset[num_slots] + scratch_bytes;
   const std::unique_ptr<int8_t[]> memory(new int8_t[threads * per_worker + 1]);
@@ -271,7 +310,10 @@ int64_t Int8Graph::parameter_bytes() const {
   int64_t bytes = 0;
   for (const Int8Op& op : ops)
     if (op.kind == Int8OpKind::Conv2d || op.kind == Int8OpKind::FullyConnected)
-      bytes += op.layer.weight.size() + 4 * op.layer.bias.size() + 8 * op.layer.bias.size();  // + multiplier, shift
+      bytes += op.layer.weight_bytes() + 4 * op.layer.bias.size() + 8 * op.layer.bias.size();  // + multiplier, shift
+    else if (op.kind == Int8OpKind::Lstm)  // weights, bias, two multipliers and shifts per gate row, the rest
+      bytes += op.lstm.weight_ih.size() + op.lstm.weight_hh.size() + 4 * op.lstm.bias.size() +
+               16 * op.lstm.bias.size() + 16;
   return bytes;
 }
 
@@ -290,13 +332,23 @@ std::string Int8Graph::summary() const {
       const auto& mult = l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier;
       const auto& shift = l.is_conv ? l.conv.output_shift : l.fc.output_shift;
       os << " weights " << shape_str(l.weight_shape) << " codes [" << l.weights.quant_min << ", " << l.weights.quant_max
-         << "], in zp " << l.input.zero_point[0] << ", out scale " << l.output.scale[0] << " zp " << l.output.zero_point[0]
+         << "]" << (l.weight_bits < 8 ? " packed " + std::to_string(l.weight_bits) + "-bit" : "") << ", in zp "
+         << l.input.zero_point[0] << ", out scale " << l.output.scale[0] << " zp " << l.output.zero_point[0]
          << ", multiplier[0] " << mult[0] << " shift[0] " << shift[0] << ", clamp ["
          << (l.is_conv ? l.conv.quantized_activation_min : l.fc.quantized_activation_min) << ", "
          << (l.is_conv ? l.conv.quantized_activation_max : l.fc.quantized_activation_max) << "]";
     }
     if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d)
       os << " k " << op.kernel << " stride " << op.stride << " pad " << op.pad;
+    if (op.kind == Int8OpKind::Lstm) {
+      const LstmInt8Params& p = op.lstm;
+      os << " in " << p.input_size << " hidden " << p.hidden_size << ", weight codes [" << p.weights_ih.quant_min << ", "
+         << p.weights_ih.quant_max << "], in zp " << -p.input_offset << ", hidden scale " << p.hidden.scale[0] << " zp "
+         << p.output_offset << ", gates Q3.12, cell 2^-" << p.cell_frac_bits << ", input multiplier[0] "
+         << p.input_multiplier[0] << " shift[0] " << p.input_shift[0] << ", recurrent multiplier[0] "
+         << p.recurrent_multiplier[0] << " shift[0] " << p.recurrent_shift[0] << ", hidden multiplier "
+         << p.hidden_multiplier << " shift " << p.hidden_shift;
+    }
     os << "\n";
   }
   return os.str();
@@ -325,26 +377,25 @@ QParams read_grid(const H5File& f, const std::string& path) {
   return qp;
 }
 
-// Weights of 2 to 4 bits are stored packed: the codes of a symmetric narrow grid with quant_max <= 7
-// take 4 bits (two's complement, two per byte, low nibble first), with quant_max <= 1 two bits (four
-// per byte). Dataset "weight_packed" (uint8) with attrs "weight_bits" and "weight_shape"; 8-bit weights
-// stay an int8 dataset "weight". Loading unpacks them for the kernels.
-int packed_bits(const LoweredLayer& l) { return l.weights.quant_max <= 1 ? 2 : l.weights.quant_max <= 7 ? 4 : 8; }
-
+// Weights of 2 to 4 bits are stored packed (packed_codes.h): the codes of a symmetric narrow grid
+// with quant_max <= 7 take 4 bits (two's complement, two per byte, low nibble first), with
+// quant_max <= 1 two bits (four per byte). Dataset "weight_packed" (uint8) with attrs "weight_bits"
+// and "weight_shape"; 8-bit weights stay an int8 dataset "weight". Loading keeps them packed.
 void write_weights(H5File& f, const std::string& g, const LoweredLayer& l) {
-  const int bits = packed_bits(l);
-  if (bits == 8) {
-    f.write_ints<int8_t>(g + "/weight", l.weight_shape, l.weight);
+  LoweredLayer packed;  // a layer not prepared yet holds int8 codes: packed here for the file
+  const LoweredLayer* w = &l;
+  if (l.weight_bits == 8 && storage_bits(l.weights.quant_min, l.weights.quant_max) < 8) {
+    packed.weights = l.weights, packed.weight_shape = l.weight_shape, packed.weight = l.weight;
+    pack_weights(packed);
+    w = &packed;
+  }
+  if (w->weight_bits == 8) {
+    f.write_ints<int8_t>(g + "/weight", w->weight_shape, w->weight);
     return;
   }
-  const int per_byte = 8 / bits;
-  const uint8_t mask = static_cast<uint8_t>((1 << bits) - 1);
-  std::vector<uint8_t> packed((l.weight.size() + per_byte - 1) / per_byte, 0);
-  for (size_t i = 0; i < l.weight.size(); ++i)
-    packed[i / per_byte] |= static_cast<uint8_t>((static_cast<uint8_t>(l.weight[i]) & mask) << (bits * (i % per_byte)));
-  f.write_ints<uint8_t>(g + "/weight_packed", {static_cast<int64_t>(packed.size())}, packed);
-  f.write_ints<int64_t>(g + "/weight_shape", {static_cast<int64_t>(l.weight_shape.size())}, l.weight_shape);
-  f.set_attr(g, "weight_bits", static_cast<int64_t>(bits));
+  f.write_ints<uint8_t>(g + "/weight_packed", {static_cast<int64_t>(w->weight_packed.size())}, w->weight_packed);
+  f.write_ints<int64_t>(g + "/weight_shape", {static_cast<int64_t>(w->weight_shape.size())}, w->weight_shape);
+  f.set_attr(g, "weight_bits", static_cast<int64_t>(w->weight_bits));
 }
 
 void read_weights(const H5File& f, const std::string& p, LoweredLayer& l) {
@@ -355,16 +406,12 @@ void read_weights(const H5File& f, const std::string& p, LoweredLayer& l) {
   const int64_t bits = f.get_attr_int(p, "weight_bits");
   if (bits != 2 && bits != 4) throw std::runtime_error(f.path() + ": " + p + ": weight_bits must be 2 or 4, got " + std::to_string(bits));
   l.weight_shape = f.read_ints<int64_t>(p + "/weight_shape");
-  const std::vector<uint8_t> packed = f.read_ints<uint8_t>(p + "/weight_packed");
-  const int64_t n = shape_numel(l.weight_shape), per_byte = 8 / bits;
-  if (static_cast<int64_t>(packed.size()) != (n + per_byte - 1) / per_byte)
-    throw std::runtime_error(f.path() + ": " + p + ": packed weights hold " + std::to_string(packed.size()) +
+  l.weight_packed = f.read_ints<uint8_t>(p + "/weight_packed");
+  l.weight_bits = static_cast<int>(bits);
+  const int64_t n = shape_numel(l.weight_shape);
+  if (static_cast<int64_t>(l.weight_packed.size()) != packed_bytes(n, l.weight_bits))
+    throw std::runtime_error(f.path() + ": " + p + ": packed weights hold " + std::to_string(l.weight_packed.size()) +
                              " bytes for " + std::to_string(n) + " codes of " + std::to_string(bits) + " bits");
-  l.weight.resize(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const int code = (packed[i / per_byte] >> (bits * (i % per_byte))) & ((1 << bits) - 1);
-    l.weight[i] = static_cast<int8_t>(code >= (1 << (bits - 1)) ? code - (1 << bits) : code);  // sign-extend
-  }
 }
 
 // The fields of AddInt8Params, stored as attributes of an add op, in this order.
@@ -374,6 +421,64 @@ constexpr const char* kAddFields[] = {"left_shift", "input1_offset", "input2_off
                                       "quantized_activation_max"};
 
 std::vector<int> to_int(const std::vector<int32_t>& v) { return std::vector<int>(v.begin(), v.end()); }
+
+// An lstm op: datasets weight_ih (int8, (4H, IN)), weight_hh (int8, (4H, H)), bias, input_multiplier,
+// input_shift, recurrent_multiplier, recurrent_shift (int32, (4H)); grids input_grid/, weight_ih_grid/,
+// weight_hh_grid/, hidden_grid/; attrs below.
+constexpr const char* kLstmFields[] = {"input_size", "hidden_size", "input_offset", "hidden_offset", "output_offset",
+                                       "quantized_activation_min", "quantized_activation_max", "cell_frac_bits",
+                                       "hidden_multiplier", "hidden_shift"};
+
+void write_lstm(H5File& f, const std::string& g, const LstmInt8Params& p) {
+  const int64_t G = 4 * p.hidden_size;
+  f.write_ints<int8_t>(g + "/weight_ih", {G, p.input_size}, p.weight_ih);
+  f.write_ints<int8_t>(g + "/weight_hh", {G, p.hidden_size}, p.weight_hh);
+  f.write_ints<int32_t>(g + "/bias", {G}, p.bias);
+  f.write_ints<int32_t>(g + "/input_multiplier", {G}, p.input_multiplier);
+  f.write_ints<int32_t>(g + "/input_shift", {G}, std::vector<int32_t>(p.input_shift.begin(), p.input_shift.end()));
+  f.write_ints<int32_t>(g + "/recurrent_multiplier", {G}, p.recurrent_multiplier);
+  f.write_ints<int32_t>(g + "/recurrent_shift", {G},
+                        std::vector<int32_t>(p.recurrent_shift.begin(), p.recurrent_shift.end()));
+  write_grid(f, g + "/input_grid", p.input);
+  write_grid(f, g + "/weight_ih_grid", p.weights_ih);
+  write_grid(f, g + "/weight_hh_grid", p.weights_hh);
+  write_grid(f, g + "/hidden_grid", p.hidden);
+  const std::vector<int64_t> values{p.input_size, p.hidden_size, p.input_offset, p.hidden_offset, p.output_offset,
+                                    p.quantized_activation_min, p.quantized_activation_max, p.cell_frac_bits,
+                                    p.hidden_multiplier, p.hidden_shift};
+  for (size_t k = 0; k < values.size(); ++k) f.set_attr(g, kLstmFields[k], values[k]);
+}
+
+LstmInt8Params read_lstm(const H5File& f, const std::string& p) {
+  LstmInt8Params l;
+  const auto get = [&](const char* field) { return f.get_attr_int(p, field); };
+  l.input_size = get("input_size"), l.hidden_size = get("hidden_size");
+  l.input_offset = static_cast<int32_t>(get("input_offset"));
+  l.hidden_offset = static_cast<int32_t>(get("hidden_offset"));
+  l.output_offset = static_cast<int32_t>(get("output_offset"));
+  l.quantized_activation_min = static_cast<int32_t>(get("quantized_activation_min"));
+  l.quantized_activation_max = static_cast<int32_t>(get("quantized_activation_max"));
+  l.cell_frac_bits = static_cast<int>(get("cell_frac_bits"));
+  l.hidden_multiplier = static_cast<int32_t>(get("hidden_multiplier"));
+  l.hidden_shift = static_cast<int>(get("hidden_shift"));
+  l.weight_ih = f.read_ints<int8_t>(p + "/weight_ih");
+  l.weight_hh = f.read_ints<int8_t>(p + "/weight_hh");
+  l.bias = f.read_ints<int32_t>(p + "/bias");
+  l.input_multiplier = f.read_ints<int32_t>(p + "/input_multiplier");
+  l.input_shift = to_int(f.read_ints<int32_t>(p + "/input_shift"));
+  l.recurrent_multiplier = f.read_ints<int32_t>(p + "/recurrent_multiplier");
+  l.recurrent_shift = to_int(f.read_ints<int32_t>(p + "/recurrent_shift"));
+  l.input = read_grid(f, p + "/input_grid");
+  l.weights_ih = read_grid(f, p + "/weight_ih_grid");
+  l.weights_hh = read_grid(f, p + "/weight_hh_grid");
+  l.hidden = read_grid(f, p + "/hidden_grid");
+  try {
+    l.validate();
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(f.path() + ": " + p + ": " + e.what());
+  }
+  return l;
+}
 
 }  // namespace
 
@@ -443,6 +548,9 @@ void Int8Graph::save(const std::string& path) const {
           for (size_t k = 0; k < values.size(); ++k) f.set_attr(g, kAddFields[k], static_cast<int64_t>(values[k]));
           break;
         }
+        case Int8OpKind::Lstm:
+          write_lstm(f, g, op.lstm);
+          break;
         default: break;
       }
       if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d) {
@@ -543,6 +651,9 @@ Int8Graph Int8Graph::load(const std::string& path) {
         a.quantized_activation_max = get("quantized_activation_max");
         break;
       }
+      case Int8OpKind::Lstm:
+        op.lstm = read_lstm(f, p);
+        break;
       default: break;
     }
     if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d) {

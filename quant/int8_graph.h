@@ -13,6 +13,7 @@
 #include "core/tensor.h"
 #include "quant/int8_gemm.h"
 #include "quant/int8_kernels.h"
+#include "quant/int_lstm.h"
 #include "quant/lower.h"
 #include "quant/qscheme.h"
 
@@ -21,7 +22,12 @@ namespace qatlab {
 inline constexpr const char* kInt8GraphFormat = "qatlab-int8-graph";
 inline constexpr int64_t kInt8GraphVersion = 1;
 
-enum class Int8OpKind { Quantize, Conv2d, FullyConnected, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Clamp, Add, Dequantize };
+// ImageRows: (N, C, H, W) -> (N, H, C*W) codes (an image read row by row, same grid); Lstm: (N, T, IN) ->
+// (N, T, H) codes (int_lstm.h); LastStep: (N, T, H) -> (N, H), the last step's codes.
+enum class Int8OpKind {
+  Quantize, Conv2d, FullyConnected, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Clamp, Add, Dequantize,
+  ImageRows, Lstm, LastStep
+};
 const char* int8_op_name(Int8OpKind kind);
 Int8OpKind parse_int8_op(const std::string& name);
 
@@ -32,7 +38,8 @@ struct Int8Op {
   int output = 0;               // slot written
   // Quantize (float -> codes) / Dequantize (codes -> float): the grid of the codes.
   QParams grid;
-  // Conv2d / FullyConnected: the lowered layer (params, int8 weights, int32 bias, grids).
+  // Conv2d / FullyConnected: the lowered layer (params, weights: int8, or 2-4-bit packed once
+  // prepared or loaded, int32 bias, grids).
   LoweredLayer layer;
   // MaxPool2d / AvgPool2d: the window; the codes keep their grid (AvgPool pads with its zero point).
   int64_t kernel = 0, stride = 0, pad = 0;
@@ -40,12 +47,15 @@ struct Int8Op {
   int32_t clamp_min = -128, clamp_max = 127;
   // Add: a residual sum of inputs[0] and inputs[1], rescaled to `grid` (see int8_kernels.h).
   AddInt8Params add;
+  // Lstm: one integer LSTM layer (int8 weights, int32 biases, multipliers, the cell grid; see int_lstm.h).
+  LstmInt8Params lstm;
 
   // Built once by Int8Graph::prepare(): packed weights for the optimized kernels. A conv whose output
   // goes only to the next op, a 2x2 max pool of stride 2, is packed with that pool fused
   // (packed_conv->fused_max_pool()): the optimized paths run the two ops as one.
   std::shared_ptr<PackedConvInt8> packed_conv;
   std::shared_ptr<PackedFullyConnectedInt8> packed_fc;
+  std::shared_ptr<PackedLstmInt8> packed_lstm;
 };
 
 class Int8Graph {
@@ -54,7 +64,8 @@ class Int8Graph {
   std::vector<Int8Op> ops;
   int num_slots = 1;
 
-  // Packs the weights of every conv / linear op for the optimized kernels. Call after building or loading.
+  // Packs the weights of every conv / linear op for the optimized kernels; weights of 2 to 4 bits are
+  // from then on held packed only (pack_weights), and run packed. Call after building or loading.
   void prepare();
 
   // input (N, C, H, W) float -> the output codes (N, ...) and their grid. path Reference runs the plain

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/ops.h"
+#include "quant/packed_codes.h"
 #include "quant/requantize.h"
 
 namespace qatlab {
@@ -75,13 +76,17 @@ Shape conv2d_int8_output_shape(const ConvInt8Params& p, const Shape& in_shape, c
   return {in_shape[0], oc, oh, ow};
 }
 
-void conv2d_int8_reference(const ConvInt8Params& p, const int8_t* input, const Shape& in_shape, const int8_t* filter,
-                           const Shape& f_shape, const int32_t* bias, int8_t* output) {
-  const Shape out_shape = conv2d_int8_output_shape(p, in_shape, f_shape);
+namespace {
+
+// The reference convolution, the weight of flat index i given by weight_at(i): a plain array read
+// (int8 filter) or a field of a packed byte (packed filter). One loop for both, so the two kernels
+// cannot drift apart. The shapes are checked (out_shape from conv2d_int8_output_shape).
+template <class WeightAt>
+void conv2d_reference_loop(const ConvInt8Params& p, const int8_t* input, const Shape& in_shape, const Shape& f_shape,
+                           const Shape& out_shape, WeightAt weight_at, const int32_t* bias, int8_t* output) {
   const int64_t N = in_shape[0], C = in_shape[1], H = in_shape[2], W = in_shape[3];
   const int64_t OC = f_shape[0], KH = f_shape[2], KW = f_shape[3], OH = out_shape[2], OW = out_shape[3];
   const int64_t CG = C / p.groups, OCG = OC / p.groups;
-  assert(narrow_range(filter, shape_numel(f_shape)));
 
   // Images over threads, when there is enough work to pay for waking them (tests run tiny cases).
 #pragma omp parallel for schedule(static) if (N > 1 && N * OC * OH * OW * CG * KH * KW > (int64_t{1} << 20))
@@ -101,7 +106,7 @@ void conv2d_int8_reference(const ConvInt8Params& p, const int8_t* input, const S
                 const int64_t ix = ox * p.stride_w - p.pad_w + kx;
                 if (ix < 0 || ix >= W) continue;
                 const int32_t x = input[((n * C + g * CG + c) * H + iy) * W + ix];
-                const int32_t w = filter[((oc * CG + c) * KH + ky) * KW + kx];
+                const int32_t w = weight_at(((oc * CG + c) * KH + ky) * KW + kx);
                 acc += static_cast<int64_t>(x + p.input_offset) * w;
               }
             }
@@ -113,6 +118,43 @@ void conv2d_int8_reference(const ConvInt8Params& p, const int8_t* input, const S
       }
     }
   }
+}
+
+// The reference fully connected layer, weight (o, i) given by weight_at(o * IN + i) (see above); the
+// shapes are checked.
+template <class WeightAt>
+void fully_connected_reference_loop(const FullyConnectedInt8Params& p, const int8_t* input, const Shape& in_shape,
+                                    const Shape& w_shape, WeightAt weight_at, const int32_t* bias, int8_t* output) {
+  const int64_t N = in_shape[0], IN = in_shape[1], OUT = w_shape[0];
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t o = 0; o < OUT; ++o) {
+      int64_t acc = bias ? bias[o] : 0;  // exact, then wrapped to int32 as in conv2d_reference_loop
+      for (int64_t i = 0; i < IN; ++i)
+        acc += static_cast<int64_t>(input[n * IN + i] + p.input_offset) * weight_at(o * IN + i);
+      output[n * OUT + o] = requantize(static_cast<int32_t>(acc), p.output_multiplier[o], p.output_shift[o],
+                                       p.output_offset, p.quantized_activation_min, p.quantized_activation_max);
+    }
+  }
+}
+
+}  // namespace
+
+void conv2d_int8_reference(const ConvInt8Params& p, const int8_t* input, const Shape& in_shape, const int8_t* filter,
+                           const Shape& f_shape, const int32_t* bias, int8_t* output) {
+  const Shape out_shape = conv2d_int8_output_shape(p, in_shape, f_shape);
+  assert(narrow_range(filter, shape_numel(f_shape)));
+  conv2d_reference_loop(p, input, in_shape, f_shape, out_shape, [filter](int64_t i) { return int32_t{filter[i]}; },
+                        bias, output);
+}
+
+void conv2d_packed_reference(const ConvInt8Params& p, const int8_t* input, const Shape& in_shape,
+                             const uint8_t* filter, int filter_bits, const Shape& f_shape, const int32_t* bias,
+                             int8_t* output) {
+  check_storage_bits(filter_bits, "conv2d_packed_reference");
+  const Shape out_shape = conv2d_int8_output_shape(p, in_shape, f_shape);
+  conv2d_reference_loop(p, input, in_shape, f_shape, out_shape,
+                        [filter, filter_bits](int64_t i) { return int32_t{packed_code(filter, i, filter_bits)}; }, bias,
+                        output);
 }
 
 // ------------------------------------------------------------------------------------ fully connected
@@ -133,17 +175,19 @@ void fully_connected_int8_reference(const FullyConnectedInt8Params& p, const int
                                     const int8_t* weights, const Shape& w_shape, const int32_t* bias,
                                     int8_t* output) {
   fully_connected_int8_output_shape(p, in_shape, w_shape);
-  const int64_t N = in_shape[0], IN = in_shape[1], OUT = w_shape[0];
-  assert(narrow_range(weights, OUT * IN));
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t o = 0; o < OUT; ++o) {
-      int64_t acc = bias ? bias[o] : 0;  // exact, then wrapped to int32 as in conv2d_int8_reference
-      for (int64_t i = 0; i < IN; ++i)
-        acc += static_cast<int64_t>(input[n * IN + i] + p.input_offset) * weights[o * IN + i];
-      output[n * OUT + o] = requantize(static_cast<int32_t>(acc), p.output_multiplier[o], p.output_shift[o],
-                                       p.output_offset, p.quantized_activation_min, p.quantized_activation_max);
-    }
-  }
+  assert(narrow_range(weights, shape_numel(w_shape)));
+  fully_connected_reference_loop(p, input, in_shape, w_shape, [weights](int64_t i) { return int32_t{weights[i]}; },
+                                 bias, output);
+}
+
+void fully_connected_packed_reference(const FullyConnectedInt8Params& p, const int8_t* input, const Shape& in_shape,
+                                      const uint8_t* weights, int weight_bits, const Shape& w_shape,
+                                      const int32_t* bias, int8_t* output) {
+  check_storage_bits(weight_bits, "fully_connected_packed_reference");
+  fully_connected_int8_output_shape(p, in_shape, w_shape);
+  fully_connected_reference_loop(
+      p, input, in_shape, w_shape,
+      [weights, weight_bits](int64_t i) { return int32_t{packed_code(weights, i, weight_bits)}; }, bias, output);
 }
 
 // -------------------------------------------------------------------------------------------- pooling

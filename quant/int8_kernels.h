@@ -8,7 +8,8 @@
 //
 // Conventions (TFLite int8):
 // - activations are int8 codes q with real = scale * (q - zero_point), zero_point in [-128, 127];
-// - weights are int8, symmetric (zero point 0) per output channel, values in [-127, 127];
+// - weights are int8, symmetric (zero point 0) per output channel, values in [-127, 127]; weights of
+//   2 to 4 bits may instead be stored packed (packed_codes.h), several to a byte;
 // - bias is int32 with scale S_in * S_w[oc] and zero point 0;
 // - `input_offset` = -input zero point, `output_offset` = +output zero point (TFLite's signs);
 // - the accumulator is int32. It is the exact sum whenever that fits in int32, which it always does
@@ -50,6 +51,14 @@ Shape conv2d_int8_output_shape(const ConvInt8Params& params, const Shape& in_sha
 void conv2d_int8_reference(const ConvInt8Params& params, const int8_t* input, const Shape& in_shape,
                            const int8_t* filter, const Shape& f_shape, const int32_t* bias, int8_t* output);
 
+// The same with the filter stored packed: `filter` holds its codes (flattened (OC, C/G, KH, KW)) at
+// `filter_bits` bits each (2 or 4; 8 is plain int8), laid out as packed_codes.h says, and each weight
+// is read from its byte as the loop reaches it. Same loop, same sums: bit-identical to
+// conv2d_int8_reference on the unpacked filter.
+void conv2d_packed_reference(const ConvInt8Params& params, const int8_t* input, const Shape& in_shape,
+                             const uint8_t* filter, int filter_bits, const Shape& f_shape, const int32_t* bias,
+                             int8_t* output);
+
 // Feeds, for each output (n, o):
 //   acc = bias[o] + sum_{i < IN} (input[n, i] + input_offset) * weights[o, i]
 //   output[n, o] = requantize(acc, output_multiplier[o], output_shift[o], output_offset,
@@ -71,6 +80,12 @@ Shape fully_connected_int8_output_shape(const FullyConnectedInt8Params& params, 
 void fully_connected_int8_reference(const FullyConnectedInt8Params& params, const int8_t* input,
                                     const Shape& in_shape, const int8_t* weights, const Shape& w_shape,
                                     const int32_t* bias, int8_t* output);
+
+// The same with the weights stored packed at `weight_bits` bits (flattened (OUT, IN); see
+// conv2d_packed_reference): bit-identical to fully_connected_int8_reference on the unpacked weights.
+void fully_connected_packed_reference(const FullyConnectedInt8Params& params, const int8_t* input,
+                                      const Shape& in_shape, const uint8_t* weights, int weight_bits,
+                                      const Shape& w_shape, const int32_t* bias, int8_t* output);
 
 // ------------------------------------------------------------------------------------------ pooling
 // Input and output share scale and zero point, so pooling works on the codes directly.

@@ -5,6 +5,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "quant/packed_codes.h"
 #include "quant/qat_layers.h"
 #include "quant/requantize.h"
 
@@ -98,6 +99,42 @@ LoweredLayer lower_layer(const QatLayer& layer, const QParams& input, const QPar
     out.fc.output_shift = shifts;
   }
   return out;
+}
+
+std::vector<int8_t> LoweredLayer::weight_codes() const {
+  if (weight_bits == 8) return weight;
+  std::vector<int8_t> codes(shape_numel(weight_shape));
+  unpack_codes(weight_packed.data(), static_cast<int64_t>(codes.size()), weight_bits, codes.data());
+  return codes;
+}
+
+void pack_weights(LoweredLayer& l) {
+  if (l.weight_bits != 8) return;  // already packed
+  const int64_t n = shape_numel(l.weight_shape);
+  QATLAB_CHECK(static_cast<int64_t>(l.weight.size()) == n,
+               "pack_weights: " + std::to_string(l.weight.size()) + " weight codes for shape " +
+                   shape_str(l.weight_shape) + ": expected " + std::to_string(n));
+  const int bits = storage_bits(l.weights.quant_min, l.weights.quant_max);
+  if (bits == 8) return;
+  l.weight_packed = pack_codes(l.weight.data(), n, bits);
+  l.weight_bits = bits;
+  l.weight = {};  // releases the int8 copy: the graph keeps the packed form only
+}
+
+void run_lowered_reference(const LoweredLayer& l, const int8_t* input, const Shape& in_shape, int8_t* output) {
+  const int32_t* bias = l.bias.empty() ? nullptr : l.bias.data();
+  if (l.weight_bits == 8) {
+    if (l.is_conv)
+      conv2d_int8_reference(l.conv, input, in_shape, l.weight.data(), l.weight_shape, bias, output);
+    else
+      fully_connected_int8_reference(l.fc, input, in_shape, l.weight.data(), l.weight_shape, bias, output);
+  } else if (l.is_conv) {
+    conv2d_packed_reference(l.conv, input, in_shape, l.weight_packed.data(), l.weight_bits, l.weight_shape, bias,
+                            output);
+  } else {
+    fully_connected_packed_reference(l.fc, input, in_shape, l.weight_packed.data(), l.weight_bits, l.weight_shape,
+                                     bias, output);
+  }
 }
 
 std::vector<int8_t> quantize_tensor(const Tensor& x, const QParams& qp) {

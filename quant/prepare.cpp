@@ -7,7 +7,9 @@
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/lstm.h"
 #include "quant/learnable_quantizer.h"
+#include "quant/qat_lstm.h"
 
 namespace qatlab {
 
@@ -40,6 +42,8 @@ class Preparer {
         rewrite(*m, full + ".");
       } else if (type == "Residual") {
         seq.set_submodule(name, residual(*m, full));
+      } else if (type == "LSTM") {
+        seq.set_submodule(name, lstm(static_cast<const LSTM&>(*m), full));
       } else if (type == "MaxPool2d" || type == "Flatten" || type == "Identity" || type == "Dropout" ||
                  type == "ReLU") {
         // Max pooling, flattening, dropout (identity at inference) and ReLU keep values on their input's
@@ -83,6 +87,23 @@ class Preparer {
     q->body_quant = body_grid;
     q->shortcut_quant = shortcut_grid;
     grid = add_quant;
+    return q;
+  }
+
+  // The LSTM reads the current grid (layer 0's input); each layer gets weight quantizers per gate row
+  // (settings of the name or of type "LSTM") and a hidden-state quantizer, and the last layer's hidden
+  // grid is where the sequence leaves.
+  ModulePtr lstm(const LSTM& f, const std::string& full) {
+    const int64_t L = f.options.num_layers, G = 4 * f.options.hidden_size;
+    std::vector<std::shared_ptr<Quantizer>> wih, whh, hidden;
+    for (int64_t l = 0; l < L; ++l) {
+      wih.push_back(make_quantizer(qc_.weight_for(full, "LSTM"), G));
+      whh.push_back(make_quantizer(qc_.weight_for(full, "LSTM"), G));
+      hidden.push_back(make_quantizer(qc_.activation_for(full, "LSTM"), 1));
+    }
+    auto q = QatLstm::from_lstm(f, wih, whh, hidden);
+    q->input_quant = grid;
+    grid = q->hidden_quant_ptr(L - 1);
     return q;
   }
 
@@ -132,10 +153,13 @@ std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfi
   if (input_override == qconfig.layer_bits.end() || input_override->second.activation_bits == 0) input_spec.scheme.bits = 8;
   p.grid = make_quantizer(input_spec, 1);
   auto input_quant = p.grid;
-  if (float_model->type() == "Sequential") {
+  // A RowLstmClassifier's children run in order too ("lstm" on the image rows, "head" on its last step):
+  // image rows are the input's codes rearranged, so the LSTM's input grid is the model input's.
+  if (float_model->type() == "Sequential" || float_model->type() == "RowLstmClassifier") {
     p.rewrite(*float_model, "");
   } else {
-    throw std::invalid_argument("prepare_qat: the model's top module must be a Sequential, got " + float_model->type());
+    throw std::invalid_argument("prepare_qat: the model's top module must be a Sequential or a RowLstmClassifier, got " +
+                                float_model->type());
   }
   auto model = std::make_shared<QatModel>(input_quant, float_model);
   model->set_training(float_model->training());
@@ -143,7 +167,10 @@ std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfi
 }
 
 void set_observers_enabled(Module& model, bool on) {
-  visit(model, [on](Module& m) { if (m.type() == "FakeQuantize") static_cast<FakeQuantize&>(m).enable_observer(on); });
+  visit(model, [on](Module& m) {
+    if (m.type() == "FakeQuantize") static_cast<FakeQuantize&>(m).enable_observer(on);
+    if (m.type() == "QatLstm") static_cast<QatLstm&>(m).enable_cell_observer(on);
+  });
 }
 
 void set_fake_quant_enabled(Module& model, bool on) {
@@ -161,6 +188,7 @@ void set_exact_mode(Module& model, bool on) {
     if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).set_exact(on);
     if (m.type() == "QatAvgPool") static_cast<QatAvgPool&>(m).set_exact(on);
     if (m.type() == "QatResidual") static_cast<QatResidual&>(m).set_exact(on);
+    if (m.type() == "QatLstm") static_cast<QatLstm&>(m).set_exact(on);
   });
 }
 

@@ -1,7 +1,8 @@
 // prepare.h: prepare_qat: float model -> QAT model, with no stubs in model code. It fuses
 // Conv2d/Linear with a following BatchNorm and ReLU/ReLU6, puts a fake-quantizer on every weight and on
 // the output of every fused block, quantizes the model input, and lets ReLU, max pooling, flatten and
-// dropout reuse their input's grid. Plus the switches a QAT schedule needs.
+// dropout reuse their input's grid; an LSTM (RowLstmClassifier's) becomes a QatLstm (qat_lstm.h). Plus the
+// switches a QAT schedule needs.
 #pragma once
 
 #include <functional>

@@ -1,7 +1,8 @@
 // test_int8_gemm.cpp: every optimized int8 path (portable, AVX2, AVX-512 VNNI) must give outputs
 // bit-identical to the reference kernels, over random conv / fully connected shapes, zero points,
-// per-channel multipliers and batches, also with a fused 2x2 max pool and with caller scratch; plus
-// kernel path selection and construction errors.
+// per-channel multipliers and batches, also with a fused 2x2 max pool and with caller scratch, with
+// int8 weights and with 2-, 3- and 4-bit weights kept packed; plus kernel path selection and
+// construction errors.
 //
 // Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel, G groups,
 // IN / OUT features.
@@ -10,6 +11,7 @@
 #include <cstdint>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -19,6 +21,7 @@
 #include "core/rng.h"
 #include "quant/int8_gemm.h"
 #include "quant/int8_kernels.h"
+#include "quant/packed_codes.h"
 #include "quant/requantize.h"
 #include "tests/core/gradcheck.h"
 
@@ -431,6 +434,168 @@ INSTANTIATE_TEST_SUITE_P(AllPaths, OptimizedPath,
                            return std::string(kernel_path_name(info.param));
                          });
 
+// --------------------------------------------------------------------------- packed low-bit weights
+
+// Replaces w by random codes of a `bits`-bit symmetric narrow grid ([-1, 1], [-3, 3], [-7, 7]) or, with
+// full_range, the whole two's-complement range of its storage (the sign-extension edge cases -2 and
+// -8); returns them packed and their storage bits in *storage.
+std::vector<uint8_t> make_low_bit(Rng& rng, std::vector<int8_t>& w, int bits, bool full_range, int* storage) {
+  const int32_t q = (1 << (bits - 1)) - 1;
+  *storage = storage_bits(-q, q);
+  const int32_t lo = full_range ? -(1 << (*storage - 1)) : -q, hi = full_range ? (1 << (*storage - 1)) - 1 : q;
+  w = random_codes(rng, static_cast<int64_t>(w.size()), lo, hi);
+  return pack_codes(w.data(), static_cast<int64_t>(w.size()), *storage);
+}
+
+std::vector<int8_t> conv_low_bit(const ConvCase& c, const std::vector<uint8_t>& packed, int storage, bool pool,
+                                 KernelPath path) {
+  const PackedConvInt8 kernel(c.p, packed.data(), storage, c.f, c.has_bias ? c.bias.data() : nullptr,
+                              {c.in[1], c.in[2], c.in[3]}, pool);
+  std::vector<int8_t> y(shape_numel(kernel.output_shape(c.in[0])), 0x55);
+  kernel.run(c.x.data(), c.in[0], y.data(), path);
+  return y;
+}
+
+std::vector<int8_t> fc_low_bit(const FcCase& c, const std::vector<uint8_t>& packed, int storage, KernelPath path) {
+  const PackedFullyConnectedInt8 kernel(c.p, packed.data(), storage, {c.out, c.in},
+                                        c.has_bias ? c.bias.data() : nullptr);
+  std::vector<int8_t> y(c.n * c.out, 0x55);
+  kernel.run(c.x.data(), c.n, y.data(), path);
+  return y;
+}
+
+// Convolutions with 2-, 3- and 4-bit filters kept packed: every path equals the int8 reference on the
+// unpacked codes, with and without the fused max pool, through the GEMM and the direct kernel.
+TEST_P(OptimizedPath, LowBitConvMatchesReferenceOnRandomShapes) {
+  Rng rng(700 + static_cast<int>(GetParam()));
+  int direct = 0, pooled = 0;
+  for (int i = 0; i < 800; ++i) {
+    ConvCase c = random_conv_case(rng);
+    if (i % 3 == 0) make_direct_friendly(rng, c);
+    const int bits = 2 + i % 3;
+    int storage = 0;
+    const std::vector<uint8_t> packed = make_low_bit(rng, c.w, bits, i % 7 == 0, &storage);
+    direct += is_direct(c);
+    const Shape conv_shape = conv2d_int8_output_shape(c.p, c.in, c.f);
+    const bool pool = i % 2 == 1 && conv_shape[2] >= 2 && conv_shape[3] >= 2;
+    pooled += pool;
+    const std::vector<int8_t> expect = pool ? conv_pool_reference(c) : conv_reference(c);
+    const std::vector<int8_t> got = conv_low_bit(c, packed, storage, pool, GetParam());
+    const int64_t at = first_difference(got, expect);
+    ASSERT_EQ(at, -1) << "case " << i << ", " << bits << "-bit filter, pool " << pool << ": " << c.describe()
+                      << "\n  output " << at << ": got " << int(got[at]) << ", reference " << int(expect[at]);
+  }
+  EXPECT_GT(direct, 100);
+  EXPECT_GT(pooled, 200);
+}
+
+// Fully connected layers with 2-, 3- and 4-bit weights run from 4-bit panels: every path equals the
+// int8 reference, over sizes around the panels (16), half panels (8), k-quads (4) and row tiles.
+TEST_P(OptimizedPath, LowBitFullyConnectedMatchesReferenceOnRandomShapes) {
+  Rng rng(800 + static_cast<int>(GetParam()));
+  for (int i = 0; i < 1000; ++i) {
+    const int64_t n = uniform_int(rng, 1, 19), in = uniform_int(rng, 1, 70), out = uniform_int(rng, 1, 40);
+    FcCase c = random_fc_case(rng, n, in, out);
+    const int bits = 2 + i % 3;
+    int storage = 0;
+    const std::vector<uint8_t> packed = make_low_bit(rng, c.w, bits, i % 7 == 0, &storage);
+    const std::vector<int8_t> expect = fc_reference(c);
+    const std::vector<int8_t> got = fc_low_bit(c, packed, storage, GetParam());
+    const int64_t at = first_difference(got, expect);
+    ASSERT_EQ(at, -1) << "case " << i << ", " << bits << "-bit weights: " << c.describe() << "\n  output " << at
+                      << ": got " << int(got[at]) << ", reference " << int(expect[at]);
+  }
+}
+
+// run_serial with junk scratch (the unpacked filter and the unfolded panels live there) gives what
+// the reference gives.
+TEST_P(OptimizedPath, LowBitRunSerialWithDirtyScratchMatchesReference) {
+  Rng rng(900 + static_cast<int>(GetParam()));
+  for (int i = 0; i < 100; ++i) {
+    ConvCase c = random_conv_case(rng);
+    if (i % 3 == 0) make_direct_friendly(rng, c);
+    int storage = 0;
+    const std::vector<uint8_t> packed = make_low_bit(rng, c.w, 2 + i % 3, false, &storage);
+    const PackedConvInt8 kernel(c.p, packed.data(), storage, c.f, c.has_bias ? c.bias.data() : nullptr,
+                                {c.in[1], c.in[2], c.in[3]});
+    std::vector<int8_t> got(shape_numel(kernel.output_shape(c.in[0])));
+    std::vector<int8_t> junk = random_codes(rng, kernel.scratch_bytes() + 5, -128, 127);
+    kernel.run_serial(c.x.data(), c.in[0], got.data(), GetParam(), reinterpret_cast<uint8_t*>(junk.data()) + 5);
+    ASSERT_EQ(first_difference(got, conv_reference(c)), -1) << "case " << i << ": " << c.describe();
+  }
+  for (int i = 0; i < 100; ++i) {
+    FcCase c = random_fc_case(rng, uniform_int(rng, 1, 19), uniform_int(rng, 1, 70), uniform_int(rng, 1, 40));
+    int storage = 0;
+    const std::vector<uint8_t> packed = make_low_bit(rng, c.w, 2 + i % 3, false, &storage);
+    const PackedFullyConnectedInt8 kernel(c.p, packed.data(), storage, {c.out, c.in},
+                                          c.has_bias ? c.bias.data() : nullptr);
+    std::vector<int8_t> got(c.n * c.out);
+    std::vector<int8_t> junk = random_codes(rng, kernel.scratch_bytes() + 1, -128, 127);
+    kernel.run_serial(c.x.data(), c.n, got.data(), GetParam(), reinterpret_cast<uint8_t*>(junk.data()) + 1);
+    ASSERT_EQ(first_difference(got, fc_reference(c)), -1) << "case " << i << ": " << c.describe();
+  }
+}
+
+// LeNet-5's layers with 4- and 2-bit weights at batches large enough for threads (conv images per
+// thread, fully connected blocks of rows), and a 1024 x 1024 layer at batch 1 and 7.
+TEST_P(OptimizedPath, LowBitLeNetShapesWithThreadsMatchReference) {
+  Rng rng(1000);
+  struct Layer {
+    Shape in, f;
+    int64_t pad;
+  };
+  for (int bits : {4, 2}) {
+    for (const Layer& l : {Layer{{16, 1, 28, 28}, {6, 1, 5, 5}, 2}, Layer{{16, 6, 14, 14}, {16, 6, 5, 5}, 0}}) {
+      ConvCase c = random_conv_case(rng);
+      c.in = l.in, c.f = l.f;
+      c.p.groups = 1, c.p.stride_h = c.p.stride_w = 1, c.p.pad_h = c.p.pad_w = l.pad;
+      random_output_stage(rng, c.f[0], c.f[1] * 25, &c.p.output_multiplier, &c.p.output_shift);
+      c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+      c.w.resize(shape_numel(c.f));
+      int storage = 0;
+      const std::vector<uint8_t> packed = make_low_bit(rng, c.w, bits, false, &storage);
+      c.bias = random_bias(rng, c.f[0]);
+      EXPECT_EQ(first_difference(conv_low_bit(c, packed, storage, false, GetParam()), conv_reference(c)), -1)
+          << bits << " bits: " << c.describe();
+      EXPECT_EQ(first_difference(conv_low_bit(c, packed, storage, true, GetParam()), conv_pool_reference(c)), -1)
+          << bits << " bits: " << c.describe();
+    }
+    for (auto [n, in, out] : {std::tuple<int64_t, int64_t, int64_t>{67, 400, 120}, {67, 120, 84}, {67, 84, 10},
+                              {1, 1024, 1024}, {7, 1024, 1024}}) {
+      FcCase c = random_fc_case(rng, n, in, out);
+      int storage = 0;
+      const std::vector<uint8_t> packed = make_low_bit(rng, c.w, bits, false, &storage);
+      EXPECT_EQ(first_difference(fc_low_bit(c, packed, storage, GetParam()), fc_reference(c)), -1)
+          << bits << " bits: " << c.describe();
+    }
+  }
+}
+
+// The largest reduction with the extreme 4-bit codes (-8 and 7) against extreme activations: every
+// int16 pair sum of the AVX2 kernel at its largest (2 * 255 * 8), column sums near 2^27. The scale
+// keeps the outputs inside the code range (+-64 codes), so a wrong sum cannot hide in saturation.
+TEST_P(OptimizedPath, LowBitExtremeValuesMatchReference) {
+  Rng rng(1100);
+  for (int32_t zp : {-128, 127}) {
+    for (int8_t code : {int8_t{-128}, int8_t{127}}) {
+      FcCase c = random_fc_case(rng, 3, 65536, 3);
+      c.p.input_offset = -zp;
+      std::fill(c.x.begin(), c.x.end(), code);
+      std::fill(c.w.begin(), c.w.end(), int8_t{7});
+      std::fill(c.w.begin() + 65536, c.w.begin() + 2 * 65536, int8_t{-8});
+      c.bias = {0, 1 << 24, -(1 << 24)};
+      c.has_bias = true;
+      for (int o = 0; o < 3; ++o)
+        quantize_multiplier(std::ldexp(1.0, -21), &c.p.output_multiplier[o], &c.p.output_shift[o]);
+      c.p.quantized_activation_min = -128, c.p.quantized_activation_max = 127, c.p.output_offset = 0;
+      const std::vector<uint8_t> packed = pack_codes(c.w.data(), static_cast<int64_t>(c.w.size()), 4);
+      const std::vector<int8_t> expect = fc_reference(c);
+      EXPECT_EQ(first_difference(fc_low_bit(c, packed, 4, GetParam()), expect), -1) << c.describe();
+      for (int8_t y : expect) EXPECT_TRUE(y > -128 && y < 127) << int(y) << ": saturated, " << c.describe();
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------ construction, misc
 
 TEST(PackedKernels, ReferencePathRunsTheReferenceKernels) {
@@ -475,6 +640,47 @@ TEST(PackedKernels, ConstructionChecksShapesAndLimits) {
                           {"IN = 65537", "65536"}));
   fp.input_offset = 129;
   EXPECT_TRUE(throws_with([&] { PackedFullyConnectedInt8(fp, big.data(), {1, 4}, nullptr); }, {"input_offset 129"}));
+}
+
+TEST(PackedKernels, LowBitReferencePathAndWeightBytes) {
+  Rng rng(1200);
+  ConvCase c = random_conv_case(rng);
+  int storage = 0;
+  const std::vector<uint8_t> packed = make_low_bit(rng, c.w, 3, false, &storage);
+  EXPECT_EQ(first_difference(conv_low_bit(c, packed, storage, false, KernelPath::Reference), conv_reference(c)), -1);
+  const PackedConvInt8 conv(c.p, packed.data(), storage, c.f, nullptr, {c.in[1], c.in[2], c.in[3]});
+  EXPECT_EQ(conv.weight_bits(), 4);
+  EXPECT_EQ(conv.weight_bytes(), packed_bytes(shape_numel(c.f), 4));  // the filter is kept as given
+  EXPECT_GT(PackedConvInt8(c.p, c.w.data(), c.f, nullptr, {c.in[1], c.in[2], c.in[3]}).weight_bytes(),
+            2 * shape_numel(c.f));
+
+  FcCase f = random_fc_case(rng, 3, 64, 32);
+  EXPECT_EQ(PackedFullyConnectedInt8(f.p, f.w.data(), {32, 64}, nullptr).weight_bytes(), 32 * 64);
+  for (int bits : {4, 2}) {
+    const std::vector<uint8_t> w = make_low_bit(rng, f.w, bits, false, &storage);
+    const PackedFullyConnectedInt8 fc(f.p, w.data(), storage, {32, 64}, nullptr);
+    EXPECT_EQ(fc.weight_bits(), storage);
+    EXPECT_EQ(fc.weight_bytes(), 32 * 64 / 2) << bits << " bits: 4-bit panels";  // 2-bit codes too
+    EXPECT_EQ(first_difference(fc_low_bit(f, w, storage, KernelPath::Reference), fc_reference(f)), -1);
+  }
+}
+
+TEST(PackedKernels, LowBitConstructionChecksWidths) {
+  ConvInt8Params p;
+  p.output_multiplier = {1 << 30, 1 << 30};
+  p.output_shift = {0, 0};
+  const std::vector<uint8_t> w(27, 0x11);
+  EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), 3, {2, 3, 3, 3}, nullptr, {3, 8, 8}); },
+                          {"PackedConvInt8", "3 bits"}));
+  EXPECT_TRUE(throws_with([&] { PackedConvInt8(p, w.data(), 4, {2, 3, 3, 3}, nullptr, {4, 8, 8}); },
+                          {"(2, 3, 3, 3)", "(1, 4, 8, 8)"}));
+  FullyConnectedInt8Params fp;
+  fp.output_multiplier = {1 << 30};
+  fp.output_shift = {0};
+  EXPECT_TRUE(throws_with([&] { PackedFullyConnectedInt8(fp, w.data(), 1, {1, 8}, nullptr); },
+                          {"PackedFullyConnectedInt8", "1 bits"}));
+  EXPECT_TRUE(throws_with([&] { PackedFullyConnectedInt8(fp, w.data(), 4, {2, 8}, nullptr); },
+                          {"expected 2 output multipliers"}));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // test_int8_kernels.cpp: the reference int8 kernels (conv, fully connected, pooling, add, quantize /
 // dequantize) against hand-computed values, an independent int64 re-derivation (explicitly padded
-// input) and the float semantics they stand for; the fast max pool and the vectorised quantize
-// against the reference loop and the scalar formula.
+// input) and the float semantics they stand for; the packed-weight conv and fully connected against
+// the int8 ones on the unpacked codes; the fast max pool and the vectorised quantize against the
+// reference loop and the scalar formula.
 //
 // Shape letters: N batch, C input channels, H x W input (Hp x Wp padded), OC output channels, KH x KW
 // kernel, OH x OW output, G groups, IN / OUT features.
@@ -18,6 +19,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "quant/int8_kernels.h"
+#include "quant/packed_codes.h"
 #include "quant/requantize.h"
 #include "tests/core/gradcheck.h"
 
@@ -264,6 +266,110 @@ TEST(FullyConnectedInt8Reference, BadShapesThrow) {
   EXPECT_TRUE(throws_with([&] { fully_connected_int8_output_shape(p, {2, 5}, {3, 5}); }, {"expected 3"}));
   p.output_offset = 300;
   EXPECT_TRUE(throws_with([&] { fully_connected_int8_output_shape(p, {2, 5}, {1, 5}); }, {"output_offset 300"}));
+}
+
+// ------------------------------------------------------------------------------------ packed weights
+
+// Random codes of a `bits`-bit symmetric narrow grid ([-1, 1], [-3, 3] or [-7, 7]) and their packed
+// form at the storage the grid takes (2 bits for ternary, 4 for 3 and 4 bits).
+struct LowBitWeights {
+  std::vector<int8_t> codes;
+  int storage = 8;
+  std::vector<uint8_t> packed;
+};
+
+LowBitWeights low_bit_weights(Rng& rng, int64_t n, int bits) {
+  const int32_t q = (1 << (bits - 1)) - 1;
+  LowBitWeights w;
+  w.codes = random_codes(rng, n, -q, q);
+  w.storage = storage_bits(-q, q);
+  w.packed = pack_codes(w.codes.data(), n, w.storage);
+  return w;
+}
+
+// The packed conv reads each weight from its packed byte; it must give exactly what the int8 kernel
+// gives on the unpacked codes, over groups (depthwise too), padding, strides, odd weight counts
+// (a half-used last byte) and bits 2, 3 and 4.
+TEST(PackedWeightsReference, ConvEqualsInt8ReferenceOnRandomShapes) {
+  Rng rng(20);
+  int odd_counts = 0;
+  for (int i = 0; i < 400; ++i) {
+    const int bits = 2 + i % 3;
+    const int64_t kind = rng.below(4);
+    const int64_t groups = kind == 0 ? uniform_int(rng, 2, 3) : kind == 1 ? uniform_int(rng, 1, 6) : 1;
+    const int64_t cg = kind == 1 ? 1 : uniform_int(rng, 1, 5), ocg = uniform_int(rng, 1, 4);
+    const int64_t kh = uniform_int(rng, 1, 5), kw = uniform_int(rng, 1, 5), pad = uniform_int(rng, 0, 2);
+    const Shape in = {uniform_int(rng, 1, 3), cg * groups, uniform_int(rng, std::max<int64_t>(1, kh - 2 * pad), kh + 6),
+                      uniform_int(rng, std::max<int64_t>(1, kw - 2 * pad), kw + 6)};
+    const Shape f = {ocg * groups, cg, kh, kw};
+    RealConv c = make_real_conv(rng, in, f, uniform_int(rng, 1, 2), pad, groups, uniform_int(rng, -128, 127),
+                                uniform_int(rng, -128, 127));
+    c.p.stride_w = uniform_int(rng, 1, 2), c.p.pad_w = std::min<int64_t>(uniform_int(rng, 0, 2), (kw + 1) / 2);
+    if (c.in[3] + 2 * c.p.pad_w < kw) c.p.pad_w = pad;
+    const LowBitWeights w = low_bit_weights(rng, shape_numel(f), bits);
+    c.w = w.codes;
+    odd_counts += w.storage < 8 && shape_numel(f) % (8 / w.storage) != 0;
+    const int32_t* bias = i % 5 == 0 ? nullptr : c.bias.data();
+    const Shape out = conv2d_int8_output_shape(c.p, c.in, c.f);
+    std::vector<int8_t> expect(shape_numel(out)), got(shape_numel(out), 0x55);
+    conv2d_int8_reference(c.p, c.x.data(), c.in, c.w.data(), c.f, bias, expect.data());
+    conv2d_packed_reference(c.p, c.x.data(), c.in, w.packed.data(), w.storage, c.f, bias, got.data());
+    ASSERT_EQ(got, expect) << "case " << i << ": " << bits << "-bit weights, input " << shape_str(c.in) << " filter "
+                           << shape_str(c.f) << " groups " << groups << " stride " << c.p.stride_h << "x"
+                           << c.p.stride_w << " pad " << c.p.pad_h << "x" << c.p.pad_w;
+  }
+  EXPECT_GT(odd_counts, 30);
+}
+
+TEST(PackedWeightsReference, FullyConnectedEqualsInt8ReferenceOnRandomShapes) {
+  Rng rng(21);
+  for (int i = 0; i < 400; ++i) {
+    const int bits = 2 + i % 3;
+    const int64_t n = uniform_int(rng, 1, 5), in = uniform_int(rng, 1, 70), out = uniform_int(rng, 1, 20);
+    FullyConnectedInt8Params p;
+    p.input_offset = -uniform_int(rng, -128, 127);
+    p.output_offset = uniform_int(rng, -128, 127);
+    p.quantized_activation_min = uniform_int(rng, -128, 0), p.quantized_activation_max = uniform_int(rng, 0, 127);
+    for (int64_t o = 0; o < out; ++o) {
+      p.output_multiplier.push_back(0), p.output_shift.push_back(0);
+      quantize_multiplier(std::exp2(rng.uniform(-12.0f, 0.0f)), &p.output_multiplier.back(), &p.output_shift.back());
+    }
+    const std::vector<int8_t> x = random_codes(rng, n * in, -128, 127);
+    const LowBitWeights w = low_bit_weights(rng, out * in, bits);
+    std::vector<int32_t> bias(out);
+    for (auto& b : bias) b = uniform_int(rng, -4000, 4000);
+    std::vector<int8_t> expect(n * out), got(n * out, 0x55);
+    fully_connected_int8_reference(p, x.data(), {n, in}, w.codes.data(), {out, in}, bias.data(), expect.data());
+    fully_connected_packed_reference(p, x.data(), {n, in}, w.packed.data(), w.storage, {out, in}, bias.data(),
+                                     got.data());
+    ASSERT_EQ(got, expect) << "case " << i << ": " << bits << "-bit weights, N " << n << " IN " << in << " OUT " << out;
+  }
+}
+
+// 8 bits is accepted as plain int8; other widths are refused by name; shapes are checked as in the
+// int8 kernels.
+TEST(PackedWeightsReference, WidthsAndShapesAreChecked) {
+  Rng rng(22);
+  RealConv c = make_real_conv(rng, {1, 2, 5, 5}, {3, 2, 3, 3}, 1, 1, 1, 3, 0);
+  std::vector<int8_t> expect(shape_numel(conv2d_int8_output_shape(c.p, c.in, c.f))), got(expect.size());
+  conv2d_int8_reference(c.p, c.x.data(), c.in, c.w.data(), c.f, c.bias.data(), expect.data());
+  conv2d_packed_reference(c.p, c.x.data(), c.in, reinterpret_cast<const uint8_t*>(c.w.data()), 8, c.f, c.bias.data(),
+                          got.data());
+  EXPECT_EQ(got, expect);
+  EXPECT_TRUE(throws_with([&] { conv2d_packed_reference(c.p, c.x.data(), c.in, nullptr, 3, c.f, nullptr, got.data()); },
+                          {"conv2d_packed_reference", "3 bits"}));
+  EXPECT_TRUE(throws_with([&] { conv2d_packed_reference(c.p, c.x.data(), c.in, nullptr, 4, {3, 3, 3, 3}, nullptr,
+                                                        got.data()); },
+                          {"(3, 3, 3, 3)"}));
+  FullyConnectedInt8Params p;
+  p.output_multiplier = {1 << 30};
+  p.output_shift = {0};
+  EXPECT_TRUE(throws_with([&] { fully_connected_packed_reference(p, c.x.data(), {1, 4}, nullptr, 6, {1, 4}, nullptr,
+                                                                 got.data()); },
+                          {"fully_connected_packed_reference", "6 bits"}));
+  EXPECT_TRUE(throws_with([&] { fully_connected_packed_reference(p, c.x.data(), {1, 4}, nullptr, 2, {1, 5}, nullptr,
+                                                                 got.data()); },
+                          {"(1, 5)"}));
 }
 
 // -------------------------------------------------------------------------------------------- pooling

@@ -1,0 +1,288 @@
+// int_lstm.cpp: the integer sigmoid / tanh tables and the integer LSTM sequence kernels (reference and
+// optimized); see int_lstm.h for the arithmetic.
+#include "quant/int_lstm.h"
+
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "quant/dynamic_gemm.h"
+
+namespace qatlab {
+
+namespace {
+
+constexpr int32_t kTableSize = 65536;
+
+// round(scale * f(q / 4096)) clamped into [lo, hi], for every Q3.12 code q, in double.
+template <class F>
+std::unique_ptr<int16_t[]> build_table(F f, int32_t lo, int32_t hi) {
+  auto table = std::make_unique<int16_t[]>(kTableSize);
+  for (int32_t q = -32768; q <= 32767; ++q) {
+    const double x = std::ldexp(static_cast<double>(q), -kLstmGateFracBits);
+    const double y = std::round(std::ldexp(f(x), kLstmActFracBits));  // half away from zero
+    table[q + 32768] = static_cast<int16_t>(std::clamp<double>(y, lo, hi));
+  }
+  return table;
+}
+
+}  // namespace
+
+const int16_t* lstm_sigmoid_table() {
+  static const std::unique_ptr<int16_t[]> table =
+      build_table([](double x) { return 1.0 / (1.0 + std::exp(-x)); }, 0, 32767);
+  return table.get();
+}
+
+const int16_t* lstm_tanh_table() {
+  static const std::unique_ptr<int16_t[]> table = build_table([](double x) { return std::tanh(x); }, -32767, 32767);
+  return table.get();
+}
+
+int lstm_cell_frac_bits(float cell_absmax) {
+  if (!(cell_absmax > 0.0f)) return kLstmMaxCellFracBits;
+  // absmax = m * 2^e with m in [0.5, 1): 2^(e-1) <= absmax < 2^e, so 2^(15-k) >= 2^e > absmax for k = 15 - e.
+  int e = 0;
+  std::frexp(static_cast<double>(cell_absmax), &e);
+  return std::clamp(15 - e, 0, kLstmMaxCellFracBits);
+}
+
+// ------------------------------------------------------------------------------------------ params
+
+void LstmInt8Params::validate() const {
+  const auto fail = [](const std::string& what) { throw std::invalid_argument("integer LSTM: " + what); };
+  if (input_size <= 0 || hidden_size <= 0 || input_size > 65536 || hidden_size > 65536)
+    fail("input_size " + std::to_string(input_size) + " and hidden_size " + std::to_string(hidden_size) +
+         " must be in 1..65536");
+  const size_t g = static_cast<size_t>(4 * hidden_size);
+  const auto size_is = [&](size_t actual, size_t expected, const char* name) {
+    if (actual != expected)
+      fail(std::string(name) + " has " + std::to_string(actual) + " values, expected " + std::to_string(expected));
+  };
+  size_is(weight_ih.size(), g * static_cast<size_t>(input_size), "weight_ih");
+  size_is(weight_hh.size(), g * static_cast<size_t>(hidden_size), "weight_hh");
+  size_is(bias.size(), g, "bias");
+  size_is(input_multiplier.size(), g, "input_multiplier");
+  size_is(input_shift.size(), g, "input_shift");
+  size_is(recurrent_multiplier.size(), g, "recurrent_multiplier");
+  size_is(recurrent_shift.size(), g, "recurrent_shift");
+  if (cell_frac_bits < 0 || cell_frac_bits > kLstmMaxCellFracBits)
+    fail("cell_frac_bits " + std::to_string(cell_frac_bits) + " must be in 0..15");
+  if (input_offset < -127 || input_offset > 128)
+    fail("input_offset " + std::to_string(input_offset) + " must be in [-127, 128]");
+  // h_{t-1} is read back on the grid h_t was written on.
+  if (hidden_offset != -output_offset)
+    fail("hidden_offset " + std::to_string(hidden_offset) + " must be -output_offset (" +
+         std::to_string(-output_offset) + "): h_{t-1} is read on the grid h_t is written on");
+  if (!(-128 <= quantized_activation_min && quantized_activation_min <= output_offset &&
+        output_offset <= quantized_activation_max && quantized_activation_max <= 127))
+    fail("hidden codes [" + std::to_string(quantized_activation_min) + ", " + std::to_string(quantized_activation_max) +
+         "] with zero point " + std::to_string(output_offset) + ": expected -128 <= min <= zero point <= max <= 127");
+  const auto shifts_ok = [&](const std::vector<int>& s, const std::vector<int32_t>& m, const char* name) {
+    for (size_t r = 0; r < s.size(); ++r)
+      if (s[r] < -31 || s[r] > 30 || m[r] < 0)
+        fail(std::string(name) + "[" + std::to_string(r) + "]: multiplier " + std::to_string(m[r]) + " shift " +
+             std::to_string(s[r]) + ", expected multiplier >= 0 and shift in [-31, 30]");
+  };
+  shifts_ok(input_shift, input_multiplier, "input_multiplier");
+  shifts_ok(recurrent_shift, recurrent_multiplier, "recurrent_multiplier");
+  shifts_ok({hidden_shift}, {hidden_multiplier}, "hidden_multiplier");
+}
+
+Shape lstm_int8_output_shape(const LstmInt8Params& params, const Shape& in_shape) {
+  params.validate();
+  QATLAB_CHECK(in_shape.size() == 3 && in_shape[2] == params.input_size,
+               "integer LSTM: input must be (N, T, " + std::to_string(params.input_size) + "), got " +
+                   shape_str(in_shape));
+  QATLAB_CHECK(in_shape[0] >= 0 && in_shape[1] >= 1,
+               "integer LSTM: input " + shape_str(in_shape) + " needs at least one time step");
+  return {in_shape[0], in_shape[1], params.hidden_size};
+}
+
+// ------------------------------------------------------------------------------------- reference
+
+void lstm_int8_reference(const LstmInt8Params& p, const int8_t* input, const Shape& in_shape, int8_t* output) {
+  lstm_int8_output_shape(p, in_shape);
+  const int64_t N = in_shape[0], T = in_shape[1], IN = p.input_size, H = p.hidden_size, G = 4 * H;
+#pragma omp parallel for schedule(static) if (N * T * G * (IN + H) >= (int64_t{1} << 22))
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<int16_t> a(G);      // (G) gate pre-activations, Q3.12
+    std::vector<int16_t> c(H, 0);   // (H) cell state, 2^-k
+    for (int64_t t = 0; t < T; ++t) {
+      const int8_t* x = input + (n * T + t) * IN;                      // (IN)
+      const int8_t* h_prev = t > 0 ? output + (n * T + t - 1) * H : nullptr;  // (H), null: the zero point
+      for (int64_t r = 0; r < G; ++r) {
+        // In int64, then to int32 modulo 2^32 (the documented wrap; real layers never come near it).
+        int64_t acc_x = p.bias[r];
+        for (int64_t k = 0; k < IN; ++k) acc_x += (int64_t{x[k]} + p.input_offset) * p.weight_ih[r * IN + k];
+        int64_t acc_h = 0;
+        for (int64_t k = 0; k < H; ++k) {
+          const int32_t h = h_prev ? h_prev[k] : p.output_offset;  // h_{-1} = real 0 = the zero point
+          acc_h += (int64_t{h} + p.hidden_offset) * p.weight_hh[r * H + k];
+        }
+        a[r] = lstm_gate_sum(
+            lstm_gate_from_accumulator(static_cast<int32_t>(acc_x), p.input_multiplier[r], p.input_shift[r]),
+            lstm_gate_from_accumulator(static_cast<int32_t>(acc_h), p.recurrent_multiplier[r], p.recurrent_shift[r]));
+      }
+      int8_t* h_out = output + (n * T + t) * H;  // (H)
+      for (int64_t j = 0; j < H; ++j) {
+        const int16_t i = lstm_sigmoid(a[j]), f = lstm_sigmoid(a[H + j]), g = lstm_tanh(a[2 * H + j]),
+                      o = lstm_sigmoid(a[3 * H + j]);
+        c[j] = saturate_int16(lstm_cell_update(f, c[j], i, g, p.cell_frac_bits));
+        const int32_t oh = lstm_hidden_product(o, lstm_tanh(lstm_cell_to_gate_grid(c[j], p.cell_frac_bits)));
+        h_out[j] = requantize(oh, p.hidden_multiplier, p.hidden_shift, p.output_offset, p.quantized_activation_min,
+                              p.quantized_activation_max);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------- optimized
+
+namespace {
+
+// Samples taken through the steps together: each step's two matmuls are then GEMMs of this many rows.
+constexpr int64_t kRows = 16;
+
+// multiply_by_quantized_multiplier(acc, multiplier, shift) (requantize.h) without branches, so that a loop
+// over rows vectorises: saturating_left_shift as a clamp in int64; the rounding doubling high multiply as
+// floor((v * m + 2^30) / 2^31), which is what its nudge and truncating division compute (requantize.h;
+// the lone saturating case needs m = INT32_MIN, and multipliers are >= 0); rounding_divide_by_pot as
+// floor plus the remainder test.
+inline int32_t multiply_branch_free(int32_t acc, int32_t m, int32_t left, int32_t right, int32_t mask, int32_t half) {
+  const int64_t shifted = std::clamp<int64_t>(static_cast<int64_t>(acc) * (int64_t{1} << left), INT32_MIN, INT32_MAX);
+  const auto high = static_cast<int32_t>((shifted * m + (int64_t{1} << 30)) >> 31);
+  const int32_t threshold = half + (high < 0 ? 1 : 0);
+  return (high >> right) + ((high & mask) > threshold ? 1 : 0);
+}
+
+// G gate pre-activations from the two accumulators and the folded biases (added modulo 2^32):
+//   out[r] = lstm_gate_sum(lstm_gate_from_accumulator(acc_x[r] + bias_x[r], ...),
+//                          lstm_gate_from_accumulator(acc_h[r] + bias_h[r], ...)), bit for bit.
+void gates_from_accumulators(const int32_t* acc_x, const int32_t* acc_h, const int32_t* bias_x,
+                             const int32_t* bias_h, const LstmRowStage& in, const LstmRowStage& rec, int64_t G,
+                             int16_t* out) {
+  for (int64_t r = 0; r < G; ++r) {
+    const auto ax = static_cast<int32_t>(static_cast<uint32_t>(acc_x[r]) + static_cast<uint32_t>(bias_x[r]));
+    const auto ah = static_cast<int32_t>(static_cast<uint32_t>(acc_h[r]) + static_cast<uint32_t>(bias_h[r]));
+    const int32_t gx = std::clamp<int32_t>(
+        multiply_branch_free(ax, in.multiplier[r], in.left[r], in.right[r], in.mask[r], in.half[r]), INT16_MIN,
+        INT16_MAX);
+    const int32_t gh = std::clamp<int32_t>(
+        multiply_branch_free(ah, rec.multiplier[r], rec.left[r], rec.right[r], rec.mask[r], rec.half[r]),
+        INT16_MIN, INT16_MAX);
+    out[r] = static_cast<int16_t>(std::clamp<int32_t>(gx + gh, INT16_MIN, INT16_MAX));
+  }
+}
+
+// The scratch of run_serial for kRows samples, each part 64-byte aligned.
+struct Scratch {
+  uint8_t *ux, *uh;         // (kRows, IN), (kRows, H): codes + 128
+  int32_t *acc_x, *acc_h;   // (kRows, G) each
+  int16_t *a, *c;           // (kRows, G) gates, (kRows, H) cell
+  int16_t* gemm;            // the GEMM's own scratch
+};
+
+int64_t round64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+Scratch carve(uint8_t* scratch, int64_t IN, int64_t H) {
+  const int64_t G = 4 * H;
+  auto* p = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
+  Scratch s;
+  s.ux = p, p += round64(kRows * IN);
+  s.uh = p, p += round64(kRows * H);
+  s.acc_x = reinterpret_cast<int32_t*>(p), p += round64(4 * kRows * G);
+  s.acc_h = reinterpret_cast<int32_t*>(p), p += round64(4 * kRows * G);
+  s.a = reinterpret_cast<int16_t*>(p), p += round64(2 * kRows * G);
+  s.c = reinterpret_cast<int16_t*>(p), p += round64(2 * kRows * H);
+  s.gemm = reinterpret_cast<int16_t*>(p);
+  return s;
+}
+
+// The GEMM path for a graph kernel path: AVX2 where the CPU has it (the dynamic GEMM has no VNNI kernel),
+// else the portable one.
+KernelPath gemm_path(KernelPath path) {
+  if (path == KernelPath::Portable || !dynamic_gemm_path_supported(KernelPath::Avx2)) return KernelPath::Portable;
+  return KernelPath::Avx2;
+}
+
+}  // namespace
+
+LstmRowStage::LstmRowStage(const std::vector<int32_t>& m, const std::vector<int>& shift) : multiplier(m) {
+  for (int sh : shift) {
+    const int r = sh > 0 ? 0 : -sh;
+    left.push_back(sh > 0 ? sh : 0);
+    right.push_back(r);
+    mask.push_back(static_cast<int32_t>((int64_t{1} << r) - 1));
+    half.push_back(static_cast<int32_t>(((int64_t{1} << r) - 1) >> 1));
+  }
+}
+
+PackedLstmInt8::PackedLstmInt8(const LstmInt8Params& params) : params_(params) {
+  params_.validate();
+  const int64_t IN = params_.input_size, H = params_.hidden_size, G = 4 * H;
+  w_ih_ = PackedDynamicWeights(params_.weight_ih.data(), G, IN);
+  w_hh_ = PackedDynamicWeights(params_.weight_hh.data(), G, H);
+  input_stage_ = LstmRowStage(params_.input_multiplier, params_.input_shift);
+  recurrent_stage_ = LstmRowStage(params_.recurrent_multiplier, params_.recurrent_shift);
+  bias_x_.resize(G);
+  bias_h_.resize(G);
+  for (int64_t r = 0; r < G; ++r) {
+    // The GEMM multiplies u = code + 128: sum (x + offset) w = sum u w + (offset - 128) sum w.
+    bias_x_[r] = static_cast<int32_t>(params_.bias[r] + int64_t{params_.input_offset - 128} * w_ih_.row_sums()[r]);
+    bias_h_[r] = static_cast<int32_t>(int64_t{params_.hidden_offset - 128} * w_hh_.row_sums()[r]);
+  }
+}
+
+int64_t PackedLstmInt8::scratch_bytes() const {
+  const int64_t IN = params_.input_size, H = params_.hidden_size, G = 4 * H;
+  return 64 + round64(kRows * IN) + round64(kRows * H) + 2 * round64(4 * kRows * G) + round64(2 * kRows * G) +
+         round64(2 * kRows * H) + 2 * std::max(w_ih_.scratch_elems(), w_hh_.scratch_elems());
+}
+
+void PackedLstmInt8::run_serial(const int8_t* input, int64_t batch, int64_t steps, int8_t* output, KernelPath path,
+                                uint8_t* scratch) const {
+  const LstmInt8Params& p = params_;
+  const int64_t IN = p.input_size, H = p.hidden_size, G = 4 * H, T = steps;
+  const KernelPath gp = gemm_path(path);
+  const Scratch s = carve(scratch, IN, H);
+  const int16_t* sig = lstm_sigmoid_table();
+  const int16_t* tnh = lstm_tanh_table();
+  for (int64_t n0 = 0; n0 < batch; n0 += kRows) {
+    const int64_t rows = std::min(kRows, batch - n0);  // samples n0 .. n0 + rows - 1
+    std::fill(s.c, s.c + rows * H, int16_t{0});
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t b = 0; b < rows; ++b) {
+        const int8_t* x = input + ((n0 + b) * T + t) * IN;
+        for (int64_t k = 0; k < IN; ++k) s.ux[b * IN + k] = static_cast<uint8_t>(x[k] + 128);
+        if (t == 0) {
+          std::fill(s.uh + b * H, s.uh + (b + 1) * H, static_cast<uint8_t>(p.output_offset + 128));
+        } else {
+          const int8_t* h_prev = output + ((n0 + b) * T + t - 1) * H;
+          for (int64_t k = 0; k < H; ++k) s.uh[b * H + k] = static_cast<uint8_t>(h_prev[k] + 128);
+        }
+      }
+      w_ih_.run_serial(s.ux, rows, s.acc_x, gp, s.gemm);  // (rows, G)
+      w_hh_.run_serial(s.uh, rows, s.acc_h, gp, s.gemm);  // (rows, G)
+      for (int64_t b = 0; b < rows; ++b) {
+        int16_t* a = s.a + b * G;
+        gates_from_accumulators(s.acc_x + b * G, s.acc_h + b * G, bias_x_.data(), bias_h_.data(), input_stage_,
+                                recurrent_stage_, G, a);
+        int16_t* c = s.c + b * H;
+        int8_t* h_out = output + ((n0 + b) * T + t) * H;
+        for (int64_t j = 0; j < H; ++j) {
+          const int16_t i = sig[a[j] + 32768], f = sig[a[H + j] + 32768], g = tnh[a[2 * H + j] + 32768],
+                        o = sig[a[3 * H + j] + 32768];
+          c[j] = saturate_int16(lstm_cell_update(f, c[j], i, g, p.cell_frac_bits));
+          const int32_t oh = lstm_hidden_product(o, tnh[lstm_cell_to_gate_grid(c[j], p.cell_frac_bits) + 32768]);
+          h_out[j] = requantize(oh, p.hidden_multiplier, p.hidden_shift, p.output_offset, p.quantized_activation_min,
+                                p.quantized_activation_max);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace qatlab
