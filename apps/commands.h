@@ -11,5 +11,6 @@ int cmd_ptq(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_sweep(int argc, char** argv);
+int cmd_inspect(int argc, char** argv);
 
 }  // namespace qatlab

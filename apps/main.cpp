@@ -29,6 +29,7 @@ constexpr Subcommand kSubcommands[] = {
     {"ptq", qatlab::cmd_ptq, "post-training quantization: calibrate a float model, convert, evaluate"},
     {"convert", qatlab::cmd_convert, "turn a QAT checkpoint into an integer-only model file"},
     {"sweep", qatlab::cmd_sweep, "accuracy vs bit width: PTQ and QAT methods over W/A pairs and seeds, CSV/JSON/plot"},
+    {"inspect", qatlab::cmd_inspect, "per layer: grids, integer multipliers, ranges, SQNR vs float; --dot graph, --hist plot"},
     {"bench", qatlab::cmd_bench, "float vs integer model: latency, throughput, size, GEMM rate vs peak"},
 };
 

@@ -126,8 +126,13 @@ std::string open_document(double width, const std::string& title, const std::str
   s += fmt("<defs><clipPath id=\"plot-area\"><rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\"/></clipPath></defs>\n",
            kPlotLeft, kPlotTop, kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
   s += fmt("<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"white\"/>\n", width, kHeight);
-  s += fmt("<text class=\"title\" x=\"%.2f\" y=\"30\" text-anchor=\"middle\" font-size=\"16\" font-weight=\"bold\">%s</text>\n",
-           (kPlotLeft + kPlotRight) / 2, xml_escape(title).c_str());
+  // The title sits over the plot area; a longer one is centred on the page instead and, if even that is
+  // too narrow, set smaller (about 0.55 em per character of bold sans-serif) so that no end is cut off.
+  const double title_width = 0.55 * 16 * static_cast<double>(title.size());
+  const bool wide_title = title_width > kPlotRight - kPlotLeft;
+  const double title_size = std::clamp((width - 20) / (0.55 * static_cast<double>(std::max<size_t>(title.size(), 1))), 9.0, 16.0);
+  s += fmt("<text class=\"title\" x=\"%.2f\" y=\"30\" text-anchor=\"middle\" font-size=\"%.1f\" font-weight=\"bold\">%s</text>\n",
+           wide_title ? width / 2 : (kPlotLeft + kPlotRight) / 2, title_size, xml_escape(title).c_str());
 
   s += "<g class=\"y-ticks\">\n";
   for (size_t i = 0; i < y.ticks.size(); ++i) {
