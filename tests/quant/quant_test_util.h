@@ -1,10 +1,13 @@
-// quant_test_util.h: small helpers the quantization tests share (random codes, bitwise tensor
-// comparison, a conv + BN block builder).
+// quant_test_util.h: small helpers the quantization tests share (random codes and tensors, bitwise
+// tensor comparison, a conv + BN block builder, temporary files).
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -17,6 +20,33 @@
 #include "nn/module.h"
 
 namespace qatlab::test {
+
+// A tensor of independent N(0, scale^2) values.
+inline Tensor random_input(const Shape& shape, Rng& rng, float scale = 1.0f) {
+  Tensor t = Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal();
+  return t;
+}
+
+// A file in the temporary directory (its name carries the process id, so test processes running at
+// the same time never share one), removed when the test ends.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& name)
+      : path_((std::filesystem::temp_directory_path() /
+               ("qatlab_test_" + std::to_string(::getpid()) + "_" + name))
+                  .string()) {}
+  ~TempFile() {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 // Uniform integer in [lo, hi].
 inline int32_t uniform_int(Rng& rng, int32_t lo, int32_t hi) {

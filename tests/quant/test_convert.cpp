@@ -24,11 +24,8 @@
 namespace qatlab {
 namespace {
 
-Tensor random_input(const Shape& shape, Rng& rng) {
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = rng.normal();
-  return t;
-}
+using test::random_input;
+
 
 // A few training steps with observers and BN statistics running, so every quantizer has a range and
 // the BN running statistics differ from their initial values.

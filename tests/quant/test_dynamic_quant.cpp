@@ -40,6 +40,8 @@ void PrintTo(KernelPath path, std::ostream* os) { *os << kernel_path_name(path);
 namespace {
 
 using test::random_codes;
+using test::random_input;
+using test::TempFile;
 using test::same_bits;
 using test::throws_with;
 using test::uniform_int;
@@ -57,28 +59,7 @@ std::vector<uint8_t> random_u8(Rng& rng, int64_t n) {
   return v;
 }
 
-Tensor normal_tensor(const Shape& shape, Rng& rng, float scale = 1.0f) {
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal();
-  return t;
-}
 
-// A file in the temporary directory, removed when the test ends.
-class TempFile {
- public:
-  explicit TempFile(const std::string& name)
-      : path_((std::filesystem::temp_directory_path() /
-               ("qatlab_test_dynamic_" + std::to_string(::getpid()) + "_" + name))
-                  .string()) {}
-  ~TempFile() {
-    std::error_code ec;
-    std::filesystem::remove(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // ------------------------------------------------------------------------------------- the kernels
 
@@ -276,7 +257,7 @@ TEST(DynamicLinear, OutputsStayWithinTheQuantizationBoundOfFloat) {
   const int64_t N = 9, IN = 70, OUT = 37;
   Linear fl(IN, OUT, true, rng);
   DynamicLinear dl(fl);
-  Tensor x = normal_tensor({N, IN}, rng);
+  Tensor x = random_input({N, IN}, rng);
   x.data()[5] = 4.0f;  // one outlier widens the grid, as real activations do
   NoGradGuard no_grad;
   const Tensor yf = fl.forward(x), yd = dl.forward(x);
@@ -304,7 +285,7 @@ TEST(DynamicLinear, EqualsTheFloatEmulationOfItsIntegerArithmetic) {
   const int64_t N = 6, IN = 33, OUT = 20;
   Linear fl(IN, OUT, true, rng);
   DynamicLinear dl(fl);
-  const Tensor x = normal_tensor({N, IN}, rng, 3.0f);
+  const Tensor x = random_input({N, IN}, rng, 3.0f);
   NoGradGuard no_grad;
   const Tensor yd = dl.forward(x);
   const ScaleZeroPoint g = dynamic_input_grid(x.data(), N, IN, IN, "test");
@@ -325,7 +306,7 @@ TEST(DynamicLinear, EveryKernelPathAndThreadCountGivesTheSameBits) {
   // 100 x 200 x 60 = 1.2M multiply-adds: threaded by chunks of 32 rows when threads are available.
   Linear fl(200, 60, true, rng);
   DynamicLinear dl(fl);
-  const Tensor x = normal_tensor({100, 200}, rng);
+  const Tensor x = random_input({100, 200}, rng);
   NoGradGuard no_grad;
   dl.set_kernel_path(KernelPath::Reference);
   const Tensor expected = dl.forward(x);
@@ -389,7 +370,7 @@ TEST(DynamicLinear, IsInferenceOnly) {
   Rng rng(26);
   Linear fl(4, 3, true, rng);
   DynamicLinear dl(fl);
-  Tensor x = normal_tensor({2, 4}, rng);
+  Tensor x = random_input({2, 4}, rng);
   x.set_requires_grad(true);
   EXPECT_TRUE(throws_with([&] { dl.forward(x); }, {"DynamicLinear", "inference-only", "NoGradGuard"}));
   {
@@ -472,8 +453,8 @@ TEST(DynamicLstm, EqualsTheStepByStepEmulationInBothLayoutsWithInitialState) {
     LSTM fl(o, rng);
     DynamicLstm dl(fl);
     const int64_t N = 5, T = 6;
-    const Tensor x = normal_tensor(bf ? Shape{N, T, 7} : Shape{T, N, 7}, rng);
-    const Tensor h0 = normal_tensor({2, N, 12}, rng, 0.5f), c0 = normal_tensor({2, N, 12}, rng, 0.5f);
+    const Tensor x = random_input(bf ? Shape{N, T, 7} : Shape{T, N, 7}, rng);
+    const Tensor h0 = random_input({2, N, 12}, rng, 0.5f), c0 = random_input({2, N, 12}, rng, 0.5f);
     NoGradGuard no_grad;
     const LstmOutput out = dl.forward_seq(x, h0, c0);
     const Tensor expected = emulate_dynamic_lstm(dl, x, h0, c0);
@@ -505,7 +486,7 @@ TEST(DynamicLstm, OneStepStaysWithinTheQuantizationBoundOfFloat) {
   LSTM fl(o, rng);
   DynamicLstm dl(fl);
   const int64_t N = 6, IN = 40, H = 24;
-  const Tensor x = normal_tensor({N, 1, IN}, rng);
+  const Tensor x = random_input({N, 1, IN}, rng);
   NoGradGuard no_grad;
   const Tensor yf = fl.forward(x), yd = dl.forward(x);
   const ScaleZeroPoint g = dynamic_input_grid(x.data(), N, IN, IN, "test");
@@ -538,7 +519,7 @@ TEST(DynamicLstm, ManyStepsStayCloseToFloat) {
   o.num_layers = 2;
   LSTM fl(o, rng);
   DynamicLstm dl(fl);
-  const Tensor x = normal_tensor({8, 10, 20}, rng);
+  const Tensor x = random_input({8, 10, 20}, rng);
   NoGradGuard no_grad;
   const Tensor yf = fl.forward(x), yd = dl.forward(x);
   double err = 0, mag = 0, worst = 0;
@@ -638,7 +619,7 @@ TEST(QuantizeDynamic, ReplacesLinearAndLstmInZooModelsAndStaysCloseToFloat) {
     EXPECT_GT(static_cast<double>(b.float_bytes()) / b.int8_bytes, c.min_weight_ratio) << c.name;
 
     Rng data(42);
-    const Tensor x = normal_tensor({8, 1, 28, 28}, data);
+    const Tensor x = random_input({8, 1, 28, 28}, data);
     NoGradGuard no_grad;
     const Tensor yf = fm->forward(x), yd = dm->forward(x);
     ASSERT_EQ(yd.shape(), (Shape{8, 10})) << c.name;
@@ -658,7 +639,7 @@ TEST(QuantizeDynamic, KernelPathsAgreeOnAWholeModelAndARootLayerIsReplaced) {
   Rng r(43);
   const ModulePtr dm = quantize_dynamic(make_model("lstm-rows", spec, r));
   Rng data(44);
-  const Tensor x = normal_tensor({3, 1, 28, 28}, data);
+  const Tensor x = random_input({3, 1, 28, 28}, data);
   NoGradGuard no_grad;
   set_dynamic_kernel_path(*dm, KernelPath::Reference);
   const Tensor expected = dm->forward(x);
@@ -687,7 +668,7 @@ TEST(DynamicModelFile, RoundTripGivesTheSameBits) {
     EXPECT_EQ(back.dataset, "mnist");
     EXPECT_EQ(back.spec.height, 28);
     Rng data(52);
-    const Tensor x = normal_tensor({4, 1, 28, 28}, data);
+    const Tensor x = random_input({4, 1, 28, 28}, data);
     NoGradGuard no_grad;
     EXPECT_TRUE(same_bits(back.model->forward(x), file.model->forward(x))) << name;
     // The int8 codes and scales came back, not a re-quantization of something else.

@@ -23,15 +23,12 @@
 namespace qatlab {
 namespace {
 
+using test::random_input;
+
 using test::conv_bn;
 using test::same_bits;
 using test::throws_with;
 
-Tensor random_input(const Shape& shape, Rng& rng) {
-  Tensor t = Tensor::empty(shape);  // shape
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = rng.normal();
-  return t;
-}
 
 // conv+BN+ReLU, max pool, a residual block with a projection shortcut, global pooling, linear+ReLU, linear.
 ModulePtr small_net(Rng& rng) {

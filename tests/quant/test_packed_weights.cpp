@@ -4,6 +4,8 @@
 // model's weight bytes.
 #include <gtest/gtest.h>
 
+#include "quant/quant_test_util.h"
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -19,28 +21,10 @@
 namespace qatlab {
 namespace {
 
-Tensor random_input(const Shape& shape, Rng& rng) {
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = rng.normal();
-  return t;
-}
+using test::random_input;
+using test::TempFile;
 
-// A file in the temporary directory, removed when the test ends.
-class TempFile {
- public:
-  explicit TempFile(const std::string& name)
-      : path_((std::filesystem::temp_directory_path() /
-               ("qatlab_test_packed_weights_" + std::to_string(::getpid()) + "_" + name))
-                  .string()) {}
-  ~TempFile() {
-    std::error_code ec;
-    std::filesystem::remove(path_, ec);
-  }
-  const std::string& path() const { return path_; }
 
- private:
-  std::string path_;
-};
 
 // A LeNet-5 with `weight_bits`-bit weights (per channel) and 8-bit activations, its observers run
 // over a few batches, and its QAT model kept for exact-mode comparisons.

@@ -23,11 +23,8 @@
 namespace qatlab {
 namespace {
 
-Tensor random_input(const Shape& shape, Rng& rng, float scale = 1.0f) {
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal();
-  return t;
-}
+using test::random_input;
+
 
 QConfig bits(int w, int a, const std::vector<std::string>& layer_bits = {}) {
   return QConfig::from_options(w, a, true, "minmax", "ema", layer_bits);

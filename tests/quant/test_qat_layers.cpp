@@ -4,6 +4,8 @@
 // integers, and a state-dict round trip of a whole QAT model.
 #include <gtest/gtest.h>
 
+#include "quant/quant_test_util.h"
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -24,13 +26,10 @@
 namespace qatlab {
 namespace {
 
+using test::random_input;
+
 using test::random_tensor;
 
-Tensor random_input(const Shape& shape, Rng& rng, float scale = 1.0f) {
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal();
-  return t;
-}
 
 // The default quantizers of a layer with oc outputs.
 std::shared_ptr<FakeQuantize> weight_fq(int64_t oc, const QScheme& scheme = QConfig{}.weight.scheme) {

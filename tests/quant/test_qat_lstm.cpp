@@ -27,13 +27,10 @@
 namespace qatlab {
 namespace {
 
+using test::random_input;
+
 using test::throws_with;
 
-Tensor random_input(const Shape& shape, Rng& rng, float scale = 1.0f) {
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal();
-  return t;
-}
 
 QConfig bits(int w, int a, bool per_channel = true, const std::vector<std::string>& layer_bits = {}) {
   return QConfig::from_options(w, a, per_channel, "minmax", "ema", layer_bits);
