@@ -57,6 +57,55 @@ Handle type(hid_t id) { return Handle(id, H5Tclose); }
 Handle attribute(hid_t id) { return Handle(id, H5Aclose); }
 Handle plist(hid_t id) { return Handle(id, H5Pclose); }
 
+// ------------------------------------------------------------------------------- creation settings
+//
+// Model files hold many small objects and attributes (a LeNet-5 integer model: 35-65 KB of parameters
+// in ~200 of them), and HDF5's per-object defaults are sized for large data: with them the structure
+// of such a file cost more than the parameters of a 4-bit model. Every setting below is a standard one
+// that HDF5 1.8 readers understand (create() also caps the format at 1.8, so a setting that needed a
+// newer format would fail loudly).
+
+// Groups of up to this many links keep them in their object header ("compact" link storage) instead of
+// a fractal heap and a B-tree (~1.3 KB per group); the HDF5 default switches at 8 links, which a
+// model's list of ops passes. Large checkpoint groups still go dense.
+constexpr unsigned kMaxCompactLinks = 256;
+// Objects with up to this many attributes keep them in their object header (HDF5's default is 8; a conv
+// op of an integer model has ~30, an lstm op ~40) rather than in a fractal heap and a B-tree (~1.3 KB
+// per object).
+constexpr unsigned kMaxCompactAttributes = 64;
+// Datasets of at most this many bytes store their data inside their object header (compact layout):
+// no separate block, address or size to store, and one read brings header and data.
+constexpr size_t kMaxCompactDataBytes = 4096;
+
+// Settings for groups (the root group's come from the file creation list, which takes them too).
+void set_group_defaults(hid_t gcpl) {
+  // No access/modification times in every header: 20 bytes less per object, and saving the same model
+  // twice gives byte-identical files.
+  H5Pset_obj_track_times(gcpl, false);
+  // The dense thresholds must stay below the compact ones (HDF5 converts back at min_dense).
+  H5Pset_attr_phase_change(gcpl, kMaxCompactAttributes, kMaxCompactAttributes * 3 / 4);
+  H5Pset_link_phase_change(gcpl, kMaxCompactLinks, kMaxCompactLinks * 3 / 4);
+}
+
+Handle group_create_plist() {
+  Handle gcpl = plist(H5Pcreate(H5P_GROUP_CREATE));
+  set_group_defaults(gcpl.get());
+  return gcpl;
+}
+
+Handle dataset_create_plist(size_t data_bytes) {
+  Handle dcpl = plist(H5Pcreate(H5P_DATASET_CREATE));
+  H5Pset_obj_track_times(dcpl.get(), false);
+  if (data_bytes <= kMaxCompactDataBytes) H5Pset_layout(dcpl.get(), H5D_COMPACT);
+#if H5_VERSION_GE(1, 10, 5)
+  // Size the object header for exactly its messages: by default every dataset header reserves room for
+  // attributes (~180 bytes of a 256-byte minimum), and our datasets rarely get any. Adding one later
+  // still works (HDF5 chains a continuation block).
+  H5Pset_dset_no_attrs_hint(dcpl.get(), true);
+#endif
+  return dcpl;
+}
+
 // -------------------------------------------------------------------------------------------- errors
 
 // Automatic printing is switched off because we report every failure ourselves; the setting belongs
@@ -168,8 +217,10 @@ Handle parent_for_write(hid_t file, const std::string& file_name, const std::str
   if (w.depth == parts.size()) fail(file_name, path, "already exists");
   if (w.not_group) fail(file_name, path, "'" + join_path(parts, w.depth) + "' is a dataset, not a group");
   Handle group = std::move(w.obj);
+  Handle gcpl;
+  if (w.depth + 1 < parts.size()) gcpl = group_create_plist();
   for (size_t i = w.depth; i + 1 < parts.size(); ++i) {
-    Handle g = object(H5Gcreate2(group.get(), parts[i].c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    Handle g = object(H5Gcreate2(group.get(), parts[i].c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT));
     if (!g.valid()) fail(file_name, path, with_reason("cannot create group '" + join_path(parts, i + 1) + "'"));
     group = std::move(g);
   }
@@ -330,8 +381,9 @@ void write_array(hid_t file, const std::string& file_name, const std::string& pa
   if (n > 0 && data == nullptr) fail(file_name, path, "no data for shape " + shape_str(shape));
   Handle parent = parent_for_write(file, file_name, path, parts);
   Handle sp = make_space(shape);
+  Handle dcpl = dataset_create_plist(static_cast<size_t>(n) * elem_size(e));
   Handle dset = object(H5Dcreate2(parent.get(), parts.back().c_str(), file_type(e), sp.get(), H5P_DEFAULT,
-                                  H5P_DEFAULT, H5P_DEFAULT));
+                                  dcpl.get(), H5P_DEFAULT));
   if (!dset.valid()) fail(file_name, path, with_reason("cannot create " + std::string(elem_name(e)) + " dataset"));
   // An empty dataset has nothing to transfer.
   if (n > 0 && H5Dwrite(dset.get(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
@@ -417,17 +469,20 @@ std::string attr_where(const std::string& obj, const std::string& name) {
   return obj + ": attribute '" + name + "'";
 }
 
+// Writes (or replaces) an attribute of shape `shape` ({} for a scalar) holding `value`'s elements.
 void write_attr(hid_t file, const std::string& file_name, const std::string& obj, const std::string& name,
-                hid_t stored_type, hid_t memory_type, const void* value) {
+                hid_t stored_type, hid_t memory_type, const void* value, const Shape& shape = {}) {
   if (name.empty()) fail(file_name, obj, "empty attribute name");
   Handle o = open_existing(file, file_name, obj);
   const htri_t exists = H5Aexists(o.get(), name.c_str());
   if (exists > 0 && H5Adelete(o.get(), name.c_str()) < 0)
     fail(file_name, attr_where(obj, name), with_reason("cannot replace"));
-  Handle sp = space(H5Screate(H5S_SCALAR));
+  Handle sp = make_space(shape);
   Handle a = attribute(H5Acreate2(o.get(), name.c_str(), stored_type, sp.get(), H5P_DEFAULT, H5P_DEFAULT));
   if (!a.valid()) fail(file_name, attr_where(obj, name), with_reason("cannot create"));
-  if (H5Awrite(a.get(), memory_type, value) < 0) fail(file_name, attr_where(obj, name), with_reason("cannot write"));
+  // An empty array attribute has nothing to transfer (and its buffer may be null).
+  if (shape_numel(shape) > 0 && H5Awrite(a.get(), memory_type, value) < 0)
+    fail(file_name, attr_where(obj, name), with_reason("cannot write"));
 }
 
 struct OpenAttr {
@@ -458,6 +513,22 @@ void read_numeric_attr(hid_t file, const std::string& file_name, const std::stri
   if (H5Aread(a.attr.get(), memory_type, out) < 0) fail(file_name, where, with_reason("cannot read"));
 }
 
+// Every value of a numeric attribute that stores exactly T (any shape, row-major).
+template <typename T>
+std::vector<T> read_array_attr(hid_t file, const std::string& file_name, const std::string& obj,
+                               const std::string& name) {
+  constexpr Elem e = elem_of<T>();
+  OpenAttr a = open_attr(file, file_name, obj, name);
+  const std::string where = attr_where(obj, name);
+  if (!type_matches(a.type.get(), e))
+    fail(file_name, where, "stored as " + type_name(a.type.get()) + ", expected " + elem_name(e));
+  const Shape shape = space_shape(a.space.get(), file_name, where);
+  std::vector<T> out(static_cast<size_t>(shape_numel(shape)));
+  if (!out.empty() && H5Aread(a.attr.get(), mem_type(e), out.data()) < 0)
+    fail(file_name, where, with_reason("cannot read"));
+  return out;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------ file lifetime
@@ -476,8 +547,13 @@ H5File H5File::create(const std::string& path) {
   H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
   // The 1.8 file format (readable by every HDF5 since 2008, h5py included) stores groups and object
   // headers far more compactly than the 1.0 default: model files with many small datasets halve.
-  H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_LATEST);
-  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  // Capping it at 1.8 too means a newer library writing a newer structure fails here instead of
+  // quietly making files that older readers cannot open.
+  H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18);
+  // The root group takes its link and attribute settings from the file creation list.
+  Handle fcpl = plist(H5Pcreate(H5P_FILE_CREATE));
+  set_group_defaults(fcpl.get());
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (f < 0) fail_file(path, with_reason("cannot create"));
   return H5File(f, path, /*writable=*/true);
 }
@@ -621,6 +697,15 @@ template std::vector<int16_t> H5File::read_ints<int16_t>(const std::string&, Sha
 template std::vector<int32_t> H5File::read_ints<int32_t>(const std::string&, Shape*) const;
 template std::vector<int64_t> H5File::read_ints<int64_t>(const std::string&, Shape*) const;
 
+void H5File::create_group(const std::string& path) {
+  require(is_open(), writable_, true, path_, path);
+  const std::vector<std::string> parts = split_path(path_, path);
+  Handle parent = parent_for_write(file_, path_, path, parts);
+  Handle gcpl = group_create_plist();
+  Handle g = object(H5Gcreate2(parent.get(), parts.back().c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT));
+  if (!g.valid()) fail(path_, path, with_reason("cannot create group"));
+}
+
 Shape H5File::dataset_shape(const std::string& path) const {
   require(is_open(), writable_, false, path_, path);
   return open_dataset(file_, path_, path).shape;
@@ -635,8 +720,9 @@ void H5File::write_string(const std::string& path, const std::string& value) {
   Handle parent = parent_for_write(file_, path_, path, parts);
   Handle t = vlen_string_type();
   Handle sp = space(H5Screate(H5S_SCALAR));
+  Handle dcpl = dataset_create_plist(sizeof(hvl_t));  // the string itself lives in the global heap
   Handle dset =
-      object(H5Dcreate2(parent.get(), parts.back().c_str(), t.get(), sp.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+      object(H5Dcreate2(parent.get(), parts.back().c_str(), t.get(), sp.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
   if (!dset.valid()) fail(path_, path, with_reason("cannot create string dataset"));
   const char* p = value.c_str();  // a variable-length string is transferred as a pointer to it
   if (H5Dwrite(dset.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0)
@@ -673,6 +759,60 @@ void H5File::set_attr(const std::string& obj, const std::string& name, double va
   require(is_open(), writable_, true, path_, obj);
   write_attr(file_, path_, obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
 }
+
+void H5File::set_attr_fixed(const std::string& obj, const std::string& name, const std::string& value) {
+  require(is_open(), writable_, true, path_, obj);
+  check_no_nul(path_, attr_where(obj, name), value);
+  Handle t = type(H5Tcopy(H5T_C_S1));
+  H5Tset_size(t.get(), value.size() + 1);  // with the terminating NUL, as C and h5py expect
+  H5Tset_strpad(t.get(), H5T_STR_NULLTERM);
+  H5Tset_cset(t.get(), H5T_CSET_UTF8);
+  write_attr(file_, path_, obj, name, t.get(), t.get(), value.c_str());
+}
+
+void H5File::set_attr_floats(const std::string& obj, const std::string& name, const Shape& shape,
+                             const std::vector<float>& values) {
+  require(is_open(), writable_, true, path_, obj);
+  if (static_cast<int64_t>(values.size()) != checked_numel(path_, attr_where(obj, name), shape))
+    fail(path_, attr_where(obj, name), std::to_string(values.size()) + " values for shape " + shape_str(shape));
+  write_attr(file_, path_, obj, name, file_type(Elem::kFloat32), mem_type(Elem::kFloat32), values.data(), shape);
+}
+
+template <H5Integer T>
+void H5File::set_attr_ints(const std::string& obj, const std::string& name, const Shape& shape,
+                           const std::vector<T>& values) {
+  require(is_open(), writable_, true, path_, obj);
+  if (static_cast<int64_t>(values.size()) != checked_numel(path_, attr_where(obj, name), shape))
+    fail(path_, attr_where(obj, name), std::to_string(values.size()) + " values for shape " + shape_str(shape));
+  write_attr(file_, path_, obj, name, file_type(elem_of<T>()), mem_type(elem_of<T>()), values.data(), shape);
+}
+
+std::vector<float> H5File::get_attr_floats(const std::string& obj, const std::string& name) const {
+  require(is_open(), writable_, false, path_, obj);
+  return read_array_attr<float>(file_, path_, obj, name);
+}
+
+template <H5Integer T>
+std::vector<T> H5File::get_attr_ints(const std::string& obj, const std::string& name) const {
+  require(is_open(), writable_, false, path_, obj);
+  return read_array_attr<T>(file_, path_, obj, name);
+}
+
+template void H5File::set_attr_ints<int8_t>(const std::string&, const std::string&, const Shape&,
+                                            const std::vector<int8_t>&);
+template void H5File::set_attr_ints<uint8_t>(const std::string&, const std::string&, const Shape&,
+                                            const std::vector<uint8_t>&);
+template void H5File::set_attr_ints<int16_t>(const std::string&, const std::string&, const Shape&,
+                                            const std::vector<int16_t>&);
+template void H5File::set_attr_ints<int32_t>(const std::string&, const std::string&, const Shape&,
+                                            const std::vector<int32_t>&);
+template void H5File::set_attr_ints<int64_t>(const std::string&, const std::string&, const Shape&,
+                                            const std::vector<int64_t>&);
+template std::vector<int8_t> H5File::get_attr_ints<int8_t>(const std::string&, const std::string&) const;
+template std::vector<uint8_t> H5File::get_attr_ints<uint8_t>(const std::string&, const std::string&) const;
+template std::vector<int16_t> H5File::get_attr_ints<int16_t>(const std::string&, const std::string&) const;
+template std::vector<int32_t> H5File::get_attr_ints<int32_t>(const std::string&, const std::string&) const;
+template std::vector<int64_t> H5File::get_attr_ints<int64_t>(const std::string&, const std::string&) const;
 
 bool H5File::has_attr(const std::string& obj, const std::string& name) const {
   require(is_open(), writable_, false, path_, obj);

@@ -1,8 +1,11 @@
 // h5io.h: a small RAII layer over the HDF5 C API for checkpoints and integer model files.
 //
 // Everything is stored with plain HDF5 types so that h5py and h5dump read the files directly:
-// float32 / float64 / int8 / uint8 / int16 / int32 / int64 datasets (little-endian, contiguous),
-// scalar variable-length UTF-8 strings, and scalar attributes (string, int64, float64).
+// float32 / float64 / int8 / uint8 / int16 / int32 / int64 datasets (little-endian; contiguous, or
+// compact -- inside the object header -- up to 4 KB), scalar variable-length UTF-8 strings, scalar
+// attributes (string, int64, float64), 1-D array attributes (float32 and the integer types) and
+// fixed-length string attributes. Files are written in the HDF5 1.8 file format, with per-object
+// settings that keep small objects small (see "creation settings" in h5io.cpp).
 //
 // Objects are addressed by '/'-separated paths relative to the root ("model/params/features.0.weight";
 // a leading '/' is optional, "/" alone is the root). Names may contain dots; empty components ("a//b")
@@ -73,6 +76,10 @@ class H5File {
   template <H5Integer T>
   std::vector<T> read_ints(const std::string& path, Shape* shape = nullptr) const;
 
+  // Creates an (empty) group and its missing parents, e.g. to hold attributes only. Throws if the path
+  // exists. Writing a dataset creates its parents without this.
+  void create_group(const std::string& path);
+
   // The shape of any dataset ({} for a 0-d one).
   Shape dataset_shape(const std::string& path) const;
 
@@ -96,6 +103,24 @@ class H5File {
   void set_attr(const std::string& obj, const std::string& name, I value) {
     set_attr(obj, name, static_cast<int64_t>(value));
   }
+  // A fixed-length UTF-8 string (NUL-terminated): stored inline in the object header, whereas every
+  // variable-length string lives in the file's global heap, whose first block alone takes 4 KB. h5py
+  // reads it as bytes (attrs[name].decode() gives the str); get_attr_string reads both kinds.
+  void set_attr_fixed(const std::string& obj, const std::string& name, const std::string& value);
+  // Numeric attributes of any shape ({} a scalar, {n} an array; zeros allowed), float32 or exactly T:
+  // for small per-channel arrays that do not deserve a dataset (each dataset costs an object header
+  // and a link, ~120 bytes; an attribute ~35 bytes plus its name and data). h5py gives a NumPy array
+  // (a NumPy scalar for shape {}). values holds shape_numel(shape) elements.
+  void set_attr_floats(const std::string& obj, const std::string& name, const Shape& shape,
+                       const std::vector<float>& values);
+  template <H5Integer T>
+  void set_attr_ints(const std::string& obj, const std::string& name, const Shape& shape,
+                     const std::vector<T>& values);
+  // All values of a float32 (resp. exactly-T integer) attribute of any shape, row-major.
+  std::vector<float> get_attr_floats(const std::string& obj, const std::string& name) const;
+  template <H5Integer T>
+  std::vector<T> get_attr_ints(const std::string& obj, const std::string& name) const;
+
   bool has_attr(const std::string& obj, const std::string& name) const;
   std::string get_attr_string(const std::string& obj, const std::string& name) const;
   int64_t get_attr_int(const std::string& obj, const std::string& name) const;     // any integer type

@@ -355,63 +355,157 @@ std::string Int8Graph::summary() const {
 }
 
 // -------------------------------------------------------------------------------------------- files
+//
+// Layout version 2 (written): one group per op; the weights are its only datasets, every other value is
+// an attribute of the group. Version 1 (still read) gave each small array its own dataset and each grid
+// its own group, at ~100 bytes of HDF5 structure per object or more: ~40 KB in a LeNet-5 file, more
+// than its 4-bit parameters (version 2: ~11 KB). quant/README.md section 7 describes both.
 
 namespace {
 
-void write_grid(H5File& f, const std::string& path, const QParams& qp) {
-  f.write_floats(path + "/scale", {static_cast<int64_t>(qp.scale.size())}, qp.scale);
-  f.write_ints<int32_t>(path + "/zero_point", {static_cast<int64_t>(qp.zero_point.size())}, qp.zero_point);
-  f.set_attr(path, "axis", static_cast<int64_t>(qp.axis));
-  f.set_attr(path, "quant_min", static_cast<int64_t>(qp.quant_min));
-  f.set_attr(path, "quant_max", static_cast<int64_t>(qp.quant_max));
-}
+// Where a grid lives: v1 in a group of the op (scale, zero_point datasets, attrs axis, quant_min,
+// quant_max); v2 in attributes of the op named with a prefix ("input.scale", ...; none for an op's
+// only grid).
+struct GridName {
+  const char* v1_group;
+  const char* v2_prefix;
+};
+constexpr GridName kOpGrid{"grid", ""};
+constexpr GridName kInputGrid{"input_grid", "input."};
+constexpr GridName kWeightGrid{"weight_grid", "weight."};
+constexpr GridName kOutputGrid{"output_grid", "output."};
+constexpr GridName kLstmInputGrid{"input_grid", "input."};
+constexpr GridName kLstmWeightIhGrid{"weight_ih_grid", "weight_ih."};
+constexpr GridName kLstmWeightHhGrid{"weight_hh_grid", "weight_hh."};
+constexpr GridName kLstmHiddenGrid{"hidden_grid", "hidden."};
 
-QParams read_grid(const H5File& f, const std::string& path) {
-  QParams qp;
-  qp.scale = f.read_floats(path + "/scale");
-  qp.zero_point = f.read_ints<int32_t>(path + "/zero_point");
-  qp.axis = static_cast<int>(f.get_attr_int(path, "axis"));
-  qp.quant_min = static_cast<int32_t>(f.get_attr_int(path, "quant_min"));
-  qp.quant_max = static_cast<int32_t>(f.get_attr_int(path, "quant_max"));
-  qp.validate();
-  return qp;
-}
+std::vector<int32_t> to_int32(const std::vector<int>& v) { return std::vector<int32_t>(v.begin(), v.end()); }
+std::vector<int> to_int(const std::vector<int32_t>& v) { return std::vector<int>(v.begin(), v.end()); }
+
+// Writes one op (version 2 layout).
+class OpWriter {
+ public:
+  OpWriter(H5File& f, std::string group) : f_(f), g_(std::move(group)) {}
+
+  void ints(const char* field, const std::vector<int32_t>& v) {
+    f_.set_attr_ints<int32_t>(g_, field, {static_cast<int64_t>(v.size())}, v);
+  }
+  // Every integer setting of an op fits int32 (the integer graph computes in int32): stored as such,
+  // 4 bytes less than int64 per attribute.
+  void scalar(const std::string& field, int64_t v) {
+    if (v < INT32_MIN || v > INT32_MAX)
+      throw std::runtime_error(f_.path() + ": " + g_ + ": attribute '" + field + "' = " + std::to_string(v) +
+                               " does not fit int32");
+    f_.set_attr_ints<int32_t>(g_, field, {}, {static_cast<int32_t>(v)});
+  }
+  void text(const char* field, const std::string& v) { f_.set_attr_fixed(g_, field, v); }
+  // A per-tensor grid's scale and zero point are scalars, a per-channel grid's arrays (C).
+  void grid(const GridName& name, const QParams& qp) {
+    const std::string pre = name.v2_prefix;
+    const Shape shape = qp.per_channel() ? Shape{static_cast<int64_t>(qp.scale.size())} : Shape{};
+    f_.set_attr_floats(g_, pre + "scale", shape, qp.scale);
+    f_.set_attr_ints<int32_t>(g_, pre + "zero_point", shape, qp.zero_point);
+    scalar(pre + "axis", qp.axis);
+    scalar(pre + "quant_min", qp.quant_min);
+    scalar(pre + "quant_max", qp.quant_max);
+  }
+  H5File& file() { return f_; }
+  const std::string& group() const { return g_; }
+
+ private:
+  H5File& f_;
+  std::string g_;
+};
+
+// Reads one op of either layout version; errors name the file and the op ("m.h5: ops/003: ...").
+class OpReader {
+ public:
+  OpReader(const H5File& f, std::string group, int64_t version) : f_(f), g_(std::move(group)), v1_(version < 2) {}
+
+  // A small int32 array: v1 a dataset of the op, v2 an attribute.
+  std::vector<int32_t> ints(const char* field) const {
+    return v1_ ? f_.read_ints<int32_t>(g_ + "/" + field) : f_.get_attr_ints<int32_t>(g_, field);
+  }
+  int64_t scalar(const std::string& field) const { return f_.get_attr_int(g_, field); }
+  int32_t scalar32(const std::string& field) const { return static_cast<int32_t>(scalar(field)); }
+  std::string text(const char* field) const { return f_.get_attr_string(g_, field); }
+  QParams grid(const GridName& name) const {
+    QParams qp;
+    if (v1_) {
+      const std::string p = g_ + "/" + name.v1_group;
+      qp.scale = f_.read_floats(p + "/scale");
+      qp.zero_point = f_.read_ints<int32_t>(p + "/zero_point");
+      qp.axis = static_cast<int>(f_.get_attr_int(p, "axis"));
+      qp.quant_min = static_cast<int32_t>(f_.get_attr_int(p, "quant_min"));
+      qp.quant_max = static_cast<int32_t>(f_.get_attr_int(p, "quant_max"));
+    } else {
+      const std::string pre = name.v2_prefix;
+      qp.scale = f_.get_attr_floats(g_, pre + "scale");
+      qp.zero_point = f_.get_attr_ints<int32_t>(g_, pre + "zero_point");
+      qp.axis = static_cast<int>(scalar(pre + "axis"));
+      qp.quant_min = scalar32(pre + "quant_min");
+      qp.quant_max = scalar32(pre + "quant_max");
+    }
+    try {
+      qp.validate();
+    } catch (const std::invalid_argument& e) {
+      fail(std::string(name.v1_group) + ": " + e.what());
+    }
+    return qp;
+  }
+  bool v1() const { return v1_; }
+  const H5File& file() const { return f_; }
+  const std::string& group() const { return g_; }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw std::runtime_error(f_.path() + ": " + g_ + ": " + what);
+  }
+
+ private:
+  const H5File& f_;
+  std::string g_;
+  bool v1_;
+};
 
 // Weights of 2 to 4 bits are stored packed (packed_codes.h): the codes of a symmetric narrow grid
 // with quant_max <= 7 take 4 bits (two's complement, two per byte, low nibble first), with
 // quant_max <= 1 two bits (four per byte). Dataset "weight_packed" (uint8) with attrs "weight_bits"
-// and "weight_shape"; 8-bit weights stay an int8 dataset "weight". Loading keeps them packed.
-void write_weights(H5File& f, const std::string& g, const LoweredLayer& l) {
+// and "weight_shape" (v1: a dataset); 8-bit weights stay an int8 dataset "weight". Loading keeps them
+// packed.
+void write_weights(OpWriter& w, const LoweredLayer& l) {
   LoweredLayer packed;  // a layer not prepared yet holds int8 codes: packed here for the file
-  const LoweredLayer* w = &l;
+  const LoweredLayer* src = &l;
   if (l.weight_bits == 8 && storage_bits(l.weights.quant_min, l.weights.quant_max) < 8) {
     packed.weights = l.weights, packed.weight_shape = l.weight_shape, packed.weight = l.weight;
     pack_weights(packed);
-    w = &packed;
+    src = &packed;
   }
-  if (w->weight_bits == 8) {
-    f.write_ints<int8_t>(g + "/weight", w->weight_shape, w->weight);
+  H5File& f = w.file();
+  const std::string& g = w.group();
+  if (src->weight_bits == 8) {
+    f.write_ints<int8_t>(g + "/weight", src->weight_shape, src->weight);
     return;
   }
-  f.write_ints<uint8_t>(g + "/weight_packed", {static_cast<int64_t>(w->weight_packed.size())}, w->weight_packed);
-  f.write_ints<int64_t>(g + "/weight_shape", {static_cast<int64_t>(w->weight_shape.size())}, w->weight_shape);
-  f.set_attr(g, "weight_bits", static_cast<int64_t>(w->weight_bits));
+  f.write_ints<uint8_t>(g + "/weight_packed", {static_cast<int64_t>(src->weight_packed.size())}, src->weight_packed);
+  f.set_attr_ints<int64_t>(g, "weight_shape", {static_cast<int64_t>(src->weight_shape.size())}, src->weight_shape);
+  w.scalar("weight_bits", src->weight_bits);
 }
 
-void read_weights(const H5File& f, const std::string& p, LoweredLayer& l) {
+void read_weights(const OpReader& r, LoweredLayer& l) {
+  const H5File& f = r.file();
+  const std::string& p = r.group();
   if (f.exists(p + "/weight")) {
     l.weight = f.read_ints<int8_t>(p + "/weight", &l.weight_shape);
     return;
   }
-  const int64_t bits = f.get_attr_int(p, "weight_bits");
-  if (bits != 2 && bits != 4) throw std::runtime_error(f.path() + ": " + p + ": weight_bits must be 2 or 4, got " + std::to_string(bits));
-  l.weight_shape = f.read_ints<int64_t>(p + "/weight_shape");
+  const int64_t bits = r.scalar("weight_bits");
+  if (bits != 2 && bits != 4) r.fail("weight_bits must be 2 or 4, got " + std::to_string(bits));
+  l.weight_shape = r.v1() ? f.read_ints<int64_t>(p + "/weight_shape") : f.get_attr_ints<int64_t>(p, "weight_shape");
   l.weight_packed = f.read_ints<uint8_t>(p + "/weight_packed");
   l.weight_bits = static_cast<int>(bits);
   const int64_t n = shape_numel(l.weight_shape);
   if (static_cast<int64_t>(l.weight_packed.size()) != packed_bytes(n, l.weight_bits))
-    throw std::runtime_error(f.path() + ": " + p + ": packed weights hold " + std::to_string(l.weight_packed.size()) +
-                             " bytes for " + std::to_string(n) + " codes of " + std::to_string(bits) + " bits");
+    r.fail("packed weights hold " + std::to_string(l.weight_packed.size()) + " bytes for " + std::to_string(n) +
+           " codes of " + std::to_string(bits) + " bits");
 }
 
 // The fields of AddInt8Params, stored as attributes of an add op, in this order.
@@ -420,62 +514,58 @@ constexpr const char* kAddFields[] = {"left_shift", "input1_offset", "input2_off
                                       "output_multiplier", "output_shift", "quantized_activation_min",
                                       "quantized_activation_max"};
 
-std::vector<int> to_int(const std::vector<int32_t>& v) { return std::vector<int>(v.begin(), v.end()); }
-
-// An lstm op: datasets weight_ih (int8, (4H, IN)), weight_hh (int8, (4H, H)), bias, input_multiplier,
-// input_shift, recurrent_multiplier, recurrent_shift (int32, (4H)); grids input_grid/, weight_ih_grid/,
-// weight_hh_grid/, hidden_grid/; attrs below.
+// An lstm op: datasets weight_ih (int8, (4H, IN)), weight_hh (int8, (4H, H)); int32 arrays (4H) bias,
+// input_multiplier, input_shift, recurrent_multiplier, recurrent_shift; grids input, weight_ih,
+// weight_hh, hidden; the scalars below.
 constexpr const char* kLstmFields[] = {"input_size", "hidden_size", "input_offset", "hidden_offset", "output_offset",
                                        "quantized_activation_min", "quantized_activation_max", "cell_frac_bits",
                                        "hidden_multiplier", "hidden_shift"};
 
-void write_lstm(H5File& f, const std::string& g, const LstmInt8Params& p) {
+void write_lstm(OpWriter& w, const LstmInt8Params& p) {
   const int64_t G = 4 * p.hidden_size;
-  f.write_ints<int8_t>(g + "/weight_ih", {G, p.input_size}, p.weight_ih);
-  f.write_ints<int8_t>(g + "/weight_hh", {G, p.hidden_size}, p.weight_hh);
-  f.write_ints<int32_t>(g + "/bias", {G}, p.bias);
-  f.write_ints<int32_t>(g + "/input_multiplier", {G}, p.input_multiplier);
-  f.write_ints<int32_t>(g + "/input_shift", {G}, std::vector<int32_t>(p.input_shift.begin(), p.input_shift.end()));
-  f.write_ints<int32_t>(g + "/recurrent_multiplier", {G}, p.recurrent_multiplier);
-  f.write_ints<int32_t>(g + "/recurrent_shift", {G},
-                        std::vector<int32_t>(p.recurrent_shift.begin(), p.recurrent_shift.end()));
-  write_grid(f, g + "/input_grid", p.input);
-  write_grid(f, g + "/weight_ih_grid", p.weights_ih);
-  write_grid(f, g + "/weight_hh_grid", p.weights_hh);
-  write_grid(f, g + "/hidden_grid", p.hidden);
+  w.file().write_ints<int8_t>(w.group() + "/weight_ih", {G, p.input_size}, p.weight_ih);
+  w.file().write_ints<int8_t>(w.group() + "/weight_hh", {G, p.hidden_size}, p.weight_hh);
+  w.ints("bias", p.bias);
+  w.ints("input_multiplier", p.input_multiplier);
+  w.ints("input_shift", to_int32(p.input_shift));
+  w.ints("recurrent_multiplier", p.recurrent_multiplier);
+  w.ints("recurrent_shift", to_int32(p.recurrent_shift));
+  w.grid(kLstmInputGrid, p.input);
+  w.grid(kLstmWeightIhGrid, p.weights_ih);
+  w.grid(kLstmWeightHhGrid, p.weights_hh);
+  w.grid(kLstmHiddenGrid, p.hidden);
   const std::vector<int64_t> values{p.input_size, p.hidden_size, p.input_offset, p.hidden_offset, p.output_offset,
                                     p.quantized_activation_min, p.quantized_activation_max, p.cell_frac_bits,
                                     p.hidden_multiplier, p.hidden_shift};
-  for (size_t k = 0; k < values.size(); ++k) f.set_attr(g, kLstmFields[k], values[k]);
+  for (size_t k = 0; k < values.size(); ++k) w.scalar(kLstmFields[k], values[k]);
 }
 
-LstmInt8Params read_lstm(const H5File& f, const std::string& p) {
+LstmInt8Params read_lstm(const OpReader& r) {
   LstmInt8Params l;
-  const auto get = [&](const char* field) { return f.get_attr_int(p, field); };
-  l.input_size = get("input_size"), l.hidden_size = get("hidden_size");
-  l.input_offset = static_cast<int32_t>(get("input_offset"));
-  l.hidden_offset = static_cast<int32_t>(get("hidden_offset"));
-  l.output_offset = static_cast<int32_t>(get("output_offset"));
-  l.quantized_activation_min = static_cast<int32_t>(get("quantized_activation_min"));
-  l.quantized_activation_max = static_cast<int32_t>(get("quantized_activation_max"));
-  l.cell_frac_bits = static_cast<int>(get("cell_frac_bits"));
-  l.hidden_multiplier = static_cast<int32_t>(get("hidden_multiplier"));
-  l.hidden_shift = static_cast<int>(get("hidden_shift"));
-  l.weight_ih = f.read_ints<int8_t>(p + "/weight_ih");
-  l.weight_hh = f.read_ints<int8_t>(p + "/weight_hh");
-  l.bias = f.read_ints<int32_t>(p + "/bias");
-  l.input_multiplier = f.read_ints<int32_t>(p + "/input_multiplier");
-  l.input_shift = to_int(f.read_ints<int32_t>(p + "/input_shift"));
-  l.recurrent_multiplier = f.read_ints<int32_t>(p + "/recurrent_multiplier");
-  l.recurrent_shift = to_int(f.read_ints<int32_t>(p + "/recurrent_shift"));
-  l.input = read_grid(f, p + "/input_grid");
-  l.weights_ih = read_grid(f, p + "/weight_ih_grid");
-  l.weights_hh = read_grid(f, p + "/weight_hh_grid");
-  l.hidden = read_grid(f, p + "/hidden_grid");
+  l.input_size = r.scalar("input_size"), l.hidden_size = r.scalar("hidden_size");
+  l.input_offset = r.scalar32("input_offset");
+  l.hidden_offset = r.scalar32("hidden_offset");
+  l.output_offset = r.scalar32("output_offset");
+  l.quantized_activation_min = r.scalar32("quantized_activation_min");
+  l.quantized_activation_max = r.scalar32("quantized_activation_max");
+  l.cell_frac_bits = static_cast<int>(r.scalar("cell_frac_bits"));
+  l.hidden_multiplier = r.scalar32("hidden_multiplier");
+  l.hidden_shift = static_cast<int>(r.scalar("hidden_shift"));
+  l.weight_ih = r.file().read_ints<int8_t>(r.group() + "/weight_ih");
+  l.weight_hh = r.file().read_ints<int8_t>(r.group() + "/weight_hh");
+  l.bias = r.ints("bias");
+  l.input_multiplier = r.ints("input_multiplier");
+  l.input_shift = to_int(r.ints("input_shift"));
+  l.recurrent_multiplier = r.ints("recurrent_multiplier");
+  l.recurrent_shift = to_int(r.ints("recurrent_shift"));
+  l.input = r.grid(kLstmInputGrid);
+  l.weights_ih = r.grid(kLstmWeightIhGrid);
+  l.weights_hh = r.grid(kLstmWeightHhGrid);
+  l.hidden = r.grid(kLstmHiddenGrid);
   try {
     l.validate();
   } catch (const std::invalid_argument& e) {
-    throw std::runtime_error(f.path() + ": " + p + ": " + e.what());
+    r.fail(e.what());
   }
   return l;
 }
@@ -484,79 +574,75 @@ LstmInt8Params read_lstm(const H5File& f, const std::string& p) {
 
 void Int8Graph::save(const std::string& path) const {
   atomic_save_h5(path, [&](H5File& f) {
-    f.set_attr("/", "format", kInt8GraphFormat);
+    f.set_attr_fixed("/", "format", kInt8GraphFormat);
     f.set_attr("/", "format_version", kInt8GraphVersion);
     f.set_attr("/", "num_slots", static_cast<int64_t>(num_slots));
-    f.write_ints<int64_t>("input_shape", {static_cast<int64_t>(input_shape.size())}, input_shape);
+    f.set_attr_ints<int64_t>("/", "input_shape", {static_cast<int64_t>(input_shape.size())}, input_shape);
     for (size_t i = 0; i < ops.size(); ++i) {
       const Int8Op& op = ops[i];
       // Zero-padded indices keep the ops in order when h5py or h5dump list them alphabetically.
       std::string idx = std::to_string(i);
       idx.insert(0, idx.size() < 3 ? 3 - idx.size() : 0, '0');
       const std::string g = "ops/" + idx;
-      std::vector<int32_t> inputs(op.inputs.begin(), op.inputs.end());
-      f.write_ints<int32_t>(g + "/inputs", {static_cast<int64_t>(inputs.size())}, inputs);
-      f.set_attr(g, "kind", int8_op_name(op.kind));
-      f.set_attr(g, "name", op.name);
-      f.set_attr(g, "output", static_cast<int64_t>(op.output));
+      f.create_group(g);
+      OpWriter w(f, g);
+      w.text("kind", int8_op_name(op.kind));
+      w.text("name", op.name);
+      w.scalar("output", op.output);
+      w.ints("inputs", to_int32(op.inputs));
       switch (op.kind) {
         case Int8OpKind::Quantize:
         case Int8OpKind::Dequantize:
         case Int8OpKind::AvgPool2d:
         case Int8OpKind::GlobalAvgPool:
-          write_grid(f, g + "/grid", op.grid);
+          w.grid(kOpGrid, op.grid);
           break;
         case Int8OpKind::Conv2d:
         case Int8OpKind::FullyConnected: {
           const LoweredLayer& l = op.layer;
-          write_weights(f, g, l);
-          f.write_ints<int32_t>(g + "/bias", {static_cast<int64_t>(l.bias.size())}, l.bias);
-          const auto& mult = l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier;
-          const auto& shift = l.is_conv ? l.conv.output_shift : l.fc.output_shift;
-          f.write_ints<int32_t>(g + "/output_multiplier", {static_cast<int64_t>(mult.size())}, mult);
-          f.write_ints<int32_t>(g + "/output_shift", {static_cast<int64_t>(shift.size())},
-                                std::vector<int32_t>(shift.begin(), shift.end()));
-          write_grid(f, g + "/input_grid", l.input);
-          write_grid(f, g + "/weight_grid", l.weights);
-          write_grid(f, g + "/output_grid", l.output);
-          f.set_attr(g, "input_offset", static_cast<int64_t>(l.is_conv ? l.conv.input_offset : l.fc.input_offset));
-          f.set_attr(g, "output_offset", static_cast<int64_t>(l.is_conv ? l.conv.output_offset : l.fc.output_offset));
-          f.set_attr(g, "quantized_activation_min",
-                     static_cast<int64_t>(l.is_conv ? l.conv.quantized_activation_min : l.fc.quantized_activation_min));
-          f.set_attr(g, "quantized_activation_max",
-                     static_cast<int64_t>(l.is_conv ? l.conv.quantized_activation_max : l.fc.quantized_activation_max));
+          write_weights(w, l);
+          w.ints("bias", l.bias);
+          w.ints("output_multiplier", l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier);
+          w.ints("output_shift", to_int32(l.is_conv ? l.conv.output_shift : l.fc.output_shift));
+          w.grid(kInputGrid, l.input);
+          w.grid(kWeightGrid, l.weights);
+          w.grid(kOutputGrid, l.output);
+          w.scalar("input_offset", l.is_conv ? l.conv.input_offset : l.fc.input_offset);
+          w.scalar("output_offset", l.is_conv ? l.conv.output_offset : l.fc.output_offset);
+          w.scalar("quantized_activation_min", l.is_conv ? l.conv.quantized_activation_min : l.fc.quantized_activation_min);
+          w.scalar("quantized_activation_max", l.is_conv ? l.conv.quantized_activation_max : l.fc.quantized_activation_max);
           if (l.is_conv) {
-            f.set_attr(g, "stride_h", l.conv.stride_h);
-            f.set_attr(g, "stride_w", l.conv.stride_w);
-            f.set_attr(g, "pad_h", l.conv.pad_h);
-            f.set_attr(g, "pad_w", l.conv.pad_w);
-            f.set_attr(g, "groups", l.conv.groups);
+            w.scalar("stride_h", l.conv.stride_h);
+            w.scalar("stride_w", l.conv.stride_w);
+            w.scalar("pad_h", l.conv.pad_h);
+            w.scalar("pad_w", l.conv.pad_w);
+            w.scalar("groups", l.conv.groups);
           }
           break;
         }
         case Int8OpKind::Clamp:
-          f.set_attr(g, "clamp_min", static_cast<int64_t>(op.clamp_min));
-          f.set_attr(g, "clamp_max", static_cast<int64_t>(op.clamp_max));
+          w.scalar("clamp_min", op.clamp_min);
+          w.scalar("clamp_max", op.clamp_max);
           break;
         case Int8OpKind::Add: {
-          write_grid(f, g + "/grid", op.grid);
+          w.grid(kOpGrid, op.grid);
           const AddInt8Params& a = op.add;
           const std::vector<int32_t> values{a.left_shift, a.input1_offset, a.input2_offset, a.output_offset,
                                             a.input1_multiplier, a.input1_shift, a.input2_multiplier, a.input2_shift,
                                             a.output_multiplier, a.output_shift, a.quantized_activation_min,
                                             a.quantized_activation_max};
-          for (size_t k = 0; k < values.size(); ++k) f.set_attr(g, kAddFields[k], static_cast<int64_t>(values[k]));
+          for (size_t k = 0; k < values.size(); ++k) w.scalar(kAddFields[k], values[k]);
           break;
         }
         case Int8OpKind::Lstm:
-          write_lstm(f, g, op.lstm);
+          write_lstm(w, op.lstm);
           break;
         default: break;
       }
       if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d) {
-        f.set_attr(g, "kernel", op.kernel);
-        f.set_attr(g, "stride", op.stride);
-        f.set_attr(g, "pad", op.pad);
+        w.scalar("kernel", op.kernel);
+        w.scalar("stride", op.stride);
+        w.scalar("pad", op.pad);
       }
     }
   });
@@ -580,21 +666,24 @@ Int8Graph Int8Graph::load(const std::string& path) {
   if (version > kInt8GraphVersion)
     fail("integer model format version " + std::to_string(version) + " is newer than this qatlab reads (" +
          std::to_string(kInt8GraphVersion) + "): upgrade qatlab");
+  if (version < 1) fail("integer model format version " + std::to_string(version) + " is not valid (expected 1 to " +
+                        std::to_string(kInt8GraphVersion) + ")");
   Int8Graph g;
   g.num_slots = static_cast<int>(f.get_attr_int("/", "num_slots"));
-  g.input_shape = f.read_ints<int64_t>("input_shape");
+  g.input_shape = version < 2 ? f.read_ints<int64_t>("input_shape") : f.get_attr_ints<int64_t>("/", "input_shape");
   // Ops run in the numeric order of their names (the listing is alphabetical: "1000" before "101").
   std::vector<std::string> names = f.list("ops");
   std::stable_sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
     return a.size() != b.size() ? a.size() < b.size() : a < b;
   });
   for (const std::string& idx : names) {
-    const std::string p = "ops/" + idx;
+    const OpReader r(f, "ops/" + idx, version);
+    const std::string& p = r.group();
     Int8Op op;
-    op.kind = parse_int8_op(f.get_attr_string(p, "kind"));
-    op.name = f.get_attr_string(p, "name");
-    op.output = static_cast<int>(f.get_attr_int(p, "output"));
-    op.inputs = to_int(f.read_ints<int32_t>(p + "/inputs"));
+    op.kind = parse_int8_op(r.text("kind"));
+    op.name = r.text("name");
+    op.output = static_cast<int>(r.scalar("output"));
+    op.inputs = to_int(r.ints("inputs"));
     for (int s : op.inputs)
       if (s < 0 || s >= g.num_slots) fail(p + ": input slot " + std::to_string(s) + " out of range");
     if (op.output < 0 || op.output >= g.num_slots) fail(p + ": output slot out of range");
@@ -603,63 +692,61 @@ Int8Graph Int8Graph::load(const std::string& path) {
       case Int8OpKind::Dequantize:
       case Int8OpKind::AvgPool2d:
       case Int8OpKind::GlobalAvgPool:
-        op.grid = read_grid(f, p + "/grid");
+        op.grid = r.grid(kOpGrid);
         break;
       case Int8OpKind::Conv2d:
       case Int8OpKind::FullyConnected: {
         LoweredLayer& l = op.layer;
         l.is_conv = op.kind == Int8OpKind::Conv2d;
-        read_weights(f, p, l);
-        l.bias = f.read_ints<int32_t>(p + "/bias");
-        const std::vector<int32_t> mult = f.read_ints<int32_t>(p + "/output_multiplier");
-        const std::vector<int> shift = to_int(f.read_ints<int32_t>(p + "/output_shift"));
-        l.input = read_grid(f, p + "/input_grid");
-        l.weights = read_grid(f, p + "/weight_grid");
-        l.output = read_grid(f, p + "/output_grid");
+        read_weights(r, l);
+        l.bias = r.ints("bias");
+        const std::vector<int32_t> mult = r.ints("output_multiplier");
+        const std::vector<int> shift = to_int(r.ints("output_shift"));
+        l.input = r.grid(kInputGrid);
+        l.weights = r.grid(kWeightGrid);
+        l.output = r.grid(kOutputGrid);
         if (l.weight_shape.empty() || static_cast<int64_t>(l.bias.size()) != l.weight_shape[0] ||
             mult.size() != l.bias.size() || shift.size() != l.bias.size())
           fail(p + ": weight, bias, multiplier and shift sizes disagree");
-        const auto in_off = static_cast<int32_t>(f.get_attr_int(p, "input_offset"));
-        const auto out_off = static_cast<int32_t>(f.get_attr_int(p, "output_offset"));
-        const auto act_min = static_cast<int32_t>(f.get_attr_int(p, "quantized_activation_min"));
-        const auto act_max = static_cast<int32_t>(f.get_attr_int(p, "quantized_activation_max"));
+        const int32_t in_off = r.scalar32("input_offset");
+        const int32_t out_off = r.scalar32("output_offset");
+        const int32_t act_min = r.scalar32("quantized_activation_min");
+        const int32_t act_max = r.scalar32("quantized_activation_max");
         if (l.is_conv) {
-          l.conv = ConvInt8Params{f.get_attr_int(p, "stride_h"), f.get_attr_int(p, "stride_w"), f.get_attr_int(p, "pad_h"),
-                                  f.get_attr_int(p, "pad_w"), f.get_attr_int(p, "groups"), in_off, out_off, act_min, act_max,
-                                  mult, shift};
+          l.conv = ConvInt8Params{r.scalar("stride_h"), r.scalar("stride_w"), r.scalar("pad_h"), r.scalar("pad_w"),
+                                  r.scalar("groups"), in_off, out_off, act_min, act_max, mult, shift};
         } else {
           l.fc = FullyConnectedInt8Params{in_off, out_off, act_min, act_max, mult, shift};
         }
         break;
       }
       case Int8OpKind::Clamp:
-        op.clamp_min = static_cast<int32_t>(f.get_attr_int(p, "clamp_min"));
-        op.clamp_max = static_cast<int32_t>(f.get_attr_int(p, "clamp_max"));
+        op.clamp_min = r.scalar32("clamp_min");
+        op.clamp_max = r.scalar32("clamp_max");
         break;
       case Int8OpKind::Add: {
-        op.grid = read_grid(f, p + "/grid");
+        op.grid = r.grid(kOpGrid);
         if (op.inputs.size() != 2) fail(p + ": add needs two inputs");
-        const auto get = [&](const char* field) { return static_cast<int32_t>(f.get_attr_int(p, field)); };
         AddInt8Params& a = op.add;
-        a.left_shift = get("left_shift");
-        a.input1_offset = get("input1_offset"), a.input2_offset = get("input2_offset");
-        a.output_offset = get("output_offset");
-        a.input1_multiplier = get("input1_multiplier"), a.input1_shift = get("input1_shift");
-        a.input2_multiplier = get("input2_multiplier"), a.input2_shift = get("input2_shift");
-        a.output_multiplier = get("output_multiplier"), a.output_shift = get("output_shift");
-        a.quantized_activation_min = get("quantized_activation_min");
-        a.quantized_activation_max = get("quantized_activation_max");
+        a.left_shift = r.scalar32("left_shift");
+        a.input1_offset = r.scalar32("input1_offset"), a.input2_offset = r.scalar32("input2_offset");
+        a.output_offset = r.scalar32("output_offset");
+        a.input1_multiplier = r.scalar32("input1_multiplier"), a.input1_shift = r.scalar32("input1_shift");
+        a.input2_multiplier = r.scalar32("input2_multiplier"), a.input2_shift = r.scalar32("input2_shift");
+        a.output_multiplier = r.scalar32("output_multiplier"), a.output_shift = r.scalar32("output_shift");
+        a.quantized_activation_min = r.scalar32("quantized_activation_min");
+        a.quantized_activation_max = r.scalar32("quantized_activation_max");
         break;
       }
       case Int8OpKind::Lstm:
-        op.lstm = read_lstm(f, p);
+        op.lstm = read_lstm(r);
         break;
       default: break;
     }
     if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d) {
-      op.kernel = f.get_attr_int(p, "kernel");
-      op.stride = f.get_attr_int(p, "stride");
-      op.pad = f.get_attr_int(p, "pad");
+      op.kernel = r.scalar("kernel");
+      op.stride = r.scalar("stride");
+      op.pad = r.scalar("pad");
     }
     g.ops.push_back(std::move(op));
   }

@@ -20,7 +20,7 @@
 namespace qatlab {
 
 inline constexpr const char* kInt8GraphFormat = "qatlab-int8-graph";
-inline constexpr int64_t kInt8GraphVersion = 1;
+inline constexpr int64_t kInt8GraphVersion = 2;  // 2: small arrays and grids as attributes; 1 still read
 
 // ImageRows: (N, C, H, W) -> (N, H, C*W) codes (an image read row by row, same grid); Lstm: (N, T, IN) ->
 // (N, T, H) codes (int_lstm.h); LastStep: (N, T, H) -> (N, H), the last step's codes.

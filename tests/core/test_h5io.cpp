@@ -1,5 +1,6 @@
-// test_h5io.cpp: H5File round trips (every element type and shape, strings, attributes), navigation,
-// and the one-line errors for missing, foreign, truncated and mistyped data.
+// test_h5io.cpp: H5File round trips (every element type and shape, strings, scalar and array attributes),
+// navigation, the one-line errors for missing, foreign, truncated and mistyped data, and the file
+// settings (1.8 format, compact small objects, reproducible bytes).
 #include "core/h5io.h"
 
 #include <gtest/gtest.h>
@@ -7,9 +8,11 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -478,6 +481,154 @@ TEST_F(H5IoTest, CreateTruncatesAnExistingFile) {
     f.write_floats("new", {1}, ramp(1));
   }
   EXPECT_EQ(H5File::open_read(path).list("/"), std::vector<std::string>{"new"});
+}
+
+// ------------------------------------------------------------------------ array and fixed attributes
+
+TEST_F(H5IoTest, ArrayAndScalarNumericAttributesRoundTrip) {
+  const std::string path = file("arrays.h5");
+  {
+    H5File f = H5File::create(path);
+    f.create_group("op");
+    f.set_attr_floats("op", "scale", {3}, {0.5f, -1e-30f, 3.25f});
+    f.set_attr_floats("op", "one", {}, {0.125f});  // a scalar
+    f.set_attr_ints<int8_t>("op", "i8", {2}, {-128, 127});
+    f.set_attr_ints<uint8_t>("op", "u8", {2}, {0, 255});
+    f.set_attr_ints<int16_t>("op", "i16", {1}, {-32768});
+    f.set_attr_ints<int32_t>("op", "i32", {2, 2}, {INT32_MIN, -1, 0, INT32_MAX});
+    f.set_attr_ints<int64_t>("op", "i64", {1}, {INT64_MIN});
+    f.set_attr_ints<int32_t>("op", "empty", {0}, {});
+    f.set_attr_ints<int32_t>("op", "scalar", {}, {-7});
+    f.set_attr_ints<int32_t>("op", "scalar", {}, {8});  // replacing keeps one attribute
+    f.close();
+  }
+  const H5File f = H5File::open_read(path);
+  EXPECT_EQ(f.get_attr_floats("op", "scale"), (std::vector<float>{0.5f, -1e-30f, 3.25f}));
+  EXPECT_EQ(f.get_attr_floats("op", "one"), (std::vector<float>{0.125f}));
+  EXPECT_EQ(f.get_attr_ints<int8_t>("op", "i8"), (std::vector<int8_t>{-128, 127}));
+  EXPECT_EQ(f.get_attr_ints<uint8_t>("op", "u8"), (std::vector<uint8_t>{0, 255}));
+  EXPECT_EQ(f.get_attr_ints<int16_t>("op", "i16"), (std::vector<int16_t>{-32768}));
+  EXPECT_EQ(f.get_attr_ints<int32_t>("op", "i32"), (std::vector<int32_t>{INT32_MIN, -1, 0, INT32_MAX}));
+  EXPECT_EQ(f.get_attr_ints<int64_t>("op", "i64"), (std::vector<int64_t>{INT64_MIN}));
+  EXPECT_TRUE(f.get_attr_ints<int32_t>("op", "empty").empty());
+  EXPECT_EQ(f.get_attr_ints<int32_t>("op", "scalar"), (std::vector<int32_t>{8}));
+  EXPECT_EQ(f.get_attr_int("op", "scalar"), 8);  // a scalar int32 reads as any integer
+  EXPECT_EQ(f.get_attr_double("op", "one"), 0.125);
+  EXPECT_TRUE(f.is_group("op"));
+  EXPECT_TRUE(f.list("op").empty());
+
+  // Mistyped reads name both types; arrays of several values are no scalars.
+  expect_error([&] { f.get_attr_ints<int64_t>("op", "i32"); },
+               path + ": op: attribute 'i32': stored as int32, expected int64");
+  expect_error([&] { f.get_attr_floats("op", "i8"); }, path + ": op: attribute 'i8': stored as int8, expected float32");
+  expect_error([&] { f.get_attr_ints<uint8_t>("op", "i8"); },
+               path + ": op: attribute 'i8': stored as int8, expected uint8");
+  expect_error([&] { f.get_attr_int("op", "i8"); }, path + ": op: attribute 'i8': holds shape (2), expected one value");
+  expect_error([&] { f.get_attr_ints<int32_t>("op", "missing"); }, path + ": op: attribute 'missing': not found");
+}
+
+TEST_F(H5IoTest, ArrayAttributeErrors) {
+  const std::string path = file("bad_arrays.h5");
+  H5File f = H5File::create(path);
+  f.create_group("g");
+  expect_error([&] { f.set_attr_floats("g", "s", {3}, {1.0f}); }, path + ": g: attribute 's': 1 values for shape (3)");
+  expect_error([&] { f.set_attr_ints<int32_t>("g", "z", {}, {}); }, path + ": g: attribute 'z': 0 values for shape ()");
+  expect_error([&] { f.set_attr_ints<int32_t>("nope", "z", {1}, {1}); }, path + ": nope: not found");
+  expect_error([&] { f.create_group("g"); }, path + ": g: already exists");
+  f.write_floats("d", {1}, ramp(1));
+  expect_error([&] { f.create_group("d/sub"); }, path + ": d/sub: 'd' is a dataset, not a group");
+  EXPECT_FALSE(f.has_attr("g", "s"));
+}
+
+TEST_F(H5IoTest, FixedLengthStringAttributes) {
+  const std::string path = file("fixed.h5");
+  {
+    H5File f = H5File::create(path);
+    f.set_attr_fixed("/", "format", "qatlab-int8-graph");
+    f.set_attr_fixed("/", "empty", "");
+    f.set_attr_fixed("/", "utf8", "\xc2\xb5-law");
+    expect_error([&] { f.set_attr_fixed("/", "nul", std::string("a\0b", 3)); },
+                 path + ": /: attribute 'nul': string value contains a NUL byte");
+    f.close();
+  }
+  {
+    const H5File f = H5File::open_read(path);
+    EXPECT_EQ(f.get_attr_string("/", "format"), "qatlab-int8-graph");
+    EXPECT_EQ(f.get_attr_string("/", "empty"), "");
+    EXPECT_EQ(f.get_attr_string("/", "utf8"), "\xc2\xb5-law");
+  }
+
+  // Stored as a fixed-length NUL-terminated UTF-8 string, not in the global heap.
+  const hid_t file_id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(file_id, 0);
+  const hid_t a = H5Aopen_by_name(file_id, "/", "format", H5P_DEFAULT, H5P_DEFAULT);
+  const hid_t t = H5Aget_type(a);
+  EXPECT_EQ(H5Tis_variable_str(t), 0);
+  EXPECT_EQ(H5Tget_size(t), std::string("qatlab-int8-graph").size() + 1);
+  EXPECT_EQ(H5Tget_cset(t), H5T_CSET_UTF8);
+  H5Tclose(t);
+  H5Aclose(a);
+  H5Fclose(file_id);
+}
+
+// -------------------------------------------------------------------------------------- file layout
+
+// What create() promises older readers and what keeps small objects small: the 1.8 file format
+// (superblock version 2; 1.10 would write 3), compact layout up to 4 KB and contiguous above, no
+// object times (so equal content gives equal bytes), and many small objects without dense storage.
+TEST_F(H5IoTest, FilesUseThe18FormatAndCompactSmallObjects) {
+  const auto write = [&](const std::string& path) {
+    H5File f = H5File::create(path);
+    f.set_attr("/", "format", "test");
+    for (int i = 0; i < 40; ++i) {
+      const std::string g = "ops/" + dataset_name(static_cast<size_t>(i));
+      f.write_ints<int32_t>(g + "/bias", {4}, std::vector<int32_t>{1, 2, 3, i});
+      for (int k = 0; k < 20; ++k) f.set_attr(g, "attr_" + std::to_string(k), int64_t{k});
+    }
+    f.write_floats("small", {1024}, ramp(1024));  // 4096 bytes: compact
+    f.write_floats("large", {1025}, ramp(1025));  // 4100 bytes: contiguous
+    f.close();
+  };
+  const std::string a = file("a.h5"), b = file("b.h5");
+  write(a);
+  write(b);
+
+  const hid_t fid = H5Fopen(a.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(fid, 0);
+  H5F_info2_t info;
+  ASSERT_GE(H5Fget_info2(fid, &info), 0);
+  EXPECT_EQ(info.super.version, 2u);
+  const auto layout = [&](const char* name) {
+    const hid_t d = H5Dopen2(fid, name, H5P_DEFAULT);
+    const hid_t dcpl = H5Dget_create_plist(d);
+    const H5D_layout_t l = H5Pget_layout(dcpl);
+    H5Pclose(dcpl);
+    H5Dclose(d);
+    return l;
+  };
+  EXPECT_EQ(layout("small"), H5D_COMPACT);
+  EXPECT_EQ(layout("large"), H5D_CONTIGUOUS);
+  EXPECT_EQ(layout("ops/s7/bias"), H5D_COMPACT);
+  H5Fclose(fid);
+
+  // 40 groups of one 16-byte dataset and 20 int64 attributes, plus 8 KB of floats: with HDF5's
+  // defaults (dense link and attribute storage past 8, 256-byte dataset headers, timestamps) this
+  // took 110 KB; the settings bring it to ~59 KB, near the ~48 bytes each attribute needs.
+  const auto size = fs::file_size(a);
+  EXPECT_LT(size, 64000u) << size;
+  // Byte-identical when written twice.
+  std::ifstream fa(a, std::ios::binary), fb(b, std::ios::binary);
+  const std::string ca((std::istreambuf_iterator<char>(fa)), std::istreambuf_iterator<char>());
+  const std::string cb((std::istreambuf_iterator<char>(fb)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(ca.size(), size);
+  EXPECT_TRUE(ca == cb);
+
+  const H5File f = H5File::open_read(a);
+  EXPECT_EQ(f.read_ints<int32_t>("ops/s39/bias"), (std::vector<int32_t>{1, 2, 3, 39}));
+  EXPECT_EQ(f.get_attr_int("ops/s39", "attr_19"), 19);
+  EXPECT_EQ(f.list("ops").size(), 40u);
+  EXPECT_EQ(f.read_floats("large"), ramp(1025));
+  EXPECT_EQ(f.read_floats("small"), ramp(1024));
 }
 
 }  // namespace
