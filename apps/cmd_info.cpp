@@ -24,7 +24,7 @@ int cmd_info(int argc, char** argv) {
   if (Int8Graph::is_int8_graph_file(path)) {
     const Int8Graph graph = Int8Graph::load(path);
     std::printf("%s\n  format         %s version %lld\n%s", path.c_str(), kInt8GraphFormat,
-                static_cast<long long>(kInt8GraphVersion), graph.summary().c_str());
+                static_cast<long long>(graph.file_version), graph.summary().c_str());
     return 0;
   }
   const Checkpoint c = load_checkpoint(path);

@@ -514,7 +514,44 @@ constexpr const char* kAddFields[] = {"left_shift", "input1_offset", "input2_off
                                       "output_multiplier", "output_shift", "quantized_activation_min",
                                       "quantized_activation_max"};
 
-// An lstm op: datasets weight_ih (int8, (4H, IN)), weight_hh (int8, (4H, H)); int32 arrays (4H) bias,
+// LSTM weights whose codes all fit 2 or 4 bits are stored packed as conv / fc weights are (packed_codes.h):
+// dataset "<name>_packed" (uint8) and attr "<name>_bits"; others an int8 dataset "<name>" (4H, K). The width
+// is the narrowest holding every code (storage_bits of their range), so packing never changes a code; the
+// shape comes from input_size / hidden_size. Loading unpacks them to int8 (the LSTM kernels run int8), and
+// files with int8 datasets (written before packing existed) load as they did.
+void write_lstm_weights(OpWriter& w, const std::string& name, const std::vector<int8_t>& codes, int64_t G, int64_t K) {
+  const auto [lo, hi] = std::minmax_element(codes.begin(), codes.end());
+  const int bits = codes.empty() ? 8 : storage_bits(*lo, *hi);
+  if (bits == 8) {
+    w.file().write_ints<int8_t>(w.group() + "/" + name, {G, K}, codes);
+    return;
+  }
+  const std::vector<uint8_t> packed = pack_codes(codes.data(), static_cast<int64_t>(codes.size()), bits);
+  w.file().write_ints<uint8_t>(w.group() + "/" + name + "_packed", {static_cast<int64_t>(packed.size())}, packed);
+  w.scalar(name + "_bits", bits);
+}
+
+std::vector<int8_t> read_lstm_weights(const OpReader& r, const std::string& name, int64_t G, int64_t K) {
+  const H5File& f = r.file();
+  const std::string base = r.group() + "/" + name;
+  if (f.exists(base)) return f.read_ints<int8_t>(base);
+  const int64_t bits = r.scalar(name + "_bits");
+  if (bits != 2 && bits != 4) r.fail(name + "_bits must be 2 or 4, got " + std::to_string(bits));
+  if (G < 4 || G > 4 * 65536 || K < 1 || K > 65536)
+    r.fail(name + ": packed weights of shape (" + std::to_string(G) + ", " + std::to_string(K) +
+           "), expected 4 <= 4H <= 262144 and 1 <= K <= 65536");
+  const std::vector<uint8_t> packed = f.read_ints<uint8_t>(base + "_packed");
+  if (static_cast<int64_t>(packed.size()) != packed_bytes(G * K, static_cast<int>(bits)))
+    r.fail(name + "_packed holds " + std::to_string(packed.size()) + " bytes for " + std::to_string(G * K) +
+           " codes of " + std::to_string(bits) + " bits, expected " +
+           std::to_string(packed_bytes(G * K, static_cast<int>(bits))));
+  std::vector<int8_t> codes(G * K);  // (4H, K)
+  unpack_codes(packed.data(), G * K, static_cast<int>(bits), codes.data());
+  return codes;
+}
+
+// An lstm op: datasets weight_ih (int8, (4H, IN)), weight_hh (int8, (4H, H)), or their packed forms (above);
+// int32 arrays (4H) bias,
 // input_multiplier, input_shift, recurrent_multiplier, recurrent_shift; grids input, weight_ih,
 // weight_hh, hidden; the scalars below.
 constexpr const char* kLstmFields[] = {"input_size", "hidden_size", "input_offset", "hidden_offset", "output_offset",
@@ -523,8 +560,8 @@ constexpr const char* kLstmFields[] = {"input_size", "hidden_size", "input_offse
 
 void write_lstm(OpWriter& w, const LstmInt8Params& p) {
   const int64_t G = 4 * p.hidden_size;
-  w.file().write_ints<int8_t>(w.group() + "/weight_ih", {G, p.input_size}, p.weight_ih);
-  w.file().write_ints<int8_t>(w.group() + "/weight_hh", {G, p.hidden_size}, p.weight_hh);
+  write_lstm_weights(w, "weight_ih", p.weight_ih, G, p.input_size);
+  write_lstm_weights(w, "weight_hh", p.weight_hh, G, p.hidden_size);
   w.ints("bias", p.bias);
   w.ints("input_multiplier", p.input_multiplier);
   w.ints("input_shift", to_int32(p.input_shift));
@@ -551,8 +588,8 @@ LstmInt8Params read_lstm(const OpReader& r) {
   l.cell_frac_bits = static_cast<int>(r.scalar("cell_frac_bits"));
   l.hidden_multiplier = r.scalar32("hidden_multiplier");
   l.hidden_shift = static_cast<int>(r.scalar("hidden_shift"));
-  l.weight_ih = r.file().read_ints<int8_t>(r.group() + "/weight_ih");
-  l.weight_hh = r.file().read_ints<int8_t>(r.group() + "/weight_hh");
+  l.weight_ih = read_lstm_weights(r, "weight_ih", 4 * l.hidden_size, l.input_size);
+  l.weight_hh = read_lstm_weights(r, "weight_hh", 4 * l.hidden_size, l.hidden_size);
   l.bias = r.ints("bias");
   l.input_multiplier = r.ints("input_multiplier");
   l.input_shift = to_int(r.ints("input_shift"));
@@ -670,6 +707,7 @@ Int8Graph Int8Graph::load(const std::string& path) {
                         std::to_string(kInt8GraphVersion) + ")");
   Int8Graph g;
   g.num_slots = static_cast<int>(f.get_attr_int("/", "num_slots"));
+  g.file_version = version;
   g.input_shape = version < 2 ? f.read_ints<int64_t>("input_shape") : f.get_attr_ints<int64_t>("/", "input_shape");
   // Ops run in the numeric order of their names (the listing is alphabetical: "1000" before "101").
   std::vector<std::string> names = f.list("ops");

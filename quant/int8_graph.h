@@ -63,6 +63,7 @@ class Int8Graph {
   Shape input_shape;  // (C, H, W) of one input image
   std::vector<Int8Op> ops;
   int num_slots = 1;
+  int64_t file_version = 0;  // the format version of the file load() read (0: not loaded from a file)
 
   // Packs the weights of every conv / linear op for the optimized kernels; weights of 2 to 4 bits are
   // from then on held packed only (pack_weights), and run packed. Call after building or loading.
