@@ -135,22 +135,28 @@ struct LstmRowStage {
 };
 
 // The same layer with its weights packed once for a faster run. Up to 16 samples go through the steps
-// together, so each step's two matmuls are GEMMs of up to 16 rows on the packed u8 x s8 -> int32 kernels of
-// dynamic_gemm.h (AVX2 where the CPU has it); the codes enter them moved to u = code + 128 and the
-// zero-point terms are folded, once, into per-row biases:
+// together. The input side of several steps (up to 64 rows of samples x steps) is one GEMM on the packed
+// u8 x s8 -> int32 kernel of dynamic_gemm.h, put on the gate grid at once; per step, the recurrent side is a
+// GEMM of the group's rows on the same kernel, or, for one or two samples, a GEMV on W_hh kept as int8
+// panels (u8 x s8 byte products, exact since no W_hh code is -128; layers that have one take the GEMM).
+// The codes enter the GEMMs as u = code + 128 and the GEMV as they are; the zero-point terms are folded,
+// once, into per-row biases:
 //   acc_x[r] = (bias[r] + (input_offset - 128) * sum_k w_ih[r, k]) + sum_k u_x[k] * w_ih[r, k]
-//   acc_h[r] = ((hidden_offset - 128) * sum_k w_hh[r, k])          + sum_k u_h[k] * w_hh[r, k]
-// The GEMM sums are exact (below 2^31 for IN, H <= 65536) and the folded bias is added modulo 2^32 as the
-// reference's int32 sum wraps; the gate requantization runs as a branch-free loop over the rows (the
-// same integers as multiply_by_quantized_multiplier); the rest is the reference's per-element code. So
-// the output equals lstm_int8_reference bit for bit.
+//   acc_h[r] = ((hidden_offset - 128) * sum_k w_hh[r, k])          + sum_k u_h[k] * w_hh[r, k]   (GEMM)
+//   acc_h[r] = (hidden_offset * sum_k w_hh[r, k])                  + sum_k h[k] * w_hh[r, k]     (GEMV)
+// The sums are exact (below 2^31 for IN, H <= 65536) and the folded bias is added modulo 2^32 as the
+// reference's int32 sum wraps. The rest of a step runs in four stages over a sample's rows (gate
+// requantization and sum, sigmoid / tanh lookups, cell update, hidden output), the integer ones in AVX2
+// (8 int32 lanes: the same integers as multiply_by_quantized_multiplier and rounding_divide_by_pot) or in
+// portable C++. So the output equals lstm_int8_reference bit for bit, on every path.
 class PackedLstmInt8 {
  public:
   explicit PackedLstmInt8(const LstmInt8Params& params);
 
   // input (batch, T, IN) -> output (batch, T, H), on the calling thread, with `scratch` (scratch_bytes()
-  // bytes, any alignment and contents). path: Portable runs the portable GEMM, the SIMD paths the AVX2
-  // GEMM when the CPU has it (the portable one otherwise); Reference is lstm_int8_reference's business.
+  // bytes, any alignment and contents). path: Portable runs the portable GEMM and stages, the SIMD paths
+  // the AVX2 ones when the CPU has AVX2 (the portable ones otherwise); Reference is lstm_int8_reference's
+  // business. Nothing is allocated here.
   void run_serial(const int8_t* input, int64_t batch, int64_t steps, int8_t* output, KernelPath path,
                   uint8_t* scratch) const;
   int64_t scratch_bytes() const;
@@ -158,8 +164,12 @@ class PackedLstmInt8 {
 
  private:
   LstmInt8Params params_;
-  PackedDynamicWeights w_ih_, w_hh_;          // (G, IN), (G, H) packed
-  std::vector<int32_t> bias_x_, bias_h_;      // (G) folded biases
+  PackedDynamicWeights w_ih_, w_hh_;          // (G, IN), (G, H) packed for the GEMMs
+  std::vector<int8_t> w_hh_quads_;            // (P, KQ, 16, 4): W_hh for the one- and two-sample GEMV
+  int64_t hh_quads_ = 0;                      // KQ = ceil(H / 4)
+  bool gemv_ok_ = false;                      // no W_hh code is -128 (the GEMV needs that)
+  std::vector<int32_t> bias_x_, bias_h_;      // (G) folded biases of the GEMMs (codes + 128)
+  std::vector<int32_t> bias_hq_;              // (G) folded bias of the GEMV (signed codes)
   LstmRowStage input_stage_, recurrent_stage_;
 };
 

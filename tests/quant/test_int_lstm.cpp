@@ -1,13 +1,16 @@
 // test_int_lstm.cpp: the integer LSTM: sigmoid / tanh tables against the float functions, the per-element
-// arithmetic, the optimized kernel (every path this CPU has) bit-identical to the reference over random
-// shapes and parameters, the integer layer close to the float LSTM it was quantized from, and clear
-// errors for bad params and shapes.
+// arithmetic, the optimized kernel (every path this CPU has; GEMM and one- / two-sample GEMV recurrences,
+// vector stages and their tails) bit-identical to the reference over random shapes and parameters, the
+// integer layer close to the float LSTM it was quantized from, 2-4-bit weights packed in the model file
+// and loaded back bit for bit, and clear errors for bad params and shapes.
 //
 // Shape letters: N batch, T time steps, IN input features, H hidden size, G = 4H gate rows.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <set>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -16,6 +19,7 @@
 
 #include "core/rng.h"
 #include "nn/lstm.h"
+#include "quant/int8_graph.h"
 #include "quant/int_lstm.h"
 #include "quant/requantize.h"
 #include "tests/core/gradcheck.h"
@@ -183,6 +187,115 @@ TEST(IntLstmKernels, OptimizedEqualsReferenceBitForBitOverRandomShapes) {
   }
   EXPECT_GT(varied, 12) << "outputs should not be constant";
   EXPECT_GT(saturated_gates, 0) << "the clamps should be exercised";
+}
+
+// Runs the packed kernel on every path this CPU has and compares with the reference.
+void expect_packed_equals_reference(const LstmInt8Params& p, int64_t N, int64_t T, Rng& rng, const std::string& what) {
+  const std::vector<int8_t> x = random_codes(rng, N * T * p.input_size, -128, 127);
+  std::vector<int8_t> ref(N * T * p.hidden_size);
+  lstm_int8_reference(p, x.data(), {N, T, p.input_size}, ref.data());
+  const PackedLstmInt8 packed(p);
+  std::vector<uint8_t> scratch(packed.scratch_bytes() + 1);
+  for (KernelPath path : {KernelPath::Portable, KernelPath::Avx2, KernelPath::Avx512Vnni}) {
+    if (!kernel_path_supported(path)) continue;
+    std::vector<int8_t> fast(ref.size(), 99);
+    packed.run_serial(x.data(), N, T, fast.data(), path, scratch.data() + 1);
+    ASSERT_EQ(fast, ref) << what << ", " << kernel_path_name(path) << ": N " << N << " T " << T << " IN "
+                         << p.input_size << " H " << p.hidden_size;
+  }
+}
+
+TEST(IntLstmKernels, OptimizedEqualsReferenceForEveryGroupSizeAndWideLayers) {
+  // One and two samples take the GEMV recurrence, more the GEMM; H of 16 and more runs the vector stages'
+  // main loops, H % 16 != 0 their tails; the input side is computed 64 / N steps ahead, so T crosses
+  // those chunks; N = 40 has groups of 16, 16 and 8.
+  Rng rng(77);
+  for (int64_t N : {1, 2, 3, 5, 16, 40})
+    for (int64_t H : {16, 21, 64}) {
+      const int64_t IN = uniform_int(rng, 1, 30), T = uniform_int(rng, 5, 30);
+      expect_packed_equals_reference(random_params(rng, IN, H), N, T, rng, "random");
+    }
+  // The lstm-rows shape (28 inputs, hidden 128) at batch 1 and 17.
+  for (int64_t N : {1, 17}) expect_packed_equals_reference(random_params(rng, 28, 128), N, 28, rng, "lstm-rows");
+  // A W_hh code of -128 has no int8 negation: such a layer takes the GEMM even for one sample.
+  LstmInt8Params p = random_params(rng, 9, 24);
+  p.weight_hh[5] = INT8_MIN;
+  p.weight_hh[4 * 24 * 24 - 1] = INT8_MIN;
+  for (int64_t N : {1, 2}) expect_packed_equals_reference(p, N, 12, rng, "w_hh with -128");
+  // Extreme hidden offsets and clamps, and the largest weights the GEMV takes: its int16 pair sums at
+  // their bound 2 * 128 * 127.
+  p = random_params(rng, 7, 32);
+  std::fill(p.weight_hh.begin(), p.weight_hh.end(), int8_t{-127});
+  p.output_offset = -128, p.hidden_offset = 128, p.quantized_activation_min = -128, p.quantized_activation_max = 127;
+  for (int64_t N : {1, 2, 4}) expect_packed_equals_reference(p, N, 9, rng, "extreme weights");
+}
+
+// ----------------------------------------------------------------------------- the model file
+
+// quantize -> image_rows -> lstm -> last_step -> dequantize over (1, T, IN) images.
+Int8Graph lstm_graph(const LstmInt8Params& p, int64_t T) {
+  Int8Graph g;
+  g.input_shape = {1, T, p.input_size};
+  const auto op = [&](Int8OpKind kind, std::vector<int> inputs) {
+    Int8Op o;
+    o.kind = kind;
+    o.name = int8_op_name(kind);
+    o.inputs = std::move(inputs);
+    o.output = static_cast<int>(g.ops.size()) + 1;
+    g.ops.push_back(o);
+    return &g.ops.back();
+  };
+  op(Int8OpKind::Quantize, {})->grid = p.input;
+  op(Int8OpKind::ImageRows, {1});
+  op(Int8OpKind::Lstm, {2})->lstm = p;
+  op(Int8OpKind::LastStep, {3});
+  op(Int8OpKind::Dequantize, {4})->grid = p.hidden;
+  g.num_slots = 6;
+  g.prepare();
+  return g;
+}
+
+QParams grid(float scale, int32_t zero_point, int32_t qmin, int32_t qmax) {
+  QParams q;
+  q.scale = {scale};
+  q.zero_point = {zero_point};
+  q.quant_min = qmin, q.quant_max = qmax;
+  return q;
+}
+
+TEST(IntLstmFile, NarrowWeightsArePackedInTheFileAndLoadBackBitForBit) {
+  const int64_t IN = 28, H = 64, T = 6, G = 4 * H, weight_bytes = G * (IN + H);
+  std::vector<int64_t> file_bytes;
+  for (int32_t wmax : {127, 7, 1}) {  // 8-, 4- and 2-bit weight grids
+    Rng rng(90 + wmax);
+    LstmInt8Params p = random_params(rng, IN, H);
+    p.weight_ih = random_codes(rng, G * IN, -wmax, wmax);
+    p.weight_hh = random_codes(rng, G * H, -wmax, wmax);
+    p.input = grid(0.02f, -p.input_offset, -128, 127);
+    p.weights_ih = p.weights_hh = grid(0.01f, 0, -wmax, wmax);
+    p.hidden = grid(0.01f, p.output_offset, p.quantized_activation_min, p.quantized_activation_max);
+    const Int8Graph graph = lstm_graph(p, T);
+    const std::string path =
+        (std::filesystem::temp_directory_path() / ("qatlab_int_lstm_w" + std::to_string(wmax) + ".h5")).string();
+    graph.save(path);
+    file_bytes.push_back(static_cast<int64_t>(std::filesystem::file_size(path)));
+    const Int8Graph loaded = Int8Graph::load(path);
+    std::filesystem::remove(path);
+    ASSERT_EQ(loaded.ops.size(), 5u);
+    EXPECT_EQ(loaded.ops[2].lstm.weight_ih, p.weight_ih) << "wmax " << wmax;
+    EXPECT_EQ(loaded.ops[2].lstm.weight_hh, p.weight_hh) << "wmax " << wmax;
+    Tensor x = Tensor::empty({9, 1, T, IN});
+    for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = rng.uniform(-2.5f, 2.5f);
+    Shape shape;
+    const std::vector<int8_t> expected = graph.run_codes(x, &shape, KernelPath::Reference);
+    EXPECT_EQ(shape, (Shape{9, H}));
+    EXPECT_EQ(loaded.run_codes(x, &shape, KernelPath::Reference), expected) << "wmax " << wmax;
+    EXPECT_EQ(loaded.run_codes(x, &shape, best_kernel_path()), expected) << "wmax " << wmax;
+    EXPECT_GT(std::set<int8_t>(expected.begin(), expected.end()).size(), 3u) << "outputs should vary";
+  }
+  // 4-bit codes take half the bytes of int8, 2-bit a quarter (the rest of the file is the same size).
+  EXPECT_GE(file_bytes[0] - file_bytes[1], weight_bytes / 2 - 64) << file_bytes[0] << " vs " << file_bytes[1];
+  EXPECT_GE(file_bytes[1] - file_bytes[2], weight_bytes / 4 - 64) << file_bytes[1] << " vs " << file_bytes[2];
 }
 
 TEST(IntLstmKernels, ReferenceThreadsGiveTheSameCodes) {
