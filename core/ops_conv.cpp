@@ -1,4 +1,4 @@
-// ops_conv.cpp: 2-d convolution (im2col + Eigen GEMM per image and group, images over OpenMP threads).
+// ops_conv.cpp: 2-d convolution (im2col over blocks of output rows + Eigen GEMM, images over OpenMP threads).
 //
 // Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel,
 // OH x OW output, G groups, CG = C / G and OCG = OC / G channels per group, K = CG * KH * KW.
@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "core/ops.h"
@@ -18,6 +19,9 @@ namespace {
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MapMatrix = Eigen::Map<RowMatrix>;
 using ConstMapMatrix = Eigen::Map<const RowMatrix>;
+// A block of columns of a row-major matrix: rows keep the full matrix's pitch.
+using StridedMapMatrix = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
+using ConstStridedMapMatrix = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
 
 struct ConvGeometry {
   int64_t n, c, h, w, oc, kh, kw, oh, ow, groups, cg, ocg, k;
@@ -53,75 +57,109 @@ ConvGeometry conv_geometry(const Tensor& x, const Tensor& weight, const Tensor& 
   return g;
 }
 
-// The input planes of one group, zero-padded, so that im2col and col2im need no bounds checks.
-// xp (CG, HP, WP) with HP = H + 2 PH, WP = W + 2 PW.
-int64_t padded_h(const ConvGeometry& g) { return g.h + 2 * g.ph; }
-int64_t padded_w(const ConvGeometry& g) { return g.w + 2 * g.pw; }
+// The output rows [lo, hi) whose input row oy * SH + dy lies inside [0, H), and likewise the output
+// columns whose input column ox * SW + dx lies inside [0, W); the others read padding.
+struct Range {
+  int64_t lo, hi;
+};
+Range valid_range(int64_t out, int64_t in, int64_t stride, int64_t d) {
+  const int64_t lo = d >= 0 ? 0 : (-d + stride - 1) / stride;
+  const int64_t hi = d > in - 1 ? 0 : std::min(out, (in - 1 - d) / stride + 1);
+  return {std::min(lo, hi), hi};
+}
 
-void pad_planes(const float* __restrict x_g, const ConvGeometry& g, float* __restrict xp) {
-  const int64_t hp = padded_h(g), wp = padded_w(g);
-  for (int64_t c = 0; c < g.cg; ++c) {
-    float* plane = xp + c * hp * wp;
-    for (int64_t i = 0; i < g.ph * wp; ++i) plane[i] = 0.0f;
-    for (int64_t y = 0; y < g.h; ++y) {
-      float* row = plane + (y + g.ph) * wp;
-      const float* src = x_g + (c * g.h + y) * g.w;
-      for (int64_t i = 0; i < g.pw; ++i) row[i] = 0.0f;
-      for (int64_t i = 0; i < g.w; ++i) row[g.pw + i] = src[i];
-      for (int64_t i = g.pw + g.w; i < wp; ++i) row[i] = 0.0f;
+// True when output and input rows have the same length and follow each other one to one (stride 1,
+// "same" padding along W): a kernel tap then reads the input plane shifted by a constant offset, so a
+// tap's row of col is one contiguous copy. Every 3x3 stride-1 convolution of a ResNet is this case.
+bool shifted_copy(const ConvGeometry& g) { return g.sh == 1 && g.sw == 1 && g.ow == g.w; }
+
+// The column matrices are built for a block of output rows [OY0, OY1) at a time, R = OY1 - OY0, so
+// that a block (K, R*OW) stays in a core's L2 cache (512 KiB on the machines we train on) while the
+// GEMM packs it. Built for a whole 32x32 image, ResNet-20's first stage needs 576 KiB per column
+// matrix, and the copy and the GEMM both went out to L3: blocking made a training step ~9 % faster.
+// Block sizes from 192 to 512 KiB measured the same. Blocks are balanced: 11 + 11 + 10 rows there.
+int64_t block_rows(const ConvGeometry& g) {
+  constexpr int64_t kBlockFloats = int64_t{64} * 1024;  // 256 KiB
+  const int64_t rows = std::max<int64_t>(1, kBlockFloats / (g.k * g.ow));
+  const int64_t blocks = (g.oh + rows - 1) / rows;
+  return (g.oh + blocks - 1) / blocks;
+}
+
+// col (K, R*OW) <- the receptive fields of output rows [oy0, oy1) in x_g (CG, H, W). Row (c, ki, kj) of
+// col holds, for each of those output positions, the input pixel that kernel tap meets, or 0 where the
+// tap falls into the padding. Every element of col is written, so col needs no clearing beforehand.
+void im2col(const float* __restrict x_g, const ConvGeometry& g, int64_t oy0, int64_t oy1, float* __restrict col) {
+  const int64_t len = (oy1 - oy0) * g.ow;
+  // Taps outermost: the valid rows and columns of a tap (integer divisions) are the same for every channel.
+  for (int64_t ki = 0; ki < g.kh; ++ki) {
+    const int64_t dy = ki - g.ph;  // input row = oy * SH + dy
+    const Range rows_all = valid_range(g.oh, g.h, g.sh, dy);
+    const int64_t r_lo = std::clamp(rows_all.lo, oy0, oy1), r_hi = std::clamp(rows_all.hi, r_lo, oy1);
+    for (int64_t kj = 0; kj < g.kw; ++kj) {
+      const int64_t dx = kj - g.pw;  // input column = ox * SW + dx
+      const Range cols = valid_range(g.ow, g.w, g.sw, dx);
+      const bool empty = r_lo == r_hi || cols.lo == cols.hi;
+      for (int64_t c = 0; c < g.cg; ++c) {
+        const float* plane = x_g + c * g.h * g.w;
+        float* row = col + ((c * g.kh + ki) * g.kw + kj) * len;  // (R*OW) for output rows oy0..oy1
+        if (empty) {
+          std::fill(row, row + len, 0.0f);
+          continue;
+        }
+        std::fill(row, row + (r_lo - oy0) * g.ow, 0.0f);
+        std::fill(row + (r_hi - oy0) * g.ow, row + len, 0.0f);
+        if (shifted_copy(g)) {
+          // One copy from the first valid pixel to the last; the columns it wraps into from the
+          // neighbouring input rows are then overwritten with the padding zeros (a strided loop per
+          // padding column, not a call per output row).
+          const int64_t begin = r_lo * g.ow + cols.lo, end = (r_hi - 1) * g.ow + cols.hi;
+          std::memcpy(row + begin - oy0 * g.ow, plane + begin + dy * g.w + dx, sizeof(float) * (end - begin));
+          for (int64_t ox = 0; ox < cols.lo; ++ox)
+            for (int64_t oy = r_lo; oy < r_hi; ++oy) row[(oy - oy0) * g.ow + ox] = 0.0f;
+          for (int64_t ox = cols.hi; ox < g.ow; ++ox)
+            for (int64_t oy = r_lo; oy < r_hi; ++oy) row[(oy - oy0) * g.ow + ox] = 0.0f;
+          continue;
+        }
+        for (int64_t oy = r_lo; oy < r_hi; ++oy) {
+          float* out = row + (oy - oy0) * g.ow;
+          const float* src = plane + (oy * g.sh + dy) * g.w;
+          for (int64_t ox = 0; ox < cols.lo; ++ox) out[ox] = 0.0f;
+          if (g.sw == 1)
+            for (int64_t ox = cols.lo; ox < cols.hi; ++ox) out[ox] = src[ox + dx];
+          else
+            for (int64_t ox = cols.lo; ox < cols.hi; ++ox) out[ox] = src[ox * g.sw + dx];
+          for (int64_t ox = cols.hi; ox < g.ow; ++ox) out[ox] = 0.0f;
+        }
+      }
     }
-    for (int64_t i = (g.ph + g.h) * wp; i < hp * wp; ++i) plane[i] = 0.0f;
   }
 }
 
-// col (K, OH*OW) <- the receptive fields of padded planes xp (CG, HP, WP). Row (c, ki, kj) of col holds,
-// for every output position, the input pixel that kernel tap meets.
-void im2col(const float* __restrict xp, const ConvGeometry& g, float* __restrict col) {
-  const int64_t hp = padded_h(g), wp = padded_w(g), ohw = g.oh * g.ow;
-  for (int64_t c = 0; c < g.cg; ++c)
-    for (int64_t ki = 0; ki < g.kh; ++ki)
-      for (int64_t kj = 0; kj < g.kw; ++kj) {
-        float* row = col + ((c * g.kh + ki) * g.kw + kj) * ohw;
-        const float* tap = xp + (c * hp + ki) * wp + kj;
-        for (int64_t oy = 0; oy < g.oh; ++oy) {
-          const float* src = tap + oy * g.sh * wp;
-          float* out = row + oy * g.ow;
+// dx_g (CG, H, W) += the column gradients col (K, R*OW) of output rows [oy0, oy1), scattered back to
+// the pixels they were read from; entries that were read from the padding are dropped.
+void col2im_add(const float* __restrict col, const ConvGeometry& g, int64_t oy0, int64_t oy1, float* __restrict dx_g) {
+  const int64_t len = (oy1 - oy0) * g.ow;
+  for (int64_t ki = 0; ki < g.kh; ++ki) {
+    const int64_t dy = ki - g.ph;
+    const Range rows_all = valid_range(g.oh, g.h, g.sh, dy);
+    const int64_t r_lo = std::clamp(rows_all.lo, oy0, oy1), r_hi = std::clamp(rows_all.hi, r_lo, oy1);
+    for (int64_t kj = 0; kj < g.kw; ++kj) {
+      const int64_t dx = kj - g.pw;
+      const Range cols = valid_range(g.ow, g.w, g.sw, dx);
+      for (int64_t c = 0; c < g.cg; ++c) {
+        float* plane = dx_g + c * g.h * g.w;
+        const float* row = col + ((c * g.kh + ki) * g.kw + kj) * len;
+        for (int64_t oy = r_lo; oy < r_hi; ++oy) {
+          const float* in = row + (oy - oy0) * g.ow;
+          float* dst = plane + (oy * g.sh + dy) * g.w;
           if (g.sw == 1)
-            for (int64_t ox = 0; ox < g.ow; ++ox) out[ox] = src[ox];
+            for (int64_t ox = cols.lo; ox < cols.hi; ++ox) dst[ox + dx] += in[ox];
           else
-            for (int64_t ox = 0; ox < g.ow; ++ox) out[ox] = src[ox * g.sw];
+            for (int64_t ox = cols.lo; ox < cols.hi; ++ox) dst[ox * g.sw + dx] += in[ox];
         }
       }
-}
-
-// dxp (CG, HP, WP) += the column gradients scattered back to the pixels they were read from.
-void col2im_add(const float* __restrict col, const ConvGeometry& g, float* __restrict dxp) {
-  const int64_t hp = padded_h(g), wp = padded_w(g), ohw = g.oh * g.ow;
-  for (int64_t c = 0; c < g.cg; ++c)
-    for (int64_t ki = 0; ki < g.kh; ++ki)
-      for (int64_t kj = 0; kj < g.kw; ++kj) {
-        const float* row = col + ((c * g.kh + ki) * g.kw + kj) * ohw;
-        float* tap = dxp + (c * hp + ki) * wp + kj;
-        for (int64_t oy = 0; oy < g.oh; ++oy) {
-          float* dst = tap + oy * g.sh * wp;
-          const float* in = row + oy * g.ow;
-          if (g.sw == 1)
-            for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox] += in[ox];
-          else
-            for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox * g.sw] += in[ox];
-        }
-      }
-}
-
-// dx_g (CG, H, W) += the interior of dxp (CG, HP, WP).
-void unpad_add(const float* __restrict dxp, const ConvGeometry& g, float* __restrict dx_g) {
-  const int64_t hp = padded_h(g), wp = padded_w(g);
-  for (int64_t c = 0; c < g.cg; ++c)
-    for (int64_t y = 0; y < g.h; ++y) {
-      const float* src = dxp + (c * hp + y + g.ph) * wp + g.pw;
-      float* dst = dx_g + (c * g.h + y) * g.w;
-      for (int64_t i = 0; i < g.w; ++i) dst[i] += src[i];
     }
+  }
 }
 
 }  // namespace
@@ -133,6 +171,8 @@ int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
   const ConvGeometry g = conv_geometry(x, weight, bias, p);
   const int64_t ohw = g.oh * g.ow;
+  // A pointwise convolution reads the input as its column matrix: one block of all rows.
+  const int64_t rows_per_block = g.pointwise() ? g.oh : block_rows(g);
   Tensor y = Tensor::empty({g.n, g.oc, g.oh, g.ow});
   const float* xd = x.data();
   const float* wd = weight.data();
@@ -141,28 +181,31 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
 
 #pragma omp parallel
   {
-    // Column and padding buffers per thread, reused for every image and group it handles.
-    const bool padded = g.ph > 0 || g.pw > 0;
-    std::vector<float> col(g.pointwise() ? 0 : g.k * ohw);                       // (K, OH*OW)
-    std::vector<float> xp(padded ? g.cg * padded_h(g) * padded_w(g) : 0);       // (CG, HP, WP)
+    // One column buffer per thread, reused for every block, image and group it handles.
+    // Uninitialised: im2col writes all of it.
+    std::shared_ptr<float[]> col = g.pointwise() ? nullptr : alloc_floats(g.k * rows_per_block * g.ow);  // (K, R*OW)
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.n; ++n) {
       for (int64_t gi = 0; gi < g.groups; ++gi) {
         const float* x_g = xd + (n * g.c + gi * g.cg) * g.h * g.w;
-        const float* cols = x_g;
-        if (!g.pointwise()) {
-          if (padded) pad_planes(x_g, g, xp.data());
-          im2col(padded ? xp.data() : x_g, g, col.data());
-          cols = col.data();
+        ConstMapMatrix w_g(wd + gi * g.ocg * g.k, g.ocg, g.k);
+        float* y_g = yd + (n * g.oc + gi * g.ocg) * ohw;
+        for (int64_t oy0 = 0; oy0 < g.oh; oy0 += rows_per_block) {
+          const int64_t oy1 = std::min(g.oh, oy0 + rows_per_block), len = (oy1 - oy0) * g.ow;
+          const float* cols = x_g;
+          if (!g.pointwise()) {
+            im2col(x_g, g, oy0, oy1, col.get());
+            cols = col.get();
+          }
+          StridedMapMatrix out(y_g + oy0 * g.ow, g.ocg, len, Eigen::OuterStride<>(ohw));  // (OCG, R*OW) of (OCG, OH*OW)
+          out.noalias() = w_g * ConstMapMatrix(cols, g.k, len);
         }
-        MapMatrix out(yd + (n * g.oc + gi * g.ocg) * ohw, g.ocg, ohw);
-        out.noalias() = ConstMapMatrix(wd + gi * g.ocg * g.k, g.ocg, g.k) * ConstMapMatrix(cols, g.k, ohw);
-        if (bd) out.colwise() += Eigen::Map<const Eigen::VectorXf>(bd + gi * g.ocg, g.ocg);
+        if (bd) MapMatrix(y_g, g.ocg, ohw).colwise() += Eigen::Map<const Eigen::VectorXf>(bd + gi * g.ocg, g.ocg);
       }
     }
   }
 
-  record_op(y, "conv2d", {x, weight, bias}, [x, weight, bias, g](const Tensor& gy) mutable {
+  record_op(y, "conv2d", {x, weight, bias}, [x, weight, bias, g, rows_per_block](const Tensor& gy) mutable {
     const int64_t ohw = g.oh * g.ow;
     const float* xd = x.data();
     const float* wd = weight.data();
@@ -175,47 +218,77 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     std::vector<float> gw_part(need_w ? threads * weight.numel() : 0, 0.0f);  // (T, OC, K)
     std::vector<float> gb_part(need_b ? threads * g.oc : 0, 0.0f);            // (T, OC)
 
+    // The input gradient of a shifted-copy convolution is itself one: dx = conv(dy, W flipped in space,
+    // channels swapped), stride 1, padding K - 1 - P. Computed that way it needs no col2im, whose
+    // overlapping read-modify-writes of neighbouring taps cost more than the extra im2col of dy.
+    const bool transposed = gx && !g.pointwise() && shifted_copy(g) && g.ph <= g.kh - 1;
+    ConvGeometry gt = g;  // the input-gradient convolution: dy (N, OC, OH, OW) -> dx (N, C, H, W)
+    std::vector<float> wt;  // (G, CG, OCG * KH * KW): weight flipped and transposed, per group
+    int64_t rows_per_block_t = 0;
+    if (transposed) {
+      gt.c = g.oc, gt.h = g.oh, gt.w = g.ow, gt.oc = g.c, gt.oh = g.h, gt.ow = g.w;
+      gt.cg = g.ocg, gt.ocg = g.cg, gt.k = g.ocg * g.kh * g.kw;
+      gt.ph = g.kh - 1 - g.ph, gt.pw = g.kw - 1 - g.pw;
+      rows_per_block_t = block_rows(gt);
+      wt.resize(static_cast<size_t>(weight.numel()));
+      for (int64_t gi = 0; gi < g.groups; ++gi)
+        for (int64_t c = 0; c < g.cg; ++c)
+          for (int64_t oc = 0; oc < g.ocg; ++oc)
+            for (int64_t ki = 0; ki < g.kh; ++ki)
+              for (int64_t kj = 0; kj < g.kw; ++kj)
+                wt[((gi * g.cg + c) * g.ocg + oc) * g.kh * g.kw + ki * g.kw + kj] =
+                    wd[((gi * g.ocg + oc) * g.cg + c) * g.kh * g.kw + (g.kh - 1 - ki) * g.kw + (g.kw - 1 - kj)];
+    }
+
 #pragma omp parallel num_threads(threads)
     {
       const int t = omp_get_thread_num();
-      const bool padded = g.ph > 0 || g.pw > 0;
-      const int64_t plane_size = g.cg * padded_h(g) * padded_w(g);
-      std::vector<float> col(g.pointwise() || !need_w ? 0 : g.k * ohw);  // (K, OH*OW)
-      std::vector<float> dcol(gx ? g.k * ohw : 0);                         // (K, OH*OW)
-      std::vector<float> xp(padded && need_w ? plane_size : 0);          // (CG, HP, WP)
-      std::vector<float> dxp(padded && gx ? plane_size : 0);             // (CG, HP, WP)
+      // Scratch per thread, uninitialised: im2col and the GEMM overwrite all of it.
+      const int64_t block = g.k * rows_per_block * g.ow;
+      std::shared_ptr<float[]> col = g.pointwise() || !need_w ? nullptr : alloc_floats(block);  // (K, R*OW)
+      std::shared_ptr<float[]> dcol =
+          gx && !g.pointwise() && !transposed ? alloc_floats(block) : nullptr;  // (K, R*OW)
+      std::shared_ptr<float[]> tcol =
+          transposed ? alloc_floats(gt.k * rows_per_block_t * gt.ow) : nullptr;  // (OCG*KH*KW, R*W)
 #pragma omp for schedule(static)
       for (int64_t n = 0; n < g.n; ++n) {
         for (int64_t gi = 0; gi < g.groups; ++gi) {
-          ConstMapMatrix dy(gyd + (n * g.oc + gi * g.ocg) * ohw, g.ocg, ohw);
+          const float* dy_g = gyd + (n * g.oc + gi * g.ocg) * ohw;  // (OCG, OH*OW)
           const float* x_g = xd + (n * g.c + gi * g.cg) * g.h * g.w;
-          if (need_w) {
-            const float* cols = x_g;
-            if (!g.pointwise()) {
-              if (padded) pad_planes(x_g, g, xp.data());
-              im2col(padded ? xp.data() : x_g, g, col.data());
-              cols = col.data();
-            }
-            MapMatrix(gw_part.data() + t * weight.numel() + gi * g.ocg * g.k, g.ocg, g.k).noalias() +=
-                dy * ConstMapMatrix(cols, g.k, ohw).transpose();
-          }
+          float* gx_g = gx ? gx + (n * g.c + gi * g.cg) * g.h * g.w : nullptr;
+          ConstMapMatrix w_g(wd + gi * g.ocg * g.k, g.ocg, g.k);
           if (need_b) {
-            Eigen::Map<Eigen::VectorXf>(gb_part.data() + t * g.oc + gi * g.ocg, g.ocg) += dy.rowwise().sum();
+            Eigen::Map<Eigen::VectorXf>(gb_part.data() + t * g.oc + gi * g.ocg, g.ocg) +=
+                ConstMapMatrix(dy_g, g.ocg, ohw).rowwise().sum();
           }
-          if (gx) {
-            float* gx_g = gx + (n * g.c + gi * g.cg) * g.h * g.w;
-            ConstMapMatrix w_g(wd + gi * g.ocg * g.k, g.ocg, g.k);
-            if (g.pointwise()) {
-              MapMatrix(gx_g, g.k, ohw).noalias() += w_g.transpose() * dy;
-            } else {
-              MapMatrix(dcol.data(), g.k, ohw).noalias() = w_g.transpose() * dy;
-              if (padded) {
-                std::fill(dxp.begin(), dxp.end(), 0.0f);
-                col2im_add(dcol.data(), g, dxp.data());
-                unpad_add(dxp.data(), g, gx_g);
-              } else {
-                col2im_add(dcol.data(), g, gx_g);
+          for (int64_t oy0 = 0; oy0 < g.oh; oy0 += rows_per_block) {
+            const int64_t oy1 = std::min(g.oh, oy0 + rows_per_block), len = (oy1 - oy0) * g.ow;
+            ConstStridedMapMatrix dy(dy_g + oy0 * g.ow, g.ocg, len, Eigen::OuterStride<>(ohw));  // (OCG, R*OW)
+            if (need_w) {
+              const float* cols = x_g;
+              if (!g.pointwise()) {
+                im2col(x_g, g, oy0, oy1, col.get());
+                cols = col.get();
               }
+              MapMatrix(gw_part.data() + t * weight.numel() + gi * g.ocg * g.k, g.ocg, g.k).noalias() +=
+                  dy * ConstMapMatrix(cols, g.k, len).transpose();
+            }
+            if (gx_g && !transposed) {
+              if (g.pointwise()) {
+                MapMatrix(gx_g, g.k, ohw).noalias() += w_g.transpose() * dy;
+              } else {
+                MapMatrix(dcol.get(), g.k, len).noalias() = w_g.transpose() * dy;
+                col2im_add(dcol.get(), g, oy0, oy1, gx_g);
+              }
+            }
+          }
+          if (transposed) {
+            ConstMapMatrix wt_g(wt.data() + gi * g.cg * gt.k, g.cg, gt.k);
+            for (int64_t iy0 = 0; iy0 < g.h; iy0 += rows_per_block_t) {
+              const int64_t iy1 = std::min(g.h, iy0 + rows_per_block_t), len = (iy1 - iy0) * g.w;
+              im2col(dy_g, gt, iy0, iy1, tcol.get());
+              StridedMapMatrix(gx_g + iy0 * g.w, g.cg, len, Eigen::OuterStride<>(g.h * g.w)).noalias() +=
+                  wt_g * ConstMapMatrix(tcol.get(), gt.k, len);
             }
           }
         }
