@@ -1,5 +1,6 @@
 // quant_test_util.h: small helpers the quantization tests share (random codes and tensors, bitwise
-// tensor comparison, a conv + BN block builder, temporary files).
+// tensor comparison, a conv + BN block builder, a few QAT training steps, simulation output codes,
+// temporary files).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -12,12 +13,16 @@
 #include <string>
 #include <vector>
 
+#include "core/ops.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "nn/activation.h"
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/module.h"
+#include "nn/optim.h"
+#include "quant/lower.h"
+#include "quant/prepare.h"
 
 namespace qatlab::test {
 
@@ -47,6 +52,37 @@ class TempFile {
  private:
   std::string path_;
 };
+
+// A few SGD steps (learning rate lr, momentum 0.9) on random inputs and labels with observers and BN
+// statistics running, so every quantizer has a range and the BN running statistics differ from their
+// initial values. Leaves the model in eval mode.
+inline void train_a_little(const std::shared_ptr<QatModel>& model, const Shape& in_shape, int classes, Rng& rng,
+                           int steps, float lr = 0.01f) {
+  std::vector<ParamRef> params;
+  for (auto& [name, t] : model->named_parameters()) params.push_back({name, t, true});
+  SGD opt(params, SgdOptions{lr, 0.9f});
+  model->train();
+  for (int s = 0; s < steps; ++s) {
+    const Tensor x = random_input(in_shape, rng);
+    std::vector<int32_t> labels(in_shape[0]);
+    for (auto& l : labels) l = static_cast<int32_t>(rng.below(classes));
+    opt.zero_grad();
+    Tensor loss = cross_entropy(model->forward(x), labels);
+    loss.backward();
+    opt.step();
+  }
+  model->eval();
+}
+
+// The QAT model's output for x on `grid` as codes: the float simulation, or exact mode when `exact`.
+inline std::vector<int8_t> simulation_codes(const std::shared_ptr<QatModel>& model, const Tensor& x,
+                                            const QParams& grid, bool exact) {
+  NoGradGuard no_grad;
+  set_exact_mode(*model, exact);
+  const Tensor y = model->forward(x);
+  set_exact_mode(*model, false);
+  return quantize_tensor(y, grid);
+}
 
 // Uniform integer in [lo, hi].
 inline int32_t uniform_int(Rng& rng, int32_t lo, int32_t hi) {

@@ -25,34 +25,11 @@ namespace qatlab {
 namespace {
 
 using test::random_input;
+using test::simulation_codes;
+using test::train_a_little;
 
 
-// A few training steps with observers and BN statistics running, so every quantizer has a range and
-// the BN running statistics differ from their initial values.
-void train_a_little(const std::shared_ptr<QatModel>& model, const Shape& in_shape, int classes, Rng& rng, int steps) {
-  std::vector<ParamRef> params;
-  for (auto& [name, t] : model->named_parameters()) params.push_back({name, t, true});
-  SGD opt(params, SgdOptions{0.01f, 0.9f});
-  model->train();
-  for (int s = 0; s < steps; ++s) {
-    const Tensor x = random_input(in_shape, rng);
-    std::vector<int32_t> labels(in_shape[0]);
-    for (auto& l : labels) l = static_cast<int32_t>(rng.below(classes));
-    opt.zero_grad();
-    Tensor loss = cross_entropy(model->forward(x), labels);
-    loss.backward();
-    opt.step();
-  }
-  model->eval();
-}
 
-std::vector<int8_t> simulation_codes(const std::shared_ptr<QatModel>& model, const Tensor& x, const QParams& grid, bool exact) {
-  NoGradGuard no_grad;
-  set_exact_mode(*model, exact);
-  const Tensor y = model->forward(x);
-  set_exact_mode(*model, false);
-  return quantize_tensor(y, grid);
-}
 
 int max_lsb_difference(const std::vector<int8_t>& a, const std::vector<int8_t>& b) {
   int worst = 0;

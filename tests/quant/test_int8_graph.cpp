@@ -4,6 +4,8 @@
 // (readable) integer model with one line naming the file.
 #include <gtest/gtest.h>
 
+#include "quant/quant_test_util.h"
+
 #include <unistd.h>
 
 #include <filesystem>
@@ -24,28 +26,10 @@
 namespace qatlab {
 namespace {
 
-Tensor random_input(const Shape& shape, Rng& rng, float scale = 1.0f) {
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal();
-  return t;
-}
+using test::random_input;
+using test::TempFile;
 
-// A file in the temporary directory, removed when the test ends.
-class TempFile {
- public:
-  explicit TempFile(const std::string& name)
-      : path_((std::filesystem::temp_directory_path() /
-               ("qatlab_test_int8_graph_" + std::to_string(::getpid()) + "_" + name))
-                  .string()) {}
-  ~TempFile() {
-    std::error_code ec;
-    std::filesystem::remove(path_, ec);
-  }
-  const std::string& path() const { return path_; }
 
- private:
-  std::string path_;
-};
 
 ModulePtr conv_bn(int64_t c, bool relu, Rng& rng) {
   auto s = std::make_shared<Sequential>();

@@ -28,6 +28,8 @@ namespace qatlab {
 namespace {
 
 using test::random_input;
+using test::simulation_codes;
+using test::train_a_little;
 
 using test::throws_with;
 
@@ -57,32 +59,7 @@ LstmOptions lstm_options(int64_t in, int64_t hidden, int64_t layers) {
   return o;
 }
 
-// A few SGD steps with observers running, so every quantizer and the cell range have seen data.
-void train_a_little(const std::shared_ptr<QatModel>& model, const Shape& in_shape, int classes, Rng& rng, int steps) {
-  std::vector<ParamRef> params;
-  for (auto& [name, t] : model->named_parameters()) params.push_back({name, t, true});
-  SGD opt(params, SgdOptions{0.05f, 0.9f});
-  model->train();
-  for (int s = 0; s < steps; ++s) {
-    const Tensor x = random_input(in_shape, rng);
-    std::vector<int32_t> labels(in_shape[0]);
-    for (auto& l : labels) l = static_cast<int32_t>(rng.below(classes));
-    opt.zero_grad();
-    Tensor loss = cross_entropy(model->forward(x), labels);
-    loss.backward();
-    opt.step();
-  }
-  model->eval();
-}
 
-std::vector<int8_t> simulation_codes(const std::shared_ptr<QatModel>& model, const Tensor& x, const QParams& grid,
-                                     bool exact) {
-  NoGradGuard no_grad;
-  set_exact_mode(*model, exact);
-  const Tensor y = model->forward(x);
-  set_exact_mode(*model, false);
-  return quantize_tensor(y, grid);
-}
 
 // ---------------------------------------------------------------------------------- float mode
 
@@ -244,7 +221,7 @@ TEST_P(QatLstmConvert, IntegerGraphEqualsExactSimulationBitForBit) {
   Rng rng(42);
   const Shape in_shape{6, 2, 5, 4};
   auto model = small_row_lstm(c.layers, c.qconfig, rng);
-  train_a_little(model, in_shape, 3, rng, 4);
+  train_a_little(model, in_shape, 3, rng, 4, 0.05f);
   const Int8Graph graph = convert(*model, {2, 5, 4});
   int lstm_ops = 0;
   for (const Int8Op& op : graph.ops) lstm_ops += op.kind == Int8OpKind::Lstm;
@@ -307,7 +284,7 @@ TEST(QatLstm, CellRangeComesFromTrainingAndTravelsInTheCheckpoint) {
       EXPECT_NE(std::string(e.what()).find("no cell-state range"), std::string::npos) << e.what();
     }
   }
-  train_a_little(model, in_shape, 3, rng, 2);
+  train_a_little(model, in_shape, 3, rng, 2, 0.05f);
   ASSERT_TRUE(lstm.has_cell_range());
   const float absmax = lstm.cell_absmax(0);
   EXPECT_GT(absmax, 0.01f);
@@ -317,7 +294,7 @@ TEST(QatLstm, CellRangeComesFromTrainingAndTravelsInTheCheckpoint) {
   // With the observers off, training leaves the range where it is.
   set_observers_enabled(*model, false);
   EXPECT_FALSE(lstm.cell_observer_enabled());
-  train_a_little(model, in_shape, 3, rng, 2);
+  train_a_little(model, in_shape, 3, rng, 2, 0.05f);
   EXPECT_EQ(lstm.cell_absmax(0), absmax);
   set_observers_enabled(*model, true);
 
