@@ -43,6 +43,21 @@ Tensor fake_quantize_bias(const Tensor& b, const QParams& input, const QParams& 
   return y;
 }
 
+// `y`'s gradient path with the values of integer `codes` on grid `qp`: the float simulation of an op
+// whose integer kernel is cheap (residual add, average pooling) takes that kernel's result, so the
+// simulation rounds where and as the integer graph rounds (ties included), while the gradient flows
+// as through y (y is within one step of the codes' values).
+Tensor with_integer_values(const Tensor& y, const std::vector<int8_t>& codes, const QParams& qp) {
+  Tensor out = dequantize_codes(codes, y.shape(), qp);
+  record_op(out, "integer_values", {y}, [y](const Tensor& g) {
+    Tensor input = y;
+    float* gy = input.mutable_grad();
+    const float* pg = g.data();
+    for (int64_t i = 0; i < y.numel(); ++i) gy[i] += pg[i];
+  });
+  return out;
+}
+
 }  // namespace
 
 QatLayer::QatLayer(const std::string& type, bool is_conv) : Module(type), is_conv_(is_conv) {}
@@ -189,19 +204,19 @@ std::string QatAvgPool::describe() const {
 Tensor QatAvgPool::forward(const Tensor& x) {
   QATLAB_CHECK(input_quant != nullptr, "QatAvgPool: no input quantizer (was it built by prepare_qat?)");
   if (!input_quant->quantizing()) return kernel == 0 ? global_avg_pool2d(x) : avg_pool2d(x, kernel, stride, padding);
+  // Both modes compute the integer kernel's result (its rounding of the mean, ties away from zero on the
+  // raw codes, is not fake_quantize's ties-to-even); the simulation keeps the float pool's gradient.
   const QParams qp = input_quant->qparams();
-  if (exact_ && !training()) {
-    const std::vector<int8_t> in = quantize_tensor(x, qp);
-    const Shape out_shape = kernel == 0 ? Shape{x.size(0), x.size(1)} : pool2d_int8_output_shape(x.shape(), kernel, stride, padding);
-    std::vector<int8_t> out(shape_numel(out_shape));
-    if (kernel == 0)
-      global_avg_pool_int8(in.data(), x.shape(), out.data());
-    else
-      avg_pool2d_int8(in.data(), x.shape(), kernel, stride, padding, qp.zero_point[0], out.data());
-    return dequantize_codes(out, out_shape, qp);
-  }
+  const std::vector<int8_t> in = quantize_tensor(x, qp);
+  const Shape out_shape = kernel == 0 ? Shape{x.size(0), x.size(1)} : pool2d_int8_output_shape(x.shape(), kernel, stride, padding);
+  std::vector<int8_t> out(shape_numel(out_shape));
+  if (kernel == 0)
+    global_avg_pool_int8(in.data(), x.shape(), out.data());
+  else
+    avg_pool2d_int8(in.data(), x.shape(), kernel, stride, padding, qp.zero_point[0], out.data());
+  if (exact_ && !training()) return dequantize_codes(out, out_shape, qp);
   const Tensor y = kernel == 0 ? global_avg_pool2d(x) : avg_pool2d(x, kernel, stride, padding);
-  return fake_quantize(y, qp);
+  return with_integer_values(y, out, qp);
 }
 
 // --------------------------------------------------------------------------------------- QatResidual
@@ -218,20 +233,29 @@ Quantizer& QatResidual::add_quant() const { return static_cast<Quantizer&>(*chil
 Tensor QatResidual::forward(const Tensor& x) {
   const Tensor a = child("body")->forward(x);
   const Tensor b = child("shortcut")->forward(x);
-  if (exact_ && !training()) {
-    QATLAB_CHECK(body_quant && shortcut_quant, "QatResidual: no input grids (was it built by prepare_qat?)");
-    const QParams qa = body_quant->qparams(), qb = shortcut_quant->qparams(), qo = add_quant().qparams();
-    const auto [lo, hi] = activation_clamp(qo, relu_after ? FusedActivation::ReLU : FusedActivation::None);
-    const AddInt8Params p = make_add_params(qa.scale[0], qa.zero_point[0], qb.scale[0], qb.zero_point[0], qo.scale[0],
-                                            qo.zero_point[0], lo, hi);
-    const std::vector<int8_t> ca = quantize_tensor(a, qa), cb = quantize_tensor(b, qb);
-    std::vector<int8_t> out(ca.size());
-    add_int8_reference(p, ca.data(), cb.data(), out.data(), static_cast<int64_t>(out.size()));
-    return dequantize_codes(out, a.shape(), qo);
+  const bool simulate_integer_add = body_quant && shortcut_quant && body_quant->quantizing() &&
+                                    shortcut_quant->quantizing() && add_quant().quantizing();
+  QATLAB_CHECK(simulate_integer_add || !exact_ || training(),
+               "QatResidual: exact mode needs quantizing input and output grids (was it built by prepare_qat?)");
+  Tensor y;
+  if (!(exact_ && !training())) {
+    y = add(a, b);
+    if (relu_after) y = relu(y);
+    y = add_quant()(y);  // observes or learns the sum's grid
+    if (!simulate_integer_add) return y;
   }
-  Tensor y = add(a, b);
-  if (relu_after) y = relu(y);
-  return add_quant()(y);
+  // The integer add (TFLite's fixed-point recipe, see int8_kernels.h) on the codes of a and b. Its result
+  // can differ from rounding the float sum by one step where the sum sits next to a rounding boundary, so
+  // the simulation takes the integer result too; exact mode has no gradient path to keep.
+  const QParams qa = body_quant->qparams(), qb = shortcut_quant->qparams(), qo = add_quant().qparams();
+  const auto [lo, hi] = activation_clamp(qo, relu_after ? FusedActivation::ReLU : FusedActivation::None);
+  const AddInt8Params p = make_add_params(qa.scale[0], qa.zero_point[0], qb.scale[0], qb.zero_point[0], qo.scale[0],
+                                          qo.zero_point[0], lo, hi);
+  const std::vector<int8_t> ca = quantize_tensor(a, qa), cb = quantize_tensor(b, qb);
+  std::vector<int8_t> out(ca.size());
+  add_int8_reference(p, ca.data(), cb.data(), out.data(), static_cast<int64_t>(out.size()));
+  if (exact_ && !training()) return dequantize_codes(out, a.shape(), qo);
+  return with_integer_values(y, out, qo);
 }
 
 // ------------------------------------------------------------------------------------------ QatModel

@@ -18,6 +18,7 @@
 #include "nn/linear.h"
 #include "nn/residual.h"
 #include "nn/zoo.h"
+#include "quant/int8_kernels.h"
 #include "quant/prepare.h"
 
 namespace qatlab {
@@ -330,7 +331,8 @@ TEST(PrepareAvgPool, PoolsBecomeQatAvgPoolOnTheirInputGrid) {
   EXPECT_TRUE(layer_at(float_model, "4").input_quant.get() == &layer_at(float_model, "1").output_quant());
   EXPECT_TRUE(layer_at(float_model, "6").input_quant.get() == &layer_at(float_model, "4").output_quant());
 
-  // The pooled values are put back on the input's grid.
+  // The pooled values are the integer kernel's, on the input's grid: within one step of rounding the
+  // float mean, and equal to exact mode.
   model->train();
   NoGradGuard no_grad;
   const Tensor x = random_input({2, 3, 6, 6}, rng);
@@ -339,12 +341,43 @@ TEST(PrepareAvgPool, PoolsBecomeQatAvgPoolOnTheirInputGrid) {
   const Tensor xq = model->input_quant()(x);
   const QParams qp = model->input_quant().qparams();
   const Tensor pooled = float_model->child("0")->forward(xq);
-  const Tensor expected = fake_quantize(avg_pool2d(xq, 2, 2, 0), qp);
-  EXPECT_EQ(pooled.to_vector(), expected.to_vector());
-  for (float v : pooled.to_vector()) {
-    const float code = v / qp.scale[0] + static_cast<float>(qp.zero_point[0]);
-    EXPECT_NEAR(code, std::nearbyint(code), 1e-3f);
+  std::vector<int8_t> codes(pooled.numel());
+  avg_pool2d_int8(quantize_tensor(xq, qp).data(), xq.shape(), 2, 2, 0, qp.zero_point[0], codes.data());
+  EXPECT_EQ(pooled.to_vector(), dequantize_codes(codes, pooled.shape(), qp).to_vector());
+  const std::vector<float> rounded_mean = fake_quantize(avg_pool2d(xq, 2, 2, 0), qp).to_vector();
+  for (int64_t i = 0; i < pooled.numel(); ++i)
+    EXPECT_LE(std::abs(pooled.data()[i] - rounded_mean[i]), qp.scale[0] * 1.001f) << i;
+  set_exact_mode(*model, true);
+  EXPECT_EQ(float_model->child("0")->forward(xq).to_vector(), pooled.to_vector());
+  set_exact_mode(*model, false);
+}
+
+// Where a window's mean lies half-way between two codes, the simulation rounds as the integer kernel
+// does (half away from zero on the raw codes), not as fake_quantize would (half to even).
+TEST(PrepareAvgPool, SimulationRoundsTiesAsTheIntegerKernel) {
+  const auto model = prepare_qat(seq({std::make_shared<GlobalAvgPool2d>()}), bits(8, 8));
+  model->train();
+  Rng rng(3);
+  {
+    NoGradGuard no_grad;
+    model->forward(random_input({1, 2, 2, 2}, rng));
   }
+  model->eval();
+  const QParams qp = model->input_quant().qparams();
+  // Plane 0: codes {z+1, z+2, z+2, z+2}: 1.75 steps above zero -> 2. Plane 1: raw codes {k, k+1, k, k+1},
+  // mean k + 0.5, rounded away from zero to k + 1; with k - z even, fake_quantize's half-to-even rounding
+  // of the mean (k + 0.5 - z steps) would give code k.
+  const int32_t z = qp.zero_point[0];
+  const int32_t k = 2 + (z & 1);
+  const std::vector<int32_t> raw = {z + 1, z + 2, z + 2, z + 2, k, k + 1, k, k + 1};
+  std::vector<float> xs;
+  for (int32_t q : raw) xs.push_back(qp.scale[0] * static_cast<float>(q - z));
+  const Tensor x = Tensor::from_vector({1, 2, 2, 2}, xs);
+  EXPECT_EQ(quantize_tensor(fake_quantize(global_avg_pool2d(x), qp), qp)[1], k);  // what rounding the mean gives
+  const std::vector<float> y = model->forward(x).to_vector();
+  ASSERT_EQ(y.size(), 2u);
+  EXPECT_NEAR(y[0] / qp.scale[0], 2.0f, 1e-4f);
+  EXPECT_NEAR(y[1] / qp.scale[0] + static_cast<float>(z), static_cast<float>(k + 1), 1e-4f);
 }
 
 // ------------------------------------------------------------------------------------------ residuals

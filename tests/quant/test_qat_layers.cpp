@@ -19,6 +19,7 @@
 #include "nn/residual.h"
 #include "nn/zoo.h"
 #include "quant/convert.h"
+#include "quant/int8_kernels.h"
 #include "quant/prepare.h"
 #include "quant/requantize.h"
 #include "tests/core/gradcheck.h"
@@ -289,11 +290,56 @@ TEST(QatResidualTest, OutputIsTheQuantizedSumInEval) {
     const Tensor a = res.child("body")->forward(xq), b = res.child("shortcut")->forward(xq);
     Tensor sum = add(a, b);
     if (res.relu_after) sum = relu(sum);
-    const Tensor expected = fake_quantize(sum, res.add_quant().qparams());
-    EXPECT_EQ(model->forward(x).to_vector(), expected.to_vector()) << (projection ? "projection" : "identity");
+    const QParams qa = res.body_quant->qparams(), qb = res.shortcut_quant->qparams(), qo = res.add_quant().qparams();
+    // The integer add of the two code tensors, by hand:
+    const AddInt8Params p = make_add_params(qa.scale[0], qa.zero_point[0], qb.scale[0], qb.zero_point[0], qo.scale[0],
+                                            qo.zero_point[0], res.relu_after ? qo.zero_point[0] : -128, 127);
+    std::vector<int8_t> codes(sum.numel());
+    add_int8_reference(p, quantize_tensor(a, qa).data(), quantize_tensor(b, qb).data(), codes.data(), sum.numel());
+    const Tensor y = model->forward(x);
+    EXPECT_EQ(y.to_vector(), dequantize_codes(codes, sum.shape(), qo).to_vector()) << (projection ? "projection" : "identity");
+    // ... which is the rounded float sum, give or take one step next to a rounding boundary.
+    const Tensor rounded_sum = fake_quantize(sum, qo);
+    for (int64_t i = 0; i < y.numel(); ++i) EXPECT_LE(std::abs(y.data()[i] - rounded_sum.data()[i]), qo.scale[0] * 1.001f);
     if (res.relu_after) {
-      for (float v : expected.to_vector()) EXPECT_GE(v, 0.0f);
+      for (float v : y.to_vector()) EXPECT_GE(v, 0.0f);
     }
+  }
+}
+
+// The simulation takes the integer add's values but the gradient of add -> (relu) -> add_quant: the
+// input gradient equals the one through that float expression.
+TEST(QatResidualTest, GradientIsTheFloatSumsStraightThroughGradient) {
+  for (bool projection : {false, true}) {
+    Rng rng(12);
+    auto body = std::make_shared<Sequential>();
+    body->add(conv_bn(3, 3, true, rng));
+    body->add(conv_bn(3, 3, false, rng));
+    auto net = std::make_shared<Sequential>();
+    net->add(std::make_shared<Residual>(body, projection ? conv_bn(3, 3, false, rng, 1) : nullptr, !projection));
+    const auto model = prepare_qat(net, QConfig{});
+    model->train();
+    {
+      NoGradGuard no_grad;
+      for (int i = 0; i < 3; ++i) model->forward(random_input({2, 3, 5, 5}, rng));
+    }
+    model->eval();
+    auto& res = static_cast<QatResidual&>(*net->child("0"));
+    const Tensor xq = model->input_quant()(random_input({2, 3, 5, 5}, rng)).detach();
+    const Tensor weights = random_input({2, 3, 5, 5}, rng);  // a loss sum(w * y) with varied weights
+
+    Tensor x1 = xq.detach();
+    x1.set_requires_grad(true);
+    sum(mul(res.forward(x1), weights)).backward();
+
+    Tensor x2 = xq.detach();
+    x2.set_requires_grad(true);
+    Tensor s = add(res.child("body")->forward(x2), res.child("shortcut")->forward(x2));
+    if (res.relu_after) s = relu(s);
+    sum(mul(fake_quantize(s, res.add_quant().qparams()), weights)).backward();
+
+    ASSERT_TRUE(x1.has_grad() && x2.has_grad());
+    EXPECT_EQ(x1.grad().to_vector(), x2.grad().to_vector()) << (projection ? "projection" : "identity");
   }
 }
 
