@@ -201,6 +201,13 @@ class Sweep {
         if (c.model_name != s_.model || c.dataset != data_.test.name)
           throw UsageError(f.checkpoint + " holds a " + c.model_name + " on " + c.dataset + ", not " + s_.model +
                            " on " + data_.test.name + ": use another --out");
+        const std::string trained_seed = ini_value(c.config_ini, "seed");
+        if (trained_seed != std::to_string(seed))
+          throw UsageError(f.checkpoint + " was trained with seed " + (trained_seed.empty() ? "?" : trained_seed) +
+                           ", not " + std::to_string(seed) + ": use another --out");
+        if (c.epoch > s_.float_epochs)
+          throw UsageError(f.checkpoint + " holds " + std::to_string(c.epoch) + " epochs, more than --float-epochs " +
+                           std::to_string(s_.float_epochs) + ": use another --out");
         train = c.epoch < s_.float_epochs;
         args.insert(args.end(), {"--resume", f.checkpoint, "--epochs", std::to_string(s_.float_epochs)});
       } else {

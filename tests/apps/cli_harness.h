@@ -17,6 +17,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -190,6 +192,49 @@ inline void write_synthetic_mnist(const std::string& dir, int64_t n_train, int64
   make_split(n_train, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
   make_split(n_test, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
 }
+
+// ------------------------------------------------------------------------------- the test fixture
+
+// The base of the CLI test suites: one synthetic MNIST set per suite in a temp directory, with
+// QATLAB_DATA_DIR pointed at it for the suite's lifetime (every run passes --data-dir; one falling back
+// to the default data directory then finds this set instead of fetching MNIST), and a fresh work
+// directory per test. A suite's SetUpTestSuite calls set_up_suite first, its TearDownTestSuite
+// tear_down_suite last.
+class CliSuite : public ::testing::Test {
+ protected:
+  static void set_up_suite(const std::string& stem, int64_t n_train, int64_t n_test, uint64_t seed) {
+    suite_dir_ = new TempDir(stem);
+    data_dir_ = *suite_dir_ / "data/mnist";
+    write_synthetic_mnist(data_dir_, n_train, n_test, seed);
+    if (const char* old = std::getenv("QATLAB_DATA_DIR")) saved_data_env_ = old;
+    ::setenv("QATLAB_DATA_DIR", (*suite_dir_ / "data").c_str(), 1);
+  }
+  static void tear_down_suite() {
+    if (saved_data_env_)
+      ::setenv("QATLAB_DATA_DIR", saved_data_env_->c_str(), 1);
+    else
+      ::unsetenv("QATLAB_DATA_DIR");
+    saved_data_env_.reset();
+    delete suite_dir_;
+    suite_dir_ = nullptr;
+  }
+
+  void SetUp() override {
+    work_ = std::make_unique<TempDir>(::testing::UnitTest::GetInstance()->current_test_info()->name());
+  }
+
+  // A path in this test's work directory.
+  std::string work(const std::string& name) const { return *work_ / name; }
+  // Runs qatlab; its output is kept in the test's work directory under `tag`.
+  RunResult qatlab(const std::vector<std::string>& args, const std::string& tag = "run") {
+    return run_qatlab(args, work_->path(), tag);
+  }
+
+  static inline TempDir* suite_dir_ = nullptr;
+  static inline std::string data_dir_;  // the synthetic set (MNIST's four IDX files)
+  static inline std::optional<std::string> saved_data_env_;
+  std::unique_ptr<TempDir> work_;
+};
 
 // ------------------------------------------------------------------------------------ metrics.csv
 

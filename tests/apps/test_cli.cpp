@@ -98,36 +98,14 @@ void ExpectSameTraining(const Checkpoint& a, const Checkpoint& b) {
       EXPECT_EQ(a.history[i].at(col), b.history[i].at(col)) << "history row " << i << " column " << col;
 }
 
-class CliTest : public ::testing::Test {
+class CliTest : public CliSuite {
  protected:
   // One synthetic dataset for every test of the process (seeded: identical in every process).
   static void SetUpTestSuite() {
-    suite_dir_ = new TempDir("suite");
-    data_dir_ = *suite_dir_ / "data/mnist";
-    write_synthetic_mnist(data_dir_, kTrainImages, kTestImages, /*seed=*/2024);
+    set_up_suite("suite", kTrainImages, kTestImages, /*seed=*/2024);
     straight_dir_.clear();
-    // Every test passes --data-dir; should a run ever fall back to the default data directory, it finds
-    // the synthetic set there (<QATLAB_DATA_DIR>/mnist) instead of fetching MNIST from the network.
-    if (const char* old = std::getenv("QATLAB_DATA_DIR")) saved_data_env_ = old;
-    ::setenv("QATLAB_DATA_DIR", (*suite_dir_ / "data").c_str(), 1);
   }
-  static void TearDownTestSuite() {
-    if (saved_data_env_)
-      ::setenv("QATLAB_DATA_DIR", saved_data_env_->c_str(), 1);
-    else
-      ::unsetenv("QATLAB_DATA_DIR");
-    delete suite_dir_;
-    suite_dir_ = nullptr;
-  }
-
-  void SetUp() override {
-    work_ = std::make_unique<TempDir>(::testing::UnitTest::GetInstance()->current_test_info()->name());
-  }
-
-  std::string work(const std::string& name) const { return *work_ / name; }
-
-  // Runs qatlab; its output is kept in the test's directory under `tag`.
-  RunResult qatlab(const Args& args, const std::string& tag = "run") { return run_qatlab(args, work_->path(), tag); }
+  static void TearDownTestSuite() { tear_down_suite(); }
 
   // `qatlab train` on the synthetic data, quiet, two threads, writing to `out`.
   static Args train_args(const std::string& out, const Args& extra) {
@@ -163,11 +141,7 @@ class CliTest : public ::testing::Test {
 
   static std::string data_dir() { return data_dir_; }
 
-  static inline TempDir* suite_dir_ = nullptr;
-  static inline std::string data_dir_;
-  static inline std::optional<std::string> saved_data_env_;
   static inline std::string straight_dir_;  // "" until straight_lenet_run() has run in this suite
-  std::unique_ptr<TempDir> work_;
 };
 
 // ------------------------------------------------------------------------------------ a full run

@@ -59,17 +59,15 @@ std::string table_row(const std::string& out, const std::string& table_title, co
   return "";
 }
 
-class InspectCli : public ::testing::Test {
+class InspectCli : public CliSuite {
  protected:
   // One float LeNet-5, its 4-bit QAT fine-tune and integer model, shared by every test of the process.
   static void SetUpTestSuite() {
-    suite_ = new TempDir("inspect");
-    data_ = *suite_ / "data/mnist";
-    write_synthetic_mnist(data_, 256, 64, /*seed=*/7);
-    const fs::path logs = suite_->path();
-    const Args common{"--data-dir", data_, "--threads", "2", "--progress", "none", "--epochs", "1", "--batch-size", "32"};
-    float_ = *suite_ / "float";
-    qat_ = *suite_ / "qat";
+    set_up_suite("inspect", 256, 64, /*seed=*/7);
+    const fs::path logs = suite_dir_->path();
+    const Args common{"--data-dir", data_dir_, "--threads", "2", "--progress", "none", "--epochs", "1", "--batch-size", "32"};
+    float_ = *suite_dir_ / "float";
+    qat_ = *suite_dir_ / "qat";
     const RunResult train = run_qatlab(concat({"train", "--model", "lenet5", "--out", float_}, common), logs, "train");
     if (!train.exited || train.exit_code != 0) throw std::runtime_error("training failed\n" + train.describe());
     const RunResult qat = run_qatlab(concat({"qat", "--from", float_ + "/checkpoint.h5", "--out", qat_, "--wbits", "4",
@@ -80,27 +78,17 @@ class InspectCli : public ::testing::Test {
     const RunResult conv = run_qatlab({"convert", qat_ + "/checkpoint.h5"}, logs, "convert");
     if (!conv.exited || conv.exit_code != 0) throw std::runtime_error("convert failed\n" + conv.describe());
   }
-  static void TearDownTestSuite() {
-    delete suite_;
-    suite_ = nullptr;
-  }
+  static void TearDownTestSuite() { tear_down_suite(); }
 
-  void SetUp() override {
-    work_ = std::make_unique<TempDir>(::testing::UnitTest::GetInstance()->current_test_info()->name());
-  }
-  std::string work(const std::string& name) const { return *work_ / name; }
-  RunResult qatlab(const Args& args, const std::string& tag = "run") { return run_qatlab(args, work_->path(), tag); }
   // `qatlab inspect` on the QAT checkpoint over two batches of 16 test images, plus `extra`.
   RunResult inspect(const Args& extra, const std::string& tag = "inspect") {
-    return qatlab(concat({"inspect", qat_ + "/checkpoint.h5", "--data-dir", data_, "--threads", "2", "--batches", "2",
+    return qatlab(concat({"inspect", qat_ + "/checkpoint.h5", "--data-dir", data_dir_, "--threads", "2", "--batches", "2",
                           "--batch-size", "16"},
                          extra),
                   tag);
   }
 
-  static inline TempDir* suite_ = nullptr;
-  static inline std::string data_, float_, qat_;
-  std::unique_ptr<TempDir> work_;
+  static inline std::string float_, qat_;
 };
 
 TEST_F(InspectCli, ReportsEveryLayerWithFiniteSqnrAndConvertsMultipliers) {
@@ -172,7 +160,7 @@ TEST_F(InspectCli, WritesDotAndHistogramsAndNeverOverwritesWithoutAsking) {
 
 TEST_F(InspectCli, RefusesBadRequestsInOneLine) {
   const std::string out = work("x.svg");
-  EXPECT_TRUE(RefusedWith(qatlab({"inspect", float_ + "/checkpoint.h5", "--data-dir", data_}, "float"),
+  EXPECT_TRUE(RefusedWith(qatlab({"inspect", float_ + "/checkpoint.h5", "--data-dir", data_dir_}, "float"),
                           {"'float' checkpoint", "qatlab qat --from " + float_ + "/checkpoint.h5", "qatlab ptq"}));
   EXPECT_TRUE(RefusedWith(inspect({"--hist", "conv1", "--out", out}, "unknown"),
                           {"no layer 'conv1'", "input_quant, body.features.0, body.features.4"}));
@@ -210,11 +198,11 @@ TEST_F(InspectCli, DescribesAnIntegerModelFile) {
 
 TEST_F(InspectCli, InspectsAPtqCheckpoint) {
   const std::string ptq = work("ptq");
-  ASSERT_TRUE(Succeeded(qatlab({"ptq", float_ + "/checkpoint.h5", "--data-dir", data_, "--threads", "2", "--wbits", "8",
+  ASSERT_TRUE(Succeeded(qatlab({"ptq", float_ + "/checkpoint.h5", "--data-dir", data_dir_, "--threads", "2", "--wbits", "8",
                                 "--abits", "4", "--calib-batches", "2", "--batch-size", "16", "--test-limit", "32", "--out",
                                 ptq},
                                "ptq")));
-  const RunResult r = qatlab({"inspect", ptq + "/checkpoint.h5", "--data-dir", data_, "--threads", "2", "--batches", "1",
+  const RunResult r = qatlab({"inspect", ptq + "/checkpoint.h5", "--data-dir", data_dir_, "--threads", "2", "--batches", "1",
                               "--batch-size", "16"},
                              "inspect-ptq");
   ASSERT_TRUE(Succeeded(r));
@@ -224,7 +212,7 @@ TEST_F(InspectCli, InspectsAPtqCheckpoint) {
 
 TEST_F(InspectCli, ExplainsOneOutputStepByStepForCheckpointAndIntegerFile) {
   for (const std::string& model : {qat_ + "/checkpoint.h5", qat_ + "/model.int8.h5"}) {
-    const RunResult r = qatlab({"inspect", model, "--data-dir", data_, "--explain", "body.features.4", "--at", "3,2,1",
+    const RunResult r = qatlab({"inspect", model, "--data-dir", data_dir_, "--explain", "body.features.4", "--at", "3,2,1",
                                 "--image", "5", "--threads", "2"},
                                "explain");
     ASSERT_TRUE(Succeeded(r));

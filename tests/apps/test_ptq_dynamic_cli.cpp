@@ -51,32 +51,10 @@ std::string capture(const std::string& text, const std::string& pattern) {
   return "";
 }
 
-class PtqDynamicCliTest : public ::testing::Test {
+class PtqDynamicCliTest : public CliSuite {
  protected:
-  static void SetUpTestSuite() {
-    suite_dir_ = new TempDir("ptq_dynamic");
-    data_dir_ = *suite_dir_ / "data/mnist";
-    write_synthetic_mnist(data_dir_, /*n_train=*/256, /*n_test=*/64, /*seed=*/2025);
-    // Every run passes --data-dir; a run falling back to the default directory finds this set there
-    // instead of fetching MNIST.
-    if (const char* old = std::getenv("QATLAB_DATA_DIR")) saved_data_env_ = old;
-    ::setenv("QATLAB_DATA_DIR", (*suite_dir_ / "data").c_str(), 1);
-  }
-  static void TearDownTestSuite() {
-    if (saved_data_env_)
-      ::setenv("QATLAB_DATA_DIR", saved_data_env_->c_str(), 1);
-    else
-      ::unsetenv("QATLAB_DATA_DIR");
-    delete suite_dir_;
-    suite_dir_ = nullptr;
-  }
-
-  void SetUp() override {
-    work_ = std::make_unique<TempDir>(::testing::UnitTest::GetInstance()->current_test_info()->name());
-  }
-
-  std::string work(const std::string& name) const { return *work_ / name; }
-  RunResult qatlab(const Args& args, const std::string& tag) { return run_qatlab(args, work_->path(), tag); }
+  static void SetUpTestSuite() { set_up_suite("ptq_dynamic", /*n_train=*/256, /*n_test=*/64, /*seed=*/2025); }
+  static void TearDownTestSuite() { tear_down_suite(); }
 
   // A 1-epoch float run of `model` in work(dir); returns its checkpoint.
   std::string train(const std::string& model, const std::string& dir, const Args& extra = {}) {
@@ -93,11 +71,6 @@ class PtqDynamicCliTest : public ::testing::Test {
     return {"ptq", ckpt, "--data-dir", data_dir_, "--threads", "2", "--batch-size", batches, "--seconds", "0.05",
             "--out", work(out), "--dynamic"};
   }
-
-  static inline TempDir* suite_dir_ = nullptr;
-  static inline std::string data_dir_;
-  static inline std::optional<std::string> saved_data_env_;
-  std::unique_ptr<TempDir> work_;
 };
 
 TEST_F(PtqDynamicCliTest, MlpReportsTheTableAndEvalReadsTheDynamicModelBack) {

@@ -163,6 +163,17 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   const RunResult rerun = run_qatlab(changed, dir.path(), "changed");
   ASSERT_TRUE(rerun.exited && rerun.exit_code == 0) << rerun.describe();
   EXPECT_TRUE(contains(rerun.out, "2 cells run, 2 reused")) << rerun.out;
+
+  // A float model is reused only for the seed it was trained with: seed 1's model filed as seed 2's is
+  // refused, not passed off as another seed's baseline.
+  fs::create_directories(dir / "other");
+  fs::copy(dir / "sweep/float-s1", dir / "other/float-s2");
+  std::vector<std::string> seed2 = args;
+  seed2.back() = dir / "other";
+  seed2.insert(seed2.end(), {"--seed", "2"});
+  const RunResult wrong_seed = run_qatlab(seed2, dir.path(), "wrong-seed");
+  EXPECT_TRUE(wrong_seed.exited && wrong_seed.exit_code == 2) << wrong_seed.describe();
+  EXPECT_TRUE(contains(wrong_seed.err, "was trained with seed 1, not 2")) << wrong_seed.err;
 }
 
 TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
