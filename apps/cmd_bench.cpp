@@ -46,35 +46,24 @@ Tensor random_images(int64_t n, const Shape& chw, uint64_t seed) {
   return t;
 }
 
-// Multiply-accumulates per image of the graph's conv and fully connected ops.
+// Multiply-accumulates per image of the graph's conv, fully connected and LSTM ops (shapes followed
+// through the graph's slots: residual graphs branch).
 double macs_per_image(const Int8Graph& g) {
   double macs = 0;
-  Shape shape = g.input_shape;
-  for (const Int8Op& op : g.ops) {
+  const std::vector<std::pair<Shape, Shape>> shapes = g.op_shapes();
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    const Int8Op& op = g.ops[i];
+    const Shape& in = shapes[i].first;
+    const Shape& out = shapes[i].second;
+    const Shape& w = op.layer.weight_shape;
     if (op.kind == Int8OpKind::Conv2d) {
-      const Shape out = conv2d_int8_output_shape(op.layer.conv, {1, shape[0], shape[1], shape[2]}, op.layer.weight_shape);
-      const Shape& w = op.layer.weight_shape;
-      macs += static_cast<double>(out[1]) * out[2] * out[3] * w[1] * w[2] * w[3];
-      shape = {out[1], out[2], out[3]};
+      macs += static_cast<double>(out[0]) * out[1] * out[2] * w[1] * w[2] * w[3];
     } else if (op.kind == Int8OpKind::FullyConnected) {
-      macs += static_cast<double>(op.layer.weight_shape[0]) * op.layer.weight_shape[1];
-      shape = {op.layer.weight_shape[0]};
-    } else if (op.kind == Int8OpKind::MaxPool2d || op.kind == Int8OpKind::AvgPool2d) {
-      const Shape out = pool2d_int8_output_shape({1, shape[0], shape[1], shape[2]}, op.kernel, op.stride, op.pad);
-      shape = {out[1], out[2], out[3]};
-    } else if (op.kind == Int8OpKind::Flatten) {
-      shape = {shape_numel(shape)};
-    } else if (op.kind == Int8OpKind::GlobalAvgPool) {
-      shape = {shape[0]};
-    } else if (op.kind == Int8OpKind::ImageRows) {
-      shape = {shape[1], shape[0] * shape[2]};  // (C, H, W) -> (T = H, C * W)
+      macs += static_cast<double>(w[0]) * w[1];
     } else if (op.kind == Int8OpKind::Lstm) {
       // Per step: 4H gate rows against the input (IN) and the previous hidden state (H).
-      const int64_t steps = shape[0], in = op.lstm.input_size, h = op.lstm.hidden_size;
-      macs += static_cast<double>(steps) * 4 * h * (in + h);
-      shape = {steps, h};
-    } else if (op.kind == Int8OpKind::LastStep) {
-      shape = {shape[1]};
+      const int64_t steps = in[0], input = op.lstm.input_size, h = op.lstm.hidden_size;
+      macs += static_cast<double>(steps) * 4 * h * (input + h);
     }
   }
   return macs;

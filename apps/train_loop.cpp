@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "apps/progress.h"
+#include "apps/svg_plot.h"
 #include "core/atomic_file.h"
 #include "core/ops.h"
 #include "nn/activation.h"
@@ -130,6 +131,26 @@ std::string metrics_csv(const std::vector<MetricsRow>& history) {
     os << "\n";
   }
   return os.str();
+}
+
+// The training curve: train and test accuracy (%) per epoch, as curve.svg beside metrics.csv.
+std::string curve_svg(const std::vector<MetricsRow>& history, const std::string& title) {
+  LineChart chart;
+  chart.title = title;
+  chart.x_label = "epoch";
+  chart.y_label = "accuracy (%)";
+  for (const auto& [column, label] : {std::pair{"train_acc", "train (running mean over the epoch)"}, {"test_acc", "test"}}) {
+    PlotSeries line;
+    line.label = label;
+    for (const MetricsRow& row : history) {
+      const auto e = row.find("epoch"), a = row.find(column);
+      if (e == row.end() || a == row.end() || !std::isfinite(a->second)) continue;
+      line.x.push_back(e->second);
+      line.y.push_back(100 * a->second);
+    }
+    if (!line.x.empty()) chart.series.push_back(std::move(line));
+  }
+  return render_line_chart(chart);
 }
 
 std::string summary_json(const TrainJob& job, const TrainSettings& s, const std::vector<MetricsRow>& history,
@@ -293,6 +314,8 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     ckpt.metadata["threads"] = std::to_string(omp_get_max_threads());
     save_checkpoint(ckpt_path, ckpt);
     atomic_write_text((fs::path(job.out_dir) / "metrics.csv").string(), metrics_csv(outcome.history));
+    atomic_write_text((fs::path(job.out_dir) / "curve.svg").string(),
+                      curve_svg(outcome.history, ckpt.model_name + " (" + ckpt.model_kind + ") on " + ckpt.dataset));
   }
   const bool finished = outcome.epochs_done == s.epochs || (!outcome.stopped_early && start_epoch >= s.epochs);
   atomic_write_text((fs::path(job.out_dir) / "summary.json").string(),

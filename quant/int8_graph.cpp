@@ -103,6 +103,17 @@ GraphShapes graph_shapes(const Int8Graph& g) {
   return gs;
 }
 
+}  // namespace
+
+std::vector<std::pair<Shape, Shape>> Int8Graph::op_shapes() const {
+  const GraphShapes gs = graph_shapes(*this);
+  std::vector<std::pair<Shape, Shape>> shapes;
+  for (size_t i = 0; i < gs.in.size(); ++i) shapes.emplace_back(gs.in[i], gs.out[i]);
+  return shapes;
+}
+
+namespace {
+
 // Whether op i is a conv whose output only feeds op i + 1, a 2x2 max pool of stride 2 without
 // padding: the packed conv can then compute both (PackedConvInt8's fuse_max_pool).
 bool pool_fuses_into_conv(const Int8Graph& g, size_t i) {

@@ -78,6 +78,10 @@ class Int8Graph {
   Tensor run(const Tensor& input, KernelPath path) const;
   const QParams& output_grid() const;
 
+  // The shape (without N) of each op's first input and of its output, in op order, followed through the
+  // slots (a residual graph is not a chain). Throws std::invalid_argument for an inconsistent graph.
+  std::vector<std::pair<Shape, Shape>> op_shapes() const;
+
   // Bytes of integer parameters (weights, biases, multipliers, shifts).
   int64_t parameter_bytes() const;
   std::string summary() const;

@@ -166,6 +166,15 @@ TEST_F(CliTest, TrainMlpWritesRunFilesLearnsAndInfoAndEvalAgree) {
   // Chance is 10 %; with one label in ten randomised the best possible is about 91 %.
   EXPECT_GT(test_acc, 0.6) << read_text(out + "/metrics.csv");
   EXPECT_LT(csv.value(1, "train_loss"), csv.value(0, "train_loss"));
+  // The training curve beside it: train and test accuracy per epoch.
+  const std::string curve = read_text(out + "/curve.svg");
+  EXPECT_NE(curve.find("<svg"), std::string::npos) << curve.substr(0, 100);
+  EXPECT_NE(curve.find("mlp (float) on mnist"), std::string::npos);
+  size_t lines = 0;
+  for (size_t at = curve.find("<polyline class=\"series\""); at != std::string::npos;
+       at = curve.find("<polyline class=\"series\"", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 2u);
 
   const std::string summary = read_text(out + "/summary.json");
   EXPECT_NE(summary.find("\"epochs_completed\": 2"), std::string::npos) << summary;

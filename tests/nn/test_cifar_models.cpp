@@ -233,6 +233,14 @@ TEST_P(CifarQat, IntegerGraphEqualsExactSimulationBitForBit) {
   EXPECT_EQ(convs, c.convs);
   EXPECT_EQ(fcs, c.fcs);
   EXPECT_EQ(adds, c.adds);
+  // Shapes followed through the slots: every conv sees its own input channels (a projection shortcut
+  // reads the block's input, not the output of the op before it), the graph ends with 10 logits.
+  const std::vector<std::pair<Shape, Shape>> shapes = graph.op_shapes();
+  ASSERT_EQ(shapes.size(), graph.ops.size());
+  for (size_t i = 0; i < graph.ops.size(); ++i)
+    if (graph.ops[i].kind == Int8OpKind::Conv2d)
+      EXPECT_EQ(shapes[i].first[0], graph.ops[i].layer.weight_shape[1]) << graph.ops[i].name;
+  EXPECT_EQ(shapes.back().second, (Shape{10}));
 
   for (int trial = 0; trial < 2; ++trial) {
     const Tensor x = random_input({2, 3, 32, 32}, rng);
