@@ -270,19 +270,29 @@ ModulePtr conv_bn(int64_t in, int64_t out, bool relu, Rng& rng, int64_t k = 3) {
   return s;
 }
 
+// One residual block (conv-bn-relu, conv-bn; identity shortcut with a ReLU after the sum, or a
+// projection without), prepared for QAT, its observers fed three batches, in evaluation. `net` is the
+// float container whose child "0" became the QatResidual.
+std::shared_ptr<QatModel> observed_residual(bool projection, Rng& rng, std::shared_ptr<Sequential>& net) {
+  auto body = std::make_shared<Sequential>();
+  body->add(conv_bn(3, 3, true, rng));
+  body->add(conv_bn(3, 3, false, rng));
+  net = std::make_shared<Sequential>();
+  net->add(std::make_shared<Residual>(body, projection ? conv_bn(3, 3, false, rng, 1) : nullptr, !projection));
+  const auto model = prepare_qat(net, QConfig{});
+  model->train();
+  NoGradGuard no_grad;
+  for (int i = 0; i < 3; ++i) model->forward(random_input({2, 3, 5, 5}, rng));
+  model->eval();
+  return model;
+}
+
 TEST(QatResidualTest, OutputIsTheQuantizedSumInEval) {
   for (bool projection : {false, true}) {
     Rng rng(10);
-    auto body = std::make_shared<Sequential>();
-    body->add(conv_bn(3, 3, true, rng));
-    body->add(conv_bn(3, 3, false, rng));
-    auto net = std::make_shared<Sequential>();
-    net->add(std::make_shared<Residual>(body, projection ? conv_bn(3, 3, false, rng, 1) : nullptr, !projection));
-    const auto model = prepare_qat(net, QConfig{});
-    model->train();
+    std::shared_ptr<Sequential> net;
+    const auto model = observed_residual(projection, rng, net);
     NoGradGuard no_grad;
-    for (int i = 0; i < 3; ++i) model->forward(random_input({2, 3, 5, 5}, rng));
-    model->eval();
     const auto& res = static_cast<QatResidual&>(*net->child("0"));
     ASSERT_EQ(res.relu_after, !projection);
     const Tensor x = random_input({2, 3, 5, 5}, rng);
@@ -312,18 +322,8 @@ TEST(QatResidualTest, OutputIsTheQuantizedSumInEval) {
 TEST(QatResidualTest, GradientIsTheFloatSumsStraightThroughGradient) {
   for (bool projection : {false, true}) {
     Rng rng(12);
-    auto body = std::make_shared<Sequential>();
-    body->add(conv_bn(3, 3, true, rng));
-    body->add(conv_bn(3, 3, false, rng));
-    auto net = std::make_shared<Sequential>();
-    net->add(std::make_shared<Residual>(body, projection ? conv_bn(3, 3, false, rng, 1) : nullptr, !projection));
-    const auto model = prepare_qat(net, QConfig{});
-    model->train();
-    {
-      NoGradGuard no_grad;
-      for (int i = 0; i < 3; ++i) model->forward(random_input({2, 3, 5, 5}, rng));
-    }
-    model->eval();
+    std::shared_ptr<Sequential> net;
+    const auto model = observed_residual(projection, rng, net);
     auto& res = static_cast<QatResidual&>(*net->child("0"));
     const Tensor xq = model->input_quant()(random_input({2, 3, 5, 5}, rng)).detach();
     const Tensor weights = random_input({2, 3, 5, 5}, rng);  // a loss sum(w * y) with varied weights
