@@ -46,28 +46,6 @@ Tensor random_images(int64_t n, const Shape& chw, uint64_t seed) {
   return t;
 }
 
-// Multiply-accumulates per image of the graph's conv, fully connected and LSTM ops (shapes followed
-// through the graph's slots: residual graphs branch).
-double macs_per_image(const Int8Graph& g) {
-  double macs = 0;
-  const std::vector<std::pair<Shape, Shape>> shapes = g.op_shapes();
-  for (size_t i = 0; i < g.ops.size(); ++i) {
-    const Int8Op& op = g.ops[i];
-    const Shape& in = shapes[i].first;
-    const Shape& out = shapes[i].second;
-    const Shape& w = op.layer.weight_shape;
-    if (op.kind == Int8OpKind::Conv2d) {
-      macs += static_cast<double>(out[0]) * out[1] * out[2] * w[1] * w[2] * w[3];
-    } else if (op.kind == Int8OpKind::FullyConnected) {
-      macs += static_cast<double>(w[0]) * w[1];
-    } else if (op.kind == Int8OpKind::Lstm) {
-      // Per step: 4H gate rows against the input (IN) and the previous hidden state (H).
-      const int64_t steps = in[0], input = op.lstm.input_size, h = op.lstm.hidden_size;
-      macs += static_cast<double>(steps) * 4 * h * (input + h);
-    }
-  }
-  return macs;
-}
 
 }  // namespace
 
@@ -104,7 +82,7 @@ int cmd_bench(int argc, char** argv) {
   const double i1 = median_seconds([&] { graph.run(one, path); }, seconds / 2);
   const double fb = median_seconds([&] { float_model->forward(many); }, seconds, 5);
   const double ib = median_seconds([&] { graph.run(many, path); }, seconds, 5);
-  const double macs = macs_per_image(graph);
+  const double macs = graph.multiply_adds_per_image();
 
   // GEMM rates on one large product (batch 256 x 1024 -> 1024), float (Eigen) and int8 (our kernels).
   const int64_t gm = 256, gk = 1024, gn = 1024;

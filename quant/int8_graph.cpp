@@ -112,6 +112,27 @@ std::vector<std::pair<Shape, Shape>> Int8Graph::op_shapes() const {
   return shapes;
 }
 
+double Int8Graph::multiply_adds_per_image() const {
+  double macs = 0;
+  const std::vector<std::pair<Shape, Shape>> shapes = op_shapes();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const Int8Op& op = ops[i];
+    const Shape& in = shapes[i].first;
+    const Shape& out = shapes[i].second;
+    const Shape& w = op.layer.weight_shape;
+    if (op.kind == Int8OpKind::Conv2d) {
+      macs += static_cast<double>(out[0]) * out[1] * out[2] * w[1] * w[2] * w[3];
+    } else if (op.kind == Int8OpKind::FullyConnected) {
+      macs += static_cast<double>(w[0]) * w[1];
+    } else if (op.kind == Int8OpKind::Lstm) {
+      // Per step: 4H gate rows against the input (IN) and the previous hidden state (H).
+      const int64_t steps = in[0], input = op.lstm.input_size, h = op.lstm.hidden_size;
+      macs += static_cast<double>(steps) * 4 * h * (input + h);
+    }
+  }
+  return macs;
+}
+
 namespace {
 
 // Whether op i is a conv whose output only feeds op i + 1, a 2x2 max pool of stride 2 without

@@ -81,6 +81,8 @@ class Int8Graph {
   // The shape (without N) of each op's first input and of its output, in op order, followed through the
   // slots (a residual graph is not a chain). Throws std::invalid_argument for an inconsistent graph.
   std::vector<std::pair<Shape, Shape>> op_shapes() const;
+  // Multiply-adds per image of the conv, fully connected and LSTM ops (shapes from op_shapes()).
+  double multiply_adds_per_image() const;
 
   // Bytes of integer parameters (weights, biases, multipliers, shifts).
   int64_t parameter_bytes() const;

@@ -233,16 +233,17 @@ Quantizer& QatResidual::add_quant() const { return static_cast<Quantizer&>(*chil
 Tensor QatResidual::forward(const Tensor& x) {
   const Tensor a = child("body")->forward(x);
   const Tensor b = child("shortcut")->forward(x);
-  const bool simulate_integer_add = body_quant && shortcut_quant && body_quant->quantizing() &&
-                                    shortcut_quant->quantizing() && add_quant().quantizing();
-  QATLAB_CHECK(simulate_integer_add || !exact_ || training(),
+  const bool exact_eval = exact_ && !training();
+  const bool integer_add = body_quant && shortcut_quant && body_quant->quantizing() && shortcut_quant->quantizing() &&
+                           add_quant().quantizing();
+  QATLAB_CHECK(integer_add || !exact_eval,
                "QatResidual: exact mode needs quantizing input and output grids (was it built by prepare_qat?)");
   Tensor y;
-  if (!(exact_ && !training())) {
+  if (!exact_eval) {
     y = add(a, b);
     if (relu_after) y = relu(y);
     y = add_quant()(y);  // observes or learns the sum's grid
-    if (!simulate_integer_add) return y;
+    if (!integer_add) return y;
   }
   // The integer add (TFLite's fixed-point recipe, see int8_kernels.h) on the codes of a and b. Its result
   // can differ from rounding the float sum by one step where the sum sits next to a rounding boundary, so
@@ -254,7 +255,7 @@ Tensor QatResidual::forward(const Tensor& x) {
   const std::vector<int8_t> ca = quantize_tensor(a, qa), cb = quantize_tensor(b, qb);
   std::vector<int8_t> out(ca.size());
   add_int8_reference(p, ca.data(), cb.data(), out.data(), static_cast<int64_t>(out.size()));
-  if (exact_ && !training()) return dequantize_codes(out, a.shape(), qo);
+  if (exact_eval) return dequantize_codes(out, a.shape(), qo);
   return with_integer_values(y, out, qo);
 }
 

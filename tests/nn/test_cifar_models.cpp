@@ -241,6 +241,13 @@ TEST_P(CifarQat, IntegerGraphEqualsExactSimulationBitForBit) {
     if (graph.ops[i].kind == Int8OpKind::Conv2d)
       EXPECT_EQ(shapes[i].first[0], graph.ops[i].layer.weight_shape[1]) << graph.ops[i].name;
   EXPECT_EQ(shapes.back().second, (Shape{10}));
+  if (std::string(c.model) == "resnet20") {
+    // By hand, OC*OH*OW*IC*KH*KW per conv: stem 16*32*32*3*9 = 442,368; stage 1, six 3x3 16->16 convs
+    // at 32x32: 6 * 2,359,296; stage 2: 16->32 stride 2 (1,179,648), five 32->32 at 16x16 (5 * 2,359,296),
+    // the 1x1 projection 32*16*16*16 = 131,072; stage 3 the same at 64 channels and 8x8 (1,179,648 +
+    // 5 * 2,359,296 + 131,072); fc 64*10 = 640.
+    EXPECT_EQ(graph.multiply_adds_per_image(), 40813184.0);
+  }
 
   for (int trial = 0; trial < 2; ++trial) {
     const Tensor x = random_input({2, 3, 32, 32}, rng);
