@@ -57,7 +57,8 @@ struct Walk {
   int32_t bias = 0, acc = 0;
   int32_t multiplier = 0;
   int shift = 0;
-  int32_t shifted = 0, high = 0, scaled = 0, offset_added = 0, code = 0, graph_code = 0;
+  int32_t shifted = 0, scaled = 0, offset_added = 0, code = 0, graph_code = 0;
+  int64_t product = 0;  // shifted * multiplier, exact
   float s_in = 0, s_w = 0, s_out = 0;
   int32_t z_in = 0, z_out = 0, act_min = 0, act_max = 0, input_offset = 0;
 };
@@ -130,8 +131,8 @@ Walk walk(const Int8Graph& graph, const std::string& op_name, const Tensor& imag
   w.multiplier = mult[oc];
   w.shift = shifts[oc];
   w.shifted = saturating_left_shift(w.acc, w.shift > 0 ? w.shift : 0);
-  w.high = saturating_rounding_doubling_high_mul(w.shifted, w.multiplier);
-  w.scaled = rounding_divide_by_pot(w.high, w.shift > 0 ? 0 : -w.shift);
+  w.product = static_cast<int64_t>(w.shifted) * w.multiplier;
+  w.scaled = multiply_by_quantized_multiplier(w.acc, w.multiplier, w.shift);
   w.offset_added = w.scaled + w.z_out;  // shown to the reader; requantize() clamps before adding
   w.code = requantize(w.acc, w.multiplier, w.shift, w.z_out, w.act_min, w.act_max);
   return w;
@@ -215,8 +216,8 @@ std::string explain_output(const Int8Graph& graph, const std::string& op_name, c
      << " (relative error " << fmt("%.1e", std::abs(stored_m - real_m) / real_m) << ")\n";
   const int left = w.shift > 0 ? w.shift : 0, right = w.shift > 0 ? 0 : -w.shift;
   os << "   a) shift left by max(shift, 0) = " << left << ":                 " << w.shifted << "\n";
-  os << "   b) high multiply, round(a * " << w.multiplier << " / 2^31), ties up: " << w.high << "\n";
-  os << "   c) shift right by max(-shift, 0) = " << right << ", rounding (ties away from 0): " << w.scaled
+  os << "   b) times the multiplier, exact in int64: a * " << w.multiplier << " = " << w.product << "\n";
+  os << "   c) divided by 2^(31 + max(-shift, 0)) = 2^" << 31 + right << ", rounded once (ties up): " << w.scaled
      << "   (exact acc * M = " << fmt("%.6g", w.acc * stored_m) << ")\n";
   os << "   d) + output zero point " << w.z_out << " = " << w.offset_added << ", clamp to [" << w.act_min << ", "
      << w.act_max << "] -> output code " << w.code << "\n";

@@ -20,6 +20,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "quant/requantize_avx2.h"
 #define QATLAB_X86 1
 #else
 #define QATLAB_X86 0
@@ -117,10 +119,8 @@ PackedOutputStage make_output_stage(int64_t channels, int64_t padded, const std:
     s.multiplier[c] = multipliers[c];
     s.shift[c] = shifts[c];
     s.any_left_shift = s.any_left_shift || shifts[c] > 0;
-    const int32_t right = std::max(-shifts[c], 0);
-    const int32_t mask = static_cast<int32_t>((int64_t{1} << right) - 1);
     const int32_t values[PackedOutputStage::kParams] = {s.folded_bias[c], multipliers[c], std::max(shifts[c], 0),
-                                                        right, mask, mask >> 1};
+                                                        31 + std::max(-shifts[c], 0)};
     for (int k = 0; k < PackedOutputStage::kParams; ++k) {
       s.columns[k * padded + c] = values[k];
       std::fill_n(s.rows.begin() + (c * PackedOutputStage::kParams + k) * 8, 8, values[k]);
@@ -275,43 +275,22 @@ __attribute__((target("avx2"), always_inline)) inline OutputConsts output_consts
 
 // The integer formula of requantize() on 8 lanes (see requantize.h), after adding the folded bias.
 // p points at the 8 lanes of the first parameter (folded bias) and the k-th parameter is at
-// p + k * stride (PackedOutputStage layout). kUniform: the 8 lanes share one channel (conv rows).
-// Multipliers are >= 0 (checked when packing), so the INT32_MIN * INT32_MIN case of the high
-// multiply cannot occur.
+// p + k * stride (PackedOutputStage layout): a channel per lane (stride = padded channels, the fully
+// connected layout) or one channel in all 8 lanes (stride 8, conv rows). Multipliers are >= 0 (checked
+// when packing).
 // requantize8_acc is the same from the accumulator (the folded bias already added).
-template <bool kUniform>
 __attribute__((target("avx2"), always_inline)) inline __m256i requantize8_acc(__m256i x, const int32_t* p,
                                                                             int64_t stride, const OutputConsts& k) {
-  if (k.any_left_shift) {
-    // Saturating x * 2^left_shift: the shift overflowed iff shifting back does not give x.
-    const __m256i lsh = param8(p, stride, 2);
-    const __m256i shifted = _mm256_sllv_epi32(x, lsh);
-    const __m256i exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, lsh), x);
-    const __m256i saturated = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(INT32_MAX));
-    x = _mm256_blendv_epi8(saturated, shifted, exact);
-  }
-  // High multiply: floor((x * mult + 2^30) / 2^31). The 64-bit products of even and odd lanes get the
-  // nudge; bits 31..62 are the result (it fits in int32), moved to the low half (even lanes, logical
-  // shift right) or the high half (odd lanes, shift left by 1) and blended.
-  const __m256i mult = param8(p, stride, 1);
-  const __m256i mult_odd = kUniform ? mult : _mm256_srli_epi64(mult, 32);
-  const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
-  const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), nudge);
-  const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mult_odd), nudge);
-  x = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-  // Rounding right shift, ties away from zero: +1 when remainder > half (+1 more for x < 0).
-  const __m256i remainder = _mm256_and_si256(x, param8(p, stride, 4));
-  const __m256i threshold = _mm256_sub_epi32(param8(p, stride, 5), _mm256_srai_epi32(x, 31));
-  x = _mm256_sub_epi32(_mm256_srav_epi32(x, param8(p, stride, 3)), _mm256_cmpgt_epi32(remainder, threshold));
+  if (k.any_left_shift) x = saturating_left_shift8(x, param8(p, stride, 2));
+  x = rounding_product_shift8(x, param8(p, stride, 1), param8(p, stride, 3));
   // Clamp, then add the offset (as requantize() does).
   return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(x, k.lo), k.hi), k.offset);
 }
 
-template <bool kUniform>
 __attribute__((target("avx2"), always_inline)) inline __m256i requantize8(__m256i sum, const int32_t* p, int64_t stride,
                                                                         const OutputConsts& k) {
   // int32 wrap-around, as the reference's conversion
-  return requantize8_acc<kUniform>(_mm256_add_epi32(sum, param8(p, stride, 0)), p, stride, k);
+  return requantize8_acc(_mm256_add_epi32(sum, param8(p, stride, 0)), p, stride, k);
 }
 
 // Requantizes the 8 sums of GEMM row i, columns j0..j0+7.
@@ -320,8 +299,8 @@ __attribute__((target("avx2"), always_inline)) inline __m256i requantize_row8(__
                                                                             int64_t j0) {
   const PackedOutputStage& s = *e.stage;
   return e.channel_per_row
-             ? requantize8<true>(sum, s.rows.data() + (e.channel0 + i) * PackedOutputStage::kParams * 8, 8, k)
-             : requantize8<false>(sum, s.columns.data() + e.channel0 + j0, s.padded, k);
+             ? requantize8(sum, s.rows.data() + (e.channel0 + i) * PackedOutputStage::kParams * 8, 8, k)
+             : requantize8(sum, s.columns.data() + e.channel0 + j0, s.padded, k);
 }
 
 // Stores the first `cols` of 8 requantized values (already in [-128, 127]: the saturating packs
@@ -397,7 +376,7 @@ __attribute__((target("avx2"))) void pool_requantize_avx2(const int32_t* acc, in
         const __m256 b = _mm256_castsi256_ps(_mm256_max_epi32(load8(r0 + 2 * px + 8), load8(r1 + 2 * px + 8)));
         const __m256i even = _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88));
         const __m256i odd = _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD));
-        const __m256i q = _mm256_permute4x64_epi64(requantize8_acc<true>(_mm256_max_epi32(even, odd), params, 8, k), 0xD8);
+        const __m256i q = _mm256_permute4x64_epi64(requantize8_acc(_mm256_max_epi32(even, odd), params, 8, k), 0xD8);
         // All 8 bytes unless this is the very end of y: what a short row spills into the next one
         // is written again, in order, by the next row.
         store_row8(q, out + px, out + px + 8 <= y_end ? 8 : static_cast<int>(pow - px));
@@ -481,9 +460,9 @@ __attribute__((target("avx2"))) void avx2_tile(const int16_t* a, int64_t a_strid
   __m256i q[MR];
   for (int r = 0; r < MR; ++r) {
     const __m256i sum = avx2_join(_mm256_load_si256(parked + 2 * r), _mm256_load_si256(parked + 2 * r + 1));
-    q[r] = kPerRow ? requantize8<true>(sum, s.rows.data() + (e.channel0 + row0 + r) * PackedOutputStage::kParams * 8,
+    q[r] = kPerRow ? requantize8(sum, s.rows.data() + (e.channel0 + row0 + r) * PackedOutputStage::kParams * 8,
                                        8, k)
-                   : requantize8<false>(sum, s.columns.data() + e.channel0 + col0, s.padded, k);
+                   : requantize8(sum, s.columns.data() + e.channel0 + col0, s.padded, k);
   }
   int8_t* out = e.out + row0 * e.out_stride + col0;
   int r = 0;
@@ -783,7 +762,7 @@ __attribute__((target("avx2"))) void requantize_rows_avx2(const int32_t* acc, in
       const int32_t* src = acc + c * acc_stride + oy * row_stride;
       int8_t* out = y + (c * oh + oy) * ow;
       for (int64_t ox = 0; ox < ow; ox += 8)  // full stores but at the end of y, as in pool_requantize_avx2
-        store_row8(requantize8_acc<true>(load8(src + ox), params, 8, k), out + ox,
+        store_row8(requantize8_acc(load8(src + ox), params, 8, k), out + ox,
                    out + ox + 8 <= y_end ? 8 : static_cast<int>(ow - ox));
     }
   }

@@ -90,8 +90,8 @@ KernelPath parse_kernel_path(const std::string& name);
 // Per-channel output stage, precomputed for the kernels (padded to whole panels with zeros).
 struct PackedOutputStage {
   // The SIMD output stage reads kParams int32 per channel: folded bias, multiplier, left shift
-  // (max(shift, 0)), right shift (max(-shift, 0)), rounding mask (2^right - 1), half of it.
-  static constexpr int kParams = 6;
+  // (max(shift, 0)), the total right shift of the 64-bit product (31 + max(-shift, 0)).
+  static constexpr int kParams = 4;
   int64_t padded = 0;                // channels rounded up to whole panels
   std::vector<int32_t> folded_bias;  // (padded) bias + (input_offset - 128) * sum_k w, wrapped to int32
   std::vector<int32_t> multiplier;   // (padded)

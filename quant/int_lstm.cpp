@@ -12,6 +12,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "quant/requantize_avx2.h"
 #define QATLAB_LSTM_X86 1
 #else
 #define QATLAB_LSTM_X86 0
@@ -169,16 +171,12 @@ constexpr int64_t kInputRows = 64;
 // Up to this many samples, the recurrent side runs as a GEMV on int8 weights (recurrent_gemv_avx2).
 constexpr int64_t kGemvRows = 2;
 
-// multiply_by_quantized_multiplier(acc, multiplier, shift) (requantize.h) without branches:
-// saturating_left_shift as a clamp in int64; the rounding doubling high multiply as
-// floor((v * m + 2^30) / 2^31), which is what its nudge and truncating division compute (requantize.h;
-// the lone saturating case needs m = INT32_MIN, and multipliers are >= 0); rounding_divide_by_pot as
-// floor plus the remainder test.
-inline int32_t multiply_branch_free(int32_t acc, int32_t m, int32_t left, int32_t right, int32_t mask, int32_t half) {
+// multiply_by_quantized_multiplier(acc, multiplier, shift) (requantize.h) without branches, from the
+// row's left shift and total right shift: saturating_left_shift as a clamp in int64, then the one
+// rounding of the 64-bit product.
+inline int32_t multiply_branch_free(int32_t acc, int32_t m, int32_t left, int32_t total) {
   const int64_t shifted = std::clamp<int64_t>(static_cast<int64_t>(acc) * (int64_t{1} << left), INT32_MIN, INT32_MAX);
-  const auto high = static_cast<int32_t>((shifted * m + (int64_t{1} << 30)) >> 31);
-  const int32_t threshold = half + (high < 0 ? 1 : 0);
-  return (high >> right) + ((high & mask) > threshold ? 1 : 0);
+  return static_cast<int32_t>((shifted * m + (int64_t{1} << (total - 1))) >> total);
 }
 
 // acc + bias modulo 2^32, as the reference's int32 sum wraps.
@@ -187,7 +185,7 @@ inline int32_t wrap_add(int32_t a, int32_t b) {
 }
 
 inline int16_t stage_row(const LstmRowStage& s, int64_t r, int32_t acc) {
-  return saturate_int16(multiply_branch_free(acc, s.multiplier[r], s.left[r], s.right[r], s.mask[r], s.half[r]));
+  return saturate_int16(multiply_branch_free(acc, s.multiplier[r], s.left[r], s.total[r]));
 }
 
 // ------------------------------------------------------------------------- the stages, portable form
@@ -241,28 +239,6 @@ void activations(const int16_t* a, int64_t H, int16_t* act) {
 // portable form. The functions carry target("avx2") so that the file builds for baseline x86-64; they
 // run only where the CPU has AVX2.
 
-// MBQM of 8 lanes with per-lane (multiplier, left, right, mask, half), as multiply_branch_free:
-//  - the saturating left shift: shift, shift back; a lane that does not come back overflowed and takes
-//    INT32_MIN or INT32_MAX by its sign (what the clamp in int64 gives);
-//  - the high multiply: 64-bit products of the even and the odd lanes (_mm256_mul_epi32), + 2^30, bits
-//    31..62 kept: floor((v * m + 2^30) / 2^31), which fits int32 because |v * m| < 2^62;
-//  - the rounding right shift: floor (an arithmetic shift) plus one where the remainder passes the
-//    threshold half + (high < 0).
-__attribute__((target("avx2"), always_inline)) inline __m256i mbqm8(__m256i x, __m256i m, __m256i left,
-                                                                     __m256i right, __m256i mask, __m256i half) {
-  const __m256i shifted = _mm256_sllv_epi32(x, left);
-  const __m256i fits = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, left), x);
-  const __m256i saturated = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(INT32_MAX));
-  const __m256i v = _mm256_blendv_epi8(saturated, shifted, fits);
-  const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
-  const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(v, m), nudge);
-  const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(v, 32), _mm256_srli_epi64(m, 32)), nudge);
-  const __m256i high = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-  const __m256i threshold = _mm256_add_epi32(half, _mm256_srli_epi32(high, 31));
-  const __m256i round_up = _mm256_cmpgt_epi32(_mm256_and_si256(high, mask), threshold);  // -1 where rounding up
-  return _mm256_sub_epi32(_mm256_srav_epi32(high, right), round_up);
-}
-
 __attribute__((target("avx2"), always_inline)) inline __m256i load8(const int32_t* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
@@ -271,8 +247,8 @@ __attribute__((target("avx2"), always_inline)) inline __m256i load8(const int32_
 __attribute__((target("avx2"), always_inline)) inline __m256i stage8(const LstmRowStage& s, int64_t r,
                                                                       const int32_t* acc, const int32_t* bias) {
   const __m256i v = _mm256_add_epi32(load8(acc + r), load8(bias + r));  // wraps modulo 2^32
-  const __m256i g = mbqm8(v, load8(s.multiplier.data() + r), load8(s.left.data() + r), load8(s.right.data() + r),
-                          load8(s.mask.data() + r), load8(s.half.data() + r));
+  const __m256i g = multiply_by_quantized_multiplier8(v, load8(s.multiplier.data() + r), load8(s.left.data() + r),
+                                                      load8(s.total.data() + r));
   return _mm256_max_epi32(_mm256_min_epi32(g, _mm256_set1_epi32(INT16_MAX)), _mm256_set1_epi32(INT16_MIN));
 }
 
@@ -349,9 +325,7 @@ __attribute__((target("avx2"))) void hidden_avx2(const int16_t* o, const int16_t
                                                   const LstmInt8Params& p, int8_t* h, uint8_t* u) {
   const int32_t left = p.hidden_shift > 0 ? p.hidden_shift : 0, right = p.hidden_shift > 0 ? 0 : -p.hidden_shift;
   const __m256i m = _mm256_set1_epi32(p.hidden_multiplier), vl = _mm256_set1_epi32(left),
-                vr = _mm256_set1_epi32(right);
-  const __m256i mask = _mm256_set1_epi32(static_cast<int32_t>((int64_t{1} << right) - 1)),
-                half = _mm256_srli_epi32(mask, 1);
+                vt = _mm256_set1_epi32(31 + right);
   // requantize(): clamp to [min - offset, max - offset] before adding the offset, which cannot overflow.
   const __m256i lo = _mm256_set1_epi32(p.quantized_activation_min - p.output_offset),
                 hi = _mm256_set1_epi32(p.quantized_activation_max - p.output_offset),
@@ -364,7 +338,7 @@ __attribute__((target("avx2"))) void hidden_avx2(const int16_t* o, const int16_t
       const int64_t jj = j + 8 * half_index;
       const __m256i oh = _mm256_mullo_epi32(load8_int16(o + jj), load8_int16(tanh_c + jj));
       codes[half_index] =
-          _mm256_add_epi32(_mm256_max_epi32(_mm256_min_epi32(mbqm8(oh, m, vl, vr, mask, half), hi), lo), offset);
+          _mm256_add_epi32(_mm256_max_epi32(_mm256_min_epi32(multiply_by_quantized_multiplier8(oh, m, vl, vt), hi), lo), offset);
     }
     // 16 codes in [-128, 127]: the saturating packs are exact; packs_epi32 interleaves the 128-bit lanes,
     // which the permute undoes.
@@ -476,9 +450,7 @@ LstmRowStage::LstmRowStage(const std::vector<int32_t>& m, const std::vector<int>
   for (int sh : shift) {
     const int r = sh > 0 ? 0 : -sh;
     left.push_back(sh > 0 ? sh : 0);
-    right.push_back(r);
-    mask.push_back(static_cast<int32_t>((int64_t{1} << r) - 1));
-    half.push_back(static_cast<int32_t>(((int64_t{1} << r) - 1) >> 1));
+    total.push_back(31 + r);
   }
 }
 

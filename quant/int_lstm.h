@@ -126,10 +126,10 @@ Shape lstm_int8_output_shape(const LstmInt8Params& params, const Shape& in_shape
 void lstm_int8_reference(const LstmInt8Params& params, const int8_t* input, const Shape& in_shape, int8_t* output);
 
 // A (multiplier, shift) per gate row split into the parts of multiply_by_quantized_multiplier, for the
-// optimized kernel's branch-free requantization loop: left = max(shift, 0), right = max(-shift, 0),
-// mask = 2^right - 1, half = mask >> 1.
+// optimized kernel's branch-free requantization loop: left = max(shift, 0), total = 31 + max(-shift, 0)
+// (the right shift of the 64-bit product).
 struct LstmRowStage {
-  std::vector<int32_t> multiplier, left, right, mask, half;  // (G) each
+  std::vector<int32_t> multiplier, left, total;  // (G) each
   LstmRowStage() = default;
   LstmRowStage(const std::vector<int32_t>& multiplier, const std::vector<int>& shift);
 };

@@ -43,19 +43,33 @@ Tensor fake_quantize_bias(const Tensor& b, const QParams& input, const QParams& 
   return y;
 }
 
+// The backward of an op whose output has x's shape and takes x's gradient unchanged.
+BackwardFn straight_through_to(const Tensor& x) {
+  return [x](const Tensor& g) {
+    Tensor input = x;
+    float* gx = input.mutable_grad();
+    const float* pg = g.data();
+    for (int64_t i = 0; i < x.numel(); ++i) gx[i] += pg[i];
+  };
+}
+
 // `y`'s gradient path with the values of integer `codes` on grid `qp`: the float simulation of an op
 // whose integer kernel is cheap (residual add, average pooling) takes that kernel's result, so the
 // simulation rounds where and as the integer graph rounds (ties included), while the gradient flows
 // as through y (y is within one step of the codes' values).
 Tensor with_integer_values(const Tensor& y, const std::vector<int8_t>& codes, const QParams& qp) {
   Tensor out = dequantize_codes(codes, y.shape(), qp);
-  record_op(out, "integer_values", {y}, [y](const Tensor& g) {
-    Tensor input = y;
-    float* gy = input.mutable_grad();
-    const float* pg = g.data();
-    for (int64_t i = 0; i < y.numel(); ++i) gy[i] += pg[i];
-  });
+  record_op(out, "integer_values", {y}, straight_through_to(y));
   return out;
+}
+
+// nearbyint(x) with a straight-through gradient: for values that are integers up to float rounding
+// (codes divided out of their scale), where it only removes that rounding.
+Tensor round_straight_through(const Tensor& x) {
+  Tensor y = Tensor::empty(x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) y.data()[i] = std::nearbyint(x.data()[i]);
+  record_op(y, "round_straight_through", {x}, straight_through_to(x));
+  return y;
 }
 
 }  // namespace
@@ -157,11 +171,11 @@ Tensor QatLayer::forward(const Tensor& x) {
       y = batch_norm(y, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps);
     } else {
       const Tensor b = bias.defined() ? bias : Tensor::zeros({weight.size(0)});
-      y = linear_op(x, wq, deployed_bias(add(bn_beta, mul(sub(b, bn_mean.detach()), sf))));
+      y = deployed_linear_op(x, wq, deployed_bias(add(bn_beta, mul(sub(b, bn_mean.detach()), sf))));
     }
   } else {
     const Tensor wq = weight_quant()(weight);
-    y = linear_op(x, wq, bias.defined() ? deployed_bias(bias) : bias);
+    y = deployed_linear_op(x, wq, bias.defined() ? deployed_bias(bias) : bias);
   }
   if (activation_ == FusedActivation::ReLU) y = relu(y);
   if (activation_ == FusedActivation::ReLU6) y = relu6(y);
@@ -171,6 +185,30 @@ Tensor QatLayer::forward(const Tensor& x) {
 Tensor QatLayer::deployed_bias(const Tensor& b) const {
   if (!input_quant || !input_quant->quantizing() || !weight_quant().quantizing()) return b;
   return fake_quantize_bias(b, input_quant->qparams(), weight_quant().qparams());
+}
+
+Tensor QatLayer::deployed_linear_op(const Tensor& x, const Tensor& wq, const Tensor& b) const {
+  if (training() || !input_quant || !input_quant->quantizing() || !weight_quant().quantizing())
+    return linear_op(x, wq, b);
+  const QParams in = input_quant->qparams(), w = weight_quant().qparams();
+  if (in.per_channel()) return linear_op(x, wq, b);
+  // The same value as linear_op(x, wq, b), computed on the integer grids: x / S_in and wq / S_w[oc] are
+  // the codes (q_in - Z_in) and q_w, b / (S_in * S_w[oc]) the int32 bias, up to float rounding, which
+  // the rounding removes. Their float sum is then exact (integers below 2^24) and one multiply by
+  // S_in * S_w[oc] gives the real output: the simulation's output differs from the integer engine's
+  // only by that multiply and the output quantizer's, not by a float accumulator's error, which would
+  // flip many more codes at rounding boundaries. The gradient is the float expression's.
+  const int64_t oc = wq.size(0);
+  Tensor inv_w = Tensor::empty({oc}), acc_scale = Tensor::empty({oc});
+  for (int64_t c = 0; c < oc; ++c) {
+    const double sw = w.scale[w.per_channel() ? c : 0];
+    inv_w.data()[c] = static_cast<float>(1.0 / sw);
+    acc_scale.data()[c] = static_cast<float>(static_cast<double>(in.scale[0]) * sw);
+  }
+  const Tensor x_codes = round_straight_through(scale(x, static_cast<float>(1.0 / in.scale[0])));
+  const Tensor w_codes = round_straight_through(mul(wq, per_channel_view(inv_w, false)));
+  const Tensor b_codes = b.defined() ? round_straight_through(div(b, acc_scale)) : b;
+  return mul(linear_op(x_codes, w_codes, b_codes), per_channel_view(acc_scale, true));
 }
 
 Tensor QatLayer::forward_exact(const Tensor& x) {

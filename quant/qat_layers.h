@@ -85,6 +85,8 @@ class QatLayer : public Module {
   Tensor per_channel_view(const Tensor& v, bool for_output) const;  // (OC) -> broadcastable shape
   Tensor forward_exact(const Tensor& x);
   Tensor deployed_bias(const Tensor& b) const;  // b rounded to the accumulator grid (see lower.h)
+  // linear_op in the deployed form: in evaluation, computed on the integer codes (see the .cpp).
+  Tensor deployed_linear_op(const Tensor& x, const Tensor& wq, const Tensor& b) const;
 
   bool is_conv_;
   Conv2dParams conv_params_;

@@ -6,9 +6,13 @@
 //
 // A real multiplier M > 0 is stored as an int32 `multiplier` in [2^30, 2^31) and an int `shift` with
 //   M ~= multiplier * 2^(shift - 31),
-// and x * M is computed as
-//   rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x * 2^max(shift, 0), multiplier),
-//                          max(-shift, 0)).
+// and x * M is computed with one rounding, of the exact 64-bit product:
+//   floor((x' * multiplier + 2^(30 + right)) / 2^(31 + right)),  x' = x * 2^max(shift, 0) saturated,
+//   right = max(-shift, 0)
+// (TFLite's single-rounding MultiplyByQuantizedMultiplier). gemmlowp's form rounds twice (a rounding
+// doubling high multiply, then a rounding right shift); its two functions are kept below because the
+// integer LSTM's cell arithmetic uses the rounding right shift, and quant/README.md section 3 says why
+// the single rounding was chosen (the float simulation agrees far more often with it).
 // Integer division below is C++ division (truncation toward zero) and `>>` on a negative int32 is an
 // arithmetic shift (floor), both guaranteed since C++20.
 #pragma once
@@ -62,17 +66,21 @@ inline int32_t saturating_left_shift(int32_t x, int shift) {
                                                   std::numeric_limits<int32_t>::max()));
 }
 
-// x * multiplier * 2^(shift - 31), shift in [-31, 30] (TFLite's MultiplyByQuantizedMultiplier):
-//   left = max(shift, 0), right = max(-shift, 0)
-//   result = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(saturating_left_shift(x, left),
-//                                                                         multiplier), right).
-// Two roundings: the high multiply rounds ties up, the shift rounds ties away from zero.
+// x * multiplier * 2^(shift - 31) rounded once, to nearest with ties toward +infinity, shift in [-31, 30],
+// multiplier in [0, 2^31):
+//   left = max(shift, 0), right = max(-shift, 0), total = 31 + right
+//   result = floor((saturating_left_shift(x, left) * multiplier + 2^(total - 1)) / 2^total)   (in int64)
+// The product and the nudge stay below 2^63 in magnitude (|x'| <= 2^31, multiplier < 2^31, nudge <=
+// 2^61), and the result fits int32: |x' * multiplier| < 2^62 gives |result| <= 2^31 - 1 after rounding.
+// With left > 0 this is one rounding of x * M whenever x * 2^left fits int32; when it does not, the
+// saturated x' gives a result of magnitude >= 2^30 with x's sign, which every requantize() clamps to
+// the same int8 bound as the exact product.
 inline int32_t multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int shift) {
-  assert(shift >= -31 && shift <= 30);
+  assert(shift >= -31 && shift <= 30 && multiplier >= 0);
   const int left = shift > 0 ? shift : 0;
-  const int right = shift > 0 ? 0 : -shift;
-  return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(saturating_left_shift(x, left), multiplier),
-                                right);
+  const int total = 31 + (shift > 0 ? 0 : -shift);
+  const int64_t product = static_cast<int64_t>(saturating_left_shift(x, left)) * multiplier;
+  return static_cast<int32_t>((product + (int64_t{1} << (total - 1))) >> total);  // >>: floor (C++20)
 }
 
 // The real multiplier of a (multiplier, shift) pair: multiplier * 2^(shift - 31). For tests and docs.

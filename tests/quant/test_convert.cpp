@@ -138,8 +138,8 @@ INSTANTIATE_TEST_SUITE_P(RandomModels, ConvertCase, ::testing::ValuesIn(cases())
                          [](const auto& info) { return std::string(info.param.name); });
 
 // One layer at a time, the float simulation and the integer engine differ by at most one code: the
-// accumulator's float rounding, the bias rounding and the 31-bit multiplier move the real value by
-// far less than one output step, so only a value next to a rounding boundary can land on the other side.
+// float products of scales and the 31-bit multiplier move the real value by far less than one output
+// step, so only a value next to a rounding boundary can land on the other side.
 TEST(Convert, FloatSimulationWithinOneLsbPerLayer) {
   Rng rng(7);
   for (auto [w, a] : {std::pair{8, 8}, std::pair{4, 8}, std::pair{4, 4}, std::pair{2, 2}}) {
@@ -160,6 +160,12 @@ TEST(Convert, FloatSimulationWithinOneLsbPerLayer) {
     const std::vector<int8_t> codes = graph.run_codes(x, &shape, best_kernel_path());
     const std::vector<int8_t> sim = simulation_codes(model, x, graph.output_grid(), false);
     EXPECT_LE(max_lsb_difference(codes, sim), 1) << "W" << w << "A" << a;
+    // And rarely: the simulation computes on the codes and the engine rounds once, so a flip needs a
+    // value within float rounding (~1e-6 of a step) of a boundary. (gemmlowp's two roundings flipped
+    // 1.5 % of these codes at W4A8.)
+    int64_t differ = 0;
+    for (size_t i = 0; i < codes.size(); ++i) differ += codes[i] != sim[i];
+    EXPECT_LE(differ, static_cast<int64_t>(codes.size()) / 1000) << "W" << w << "A" << a;
   }
 }
 

@@ -56,7 +56,7 @@ TEST(Explain, TextShowsEveryStepAndAgrees) {
   const std::string name = explainable_ops(graph)[1];
   const std::string text = explain_output(graph, name, random_images(1, rng), {2, -1, -1});
   for (const char* part : {"1. Grids", "input_offset", "2. Accumulate in int32", "accumulator acc",
-                           "output_multiplier", "high multiply", "clamp to", "the same."})
+                           "output_multiplier", "rounded once", "clamp to", "the same."})
     EXPECT_NE(text.find(part), std::string::npos) << part << "\n" << text;
 }
 

@@ -343,6 +343,54 @@ TEST(QatResidualTest, GradientIsTheFloatSumsStraightThroughGradient) {
   }
 }
 
+// ------------------------------------------------------------------------------- deployed evaluation
+
+// In evaluation a layer computes its deployed form on the integer codes (deployed_linear_op); in
+// training with BN frozen and observers off it computes the same expression on the fake-quantized
+// floats. The two agree to float rounding: the output codes differ only next to a rounding boundary
+// (by one code, rarely), and the input gradient is the float expression's.
+TEST(QatLayerDeployed, EvaluationOnCodesIsTheFloatExpressionUpToRounding) {
+  for (int bits : {8, 4}) {
+    Rng rng(21);
+    auto net = std::make_shared<Sequential>();
+    // No ReLU: where the accumulator is exactly 0, its gradient mask would take the code path's exact 0
+    // but the float path's rounding noise around 0 (both valid subgradients).
+    net->add(conv_bn(8, 16, false, rng));
+    const auto model = prepare_qat(net, QConfig::from_options(bits, bits, true, "minmax", "ema", {}));
+    model->train();
+    {
+      NoGradGuard no_grad;
+      for (int i = 0; i < 3; ++i) model->forward(random_input({4, 8, 12, 12}, rng, 2.0f));
+    }
+    const Tensor x = random_input({4, 8, 12, 12}, rng, 2.0f);
+    const Tensor weights = random_input({4, 16, 12, 12}, rng);  // a loss sum(w * y) with varied weights
+    auto run = [&](Tensor& grad) {
+      Tensor xi = x.detach();
+      xi.set_requires_grad(true);
+      const Tensor y = model->forward(xi);
+      sum(mul(y, weights)).backward();
+      grad = xi.grad();
+      return y.to_vector();
+    };
+    model->eval();
+    Tensor g_codes, g_float;
+    const std::vector<float> y_codes = run(g_codes);
+    set_observers_enabled(*model, false);
+    set_bn_frozen(*model, true);
+    model->train();
+    const std::vector<float> y_float = run(g_float);
+
+    const float step = static_cast<const QatLayer&>(*model->submodule("body.0.0")).output_quant().qparams().scale[0];
+    int64_t differ = 0;
+    for (size_t i = 0; i < y_codes.size(); ++i) {
+      ASSERT_LE(std::abs(y_codes[i] - y_float[i]), step * 1.001f) << i;
+      differ += y_codes[i] != y_float[i];
+    }
+    EXPECT_LE(differ, static_cast<int64_t>(y_codes.size()) / 1000) << "W" << bits << "A" << bits;
+    expect_close(g_codes, g_float, 1e-4f, "input gradient");
+  }
+}
+
 // ------------------------------------------------------------------------------------------ lowering
 
 // A small prepared model whose observers and BN statistics have seen a few batches, in evaluation.

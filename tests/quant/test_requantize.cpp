@@ -31,10 +31,12 @@ int64_t model_high_mul(int64_t a, int64_t b) {
 // Model of the rounding shift: x / 2^e rounded half away from zero (exact in double).
 int64_t model_divide_by_pot(int64_t x, int e) { return static_cast<int64_t>(std::round(std::ldexp(double(x), -e))); }
 
+// Model of multiply_by_quantized_multiplier: x * 2^left saturated, times m, divided by 2^(31 + right)
+// and rounded once to nearest with ties toward +infinity (floor of the value + 1/2).
 int64_t model_mul_by_quantized(int64_t x, int32_t m, int shift) {
   const int left = std::max(shift, 0), right = std::max(-shift, 0);
   const int64_t shifted = std::clamp<int64_t>(x * (int64_t{1} << left), kMin, kMax);
-  return model_divide_by_pot(model_high_mul(shifted, m), right);
+  return floor_div(shifted * m + (int64_t{1} << (30 + right)), int64_t{1} << (31 + right));
 }
 
 // Random int32s with the edges and small values mixed in.
@@ -104,13 +106,15 @@ TEST(MultiplyByQuantizedMultiplier, HandComputedValues) {
   // multiplier 2^30 with shift s is the real 2^(s - 1).
   EXPECT_EQ(multiply_by_quantized_multiplier(1000, 1 << 30, 0), 500);
   EXPECT_EQ(multiply_by_quantized_multiplier(1001, 1 << 30, 0), 501);    // 500.5: high mul rounds up
-  EXPECT_EQ(multiply_by_quantized_multiplier(-1001, 1 << 30, 0), -500);  // -500.5: ties toward +inf there
-  // Two roundings: 1001 * 0.25 = 250.25, but the high multiply gives 500.5 -> 501, the shift 250.5 -> 251.
-  EXPECT_EQ(multiply_by_quantized_multiplier(1001, 1 << 30, -1), 251);
+  EXPECT_EQ(multiply_by_quantized_multiplier(-1001, 1 << 30, 0), -500);  // -500.5: ties toward +inf
+  // One rounding: 1001 * 0.25 = 250.25 -> 250 (gemmlowp's two roundings give 500.5 -> 501, then 250.5
+  // -> 251).
+  EXPECT_EQ(multiply_by_quantized_multiplier(1001, 1 << 30, -1), 250);
   EXPECT_EQ(multiply_by_quantized_multiplier(1000, 1 << 30, -1), 250);
-  EXPECT_EQ(multiply_by_quantized_multiplier(1002, 1 << 30, -1), 251);   // 501 / 2 = 250.5 -> 251 (away)
-  EXPECT_EQ(multiply_by_quantized_multiplier(-1002, 1 << 30, -1), -251);
-  EXPECT_EQ(multiply_by_quantized_multiplier(-1001, 1 << 30, -1), -250);  // -500.5 -> -500 -> -250
+  EXPECT_EQ(multiply_by_quantized_multiplier(1002, 1 << 30, -1), 251);    // 250.5 -> 251
+  EXPECT_EQ(multiply_by_quantized_multiplier(-1002, 1 << 30, -1), -250);  // -250.5 -> -250 (toward +inf)
+  EXPECT_EQ(multiply_by_quantized_multiplier(-1001, 1 << 30, -1), -250);  // -250.25
+  EXPECT_EQ(multiply_by_quantized_multiplier(-1003, 1 << 30, -1), -251);  // -250.75
   EXPECT_EQ(multiply_by_quantized_multiplier(3, 1 << 30, 3), 12);        // 3 * 4
   // 2^28 * 2^5 saturates in the left shift to 2^31 - 1, then the multiplier halves it: huge and of
   // the right sign, which is all the int8 clamp after it needs.
@@ -128,11 +132,11 @@ TEST(MultiplyByQuantizedMultiplier, MatchesModelAndRealProductOnRandomInputs) {
     const int shift = static_cast<int>(rng.below(62)) - 31;                 // [-31, 30]
     const int32_t got = multiply_by_quantized_multiplier(x, m, shift);
     ASSERT_EQ(got, model_mul_by_quantized(x, m, shift)) << x << " " << m << " " << shift;
-    // Within one unit of the real product where nothing saturates (two roundings of <= 1/2 each).
+    // Within half a unit of the real product where nothing saturates (one rounding).
     const long double real = static_cast<long double>(x) * m * std::ldexp(1.0L, shift - 31);
     const bool shift_saturates = std::llabs(int64_t{x} * (int64_t{1} << std::max(shift, 0))) >= (int64_t{1} << 31);
     if (!shift_saturates) {
-      ASSERT_LE(std::fabs(static_cast<long double>(got) - real), 1.0L) << x << " " << shift;
+      ASSERT_LE(std::fabs(static_cast<long double>(got) - real), 0.5L) << x << " " << shift;
     }
   }
 }
@@ -211,7 +215,7 @@ TEST(Requantize, AddsOffsetAndClamps) {
   EXPECT_EQ(requantize(kMax, 1 << 30, 30, 127, -128, 127), 127);  // no overflow in the final add
   EXPECT_EQ(requantize(kMin, 1 << 30, 30, -128, -128, 127), -128);
   EXPECT_EQ(requantize(4, 1 << 30, -1, 0, -128, 127), 1);  // 4 * 0.25
-  EXPECT_EQ(requantize(5, 1 << 30, -1, 0, -128, 127), 2);  // 1.25, rounded twice: 2.5 -> 3, 1.5 -> 2
+  EXPECT_EQ(requantize(5, 1 << 30, -1, 0, -128, 127), 1);  // 1.25 -> 1 (two roundings: 2.5 -> 3, 1.5 -> 2)
   EXPECT_EQ(requantize(6, 1 << 30, -1, 0, -128, 127), 2);  // 1.5 -> 2
 }
 
