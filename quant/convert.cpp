@@ -117,13 +117,11 @@ class Emitter {
     const int shortcut_slot = slot;
     const QParams shortcut_grid = grid;
     const QParams out = r.add_quant().qparams();
-    const auto [lo, hi] = activation_clamp(out, r.relu_after ? FusedActivation::ReLU : FusedActivation::None);
     Int8Op op;
     op.kind = Int8OpKind::Add;
     op.name = full;
     op.grid = out;
-    op.add = make_add_params(body_grid.scale[0], body_grid.zero_point[0], shortcut_grid.scale[0],
-                             shortcut_grid.zero_point[0], out.scale[0], out.zero_point[0], lo, hi);
+    op.add = lower_add(body_grid, shortcut_grid, out, r.relu_after);
     emit(std::move(op), {body_slot, shortcut_slot});
     grid = out;
   }

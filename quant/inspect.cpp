@@ -195,9 +195,7 @@ class RowWalker {
     r.output = grid_report(full + ".add_quant", res.add_quant());
     const QParams& out = r.output.qparams;
     try {
-      const auto [lo, hi] = activation_clamp(out, res.relu_after ? FusedActivation::ReLU : FusedActivation::None);
-      const AddInt8Params p = make_add_params(body.scale[0], body.zero_point[0], shortcut.scale[0], shortcut.zero_point[0],
-                                              out.scale[0], out.zero_point[0], lo, hi);
+      const AddInt8Params p = lower_add(body, shortcut, out, res.relu_after);
       r.output_multiplier = {p.output_multiplier};
       r.output_shift = {p.output_shift};
     } catch (const std::invalid_argument& e) {

@@ -35,6 +35,12 @@ std::pair<int32_t, int32_t> activation_clamp(const QParams& output, FusedActivat
   return {lo, hi};
 }
 
+AddInt8Params lower_add(const QParams& a, const QParams& b, const QParams& out, bool relu_after) {
+  const auto [lo, hi] = activation_clamp(out, relu_after ? FusedActivation::ReLU : FusedActivation::None);
+  return make_add_params(a.scale[0], a.zero_point[0], b.scale[0], b.zero_point[0], out.scale[0], out.zero_point[0],
+                         lo, hi);
+}
+
 LoweredLayer lower_layer(const QatLayer& layer, const QParams& input, const QParams& output) {
   check_activation_grid(input, "a layer input");
   check_activation_grid(output, "a layer output");

@@ -69,6 +69,11 @@ void run_lowered_reference(const LoweredLayer& layer, const int8_t* input, const
 // The activation clamp of an output grid after a fused activation, as [min, max] codes.
 std::pair<int32_t, int32_t> activation_clamp(const QParams& output, FusedActivation act);
 
+// The integer residual add of two code tensors on grids a and b into grid `out` (per tensor), with a ReLU
+// after the sum or not: make_add_params with the output clamp. Convert, the simulation and inspect all
+// take the add's constants from here.
+AddInt8Params lower_add(const QParams& a, const QParams& b, const QParams& out, bool relu_after);
+
 // Float tensor -> int8 codes on a per-tensor grid; and back.
 std::vector<int8_t> quantize_tensor(const Tensor& x, const QParams& qp);
 Tensor dequantize_codes(const std::vector<int8_t>& q, const Shape& shape, const QParams& qp);

@@ -287,9 +287,7 @@ Tensor QatResidual::forward(const Tensor& x) {
   // can differ from rounding the float sum by one step where the sum sits next to a rounding boundary, so
   // the simulation takes the integer result too; exact mode has no gradient path to keep.
   const QParams qa = body_quant->qparams(), qb = shortcut_quant->qparams(), qo = add_quant().qparams();
-  const auto [lo, hi] = activation_clamp(qo, relu_after ? FusedActivation::ReLU : FusedActivation::None);
-  const AddInt8Params p = make_add_params(qa.scale[0], qa.zero_point[0], qb.scale[0], qb.zero_point[0], qo.scale[0],
-                                          qo.zero_point[0], lo, hi);
+  const AddInt8Params p = lower_add(qa, qb, qo, relu_after);
   const std::vector<int8_t> ca = quantize_tensor(a, qa), cb = quantize_tensor(b, qb);
   std::vector<int8_t> out(ca.size());
   add_int8_reference(p, ca.data(), cb.data(), out.data(), static_cast<int64_t>(out.size()));
