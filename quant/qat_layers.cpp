@@ -194,7 +194,8 @@ Tensor QatLayer::deployed_linear_op(const Tensor& x, const Tensor& wq, const Ten
   if (in.per_channel()) return linear_op(x, wq, b);
   // The same value as linear_op(x, wq, b), computed on the integer grids: x / S_in and wq / S_w[oc] are
   // the codes (q_in - Z_in) and q_w, b / (S_in * S_w[oc]) the int32 bias, up to float rounding, which
-  // the rounding removes. Their float sum is then exact (integers below 2^24) and one multiply by
+  // the rounding removes. Their float sum is then exact (integers: exact while partial sums stay below
+  // 2^24, always for 8-bit codes and K <= 518 terms, and in practice far beyond) and one multiply by
   // S_in * S_w[oc] gives the real output: the simulation's output differs from the integer engine's
   // only by that multiply and the output quantizer's, not by a float accumulator's error, which would
   // flip many more codes at rounding boundaries. The gradient is the float expression's.
