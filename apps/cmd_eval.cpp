@@ -29,7 +29,7 @@ int cmd_eval(int argc, char** argv) {
   desc.add_options()("model", po::value(&path), "checkpoint or integer model file (also the first positional argument)")
       ("exact", po::bool_switch(&exact), "QAT checkpoint: run the integer arithmetic in the simulation (exact mode)")
       ("compare", po::value(&compare), "integer model: also run this QAT checkpoint (float simulation and exact mode) and report how the outputs agree")
-      ("kernel", po::value(&kernel)->default_value(kernel), "integer kernels: auto | reference | portable | avx2 | avx512vnni")
+      ("kernel", po::value(&kernel)->default_value(kernel), "integer kernels (of the integer model and of exact mode): auto | reference | portable | avx2 | avx512vnni")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per batch")
       ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
   add_data_options(desc, d);
@@ -109,7 +109,7 @@ int cmd_eval(int argc, char** argv) {
               d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
   ModulePtr model = model_from_any_checkpoint(ckpt);
   require(!exact || ckpt.model_kind == "qat", "--exact applies to QAT checkpoints");
-  if (exact) set_exact_mode(*model, true);
+  if (exact) set_exact_mode(*model, true, parse_kernel_path(kernel));
   DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
   const EvalResult r = evaluate(*model, loader);
   std::printf("%s (%s %s%s, epoch %lld) on %s test: accuracy %.2f %% (%lld images), loss %.4f, %.0f img/s\n",

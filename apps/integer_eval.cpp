@@ -32,7 +32,7 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
     std::vector<int8_t> sim_codes, exact_codes;
     if (sim) {
       sim_codes = quantize_tensor(sim->forward(batch.images), grid);
-      set_exact_mode(*sim, true);
+      set_exact_mode(*sim, true, path);
       exact_codes = quantize_tensor(sim->forward(batch.images), grid);
       set_exact_mode(*sim, false);
     }

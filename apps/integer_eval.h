@@ -12,7 +12,8 @@ struct Agreement {
 };
 
 // Runs the integer graph over the loader (r: accuracy, count, predictions, seconds of integer compute);
-// with `sim`, also the QAT model in float simulation and in exact mode, comparing output codes (a).
+// with `sim`, also the QAT model in float simulation and in exact mode (its conv and linear layers on the
+// kernels of `path` too), comparing output codes (a).
 void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a);
 
 }  // namespace qatlab

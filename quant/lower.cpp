@@ -143,6 +143,26 @@ void run_lowered_reference(const LoweredLayer& l, const int8_t* input, const Sha
   }
 }
 
+void run_lowered(const LoweredLayer& l, const int8_t* input, const Shape& in_shape, int8_t* output, KernelPath path) {
+  if (path == KernelPath::Reference) return run_lowered_reference(l, input, in_shape, output);
+  const int32_t* bias = l.bias.empty() ? nullptr : l.bias.data();
+  if (l.is_conv) {
+    QATLAB_CHECK(in_shape.size() == 4, "run_lowered: conv input must be (N, C, H, W), got " + shape_str(in_shape));
+    const Shape chw = {in_shape[1], in_shape[2], in_shape[3]};
+    const PackedConvInt8 packed = l.weight_bits == 8
+                                      ? PackedConvInt8(l.conv, l.weight.data(), l.weight_shape, bias, chw)
+                                      : PackedConvInt8(l.conv, l.weight_packed.data(), l.weight_bits, l.weight_shape,
+                                                       bias, chw);
+    packed.run(input, in_shape[0], output, path);
+  } else {
+    QATLAB_CHECK(in_shape.size() == 2, "run_lowered: linear input must be (N, IN), got " + shape_str(in_shape));
+    const PackedFullyConnectedInt8 packed =
+        l.weight_bits == 8 ? PackedFullyConnectedInt8(l.fc, l.weight.data(), l.weight_shape, bias)
+                           : PackedFullyConnectedInt8(l.fc, l.weight_packed.data(), l.weight_bits, l.weight_shape, bias);
+    packed.run(input, in_shape[0], output, path);
+  }
+}
+
 std::vector<int8_t> quantize_tensor(const Tensor& x, const QParams& qp) {
   check_activation_grid(qp, "a tensor");
   std::vector<int8_t> q(x.numel());

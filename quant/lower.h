@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "quant/int8_gemm.h"
 #include "quant/int8_kernels.h"
 #include "quant/qscheme.h"
 
@@ -65,6 +66,11 @@ void pack_weights(LoweredLayer& layer);
 // The reference kernel of `layer` (conv2d_int8_reference / fully_connected_int8_reference, or their
 // packed forms for packed weights): input (N, ...) in_shape -> output.
 void run_lowered_reference(const LoweredLayer& layer, const int8_t* input, const Shape& in_shape, int8_t* output);
+
+// The same integers on the kernels of `path`: Reference runs run_lowered_reference; the others pack the
+// weights (PackedConvInt8 / PackedFullyConnectedInt8, equal to the reference bit for bit) and run them.
+void run_lowered(const LoweredLayer& layer, const int8_t* input, const Shape& in_shape, int8_t* output,
+                 KernelPath path);
 
 // The activation clamp of an output grid after a fused activation, as [min, max] codes.
 std::pair<int32_t, int32_t> activation_clamp(const QParams& output, FusedActivation act);

@@ -183,9 +183,9 @@ void set_bn_frozen(Module& model, bool on) {
   });
 }
 
-void set_exact_mode(Module& model, bool on) {
-  visit(model, [on](Module& m) {
-    if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).set_exact(on);
+void set_exact_mode(Module& model, bool on, KernelPath path) {
+  visit(model, [on, path](Module& m) {
+    if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).set_exact(on, path);
     if (m.type() == "QatAvgPool") static_cast<QatAvgPool&>(m).set_exact(on);
     if (m.type() == "QatResidual") static_cast<QatResidual&>(m).set_exact(on);
     if (m.type() == "QatLstm") static_cast<QatLstm&>(m).set_exact(on);

@@ -22,6 +22,7 @@ std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfi
 void set_observers_enabled(Module& model, bool on);   // every FakeQuantize's observer
 void set_fake_quant_enabled(Module& model, bool on);  // every FakeQuantize's quantize-dequantize
 void set_bn_frozen(Module& model, bool on);           // BN uses (and stops updating) running statistics
-void set_exact_mode(Module& model, bool on);          // evaluation runs the integer arithmetic
+// Evaluation runs the integer arithmetic; conv and linear layers on the kernels of `path` (QatLayer::set_exact).
+void set_exact_mode(Module& model, bool on, KernelPath path = KernelPath::Reference);
 
 }  // namespace qatlab

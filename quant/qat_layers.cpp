@@ -216,18 +216,10 @@ Tensor QatLayer::forward_exact(const Tensor& x) {
   QATLAB_CHECK(input_quant != nullptr, "exact mode: layer has no input quantizer (was it built by prepare_qat?)");
   const LoweredLayer l = lower_layer(*this, input_quant->qparams(), output_quant().qparams());
   const std::vector<int8_t> in = quantize_tensor(x, l.input);
-  Shape out_shape;
-  std::vector<int8_t> out;
-  if (l.is_conv) {
-    out_shape = conv2d_int8_output_shape(l.conv, x.shape(), l.weight_shape);
-    out.resize(shape_numel(out_shape));
-    conv2d_int8_reference(l.conv, in.data(), x.shape(), l.weight.data(), l.weight_shape, l.bias.data(), out.data());
-  } else {
-    out_shape = fully_connected_int8_output_shape(l.fc, x.shape(), l.weight_shape);
-    out.resize(shape_numel(out_shape));
-    fully_connected_int8_reference(l.fc, in.data(), x.shape(), l.weight.data(), l.weight_shape, l.bias.data(),
-                                   out.data());
-  }
+  const Shape out_shape = l.is_conv ? conv2d_int8_output_shape(l.conv, x.shape(), l.weight_shape)
+                                    : fully_connected_int8_output_shape(l.fc, x.shape(), l.weight_shape);
+  std::vector<int8_t> out(shape_numel(out_shape));
+  run_lowered(l, in.data(), x.shape(), out.data(), exact_path_);
   return dequantize_codes(out, out_shape, l.output);
 }
 

@@ -11,6 +11,7 @@
 #include "core/ops.h"
 #include "nn/module.h"
 #include "quant/fake_quantize.h"
+#include "quant/int8_gemm.h"
 
 namespace qatlab {
 
@@ -66,7 +67,9 @@ class QatLayer : public Module {
 
   void freeze_bn(bool on) { bn_frozen_ = on; }
   bool bn_frozen() const { return bn_frozen_; }
-  void set_exact(bool on) { exact_ = on; }
+  // Exact mode, on the kernels of `path` (the reference loops by default; the optimized kernels compute
+  // the same integers, held to the reference bit for bit by the kernel tests, much faster).
+  void set_exact(bool on, KernelPath path = KernelPath::Reference) { exact_ = on, exact_path_ = path; }
   bool exact() const { return exact_; }
 
   // The weight and bias the integer layer is built from, in float, without autograd history:
@@ -91,6 +94,7 @@ class QatLayer : public Module {
   bool is_conv_;
   Conv2dParams conv_params_;
   bool has_bn_ = false, bn_frozen_ = false, exact_ = false;
+  KernelPath exact_path_ = KernelPath::Reference;
   FusedActivation activation_ = FusedActivation::None;
 };
 

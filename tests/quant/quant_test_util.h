@@ -76,9 +76,10 @@ inline void train_a_little(const std::shared_ptr<QatModel>& model, const Shape& 
 
 // The QAT model's output for x on `grid` as codes: the float simulation, or exact mode when `exact`.
 inline std::vector<int8_t> simulation_codes(const std::shared_ptr<QatModel>& model, const Tensor& x,
-                                            const QParams& grid, bool exact) {
+                                            const QParams& grid, bool exact,
+                                            KernelPath exact_path = KernelPath::Reference) {
   NoGradGuard no_grad;
-  set_exact_mode(*model, exact);
+  set_exact_mode(*model, exact, exact_path);
   const Tensor y = model->forward(x);
   set_exact_mode(*model, false);
   return quantize_tensor(y, grid);

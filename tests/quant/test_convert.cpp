@@ -130,6 +130,9 @@ TEST_P(ConvertCase, IntegerGraphEqualsExactSimulationBitForBit) {
     EXPECT_EQ(graph.run_codes(x, &shape, KernelPath::Reference), exact) << c.name << " reference kernels";
     EXPECT_EQ(graph.run_codes(x, &shape, best_kernel_path()), exact) << c.name << " " << kernel_path_name(best_kernel_path());
     EXPECT_EQ(loaded.run_codes(x, &shape, best_kernel_path()), exact) << c.name << " after save/load";
+    // Exact mode on the optimized kernels (what `qatlab eval --exact` runs by default) is the same.
+    EXPECT_EQ(simulation_codes(model, x, graph.output_grid(), true, best_kernel_path()), exact)
+        << c.name << " exact mode on " << kernel_path_name(best_kernel_path());
     EXPECT_EQ(shape, (Shape{c.input[0], c.classes}));
   }
 }
