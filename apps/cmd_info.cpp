@@ -1,27 +1,37 @@
 // cmd_info.cpp: `qatlab info CHECKPOINT`: model, parameter count, metadata and training history.
 #include <cstdio>
+#include <filesystem>
 
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/qat_options.h"
+#include "apps/train_loop.h"
+#include "core/atomic_file.h"
 #include "nn/checkpoint.h"
 #include "quant/int8_graph.h"
 
 namespace qatlab {
 
+namespace fs = std::filesystem;
+
 int cmd_info(int argc, char** argv) {
-  std::string path;
-  bool show_params = false;
+  std::string path, curve;
+  bool show_params = false, overwrite = false;
   po::options_description desc("info options");
   desc.add_options()("checkpoint", po::value(&path), "the checkpoint or integer model file (also the first positional argument)")
-      ("params", po::bool_switch(&show_params), "list every parameter and buffer with its shape");
+      ("params", po::bool_switch(&show_params), "list every parameter and buffer with its shape")
+      ("curve", po::value(&curve), "also write the training curve (accuracy per epoch, from the checkpoint's history) to this SVG file")
+      ("overwrite", po::bool_switch(&overwrite), "allow --curve to replace an existing file");
   po::positional_options_description positional;
   positional.add("checkpoint", 1);
   po::variables_map vm;
   if (!parse_command("info", "CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the checkpoint: qatlab info CHECKPOINT");
+  require(curve.empty() || overwrite || !fs::exists(curve),
+          "--curve " + curve + " already exists: pass --overwrite to replace it, or choose another file");
 
   if (Int8Graph::is_int8_graph_file(path)) {
+    require(curve.empty(), "--curve needs a checkpoint: " + path + " is an integer model file (no training history)");
     const Int8Graph graph = Int8Graph::load(path);
     std::printf("%s\n  format         %s version %lld\n%s", path.c_str(), kInt8GraphFormat,
                 static_cast<long long>(graph.file_version), graph.summary().c_str());
@@ -55,6 +65,11 @@ int cmd_info(int argc, char** argv) {
   }
   std::printf("\nconfig:\n");
   std::printf("%s", c.config_ini.c_str());
+  if (!curve.empty()) {
+    require(!c.history.empty(), path + " has no training history to plot");
+    atomic_write_text(curve, curve_svg(c.history, c.model_name + " (" + c.model_kind + ") on " + c.dataset));
+    std::printf("\ncurve: %s\n", curve.c_str());
+  }
   return 0;
 }
 

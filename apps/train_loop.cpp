@@ -133,7 +133,8 @@ std::string metrics_csv(const std::vector<MetricsRow>& history) {
   return os.str();
 }
 
-// The training curve: train and test accuracy (%) per epoch, as curve.svg beside metrics.csv.
+}  // namespace
+
 std::string curve_svg(const std::vector<MetricsRow>& history, const std::string& title) {
   LineChart chart;
   chart.title = title;
@@ -152,6 +153,8 @@ std::string curve_svg(const std::vector<MetricsRow>& history, const std::string&
   }
   return render_line_chart(chart);
 }
+
+namespace {
 
 std::string summary_json(const TrainJob& job, const TrainSettings& s, const std::vector<MetricsRow>& history,
                          bool finished) {

@@ -86,6 +86,10 @@ struct TrainOutcome {
   bool stopped_early = false;  // --stop-after ended the run before the last epoch
 };
 
+// The training curve: train and test accuracy (%) per epoch of `history` as an SVG line chart (the
+// curve.svg that training writes beside metrics.csv, and `qatlab info CKPT --curve FILE`).
+std::string curve_svg(const std::vector<MetricsRow>& history, const std::string& title);
+
 // Runs epochs [start, settings.epochs). Throws std::runtime_error naming the epoch and batch if the
 // loss becomes NaN or infinite.
 TrainOutcome run_training(TrainJob& job, const TrainSettings& settings);

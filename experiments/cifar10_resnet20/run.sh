@@ -27,6 +27,7 @@ if [ "$stage" = float ] || [ "$stage" = all ]; then
   /usr/bin/time -f "wall %e s" "$Q" train --model resnet20 --epochs 20 --lr 0.1 --warmup-epochs 1 --seed 1 \
     "${common[@]}" --out "$runs/float" 2>&1 | quiet | tee "$here/float.log"
   cp "$runs/float/metrics.csv" "$here/float.metrics.csv"
+  cp "$runs/float/curve.svg" "$here/float.curve.svg"
 fi
 
 if [ "$stage" = qat ] || [ "$stage" = all ]; then
@@ -38,7 +39,7 @@ if [ "$stage" = qat ] || [ "$stage" = all ]; then
     "$Q" qat --from "$float" --epochs 2 --lr 0.01 --wbits 4 --abits 4 --wquant lsq --aquant lsq \
       --layer-bits stem.conv=8:8 --layer-bits fc=8:8 "${common[@]}" --out "$runs/w4a4"
   } 2>&1 | quiet | tee "$here/qat.log"
-  for r in w8a8 w4a4; do cp "$runs/$r/metrics.csv" "$here/$r.metrics.csv"; done
+  for r in w8a8 w4a4; do cp "$runs/$r/metrics.csv" "$here/$r.metrics.csv"; cp "$runs/$r/curve.svg" "$here/$r.curve.svg"; done
 fi
 
 if [ "$stage" = convert ] || [ "$stage" = qat ] || [ "$stage" = all ]; then

@@ -206,6 +206,16 @@ TEST_F(CliTest, TrainMlpWritesRunFilesLearnsAndInfoAndEvalAgree) {
   std::snprintf(acc_text, sizeof acc_text, "%.2f%%", 100 * ckpt.history[1].at("test_acc"));
   EXPECT_NE(rows[1].find(acc_text), std::string::npos) << rows[1] << " lacks " << acc_text;
 
+  // info --curve: the same two-line chart from the checkpoint's history; an existing file is kept
+  // unless --overwrite.
+  const std::string replot = out + "/replot.svg";
+  ASSERT_TRUE(Succeeded(qatlab({"info", out + "/checkpoint.h5", "--curve", replot}, "info --curve")));
+  EXPECT_EQ(read_text(replot), curve);
+  const RunResult again = qatlab({"info", out + "/checkpoint.h5", "--curve", out + "/summary.json"}, "info --curve again");
+  EXPECT_TRUE(again.exited && again.exit_code == kUsageError) << again.describe();
+  EXPECT_NE(again.err.find("already exists"), std::string::npos) << again.err;
+  EXPECT_EQ(read_text(out + "/summary.json"), summary);
+
   // eval: the same accuracy as the last epoch's evaluation, to the printed precision.
   const RunResult eval = qatlab(
       {"eval", out + "/checkpoint.h5", "--data-dir", data_dir(), "--test-limit", "128", "--threads", "2"}, "eval");
