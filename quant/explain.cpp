@@ -130,7 +130,7 @@ Walk walk(const Int8Graph& graph, const std::string& op_name, const Tensor& imag
   w.acc = static_cast<int32_t>(static_cast<uint32_t>(w.sum) + static_cast<uint32_t>(w.bias));
   w.multiplier = mult[oc];
   w.shift = shifts[oc];
-  w.shifted = saturating_left_shift(w.acc, w.shift > 0 ? w.shift : 0);
+  w.shifted = saturating_left_shift(w.acc, requantize_left_shift(w.shift));
   w.product = static_cast<int64_t>(w.shifted) * w.multiplier;
   w.scaled = multiply_by_quantized_multiplier(w.acc, w.multiplier, w.shift);
   w.offset_added = w.scaled + w.z_out;  // shown to the reader; requantize() clamps before adding
@@ -214,10 +214,11 @@ std::string explain_output(const Int8Graph& graph, const std::string& op_name, c
   os << "   stored once at convert as output_multiplier " << w.multiplier << " and output_shift " << w.shift
      << ": M ~= " << w.multiplier << " * 2^(" << w.shift << " - 31) = " << fmt("%.9g", stored_m)
      << " (relative error " << fmt("%.1e", std::abs(stored_m - real_m) / real_m) << ")\n";
-  const int left = w.shift > 0 ? w.shift : 0, right = w.shift > 0 ? 0 : -w.shift;
-  os << "   a) shift left by max(shift, 0) = " << left << ":                 " << w.shifted << "\n";
+  os << "   a) shift left by max(shift, 0) = " << requantize_left_shift(w.shift) << ":                 " << w.shifted
+     << "\n";
   os << "   b) times the multiplier, exact in int64: a * " << w.multiplier << " = " << w.product << "\n";
-  os << "   c) divided by 2^(31 + max(-shift, 0)) = 2^" << 31 + right << ", rounded once (ties up): " << w.scaled
+  os << "   c) divided by 2^(31 + max(-shift, 0)) = 2^" << requantize_total_shift(w.shift)
+     << ", rounded once (ties up): " << w.scaled
      << "   (exact acc * M = " << fmt("%.6g", w.acc * stored_m) << ")\n";
   os << "   d) + output zero point " << w.z_out << " = " << w.offset_added << ", clamp to [" << w.act_min << ", "
      << w.act_max << "] -> output code " << w.code << "\n";

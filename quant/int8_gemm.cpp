@@ -119,8 +119,9 @@ PackedOutputStage make_output_stage(int64_t channels, int64_t padded, const std:
     s.multiplier[c] = multipliers[c];
     s.shift[c] = shifts[c];
     s.any_left_shift = s.any_left_shift || shifts[c] > 0;
-    const int32_t values[PackedOutputStage::kParams] = {s.folded_bias[c], multipliers[c], std::max(shifts[c], 0),
-                                                        31 + std::max(-shifts[c], 0)};
+    const int32_t values[PackedOutputStage::kParams] = {s.folded_bias[c], multipliers[c],
+                                                        requantize_left_shift(shifts[c]),
+                                                        requantize_total_shift(shifts[c])};
     for (int k = 0; k < PackedOutputStage::kParams; ++k) {
       s.columns[k * padded + c] = values[k];
       std::fill_n(s.rows.begin() + (c * PackedOutputStage::kParams + k) * 8, 8, values[k]);

@@ -323,9 +323,8 @@ __attribute__((target("avx2"))) void cell_avx2(const int16_t* act, int64_t H, in
 
 __attribute__((target("avx2"))) void hidden_avx2(const int16_t* o, const int16_t* tanh_c, int64_t H,
                                                   const LstmInt8Params& p, int8_t* h, uint8_t* u) {
-  const int32_t left = p.hidden_shift > 0 ? p.hidden_shift : 0, right = p.hidden_shift > 0 ? 0 : -p.hidden_shift;
-  const __m256i m = _mm256_set1_epi32(p.hidden_multiplier), vl = _mm256_set1_epi32(left),
-                vt = _mm256_set1_epi32(31 + right);
+  const __m256i m = _mm256_set1_epi32(p.hidden_multiplier), vl = _mm256_set1_epi32(requantize_left_shift(p.hidden_shift)),
+                vt = _mm256_set1_epi32(requantize_total_shift(p.hidden_shift));
   // requantize(): clamp to [min - offset, max - offset] before adding the offset, which cannot overflow.
   const __m256i lo = _mm256_set1_epi32(p.quantized_activation_min - p.output_offset),
                 hi = _mm256_set1_epi32(p.quantized_activation_max - p.output_offset),
@@ -448,9 +447,8 @@ KernelPath gemm_path(KernelPath path) {
 
 LstmRowStage::LstmRowStage(const std::vector<int32_t>& m, const std::vector<int>& shift) : multiplier(m) {
   for (int sh : shift) {
-    const int r = sh > 0 ? 0 : -sh;
-    left.push_back(sh > 0 ? sh : 0);
-    total.push_back(31 + r);
+    left.push_back(requantize_left_shift(sh));
+    total.push_back(requantize_total_shift(sh));
   }
 }
 

@@ -11,7 +11,7 @@
 //   right = max(-shift, 0)
 // (TFLite's single-rounding MultiplyByQuantizedMultiplier). gemmlowp's form rounds twice (a rounding
 // doubling high multiply, then a rounding right shift); its two functions are kept below because the
-// integer LSTM's cell arithmetic uses the rounding right shift, and quant/README.md section 3 says why
+// integer LSTM's cell arithmetic uses the rounding right shift, and quant/README.md section 6 says why
 // the single rounding was chosen (the float simulation agrees far more often with it).
 // Integer division below is C++ division (truncation toward zero) and `>>` on a negative int32 is an
 // arithmetic shift (floor), both guaranteed since C++20.
@@ -66,6 +66,11 @@ inline int32_t saturating_left_shift(int32_t x, int shift) {
                                                   std::numeric_limits<int32_t>::max()));
 }
 
+// The two parts of a signed shift: the left shift applied to x, max(shift, 0), and the right shift of
+// the 64-bit product, 31 + max(-shift, 0). The vector kernels store them per channel.
+inline int requantize_left_shift(int shift) { return shift > 0 ? shift : 0; }
+inline int requantize_total_shift(int shift) { return 31 + (shift > 0 ? 0 : -shift); }
+
 // x * multiplier * 2^(shift - 31) rounded once, to nearest with ties toward +infinity, shift in [-31, 30],
 // multiplier in [0, 2^31):
 //   left = max(shift, 0), right = max(-shift, 0), total = 31 + right
@@ -77,9 +82,8 @@ inline int32_t saturating_left_shift(int32_t x, int shift) {
 // the same int8 bound as the exact product.
 inline int32_t multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int shift) {
   assert(shift >= -31 && shift <= 30 && multiplier >= 0);
-  const int left = shift > 0 ? shift : 0;
-  const int total = 31 + (shift > 0 ? 0 : -shift);
-  const int64_t product = static_cast<int64_t>(saturating_left_shift(x, left)) * multiplier;
+  const int total = requantize_total_shift(shift);
+  const int64_t product = static_cast<int64_t>(saturating_left_shift(x, requantize_left_shift(shift))) * multiplier;
   return static_cast<int32_t>((product + (int64_t{1} << (total - 1))) >> total);  // >>: floor (C++20)
 }
 
