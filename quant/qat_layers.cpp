@@ -188,10 +188,10 @@ Tensor QatLayer::deployed_bias(const Tensor& b) const {
 }
 
 Tensor QatLayer::deployed_linear_op(const Tensor& x, const Tensor& wq, const Tensor& b) const {
-  if (training() || !input_quant || !input_quant->quantizing() || !weight_quant().quantizing())
+  if (training() || !input_quant || !input_quant->quantizing() || !weight_quant().quantizing() ||
+      input_quant->qparams().per_channel())
     return linear_op(x, wq, b);
   const QParams in = input_quant->qparams(), w = weight_quant().qparams();
-  if (in.per_channel()) return linear_op(x, wq, b);
   // The same value as linear_op(x, wq, b), computed on the integer grids: x / S_in and wq / S_w[oc] are
   // the codes (q_in - Z_in) and q_w, b / (S_in * S_w[oc]) the int32 bias, up to float rounding, which
   // the rounding removes. Their float sum is then exact (integers: exact while partial sums stay below
