@@ -2,6 +2,7 @@
 #include "apps/cli.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -90,6 +91,11 @@ std::string ini_value(const std::string& ini, const std::string& key) {
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw UsageError(message);
+}
+
+void guard_output(const std::string& option, const std::string& path, bool overwrite) {
+  if (path.empty() || overwrite || !std::filesystem::exists(path)) return;
+  throw UsageError(option + " " + path + " already exists: pass --overwrite to replace it, or choose another file");
 }
 
 std::string format_duration(double seconds) {

@@ -38,6 +38,10 @@ std::string ini_value(const std::string& ini, const std::string& key);
 // Throws UsageError("--name must be ..., got value") unless ok.
 void require(bool ok, const std::string& message);
 
+// An output file the command would replace: a UsageError unless --overwrite, checked before any work
+// ("--out FILE already exists: pass --overwrite ..."). An empty path is no file.
+void guard_output(const std::string& option, const std::string& path, bool overwrite);
+
 // "mm:ss" or "h:mm:ss".
 std::string format_duration(double seconds);
 

@@ -1,6 +1,5 @@
 // cmd_info.cpp: `qatlab info CHECKPOINT`: model, parameter count, metadata and training history.
 #include <cstdio>
-#include <filesystem>
 
 #include "apps/cli.h"
 #include "apps/commands.h"
@@ -11,8 +10,6 @@
 #include "quant/int8_graph.h"
 
 namespace qatlab {
-
-namespace fs = std::filesystem;
 
 int cmd_info(int argc, char** argv) {
   std::string path, curve;
@@ -27,8 +24,7 @@ int cmd_info(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_command("info", "CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the checkpoint: qatlab info CHECKPOINT");
-  require(curve.empty() || overwrite || !fs::exists(curve),
-          "--curve " + curve + " already exists: pass --overwrite to replace it, or choose another file");
+  guard_output("--curve", curve, overwrite);
 
   if (Int8Graph::is_int8_graph_file(path)) {
     require(curve.empty(), "--curve needs a checkpoint: " + path + " is an integer model file (no training history)");

@@ -28,12 +28,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// An output file the run would replace: refused unless --overwrite, before any work is done.
-void guard_output(const std::string& option, const std::string& path, bool overwrite) {
-  if (path.empty() || overwrite || !fs::exists(path)) return;
-  throw UsageError(option + " " + path + " already exists: pass --overwrite to replace it, or choose another file");
-}
-
 std::string joined(const std::vector<std::string>& names) {
   std::string s;
   for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
