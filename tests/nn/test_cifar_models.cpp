@@ -237,9 +237,11 @@ TEST_P(CifarQat, IntegerGraphEqualsExactSimulationBitForBit) {
   // reads the block's input, not the output of the op before it), the graph ends with 10 logits.
   const std::vector<std::pair<Shape, Shape>> shapes = graph.op_shapes();
   ASSERT_EQ(shapes.size(), graph.ops.size());
-  for (size_t i = 0; i < graph.ops.size(); ++i)
-    if (graph.ops[i].kind == Int8OpKind::Conv2d)
+  for (size_t i = 0; i < graph.ops.size(); ++i) {
+    if (graph.ops[i].kind == Int8OpKind::Conv2d) {
       EXPECT_EQ(shapes[i].first[0], graph.ops[i].layer.weight_shape[1]) << graph.ops[i].name;
+    }
+  }
   EXPECT_EQ(shapes.back().second, (Shape{10}));
   if (std::string(c.model) == "resnet20") {
     // By hand, OC*OH*OW*IC*KH*KW per conv: stem 16*32*32*3*9 = 442,368; stage 1, six 3x3 16->16 convs
