@@ -1,5 +1,5 @@
 // cmd_bench.cpp: `qatlab bench`: float vs integer model: batch-1 latency, batch-256 throughput, file
-// sizes, and GEMM rates against this machine's measured peak.
+// sizes, model and GEMM rates against this machine's measured peaks; `--train` hands over to bench_train.
 #include <omp.h>
 
 #include <Eigen/Core>
@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "apps/bench_train.h"
 #include "apps/commands.h"
 #include "apps/qat_options.h"
 #include "apps/train_loop.h"
@@ -46,25 +47,66 @@ Tensor random_images(int64_t n, const Shape& chw, uint64_t seed) {
   return t;
 }
 
+// The int8 peak of a kernel path: the rate of the multiply-add instruction its inner loop issues.
+PeakInstruction int8_peak_instruction(KernelPath path) {
+  return path == KernelPath::Avx512Vnni ? PeakInstruction::DpbusdZmm : PeakInstruction::MaddwdAddYmm;
+}
+
+std::string share_str(double rate, const Peak& peak) {
+  if (peak.gops <= 0) return "n/a";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f%%", 100 * rate / peak.gops);
+  return buf;
+}
 
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  std::string float_path, int_path, kernel = "auto";
+  std::string float_path, int_path, kernel = "auto", train_model, dataset = "cifar10";
   int64_t batch = 256;
   double seconds = 2.0;
-  int threads = 0;
+  int threads = 0, steps = 10;
+  bool no_layers = false;
   po::options_description desc("bench options");
   desc.add_options()("float", po::value(&float_path), "float (or QAT) checkpoint: the float model to compare with")
       ("int8", po::value(&int_path), "integer model file (from qatlab convert)")
-      ("batch-size", po::value(&batch)->default_value(batch), "batch for the throughput figure")
+      ("train", po::value(&train_model), "instead: training-step cost of this zoo model, float vs QAT, per layer")
+      ("dataset", po::value(&dataset)->default_value(dataset), "with --train: the input shape of mnist | fashion-mnist | cifar10")
+      ("steps", po::value(&steps)->default_value(steps), "with --train: timed steps per variant")
+      ("no-layers", po::bool_switch(&no_layers), "with --train: skip the per-layer tables")
+      ("batch-size", po::value(&batch)->default_value(batch), "batch for the throughput figure (--train: 128 unless given)")
       ("seconds", po::value(&seconds)->default_value(seconds), "time spent on each measurement")
       ("kernel", po::value(&kernel)->default_value(kernel), "integer kernels: auto | reference | portable | avx2 | avx512vnni")
       ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
   po::variables_map vm;
-  if (!parse_command("bench", "--float CKPT --int8 MODEL [options]", desc, {}, argc, argv, vm)) return 0;
-  require(!float_path.empty() && !int_path.empty(), "bench needs --float CHECKPOINT and --int8 MODEL");
+  if (!parse_command("bench", "--float CKPT --int8 MODEL [options] | --train MODEL [options]", desc, {}, argc, argv, vm))
+    return 0;
   require(batch >= 1 && seconds > 0, "--batch-size must be >= 1 and --seconds > 0");
+  if (!train_model.empty()) {
+    require(float_path.empty() && int_path.empty(), "--train measures a zoo model: it takes no --float or --int8");
+    require(steps >= 1 && steps <= 100000, "--steps must be in 1..100000");
+    const std::vector<std::string> names = model_names();
+    if (std::find(names.begin(), names.end(), train_model) == names.end()) {
+      std::string known;
+      for (const std::string& n : names) known += (known.empty() ? "" : ", ") + n;
+      throw UsageError("--train: unknown model '" + train_model + "' (known: " + known + ")");
+    }
+    BenchTrainOptions o;
+    o.model = train_model;
+    if (dataset == "cifar10")
+      o.spec = ModelSpec{3, 32, 32, 10};
+    else if (dataset == "mnist" || dataset == "fashion-mnist")
+      o.spec = ModelSpec{1, 28, 28, 10};
+    else
+      throw UsageError("--dataset must be mnist, fashion-mnist or cifar10, got '" + dataset + "'");
+    o.batch = vm["batch-size"].defaulted() ? 128 : batch;
+    o.steps = steps;
+    o.layers = !no_layers;
+    o.threads = apply_threads(threads);
+    run_bench_train(o);
+    return 0;
+  }
+  require(!float_path.empty() && !int_path.empty(), "bench needs --float CHECKPOINT and --int8 MODEL, or --train MODEL");
   const int nthreads = apply_threads(threads);
 
   const Checkpoint ckpt = load_checkpoint(float_path);
@@ -84,8 +126,8 @@ int cmd_bench(int argc, char** argv) {
   const double ib = median_seconds([&] { graph.run(many, path); }, seconds, 5);
   const double macs = graph.multiply_adds_per_image();
 
-  // GEMM rates on one large product (batch 256 x 1024 -> 1024), float (Eigen) and int8 (our kernels).
-  const int64_t gm = 256, gk = 1024, gn = 1024;
+  // GEMM rates on one large product, float (Eigen, the columns split over the threads) and int8 (ours).
+  const int64_t gm = 1024, gk = 1024, gn = 1024;
   Eigen::MatrixXf fa = Eigen::MatrixXf::Random(gm, gk), fw = Eigen::MatrixXf::Random(gk, gn), fc(gm, gn);
   const double fgemm = median_seconds([&] {
 #pragma omp parallel for schedule(static)
@@ -101,26 +143,31 @@ int cmd_bench(int argc, char** argv) {
   const PackedFullyConnectedInt8 packed(fp, qw.data(), {gn, gk}, nullptr);
   const double igemm = median_seconds([&] { packed.run(qa.data(), gm, qc.data(), path); }, seconds / 2, 5);
   const double gemm_ops = 2.0 * gm * gk * gn;
-  const double peak_f = measure_peak_float_gflops(nthreads), peak_i = estimate_peak_int8_gops(peak_f);
+  const Peak peak_f = measure_peak(widest_float_fma(), nthreads);
+  const Peak peak_i = path == KernelPath::Avx512Vnni || path == KernelPath::Avx2
+                          ? measure_peak(int8_peak_instruction(path), nthreads)
+                          : Peak{0.0, "none (the " + std::string(kernel_path_name(path)) + " kernels are scalar)"};
+  const double model_f = 2 * macs * batch / fb * 1e-9, model_i = 2 * macs * batch / ib * 1e-9;
 
   const auto fsize = fs::file_size(float_path), isize = fs::file_size(int_path);
   std::printf("bench: %s (%s) vs %s (integer, %s kernels), %d threads\n", float_path.c_str(), ckpt.model_name.c_str(),
               int_path.c_str(), kernel_path_name(path), nthreads);
-  std::printf("  %-28s %14s %14s %10s\n", "", "float", "integer", "ratio");
-  std::printf("  %-28s %11.1f us %11.1f us %9.2fx\n", "latency, batch 1 (median)", f1 * 1e6, i1 * 1e6, f1 / i1);
-  std::printf("  %-28s %10.0f im/s %10.0f im/s %9.2fx\n", ("throughput, batch " + std::to_string(batch)).c_str(),
+  std::printf("  %-30s %14s %14s %10s\n", "", "float", "integer", "ratio");
+  std::printf("  %-30s %11.1f us %11.1f us %9.2fx\n", "latency, batch 1 (median)", f1 * 1e6, i1 * 1e6, f1 / i1);
+  std::printf("  %-30s %10.0f im/s %10.0f im/s %9.2fx\n", ("throughput, batch " + std::to_string(batch)).c_str(),
               batch / fb, batch / ib, fb / ib);
-  std::printf("  %-28s %11.2f GOP/s %9.2f GOP/s\n", "model arithmetic rate", 2 * macs * batch / fb * 1e-9,
-              2 * macs * batch / ib * 1e-9);
-  std::printf("  %-28s %12llu B %12llu B %9.1f%%\n", "model file size", static_cast<unsigned long long>(fsize),
+  std::printf("  %-30s %8.1f GOP/s %8.1f GOP/s\n", "model arithmetic rate", model_f, model_i);
+  std::printf("  %-30s %14s %14s\n", "model share of peak", share_str(model_f, peak_f).c_str(),
+              share_str(model_i, peak_i).c_str());
+  std::printf("  %-30s %12llu B %12llu B %9.1f%%\n", "model file size", static_cast<unsigned long long>(fsize),
               static_cast<unsigned long long>(isize), 100.0 * isize / fsize);
-  std::printf("  %-28s %12.1f GF %12.1f GO\n", "GEMM 256x1024x1024 rate/s", gemm_ops / fgemm * 1e-9, gemm_ops / igemm * 1e-9);
-  std::printf("  %-28s %12.1f GF %12.1f GO\n", "peak rate/s (see below)", peak_f, peak_i);
-  std::printf("  %-28s %13.0f%% %13.0f%%\n", "GEMM share of peak", peak_f > 0 ? 100 * gemm_ops / fgemm * 1e-9 / peak_f : 0.0,
-              peak_i > 0 ? 100 * gemm_ops / igemm * 1e-9 / peak_i : 0.0);
-  std::printf("  (%.0f multiply-adds per image; float peak measured with FMA chains; int peak = 2x it: vpmaddwd,\n"
-              "   which the AVX2 kernels use, does 32 ops per instruction to the FMA's 16 at the same issue rate)\n",
-              macs);
+  std::printf("  %-30s %8.1f GOP/s %8.1f GOP/s\n", "GEMM 1024x1024x1024 rate", gemm_ops / fgemm * 1e-9,
+              gemm_ops / igemm * 1e-9);
+  std::printf("  %-30s %14s %14s\n", "GEMM share of peak", share_str(gemm_ops / fgemm * 1e-9, peak_f).c_str(),
+              share_str(gemm_ops / igemm * 1e-9, peak_i).c_str());
+  std::printf("  %-30s %8.1f GOP/s %8.1f GOP/s\n", "peak (measured, all threads)", peak_f.gops, peak_i.gops);
+  std::printf("  (%.0f multiply-adds per image, 2 ops each; peaks: register-only chains of %s and of %s)\n", macs,
+              peak_f.instruction.c_str(), peak_i.instruction.c_str());
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "core/profiler.h"
 
 namespace qatlab {
 
@@ -240,31 +241,29 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
                     wd[((gi * g.ocg + oc) * g.cg + c) * g.kh * g.kw + (g.kh - 1 - ki) * g.kw + (g.kw - 1 - kj)];
     }
 
+    // The weight (and bias) gradient and the input gradient are two passes over the images: they share
+    // nothing but dy, and apart they can be timed apart (profiler.h).
+    if (need_w || need_b) {
+      ProfilePart part("weight_grad");
 #pragma omp parallel num_threads(threads)
-    {
-      const int t = omp_get_thread_num();
-      // Scratch per thread, uninitialised: im2col and the GEMM overwrite all of it.
-      const int64_t block = g.k * rows_per_block * g.ow;
-      std::shared_ptr<float[]> col = g.pointwise() || !need_w ? nullptr : alloc_floats(block);  // (K, R*OW)
-      std::shared_ptr<float[]> dcol =
-          gx && !g.pointwise() && !transposed ? alloc_floats(block) : nullptr;  // (K, R*OW)
-      std::shared_ptr<float[]> tcol =
-          transposed ? alloc_floats(gt.k * rows_per_block_t * gt.ow) : nullptr;  // (OCG*KH*KW, R*W)
+      {
+        const int t = omp_get_thread_num();
+        // Scratch per thread, uninitialised: im2col overwrites all of it.
+        std::shared_ptr<float[]> col =
+            g.pointwise() || !need_w ? nullptr : alloc_floats(g.k * rows_per_block * g.ow);  // (K, R*OW)
 #pragma omp for schedule(static)
-      for (int64_t n = 0; n < g.n; ++n) {
-        for (int64_t gi = 0; gi < g.groups; ++gi) {
-          const float* dy_g = gyd + (n * g.oc + gi * g.ocg) * ohw;  // (OCG, OH*OW)
-          const float* x_g = xd + (n * g.c + gi * g.cg) * g.h * g.w;
-          float* gx_g = gx ? gx + (n * g.c + gi * g.cg) * g.h * g.w : nullptr;
-          ConstMapMatrix w_g(wd + gi * g.ocg * g.k, g.ocg, g.k);
-          if (need_b) {
-            Eigen::Map<Eigen::VectorXf>(gb_part.data() + t * g.oc + gi * g.ocg, g.ocg) +=
-                ConstMapMatrix(dy_g, g.ocg, ohw).rowwise().sum();
-          }
-          for (int64_t oy0 = 0; oy0 < g.oh; oy0 += rows_per_block) {
-            const int64_t oy1 = std::min(g.oh, oy0 + rows_per_block), len = (oy1 - oy0) * g.ow;
-            ConstStridedMapMatrix dy(dy_g + oy0 * g.ow, g.ocg, len, Eigen::OuterStride<>(ohw));  // (OCG, R*OW)
-            if (need_w) {
+        for (int64_t n = 0; n < g.n; ++n) {
+          for (int64_t gi = 0; gi < g.groups; ++gi) {
+            const float* dy_g = gyd + (n * g.oc + gi * g.ocg) * ohw;  // (OCG, OH*OW)
+            const float* x_g = xd + (n * g.c + gi * g.cg) * g.h * g.w;
+            if (need_b) {
+              Eigen::Map<Eigen::VectorXf>(gb_part.data() + t * g.oc + gi * g.ocg, g.ocg) +=
+                  ConstMapMatrix(dy_g, g.ocg, ohw).rowwise().sum();
+            }
+            if (!need_w) continue;
+            for (int64_t oy0 = 0; oy0 < g.oh; oy0 += rows_per_block) {
+              const int64_t oy1 = std::min(g.oh, oy0 + rows_per_block), len = (oy1 - oy0) * g.ow;
+              ConstStridedMapMatrix dy(dy_g + oy0 * g.ow, g.ocg, len, Eigen::OuterStride<>(ohw));  // (OCG, R*OW)
               const float* cols = x_g;
               if (!g.pointwise()) {
                 im2col(x_g, g, oy0, oy1, col.get());
@@ -273,22 +272,45 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
               MapMatrix(gw_part.data() + t * weight.numel() + gi * g.ocg * g.k, g.ocg, g.k).noalias() +=
                   dy * ConstMapMatrix(cols, g.k, len).transpose();
             }
-            if (gx_g && !transposed) {
+          }
+        }
+      }
+    }
+    if (gx) {
+      ProfilePart part("input_grad");
+#pragma omp parallel num_threads(threads)
+      {
+        // Scratch per thread, uninitialised: the GEMM or im2col overwrites all of it.
+        std::shared_ptr<float[]> dcol =
+            !g.pointwise() && !transposed ? alloc_floats(g.k * rows_per_block * g.ow) : nullptr;  // (K, R*OW)
+        std::shared_ptr<float[]> tcol =
+            transposed ? alloc_floats(gt.k * rows_per_block_t * gt.ow) : nullptr;  // (OCG*KH*KW, R*W)
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < g.n; ++n) {
+          for (int64_t gi = 0; gi < g.groups; ++gi) {
+            const float* dy_g = gyd + (n * g.oc + gi * g.ocg) * ohw;  // (OCG, OH*OW)
+            float* gx_g = gx + (n * g.c + gi * g.cg) * g.h * g.w;
+            if (transposed) {
+              ConstMapMatrix wt_g(wt.data() + gi * g.cg * gt.k, g.cg, gt.k);
+              for (int64_t iy0 = 0; iy0 < g.h; iy0 += rows_per_block_t) {
+                const int64_t iy1 = std::min(g.h, iy0 + rows_per_block_t), len = (iy1 - iy0) * g.w;
+                im2col(dy_g, gt, iy0, iy1, tcol.get());
+                StridedMapMatrix(gx_g + iy0 * g.w, g.cg, len, Eigen::OuterStride<>(g.h * g.w)).noalias() +=
+                    wt_g * ConstMapMatrix(tcol.get(), gt.k, len);
+              }
+              continue;
+            }
+            ConstMapMatrix w_g(wd + gi * g.ocg * g.k, g.ocg, g.k);
+            for (int64_t oy0 = 0; oy0 < g.oh; oy0 += rows_per_block) {
+              const int64_t oy1 = std::min(g.oh, oy0 + rows_per_block), len = (oy1 - oy0) * g.ow;
+              ConstStridedMapMatrix dy(dy_g + oy0 * g.ow, g.ocg, len, Eigen::OuterStride<>(ohw));  // (OCG, R*OW)
               if (g.pointwise()) {
-                MapMatrix(gx_g, g.k, ohw).noalias() += w_g.transpose() * dy;
+                StridedMapMatrix(gx_g + oy0 * g.ow, g.k, len, Eigen::OuterStride<>(ohw)).noalias() +=
+                    w_g.transpose() * dy;
               } else {
                 MapMatrix(dcol.get(), g.k, len).noalias() = w_g.transpose() * dy;
                 col2im_add(dcol.get(), g, oy0, oy1, gx_g);
               }
-            }
-          }
-          if (transposed) {
-            ConstMapMatrix wt_g(wt.data() + gi * g.cg * gt.k, g.cg, gt.k);
-            for (int64_t iy0 = 0; iy0 < g.h; iy0 += rows_per_block_t) {
-              const int64_t iy1 = std::min(g.h, iy0 + rows_per_block_t), len = (iy1 - iy0) * g.w;
-              im2col(dy_g, gt, iy0, iy1, tcol.get());
-              StridedMapMatrix(gx_g + iy0 * g.w, g.cg, len, Eigen::OuterStride<>(g.h * g.w)).noalias() +=
-                  wt_g * ConstMapMatrix(tcol.get(), gt.k, len);
             }
           }
         }

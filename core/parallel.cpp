@@ -1,6 +1,8 @@
 // parallel.cpp: the deterministic chunked sum.
 #include "core/parallel.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -20,6 +22,25 @@ double sum_in_chunks(const float* x, int64_t n) {
   double s = 0.0;
   for (double p : partial) s += p;
   return s;
+}
+
+void for_ranges(int64_t n, const std::function<void(int64_t, int64_t)>& f) {
+  if (n < kParallelMin) {
+    f(0, n);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(omp_get_max_threads()));
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    try {
+      f(n * t / threads, n * (t + 1) / threads);
+    } catch (...) {
+      errors[static_cast<size_t>(t)] = std::current_exception();
+    }
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 }  // namespace qatlab

@@ -1,7 +1,10 @@
 // tensor.cpp: tensor storage, factories and the reverse-mode autograd walk.
 #include "core/tensor.h"
 
+#include "core/profiler.h"
+
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -261,12 +264,14 @@ NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false;
 NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
 
 void record_op(Tensor& out, const char* name, const std::vector<Tensor>& inputs, BackwardFn fn) {
+  profile_forward_mark(name);
   if (!g_grad_enabled) return;
   auto node = std::make_shared<Node>();
   for (const Tensor& t : inputs)
     if (t.defined() && t.requires_grad()) node->inputs.push_back(t);
   if (node->inputs.empty()) return;
   node->name = name;
+  if (active_profiler()) node->scope = &profile_current_scope();
   node->backward = std::move(fn);
   out.impl()->requires_grad = true;
   out.impl()->grad_fn = std::move(node);
@@ -295,10 +300,21 @@ void Tensor::backward(const Tensor& seed) {
     TensorImpl* impl = *it;
     if (!impl->grad_fn || !impl->grad) continue;
     Tensor grad_out(std::make_shared<TensorImpl>(TensorImpl{impl->shape, impl->numel, impl->grad, nullptr, false, nullptr}));
-    impl->grad_fn->backward(grad_out);
+    Node& node = *impl->grad_fn;
+    if (Profiler* profiler = active_profiler()) {
+      profile_set_backward_op(node.scope, node.name);
+      const auto t0 = std::chrono::steady_clock::now();
+      node.backward(grad_out);
+      profiler->add_backward(node.scope ? *node.scope : std::string(), node.name,
+                             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      profile_set_backward_op(nullptr, nullptr);
+    } else {
+      node.backward(grad_out);
+    }
     // An intermediate's gradient is spent once its op has passed it on; free it to cap memory.
     if (impl != impl_.get()) impl->grad.reset();
   }
+  profile_reset_mark();  // the time of this walk is no op's forward time
 }
 
 }  // namespace qatlab

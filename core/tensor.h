@@ -97,6 +97,7 @@ using BackwardFn = std::function<void(const Tensor& grad_out)>;
 
 struct Node {
   const char* name = "";
+  const std::string* scope = nullptr;  // the module it ran in, while a profiler is active (profiler.h)
   std::vector<Tensor> inputs;  // the inputs that require a gradient, for the topological walk
   BackwardFn backward;
 };

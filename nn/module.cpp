@@ -141,7 +141,7 @@ Sequential& Sequential::add(const std::string& name, ModulePtr m) {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (const auto& [name, m] : children()) h = m->forward(h);
+  for (const auto& [name, m] : children()) h = (*m)(h);
   return h;
 }
 

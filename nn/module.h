@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/profiler.h"
 #include "core/tensor.h"
 
 namespace qatlab {
@@ -31,7 +32,13 @@ class Module {
   Module& operator=(const Module&) = delete;
 
   virtual Tensor forward(const Tensor& x) = 0;
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  // Runs forward; composite modules call their children through this, so that a profiler sees each
+  // module as a scope (profiler.h).
+  Tensor operator()(const Tensor& x) {
+    if (!active_profiler()) return forward(x);
+    ProfileScope scope(this);
+    return forward(x);
+  }
 
   const std::string& type() const { return type_; }
   // One line of settings for printing, e.g. "in=400, out=120, bias=true".

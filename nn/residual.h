@@ -20,7 +20,7 @@ class Residual : public Module {
     register_module("act", relu_after ? ModulePtr(std::make_shared<ReLU>()) : ModulePtr(std::make_shared<Identity>()));
   }
   Tensor forward(const Tensor& x) override {
-    return child("act")->forward(add(child("body")->forward(x), child("shortcut")->forward(x)));
+    return (*child("act"))(add((*child("body"))(x), (*child("shortcut"))(x)));
   }
 };
 

@@ -41,10 +41,10 @@ Tensor RowLstmClassifier::forward(const Tensor& x) {
                "RowLstmClassifier: input must be (N, " + std::to_string(channels) + ", " + std::to_string(height) +
                    ", " + std::to_string(width) + "), got " +
                    (x.defined() ? shape_str(x.shape()) : std::string("undefined")));
-  const Tensor seq = child("lstm")->forward(image_rows(x));  // (N, T = height, hidden)
+  const Tensor seq = (*child("lstm"))(image_rows(x));  // (N, T = height, hidden)
   const int64_t N = seq.size(0), T = seq.size(1);
   const Tensor last = reshape(slice(seq, 1, T - 1, T), {N, seq.size(2)});  // (N, hidden)
-  return child("head")->forward(last);
+  return (*child("head"))(last);
 }
 
 std::string RowLstmClassifier::describe() const {

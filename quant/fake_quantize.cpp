@@ -41,22 +41,32 @@ Rows rows_for(const Tensor& x, const QParams& qp) {
   return r;
 }
 
-// One row through quantize -> dequantize.
-inline void fake_quantize_row(const float* x, float* y, int64_t n, float scale, float inv_scale, int32_t zp,
-                              int32_t qmin, int32_t qmax) {
-  for (int64_t i = 0; i < n; ++i)
-    y[i] = scale * static_cast<float>(quantize_value(x[i], inv_scale, zp, qmin, qmax) - zp);
+// One row through quantize -> dequantize: scale * (quantize_value(x) - zp), written without branches so
+// that it compiles to vector instructions (a NaN test per element kept it scalar: 8 % of a ResNet-20 QAT
+// step). The clamp is done on the rounded float against qmin - zp and qmax - zp, as quantize_value does;
+// NaN passes both comparisons unchanged and is then mapped to 0 (the zero point's value), and "+ 0.0f"
+// turns the -0.0 that nearbyint gives for small negative x into the +0.0 that the integer path gives.
+inline void fake_quantize_row(const float* __restrict x, float* __restrict y, int64_t n, float scale,
+                              float inv_scale, int32_t zp, int32_t qmin, int32_t qmax) {
+  const float lo = static_cast<float>(qmin - zp), hi = static_cast<float>(qmax - zp);
+  for (int64_t i = 0; i < n; ++i) {
+    float r = std::nearbyint(x[i] * inv_scale);
+    r = r < lo ? lo : r;
+    r = hi < r ? hi : r;
+    r = r == r ? r + 0.0f : 0.0f;
+    y[i] = scale * r;
+  }
 }
 
 // One row of the straight-through gradient: g passes where the un-clamped code is inside [qmin, qmax].
 // The rounded value is compared in float against qmin - zp and qmax - zp (small integers, exact), which
 // is the integer test without the overflow a huge x would cause; NaN fails both tests and passes nothing.
-inline void ste_row(const float* x, const float* g, float* gx, int64_t n, float inv_scale, int32_t zp, int32_t qmin,
-                    int32_t qmax) {
+inline void ste_row(const float* __restrict x, const float* __restrict g, float* __restrict gx, int64_t n,
+                    float inv_scale, int32_t zp, int32_t qmin, int32_t qmax) {
   const float lo = static_cast<float>(qmin - zp), hi = static_cast<float>(qmax - zp);
   for (int64_t i = 0; i < n; ++i) {
     const float r = std::nearbyint(x[i] * inv_scale);
-    gx[i] += (r >= lo && r <= hi) ? g[i] : 0.0f;
+    gx[i] += (r >= lo) & (r <= hi) ? g[i] : 0.0f;
   }
 }
 

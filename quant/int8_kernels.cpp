@@ -377,6 +377,11 @@ void quantize_float_to_int8(const float* x, int8_t* q, int64_t n, float scale, i
   // inside the conversion loop kept it scalar, 5 % of the integer LeNet-5's time).
   const int64_t nan_at = find_first_nan(x, n);
   if (nan_at >= 0) throw std::invalid_argument("quantize_float_to_int8: input element " + str(nan_at) + " is NaN");
+  quantize_float_to_int8_values(x, q, n, scale, zero_point, qmin, qmax);
+}
+
+void quantize_float_to_int8_values(const float* x, int8_t* q, int64_t n, float scale, int32_t zero_point, int32_t qmin,
+                                   int32_t qmax) {
   // quantize_value() for non-NaN x, written out: same operations, same order, so the same codes.
   const float inv_scale = 1.0f / scale;
   const float lo = static_cast<float>(qmin - zero_point), hi = static_cast<float>(qmax - zero_point);

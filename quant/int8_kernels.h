@@ -159,6 +159,11 @@ void add_int8_reference(const AddInt8Params& params, const int8_t* a, const int8
 void quantize_float_to_int8(const float* x, int8_t* q, int64_t n, float scale, int32_t zero_point, int32_t qmin,
                             int32_t qmax);
 
+// quantize_float_to_int8 without its checks, for callers that checked the parameters and scanned x for
+// NaN themselves (a NaN here gives an unspecified code).
+void quantize_float_to_int8_values(const float* x, int8_t* q, int64_t n, float scale, int32_t zero_point, int32_t qmin,
+                                   int32_t qmax);
+
 // The index of the first NaN among x[0, n), or -1.
 int64_t find_first_nan(const float* x, int64_t n);
 

@@ -4,6 +4,10 @@
 // outer the product of the dimensions before the axis and inner of those after it. B histogram bins.
 #include "quant/observer.h"
 
+#include "core/parallel.h"
+
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -28,7 +32,7 @@ struct RangeScan {
   int64_t bad = 0;
 };
 
-RangeScan scan_range(const float* p, int64_t n) {
+RangeScan scan_range_serial(const float* p, int64_t n) {
   // kLanes independent accumulators: the loop over k is elementwise, so it compiles to vector
   // min/max/compare instructions; a single running min would be a serial dependency chain.
   constexpr int kLanes = 16;
@@ -62,6 +66,26 @@ RangeScan scan_range(const float* p, int64_t n) {
     r.bad += !(std::abs(v) <= std::numeric_limits<float>::max());
   }
   return r;
+}
+
+// scan_range_serial over thread-sized chunks: min, max and a count do not depend on the order in which
+// the chunks are combined, so the result is the same for every thread count.
+RangeScan scan_range(const float* p, int64_t n) {
+  if (n < kParallelMin) return scan_range_serial(p, n);
+  RangeScan total;
+#pragma omp parallel
+  {
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t begin = n * t / threads, end = n * (t + 1) / threads;
+    const RangeScan r = scan_range_serial(p + begin, end - begin);
+#pragma omp critical
+    {
+      total.lo = std::min(total.lo, r.lo);
+      total.hi = std::max(total.hi, r.hi);
+      total.bad += r.bad;
+    }
+  }
+  return total;
 }
 
 [[noreturn]] void throw_non_finite(const std::string& kind, int64_t bad, const Tensor& x) {

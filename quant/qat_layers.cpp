@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "core/parallel.h"
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
@@ -49,7 +50,9 @@ BackwardFn straight_through_to(const Tensor& x) {
     Tensor input = x;
     float* gx = input.mutable_grad();
     const float* pg = g.data();
-    for (int64_t i = 0; i < x.numel(); ++i) gx[i] += pg[i];
+    for_ranges(x.numel(), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) gx[i] += pg[i];
+    });
   };
 }
 
@@ -67,7 +70,11 @@ Tensor with_integer_values(const Tensor& y, const std::vector<int8_t>& codes, co
 // (codes divided out of their scale), where it only removes that rounding.
 Tensor round_straight_through(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape());
-  for (int64_t i = 0; i < x.numel(); ++i) y.data()[i] = std::nearbyint(x.data()[i]);
+  const float* px = x.data();
+  float* py = y.data();
+  for_ranges(x.numel(), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) py[i] = std::nearbyint(px[i]);
+  });
   record_op(y, "round_straight_through", {x}, straight_through_to(x));
   return y;
 }
@@ -262,8 +269,8 @@ QatResidual::QatResidual(ModulePtr body, ModulePtr shortcut, bool relu_after, st
 Quantizer& QatResidual::add_quant() const { return static_cast<Quantizer&>(*child("add_quant")); }
 
 Tensor QatResidual::forward(const Tensor& x) {
-  const Tensor a = child("body")->forward(x);
-  const Tensor b = child("shortcut")->forward(x);
+  const Tensor a = (*child("body"))(x);
+  const Tensor b = (*child("shortcut"))(x);
   const bool exact_eval = exact_ && !training();
   const bool integer_add = body_quant && shortcut_quant && body_quant->quantizing() && shortcut_quant->quantizing() &&
                            add_quant().quantizing();
@@ -283,7 +290,9 @@ Tensor QatResidual::forward(const Tensor& x) {
   const AddInt8Params p = lower_add(qa, qb, qo, relu_after);
   const std::vector<int8_t> ca = quantize_tensor(a, qa), cb = quantize_tensor(b, qb);
   std::vector<int8_t> out(ca.size());
-  add_int8_reference(p, ca.data(), cb.data(), out.data(), static_cast<int64_t>(out.size()));
+  for_ranges(static_cast<int64_t>(out.size()), [&](int64_t begin, int64_t end) {
+    add_int8_reference(p, ca.data() + begin, cb.data() + begin, out.data() + begin, end - begin);
+  });
   if (exact_eval) return dequantize_codes(out, a.shape(), qo);
   return with_integer_values(y, out, qo);
 }
@@ -297,6 +306,6 @@ QatModel::QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body) : Mod
 
 Quantizer& QatModel::input_quant() const { return static_cast<Quantizer&>(*child("input_quant")); }
 
-Tensor QatModel::forward(const Tensor& x) { return child("body")->forward(input_quant()(x)); }
+Tensor QatModel::forward(const Tensor& x) { return (*child("body"))(input_quant()(x)); }
 
 }  // namespace qatlab
