@@ -75,6 +75,27 @@ std::vector<Variant> make_variants(const BenchTrainOptions& o) {
   return v;
 }
 
+// The same time summed by op over all layers: which kinds of work a step spends its time on.
+void print_op_table(const std::vector<Profiler::Row>& rows, int steps, double total) {
+  std::vector<std::string> order;
+  std::map<std::string, std::pair<double, double>> ops;  // forward, backward seconds
+  for (const Profiler::Row& r : rows) {
+    if (!ops.count(r.op)) order.push_back(r.op);
+    ops[r.op].first += r.forward_s;
+    ops[r.op].second += r.backward_s;
+  }
+  std::stable_sort(order.begin(), order.end(), [&](const std::string& x, const std::string& y) {
+    return ops[x].first + ops[x].second > ops[y].first + ops[y].second;
+  });
+  std::printf("  by op (ms per step; an op's \".part\" rows lie inside its backward):\n");
+  std::printf("  %-30s %9s %10s %7s\n", "op", "forward", "backward", "share");
+  for (const std::string& op : order) {
+    const auto [f, b] = ops[op];
+    if (f + b < 5e-4 * total) continue;
+    std::printf("  %-30s %9.2f %10.2f %6.1f%%\n", op.c_str(), 1e3 * f / steps, 1e3 * b / steps, 100 * (f + b) / total);
+  }
+}
+
 // The per-layer table of one variant: one row per module that ran ops, in execution order. A quantizer's
 // time goes to its layer's "fake-quant" column; a conv's backward is split into input and weight gradient.
 void print_layer_table(const Variant& v, const RandomBatch& b, int steps) {
@@ -143,6 +164,7 @@ void print_layer_table(const Variant& v, const RandomBatch& b, int steps) {
   }
   std::printf("  %-30s %9s %10s %11s %10s %10s %9.2f %6.1f%%\n", "(optimizer update)", "", "", "", "", "",
               ms(optimizer_s), 100 * optimizer_s / total);
+  print_op_table(profiler.rows(), steps, total);
   std::printf("  %-30s %9s %10s %11s %10s %10s %9.2f %6.1f%%\n", "(small rows, unattributed)", "", "", "",
               "", "", ms(total - counted + hidden), 100 * (total - counted + hidden) / total);
 }

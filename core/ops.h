@@ -70,6 +70,11 @@ Tensor global_avg_pool2d(const Tensor& x);  // (N, C, H, W) -> (N, C)
 // history; in evaluation, normalises with the running statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                   Tensor& running_var, bool training, float momentum, float eps);
+// batch_norm(x * k) for a per-channel scale k (C), nonzero, without forming x * k: one pass and its
+// backward fewer. The running statistics are those of x * k. QAT's conv + BN computes
+// BN(conv(x, q(W sf)) / sf) this way, with k = 1 / sf.
+Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
+                         Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps);
 
 // -------------------------------------------------------------------------------------- shape ops
 // reshape shares the data (storage is contiguous); one dimension may be -1.

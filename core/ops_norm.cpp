@@ -10,9 +10,13 @@
 #include "core/ops.h"
 
 namespace qatlab {
+namespace {
 
-Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                  Tensor& running_var, bool training, float momentum, float eps) {
+// batch_norm of z = x * k[ch] (k undefined: k = 1) without forming z. The statistics of z are those of x
+// scaled: mean_z = k mu, var_z = k^2 var; with k = 1 every product by k is exact, so batch_norm itself
+// computes bit for bit what it computed before k existed.
+Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                       Tensor& running_var, bool training, float momentum, float eps) {
   QATLAB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: input must be (N, C) or (N, C, H, W), got " + shape_str(x.shape()));
   const int64_t n = x.size(0), c = x.size(1), s = x.dim() == 4 ? x.size(2) * x.size(3) : 1, m = n * s;
   const Shape per_channel{c};
@@ -23,12 +27,18 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
   QATLAB_CHECK(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f, "batch_norm: need eps > 0 and momentum in [0, 1]");
   QATLAB_CHECK(!training || m > 1, "batch_norm: training needs more than one value per channel, got input " +
                                     shape_str(x.shape()));
+  QATLAB_CHECK(!k.defined() || k.shape() == per_channel,
+               "batch_norm_scaled: the scale must be (" + std::to_string(c) + ") for input " + shape_str(x.shape()));
+  // k as a vector: the scale per channel, all ones without one.
+  auto scale = std::make_shared<std::vector<float>>(c, 1.0f);  // (C)
+  if (k.defined()) scale->assign(k.data(), k.data() + c);
 
   // One channel of one image: S contiguous values.
   const auto plane = [c, s](const float* base, int64_t i, int64_t ch) {
     return Eigen::Map<const Eigen::VectorXf>(base + (i * c + ch) * s, s);
   };
   // Per-channel statistics used for this pass: the batch's in training, the running ones in evaluation.
+  // mean is x's (not z's); invstd is z's: 1 / sqrt(var_z + eps).
   auto mean = std::make_shared<std::vector<float>>(c);    // (C)
   auto invstd = std::make_shared<std::vector<float>>(c);  // (C)
   const float* xd = x.data();
@@ -44,15 +54,16 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
       const double mu = sum / static_cast<double>(m);
       double sq = 0.0;
       for (int64_t i = 0; i < n; ++i) sq += (plane(xd, i, ch).array() - static_cast<float>(mu)).square().sum();
-      const double var = sq / static_cast<double>(m);
+      const double kc = (*scale)[ch];
+      const double var = sq / static_cast<double>(m) * kc * kc;  // of z
       (*mean)[ch] = static_cast<float>(mu);
       (*invstd)[ch] = static_cast<float>(1.0 / std::sqrt(var + eps));
-      rm[ch] = (1.0f - momentum) * rm[ch] + momentum * static_cast<float>(mu);
+      rm[ch] = (1.0f - momentum) * rm[ch] + momentum * static_cast<float>(mu * kc);
       rv[ch] = (1.0f - momentum) * rv[ch] + momentum * static_cast<float>(var * m / (m - 1));
     }
   } else {
     for (int64_t ch = 0; ch < c; ++ch) {
-      (*mean)[ch] = running_mean.data()[ch];
+      (*mean)[ch] = running_mean.data()[ch] / (*scale)[ch];  // the running mean is z's
       (*invstd)[ch] = 1.0f / std::sqrt(running_var.data()[ch] + eps);
     }
   }
@@ -64,7 +75,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 #pragma omp parallel for schedule(static) if (x.numel() > 65536)
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t ch = 0; ch < c; ++ch) {
-      const float a = gd[ch] * (*invstd)[ch];
+      const float a = gd[ch] * (*scale)[ch] * (*invstd)[ch];  // y = (x - mean) * a + beta
       const float b = bd[ch] - (*mean)[ch] * a;
       const float* p = xd + (i * c + ch) * s;
       float* q = yd + (i * c + ch) * s;
@@ -72,16 +83,19 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     }
   }
 
-  record_op(y, "batch_norm", {x, gamma, beta}, [x, gamma, beta, mean, invstd, training, n, c, s, m, plane](const Tensor& gy) mutable {
+  record_op(y, k.defined() ? "batch_norm_scaled" : "batch_norm", {x, k, gamma, beta},
+            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane](const Tensor& gy) mutable {
     const float* xd = x.data();
     const float* gyd = gy.data();
     const float* gd = gamma.data();
     float* gx = x.requires_grad() ? x.mutable_grad() : nullptr;
     float* ggamma = gamma.requires_grad() ? gamma.mutable_grad() : nullptr;
     float* gbeta = beta.requires_grad() ? beta.mutable_grad() : nullptr;
+    float* gk = k.defined() && k.requires_grad() ? k.mutable_grad() : nullptr;
 #pragma omp parallel for schedule(static) if (x.numel() > 65536)
     for (int64_t ch = 0; ch < c; ++ch) {
-      const float mu = (*mean)[ch], is = (*invstd)[ch];
+      // xhat = (z - mean_z) * invstd = (x - mu) * is with is = k * invstd.
+      const float kc = (*scale)[ch], mu = (*mean)[ch], is = kc * (*invstd)[ch];
       // sum(dy) and sum(dy * xhat) over the channel's M values.
       double sum_dy = 0.0, sum_dy_xhat = 0.0;
       for (int64_t i = 0; i < n; ++i) {
@@ -91,6 +105,15 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
       }
       if (ggamma) ggamma[ch] += static_cast<float>(sum_dy_xhat);
       if (gbeta) gbeta[ch] += static_cast<float>(sum_dy);
+      // dL/dk = sum(dz * x): in training only var_z's eps keeps it from vanishing, and it comes to
+      // gamma * sum(dy * xhat) * eps * invstd^2 / k (the other terms cancel: BN is scale-invariant).
+      if (gk && training)
+        gk[ch] += static_cast<float>(gd[ch] * sum_dy_xhat * eps * (*invstd)[ch] * (*invstd)[ch] / kc);
+      if (gk && !training) {
+        double sum_dy_x = 0.0;  // evaluation: z -> (z - mean_z) * a is affine, dL/dk = sum(dy * a' x)
+        for (int64_t i = 0; i < n; ++i) sum_dy_x += (plane(gyd, i, ch).array() * plane(xd, i, ch).array()).sum();
+        gk[ch] += static_cast<float>(gd[ch] * (*invstd)[ch] * sum_dy_x);
+      }
       if (!gx) continue;
       const float k = gd[ch] * is;
       // Training: the statistics depend on x too, which removes the mean of dy and its projection on
@@ -106,6 +129,19 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
     }
   });
   return y;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                  Tensor& running_var, bool training, float momentum, float eps) {
+  return batch_norm_impl(x, Tensor(), gamma, beta, running_mean, running_var, training, momentum, eps);
+}
+
+Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
+                         Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps) {
+  QATLAB_CHECK(k.defined(), "batch_norm_scaled: undefined scale");
+  return batch_norm_impl(x, k, gamma, beta, running_mean, running_var, training, momentum, eps);
 }
 
 }  // namespace qatlab

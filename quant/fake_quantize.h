@@ -30,6 +30,10 @@ Tensor fake_quantize(const Tensor& x, const QParams& qp);
 
 // Anything that can say how a tensor is quantized: FakeQuantize (observer driven) and learnable
 // quantizers (scale as a trained parameter). convert asks only for qparams() and scheme().
+//
+// Contract: when forward returns a new tensor (not its input), no backward closure reads that tensor's
+// values (the gradients depend on the input and the grid only), so a caller may overwrite them: the
+// residual add writes its integer kernel's values there and keeps the quantizer's gradient path.
 class Quantizer : public Module {
  public:
   Quantizer(std::string type, const QScheme& scheme);

@@ -2,6 +2,7 @@
 // evaluation, and the exact (integer) mode.
 #include "quant/qat_layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -77,6 +78,35 @@ Tensor round_straight_through(const Tensor& x) {
   });
   record_op(y, "round_straight_through", {x}, straight_through_to(x));
   return y;
+}
+
+// out (a's shape) <- the integer add's result for float inputs a and b as real values on qo's grid: each
+// input quantized to its grid, added as add_int8 adds, dequantized. The same kernels as quantize_tensor,
+// add_int8_reference and dequantize_codes, run on L1-sized tiles of parallel ranges: one pass over a and
+// b, nothing allocated. A NaN in a or b throws naming its element.
+void integer_add_values(const AddInt8Params& p, const Tensor& a, const QParams& qa, const Tensor& b, const QParams& qb,
+                        const QParams& qo, float* out) {
+  QATLAB_CHECK(a.shape() == b.shape(), "residual add: body output " + shape_str(a.shape()) + " and shortcut output " +
+                                           shape_str(b.shape()) + " differ");
+  const float* pa = a.data();
+  const float* pb = b.data();
+  for_ranges(a.numel(), [&](int64_t begin, int64_t end) {
+    constexpr int64_t kTile = 2048;
+    int8_t ca[kTile], cb[kTile], co[kTile];
+    for (int64_t i = begin; i < end; i += kTile) {
+      const int64_t len = std::min(kTile, end - i);
+      for (const float* src : {pa, pb}) {
+        const int64_t at = find_first_nan(src + i, len);
+        if (at >= 0)
+          throw std::invalid_argument(std::string("residual add: ") + (src == pa ? "body" : "shortcut") +
+                                      " output element " + std::to_string(i + at) + " is NaN");
+      }
+      quantize_float_to_int8_values(pa + i, ca, len, qa.scale[0], qa.zero_point[0], qa.quant_min, qa.quant_max);
+      quantize_float_to_int8_values(pb + i, cb, len, qb.scale[0], qb.zero_point[0], qb.quant_min, qb.quant_max);
+      add_int8_reference(p, ca, cb, co, len);
+      dequantize_int8_to_float(co, out + i, len, qo.scale[0], qo.zero_point[0]);
+    }
+  });
 }
 
 }  // namespace
@@ -173,9 +203,17 @@ Tensor QatLayer::forward(const Tensor& x) {
     const Tensor sf = div(bn_gamma, sqrt(add_scalar(bn_var.detach(), bn_eps)));
     const Tensor wq = weight_quant()(mul(weight, per_channel_view(sf, false)));
     if (training() && !bn_frozen_) {
-      y = div(linear_op(x, wq, Tensor()), per_channel_view(sf, true));
-      if (bias.defined()) y = add(y, per_channel_view(bias, true));
-      y = batch_norm(y, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps);
+      // BN(conv(x, q(W sf)) / sf + bias) with the batch's statistics. The division by sf is BN's input
+      // scale (batch_norm_scaled): one pass over the activations and its backward fewer than a div op.
+      // A bias shifts only the batch mean, which BN removes, but it does move the running mean.
+      const Tensor k = div(Tensor::ones({weight.size(0)}), sf);  // (OC)
+      if (!bias.defined()) {
+        y = batch_norm_scaled(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum,
+                              bn_eps);
+      } else {
+        y = add(mul(linear_op(x, wq, Tensor()), per_channel_view(k, true)), per_channel_view(bias, true));
+        y = batch_norm(y, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps);
+      }
     } else {
       const Tensor b = bias.defined() ? bias : Tensor::zeros({weight.size(0)});
       y = deployed_linear_op(x, wq, deployed_bias(add(bn_beta, mul(sub(b, bn_mean.detach()), sf))));
@@ -276,11 +314,11 @@ Tensor QatResidual::forward(const Tensor& x) {
                            add_quant().quantizing();
   QATLAB_CHECK(integer_add || !exact_eval,
                "QatResidual: exact mode needs quantizing input and output grids (was it built by prepare_qat?)");
-  Tensor y;
+  Tensor s, y;
   if (!exact_eval) {
-    y = add(a, b);
-    if (relu_after) y = relu(y);
-    y = add_quant()(y);  // observes or learns the sum's grid
+    s = add(a, b);
+    if (relu_after) s = relu(s);
+    y = add_quant()(s);  // observes or learns the sum's grid
     if (!integer_add) return y;
   }
   // The integer add (TFLite's fixed-point recipe, see int8_kernels.h) on the codes of a and b. Its result
@@ -288,13 +326,23 @@ Tensor QatResidual::forward(const Tensor& x) {
   // the simulation takes the integer result too; exact mode has no gradient path to keep.
   const QParams qa = body_quant->qparams(), qb = shortcut_quant->qparams(), qo = add_quant().qparams();
   const AddInt8Params p = lower_add(qa, qb, qo, relu_after);
-  const std::vector<int8_t> ca = quantize_tensor(a, qa), cb = quantize_tensor(b, qb);
-  std::vector<int8_t> out(ca.size());
-  for_ranges(static_cast<int64_t>(out.size()), [&](int64_t begin, int64_t end) {
-    add_int8_reference(p, ca.data() + begin, cb.data() + begin, out.data() + begin, end - begin);
-  });
-  if (exact_eval) return dequantize_codes(out, a.shape(), qo);
-  return with_integer_values(y, out, qo);
+  if (exact_eval) {
+    Tensor out = Tensor::empty(a.shape());
+    integer_add_values(p, a, qa, b, qb, qo, out.data());
+    return out;
+  }
+  if (y.same(s)) {
+    // The quantizer handed its input back: its values are the relu's (or the add's), which their backward
+    // may read. The integer values go into a tensor of their own.
+    Tensor out = Tensor::empty(a.shape());
+    integer_add_values(p, a, qa, b, qb, qo, out.data());
+    record_op(out, "integer_values", {y}, straight_through_to(y));
+    return out;
+  }
+  // The quantizer's output is a tensor of its own whose values no backward reads (the Quantizer contract,
+  // fake_quantize.h): the integer values replace them in place, and the gradient flows as through y.
+  integer_add_values(p, a, qa, b, qb, qo, y.data());
+  return y;
 }
 
 // ------------------------------------------------------------------------------------------ QatModel

@@ -153,6 +153,49 @@ TEST(BatchNormOp, EvalGradients) {
                   {random_tensor({2, C, 2, 2}, rng), random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
 }
 
+// batch_norm_scaled(x, k) is batch_norm(x * k): outputs, running statistics, and in both modes.
+TEST(BatchNormOp, ScaledEqualsBatchNormOfTheScaledInput) {
+  Rng rng(7);
+  const int64_t N = 3, C = 3, H = 3, W = 2;
+  const Tensor x = random_tensor({N, C, H, W}, rng, -1.0f, 3.0f);
+  const Tensor k = Tensor::from_vector({C}, {0.5f, -2.0f, 3.0f});  // a negative scale too (gamma < 0)
+  const Tensor gamma = random_tensor({C}, rng, 0.5f, 1.5f), beta = random_tensor({C}, rng);
+  for (bool training : {true, false}) {
+    Tensor rm1 = Tensor::full({C}, 0.3f), rv1 = Tensor::full({C}, 1.2f);
+    Tensor rm2 = Tensor::full({C}, 0.3f), rv2 = Tensor::full({C}, 1.2f);
+    const Tensor y1 = batch_norm_scaled(x, k, gamma, beta, rm1, rv1, training, 0.1f, 1e-3f);
+    const Tensor y2 = batch_norm(mul(x, reshape(k, {1, C, 1, 1})), gamma, beta, rm2, rv2, training, 0.1f, 1e-3f);
+    EXPECT_TENSOR_NEAR(y1, y2, 1e-5);
+    EXPECT_TENSOR_NEAR(rm1, rm2, 1e-6);
+    EXPECT_TENSOR_NEAR(rv1, rv2, 1e-5);
+  }
+}
+
+// f(x, k, gamma, beta): a large eps, so that k's gradient (proportional to eps in training) is well
+// above the central differences' noise.
+auto bn_scaled_fn(bool training) {
+  return [training](In in) {
+    const int64_t C = in[0].size(1);
+    Tensor rm = Tensor::full({C}, 0.2f);
+    Tensor rv = Tensor::full({C}, 1.5f);
+    return batch_norm_scaled(in[0], in[1], in[2], in[3], rm, rv, training, 0.1f, 0.5f);
+  };
+}
+
+TEST(BatchNormOp, ScaledTrainingGradients) {
+  Rng rng(8);
+  const int64_t C = 2;
+  EXPECT_GRADS_OK(bn_scaled_fn(true), {random_tensor({2, C, 3, 3}, rng), Tensor::from_vector({C}, {0.7f, -1.3f}),
+                                       random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
+}
+
+TEST(BatchNormOp, ScaledEvalGradients) {
+  Rng rng(9);
+  const int64_t C = 3;
+  EXPECT_GRADS_OK(bn_scaled_fn(false), {random_tensor({2, C, 2, 2}, rng), Tensor::from_vector({C}, {0.7f, -1.3f, 2.0f}),
+                                        random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
+}
+
 TEST(BatchNormOp, RejectsBadShapes) {
   Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
   EXPECT_TRUE(throws_with([&] { batch_norm(Tensor::zeros({4, 2}), Tensor::ones({3}), Tensor::zeros({3}), rm, rv, true, 0.1f, 1e-5f); },
@@ -161,6 +204,8 @@ TEST(BatchNormOp, RejectsBadShapes) {
                           {"batch_norm", "(4, 3, 2)"}));
   EXPECT_TRUE(throws_with([&] { batch_norm(Tensor::zeros({1, 3}), Tensor::ones({3}), Tensor::zeros({3}), rm, rv, true, 0.1f, 1e-5f); },
                           {"batch_norm", "(1, 3)"}));
+  EXPECT_TRUE(throws_with([&] { batch_norm_scaled(Tensor::zeros({4, 3}), Tensor::ones({2}), Tensor::ones({3}), Tensor::zeros({3}), rm, rv, true, 0.1f, 1e-5f); },
+                          {"batch_norm_scaled", "(4, 3)"}));
 }
 
 }  // namespace
