@@ -2,7 +2,7 @@
 // zero points, the integer multipliers and shifts convert emits, ranges, SQNR against the float model on a
 // few test batches); --dot writes the graph with its fake-quant nodes, --hist plots a layer's weights or
 // activations with the quantization grid over them, --explain works out one output of one layer in integer
-// arithmetic, step by step. An integer model file is described op by op.
+// arithmetic, step by step. An integer model file is described op by op, and --dot draws its integer graph.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -103,7 +103,8 @@ int cmd_inspect(int argc, char** argv) {
   desc.add_options()("model", po::value(&path), "QAT (or PTQ) checkpoint, or integer model file (also the first positional argument)")
       ("batches", po::value(&batches)->default_value(batches), "test batches the SQNR and the activation ranges are measured on")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per batch")
-      ("dot", po::value(&dot), "write the graph with its fake-quant nodes to this Graphviz file (render: dot -Tsvg FILE -o graph.svg)")
+      ("dot", po::value(&dot), "write the graph with its fake-quant nodes (an integer model file: its ops and slots) to this "
+                              "Graphviz file (render: dot -Tsvg FILE -o graph.svg)")
       ("hist", po::value(&hist), "plot this layer's weight histogram with its quantization grid (a name from the report)")
       ("activations", po::bool_switch(&activations), "--hist: the layer's output values (float model, on the batches) instead of its weights")
       ("channel", po::value(&channel), "--hist weights: this output channel (default: the one with the largest scale)")
@@ -139,10 +140,13 @@ int cmd_inspect(int argc, char** argv) {
   if (!explain.empty()) return explain_one_output(path, d, vm["dataset"].defaulted(), explain, at_text, image_index);
 
   if (Int8Graph::is_int8_graph_file(path)) {
-    require(dot.empty() && hist.empty(),
-            "--dot and --hist need the QAT checkpoint: " + path + " is an integer model file (no float weights left)");
+    require(hist.empty(), "--hist needs the QAT checkpoint: " + path + " is an integer model file (no float weights left)");
     const Int8Graph graph = Int8Graph::load(path);
     std::printf("%s\n%s", path.c_str(), describe_int8_graph(graph).c_str());
+    if (!dot.empty()) {
+      atomic_write_text(dot, int8_graph_to_dot(graph));
+      std::printf("\ninteger graph with its slots: %s (render: dot -Tsvg %s -o graph.svg)\n", dot.c_str(), dot.c_str());
+    }
     return 0;
   }
 

@@ -125,6 +125,11 @@ GridHistogram activation_histogram(const std::shared_ptr<QatModel>& model, const
 // channels).
 std::string describe_int8_graph(const Int8Graph& graph);
 
+// Graphviz (dot) text of an integer model: one box per op (class="op": kind, module name, window or
+// clamp, weight bits and scales, output_multiplier / output_shift) and one ellipse per slot it writes
+// (class="slot": slot number, shape for one image, bits, scale and zero point), edges slot -> op -> slot.
+std::string int8_graph_to_dot(const Int8Graph& graph);
+
 // The bits a code range [qmin, qmax] needs: ceil(log2(qmax - qmin + 1)).
 int grid_bits(const QParams& qp);
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -173,10 +174,9 @@ TEST_F(InspectCli, RefusesBadRequestsInOneLine) {
   EXPECT_TRUE(RefusedWith(inspect({"--hist", "body.features.0", "--activations", "--channel", "1", "--out", out}, "both"),
                           {"--channel"}));
   EXPECT_TRUE(RefusedWith(qatlab({"inspect", qat_ + "/checkpoint.h5", "--batches", "0"}, "batches"), {"--batches must be >= 1, got 0"}));
-  EXPECT_TRUE(RefusedWith(qatlab({"inspect", qat_ + "/model.int8.h5", "--dot", work("g.dot")}, "int8-dot"),
+  EXPECT_TRUE(RefusedWith(qatlab({"inspect", qat_ + "/model.int8.h5", "--hist", "body.features.0", "--out", out}, "int8-hist"),
                           {"integer model file"}));
   EXPECT_FALSE(fs::exists(out));
-  EXPECT_FALSE(fs::exists(work("g.dot")));
   const RunResult missing = qatlab({"inspect", work("nothing.h5")}, "missing");
   EXPECT_TRUE(missing.exited && missing.exit_code == 1) << missing.describe();
   EXPECT_EQ(split_lines(missing.err).size(), 1u) << missing.describe();
@@ -194,6 +194,35 @@ TEST_F(InspectCli, DescribesAnIntegerModelFile) {
   EXPECT_NE(r.out.find("(1, 16, 5, 5)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("output_multiplier"), std::string::npos);
   EXPECT_EQ(r.out.find("SQNR dB"), std::string::npos);
+}
+
+TEST_F(InspectCli, DrawsTheIntegerGraphOfAnIntegerModelFile) {
+  const std::string dot = work("int8.dot");
+  const RunResult r = qatlab({"inspect", qat_ + "/model.int8.h5", "--dot", dot}, "int8-dot");
+  ASSERT_TRUE(Succeeded(r));
+  EXPECT_NE(r.out.find("integer graph with its slots: " + dot), std::string::npos) << r.out;
+  const std::string text = read_text(dot);
+  EXPECT_EQ(text.rfind("digraph int8_graph {", 0), 0u) << text;
+  EXPECT_NE(text.find("\n}\n"), std::string::npos);
+  // LeNet-5: quantize, conv, max pool, conv, max pool, flatten, 3 fully connected, dequantize; each op
+  // writes one slot, numbered from 1.
+  EXPECT_EQ(count(text, "class=\"op\""), 10u) << text;
+  EXPECT_EQ(count(text, "class=\"slot\""), 10u) << text;
+  EXPECT_EQ(text.find("slot0"), std::string::npos) << text;
+  const Int8Graph graph = Int8Graph::load(qat_ + "/model.int8.h5");
+  const Int8Op& conv1 = graph.ops[1];
+  ASSERT_EQ(conv1.kind, Int8OpKind::Conv2d);
+  for (const std::string& part :
+       {std::string("#0 quantize"), std::string("#1 conv2d\\nbody.features.0"), std::string("weights 4-bit"),
+        std::string("output_multiplier ") + std::to_string(*std::min_element(conv1.layer.conv.output_multiplier.begin(),
+                                                                             conv1.layer.conv.output_multiplier.end())),
+        std::string("slot 2\\n(1, 6, 28, 28)\\n8-bit, scale "), std::string("(1, 16, 5, 5)"), std::string("#9 dequantize"),
+        std::string("slot1 -> op1"), std::string("op1 -> slot2"), std::string("float = ")})
+    EXPECT_NE(text.find(part), std::string::npos) << part << "\n" << text;
+  // Graphviz itself, when the machine has it, accepts the file.
+  if (std::system("command -v dot > /dev/null 2>&1") == 0) {
+    EXPECT_EQ(std::system(("dot -Tsvg '" + dot + "' -o '" + work("int8.svg") + "'").c_str()), 0);
+  }
 }
 
 TEST_F(InspectCli, InspectsAPtqCheckpoint) {
