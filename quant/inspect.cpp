@@ -14,6 +14,7 @@
 #include "quant/fake_quantize.h"
 #include "quant/int8_kernels.h"
 #include "quant/lower.h"
+#include "quant/prepare.h"
 
 namespace qatlab {
 
@@ -512,6 +513,48 @@ ModelReport inspect_model(const std::shared_ptr<QatModel>& model, const std::vec
       r.sqnr_db = r.noise == 0 ? std::numeric_limits<double>::infinity() : 10.0 * std::log10(r.signal / r.noise);
   }
   return report;
+}
+
+SqnrByBits ptq_sqnr_by_bits(const std::function<ModulePtr()>& make_float, const std::vector<int>& bits,
+                            const std::vector<Tensor>& calib, const std::vector<Tensor>& batches) {
+  check_batches(calib);
+  SqnrByBits out;
+  out.bits = bits;
+  for (size_t b = 0; b < bits.size(); ++b) {
+    QATLAB_CHECK(bits[b] >= 2 && bits[b] <= 8, "sqnr by bits: bit widths must be in 2..8, got " + std::to_string(bits[b]));
+    const auto model = prepare_qat(make_float(), QConfig::from_options(bits[b], bits[b], true, "minmax", "minmax", {}));
+    // Calibration exactly as `qatlab ptq`: training mode only so that the observers record.
+    model->train();
+    set_bn_frozen(*model, true);
+    set_fake_quant_enabled(*model, false);
+    {
+      NoGradGuard no_grad;
+      for (const Tensor& x : calib) model->forward(x);
+    }
+    set_fake_quant_enabled(*model, true);
+    set_observers_enabled(*model, false);
+    model->eval();
+    const ModelReport report = inspect_model(model, batches);
+    if (b == 0) {
+      for (const LayerReport& r : report.layers) out.layers.push_back(r.name);
+      out.sqnr_db.assign(out.layers.size(), std::vector<double>(bits.size()));
+    }
+    QATLAB_CHECK(report.layers.size() == out.layers.size(), "sqnr by bits: the model's layers changed between runs");
+    for (size_t l = 0; l < report.layers.size(); ++l) out.sqnr_db[l][b] = report.layers[l].sqnr_db;
+  }
+  return out;
+}
+
+std::string format_sqnr_by_bits(const SqnrByBits& s) {
+  std::vector<std::string> header{"layer"};
+  for (const int b : s.bits) header.push_back("W" + std::to_string(b) + "A" + std::to_string(b));
+  std::vector<std::vector<std::string>> rows;
+  for (size_t l = 0; l < s.layers.size(); ++l) {
+    std::vector<std::string> row{s.layers[l]};
+    for (const double db : s.sqnr_db[l]) row.push_back(sqnr_str(db));
+    rows.push_back(row);
+  }
+  return render_table(header, rows);
 }
 
 std::string format_report(const ModelReport& report) {

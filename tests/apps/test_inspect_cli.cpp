@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -225,6 +226,46 @@ TEST_F(InspectCli, DrawsTheIntegerGraphOfAnIntegerModelFile) {
   }
 }
 
+TEST_F(InspectCli, PlotsEachLayersSqnrAgainstTheBitWidthOfPtq) {
+  const std::string svg = work("sqnr.svg");
+  const RunResult r = qatlab({"inspect", float_ + "/checkpoint.h5", "--sqnr-vs-bits", svg, "--data-dir", data_dir_,
+                              "--threads", "2", "--batches", "2", "--batch-size", "16"},
+                             "sqnr");
+  ASSERT_TRUE(Succeeded(r));
+  EXPECT_NE(r.out.find("calibrated on 32 training images; measured on the first 32 mnist test images"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("W8A8  W6A6  W4A4  W3A3  W2A2"), std::string::npos) << r.out;
+  for (const std::string& name : kLenetRows) {
+    std::vector<double> db;
+    for (const std::string& line : split_lines(r.out))
+      if (line.rfind("  " + name + " ", 0) == 0) {
+        std::istringstream in(line.substr(name.size() + 2));
+        double v;
+        while (in >> v) db.push_back(v);
+      }
+    ASSERT_EQ(db.size(), 5u) << name << "\n" << r.out;
+    if (name == "input_quant") {  // the model input stays at 8 bits
+      for (const double v : db) EXPECT_EQ(v, db[0]) << r.out;
+      continue;
+    }
+    // Two bits more or less are ~12 dB of SQNR; at the least, 8 bits beat 4 by 6 dB and 4 beat 2.
+    EXPECT_GT(db[0], db[2] + 6) << name << "\n" << r.out;
+    EXPECT_GT(db[2], db[4]) << name << "\n" << r.out;
+  }
+  const std::string plot = read_text(svg);
+  EXPECT_EQ(plot.rfind("<?xml", 0), 0u);
+  EXPECT_EQ(count(plot, "<polyline class=\"series\""), kLenetRows.size());
+  EXPECT_NE(plot.find("SQNR per layer after PTQ"), std::string::npos);
+  EXPECT_NE(plot.find("body.classifier.4"), std::string::npos);
+
+  EXPECT_TRUE(RefusedWith(inspect({"--sqnr-vs-bits", work("q.svg")}, "sqnr-qat"), {"'qat' checkpoint", "float checkpoint"}));
+  EXPECT_TRUE(RefusedWith(qatlab({"inspect", float_ + "/checkpoint.h5", "--sqnr-vs-bits", svg, "--data-dir", data_dir_},
+                                 "sqnr-again"),
+                          {"--sqnr-vs-bits", "--overwrite"}));
+  EXPECT_EQ(read_text(svg), plot);
+  EXPECT_FALSE(fs::exists(work("q.svg")));
+}
+
 TEST_F(InspectCli, InspectsAPtqCheckpoint) {
   const std::string ptq = work("ptq");
   ASSERT_TRUE(Succeeded(qatlab({"ptq", float_ + "/checkpoint.h5", "--data-dir", data_dir_, "--threads", "2", "--wbits", "8",
@@ -248,6 +289,13 @@ TEST_F(InspectCli, ExplainsOneOutputStepByStepForCheckpointAndIntegerFile) {
     for (const char* part : {"test image 5", "channel 3, y 2, x 1", "accumulator acc", "output_multiplier",
                              "The integer graph computed code", "the same."})
       EXPECT_NE(r.out.find(part), std::string::npos) << part << "\n" << r.out;
+    // The checkpoint also shows how channel 3's integers came from the batch norm; the file cannot.
+    const bool checkpoint = model.find("checkpoint.h5") != std::string::npos;
+    for (const char* part : {"Batch-norm folding", "output channel 3", "sigma = sqrt(running_var + eps)",
+                             "weight codes of this channel equal to convert's: 150 of 150",
+                             "the folding gives convert's integers exactly."})
+      EXPECT_EQ(r.out.find(part) != std::string::npos, checkpoint) << part << "\n" << r.out;
+    EXPECT_EQ(r.out.find("keeps no batch-norm parameters") != std::string::npos, !checkpoint) << r.out;
   }
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.9"}, "explain-layer"), {"body.features.4"}));
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.4", "--at", "2,x"}, "explain-at"), {"--at"}));
