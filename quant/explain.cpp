@@ -316,12 +316,13 @@ std::string mbqm_steps(int32_t x, int32_t m, int shift, const std::string& inden
   if (requantize_left_shift(shift) > 0) os << indent << "shift left by " << requantize_left_shift(shift) << ": " << shifted << "\n";
   os << indent << shifted << " * " << m << " = " << product << ", / 2^" << requantize_total_shift(shift)
      << " rounded once (ties up) = " << multiply_by_quantized_multiplier(x, m, shift) << "   (exact "
-     << fmt("%.6g", x * dequantize_multiplier(m, shift)) << ")\n";
+     << fmt(std::abs(x * dequantize_multiplier(m, shift)) >= 1e5 ? "%.2f" : "%.6g", x * dequantize_multiplier(m, shift))
+     << ")\n";
   return os.str();
 }
 
 std::string verdict(int32_t computed, int32_t graph) {
-  return "the integer graph computed code " + std::to_string(graph) + " here: " +
+  return "The integer graph computed code " + std::to_string(graph) + " here: " +
          (computed == graph ? "the same." : "DIFFERENT (a bug: please report it).") + "\n";
 }
 
@@ -553,14 +554,14 @@ Explained explain_lstm(const Int8Graph& graph, size_t i, const Tensor& image, Ex
     const int64_t r = u.row[0], shown = std::min<int64_t>(IN, 4);
     os << "   the first " << shown << " input terms of row " << r << ":";
     for (int64_t k = 0; k < shown; ++k)
-      os << " (" << int{x[k]} << " + " << p.input_offset << ") * " << int{p.weight_ih[r * IN + k]} << " ="
+      os << " (" << int{x[k]} << " + " << p.input_offset << ") * " << int{p.weight_ih[r * IN + k]} << " = "
          << (int64_t{x[k]} + p.input_offset) * p.weight_ih[r * IN + k] << (k + 1 < shown ? ";" : "");
     os << "\n";
     if (h_prev) {
       const int64_t shown_h = std::min<int64_t>(H, 4);
       os << "   the first " << shown_h << " recurrent terms of row " << r << ":";
       for (int64_t k = 0; k < shown_h; ++k)
-        os << " (" << int{h_prev[k]} << " + " << p.hidden_offset << ") * " << int{p.weight_hh[r * H + k]} << " ="
+        os << " (" << int{h_prev[k]} << " + " << p.hidden_offset << ") * " << int{p.weight_hh[r * H + k]} << " = "
            << (int64_t{h_prev[k]} + p.hidden_offset) * p.weight_hh[r * H + k] << (k + 1 < shown_h ? ";" : "");
       os << "\n";
     }
