@@ -96,7 +96,8 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
     if (op.name != layer || (op.kind != Int8OpKind::Conv2d && op.kind != Int8OpKind::FullyConnected)) continue;
     const auto* qat = model ? dynamic_cast<const QatLayer*>(model->submodule(layer).get()) : nullptr;
     if (!model)
-      std::printf("\n(an integer model file keeps no batch-norm parameters: explain the QAT checkpoint to see the folding)\n");
+      std::printf("\n(an integer model file keeps no float parameters: explain the QAT checkpoint to see how a batch norm, "
+                  "if the layer had one, was folded into these integers)\n");
     else if (qat && qat->has_bn())
       std::printf("\n%s", explain_bn_folding(*qat, op.layer, at.channel).c_str());
   }

@@ -266,6 +266,26 @@ TEST_F(InspectCli, PlotsEachLayersSqnrAgainstTheBitWidthOfPtq) {
   EXPECT_FALSE(fs::exists(work("q.svg")));
 }
 
+TEST_F(InspectCli, ExplainsOneLstmStepOfAnLstmRowsModel) {
+  const std::string fl = work("lstm"), qat = work("lstm-qat");
+  const Args common{"--data-dir", data_dir_, "--threads", "2", "--progress", "none", "--epochs", "1", "--batch-size", "32"};
+  ASSERT_TRUE(Succeeded(qatlab(concat({"train", "--model", "lstm-rows", "--train-limit", "128", "--out", fl}, common), "train")));
+  ASSERT_TRUE(Succeeded(qatlab(concat({"qat", "--from", fl + "/checkpoint.h5", "--train-limit", "64", "--out", qat}, common), "qat")));
+  const RunResult r = qatlab({"inspect", qat + "/checkpoint.h5", "--data-dir", data_dir_, "--threads", "2", "--explain",
+                              "body.lstm", "--at", "7,20,0", "--image", "3"},
+                             "explain-lstm");
+  ASSERT_TRUE(Succeeded(r));
+  for (const char* part : {"test image 3", "integer LSTM, input (1, 28, 28)", "hidden unit 7 at step 20", "gate o (output gate",
+                           "c_{t-1}", "carried from step 19", "hidden_multiplier", "The integer graph computed code",
+                           "the same.", "21 of 21 equal the graph's codes"})
+    EXPECT_NE(r.out.find(part), std::string::npos) << part << "\n" << r.out;
+  EXPECT_EQ(r.out.find("Batch-norm folding"), std::string::npos);
+  EXPECT_TRUE(RefusedWith(qatlab({"inspect", qat + "/checkpoint.h5", "--data-dir", data_dir_, "--explain", "body.lstm",
+                                  "--at", "7,28,0"},
+                                 "explain-lstm-step"),
+                          {"outside", "step in 0..27"}));
+}
+
 TEST_F(InspectCli, InspectsAPtqCheckpoint) {
   const std::string ptq = work("ptq");
   ASSERT_TRUE(Succeeded(qatlab({"ptq", float_ + "/checkpoint.h5", "--data-dir", data_dir_, "--threads", "2", "--wbits", "8",
@@ -295,7 +315,7 @@ TEST_F(InspectCli, ExplainsOneOutputStepByStepForCheckpointAndIntegerFile) {
                              "weight codes of this channel equal to convert's: 150 of 150",
                              "the folding gives convert's integers exactly."})
       EXPECT_EQ(r.out.find(part) != std::string::npos, checkpoint) << part << "\n" << r.out;
-    EXPECT_EQ(r.out.find("keeps no batch-norm parameters") != std::string::npos, !checkpoint) << r.out;
+    EXPECT_EQ(r.out.find("keeps no float parameters") != std::string::npos, !checkpoint) << r.out;
   }
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.9"}, "explain-layer"), {"body.features.4"}));
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.4", "--at", "2,x"}, "explain-at"), {"--at"}));
