@@ -124,12 +124,13 @@ int sqnr_vs_bits(const Checkpoint& ckpt, const std::string& path, DataSettings d
   };
   const std::vector<Tensor> calib = first_batches(data.train), test = first_batches(data.test);
   const SqnrByBits s = ptq_sqnr_by_bits([&] { return model_from_checkpoint(ckpt); }, {8, 6, 4, 3, 2}, calib, test);
-  int64_t images = 0;
+  int64_t images = 0, calib_images = 0;
   for (const Tensor& x : test) images += x.size(0);
+  for (const Tensor& x : calib) calib_images += x.size(0);
   std::printf("%s (float %s): SQNR in dB of each layer's output after post-training quantization at W = A bits\n"
               "(per-channel weights, min/max observers calibrated on %lld training images; measured on the first "
               "%lld %s test images; the model input stays at 8 bits, as prepare_qat keeps it)\n\n%s",
-              path.c_str(), ckpt.model_name.c_str(), static_cast<long long>(calib.size() * batch_size),
+              path.c_str(), ckpt.model_name.c_str(), static_cast<long long>(calib_images),
               static_cast<long long>(images), d.dataset.c_str(), format_sqnr_by_bits(s).c_str());
   LineChart chart;
   chart.title = ckpt.model_name + ": SQNR per layer after PTQ at W = A bits";

@@ -523,17 +523,12 @@ SqnrByBits ptq_sqnr_by_bits(const std::function<ModulePtr()>& make_float, const 
   for (size_t b = 0; b < bits.size(); ++b) {
     QATLAB_CHECK(bits[b] >= 2 && bits[b] <= 8, "sqnr by bits: bit widths must be in 2..8, got " + std::to_string(bits[b]));
     const auto model = prepare_qat(make_float(), QConfig::from_options(bits[b], bits[b], true, "minmax", "minmax", {}));
-    // Calibration exactly as `qatlab ptq`: training mode only so that the observers record.
-    model->train();
-    set_bn_frozen(*model, true);
-    set_fake_quant_enabled(*model, false);
-    {
-      NoGradGuard no_grad;
-      for (const Tensor& x : calib) model->forward(x);
-    }
-    set_fake_quant_enabled(*model, true);
-    set_observers_enabled(*model, false);
-    model->eval();
+    size_t next = 0;
+    calibrate_observers(*model, [&](Tensor& x) {
+      if (next == calib.size()) return false;
+      x = calib[next++];
+      return true;
+    });
     const ModelReport report = inspect_model(model, batches);
     if (b == 0) {
       for (const LayerReport& r : report.layers) out.layers.push_back(r.name);
