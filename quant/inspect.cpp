@@ -879,8 +879,10 @@ std::string int8_graph_to_dot(const Int8Graph& graph) {
     const OpView& v = views[i];
     std::string label = "#" + std::to_string(i) + " " + int8_op_name(op.kind) + (op.name.empty() ? "" : "\n" + op.name);
     if (v.extra.size()) label += "\n" + v.extra;
-    if (v.w_bits != "-") label += "\nweights " + v.w_bits + "-bit, scale " + v.w_scale;
-    if (v.mult != "-") label += "\noutput_multiplier " + v.mult + "\noutput_shift " + v.shift;
+    if (v.w_bits != "-") label += (v.extra.rfind("weights ", 0) == 0 ? ", " : "\nweights ") + v.w_bits + "-bit, scale " + v.w_scale;
+    // The lstm's table columns hold its input side's multipliers (the recurrent ones are in `extra`).
+    const std::string m = op.kind == Int8OpKind::Lstm ? "input" : "output";
+    if (v.mult != "-") label += "\n" + m + "_multiplier " + v.mult + "\n" + m + "_shift " + v.shift;
     const std::string id = "op" + std::to_string(i);
     t += "  " + id + " [label=\"" + dot_escape(label) +
          "\", class=\"op\", shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"];\n";

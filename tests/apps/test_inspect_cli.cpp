@@ -214,7 +214,7 @@ TEST_F(InspectCli, DrawsTheIntegerGraphOfAnIntegerModelFile) {
   const Int8Op& conv1 = graph.ops[1];
   ASSERT_EQ(conv1.kind, Int8OpKind::Conv2d);
   for (const std::string& part :
-       {std::string("#0 quantize"), std::string("#1 conv2d\\nbody.features.0"), std::string("weights 4-bit"),
+       {std::string("#0 quantize"), std::string("#1 conv2d\\nbody.features.0"), std::string("weights (6, 1, 5, 5), 4-bit, scale "),
         std::string("output_multiplier ") + std::to_string(*std::min_element(conv1.layer.conv.output_multiplier.begin(),
                                                                              conv1.layer.conv.output_multiplier.end())),
         std::string("slot 2\\n(1, 6, 28, 28)\\n8-bit, scale "), std::string("(1, 16, 5, 5)"), std::string("#9 dequantize"),
