@@ -39,7 +39,7 @@ std::string joined(const std::vector<std::string>& names) {
 // --explain: the integer graph (loaded, or converted from the QAT checkpoint) works out one output of
 // one layer for one test image, every intermediate integer shown.
 int explain_one_output(const std::string& path, DataSettings d, bool dataset_defaulted, const std::string& layer,
-                       const std::string& at_text, int64_t image_index) {
+                       const std::string& at_text, int64_t image_index, int64_t terms) {
   ExplainAt at;
   if (!at_text.empty()) {
     std::vector<int64_t> v;
@@ -85,7 +85,7 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
   for (int64_t i = 0; i <= image_index; ++i) loader.next(batch);
   std::string text;
   try {
-    text = explain_output(graph, layer, batch.images, at);
+    text = explain_output(graph, layer, batch.images, at, terms);
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("--explain: ") + e.what());
   }
@@ -99,7 +99,7 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
       std::printf("\n(an integer model file keeps no float parameters: explain the QAT checkpoint to see how a batch norm, "
                   "if the layer had one, was folded into these integers)\n");
     else if (qat && qat->has_bn())
-      std::printf("\n%s", explain_bn_folding(*qat, op.layer, at.channel).c_str());
+      std::printf("\n%s", explain_bn_folding(*qat, op.layer, at.channel, terms).c_str());
   }
   return 0;
 }
@@ -163,7 +163,7 @@ int sqnr_vs_bits(const Checkpoint& ckpt, const std::string& path, DataSettings d
 int cmd_inspect(int argc, char** argv) {
   std::string path, dot, hist, out, explain, at_text, sqnr_svg;
   DataSettings d;
-  int64_t batches = 4, batch_size = 64, channel = -1, image_index = 0;
+  int64_t batches = 4, batch_size = 64, channel = -1, image_index = 0, terms = 8;
   int bins = 100, threads = 0;
   bool activations = false, overwrite = false;
   po::options_description desc("inspect options");
@@ -183,6 +183,8 @@ int cmd_inspect(int argc, char** argv) {
       ("at", po::value(&at_text), "--explain: which output, CHANNEL or CHANNEL,Y,X (default: channel 0, middle pixel; "
                                   "lstm: UNIT,STEP,0, default the last step)")
       ("image", po::value(&image_index)->default_value(image_index), "--explain: which test image")
+      ("terms", po::value(&terms)->default_value(terms), "--explain: how many terms of each sum (and folded weights) "
+                                                          "to list; 0 lists them all")
       ("sqnr-vs-bits", po::value(&sqnr_svg), "a float checkpoint: quantize it post-training at 8, 6, 4, 3 and 2 bits "
                                               "and plot each layer's SQNR against the bit width to this SVG file")
       ("overwrite", po::bool_switch(&overwrite), "allow --dot / --out / --sqnr-vs-bits to replace an existing file")
@@ -210,8 +212,10 @@ int cmd_inspect(int argc, char** argv) {
           "--sqnr-vs-bits goes alone (without --dot, --hist or --explain)");
   apply_threads(threads);
   require(explain.empty() || (dot.empty() && hist.empty()), "--explain goes alone (without --dot or --hist)");
-  require(!explain.empty() || (at_text.empty() && vm["image"].defaulted()), "--at and --image go with --explain LAYER");
-  if (!explain.empty()) return explain_one_output(path, d, vm["dataset"].defaulted(), explain, at_text, image_index);
+  require(!explain.empty() || (at_text.empty() && vm["image"].defaulted() && vm["terms"].defaulted()),
+          "--at, --image and --terms go with --explain LAYER");
+  require(terms >= 0, "--terms must be >= 0 (0 lists every term), got " + std::to_string(terms));
+  if (!explain.empty()) return explain_one_output(path, d, vm["dataset"].defaulted(), explain, at_text, image_index, terms);
 
   if (Int8Graph::is_int8_graph_file(path)) {
     require(sqnr_svg.empty(), "--sqnr-vs-bits needs the float checkpoint: " + path + " is an integer model file");

@@ -172,7 +172,11 @@ std::vector<std::string> explainable_ops(const Int8Graph& graph) {
 
 namespace {
 
-std::string explain_linear(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at) {
+// How many of n terms to list: `terms` of them, all when terms is 0.
+size_t listed(size_t n, int64_t terms) { return terms <= 0 ? n : std::min<size_t>(n, static_cast<size_t>(terms)); }
+
+std::string explain_linear(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at,
+                           int64_t terms) {
   const Walk w = walk(graph, op_name, image, at);
   const LoweredLayer& l = w.op->layer;
   const bool conv = w.op->kind == Int8OpKind::Conv2d;
@@ -195,7 +199,7 @@ std::string explain_linear(const Int8Graph& graph, const std::string& op_name, c
      << w.act_min << ", " << w.act_max << "]" << (w.act_min > l.output.quant_min ? " (fused ReLU: nothing below real 0)" : "")
      << "\n\n";
 
-  const size_t shown = std::min<size_t>(w.terms.size(), 8);
+  const size_t shown = listed(w.terms.size(), terms);
   os << "2. Accumulate in int32: acc = bias + sum (x + input_offset) * w over " << w.terms.size() << " terms";
   os << (shown < w.terms.size() ? "; the first " + std::to_string(shown) + ":\n" : ":\n");
   os << (conv ? "      c ky kx" : "     in") << " |  x code  real x    | w code  real w     | (x + off) * w\n";
@@ -501,7 +505,7 @@ LstmUnitStep lstm_unit_step(const LstmInt8Params& p, const int8_t* x, const int8
   return u;
 }
 
-Explained explain_lstm(const Int8Graph& graph, size_t i, const Tensor& image, ExplainAt at) {
+Explained explain_lstm(const Int8Graph& graph, size_t i, const Tensor& image, ExplainAt at, int64_t terms) {
   const Int8Op& op = graph.ops[i];
   const LstmInt8Params& p = op.lstm;
   Shape si, so;
@@ -551,20 +555,19 @@ Explained explain_lstm(const Int8Graph& graph, size_t i, const Tensor& image, Ex
         "hidden_offset) * w_hh[row, k] over "
      << H << " hidden units" << (t == 0 ? " (t = 0: h_{-1} is the zero point, so acc_h = 0)" : "") << "\n";
   {
-    const int64_t r = u.row[0], shown = std::min<int64_t>(IN, 4);
-    os << "   the first " << shown << " input terms of row " << r << ":";
-    for (int64_t k = 0; k < shown; ++k)
-      os << " (" << int{x[k]} << " + " << p.input_offset << ") * " << int{p.weight_ih[r * IN + k]} << " = "
-         << (int64_t{x[k]} + p.input_offset) * p.weight_ih[r * IN + k] << (k + 1 < shown ? ";" : "");
-    os << "\n";
-    if (h_prev) {
-      const int64_t shown_h = std::min<int64_t>(H, 4);
-      os << "   the first " << shown_h << " recurrent terms of row " << r << ":";
-      for (int64_t k = 0; k < shown_h; ++k)
-        os << " (" << int{h_prev[k]} << " + " << p.hidden_offset << ") * " << int{p.weight_hh[r * H + k]} << " = "
-           << (int64_t{h_prev[k]} + p.hidden_offset) * p.weight_hh[r * H + k] << (k + 1 < shown_h ? ";" : "");
+    // The terms of gate i's row, four to a line.
+    const int64_t r = u.row[0];
+    const auto list = [&](const char* what, const int8_t* v, int32_t offset, const int8_t* w, int64_t n) {
+      const int64_t shown = static_cast<int64_t>(listed(static_cast<size_t>(n), terms));
+      os << "   " << (shown < n ? "the first " + std::to_string(shown) : "all " + std::to_string(n)) << " " << what
+         << " terms of row " << r << ":";
+      for (int64_t k = 0; k < shown; ++k)
+        os << (k % 4 == 0 ? "\n     " : "; ") << "(" << int{v[k]} << " + " << offset << ") * " << int{w[k]} << " = "
+           << (int64_t{v[k]} + offset) * w[k];
       os << "\n";
-    }
+    };
+    list("input", x, p.input_offset, p.weight_ih.data() + r * IN, IN);
+    if (h_prev) list("recurrent", h_prev, p.hidden_offset, p.weight_hh.data() + r * H, H);
   }
   for (int gate = 0; gate < 4; ++gate) {
     const int64_t r = u.row[gate];
@@ -612,7 +615,8 @@ Explained explain_lstm(const Int8Graph& graph, size_t i, const Tensor& image, Ex
   return e;
 }
 
-Explained explain_any(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at) {
+Explained explain_any(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at,
+                      int64_t terms) {
   QATLAB_CHECK(image.dim() == 4 && image.size(0) == 1,
                "explain takes one image (1, C, H, W), got " + shape_str(image.shape()));
   const size_t i = find_op(graph, op_name);
@@ -623,10 +627,10 @@ Explained explain_any(const Int8Graph& graph, const std::string& op_name, const 
     case Int8OpKind::GlobalAvgPool:
       return explain_avg_pool(graph, i, image, at);
     case Int8OpKind::Lstm:
-      return explain_lstm(graph, i, image, at);
+      return explain_lstm(graph, i, image, at, terms);
     default: {
       const Walk w = walk(graph, op_name, image, at);
-      return {explain_linear(graph, op_name, image, at), w.code, w.graph_code};
+      return {explain_linear(graph, op_name, image, at, terms), w.code, w.graph_code};
     }
   }
 }
@@ -634,12 +638,13 @@ Explained explain_any(const Int8Graph& graph, const std::string& op_name, const 
 }  // namespace
 
 ExplainCheck explain_check(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at) {
-  const Explained e = explain_any(graph, op_name, image, at);
+  const Explained e = explain_any(graph, op_name, image, at, 8);
   return {e.computed, e.graph};
 }
 
-std::string explain_output(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at) {
-  return explain_any(graph, op_name, image, at).text;
+std::string explain_output(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at,
+                           int64_t terms) {
+  return explain_any(graph, op_name, image, at, terms).text;
 }
 
 // ------------------------------------------------------------------------------- batch-norm folding
@@ -700,7 +705,7 @@ BnFoldCheck bn_folding_check(const QatLayer& layer, const LoweredLayer& lowered,
   return {f.per_channel, f.weights_equal, f.bias, f.lowered_bias};
 }
 
-std::string explain_bn_folding(const QatLayer& layer, const LoweredLayer& lowered, int64_t channel) {
+std::string explain_bn_folding(const QatLayer& layer, const LoweredLayer& lowered, int64_t channel, int64_t terms) {
   const BnFold f = fold_channel(layer, lowered, channel);
   const bool conv = layer.is_conv();
   std::ostringstream os;
@@ -713,10 +718,10 @@ std::string explain_bn_folding(const QatLayer& layer, const LoweredLayer& lowere
   os << "   sf = gamma / sigma = " << fmt("%.8g", f.gamma) << " / " << fmt("%.8g", f.sigma) << " = " << fmt("%.8g", f.sf)
      << "\n";
   os << "   conv bias b = " << fmt("%.8g", f.b) << (layer.bias.defined() ? "" : " (the layer has none)") << "\n\n";
-  const size_t shown = std::min<size_t>(f.w.size(), 8);
+  const size_t shown = listed(f.w.size(), terms);
   os << "   folded weights W_fold = W * sf, on the weight grid (scale s_w = " << fmt("%.6g", f.s_w)
      << ", zero point 0, codes in [" << lowered.weights.quant_min << ", " << lowered.weights.quant_max
-     << "]); the first " << shown << " of " << f.w.size() << ":\n";
+     << "]); " << (shown < f.w.size() ? "the first " + std::to_string(shown) + " of " : "all ") << f.w.size() << ":\n";
   os << (conv ? "      c ky kx" : "       in") << " | W           | W_fold = W * sf | W_fold / s_w | code | convert's\n";
   const int64_t KH = conv ? layer.weight.size(2) : 1, KW = conv ? layer.weight.size(3) : 1;
   for (size_t k = 0; k < shown; ++k) {

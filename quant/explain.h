@@ -27,7 +27,10 @@ struct ExplainAt {
 // module name, e.g. "features.3"). Throws std::invalid_argument naming the valid layer names when
 // op_name is not an op explainable_ops lists, or naming the range when `at` is outside the output.
 // The last line says whether the integer graph produced the same code (it must: the test suite checks).
-std::string explain_output(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at);
+// `terms`: how many terms of a sum (products of a conv / fully connected output, an lstm gate row's input
+// and recurrent terms) to list; 0 lists them all.
+std::string explain_output(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at,
+                           int64_t terms = 8);
 
 // The names of the ops explain_output can take, in graph order.
 std::vector<std::string> explainable_ops(const Int8Graph& graph);
@@ -41,8 +44,9 @@ ExplainCheck explain_check(const Int8Graph& graph, const std::string& op_name, c
 // The batch-norm folding of output channel `channel` of a conv / linear QAT layer with BatchNorm, with
 // its real numbers: W, gamma, sigma = sqrt(running_var + eps), beta, the running mean, the folded weight
 // and bias, their codes and the int32 bias, each checked against `lowered` (the integer layer convert made
-// of it). Throws std::invalid_argument for a layer without BN or a channel out of range.
-std::string explain_bn_folding(const QatLayer& layer, const LoweredLayer& lowered, int64_t channel);
+// of it). `terms` folded weights are listed (0: all of the channel's); all are checked. Throws
+// std::invalid_argument for a layer without BN or a channel out of range.
+std::string explain_bn_folding(const QatLayer& layer, const LoweredLayer& lowered, int64_t channel, int64_t terms = 8);
 
 // What the folding arrives at against convert's integers, for tests.
 struct BnFoldCheck {

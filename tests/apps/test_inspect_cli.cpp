@@ -317,6 +317,18 @@ TEST_F(InspectCli, ExplainsOneOutputStepByStepForCheckpointAndIntegerFile) {
       EXPECT_EQ(r.out.find(part) != std::string::npos, checkpoint) << part << "\n" << r.out;
     EXPECT_EQ(r.out.find("keeps no float parameters") != std::string::npos, !checkpoint) << r.out;
   }
+  // --terms 0: every product of the sum and every folded weight listed (150 each, plus the two headers).
+  const RunResult all = qatlab({"inspect", qat_ + "/checkpoint.h5", "--data-dir", data_dir_, "--explain", "body.features.4",
+                                "--at", "3,2,1", "--terms", "0", "--threads", "2"},
+                               "explain-all");
+  ASSERT_TRUE(Succeeded(all));
+  EXPECT_EQ(all.out.find("the first"), std::string::npos) << all.out;
+  EXPECT_NE(all.out.find("over 150 terms:\n"), std::string::npos) << all.out;
+  EXPECT_NE(all.out.find("; all 150:\n"), std::string::npos) << all.out;
+  size_t rows = 0;
+  for (const std::string& line : split_lines(all.out)) rows += line.find(" | ") != std::string::npos;
+  EXPECT_EQ(rows, 302u) << all.out;
+  EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.4", "--terms", "-1"}, "explain-terms"), {"--terms must be >= 0"}));
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.9"}, "explain-layer"), {"body.features.4"}));
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.4", "--at", "2,x"}, "explain-at"), {"--at"}));
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.4", "--at", "99"}, "explain-range"), {"outside"}));
