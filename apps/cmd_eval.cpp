@@ -1,16 +1,19 @@
 // cmd_eval.cpp: `qatlab eval MODEL`: test-set accuracy of a float checkpoint, a QAT checkpoint (float
 // simulation, or --exact integer arithmetic), an integer model file or a dynamic model file; with
-// --compare, how closely an integer model agrees with its QAT simulation.
+// --compare, how closely an integer model agrees with its QAT simulation; with --dump, an integer model's
+// output codes and the labels as CSV, for comparing another implementation with ours.
 #include <omp.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 
+#include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/qat_options.h"
 #include "apps/integer_eval.h"
 #include "apps/train_loop.h"
+#include "core/atomic_file.h"
 #include "nn/checkpoint.h"
 #include "quant/dynamic_quant.h"
 #include "quant/int8_graph.h"
@@ -20,15 +23,17 @@ namespace qatlab {
 
 
 int cmd_eval(int argc, char** argv) {
-  std::string path, compare, kernel = "auto";
+  std::string path, compare, dump, kernel = "auto";
   DataSettings d;
   int64_t batch_size = 256;
   int threads = 0;
-  bool exact = false;
+  bool exact = false, overwrite = false;
   po::options_description desc("eval options");
   desc.add_options()("model", po::value(&path), "checkpoint or integer model file (also the first positional argument)")
       ("exact", po::bool_switch(&exact), "QAT checkpoint: run the integer arithmetic in the simulation (exact mode)")
       ("compare", po::value(&compare), "integer model: also run this QAT checkpoint (float simulation and exact mode) and report how the outputs agree")
+      ("dump", po::value(&dump), "integer model: write every test image's output codes, label and prediction to this CSV file")
+      ("overwrite", po::bool_switch(&overwrite), "allow --dump to replace an existing file")
       ("kernel", po::value(&kernel)->default_value(kernel), "integer kernels (of the integer model and of exact mode): auto | reference | portable | avx2 | avx512vnni")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per batch")
       ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
@@ -40,10 +45,11 @@ int cmd_eval(int argc, char** argv) {
   require(!path.empty(), "name the model to evaluate: qatlab eval MODEL");
   require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
   require(threads >= 0, "--threads must be >= 0, got " + std::to_string(threads));
+  guard_output("--dump", dump, overwrite);
   apply_threads(threads);
 
   if (is_dynamic_model_file(path)) {
-    require(compare.empty() && !exact, "--compare and --exact apply to integer models and QAT checkpoints, not to " +
+    require(compare.empty() && !exact && dump.empty(), "--compare, --exact and --dump do not apply to " +
                                            path + " (a dynamic model)");
     const DynamicModelFile file = load_dynamic_model(path);
     if (kernel != "auto") set_dynamic_kernel_path(*file.model, parse_kernel_path(kernel));
@@ -79,10 +85,16 @@ int cmd_eval(int argc, char** argv) {
     DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
     EvalResult r;
     Agreement a;
-    run_integer(graph, kpath, loader, sim.get(), r, a);
+    IntegerOutputs outputs;
+    run_integer(graph, kpath, loader, sim.get(), r, a, dump.empty() ? nullptr : &outputs);
     std::printf("%s (integer, %s kernels) on %s test: accuracy %.2f %% (%lld images), %.0f img/s\n", path.c_str(),
                 kernel_path_name(kpath), d.dataset.c_str(), 100.0 * r.accuracy, static_cast<long long>(r.count),
                 r.count / std::max(r.seconds, 1e-9));
+    if (!dump.empty()) {
+      atomic_write_text(dump, outputs_csv(outputs, graph.output_grid()));
+      std::printf("output codes of %lld images (%lld classes) -> %s\n", static_cast<long long>(r.count),
+                  static_cast<long long>(outputs.classes), dump.c_str());
+    }
     if (sim) {
       double sim_correct = 0;
       // The simulation's accuracy over the same images, from its agreement counts is not enough: rerun.
@@ -100,6 +112,8 @@ int cmd_eval(int argc, char** argv) {
     return 0;
   }
 
+  require(dump.empty(), "--dump writes an integer model's output codes: " + path +
+                           " is a checkpoint (convert it first: qatlab convert " + path + ")");
   const Checkpoint ckpt = load_checkpoint(path);
   if (vm["dataset"].defaulted()) d.dataset = ckpt.dataset;
   DataBundle data = load_data(d, /*with_train=*/false);

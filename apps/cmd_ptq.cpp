@@ -61,23 +61,18 @@ int cmd_ptq(int argc, char** argv) {
     out = (fs::path(path).parent_path() / ("ptq-w" + std::to_string(q.wbits) + "a" + std::to_string(q.abits))).string();
   out = choose_out_dir(out, overwrite, "");
 
-  // Calibration: observers watch float activations (fake-quant off) with BN on its running statistics
-  // (frozen); training mode only so that the observers record. Nothing is learned.
+  // Calibration (calibrate_observers): observers watch float activations, nothing is learned.
   const std::shared_ptr<QatModel> model = prepare_qat(model_from_checkpoint(base), qconfig);
-  model->train();
-  set_bn_frozen(*model, true);
-  set_fake_quant_enabled(*model, false);
   DataLoader calib(data.train, loader_options(data, batch_size, seed, true));
   calib.start_epoch(0);
   Batch batch;
-  int64_t seen = 0;
-  {
-    NoGradGuard no_grad;
-    for (int64_t b = 0; b < batches && calib.next(batch); ++b, seen += batch.images.size(0)) model->forward(batch.images);
-  }
-  set_fake_quant_enabled(*model, true);
-  set_observers_enabled(*model, false);
-  model->eval();
+  int64_t taken = 0;
+  const int64_t seen = calibrate_observers(*model, [&](Tensor& x) {
+    if (taken == batches || !calib.next(batch)) return false;
+    ++taken;
+    x = batch.images;
+    return true;
+  });
 
   DataLoader test(data.test, loader_options(data, 256, 0, false));
   const EvalResult sim = evaluate(*model, test);

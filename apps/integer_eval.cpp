@@ -4,19 +4,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 
 #include "quant/lower.h"
 #include "quant/prepare.h"
 
 namespace qatlab {
 
-namespace {
-
 int32_t argmax_row(const int8_t* row, int64_t n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
 
-}  // namespace
-
-void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a) {
+void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a,
+                 IntegerOutputs* outputs) {
   NoGradGuard no_grad;
   int64_t correct = 0;
   loader.start_epoch(0);
@@ -29,6 +27,11 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
     const std::vector<int8_t> codes = graph.run_codes(batch.images, &shape, path);
     seconds_int += std::chrono::duration<double>(std::chrono::steady_clock::now() - ti).count();
     const int64_t n = shape[0], classes = shape[1];
+    if (outputs) {
+      outputs->classes = classes;
+      outputs->codes.insert(outputs->codes.end(), codes.begin(), codes.end());
+      outputs->labels.insert(outputs->labels.end(), batch.labels.begin(), batch.labels.begin() + n);
+    }
     std::vector<int8_t> sim_codes, exact_codes;
     if (sim) {
       sim_codes = quantize_tensor(sim->forward(batch.images), grid);
@@ -39,6 +42,7 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
     for (int64_t i = 0; i < n; ++i) {
       const int32_t pred = argmax_row(codes.data() + i * classes, classes);
       r.predictions.push_back(pred);
+      if (outputs) outputs->predictions.push_back(pred);
       correct += pred == batch.labels[i];
       if (!sim) continue;
       a.images++;
@@ -58,5 +62,28 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
   r.seconds = seconds_int;
 }
 
+std::string outputs_csv(const IntegerOutputs& o, const QParams& grid) {
+  std::string s = "# qatlab-int8-outputs 1\n";
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "# output grid: scale %.9g zero_point %d (logit = scale * (code - zero_point))\n",
+                static_cast<double>(grid.scale.at(0)), grid.zero_point.at(0));
+  s += buf;
+  s += "image,label,predicted";
+  for (int64_t k = 0; k < o.classes; ++k) {
+    std::snprintf(buf, sizeof buf, ",code_%lld", static_cast<long long>(k));
+    s += buf;
+  }
+  s += '\n';
+  for (size_t i = 0; i < o.labels.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%zu,%d,%d", i, o.labels[i], o.predictions[i]);
+    s += buf;
+    for (int64_t k = 0; k < o.classes; ++k) {
+      std::snprintf(buf, sizeof buf, ",%d", static_cast<int>(o.codes[i * o.classes + k]));
+      s += buf;
+    }
+    s += '\n';
+  }
+  return s;
+}
 
 }  // namespace qatlab

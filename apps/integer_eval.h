@@ -1,6 +1,10 @@
 // integer_eval.h: test-set accuracy of an integer graph and, given its QAT model, how the two agree.
 #pragma once
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include "apps/train_loop.h"
 #include "quant/int8_graph.h"
 
@@ -11,9 +15,28 @@ struct Agreement {
   int64_t exact_identical_images = 0;  // images whose output codes equal the exact-mode simulation's
 };
 
+// The integer graph's output codes of every test image with its label, for comparing another
+// implementation with ours (`qatlab eval MODEL.int8.h5 --dump FILE`).
+struct IntegerOutputs {
+  int64_t classes = 0;
+  std::vector<int8_t> codes;     // (N, classes), dataset order
+  std::vector<int32_t> labels;   // (N)
+  std::vector<int32_t> predictions;  // (N): the top-1 class, ties to the lowest class index
+};
+
+// The predicted class of one row of output codes: the largest code; when several classes share it, the
+// lowest class index among them (std::max_element keeps the first).
+int32_t argmax_row(const int8_t* row, int64_t n);
+
 // Runs the integer graph over the loader (r: accuracy, count, predictions, seconds of integer compute);
 // with `sim`, also the QAT model in float simulation and in exact mode (its conv and linear layers on the
-// kernels of `path` too), comparing output codes (a).
-void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a);
+// kernels of `path` too), comparing output codes (a). With `outputs`, keeps every output code and label.
+void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a,
+                 IntegerOutputs* outputs = nullptr);
+
+// The dump as CSV text: a header `image,label,predicted,code_0,...,code_<K-1>` then one row per image
+// (output codes as signed integers; real logit = scale * (code - zero_point) with the grid given).
+// Lines starting with '#' before the header carry the format name and the output grid.
+std::string outputs_csv(const IntegerOutputs& outputs, const QParams& grid);
 
 }  // namespace qatlab

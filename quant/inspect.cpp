@@ -14,6 +14,7 @@
 #include "quant/fake_quantize.h"
 #include "quant/int8_kernels.h"
 #include "quant/lower.h"
+#include "quant/prepare.h"
 
 namespace qatlab {
 
@@ -514,6 +515,43 @@ ModelReport inspect_model(const std::shared_ptr<QatModel>& model, const std::vec
   return report;
 }
 
+SqnrByBits ptq_sqnr_by_bits(const std::function<ModulePtr()>& make_float, const std::vector<int>& bits,
+                            const std::vector<Tensor>& calib, const std::vector<Tensor>& batches) {
+  check_batches(calib);
+  SqnrByBits out;
+  out.bits = bits;
+  for (size_t b = 0; b < bits.size(); ++b) {
+    QATLAB_CHECK(bits[b] >= 2 && bits[b] <= 8, "sqnr by bits: bit widths must be in 2..8, got " + std::to_string(bits[b]));
+    const auto model = prepare_qat(make_float(), QConfig::from_options(bits[b], bits[b], true, "minmax", "minmax", {}));
+    size_t next = 0;
+    calibrate_observers(*model, [&](Tensor& x) {
+      if (next == calib.size()) return false;
+      x = calib[next++];
+      return true;
+    });
+    const ModelReport report = inspect_model(model, batches);
+    if (b == 0) {
+      for (const LayerReport& r : report.layers) out.layers.push_back(r.name);
+      out.sqnr_db.assign(out.layers.size(), std::vector<double>(bits.size()));
+    }
+    QATLAB_CHECK(report.layers.size() == out.layers.size(), "sqnr by bits: the model's layers changed between runs");
+    for (size_t l = 0; l < report.layers.size(); ++l) out.sqnr_db[l][b] = report.layers[l].sqnr_db;
+  }
+  return out;
+}
+
+std::string format_sqnr_by_bits(const SqnrByBits& s) {
+  std::vector<std::string> header{"layer"};
+  for (const int b : s.bits) header.push_back("W" + std::to_string(b) + "A" + std::to_string(b));
+  std::vector<std::vector<std::string>> rows;
+  for (size_t l = 0; l < s.layers.size(); ++l) {
+    std::vector<std::string> row{s.layers[l]};
+    for (const double db : s.sqnr_db[l]) row.push_back(sqnr_str(db));
+    rows.push_back(row);
+  }
+  return render_table(header, rows);
+}
+
 std::string format_report(const ModelReport& report) {
   std::vector<std::vector<std::string>> quantizers, integers, ranges;
   for (const LayerReport& r : report.layers) {
@@ -708,10 +746,20 @@ GridHistogram activation_histogram(const std::shared_ptr<QatModel>& model, const
 
 // ------------------------------------------------------------------------------------ integer model
 
-std::string describe_int8_graph(const Int8Graph& graph) {
+namespace {
+
+// One op of an integer model as the table and the graph drawing show it; the shapes and grids of the
+// slots are followed from the Quantize entry (one image).
+struct OpView {
+  Shape out;
+  QParams out_grid;
+  std::string w_bits = "-", w_scale = "-", mult = "-", shift = "-", extra;
+};
+
+std::vector<OpView> view_ops(const Int8Graph& graph) {
   std::vector<Shape> shape(graph.num_slots);  // (1, ...) per slot: one image
   std::vector<QParams> grid(graph.num_slots);
-  std::vector<std::vector<std::string>> rows;
+  std::vector<OpView> views;
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Int8Op& op = graph.ops[i];
     QATLAB_CHECK(op.output >= 0 && op.output < graph.num_slots,
@@ -721,81 +769,96 @@ std::string describe_int8_graph(const Int8Graph& graph) {
       QATLAB_CHECK(s >= 0 && s < op.output, "integer model: op " + std::to_string(i) + " reads slot " + std::to_string(s) +
                                                 " before it is written");
     const Shape in = op.inputs.empty() ? Shape{} : shape[op.inputs[0]];
-    const QParams in_grid = op.inputs.empty() ? QParams{} : grid[op.inputs[0]];
-    Shape out = in;
-    QParams out_grid = in_grid;
-    std::string w_bits = "-", w_scale = "-", mult = "-", shift = "-", extra;
+    OpView v;
+    v.out = in;
+    v.out_grid = op.inputs.empty() ? QParams{} : grid[op.inputs[0]];
     switch (op.kind) {
       case Int8OpKind::Quantize:
-        out = {1};
-        out.insert(out.end(), graph.input_shape.begin(), graph.input_shape.end());
-        out_grid = op.grid;
+        v.out = {1};
+        v.out.insert(v.out.end(), graph.input_shape.begin(), graph.input_shape.end());
+        v.out_grid = op.grid;
         break;
       case Int8OpKind::Conv2d:
       case Int8OpKind::FullyConnected: {
         const LoweredLayer& l = op.layer;
-        out = l.is_conv ? conv2d_int8_output_shape(l.conv, in, l.weight_shape)
-                        : fully_connected_int8_output_shape(l.fc, in, l.weight_shape);
-        out_grid = l.output;
-        w_bits = std::to_string(grid_bits(l.weights));
-        w_scale = spread_str(value_spread(std::vector<double>(l.weights.scale.begin(), l.weights.scale.end())));
-        mult = span_str(l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier);
-        shift = span_str(l.is_conv ? l.conv.output_shift : l.fc.output_shift);
-        extra = "weights " + shape_str(l.weight_shape);
+        v.out = l.is_conv ? conv2d_int8_output_shape(l.conv, in, l.weight_shape)
+                          : fully_connected_int8_output_shape(l.fc, in, l.weight_shape);
+        v.out_grid = l.output;
+        v.w_bits = std::to_string(grid_bits(l.weights));
+        v.w_scale = spread_str(value_spread(std::vector<double>(l.weights.scale.begin(), l.weights.scale.end())));
+        v.mult = span_str(l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier);
+        v.shift = span_str(l.is_conv ? l.conv.output_shift : l.fc.output_shift);
+        v.extra = "weights " + shape_str(l.weight_shape);
         break;
       }
       case Int8OpKind::MaxPool2d:
       case Int8OpKind::AvgPool2d:
-        out = pool2d_int8_output_shape(in, op.kernel, op.stride, op.pad);
-        extra = "k " + std::to_string(op.kernel) + " stride " + std::to_string(op.stride) + " pad " + std::to_string(op.pad);
+        v.out = pool2d_int8_output_shape(in, op.kernel, op.stride, op.pad);
+        v.extra = "k " + std::to_string(op.kernel) + " stride " + std::to_string(op.stride) + " pad " + std::to_string(op.pad);
         break;
       case Int8OpKind::GlobalAvgPool:
-        out = {in.at(0), in.at(1)};
+        v.out = {in.at(0), in.at(1)};
         break;
       case Int8OpKind::Flatten:
-        out = {in.at(0), shape_numel(in) / in.at(0)};
+        v.out = {in.at(0), shape_numel(in) / in.at(0)};
         break;
       case Int8OpKind::Clamp:
-        extra = "clamp [" + std::to_string(op.clamp_min) + ", " + std::to_string(op.clamp_max) + "]";
+        v.extra = "clamp [" + std::to_string(op.clamp_min) + ", " + std::to_string(op.clamp_max) + "]";
         break;
       case Int8OpKind::Add:
-        out_grid = op.grid;
-        mult = std::to_string(op.add.output_multiplier);
-        shift = std::to_string(op.add.output_shift);
-        extra = "inputs rescaled by " + std::to_string(op.add.input1_multiplier) + " >> " +
-                std::to_string(-op.add.input1_shift) + ", " + std::to_string(op.add.input2_multiplier) + " >> " +
-                std::to_string(-op.add.input2_shift);
+        v.out_grid = op.grid;
+        v.mult = std::to_string(op.add.output_multiplier);
+        v.shift = std::to_string(op.add.output_shift);
+        v.extra = "inputs rescaled by " + std::to_string(op.add.input1_multiplier) + " >> " +
+                  std::to_string(-op.add.input1_shift) + ", " + std::to_string(op.add.input2_multiplier) + " >> " +
+                  std::to_string(-op.add.input2_shift);
         break;
       case Int8OpKind::Dequantize:
-        out_grid = op.grid;
+        v.out_grid = op.grid;
         break;
       case Int8OpKind::ImageRows:
-        out = {in.at(0), in.at(2), in.at(1) * in.at(3)};
+        v.out = {in.at(0), in.at(2), in.at(1) * in.at(3)};
         break;
       case Int8OpKind::Lstm: {
         const LstmInt8Params& l = op.lstm;
-        out = lstm_int8_output_shape(l, in);
-        out_grid = l.hidden;
-        w_bits = std::to_string(grid_bits(l.weights_ih));
-        w_scale = spread_str(value_spread(std::vector<double>(l.weights_ih.scale.begin(), l.weights_ih.scale.end())));
-        mult = span_str(l.input_multiplier);
-        shift = span_str(l.input_shift);
-        extra = "input side shown; recurrent " + span_str(l.recurrent_multiplier) + " shift " +
-                span_str(l.recurrent_shift) + ", hidden " + std::to_string(l.hidden_multiplier) + " shift " +
-                std::to_string(l.hidden_shift) + ", cell 2^-" + std::to_string(l.cell_frac_bits);
+        v.out = lstm_int8_output_shape(l, in);
+        v.out_grid = l.hidden;
+        v.w_bits = std::to_string(grid_bits(l.weights_ih));
+        v.w_scale = spread_str(value_spread(std::vector<double>(l.weights_ih.scale.begin(), l.weights_ih.scale.end())));
+        v.mult = span_str(l.input_multiplier);
+        v.shift = span_str(l.input_shift);
+        v.extra = "input side shown; recurrent " + span_str(l.recurrent_multiplier) + " shift " +
+                  span_str(l.recurrent_shift) + ", hidden " + std::to_string(l.hidden_multiplier) + " shift " +
+                  std::to_string(l.hidden_shift) + ", cell 2^-" + std::to_string(l.cell_frac_bits);
         break;
       }
       case Int8OpKind::LastStep:
-        out = {in.at(0), in.at(2)};
+        v.out = {in.at(0), in.at(2)};
         break;
     }
-    shape[op.output] = out;
-    grid[op.output] = out_grid;
-    const bool has_grid = !out_grid.scale.empty();
-    rows.push_back({std::to_string(i), int8_op_name(op.kind), op.name.empty() ? "-" : op.name, shape_str(out),
-                    w_bits + ":" + (has_grid ? std::to_string(grid_bits(out_grid)) : "-"), w_scale,
-                    has_grid ? g4(out_grid.scale[0]) + ", " + std::to_string(out_grid.zero_point[0]) : "-", mult, shift,
-                    extra});
+    shape[op.output] = v.out;
+    grid[op.output] = v.out_grid;
+    views.push_back(std::move(v));
+  }
+  return views;
+}
+
+std::string grid_str(const QParams& g) {
+  return g.scale.empty() ? "-" : g4(g.scale[0]) + ", " + std::to_string(g.zero_point[0]);
+}
+
+}  // namespace
+
+std::string describe_int8_graph(const Int8Graph& graph) {
+  const std::vector<OpView> views = view_ops(graph);
+  std::vector<std::vector<std::string>> rows;
+  for (size_t i = 0; i < graph.ops.size(); ++i) {
+    const Int8Op& op = graph.ops[i];
+    const OpView& v = views[i];
+    const bool has_grid = !v.out_grid.scale.empty();
+    rows.push_back({std::to_string(i), int8_op_name(op.kind), op.name.empty() ? "-" : op.name, shape_str(v.out),
+                    v.w_bits + ":" + (has_grid ? std::to_string(grid_bits(v.out_grid)) : "-"), v.w_scale,
+                    grid_str(v.out_grid), v.mult, v.shift, v.extra});
   }
   std::string out = "integer model: input " + shape_str(graph.input_shape) + ", " + std::to_string(graph.ops.size()) +
                     " ops, " + std::to_string(graph.parameter_bytes()) + " bytes of integer parameters\n";
@@ -804,6 +867,43 @@ std::string describe_int8_graph(const Int8Graph& graph) {
                        "output_multiplier", "output_shift", "details"},
                       rows);
   return out;
+}
+
+std::string int8_graph_to_dot(const Int8Graph& graph) {
+  const std::vector<OpView> views = view_ops(graph);
+  std::string t = "digraph int8_graph {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n"
+                  "  edge [fontname=\"Helvetica\", fontsize=9];\n";
+  t += "  input [label=\"input (float) " + dot_escape(shape_str(graph.input_shape)) + "\", shape=plaintext];\n";
+  for (size_t i = 0; i < graph.ops.size(); ++i) {
+    const Int8Op& op = graph.ops[i];
+    const OpView& v = views[i];
+    std::string label = "#" + std::to_string(i) + " " + int8_op_name(op.kind) + (op.name.empty() ? "" : "\n" + op.name);
+    if (v.extra.size()) label += "\n" + v.extra;
+    if (v.w_bits != "-") label += (v.extra.rfind("weights ", 0) == 0 ? ", " : "\nweights ") + v.w_bits + "-bit, scale " + v.w_scale;
+    // The lstm's table columns hold its input side's multipliers (the recurrent ones are in `extra`).
+    const std::string m = op.kind == Int8OpKind::Lstm ? "input" : "output";
+    if (v.mult != "-") label += "\n" + m + "_multiplier " + v.mult + "\n" + m + "_shift " + v.shift;
+    const std::string id = "op" + std::to_string(i);
+    t += "  " + id + " [label=\"" + dot_escape(label) +
+         "\", class=\"op\", shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"];\n";
+    if (op.inputs.empty()) t += "  input -> " + id + ";\n";
+    for (size_t k = 0; k < op.inputs.size(); ++k)
+      t += "  slot" + std::to_string(op.inputs[k]) + " -> " + id +
+           (op.inputs.size() > 1 ? " [label=\"input " + std::to_string(k + 1) + "\"]" : "") + ";\n";
+    std::string slot = "slot " + std::to_string(op.output) + "\n" + shape_str(v.out);
+    if (op.kind == Int8OpKind::Dequantize) {
+      slot += "\nfloat = " + g4(v.out_grid.scale[0]) + " * (code - " + std::to_string(v.out_grid.zero_point[0]) + ")";
+    } else if (!v.out_grid.scale.empty()) {
+      slot += "\n" + std::to_string(grid_bits(v.out_grid)) + "-bit, scale " + g4(v.out_grid.scale[0]) + ", zp " +
+              std::to_string(v.out_grid.zero_point[0]);
+    }
+    t += "  slot" + std::to_string(op.output) + " [label=\"" + dot_escape(slot) +
+         "\", class=\"slot\", shape=ellipse, style=filled, fillcolor=\"" +
+         (op.kind == Int8OpKind::Dequantize ? "#ffffff" : "#fbd9bd") + "\"];\n";
+    t += "  " + id + " -> slot" + std::to_string(op.output) + ";\n";
+  }
+  t += "}\n";
+  return t;
 }
 
 }  // namespace qatlab

@@ -82,6 +82,22 @@ struct ModelReport {
 // no grid yet (a model that never saw data).
 ModelReport inspect_model(const std::shared_ptr<QatModel>& model, const std::vector<Tensor>& batches);
 
+// Each layer's SQNR after post-training quantization at several bit widths. For each entry of `bits`, a
+// fresh float model from `make_float` is prepared at W = A = bits (weights symmetric per channel,
+// activations affine per tensor, min/max observers), its observers are calibrated on `calib` as `qatlab
+// ptq` does (BN on running statistics, fake-quant off, no gradients), and inspect_model measures it on
+// `batches`. Throws like inspect_model, and std::invalid_argument for a bit width outside 2..8.
+struct SqnrByBits {
+  std::vector<int> bits;
+  std::vector<std::string> layers;           // inspect's rows, in execution order
+  std::vector<std::vector<double>> sqnr_db;  // [layer][index into bits]; +inf: exact, NaN: nothing measured
+};
+SqnrByBits ptq_sqnr_by_bits(const std::function<ModulePtr()>& make_float, const std::vector<int>& bits,
+                            const std::vector<Tensor>& calib, const std::vector<Tensor>& batches);
+
+// The table as text: a row per layer, a column per bit width.
+std::string format_sqnr_by_bits(const SqnrByBits& s);
+
 // The report as text: three aligned tables (quantizers; grids and integers; ranges and SQNR).
 std::string format_report(const ModelReport& report);
 
@@ -124,6 +140,11 @@ GridHistogram activation_histogram(const std::shared_ptr<QatModel>& model, const
 // weight and activation bits, scales and zero points, output_multiplier / output_shift (ranges over
 // channels).
 std::string describe_int8_graph(const Int8Graph& graph);
+
+// Graphviz (dot) text of an integer model: one box per op (class="op": kind, module name, window or
+// clamp, weight bits and scales, output_multiplier / output_shift) and one ellipse per slot it writes
+// (class="slot": slot number, shape for one image, bits, scale and zero point), edges slot -> op -> slot.
+std::string int8_graph_to_dot(const Int8Graph& graph);
 
 // The bits a code range [qmin, qmax] needs: ceil(log2(qmax - qmin + 1)).
 int grid_bits(const QParams& qp);

@@ -2,8 +2,9 @@
 // their parameters. Floats appear only at the entry (Quantize) and the exit (Dequantize); everything
 // between computes on int8 codes, int32 accumulators and fixed-point multipliers.
 //
-// Tensors live in numbered slots; slot 0 is the quantized input. Each op reads its input slots and
-// writes one output slot, in list order.
+// Tensors live in numbered slots. Each op reads its input slots and writes one output slot, in list
+// order; the Quantize entry reads no slot (it takes the float input). convert writes op i to slot i + 1,
+// so slot 0 stays unused (quant/README.md, section 7, "Slots").
 #pragma once
 
 #include <memory>

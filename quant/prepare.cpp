@@ -183,6 +183,25 @@ void set_bn_frozen(Module& model, bool on) {
   });
 }
 
+int64_t calibrate_observers(Module& model, const std::function<bool(Tensor& batch)>& next) {
+  model.train();
+  set_bn_frozen(model, true);
+  set_fake_quant_enabled(model, false);
+  int64_t seen = 0;
+  {
+    NoGradGuard no_grad;
+    Tensor x;  // (N, C, H, W)
+    while (next(x)) {
+      model.forward(x);
+      seen += x.size(0);
+    }
+  }
+  set_fake_quant_enabled(model, true);
+  set_observers_enabled(model, false);
+  model.eval();
+  return seen;
+}
+
 void set_exact_mode(Module& model, bool on, KernelPath path) {
   visit(model, [on, path](Module& m) {
     if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).set_exact(on, path);

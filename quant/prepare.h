@@ -25,4 +25,10 @@ void set_bn_frozen(Module& model, bool on);           // BN uses (and stops upda
 // Evaluation runs the integer arithmetic; conv and linear layers on the kernels of `path` (QatLayer::set_exact).
 void set_exact_mode(Module& model, bool on, KernelPath path = KernelPath::Reference);
 
+// Post-training calibration (`qatlab ptq`, `inspect --sqnr-vs-bits`): the observers watch the float
+// activations (fake-quant off, BN on its running statistics, no gradients; training mode only so that they
+// record) of every batch `next` hands out until it returns false; then fake-quant on, observers off (BN
+// stays frozen), evaluation mode. Nothing is learned. Returns the number of images seen.
+int64_t calibrate_observers(Module& model, const std::function<bool(Tensor& batch)>& next);
+
 }  // namespace qatlab

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <initializer_list>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -173,10 +175,9 @@ TEST_F(InspectCli, RefusesBadRequestsInOneLine) {
   EXPECT_TRUE(RefusedWith(inspect({"--hist", "body.features.0", "--activations", "--channel", "1", "--out", out}, "both"),
                           {"--channel"}));
   EXPECT_TRUE(RefusedWith(qatlab({"inspect", qat_ + "/checkpoint.h5", "--batches", "0"}, "batches"), {"--batches must be >= 1, got 0"}));
-  EXPECT_TRUE(RefusedWith(qatlab({"inspect", qat_ + "/model.int8.h5", "--dot", work("g.dot")}, "int8-dot"),
+  EXPECT_TRUE(RefusedWith(qatlab({"inspect", qat_ + "/model.int8.h5", "--hist", "body.features.0", "--out", out}, "int8-hist"),
                           {"integer model file"}));
   EXPECT_FALSE(fs::exists(out));
-  EXPECT_FALSE(fs::exists(work("g.dot")));
   const RunResult missing = qatlab({"inspect", work("nothing.h5")}, "missing");
   EXPECT_TRUE(missing.exited && missing.exit_code == 1) << missing.describe();
   EXPECT_EQ(split_lines(missing.err).size(), 1u) << missing.describe();
@@ -194,6 +195,95 @@ TEST_F(InspectCli, DescribesAnIntegerModelFile) {
   EXPECT_NE(r.out.find("(1, 16, 5, 5)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("output_multiplier"), std::string::npos);
   EXPECT_EQ(r.out.find("SQNR dB"), std::string::npos);
+}
+
+TEST_F(InspectCli, DrawsTheIntegerGraphOfAnIntegerModelFile) {
+  const std::string dot = work("int8.dot");
+  const RunResult r = qatlab({"inspect", qat_ + "/model.int8.h5", "--dot", dot}, "int8-dot");
+  ASSERT_TRUE(Succeeded(r));
+  EXPECT_NE(r.out.find("integer graph with its slots: " + dot), std::string::npos) << r.out;
+  const std::string text = read_text(dot);
+  EXPECT_EQ(text.rfind("digraph int8_graph {", 0), 0u) << text;
+  EXPECT_NE(text.find("\n}\n"), std::string::npos);
+  // LeNet-5: quantize, conv, max pool, conv, max pool, flatten, 3 fully connected, dequantize; each op
+  // writes one slot, numbered from 1.
+  EXPECT_EQ(count(text, "class=\"op\""), 10u) << text;
+  EXPECT_EQ(count(text, "class=\"slot\""), 10u) << text;
+  EXPECT_EQ(text.find("slot0"), std::string::npos) << text;
+  const Int8Graph graph = Int8Graph::load(qat_ + "/model.int8.h5");
+  const Int8Op& conv1 = graph.ops[1];
+  ASSERT_EQ(conv1.kind, Int8OpKind::Conv2d);
+  for (const std::string& part :
+       {std::string("#0 quantize"), std::string("#1 conv2d\\nbody.features.0"), std::string("weights (6, 1, 5, 5), 4-bit, scale "),
+        std::string("output_multiplier ") + std::to_string(*std::min_element(conv1.layer.conv.output_multiplier.begin(),
+                                                                             conv1.layer.conv.output_multiplier.end())),
+        std::string("slot 2\\n(1, 6, 28, 28)\\n8-bit, scale "), std::string("(1, 16, 5, 5)"), std::string("#9 dequantize"),
+        std::string("slot1 -> op1"), std::string("op1 -> slot2"), std::string("float = ")})
+    EXPECT_NE(text.find(part), std::string::npos) << part << "\n" << text;
+  // Graphviz itself, when the machine has it, accepts the file.
+  if (std::system("command -v dot > /dev/null 2>&1") == 0) {
+    EXPECT_EQ(std::system(("dot -Tsvg '" + dot + "' -o '" + work("int8.svg") + "'").c_str()), 0);
+  }
+}
+
+TEST_F(InspectCli, PlotsEachLayersSqnrAgainstTheBitWidthOfPtq) {
+  const std::string svg = work("sqnr.svg");
+  const RunResult r = qatlab({"inspect", float_ + "/checkpoint.h5", "--sqnr-vs-bits", svg, "--data-dir", data_dir_,
+                              "--threads", "2", "--batches", "2", "--batch-size", "16"},
+                             "sqnr");
+  ASSERT_TRUE(Succeeded(r));
+  EXPECT_NE(r.out.find("calibrated on 32 training images; measured on the first 32 mnist test images"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("W8A8  W6A6  W4A4  W3A3  W2A2"), std::string::npos) << r.out;
+  for (const std::string& name : kLenetRows) {
+    std::vector<double> db;
+    for (const std::string& line : split_lines(r.out))
+      if (line.rfind("  " + name + " ", 0) == 0) {
+        std::istringstream in(line.substr(name.size() + 2));
+        double v;
+        while (in >> v) db.push_back(v);
+      }
+    ASSERT_EQ(db.size(), 5u) << name << "\n" << r.out;
+    if (name == "input_quant") {  // the model input stays at 8 bits
+      for (const double v : db) EXPECT_EQ(v, db[0]) << r.out;
+      continue;
+    }
+    // Two bits more or less are ~12 dB of SQNR; at the least, 8 bits beat 4 by 6 dB and 4 beat 2.
+    EXPECT_GT(db[0], db[2] + 6) << name << "\n" << r.out;
+    EXPECT_GT(db[2], db[4]) << name << "\n" << r.out;
+  }
+  const std::string plot = read_text(svg);
+  EXPECT_EQ(plot.rfind("<?xml", 0), 0u);
+  EXPECT_EQ(count(plot, "<polyline class=\"series\""), kLenetRows.size());
+  EXPECT_NE(plot.find("SQNR per layer after PTQ"), std::string::npos);
+  EXPECT_NE(plot.find("body.classifier.4"), std::string::npos);
+
+  EXPECT_TRUE(RefusedWith(inspect({"--sqnr-vs-bits", work("q.svg")}, "sqnr-qat"), {"'qat' checkpoint", "float checkpoint"}));
+  EXPECT_TRUE(RefusedWith(qatlab({"inspect", float_ + "/checkpoint.h5", "--sqnr-vs-bits", svg, "--data-dir", data_dir_},
+                                 "sqnr-again"),
+                          {"--sqnr-vs-bits", "--overwrite"}));
+  EXPECT_EQ(read_text(svg), plot);
+  EXPECT_FALSE(fs::exists(work("q.svg")));
+}
+
+TEST_F(InspectCli, ExplainsOneLstmStepOfAnLstmRowsModel) {
+  const std::string fl = work("lstm"), qat = work("lstm-qat");
+  const Args common{"--data-dir", data_dir_, "--threads", "2", "--progress", "none", "--epochs", "1", "--batch-size", "32"};
+  ASSERT_TRUE(Succeeded(qatlab(concat({"train", "--model", "lstm-rows", "--train-limit", "128", "--out", fl}, common), "train")));
+  ASSERT_TRUE(Succeeded(qatlab(concat({"qat", "--from", fl + "/checkpoint.h5", "--train-limit", "64", "--out", qat}, common), "qat")));
+  const RunResult r = qatlab({"inspect", qat + "/checkpoint.h5", "--data-dir", data_dir_, "--threads", "2", "--explain",
+                              "body.lstm", "--at", "7,20,0", "--image", "3"},
+                             "explain-lstm");
+  ASSERT_TRUE(Succeeded(r));
+  for (const char* part : {"test image 3", "integer LSTM, input (1, 28, 28)", "hidden unit 7 at step 20", "gate o (output gate",
+                           "c_{t-1}", "carried from step 19", "hidden_multiplier", "The integer graph computed code",
+                           "the same.", "21 of 21 equal the graph's codes"})
+    EXPECT_NE(r.out.find(part), std::string::npos) << part << "\n" << r.out;
+  EXPECT_EQ(r.out.find("Batch-norm folding"), std::string::npos);
+  EXPECT_TRUE(RefusedWith(qatlab({"inspect", qat + "/checkpoint.h5", "--data-dir", data_dir_, "--explain", "body.lstm",
+                                  "--at", "7,28,0"},
+                                 "explain-lstm-step"),
+                          {"outside", "step in 0..27"}));
 }
 
 TEST_F(InspectCli, InspectsAPtqCheckpoint) {
@@ -219,7 +309,26 @@ TEST_F(InspectCli, ExplainsOneOutputStepByStepForCheckpointAndIntegerFile) {
     for (const char* part : {"test image 5", "channel 3, y 2, x 1", "accumulator acc", "output_multiplier",
                              "The integer graph computed code", "the same."})
       EXPECT_NE(r.out.find(part), std::string::npos) << part << "\n" << r.out;
+    // The checkpoint also shows how channel 3's integers came from the batch norm; the file cannot.
+    const bool checkpoint = model.find("checkpoint.h5") != std::string::npos;
+    for (const char* part : {"Batch-norm folding", "output channel 3", "sigma = sqrt(running_var + eps)",
+                             "weight codes of this channel equal to convert's: 150 of 150",
+                             "the folding gives convert's integers exactly."})
+      EXPECT_EQ(r.out.find(part) != std::string::npos, checkpoint) << part << "\n" << r.out;
+    EXPECT_EQ(r.out.find("keeps no float parameters") != std::string::npos, !checkpoint) << r.out;
   }
+  // --terms 0: every product of the sum and every folded weight listed (150 each, plus the two headers).
+  const RunResult all = qatlab({"inspect", qat_ + "/checkpoint.h5", "--data-dir", data_dir_, "--explain", "body.features.4",
+                                "--at", "3,2,1", "--terms", "0", "--threads", "2"},
+                               "explain-all");
+  ASSERT_TRUE(Succeeded(all));
+  EXPECT_EQ(all.out.find("the first"), std::string::npos) << all.out;
+  EXPECT_NE(all.out.find("over 150 terms:\n"), std::string::npos) << all.out;
+  EXPECT_NE(all.out.find("; all 150:\n"), std::string::npos) << all.out;
+  size_t rows = 0;
+  for (const std::string& line : split_lines(all.out)) rows += line.find(" | ") != std::string::npos;
+  EXPECT_EQ(rows, 302u) << all.out;
+  EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.4", "--terms", "-1"}, "explain-terms"), {"--terms must be >= 0"}));
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.9"}, "explain-layer"), {"body.features.4"}));
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.4", "--at", "2,x"}, "explain-at"), {"--at"}));
   EXPECT_TRUE(RefusedWith(inspect({"--explain", "body.features.4", "--at", "99"}, "explain-range"), {"outside"}));

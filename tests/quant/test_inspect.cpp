@@ -1,7 +1,8 @@
 // test_inspect.cpp: the per-layer report of small random QAT models: rows in convert's order with
 // exactly convert's multipliers and shifts, the recording forward equal to the model's, SQNR finite,
 // equal to a direct computation and higher at 8 bits than at 2, the model left untouched (learned
-// quantizers too), the Graphviz text, histogram data and the integer-file description.
+// quantizers too), the Graphviz text, histogram data and the integer-file description; PTQ's SQNR per
+// layer across bit widths.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -383,6 +384,40 @@ TEST(Inspect, ValueSpreadAndGridBits) {
   EXPECT_EQ(grid_bits(qp), 8);
   qp.quant_min = -1, qp.quant_max = 1;
   EXPECT_EQ(grid_bits(qp), 2);
+}
+
+TEST(Inspect, PtqSqnrByBitsFallsWithTheBitsAndMatchesOneCalibratedRun) {
+  Rng rng(9);
+  const std::vector<Tensor> calib = {random_input(kInput, rng), random_input(kInput, rng)};
+  const std::vector<Tensor> batches = {random_input(kInput, rng)};
+  const auto make_float = [] {
+    Rng r(5);
+    return small_net(r);
+  };
+  const SqnrByBits s = ptq_sqnr_by_bits(make_float, {8, 4, 2}, calib, batches);
+  ASSERT_EQ(s.bits, (std::vector<int>{8, 4, 2}));
+  ASSERT_EQ(s.layers.size(), s.sqnr_db.size());
+  ASSERT_EQ(s.layers.front(), "input_quant");
+  for (size_t l = 1; l < s.layers.size(); ++l) {
+    ASSERT_EQ(s.sqnr_db[l].size(), 3u);
+    EXPECT_GT(s.sqnr_db[l][0], s.sqnr_db[l][1] + 6) << s.layers[l];
+    EXPECT_GT(s.sqnr_db[l][1], s.sqnr_db[l][2]) << s.layers[l];
+  }
+  // The 4-bit column is inspect_model's SQNR of that model calibrated by hand.
+  auto model = prepare_qat(make_float(), QConfig::from_options(4, 4, true, "minmax", "minmax", {}));
+  size_t next = 0;
+  EXPECT_EQ(calibrate_observers(*model, [&](Tensor& x) {
+              if (next == calib.size()) return false;
+              x = calib[next++];
+              return true;
+            }),
+            2 * kInput[0]);
+  const ModelReport r = inspect_model(model, batches);
+  ASSERT_EQ(r.layers.size(), s.layers.size());
+  for (size_t l = 0; l < r.layers.size(); ++l) EXPECT_EQ(r.layers[l].sqnr_db, s.sqnr_db[l][1]) << s.layers[l];
+  const std::string table = format_sqnr_by_bits(s);
+  EXPECT_NE(table.find("W8A8  W4A4  W2A2"), std::string::npos) << table;
+  EXPECT_THROW(ptq_sqnr_by_bits(make_float, {9}, calib, batches), std::invalid_argument);
 }
 
 }  // namespace
