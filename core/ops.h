@@ -73,8 +73,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 // batch_norm(x * k) for a per-channel scale k (C), nonzero, without forming x * k: one pass and its
 // backward fewer. The running statistics are those of x * k. QAT's conv + BN computes
 // BN(conv(x, q(W sf)) / sf) this way, with k = 1 / sf.
+// relu = true: relu(batch_norm_scaled(...)) in one op, the same values and gradients bit for bit.
 Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
-                         Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps);
+                         Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps,
+                         bool relu = false);
+// relu(batch_norm(...)) in one op (the output clamped in BN's pass, dy masked in its backward): the same
+// values and gradients bit for bit, one pass and one gradient buffer fewer.
+Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                       Tensor& running_var, bool training, float momentum, float eps);
 
 // -------------------------------------------------------------------------------------- shape ops
 // reshape shares the data (storage is contiguous); one dimension may be -1.

@@ -15,8 +15,11 @@ namespace {
 // batch_norm of z = x * k[ch] (k undefined: k = 1) without forming z. The statistics of z are those of x
 // scaled: mean_z = k mu, var_z = k^2 var; with k = 1 every product by k is exact, so batch_norm itself
 // computes bit for bit what it computed before k existed.
+// relu: the output goes through max(., 0) in the same pass, and the backward masks dy by it first: the
+// values and gradients of relu(batch_norm(...)) bit for bit, without relu's own pass, gradient buffer
+// and backward pass.
 Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                       Tensor& running_var, bool training, float momentum, float eps) {
+                       Tensor& running_var, bool training, float momentum, float eps, bool relu) {
   QATLAB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: input must be (N, C) or (N, C, H, W), got " + shape_str(x.shape()));
   const int64_t n = x.size(0), c = x.size(1), s = x.dim() == 4 ? x.size(2) * x.size(3) : 1, m = n * s;
   const Shape per_channel{c};
@@ -79,14 +82,34 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       const float b = bd[ch] - (*mean)[ch] * a;
       const float* p = xd + (i * c + ch) * s;
       float* q = yd + (i * c + ch) * s;
-      for (int64_t j = 0; j < s; ++j) q[j] = p[j] * a + b;
+      if (relu) {
+        for (int64_t j = 0; j < s; ++j) {
+          const float v = p[j] * a + b;
+          q[j] = v > 0.0f ? v : 0.0f;  // relu's own expression
+        }
+      } else {
+        for (int64_t j = 0; j < s; ++j) q[j] = p[j] * a + b;
+      }
     }
   }
+  // The closure keeps y's values for the relu mask, not y itself (y owns the closure).
+  std::shared_ptr<float[]> y_values = relu ? y.impl()->data : nullptr;
 
-  record_op(y, k.defined() ? "batch_norm_scaled" : "batch_norm", {x, k, gamma, beta},
-            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane](const Tensor& gy) mutable {
+  const char* name = k.defined() ? (relu ? "batch_norm_scaled_relu" : "batch_norm_scaled")
+                                 : (relu ? "batch_norm_relu" : "batch_norm");
+  record_op(y, name, {x, k, gamma, beta},
+            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane, y_values](const Tensor& gy) mutable {
     const float* xd = x.data();
     const float* gyd = gy.data();
+    std::shared_ptr<float[]> masked;  // dy where the output is > 0, else 0: relu's backward
+    if (y_values) {
+      masked = alloc_floats(gy.numel());
+      const float* yv = y_values.get();
+      float* md = masked.get();
+#pragma omp parallel for schedule(static) if (x.numel() > 65536)
+      for (int64_t i = 0; i < gy.numel(); ++i) md[i] = yv[i] > 0.0f ? gyd[i] : 0.0f;
+      gyd = md;
+    }
     const float* gd = gamma.data();
     float* gx = x.requires_grad() ? x.mutable_grad() : nullptr;
     float* ggamma = gamma.requires_grad() ? gamma.mutable_grad() : nullptr;
@@ -135,13 +158,19 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
 
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                   Tensor& running_var, bool training, float momentum, float eps) {
-  return batch_norm_impl(x, Tensor(), gamma, beta, running_mean, running_var, training, momentum, eps);
+  return batch_norm_impl(x, Tensor(), gamma, beta, running_mean, running_var, training, momentum, eps, false);
+}
+
+Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                       Tensor& running_var, bool training, float momentum, float eps) {
+  return batch_norm_impl(x, Tensor(), gamma, beta, running_mean, running_var, training, momentum, eps, true);
 }
 
 Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
-                         Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps) {
+                         Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps,
+                         bool relu) {
   QATLAB_CHECK(k.defined(), "batch_norm_scaled: undefined scale");
-  return batch_norm_impl(x, k, gamma, beta, running_mean, running_var, training, momentum, eps);
+  return batch_norm_impl(x, k, gamma, beta, running_mean, running_var, training, momentum, eps, relu);
 }
 
 }  // namespace qatlab

@@ -1,6 +1,7 @@
 // tensor.cpp: tensor storage, factories and the reverse-mode autograd walk.
 #include "core/tensor.h"
 
+#include "core/parallel.h"
 #include "core/profiler.h"
 
 #include <algorithm>
@@ -101,6 +102,12 @@ BufferPool& buffer_pool() {
 
 }  // namespace
 
+// A training step zeroes a gradient buffer for nearly every activation: in parallel ranges, that is a
+// memset per core instead of one for the whole buffer.
+static void fill_floats(float* p, int64_t n, float value) {
+  for_ranges(n, [=](int64_t begin, int64_t end) { std::fill(p + begin, p + end, value); });
+}
+
 std::shared_ptr<float[]> alloc_floats(int64_t n) {
   // Round up so the size is a multiple of the alignment, as aligned_alloc requires; never zero bytes.
   size_t bytes = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float);
@@ -176,7 +183,7 @@ float Tensor::item() const {
 
 std::vector<float> Tensor::to_vector() const { return std::vector<float>(data(), data() + numel()); }
 
-void Tensor::fill(float value) { std::fill(data(), data() + numel(), value); }
+void Tensor::fill(float value) { fill_floats(data(), numel(), value); }
 
 void Tensor::copy_from(const Tensor& src) {
   QATLAB_CHECK(src.numel() == numel(), "copy_from: " + shape_str(src.shape()) + " into " + shape_str(shape()));
@@ -225,13 +232,13 @@ float* Tensor::mutable_grad() const {
   check_defined(impl_.get());
   if (!impl_->grad) {
     impl_->grad = alloc_floats(impl_->numel);
-    std::fill(impl_->grad.get(), impl_->grad.get() + impl_->numel, 0.0f);
+    fill_floats(impl_->grad.get(), impl_->numel, 0.0f);
   }
   return impl_->grad.get();
 }
 
 void Tensor::zero_grad() const {
-  if (has_grad()) std::fill(impl_->grad.get(), impl_->grad.get() + impl_->numel, 0.0f);
+  if (has_grad()) fill_floats(impl_->grad.get(), impl_->numel, 0.0f);
 }
 
 // ---------------------------------------------------------------------------------------- autograd

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "core/format.h"
+#include "core/parallel.h"
 #include "core/ops.h"
 #include "quant/observer.h"
 
@@ -44,6 +45,47 @@ template <class F>
 void for_each_row(const Rows& r, F f) {
   const int64_t rows = r.outer * r.channels;
   for (int64_t row = 0; row < rows; ++row) f(row * r.inner, r.inner, row % r.channels);
+}
+
+// Rows are cut into chunks of this many elements: the unit of parallel work and of the partial sums
+// the scale's gradient is added up from, in a fixed order whatever the thread count.
+constexpr int64_t kChunk = 4096;
+
+// Calls sum = f(begin, count, channel) for every chunk of every row (in parallel when x is large) and
+// adds the chunks' sums into acc[channel] in element order.
+template <class F>
+void for_each_chunk(const Rows& r, std::vector<double>& acc, F f) {
+  const int64_t rows = r.outer * r.channels, per_row = (r.inner + kChunk - 1) / kChunk, items = rows * per_row;
+  std::vector<double> partial(static_cast<size_t>(items));  // (rows * chunks per row)
+#pragma omp parallel for schedule(static) if (rows * r.inner >= kParallelMin)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t row = item / per_row, begin = (item % per_row) * kChunk;
+    partial[item] = f(row * r.inner + begin, std::min(kChunk, r.inner - begin), row % r.channels);
+  }
+  for (int64_t item = 0; item < items; ++item) acc[(item / per_row) % r.channels] += partial[item];
+}
+
+// LSQ's backward over n elements of one channel: gx += g where the code is inside [lo, hi] (straight
+// through); returns sum(g * dy/ds) / s: (round(v) - v) inside, lo or hi where clamped, 0 for NaN, with
+// v = x / s. Branch-free with 16 float accumulators, so that it vectorises; the caller sums chunks in double.
+inline double lsq_backward_chunk(const float* __restrict x, const float* __restrict g, float* __restrict gx, int64_t n,
+                                 float inv, float lo, float hi) {
+  constexpr int kLanes = 16;
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  const auto term = [&](int64_t j) {
+    const float v = x[j] * inv, r = std::nearbyint(v);
+    const bool inside = (r >= lo) & (r <= hi);
+    if (gx) gx[j] += inside ? g[j] : 0.0f;
+    const float d = inside ? r - v : (r < lo ? lo : (r > hi ? hi : 0.0f));
+    return g[j] * d;
+  };
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) acc[k] += term(i + k);
+  double sum = 0.0;
+  for (int k = 0; k < kLanes; ++k) sum += acc[k];
+  for (; i < n; ++i) sum += term(i);
+  return sum;
 }
 
 // The grid fields a scheme fixes: axis and code range.
@@ -189,23 +231,10 @@ Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector
               const float* g = grad_out.data();
               float* gx = x.requires_grad() ? x.mutable_grad() : nullptr;
               std::vector<double> gs(inv.size(), 0.0);  // (C)
-              for_each_row(rows, [&](int64_t begin, int64_t n, int64_t c) {
+              for_each_chunk(rows, gs, [&](int64_t begin, int64_t n, int64_t c) {
                 // Bounds on the un-clamped offset, small integers and exact in float (as in fake_quantize).
                 const float lo = static_cast<float>(qmin - zps[c]), hi = static_cast<float>(qmax - zps[c]);
-                double acc = 0.0;
-                for (int64_t i = begin; i < begin + n; ++i) {
-                  const float v = px[i] * inv[c];
-                  const float r = std::nearbyint(v);
-                  if (r >= lo && r <= hi) {
-                    if (gx) gx[i] += g[i];
-                    acc += static_cast<double>(g[i]) * (static_cast<double>(r) - v);
-                  } else if (r < lo) {
-                    acc += static_cast<double>(g[i]) * lo;
-                  } else if (r > hi) {
-                    acc += static_cast<double>(g[i]) * hi;
-                  }  // NaN: no gradient
-                }
-                gs[c] += acc;
+                return lsq_backward_chunk(px + begin, g + begin, gx ? gx + begin : nullptr, n, inv[c], lo, hi);
               });
               if (scale.requires_grad()) {
                 float* gsc = scale.mutable_grad();

@@ -206,10 +206,13 @@ Tensor QatLayer::forward(const Tensor& x) {
       // BN(conv(x, q(W sf)) / sf + bias) with the batch's statistics. The division by sf is BN's input
       // scale (batch_norm_scaled): one pass over the activations and its backward fewer than a div op.
       // A bias shifts only the batch mean, which BN removes, but it does move the running mean.
+      // A ReLU goes into the same op (the same values and gradients as a relu op after it).
       const Tensor k = div(Tensor::ones({weight.size(0)}), sf);  // (OC)
       if (!bias.defined()) {
+        const bool fuse_relu = activation_ == FusedActivation::ReLU;
         y = batch_norm_scaled(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum,
-                              bn_eps);
+                              bn_eps, fuse_relu);
+        if (fuse_relu) return output_quant()(y);
       } else {
         y = add(mul(linear_op(x, wq, Tensor()), per_channel_view(k, true)), per_channel_view(bias, true));
         y = batch_norm(y, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps);

@@ -196,6 +196,53 @@ TEST(BatchNormOp, ScaledEvalGradients) {
                                         random_tensor({C}, rng, 0.5f, 1.5f), random_tensor({C}, rng)});
 }
 
+// The fused ReLU gives relu(batch_norm(...))'s values and gradients bit for bit, scaled or not, in both
+// modes: it is the same arithmetic with one pass fewer.
+TEST(BatchNormOp, FusedReluIsBitIdenticalToReluAfterBatchNorm) {
+  Rng rng(10);
+  const int64_t N = 4, C = 3, H = 5, W = 3;
+  const Tensor x0 = random_tensor({N, C, H, W}, rng, -2.0f, 2.0f), dy = random_tensor({N, C, H, W}, rng);
+  const Tensor k0 = Tensor::from_vector({C}, {0.5f, -2.0f, 3.0f});
+  for (bool training : {true, false}) {
+    for (bool scaled : {false, true}) {
+      std::vector<std::vector<float>> grads[2], outs[2];
+      for (int fused = 0; fused < 2; ++fused) {
+        Tensor x = x0.clone().set_requires_grad(true), k = k0.clone().set_requires_grad(true);
+        Tensor gamma = Tensor::from_vector({C}, {0.9f, 1.2f, -0.7f}).set_requires_grad(true);
+        Tensor beta = Tensor::from_vector({C}, {0.1f, -0.3f, 0.2f}).set_requires_grad(true);
+        Tensor rm = Tensor::full({C}, 0.1f), rv = Tensor::full({C}, 1.3f);
+        Tensor y;
+        if (scaled)
+          y = fused ? batch_norm_scaled(x, k, gamma, beta, rm, rv, training, 0.1f, 1e-3f, true)
+                    : relu(batch_norm_scaled(x, k, gamma, beta, rm, rv, training, 0.1f, 1e-3f));
+        else
+          y = fused ? batch_norm_relu(x, gamma, beta, rm, rv, training, 0.1f, 1e-3f)
+                    : relu(batch_norm(x, gamma, beta, rm, rv, training, 0.1f, 1e-3f));
+        y.backward(dy);
+        outs[fused] = {y.to_vector(), rm.to_vector(), rv.to_vector()};
+        grads[fused] = {x.grad().to_vector(), gamma.grad().to_vector(), beta.grad().to_vector()};
+        if (scaled) grads[fused].push_back(k.grad().to_vector());
+      }
+      EXPECT_EQ(outs[0], outs[1]) << "training " << training << ", scaled " << scaled;
+      EXPECT_EQ(grads[0], grads[1]) << "training " << training << ", scaled " << scaled;
+    }
+  }
+}
+
+// Away from the kink: beta puts one channel's outputs well above 0 and the other's well below.
+TEST(BatchNormOp, FusedReluGradients) {
+  Rng rng(11);
+  const int64_t C = 2;
+  for (bool training : {true, false}) {
+    EXPECT_GRADS_OK(
+        [training](In in) {
+          Tensor rm = Tensor::full({2}, 0.2f), rv = Tensor::full({2}, 1.5f);
+          return batch_norm_relu(in[0], in[1], in[2], rm, rv, training, 0.1f, 1e-5f);
+        },
+        {random_tensor({2, C, 3, 3}, rng), Tensor::from_vector({C}, {0.2f, 0.3f}), Tensor::from_vector({C}, {1.5f, -1.5f})});
+  }
+}
+
 TEST(BatchNormOp, RejectsBadShapes) {
   Tensor rm = Tensor::zeros({3}), rv = Tensor::ones({3});
   EXPECT_TRUE(throws_with([&] { batch_norm(Tensor::zeros({4, 2}), Tensor::ones({3}), Tensor::zeros({3}), rm, rv, true, 0.1f, 1e-5f); },
