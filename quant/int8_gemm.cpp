@@ -999,6 +999,15 @@ int threads_for(int64_t items, int64_t work_per_item) {
 
 // ----------------------------------------------------------------------------------- kernel paths
 
+void add_int8(const AddInt8Params& params, const int8_t* a, const int8_t* b, int8_t* out, int64_t count,
+              KernelPath path) {
+  require_supported(path);
+#if QATLAB_X86
+  if (path == KernelPath::Avx2 || path == KernelPath::Avx512Vnni) return add_int8_avx2(params, a, b, out, count);
+#endif
+  add_int8_reference(params, a, b, out, count);
+}
+
 bool kernel_path_supported(KernelPath path) {
   switch (path) {
     case KernelPath::Reference:

@@ -83,6 +83,10 @@ bool kernel_path_supported(KernelPath path);
 // The fastest path this CPU supports: Avx512Vnni, else Avx2, else Portable.
 KernelPath best_kernel_path();
 const char* kernel_path_name(KernelPath path);  // "reference", "portable", "avx2", "avx512vnni"
+// The residual add on `path`'s kernel: the reference loop for Reference and Portable, the AVX2 one for
+// Avx2 and Avx512Vnni (throws if the CPU cannot run `path`). The same codes on every path.
+void add_int8(const AddInt8Params& params, const int8_t* a, const int8_t* b, int8_t* out, int64_t count,
+              KernelPath path);
 // "auto" (best_kernel_path), "reference", "portable", "avx2", "avx512vnni". An unknown name or a path
 // this CPU cannot run throws std::invalid_argument saying which paths are available.
 KernelPath parse_kernel_path(const std::string& name);

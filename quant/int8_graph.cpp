@@ -201,7 +201,7 @@ void run_group(const Int8Graph& g, const GraphShapes& gs, const float* x, int64_
           out[k] = static_cast<int8_t>(std::clamp<int32_t>(in[k], op.clamp_min, op.clamp_max));
         break;
       case Int8OpKind::Add:
-        add_int8_reference(op.add, in, slots[op.inputs[1]], out, out_numel);
+        add_int8(op.add, in, slots[op.inputs[1]], out, out_numel, path);
         break;
       case Int8OpKind::ImageRows: {
         // (count, C, H, W) -> (count, H, C*W): row h of step h holds row h of channel 0, then of channel 1, ...

@@ -325,7 +325,7 @@ AddInt8Params make_add_params(float s1, int32_t z1, float s2, int32_t z2, float 
   return p;
 }
 
-void add_int8_reference(const AddInt8Params& p, const int8_t* a, const int8_t* b, int8_t* out, int64_t count) {
+void check_add_int8_params(const AddInt8Params& p) {
   QATLAB_CHECK(p.left_shift >= 0 && p.left_shift <= 20,
             "add_int8: left_shift " + str(p.left_shift) + " must be in [0, 20] (255 * 2^left_shift must fit int32)");
   QATLAB_CHECK(p.input1_offset >= -127 && p.input1_offset <= 128 && p.input2_offset >= -127 && p.input2_offset <= 128 &&
@@ -334,10 +334,16 @@ void add_int8_reference(const AddInt8Params& p, const int8_t* a, const int8_t* b
                 ": expected input offsets in [-127, 128] and an output offset in [-128, 127]");
   for (int shift : {p.input1_shift, p.input2_shift, p.output_shift})
     QATLAB_CHECK(shift >= -31 && shift <= 30, "add_int8: shift " + str(shift) + " must be in [-31, 30]");
+  for (int32_t m : {p.input1_multiplier, p.input2_multiplier, p.output_multiplier})
+    QATLAB_CHECK(m >= 0, "add_int8: multiplier " + str(m) + " must be >= 0");
   QATLAB_CHECK(-128 <= p.quantized_activation_min && p.quantized_activation_min <= p.quantized_activation_max &&
                 p.quantized_activation_max <= 127,
             "add_int8: activation range [" + str(p.quantized_activation_min) + ", " +
                 str(p.quantized_activation_max) + "] must lie in [-128, 127]");
+}
+
+void add_int8_reference(const AddInt8Params& p, const int8_t* a, const int8_t* b, int8_t* out, int64_t count) {
+  check_add_int8_params(p);
   const int32_t lo = p.quantized_activation_min - p.output_offset, hi = p.quantized_activation_max - p.output_offset;
   for (int64_t i = 0; i < count; ++i) {
     const int32_t v1 = (a[i] + p.input1_offset) * (1 << p.left_shift);  // |v| <= 255 * 2^20: fits

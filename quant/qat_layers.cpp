@@ -82,10 +82,11 @@ Tensor round_straight_through(const Tensor& x) {
 
 // out (a's shape) <- the integer add's result for float inputs a and b as real values on qo's grid: each
 // input quantized to its grid, added as add_int8 adds, dequantized. The same kernels as quantize_tensor,
-// add_int8_reference and dequantize_codes, run on L1-sized tiles of parallel ranges: one pass over a and
-// b, nothing allocated. A NaN in a or b throws naming its element.
+// add_int8 (the fastest kernel: every path gives the same codes) and dequantize_codes, run on L1-sized
+// tiles of parallel ranges: one pass over a and b, nothing allocated. A NaN in a or b throws naming it.
 void integer_add_values(const AddInt8Params& p, const Tensor& a, const QParams& qa, const Tensor& b, const QParams& qb,
                         const QParams& qo, float* out) {
+  const KernelPath path = best_kernel_path();
   QATLAB_CHECK(a.shape() == b.shape(), "residual add: body output " + shape_str(a.shape()) + " and shortcut output " +
                                            shape_str(b.shape()) + " differ");
   const float* pa = a.data();
@@ -103,7 +104,7 @@ void integer_add_values(const AddInt8Params& p, const Tensor& a, const QParams& 
       }
       quantize_float_to_int8_values(pa + i, ca, len, qa.scale[0], qa.zero_point[0], qa.quant_min, qa.quant_max);
       quantize_float_to_int8_values(pb + i, cb, len, qb.scale[0], qb.zero_point[0], qb.quant_min, qb.quant_max);
-      add_int8_reference(p, ca, cb, co, len);
+      add_int8(p, ca, cb, co, len, path);
       dequantize_int8_to_float(co, out + i, len, qo.scale[0], qo.zero_point[0]);
     }
   });

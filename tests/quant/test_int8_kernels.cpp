@@ -18,6 +18,7 @@
 
 #include "core/ops.h"
 #include "core/rng.h"
+#include "quant/int8_gemm.h"
 #include "quant/int8_kernels.h"
 #include "quant/packed_codes.h"
 #include "quant/requantize.h"
@@ -499,6 +500,44 @@ TEST(AddInt8, RandomScalesWithinOneCodeOfTheRealSum) {
       const double real = double(s1) * (a[i] - z1) + double(s2) * (b[i] - z2);
       const double q = std::clamp(std::round(real / s_out) + zo, double(lo), 127.0);
       ASSERT_LE(std::fabs(q - out[i]), 1.0) << "scales " << s1 << " " << s2 << " " << s_out;
+    }
+  }
+}
+
+// add_int8 on every path this CPU has gives the reference's codes bit for bit: random grids (left shifts
+// and multipliers of every size make_add_params produces, extreme hand-made ones too), every pair of
+// extreme codes, and counts with tails that are not a multiple of the vector width.
+TEST(AddInt8, EveryPathEqualsTheReferenceBitForBit) {
+  Rng rng(17);
+  std::vector<AddInt8Params> params;
+  for (int t = 0; t < 60; ++t) {
+    const float s1 = std::exp2(rng.uniform(-12, 4)), s2 = std::exp2(rng.uniform(-12, 4));
+    const float s_out = std::max(s1, s2) * std::exp2(rng.uniform(-3, 6));
+    const int32_t z1 = uniform_int(rng, -127, 127), z2 = uniform_int(rng, -127, 127), zo = uniform_int(rng, -128, 127);
+    params.push_back(make_add_params(s1, z1, s2, z2, s_out, zo, t % 2 ? zo : -128, t % 5 ? 127 : std::max(zo, 100)));
+  }
+  AddInt8Params extreme;  // largest shifts and multipliers the checks allow
+  extreme.left_shift = 20;
+  extreme.input1_offset = 128, extreme.input2_offset = -127;
+  extreme.input1_multiplier = extreme.input2_multiplier = INT32_MAX;
+  extreme.input1_shift = -1, extreme.input2_shift = -31;
+  extreme.output_multiplier = 1 << 30, extreme.output_shift = 30;
+  params.push_back(extreme);
+  std::vector<int8_t> a, b;
+  for (int i = -128; i < 128; ++i)
+    for (int j = -128; j < 128; j += 7) a.push_back(int8_t(i)), b.push_back(int8_t(j));
+  for (KernelPath path : {KernelPath::Portable, KernelPath::Avx2, KernelPath::Avx512Vnni}) {
+    if (!kernel_path_supported(path)) {
+      std::printf("[  SKIPPED ] add_int8 on %s: this CPU lacks it\n", kernel_path_name(path));
+      continue;
+    }
+    for (const AddInt8Params& p : params) {
+      for (int64_t count : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{13}, static_cast<int64_t>(a.size())}) {
+        std::vector<int8_t> want(count), got(count, 99);
+        add_int8_reference(p, a.data(), b.data(), want.data(), count);
+        add_int8(p, a.data(), b.data(), got.data(), count, path);
+        ASSERT_EQ(got, want) << kernel_path_name(path) << ", count " << count << ", output_shift " << p.output_shift;
+      }
     }
   }
 }
