@@ -174,7 +174,6 @@ void print_layer_table(const Variant& v, const RandomBatch& b, int steps) {
 void run_bench_train(const BenchTrainOptions& o) {
   std::vector<Variant> variants = make_variants(o);
   const RandomBatch b = random_batch(o.batch, o.spec, 7);
-  const Peak peak = measure_peak(widest_float_fma(), o.threads);
 
   std::vector<double> step_s;
   for (Variant& v : variants) {
@@ -196,17 +195,23 @@ void run_bench_train(const BenchTrainOptions& o) {
                           .multiply_adds_per_image();
   // A training step does three products of a forward's size: the forward, the input and the weight gradient.
   const double flops_per_image = 3 * 2 * macs;
+  const double fastest = o.batch / *std::min_element(step_s.begin(), step_s.end()) * flops_per_image * 1e-9;
+  const SettledPeak settled = settle_peak(widest_float_fma(), o.threads, fastest);
+  const Peak peak = settled.settled ? settled.peak : Peak{0.0, settled.peak.instruction};
 
   std::printf("bench --train: %s, input %s, batch %lld, %d threads, median of %d steps after 3\n", o.model.c_str(),
               shape_str({o.spec.channels, o.spec.height, o.spec.width}).c_str(), static_cast<long long>(o.batch),
               o.threads, o.steps);
   std::printf("  float peak %.1f GFLOP/s (%s on %d threads); %.1f MFLOP per training image (3 x 2 x %.2f M MACs)\n",
-              peak.gops, peak.instruction.c_str(), o.threads, flops_per_image * 1e-6, macs * 1e-6);
+              settled.peak.gops, peak.instruction.c_str(), o.threads, flops_per_image * 1e-6, macs * 1e-6);
+  if (!settled.settled)
+    std::printf("  (the peak measured below a step's rate: the machine is busy; shares are not shown)\n");
   std::printf("  %-22s %12s %12s %14s %10s\n", "variant", "step ms", "images/s", "share of peak", "vs float");
   for (size_t i = 0; i < variants.size(); ++i) {
     const double ips = o.batch / step_s[i];
-    const double share = peak.gops > 0 ? flops_per_image * ips * 1e-9 / peak.gops : 0.0;
-    std::printf("  %-22s %12.1f %12.1f %13.1f%% %9.2fx\n", variants[i].name.c_str(), 1e3 * step_s[i], ips, 100 * share,
+    char share[32] = "n/a";
+    if (peak.gops > 0) std::snprintf(share, sizeof share, "%.1f%%", 100 * flops_per_image * ips * 1e-9 / peak.gops);
+    std::printf("  %-22s %12.1f %12.1f %14s %9.2fx\n", variants[i].name.c_str(), 1e3 * step_s[i], ips, share,
                 step_s[0] / step_s[i]);
   }
   if (!o.layers) return;

@@ -143,11 +143,16 @@ int cmd_bench(int argc, char** argv) {
   const PackedFullyConnectedInt8 packed(fp, qw.data(), {gn, gk}, nullptr);
   const double igemm = median_seconds([&] { packed.run(qa.data(), gm, qc.data(), path); }, seconds / 2, 5);
   const double gemm_ops = 2.0 * gm * gk * gn;
-  const Peak peak_f = measure_peak(widest_float_fma(), nthreads);
-  const Peak peak_i = path == KernelPath::Avx512Vnni || path == KernelPath::Avx2
-                          ? measure_peak(int8_peak_instruction(path), nthreads)
-                          : Peak{0.0, "none (the " + std::string(kernel_path_name(path)) + " kernels are scalar)"};
   const double model_f = 2 * macs * batch / fb * 1e-9, model_i = 2 * macs * batch / ib * 1e-9;
+  const double fgemm_rate = gemm_ops / fgemm * 1e-9, igemm_rate = gemm_ops / igemm * 1e-9;
+  const SettledPeak settled_f = settle_peak(widest_float_fma(), nthreads, std::max(model_f, fgemm_rate));
+  const bool simd = path == KernelPath::Avx512Vnni || path == KernelPath::Avx2;
+  const SettledPeak settled_i =
+      simd ? settle_peak(int8_peak_instruction(path), nthreads, std::max(model_i, igemm_rate))
+           : SettledPeak{Peak{0.0, "none (the " + std::string(kernel_path_name(path)) + " kernels are scalar)"}, true};
+  // A peak that stayed below a measured rate was disturbed (a busy machine): no shares of it.
+  const Peak peak_f = settled_f.settled ? settled_f.peak : Peak{0.0, settled_f.peak.instruction};
+  const Peak peak_i = settled_i.settled ? settled_i.peak : Peak{0.0, settled_i.peak.instruction};
 
   const auto fsize = fs::file_size(float_path), isize = fs::file_size(int_path);
   std::printf("bench: %s (%s) vs %s (integer, %s kernels), %d threads\n", float_path.c_str(), ckpt.model_name.c_str(),
@@ -161,11 +166,13 @@ int cmd_bench(int argc, char** argv) {
               share_str(model_i, peak_i).c_str());
   std::printf("  %-30s %12llu B %12llu B %9.1f%%\n", "model file size", static_cast<unsigned long long>(fsize),
               static_cast<unsigned long long>(isize), 100.0 * isize / fsize);
-  std::printf("  %-30s %8.1f GOP/s %8.1f GOP/s\n", "GEMM 1024x1024x1024 rate", gemm_ops / fgemm * 1e-9,
-              gemm_ops / igemm * 1e-9);
-  std::printf("  %-30s %14s %14s\n", "GEMM share of peak", share_str(gemm_ops / fgemm * 1e-9, peak_f).c_str(),
-              share_str(gemm_ops / igemm * 1e-9, peak_i).c_str());
-  std::printf("  %-30s %8.1f GOP/s %8.1f GOP/s\n", "peak (measured, all threads)", peak_f.gops, peak_i.gops);
+  std::printf("  %-30s %8.1f GOP/s %8.1f GOP/s\n", "GEMM 1024x1024x1024 rate", fgemm_rate, igemm_rate);
+  std::printf("  %-30s %14s %14s\n", "GEMM share of peak", share_str(fgemm_rate, peak_f).c_str(),
+              share_str(igemm_rate, peak_i).c_str());
+  std::printf("  %-30s %8.1f GOP/s %8.1f GOP/s\n", "peak (measured, all threads)", settled_f.peak.gops,
+              settled_i.peak.gops);
+  if (!settled_f.settled || !settled_i.settled)
+    std::printf("  (a peak measured below a rate of this run: the machine is busy; its shares are not shown)\n");
   std::printf("  (%.0f multiply-adds per image, 2 ops each; peaks: register-only chains of %s and of %s)\n", macs,
               peak_f.instruction.c_str(), peak_i.instruction.c_str());
   return 0;

@@ -10,6 +10,7 @@ class ReLU : public Module {
  public:
   ReLU() : Module("ReLU") {}
   Tensor forward(const Tensor& x) override { return relu(x); }
+  bool is_relu() const override { return true; }
 };
 
 class ReLU6 : public Module {

@@ -24,6 +24,10 @@ class BatchNorm : public Module {
   Tensor forward(const Tensor& x) override {
     return batch_norm(x, gamma, beta, running_mean, running_var, training(), momentum, eps);
   }
+  bool fuses_relu() const override { return true; }
+  Tensor forward_relu(const Tensor& x) override {
+    return batch_norm_relu(x, gamma, beta, running_mean, running_var, training(), momentum, eps);
+  }
   std::string describe() const override {
     return std::to_string(channels) + ", eps=" + std::to_string(eps) + ", momentum=" + std::to_string(momentum);
   }

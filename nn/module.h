@@ -41,6 +41,15 @@ class Module {
   }
 
   const std::string& type() const { return type_; }
+
+  // Execution-time fusion of a ReLU that follows this module in a Sequential (the tree itself is not
+  // changed: checkpoints, prepare_qat and printouts see both modules). A module that can apply the
+  // ReLU in its own pass returns true from fuses_relu() and computes relu(forward(x)) in forward_relu,
+  // bit for bit; ReLU itself says is_relu().
+  virtual bool fuses_relu() const { return false; }
+  virtual Tensor forward_relu(const Tensor& x);
+  virtual bool is_relu() const { return false; }
+
   // One line of settings for printing, e.g. "in=400, out=120, bias=true".
   virtual std::string describe() const { return ""; }
 
