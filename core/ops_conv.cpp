@@ -211,7 +211,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     const float* xd = x.data();
     const float* wd = weight.data();
     const float* gyd = gy.data();
-    float* gx = x.requires_grad() ? x.mutable_grad() : nullptr;
+    // The transposed-conv input gradient writes every element of dx exactly once: a fresh buffer is
+    // assigned (no zero fill); col2im adds overlapping taps and needs a zeroed one.
+    const bool transposable = !g.pointwise() && shifted_copy(g) && g.ph <= g.kh - 1;
+    bool gx_fresh = false;
+    float* gx = !x.requires_grad() ? nullptr : transposable ? x.grad_for_write(&gx_fresh) : x.mutable_grad();
     const bool need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
     const int threads = omp_get_max_threads();
     // Per-thread weight/bias gradient partials, summed in thread order afterwards: deterministic for a
@@ -222,7 +226,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     // The input gradient of a shifted-copy convolution is itself one: dx = conv(dy, W flipped in space,
     // channels swapped), stride 1, padding K - 1 - P. Computed that way it needs no col2im, whose
     // overlapping read-modify-writes of neighbouring taps cost more than the extra im2col of dy.
-    const bool transposed = gx && !g.pointwise() && shifted_copy(g) && g.ph <= g.kh - 1;
+    const bool transposed = gx && transposable;
     ConvGeometry gt = g;  // the input-gradient convolution: dy (N, OC, OH, OW) -> dx (N, C, H, W)
     std::vector<float> wt;  // (G, CG, OCG * KH * KW): weight flipped and transposed, per group
     int64_t rows_per_block_t = 0;
@@ -295,8 +299,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
               for (int64_t iy0 = 0; iy0 < g.h; iy0 += rows_per_block_t) {
                 const int64_t iy1 = std::min(g.h, iy0 + rows_per_block_t), len = (iy1 - iy0) * g.w;
                 im2col(dy_g, gt, iy0, iy1, tcol.get());
-                StridedMapMatrix(gx_g + iy0 * g.w, g.cg, len, Eigen::OuterStride<>(g.h * g.w)).noalias() +=
-                    wt_g * ConstMapMatrix(tcol.get(), gt.k, len);
+                StridedMapMatrix dx(gx_g + iy0 * g.w, g.cg, len, Eigen::OuterStride<>(g.h * g.w));  // (CG, R*W)
+                if (gx_fresh)
+                  dx.noalias() = wt_g * ConstMapMatrix(tcol.get(), gt.k, len);
+                else
+                  dx.noalias() += wt_g * ConstMapMatrix(tcol.get(), gt.k, len);
               }
               continue;
             }

@@ -215,11 +215,17 @@ Tensor binary_op(const char* name, const Tensor& a, const Tensor& b, F f, DA da,
     // Gradient of one operand: straight into its buffer when it has the output's layout, else through
     // a contribution buffer (out shape) summed back onto its shape.
     auto accumulate = [&](Tensor x, const OperandMap& mx, auto d) {
-      float* gx = x.mutable_grad();
       if (mx.layout == Layout::kSame) {
-        for_each_broadcast(ma, mb, out_shape, numel,
-                           [&](int64_t i, int64_t ia, int64_t ib) { gx[i] += d(g[i], pa[ia], pb[ib]); });
+        bool fresh = false;
+        float* gx = x.grad_for_write(&fresh);
+        if (fresh)
+          for_each_broadcast(ma, mb, out_shape, numel,
+                             [&](int64_t i, int64_t ia, int64_t ib) { gx[i] = d(g[i], pa[ia], pb[ib]); });
+        else
+          for_each_broadcast(ma, mb, out_shape, numel,
+                             [&](int64_t i, int64_t ia, int64_t ib) { gx[i] += d(g[i], pa[ia], pb[ib]); });
       } else {
+        float* gx = x.mutable_grad();
         std::vector<float> contrib(static_cast<size_t>(numel));  // out shape
         float* c = contrib.data();
         for_each_broadcast(ma, mb, out_shape, numel,
@@ -248,14 +254,19 @@ Tensor unary_op(const char* name, const Tensor& x, F f, D d) {
   // The closure keeps y's values, not y itself: y owns the closure, and a handle would be a cycle.
   std::shared_ptr<float[]> y_values = y.impl()->data;
   record_op(y, name, {x}, [x, y_values, d](const Tensor& grad_out) {
-    Tensor input = x;
-    float* gx = input.mutable_grad();
+    bool fresh = false;
+    float* gx = x.grad_for_write(&fresh);
     const float* g = grad_out.data();
     const float* px = x.data();
     const float* py = y_values.get();
     const int64_t numel = grad_out.numel();
+    if (fresh) {
 #pragma omp parallel for schedule(static) if (numel >= kParallelMin)
-    for (int64_t i = 0; i < numel; ++i) gx[i] += d(g[i], px[i], py[i]);
+      for (int64_t i = 0; i < numel; ++i) gx[i] = d(g[i], px[i], py[i]);
+    } else {
+#pragma omp parallel for schedule(static) if (numel >= kParallelMin)
+      for (int64_t i = 0; i < numel; ++i) gx[i] += d(g[i], px[i], py[i]);
+    }
   });
   return y;
 }

@@ -111,7 +111,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       gyd = md;
     }
     const float* gd = gamma.data();
-    float* gx = x.requires_grad() ? x.mutable_grad() : nullptr;
+    bool gx_fresh = false;  // every element of gx is written below: assign to a fresh buffer
+    float* gx = x.requires_grad() ? x.grad_for_write(&gx_fresh) : nullptr;
     float* ggamma = gamma.requires_grad() ? gamma.mutable_grad() : nullptr;
     float* gbeta = beta.requires_grad() ? beta.mutable_grad() : nullptr;
     float* gk = k.defined() && k.requires_grad() ? k.mutable_grad() : nullptr;
@@ -147,7 +148,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
         const float* p = xd + (i * c + ch) * s;
         const float* d = gyd + (i * c + ch) * s;
         float* g = gx + (i * c + ch) * s;
-        for (int64_t j = 0; j < s; ++j) g[j] += k * (d[j] - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
+        if (gx_fresh)
+          for (int64_t j = 0; j < s; ++j) g[j] = k * (d[j] - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
+        else
+          for (int64_t j = 0; j < s; ++j) g[j] += k * (d[j] - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
       }
     }
   });

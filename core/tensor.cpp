@@ -237,6 +237,13 @@ float* Tensor::mutable_grad() const {
   return impl_->grad.get();
 }
 
+float* Tensor::grad_for_write(bool* fresh) const {
+  check_defined(impl_.get());
+  *fresh = !impl_->grad;
+  if (*fresh) impl_->grad = alloc_floats(impl_->numel);
+  return impl_->grad.get();
+}
+
 void Tensor::zero_grad() const {
   if (has_grad()) fill_floats(impl_->grad.get(), impl_->numel, 0.0f);
 }

@@ -68,6 +68,10 @@ class Tensor {
   // The gradient buffer, allocated and zeroed on first use. const because a Tensor is a handle: the
   // gradient belongs to the shared TensorImpl, not to the handle (as with shared_ptr).
   float* mutable_grad() const;
+  // For a backward that writes every element of this gradient: with no buffer yet, one is allocated
+  // WITHOUT zeroing and *fresh is set: the caller must assign each element (g = v), which saves the
+  // zero fill and a read per element; with a buffer, *fresh is cleared and the caller adds (g += v).
+  float* grad_for_write(bool* fresh) const;
   void zero_grad() const;       // zero an existing gradient buffer (keeps it allocated)
   void backward();              // this must hold one element; seeds its gradient with 1
   void backward(const Tensor& seed);  // seed has this tensor's shape

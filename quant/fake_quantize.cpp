@@ -61,9 +61,17 @@ inline void fake_quantize_row(const float* __restrict x, float* __restrict y, in
 // One row of the straight-through gradient: g passes where the un-clamped code is inside [qmin, qmax].
 // The rounded value is compared in float against qmin - zp and qmax - zp (small integers, exact), which
 // is the integer test without the overflow a huge x would cause; NaN fails both tests and passes nothing.
+// fresh: gx is a new buffer (Tensor::grad_for_write), assigned rather than added to.
 inline void ste_row(const float* __restrict x, const float* __restrict g, float* __restrict gx, int64_t n,
-                    float inv_scale, int32_t zp, int32_t qmin, int32_t qmax) {
+                    float inv_scale, int32_t zp, int32_t qmin, int32_t qmax, bool fresh) {
   const float lo = static_cast<float>(qmin - zp), hi = static_cast<float>(qmax - zp);
+  if (fresh) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float r = std::nearbyint(x[i] * inv_scale);
+      gx[i] = (r >= lo) & (r <= hi) ? g[i] : 0.0f;
+    }
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const float r = std::nearbyint(x[i] * inv_scale);
     gx[i] += (r >= lo) & (r <= hi) ? g[i] : 0.0f;
@@ -110,12 +118,12 @@ Tensor fake_quantize(const Tensor& x, const QParams& qp) {
   }
   record_op(y, "fake_quantize", {x},
             [x, rows, inv_scale, zps = qp.zero_point, qmin = qp.quant_min, qmax = qp.quant_max](const Tensor& grad_out) {
-              Tensor input = x;
-              float* gx = input.mutable_grad();
+              bool fresh = false;  // the rows cover x: every element is written
+              float* gx = x.grad_for_write(&fresh);
               const float* g = grad_out.data();
               const float* px = x.data();
               for_each_row(rows, x.numel(), [&](int64_t begin, int64_t n, int64_t c) {
-                ste_row(px + begin, g + begin, gx + begin, n, inv_scale[c], zps[c], qmin, qmax);
+                ste_row(px + begin, g + begin, gx + begin, n, inv_scale[c], zps[c], qmin, qmax, fresh);
               });
             });
   return y;

@@ -134,6 +134,25 @@ TEST(Conv2dOp, Gradients) {
   }
 }
 
+// Gradients accumulate: an input that already holds a gradient (here from a second use of x) gets the
+// conv's added to it, on every path (the transposed one assigns into fresh buffers only).
+TEST(Conv2dOp, InputGradientAddsToAnExistingOne) {
+  Rng rng(4);
+  for (const ConvCase& cc : conv_cases()) {
+    SCOPED_TRACE(cc.name);
+    const Tensor x0 = random_tensor(cc.x, rng), w = random_tensor(cc.w, rng);
+    const Tensor seed = random_tensor(conv2d(x0, w, Tensor(), cc.p).shape(), rng);
+    // Reference: the conv's input gradient alone, plus the gradient of sum(x * x) = 2 x.
+    Tensor xa = x0.clone().set_requires_grad(true);
+    conv2d(xa, w, Tensor(), cc.p).backward(seed);
+    Tensor xb = x0.clone().set_requires_grad(true);
+    Tensor both = add(sum(mul(conv2d(xb, w, Tensor(), cc.p), seed)), sum(mul(xb, xb)));
+    both.backward();
+    const std::vector<float> ga = xa.grad().to_vector(), gb = xb.grad().to_vector(), xv = x0.to_vector();
+    for (size_t i = 0; i < ga.size(); ++i) EXPECT_NEAR(gb[i], ga[i] + 2 * xv[i], 1e-4) << i;
+  }
+}
+
 TEST(Conv2dOp, RejectsMismatchedShapes) {
   Tensor x = Tensor::zeros({1, 3, 5, 5});
   Conv2dParams p;
