@@ -14,6 +14,10 @@ struct Agreement {
 // Runs the integer graph over the loader (r: accuracy, count, predictions, seconds of integer compute);
 // with `sim`, also the QAT model in float simulation and in exact mode (its conv and linear layers on the
 // kernels of `path` too), comparing output codes (a).
+// The kernels named by a --kernel option ("auto": the best this CPU has). UsageError for an unknown
+// name or one this CPU cannot run.
+KernelPath kernel_option(const std::string& value);
+
 void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a);
 
 }  // namespace qatlab
