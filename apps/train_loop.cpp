@@ -214,6 +214,9 @@ std::vector<ParamRef> param_refs(const Module& model, bool decay_all) {
 std::string choose_out_dir(const std::string& out, bool overwrite, const std::string& stem) {
   const auto holds_run = [](const fs::path& p) { return fs::exists(p / "checkpoint.h5") || fs::exists(p / "metrics.csv"); };
   if (!out.empty()) {
+    std::error_code ec;
+    if (fs::exists(out, ec) && !fs::is_directory(out, ec))
+      throw UsageError("--out " + out + " is a file, not a directory: choose another --out");
     if (holds_run(out) && !overwrite)
       throw UsageError("--out " + out + " already holds a run: pass --resume " + out +
                        "/checkpoint.h5 to continue it, --overwrite to replace it, or another --out");

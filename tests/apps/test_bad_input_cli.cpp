@@ -208,6 +208,12 @@ TEST_F(BadInputCli, OutputsThatCannotBeWrittenFailInOneLineAndKeepWhatWasThere) 
   EXPECT_TRUE(FailedWith(qatlab({"convert", qat_ckpt_, "-o", work("a_file") + "/model.h5"}, "under-file"),
                          kRuntimeFailure, "convert", {"does not exist"}));
   EXPECT_EQ(read_text(work("a_file")), "x");
+  // A run directory that is a file: refused before any work, the file kept.
+  EXPECT_TRUE(FailedWith(qatlab({"train", "--model", "mlp", "--epochs", "1", "--data-dir", data_dir_, "--threads", "2",
+                                 "--progress", "none", "--out", work("a_file")},
+                                "train-file"),
+                         kUsageError, "train", {work("a_file"), "is a file, not a directory"}));
+  EXPECT_EQ(read_text(work("a_file")), "x");
 }
 
 // A tmpfs mounted for one test (root only): small, or read-only.
