@@ -1,6 +1,8 @@
 // cli.cpp: option parsing shared by the subcommands.
 #include "apps/cli.h"
 
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,7 +14,7 @@ namespace qatlab {
 
 bool parse_command(const std::string& command, const std::string& synopsis, po::options_description& desc,
                    const po::positional_options_description& positional, int argc, char** argv,
-                   po::variables_map& vm, const std::string& fallback_ini) {
+                   po::variables_map& vm, const std::string& fallback_ini, const std::string& fallback_source) {
   desc.add_options()("help,h", "show this help")(
       "config", po::value<std::string>(), "read options from an INI file (key = value); the command line wins");
   try {
@@ -29,10 +31,22 @@ bool parse_command(const std::string& command, const std::string& synopsis, po::
       po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
     }
     if (!fallback_ini.empty()) {
-      std::istringstream in(fallback_ini);
-      po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/true), vm);
+      // Settings stored in a file: their mistakes are the file's, not a usage error.
+      try {
+        std::istringstream in(fallback_ini);
+        po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/true), vm);
+      } catch (const po::error& e) {
+        throw std::runtime_error((fallback_source.empty() ? std::string("stored settings") : fallback_source) + ": " +
+                                 stored_setting_error(e.what()));
+      }
     }
     po::notify(vm);
+    // An empty value ("--out ''") is never meaningful: a path, a name or a list is missing.
+    for (const auto& [name, value] : vm) {
+      const auto* text = boost::any_cast<std::string>(&value.value());
+      if (text && text->empty() && !value.defaulted())
+        throw UsageError("--" + name + " must not be empty (see qatlab " + command + " --help)");
+    }
   } catch (const po::error& e) {
     throw UsageError(std::string(e.what()) + " (see qatlab " + command + " --help)");
   }
@@ -89,8 +103,37 @@ std::string ini_value(const std::string& ini, const std::string& key) {
   return "";
 }
 
+std::string stored_setting_error(const std::string& message) {
+  std::string m = message;
+  const std::string boost_file = "the options configuration file contains";
+  if (m.rfind(boost_file, 0) == 0) return printable("stored settings contain" + m.substr(boost_file.size()), 300);
+  if (m.rfind("--", 0) == 0) return printable("stored setting " + m.substr(2), 300);
+  return printable("stored settings: " + m, 300);
+}
+
 void require(bool ok, const std::string& message) {
   if (!ok) throw UsageError(message);
+}
+
+void require_batch_size(const std::string& option, int64_t value) {
+  require(value >= 1 && value <= kMaxBatchSize, "--" + option + " must be in 1.." + std::to_string(kMaxBatchSize) +
+                                                     ", got " + std::to_string(value));
+}
+
+void require_threads(const std::string& option, int64_t value) {
+  require(value >= 0 && value <= kMaxThreads, "--" + option + " must be in 0.." + std::to_string(kMaxThreads) +
+                                                  " (0 = every core), got " + std::to_string(value));
+}
+
+void require_seed(const std::string& option, uint64_t value) {
+  require(value <= static_cast<uint64_t>(INT64_MAX),
+          "--" + option + " must be in 0.." + std::to_string(INT64_MAX) + ", got " +
+              std::to_string(static_cast<int64_t>(value)));
+}
+
+void require_finite_in(const std::string& option, double value, double lo, double hi, const std::string& range) {
+  require(std::isfinite(value) && value >= lo && value <= hi,
+          "--" + option + " must be " + range + ", got " + num_str(value));
 }
 
 void guard_output(const std::string& option, const std::string& path, bool overwrite) {

@@ -19,10 +19,12 @@ struct UsageError : std::runtime_error {
 // Parses a subcommand's arguments: first the command line, then the INI file named by --config, then
 // `fallback_ini` (settings stored in a checkpoint being resumed); an earlier source wins over a later
 // one. Adds --help and --config to `desc`. Returns false when --help was asked for (the help has been
-// printed). Throws UsageError for anything Boost rejects.
+// printed). Throws UsageError for anything Boost rejects on the command line or in --config, and
+// std::runtime_error "<fallback_source>: stored setting ..." for what it rejects in fallback_ini.
 bool parse_command(const std::string& command, const std::string& synopsis, po::options_description& desc,
                    const po::positional_options_description& positional, int argc, char** argv,
-                   po::variables_map& vm, const std::string& fallback_ini = "");
+                   po::variables_map& vm, const std::string& fallback_ini = "",
+                   const std::string& fallback_source = "");
 
 // The value given for `--name VALUE` or `--name=VALUE` in argv, "" if absent: for options that decide
 // how the rest is parsed (--resume).
@@ -35,8 +37,29 @@ std::string settings_ini(const po::variables_map& vm, const po::options_descript
 // The value of `key` in INI text as written by settings_ini ("" if absent).
 std::string ini_value(const std::string& ini, const std::string& key);
 
+// A complaint about a setting stored in a file, reworded so that it blames the file rather than a
+// command-line option the user never gave: "--abits must be in 2..8, got 9" -> "stored setting abits
+// must be in 2..8, got 9"; Boost's "the options configuration file contains an invalid line 'x'"
+// -> "stored settings contain an invalid line 'x'". Control bytes are escaped.
+std::string stored_setting_error(const std::string& message);
+
 // Throws UsageError("--name must be ..., got value") unless ok.
 void require(bool ok, const std::string& message);
+
+// Bounds shared by the subcommands' numeric options: values past them are typing mistakes that would
+// otherwise start a thousand threads or allocate terabytes.
+inline constexpr int kMaxThreads = 1024;
+inline constexpr int64_t kMaxBatchSize = 65536;
+
+// UsageError unless 1 <= value <= kMaxBatchSize ("--batch-size must be in 1..65536, got 0").
+void require_batch_size(const std::string& option, int64_t value);
+// UsageError unless 0 <= value <= kMaxThreads (0 = every core).
+void require_threads(const std::string& option, int64_t value);
+// Seeds are unsigned, and Boost reads "-1" as 2^64-1: refuse anything above INT64_MAX, which is
+// what a negative number becomes.
+void require_seed(const std::string& option, uint64_t value);
+// UsageError unless value is finite and lo <= value <= hi (the message shows the range as given).
+void require_finite_in(const std::string& option, double value, double lo, double hi, const std::string& range);
 
 // An output file the command would replace: a UsageError unless --overwrite, checked before any work
 // ("--out FILE already exists: pass --overwrite ..."). An empty path is no file.

@@ -12,6 +12,7 @@
 
 #include "apps/bench_train.h"
 #include "apps/commands.h"
+#include "apps/integer_eval.h"
 #include "apps/qat_options.h"
 #include "apps/train_loop.h"
 #include "core/cpu_peak.h"
@@ -81,7 +82,8 @@ int cmd_bench(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_command("bench", "--float CKPT --int8 MODEL [options] | --train MODEL [options]", desc, {}, argc, argv, vm))
     return 0;
-  require(batch >= 1 && seconds > 0, "--batch-size must be >= 1 and --seconds > 0");
+  require_batch_size("batch-size", batch);
+  require_finite_in("seconds", seconds, 0.001, 3600, "in 0.001..3600");
   if (!train_model.empty()) {
     require(float_path.empty() && int_path.empty(), "--train measures a zoo model: it takes no --float or --int8");
     require(steps >= 1 && steps <= 100000, "--steps must be in 1..100000");
@@ -107,6 +109,7 @@ int cmd_bench(int argc, char** argv) {
     return 0;
   }
   require(!float_path.empty() && !int_path.empty(), "bench needs --float CHECKPOINT and --int8 MODEL, or --train MODEL");
+  const KernelPath path = kernel_option(kernel);
   const int nthreads = apply_threads(threads);
 
   const Checkpoint ckpt = load_checkpoint(float_path);
@@ -116,7 +119,6 @@ int cmd_bench(int argc, char** argv) {
   require(graph.input_shape == Shape{ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width},
           "the two models take different inputs: " + shape_str(graph.input_shape) + " vs " +
               shape_str({ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width}));
-  const KernelPath path = kernel == "auto" ? best_kernel_path() : parse_kernel_path(kernel);
   NoGradGuard no_grad;
 
   const Tensor one = random_images(1, graph.input_shape, 1), many = random_images(batch, graph.input_shape, 2);

@@ -13,16 +13,20 @@ namespace fs = std::filesystem;
 
 int cmd_convert(int argc, char** argv) {
   std::string path, out;
-  bool show = false;
+  bool show = false, overwrite = false;
   po::options_description desc("convert options");
   desc.add_options()("checkpoint", po::value(&path), "the QAT checkpoint (also the first positional argument)")
       ("output,o", po::value(&out), "integer model file to write (default: model.int8.h5 beside the checkpoint)")
+      ("overwrite", po::bool_switch(&overwrite), "allow --output to replace an existing file")
       ("show", po::bool_switch(&show), "print every integer op with its parameters");
   po::positional_options_description positional;
   positional.add("checkpoint", 1);
   po::variables_map vm;
   if (!parse_command("convert", "QAT_CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the QAT checkpoint: qatlab convert CHECKPOINT");
+  std::error_code ec;
+  require(out.empty() || !fs::equivalent(out, path, ec), "--output " + out + " is the checkpoint being converted");
+  guard_output("--output", out, overwrite);
 
   const Checkpoint ckpt = load_checkpoint(path);
   require(ckpt.model_kind == "qat", path + " is a '" + ckpt.model_kind +

@@ -43,16 +43,17 @@ int cmd_eval(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_command("eval", "MODEL [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the model to evaluate: qatlab eval MODEL");
-  require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
-  require(threads >= 0, "--threads must be >= 0, got " + std::to_string(threads));
+  require_batch_size("batch-size", batch_size);
+  require_threads("threads", threads);
   guard_output("--dump", dump, overwrite);
+  const KernelPath kpath = kernel_option(kernel);
   apply_threads(threads);
 
   if (is_dynamic_model_file(path)) {
     require(compare.empty() && !exact && dump.empty(), "--compare, --exact and --dump do not apply to " +
                                            path + " (a dynamic model)");
     const DynamicModelFile file = load_dynamic_model(path);
-    if (kernel != "auto") set_dynamic_kernel_path(*file.model, parse_kernel_path(kernel));
+    if (kernel != "auto") set_dynamic_kernel_path(*file.model, kpath);
     if (vm["dataset"].defaulted() && !file.dataset.empty()) d.dataset = file.dataset;
     DataBundle data = load_data(d, /*with_train=*/false);
     require(data.spec.channels == file.spec.channels && data.spec.height == file.spec.height &&
@@ -69,7 +70,6 @@ int cmd_eval(int argc, char** argv) {
 
   if (Int8Graph::is_int8_graph_file(path)) {
     const Int8Graph graph = Int8Graph::load(path);
-    const KernelPath kpath = kernel == "auto" ? best_kernel_path() : parse_kernel_path(kernel);
     ModulePtr sim;
     if (!compare.empty()) {
       const Checkpoint ckpt = load_checkpoint(compare);
@@ -82,6 +82,10 @@ int cmd_eval(int argc, char** argv) {
     require(Shape{data.spec.channels, data.spec.height, data.spec.width} == graph.input_shape,
             "the integer model takes " + shape_str(graph.input_shape) + " images; " + d.dataset + " has " +
                 shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+    if (graph.output_width() != data.spec.num_classes)
+      throw std::runtime_error(path + ": the integer model gives " + std::to_string(graph.output_width()) +
+                               " scores per image, " + d.dataset + " has " + std::to_string(data.spec.num_classes) +
+                               " classes");
     DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
     EvalResult r;
     Agreement a;
@@ -123,7 +127,7 @@ int cmd_eval(int argc, char** argv) {
               d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
   ModulePtr model = model_from_any_checkpoint(ckpt);
   require(!exact || ckpt.model_kind == "qat", "--exact applies to QAT checkpoints");
-  if (exact) set_exact_mode(*model, true, parse_kernel_path(kernel));
+  if (exact) set_exact_mode(*model, true, kpath);
   DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
   const EvalResult r = evaluate(*model, loader);
   std::printf("%s (%s %s%s, epoch %lld) on %s test: accuracy %.2f %% (%lld images), loss %.4f, %.0f img/s\n",

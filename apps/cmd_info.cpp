@@ -1,5 +1,6 @@
 // cmd_info.cpp: `qatlab info CHECKPOINT`: model, parameter count, metadata and training history.
 #include <cstdio>
+#include <sstream>
 
 #include "apps/cli.h"
 #include "apps/commands.h"
@@ -46,7 +47,7 @@ int cmd_info(int argc, char** argv) {
   std::printf("  epochs done    %lld\n", static_cast<long long>(c.epoch));
   std::printf("  optimizer      %s\n", c.optimizer_kind.c_str());
   for (const auto& [k, v] : c.metadata) std::printf("  %-14s %s\n", k.c_str(), v.c_str());
-  if (c.model_kind == "qat") std::printf("\nquantization:\n%s", qconfig_from_ini(c.config_ini).describe().c_str());
+  if (c.model_kind == "qat") std::printf("\nquantization:\n%s", qconfig_from_ini(c.config_ini, path).describe().c_str());
   std::printf("\nmodule tree:\n%s", model->summary(c.model_name, 1).c_str());
   if (show_params) {
     std::printf("\nstate:\n");
@@ -60,7 +61,10 @@ int cmd_info(int argc, char** argv) {
                 100 * get("train_acc"), get("test_loss"), 100 * get("test_acc"), get("train_img_per_s"));
   }
   std::printf("\nconfig:\n");
-  std::printf("%s", c.config_ini.c_str());
+  {
+    std::istringstream lines(c.config_ini);  // stored text: control bytes escaped, line by line
+    for (std::string line; std::getline(lines, line);) std::printf("%s\n", printable(line, 4096).c_str());
+  }
   if (!curve.empty()) {
     require(!c.history.empty(), path + " has no training history to plot");
     atomic_write_text(curve, curve_svg(c.history, c.model_name + " (" + c.model_kind + ") on " + c.dataset));

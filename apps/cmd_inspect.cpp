@@ -195,10 +195,10 @@ int cmd_inspect(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_command("inspect", "MODEL [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the model to inspect: qatlab inspect CHECKPOINT");
-  require(batches >= 1, "--batches must be >= 1, got " + std::to_string(batches));
-  require(batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(batch_size));
+  require(batches >= 1 && batches <= 100000, "--batches must be in 1..100000, got " + std::to_string(batches));
+  require_batch_size("batch-size", batch_size);
   require(bins >= 2 && bins <= 10000, "--bins must be in 2..10000, got " + std::to_string(bins));
-  require(threads >= 0, "--threads must be >= 0, got " + std::to_string(threads));
+  require_threads("threads", threads);
   require(hist.empty() == out.empty(), hist.empty() ? "--out names the --hist plot: add --hist LAYER"
                                                     : "--hist needs --out FILE.svg (where to write the plot)");
   require(!hist.empty() || (!activations && !vm.count("channel")), "--activations and --channel go with --hist LAYER");

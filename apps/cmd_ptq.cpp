@@ -46,10 +46,12 @@ int cmd_ptq(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_command("ptq", "FLOAT_CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the float checkpoint: qatlab ptq CHECKPOINT");
-  require(batches >= 1 && batch_size >= 1, "--calib-batches and --batch-size must be >= 1");
+  require(batches >= 1 && batches <= 100000, "--calib-batches must be in 1..100000, got " + std::to_string(batches));
+  require_batch_size("batch-size", batch_size);
+  require_seed("seed", seed);
   require(q.wquant == "observer" && q.aquant == "observer",
           "ptq calibrates observers; learned quantizers (--wquant/--aquant) need training: use qatlab qat");
-  require(threads >= 0, "--threads must be >= 0, got " + std::to_string(threads));
+  require_threads("threads", threads);
   const QConfig qconfig = qconfig_from(q);
   apply_threads(threads);
 

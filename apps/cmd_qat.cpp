@@ -26,6 +26,14 @@ int cmd_qat(int argc, char** argv) {
     cmd.set_defaults_ini("model = " + base.model_name + "\ndataset = " + base.dataset + "\n");
   }
   if (!cmd.parse(argc, argv)) return 0;
+  require(q.freeze_bn_after >= -1 && q.freeze_bn_after <= kMaxEpochs,
+          "--freeze-bn-after must be an epoch in 0.." + std::to_string(kMaxEpochs) + " or -1 (never), got " +
+              std::to_string(q.freeze_bn_after));
+  require(q.freeze_observers_after >= -1 && q.freeze_observers_after <= kMaxEpochs,
+          "--freeze-observers-after must be an epoch in 0.." + std::to_string(kMaxEpochs) + " or -1 (never), got " +
+              std::to_string(q.freeze_observers_after));
+  // A resumed run's quantization settings come from its checkpoint: a bad one is the file's fault.
+  if (cmd.resuming()) qconfig_from_ini(cmd.resumed().config_ini, cmd.resumed().source);
   const QConfig qconfig = qconfig_from(q);
   const TrainSettings& s = cmd.settings();
 

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -360,12 +362,19 @@ int cmd_sweep(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_command("sweep", "[FLOAT_CHECKPOINT] [options]", desc, positional, argc, argv, vm)) return 0;
   require(s.seeds >= 1 && s.seeds <= 100, "--seeds must be in 1..100, got " + std::to_string(s.seeds));
-  require(s.float_epochs >= 1, "--float-epochs must be >= 1, got " + std::to_string(s.float_epochs));
-  require(s.qat_epochs >= 1, "--qat-epochs must be >= 1, got " + std::to_string(s.qat_epochs));
-  require(s.qat_lr > 0, "--qat-lr must be > 0, got " + num_str(s.qat_lr));
-  require(s.batch_size >= 1 && s.calib_batches >= 1, "--batch-size and --calib-batches must be >= 1");
+  require(s.float_epochs >= 1 && s.float_epochs <= kMaxEpochs,
+          "--float-epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.float_epochs));
+  require(s.qat_epochs >= 1 && s.qat_epochs <= kMaxEpochs,
+          "--qat-epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.qat_epochs));
+  require(s.qat_lr > 0 && std::isfinite(s.qat_lr), "--qat-lr must be > 0, got " + num_str(s.qat_lr));
+  require_batch_size("batch-size", s.batch_size);
+  require(s.calib_batches >= 1 && s.calib_batches <= 100000,
+          "--calib-batches must be in 1..100000, got " + std::to_string(s.calib_batches));
+  require_seed("seed", s.first_seed);
+  require(s.first_seed + static_cast<uint64_t>(s.seeds) <= static_cast<uint64_t>(INT64_MAX),
+          "--seed + --seeds must stay below 2^63");
   require(s.first_last == "8" || s.first_last == "same", "--first-last must be 8 or same, got '" + s.first_last + "'");
-  require(s.threads >= 0, "--threads must be >= 0, got " + std::to_string(s.threads));
+  require_threads("threads", s.threads);
   try {  // the grid's own settings, before anything is trained
     parse_bit_pairs(s.pairs);
     parse_name_list(s.methods, kSweepMethods, "method");

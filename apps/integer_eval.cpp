@@ -13,6 +13,15 @@ namespace qatlab {
 
 int32_t argmax_row(const int8_t* row, int64_t n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
 
+KernelPath kernel_option(const std::string& value) {
+  if (value == "auto") return best_kernel_path();
+  try {
+    return parse_kernel_path(value);
+  } catch (const std::exception& e) {
+    throw UsageError(std::string("--kernel: ") + e.what());
+  }
+}
+
 void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a,
                  IntegerOutputs* outputs) {
   NoGradGuard no_grad;
@@ -26,7 +35,10 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
     const auto ti = std::chrono::steady_clock::now();
     const std::vector<int8_t> codes = graph.run_codes(batch.images, &shape, path);
     seconds_int += std::chrono::duration<double>(std::chrono::steady_clock::now() - ti).count();
-    const int64_t n = shape[0], classes = shape[1];
+    if (shape.empty() || shape[0] != static_cast<int64_t>(batch.labels.size()))
+      throw std::runtime_error("integer graph: output " + shape_str(shape) + " for a batch of " +
+                               std::to_string(batch.labels.size()) + " images");
+    const int64_t n = shape[0], classes = shape_numel(shape) / std::max<int64_t>(n, 1);
     if (outputs) {
       outputs->classes = classes;
       outputs->codes.insert(outputs->codes.end(), codes.begin(), codes.end());

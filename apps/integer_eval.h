@@ -39,4 +39,8 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
 // Lines starting with '#' before the header carry the format name and the output grid.
 std::string outputs_csv(const IntegerOutputs& outputs, const QParams& grid);
 
+// The kernels named by a --kernel option ("auto": the best this CPU has). UsageError for an unknown
+// name or one this CPU cannot run.
+KernelPath kernel_option(const std::string& value);
+
 }  // namespace qatlab

@@ -43,8 +43,9 @@ std::vector<int64_t> parse_batch_sizes(const std::string& text) {
     } catch (const std::exception&) {
       used = 0;
     }
-    require(used == item.size() && !item.empty() && v >= 1,
-            "--batch-size takes batch sizes >= 1 separated by commas (e.g. 1,64), got '" + text + "'");
+    require(used == item.size() && !item.empty() && v >= 1 && v <= kMaxBatchSize,
+            "--batch-size takes batch sizes in 1.." + std::to_string(kMaxBatchSize) +
+                " separated by commas (e.g. 1,64), got '" + text + "'");
     sizes.push_back(v);
   }
   require(!sizes.empty(), "--batch-size takes batch sizes >= 1 separated by commas (e.g. 1,64), got '" + text + "'");
@@ -173,9 +174,9 @@ int cmd_ptq_dynamic(int argc, char** argv) {
   if (!parse_command("ptq", "--dynamic FLOAT_CHECKPOINT [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the float checkpoint: qatlab ptq --dynamic CHECKPOINT");
   const std::vector<int64_t> batch_sizes = parse_batch_sizes(batches_text);
-  require(eval_batch >= 1, "--eval-batch-size must be >= 1, got " + std::to_string(eval_batch));
-  require(seconds > 0, "--seconds must be > 0, got " + num_str(seconds));
-  require(threads >= 0, "--threads must be >= 0, got " + std::to_string(threads));
+  require_batch_size("eval-batch-size", eval_batch);
+  require_finite_in("seconds", seconds, 0.001, 3600, "in 0.001..3600");
+  require_threads("threads", threads);
   KernelPath path_kind = best_dynamic_gemm_path();
   if (kernel != "auto") {
     try {

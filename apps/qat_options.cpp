@@ -37,22 +37,27 @@ QConfig qconfig_from(const QatSettings& q) {
   }
 }
 
-QConfig qconfig_from_ini(const std::string& ini) {
+QConfig qconfig_from_ini(const std::string& ini, const std::string& source) {
   QatSettings q;
   po::options_description desc;
   add_qconfig_options(desc, q);
   po::variables_map vm;
-  std::istringstream in(ini);
-  po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/true), vm);
-  po::notify(vm);
-  return qconfig_from(q);
+  try {
+    std::istringstream in(ini);
+    po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/true), vm);
+    po::notify(vm);
+    return qconfig_from(q);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(source + ": " + stored_setting_error(e.what()));
+  }
 }
 
 ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt) {
   if (ckpt.model_kind == "float") return model_from_checkpoint(ckpt);
   if (ckpt.model_kind != "qat") throw std::runtime_error("unknown model kind '" + ckpt.model_kind + "' in checkpoint");
   Rng unused(0);  // every value is overwritten by the stored state
-  ModulePtr model = prepare_qat(make_model(ckpt.model_name, ckpt.spec, unused), qconfig_from_ini(ckpt.config_ini));
+  ModulePtr model =
+      prepare_qat(make_model(ckpt.model_name, ckpt.spec, unused), qconfig_from_ini(ckpt.config_ini, ckpt.source));
   model->load_state_dict(std::map<std::string, Tensor>(ckpt.model_state.begin(), ckpt.model_state.end()));
   return model;
 }

@@ -26,8 +26,9 @@ struct QatSettings {
 
 void add_qconfig_options(po::options_description& desc, QatSettings& q);
 QConfig qconfig_from(const QatSettings& q);
-// The QConfig a QAT checkpoint was trained with (from its stored settings).
-QConfig qconfig_from_ini(const std::string& ini);
+// The QConfig a QAT checkpoint was trained with (from its stored settings). A bad stored setting is
+// the file's fault, not the command line's: std::runtime_error "<source>: stored setting ...".
+QConfig qconfig_from_ini(const std::string& ini, const std::string& source);
 
 // The model a checkpoint holds, float or QAT (prepared with its QConfig), with its state loaded.
 ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt);

@@ -57,6 +57,25 @@ void check_resume_changes(const std::string& saved, const std::string& now) {
   }
 }
 
+// The settings a checkpoint stores must pass the checks the command line does, on their own: a bad
+// one is the file's fault, reported as such rather than as a usage error naming an option.
+void check_stored_settings(const std::string& path, const std::string& ini) {
+  TrainSettings s;
+  DataSettings d;
+  po::options_description desc;
+  add_train_options(desc, s);
+  add_data_options(desc, d);
+  po::variables_map vm;
+  try {
+    std::istringstream in(ini);
+    po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/true), vm);
+    po::notify(vm);
+    validate_train_settings(s);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path + ": " + stored_setting_error(e.what()));
+  }
+}
+
 std::string join_args(const std::string& name, int argc, char** argv) {
   std::string s = "qatlab";
   for (int i = 0; i < argc; ++i) s += std::string(" ") + (i == 0 ? name.c_str() : argv[i]);
@@ -97,8 +116,9 @@ bool TrainCommand::parse(int argc, char** argv) {
     require(resumed_.model_kind == kind_, resume_path_ + " is a '" + resumed_.model_kind +
                                               "' checkpoint: resume it with the command that made it");
     fallback = resumable_settings(resumed_.config_ini) + defaults_ini_;
+    check_stored_settings(resume_path_, resumable_settings(resumed_.config_ini));
   }
-  if (!parse_command(name_, "[options]", desc_, {}, argc, argv, vm_, fallback)) return false;
+  if (!parse_command(name_, "[options]", desc_, {}, argc, argv, vm_, fallback, resume_path_)) return false;
   require(resume_path_.empty() == s_.resume.empty(),
           "--resume must be given on the command line (a config file cannot name the run to resume)");
   if (resuming()) check_resume_changes(resumed_.config_ini, settings_ini(vm_, desc_));

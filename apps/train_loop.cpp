@@ -60,16 +60,19 @@ void validate_train_settings(const TrainSettings& s) {
     for (const auto& m : models) known += (known.empty() ? "" : ", ") + m;
     throw UsageError("unknown model '" + s.model + "' (known: " + known + ")");
   }
-  require(s.epochs >= 0, "--epochs must be >= 0, got " + std::to_string(s.epochs));
-  require(s.batch_size >= 1, "--batch-size must be >= 1, got " + std::to_string(s.batch_size));
+  require(s.epochs >= 0 && s.epochs <= kMaxEpochs,
+          "--epochs must be in 0.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.epochs));
+  require_batch_size("batch-size", s.batch_size);
   require(s.lr > 0 && std::isfinite(s.lr), "--lr must be > 0, got " + num_str(s.lr));
   require(s.momentum >= 0 && s.momentum < 1, "--momentum must be in [0, 1), got " + num_str(s.momentum));
-  require(s.weight_decay >= 0, "--weight-decay must be >= 0, got " + num_str(s.weight_decay));
+  require(s.weight_decay >= 0 && std::isfinite(s.weight_decay),
+          "--weight-decay must be >= 0, got " + num_str(s.weight_decay));
+  require_seed("seed", s.seed);
   require(s.label_smoothing >= 0 && s.label_smoothing < 1,
           "--label-smoothing must be in [0, 1), got " + num_str(s.label_smoothing));
   require(s.clip_grad_norm >= 0 && std::isfinite(s.clip_grad_norm),
           "--clip-grad-norm must be >= 0, got " + num_str(s.clip_grad_norm));
-  require(s.threads >= 0, "--threads must be >= 0, got " + std::to_string(s.threads));
+  require_threads("threads", s.threads);
   require(s.stop_after >= 0, "--stop-after must be >= 0, got " + std::to_string(s.stop_after));
   require(s.warmup_epochs >= 0 && s.warmup_epochs <= std::max<int64_t>(s.epochs, 0),
           "--warmup-epochs must be in [0, epochs], got " + std::to_string(s.warmup_epochs));
@@ -77,9 +80,20 @@ void validate_train_settings(const TrainSettings& s) {
           "--optimizer must be sgd, adam or adamw, got '" + s.optimizer + "'");
   require(s.progress == "auto" || s.progress == "bar" || s.progress == "plain" || s.progress == "none",
           "--progress must be auto, bar, plain or none, got '" + s.progress + "'");
+  // The schedule is built here too (run() builds it again) so that its mistakes are usage errors.
+  try {
+    LrSchedule schedule = parse_schedule(s.schedule, s.lr, s.milestones);
+    schedule.step_epochs = s.step_epochs;
+    schedule.gamma = s.gamma;
+    schedule.warmup_epochs = s.warmup_epochs;
+    validate_schedule(schedule);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string(e.what()) + " (from --schedule, --lr, --gamma, --step-epochs, --milestones, --warmup-epochs)");
+  }
 }
 
 int apply_threads(int threads) {
+  require_threads("threads", threads);
   const int n = threads > 0 ? threads : omp_get_num_procs();
   omp_set_num_threads(n);
   return n;
@@ -200,6 +214,9 @@ std::vector<ParamRef> param_refs(const Module& model, bool decay_all) {
 std::string choose_out_dir(const std::string& out, bool overwrite, const std::string& stem) {
   const auto holds_run = [](const fs::path& p) { return fs::exists(p / "checkpoint.h5") || fs::exists(p / "metrics.csv"); };
   if (!out.empty()) {
+    std::error_code ec;
+    if (fs::exists(out, ec) && !fs::is_directory(out, ec))
+      throw UsageError("--out " + out + " is a file, not a directory: choose another --out");
     if (holds_run(out) && !overwrite)
       throw UsageError("--out " + out + " already holds a run: pass --resume " + out +
                        "/checkpoint.h5 to continue it, --overwrite to replace it, or another --out");

@@ -42,10 +42,14 @@ struct TrainSettings {
   std::string progress = "auto";
 };
 
+// More epochs than anyone trains: a bound against typing mistakes (a history row is kept per epoch).
+inline constexpr int64_t kMaxEpochs = 100000;
+
 void add_train_options(po::options_description& desc, TrainSettings& s);
 // Checks ranges (lr > 0, batch >= 1, epochs >= 0, ...) and throws UsageError naming the option.
 void validate_train_settings(const TrainSettings& s);
-// Applies --threads (0 = every core) to OpenMP; returns the count in use.
+// Applies --threads (0 = every core) to OpenMP; returns the count in use. UsageError outside
+// 0..kMaxThreads.
 int apply_threads(int threads);
 
 // The model's parameters for an optimizer; weight decay only on tensors of 2 or more dimensions

@@ -2,6 +2,7 @@
 #include "core/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,6 +41,26 @@ void remove_quietly(const std::string& p) {
   std::filesystem::remove(p, ec);
 }
 
+// A process killed while writing (kill -9, power loss) leaves "<name>.tmp-<pid>" behind, and nothing
+// else would ever remove it. Removes those of `target` whose process is gone; a live pid (a concurrent
+// writer, or an unrelated process that reuses the number) keeps its file.
+void remove_stale_temporaries(const std::filesystem::path& dir, const std::string& name) {
+  namespace fs = std::filesystem;
+  const std::string prefix = name + ".tmp-";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string entry = it->path().filename().string();
+    if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = entry.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to know (EPERM): keep
+    std::error_code rm;
+    if (it->is_regular_file(rm)) fs::remove(it->path(), rm);
+  }
+}
+
 }  // namespace
 
 void atomic_write_file(const std::string& path, const std::function<void(const std::string& tmp_path)>& write) {
@@ -55,6 +76,7 @@ void atomic_write_file(const std::string& path, const std::function<void(const s
   // Same directory as the target, so that the rename stays within one filesystem and is atomic.
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   remove_quietly(tmp);  // a leftover of an earlier process that had our pid and was killed
+  remove_stale_temporaries(dir, target.filename().string());
   try {
     write(tmp);
   } catch (...) {

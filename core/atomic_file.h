@@ -4,7 +4,8 @@
 // After a successful call the target holds the new content and survives a power loss; after a
 // failed call (the writer threw, the disk is full, ...) the target is exactly what it was before and
 // no temporary file is left behind. The temporary file is "<path>.tmp-<pid>"; two threads of one
-// process must not write the same path at the same time.
+// process must not write the same path at the same time. A process killed mid-write cannot clean up:
+// the next write of the same path removes the "<path>.tmp-<pid>" files whose process no longer exists.
 #pragma once
 
 #include <functional>

@@ -1,5 +1,5 @@
 // format.h: numbers in messages, written the way a person would write them ("0.05", "1e-09", "3"), and
-// text made safe for the JSON files the commands write.
+// text made safe for the JSON files the commands write and for one-line messages.
 #pragma once
 
 #include <cstdio>
@@ -26,6 +26,24 @@ inline std::string json_escape(const std::string& s) {
     } else if (static_cast<unsigned char>(c) < 0x20) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// Text read from a file, made safe to echo in a one-line message: control bytes (newlines, escape
+// sequences) and bytes outside ASCII become \xNN, and it is cut to max_chars (then ends in "...").
+inline std::string printable(const std::string& s, size_t max_chars = 120) {
+  std::string out;
+  for (const char c : s) {
+    if (out.size() >= max_chars) return out + "...";
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(b));
       out += buf;
     } else {
       out += c;

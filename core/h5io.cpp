@@ -2,6 +2,8 @@
 // into one line "<file>: <object path>: <what went wrong>".
 #include "core/h5io.h"
 
+#include "core/file_seal.h"
+
 #include <hdf5.h>
 #include <unistd.h>
 
@@ -351,6 +353,17 @@ Shape space_shape(hid_t sp, const std::string& file, const std::string& path) {
       std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0)));
       if (rank < 0 || H5Sget_simple_extent_dims(sp, dims.data(), nullptr) < 0)
         fail(file, path, with_reason("cannot read the shape"));
+      // A damaged or hostile file can declare any extent: keep the product far from int64 overflow
+      // (read_array then holds it against the file's size).
+      unsigned __int128 n = 1;
+      for (const hsize_t d : dims) {
+        n *= d;
+        if (d > (hsize_t{1} << 40) || n > (static_cast<unsigned __int128>(1) << 48)) {
+          std::string text;
+          for (const hsize_t e : dims) text += (text.empty() ? "" : ", ") + std::to_string(e);
+          fail(file, path, "stored shape (" + text + ") is too large for any qatlab file");
+        }
+      }
       return Shape(dims.begin(), dims.end());
     }
     default: fail(file, path, "has no data (null dataspace)");
@@ -405,10 +418,22 @@ void read_all(const OpenDataset& d, Elem e, void* out, const std::string& file_n
     fail(file_name, path, with_reason("cannot read data"));
 }
 
+// Every byte of data we wrote is in the file (contiguous or compact storage): a shape that needs more
+// bytes than the whole file has comes from damage, and must not size an allocation.
+void check_fits_file(hid_t file, const std::string& file_name, const std::string& where, int64_t numel, Elem e) {
+  hsize_t file_bytes = 0;
+  if (H5Fget_filesize(file, &file_bytes) < 0) fail(file_name, where, with_reason("cannot read the file size"));
+  const auto need = static_cast<unsigned __int128>(numel) * elem_size(e);
+  if (need > file_bytes)
+    fail(file_name, where, "stored shape needs " + std::to_string(static_cast<uint64_t>(need)) + " bytes of " +
+                               elem_name(e) + ", more than the whole file (" + std::to_string(file_bytes) + " bytes)");
+}
+
 template <typename T>
 std::vector<T> read_array(hid_t file, const std::string& file_name, const std::string& path, Shape* shape_out) {
   constexpr Elem e = elem_of<T>();
   const OpenDataset d = open_typed(file, file_name, path, e);
+  check_fits_file(file, file_name, path, d.numel, e);
   std::vector<T> out(static_cast<size_t>(d.numel));
   read_all(d, e, out.data(), file_name, path);
   if (shape_out) *shape_out = d.shape;
@@ -523,6 +548,7 @@ std::vector<T> read_array_attr(hid_t file, const std::string& file_name, const s
   if (!type_matches(a.type.get(), e))
     fail(file_name, where, "stored as " + type_name(a.type.get()) + ", expected " + elem_name(e));
   const Shape shape = space_shape(a.space.get(), file_name, where);
+  check_fits_file(file, file_name, where, shape_numel(shape), e);
   std::vector<T> out(static_cast<size_t>(shape_numel(shape)));
   if (!out.empty() && H5Aread(a.attr.get(), mem_type(e), out.data()) < 0)
     fail(file_name, where, with_reason("cannot read"));
@@ -553,6 +579,8 @@ H5File H5File::create(const std::string& path) {
   // The root group takes its link and attribute settings from the file creation list.
   Handle fcpl = plist(H5Pcreate(H5P_FILE_CREATE));
   set_group_defaults(fcpl.get());
+  // Room for the tag and checksum that close() writes (file_seal.h); HDF5 never reads this block.
+  H5Pset_userblock(fcpl.get(), static_cast<hsize_t>(kSealBytes));
   const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get());
   if (f < 0) fail_file(path, with_reason("cannot create"));
   return H5File(f, path, /*writable=*/true);
@@ -565,6 +593,8 @@ H5File H5File::open_read(const std::string& path) {
   if (!fs::exists(path, ec)) fail_file(path, "no such file");
   if (fs::is_directory(path, ec)) fail_file(path, "is a directory, not a file");
   if (::access(path.c_str(), R_OK) != 0) fail_file(path, "cannot read (permission denied)");
+  // The HDF5 library crashes or loops on some damaged files: check the checksum before it parses.
+  verify_sealed_file(path);
   // The signature check rejects non-HDF5 files; opening also checks the stored end-of-file address,
   // which is what catches a file cut short after its superblock.
 #if H5_VERSION_GE(1, 12, 0)
@@ -587,7 +617,16 @@ H5File H5File::open_read(const std::string& path) {
 }
 
 H5File::~H5File() {
-  if (file_ >= 0) H5Fclose(file_);
+  if (file_ < 0) return;
+  const bool ok = H5Fclose(file_) >= 0;
+  H5Eclear2(H5E_DEFAULT);
+  if (ok && writable_) {
+    try {
+      seal_file(path_);
+    } catch (const std::exception&) {
+      // Quietly, as documented: close() is the call that reports errors.
+    }
+  }
 }
 
 H5File::H5File(H5File&& other) noexcept
@@ -607,6 +646,7 @@ void H5File::close() {
   if (file_ < 0) return;
   const hid_t f = std::exchange(file_, -1);
   if (H5Fclose(f) < 0) fail_file(path_, with_reason("cannot close (data may not be on disk)"));
+  if (writable_) seal_file(path_);
 }
 
 // ------------------------------------------------------------------------------------------- floats
@@ -632,6 +672,7 @@ void H5File::write_tensor(const std::string& path, const Tensor& t) {
 Tensor H5File::read_tensor(const std::string& path) const {
   require(is_open(), writable_, false, path_, path);
   const OpenDataset d = open_typed(file_, path_, path, Elem::kFloat32);
+  check_fits_file(file_, path_, path, d.numel, Elem::kFloat32);
   Tensor t = Tensor::empty(d.shape);  // read straight into the tensor: checkpoints can be large
   read_all(d, Elem::kFloat32, t.data(), path_, path);
   return t;

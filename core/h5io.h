@@ -36,20 +36,23 @@ concept H5Integer = std::same_as<T, int8_t> || std::same_as<T, uint8_t> || std::
 
 class H5File {
  public:
-  // Creates (truncating) a file for writing. The directory must exist.
+  // Creates (truncating) a file for writing, with kSealBytes reserved in front for the header that
+  // close() writes (file_seal.h). The directory must exist.
   static H5File create(const std::string& path);
-  // Opens an existing file read-only. Throws "<path>: no such file" or
-  // "<path>: not an HDF5 file (or truncated)".
+  // Opens an existing file read-only, after checking its header and checksum (verify_sealed_file: a
+  // file from before the header is opened unverified). Throws "<path>: no such file",
+  // "<path>: not an HDF5 file (or truncated)", "<path>: damaged: ..." and the like.
   static H5File open_read(const std::string& path);
 
   H5File() = default;  // no file; every call but close() throws
-  ~H5File();           // closes quietly; call close() to see errors when writing
+  ~H5File();           // closes (and seals) quietly; call close() to see errors when writing
   H5File(H5File&& other) noexcept;
   H5File& operator=(H5File&& other) noexcept;
   H5File(const H5File&) = delete;
   H5File& operator=(const H5File&) = delete;
 
-  // Flushes and closes the file (a no-op if already closed). Throws if the flush fails.
+  // Flushes and closes the file (a no-op if already closed). Throws if the flush fails. A file made by
+  // create() then gets its header: format tag and SHA-256 of its content (file_seal.h).
   void close();
   bool is_open() const { return file_ >= 0; }
   const std::string& path() const { return path_; }

@@ -39,8 +39,44 @@ std::string hex_byte(uint8_t b) {
   return buf;
 }
 
+// Larger IDX payloads are refused before they are read or inflated (MNIST's largest file is 47 MB).
+constexpr uint64_t kMaxIdxBytes = uint64_t{1} << 31;
+
+uint32_t read_be32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+std::string dims_str(const std::vector<int64_t>& dims) {
+  std::string s = "(";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + ")";
+}
+
+// The whole file size an IDX header implies, once enough of it is there: 0 while the bytes so far are
+// too few to tell, or when they are no unsigned-byte IDX header (read_idx reports those). Throws when
+// the dimensions ask for more than kMaxIdxBytes.
+uint64_t implied_idx_size(const std::string& path, const uint8_t* bytes, size_t size) {
+  if (size < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != kTypeUnsignedByte) return 0;
+  const int ndims = bytes[3];
+  if (ndims < 1 || ndims > kMaxDims) return 0;
+  const size_t header = 4 + 4 * static_cast<size_t>(ndims);
+  if (size < header) return 0;
+  std::vector<int64_t> dims(static_cast<size_t>(ndims));
+  unsigned __int128 count = 1;
+  for (int d = 0; d < ndims; ++d) {
+    dims[d] = read_be32(bytes + 4 + 4 * d);
+    count *= static_cast<uint64_t>(dims[d]);
+  }
+  if (count > kMaxIdxBytes)
+    throw std::runtime_error(path + ": IDX dimensions " + dims_str(dims) + " ask for more than " +
+                             std::to_string(kMaxIdxBytes) + " bytes of data; refused");
+  return header + static_cast<uint64_t>(count);
+}
+
 // Decompresses a whole gzip file held in memory. Several concatenated gzip members (what `cat a.gz
-// b.gz` gives) decompress to the concatenation, as with gunzip.
+// b.gz` gives) decompress to the concatenation, as with gunzip. As soon as the IDX header is out,
+// inflation stops at the size it implies (plus one byte, to tell "more data than the header says"):
+// a small file that inflates to gigabytes (a "gzip bomb") costs no more memory than an honest one.
 std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>& in) {
   z_stream zs{};
   // 16 + MAX_WBITS: expect a gzip wrapper (header, CRC-32 and length trailer are all checked).
@@ -59,6 +95,7 @@ std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&
   }
   std::vector<uint8_t> out(std::max<size_t>(guess, size_t{1} << 16));
   size_t in_pos = 0, out_pos = 0;
+  uint64_t limit = 0;  // the file size the IDX header implies, once known
   zs.avail_in = 0;
   zs.avail_out = 0;
   for (;;) {
@@ -67,7 +104,16 @@ std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&
       zs.avail_in = static_cast<uInt>(std::min(in.size() - in_pos, kMaxPiece));
       in_pos += zs.avail_in;
     }
-    if (out_pos == out.size()) out.resize(out.size() * 2);
+    if (limit == 0) limit = implied_idx_size(path, out.data(), out_pos);
+    if (limit != 0 && out_pos > limit) {
+      inflateEnd(&zs);
+      throw std::runtime_error(path + ": the gzip data inflates to more than the " + std::to_string(limit) +
+                               " bytes its IDX header implies; refused");
+    }
+    // Until the header is out, 64 KB at a time (it is in the first block).
+    const size_t cap = limit != 0 ? static_cast<size_t>(limit) + 1 : out_pos + (size_t{1} << 16);
+    if (out.size() > cap) out.resize(std::max(cap, out_pos));
+    if (out_pos == out.size()) out.resize(std::min(out.size() * 2, std::max(cap, out.size() + 1)));
     const size_t room = std::min(out.size() - out_pos, kMaxPiece);
     zs.next_out = out.data() + out_pos;
     zs.avail_out = static_cast<uInt>(room);
@@ -104,12 +150,10 @@ std::vector<uint8_t> gunzip(const std::string& path, const std::vector<uint8_t>&
     }
   }
   inflateEnd(&zs);
+  // A stream that ended within its first block: its header's dimensions are checked all the same.
+  if (limit == 0) implied_idx_size(path, out.data(), out_pos);
   out.resize(out_pos);
   return out;
-}
-
-uint32_t read_be32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
 
 void write_be32(uint8_t* p, uint32_t v) {
@@ -117,12 +161,6 @@ void write_be32(uint8_t* p, uint32_t v) {
   p[1] = static_cast<uint8_t>(v >> 16);
   p[2] = static_cast<uint8_t>(v >> 8);
   p[3] = static_cast<uint8_t>(v);
-}
-
-std::string dims_str(const std::vector<int64_t>& dims) {
-  std::string s = "(";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + ")";
 }
 
 }  // namespace

@@ -13,7 +13,7 @@
 
 #include "data/dataset.h"
 #include "data/file_io.h"
-#include "data/sha256.h"
+#include "core/sha256.h"
 
 namespace qatlab {
 

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "core/atomic_file.h"
+#include "core/format.h"
 #include "core/h5io.h"
 
 #ifndef QATLAB_VERSION
@@ -107,6 +108,14 @@ Checkpoint load_checkpoint(const std::string& path) {
   c.spec.height = f.get_attr_int("model", "height");
   c.spec.width = f.get_attr_int("model", "width");
   c.spec.num_classes = f.get_attr_int("model", "num_classes");
+  // Checked before anything is sized by them: a damaged file must not ask for terabytes.
+  try {
+    validate_model_spec(c.spec);
+  } catch (const std::invalid_argument& e) {
+    fail(std::string("stored model input/classes out of range: ") + e.what());
+  }
+  c.model_name = printable(c.model_name);
+  c.model_kind = printable(c.model_kind);
   if (f.exists("model/state")) read_tensors(f, "model/state", "", c.model_state);
   c.optimizer_kind = f.get_attr_string("optimizer", "kind");
   if (f.exists("optimizer/state")) read_tensors(f, "optimizer/state", "", c.optimizer_state);
@@ -117,19 +126,25 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (rng.size() != 4) fail("training/rng_state must hold 4 words, found " + std::to_string(rng.size()));
   std::memcpy(c.rng_state.data(), rng.data(), sizeof(uint64_t) * 4);
   c.epoch = f.get_attr_int("training", "epoch");
-  c.dataset = f.get_attr_string("training", "dataset");
+  if (c.epoch < 0 || c.epoch > kMaxCheckpointEpochs)
+    fail("stored epoch = " + std::to_string(c.epoch) + ", expected 0.." + std::to_string(kMaxCheckpointEpochs));
+  c.dataset = printable(f.get_attr_string("training", "dataset"));
   if (f.exists("training/history")) {
     for (const std::string& col : f.list("training/history")) {
       const std::vector<double> values = f.read_doubles("training/history/" + col);
+      if (values.size() > static_cast<size_t>(kMaxCheckpointEpochs))
+        fail("training/history/" + printable(col) + " holds " + std::to_string(values.size()) + " epochs, expected at most " +
+             std::to_string(kMaxCheckpointEpochs));
       if (c.history.size() < values.size()) c.history.resize(values.size());
       for (size_t i = 0; i < values.size(); ++i)
         if (!std::isnan(values[i])) c.history[i][col] = values[i];
     }
   }
   c.config_ini = f.read_string("config");
+  c.source = path;
   if (f.exists("metadata"))
     for (const char* key : {"command", "threads", "host"})
-      if (f.has_attr("metadata", key)) c.metadata[key] = f.get_attr_string("metadata", key);
+      if (f.has_attr("metadata", key)) c.metadata[key] = printable(f.get_attr_string("metadata", key), 4096);
   return c;
 }
 

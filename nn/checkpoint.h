@@ -27,6 +27,8 @@ namespace qatlab {
 
 inline constexpr const char* kCheckpointFormat = "qatlab-checkpoint";
 inline constexpr int64_t kCheckpointVersion = 1;
+// More epochs than a run has: a stored epoch or history past it is damage.
+inline constexpr int64_t kMaxCheckpointEpochs = 1000000;
 
 // One row of the training history; columns are free-form so later stages (QAT) can add theirs.
 using MetricsRow = std::map<std::string, double>;
@@ -47,11 +49,14 @@ struct Checkpoint {
   // Filled in by load_checkpoint (save_checkpoint writes its own).
   int64_t format_version = 0;
   std::string qatlab_version, created;
+  std::string source;  // the file it was loaded from, for messages about its stored settings
 };
 
 // Atomic: the file at `path` is replaced only once the new one is complete.
 void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
-// Throws std::runtime_error with one line for a missing, unreadable, foreign or newer-version file.
+// Throws std::runtime_error with one line for a missing, unreadable, damaged (file_seal.h), foreign or
+// newer-version file, and for stored sizes out of range (validate_model_spec, epochs). Strings read
+// from the file (model name and kind, dataset) come back with control bytes escaped (printable()).
 Checkpoint load_checkpoint(const std::string& path);
 
 // The model a checkpoint describes, built from the zoo and loaded with its state.

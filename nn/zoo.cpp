@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 
+#include "core/format.h"
 #include "nn/activation.h"
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
@@ -164,13 +165,26 @@ std::vector<std::string> model_names() {
   return names;
 }
 
+void validate_model_spec(const ModelSpec& spec) {
+  const auto in_range = [](int64_t v, int64_t lo, int64_t hi, const char* name) {
+    if (v < lo || v > hi)
+      throw std::invalid_argument(std::string(name) + " = " + std::to_string(v) + ", expected " + std::to_string(lo) +
+                                  ".." + std::to_string(hi));
+  };
+  in_range(spec.channels, 1, kMaxModelChannels, "channels");
+  in_range(spec.height, 1, kMaxModelImageSide, "height");
+  in_range(spec.width, 1, kMaxModelImageSide, "width");
+  in_range(spec.num_classes, 2, kMaxModelClasses, "num_classes");
+}
+
 ModulePtr make_model(const std::string& name, const ModelSpec& spec, Rng& rng) {
   auto it = registry().find(name);
   if (it == registry().end()) {
     std::string known;
     for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
-    throw std::invalid_argument("unknown model '" + name + "' (known: " + known + ")");
+    throw std::invalid_argument("unknown model '" + printable(name) + "' (known: " + known + ")");
   }
+  validate_model_spec(spec);
   return it->second(spec, rng);
 }
 

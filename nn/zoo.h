@@ -15,8 +15,20 @@ struct ModelSpec {
   int64_t num_classes = 10;
 };
 
+// The sizes a model may be built for: qatlab's datasets (1x28x28, 3x32x32, 10 classes) with room to
+// spare. Past them a model is a typing mistake or a damaged file, whose layer sizes (an MLP's first
+// layer has C*H*W inputs) would ask for gigabytes or overflow int64.
+inline constexpr int64_t kMaxModelChannels = 4;
+inline constexpr int64_t kMaxModelImageSide = 256;
+inline constexpr int64_t kMaxModelClasses = 1000;
+
+// Throws std::invalid_argument ("height = 65535, expected 1..256") unless every field is in range
+// (num_classes from 2).
+void validate_model_spec(const ModelSpec& spec);
+
 std::vector<std::string> model_names();
-// Throws std::invalid_argument naming the known models when `name` is unknown.
+// Throws std::invalid_argument naming the known models when `name` is unknown, or when the spec is
+// out of range (validate_model_spec).
 ModulePtr make_model(const std::string& name, const ModelSpec& spec, Rng& rng);
 
 }  // namespace qatlab

@@ -17,6 +17,7 @@
 #include <Eigen/Core>
 
 #include "core/atomic_file.h"
+#include "core/format.h"
 #include "core/h5io.h"
 #include "nn/lstm_cell.h"
 #include "quant/requantize.h"
@@ -467,12 +468,12 @@ DynamicModelFile load_dynamic_model(const std::string& path) {
   if (version < 1) fail("invalid dynamic model format version " + std::to_string(version));
 
   DynamicModelFile file;
-  file.model_name = f.get_attr_string("model", "name");
+  file.model_name = printable(f.get_attr_string("model", "name"));
   file.spec.channels = f.get_attr_int("model", "channels");
   file.spec.height = f.get_attr_int("model", "height");
   file.spec.width = f.get_attr_int("model", "width");
   file.spec.num_classes = f.get_attr_int("model", "num_classes");
-  file.dataset = f.get_attr_string("model", "dataset");
+  file.dataset = printable(f.get_attr_string("model", "dataset"));
   try {
     Rng unused(0);  // the initial values are replaced by the file's
     file.model = quantize_dynamic(make_model(file.model_name, file.spec, unused));
@@ -488,7 +489,7 @@ DynamicModelFile load_dynamic_model(const std::string& path) {
   if (f.exists("dynamic")) {
     for (const std::string& idx : f.list("dynamic")) {
       const std::string g = "dynamic/" + idx;
-      const std::string module = f.get_attr_string(g, "module"), kind = f.get_attr_string(g, "kind");
+      const std::string module = printable(f.get_attr_string(g, "module")), kind = printable(f.get_attr_string(g, "kind"));
       auto it = layers.find(module);
       if (it == layers.end()) fail(g + ": the model " + file.model_name + " has no dynamic layer '" + module + "'");
       if (it->second->type() != kind)

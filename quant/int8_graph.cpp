@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "core/atomic_file.h"
+#include "core/format.h"
 #include "core/h5io.h"
 #include "quant/packed_codes.h"
 
@@ -110,6 +111,11 @@ std::vector<std::pair<Shape, Shape>> Int8Graph::op_shapes() const {
   std::vector<std::pair<Shape, Shape>> shapes;
   for (size_t i = 0; i < gs.in.size(); ++i) shapes.emplace_back(gs.in[i], gs.out[i]);
   return shapes;
+}
+
+int64_t Int8Graph::output_width() const {
+  const Shape out = op_shapes().back().second;
+  return shape_numel(out);
 }
 
 double Int8Graph::multiply_adds_per_image() const {
@@ -459,7 +465,11 @@ class OpReader {
     return v1_ ? f_.read_ints<int32_t>(g_ + "/" + field) : f_.get_attr_ints<int32_t>(g_, field);
   }
   int64_t scalar(const std::string& field) const { return f_.get_attr_int(g_, field); }
-  int32_t scalar32(const std::string& field) const { return static_cast<int32_t>(scalar(field)); }
+  int32_t scalar32(const std::string& field) const {
+    const int64_t v = scalar(field);
+    if (v < INT32_MIN || v > INT32_MAX) fail("attribute '" + field + "' = " + std::to_string(v) + " does not fit int32");
+    return static_cast<int32_t>(v);
+  }
   std::string text(const char* field) const { return f_.get_attr_string(g_, field); }
   QParams grid(const GridName& name) const {
     QParams qp;
@@ -532,9 +542,14 @@ void read_weights(const OpReader& r, LoweredLayer& l) {
   const int64_t bits = r.scalar("weight_bits");
   if (bits != 2 && bits != 4) r.fail("weight_bits must be 2 or 4, got " + std::to_string(bits));
   l.weight_shape = r.v1() ? f.read_ints<int64_t>(p + "/weight_shape") : f.get_attr_ints<int64_t>(p, "weight_shape");
+  int64_t n = 1;
+  for (int64_t d : l.weight_shape) {
+    if (d < 1 || d > 65536) r.fail("weight_shape " + shape_str(l.weight_shape) + ": dimensions must be in 1..65536");
+    n *= d;
+    if (n > (int64_t{1} << 28)) r.fail("weight_shape " + shape_str(l.weight_shape) + " holds more than 2^28 codes");
+  }
   l.weight_packed = f.read_ints<uint8_t>(p + "/weight_packed");
   l.weight_bits = static_cast<int>(bits);
-  const int64_t n = shape_numel(l.weight_shape);
   if (static_cast<int64_t>(l.weight_packed.size()) != packed_bytes(n, l.weight_bits))
     r.fail("packed weights hold " + std::to_string(l.weight_packed.size()) + " bytes for " + std::to_string(n) +
            " codes of " + std::to_string(bits) + " bits");
@@ -738,11 +753,14 @@ Int8Graph Int8Graph::load(const std::string& path) {
   if (version < 1) fail("integer model format version " + std::to_string(version) + " is not valid (expected 1 to " +
                         std::to_string(kInt8GraphVersion) + ")");
   Int8Graph g;
-  g.num_slots = static_cast<int>(f.get_attr_int("/", "num_slots"));
+  const int64_t slots = f.get_attr_int("/", "num_slots");
+  if (slots < 1 || slots > 4096) fail("num_slots = " + std::to_string(slots) + " stored in the file, expected 1..4096");
+  g.num_slots = static_cast<int>(slots);
   g.file_version = version;
   g.input_shape = version < 2 ? f.read_ints<int64_t>("input_shape") : f.get_attr_ints<int64_t>("/", "input_shape");
   // Ops run in the numeric order of their names (the listing is alphabetical: "1000" before "101").
   std::vector<std::string> names = f.list("ops");
+  if (names.size() > 4096) fail(std::to_string(names.size()) + " ops stored in the file, expected at most 4096");
   std::stable_sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) {
     return a.size() != b.size() ? a.size() < b.size() : a < b;
   });
@@ -750,13 +768,19 @@ Int8Graph Int8Graph::load(const std::string& path) {
     const OpReader r(f, "ops/" + idx, version);
     const std::string& p = r.group();
     Int8Op op;
-    op.kind = parse_int8_op(r.text("kind"));
-    op.name = r.text("name");
-    op.output = static_cast<int>(r.scalar("output"));
+    try {
+      op.kind = parse_int8_op(printable(r.text("kind")));
+    } catch (const std::invalid_argument& e) {
+      r.fail(e.what());
+    }
+    op.name = printable(r.text("name"), 200);  // only ever printed
+    const int64_t output = r.scalar("output");
+    if (output < 0 || output >= g.num_slots)
+      fail(p + ": output slot " + std::to_string(output) + " out of range 0.." + std::to_string(g.num_slots - 1));
+    op.output = static_cast<int>(output);
     op.inputs = to_int(r.ints("inputs"));
     for (int s : op.inputs)
       if (s < 0 || s >= g.num_slots) fail(p + ": input slot " + std::to_string(s) + " out of range");
-    if (op.output < 0 || op.output >= g.num_slots) fail(p + ": output slot out of range");
     switch (op.kind) {
       case Int8OpKind::Quantize:
       case Int8OpKind::Dequantize:
@@ -820,8 +844,11 @@ Int8Graph Int8Graph::load(const std::string& path) {
     }
     g.ops.push_back(std::move(op));
   }
-  if (g.ops.empty() || g.ops.front().kind != Int8OpKind::Quantize || g.ops.back().kind != Int8OpKind::Dequantize)
-    fail("an integer model must start with quantize and end with dequantize");
+  try {
+    g.validate();
+  } catch (const std::invalid_argument& e) {
+    fail(e.what());
+  }
   g.prepare();
   return g;
 }

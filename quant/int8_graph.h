@@ -89,7 +89,18 @@ class Int8Graph {
   int64_t parameter_bytes() const;
   std::string summary() const;
 
-  // HDF5 file, readable with h5py (see quant/README.md for the layout). Saving is atomic.
+  // Checks what load() needs before any op may run: slots bounded and each read after an earlier op
+  // wrote it (the list is a DAG in execution order), shapes agreeing op to op, one score per class at
+  // the exit, grids int8, multipliers in [2^30, 2^31) (or 0) with shifts in [-31, 30], offsets and
+  // activation ranges in int8, biases small enough that no int32 accumulator can overflow. Throws
+  // std::invalid_argument naming the op and the value.
+  void validate() const;
+  // The number of output values per image at the exit: for a classifier, its class count, which
+  // `eval` checks against the dataset's.
+  int64_t output_width() const;
+
+  // HDF5 file, readable with h5py (see quant/README.md for the layout). Saving is atomic. load()
+  // validates the graph and throws std::runtime_error "<path>: ..." when it is not valid.
   void save(const std::string& path) const;
   static Int8Graph load(const std::string& path);
   // True when `path` is an HDF5 file carrying this format (cheap check for `qatlab eval`).

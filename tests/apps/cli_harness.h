@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -157,6 +158,36 @@ inline RunResult run_qatlab(const std::vector<std::string>& args, const fs::path
                             const std::string& tag = "run") {
   const std::string out = (log_dir / (tag + ".out")).string(), err = (log_dir / (tag + ".err")).string();
   return wait_qatlab(spawn_qatlab(args, out, err), out, err, join_command(args));
+}
+
+// ------------------------------------------------------------------------------- outcomes of a run
+
+// Exit codes documented in apps/main.cpp.
+inline constexpr int kRuntimeFailure = 1;
+inline constexpr int kUsageError = 2;
+
+// Passes when the run exited on its own (no signal) with `code` and wrote exactly one line to stderr,
+// "qatlab <command>: ...", containing every one of `needles`.
+inline ::testing::AssertionResult FailedWith(const RunResult& r, int code, const std::string& command,
+                                      std::initializer_list<std::string> needles) {
+  if (!r.exited) return ::testing::AssertionFailure() << "the run crashed\n" << r.describe();
+  if (r.exit_code != code)
+    return ::testing::AssertionFailure() << "expected exit code " << code << "\n" << r.describe();
+  const std::vector<std::string> lines = split_lines(r.err);
+  if (lines.size() != 1)
+    return ::testing::AssertionFailure() << "expected one stderr line, got " << lines.size() << "\n" << r.describe();
+  const std::string prefix = "qatlab " + command + ": ";
+  if (lines[0].rfind(prefix, 0) != 0)
+    return ::testing::AssertionFailure() << "stderr does not start with '" << prefix << "'\n" << r.describe();
+  for (const std::string& n : needles)
+    if (lines[0].find(n) == std::string::npos)
+      return ::testing::AssertionFailure() << "stderr lacks '" << n << "'\n" << r.describe();
+  return ::testing::AssertionSuccess();
+}
+
+inline ::testing::AssertionResult Succeeded(const RunResult& r) {
+  if (r.exited && r.exit_code == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "expected success\n" << r.describe();
 }
 
 // --------------------------------------------------------------------------------- synthetic data

@@ -16,11 +16,6 @@ namespace {
 using Args = std::vector<std::string>;
 constexpr int kUsageError = 2;
 
-::testing::AssertionResult Succeeded(const RunResult& r) {
-  if (r.exited && r.exit_code == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "expected success\n" << r.describe();
-}
-
 // Every "NN.N%" printed as a share of a peak is at most 100.
 void expect_shares_at_most_100(const std::string& out) {
   const std::regex share(R"(([0-9]+\.[0-9])%)");

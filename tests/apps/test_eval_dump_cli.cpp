@@ -16,11 +16,6 @@ namespace {
 
 using Args = std::vector<std::string>;
 
-::testing::AssertionResult Succeeded(const RunResult& r) {
-  if (r.exited && r.exit_code == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "expected success\n" << r.describe();
-}
-
 ::testing::AssertionResult RefusedWith(const RunResult& r, const std::string& needle) {
   const std::vector<std::string> lines = split_lines(r.err);
   if (!r.exited || r.exit_code != 2 || lines.size() != 1 || lines[0].find(needle) == std::string::npos)

@@ -20,15 +20,6 @@ namespace {
 
 using Args = std::vector<std::string>;
 
-// Exit codes documented in apps/main.cpp.
-constexpr int kRuntimeFailure = 1;
-constexpr int kUsageError = 2;
-
-::testing::AssertionResult Succeeded(const RunResult& r) {
-  if (r.exited && r.exit_code == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "expected success\n" << r.describe();
-}
-
 // Passes when the run exited with `code` and wrote one stderr line "qatlab ptq: ..." containing every
 // one of `needles`.
 ::testing::AssertionResult FailedWith(const RunResult& r, int code, std::initializer_list<std::string> needles) {

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -207,6 +208,34 @@ TEST_F(AtomicFileTest, FailedSaveH5KeepsOldCheckpointByteForByte) {
   EXPECT_EQ(read_all(path), before);
   EXPECT_EQ(entries(), std::vector<std::string>{"ckpt.h5"});
   EXPECT_EQ(H5File::open_read(path).read_ints<int8_t>("q/w"), (std::vector<int8_t>{-128, 0, 127}));
+}
+
+// A pid no process has: a child that has exited and been reaped.
+pid_t dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return child;
+}
+
+TEST_F(AtomicFileTest, StaleTemporariesOfDeadWritersAreRemoved) {
+  const std::string path = file("checkpoint.h5");
+  const pid_t dead = dead_pid();
+  ASSERT_GT(dead, 0);
+  // Left by a writer killed with -9: nothing but the next write of the same path can clean it up.
+  const std::string stale = path + ".tmp-" + std::to_string(dead);
+  // A live writer's temporary (our parent is alive), another target's, and names that are not ours.
+  const std::string live = path + ".tmp-" + std::to_string(::getppid());
+  const std::string other = file("model.int8.h5.tmp-" + std::to_string(dead));
+  const std::string odd = path + ".tmp-notapid";
+  for (const std::string& p : {stale, live, other, odd}) std::ofstream(p) << "partial";
+  atomic_write_text(path, "complete\n");
+  EXPECT_EQ(read_all(path), "complete\n");
+  EXPECT_FALSE(fs::exists(stale));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(odd));
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 #include "data/dataset.h"
 #include "data/file_io.h"
 #include "data/mnist_fetch.h"
-#include "data/sha256.h"
+#include "core/sha256.h"
 #include "tests/data/data_test_util.h"
 
 namespace qatlab {

@@ -1,5 +1,6 @@
 // test_idx.cpp: IDX round trips (raw and gzip) and every malformed-file error of read_idx / write_idx.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <zlib.h>
 
 #include "data/file_io.h"
@@ -210,6 +211,37 @@ TEST(Idx, CorruptGzip) {
   write_bytes(tmp.file("garbage.gz"), garbage);
   msg = error_of([&] { read_idx(tmp.file("garbage.gz")); });
   EXPECT_TRUE(contains(msg, "2 bytes of garbage after the compressed stream")) << msg;
+}
+
+// Peak resident memory of this process so far, in bytes.
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+TEST(Idx, GzipBombStopsAtTheSizeTheHeaderImplies) {
+  TempDir tmp;
+  // A label file whose header says 100 labels, followed by 256 MiB of zeros: ~250 KB compressed.
+  const std::string path = tmp.file("bomb-labels.gz");
+  const std::vector<uint8_t> header = idx_bytes(0x08, {100}, 0);
+  gzFile f = gzopen(path.c_str(), "wb9");
+  ASSERT_NE(f, nullptr);
+  gzwrite(f, header.data(), static_cast<unsigned>(header.size()));
+  const std::vector<uint8_t> zeros(size_t{1} << 20, 0);
+  for (int i = 0; i < 256; ++i) gzwrite(f, zeros.data(), static_cast<unsigned>(zeros.size()));
+  gzclose(f);
+  ASSERT_LT(read_file_bytes(path).size(), size_t{2} << 20);
+
+  const int64_t before = peak_rss_bytes();
+  EXPECT_EQ(error_of([&] { read_idx(path); }),
+            path + ": the gzip data inflates to more than the 108 bytes its IDX header implies; refused");
+  // Inflating it all took 512 MiB (the buffer doubles); bounded, it costs next to nothing.
+  EXPECT_LT(peak_rss_bytes() - before, int64_t{32} << 20);
+
+  // A header asking for more than any dataset file holds is refused before inflating anything.
+  write_bytes(tmp.file("huge.gz"), gzip_bytes(idx_bytes(0x08, {0xFFFFFFFF, 0xFFFFFFFF}, 5)));
+  EXPECT_TRUE(contains(error_of([&] { read_idx(tmp.file("huge.gz")); }), "bytes of data; refused"));
 }
 
 TEST(Idx, WriterRejectsMalformedArrays) {

@@ -4,6 +4,8 @@
 // (readable) integer model with one line naming the file.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "quant/quant_test_util.h"
 
 #include <unistd.h>
@@ -531,6 +533,80 @@ TEST(Int8GraphFile, RejectsSlotsOutOfRange) {
     m.write(file.path());
     EXPECT_TRUE(load_refused(file.path(), {"out of range"}));
   }
+}
+
+
+// ------------------------------------------------------------------------------------- validate()
+
+// The message of the std::invalid_argument validate() throws for a graph broken by `brake`.
+std::string validate_error(const Int8Graph& good, const std::function<void(Int8Graph&)>& brake) {
+  Int8Graph g = good;
+  brake(g);
+  try {
+    g.validate();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(valid)";
+}
+
+size_t first_op(const Int8Graph& g, Int8OpKind kind) {
+  for (size_t i = 0; i < g.ops.size(); ++i)
+    if (g.ops[i].kind == kind) return i;
+  return g.ops.size();
+}
+
+TEST(Int8GraphValidate, ConvertedGraphsPassAndEachBrokenRuleIsNamed) {
+  const Int8Graph lenet = lenet5_graph(8);
+  EXPECT_NO_THROW(lenet.validate());
+  EXPECT_NO_THROW(every_op_graph().validate());
+  const size_t fc = first_op(lenet, Int8OpKind::FullyConnected), conv = first_op(lenet, Int8OpKind::Conv2d);
+  ASSERT_LT(fc, lenet.ops.size());
+  ASSERT_LT(conv, lenet.ops.size());
+  const auto contains = [](const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; };
+
+  // The last op reads a slot nothing wrote (eval once read uninitialised memory there).
+  std::string e = validate_error(lenet, [](Int8Graph& g) {
+    g.num_slots += 1;
+    g.ops.back().inputs = {g.num_slots - 1};
+  });
+  EXPECT_TRUE(contains(e, "which no earlier op writes")) << e;
+  // An op reading what only a later op writes: not in execution order.
+  e = validate_error(lenet, [&](Int8Graph& g) {
+    g.num_slots += 1;
+    g.ops[fc].inputs = {g.num_slots - 1};
+    g.ops.back().output = g.num_slots - 1;
+  });
+  EXPECT_TRUE(contains(e, "op " + std::to_string(fc)) && contains(e, "no earlier op writes")) << e;
+  // A consumer whose width disagrees with its producer (120 values where it takes 121).
+  e = validate_error(lenet, [&](Int8Graph& g) {
+    for (size_t i = fc + 1; i < g.ops.size(); ++i)
+      if (g.ops[i].kind == Int8OpKind::FullyConnected) {
+        Shape& w = g.ops[i].layer.weight_shape;
+        w[1] += 1;
+        g.ops[i].layer.weight.resize(static_cast<size_t>(w[0] * w[1]));
+        break;
+      }
+  });
+  EXPECT_TRUE(contains(e, "fully_connected")) << e;
+  e = validate_error(lenet, [&](Int8Graph& g) { g.ops[fc].layer.fc.output_multiplier[1] = 5; });
+  EXPECT_TRUE(contains(e, "output_multiplier[1]: multiplier 5 shift")) << e;
+  e = validate_error(lenet, [&](Int8Graph& g) { g.ops[conv].layer.conv.output_shift[0] = 40; });
+  EXPECT_TRUE(contains(e, "shift 40")) << e;
+  e = validate_error(lenet, [&](Int8Graph& g) { g.ops[conv].layer.bias[2] = INT32_MAX - 1000; });
+  EXPECT_TRUE(contains(e, "bias[2]") && contains(e, "overflow")) << e;
+  e = validate_error(lenet, [&](Int8Graph& g) { g.ops[fc].layer.output.quant_max = 300; });
+  EXPECT_TRUE(contains(e, "int8 range")) << e;
+  e = validate_error(lenet, [&](Int8Graph& g) { g.ops[fc].layer.fc.input_offset = 1000; });
+  EXPECT_TRUE(contains(e, "input_offset = 1000")) << e;
+  e = validate_error(lenet, [&](Int8Graph& g) { g.ops.front().grid.zero_point[0] = 200; });
+  EXPECT_TRUE(contains(e, "zero_point")) << e;
+  e = validate_error(lenet, [](Int8Graph& g) { g.num_slots = 1 << 20; });
+  EXPECT_TRUE(contains(e, "num_slots = 1048576")) << e;
+  e = validate_error(lenet, [](Int8Graph& g) { g.input_shape = {1, 65535, 65535}; });
+  EXPECT_TRUE(contains(e, "too large")) << e;
+  e = validate_error(lenet, [](Int8Graph& g) { g.ops.front().name = "evil\x1b[2J"; });
+  EXPECT_EQ(e, "(valid)");  // names are only printed, escaped (checked in the CLI tests)
 }
 
 }  // namespace

@@ -133,7 +133,10 @@ TEST_P(FusionPattern, ReplacesFusesAndShares) {
   const bool is_conv = original->type() == "Conv2d";
   const Tensor w = is_conv ? static_cast<Conv2d&>(*original).weight : static_cast<Linear&>(*original).weight;
   const Tensor b = is_conv ? static_cast<Conv2d&>(*original).bias : static_cast<Linear&>(*original).bias;
-  const BatchNorm* bn = p.has_bn ? static_cast<BatchNorm*>(float_model->children()[p.layer_index + 1].second.get()) : nullptr;
+  // Held by a shared pointer: prepare_qat replaces the BatchNorm in the tree, and the comparisons below
+  // read it afterwards (a raw pointer was a use-after-free).
+  const std::shared_ptr<BatchNorm> bn =
+      p.has_bn ? std::static_pointer_cast<BatchNorm>(float_model->children()[p.layer_index + 1].second) : nullptr;
   const Tensor gamma = bn ? bn->gamma : Tensor(), beta = bn ? bn->beta : Tensor();
   const Tensor mean = bn ? bn->running_mean : Tensor(), var = bn ? bn->running_var : Tensor();
 

@@ -1,4 +1,4 @@
-// sha256.h: SHA-256 (FIPS 180-4), used to check that downloaded dataset files are the expected ones.
+// sha256.h: SHA-256 (FIPS 180-4): checks downloaded dataset files and the content of our HDF5 files.
 #pragma once
 
 #include <array>

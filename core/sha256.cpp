@@ -1,5 +1,5 @@
 // sha256.cpp: a plain SHA-256 following FIPS 180-4 section 6.2, one 64-byte block at a time.
-#include "data/sha256.h"
+#include "core/sha256.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# test_sanitize.sh [TEST_TARGET ...]: builds qatlab and test suites with AddressSanitizer and
+# UndefinedBehaviorSanitizer (-DQATLAB_SANITIZE=ON, RelWithDebInfo) into build-sanitize/ and runs them;
+# any sanitizer report fails the run. Without arguments: the suites tests/README.md lists.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+build="$root/build-sanitize"
+jobs="$(nproc 2>/dev/null || echo 2)"
+# Where a sanitizer finds what the ordinary run cannot: the file readers (HDF5 checkpoints and models,
+# IDX, CIFAR-10), the integer graph and its kernels, prepare and convert, and the CLI on bad input
+# (which runs the sanitized qatlab binary). The whole suite takes too long sanitized for CI.
+suites=(core_test_h5io core_test_file_seal core_test_atomic_file
+        data_test_idx data_test_cifar10 data_test_dataset
+        quant_test_int8_graph quant_test_int8_kernels quant_test_int8_gemm quant_test_int_lstm
+        quant_test_requantize quant_test_packed_codes quant_test_prepare quant_test_convert
+        quant_test_dynamic_quant quant_test_observer
+        apps_test_bad_input_cli)
+if (($# > 0)); then suites=("$@"); fi
+
+start=$SECONDS
+# Only the chosen suites are configured (QATLAB_TESTS), so that one build runs them all in parallel.
+# -O1 -g1: what the sanitizers recommend, and line tables for the reports' stacks, at half the build
+# time of -O2 -g.
+regex="^($(IFS='|'; echo "${suites[*]}"))\$"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+  -DQATLAB_SANITIZE=ON -DQATLAB_TESTS="$regex" >/dev/null
+cmake --build "$build" -j "$jobs"
+built=$SECONDS
+
+# Stop at the first report, with its stack: the suite then fails (non-zero exit, report on stderr).
+export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:detect_leaks=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+logs="$build/sanitize-logs"
+rm -rf "$logs" && mkdir -p "$logs"
+# Each suite in one process (sanitizer start-up is paid once), two at a time.
+printf '%s\n' "${suites[@]}" | xargs -P "$jobs" -I{} sh -c \
+  '"$0/tests/{}" --gtest_brief=1 > "$1/{}.log" 2>&1 && echo "ok     {}" || echo "FAILED {}"' "$build" "$logs" |
+  tee "$logs/summary"
+if grep -q '^FAILED' "$logs/summary"; then
+  for t in $(sed -n 's/^FAILED //p' "$logs/summary"); do
+    echo "---------- $t (full log: $logs/$t.log)"
+    grep -E -A30 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|\[  FAILED  \]' "$logs/$t.log" | head -60
+  done
+  echo "sanitizers: build $((built - start)) s, run $((SECONDS - built)) s"
+  exit 1
+fi
+echo "sanitizers: ${#suites[@]} suites clean (build $((built - start)) s, run $((SECONDS - built)) s)"
