@@ -37,7 +37,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 int tile_rows(KernelPath path) { return path == KernelPath::Avx2 ? kAvx2MR : kPortableMR; }
 
-void require_supported(KernelPath path) {
+void require_dynamic_supported(KernelPath path) {
   if (dynamic_gemm_path_supported(path)) return;
   if (path == KernelPath::Avx512Vnni)
     throw std::invalid_argument(
@@ -220,7 +220,7 @@ void PackedDynamicWeights::run_serial(const uint8_t* a, int64_t m, int32_t* acc,
     dynamic_gemm_reference(a, m, k_, codes_.data(), n_, acc);
     return;
   }
-  require_supported(path);
+  require_dynamic_supported(path);
   const int mr = tile_rows(path);
   const int64_t row = kp_ * 2;  // a widened row, zero-padded to whole pairs
   for (int64_t m0 = 0; m0 < m; m0 += mr) {
@@ -245,7 +245,7 @@ void PackedDynamicWeights::run_serial(const uint8_t* a, int64_t m, int32_t* acc,
 
 void PackedDynamicWeights::run(const uint8_t* a, int64_t m, int32_t* acc, KernelPath path) const {
   QATLAB_CHECK(m >= 0, "PackedDynamicWeights::run: rows " + std::to_string(m) + " must be >= 0");
-  if (path != KernelPath::Reference) require_supported(path);
+  if (path != KernelPath::Reference) require_dynamic_supported(path);
   const int mr = tile_rows(path);
   const int64_t blocks = ceil_div(m, mr);
   const int threads = blocks >= 2 && m * n_ * k_ >= kParallelMacs
