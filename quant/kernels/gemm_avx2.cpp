@@ -71,6 +71,16 @@ __attribute__((target("avx2"))) void avx2_tile(const int16_t* a, int64_t a_strid
   // Conv (unsigned activations in the panel) has a channel per row, fully connected one per column.
   constexpr bool kPerRow = !kPanelSigned;
   assert(e.channel_per_row == kPerRow);
+  if constexpr (!kPerRow) {
+    if (e.sums) {  // the dynamic matmul: raw int32 sums
+      int32_t* sums = e.sums + row0 * e.out_stride + col0;
+      const int64_t stride = e.out_stride;
+      for (int r = 0; r < MR; ++r)
+        store_sums8(avx2_join(_mm256_load_si256(parked + 2 * r), _mm256_load_si256(parked + 2 * r + 1)),
+                    sums + r * stride, cols);
+      return;
+    }
+  }
   const PackedOutputStage& s = *e.stage;
   if constexpr (kPerRow) {
     if (e.acc) {  // a conv with a fused pool: keep the accumulators

@@ -34,6 +34,8 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // With `acc` set (a conv with a fused pool, channel_per_row), the tiles store the accumulators (sum
 // plus folded bias, wrapped) at acc[i * out_stride + j] instead, for all the 8 or 16 columns of the
 // tile (junk past the last real one: the buffer is whole panels wide), and `out` is not used.
+// With `sums` set (the dynamic matmul, dynamic_gemm.h), the tiles store the raw int32 sums of the real
+// columns at sums[i * out_stride + j]: no bias, no requantization; `stage` and `out` are not used.
 struct Epilogue {
   const PackedOutputStage* stage;
   int64_t channel0;
@@ -41,6 +43,7 @@ struct Epilogue {
   int8_t* out;
   int64_t out_stride;
   int32_t* acc = nullptr;
+  int32_t* sums = nullptr;
 };
 
 // The operands of one GEMM C = A * B: A (M, KQ*4) with row stride a_stride elements, as bytes (a8) or

@@ -31,6 +31,11 @@ void portable_tile(const uint8_t* a, int64_t a_stride, const uint8_t* b, int64_t
       }
     }
   }
+  if (e.sums) {
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < cols; ++j) e.sums[(row0 + r) * e.out_stride + col0 + j] = acc[r][j];
+    return;
+  }
   if (e.acc) {
     for (int r = 0; r < MR; ++r)
       for (int j = 0; j < kPanel; ++j)

@@ -104,10 +104,25 @@ __attribute__((target("avx2"), always_inline)) inline void store_4rows8(__m256i 
   _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + 3 * stride), _mm_unpackhi_epi64(r23, r23));
 }
 
+// Stores the first `cols` of 8 int32 sums (Epilogue::sums).
+__attribute__((target("avx2"), always_inline)) inline void store_sums8(__m256i sum, int32_t* dst, int cols) {
+  if (cols >= 8) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), sum);
+    return;
+  }
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum);
+  std::memcpy(dst, lanes, sizeof(int32_t) * cols);
+}
+
 // Requantizes the 8 sums of GEMM row i, columns j0..j0+7, and stores the first `cols` of them (or,
-// with e.acc, stores the 8 accumulators).
+// with e.acc, stores the 8 accumulators; with e.sums, the first `cols` raw sums).
 __attribute__((target("avx2"), always_inline)) inline void finish8(__m256i sum, const Epilogue& e, int64_t i,
                                                                    int64_t j0, int cols) {
+  if (e.sums) {
+    store_sums8(sum, e.sums + i * e.out_stride + j0, cols);
+    return;
+  }
   if (e.acc) {
     assert(e.channel_per_row);
     const __m256i bias = param8(e.stage->rows.data() + (e.channel0 + i) * PackedOutputStage::kParams * 8, 8, 0);
