@@ -48,6 +48,9 @@ class PackedDynamicWeights {
   int64_t cols() const { return k_; }  // K
   const std::vector<int8_t>& codes() const { return codes_; }      // (N, K), as given
   const std::vector<int32_t>& row_sums() const { return row_sums_; }  // (N): sum_k w[n, k]
+  // (P, KQ, 16, 4) the codes as bytes, zero-padded in N and K (see the top of this file): the integer
+  // LSTM's GEMV reads them too.
+  const std::vector<uint8_t>& panels() const { return panels_data_; }
 
   // acc (m, N) = a (m, K) x w^T on the calling thread. scratch: scratch_elems() int16 of any contents
   // (the fast paths widen a few activation rows into it; Reference ignores it). Throws if this CPU

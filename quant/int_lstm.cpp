@@ -240,17 +240,10 @@ PackedLstmInt8::PackedLstmInt8(const LstmInt8Params& params) : params_(params) {
   const int64_t IN = params_.input_size, H = params_.hidden_size, G = 4 * H;
   w_ih_ = PackedDynamicWeights(params_.weight_ih.data(), G, IN);
   w_hh_ = PackedDynamicWeights(params_.weight_hh.data(), G, H);
-  // W_hh for the GEMV: int8 panels of 16 gate rows and quads of k, (P, KQ, 16, 4), zero-padded in G and H.
+  // The GEMV reads W_hh as the GEMM packed it: int8 panels of 16 gate rows and quads of k, (P, KQ, 16, 4),
+  // zero-padded in G and H (w_hh_.panels()).
   hh_quads_ = (H + 3) / 4;
-  const int64_t panels = (G + 15) / 16;
-  w_hh_quads_.assign(panels * hh_quads_ * 64, 0);
-  gemv_ok_ = true;
-  for (int64_t r = 0; r < G; ++r)
-    for (int64_t k = 0; k < H; ++k) {
-      const int8_t w = params_.weight_hh[r * H + k];
-      w_hh_quads_[((r / 16) * hh_quads_ + k / 4) * 64 + (r % 16) * 4 + k % 4] = w;
-      gemv_ok_ = gemv_ok_ && w != INT8_MIN;
-    }
+  gemv_ok_ = std::find(params_.weight_hh.begin(), params_.weight_hh.end(), int8_t{INT8_MIN}) == params_.weight_hh.end();
   bias_hq_.resize(G);
   input_stage_ = LstmRowStage(params_.input_multiplier, params_.input_shift);
   recurrent_stage_ = LstmRowStage(params_.recurrent_multiplier, params_.recurrent_shift);
@@ -276,6 +269,7 @@ void PackedLstmInt8::run_serial(const int8_t* input, int64_t batch, int64_t step
   const int64_t IN = p.input_size, H = p.hidden_size, G = 4 * H, T = steps;
   const KernelPath gp = gemm_path(path);
   const kernels::LstmStages& st = lstm_stages(gp);  // the stages follow the GEMM's path
+  const int8_t* hh_panels = reinterpret_cast<const int8_t*>(w_hh_.panels().data());  // (P, KQ, 16, 4)
   const Scratch s = carve(scratch, IN, H);
   std::fill(s.hq, s.hq + kGemvRows * 4 * hh_quads_, int8_t{0});  // the padding columns stay 0
   const int16_t* tnh = lstm_tanh_table() + 32768;
@@ -301,7 +295,7 @@ void PackedLstmInt8::run_serial(const int8_t* input, int64_t batch, int64_t step
         if (t > 0 && gemv) {  // (rows, G)
           for (int64_t b = 0; b < rows; ++b)
             std::memcpy(s.hq + b * 4 * hh_quads_, output + ((n0 + b) * T + t - 1) * H, H);
-          st.recurrent_gemv(static_cast<int>(rows), s.hq, 4 * hh_quads_, w_hh_quads_.data(), hh_quads_, G, s.acc);
+          st.recurrent_gemv(static_cast<int>(rows), s.hq, 4 * hh_quads_, hh_panels, hh_quads_, G, s.acc);
         } else if (t > 0) {
           w_hh_.run_serial(s.uh, rows, s.acc, gp, s.gemm);
         }
