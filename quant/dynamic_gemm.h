@@ -9,21 +9,18 @@
 // (dynamic_quant.h). Every partial sum is bounded by K * 255 * 128 < 2^31 for K <= 65536, so the sums
 // are exact in int32 in any order, and every path gives the same integers.
 //
-// The fast paths pack the weights once, in panels of 16 weight rows and pairs of k:
-//   panels[p][kp][j][t] = w[16 p + j, 2 kp + t]      (P, KP, 16, 2) bytes, zero-padded in N and K
-// so that one k-pair of a panel is 32 bytes: 16 output columns x 2 k. The AVX2 kernel widens 16 of
-// them to int16 (_mm256_cvtepi8_epi16: 8 columns x 2 k), broadcasts the row's two activation codes
-// (widened to int16 beforehand) to every 32-bit lane and multiplies with _mm256_madd_epi16, which
-// adds each lane's two products into one int32: one instruction gives 8 columns of a k-pair, with no
-// horizontal sum afterwards. The products are at most 255 * 128 and a pair sum fits int32 exactly;
-// _mm256_maddubs_epi16 (u8 x s8) is avoided because it saturates its int16 pair sums. The portable
-// kernel runs the same packed layout in plain C++, so the packing is tested on any CPU.
+// The fast paths are the packed int8 GEMM's fully connected backends (quant/kernels/gemm_kernel.h): the
+// weights are packed once as that GEMM's operand B, in panels of 16 weight rows and quads of k:
+//   panels[p][kq][j][t] = w[16 p + j, 4 kq + t]      (P, KQ, 16, 4) bytes, zero-padded in N and K
+// and the same tiles run on them (AVX2: activation codes widened to int16, _mm256_madd_epi16, exact;
+// portable: plain C++ over the same layout), ending in the raw int32 sums instead of the int8 output
+// stage. The activations are not shifted to u = x + 128 here: they are unsigned codes already.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "quant/int8_gemm.h"
+#include "quant/kernels/kernel_path.h"
 
 namespace qatlab {
 
@@ -51,6 +48,9 @@ class PackedDynamicWeights {
   int64_t cols() const { return k_; }  // K
   const std::vector<int8_t>& codes() const { return codes_; }      // (N, K), as given
   const std::vector<int32_t>& row_sums() const { return row_sums_; }  // (N): sum_k w[n, k]
+  // (P, KQ, 16, 4) the codes as bytes, zero-padded in N and K (see the top of this file): the integer
+  // LSTM's GEMV reads them too.
+  const std::vector<uint8_t>& panels() const { return panels_data_; }
 
   // acc (m, N) = a (m, K) x w^T on the calling thread. scratch: scratch_elems() int16 of any contents
   // (the fast paths widen a few activation rows into it; Reference ignores it). Throws if this CPU
@@ -62,10 +62,10 @@ class PackedDynamicWeights {
   void run(const uint8_t* a, int64_t m, int32_t* acc, KernelPath path) const;
 
  private:
-  int64_t n_ = 0, k_ = 0, kp_ = 0, panels_ = 0;  // KP = ceil(K / 2) pairs, P = ceil(N / 16) panels
+  int64_t n_ = 0, k_ = 0, kq_ = 0, panels_ = 0;  // KQ = ceil(K / 4) quads, P = ceil(N / 16) panels
   std::vector<int8_t> codes_;                    // (N, K), for the Reference path and for saving
   std::vector<int32_t> row_sums_;                // (N)
-  std::vector<int8_t> panels_data_;              // (P, KP, 16, 2), see the top of this file
+  std::vector<uint8_t> panels_data_;             // (P, KQ, 16, 4), see the top of this file
 };
 
 }  // namespace qatlab

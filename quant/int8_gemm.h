@@ -1,5 +1,7 @@
 // int8_gemm.h: the optimized int8 conv and fully connected kernels (packed weights, blocked GEMM,
-// AVX2 / AVX-512 VNNI / portable paths chosen at run time), bit-identical to int8_kernels.h.
+// AVX2 / AVX-512 VNNI / portable paths chosen at run time), bit-identical to int8_kernels.h. The
+// classes here are the drivers (int8_gemm.cpp); each backend's micro-kernels, packing and output
+// stages are in quant/kernels/ (gemm_kernel.h), the kernel paths in quant/kernels/kernel_path.h.
 //
 // Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel,
 // OH x OW output, G groups, K = C/G * KH * KW (or IN) the reduction length, IN / OUT features.
@@ -73,23 +75,9 @@
 
 #include "core/tensor.h"
 #include "quant/int8_kernels.h"
+#include "quant/kernels/kernel_path.h"  // KernelPath, kernel_path_supported, add_int8, ...
 
 namespace qatlab {
-
-enum class KernelPath { Reference, Portable, Avx2, Avx512Vnni };
-
-// Whether this CPU can run `path` (Reference and Portable always can).
-bool kernel_path_supported(KernelPath path);
-// The fastest path this CPU supports: Avx512Vnni, else Avx2, else Portable.
-KernelPath best_kernel_path();
-const char* kernel_path_name(KernelPath path);  // "reference", "portable", "avx2", "avx512vnni"
-// The residual add on `path`'s kernel: the reference loop for Reference and Portable, the AVX2 one for
-// Avx2 and Avx512Vnni (throws if the CPU cannot run `path`). The same codes on every path.
-void add_int8(const AddInt8Params& params, const int8_t* a, const int8_t* b, int8_t* out, int64_t count,
-              KernelPath path);
-// "auto" (best_kernel_path), "reference", "portable", "avx2", "avx512vnni". An unknown name or a path
-// this CPU cannot run throws std::invalid_argument saying which paths are available.
-KernelPath parse_kernel_path(const std::string& name);
 
 // Per-channel output stage, precomputed for the kernels (padded to whole panels with zeros).
 struct PackedOutputStage {
@@ -177,7 +165,7 @@ class PackedConvInt8 {
   int64_t scratch_per_image_ = 0;    // bytes of scratch one thread needs (64-byte aligned)
   bool fuse_pool_ = false;           // the 2x2 / 2 max pool is fused (accumulators staged in scratch)
   // Stride 1 and one group, when it costs less than the GEMM: the AVX2 path convolves directly
-  // (int8_gemm.cpp, "AVX2 direct convolution"), from the padded image into the accumulators.
+  // (quant/kernels/conv_direct_avx2.cpp), from the padded image into the accumulators.
   bool direct_ = false;
   int64_t pairs_ = 0;                // direct: pairs of taps, ceil(K / 2)
   int64_t positions_ = 0;            // direct: (OH - 1) * Wp + OW positions of the padded image

@@ -165,8 +165,7 @@ class PackedLstmInt8 {
  private:
   LstmInt8Params params_;
   PackedDynamicWeights w_ih_, w_hh_;          // (G, IN), (G, H) packed for the GEMMs
-  std::vector<int8_t> w_hh_quads_;            // (P, KQ, 16, 4): W_hh for the one- and two-sample GEMV
-  int64_t hh_quads_ = 0;                      // KQ = ceil(H / 4)
+  int64_t hh_quads_ = 0;                      // KQ = ceil(H / 4): the GEMV reads w_hh_.panels()
   bool gemv_ok_ = false;                      // no W_hh code is -128 (the GEMV needs that)
   std::vector<int32_t> bias_x_, bias_h_;      // (G) folded biases of the GEMMs (codes + 128)
   std::vector<int32_t> bias_hq_;              // (G) folded bias of the GEMV (signed codes)

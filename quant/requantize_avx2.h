@@ -1,5 +1,6 @@
 // requantize_avx2.h: multiply_by_quantized_multiplier (requantize.h) on 8 int32 lanes with AVX2, shared
-// by the packed GEMM's output stage (int8_gemm.cpp) and the integer LSTM's stages (int_lstm.cpp).
+// by the packed GEMM's output stage (kernels/output_stage_avx2.h) and the integer LSTM's stages
+// (kernels/lstm_avx2.cpp).
 // x86 only: include it where immintrin.h is available. The functions carry target("avx2"), so the
 // including file builds for baseline x86-64; they run only where the CPU has AVX2.
 #pragma once

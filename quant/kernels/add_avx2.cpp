@@ -1,4 +1,4 @@
-// add_int8_avx2.cpp: the residual add (add_int8_reference's formula, int8_kernels.h) on 8 lanes with
+// add_avx2.cpp: the residual add (add_int8_reference's formula, int8_kernels.h) on 8 lanes with
 // AVX2, bit for bit the reference's codes. The AVX2 and AVX-512 VNNI paths both run it.
 #include "quant/int8_kernels.h"
 

@@ -1,0 +1,190 @@
+// gemm_avx512vnni.cpp: the AVX-512 VNNI backend of the packed int8 GEMM (x86 only): one-panel and
+// two-panel tiles on _mm512_dpbusd_epi32, the AVX2 output stage, and its GemmKernel entry
+// (gemm_kernel.h); its packing and fused-pool stage are the AVX2 ones. 4-bit panels are unfolded one at
+// a time and run through the one-panel tile, so this path shares its weight handling with the portable
+// one.
+//
+// The functions carry __attribute__((target(...))) so that the file builds for baseline x86-64; they
+// run only after kernel_path_supported() said yes.
+#if defined(__x86_64__) || defined(__i386__)
+#include <algorithm>
+
+#include "quant/kernels/output_stage_avx2.h"
+
+namespace qatlab::kernels {
+
+namespace {
+
+
+// A (MR rows, KQ*4) bytes, row stride a_stride; B one panel (KQ, 16, 4). Each k-quad row of the panel
+// is one zmm (16 columns x 4 bytes); dpbusd adds the 4 products u8 x s8 of each column to its int32
+// lane (no saturation). The unsigned operand is the broadcast A (fully connected: activations) or the
+// panel B (conv: im2col activations).
+// One row of a VNNI micro-tile for one k-quad: the row's 4 bytes of A broadcast to every lane.
+template <bool kBroadcastUnsigned>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"), always_inline)) inline void vnni_row_step(
+    const uint8_t* a_quad, __m512i bv, __m512i& acc) {
+  int32_t quad;
+  std::memcpy(&quad, a_quad, sizeof quad);
+  const __m512i av = _mm512_set1_epi32(quad);
+  acc = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc, av, bv) : _mm512_dpbusd_epi32(acc, bv, av);
+}
+
+// The accumulators are named variables for the reason given at avx2_tile (with an array GCC 12
+// copies each one to another register after every dpbusd).
+template <int MR, bool kBroadcastUnsigned>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const uint8_t* a, int64_t a_stride,
+                                                                           const uint8_t* b, int64_t kq_count,
+                                                                           int64_t row0, int64_t col0, int cols,
+                                                                           const Epilogue& e) {
+  static_assert(MR >= 1 && MR <= 8);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero, acc4 = zero, acc5 = zero, acc6 = zero, acc7 = zero;
+  for (int64_t kq = 0; kq < kq_count; ++kq) {
+    const __m512i bv = _mm512_loadu_si512(b + kq * kQuadBytes);
+    const uint8_t* ak = a + kq * 4;
+    vnni_row_step<kBroadcastUnsigned>(ak, bv, acc0);
+    if constexpr (MR > 1) vnni_row_step<kBroadcastUnsigned>(ak + a_stride, bv, acc1);
+    if constexpr (MR > 2) vnni_row_step<kBroadcastUnsigned>(ak + 2 * a_stride, bv, acc2);
+    if constexpr (MR > 3) vnni_row_step<kBroadcastUnsigned>(ak + 3 * a_stride, bv, acc3);
+    if constexpr (MR > 4) vnni_row_step<kBroadcastUnsigned>(ak + 4 * a_stride, bv, acc4);
+    if constexpr (MR > 5) vnni_row_step<kBroadcastUnsigned>(ak + 5 * a_stride, bv, acc5);
+    if constexpr (MR > 6) vnni_row_step<kBroadcastUnsigned>(ak + 6 * a_stride, bv, acc6);
+    if constexpr (MR > 7) vnni_row_step<kBroadcastUnsigned>(ak + 7 * a_stride, bv, acc7);
+  }
+  // Through memory, as 8-lane halves for the AVX2 output stage (this also avoids
+  // _mm512_extracti64x4_epi64, whose header trips -Wuninitialized in GCC 12).
+  alignas(64) int32_t sums[8][kPanel];  // (rows, 16 columns)
+  _mm512_store_si512(sums[0], acc0);
+  if constexpr (MR > 1) _mm512_store_si512(sums[1], acc1);
+  if constexpr (MR > 2) _mm512_store_si512(sums[2], acc2);
+  if constexpr (MR > 3) _mm512_store_si512(sums[3], acc3);
+  if constexpr (MR > 4) _mm512_store_si512(sums[4], acc4);
+  if constexpr (MR > 5) _mm512_store_si512(sums[5], acc5);
+  if constexpr (MR > 6) _mm512_store_si512(sums[6], acc6);
+  if constexpr (MR > 7) _mm512_store_si512(sums[7], acc7);
+  for (int r = 0; r < MR; ++r) {
+    finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r])), e, row0 + r, col0, std::min(cols, 8));
+    if (cols > 8)
+      finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r] + 8)), e, row0 + r, col0 + 8, cols - 8);
+  }
+}
+
+using VnniTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int,
+                            const Epilogue&);
+
+// Two neighbouring panels at once (32 columns): per k-quad, two zmm loads of B and MR broadcasts of A
+// feed 2 * MR dpbusd. With one panel the MR broadcasts and the load (MR + 1 loads for MR dpbusd) kept
+// the load ports, not the dpbusd units, busy: the 1024^3 GEMM ran at ~34 % of the vpdpbusd peak.
+// Same products and sums per column as vnni_tile, so the same int32 accumulators bit for bit.
+template <int MR, bool kBroadcastUnsigned>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile2(const uint8_t* a, int64_t a_stride,
+                                                                            const uint8_t* b, int64_t panel_bytes,
+                                                                            int64_t kq_count, int64_t row0,
+                                                                            int64_t col0, int cols,
+                                                                            const Epilogue& e) {
+  static_assert(MR >= 1 && MR <= 8);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero, p7 = zero;  // panel 0
+  __m512i q0 = zero, q1 = zero, q2 = zero, q3 = zero, q4 = zero, q5 = zero, q6 = zero, q7 = zero;  // panel 1
+  const uint8_t* b1 = b + panel_bytes;
+  for (int64_t kq = 0; kq < kq_count; ++kq) {
+    const __m512i bv0 = _mm512_loadu_si512(b + kq * kQuadBytes);
+    const __m512i bv1 = _mm512_loadu_si512(b1 + kq * kQuadBytes);
+    const uint8_t* ak = a + kq * 4;
+    const auto row = [&](int r, __m512i& acc0, __m512i& acc1) __attribute__((always_inline)) {
+      int32_t quad;
+      std::memcpy(&quad, ak + r * a_stride, sizeof quad);
+      const __m512i av = _mm512_set1_epi32(quad);
+      acc0 = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc0, av, bv0) : _mm512_dpbusd_epi32(acc0, bv0, av);
+      acc1 = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc1, av, bv1) : _mm512_dpbusd_epi32(acc1, bv1, av);
+    };
+    row(0, p0, q0);
+    if constexpr (MR > 1) row(1, p1, q1);
+    if constexpr (MR > 2) row(2, p2, q2);
+    if constexpr (MR > 3) row(3, p3, q3);
+    if constexpr (MR > 4) row(4, p4, q4);
+    if constexpr (MR > 5) row(5, p5, q5);
+    if constexpr (MR > 6) row(6, p6, q6);
+    if constexpr (MR > 7) row(7, p7, q7);
+  }
+  alignas(64) int32_t sums[8][2 * kPanel];  // (rows, 32 columns)
+  const __m512i first[8] = {p0, p1, p2, p3, p4, p5, p6, p7}, second[8] = {q0, q1, q2, q3, q4, q5, q6, q7};
+  for (int r = 0; r < MR; ++r) {
+    _mm512_store_si512(sums[r], first[r]);
+    _mm512_store_si512(sums[r] + kPanel, second[r]);
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < cols; j += 8)
+      finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r] + j)), e, row0 + r, col0 + j,
+              std::min(cols - j, 8));
+}
+
+using VnniTile2Fn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int64_t, int,
+                             const Epilogue&);
+
+template <bool kBroadcastUnsigned>
+VnniTile2Fn vnni_tile2_fn(int mr) {
+  switch (mr) {
+    case 1: return vnni_tile2<1, kBroadcastUnsigned>;
+    case 2: return vnni_tile2<2, kBroadcastUnsigned>;
+    case 3: return vnni_tile2<3, kBroadcastUnsigned>;
+    case 4: return vnni_tile2<4, kBroadcastUnsigned>;
+    case 5: return vnni_tile2<5, kBroadcastUnsigned>;
+    case 6: return vnni_tile2<6, kBroadcastUnsigned>;
+    case 7: return vnni_tile2<7, kBroadcastUnsigned>;
+    default: return vnni_tile2<8, kBroadcastUnsigned>;
+  }
+}
+
+template <bool kBroadcastUnsigned>
+VnniTileFn vnni_tile_fn(int mr) {
+  switch (mr) {
+    case 1: return vnni_tile<1, kBroadcastUnsigned>;
+    case 2: return vnni_tile<2, kBroadcastUnsigned>;
+    case 3: return vnni_tile<3, kBroadcastUnsigned>;
+    case 4: return vnni_tile<4, kBroadcastUnsigned>;
+    case 5: return vnni_tile<5, kBroadcastUnsigned>;
+    case 6: return vnni_tile<6, kBroadcastUnsigned>;
+    case 7: return vnni_tile<7, kBroadcastUnsigned>;
+    default: return vnni_tile<8, kBroadcastUnsigned>;
+  }
+}
+static_assert(kVnniMR == 8);
+
+// Rows [row0, row0 + rows) of C: pairs of 8-bit panels in the two-panel tile; an odd last panel, and
+// 4-bit panels (unfolded one at a time), in the one-panel tile.
+template <bool kBroadcastUnsigned>
+void gemm_rows_vnni(const GemmOperands& g, int64_t row0, int rows, const Epilogue& e) {
+  const int64_t panels = ceil_div(g.n, kPanel), pb = panel_bytes(g);
+  const uint8_t* a = g.a8 + row0 * g.a_stride;
+  int64_t p = 0;
+  if (!g.b_nibbles) {
+    const VnniTile2Fn tile2 = vnni_tile2_fn<kBroadcastUnsigned>(rows);
+    for (; p + 1 < panels; p += 2)
+      tile2(a, g.a_stride, g.b + p * pb, pb, g.kq_count, row0, p * kPanel, tile_cols(g, p * kPanel, 2 * kPanel), e);
+  }
+  const VnniTileFn tile = vnni_tile_fn<kBroadcastUnsigned>(rows);
+  for (; p < panels; ++p)
+    tile(a, g.a_stride, panel_8bit(g, p), g.kq_count, row0, p * kPanel, tile_cols(g, p * kPanel, kPanel), e);
+}
+
+}  // namespace
+
+const GemmKernel& gemm_kernel_avx512vnni() {
+  static const GemmKernel kernel{kVnniMR,
+                                 /*a_int16=*/false,
+                                 gemm_rows_vnni<false>,
+                                 gemm_rows_vnni<true>,
+                                 frame_image_avx2,
+                                 pack_quad_rows_avx2,
+                                 pack_conv_direct_avx2,
+                                 pool_requantize_avx2,
+                                 /*direct_conv=*/nullptr,
+                                 /*requantize_rows=*/nullptr};
+  return kernel;
+}
+
+}  // namespace qatlab::kernels
+
+#endif  // x86

@@ -1,0 +1,88 @@
+// kernel_path.cpp: CPU feature detection, the kernel paths' names and parsing, and the add dispatcher
+// (see kernel_path.h).
+#include "quant/kernels/kernel_path.h"
+
+#include <cstring>
+#include <stdexcept>
+
+#include "quant/int8_kernels.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define QATLAB_X86 1
+#else
+#define QATLAB_X86 0
+#endif
+
+namespace qatlab {
+
+namespace {
+
+bool cpu_has(const char* feature) {
+#if QATLAB_X86 && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (std::strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2");
+  if (std::strcmp(feature, "avx512vnni") == 0)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+#endif
+  (void)feature;
+  return false;
+}
+
+}  // namespace
+
+void require_supported(KernelPath path) {
+  if (!kernel_path_supported(path))
+    throw std::invalid_argument(std::string("kernel path ") + kernel_path_name(path) +
+                                " is not supported by this CPU (best available: " +
+                                kernel_path_name(best_kernel_path()) + ")");
+}
+
+bool kernel_path_supported(KernelPath path) {
+  switch (path) {
+    case KernelPath::Reference:
+    case KernelPath::Portable: return true;
+    case KernelPath::Avx2: return cpu_has("avx2");
+    case KernelPath::Avx512Vnni: return cpu_has("avx512vnni");
+  }
+  return false;
+}
+
+KernelPath best_kernel_path() {
+  if (kernel_path_supported(KernelPath::Avx512Vnni)) return KernelPath::Avx512Vnni;
+  if (kernel_path_supported(KernelPath::Avx2)) return KernelPath::Avx2;
+  return KernelPath::Portable;
+}
+
+const char* kernel_path_name(KernelPath path) {
+  switch (path) {
+    case KernelPath::Reference: return "reference";
+    case KernelPath::Portable: return "portable";
+    case KernelPath::Avx2: return "avx2";
+    case KernelPath::Avx512Vnni: return "avx512vnni";
+  }
+  return "unknown";
+}
+
+KernelPath parse_kernel_path(const std::string& name) {
+  if (name == "auto") return best_kernel_path();
+  for (KernelPath p : {KernelPath::Reference, KernelPath::Portable, KernelPath::Avx2, KernelPath::Avx512Vnni}) {
+    if (name == kernel_path_name(p)) {
+      require_supported(p);
+      return p;
+    }
+  }
+  throw std::invalid_argument("unknown kernel path '" + name +
+                              "': expected auto, reference, portable, avx2 or avx512vnni");
+}
+
+void add_int8(const AddInt8Params& params, const int8_t* a, const int8_t* b, int8_t* out, int64_t count,
+              KernelPath path) {
+  require_supported(path);
+#if QATLAB_X86
+  if (path == KernelPath::Avx2 || path == KernelPath::Avx512Vnni) return add_int8_avx2(params, a, b, out, count);
+#endif
+  add_int8_reference(params, a, b, out, count);
+}
+
+}  // namespace qatlab
