@@ -12,11 +12,28 @@
 
 namespace qatlab {
 
+namespace {
+
+// Boost 1.74's error::what() replaces "%value%" (and its other placeholders) in its message in a loop
+// that never ends when the substituted value contains the placeholder itself: `--threads '%value%'`
+// hung qatlab (found by fuzzing the INI reader). Where the input holds a '%', an error is therefore
+// described from the option's name alone, without what().
+std::string po_error_text(const po::error& e, bool input_has_percent) {
+  if (!input_has_percent) return e.what();
+  if (const auto* named = dynamic_cast<const po::error_with_option_name*>(&e))
+    return "the value given for option '" + named->get_option_name() + "' is invalid";
+  return "invalid options (a value containing '%' was not accepted)";
+}
+
+}  // namespace
+
 bool parse_command(const std::string& command, const std::string& synopsis, po::options_description& desc,
                    const po::positional_options_description& positional, int argc, char** argv,
                    po::variables_map& vm, const std::string& fallback_ini, const std::string& fallback_source) {
   desc.add_options()("help,h", "show this help")(
       "config", po::value<std::string>(), "read options from an INI file (key = value); the command line wins");
+  bool has_percent = false;  // in argv or a config file: see po_error_text
+  for (int i = 1; i < argc; ++i) has_percent = has_percent || std::string(argv[i]).find('%') != std::string::npos;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).positional(positional).run(), vm);
     if (vm.count("help")) {
@@ -25,8 +42,12 @@ bool parse_command(const std::string& command, const std::string& synopsis, po::
     }
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
-      std::ifstream in(path);
-      if (!in) throw UsageError("cannot read config file '" + path + "'");
+      std::ifstream file(path);
+      if (!file) throw UsageError("cannot read config file '" + path + "'");
+      std::ostringstream text;
+      text << file.rdbuf();
+      has_percent = has_percent || text.str().find('%') != std::string::npos;
+      std::istringstream in(text.str());
       // Values already stored from the command line are kept: Boost keeps the first value it stores.
       po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
     }
@@ -36,8 +57,9 @@ bool parse_command(const std::string& command, const std::string& synopsis, po::
         std::istringstream in(fallback_ini);
         po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/true), vm);
       } catch (const po::error& e) {
-        throw std::runtime_error((fallback_source.empty() ? std::string("stored settings") : fallback_source) + ": " +
-                                 stored_setting_error(e.what()));
+        throw std::runtime_error(
+            (fallback_source.empty() ? std::string("stored settings") : fallback_source) + ": " +
+            stored_setting_error(po_error_text(e, fallback_ini.find('%') != std::string::npos)));
       }
     }
     po::notify(vm);
@@ -48,7 +70,7 @@ bool parse_command(const std::string& command, const std::string& synopsis, po::
         throw UsageError("--" + name + " must not be empty (see qatlab " + command + " --help)");
     }
   } catch (const po::error& e) {
-    throw UsageError(std::string(e.what()) + " (see qatlab " + command + " --help)");
+    throw UsageError(po_error_text(e, has_percent) + " (see qatlab " + command + " --help)");
   }
   return true;
 }

@@ -1,5 +1,6 @@
 // int8_graph_validate.cpp: Int8Graph::validate: everything a graph read from a file must satisfy before
 // any op runs (slots, order, shapes, ranges that keep the int32 arithmetic from overflowing).
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -79,6 +80,13 @@ void check_layer(const Checker& c, const LoweredLayer& l) {
   const int64_t expected = l.weight_bits == 8 ? numel : packed_bytes(numel, l.weight_bits);
   c.require(stored == expected, "weights hold " + std::to_string(stored) + " bytes, shape " +
                                     shape_str(l.weight_shape) + " needs " + std::to_string(expected));
+  if (l.weight_bits == 8 && stored == expected) {
+    // Weights are narrow-range: the optimized kernels pair codes in int16 sums that -128 could overflow
+    // (their packing asserts it). A -128 in a file is refused here, not met by a kernel.
+    const auto at = std::find(l.weight.begin(), l.weight.end(), int8_t{-128});
+    c.require(at == l.weight.end(), "weight code -128 at index " + std::to_string(at - l.weight.begin()) +
+                                        " (8-bit weights are narrow-range: [-127, 127])");
+  }
   const int64_t oc = l.weight_shape[0];
   const ConvInt8Params& cv = l.conv;
   const FullyConnectedInt8Params& fc = l.fc;

@@ -605,6 +605,9 @@ TEST(Int8GraphValidate, ConvertedGraphsPassAndEachBrokenRuleIsNamed) {
   EXPECT_TRUE(contains(e, "num_slots = 1048576")) << e;
   e = validate_error(lenet, [](Int8Graph& g) { g.input_shape = {1, 65535, 65535}; });
   EXPECT_TRUE(contains(e, "too large")) << e;
+  // A -128 weight: the kernels' packing assumes narrow-range weights (found by fuzzing the loader).
+  e = validate_error(lenet, [&](Int8Graph& g) { g.ops[fc].layer.weight[7] = -128; });
+  EXPECT_TRUE(contains(e, "weight code -128 at index 7")) << e;
   e = validate_error(lenet, [](Int8Graph& g) { g.ops.front().name = "evil\x1b[2J"; });
   EXPECT_EQ(e, "(valid)");  // names are only printed, escaped (checked in the CLI tests)
 }
