@@ -1,7 +1,6 @@
-// ops_conv.cpp: 2-d convolution (im2col over blocks of output rows + Eigen GEMM, images over OpenMP threads).
-//
-// Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel,
-// OH x OW output, G groups, CG = C / G and OCG = OC / G channels per group, K = CG * KH * KW.
+// ops_conv.cpp: 2-d convolution. Stride-1 convolutions run on the shifted-tap kernels
+// (ops_conv_taps.cpp); the others here, as im2col over blocks of output rows + Eigen GEMM, images over
+// OpenMP threads. Shape letters: conv_geometry.h.
 #include <omp.h>
 
 #include <Eigen/Core>
@@ -10,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/conv_geometry.h"
 #include "core/ops.h"
 #include "core/profiler.h"
 
@@ -23,40 +23,6 @@ using ConstMapMatrix = Eigen::Map<const RowMatrix>;
 // A block of columns of a row-major matrix: rows keep the full matrix's pitch.
 using StridedMapMatrix = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
 using ConstStridedMapMatrix = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
-
-struct ConvGeometry {
-  int64_t n, c, h, w, oc, kh, kw, oh, ow, groups, cg, ocg, k;
-  int64_t sh, sw, ph, pw;
-  // A 1x1 kernel with stride 1 and no padding reads the input as its own column matrix.
-  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
-};
-
-ConvGeometry conv_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
-  QATLAB_CHECK(x.dim() == 4, "conv2d: input must be (N, C, H, W), got " + shape_str(x.shape()));
-  QATLAB_CHECK(weight.dim() == 4, "conv2d: weight must be (OC, C/groups, KH, KW), got " + shape_str(weight.shape()));
-  QATLAB_CHECK(p.groups >= 1 && p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
-            "conv2d: groups and strides must be >= 1 and padding >= 0");
-  ConvGeometry g{};
-  g.n = x.size(0), g.c = x.size(1), g.h = x.size(2), g.w = x.size(3);
-  g.oc = weight.size(0), g.kh = weight.size(2), g.kw = weight.size(3);
-  g.groups = p.groups;
-  g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
-  QATLAB_CHECK(g.c % g.groups == 0 && g.oc % g.groups == 0,
-            "conv2d: channels " + std::to_string(g.c) + " -> " + std::to_string(g.oc) + " not divisible by groups " +
-                std::to_string(g.groups));
-  g.cg = g.c / g.groups;
-  g.ocg = g.oc / g.groups;
-  QATLAB_CHECK(weight.size(1) == g.cg, "conv2d: weight " + shape_str(weight.shape()) + " does not fit input " +
-                                        shape_str(x.shape()) + " with groups " + std::to_string(g.groups));
-  QATLAB_CHECK(!bias.defined() || bias.shape() == Shape{g.oc},
-            "conv2d: bias must be (" + std::to_string(g.oc) + "), got " + (bias.defined() ? shape_str(bias.shape()) : ""));
-  g.oh = conv_out_size(g.h, g.kh, g.sh, g.ph);
-  g.ow = conv_out_size(g.w, g.kw, g.sw, g.pw);
-  QATLAB_CHECK(g.oh > 0 && g.ow > 0, "conv2d: kernel " + shape_str(weight.shape()) + " larger than padded input " +
-                                      shape_str(x.shape()));
-  g.k = g.cg * g.kh * g.kw;
-  return g;
-}
 
 // The output rows [lo, hi) whose input row oy * SH + dy lies inside [0, H), and likewise the output
 // columns whose input column ox * SW + dx lies inside [0, W); the others read padding.
@@ -171,6 +137,7 @@ int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
   const ConvGeometry g = conv_geometry(x, weight, bias, p);
+  if (taps_convolution(g)) return conv2d_taps(x, weight, bias, g);
   const int64_t ohw = g.oh * g.ow;
   // A pointwise convolution reads the input as its column matrix: one block of all rows.
   const int64_t rows_per_block = g.pointwise() ? g.oh : block_rows(g);

@@ -1,13 +1,17 @@
 // test_ops_conv.cpp: conv2d against a direct nested-loop convolution (strides, padding, groups,
-// depthwise, with and without bias), with its gradients, and conv_out_size.
+// depthwise, with and without bias), with its gradients, and conv_out_size. Stride-1 convolutions run
+// on the shifted-tap kernels: those are tested on every float path this CPU has (forward and all three
+// gradients against loops in double, on shapes that reach every tile edge, and the gradient checker).
 //
 // Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel,
 // OH x OW output, G groups.
+#include <iostream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "core/cpu_features.h"
 #include "core/ops.h"
 #include "tests/core/gradcheck.h"
 
@@ -48,6 +52,59 @@ Tensor ref_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2
         }
     }
   return y;
+}
+
+// The gradients of ref_conv2d's output seeded with gy, by the same loops: {dx, dw, db}.
+std::vector<Tensor> ref_conv2d_grads(const Tensor& x, const Tensor& w, const Tensor& gy, const Conv2dParams& p) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t OC = w.size(0), CG = w.size(1), KH = w.size(2), KW = w.size(3);
+  const int64_t OCG = OC / p.groups, OH = gy.size(2), OW = gy.size(3);
+  std::vector<double> dx(x.numel(), 0.0), dw(w.numel(), 0.0), db(OC, 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oc = 0; oc < OC; ++oc)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          const double g = gy.data()[((n * OC + oc) * OH + oh) * OW + ow];
+          db[oc] += g;
+          for (int64_t cg = 0; cg < CG; ++cg)
+            for (int64_t kh = 0; kh < KH; ++kh)
+              for (int64_t kw = 0; kw < KW; ++kw) {
+                const int64_t ih = oh * p.stride_h - p.pad_h + kh, iw = ow * p.stride_w - p.pad_w + kw;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                const int64_t xi = ((n * C + oc / OCG * CG + cg) * H + ih) * W + iw;
+                const int64_t wi = ((oc * CG + cg) * KH + kh) * KW + kw;
+                dx[xi] += g * w.data()[wi];
+                dw[wi] += g * x.data()[xi];
+              }
+        }
+  const auto to_tensor = [](const std::vector<double>& v, const Shape& shape) {
+    Tensor t = Tensor::empty(shape);
+    for (size_t i = 0; i < v.size(); ++i) t.data()[i] = static_cast<float>(v[i]);
+    return t;
+  };
+  return {to_tensor(dx, x.shape()), to_tensor(dw, w.shape()), to_tensor(db, {OC})};
+}
+
+// Runs the float ops on `path` while in scope.
+class FloatPathScope {
+ public:
+  explicit FloatPathScope(FloatPath path) : saved_(active_float_path()) { set_float_path(path); }
+  ~FloatPathScope() { set_float_path(saved_); }
+
+ private:
+  FloatPath saved_;
+};
+
+// The float paths this CPU runs; the others are reported as skipped.
+std::vector<FloatPath> float_paths() {
+  std::vector<FloatPath> paths;
+  for (FloatPath p : {FloatPath::Portable, FloatPath::Avx2, FloatPath::Avx512}) {
+    if (float_path_supported(p))
+      paths.push_back(p);
+    else
+      std::cout << "[  SKIPPED ] float path " << float_path_name(p) << ": not supported by this CPU\n";
+  }
+  return paths;
 }
 
 struct ConvCase {
@@ -151,6 +208,82 @@ TEST(Conv2dOp, InputGradientAddsToAnExistingOne) {
     const std::vector<float> ga = xa.grad().to_vector(), gb = xb.grad().to_vector(), xv = x0.to_vector();
     for (size_t i = 0; i < ga.size(); ++i) EXPECT_NEAR(gb[i], ga[i] + 2 * xv[i], 1e-4) << i;
   }
+}
+
+// Stride-1 shapes for the shifted-tap kernels: output channels around every tile height (1..10 reach
+// the 8-, 4- and 2-high tiles and their edges), (channel, tap) pair counts that leave every remainder
+// of the 6-wide weight-gradient tile, position counts that end on each forward tile edge, kernels 1x1
+// to 5x5 with all the paddings it takes, groups, depthwise, and a batch large enough that the weight
+// gradient sweeps over several blocks of positions and images split over threads.
+std::vector<ConvCase> tap_cases() {
+  const auto params = [](int64_t ph, int64_t pw, int64_t groups) {
+    Conv2dParams p;
+    p.pad_h = ph, p.pad_w = pw, p.groups = groups;
+    return p;
+  };
+  std::vector<ConvCase> cases;
+  for (int64_t oc = 1; oc <= 10; ++oc)
+    cases.push_back({"oc" + std::to_string(oc), {2, 3, 7, 9}, {oc, 3, 3, 3}, oc % 2 == 1, params(1, 1, 1)});
+  for (int64_t c = 1; c <= 6; ++c)
+    cases.push_back({"c" + std::to_string(c) + "_valid", {1, c, 6, 5}, {5, c, 3, 3}, true, params(0, 0, 1)});
+  for (int64_t w = 1; w <= 20; w += 3)
+    cases.push_back({"w" + std::to_string(w), {2, 2, 4, w}, {9, 2, 3, 1}, false, params(1, 0, 1)});
+  cases.push_back({"k5_pad2", {2, 1, 12, 12}, {6, 1, 5, 5}, true, params(2, 2, 1)});
+  cases.push_back({"k5_pad1", {1, 2, 9, 8}, {3, 2, 5, 5}, true, params(1, 1, 1)});
+  cases.push_back({"k5_pad4", {1, 2, 4, 3}, {3, 2, 5, 5}, false, params(4, 4, 1)});
+  cases.push_back({"pointwise", {3, 5, 6, 7}, {7, 5, 1, 1}, true, params(0, 0, 1)});
+  cases.push_back({"groups3", {2, 6, 6, 6}, {9, 2, 3, 3}, true, params(1, 1, 3)});
+  cases.push_back({"depthwise", {2, 5, 7, 7}, {5, 1, 3, 3}, false, params(1, 1, 5)});
+  cases.push_back({"many_sweeps", {8, 64, 24, 24}, {40, 64, 3, 3}, true, params(1, 1, 1)});
+  return cases;
+}
+
+TEST(Conv2dOp, TapKernelsMatchLoopsOnEveryFloatPath) {
+  for (FloatPath path : float_paths()) {
+    FloatPathScope scope(path);
+    Rng rng(5);
+    for (const ConvCase& cc : tap_cases()) {
+      SCOPED_TRACE(std::string(float_path_name(path)) + " " + cc.name);
+      const Tensor x0 = random_tensor(cc.x, rng), w0 = random_tensor(cc.w, rng);
+      const Tensor b0 = cc.bias ? random_tensor({cc.w[0]}, rng) : Tensor();
+      Tensor x = x0.clone().set_requires_grad(true), w = w0.clone().set_requires_grad(true);
+      Tensor b = cc.bias ? b0.clone().set_requires_grad(true) : Tensor();
+      Tensor y = conv2d(x, w, b, cc.p);
+      EXPECT_TENSOR_NEAR(y, ref_conv2d(x0, w0, b0, cc.p), 1e-4);
+      const Tensor gy = random_tensor(y.shape(), rng);
+      y.backward(gy);
+      const std::vector<Tensor> ref = ref_conv2d_grads(x0, w0, gy, cc.p);
+      EXPECT_TENSOR_NEAR(x.grad(), ref[0], 1e-4);
+      EXPECT_TENSOR_NEAR(w.grad(), ref[1], 1e-3);
+      if (cc.bias) EXPECT_TENSOR_NEAR(b.grad(), ref[2], 1e-3);
+    }
+  }
+}
+
+TEST(Conv2dOp, TapKernelGradientsCheckOnEveryFloatPath) {
+  for (FloatPath path : float_paths()) {
+    FloatPathScope scope(path);
+    Rng rng(6);
+    for (const ConvCase& cc : tap_cases()) {
+      if (cc.name == "many_sweeps" || cc.name.rfind("oc", 0) == 0 && cc.name != "oc9") continue;  // loops cover them
+      SCOPED_TRACE(std::string(float_path_name(path)) + " " + cc.name);
+      const Tensor x = random_tensor(cc.x, rng), w = random_tensor(cc.w, rng);
+      const Conv2dParams p = cc.p;
+      if (cc.bias)
+        EXPECT_GRADS_OK([p](In in) { return conv2d(in[0], in[1], in[2], p); }, {x, w, random_tensor({cc.w[0]}, rng)});
+      else
+        EXPECT_GRADS_OK([p](In in) { return conv2d(in[0], in[1], Tensor(), p); }, {x, w});
+    }
+  }
+}
+
+TEST(Conv2dOp, FloatPathsRefuseWhatTheCpuLacks) {
+  for (FloatPath p : {FloatPath::Portable, FloatPath::Avx2, FloatPath::Avx512}) {
+    if (float_path_supported(p)) continue;
+    EXPECT_TRUE(throws_with([&] { set_float_path(p); }, {"float path", float_path_name(p), "not supported"}));
+  }
+  EXPECT_TRUE(float_path_supported(FloatPath::Portable));
+  EXPECT_TRUE(float_path_supported(best_float_path()));
 }
 
 TEST(Conv2dOp, RejectsMismatchedShapes) {

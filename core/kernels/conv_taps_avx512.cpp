@@ -1,0 +1,43 @@
+// conv_taps_avx512.cpp: the shifted-tap convolution kernels on AVX-512 (conv_taps.h).
+//
+// Forward tile 8 output channels x 3 vectors of 16 positions, weight-gradient tile 4 output channels x
+// 6 (channel, tap) pairs: 24 of the 32 zmm registers accumulate (conv_taps_tiles.h). The functions
+// carry target attributes, so the file builds for any x86-64; they run only where
+// cpu_has(CpuFeature::Avx512).
+#include "core/kernels/conv_taps.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define QATLAB_TAPS_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#include "core/kernels/conv_taps_tiles.h"
+
+namespace qatlab {
+namespace {
+
+struct Zmm {
+  using Reg = __m512;
+  static constexpr int kWidth = 16;
+  QATLAB_TAPS_TARGET static Reg zero() { return _mm512_setzero_ps(); }
+  QATLAB_TAPS_TARGET static Reg load(const float* p) { return _mm512_loadu_ps(p); }
+  QATLAB_TAPS_TARGET static void store(float* p, Reg r) { _mm512_storeu_ps(p, r); }
+  QATLAB_TAPS_TARGET static Reg set1(float f) { return _mm512_set1_ps(f); }
+  QATLAB_TAPS_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm512_fmadd_ps(a, b, acc); }
+  QATLAB_TAPS_TARGET static float sum(Reg r) { return _mm512_reduce_add_ps(r); }
+};
+
+using Tiles = TapTiles<Zmm, 8, 3, 4, 6>;
+
+}  // namespace
+
+const TapConvKernels kTapConvAvx512{FloatPath::Avx512, 8, Tiles::forward, Tiles::weight_grad};
+
+}  // namespace qatlab
+
+#else  // not x86-64: the path is never supported; its table has no kernels.
+
+namespace qatlab {
+const TapConvKernels kTapConvAvx512{FloatPath::Avx512, 1, nullptr, nullptr};
+}  // namespace qatlab
+
+#endif

@@ -1,0 +1,151 @@
+// conv_taps_tiles.h: the register-blocked tiles of the shifted-tap convolution (conv_taps.h), written
+// once for any vector width. Included only by a backend file (conv_taps_avx2.cpp, conv_taps_avx512.cpp),
+// which first defines
+//   QATLAB_TAPS_TARGET  the function attribute that lets the tiles use its instructions, and
+//   a vector type V:    V::Reg, V::kWidth (floats), and static zero(), load(p), store(p, r), set1(f),
+//                       fma(a, b, acc) = a * b + acc, sum(r) = the sum of r's lanes, all
+//                       QATLAB_TAPS_TARGET and inline,
+// then names its kernels TapTiles<V, oc_block, q_block, wg_oc, wg_pairs>::forward / ::weight_grad.
+//
+// Forward tile: OB output channels x QB vectors of positions, OB * QB accumulators; per (channel, tap)
+// QB input loads and OB weight broadcasts feed OB * QB multiply-adds. Weight-gradient tile: OB output
+// channels x JB (channel, tap) pairs; per vector of positions OB dy loads and JB input loads feed
+// OB * JB multiply-adds. Edges take the same tiles with smaller OB, QB, JB.
+#pragma once
+
+#include <utility>
+
+#include "core/kernels/conv_taps.h"
+
+#ifndef QATLAB_TAPS_TARGET
+#error "define QATLAB_TAPS_TARGET before including conv_taps_tiles.h"
+#endif
+
+namespace qatlab {
+namespace {
+
+template <class V, int kOcBlock, int kQBlock, int kWgOc, int kWgPairs>
+struct TapTiles {
+  static_assert(kTapQuantum % V::kWidth == 0, "a call's positions must fill whole vectors");
+
+  template <int OB, int QB>
+  QATLAB_TAPS_TARGET static void forward_tile(const TapForward& a, int64_t q0) {
+    typename V::Reg acc[OB][QB];
+#pragma GCC unroll 16
+    for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 16
+      for (int v = 0; v < QB; ++v) acc[o][v] = V::zero();
+    const float* w = a.w;
+    for (int64_t c = 0; c < a.channels; ++c) {
+      const float* xc = a.x + c * a.x_pitch + q0;
+      for (int64_t t = 0; t < a.taps; ++t, w += kOcBlock) {
+        const float* xs = xc + a.offsets[t];
+        typename V::Reg xv[QB];
+#pragma GCC unroll 16
+        for (int v = 0; v < QB; ++v) xv[v] = V::load(xs + V::kWidth * v);
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+          const typename V::Reg wv = V::set1(w[o]);
+#pragma GCC unroll 16
+          for (int v = 0; v < QB; ++v) acc[o][v] = V::fma(wv, xv[v], acc[o][v]);
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 16
+      for (int v = 0; v < QB; ++v) V::store(a.y + o * a.y_pitch + q0 + V::kWidth * v, acc[o][v]);
+  }
+
+  // The last `rest` (< kQBlock) vectors, from vector v on.
+  template <int OB, int R>
+  QATLAB_TAPS_TARGET static void forward_rest(const TapForward& a, int64_t v, int64_t rest) {
+    if (rest == R)
+      forward_tile<OB, R>(a, v * V::kWidth);
+    else if constexpr (R > 1)
+      forward_rest<OB, R - 1>(a, v, rest);
+  }
+
+  template <int OB>
+  QATLAB_TAPS_TARGET static void forward_rows(const TapForward& a) {
+    const int64_t vectors = round_up_taps(a.q_count) / V::kWidth;
+    int64_t v = 0;
+    for (; v + kQBlock <= vectors; v += kQBlock) forward_tile<OB, kQBlock>(a, v * V::kWidth);
+    if constexpr (kQBlock > 1)
+      if (v < vectors) forward_rest<OB, kQBlock - 1>(a, v, vectors - v);
+  }
+
+  template <int... I>
+  static void forward_channels(const TapForward& a, std::integer_sequence<int, I...>) {
+    static constexpr void (*kRows[])(const TapForward&) = {forward_rows<I + 1>...};
+    kRows[a.oc - 1](a);
+  }
+
+  static void forward(const TapForward& a) { forward_channels(a, std::make_integer_sequence<int, kOcBlock>{}); }
+
+  template <int OB, int JB>
+  QATLAB_TAPS_TARGET static void weight_grad_tile(const TapWeightGrad& a, int64_t o0, int64_t j0) {
+    const int64_t pairs = a.channels * a.taps;
+    const float* dy[OB];
+    const float* x[JB];
+#pragma GCC unroll 16
+    for (int o = 0; o < OB; ++o) dy[o] = a.dy + (o0 + o) * a.dy_pitch;
+#pragma GCC unroll 16
+    for (int j = 0; j < JB; ++j) x[j] = a.x + ((j0 + j) / a.taps) * a.x_pitch + a.offsets[(j0 + j) % a.taps];
+    typename V::Reg acc[OB][JB];
+#pragma GCC unroll 16
+    for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 16
+      for (int j = 0; j < JB; ++j) acc[o][j] = V::zero();
+    for (int64_t q = a.q_begin; q < a.q_end; q += V::kWidth) {
+      typename V::Reg d[OB];
+#pragma GCC unroll 16
+      for (int o = 0; o < OB; ++o) d[o] = V::load(dy[o] + q);
+#pragma GCC unroll 16
+      for (int j = 0; j < JB; ++j) {
+        const typename V::Reg xv = V::load(x[j] + q);
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) acc[o][j] = V::fma(d[o], xv, acc[o][j]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int o = 0; o < OB; ++o)
+#pragma GCC unroll 16
+      for (int j = 0; j < JB; ++j) a.acc[(o0 + o) * pairs + j0 + j] += V::sum(acc[o][j]);
+  }
+
+  template <int OB, int R>
+  QATLAB_TAPS_TARGET static void weight_grad_rest(const TapWeightGrad& a, int64_t o0, int64_t j0, int64_t rest) {
+    if (rest == R)
+      weight_grad_tile<OB, R>(a, o0, j0);
+    else if constexpr (R > 1)
+      weight_grad_rest<OB, R - 1>(a, o0, j0, rest);
+  }
+
+  template <int OB>
+  QATLAB_TAPS_TARGET static void weight_grad_rows(const TapWeightGrad& a, int64_t o0) {
+    const int64_t pairs = a.channels * a.taps;
+    int64_t j = 0;
+    for (; j + kWgPairs <= pairs; j += kWgPairs) weight_grad_tile<OB, kWgPairs>(a, o0, j);
+    if constexpr (kWgPairs > 1)
+      if (j < pairs) weight_grad_rest<OB, kWgPairs - 1>(a, o0, j, pairs - j);
+  }
+
+  template <int R>
+  QATLAB_TAPS_TARGET static void weight_grad_rest_rows(const TapWeightGrad& a, int64_t o0, int64_t rest) {
+    if (rest == R)
+      weight_grad_rows<R>(a, o0);
+    else if constexpr (R > 1)
+      weight_grad_rest_rows<R - 1>(a, o0, rest);
+  }
+
+  static void weight_grad(const TapWeightGrad& a) {
+    int64_t o = 0;
+    for (; o + kWgOc <= a.oc; o += kWgOc) weight_grad_rows<kWgOc>(a, o);
+    if constexpr (kWgOc > 1)
+      if (o < a.oc) weight_grad_rest_rows<kWgOc - 1>(a, o, a.oc - o);
+  }
+};
+
+}  // namespace
+}  // namespace qatlab
