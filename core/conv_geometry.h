@@ -46,6 +46,10 @@ inline ConvGeometry conv_geometry(const Tensor& x, const Tensor& weight, const T
   return g;
 }
 
+// Below this many multiply-adds a convolution pass runs on one thread: waking the team costs more, and
+// on a busy machine a parallel region waits for a descheduled thread's next time slice.
+inline constexpr int64_t kParallelMacs = int64_t{1} << 20;
+
 // The shifted-tap kernels take every stride-1 convolution whose padding is at most KH - 1 by KW - 1
 // (so that its input gradient is a stride-1 convolution too); ops_conv_taps.cpp.
 inline bool taps_convolution(const ConvGeometry& g) {

@@ -147,7 +147,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   const float* bd = bias.defined() ? bias.data() : nullptr;
   float* yd = y.data();
 
-#pragma omp parallel
+#pragma omp parallel if (g.n * g.oc * ohw * g.cg * g.kh * g.kw >= kParallelMacs)
   {
     // One column buffer per thread, reused for every block, image and group it handles.
     // Uninitialised: im2col writes all of it.
@@ -184,7 +184,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     bool gx_fresh = false;
     float* gx = !x.requires_grad() ? nullptr : transposable ? x.grad_for_write(&gx_fresh) : x.mutable_grad();
     const bool need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
-    const int threads = omp_get_max_threads();
+    const int threads = g.n * g.oc * ohw * g.cg * g.kh * g.kw >= kParallelMacs ? omp_get_max_threads() : 1;
     // Per-thread weight/bias gradient partials, summed in thread order afterwards: deterministic for a
     // given thread count, and no atomics in the loop.
     std::vector<float> gw_part(need_w ? threads * weight.numel() : 0, 0.0f);  // (T, OC, K)

@@ -98,9 +98,37 @@ std::vector<float> pack_weights(const float* w, int64_t groups, int64_t out, int
   return p;
 }
 
+// The direct-output store map of a grid of row pitch P with OH x OW valid positions (TapForward): per
+// kTapQuantum positions, which are valid and the output index of the first of them.
+struct StoreMap {
+  std::vector<uint16_t> masks;
+  std::vector<int64_t> index;
+};
+StoreMap store_map(int64_t pitch, int64_t oh, int64_t ow) {
+  const int64_t vectors = round_up_taps(oh * pitch) / kTapQuantum;
+  StoreMap m;
+  m.masks.resize(static_cast<size_t>(vectors));
+  m.index.resize(static_cast<size_t>(vectors));
+  int64_t valid = 0;  // valid positions before the current one
+  for (int64_t v = 0; v < vectors; ++v) {
+    m.index[v] = valid;
+    uint16_t mask = 0;
+    for (int64_t l = 0; l < kTapQuantum; ++l) {
+      const int64_t q = v * kTapQuantum + l;
+      if (q / pitch < oh && q % pitch < ow) {
+        mask = static_cast<uint16_t>(mask | (1u << l));
+        ++valid;
+      }
+    }
+    m.masks[v] = mask;
+  }
+  return m;
+}
+
 // out (N, G * OUT, OH, OW) = (or +=, with `accumulate`) the convolution of the stack (G * IN channels)
 // with packed weights (pack_weights), plus bias (or none). Output row oy is read from grid positions
-// oy * P .. oy * P + OW - 1. Images and blocks of output channels spread over the threads.
+// oy * P .. oy * P + OW - 1: by the kernel itself where it writes output planes, else from a grid
+// scratch per thread. Images and blocks of output channels spread over the threads.
 void run_forward(const TapConvKernels& k, const PlaneStack& in, const std::vector<int64_t>& offsets, int64_t groups,
                  int64_t in_g, int64_t out_g, const std::vector<float>& packed, const float* bias, int64_t oh,
                  int64_t ow, float* out, bool accumulate) {
@@ -109,9 +137,11 @@ void run_forward(const TapConvKernels& k, const PlaneStack& in, const std::vecto
   const int64_t q_count = oh * in.pitch, y_pitch = round_up_taps(q_count);
   const int64_t tasks = in.images * groups * blocks;
   const int64_t out_c = groups * out_g;
-#pragma omp parallel
+  const StoreMap map = k.direct_output ? store_map(in.pitch, oh, ow) : StoreMap{};
+  const bool parallel = in.images * out_c * q_count * in_g * taps >= kParallelMacs;
+#pragma omp parallel if (parallel)
   {
-    std::shared_ptr<float[]> scratch = alloc_floats(block * y_pitch);  // (block, grid positions)
+    std::shared_ptr<float[]> scratch = k.direct_output ? nullptr : alloc_floats(block * y_pitch);  // (block, grid)
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t n = task / (groups * blocks), gi = task / blocks % groups, b = task % blocks;
@@ -124,15 +154,25 @@ void run_forward(const TapConvKernels& k, const PlaneStack& in, const std::vecto
       a.taps = taps;
       a.w = packed.data() + (gi * blocks + b) * in_g * taps * block;
       a.oc = oc;
+      a.q_count = q_count;
+      if (k.direct_output) {
+        a.out = out + (n * out_c + o0) * oh * ow;
+        a.out_pitch = oh * ow;
+        a.store_masks = map.masks.data();
+        a.store_index = map.index.data();
+        a.bias = bias ? bias + o0 : nullptr;
+        a.accumulate = accumulate;
+        k.forward(a);
+        continue;
+      }
       a.y = scratch.get();
       a.y_pitch = y_pitch;
-      a.q_count = q_count;
       k.forward(a);
       for (int64_t o = 0; o < oc; ++o) {
         const float add = bias ? bias[o0 + o] : 0.0f;
         for (int64_t y = 0; y < oh; ++y) {
-          const float* src = scratch.get() + o * y_pitch + y * in.pitch;
-          float* dst = out + ((n * out_c + o0 + o) * oh + y) * ow;
+          const float* __restrict src = scratch.get() + o * y_pitch + y * in.pitch;
+          float* __restrict dst = out + ((n * out_c + o0 + o) * oh + y) * ow;
           if (accumulate)
             for (int64_t x = 0; x < ow; ++x) dst[x] += src[x] + add;
           else
@@ -143,11 +183,6 @@ void run_forward(const TapConvKernels& k, const PlaneStack& in, const std::vecto
   }
 }
 
-// Positions per weight-gradient sweep: dy's and x's rows of one sweep fill about 256 KiB (L2).
-int64_t sweep_positions(int64_t rows) {
-  constexpr int64_t kFloats = int64_t{256} * 1024;
-  return std::max<int64_t>(256, kFloats / rows / kTapQuantum * kTapQuantum);
-}
 
 }  // namespace
 
@@ -179,7 +214,7 @@ Tensor conv2d_taps(const Tensor& x, const Tensor& weight, const Tensor& bias, co
     if (need_x || (need_w && shared))
       dys = pad_planes(gyd, g.n, g.oc, g.oh, g.ow, top, left, t_rows, t_pitch,
                        std::max(tail_for(t_offsets), round_up_taps(top * t_pitch + left) + kTapQuantum));
-    const int threads = omp_get_max_threads();
+    const int threads = g.n * g.oc * g.oh * g.ow * pairs >= kParallelMacs ? omp_get_max_threads() : 1;
 
     if (need_w || need_b) {
       ProfilePart part("weight_grad");
@@ -201,7 +236,6 @@ Tensor conv2d_taps(const Tensor& x, const Tensor& weight, const Tensor& bias, co
       // deterministic for a given thread count, and no atomics.
       std::vector<float> gw_part(need_w ? threads * g.oc * pairs : 0, 0.0f);  // (T, OC, CG * KH * KW)
       std::vector<float> gb_part(need_b ? threads * g.oc : 0, 0.0f);          // (T, OC)
-      const int64_t sweep = sweep_positions(g.ocg + g.cg);
 #pragma omp parallel num_threads(threads)
       {
         const int t = omp_get_thread_num(), team = omp_get_num_threads();
@@ -217,8 +251,7 @@ Tensor conv2d_taps(const Tensor& x, const Tensor& weight, const Tensor& bias, co
             }
         }
         if (need_w) {
-          const int64_t q_end = n1 * xs.plane;
-          for (int64_t q0 = n0 * xs.plane; q0 < q_end; q0 += sweep) {
+          {
             for (int64_t gi = 0; gi < g.groups; ++gi) {
               TapWeightGrad a;
               a.dy = dy + gi * g.ocg * dy_pitch;
@@ -229,8 +262,8 @@ Tensor conv2d_taps(const Tensor& x, const Tensor& weight, const Tensor& bias, co
               a.channels = g.cg;
               a.offsets = offsets->data();
               a.taps = taps;
-              a.q_begin = q0;
-              a.q_end = std::min(q_end, q0 + sweep);
+              a.q_begin = n0 * xs.plane;
+              a.q_end = n1 * xs.plane;
               a.acc = gw_part.data() + (t * g.oc + gi * g.ocg) * pairs;
               k.weight_grad(a);
             }

@@ -32,6 +32,12 @@ inline int64_t round_up_taps(int64_t n) { return (n + kTapQuantum - 1) / kTapQua
 // Forward over one block of at most oc_block output channels:
 //   y[o * y_pitch + q] = sum_{c < channels, t < taps} w[(c * taps + t) * oc_block + o] * x[c * x_pitch + offsets[t] + q]
 // for o < oc and q < round_up_taps(q_count). y is overwritten.
+//
+// Kernels with direct_output write the output planes themselves when `out` is set (y is then unused):
+// of the 16 positions from 16 * v on, those in bit set store_masks[v] are the valid ones (inside a row
+// and a row < OH); they go, plus bias[o] if bias is set, to out[o * out_pitch + store_index[v] + k] for
+// the k-th valid position, added to what is there with `accumulate`. Valid positions of the grid are
+// consecutive in the output plane, so a vector's valid lanes are one contiguous run there.
 struct TapForward {
   const float* x = nullptr;
   int64_t x_pitch = 0;   // channel c's plane starts at x + c * x_pitch
@@ -43,13 +49,20 @@ struct TapForward {
   float* y = nullptr;
   int64_t y_pitch = 0;
   int64_t q_count = 0;
+  // Direct output (direct_output kernels only).
+  float* out = nullptr;
+  int64_t out_pitch = 0;
+  const uint16_t* store_masks = nullptr;
+  const int64_t* store_index = nullptr;
+  const float* bias = nullptr;
+  bool accumulate = false;
 };
 
 // Weight-gradient sums over q in [q_begin, q_end) (both multiples of kTapQuantum), for every o < oc
 // and j = c * taps + t < channels * taps:
 //   acc[o * channels * taps + j] += sum over q of dy[o * dy_pitch + q] * x[c * x_pitch + offsets[t] + q]
-// A kernel sums in vector lanes and adds the lanes' total at the end of the range: the longer the
-// range, the less that costs.
+// Give a kernel a long range (a thread's share of the batch): it blocks the positions for the caches
+// itself, and adds up its vector lanes once at the end.
 struct TapWeightGrad {
   const float* dy = nullptr;
   int64_t dy_pitch = 0;
@@ -65,7 +78,8 @@ struct TapWeightGrad {
 
 struct TapConvKernels {
   FloatPath path;
-  int oc_block;  // output channels per forward call (packed weight block width)
+  int oc_block;        // output channels per forward call (packed weight block width)
+  bool direct_output;  // forward writes output planes (TapForward::out) without a y grid
   void (*forward)(const TapForward& args);
   void (*weight_grad)(const TapWeightGrad& args);
 };

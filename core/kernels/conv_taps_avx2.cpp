@@ -23,6 +23,7 @@ struct Ymm {
   QATLAB_TAPS_TARGET static void store(float* p, Reg r) { _mm256_storeu_ps(p, r); }
   QATLAB_TAPS_TARGET static Reg set1(float f) { return _mm256_set1_ps(f); }
   QATLAB_TAPS_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm256_fmadd_ps(a, b, acc); }
+  static constexpr bool kCompress = false;  // no vcompressps: the caller compacts the y grid
   QATLAB_TAPS_TARGET static float sum(Reg r) {
     const __m128 four = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
     const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
@@ -34,14 +35,14 @@ using Tiles = TapTiles<Ymm, 4, 3, 2, 6>;
 
 }  // namespace
 
-const TapConvKernels kTapConvAvx2{FloatPath::Avx2, 4, Tiles::forward, Tiles::weight_grad};
+const TapConvKernels kTapConvAvx2{FloatPath::Avx2, 4, false, Tiles::forward, Tiles::weight_grad};
 
 }  // namespace qatlab
 
 #else  // not x86-64: the path is never supported; its table has no kernels.
 
 namespace qatlab {
-const TapConvKernels kTapConvAvx2{FloatPath::Avx2, 1, nullptr, nullptr};
+const TapConvKernels kTapConvAvx2{FloatPath::Avx2, 1, false, nullptr, nullptr};
 }  // namespace qatlab
 
 #endif

@@ -24,20 +24,30 @@ struct Zmm {
   QATLAB_TAPS_TARGET static Reg set1(float f) { return _mm512_set1_ps(f); }
   QATLAB_TAPS_TARGET static Reg fma(Reg a, Reg b, Reg acc) { return _mm512_fmadd_ps(a, b, acc); }
   QATLAB_TAPS_TARGET static float sum(Reg r) { return _mm512_reduce_add_ps(r); }
+  QATLAB_TAPS_TARGET static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  // The lanes in `mask` packed to the front (vcompressps), stored over as many floats.
+  static constexpr bool kCompress = true;
+  QATLAB_TAPS_TARGET static void store_valid(float* p, Reg r, uint32_t mask, bool accumulate) {
+    const __mmask16 lanes = static_cast<__mmask16>(mask);
+    const __mmask16 front = static_cast<__mmask16>((1u << __builtin_popcount(mask)) - 1);
+    __m512 packed = _mm512_maskz_compress_ps(lanes, r);
+    if (accumulate) packed = _mm512_add_ps(packed, _mm512_maskz_loadu_ps(front, p));
+    _mm512_mask_storeu_ps(p, front, packed);
+  }
 };
 
 using Tiles = TapTiles<Zmm, 8, 3, 4, 6>;
 
 }  // namespace
 
-const TapConvKernels kTapConvAvx512{FloatPath::Avx512, 8, Tiles::forward, Tiles::weight_grad};
+const TapConvKernels kTapConvAvx512{FloatPath::Avx512, 8, true, Tiles::forward, Tiles::weight_grad};
 
 }  // namespace qatlab
 
 #else  // not x86-64: the path is never supported; its table has no kernels.
 
 namespace qatlab {
-const TapConvKernels kTapConvAvx512{FloatPath::Avx512, 1, nullptr, nullptr};
+const TapConvKernels kTapConvAvx512{FloatPath::Avx512, 1, false, nullptr, nullptr};
 }  // namespace qatlab
 
 #endif

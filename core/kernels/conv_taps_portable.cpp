@@ -51,6 +51,6 @@ void weight_grad(const TapWeightGrad& a) {
 
 }  // namespace
 
-const TapConvKernels kTapConvPortable{FloatPath::Portable, kOcBlock, forward, weight_grad};
+const TapConvKernels kTapConvPortable{FloatPath::Portable, kOcBlock, false, forward, weight_grad};
 
 }  // namespace qatlab

@@ -4,7 +4,9 @@
 //   QATLAB_TAPS_TARGET  the function attribute that lets the tiles use its instructions, and
 //   a vector type V:    V::Reg, V::kWidth (floats), and static zero(), load(p), store(p, r), set1(f),
 //                       fma(a, b, acc) = a * b + acc, sum(r) = the sum of r's lanes, all
-//                       QATLAB_TAPS_TARGET and inline,
+//                       QATLAB_TAPS_TARGET and inline; V::kCompress, and if true
+//                       store_valid(p, r, mask, accumulate): r's lanes in `mask`, in order, to (or
+//                       added to) p[0 ..), for TapForward's direct output,
 // then names its kernels TapTiles<V, oc_block, q_block, wg_oc, wg_pairs>::forward / ::weight_grad.
 //
 // Forward tile: OB output channels x QB vectors of positions, OB * QB accumulators; per (channel, tap)
@@ -13,7 +15,9 @@
 // OB * JB multiply-adds. Edges take the same tiles with smaller OB, QB, JB.
 #pragma once
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "core/kernels/conv_taps.h"
 
@@ -51,6 +55,21 @@ struct TapTiles {
         }
       }
     }
+    if constexpr (V::kCompress) {
+      if (a.out) {
+        static_assert(V::kWidth == kTapQuantum, "store masks are per kTapQuantum positions");
+        const int64_t v0 = q0 / V::kWidth;
+#pragma GCC unroll 16
+        for (int o = 0; o < OB; ++o) {
+          const typename V::Reg b = V::set1(a.bias ? a.bias[o] : 0.0f);
+          float* out = a.out + o * a.out_pitch;
+#pragma GCC unroll 16
+          for (int v = 0; v < QB; ++v)
+            V::store_valid(out + a.store_index[v0 + v], V::add(acc[o][v], b), a.store_masks[v0 + v], a.accumulate);
+        }
+        return;
+      }
+    }
 #pragma GCC unroll 16
     for (int o = 0; o < OB; ++o)
 #pragma GCC unroll 16
@@ -83,8 +102,11 @@ struct TapTiles {
 
   static void forward(const TapForward& a) { forward_channels(a, std::make_integer_sequence<int, kOcBlock>{}); }
 
+  // Weight gradient, one tile: positions [q0, q1), partial sums in vectors at part[(o * pairs + j) * width]
+  // (the tile's rows o < OB of the current block of output channels).
   template <int OB, int JB>
-  QATLAB_TAPS_TARGET static void weight_grad_tile(const TapWeightGrad& a, int64_t o0, int64_t j0) {
+  QATLAB_TAPS_TARGET static void weight_grad_tile(const TapWeightGrad& a, int64_t o0, int64_t j0, int64_t q0,
+                                                  int64_t q1, float* part) {
     const int64_t pairs = a.channels * a.taps;
     const float* dy[OB];
     const float* x[JB];
@@ -96,8 +118,8 @@ struct TapTiles {
 #pragma GCC unroll 16
     for (int o = 0; o < OB; ++o)
 #pragma GCC unroll 16
-      for (int j = 0; j < JB; ++j) acc[o][j] = V::zero();
-    for (int64_t q = a.q_begin; q < a.q_end; q += V::kWidth) {
+      for (int j = 0; j < JB; ++j) acc[o][j] = V::load(part + (o * pairs + j0 + j) * V::kWidth);
+    for (int64_t q = q0; q < q1; q += V::kWidth) {
       typename V::Reg d[OB];
 #pragma GCC unroll 16
       for (int o = 0; o < OB; ++o) d[o] = V::load(dy[o] + q);
@@ -111,39 +133,52 @@ struct TapTiles {
 #pragma GCC unroll 16
     for (int o = 0; o < OB; ++o)
 #pragma GCC unroll 16
-      for (int j = 0; j < JB; ++j) a.acc[(o0 + o) * pairs + j0 + j] += V::sum(acc[o][j]);
+      for (int j = 0; j < JB; ++j) V::store(part + (o * pairs + j0 + j) * V::kWidth, acc[o][j]);
   }
 
   template <int OB, int R>
-  QATLAB_TAPS_TARGET static void weight_grad_rest(const TapWeightGrad& a, int64_t o0, int64_t j0, int64_t rest) {
+  QATLAB_TAPS_TARGET static void weight_grad_rest(const TapWeightGrad& a, int64_t o0, int64_t j0, int64_t rest,
+                                                  int64_t q0, int64_t q1, float* part) {
     if (rest == R)
-      weight_grad_tile<OB, R>(a, o0, j0);
+      weight_grad_tile<OB, R>(a, o0, j0, q0, q1, part);
     else if constexpr (R > 1)
-      weight_grad_rest<OB, R - 1>(a, o0, j0, rest);
+      weight_grad_rest<OB, R - 1>(a, o0, j0, rest, q0, q1, part);
   }
 
+  // One block of OB output channels over the whole range: sweeps of kSweep positions, in each every
+  // tile of (channel, tap) pairs in turn, so that the block's dy rows stay in L1 while the pairs pass
+  // (and each x row is read from L2 once per block). The partial sums wait in `part` (OB * pairs
+  // vectors, L1 or L2) between sweeps, and their lanes are added up once at the end.
   template <int OB>
-  QATLAB_TAPS_TARGET static void weight_grad_rows(const TapWeightGrad& a, int64_t o0) {
+  QATLAB_TAPS_TARGET static void weight_grad_rows(const TapWeightGrad& a, int64_t o0, float* part) {
+    constexpr int64_t kSweep = 1024;
     const int64_t pairs = a.channels * a.taps;
-    int64_t j = 0;
-    for (; j + kWgPairs <= pairs; j += kWgPairs) weight_grad_tile<OB, kWgPairs>(a, o0, j);
-    if constexpr (kWgPairs > 1)
-      if (j < pairs) weight_grad_rest<OB, kWgPairs - 1>(a, o0, j, pairs - j);
+    for (int64_t i = 0; i < OB * pairs; ++i) V::store(part + i * V::kWidth, V::zero());
+    for (int64_t q0 = a.q_begin; q0 < a.q_end; q0 += kSweep) {
+      const int64_t q1 = std::min(a.q_end, q0 + kSweep);
+      int64_t j = 0;
+      for (; j + kWgPairs <= pairs; j += kWgPairs) weight_grad_tile<OB, kWgPairs>(a, o0, j, q0, q1, part);
+      if constexpr (kWgPairs > 1)
+        if (j < pairs) weight_grad_rest<OB, kWgPairs - 1>(a, o0, j, pairs - j, q0, q1, part);
+    }
+    for (int64_t o = 0; o < OB; ++o)
+      for (int64_t j = 0; j < pairs; ++j) a.acc[(o0 + o) * pairs + j] += V::sum(V::load(part + (o * pairs + j) * V::kWidth));
   }
 
   template <int R>
-  QATLAB_TAPS_TARGET static void weight_grad_rest_rows(const TapWeightGrad& a, int64_t o0, int64_t rest) {
+  QATLAB_TAPS_TARGET static void weight_grad_rest_rows(const TapWeightGrad& a, int64_t o0, int64_t rest, float* part) {
     if (rest == R)
-      weight_grad_rows<R>(a, o0);
+      weight_grad_rows<R>(a, o0, part);
     else if constexpr (R > 1)
-      weight_grad_rest_rows<R - 1>(a, o0, rest);
+      weight_grad_rest_rows<R - 1>(a, o0, rest, part);
   }
 
   static void weight_grad(const TapWeightGrad& a) {
+    std::vector<float> part(static_cast<size_t>(kWgOc * a.channels * a.taps * V::kWidth));
     int64_t o = 0;
-    for (; o + kWgOc <= a.oc; o += kWgOc) weight_grad_rows<kWgOc>(a, o);
+    for (; o + kWgOc <= a.oc; o += kWgOc) weight_grad_rows<kWgOc>(a, o, part.data());
     if constexpr (kWgOc > 1)
-      if (o < a.oc) weight_grad_rest_rows<kWgOc - 1>(a, o, a.oc - o);
+      if (o < a.oc) weight_grad_rest_rows<kWgOc - 1>(a, o, a.oc - o, part.data());
   }
 };
 

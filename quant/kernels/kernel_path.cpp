@@ -1,10 +1,11 @@
-// kernel_path.cpp: CPU feature detection, the kernel paths' names and parsing, and the add dispatcher
-// (see kernel_path.h).
+// kernel_path.cpp: which integer kernel paths this CPU runs (from core/cpu_features.h), their names and
+// parsing, and the add dispatcher (see kernel_path.h).
 #include "quant/kernels/kernel_path.h"
 
-#include <cstring>
 #include <stdexcept>
+#include <string>
 
+#include "core/cpu_features.h"
 #include "quant/int8_kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -14,22 +15,6 @@
 #endif
 
 namespace qatlab {
-
-namespace {
-
-bool cpu_has(const char* feature) {
-#if QATLAB_X86 && defined(__GNUC__)
-  __builtin_cpu_init();
-  if (std::strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2");
-  if (std::strcmp(feature, "avx512vnni") == 0)
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vnni");
-#endif
-  (void)feature;
-  return false;
-}
-
-}  // namespace
 
 void require_supported(KernelPath path) {
   if (!kernel_path_supported(path))
@@ -42,8 +27,8 @@ bool kernel_path_supported(KernelPath path) {
   switch (path) {
     case KernelPath::Reference:
     case KernelPath::Portable: return true;
-    case KernelPath::Avx2: return cpu_has("avx2");
-    case KernelPath::Avx512Vnni: return cpu_has("avx512vnni");
+    case KernelPath::Avx2: return cpu_has(CpuFeature::Avx2Fma);
+    case KernelPath::Avx512Vnni: return cpu_has(CpuFeature::Avx512Vnni);
   }
   return false;
 }
