@@ -12,6 +12,41 @@
 namespace qatlab {
 namespace {
 
+// Over one plane of S values: sum(d) and sum(d * (x - mu)), d = dy, or with `out` (relu's output)
+// dy where out > 0 and else 0: relu's backward applied where dy is read, not in a pass of its own. The
+// same loop sums either way, in 16 lanes added in order at the end, so that relu(batch_norm) fused and
+// the two modules in turn agree bit for bit.
+struct PlaneSums {
+  float dy = 0.0f, dy_x = 0.0f;
+};
+PlaneSums plane_sums(const float* dy, const float* out, const float* x, float mu, int64_t s) {
+  constexpr int kLanes = 16;
+  float a[kLanes] = {}, b[kLanes] = {};
+  int64_t j = 0;
+  const auto step = [&](int64_t at, int l) {
+    const float d = !out || out[at] > 0.0f ? dy[at] : 0.0f;
+    a[l] += d;
+    b[l] += d * (x[at] - mu);
+  };
+  if (out)
+    for (; j + kLanes <= s; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const float d = out[j + l] > 0.0f ? dy[j + l] : 0.0f;
+        a[l] += d;
+        b[l] += d * (x[j + l] - mu);
+      }
+  else
+    for (; j + kLanes <= s; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        a[l] += dy[j + l];
+        b[l] += dy[j + l] * (x[j + l] - mu);
+      }
+  for (int l = 0; j < s; ++j, ++l) step(j, l);
+  PlaneSums r;
+  for (int l = 0; l < kLanes; ++l) r.dy += a[l], r.dy_x += b[l];
+  return r;
+}
+
 // batch_norm of z = x * k[ch] (k undefined: k = 1) without forming z. The statistics of z are those of x
 // scaled: mean_z = k mu, var_z = k^2 var; with k = 1 every product by k is exact, so batch_norm itself
 // computes bit for bit what it computed before k existed.
@@ -101,15 +136,9 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
             [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane, y_values](const Tensor& gy) mutable {
     const float* xd = x.data();
     const float* gyd = gy.data();
-    std::shared_ptr<float[]> masked;  // dy where the output is > 0, else 0: relu's backward
-    if (y_values) {
-      masked = alloc_floats(gy.numel());
-      const float* yv = y_values.get();
-      float* md = masked.get();
-#pragma omp parallel for schedule(static) if (x.numel() > 65536)
-      for (int64_t i = 0; i < gy.numel(); ++i) md[i] = yv[i] > 0.0f ? gyd[i] : 0.0f;
-      gyd = md;
-    }
+    // relu's backward, dy where the output is > 0 and else 0, is applied where dy is read (no masked
+    // copy): the same values, summed in the same order.
+    const float* yv = y_values.get();
     const float* gd = gamma.data();
     bool gx_fresh = false;  // every element of gx is written below: assign to a fresh buffer
     float* gx = x.requires_grad() ? x.grad_for_write(&gx_fresh) : nullptr;
@@ -123,9 +152,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       // sum(dy) and sum(dy * xhat) over the channel's M values.
       double sum_dy = 0.0, sum_dy_xhat = 0.0;
       for (int64_t i = 0; i < n; ++i) {
-        const auto d = plane(gyd, i, ch).array();
-        sum_dy += d.sum();
-        sum_dy_xhat += (d * (plane(xd, i, ch).array() - mu)).sum() * is;
+        const int64_t at = (i * c + ch) * s;
+        const PlaneSums p = plane_sums(gyd + at, yv ? yv + at : nullptr, xd + at, mu, s);
+        sum_dy += p.dy;
+        sum_dy_xhat += p.dy_x * is;
       }
       if (ggamma) ggamma[ch] += static_cast<float>(sum_dy_xhat);
       if (gbeta) gbeta[ch] += static_cast<float>(sum_dy);
@@ -135,7 +165,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
         gk[ch] += static_cast<float>(gd[ch] * sum_dy_xhat * eps * (*invstd)[ch] * (*invstd)[ch] / kc);
       if (gk && !training) {
         double sum_dy_x = 0.0;  // evaluation: z -> (z - mean_z) * a is affine, dL/dk = sum(dy * a' x)
-        for (int64_t i = 0; i < n; ++i) sum_dy_x += (plane(gyd, i, ch).array() * plane(xd, i, ch).array()).sum();
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t at = (i * c + ch) * s;
+          sum_dy_x += plane_sums(gyd + at, yv ? yv + at : nullptr, xd + at, 0.0f, s).dy_x;
+        }
         gk[ch] += static_cast<float>(gd[ch] * (*invstd)[ch] * sum_dy_x);
       }
       if (!gx) continue;
@@ -147,11 +180,13 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       for (int64_t i = 0; i < n; ++i) {
         const float* p = xd + (i * c + ch) * s;
         const float* d = gyd + (i * c + ch) * s;
+        const float* out = yv ? yv + (i * c + ch) * s : nullptr;  // relu's mask
         float* g = gx + (i * c + ch) * s;
+        const auto dy = [&](int64_t j) { return !out || out[j] > 0.0f ? d[j] : 0.0f; };
         if (gx_fresh)
-          for (int64_t j = 0; j < s; ++j) g[j] = k * (d[j] - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
+          for (int64_t j = 0; j < s; ++j) g[j] = k * (dy(j) - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
         else
-          for (int64_t j = 0; j < s; ++j) g[j] += k * (d[j] - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
+          for (int64_t j = 0; j < s; ++j) g[j] += k * (dy(j) - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
       }
     }
   });

@@ -145,40 +145,56 @@ struct TapTiles {
       weight_grad_rest<OB, R - 1>(a, o0, j0, rest, q0, q1, part);
   }
 
-  // One block of OB output channels over the whole range: sweeps of kSweep positions, in each every
-  // tile of (channel, tap) pairs in turn, so that the block's dy rows stay in L1 while the pairs pass
-  // (and each x row is read from L2 once per block). The partial sums wait in `part` (OB * pairs
-  // vectors, L1 or L2) between sweeps, and their lanes are added up once at the end.
+  // Partial sums of OB output channels (the block at o0) over [q0, q1): inner sweeps of kSweep
+  // positions, in each every tile of (channel, tap) pairs in turn, so that the block's dy rows stay in
+  // L1 while the pairs pass. The sums wait in `part` (OB * pairs vectors) between sweeps.
   template <int OB>
-  QATLAB_TAPS_TARGET static void weight_grad_rows(const TapWeightGrad& a, int64_t o0, float* part) {
+  QATLAB_TAPS_TARGET static void weight_grad_rows(const TapWeightGrad& a, int64_t o0, int64_t q0, int64_t q1,
+                                                  float* part) {
     constexpr int64_t kSweep = 1024;
     const int64_t pairs = a.channels * a.taps;
-    for (int64_t i = 0; i < OB * pairs; ++i) V::store(part + i * V::kWidth, V::zero());
-    for (int64_t q0 = a.q_begin; q0 < a.q_end; q0 += kSweep) {
-      const int64_t q1 = std::min(a.q_end, q0 + kSweep);
+    for (int64_t s0 = q0; s0 < q1; s0 += kSweep) {
+      const int64_t s1 = std::min(q1, s0 + kSweep);
       int64_t j = 0;
-      for (; j + kWgPairs <= pairs; j += kWgPairs) weight_grad_tile<OB, kWgPairs>(a, o0, j, q0, q1, part);
+      for (; j + kWgPairs <= pairs; j += kWgPairs) weight_grad_tile<OB, kWgPairs>(a, o0, j, s0, s1, part);
       if constexpr (kWgPairs > 1)
-        if (j < pairs) weight_grad_rest<OB, kWgPairs - 1>(a, o0, j, pairs - j, q0, q1, part);
+        if (j < pairs) weight_grad_rest<OB, kWgPairs - 1>(a, o0, j, pairs - j, s0, s1, part);
     }
-    for (int64_t o = 0; o < OB; ++o)
-      for (int64_t j = 0; j < pairs; ++j) a.acc[(o0 + o) * pairs + j] += V::sum(V::load(part + (o * pairs + j) * V::kWidth));
   }
 
   template <int R>
-  QATLAB_TAPS_TARGET static void weight_grad_rest_rows(const TapWeightGrad& a, int64_t o0, int64_t rest, float* part) {
+  QATLAB_TAPS_TARGET static void weight_grad_rest_rows(const TapWeightGrad& a, int64_t o0, int64_t rest, int64_t q0,
+                                                       int64_t q1, float* part) {
     if (rest == R)
-      weight_grad_rows<R>(a, o0, part);
+      weight_grad_rows<R>(a, o0, q0, q1, part);
     else if constexpr (R > 1)
-      weight_grad_rest_rows<R - 1>(a, o0, rest, part);
+      weight_grad_rest_rows<R - 1>(a, o0, rest, q0, q1, part);
   }
 
+  // The output channels go in groups whose partial sums fit in about 512 KiB (L2), and for each group
+  // the range in outer sweeps whose x rows (every channel) take about 1 MiB: every block of the group
+  // then reads those rows from L2, and each x row comes from memory once per group, not once per block.
+  // The lanes of the partial sums are added up once per group, at the end.
   static void weight_grad(const TapWeightGrad& a) {
-    std::vector<float> part(static_cast<size_t>(kWgOc * a.channels * a.taps * V::kWidth));
-    int64_t o = 0;
-    for (; o + kWgOc <= a.oc; o += kWgOc) weight_grad_rows<kWgOc>(a, o, part.data());
-    if constexpr (kWgOc > 1)
-      if (o < a.oc) weight_grad_rest_rows<kWgOc - 1>(a, o, a.oc - o, part.data());
+    const int64_t pairs = a.channels * a.taps;
+    const int64_t block_floats = kWgOc * pairs * V::kWidth;
+    const int64_t group = std::max<int64_t>(1, (int64_t{128} * 1024) / block_floats) * kWgOc;  // channels
+    const int64_t outer = std::max<int64_t>(1, (int64_t{256} * 1024) / (a.channels * 1024)) * 1024;  // positions
+    std::vector<float> part(static_cast<size_t>(group * pairs * V::kWidth));
+    for (int64_t g0 = 0; g0 < a.oc; g0 += group) {
+      const int64_t g1 = std::min(a.oc, g0 + group);
+      std::fill(part.begin(), part.end(), 0.0f);
+      for (int64_t q0 = a.q_begin; q0 < a.q_end; q0 += outer) {
+        const int64_t q1 = std::min(a.q_end, q0 + outer);
+        int64_t o = g0;
+        for (; o + kWgOc <= g1; o += kWgOc) weight_grad_rows<kWgOc>(a, o, q0, q1, part.data() + (o - g0) * pairs * V::kWidth);
+        if constexpr (kWgOc > 1)
+          if (o < g1) weight_grad_rest_rows<kWgOc - 1>(a, o, g1 - o, q0, q1, part.data() + (o - g0) * pairs * V::kWidth);
+      }
+      for (int64_t o = g0; o < g1; ++o)
+        for (int64_t j = 0; j < pairs; ++j)
+          a.acc[o * pairs + j] += V::sum(V::load(part.data() + ((o - g0) * pairs + j) * V::kWidth));
+    }
   }
 };
 
