@@ -53,7 +53,7 @@ struct Conv2dParams {
 // Output spatial size of a convolution or pooling window along one axis.
 int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad);
 // x (N, C, H, W), w (OC, C/groups, KH, KW), b (OC) or undefined -> (N, OC, OH, OW).
-// im2col + GEMM per image, images spread over OpenMP threads. groups == C == OC is depthwise.
+// Shifted-tap kernels (ops_conv.cpp) on the CPU's widest float path. groups == C == OC is depthwise.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p);
 
 // --------------------------------------------------------------------------------------- pooling

@@ -1,132 +1,306 @@
-// ops_conv.cpp: 2-d convolution. Stride-1 convolutions run on the shifted-tap kernels
-// (ops_conv_taps.cpp); the others here, as im2col over blocks of output rows + Eigen GEMM, images over
-// OpenMP threads. Shape letters: conv_geometry.h.
+// ops_conv.cpp: 2-d convolution on the shifted-tap kernels (core/kernels/conv_taps.h): forward, input
+// gradient and weight gradient, on the float path the CPU runs best (cpu_features.h).
+//
+// Shape letters: N batch, C input channels, H x W input, OC output channels, KH x KW kernel,
+// OH x OW output, G groups, CG = C / G and OCG = OC / G channels per group.
+//
+// Every pass reads a stack of padded planes: plane (c, n) holds image n's channel c with `top` zero rows
+// above, `left` zero columns before each row, zeros after, at row pitch P; planes of one channel follow
+// each other image after image, so that a channel's planes for the whole batch are one flat range of
+// positions (the weight gradient sums over it in one sweep). A strided convolution splits the padded
+// input into its sh * sw phases, each read with stride 1. The forward keeps the input's stack for the
+// weight gradient. The input gradient of a stride-1 convolution pads dy the same way and runs the
+// forward kernel with the kernel flipped and the channels swapped; with strides it goes phase by phase.
 #include <omp.h>
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cstring>
 #include <memory>
 #include <vector>
 
-#include "core/conv_geometry.h"
+#include "core/kernels/conv_taps.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "core/profiler.h"
 
 namespace qatlab {
 
 namespace {
 
-using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MapMatrix = Eigen::Map<RowMatrix>;
-using ConstMapMatrix = Eigen::Map<const RowMatrix>;
-// A block of columns of a row-major matrix: rows keep the full matrix's pitch.
-using StridedMapMatrix = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
-using ConstStridedMapMatrix = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
-
-// The output rows [lo, hi) whose input row oy * SH + dy lies inside [0, H), and likewise the output
-// columns whose input column ox * SW + dx lies inside [0, W); the others read padding.
-struct Range {
-  int64_t lo, hi;
+struct ConvGeometry {
+  int64_t n, c, h, w, oc, kh, kw, oh, ow, groups, cg, ocg;
+  int64_t sh, sw, ph, pw;
 };
-Range valid_range(int64_t out, int64_t in, int64_t stride, int64_t d) {
-  const int64_t lo = d >= 0 ? 0 : (-d + stride - 1) / stride;
-  const int64_t hi = d > in - 1 ? 0 : std::min(out, (in - 1 - d) / stride + 1);
-  return {std::min(lo, hi), hi};
+
+ConvGeometry conv_geometry(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
+  QATLAB_CHECK(x.dim() == 4, "conv2d: input must be (N, C, H, W), got " + shape_str(x.shape()));
+  QATLAB_CHECK(weight.dim() == 4, "conv2d: weight must be (OC, C/groups, KH, KW), got " + shape_str(weight.shape()));
+  QATLAB_CHECK(p.groups >= 1 && p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
+            "conv2d: groups and strides must be >= 1 and padding >= 0");
+  ConvGeometry g{};
+  g.n = x.size(0), g.c = x.size(1), g.h = x.size(2), g.w = x.size(3);
+  g.oc = weight.size(0), g.kh = weight.size(2), g.kw = weight.size(3);
+  g.groups = p.groups;
+  g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
+  QATLAB_CHECK(g.c % g.groups == 0 && g.oc % g.groups == 0,
+            "conv2d: channels " + std::to_string(g.c) + " -> " + std::to_string(g.oc) + " not divisible by groups " +
+                std::to_string(g.groups));
+  g.cg = g.c / g.groups;
+  g.ocg = g.oc / g.groups;
+  QATLAB_CHECK(weight.size(1) == g.cg, "conv2d: weight " + shape_str(weight.shape()) + " does not fit input " +
+                                        shape_str(x.shape()) + " with groups " + std::to_string(g.groups));
+  QATLAB_CHECK(!bias.defined() || bias.shape() == Shape{g.oc},
+            "conv2d: bias must be (" + std::to_string(g.oc) + "), got " + (bias.defined() ? shape_str(bias.shape()) : ""));
+  g.oh = conv_out_size(g.h, g.kh, g.sh, g.ph);
+  g.ow = conv_out_size(g.w, g.kw, g.sw, g.pw);
+  QATLAB_CHECK(g.oh > 0 && g.ow > 0, "conv2d: kernel " + shape_str(weight.shape()) + " larger than padded input " +
+                                      shape_str(x.shape()));
+  return g;
 }
 
-// True when output and input rows have the same length and follow each other one to one (stride 1,
-// "same" padding along W): a kernel tap then reads the input plane shifted by a constant offset, so a
-// tap's row of col is one contiguous copy. Every 3x3 stride-1 convolution of a ResNet is this case.
-bool shifted_copy(const ConvGeometry& g) { return g.sh == 1 && g.sw == 1 && g.ow == g.w; }
+// Below this many multiply-adds a convolution pass runs on one thread: waking the team costs more, and
+// on a busy machine a parallel region waits for a descheduled thread's next time slice.
+constexpr int64_t kParallelMacs = int64_t{1} << 20;
 
-// The column matrices are built for a block of output rows [OY0, OY1) at a time, R = OY1 - OY0, so
-// that a block (K, R*OW) stays in a core's L2 cache (512 KiB on the machines we train on) while the
-// GEMM packs it. Built for a whole 32x32 image, ResNet-20's first stage needs 576 KiB per column
-// matrix, and the copy and the GEMM both went out to L3: blocking made a training step ~9 % faster.
-// Block sizes from 192 to 512 KiB measured the same. Blocks are balanced: 11 + 11 + 10 rows there.
-int64_t block_rows(const ConvGeometry& g) {
-  constexpr int64_t kBlockFloats = int64_t{64} * 1024;  // 256 KiB
-  const int64_t rows = std::max<int64_t>(1, kBlockFloats / (g.k * g.ow));
-  const int64_t blocks = (g.oh + rows - 1) / rows;
-  return (g.oh + blocks - 1) / blocks;
+struct PlaneStack {
+  int64_t channels = 0, images = 0;
+  int64_t rows = 0, pitch = 0;  // padded plane: rows x pitch
+  int64_t plane = 0;            // floats per plane: rows * pitch rounded up to kTapQuantum
+  int64_t channel_pitch = 0;    // floats from one channel's first plane to the next's
+  std::shared_ptr<float[]> buffer;
+  float* data = nullptr;        // the first plane, inside buffer
+  const float* channel(int64_t c) const { return data + c * channel_pitch; }
+};
+
+// The distance between channels: their planes, then at least `tail` zeros for the kernels' reads past
+// the last plane, then 80 floats more than a multiple of 4 KiB. A kernel reads several channels at the
+// same position at once; at a multiple of 2 KiB apart (a batch of 32x32 planes is) those rows all fall
+// into the same few L1 cache sets and evict each other: forward tiles ran at half speed. 320 bytes
+// apart mod 4 KiB, 12 channels meet 12 different groups of sets.
+int64_t channel_pitch_for(int64_t images, int64_t plane, int64_t tail) {
+  constexpr int64_t kPage = 1024, kSkew = 80;  // floats
+  return (images * plane + tail + kPage - 1) / kPage * kPage + kSkew;
 }
 
-// col (K, R*OW) <- the receptive fields of output rows [oy0, oy1) in x_g (CG, H, W). Row (c, ki, kj) of
-// col holds, for each of those output positions, the input pixel that kernel tap meets, or 0 where the
-// tap falls into the padding. Every element of col is written, so col needs no clearing beforehand.
-void im2col(const float* __restrict x_g, const ConvGeometry& g, int64_t oy0, int64_t oy1, float* __restrict col) {
-  const int64_t len = (oy1 - oy0) * g.ow;
-  // Taps outermost: the valid rows and columns of a tap (integer divisions) are the same for every channel.
-  for (int64_t ki = 0; ki < g.kh; ++ki) {
-    const int64_t dy = ki - g.ph;  // input row = oy * SH + dy
-    const Range rows_all = valid_range(g.oh, g.h, g.sh, dy);
-    const int64_t r_lo = std::clamp(rows_all.lo, oy0, oy1), r_hi = std::clamp(rows_all.hi, r_lo, oy1);
-    for (int64_t kj = 0; kj < g.kw; ++kj) {
-      const int64_t dx = kj - g.pw;  // input column = ox * SW + dx
-      const Range cols = valid_range(g.ow, g.w, g.sw, dx);
-      const bool empty = r_lo == r_hi || cols.lo == cols.hi;
-      for (int64_t c = 0; c < g.cg; ++c) {
-        const float* plane = x_g + c * g.h * g.w;
-        float* row = col + ((c * g.kh + ki) * g.kw + kj) * len;  // (R*OW) for output rows oy0..oy1
-        if (empty) {
-          std::fill(row, row + len, 0.0f);
-          continue;
+// The stack of src (N, C, H, W) padded into rows x pitch planes with the data at (top, left); every
+// channel's planes are followed by at least `tail` zeros. Position `aligned` of every plane is 64-byte
+// aligned (a plane and a channel pitch are multiples of 16 floats): the weight gradient's loads of dy
+// are, and unaligned they cost it 10 %.
+//
+// With strides sh x sw the padded image is split into its sh * sw phases, phase (ry, rx) holding the
+// padded pixels (i * sh + ry, j * sw + rx) in a plane of its own: slot c * sh * sw + ry * sw + rx of
+// the stack. A stride-s convolution reads each phase with stride 1 (tap_offsets).
+PlaneStack pad_planes(const float* src, int64_t n, int64_t c, int64_t h, int64_t w, int64_t top, int64_t left,
+                      int64_t rows, int64_t pitch, int64_t tail, int64_t aligned = 0, int64_t sh = 1,
+                      int64_t sw = 1) {
+  const int64_t phases = sh * sw;
+  PlaneStack s;
+  s.channels = c * phases, s.images = n, s.rows = rows, s.pitch = pitch;
+  s.plane = round_up_taps(rows * pitch);
+  s.channel_pitch = channel_pitch_for(n, s.plane, tail);
+  s.buffer = alloc_floats(s.channels * s.channel_pitch + kTapQuantum);  // alloc_floats aligns to 64 bytes
+  s.data = s.buffer.get() + (kTapQuantum - aligned % kTapQuantum) % kTapQuantum;
+  float* d = s.data;
+#pragma omp parallel for schedule(static) if (s.channels * n * s.plane >= kParallelMin)
+  for (int64_t i = 0; i < s.channels * n; ++i) {
+    const int64_t slot = i / n, ni = i % n, ci = slot / phases, ry = slot % phases / sw, rx = slot % sw;
+    const float* in = src + (ni * c + ci) * h * w;
+    float* out = d + slot * s.channel_pitch + ni * s.plane;
+    if (phases == 1) {
+      std::memset(out, 0, sizeof(float) * top * pitch);
+      for (int64_t y = 0; y < h; ++y) {
+        float* row = out + (top + y) * pitch;
+        std::memset(row, 0, sizeof(float) * left);
+        std::memcpy(row + left, in + y * w, sizeof(float) * w);
+        std::memset(row + left + w, 0, sizeof(float) * (pitch - left - w));
+      }
+      std::memset(out + (top + h) * pitch, 0, sizeof(float) * (s.plane - (top + h) * pitch));
+    } else {
+      std::memset(out, 0, sizeof(float) * s.plane);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t y = r * sh + ry - top;
+        if (y < 0 || y >= h) continue;
+        for (int64_t q = 0; q < pitch; ++q) {
+          const int64_t x = q * sw + rx - left;
+          if (x >= 0 && x < w) out[r * pitch + q] = in[y * w + x];
         }
-        std::fill(row, row + (r_lo - oy0) * g.ow, 0.0f);
-        std::fill(row + (r_hi - oy0) * g.ow, row + len, 0.0f);
-        if (shifted_copy(g)) {
-          // One copy from the first valid pixel to the last; the columns it wraps into from the
-          // neighbouring input rows are then overwritten with the padding zeros (a strided loop per
-          // padding column, not a call per output row).
-          const int64_t begin = r_lo * g.ow + cols.lo, end = (r_hi - 1) * g.ow + cols.hi;
-          std::memcpy(row + begin - oy0 * g.ow, plane + begin + dy * g.w + dx, sizeof(float) * (end - begin));
-          for (int64_t ox = 0; ox < cols.lo; ++ox)
-            for (int64_t oy = r_lo; oy < r_hi; ++oy) row[(oy - oy0) * g.ow + ox] = 0.0f;
-          for (int64_t ox = cols.hi; ox < g.ow; ++ox)
-            for (int64_t oy = r_lo; oy < r_hi; ++oy) row[(oy - oy0) * g.ow + ox] = 0.0f;
-          continue;
+      }
+    }
+    if (ni == n - 1) std::memset(out + s.plane, 0, sizeof(float) * (s.channel_pitch - n * s.plane));
+  }
+  return s;
+}
+
+// Tap offsets on a grid of row pitch P, tap t = ki * KW + kj.
+std::vector<int64_t> tap_offsets(int64_t kh, int64_t kw, int64_t pitch) {
+  std::vector<int64_t> off;
+  for (int64_t ki = 0; ki < kh; ++ki)
+    for (int64_t kj = 0; kj < kw; ++kj) off.push_back(ki * pitch + kj);
+  return off;
+}
+
+// The same for strides sh x sw over the phases of a stack (pad_planes): tap (ki, kj) reads phase
+// (ki mod sh, kj mod sw), `phase_pitch` floats per phase apart, shifted by (ki / sh, kj / sw).
+std::vector<int64_t> strided_tap_offsets(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pitch,
+                                         int64_t phase_pitch) {
+  std::vector<int64_t> off;
+  for (int64_t ki = 0; ki < kh; ++ki)
+    for (int64_t kj = 0; kj < kw; ++kj)
+      off.push_back(((ki % sh) * sw + kj % sw) * phase_pitch + (ki / sh) * pitch + kj / sw);
+  return off;
+}
+
+// Zeros the kernels may read past the last plane of a phase: up to the largest shift within a plane
+// (plus one vector).
+int64_t tail_for(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t pitch) {
+  return round_up_taps((kh - 1) / sh * pitch + (kw - 1) / sw) + kTapQuantum;
+}
+
+// Weights (G, OUT, IN, T) -> per group, blocks of `block` outputs: (G, ceil(OUT / block), IN, NT, block),
+// zero beyond OUT, packed tap i reading tap taps[i]. With `swapped`, the source is (G, IN, OUT, T): the
+// input gradient's kernel, output and input channels swapped.
+std::vector<float> pack_weights(const float* w, int64_t groups, int64_t out, int64_t in, int64_t total_taps,
+                                const std::vector<int64_t>& taps, int block, bool swapped) {
+  const int64_t blocks = (out + block - 1) / block, nt = static_cast<int64_t>(taps.size());
+  std::vector<float> p(static_cast<size_t>(groups * blocks * in * nt * block), 0.0f);
+  for (int64_t gi = 0; gi < groups; ++gi)
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t c = 0; c < in; ++c)
+        for (int64_t t = 0; t < nt; ++t) {
+          const int64_t src = swapped ? ((gi * in + c) * out + o) * total_taps : ((gi * out + o) * in + c) * total_taps;
+          p[(((gi * blocks + o / block) * in + c) * nt + t) * block + o % block] = w[src + taps[t]];
         }
-        for (int64_t oy = r_lo; oy < r_hi; ++oy) {
-          float* out = row + (oy - oy0) * g.ow;
-          const float* src = plane + (oy * g.sh + dy) * g.w;
-          for (int64_t ox = 0; ox < cols.lo; ++ox) out[ox] = 0.0f;
-          if (g.sw == 1)
-            for (int64_t ox = cols.lo; ox < cols.hi; ++ox) out[ox] = src[ox + dx];
+  return p;
+}
+
+std::vector<int64_t> all_taps(int64_t count, bool reversed) {
+  std::vector<int64_t> t(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) t[i] = reversed ? count - 1 - i : i;
+  return t;
+}
+
+// The direct-output store map of a grid of row pitch P with OH x OW valid positions (TapForward): per
+// kTapQuantum positions, which are valid and the output index of the first of them.
+struct StoreMap {
+  std::vector<uint16_t> masks;
+  std::vector<int64_t> index;
+};
+StoreMap store_map(int64_t pitch, int64_t oh, int64_t ow) {
+  const int64_t vectors = round_up_taps(oh * pitch) / kTapQuantum;
+  StoreMap m;
+  m.masks.resize(static_cast<size_t>(vectors));
+  m.index.resize(static_cast<size_t>(vectors));
+  int64_t valid = 0;  // valid positions before the current one
+  for (int64_t v = 0; v < vectors; ++v) {
+    m.index[v] = valid;
+    uint16_t mask = 0;
+    for (int64_t l = 0; l < kTapQuantum; ++l) {
+      const int64_t q = v * kTapQuantum + l;
+      if (q / pitch < oh && q % pitch < ow) {
+        mask = static_cast<uint16_t>(mask | (1u << l));
+        ++valid;
+      }
+    }
+    m.masks[v] = mask;
+  }
+  return m;
+}
+
+// out (N, G * OUT, OH, OW) = (or +=, with `accumulate`) the convolution of the stack (G * IN channels
+// of `phases` slots each) with packed weights (pack_weights), plus bias (or none). Output row oy is read from grid positions
+// oy * P .. oy * P + OW - 1: by the kernel itself where it writes output planes, else from a grid
+// scratch per thread. Images and blocks of output channels spread over the threads.
+void run_forward(const TapConvKernels& k, const PlaneStack& in, int64_t phases, const std::vector<int64_t>& offsets,
+                 int64_t groups, int64_t in_g, int64_t out_g, const std::vector<float>& packed, const float* bias,
+                 int64_t oh, int64_t ow, float* out, bool accumulate) {
+  const int64_t block = k.oc_block, blocks = (out_g + block - 1) / block;
+  const int64_t taps = static_cast<int64_t>(offsets.size());
+  const int64_t q_count = oh * in.pitch, y_pitch = round_up_taps(q_count);
+  const int64_t tasks = in.images * groups * blocks;
+  const int64_t out_c = groups * out_g;
+  const StoreMap map = k.direct_output ? store_map(in.pitch, oh, ow) : StoreMap{};
+  const bool parallel = in.images * out_c * q_count * in_g * taps >= kParallelMacs;
+#pragma omp parallel if (parallel)
+  {
+    std::shared_ptr<float[]> scratch = k.direct_output ? nullptr : alloc_floats(block * y_pitch);  // (block, grid)
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t n = task / (groups * blocks), gi = task / blocks % groups, b = task % blocks;
+      const int64_t o0 = gi * out_g + b * block, oc = std::min<int64_t>(block, out_g - b * block);
+      TapForward a;
+      a.x = in.channel(gi * in_g * phases) + n * in.plane;
+      a.x_pitch = in.channel_pitch * phases;
+      a.channels = in_g;
+      a.offsets = offsets.data();
+      a.taps = taps;
+      a.w = packed.data() + (gi * blocks + b) * in_g * taps * block;
+      a.oc = oc;
+      a.q_count = q_count;
+      if (k.direct_output) {
+        a.out = out + (n * out_c + o0) * oh * ow;
+        a.out_pitch = oh * ow;
+        a.store_masks = map.masks.data();
+        a.store_index = map.index.data();
+        a.bias = bias ? bias + o0 : nullptr;
+        a.accumulate = accumulate;
+        k.forward(a);
+        continue;
+      }
+      a.y = scratch.get();
+      a.y_pitch = y_pitch;
+      k.forward(a);
+      for (int64_t o = 0; o < oc; ++o) {
+        const float add = bias ? bias[o0 + o] : 0.0f;
+        for (int64_t y = 0; y < oh; ++y) {
+          const float* __restrict src = scratch.get() + o * y_pitch + y * in.pitch;
+          float* __restrict dst = out + ((n * out_c + o0 + o) * oh + y) * ow;
+          if (accumulate)
+            for (int64_t x = 0; x < ow; ++x) dst[x] += src[x] + add;
           else
-            for (int64_t ox = cols.lo; ox < cols.hi; ++ox) out[ox] = src[ox * g.sw + dx];
-          for (int64_t ox = cols.hi; ox < g.ow; ++ox) out[ox] = 0.0f;
+            for (int64_t x = 0; x < ow; ++x) dst[x] = src[x] + add;
         }
       }
     }
   }
 }
 
-// dx_g (CG, H, W) += the column gradients col (K, R*OW) of output rows [oy0, oy1), scattered back to
-// the pixels they were read from; entries that were read from the padding are dropped.
-void col2im_add(const float* __restrict col, const ConvGeometry& g, int64_t oy0, int64_t oy1, float* __restrict dx_g) {
-  const int64_t len = (oy1 - oy0) * g.ow;
-  for (int64_t ki = 0; ki < g.kh; ++ki) {
-    const int64_t dy = ki - g.ph;
-    const Range rows_all = valid_range(g.oh, g.h, g.sh, dy);
-    const int64_t r_lo = std::clamp(rows_all.lo, oy0, oy1), r_hi = std::clamp(rows_all.hi, r_lo, oy1);
-    for (int64_t kj = 0; kj < g.kw; ++kj) {
-      const int64_t dx = kj - g.pw;
-      const Range cols = valid_range(g.ow, g.w, g.sw, dx);
-      for (int64_t c = 0; c < g.cg; ++c) {
-        float* plane = dx_g + c * g.h * g.w;
-        const float* row = col + ((c * g.kh + ki) * g.kw + kj) * len;
-        for (int64_t oy = r_lo; oy < r_hi; ++oy) {
-          const float* in = row + (oy - oy0) * g.ow;
-          float* dst = plane + (oy * g.sh + dy) * g.w;
-          if (g.sw == 1)
-            for (int64_t ox = cols.lo; ox < cols.hi; ++ox) dst[ox + dx] += in[ox];
-          else
-            for (int64_t ox = cols.lo; ox < cols.hi; ++ox) dst[ox * g.sw + dx] += in[ox];
+
+// dx (N, C, H, W) (+)= the input gradient of a strided convolution, phase by phase. Padded-input pixel
+// (i * sh + ry, j * sw + rx) meets only the taps (ki, kj) with ki = ry, kj = rx (mod the strides), and
+// receives sum over o and those taps of w[o][c][ki][kj] * dy[o][i - ki / sh][j - kj / sw]: per phase, a
+// stride-1 convolution of dy (padded by the largest shift) with those taps, written to a phase plane of
+// the padded input, whose inner pixels are then scattered into dx.
+void strided_input_grad(const TapConvKernels& k, const ConvGeometry& g, const float* wd, const float* gyd, float* gx,
+                        bool fresh, int64_t rows2, int64_t pitch2) {
+  const int64_t a = (g.kh - 1) / g.sh, b = (g.kw - 1) / g.sw;  // largest shifts
+  const int64_t d_rows = std::max(g.oh, rows2) + 2 * a, d_pitch = std::max(g.ow, pitch2) + 2 * b;
+  const int64_t d_tail = round_up_taps(2 * a * d_pitch + 2 * b) + kTapQuantum;
+  const PlaneStack dys = pad_planes(gyd, g.n, g.oc, g.oh, g.ow, a, b, d_rows, d_pitch, d_tail);
+  if (fresh) std::fill(gx, gx + g.n * g.c * g.h * g.w, 0.0f);
+  std::vector<float> phase(static_cast<size_t>(g.n * g.c * rows2 * pitch2));  // (N, C, rows2, pitch2)
+  for (int64_t ry = 0; ry < std::min(g.sh, g.kh); ++ry)
+    for (int64_t rx = 0; rx < std::min(g.sw, g.kw); ++rx) {
+      std::vector<int64_t> taps, offsets;
+      for (int64_t ki = ry; ki < g.kh; ki += g.sh)
+        for (int64_t kj = rx; kj < g.kw; kj += g.sw) {
+          taps.push_back(ki * g.kw + kj);
+          offsets.push_back((a - ki / g.sh) * d_pitch + (b - kj / g.sw));
         }
-      }
+      run_forward(k, dys, 1, offsets, g.groups, g.ocg, g.cg,
+                  pack_weights(wd, g.groups, g.cg, g.ocg, g.kh * g.kw, taps, k.oc_block, true), nullptr, rows2,
+                  pitch2, phase.data(), false);
+      // Padded pixel (i * sh + ry, j * sw + rx) is input pixel (i * sh + ry - ph, j * sw + rx - pw).
+#pragma omp parallel for schedule(static) if (g.n * g.c * g.h * g.w >= kParallelMin)
+      for (int64_t nc = 0; nc < g.n * g.c; ++nc)
+        for (int64_t i = 0; i < rows2; ++i) {
+          const int64_t y = i * g.sh + ry - g.ph;
+          if (y < 0 || y >= g.h) continue;
+          for (int64_t j = 0; j < pitch2; ++j) {
+            const int64_t x = j * g.sw + rx - g.pw;
+            if (x >= 0 && x < g.w) gx[(nc * g.h + y) * g.w + x] += phase[(nc * rows2 + i) * pitch2 + j];
+          }
+        }
     }
-  }
 }
 
 }  // namespace
@@ -137,168 +311,117 @@ int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
   const ConvGeometry g = conv_geometry(x, weight, bias, p);
-  if (taps_convolution(g)) return conv2d_taps(x, weight, bias, g);
-  const int64_t ohw = g.oh * g.ow;
-  // A pointwise convolution reads the input as its column matrix: one block of all rows.
-  const int64_t rows_per_block = g.pointwise() ? g.oh : block_rows(g);
+  const TapConvKernels& k = tap_conv_kernels(active_float_path());
+  // The padded input, split into sh * sw phases of rows x pitch (one phase: the padded input itself).
+  const int64_t phases = g.sh * g.sw;
+  const int64_t rows = (g.h + 2 * g.ph + g.sh - 1) / g.sh, pitch = (g.w + 2 * g.pw + g.sw - 1) / g.sw;
+  const int64_t taps = g.kh * g.kw;
+  PlaneStack xs = pad_planes(x.data(), g.n, g.c, g.h, g.w, g.ph, g.pw, rows, pitch,
+                             tail_for(g.kh, g.kw, g.sh, g.sw, pitch), 0, g.sh, g.sw);
+  auto offsets = std::make_shared<const std::vector<int64_t>>(
+      strided_tap_offsets(g.kh, g.kw, g.sh, g.sw, pitch, xs.channel_pitch));
   Tensor y = Tensor::empty({g.n, g.oc, g.oh, g.ow});
-  const float* xd = x.data();
-  const float* wd = weight.data();
-  const float* bd = bias.defined() ? bias.data() : nullptr;
-  float* yd = y.data();
+  run_forward(k, xs, phases, *offsets, g.groups, g.cg, g.ocg,
+              pack_weights(weight.data(), g.groups, g.ocg, g.cg, taps, all_taps(taps, false), k.oc_block, false),
+              bias.defined() ? bias.data() : nullptr, g.oh, g.ow, y.data(), false);
+  if (!weight.requires_grad()) xs.buffer.reset(), xs.data = nullptr;  // only the weight gradient reads it again
 
-#pragma omp parallel if (g.n * g.oc * ohw * g.cg * g.kh * g.kw >= kParallelMacs)
-  {
-    // One column buffer per thread, reused for every block, image and group it handles.
-    // Uninitialised: im2col writes all of it.
-    std::shared_ptr<float[]> col = g.pointwise() ? nullptr : alloc_floats(g.k * rows_per_block * g.ow);  // (K, R*OW)
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < g.n; ++n) {
-      for (int64_t gi = 0; gi < g.groups; ++gi) {
-        const float* x_g = xd + (n * g.c + gi * g.cg) * g.h * g.w;
-        ConstMapMatrix w_g(wd + gi * g.ocg * g.k, g.ocg, g.k);
-        float* y_g = yd + (n * g.oc + gi * g.ocg) * ohw;
-        for (int64_t oy0 = 0; oy0 < g.oh; oy0 += rows_per_block) {
-          const int64_t oy1 = std::min(g.oh, oy0 + rows_per_block), len = (oy1 - oy0) * g.ow;
-          const float* cols = x_g;
-          if (!g.pointwise()) {
-            im2col(x_g, g, oy0, oy1, col.get());
-            cols = col.get();
-          }
-          StridedMapMatrix out(y_g + oy0 * g.ow, g.ocg, len, Eigen::OuterStride<>(ohw));  // (OCG, R*OW) of (OCG, OH*OW)
-          out.noalias() = w_g * ConstMapMatrix(cols, g.k, len);
-        }
-        if (bd) MapMatrix(y_g, g.ocg, ohw).colwise() += Eigen::Map<const Eigen::VectorXf>(bd + gi * g.ocg, g.ocg);
-      }
-    }
-  }
-
-  record_op(y, "conv2d", {x, weight, bias}, [x, weight, bias, g, rows_per_block](const Tensor& gy) mutable {
-    const int64_t ohw = g.oh * g.ow;
-    const float* xd = x.data();
-    const float* wd = weight.data();
+  record_op(y, "conv2d", {x, weight, bias}, [x, weight, bias, g, xs, offsets, phases, &k](const Tensor& gy) {
+    const int64_t taps = g.kh * g.kw, pairs = g.cg * taps;
+    const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+    const bool need_b = bias.defined() && bias.requires_grad();
+    // The phase-by-phase input gradient takes strides, and paddings over K - 1 (no transposed form).
+    const bool strided = phases > 1 || g.ph > g.kh - 1 || g.pw > g.kw - 1;
     const float* gyd = gy.data();
-    // The transposed-conv input gradient writes every element of dx exactly once: a fresh buffer is
-    // assigned (no zero fill); col2im adds overlapping taps and needs a zeroed one.
-    const bool transposable = !g.pointwise() && shifted_copy(g) && g.ph <= g.kh - 1;
-    bool gx_fresh = false;
-    float* gx = !x.requires_grad() ? nullptr : transposable ? x.grad_for_write(&gx_fresh) : x.mutable_grad();
-    const bool need_w = weight.requires_grad(), need_b = bias.defined() && bias.requires_grad();
-    const int threads = g.n * g.oc * ohw * g.cg * g.kh * g.kw >= kParallelMacs ? omp_get_max_threads() : 1;
-    // Per-thread weight/bias gradient partials, summed in thread order afterwards: deterministic for a
-    // given thread count, and no atomics in the loop.
-    std::vector<float> gw_part(need_w ? threads * weight.numel() : 0, 0.0f);  // (T, OC, K)
-    std::vector<float> gb_part(need_b ? threads * g.oc : 0, 0.0f);            // (T, OC)
+    // Stride 1: dy padded for the input gradient, the transposed convolution's padding K - 1 - P on
+    // each side. For "same" padding (K = 2P + 1) that stack is also the weight gradient's dy grid,
+    // shifted by (top, left): the padding zeros sit exactly where the dropped positions are.
+    const int64_t top = g.kh - 1 - g.ph, left = g.kw - 1 - g.pw;
+    const int64_t t_rows = g.oh + 2 * top, t_pitch = g.ow + 2 * left;
+    const bool shared = !strided && t_pitch == xs.pitch && t_rows == xs.rows;
+    PlaneStack dys;
+    if (!strided && (need_x || (need_w && shared)))
+      dys = pad_planes(gyd, g.n, g.oc, g.oh, g.ow, top, left, t_rows, t_pitch,
+                       std::max(tail_for(g.kh, g.kw, 1, 1, t_pitch), round_up_taps(top * t_pitch + left) + kTapQuantum),
+                       shared ? top * t_pitch + left : 0);
+    const int threads = g.n * g.oc * g.oh * g.ow * pairs >= kParallelMacs ? omp_get_max_threads() : 1;
 
-    // The input gradient of a shifted-copy convolution is itself one: dx = conv(dy, W flipped in space,
-    // channels swapped), stride 1, padding K - 1 - P. Computed that way it needs no col2im, whose
-    // overlapping read-modify-writes of neighbouring taps cost more than the extra im2col of dy.
-    const bool transposed = gx && transposable;
-    ConvGeometry gt = g;  // the input-gradient convolution: dy (N, OC, OH, OW) -> dx (N, C, H, W)
-    std::vector<float> wt;  // (G, CG, OCG * KH * KW): weight flipped and transposed, per group
-    int64_t rows_per_block_t = 0;
-    if (transposed) {
-      gt.c = g.oc, gt.h = g.oh, gt.w = g.ow, gt.oc = g.c, gt.oh = g.h, gt.ow = g.w;
-      gt.cg = g.ocg, gt.ocg = g.cg, gt.k = g.ocg * g.kh * g.kw;
-      gt.ph = g.kh - 1 - g.ph, gt.pw = g.kw - 1 - g.pw;
-      rows_per_block_t = block_rows(gt);
-      wt.resize(static_cast<size_t>(weight.numel()));
-      for (int64_t gi = 0; gi < g.groups; ++gi)
-        for (int64_t c = 0; c < g.cg; ++c)
-          for (int64_t oc = 0; oc < g.ocg; ++oc)
-            for (int64_t ki = 0; ki < g.kh; ++ki)
-              for (int64_t kj = 0; kj < g.kw; ++kj)
-                wt[((gi * g.cg + c) * g.ocg + oc) * g.kh * g.kw + ki * g.kw + kj] =
-                    wd[((gi * g.ocg + oc) * g.cg + c) * g.kh * g.kw + (g.kh - 1 - ki) * g.kw + (g.kw - 1 - kj)];
-    }
-
-    // The weight (and bias) gradient and the input gradient are two passes over the images: they share
-    // nothing but dy, and apart they can be timed apart (profiler.h).
     if (need_w || need_b) {
       ProfilePart part("weight_grad");
+      // dy on the forward's output grid: row oy at oy * pitch, zero at the dropped positions.
+      PlaneStack dyq;
+      const float* dy = nullptr;
+      int64_t dy_pitch = 0;
+      if (need_w) {
+        if (shared) {
+          dy = dys.data + top * t_pitch + left;
+          dy_pitch = dys.channel_pitch;
+        } else {
+          dyq = pad_planes(gyd, g.n, g.oc, g.oh, g.ow, 0, 0, xs.rows, xs.pitch, 0);
+          dy = dyq.data;
+          dy_pitch = dyq.channel_pitch;
+        }
+      }
+      // Per-thread partial sums, each thread over its own images, summed in thread order afterwards:
+      // deterministic for a given thread count, and no atomics.
+      std::vector<float> gw_part(need_w ? threads * g.oc * pairs : 0, 0.0f);  // (T, OC, CG * KH * KW)
+      std::vector<float> gb_part(need_b ? threads * g.oc : 0, 0.0f);          // (T, OC)
 #pragma omp parallel num_threads(threads)
       {
-        const int t = omp_get_thread_num();
-        // Scratch per thread, uninitialised: im2col overwrites all of it.
-        std::shared_ptr<float[]> col =
-            g.pointwise() || !need_w ? nullptr : alloc_floats(g.k * rows_per_block * g.ow);  // (K, R*OW)
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < g.n; ++n) {
-          for (int64_t gi = 0; gi < g.groups; ++gi) {
-            const float* dy_g = gyd + (n * g.oc + gi * g.ocg) * ohw;  // (OCG, OH*OW)
-            const float* x_g = xd + (n * g.c + gi * g.cg) * g.h * g.w;
-            if (need_b) {
-              Eigen::Map<Eigen::VectorXf>(gb_part.data() + t * g.oc + gi * g.ocg, g.ocg) +=
-                  ConstMapMatrix(dy_g, g.ocg, ohw).rowwise().sum();
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t n0 = g.n * t / team, n1 = g.n * (t + 1) / team;
+        if (need_b) {
+          const int64_t ohw = g.oh * g.ow;
+          for (int64_t n = n0; n < n1; ++n)
+            for (int64_t o = 0; o < g.oc; ++o) {
+              const float* row = gyd + (n * g.oc + o) * ohw;
+              float s = 0.0f;
+              for (int64_t i = 0; i < ohw; ++i) s += row[i];
+              gb_part[t * g.oc + o] += s;
             }
-            if (!need_w) continue;
-            for (int64_t oy0 = 0; oy0 < g.oh; oy0 += rows_per_block) {
-              const int64_t oy1 = std::min(g.oh, oy0 + rows_per_block), len = (oy1 - oy0) * g.ow;
-              ConstStridedMapMatrix dy(dy_g + oy0 * g.ow, g.ocg, len, Eigen::OuterStride<>(ohw));  // (OCG, R*OW)
-              const float* cols = x_g;
-              if (!g.pointwise()) {
-                im2col(x_g, g, oy0, oy1, col.get());
-                cols = col.get();
-              }
-              MapMatrix(gw_part.data() + t * weight.numel() + gi * g.ocg * g.k, g.ocg, g.k).noalias() +=
-                  dy * ConstMapMatrix(cols, g.k, len).transpose();
+        }
+        if (need_w) {
+          {
+            for (int64_t gi = 0; gi < g.groups; ++gi) {
+              TapWeightGrad a;
+              a.dy = dy + gi * g.ocg * dy_pitch;
+              a.dy_pitch = dy_pitch;
+              a.oc = g.ocg;
+              a.x = xs.channel(gi * g.cg * phases);
+              a.x_pitch = xs.channel_pitch * phases;
+              a.channels = g.cg;
+              a.offsets = offsets->data();
+              a.taps = taps;
+              a.q_begin = n0 * xs.plane;
+              a.q_end = n1 * xs.plane;
+              a.acc = gw_part.data() + (t * g.oc + gi * g.ocg) * pairs;
+              k.weight_grad(a);
             }
           }
         }
       }
+      if (need_w) {
+        float* gw = weight.mutable_grad();
+        for (int t = 0; t < threads; ++t)
+          for (int64_t i = 0; i < g.oc * pairs; ++i) gw[i] += gw_part[t * g.oc * pairs + i];
+      }
+      if (need_b) {
+        float* gb = bias.mutable_grad();
+        for (int t = 0; t < threads; ++t)
+          for (int64_t i = 0; i < g.oc; ++i) gb[i] += gb_part[t * g.oc + i];
+      }
     }
-    if (gx) {
+    if (need_x) {
       ProfilePart part("input_grad");
-#pragma omp parallel num_threads(threads)
-      {
-        // Scratch per thread, uninitialised: the GEMM or im2col overwrites all of it.
-        std::shared_ptr<float[]> dcol =
-            !g.pointwise() && !transposed ? alloc_floats(g.k * rows_per_block * g.ow) : nullptr;  // (K, R*OW)
-        std::shared_ptr<float[]> tcol =
-            transposed ? alloc_floats(gt.k * rows_per_block_t * gt.ow) : nullptr;  // (OCG*KH*KW, R*W)
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < g.n; ++n) {
-          for (int64_t gi = 0; gi < g.groups; ++gi) {
-            const float* dy_g = gyd + (n * g.oc + gi * g.ocg) * ohw;  // (OCG, OH*OW)
-            float* gx_g = gx + (n * g.c + gi * g.cg) * g.h * g.w;
-            if (transposed) {
-              ConstMapMatrix wt_g(wt.data() + gi * g.cg * gt.k, g.cg, gt.k);
-              for (int64_t iy0 = 0; iy0 < g.h; iy0 += rows_per_block_t) {
-                const int64_t iy1 = std::min(g.h, iy0 + rows_per_block_t), len = (iy1 - iy0) * g.w;
-                im2col(dy_g, gt, iy0, iy1, tcol.get());
-                StridedMapMatrix dx(gx_g + iy0 * g.w, g.cg, len, Eigen::OuterStride<>(g.h * g.w));  // (CG, R*W)
-                if (gx_fresh)
-                  dx.noalias() = wt_g * ConstMapMatrix(tcol.get(), gt.k, len);
-                else
-                  dx.noalias() += wt_g * ConstMapMatrix(tcol.get(), gt.k, len);
-              }
-              continue;
-            }
-            ConstMapMatrix w_g(wd + gi * g.ocg * g.k, g.ocg, g.k);
-            for (int64_t oy0 = 0; oy0 < g.oh; oy0 += rows_per_block) {
-              const int64_t oy1 = std::min(g.oh, oy0 + rows_per_block), len = (oy1 - oy0) * g.ow;
-              ConstStridedMapMatrix dy(dy_g + oy0 * g.ow, g.ocg, len, Eigen::OuterStride<>(ohw));  // (OCG, R*OW)
-              if (g.pointwise()) {
-                StridedMapMatrix(gx_g + oy0 * g.ow, g.k, len, Eigen::OuterStride<>(ohw)).noalias() +=
-                    w_g.transpose() * dy;
-              } else {
-                MapMatrix(dcol.get(), g.k, len).noalias() = w_g.transpose() * dy;
-                col2im_add(dcol.get(), g, oy0, oy1, gx_g);
-              }
-            }
-          }
-        }
+      bool fresh = false;
+      float* gx = x.grad_for_write(&fresh);
+      if (strided) {
+        strided_input_grad(k, g, weight.data(), gyd, gx, fresh, xs.rows, xs.pitch);
+      } else {
+        run_forward(k, dys, 1, tap_offsets(g.kh, g.kw, t_pitch), g.groups, g.ocg, g.cg,
+                    pack_weights(weight.data(), g.groups, g.cg, g.ocg, taps, all_taps(taps, true), k.oc_block, true),
+                    nullptr, g.h, g.w, gx, !fresh);
       }
-    }
-    if (need_w) {
-      float* gw = weight.mutable_grad();
-      for (int t = 0; t < threads; ++t)
-        for (int64_t i = 0; i < weight.numel(); ++i) gw[i] += gw_part[t * weight.numel() + i];
-    }
-    if (need_b) {
-      float* gb = bias.mutable_grad();
-      for (int t = 0; t < threads; ++t)
-        for (int64_t i = 0; i < g.oc; ++i) gb[i] += gb_part[t * g.oc + i];
     }
   });
   return y;
