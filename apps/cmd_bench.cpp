@@ -2,7 +2,6 @@
 // sizes, model and GEMM rates against this machine's measured peaks; `--train` hands over to bench_train.
 #include <omp.h>
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +15,7 @@
 #include "apps/qat_options.h"
 #include "apps/train_loop.h"
 #include "core/cpu_peak.h"
+#include "core/gemm.h"
 #include "quant/int8_graph.h"
 
 namespace qatlab {
@@ -128,16 +128,14 @@ int cmd_bench(int argc, char** argv) {
   const double ib = median_seconds([&] { graph.run(many, path); }, seconds, 5);
   const double macs = graph.multiply_adds_per_image();
 
-  // GEMM rates on one large product, float (Eigen, the columns split over the threads) and int8 (ours).
+  // GEMM rates on one large product, float and int8, both on our kernels (core/gemm.h, the float path
+  // linear layers and matmul run on; int8_gemm.h).
   const int64_t gm = 1024, gk = 1024, gn = 1024;
-  Eigen::MatrixXf fa = Eigen::MatrixXf::Random(gm, gk), fw = Eigen::MatrixXf::Random(gk, gn), fc(gm, gn);
-  const double fgemm = median_seconds([&] {
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < nthreads; ++t) {
-      const int64_t lo = gn * t / nthreads, hi = gn * (t + 1) / nthreads;
-      fc.middleCols(lo, hi - lo).noalias() = fa * fw.middleCols(lo, hi - lo);
-    }
-  }, seconds / 2, 5);
+  std::vector<float> fa(gm * gk), fw(gk * gn), fc(gm * gn);
+  for (size_t i = 0; i < fa.size(); ++i) fa[i] = static_cast<float>(i % 251) / 251.0f - 0.5f;
+  for (size_t i = 0; i < fw.size(); ++i) fw[i] = static_cast<float>(i % 241) / 241.0f - 0.5f;
+  const double fgemm = median_seconds(
+      [&] { gemm(gm, gn, gk, {fa.data(), gk, 1}, {fw.data(), gn, 1}, fc.data(), gn, false); }, seconds / 2, 5);
   std::vector<int8_t> qa(gm * gk, 3), qw(gn * gk, -2), qc(gm * gn);
   FullyConnectedInt8Params fp;
   fp.output_multiplier.assign(gn, 1 << 30);

@@ -1,8 +1,9 @@
-// ops_linear.cpp: the fully connected map y = x w^T + b and its gradients, on Eigen GEMMs.
+// ops_linear.cpp: the fully connected map y = x w^T + b and its gradients, on our GEMM (gemm.h).
 //
 // Shape letters: N batch, IN input features, OUT output features.
 #include <Eigen/Core>
 
+#include "core/gemm.h"
 #include "core/ops.h"
 
 namespace qatlab {
@@ -23,14 +24,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
 
   Tensor y = Tensor::empty({n, out});  // (N, OUT)
   MapMatrix ym(y.data(), n, out);
-  ym.noalias() = ConstMapMatrix(x.data(), n, in) * ConstMapMatrix(w.data(), out, in).transpose();
+  gemm(n, out, in, {x.data(), in, 1}, {w.data(), 1, in}, y.data(), out, false);  // x w^T
   if (b.defined()) ym.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(b.data(), out);
 
   record_op(y, "linear", {x, w, b}, [x, w, b, n, in, out](const Tensor& gy) mutable {
     ConstMapMatrix dy(gy.data(), n, out);
-    if (x.requires_grad()) MapMatrix(x.mutable_grad(), n, in).noalias() += dy * ConstMapMatrix(w.data(), out, in);
+    if (x.requires_grad()) gemm(n, in, out, {gy.data(), out, 1}, {w.data(), in, 1}, x.mutable_grad(), in, true);  // dy w
     if (w.requires_grad())
-      MapMatrix(w.mutable_grad(), out, in).noalias() += dy.transpose() * ConstMapMatrix(x.data(), n, in);
+      gemm(out, in, n, {gy.data(), 1, out}, {x.data(), in, 1}, w.mutable_grad(), in, true);  // dy^T x
     if (b.defined() && b.requires_grad())
       Eigen::Map<Eigen::RowVectorXf>(b.mutable_grad(), out) += dy.colwise().sum();
   });

@@ -1,21 +1,12 @@
-// ops_matmul.cpp: the matrix product of two 2-d tensors, on Eigen's GEMM.
+// ops_matmul.cpp: the matrix product of two 2-d tensors, on our GEMM (gemm.h).
 //
-// Shape letters: A (M, K), B (K, N), C = A B (M, N). Our buffers are row-major, so they are mapped as
-// row-major Eigen matrices without copying.
+// Shape letters: A (M, K), B (K, N), C = A B (M, N), all row-major.
 #include <string>
 
-#include <Eigen/Core>
-
+#include "core/gemm.h"
 #include "core/ops.h"
 
 namespace qatlab {
-namespace {
-
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMap = Eigen::Map<const RowMajor>;
-using MutMap = Eigen::Map<RowMajor>;
-
-}  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   QATLAB_CHECK(a.dim() == 2 && b.dim() == 2,
@@ -25,18 +16,12 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
                                 ": inner dimensions " + std::to_string(k) + " and " + std::to_string(b.size(0)) +
                                 " differ");
   Tensor out = Tensor::empty({m, n});
-  MutMap(out.data(), m, n).noalias() = ConstMap(a.data(), m, k) * ConstMap(b.data(), k, n);
+  gemm(m, n, k, {a.data(), k, 1}, {b.data(), n, 1}, out.data(), n, false);
 
   record_op(out, "matmul", {a, b}, [a, b, m, k, n](const Tensor& grad_out) {
-    ConstMap dc(grad_out.data(), m, n);  // (M, N)
-    if (a.requires_grad()) {
-      Tensor ta = a;
-      MutMap(ta.mutable_grad(), m, k).noalias() += dc * ConstMap(b.data(), k, n).transpose();  // dA = dC B^T
-    }
-    if (b.requires_grad()) {
-      Tensor tb = b;
-      MutMap(tb.mutable_grad(), k, n).noalias() += ConstMap(a.data(), m, k).transpose() * dc;  // dB = A^T dC
-    }
+    const float* dc = grad_out.data();  // (M, N)
+    if (a.requires_grad()) gemm(m, k, n, {dc, n, 1}, {b.data(), 1, n}, a.mutable_grad(), k, true);  // dA = dC B^T
+    if (b.requires_grad()) gemm(k, n, m, {a.data(), 1, k}, {dc, n, 1}, b.mutable_grad(), n, true);  // dB = A^T dC
   });
   return out;
 }
