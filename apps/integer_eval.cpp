@@ -100,9 +100,9 @@ LoaderOptions integer_loader_options(const Int8Graph& graph, const DataBundle& d
 
 std::string input_pipeline_note(const Int8Graph& graph, const std::string& path) {
   if (graph.has_pixel_table()) return "";
-  return "note: " + path + " has no pixel table (format version " + std::to_string(graph.file_version) +
-         "): its input codes come from the loader's normalised floats, as before version 3; convert the QAT "
-         "checkpoint again for the integer input pipeline";
+  return "note: " + path + " has no pixel table (files before format version 3 have none): its input codes "
+         "come from the loader's normalised floats, as before; convert the QAT checkpoint again for the integer "
+         "input pipeline";
 }
 
 std::string outputs_csv(const IntegerOutputs& o, const QParams& grid) {
