@@ -48,6 +48,14 @@ Tensor random_images(int64_t n, const Shape& chw, uint64_t seed) {
   return t;
 }
 
+// n random 8-bit images (N, C, H, W).
+std::vector<uint8_t> random_pixels(int64_t n, const Shape& chw, uint64_t seed) {
+  std::vector<uint8_t> p(static_cast<size_t>(n * shape_numel(chw)));
+  Rng rng(seed);
+  for (uint8_t& v : p) v = static_cast<uint8_t>(rng.below(256));
+  return p;
+}
+
 // The int8 peak of a kernel path: the rate of the multiply-add instruction its inner loop issues.
 PeakInstruction int8_peak_instruction(KernelPath path) {
   return path == KernelPath::Avx512Vnni ? PeakInstruction::DpbusdZmm : PeakInstruction::MaddwdAddYmm;
@@ -122,10 +130,18 @@ int cmd_bench(int argc, char** argv) {
   NoGradGuard no_grad;
 
   const Tensor one = random_images(1, graph.input_shape, 1), many = random_images(batch, graph.input_shape, 2);
+  // An integer model with a pixel table reads raw bytes, as it does in `eval`; one without, the floats.
+  const std::vector<uint8_t> pixels = random_pixels(batch, graph.input_shape, 3);
+  const auto run_int = [&](const Tensor& x) {
+    if (graph.has_pixel_table())
+      graph.run_pixels(pixels.data(), x.size(0), path);
+    else
+      graph.run(x, path);
+  };
   const double f1 = median_seconds([&] { float_model->forward(one); }, seconds / 2);
-  const double i1 = median_seconds([&] { graph.run(one, path); }, seconds / 2);
+  const double i1 = median_seconds([&] { run_int(one); }, seconds / 2);
   const double fb = median_seconds([&] { float_model->forward(many); }, seconds, 5);
-  const double ib = median_seconds([&] { graph.run(many, path); }, seconds, 5);
+  const double ib = median_seconds([&] { run_int(many); }, seconds, 5);
   const double macs = graph.multiply_adds_per_image();
 
   // GEMM rates on one large product, float and int8, both on our kernels (core/gemm.h, the float path

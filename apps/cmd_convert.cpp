@@ -4,6 +4,7 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "apps/integer_eval.h"
 #include "apps/qat_options.h"
 #include "quant/convert.h"
 
@@ -32,7 +33,15 @@ int cmd_convert(int argc, char** argv) {
   require(ckpt.model_kind == "qat", path + " is a '" + ckpt.model_kind +
                                         "' checkpoint: convert takes a QAT one (make it with `qatlab qat --from " + path + "`)");
   const ModulePtr model = model_from_any_checkpoint(ckpt);
-  const Int8Graph graph = convert(static_cast<const QatModel&>(*model), {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
+  Int8Graph graph = convert(static_cast<const QatModel&>(*model), {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
+  // The input pipeline from raw pixels: the loader's normalisation of the checkpoint's dataset, each byte
+  // value put through the loader's own arithmetic and the input quantizer (quant/README.md, section 7).
+  const std::string pipeline =
+      set_dataset_pixel_table(graph, ckpt.dataset)
+          ? "input: raw 8-bit pixels -> input codes by a 256-entry table per channel (" + ckpt.dataset +
+                " normalisation, then the input grid)"
+          : "input: normalised floats (" + path + " names no dataset qatlab knows, '" + ckpt.dataset +
+                "', so no pixel table)";
   if (out.empty()) out = (fs::path(path).parent_path() / "model.int8.h5").string();
   graph.save(out);
 
@@ -40,6 +49,7 @@ int cmd_convert(int argc, char** argv) {
   if (show) std::printf("%s", graph.summary().c_str());
   std::printf("%s -> %s: %zu integer ops, %lld bytes of integer parameters\n", path.c_str(), out.c_str(), graph.ops.size(),
               static_cast<long long>(graph.parameter_bytes()));
+  std::printf("%s\n", pipeline.c_str());
   std::printf("file sizes: checkpoint %llu bytes, integer model %llu bytes (%.1f %%)\n",
               static_cast<unsigned long long>(ckpt_bytes), static_cast<unsigned long long>(int_bytes),
               100.0 * static_cast<double>(int_bytes) / static_cast<double>(ckpt_bytes));

@@ -86,7 +86,9 @@ int cmd_eval(int argc, char** argv) {
       throw std::runtime_error(path + ": the integer model gives " + std::to_string(graph.output_width()) +
                                " scores per image, " + d.dataset + " has " + std::to_string(data.spec.num_classes) +
                                " classes");
-    DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
+    const std::string note = input_pipeline_note(graph, path);
+    if (!note.empty()) std::printf("%s\n", note.c_str());
+    DataLoader loader(data.test, integer_loader_options(graph, data, batch_size));
     EvalResult r;
     Agreement a;
     IntegerOutputs outputs;

@@ -14,6 +14,7 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/data_setup.h"
+#include "apps/integer_eval.h"
 #include "apps/qat_options.h"
 #include "apps/svg_plot.h"
 #include "apps/train_loop.h"
@@ -70,6 +71,7 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
     model = std::static_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt));
     model->eval();
     graph = convert(*model, {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
+    set_dataset_pixel_table(graph, ckpt.dataset);  // as `convert` writes it
     dataset = ckpt.dataset;
   }
   const std::vector<std::string> layers = explainable_ops(graph);
@@ -79,13 +81,14 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
   const DataBundle data = load_data(d, /*with_train=*/false);
   require(image_index >= 0 && image_index < data.test.n,
           "--image must be in 0.." + std::to_string(data.test.n - 1) + ", got " + std::to_string(image_index));
-  DataLoader loader(data.test, loader_options(data, 1, 0, false));
+  DataLoader loader(data.test, integer_loader_options(graph, data, 1));
   loader.start_epoch(0);
   Batch batch;
   for (int64_t i = 0; i <= image_index; ++i) loader.next(batch);
   std::string text;
   try {
-    text = explain_output(graph, layer, batch.images, at, terms);
+    text = explain_output(graph, layer, ExplainImage(batch.images, batch.pixels.empty() ? nullptr : batch.pixels.data()),
+                          at, terms);
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("--explain: ") + e.what());
   }

@@ -89,12 +89,14 @@ int cmd_ptq(int argc, char** argv) {
   c.config_ini = settings_ini(vm, desc);
   c.history.push_back({{"epoch", 0.0}, {"test_acc", sim.accuracy}, {"test_loss", sim.loss}});
   save_checkpoint(out + "/checkpoint.h5", c);
-  const Int8Graph graph = convert(*model, {base.spec.channels, base.spec.height, base.spec.width});
+  Int8Graph graph = convert(*model, {base.spec.channels, base.spec.height, base.spec.width});
+  set_dataset_pixel_table(graph, c.dataset);  // the input pipeline from raw pixels, as `convert` writes it
   graph.save(out + "/model.int8.h5");
 
   EvalResult integer;
   Agreement unused;
-  run_integer(graph, best_kernel_path(), test, nullptr, integer, unused);
+  DataLoader integer_test(data.test, integer_loader_options(graph, data, 256));
+  run_integer(graph, best_kernel_path(), integer_test, nullptr, integer, unused);
   std::printf("ptq %s: calibrated on %lld images; %s", base.model_name.c_str(), static_cast<long long>(seen),
               qconfig.describe().c_str());
   std::printf("simulation accuracy %.2f %%, integer graph accuracy %.2f %% (%lld test images)\n", 100 * sim.accuracy,

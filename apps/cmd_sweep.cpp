@@ -290,12 +290,13 @@ class Sweep {
       model->eval();
       DataLoader test(data_.test, loader_options(data_, 256, 0, false));
       r.sim_accuracy = evaluate(*model, test).accuracy;
-      const Int8Graph graph = convert(*model, {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
+      Int8Graph graph = convert(*model, {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
+      set_dataset_pixel_table(graph, ckpt.dataset);  // as `convert` writes it
       graph.save(dir + "/model.int8.h5");
       r.int_file_bytes = file_bytes(dir + "/model.int8.h5");
       EvalResult integer;
       Agreement agree;
-      DataLoader test2(data_.test, loader_options(data_, 256, 0, false));
+      DataLoader test2(data_.test, integer_loader_options(graph, data_, 256));
       run_integer(graph, best_kernel_path(), test2, model.get(), integer, agree);
       r.int_accuracy = integer.accuracy;
       r.top1_agreement = agree.images > 0 ? static_cast<double>(agree.same_top1) / agree.images : 0.0;

@@ -33,6 +33,13 @@ std::string mnist_dir(const std::string& explicit_dir) {
 
 }  // namespace
 
+Normalisation dataset_normalisation(const std::string& dataset) {
+  if (dataset == "mnist") return {{0.1307f}, {0.3081f}};
+  if (dataset == "fashion-mnist") return {{0.2860f}, {0.3530f}};
+  if (dataset == "cifar10") return {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+  throw UsageError("unknown dataset '" + dataset + "' (known: mnist, fashion-mnist, cifar10)");
+}
+
 DataBundle load_data(const DataSettings& s, bool with_train) {
   require(s.train_limit >= 0 && s.test_limit >= 0, "--train-limit and --test-limit must be >= 0");
   DataBundle b;
@@ -41,18 +48,17 @@ DataBundle load_data(const DataSettings& s, bool with_train) {
     const std::string dir = fashion ? find_fashion_mnist(s.data_dir) : mnist_dir(s.data_dir);
     if (with_train) b.train = load_idx_dataset(dir, Split::Train, s.dataset);
     b.test = load_idx_dataset(dir, Split::Test, s.dataset);
-    b.mean = {fashion ? 0.2860f : 0.1307f};
-    b.std = {fashion ? 0.3530f : 0.3081f};
   } else if (s.dataset == "cifar10") {
     const std::string dir = find_cifar10(s.data_dir);
     if (with_train) b.train = load_cifar10(dir, Split::Train);
     b.test = load_cifar10(dir, Split::Test);
-    b.mean = {0.4914f, 0.4822f, 0.4465f};
-    b.std = {0.2470f, 0.2435f, 0.2616f};
     b.augment = true;
   } else {
     throw UsageError("unknown dataset '" + s.dataset + "' (known: mnist, fashion-mnist, cifar10)");
   }
+  const Normalisation norm = dataset_normalisation(s.dataset);
+  b.mean = norm.mean;
+  b.std = norm.std;
   truncate(b.train, s.train_limit);
   truncate(b.test, s.test_limit);
   b.spec = ModelSpec{b.test.c, b.test.h, b.test.w, 10};

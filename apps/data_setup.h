@@ -27,6 +27,13 @@ struct DataBundle {
   bool augment = false;            // random crop + flip are standard for this dataset (CIFAR-10)
 };
 
+// The per-channel normalisation of pixel / 255 a dataset is trained with ((pixel / 255 - mean) / std).
+// UsageError for an unknown name.
+struct Normalisation {
+  std::vector<float> mean, std;  // (C)
+};
+Normalisation dataset_normalisation(const std::string& dataset);
+
 // Loads the test split, and the training split when `with_train`. Throws with a hint when the files
 // are missing; for MNIST, fetches them first when absent.
 DataBundle load_data(const DataSettings& s, bool with_train);

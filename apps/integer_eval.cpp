@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "data/loader.h"
+#include "quant/convert.h"
 #include "quant/lower.h"
 #include "quant/prepare.h"
 
@@ -30,10 +32,15 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
   Batch batch;
   const QParams& grid = graph.output_grid();
   double seconds_int = 0.0;
+  const bool pixels = graph.has_pixel_table();
   while (loader.next(batch)) {
     Shape shape;
     const auto ti = std::chrono::steady_clock::now();
-    const std::vector<int8_t> codes = graph.run_codes(batch.images, &shape, path);
+    // A graph with a pixel table reads the raw bytes: integer from the image on (int8_graph.h).
+    if (pixels && static_cast<int64_t>(batch.pixels.size()) != batch.images.numel())
+      throw std::logic_error("run_integer: the graph reads raw pixels; make the loader keep them (keep_pixels)");
+    const std::vector<int8_t> codes = pixels ? graph.run_pixel_codes(batch.pixels.data(), batch.images.size(0), &shape, path)
+                                             : graph.run_codes(batch.images, &shape, path);
     seconds_int += std::chrono::duration<double>(std::chrono::steady_clock::now() - ti).count();
     if (shape.empty() || shape[0] != static_cast<int64_t>(batch.labels.size()))
       throw std::runtime_error("integer graph: output " + shape_str(shape) + " for a batch of " +
@@ -72,6 +79,30 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
   }
   r.accuracy = r.count ? static_cast<double>(correct) / r.count : 0.0;
   r.seconds = seconds_int;
+}
+
+bool set_dataset_pixel_table(Int8Graph& graph, const std::string& dataset) {
+  Normalisation norm;
+  try {
+    norm = dataset_normalisation(dataset);
+  } catch (const UsageError&) {
+    return false;
+  }
+  set_pixel_table(graph, normalised_pixel_values(graph.input_shape.at(0), norm.mean, norm.std), norm.mean, norm.std);
+  return true;
+}
+
+LoaderOptions integer_loader_options(const Int8Graph& graph, const DataBundle& data, int64_t batch_size) {
+  LoaderOptions o = loader_options(data, batch_size, 0, false);
+  o.keep_pixels = graph.has_pixel_table();
+  return o;
+}
+
+std::string input_pipeline_note(const Int8Graph& graph, const std::string& path) {
+  if (graph.has_pixel_table()) return "";
+  return "note: " + path + " has no pixel table (files before format version 3 have none): its input codes "
+         "come from the loader's normalised floats, as before; convert the QAT checkpoint again for the integer "
+         "input pipeline";
 }
 
 std::string outputs_csv(const IntegerOutputs& o, const QParams& grid) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/data_setup.h"
 #include "apps/train_loop.h"
 #include "quant/int8_graph.h"
 
@@ -28,11 +29,27 @@ struct IntegerOutputs {
 // lowest class index among them (std::max_element keeps the first).
 int32_t argmax_row(const int8_t* row, int64_t n);
 
-// Runs the integer graph over the loader (r: accuracy, count, predictions, seconds of integer compute);
+// Runs the integer graph over the loader (r: accuracy, count, predictions, seconds of integer compute):
+// a graph with a pixel table on the batches' raw bytes (the loader must keep them: integer_loader_options),
+// one without on their normalised floats;
 // with `sim`, also the QAT model in float simulation and in exact mode (its conv and linear layers on the
 // kernels of `path` too), comparing output codes (a). With `outputs`, keeps every output code and label.
 void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a,
                  IntegerOutputs* outputs = nullptr);
+
+// Gives a graph converted from a checkpoint of `dataset` its pixel table: the dataset's normalisation as the
+// loader computes it, then the input grid (set_pixel_table, quant/convert.h). False, leaving the graph as it
+// was, when qatlab knows no dataset of that name.
+bool set_dataset_pixel_table(Int8Graph& graph, const std::string& dataset);
+
+// The loader options for running `graph` on the test split: loader_options(data, batch_size, 0, false),
+// keeping the raw pixels when the graph reads them.
+LoaderOptions integer_loader_options(const Int8Graph& graph, const DataBundle& data, int64_t batch_size);
+
+// "" for a graph with a pixel table; otherwise the one line saying that its input codes come from the
+// loader's normalised floats (a file written before format version 3, or converted from a checkpoint of
+// no dataset qatlab knows), as integer evaluation did before the table existed.
+std::string input_pipeline_note(const Int8Graph& graph, const std::string& path);
 
 // The dump as CSV text: a header `image,label,predicted,code_0,...,code_<K-1>` then one row per image
 // (output codes as signed integers; real logit = scale * (code - zero_point) with the grid given).

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/ops.h"
 #include "core/rng.h"
 
 namespace qatlab {
@@ -102,6 +103,10 @@ DataLoader::DataLoader(const ImageDataset& dataset, LoaderOptions options)
       throw std::invalid_argument(who + "std " + join_floats(o.std) + " must be finite and > 0 in every channel");
     }
   }
+  if (o.keep_pixels && (o.crop_pad > 0 || o.hflip)) {
+    throw std::invalid_argument(who + "keep_pixels hands out the dataset's own bytes: it cannot go with augmentation "
+                                      "(crop_pad " + std::to_string(o.crop_pad) + ", hflip " + (o.hflip ? "on" : "off") + ")");
+  }
   if (o.crop_pad < 0) {
     throw std::invalid_argument(who + "crop_pad is " + std::to_string(o.crop_pad) + ", expected >= 0 (0 = off)");
   }
@@ -167,6 +172,7 @@ void DataLoader::make_batch(int64_t index, Batch& out) const {
   const Shape shape = {count, ds.c, ds.h, ds.w};
   if (!is_exclusive(out.images) || out.images.shape() != shape) out.images = Tensor::empty(shape);  // (N, C, H, W)
   out.labels.resize(static_cast<size_t>(count));          // (N)
+  out.pixels.resize(options_.keep_pixels ? static_cast<size_t>(count * sample_numel_) : 0);  // (N, C, H, W)
   out.index = index;
 
   const bool augment = options_.crop_pad > 0 || options_.hflip;
@@ -178,6 +184,7 @@ void DataLoader::make_batch(int64_t index, Batch& out) const {
     out.labels[i] = ds.labels[sample];
     const uint8_t* src = ds.pixels.data() + sample * sample_numel_;
     float* d = dst + i * sample_numel_;
+    if (options_.keep_pixels) std::copy(src, src + sample_numel_, out.pixels.begin() + i * sample_numel_);
     if (!augment) {
       convert_image(src, d, scale_.data(), shift_.data(), ds.c, ds.h * ds.w);
       continue;
@@ -248,6 +255,29 @@ bool DataLoader::next(Batch& out) {
   }
   if (worker_error_) std::rethrow_exception(worker_error_);
   return false;
+}
+
+Tensor normalised_pixel_values(int64_t channels, const std::vector<float>& mean, const std::vector<float>& std) {
+  // One image (C, 1, 256) holding every byte value once per channel, converted by make_batch like any
+  // test image: the floats are those a test image's pixels become, whatever the compiler made of the
+  // multiply-add.
+  ImageDataset ramp;
+  ramp.name = "pixel values";
+  ramp.n = 1, ramp.c = channels, ramp.h = 1, ramp.w = 256, ramp.num_classes = 1;
+  ramp.pixels.resize(static_cast<size_t>(channels * 256));  // (1, C, 1, 256)
+  for (int64_t i = 0; i < channels * 256; ++i) ramp.pixels[i] = static_cast<uint8_t>(i % 256);
+  ramp.labels = {0};
+  LoaderOptions o;
+  o.batch_size = 1;
+  o.shuffle = false;
+  o.prefetch = false;
+  o.mean = mean;
+  o.std = std;
+  DataLoader loader(ramp, o);
+  loader.start_epoch(0);
+  Batch batch;
+  loader.make_batch(0, batch);
+  return reshape(batch.images, {channels, 256});  // (C, 256)
 }
 
 }  // namespace qatlab

@@ -32,13 +32,23 @@ struct LoaderOptions {
   bool prefetch = true;          // prepare batches on a background thread
   int64_t crop_pad = 0;          // random crop of the image zero-padded by this many pixels; 0 = off
   bool hflip = false;            // mirror left-right with probability 1/2
+  // Also hand out each batch's raw bytes (Batch::pixels), for the integer graph's pixel table. Only
+  // without augmentation: the bytes are the dataset's own.
+  bool keep_pixels = false;
 };
 
 struct Batch {
   Tensor images;                // (N, C, H, W) float32, normalised
   std::vector<int32_t> labels;  // (N)
+  std::vector<uint8_t> pixels;  // (N, C, H, W) the raw bytes of images, when LoaderOptions::keep_pixels
   int64_t index = 0;            // position of this batch in its epoch
 };
+
+// What the loader makes of every byte value: (C, 256) floats, row c holding channel c's values of pixels
+// 0..255, computed by the very code that converts images (the same multiply-add, contracted to an FMA or
+// not as the compiler built that code). The integer graph's pixel table is made from it (quant/convert.h).
+// Throws std::invalid_argument on mean / std the loader would refuse.
+Tensor normalised_pixel_values(int64_t channels, const std::vector<float>& mean, const std::vector<float>& std);
 
 class DataLoader {
  public:

@@ -44,7 +44,7 @@ size_t find_op(const Int8Graph& graph, const std::string& name) {
 }
 
 // The codes in `slot` after running ops [0, stop) of the graph on `image`, and their shape (with N).
-std::vector<int8_t> codes_of_slot(const Int8Graph& graph, size_t stop, int slot, const Tensor& image, Shape* shape) {
+std::vector<int8_t> codes_of_slot(const Int8Graph& graph, size_t stop, int slot, const ExplainImage& image, Shape* shape) {
   Int8Graph prefix;
   prefix.input_shape = graph.input_shape;
   prefix.num_slots = graph.num_slots + 1;
@@ -55,7 +55,9 @@ std::vector<int8_t> codes_of_slot(const Int8Graph& graph, size_t stop, int slot,
   exit.inputs = {slot};
   exit.output = graph.num_slots;
   prefix.ops.push_back(exit);
-  return prefix.run_codes(image, shape, KernelPath::Reference);
+  // The graph's own entry: its pixel table on the raw bytes when it has one and they are given.
+  if (image.pixels && prefix.has_pixel_table()) return prefix.run_pixel_codes(image.pixels, 1, shape, KernelPath::Reference);
+  return prefix.run_codes(image.floats, shape, KernelPath::Reference);
 }
 
 struct Term {
@@ -80,9 +82,9 @@ struct Walk {
   int32_t z_in = 0, z_out = 0, act_min = 0, act_max = 0, input_offset = 0;
 };
 
-Walk walk(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at) {
-  QATLAB_CHECK(image.dim() == 4 && image.size(0) == 1,
-               "explain takes one image (1, C, H, W), got " + shape_str(image.shape()));
+Walk walk(const Int8Graph& graph, const std::string& op_name, const ExplainImage& image, ExplainAt at) {
+  QATLAB_CHECK(image.floats.dim() == 4 && image.floats.size(0) == 1,
+               "explain takes one image (1, C, H, W), got " + shape_str(image.floats.shape()));
   const size_t i = find_op(graph, op_name);
   Walk w;
   w.op = &graph.ops[i];
@@ -175,7 +177,28 @@ namespace {
 // How many of n terms to list: `terms` of them, all when terms is 0.
 size_t listed(size_t n, int64_t terms) { return terms <= 0 ? n : std::min<size_t>(n, static_cast<size_t>(terms)); }
 
-std::string explain_linear(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at,
+// When `slot` holds the graph's input codes and the graph reads raw pixels: how the table made them, with
+// a few of its entries per channel ("" otherwise).
+std::string pixel_table_lines(const Int8Graph& graph, int slot) {
+  if (!graph.has_pixel_table() || graph.ops.front().output != slot) return "";
+  const Int8Op& entry = graph.ops.front();
+  std::ostringstream os;
+  os << "   the input codes come from the raw pixels through the file's pixel table (made at convert:\n"
+     << "   (pixel / 255 - mean) / std as the data loader computes it, then quantized on the input grid):\n";
+  const size_t channels = entry.pixel_codes.size() / 256;
+  for (size_t c = 0; c < channels; ++c) {
+    os << "     channel " << c;
+    if (c < entry.pixel_mean.size() && c < entry.pixel_std.size())
+      os << " (mean " << fmt("%.4g", entry.pixel_mean[c]) << ", std " << fmt("%.4g", entry.pixel_std[c]) << ")";
+    os << ": pixel";
+    for (int p : {0, 1, 2, 3, 64, 128, 192, 255})
+      os << (p ? ", " : " ") << p << " -> " << int{entry.pixel_codes[c * 256 + p]};
+    os << "\n";
+  }
+  return os.str();
+}
+
+std::string explain_linear(const Int8Graph& graph, const std::string& op_name, const ExplainImage& image, ExplainAt at,
                            int64_t terms) {
   const Walk w = walk(graph, op_name, image, at);
   const LoweredLayer& l = w.op->layer;
@@ -193,6 +216,7 @@ std::string explain_linear(const Int8Graph& graph, const std::string& op_name, c
   os << "1. Grids (real = scale * (code - zero_point))\n";
   os << "   input    scale " << fmt("%.6g", w.s_in) << ", zero point " << w.z_in << "  => input_offset = "
      << w.input_offset << "\n";
+  os << pixel_table_lines(graph, w.op->inputs[0]);
   os << "   weights  scale " << fmt("%.6g", w.s_w) << (l.weights.per_channel() ? " (this output channel's)" : "")
      << ", zero point 0, codes in [" << l.weights.quant_min << ", " << l.weights.quant_max << "]\n";
   os << "   output   scale " << fmt("%.6g", w.s_out) << ", zero point " << w.z_out << ", codes clamped to ["
@@ -330,7 +354,7 @@ std::string verdict(int32_t computed, int32_t graph) {
          (computed == graph ? "the same." : "DIFFERENT (a bug: please report it).") + "\n";
 }
 
-Explained explain_add(const Int8Graph& graph, size_t i, const Tensor& image, ExplainAt at) {
+Explained explain_add(const Int8Graph& graph, size_t i, const ExplainImage& image, ExplainAt at) {
   const Int8Op& op = graph.ops[i];
   const AddInt8Params& p = op.add;
   Shape sa, sb, so;
@@ -394,7 +418,7 @@ Explained explain_add(const Int8Graph& graph, size_t i, const Tensor& image, Exp
   return e;
 }
 
-Explained explain_avg_pool(const Int8Graph& graph, size_t i, const Tensor& image, ExplainAt at) {
+Explained explain_avg_pool(const Int8Graph& graph, size_t i, const ExplainImage& image, ExplainAt at) {
   const Int8Op& op = graph.ops[i];
   const bool global = op.kind == Int8OpKind::GlobalAvgPool;
   Shape si, so;
@@ -505,7 +529,7 @@ LstmUnitStep lstm_unit_step(const LstmInt8Params& p, const int8_t* x, const int8
   return u;
 }
 
-Explained explain_lstm(const Int8Graph& graph, size_t i, const Tensor& image, ExplainAt at, int64_t terms) {
+Explained explain_lstm(const Int8Graph& graph, size_t i, const ExplainImage& image, ExplainAt at, int64_t terms) {
   const Int8Op& op = graph.ops[i];
   const LstmInt8Params& p = op.lstm;
   Shape si, so;
@@ -615,10 +639,10 @@ Explained explain_lstm(const Int8Graph& graph, size_t i, const Tensor& image, Ex
   return e;
 }
 
-Explained explain_any(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at,
+Explained explain_any(const Int8Graph& graph, const std::string& op_name, const ExplainImage& image, ExplainAt at,
                       int64_t terms) {
-  QATLAB_CHECK(image.dim() == 4 && image.size(0) == 1,
-               "explain takes one image (1, C, H, W), got " + shape_str(image.shape()));
+  QATLAB_CHECK(image.floats.dim() == 4 && image.floats.size(0) == 1,
+               "explain takes one image (1, C, H, W), got " + shape_str(image.floats.shape()));
   const size_t i = find_op(graph, op_name);
   switch (graph.ops[i].kind) {
     case Int8OpKind::Add:
@@ -637,12 +661,12 @@ Explained explain_any(const Int8Graph& graph, const std::string& op_name, const 
 
 }  // namespace
 
-ExplainCheck explain_check(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at) {
+ExplainCheck explain_check(const Int8Graph& graph, const std::string& op_name, const ExplainImage& image, ExplainAt at) {
   const Explained e = explain_any(graph, op_name, image, at, 8);
   return {e.computed, e.graph};
 }
 
-std::string explain_output(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at,
+std::string explain_output(const Int8Graph& graph, const std::string& op_name, const ExplainImage& image, ExplainAt at,
                            int64_t terms) {
   return explain_any(graph, op_name, image, at, terms).text;
 }

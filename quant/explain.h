@@ -6,6 +6,7 @@
 // and for quant/README.md's worked example.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,13 +24,21 @@ struct ExplainAt {
   int64_t channel = 0, y = -1, x = -1;
 };
 
+// One input image: floats (1, C, H, W) normalised as the loader makes them and, optionally, its raw bytes
+// (C, H, W), which a graph with a pixel table reads instead (as `eval` does). Converts from a Tensor.
+struct ExplainImage {
+  ExplainImage(Tensor floats, const uint8_t* pixels = nullptr) : floats(std::move(floats)), pixels(pixels) {}
+  Tensor floats;
+  const uint8_t* pixels = nullptr;
+};
+
 // The walk-through as text. `image` is one input (1, C, H, W); `op_name` an op of the graph (its QAT
 // module name, e.g. "features.3"). Throws std::invalid_argument naming the valid layer names when
 // op_name is not an op explainable_ops lists, or naming the range when `at` is outside the output.
 // The last line says whether the integer graph produced the same code (it must: the test suite checks).
 // `terms`: how many terms of a sum (products of a conv / fully connected output, an lstm gate row's input
 // and recurrent terms) to list; 0 lists them all.
-std::string explain_output(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at,
+std::string explain_output(const Int8Graph& graph, const std::string& op_name, const ExplainImage& image, ExplainAt at,
                            int64_t terms = 8);
 
 // The names of the ops explain_output can take, in graph order.
@@ -39,7 +48,7 @@ std::vector<std::string> explainable_ops(const Int8Graph& graph);
 struct ExplainCheck {
   int32_t computed = 0, graph = 0;
 };
-ExplainCheck explain_check(const Int8Graph& graph, const std::string& op_name, const Tensor& image, ExplainAt at);
+ExplainCheck explain_check(const Int8Graph& graph, const std::string& op_name, const ExplainImage& image, ExplainAt at);
 
 // The batch-norm folding of output channel `channel` of a conv / linear QAT layer with BatchNorm, with
 // its real numbers: W, gamma, sigma = sqrt(running_var + eps), beta, the running mean, the folded weight

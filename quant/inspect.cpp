@@ -777,6 +777,7 @@ std::vector<OpView> view_ops(const Int8Graph& graph) {
         v.out = {1};
         v.out.insert(v.out.end(), graph.input_shape.begin(), graph.input_shape.end());
         v.out_grid = op.grid;
+        v.extra = op.pixel_codes.empty() ? "from floats" : "from raw pixels: table (C, 256)";
         break;
       case Int8OpKind::Conv2d:
       case Int8OpKind::FullyConnected: {
@@ -847,6 +848,27 @@ std::string grid_str(const QParams& g) {
   return g.scale.empty() ? "-" : g4(g.scale[0]) + ", " + std::to_string(g.zero_point[0]);
 }
 
+// The input pipeline: the pixel table's first and last entries per channel, or that the input is floats.
+std::string pixel_table_text(const Int8Graph& graph) {
+  if (!graph.has_pixel_table())
+    return "input pipeline: normalised floats quantized on the input grid (no pixel table in this file)\n";
+  const Int8Op& entry = graph.ops.front();
+  std::string out = "input pipeline: raw 8-bit pixels -> input codes by the pixel table (ops/000/pixel_codes, one "
+                    "row of 256 per channel):\n";
+  const size_t channels = entry.pixel_codes.size() / 256;
+  for (size_t c = 0; c < channels; ++c) {
+    out += "  channel " + std::to_string(c);
+    if (c < entry.pixel_mean.size() && c < entry.pixel_std.size())
+      out += " ((p / 255 - " + g4(entry.pixel_mean[c]) + ") / " + g4(entry.pixel_std[c]) + ")";
+    out += ": p = 0..7 ->";
+    for (int p = 0; p < 8; ++p) out += " " + std::to_string(entry.pixel_codes[c * 256 + p]);
+    out += ", ..., p = 252..255 ->";
+    for (int p = 252; p < 256; ++p) out += " " + std::to_string(entry.pixel_codes[c * 256 + p]);
+    out += "\n";
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string describe_int8_graph(const Int8Graph& graph) {
@@ -866,6 +888,7 @@ std::string describe_int8_graph(const Int8Graph& graph) {
   out += render_table({"#", "op", "name", "output (1 image)", "bits W:A", "weight scale", "out scale, zp",
                        "output_multiplier", "output_shift", "details"},
                       rows);
+  out += pixel_table_text(graph);
   return out;
 }
 
@@ -873,7 +896,8 @@ std::string int8_graph_to_dot(const Int8Graph& graph) {
   const std::vector<OpView> views = view_ops(graph);
   std::string t = "digraph int8_graph {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n"
                   "  edge [fontname=\"Helvetica\", fontsize=9];\n";
-  t += "  input [label=\"input (float) " + dot_escape(shape_str(graph.input_shape)) + "\", shape=plaintext];\n";
+  t += "  input [label=\"input (" + std::string(graph.has_pixel_table() ? "raw pixels" : "float") + ") " +
+       dot_escape(shape_str(graph.input_shape)) + "\", shape=plaintext];\n";
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Int8Op& op = graph.ops[i];
     const OpView& v = views[i];

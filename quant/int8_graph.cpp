@@ -156,10 +156,16 @@ bool pool_fuses_into_conv(const Int8Graph& g, size_t i) {
   return true;
 }
 
-// Runs every op on a group of `count` images whose float input is x (count, C, H, W). slots[s]
+// A group's input: floats x or raw pixels px (count, C, H, W); one of them is null.
+struct GroupInput {
+  const float* x = nullptr;
+  const uint8_t* px = nullptr;
+};
+
+// Runs every op on a group of `count` images whose input is `input`. slots[s]
 // holds the group's codes of slot s (count, ...), contiguous. The kernels run on the calling thread
 // (the reference kernels may thread themselves); scratch: the packed kernels' (optimized paths).
-void run_group(const Int8Graph& g, const GraphShapes& gs, const float* x, int64_t count, int8_t* const* slots,
+void run_group(const Int8Graph& g, const GraphShapes& gs, GroupInput input, int64_t count, int8_t* const* slots,
                KernelPath path, uint8_t* scratch) {
   const bool reference = path == KernelPath::Reference;
   for (size_t i = 0; i < g.ops.size(); ++i) {
@@ -170,8 +176,20 @@ void run_group(const Int8Graph& g, const GraphShapes& gs, const float* x, int64_
     const int64_t out_numel = count * shape_numel(gs.out[i]);
     switch (op.kind) {
       case Int8OpKind::Quantize:
-        quantize_float_to_int8(x, out, out_numel, op.grid.scale[0], op.grid.zero_point[0], op.grid.quant_min,
-                               op.grid.quant_max);
+        if (input.px) {
+          // One table lookup per pixel: the codes the simulation computes from this byte (int8_graph.h).
+          const int64_t C = gs.out[i][0], hw = shape_numel(gs.out[i]) / C;
+          for (int64_t n = 0; n < count; ++n)
+            for (int64_t c = 0; c < C; ++c) {
+              const int8_t* table = op.pixel_codes.data() + c * 256;
+              const uint8_t* src = input.px + (n * C + c) * hw;
+              int8_t* dst = out + (n * C + c) * hw;
+              for (int64_t k = 0; k < hw; ++k) dst[k] = table[src[k]];
+            }
+        } else {
+          quantize_float_to_int8(input.x, out, out_numel, op.grid.scale[0], op.grid.zero_point[0], op.grid.quant_min,
+                                 op.grid.quant_max);
+        }
         break;
       case Int8OpKind::Conv2d: {
         // Packed weights that do not fit the graph (changed since prepare()) fall back to the reference.
@@ -275,12 +293,39 @@ std::vector<int8_t> Int8Graph::run_codes(const Tensor& input, Shape* out_shape, 
   QATLAB_CHECK(input.dim() == 4 && without_batch(input.shape()) == input_shape,
                "integer graph: input must be (N, " + shape_str(input_shape).substr(1) + ", got " +
                    shape_str(input.shape()));
-  QATLAB_CHECK(!ops.empty(), "integer graph: no ops to run");
-  const GraphShapes gs = graph_shapes(*this);
-  const int64_t n = input.size(0), in_numel = shape_numel(input_shape), out_numel = shape_numel(gs.out.back());
   // A NaN input fails here, naming its place in the whole batch, rather than inside a worker.
   const int64_t nan_at = find_first_nan(input.data(), input.numel());
   QATLAB_CHECK(nan_at < 0, "integer graph: input element " + std::to_string(nan_at) + " is NaN");
+  return run_input(input.data(), nullptr, input.size(0), out_shape, path);
+}
+
+bool Int8Graph::has_pixel_table() const {
+  return !ops.empty() && ops.front().kind == Int8OpKind::Quantize && !ops.front().pixel_codes.empty();
+}
+
+std::vector<int8_t> Int8Graph::run_pixel_codes(const uint8_t* pixels, int64_t n, Shape* out_shape,
+                                               KernelPath path) const {
+  QATLAB_CHECK(has_pixel_table(), "integer graph: no pixel table to read raw pixels with (convert the QAT "
+                                  "checkpoint again, or give normalised floats)");
+  QATLAB_CHECK(n >= 0 && (pixels || n == 0), "integer graph: " + std::to_string(n) + " images of raw pixels");
+  const int64_t C = input_shape.at(0);
+  QATLAB_CHECK(static_cast<int64_t>(ops.front().pixel_codes.size()) == C * 256,
+               "integer graph: pixel table of " + std::to_string(ops.front().pixel_codes.size()) + " codes for " +
+                   std::to_string(C) + " channels, expected (C, 256)");
+  return run_input(nullptr, pixels, n, out_shape, path);
+}
+
+Tensor Int8Graph::run_pixels(const uint8_t* pixels, int64_t n, KernelPath path) const {
+  Shape shape;
+  const std::vector<int8_t> codes = run_pixel_codes(pixels, n, &shape, path);
+  return dequantize_codes(codes, shape, output_grid());
+}
+
+std::vector<int8_t> Int8Graph::run_input(const float* x, const uint8_t* px, int64_t n, Shape* out_shape,
+                                         KernelPath path) const {
+  QATLAB_CHECK(!ops.empty(), "integer graph: no ops to run");
+  const GraphShapes gs = graph_shapes(*this);
+  const int64_t in_numel = shape_numel(input_shape), out_numel = shape_numel(gs.out.back());
 
   // The optimized paths take groups of images through the whole graph, one group per worker at a
   // time: the layers of a small network are too small to share between threads one by one (each
@@ -320,7 +365,8 @@ std::vector<int8_t> Int8Graph::run_codes(const Tensor& input, Shape* out_shape, 
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t first = gi * group, count = std::min(group, n - first);
       try {
-        run_group(*this, gs, input.data() + first * in_numel, count, slots.data(), path, scratch);
+        const GroupInput in{x ? x + first * in_numel : nullptr, px ? px + first * in_numel : nullptr};
+        run_group(*this, gs, in, count, slots.data(), path, scratch);
         std::memcpy(codes.data() + first * out_numel, slots[last], count * out_numel);
       } catch (...) {
 #pragma omp critical(qatlab_int8_graph_error)
@@ -365,6 +411,13 @@ std::string Int8Graph::summary() const {
     if (!op.name.empty()) os << " [" << op.name << "]";
     if (op.kind == Int8OpKind::Quantize || op.kind == Int8OpKind::Dequantize)
       os << " scale " << op.grid.scale[0] << " zero_point " << op.grid.zero_point[0];
+    if (op.kind == Int8OpKind::Quantize && !op.pixel_codes.empty()) {
+      os << ", from raw pixels by a table (C, 256):";
+      for (size_t c = 0; c < op.pixel_codes.size() / 256; ++c) {
+        os << (c ? ";" : "") << " channel " << c << " pixel 0 -> " << int{op.pixel_codes[c * 256]} << ", 255 -> "
+           << int{op.pixel_codes[c * 256 + 255]};
+      }
+    }
     if (op.kind == Int8OpKind::Conv2d || op.kind == Int8OpKind::FullyConnected) {
       const auto& l = op.layer;
       const auto& mult = l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier;
@@ -654,6 +707,43 @@ LstmInt8Params read_lstm(const OpReader& r) {
   return l;
 }
 
+// The Quantize op's pixel table (version 3): dataset "pixel_codes", int8 (C, 256), and the normalisation
+// it was made from as float attributes "pixel_mean", "pixel_std" (C). A graph without a table writes none.
+void write_pixel_table(OpWriter& w, const Int8Op& op) {
+  if (op.pixel_codes.empty()) return;
+  const int64_t channels = static_cast<int64_t>(op.pixel_codes.size()) / 256;
+  if (channels * 256 != static_cast<int64_t>(op.pixel_codes.size()))
+    throw std::invalid_argument("integer graph: a pixel table of " + std::to_string(op.pixel_codes.size()) +
+                                " codes is no (C, 256) table");
+  w.file().write_ints<int8_t>(w.group() + "/pixel_codes", {channels, 256}, op.pixel_codes);
+  if (!op.pixel_mean.empty())
+    w.file().set_attr_floats(w.group(), "pixel_mean", {static_cast<int64_t>(op.pixel_mean.size())}, op.pixel_mean);
+  if (!op.pixel_std.empty())
+    w.file().set_attr_floats(w.group(), "pixel_std", {static_cast<int64_t>(op.pixel_std.size())}, op.pixel_std);
+}
+
+// Reads the table if the op has one; its shape must be (C, 256) for the input's C. Its codes are checked
+// against the grid by validate().
+void read_pixel_table(const OpReader& r, Int8Op& op, const Shape& input_shape) {
+  const H5File& f = r.file();
+  const std::string base = r.group() + "/pixel_codes";
+  if (!f.exists(base)) return;
+  const int64_t channels = input_shape.empty() ? 0 : input_shape[0];
+  const Shape shape = f.dataset_shape(base);
+  if (shape != Shape{channels, 256})
+    r.fail("pixel_codes of shape " + shape_str(shape) + ", expected (" + std::to_string(channels) +
+           ", 256): one code per byte value for each of the input's " + std::to_string(channels) + " channels");
+  op.pixel_codes = f.read_ints<int8_t>(base);
+  for (const char* name : {"pixel_mean", "pixel_std"}) {
+    if (!f.has_attr(r.group(), name)) continue;
+    std::vector<float> v = f.get_attr_floats(r.group(), name);
+    if (static_cast<int64_t>(v.size()) != channels)
+      r.fail(std::string(name) + " holds " + std::to_string(v.size()) + " values, expected one per channel (" +
+             std::to_string(channels) + ")");
+    (std::string(name) == "pixel_mean" ? op.pixel_mean : op.pixel_std) = std::move(v);
+  }
+}
+
 }  // namespace
 
 void Int8Graph::save(const std::string& path) const {
@@ -676,6 +766,9 @@ void Int8Graph::save(const std::string& path) const {
       w.ints("inputs", to_int32(op.inputs));
       switch (op.kind) {
         case Int8OpKind::Quantize:
+          w.grid(kOpGrid, op.grid);
+          write_pixel_table(w, op);
+          break;
         case Int8OpKind::Dequantize:
         case Int8OpKind::AvgPool2d:
         case Int8OpKind::GlobalAvgPool:
@@ -783,6 +876,9 @@ Int8Graph Int8Graph::load(const std::string& path) {
       if (s < 0 || s >= g.num_slots) fail(p + ": input slot " + std::to_string(s) + " out of range");
     switch (op.kind) {
       case Int8OpKind::Quantize:
+        op.grid = r.grid(kOpGrid);
+        read_pixel_table(r, op, g.input_shape);
+        break;
       case Int8OpKind::Dequantize:
       case Int8OpKind::AvgPool2d:
       case Int8OpKind::GlobalAvgPool:

@@ -1,6 +1,8 @@
 // int8_graph.h: the integer-only inference graph that convert produces: a list of integer ops with
-// their parameters. Floats appear only at the entry (Quantize) and the exit (Dequantize); everything
-// between computes on int8 codes, int32 accumulators and fixed-point multipliers.
+// their parameters. Floats appear only at the exit (Dequantize), and at the entry (Quantize) for a graph
+// given floats; a graph with a pixel table (convert from a dataset's normalisation) reads raw 8-bit pixels
+// and is integer from the image on. Between, everything computes on int8 codes, int32 accumulators and
+// fixed-point multipliers.
 //
 // Tensors live in numbered slots. Each op reads its input slots and writes one output slot, in list
 // order; the Quantize entry reads no slot (it takes the float input). convert writes op i to slot i + 1,
@@ -21,7 +23,8 @@
 namespace qatlab {
 
 inline constexpr const char* kInt8GraphFormat = "qatlab-int8-graph";
-inline constexpr int64_t kInt8GraphVersion = 2;  // 2: small arrays and grids as attributes; 1 still read
+// 3: the Quantize op may carry a pixel table; 2: small arrays and grids as attributes; 1 and 2 still read.
+inline constexpr int64_t kInt8GraphVersion = 3;
 
 // ImageRows: (N, C, H, W) -> (N, H, C*W) codes (an image read row by row, same grid); Lstm: (N, T, IN) ->
 // (N, T, H) codes (int_lstm.h); LastStep: (N, T, H) -> (N, H), the last step's codes.
@@ -39,6 +42,13 @@ struct Int8Op {
   int output = 0;               // slot written
   // Quantize (float -> codes) / Dequantize (codes -> float): the grid of the codes.
   QParams grid;
+  // Quantize, when the graph reads raw 8-bit pixels: the pixel table (C, 256), pixel_codes[c * 256 + p]
+  // the input code of byte value p in channel c, made at convert by the simulation's own arithmetic
+  // (loader normalisation, then the input quantizer on `grid`), so the lookup gives its codes bit for bit.
+  // Empty: the input is floats, quantized on `grid`. pixel_mean / pixel_std (C): the normalisation
+  // (pixel / 255 - mean) / std the table was made from, kept for people reading the file; unused at run time.
+  std::vector<int8_t> pixel_codes;
+  std::vector<float> pixel_mean, pixel_std;
   // Conv2d / FullyConnected: the lowered layer (params, weights: int8, or 2-4-bit packed once
   // prepared or loaded, int32 bias, grids).
   LoweredLayer layer;
@@ -77,6 +87,12 @@ class Int8Graph {
   std::vector<int8_t> run_codes(const Tensor& input, Shape* out_shape, KernelPath path) const;
   // The same, dequantized at the exit.
   Tensor run(const Tensor& input, KernelPath path) const;
+  // Whether the Quantize entry holds a pixel table (then run_pixel_codes / run_pixels apply).
+  bool has_pixel_table() const;
+  // Raw 8-bit images (N, C, H, W), n of them, through the pixel table and the integer ops: integer from
+  // the image on. Throws std::invalid_argument when the graph has no pixel table. Otherwise as run_codes.
+  std::vector<int8_t> run_pixel_codes(const uint8_t* pixels, int64_t n, Shape* out_shape, KernelPath path) const;
+  Tensor run_pixels(const uint8_t* pixels, int64_t n, KernelPath path) const;
   const QParams& output_grid() const;
 
   // The shape (without N) of each op's first input and of its output, in op order, followed through the
@@ -92,7 +108,8 @@ class Int8Graph {
   // Checks what load() needs before any op may run: slots bounded and each read after an earlier op
   // wrote it (the list is a DAG in execution order), shapes agreeing op to op, one score per class at
   // the exit, grids int8, multipliers in [2^30, 2^31) (or 0) with shifts in [-31, 30], offsets and
-  // activation ranges in int8, biases small enough that no int32 accumulator can overflow. Throws
+  // activation ranges in int8, biases small enough that no int32 accumulator can overflow, a pixel table
+  // of shape (C, 256) whose codes lie in the input grid's [quant_min, quant_max]. Throws
   // std::invalid_argument naming the op and the value.
   void validate() const;
   // The number of output values per image at the exit: for a classifier, its class count, which
@@ -105,6 +122,10 @@ class Int8Graph {
   static Int8Graph load(const std::string& path);
   // True when `path` is an HDF5 file carrying this format (cheap check for `qatlab eval`).
   static bool is_int8_graph_file(const std::string& path);
+
+ private:
+  // run_codes / run_pixel_codes after their checks: n images of floats x or raw pixels px (one is null).
+  std::vector<int8_t> run_input(const float* x, const uint8_t* px, int64_t n, Shape* out_shape, KernelPath path) const;
 };
 
 }  // namespace qatlab

@@ -185,6 +185,29 @@ void check_op(const Checker& c, const Int8Op& op) {
   }
 }
 
+// The Quantize op's pixel table, when it has one: (C, 256) codes, each inside the input grid, so a lookup
+// gives only codes the next op may meet; the normalisation it came from (C values each, if kept).
+void check_pixel_table(const Int8Op& quantize, const Shape& input_shape) {
+  if (quantize.pixel_codes.empty() && quantize.pixel_mean.empty() && quantize.pixel_std.empty()) return;
+  const Checker c("integer graph: op 0 '" + printable(quantize.name) + "' (quantize): pixel table");
+  const int64_t channels = input_shape[0];
+  c.require(static_cast<int64_t>(quantize.pixel_codes.size()) == channels * 256,
+            std::to_string(quantize.pixel_codes.size()) + " codes, expected (C, 256) = " +
+                std::to_string(channels * 256) + " for the input's " + std::to_string(channels) + " channels");
+  const QParams& grid = quantize.grid;
+  for (size_t k = 0; k < quantize.pixel_codes.size(); ++k) {
+    const int32_t code = quantize.pixel_codes[k];
+    c.require(code >= grid.quant_min && code <= grid.quant_max,
+              "channel " + std::to_string(k / 256) + ", pixel " + std::to_string(k % 256) + " -> code " +
+                  std::to_string(code) + ", outside the input grid's [" + std::to_string(grid.quant_min) + ", " +
+                  std::to_string(grid.quant_max) + "]");
+  }
+  for (const std::vector<float>* v : {&quantize.pixel_mean, &quantize.pixel_std})
+    c.require(v->empty() || static_cast<int64_t>(v->size()) == channels,
+              "normalisation of " + std::to_string(v->size()) + " values, expected one per channel (" +
+                  std::to_string(channels) + ")");
+}
+
 }  // namespace
 
 void Int8Graph::validate() const {
@@ -221,6 +244,7 @@ void Int8Graph::validate() const {
     check_op(c, op);
     written[static_cast<size_t>(op.output)] = true;
   }
+  check_pixel_table(ops.front(), input_shape);
   // Shapes op to op (an op 84 wide feeding one that expects 120 is refused here). Whether the exit
   // has one score per class is for the caller, who knows the classes (output_width()).
   try {

@@ -26,6 +26,7 @@
 #include "core/h5io.h"
 #include "data/idx.h"
 #include "nn/checkpoint.h"
+#include "quant/int8_graph.h"
 #include "tests/apps/cli_harness.h"
 
 namespace qatlab::testing {
@@ -572,7 +573,31 @@ TEST_F(CliTest, QatConvertEvalPipelineAgreesBitForBitInExactMode) {
   EXPECT_NE(conv.out.find("fully_connected [body.fc1]"), std::string::npos) << conv.describe();
   EXPECT_NE(conv.out.find("codes [-7, 7]"), std::string::npos) << "fc1 has 4-bit weights\n" << conv.describe();
   EXPECT_NE(conv.out.find("codes [-127, 127]"), std::string::npos) << "fc2 is overridden to 8 bits\n" << conv.describe();
+  EXPECT_NE(conv.out.find("input: raw 8-bit pixels -> input codes by a 256-entry table per channel (mnist"),
+            std::string::npos) << conv.describe();
   ASSERT_TRUE(fs::exists(qat + "/model.int8.h5"));
+
+  // The same model without its pixel table (as files before format version 3) runs from the loader's floats,
+  // says so in one line, and gives the same output codes as from the raw pixels.
+  Int8Graph no_table = Int8Graph::load(qat + "/model.int8.h5");
+  ASSERT_TRUE(no_table.has_pixel_table());
+  no_table.ops.front().pixel_codes.clear();
+  no_table.ops.front().pixel_mean.clear();
+  no_table.ops.front().pixel_std.clear();
+  no_table.save(work("no_table.int8.h5"));
+  const RunResult from_pixels = qatlab({"eval", qat + "/model.int8.h5", "--data-dir", data_dir(), "--test-limit", "64",
+                                        "--threads", "2", "--dump", work("pixels.csv")},
+                                       "eval-pixels");
+  const RunResult from_floats = qatlab({"eval", work("no_table.int8.h5"), "--data-dir", data_dir(), "--test-limit",
+                                        "64", "--threads", "2", "--dump", work("floats.csv")},
+                                       "eval-floats");
+  ASSERT_TRUE(Succeeded(from_pixels));
+  ASSERT_TRUE(Succeeded(from_floats));
+  EXPECT_EQ(from_pixels.out.find("note:"), std::string::npos) << from_pixels.describe();
+  EXPECT_NE(from_floats.out.find("has no pixel table"), std::string::npos) << from_floats.describe();
+  EXPECT_EQ(read_text(work("pixels.csv")), read_text(work("floats.csv")));
+  const auto accuracy = [](const std::string& out) { return out.substr(out.find("accuracy"), 16); };
+  EXPECT_EQ(accuracy(from_pixels.out), accuracy(from_floats.out));
 
   const RunResult ev = qatlab({"eval", qat + "/model.int8.h5", "--compare", qat + "/checkpoint.h5", "--data-dir",
                                data_dir(), "--test-limit", "64", "--threads", "2"},

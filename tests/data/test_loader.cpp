@@ -130,6 +130,48 @@ TEST(DataLoader, NormalisesPerChannel) {
   for (int64_t i = 0; i < ds.n; ++i) EXPECT_EQ(bs[0].labels[i], ds.labels[i]);
 }
 
+// normalised_pixel_values gives, bit for bit, the floats the loader makes of each byte value in each
+// channel (whatever the compiler made of the multiply-add): images of the MNIST and CIFAR-10 sizes hold
+// every value somewhere, and each of their floats is looked up in the table.
+TEST(DataLoader, PixelValuesAreTheFloatsItMakesOfEachByte) {
+  for (const auto& [c, side] : {std::pair<int64_t, int64_t>{1, 28}, {3, 32}}) {
+    const ImageDataset ds = make_dataset(4, c, side, side, 5);
+    LoaderOptions o;
+    o.batch_size = 3;
+    o.shuffle = false;
+    o.keep_pixels = true;
+    o.mean = c == 1 ? std::vector<float>{0.1307f} : std::vector<float>{0.4914f, 0.4822f, 0.4465f};
+    o.std = c == 1 ? std::vector<float>{0.3081f} : std::vector<float>{0.2470f, 0.2435f, 0.2616f};
+    const Tensor table = normalised_pixel_values(c, o.mean, o.std);
+    ASSERT_EQ(table.shape(), (Shape{c, 256}));
+    DataLoader dl(ds, o);
+    int64_t checked = 0;
+    for (const Batch& b : whole_epoch(dl, 0)) {
+      ASSERT_EQ(static_cast<int64_t>(b.pixels.size()), b.images.numel());
+      const int64_t hw = side * side;
+      for (int64_t k = 0; k < b.images.numel(); ++k) {
+        const int64_t ch = k / hw % c;
+        ASSERT_EQ(b.pixels[k], ds.pixels[(b.index * 3) * c * hw + k]) << k;  // the dataset's own bytes
+        ASSERT_EQ(b.images.data()[k], table.data()[ch * 256 + b.pixels[k]]) << "channel " << ch << " byte " << int{b.pixels[k]};
+        ++checked;
+      }
+    }
+    EXPECT_EQ(checked, 4 * c * side * side);
+    // The table is no identity of the bytes: pixel 0 of channel 0 is -mean / std.
+    EXPECT_FLOAT_EQ(table.data()[0], -o.mean[0] / o.std[0]);
+  }
+  // Without keep_pixels a batch carries no bytes; with augmentation keep_pixels is refused.
+  const ImageDataset ds = make_dataset(2, 1, 4, 4);
+  LoaderOptions o;
+  o.batch_size = 2;
+  DataLoader dl(ds, o);
+  EXPECT_TRUE(whole_epoch(dl, 0)[0].pixels.empty());
+  o.keep_pixels = true;
+  o.hflip = true;
+  EXPECT_THROW(DataLoader(ds, o), std::invalid_argument);
+  EXPECT_THROW(normalised_pixel_values(2, {0.5f}, {0.5f}), std::invalid_argument);
+}
+
 TEST(DataLoader, WithoutShuffleKeepsDatasetOrder) {
   const ImageDataset ds = make_dataset(9, 1, 2, 2);
   LoaderOptions o;

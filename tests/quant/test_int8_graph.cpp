@@ -23,6 +23,7 @@
 #include "nn/residual.h"
 #include "nn/zoo.h"
 #include "quant/convert.h"
+#include "quant/lower.h"
 #include "quant/prepare.h"
 
 namespace qatlab {
@@ -133,6 +134,9 @@ void expect_same_op(const Int8Op& a, const Int8Op& b, const std::string& what) {
   EXPECT_EQ(l.fc.quantized_activation_max, m.fc.quantized_activation_max) << what;
   EXPECT_EQ(l.fc.output_multiplier, m.fc.output_multiplier) << what;
   EXPECT_EQ(l.fc.output_shift, m.fc.output_shift) << what;
+  EXPECT_EQ(a.pixel_codes, b.pixel_codes) << what;
+  EXPECT_EQ(a.pixel_mean, b.pixel_mean) << what;
+  EXPECT_EQ(a.pixel_std, b.pixel_std) << what;
 }
 
 TEST(Int8GraphFile, RoundTripKeepsEveryFieldOfEveryOpKind) {
@@ -325,7 +329,7 @@ TEST(Int8GraphFile, Version1FilesStillLoad) {
   expect_same_graph(Int8Graph::load(f2.path()), w4, {2, 1, 28, 28}, "v1 W4 LeNet-5");
 }
 
-// Version 2 as quant/README.md section 7 lays it out: one group per op whose only datasets are the
+// Version 2 (and 3, which adds only the pixel table) as quant/README.md section 7 lays it out: one group per op whose only datasets are the
 // weights; everything else is an attribute (per-tensor grids as scalars, per-channel ones as arrays).
 TEST(Int8GraphFile, Version2LayoutKeepsWeightsAsTheOnlyDatasets) {
   const Int8Graph g = every_op_graph();
@@ -333,7 +337,7 @@ TEST(Int8GraphFile, Version2LayoutKeepsWeightsAsTheOnlyDatasets) {
   g.save(file.path());
   const H5File f = H5File::open_read(file.path());
   EXPECT_EQ(f.get_attr_string("/", "format"), kInt8GraphFormat);
-  EXPECT_EQ(f.get_attr_int("/", "format_version"), 2);
+  EXPECT_EQ(f.get_attr_int("/", "format_version"), kInt8GraphVersion);
   EXPECT_EQ(f.get_attr_ints<int64_t>("/", "input_shape"), (std::vector<int64_t>{3, 8, 8}));
   EXPECT_EQ(f.list("/"), std::vector<std::string>{"ops"});
   const std::vector<std::string> names = f.list("ops");
@@ -376,6 +380,68 @@ TEST(Int8GraphFile, W4LeNet5FileIsAboutSixtyPercentOfW8) {
   EXPECT_LT(size8 - w8.parameter_bytes(), 15000) << size8;
   EXPECT_LT(size4 - w4.parameter_bytes(), 15000) << size4;
   expect_same_graph(Int8Graph::load(f4.path()), w4, {2, 1, 28, 28}, "W4 LeNet-5");
+}
+
+// ------------------------------------------------------------------------------------- pixel table
+
+// pixel_values (C, 256) for a LeNet-5's input: a ramp over [-0.5, 3], roughly MNIST's normalised range.
+Tensor ramp_pixel_values(int64_t channels) {
+  std::vector<float> v;
+  for (int64_t c = 0; c < channels; ++c)
+    for (int p = 0; p < 256; ++p) v.push_back(-0.5f + 3.5f * static_cast<float>(p) / 255.0f + 0.01f * c);
+  return Tensor::from_vector({channels, 256}, v);
+}
+
+Int8Graph lenet5_with_table() {
+  Int8Graph g = lenet5_graph(8);
+  set_pixel_table(g, ramp_pixel_values(1), {0.1307f}, {0.3081f});
+  return g;
+}
+
+// The table is the entry grid's quantization of the pixel values, is stored as an (C, 256) int8 dataset
+// with the normalisation as attributes, survives the round trip, and a graph read from raw pixels gives the
+// codes the same graph gives from those pixels' floats.
+TEST(Int8GraphFile, PixelTableRoundTripsAndRunsFromRawPixels) {
+  const Int8Graph g = lenet5_with_table();
+  ASSERT_TRUE(g.has_pixel_table());
+  const Tensor values = ramp_pixel_values(1);
+  EXPECT_EQ(g.ops.front().pixel_codes, quantize_tensor(values, g.ops.front().grid));
+  TempFile file("pixel_table.h5");
+  g.save(file.path());
+  {
+    const H5File f = H5File::open_read(file.path());
+    EXPECT_EQ(f.list("ops/000"), std::vector<std::string>{"pixel_codes"});
+    EXPECT_EQ(f.dataset_shape("ops/000/pixel_codes"), (Shape{1, 256}));
+    EXPECT_EQ(f.get_attr_floats("ops/000", "pixel_mean"), std::vector<float>{0.1307f});
+  }
+  const Int8Graph h = Int8Graph::load(file.path());
+  expect_same_graph(h, g, {2, 1, 28, 28}, "LeNet-5 with a pixel table");
+  ASSERT_TRUE(h.has_pixel_table());
+
+  // Three images of random bytes, and the floats those bytes stand for in the table's making.
+  Rng rng(8);
+  std::vector<uint8_t> pixels(3 * 28 * 28);
+  std::vector<float> floats(pixels.size());
+  for (size_t k = 0; k < pixels.size(); ++k) {
+    pixels[k] = static_cast<uint8_t>(rng.below(256));
+    floats[k] = values.data()[pixels[k]];
+  }
+  const Tensor x = Tensor::from_vector({3, 1, 28, 28}, floats);
+  Shape s1, s2;
+  const std::vector<int8_t> expect = g.run_codes(x, &s2, KernelPath::Reference);
+  EXPECT_EQ(h.run_pixel_codes(pixels.data(), 3, &s1, KernelPath::Reference), expect);
+  EXPECT_EQ(h.run_pixel_codes(pixels.data(), 3, &s1, best_kernel_path()), expect);
+  EXPECT_EQ(s1, s2);
+  EXPECT_EQ(h.run_pixels(pixels.data(), 3, KernelPath::Reference).to_vector(),
+            g.run(x, KernelPath::Reference).to_vector());
+
+  // A graph without a table refuses raw pixels; a file written without one loads without one.
+  const Int8Graph plain = lenet5_graph(8);
+  EXPECT_FALSE(plain.has_pixel_table());
+  EXPECT_THROW(plain.run_pixel_codes(pixels.data(), 3, nullptr, KernelPath::Reference), std::invalid_argument);
+  TempFile v1("pixel_v1.h5");
+  save_v1(plain, v1.path());
+  EXPECT_FALSE(Int8Graph::load(v1.path()).has_pixel_table());
 }
 
 // ----------------------------------------------------------------------------------------- refusals
@@ -535,6 +601,45 @@ TEST(Int8GraphFile, RejectsSlotsOutOfRange) {
   }
 }
 
+// A corrupt pixel table: the wrong shape, or codes outside the entry's grid (a 4-bit input grid here).
+TEST(Int8GraphFile, RejectsACorruptPixelTable) {
+  {
+    Int8Graph g = lenet5_with_table();
+    g.ops.front().pixel_codes.resize(2 * 256, 0);  // two channels for a one-channel input
+    TempFile file("table_shape.h5");
+    g.save(file.path());
+    EXPECT_TRUE(load_refused(file.path(), {"ops/000", "pixel_codes of shape (2, 256), expected (1, 256)"}));
+  }
+  {
+    Int8Graph g = lenet5_with_table();
+    g.ops.front().pixel_codes.resize(255);  // no (C, 256) table: not even written
+    TempFile file("table_short.h5");
+    EXPECT_THROW(g.save(file.path()), std::invalid_argument);
+  }
+  {
+    Int8Graph g = lenet5_with_table();
+    QParams& grid = g.ops.front().grid;
+    grid.quant_min = -8, grid.quant_max = 7, grid.zero_point = {0};
+    g.ops.front().pixel_codes[17] = 9;
+    g.ops.front().pixel_codes[0] = -8;
+    for (size_t k = 1; k < 256; ++k)
+      if (k != 17) g.ops.front().pixel_codes[k] = 0;
+    TempFile file("table_range.h5");
+    g.save(file.path());
+    EXPECT_TRUE(load_refused(file.path(), {"op 0", "pixel table", "channel 0, pixel 17 -> code 9",
+                                           "outside the input grid's [-8, 7]"}));
+    g.ops.front().pixel_codes[17] = 7;  // the same file with the code in range loads
+    g.save(file.path());
+    EXPECT_NO_THROW(Int8Graph::load(file.path()));
+  }
+  {
+    Int8Graph g = lenet5_with_table();
+    g.ops.front().pixel_std = {0.3f, 0.3f};
+    TempFile file("table_std.h5");
+    g.save(file.path());
+    EXPECT_TRUE(load_refused(file.path(), {"pixel_std holds 2 values, expected one per channel (1)"}));
+  }
+}
 
 // ------------------------------------------------------------------------------------- validate()
 
