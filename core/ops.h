@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -77,6 +79,25 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
                          Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps,
                          bool relu = false);
+// A per-tensor grid an op puts its output on (fake quantization: quant/fake_quantize.h has the
+// arithmetic): y -> scale * clamp(nearbyint(y * inv_scale), quant_min - zero_point, quant_max - zero_point),
+// inv_scale = 1.0f / scale; the gradient passes where relu's output is > 0 (if any) and the unclamped
+// code lies inside the grid.
+struct OutputGrid {
+  float scale = 1.0f, inv_scale = 1.0f;
+  int32_t zero_point = 0, quant_min = 0, quant_max = 0;
+};
+// Given the exact range [lo, hi] of the values an op is about to output, the grid to put them on (an
+// observer folds the range in), or nothing to leave them as they are.
+using OutputGridFn = std::function<std::optional<OutputGrid>(float lo, float hi)>;
+// Training-mode batch_norm_scaled (relu or not) followed by fake quantization in the same pass: grid is
+// asked once the batch statistics are known; if it gives a grid, the op returns the quantized values,
+// sets *quantized, and its backward applies both straight-through masks where dy is read, bit for bit
+// the values and gradients of the ops in turn, two passes over the activations fewer forward and one
+// backward. Otherwise *quantized is false and the result is batch_norm_scaled's.
+Tensor batch_norm_scaled_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
+                                   Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
+                                   const OutputGridFn& grid, bool* quantized);
 // relu(batch_norm(...)) in one op (the output clamped in BN's pass, dy masked in its backward): the same
 // values and gradients bit for bit, one pass and one gradient buffer fewer.
 Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,

@@ -4,7 +4,9 @@
 // M = N * S values per channel.
 #include <Eigen/Core>
 #include <cmath>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "core/ops.h"
@@ -12,36 +14,43 @@
 namespace qatlab {
 namespace {
 
-// Over one plane of S values: sum(d) and sum(d * (x - mu)), d = dy, or with `out` (relu's output)
-// dy where out > 0 and else 0: relu's backward applied where dy is read, not in a pass of its own. The
-// same loop sums either way, in 16 lanes added in order at the end, so that relu(batch_norm) fused and
-// the two modules in turn agree bit for bit.
+// Which values of dy pass to batch norm's input: all (NoMask), those where relu's output is > 0
+// (ReluMask: relu's backward applied where dy is read, not in a pass of its own), or those a fused
+// output stage marked (ByteMask: relu's and the fake-quantizer's straight-through masks in one byte).
+struct NoMask {
+  bool operator()(int64_t) const { return true; }
+};
+struct ReluMask {
+  const float* out;
+  bool operator()(int64_t j) const { return out[j] > 0.0f; }
+};
+struct ByteMask {
+  const uint8_t* m;
+  bool operator()(int64_t j) const { return m[j] != 0; }
+};
+
+// Over one plane of S values: sum(d) and sum(d * (x - mu)), d = dy where `pass` and 0 elsewhere. The
+// same loop sums for every mask, in 16 lanes added in order at the end, so that a fused op and the
+// modules in turn agree bit for bit.
 struct PlaneSums {
   float dy = 0.0f, dy_x = 0.0f;
 };
-PlaneSums plane_sums(const float* dy, const float* out, const float* x, float mu, int64_t s) {
+template <class Mask>
+PlaneSums plane_sums(const float* dy, Mask pass, const float* x, float mu, int64_t s) {
   constexpr int kLanes = 16;
   float a[kLanes] = {}, b[kLanes] = {};
   int64_t j = 0;
-  const auto step = [&](int64_t at, int l) {
-    const float d = !out || out[at] > 0.0f ? dy[at] : 0.0f;
+  for (; j + kLanes <= s; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const float d = pass(j + l) ? dy[j + l] : 0.0f;
+      a[l] += d;
+      b[l] += d * (x[j + l] - mu);
+    }
+  for (int l = 0; j < s; ++j, ++l) {
+    const float d = pass(j) ? dy[j] : 0.0f;
     a[l] += d;
-    b[l] += d * (x[at] - mu);
-  };
-  if (out)
-    for (; j + kLanes <= s; j += kLanes)
-      for (int l = 0; l < kLanes; ++l) {
-        const float d = out[j + l] > 0.0f ? dy[j + l] : 0.0f;
-        a[l] += d;
-        b[l] += d * (x[j + l] - mu);
-      }
-  else
-    for (; j + kLanes <= s; j += kLanes)
-      for (int l = 0; l < kLanes; ++l) {
-        a[l] += dy[j + l];
-        b[l] += dy[j + l] * (x[j + l] - mu);
-      }
-  for (int l = 0; j < s; ++j, ++l) step(j, l);
+    b[l] += d * (x[j] - mu);
+  }
   PlaneSums r;
   for (int l = 0; l < kLanes; ++l) r.dy += a[l], r.dy_x += b[l];
   return r;
@@ -53,8 +62,12 @@ PlaneSums plane_sums(const float* dy, const float* out, const float* x, float mu
 // relu: the output goes through max(., 0) in the same pass, and the backward masks dy by it first: the
 // values and gradients of relu(batch_norm(...)) bit for bit, without relu's own pass, gradient buffer
 // and backward pass.
+// grid (training only, may be null): asked, once the statistics are known, for the grid to put the
+// output on, given the output's exact range; if it gives one, the output is fake-quantized in the same
+// pass and *quantized set (see batch_norm_scaled_quantized in ops.h).
 Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                       Tensor& running_var, bool training, float momentum, float eps, bool relu) {
+                       Tensor& running_var, bool training, float momentum, float eps, bool relu,
+                       const OutputGridFn* grid = nullptr, bool* quantized = nullptr) {
   QATLAB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: input must be (N, C) or (N, C, H, W), got " + shape_str(x.shape()));
   const int64_t n = x.size(0), c = x.size(1), s = x.dim() == 4 ? x.size(2) * x.size(3) : 1, m = n * s;
   const Shape per_channel{c};
@@ -79,7 +92,9 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
   // mean is x's (not z's); invstd is z's: 1 / sqrt(var_z + eps).
   auto mean = std::make_shared<std::vector<float>>(c);    // (C)
   auto invstd = std::make_shared<std::vector<float>>(c);  // (C)
+  std::vector<float> x_lo(grid ? c : 0), x_hi(grid ? c : 0);  // (C) x's extremes, for the output's range
   const float* xd = x.data();
+  if (quantized) *quantized = false;
   if (training) {
     float* rm = running_mean.data();
     float* rv = running_var.data();
@@ -89,6 +104,14 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       // does not cancel away; vectorised float sums within a plane, double across planes.
       double sum = 0.0;
       for (int64_t i = 0; i < n; ++i) sum += plane(xd, i, ch).sum();
+      if (grid) {
+        float lo = plane(xd, 0, ch).minCoeff(), hi = plane(xd, 0, ch).maxCoeff();
+        for (int64_t i = 1; i < n; ++i) {
+          lo = std::min(lo, plane(xd, i, ch).minCoeff());
+          hi = std::max(hi, plane(xd, i, ch).maxCoeff());
+        }
+        x_lo[ch] = lo, x_hi[ch] = hi;
+      }
       const double mu = sum / static_cast<double>(m);
       double sq = 0.0;
       for (int64_t i = 0; i < n; ++i) sq += (plane(xd, i, ch).array() - static_cast<float>(mu)).square().sum();
@@ -106,34 +129,82 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
     }
   }
 
-  Tensor y = Tensor::empty(x.shape());
-  float* yd = y.data();
   const float* gd = gamma.data();
   const float* bd = beta.data();
+  // y = (x - mean) * a + beta = x * a + b per channel.
+  std::vector<float> ca(c), cb(c);  // (C)
+  for (int64_t ch = 0; ch < c; ++ch) {
+    ca[ch] = gd[ch] * (*scale)[ch] * (*invstd)[ch];
+    cb[ch] = bd[ch] - (*mean)[ch] * ca[ch];
+  }
+  // The output grid, asked with the output's range: y is monotone in x on each channel (a product and a
+  // sum, each rounded, then relu), so its extremes are those of the channels' extreme x, exactly what a
+  // scan of y would find. A non-finite statistic (NaN or Inf in x) leaves the output unquantized: the
+  // caller's observer then scans it and reports the bad values.
+  std::optional<OutputGrid> q;
+  if (grid && training) {
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    bool finite = true;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      for (const float v0 : {x_lo[ch], x_hi[ch]}) {
+        float v = v0 * ca[ch] + cb[ch];
+        if (relu) v = v > 0.0f ? v : 0.0f;
+        finite = finite && std::isfinite(v) && std::isfinite((*mean)[ch]) && std::isfinite((*invstd)[ch]);
+        lo = std::min(lo, v), hi = std::max(hi, v);
+      }
+    }
+    if (finite) q = (*grid)(lo, hi);
+  }
+  if (q && quantized) *quantized = true;
+
+  Tensor y = Tensor::empty(x.shape());
+  float* yd = y.data();
+  // With a grid: the straight-through masks of relu and of the quantizer, one byte per value.
+  std::shared_ptr<uint8_t[]> pass = q ? std::shared_ptr<uint8_t[]>(new uint8_t[static_cast<size_t>(x.numel())]) : nullptr;
 #pragma omp parallel for schedule(static) if (x.numel() > 65536)
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t ch = 0; ch < c; ++ch) {
-      const float a = gd[ch] * (*scale)[ch] * (*invstd)[ch];  // y = (x - mean) * a + beta
-      const float b = bd[ch] - (*mean)[ch] * a;
+      const float a = ca[ch], b = cb[ch];
       const float* p = xd + (i * c + ch) * s;
-      float* q = yd + (i * c + ch) * s;
-      if (relu) {
+      float* out = yd + (i * c + ch) * s;
+      if (q) {
+        // fake_quantize's own expressions (quant/fake_quantize.cpp): the same values and masks.
+        uint8_t* m = pass.get() + (i * c + ch) * s;
+        const float lo = static_cast<float>(q->quant_min - q->zero_point);
+        const float hi = static_cast<float>(q->quant_max - q->zero_point);
+        for (int64_t j = 0; j < s; ++j) {
+          float v = p[j] * a + b;
+          bool on = true;
+          if (relu) {
+            v = v > 0.0f ? v : 0.0f;
+            on = v > 0.0f;
+          }
+          float r = std::nearbyint(v * q->inv_scale);
+          m[j] = static_cast<uint8_t>(on & (r >= lo) & (r <= hi));
+          r = r < lo ? lo : r;
+          r = hi < r ? hi : r;
+          r = r == r ? r + 0.0f : 0.0f;
+          out[j] = q->scale * r;
+        }
+      } else if (relu) {
         for (int64_t j = 0; j < s; ++j) {
           const float v = p[j] * a + b;
-          q[j] = v > 0.0f ? v : 0.0f;  // relu's own expression
+          out[j] = v > 0.0f ? v : 0.0f;  // relu's own expression
         }
       } else {
-        for (int64_t j = 0; j < s; ++j) q[j] = p[j] * a + b;
+        for (int64_t j = 0; j < s; ++j) out[j] = p[j] * a + b;
       }
     }
   }
-  // The closure keeps y's values for the relu mask, not y itself (y owns the closure).
-  std::shared_ptr<float[]> y_values = relu ? y.impl()->data : nullptr;
+  // The closure keeps y's values for the relu mask, not y itself (y owns the closure); with a grid, the
+  // byte masks instead.
+  std::shared_ptr<float[]> y_values = relu && !q ? y.impl()->data : nullptr;
 
-  const char* name = k.defined() ? (relu ? "batch_norm_scaled_relu" : "batch_norm_scaled")
-                                 : (relu ? "batch_norm_relu" : "batch_norm");
+  const char* name = q ? (relu ? "batch_norm_scaled_relu_fq" : "batch_norm_scaled_fq")
+                      : k.defined() ? (relu ? "batch_norm_scaled_relu" : "batch_norm_scaled")
+                                    : (relu ? "batch_norm_relu" : "batch_norm");
   record_op(y, name, {x, k, gamma, beta},
-            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane, y_values](const Tensor& gy) mutable {
+            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane, y_values, pass](const Tensor& gy) mutable {
     const float* xd = x.data();
     const float* gyd = gy.data();
     // relu's backward, dy where the output is > 0 and else 0, is applied where dy is read (no masked
@@ -153,7 +224,9 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       double sum_dy = 0.0, sum_dy_xhat = 0.0;
       for (int64_t i = 0; i < n; ++i) {
         const int64_t at = (i * c + ch) * s;
-        const PlaneSums p = plane_sums(gyd + at, yv ? yv + at : nullptr, xd + at, mu, s);
+        const PlaneSums p = pass ? plane_sums(gyd + at, ByteMask{pass.get() + at}, xd + at, mu, s)
+                            : yv   ? plane_sums(gyd + at, ReluMask{yv + at}, xd + at, mu, s)
+                                   : plane_sums(gyd + at, NoMask{}, xd + at, mu, s);
         sum_dy += p.dy;
         sum_dy_xhat += p.dy_x * is;
       }
@@ -167,7 +240,8 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
         double sum_dy_x = 0.0;  // evaluation: z -> (z - mean_z) * a is affine, dL/dk = sum(dy * a' x)
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = (i * c + ch) * s;
-          sum_dy_x += plane_sums(gyd + at, yv ? yv + at : nullptr, xd + at, 0.0f, s).dy_x;
+          sum_dy_x += (yv ? plane_sums(gyd + at, ReluMask{yv + at}, xd + at, 0.0f, s)
+                          : plane_sums(gyd + at, NoMask{}, xd + at, 0.0f, s)).dy_x;  // (no grid in evaluation)
         }
         gk[ch] += static_cast<float>(gd[ch] * (*invstd)[ch] * sum_dy_x);
       }
@@ -180,9 +254,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       for (int64_t i = 0; i < n; ++i) {
         const float* p = xd + (i * c + ch) * s;
         const float* d = gyd + (i * c + ch) * s;
-        const float* out = yv ? yv + (i * c + ch) * s : nullptr;  // relu's mask
+        const float* out = yv ? yv + (i * c + ch) * s : nullptr;        // relu's mask
+        const uint8_t* on = pass ? pass.get() + (i * c + ch) * s : nullptr;  // or the fused stage's
         float* g = gx + (i * c + ch) * s;
-        const auto dy = [&](int64_t j) { return !out || out[j] > 0.0f ? d[j] : 0.0f; };
+        const auto dy = [&](int64_t j) { return (on ? on[j] != 0 : !out || out[j] > 0.0f) ? d[j] : 0.0f; };
         if (gx_fresh)
           for (int64_t j = 0; j < s; ++j) g[j] = k * (dy(j) - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
         else
@@ -203,6 +278,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                        Tensor& running_var, bool training, float momentum, float eps) {
   return batch_norm_impl(x, Tensor(), gamma, beta, running_mean, running_var, training, momentum, eps, true);
+}
+
+Tensor batch_norm_scaled_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
+                                   Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
+                                   const OutputGridFn& grid, bool* quantized) {
+  QATLAB_CHECK(k.defined(), "batch_norm_scaled: undefined scale");
+  QATLAB_CHECK(quantized != nullptr, "batch_norm_scaled_quantized: null result flag");
+  return batch_norm_impl(x, k, gamma, beta, running_mean, running_var, true, momentum, eps, relu, &grid, quantized);
 }
 
 Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,

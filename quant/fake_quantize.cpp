@@ -193,6 +193,22 @@ Tensor FakeQuantize::forward(const Tensor& x) {
   return fake_quantize(x, qparams());
 }
 
+std::optional<OutputGrid> FakeQuantize::output_grid(float lo, float hi) {
+  if (!fake_quant_enabled() || scheme().per_channel) return std::nullopt;
+  if (training() && observer_enabled()) {
+    if (!observer_->observe_range(lo, hi)) return std::nullopt;
+    store(observer_->qparams());
+  }
+  const QParams qp = qparams();
+  OutputGrid g;
+  g.scale = qp.scale[0];
+  g.inv_scale = 1.0f / qp.scale[0];  // as fake_quantize computes it
+  g.zero_point = qp.zero_point[0];
+  g.quant_min = qp.quant_min;
+  g.quant_max = qp.quant_max;
+  return g;
+}
+
 QParams FakeQuantize::qparams() const {
   if (!observer_->has_data())
     throw std::logic_error(

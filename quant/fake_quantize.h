@@ -5,9 +5,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/ops.h"
 #include "core/tensor.h"
 #include "nn/module.h"
 #include "quant/observer.h"
@@ -63,6 +65,11 @@ class FakeQuantize : public Quantizer {
   explicit FakeQuantize(const QScheme& scheme, const std::string& observer_kind = "minmax", int64_t channels = 1);
 
   Tensor forward(const Tensor& x) override;
+  // For an op that fake-quantizes its own output (OutputGridFn, core/ops.h): what forward would do to a
+  // tensor whose range is [lo, hi], told only the range: the observer folds it in (in training, when
+  // enabled) and the grid comes back. Nothing, and nothing changed, when forward needs the values
+  // themselves (per-channel schemes, histogram observers) or passes them through (fake-quant off).
+  std::optional<OutputGrid> output_grid(float lo, float hi);
   // The current parameters from the "scale" / "zero_point" buffers. Throws std::logic_error before the
   // observer has seen any data (and nothing was loaded), std::invalid_argument if the buffers hold
   // invalid values (e.g. a corrupt checkpoint).

@@ -214,6 +214,18 @@ void MinMaxObserver::batch_range(const Tensor& x, std::vector<float>& lo, std::v
 
 void MinMaxObserver::observe(const Tensor& x) {
   batch_range(x, lo_, hi_);
+  fold_batch();
+}
+
+bool MinMaxObserver::observe_range(float lo, float hi) {
+  if (scheme().per_channel || !std::isfinite(lo) || !std::isfinite(hi) || lo > hi) return false;
+  lo_[0] = lo;
+  hi_[0] = hi;
+  fold_batch();
+  return true;
+}
+
+void MinMaxObserver::fold_batch() {
   float* mn = min_val_.data();
   float* mx = max_val_.data();
   const bool first = !has_data();
@@ -248,8 +260,7 @@ MovingAverageMinMaxObserver::MovingAverageMinMaxObserver(const QScheme& scheme, 
                                 num_str(averaging_constant));
 }
 
-void MovingAverageMinMaxObserver::observe(const Tensor& x) {
-  batch_range(x, lo_, hi_);
+void MovingAverageMinMaxObserver::fold_batch() {
   float* mn = min_val_.data();
   float* mx = max_val_.data();
   const bool first = !has_data();

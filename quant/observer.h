@@ -34,6 +34,10 @@ class Observer {
   // Folds x into the statistics. Throws std::invalid_argument, leaving the state unchanged, when x holds
   // NaN or Inf ("... observer saw NaN/Inf in 3 values ...") or its shape does not fit a per-channel scheme.
   virtual void observe(const Tensor& x) = 0;
+  // Folds in a batch known only by its minimum and maximum (finite): what observe(x) does for an x with
+  // that range. False, and nothing changed, where the observer needs the values themselves (histograms,
+  // per-channel schemes). Lets an op that produces x report its range instead of x being scanned again.
+  virtual bool observe_range(float lo, float hi) { return false; }
   // Throws std::logic_error when nothing has been observed yet.
   virtual QParams qparams() const = 0;
   // The range qparams() is computed from: (C) minima and maxima. Throws like qparams().
@@ -71,6 +75,7 @@ class MinMaxObserver : public Observer {
  public:
   MinMaxObserver(const QScheme& scheme, int64_t channels = 1);
   void observe(const Tensor& x) override;
+  bool observe_range(float lo, float hi) override;
   QParams qparams() const override;
   void range(std::vector<float>& min_vals, std::vector<float>& max_vals) const override;
   std::string kind() const override { return "minmax"; }
@@ -78,6 +83,8 @@ class MinMaxObserver : public Observer {
  protected:
   // The batch's (C) minima and maxima into lo / hi; throws on NaN/Inf.
   void batch_range(const Tensor& x, std::vector<float>& lo, std::vector<float>& hi) const;
+  // Folds the batch range in lo_ / hi_ into the state.
+  virtual void fold_batch();
   Tensor min_val_, max_val_;  // (C)
   std::vector<float> lo_, hi_;  // (C) scratch for one batch, sized once
 };
@@ -87,10 +94,12 @@ class MinMaxObserver : public Observer {
 class MovingAverageMinMaxObserver : public MinMaxObserver {
  public:
   MovingAverageMinMaxObserver(const QScheme& scheme, int64_t channels = 1, float averaging_constant = 0.01f);
-  void observe(const Tensor& x) override;
   std::string kind() const override { return "ema"; }
   std::string describe() const override;
   float averaging_constant() const { return averaging_constant_; }
+
+ protected:
+  void fold_batch() override;
 
  private:
   float averaging_constant_;

@@ -3,6 +3,7 @@
 #include "quant/qat_layers.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <stdexcept>
 
@@ -195,6 +196,13 @@ Tensor QatLayer::folded_bias() const {
   return add(bn_beta, mul(sub(b, bn_mean), sf));
 }
 
+namespace {
+std::atomic<bool> g_output_fusion{true};
+}  // namespace
+
+void QatLayer::set_output_fusion(bool on) { g_output_fusion.store(on); }
+bool QatLayer::output_fusion() { return g_output_fusion.load(); }
+
 Tensor QatLayer::forward(const Tensor& x) {
   if (exact_ && !training()) return forward_exact(x);
   Tensor y;
@@ -211,6 +219,15 @@ Tensor QatLayer::forward(const Tensor& x) {
       const Tensor k = div(Tensor::ones({weight.size(0)}), sf);  // (OC)
       if (!bias.defined()) {
         const bool fuse_relu = activation_ == FusedActivation::ReLU;
+        auto* fq = dynamic_cast<FakeQuantize*>(&output_quant());
+        if (fq && output_fusion() && activation_ != FusedActivation::ReLU6) {
+          // ... and the output's fake quantization too, when its quantizer can take the range alone.
+          bool quantized = false;
+          y = batch_norm_scaled_quantized(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var,
+                                          bn_momentum, bn_eps, fuse_relu,
+                                          [fq](float lo, float hi) { return fq->output_grid(lo, hi); }, &quantized);
+          return quantized ? y : output_quant()(y);
+        }
         y = batch_norm_scaled(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum,
                               bn_eps, fuse_relu);
         if (fuse_relu) return output_quant()(y);

@@ -67,6 +67,12 @@ class QatLayer : public Module {
 
   void freeze_bn(bool on) { bn_frozen_ = on; }
   bool bn_frozen() const { return bn_frozen_; }
+  // Training with BN: when the output quantizer can take the output's range instead of its values (a
+  // per-tensor FakeQuantize with a min/max or EMA observer), BN, the ReLU and the output's fake
+  // quantization run as one op (batch_norm_scaled_quantized), bit for bit the values and gradients of
+  // the three in turn. On by default, for every layer; tests switch it off to compare.
+  static void set_output_fusion(bool on);
+  static bool output_fusion();
   // Exact mode, on the kernels of `path` (the reference loops by default; the optimized kernels compute
   // the same integers, held to the reference bit for bit by the kernel tests, much faster).
   void set_exact(bool on, KernelPath path = KernelPath::Reference) { exact_ = on, exact_path_ = path; }
