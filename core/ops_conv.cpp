@@ -277,7 +277,8 @@ void strided_input_grad(const TapConvKernels& k, const ConvGeometry& g, const fl
   const int64_t d_tail = round_up_taps(2 * a * d_pitch + 2 * b) + kTapQuantum;
   const PlaneStack dys = pad_planes(gyd, g.n, g.oc, g.oh, g.ow, a, b, d_rows, d_pitch, d_tail);
   if (fresh) std::fill(gx, gx + g.n * g.c * g.h * g.w, 0.0f);
-  std::vector<float> phase(static_cast<size_t>(g.n * g.c * rows2 * pitch2));  // (N, C, rows2, pitch2)
+  const std::shared_ptr<float[]> phase_buffer = alloc_floats(g.n * g.c * rows2 * pitch2);  // (N, C, rows2, pitch2)
+  float* const phase = phase_buffer.get();
   for (int64_t ry = 0; ry < std::min(g.sh, g.kh); ++ry)
     for (int64_t rx = 0; rx < std::min(g.sw, g.kw); ++rx) {
       std::vector<int64_t> taps, offsets;
@@ -288,7 +289,7 @@ void strided_input_grad(const TapConvKernels& k, const ConvGeometry& g, const fl
         }
       run_forward(k, dys, 1, offsets, g.groups, g.ocg, g.cg,
                   pack_weights(wd, g.groups, g.cg, g.ocg, g.kh * g.kw, taps, k.oc_block, true), nullptr, rows2,
-                  pitch2, phase.data(), false);
+                  pitch2, phase, false);
       // Padded pixel (i * sh + ry, j * sw + rx) is input pixel (i * sh + ry - ph, j * sw + rx - pw).
 #pragma omp parallel for schedule(static) if (g.n * g.c * g.h * g.w >= kParallelMin)
       for (int64_t nc = 0; nc < g.n * g.c; ++nc)

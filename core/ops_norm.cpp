@@ -29,6 +29,50 @@ struct ByteMask {
   bool operator()(int64_t j) const { return m[j] != 0; }
 };
 
+// One plane of the fused output stage: y = x * a + b (relu'd), fake-quantized on the grid (lo, hi the
+// clamp bounds qmin - zp, qmax - zp), with fake_quantize's own expressions (quant/fake_quantize.cpp),
+// and the byte masks where dy will pass (relu's output > 0, the unclamped code inside the grid). The
+// masks are products of 0/1 floats, not bools, and the pointers restrict: so the loop vectorises.
+template <bool kRelu>
+void quantize_plane(const float* __restrict x, float* __restrict y, uint8_t* __restrict pass, int64_t s, float a,
+                    float b, float inv_scale, float scale, float lo, float hi) {
+  for (int64_t j = 0; j < s; ++j) {
+    float v = x[j] * a + b;
+    if constexpr (kRelu) v = v > 0.0f ? v : 0.0f;  // relu's own expression
+    float r = std::nearbyint(v * inv_scale);
+    float on = (r >= lo ? 1.0f : 0.0f) * (r <= hi ? 1.0f : 0.0f);
+    if constexpr (kRelu) on *= v > 0.0f ? 1.0f : 0.0f;
+    pass[j] = static_cast<uint8_t>(on);
+    r = r < lo ? lo : r;
+    r = hi < r ? hi : r;
+    r = r == r ? r + 0.0f : 0.0f;
+    y[j] = scale * r;
+  }
+}
+
+// One plane of batch norm's input gradient, g = k * (d - mean_dy - (x - mu) * is * mean_dy_xhat) with
+// d = dy where the mask passes: assigned to a fresh buffer or added. A loop per mask type (a template),
+// so each compiles to straight vector code.
+struct InputGradRow {
+  const float* x;
+  const float* dy;
+  float* g;
+  int64_t s;
+  float k, mu, is, mean_dy, mean_dy_xhat;
+  template <class Mask>
+  void run(Mask pass, bool fresh) const {
+    // dy loaded unconditionally: a load under the mask's condition keeps the loop scalar.
+    const auto masked = [&](int64_t j) {
+      const float v = dy[j];
+      return pass(j) ? v : 0.0f;
+    };
+    if (fresh)
+      for (int64_t j = 0; j < s; ++j) g[j] = k * (masked(j) - mean_dy - (x[j] - mu) * is * mean_dy_xhat);
+    else
+      for (int64_t j = 0; j < s; ++j) g[j] += k * (masked(j) - mean_dy - (x[j] - mu) * is * mean_dy_xhat);
+  }
+};
+
 // Over one plane of S values: sum(d) and sum(d * (x - mu)), d = dy where `pass` and 0 elsewhere. The
 // same loop sums for every mask, in 16 lanes added in order at the end, so that a fused op and the
 // modules in turn agree bit for bit.
@@ -40,14 +84,17 @@ PlaneSums plane_sums(const float* dy, Mask pass, const float* x, float mu, int64
   constexpr int kLanes = 16;
   float a[kLanes] = {}, b[kLanes] = {};
   int64_t j = 0;
+  // dy is loaded whether it passes or not: a load under the condition keeps the loop scalar.
   for (; j + kLanes <= s; j += kLanes)
     for (int l = 0; l < kLanes; ++l) {
-      const float d = pass(j + l) ? dy[j + l] : 0.0f;
+      const float v = dy[j + l];
+      const float d = pass(j + l) ? v : 0.0f;
       a[l] += d;
       b[l] += d * (x[j + l] - mu);
     }
   for (int l = 0; j < s; ++j, ++l) {
-    const float d = pass(j) ? dy[j] : 0.0f;
+    const float v = dy[j];
+    const float d = pass(j) ? v : 0.0f;
     a[l] += d;
     b[l] += d * (x[j] - mu);
   }
@@ -160,7 +207,9 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
   Tensor y = Tensor::empty(x.shape());
   float* yd = y.data();
   // With a grid: the straight-through masks of relu and of the quantizer, one byte per value.
-  std::shared_ptr<uint8_t[]> pass = q ? std::shared_ptr<uint8_t[]>(new uint8_t[static_cast<size_t>(x.numel())]) : nullptr;
+  // From the tensors' buffer pool (a fresh 2 MB allocation per step page-faulted its way in).
+  std::shared_ptr<float[]> pass_buffer = q ? alloc_floats((x.numel() + 3) / 4) : nullptr;
+  std::shared_ptr<uint8_t[]> pass(pass_buffer, reinterpret_cast<uint8_t*>(pass_buffer.get()));
 #pragma omp parallel for schedule(static) if (x.numel() > 65536)
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t ch = 0; ch < c; ++ch) {
@@ -168,24 +217,13 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       const float* p = xd + (i * c + ch) * s;
       float* out = yd + (i * c + ch) * s;
       if (q) {
-        // fake_quantize's own expressions (quant/fake_quantize.cpp): the same values and masks.
         uint8_t* m = pass.get() + (i * c + ch) * s;
         const float lo = static_cast<float>(q->quant_min - q->zero_point);
         const float hi = static_cast<float>(q->quant_max - q->zero_point);
-        for (int64_t j = 0; j < s; ++j) {
-          float v = p[j] * a + b;
-          bool on = true;
-          if (relu) {
-            v = v > 0.0f ? v : 0.0f;
-            on = v > 0.0f;
-          }
-          float r = std::nearbyint(v * q->inv_scale);
-          m[j] = static_cast<uint8_t>(on & (r >= lo) & (r <= hi));
-          r = r < lo ? lo : r;
-          r = hi < r ? hi : r;
-          r = r == r ? r + 0.0f : 0.0f;
-          out[j] = q->scale * r;
-        }
+        if (relu)
+          quantize_plane<true>(p, out, m, s, a, b, q->inv_scale, q->scale, lo, hi);
+        else
+          quantize_plane<false>(p, out, m, s, a, b, q->inv_scale, q->scale, lo, hi);
       } else if (relu) {
         for (int64_t j = 0; j < s; ++j) {
           const float v = p[j] * a + b;
@@ -254,14 +292,15 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       for (int64_t i = 0; i < n; ++i) {
         const float* p = xd + (i * c + ch) * s;
         const float* d = gyd + (i * c + ch) * s;
-        const float* out = yv ? yv + (i * c + ch) * s : nullptr;        // relu's mask
-        const uint8_t* on = pass ? pass.get() + (i * c + ch) * s : nullptr;  // or the fused stage's
         float* g = gx + (i * c + ch) * s;
-        const auto dy = [&](int64_t j) { return (on ? on[j] != 0 : !out || out[j] > 0.0f) ? d[j] : 0.0f; };
-        if (gx_fresh)
-          for (int64_t j = 0; j < s; ++j) g[j] = k * (dy(j) - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
+        const InputGradRow row{p, d, g, s, k, mu, is, mean_dy, mean_dy_xhat};
+        const int64_t at = (i * c + ch) * s;
+        if (pass)
+          row.run(ByteMask{pass.get() + at}, gx_fresh);
+        else if (yv)
+          row.run(ReluMask{yv + at}, gx_fresh);
         else
-          for (int64_t j = 0; j < s; ++j) g[j] += k * (dy(j) - mean_dy - (p[j] - mu) * is * mean_dy_xhat);
+          row.run(NoMask{}, gx_fresh);
       }
     }
   });

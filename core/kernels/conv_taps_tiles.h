@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/kernels/conv_taps.h"
+#include "core/tensor.h"
 
 #ifndef QATLAB_TAPS_TARGET
 #error "define QATLAB_TAPS_TARGET before including conv_taps_tiles.h"
@@ -180,20 +181,22 @@ struct TapTiles {
     const int64_t block_floats = kWgOc * pairs * V::kWidth;
     const int64_t group = std::max<int64_t>(1, (int64_t{128} * 1024) / block_floats) * kWgOc;  // channels
     const int64_t outer = std::max<int64_t>(1, (int64_t{256} * 1024) / (a.channels * 1024)) * 1024;  // positions
-    std::vector<float> part(static_cast<size_t>(group * pairs * V::kWidth));
+    // From the tensors' buffer pool: a fresh allocation this size would page-fault in at every call.
+    const std::shared_ptr<float[]> part_buffer = alloc_floats(group * pairs * V::kWidth);
+    float* const part = part_buffer.get();
     for (int64_t g0 = 0; g0 < a.oc; g0 += group) {
       const int64_t g1 = std::min(a.oc, g0 + group);
-      std::fill(part.begin(), part.end(), 0.0f);
+      std::fill(part, part + group * pairs * V::kWidth, 0.0f);
       for (int64_t q0 = a.q_begin; q0 < a.q_end; q0 += outer) {
         const int64_t q1 = std::min(a.q_end, q0 + outer);
         int64_t o = g0;
-        for (; o + kWgOc <= g1; o += kWgOc) weight_grad_rows<kWgOc>(a, o, q0, q1, part.data() + (o - g0) * pairs * V::kWidth);
+        for (; o + kWgOc <= g1; o += kWgOc) weight_grad_rows<kWgOc>(a, o, q0, q1, part + (o - g0) * pairs * V::kWidth);
         if constexpr (kWgOc > 1)
-          if (o < g1) weight_grad_rest_rows<kWgOc - 1>(a, o, g1 - o, q0, q1, part.data() + (o - g0) * pairs * V::kWidth);
+          if (o < g1) weight_grad_rest_rows<kWgOc - 1>(a, o, g1 - o, q0, q1, part + (o - g0) * pairs * V::kWidth);
       }
       for (int64_t o = g0; o < g1; ++o)
         for (int64_t j = 0; j < pairs; ++j)
-          a.acc[o * pairs + j] += V::sum(V::load(part.data() + ((o - g0) * pairs + j) * V::kWidth));
+          a.acc[o * pairs + j] += V::sum(V::load(part + ((o - g0) * pairs + j) * V::kWidth));
     }
   }
 };
