@@ -65,18 +65,26 @@ void for_each_chunk(const Rows& r, std::vector<double>& acc, F f) {
   for (int64_t item = 0; item < items; ++item) acc[(item / per_row) % r.channels] += partial[item];
 }
 
-// LSQ's backward over n elements of one channel: gx += g where the code is inside [lo, hi] (straight
-// through); returns sum(g * dy/ds) / s: (round(v) - v) inside, lo or hi where clamped, 0 for NaN, with
-// v = x / s. Branch-free with 16 float accumulators, so that it vectorises; the caller sums chunks in double.
-inline double lsq_backward_chunk(const float* __restrict x, const float* __restrict g, float* __restrict gx, int64_t n,
-                                 float inv, float lo, float hi) {
+// LSQ's backward over n elements of one channel: gx gets g where the code is inside [lo, hi] (straight
+// through; assigned with kFresh, a new buffer, else added); returns sum(g * dy/ds) / s: (round(v) - v)
+// inside, lo or hi where clamped, 0 for NaN, with v = x / s. Branch-free with 16 float accumulators, so
+// that it vectorises; the caller sums chunks in double.
+template <bool kGx, bool kFresh>
+double lsq_backward_chunk(const float* __restrict x, const float* __restrict g, float* __restrict gx, int64_t n,
+                          float inv, float lo, float hi) {
   constexpr int kLanes = 16;
   float acc[kLanes] = {};
   int64_t i = 0;
   const auto term = [&](int64_t j) {
     const float v = x[j] * inv, r = std::nearbyint(v);
     const bool inside = (r >= lo) & (r <= hi);
-    if (gx) gx[j] += inside ? g[j] : 0.0f;
+    if constexpr (kGx) {
+      const float pass = inside ? g[j] : 0.0f;
+      if constexpr (kFresh)
+        gx[j] = pass;
+      else
+        gx[j] += pass;
+    }
     const float d = inside ? r - v : (r < lo ? lo : (r > hi ? hi : 0.0f));
     return g[j] * d;
   };
@@ -86,6 +94,13 @@ inline double lsq_backward_chunk(const float* __restrict x, const float* __restr
   for (int k = 0; k < kLanes; ++k) sum += acc[k];
   for (; i < n; ++i) sum += term(i);
   return sum;
+}
+
+double lsq_backward_chunk(const float* x, const float* g, float* gx, bool fresh, int64_t n, float inv, float lo,
+                          float hi) {
+  if (!gx) return lsq_backward_chunk<false, false>(x, g, gx, n, inv, lo, hi);
+  return fresh ? lsq_backward_chunk<true, true>(x, g, gx, n, inv, lo, hi)
+               : lsq_backward_chunk<true, false>(x, g, gx, n, inv, lo, hi);
 }
 
 // The grid fields a scheme fixes: axis and code range.
@@ -229,12 +244,14 @@ Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector
              grad_scale](const Tensor& grad_out) {
               const float* px = x.data();
               const float* g = grad_out.data();
-              float* gx = x.requires_grad() ? x.mutable_grad() : nullptr;
+              // The chunks cover x, each element written once: a fresh buffer is assigned, not zeroed.
+              bool fresh = false;
+              float* gx = x.requires_grad() ? x.grad_for_write(&fresh) : nullptr;
               std::vector<double> gs(inv.size(), 0.0);  // (C)
               for_each_chunk(rows, gs, [&](int64_t begin, int64_t n, int64_t c) {
                 // Bounds on the un-clamped offset, small integers and exact in float (as in fake_quantize).
                 const float lo = static_cast<float>(qmin - zps[c]), hi = static_cast<float>(qmax - zps[c]);
-                return lsq_backward_chunk(px + begin, g + begin, gx ? gx + begin : nullptr, n, inv[c], lo, hi);
+                return lsq_backward_chunk(px + begin, g + begin, gx ? gx + begin : nullptr, fresh, n, inv[c], lo, hi);
               });
               if (scale.requires_grad()) {
                 float* gsc = scale.mutable_grad();
