@@ -36,6 +36,7 @@ struct ByteMask {
 template <bool kRelu>
 void quantize_plane(const float* __restrict x, float* __restrict y, uint8_t* __restrict pass, int64_t s, float a,
                     float b, float inv_scale, float scale, float lo, float hi) {
+#pragma omp simd
   for (int64_t j = 0; j < s; ++j) {
     float v = x[j] * a + b;
     if constexpr (kRelu) v = v > 0.0f ? v : 0.0f;  // relu's own expression
@@ -66,16 +67,20 @@ struct InputGradRow {
       const float v = dy[j];
       return pass(j) ? v : 0.0f;
     };
-    if (fresh)
+    if (fresh) {
+#pragma omp simd
       for (int64_t j = 0; j < s; ++j) g[j] = k * (masked(j) - mean_dy - (x[j] - mu) * is * mean_dy_xhat);
-    else
+    } else {
+#pragma omp simd
       for (int64_t j = 0; j < s; ++j) g[j] += k * (masked(j) - mean_dy - (x[j] - mu) * is * mean_dy_xhat);
+    }
   }
 };
 
 // Over one plane of S values: sum(d) and sum(d * (x - mu)), d = dy where `pass` and 0 elsewhere. The
 // same loop sums for every mask, in 16 lanes added in order at the end, so that a fused op and the
-// modules in turn agree bit for bit.
+// modules in turn agree bit for bit. `omp simd` asks for the lanes as one vector: left to itself the
+// compiler vectorised some masks' loops and not others'.
 struct PlaneSums {
   float dy = 0.0f, dy_x = 0.0f;
 };
@@ -86,6 +91,7 @@ PlaneSums plane_sums(const float* dy, Mask pass, const float* x, float mu, int64
   int64_t j = 0;
   // dy is loaded whether it passes or not: a load under the condition keeps the loop scalar.
   for (; j + kLanes <= s; j += kLanes)
+#pragma omp simd
     for (int l = 0; l < kLanes; ++l) {
       const float v = dy[j + l];
       const float d = pass(j + l) ? v : 0.0f;
