@@ -41,19 +41,26 @@ struct TapTiles {
 #pragma GCC unroll 16
       for (int v = 0; v < QB; ++v) acc[o][v] = V::zero();
     const float* w = a.w;
-    for (int64_t c = 0; c < a.channels; ++c) {
-      const float* xc = a.x + c * a.x_pitch + q0;
-      for (int64_t t = 0; t < a.taps; ++t, w += kOcBlock) {
-        const float* xs = xc + a.offsets[t];
-        typename V::Reg xv[QB];
+    // One (channel, tap) step: QB input vectors, OB broadcast weights.
+    const auto step = [&](const float* xs) __attribute__((always_inline)) {
+      typename V::Reg xv[QB];
 #pragma GCC unroll 16
-        for (int v = 0; v < QB; ++v) xv[v] = V::load(xs + V::kWidth * v);
+      for (int v = 0; v < QB; ++v) xv[v] = V::load(xs + V::kWidth * v);
 #pragma GCC unroll 16
-        for (int o = 0; o < OB; ++o) {
-          const typename V::Reg wv = V::set1(w[o]);
+      for (int o = 0; o < OB; ++o) {
+        const typename V::Reg wv = V::set1(w[o]);
 #pragma GCC unroll 16
-          for (int v = 0; v < QB; ++v) acc[o][v] = V::fma(wv, xv[v], acc[o][v]);
-        }
+        for (int v = 0; v < QB; ++v) acc[o][v] = V::fma(wv, xv[v], acc[o][v]);
+      }
+      w += kOcBlock;
+    };
+    if (a.taps == 1) {  // a GEMM (core/gemm.h): one loop, no tap loop inside it
+      const float* xs = a.x + a.offsets[0] + q0;
+      for (int64_t c = 0; c < a.channels; ++c, xs += a.x_pitch) step(xs);
+    } else {
+      for (int64_t c = 0; c < a.channels; ++c) {
+        const float* xc = a.x + c * a.x_pitch + q0;
+        for (int64_t t = 0; t < a.taps; ++t) step(xc + a.offsets[t]);
       }
     }
     if constexpr (V::kCompress) {
