@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "apps/train_loop.h"
+#include "core/cpu_features.h"
 #include "core/cpu_peak.h"
 #include "core/profiler.h"
 #include "quant/convert.h"
@@ -199,9 +200,9 @@ void run_bench_train(const BenchTrainOptions& o) {
   const SettledPeak settled = settle_peak(widest_float_fma(), o.threads, fastest);
   const Peak peak = settled.settled ? settled.peak : Peak{0.0, settled.peak.instruction};
 
-  std::printf("bench --train: %s, input %s, batch %lld, %d threads, median of %d steps after 3\n", o.model.c_str(),
-              shape_str({o.spec.channels, o.spec.height, o.spec.width}).c_str(), static_cast<long long>(o.batch),
-              o.threads, o.steps);
+  std::printf("bench --train: %s, input %s, batch %lld, %d threads, %s float kernels, median of %d steps after 3\n",
+              o.model.c_str(), shape_str({o.spec.channels, o.spec.height, o.spec.width}).c_str(),
+              static_cast<long long>(o.batch), o.threads, float_path_name(active_float_path()), o.steps);
   std::printf("  float peak %.1f GFLOP/s (%s on %d threads); %.1f MFLOP per training image (3 x 2 x %.2f M MACs)\n",
               settled.peak.gops, peak.instruction.c_str(), o.threads, flops_per_image * 1e-6, macs * 1e-6);
   if (!settled.settled)

@@ -14,6 +14,7 @@
 #include "apps/integer_eval.h"
 #include "apps/qat_options.h"
 #include "apps/train_loop.h"
+#include "core/cpu_features.h"
 #include "core/cpu_peak.h"
 #include "core/gemm.h"
 #include "quant/int8_graph.h"
@@ -171,8 +172,9 @@ int cmd_bench(int argc, char** argv) {
   const Peak peak_i = settled_i.settled ? settled_i.peak : Peak{0.0, settled_i.peak.instruction};
 
   const auto fsize = fs::file_size(float_path), isize = fs::file_size(int_path);
-  std::printf("bench: %s (%s) vs %s (integer, %s kernels), %d threads\n", float_path.c_str(), ckpt.model_name.c_str(),
-              int_path.c_str(), kernel_path_name(path), nthreads);
+  std::printf("bench: %s (%s, %s float kernels) vs %s (integer, %s kernels), %d threads\n", float_path.c_str(),
+              ckpt.model_name.c_str(), float_path_name(active_float_path()), int_path.c_str(), kernel_path_name(path),
+              nthreads);
   std::printf("  %-30s %14s %14s %10s\n", "", "float", "integer", "ratio");
   std::printf("  %-30s %11.1f us %11.1f us %9.2fx\n", "latency, batch 1 (median)", f1 * 1e6, i1 * 1e6, f1 / i1);
   std::printf("  %-30s %10.0f im/s %10.0f im/s %9.2fx\n", ("throughput, batch " + std::to_string(batch)).c_str(),
