@@ -441,45 +441,57 @@ std::vector<T> read_array(hid_t file, const std::string& file_name, const std::s
 }
 
 // --------------------------------------------------------------------------------------------- strings
+//
+// Every string is written fixed-length: a UTF-8 string type whose size is the value's bytes and a
+// terminating NUL, the bytes kept inside the attribute or dataset itself. Variable-length strings are
+// not read at all. They live in the file's global heap, and HDF5's conversion of them (H5T__conv_vlen,
+// H5HG_read) trusts the lengths and addresses stored there: on a hostile file it copied gigabytes
+// past a buffer and looped without end (tests/README.md, "Fuzzing", findings 2 and 3). A fixed-length
+// string's size is a field of its type, checked below before anything is allocated, and its bytes
+// are copied as they are.
 
-// A variable-length UTF-8 C string type, as h5py writes Python str values.
-Handle vlen_string_type() {
+// The longest string written or read, terminating NUL included: far above any text qatlab stores (names,
+// settings, a command line), and small enough that no stored size can make the reader allocate much.
+constexpr size_t kMaxStringBytes = size_t{1} << 20;
+
+// The fixed-length type that holds value, after checking that it can be stored and read back whole.
+Handle fixed_string_type(const std::string& file, const std::string& where, const std::string& value) {
+  // A C string ends at its first NUL: one inside the value would silently cut it.
+  if (value.find('\0') != std::string::npos) fail(file, where, "string value contains a NUL byte");
+  if (value.size() + 1 > kMaxStringBytes)
+    fail(file, where, "string of " + std::to_string(value.size()) + " bytes, longer than the " +
+                          std::to_string(kMaxStringBytes - 1) + " bytes a qatlab file may hold");
   Handle t = type(H5Tcopy(H5T_C_S1));
-  H5Tset_size(t.get(), H5T_VARIABLE);
+  H5Tset_size(t.get(), value.size() + 1);  // with the terminating NUL, as C and h5py expect
+  H5Tset_strpad(t.get(), H5T_STR_NULLTERM);
   H5Tset_cset(t.get(), H5T_CSET_UTF8);
   return t;
 }
 
-void check_no_nul(const std::string& file, const std::string& where, const std::string& value) {
-  // Variable-length strings are C strings in HDF5: a NUL would silently cut the value.
-  if (value.find('\0') != std::string::npos) fail(file, where, "string value contains a NUL byte");
-}
-
-// Reads a one-element string dataset or attribute, variable- or fixed-length. `stored` is its type,
-// `sp` its dataspace, and read(mem_type, buffer) does the transfer.
+// Reads a one-element fixed-length string dataset or attribute of `file`. `stored` is its type, `sp`
+// its dataspace, and read(mem_type, buffer) does the transfer.
 template <typename ReadFn>
-std::string read_one_string(hid_t stored, hid_t sp, const std::string& file, const std::string& where,
-                            ReadFn read) {
-  if (H5Tget_class(stored) != H5T_STRING) fail(file, where, "stored as " + type_name(stored) + ", expected a string");
-  const Shape shape = space_shape(sp, file, where);
-  if (shape_numel(shape) != 1) fail(file, where, "holds " + shape_str(shape) + " strings, expected one");
-  if (H5Tis_variable_str(stored) > 0) {
-    Handle mem = vlen_string_type();
-    H5Tset_cset(mem.get(), H5Tget_cset(stored));
-    char* p = nullptr;
-    if (read(mem.get(), static_cast<void*>(&p)) < 0) fail(file, where, with_reason("cannot read string"));
-    std::string value = p ? p : "";
-#if H5_VERSION_GE(1, 12, 0)
-    H5Treclaim(mem.get(), sp, H5P_DEFAULT, &p);
-#else
-    H5Dvlen_reclaim(mem.get(), sp, H5P_DEFAULT, &p);
-#endif
-    return value;
-  }
+std::string read_one_string(hid_t file, hid_t stored, hid_t sp, const std::string& file_name,
+                            const std::string& where, ReadFn read) {
+  if (H5Tget_class(stored) != H5T_STRING)
+    fail(file_name, where, "stored as " + type_name(stored) + ", expected a string");
+  const htri_t variable = H5Tis_variable_str(stored);
+  if (variable < 0) fail(file_name, where, with_reason("cannot read the string type"));
+  if (variable > 0)
+    fail(file_name, where,
+         "stored as a variable-length string, which this qatlab no longer reads: the file predates the current "
+         "format (fixed-length strings) and must be made again with this qatlab");
+  const Shape shape = space_shape(sp, file_name, where);
+  if (shape_numel(shape) != 1) fail(file_name, where, "holds " + shape_str(shape) + " strings, expected one");
   const size_t size = H5Tget_size(stored);
-  Handle mem = type(H5Tcopy(stored));  // same size, padding and character set, native order
+  if (size == 0 || size > kMaxStringBytes)
+    fail(file_name, where, "stored string type of " + std::to_string(size) + " bytes, expected 1 to " +
+                               std::to_string(kMaxStringBytes));
+  check_fits_file(file, file_name, where, static_cast<int64_t>(size), Elem::kUInt8);
+  Handle mem = type(H5Tcopy(stored));  // same size, padding and character set: the bytes as they are
   std::string value(size, '\0');
-  if (read(mem.get(), static_cast<void*>(value.data())) < 0) fail(file, where, with_reason("cannot read string"));
+  if (read(mem.get(), static_cast<void*>(value.data())) < 0)
+    fail(file_name, where, with_reason("cannot read string"));
   if (H5Tget_strpad(stored) == H5T_STR_SPACEPAD) {
     value.erase(value.find_last_not_of(' ') + 1);
   } else {
@@ -756,17 +768,15 @@ Shape H5File::dataset_shape(const std::string& path) const {
 
 void H5File::write_string(const std::string& path, const std::string& value) {
   require(is_open(), writable_, true, path_, path);
-  check_no_nul(path_, path, value);
+  Handle t = fixed_string_type(path_, path, value);
   const std::vector<std::string> parts = split_path(path_, path);
   Handle parent = parent_for_write(file_, path_, path, parts);
-  Handle t = vlen_string_type();
   Handle sp = space(H5Screate(H5S_SCALAR));
-  Handle dcpl = dataset_create_plist(sizeof(hvl_t));  // the string itself lives in the global heap
+  Handle dcpl = dataset_create_plist(value.size() + 1);
   Handle dset =
       object(H5Dcreate2(parent.get(), parts.back().c_str(), t.get(), sp.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
   if (!dset.valid()) fail(path_, path, with_reason("cannot create string dataset"));
-  const char* p = value.c_str();  // a variable-length string is transferred as a pointer to it
-  if (H5Dwrite(dset.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0)
+  if (H5Dwrite(dset.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, value.c_str()) < 0)
     fail(path_, path, with_reason("cannot write string"));
 }
 
@@ -776,7 +786,7 @@ std::string H5File::read_string(const std::string& path) const {
   if (H5Iget_type(dset.get()) != H5I_DATASET) fail(path_, path, "is a group, not a dataset");
   Handle t = type(H5Dget_type(dset.get()));
   Handle sp = space(H5Dget_space(dset.get()));
-  return read_one_string(t.get(), sp.get(), path_, path, [&](hid_t mem, void* buf) {
+  return read_one_string(file_, t.get(), sp.get(), path_, path, [&](hid_t mem, void* buf) {
     return H5Dread(dset.get(), mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
   });
 }
@@ -785,10 +795,8 @@ std::string H5File::read_string(const std::string& path) const {
 
 void H5File::set_attr(const std::string& obj, const std::string& name, const std::string& value) {
   require(is_open(), writable_, true, path_, obj);
-  check_no_nul(path_, attr_where(obj, name), value);
-  Handle t = vlen_string_type();
-  const char* p = value.c_str();
-  write_attr(file_, path_, obj, name, t.get(), t.get(), &p);
+  Handle t = fixed_string_type(path_, attr_where(obj, name), value);
+  write_attr(file_, path_, obj, name, t.get(), t.get(), value.c_str());
 }
 
 void H5File::set_attr(const std::string& obj, const std::string& name, int64_t value) {
@@ -799,16 +807,6 @@ void H5File::set_attr(const std::string& obj, const std::string& name, int64_t v
 void H5File::set_attr(const std::string& obj, const std::string& name, double value) {
   require(is_open(), writable_, true, path_, obj);
   write_attr(file_, path_, obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value);
-}
-
-void H5File::set_attr_fixed(const std::string& obj, const std::string& name, const std::string& value) {
-  require(is_open(), writable_, true, path_, obj);
-  check_no_nul(path_, attr_where(obj, name), value);
-  Handle t = type(H5Tcopy(H5T_C_S1));
-  H5Tset_size(t.get(), value.size() + 1);  // with the terminating NUL, as C and h5py expect
-  H5Tset_strpad(t.get(), H5T_STR_NULLTERM);
-  H5Tset_cset(t.get(), H5T_CSET_UTF8);
-  write_attr(file_, path_, obj, name, t.get(), t.get(), value.c_str());
 }
 
 void H5File::set_attr_floats(const std::string& obj, const std::string& name, const Shape& shape,
@@ -864,7 +862,7 @@ bool H5File::has_attr(const std::string& obj, const std::string& name) const {
 std::string H5File::get_attr_string(const std::string& obj, const std::string& name) const {
   require(is_open(), writable_, false, path_, obj);
   OpenAttr a = open_attr(file_, path_, obj, name);
-  return read_one_string(a.type.get(), a.space.get(), path_, attr_where(obj, name),
+  return read_one_string(file_, a.type.get(), a.space.get(), path_, attr_where(obj, name),
                          [&](hid_t mem, void* buf) { return H5Aread(a.attr.get(), mem, buf); });
 }
 

@@ -2,10 +2,15 @@
 //
 // Everything is stored with plain HDF5 types so that h5py and h5dump read the files directly:
 // float32 / float64 / int8 / uint8 / int16 / int32 / int64 datasets (little-endian; contiguous, or
-// compact -- inside the object header -- up to 4 KB), scalar variable-length UTF-8 strings, scalar
-// attributes (string, int64, float64), 1-D array attributes (float32 and the integer types) and
-// fixed-length string attributes. Files are written in the HDF5 1.8 file format, with per-object
-// settings that keep small objects small (see "creation settings" in h5io.cpp).
+// compact -- inside the object header -- up to 4 KB), scalar fixed-length UTF-8 string datasets, scalar
+// attributes (string, int64, float64) and 1-D array attributes (float32 and the integer types). Files
+// are written in the HDF5 1.8 file format, with per-object settings that keep small objects small (see
+// "creation settings" in h5io.cpp).
+//
+// Strings, datasets and attributes alike, are fixed-length (the value and a terminating NUL, at most
+// 1 MiB) and are read only in that form: variable-length strings, which qatlab files held before,
+// are refused with a message saying the file must be made again. HDF5 reads them from the file's
+// global heap in ways a hostile file turns into overflows and endless loops (h5io.cpp, "strings").
 //
 // Objects are addressed by '/'-separated paths relative to the root ("model/params/features.0.weight";
 // a leading '/' is optional, "/" alone is the root). Names may contain dots; empty components ("a//b")
@@ -87,8 +92,8 @@ class H5File {
   Shape dataset_shape(const std::string& path) const;
 
   // --------------------------------------------------------------------------------------- strings
-  // A scalar variable-length UTF-8 string dataset (h5py: f[path][()] gives bytes, .asstr() a str).
-  // read_string also accepts fixed-length string datasets.
+  // A scalar fixed-length UTF-8 string dataset (h5py: f[path][()] gives bytes, .decode() a str).
+  // read_string accepts any fixed-length string dataset (NUL- or space-padded, as h5py writes them).
   void write_string(const std::string& path, const std::string& value);
   std::string read_string(const std::string& path) const;
 
@@ -106,10 +111,12 @@ class H5File {
   void set_attr(const std::string& obj, const std::string& name, I value) {
     set_attr(obj, name, static_cast<int64_t>(value));
   }
-  // A fixed-length UTF-8 string (NUL-terminated): stored inline in the object header, whereas every
-  // variable-length string lives in the file's global heap, whose first block alone takes 4 KB. h5py
-  // reads it as bytes (attrs[name].decode() gives the str); get_attr_string reads both kinds.
-  void set_attr_fixed(const std::string& obj, const std::string& name, const std::string& value);
+  // The same as set_attr with a string: the name the integer model writer uses. Every string
+  // attribute is a fixed-length UTF-8 string (NUL-terminated) stored inline in the object header;
+  // h5py reads it as bytes (attrs[name].decode() gives the str).
+  void set_attr_fixed(const std::string& obj, const std::string& name, const std::string& value) {
+    set_attr(obj, name, value);
+  }
   // Numeric attributes of any shape ({} a scalar, {n} an array; zeros allowed), float32 or exactly T:
   // for small per-channel arrays that do not deserve a dataset (each dataset costs an object header
   // and a link, ~120 bytes; an attribute ~35 bytes plus its name and data). h5py gives a NumPy array

@@ -11,6 +11,8 @@
 //   /training/history/<col>   float64[epochs]: one column per metric (epoch, train_loss, test_acc, ...)
 //   /config                   string: the full resolved configuration as INI "key = value" lines
 //   /metadata                 attrs: free-form strings (command line, host threads, ...)
+// Every string is fixed-length UTF-8 (h5io.h); a file with variable-length strings, as every checkpoint
+// written before was, is refused with a line saying it must be made again.
 //
 // Saving is atomic (temp file + rename): a crash never leaves a broken checkpoint behind.
 #pragma once

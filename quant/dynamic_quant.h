@@ -166,6 +166,8 @@ DynamicWeightBytes dynamic_weight_bytes(const ModulePtr& model);
 //   /dynamic/000, 001 ...  one group per dynamic layer, attrs: module (dotted name), kind (its type);
 //     <matrix>             int8 (rows, cols): the codes of each of its matrices (weight, weight_ih_l0, ...)
 //     <matrix>_scale       float32 (rows): their per-row scales
+// Strings are fixed-length UTF-8 (h5io.h); a file with variable-length strings, as every dynamic model
+// written before was, is refused with a line saying it must be made again.
 // Loading rebuilds the zoo model from the spec, applies quantize_dynamic and fills it from the file.
 
 inline constexpr const char* kDynamicModelFormat = "qatlab-dynamic-model";

@@ -23,7 +23,8 @@
 namespace qatlab {
 
 inline constexpr const char* kInt8GraphFormat = "qatlab-int8-graph";
-// 3: the Quantize op may carry a pixel table; 2: small arrays and grids as attributes; 1 and 2 still read.
+// 3: the Quantize op may carry a pixel table; 2: small arrays and grids as attributes; 2 still read (1
+// files hold variable-length strings, which core/h5io refuses: they are made again with convert).
 inline constexpr int64_t kInt8GraphVersion = 3;
 
 // ImageRows: (N, C, H, W) -> (N, H, C*W) codes (an image read row by row, same grid); Lstm: (N, T, IN) ->

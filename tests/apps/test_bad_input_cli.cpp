@@ -2,6 +2,7 @@
 // option values and failing disks: one stderr line, exit code 1 (bad file, failed write) or 2 (bad
 // option), no crash, and nothing that was on disk lost or left half-written.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/file_seal.h"
 #include "core/h5io.h"
 #include "nn/checkpoint.h"
 #include "quant/int8_graph.h"
@@ -61,11 +63,11 @@ class BadInputCli : public CliSuite {
 TEST_F(BadInputCli, FlippedBitsAndChangedBytesAreRefusedBeforeHdf5ParsesTheFile) {
   for (const std::string& original : {float_ckpt_, qat_ckpt_, int8_model_}) {
     SCOPED_TRACE(original);
-    // The global heap holds the variable-length strings: the stored settings of a checkpoint, the
-    // qatlab version of every file. A flipped bit there crashed eval and info; a changed byte hung them.
+    // Where the qatlab version is stored: in files with variable-length strings that was the global
+    // heap, where a flipped bit crashed eval and info and a changed byte hung them.
     const std::string content = read_text(original);
     size_t heap = content.find(QATLAB_VERSION);
-    if (heap == std::string::npos) heap = content.size() / 2;  // an integer model has no heap strings
+    if (heap == std::string::npos) heap = content.size() / 2;  // an integer model does not store it
     for (const bool whole_byte : {false, true}) {
       std::string bytes = read_text(original);
       bytes[heap] = static_cast<char>(whole_byte ? 0x7f : bytes[heap] ^ 0x01);
@@ -181,6 +183,58 @@ TEST_F(BadInputCli, IntegerModelReadingASlotNothingWritesIsRefusedAtLoad) {
   const std::string width = work("width.h5");
   g.save(width);
   EXPECT_TRUE(FailedWith(eval(width, "width"), kRuntimeFailure, "eval", {width, "fully_connected"}));
+}
+
+// ------------------------------------------------------------------------ strings and fuzz findings
+
+// Checkpoints and dynamic models written before strings were fixed-length hold variable-length ones,
+// which HDF5 reads from the global heap (where a crafted file overflowed a buffer or hung the reader):
+// such a file is refused, saying that it must be made again.
+TEST_F(BadInputCli, FilesWithVariableLengthStringsAreRefusedAsTooOld) {
+  const std::string old = work("old-format.h5");
+  {
+    const hid_t f = H5Fcreate(old.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    const hid_t sp = H5Screate(H5S_SCALAR);
+    const hid_t a = H5Acreate2(f, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    const char* value = "qatlab-checkpoint";
+    ASSERT_GE(H5Awrite(a, t, &value), 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Fclose(f);
+  }
+  for (const char* command : {"eval", "info"}) {
+    const RunResult r = std::string(command) == "eval" ? eval(old, command) : qatlab({"info", old}, command);
+    EXPECT_TRUE(FailedWith(r, kRuntimeFailure, command,
+                           {old, "attribute 'format'", "variable-length string", "must be made again"}));
+  }
+}
+
+// tests/fuzz/regressions/<harness>/ holds the inputs that crashed or hung a fuzz harness (tests/README.md,
+// "Fuzzing"). Each is HDF5 content; sealed as the harness seals it, it is a crafted file with a valid
+// header, and every command that reads it must refuse it in one line.
+TEST_F(BadInputCli, InputsThatCrashedOrHungTheFuzzersAreRefusedInOneLine) {
+  const fs::path regressions = fs::path(__FILE__).parent_path().parent_path() / "fuzz" / "regressions";
+  size_t inputs = 0;
+  for (const auto& harness : fs::directory_iterator(regressions)) {
+    for (const auto& input : fs::directory_iterator(harness.path())) {
+      const std::string name = harness.path().filename().string() + "-" + input.path().filename().string();
+      SCOPED_TRACE(name);
+      const std::string file = work(name + ".h5");
+      write_text(file, std::string(static_cast<size_t>(kSealBytes), '\0') + read_text(input.path().string()));
+      seal_file(file);
+      for (const char* command : {"eval", "info"}) {
+        const std::string tag = name + "-" + command;
+        const RunResult r = std::string(command) == "eval" ? eval(file, tag) : qatlab({"info", file}, tag);
+        EXPECT_TRUE(FailedWith(r, kRuntimeFailure, command, {file}));
+      }
+      ++inputs;
+    }
+  }
+  EXPECT_GT(inputs, 0u);
 }
 
 // ------------------------------------------------------------------------------- outputs on disk

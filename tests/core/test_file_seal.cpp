@@ -30,7 +30,7 @@ class FileSealTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
   std::string file(const std::string& name) const { return (dir_ / name).string(); }
 
-  // A small file with a variable-length string (in HDF5's global heap) and some floats.
+  // A small file with a string, some floats and an attribute.
   std::string write_sample(const std::string& name) const {
     const std::string path = file(name);
     H5File f = H5File::create(path);

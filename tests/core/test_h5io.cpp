@@ -225,6 +225,96 @@ TEST_F(H5IoTest, StringWithNulIsRejected) {
   EXPECT_FALSE(f.exists("s"));
 }
 
+TEST_F(H5IoTest, StringsAreStoredFixedLengthAndLongAttributesFit) {
+  const std::string path = file("fixed.h5");
+  const std::string long_value(100000, 'c');  // past the 64 KB an object header message holds
+  {
+    H5File f = H5File::create(path);
+    f.write_string("config", "epochs = 3\n");
+    f.set_attr("/", "format", "qatlab-checkpoint");
+    f.set_attr("/", "command", long_value);
+  }
+  {
+    const hid_t fid = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    ASSERT_GE(fid, 0);
+    const hid_t d = H5Dopen2(fid, "config", H5P_DEFAULT);
+    const hid_t dt = H5Dget_type(d);
+    EXPECT_EQ(H5Tis_variable_str(dt), 0);
+    EXPECT_EQ(H5Tget_size(dt), 12u);  // the 11 bytes and their NUL
+    const hid_t a = H5Aopen(fid, "format", H5P_DEFAULT);
+    const hid_t at = H5Aget_type(a);
+    EXPECT_EQ(H5Tis_variable_str(at), 0);
+    H5Tclose(at);
+    H5Aclose(a);
+    H5Tclose(dt);
+    H5Dclose(d);
+    H5Fclose(fid);
+  }
+  H5File f = H5File::open_read(path);
+  EXPECT_EQ(f.read_string("config"), "epochs = 3\n");
+  EXPECT_EQ(f.get_attr_string("/", "command"), long_value);
+}
+
+TEST_F(H5IoTest, StringsLongerThanTheLimitAreRefusedOnWrite) {
+  const std::string path = file("big.h5");
+  H5File f = H5File::create(path);
+  const std::string huge(size_t{1} << 20, 'x');
+  expect_error_containing([&] { f.write_string("s", huge); }, path + ": s: string of 1048576 bytes, longer than");
+  expect_error_containing([&] { f.set_attr("/", "a", huge); }, path + ": /: attribute 'a': string of 1048576 bytes");
+  EXPECT_FALSE(f.exists("s"));
+}
+
+// Files qatlab wrote before strings were fixed-length (and h5py's str values) hold variable-length
+// strings: HDF5 reads those from the global heap, which a hostile file turns into overflows and
+// endless loops, so they are refused, with one line saying the file must be made again.
+TEST_F(H5IoTest, VariableLengthStringsAreRefusedWithOneLine) {
+  const std::string path = file("vlen.h5");
+  {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    const hid_t sp = H5Screate(H5S_SCALAR);
+    const char* value = "qatlab-checkpoint";
+    const hid_t a = H5Acreate2(f, "format", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(H5Awrite(a, t, &value), 0);
+    const hid_t d = H5Dcreate2(f, "config", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value), 0);
+    H5Dclose(d);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Fclose(f);
+  }
+  H5File f = H5File::open_read(path);
+  const std::string refusal =
+      ": stored as a variable-length string, which this qatlab no longer reads: the file predates the current "
+      "format (fixed-length strings) and must be made again with this qatlab";
+  expect_error([&] { f.get_attr_string("/", "format"); }, path + ": /: attribute 'format'" + refusal);
+  expect_error([&] { f.read_string("config"); }, path + ": config" + refusal);
+}
+
+// A string type may declare any size up to 4 GB: the size is checked before the reader allocates it.
+TEST_F(H5IoTest, AbsurdStringSizesAreRefusedBeforeAllocating) {
+  const std::string path = file("size.h5");
+  {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, (size_t{1} << 20) + 1);
+    const hid_t sp = H5Screate(H5S_SCALAR);
+    const hid_t d = H5Dcreate2(f, "s", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);  // never written
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Fclose(f);
+  }
+  H5File f = H5File::open_read(path);
+  expect_error([&] { f.read_string("s"); },
+               path + ": s: stored string type of 1048577 bytes, expected 1 to 1048576");
+}
+
 // Files written by other tools (h5py writes NumPy 'S' strings as fixed-length, NUL-padded, and
 // Python ints as int64 but NumPy scalars in their own width) must read too.
 TEST_F(H5IoTest, ReadsFixedLengthStringsAndNarrowNumericAttributes) {
