@@ -41,7 +41,7 @@ TEST(Gemm, MatchesLoopsOnEveryFloatPath) {
       cases.push_back({m, n, 5 + m % 4, m % 2 == 1, n % 2 == 0, (m + n) % 3 == 0});
   cases.push_back({5, 6, 0, false, false, false});  // empty inner dimension: zeros
   cases.push_back({5, 6, 0, false, true, true});    // ... or c unchanged
-  cases.push_back({70, 130, 90, false, true, true});  // threads
+  cases.push_back({150, 200, 160, false, true, true});  // over the threshold for threads
   const FloatPath saved = active_float_path();
   for (FloatPath path : {FloatPath::Portable, FloatPath::Avx2, FloatPath::Avx512}) {
     if (!float_path_supported(path)) {
