@@ -22,8 +22,8 @@ struct Peak {
 
 // Whether this CPU can issue `instruction`.
 bool peak_instruction_supported(PeakInstruction instruction);
-// The widest float multiply-add the CPU has (FmaZmm, else FmaYmm); the float kernels (Eigen, built for
-// the machine) use it. Returns FmaYmm on CPUs with neither: measuring it then gives 0.
+// The widest float multiply-add the CPU has (FmaZmm, else FmaYmm); the float kernels (core/kernels/, on
+// the widest float path) use it. Returns FmaYmm on CPUs with neither: measuring it then gives 0.
 PeakInstruction widest_float_fma();
 // Measures `instruction` on `threads` threads for about `seconds`; gops 0 where the CPU lacks it.
 Peak measure_peak(PeakInstruction instruction, int threads, double seconds = 0.2);
