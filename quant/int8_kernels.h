@@ -151,10 +151,12 @@ AddInt8Params make_add_params(float s1, int32_t z1, float s2, int32_t z2, float 
 
 // out[i] = the formula above applied to a[i], b[i], for i < count (elementwise, same shape).
 void add_int8_reference(const AddInt8Params& params, const int8_t* a, const int8_t* b, int8_t* out, int64_t count);
-// The same codes on 8 lanes at a time (quant/kernels/add_avx2.cpp); x86 with AVX2 only: callers choose it
-// through add_int8 (quant/kernels/kernel_path.h), which knows the kernel path.
+// The same codes on 8 lanes at a time (quant/kernels/add_avx2.cpp, x86 with AVX2 only) and on 16
+// (add_avx512.cpp, AVX-512 F and BW only): callers choose through add_int8 (quant/kernels/kernel_path.h),
+// which knows the kernel path.
 void add_int8_avx2(const AddInt8Params& params, const int8_t* a, const int8_t* b, int8_t* out, int64_t count);
-// Throws std::invalid_argument unless the params are in the ranges the formula needs (both kernels check).
+void add_int8_avx512(const AddInt8Params& params, const int8_t* a, const int8_t* b, int8_t* out, int64_t count);
+// Throws std::invalid_argument unless the params are in the ranges the formula needs (every kernel checks).
 void check_add_int8_params(const AddInt8Params& params);
 
 // ------------------------------------------------------------------------------ quantize / dequantize

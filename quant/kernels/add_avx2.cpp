@@ -1,5 +1,5 @@
 // add_avx2.cpp: the residual add (add_int8_reference's formula, int8_kernels.h) on 8 lanes with
-// AVX2, bit for bit the reference's codes. The AVX2 and AVX-512 VNNI paths both run it.
+// AVX2, bit for bit the reference's codes. The AVX2 path runs it (AVX-512 VNNI: add_avx512.cpp).
 #include "quant/int8_kernels.h"
 
 #if defined(__x86_64__) || defined(__i386__)

@@ -65,7 +65,8 @@ void add_int8(const AddInt8Params& params, const int8_t* a, const int8_t* b, int
               KernelPath path) {
   require_supported(path);
 #if QATLAB_X86
-  if (path == KernelPath::Avx2 || path == KernelPath::Avx512Vnni) return add_int8_avx2(params, a, b, out, count);
+  if (path == KernelPath::Avx512Vnni) return add_int8_avx512(params, a, b, out, count);
+  if (path == KernelPath::Avx2) return add_int8_avx2(params, a, b, out, count);
 #endif
   add_int8_reference(params, a, b, out, count);
 }

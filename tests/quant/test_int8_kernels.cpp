@@ -506,7 +506,7 @@ TEST(AddInt8, RandomScalesWithinOneCodeOfTheRealSum) {
 
 // add_int8 on every path this CPU has gives the reference's codes bit for bit: random grids (left shifts
 // and multipliers of every size make_add_params produces, extreme hand-made ones too), every pair of
-// extreme codes, and counts with tails that are not a multiple of the vector width.
+// extreme codes, and counts with tails that are not a multiple of either vector width (8 and 16 lanes).
 TEST(AddInt8, EveryPathEqualsTheReferenceBitForBit) {
   Rng rng(17);
   std::vector<AddInt8Params> params;
@@ -532,7 +532,8 @@ TEST(AddInt8, EveryPathEqualsTheReferenceBitForBit) {
       continue;
     }
     for (const AddInt8Params& p : params) {
-      for (int64_t count : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{13}, static_cast<int64_t>(a.size())}) {
+      for (int64_t count : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{13}, int64_t{16}, int64_t{17}, int64_t{33},
+                            static_cast<int64_t>(a.size())}) {
         std::vector<int8_t> want(count), got(count, 99);
         add_int8_reference(p, a.data(), b.data(), want.data(), count);
         add_int8(p, a.data(), b.data(), got.data(), count, path);
