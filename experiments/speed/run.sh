@@ -21,8 +21,8 @@ run_logged() {  # run_logged LOG COMMAND...: the command's output, headed by its
   { stamp "$@"; "$@"; } 2>&1 | tee "$here/$log"
 }
 
-run_logged train_resnet20.log "$Q" bench --train resnet20 --dataset cifar10 --batch-size 128 --steps 10
-run_logged train_lenet5.log "$Q" bench --train lenet5 --dataset mnist --batch-size 64 --steps 60
+run_logged train_resnet20.log "$Q" bench --train resnet20 --dataset cifar10 --batch-size 128 --steps 30
+run_logged train_lenet5.log "$Q" bench --train lenet5 --dataset mnist --batch-size 64 --steps 300
 
 for spec in "resnet20 cifar10 2560" "lenet5 mnist 6400"; do
   read -r model dataset limit <<< "$spec"
