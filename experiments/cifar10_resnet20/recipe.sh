@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# recipe.sh: the float ResNet-20 of float_recipe.ini (200 epochs, several sessions at ~2 min an epoch on
+# the 2-core machine). Starts the run, or resumes it from its last epoch's checkpoint when one exists
+# (the result equals an uninterrupted run's; README "Resuming"). The run lives in runs/recipe (not
+# committed); each epoch's metrics are copied to recipe.metrics.csv and the log grows in recipe.log.
+# Usage: bash experiments/cifar10_resnet20/recipe.sh   (from the repository root, after apps/scripts/build.sh)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+Q="${QATLAB:-$here/../../build/apps/qatlab}"
+run="$here/runs/recipe"
+if [ -f "$run/checkpoint.h5" ]; then
+  args=(train --resume "$run/checkpoint.h5" --progress plain)
+else
+  mkdir -p "$here/runs"
+  args=(train --config "$here/float_recipe.ini" --out "$run")
+fi
+{ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1 | grep -v " batch [0-9]*/"; } |
+  tee -a "$here/recipe.log"
+cp "$run/metrics.csv" "$here/recipe.metrics.csv"
