@@ -2,7 +2,8 @@
 # recipe.sh: the float ResNet-20 of float_recipe.ini (200 epochs, several sessions at ~2 min an epoch on
 # the 2-core machine). Starts the run, or resumes it from its last epoch's checkpoint when one exists
 # (the result equals an uninterrupted run's; README "Resuming"). The run lives in runs/recipe (not
-# committed); each epoch's metrics are copied to recipe.metrics.csv and the log grows in recipe.log.
+# committed; its metrics.csv has every epoch); the log grows in recipe.log line by line, and the
+# metrics are copied to recipe.metrics.csv when an invocation ends.
 # Usage: bash experiments/cifar10_resnet20/recipe.sh   (from the repository root, after apps/scripts/build.sh)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,6 +15,6 @@ else
   mkdir -p "$here/runs"
   args=(train --config "$here/float_recipe.ini" --out "$run")
 fi
-{ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1 | grep -v " batch [0-9]*/"; } |
+{ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1 | grep --line-buffered -v " batch [0-9]*/"; } |
   tee -a "$here/recipe.log"
 cp "$run/metrics.csv" "$here/recipe.metrics.csv"
