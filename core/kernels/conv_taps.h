@@ -10,7 +10,8 @@
 // convolution is another one (dy padded by K - 1 - pad, the kernel flipped, channels swapped), and the
 // weight gradient is the same sum turned around,
 //     dw[o][c][t] = sum over q of  dy[o][q] * x[c][q + off[t]],
-// with dy laid out on the same grid and zero at the dropped positions (core/ops_conv_taps.cpp).
+// with dy laid out on the same grid and zero at the dropped positions (core/ops_conv.cpp; strides go
+// through the phases of the padded input, each read with stride 1).
 //
 // Every backend computes the same sums; their order differs (lane-wise partial sums), so results agree
 // to rounding, not bit for bit. Adding a backend: a file defining its TapConvKernels and a FloatPath
