@@ -23,6 +23,7 @@ namespace qatlab {
 
 namespace {
 
+constexpr int64_t kMaxBlock = 8;  // rows of a tile: the widest backend's oc_block (AVX-512)
 constexpr int64_t kPanel = 48;  // columns of B per panel: three AVX-512 vectors, six AVX2 ones
 constexpr int64_t kDepth = 512;  // inner dimension per pass (of 128 to 1024 measured, 512 ran fastest)
 constexpr int64_t kGroupFloats = int64_t{64} * 1024;  // A's blocks per group: 256 KiB (L2)
@@ -40,6 +41,7 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixView a, MatrixView b, float* c,
     return;
   }
   const TapConvKernels& kern = tap_conv_kernels(active_float_path());
+  QATLAB_CHECK(kern.oc_block <= kMaxBlock, "gemm: a float backend's oc_block exceeds the tile buffer");
   const int64_t block = kern.oc_block, blocks = (m + block - 1) / block, panels = (n + kPanel - 1) / kPanel;
   const int64_t kc = std::min(k, kDepth);
   std::shared_ptr<float[]> ap = alloc_floats(blocks * kc * block);   // (blocks, kc, block)
@@ -60,7 +62,7 @@ void gemm(int64_t m, int64_t n, int64_t k, MatrixView a, MatrixView b, float* c,
   const int64_t groups = (blocks + group - 1) / group;
 #pragma omp parallel if (m * n * k >= kParallelMacs)
   {
-    float tile[8 * kPanel];  // (block, kPanel); block <= 8 on every path
+    float tile[kMaxBlock * kPanel];  // (block, kPanel)
     const int64_t zero = 0;
     for (int64_t k0 = 0; k0 < k; k0 += kc) {
       const int64_t depth = std::min(kc, k - k0);
