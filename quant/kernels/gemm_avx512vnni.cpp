@@ -1,20 +1,30 @@
 // gemm_avx512vnni.cpp: the AVX-512 VNNI backend of the packed int8 GEMM (x86 only): one-panel and
-// two-panel tiles on _mm512_dpbusd_epi32, the AVX2 output stage, and its GemmKernel entry
-// (gemm_kernel.h); its packing and fused-pool stage are the AVX2 ones. 4-bit panels are unfolded one at
+// two-panel tiles on _mm512_dpbusd_epi32 ending in the 16-lane output stage (output_stage_avx512.h), and
+// its GemmKernel entry (gemm_kernel.h); its packing and fused-pool stage are the AVX2 ones. 4-bit panels are unfolded one at
 // a time and run through the one-panel tile, so this path shares its weight handling with the portable
 // one.
 //
 // The functions carry __attribute__((target(...))) so that the file builds for baseline x86-64; they
 // run only after kernel_path_supported() said yes.
 #if defined(__x86_64__) || defined(__i386__)
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_epi32() (a self-initialised variable) as the unused
+// merge operand, which -Wmaybe-uninitialized reports once they are inlined into these tiles (GCC bug
+// 105593, fixed in GCC 13). Nothing here reads an undefined value.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <algorithm>
+#include <cstring>
 
-#include "quant/kernels/output_stage_avx2.h"
+#include "quant/kernels/output_stage_avx512.h"
 
 namespace qatlab::kernels {
 
 namespace {
 
+// The output stage parameters of GEMM row i's channel, for a conv's tile (a channel per row; the
+// fully connected and raw-sum epilogues read theirs per lane, or none).
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline RowStage16 row_stage(const Epilogue& e, int64_t i) {
+  return e.channel_per_row && e.stage ? row_stage16(*e.stage, e.channel0 + i) : RowStage16{};
+}
 
 // A (MR rows, KQ*4) bytes, row stride a_stride; B one panel (KQ, 16, 4). Each k-quad row of the panel
 // is one zmm (16 columns x 4 bytes); dpbusd adds the 4 products u8 x s8 of each column to its int32
@@ -52,22 +62,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const
     if constexpr (MR > 6) vnni_row_step<kBroadcastUnsigned>(ak + 6 * a_stride, bv, acc6);
     if constexpr (MR > 7) vnni_row_step<kBroadcastUnsigned>(ak + 7 * a_stride, bv, acc7);
   }
-  // Through memory, as 8-lane halves for the AVX2 output stage (this also avoids
-  // _mm512_extracti64x4_epi64, whose header trips -Wuninitialized in GCC 12).
-  alignas(64) int32_t sums[8][kPanel];  // (rows, 16 columns)
-  _mm512_store_si512(sums[0], acc0);
-  if constexpr (MR > 1) _mm512_store_si512(sums[1], acc1);
-  if constexpr (MR > 2) _mm512_store_si512(sums[2], acc2);
-  if constexpr (MR > 3) _mm512_store_si512(sums[3], acc3);
-  if constexpr (MR > 4) _mm512_store_si512(sums[4], acc4);
-  if constexpr (MR > 5) _mm512_store_si512(sums[5], acc5);
-  if constexpr (MR > 6) _mm512_store_si512(sums[6], acc6);
-  if constexpr (MR > 7) _mm512_store_si512(sums[7], acc7);
-  for (int r = 0; r < MR; ++r) {
-    finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r])), e, row0 + r, col0, std::min(cols, 8));
-    if (cols > 8)
-      finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r] + 8)), e, row0 + r, col0 + 8, cols - 8);
-  }
+  const __m512i accs[8] = {acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7};
+  for (int r = 0; r < MR; ++r) finish16(accs[r], e, row_stage(e, row0 + r), row0 + r, col0, cols);
 }
 
 using VnniTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int,
@@ -108,16 +104,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile2(cons
     if constexpr (MR > 6) row(6, p6, q6);
     if constexpr (MR > 7) row(7, p7, q7);
   }
-  alignas(64) int32_t sums[8][2 * kPanel];  // (rows, 32 columns)
   const __m512i first[8] = {p0, p1, p2, p3, p4, p5, p6, p7}, second[8] = {q0, q1, q2, q3, q4, q5, q6, q7};
   for (int r = 0; r < MR; ++r) {
-    _mm512_store_si512(sums[r], first[r]);
-    _mm512_store_si512(sums[r] + kPanel, second[r]);
+    const RowStage16 stage = row_stage(e, row0 + r);
+    finish16(first[r], e, stage, row0 + r, col0, std::min(cols, int{kPanel}));
+    finish16(second[r], e, stage, row0 + r, col0 + kPanel, cols - kPanel);  // the second panel is real: cols > 16
   }
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < cols; j += 8)
-      finish8(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[r] + j)), e, row0 + r, col0 + j,
-              std::min(cols - j, 8));
 }
 
 using VnniTile2Fn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int64_t, int,
