@@ -29,7 +29,6 @@ using kernels::GemmKernel;
 using kernels::GemmOperands;
 using kernels::gemm_kernel;
 using kernels::kMaxK;
-using kernels::kMaxMR;
 using kernels::kPanel;
 using kernels::kQuadBytes;
 using kernels::kNibbleQuadBytes;
@@ -50,10 +49,38 @@ int threads_for(int64_t items, int64_t work_per_item) {
 }
 
 
+// Rows of A (activations) per fully connected chunk: gemm() passes each chunk over every block of
+// the weights while that block is in L1. Whole tiles of `mr` rows, at most kRowChunk, and at least
+// one chunk per thread.
+constexpr int64_t kRowChunk = 64;
+int64_t row_chunk(int mr, int64_t batch, int threads) {
+  const int64_t per_thread = ceil_div(ceil_div(batch, threads), mr) * mr;
+  return std::max<int64_t>(mr, std::min<int64_t>(kRowChunk / mr * mr, per_thread));
+}
+
+// Columns of C per pass of gemm(): two panels, the widest tile of any backend.
+constexpr int64_t kColumnBlock = 2 * kPanel;
+
 // C = A * B for rows [0, m) of A and every column of the packed B, through the epilogue: the backend's
-// GEMM (`rows`: its conv or its fully connected form) on blocks of up to its tile rows.
+// GEMM (`rows`: its conv or its fully connected form) on blocks of up to its tile rows. Columns outer,
+// rows inner: each block of B (kColumnBlock columns, all of K: 2 * 64 * KQ bytes) is read by every
+// block of rows while it is in L1, and A (the filter, or a chunk of activation rows) is what passes
+// over it; rows outer would stream all of B from L2 once per block of rows. A block of columns is a
+// GEMM of its own: B and the epilogue's pointers move to its first column (a fully connected layer's
+// channel with them).
 void gemm(const GemmKernel& kernel, kernels::GemmRowsFn rows, const GemmOperands& g, int64_t m, const Epilogue& e) {
-  for (int64_t r0 = 0; r0 < m; r0 += kernel.mr) rows(g, r0, static_cast<int>(std::min<int64_t>(kernel.mr, m - r0)), e);
+  for (int64_t c0 = 0; c0 < g.n; c0 += kColumnBlock) {
+    GemmOperands block = g;
+    block.b = g.b + c0 / kPanel * kernels::panel_bytes(g);
+    block.n = std::min(kColumnBlock, g.n - c0);
+    Epilogue at = e;
+    if (!e.channel_per_row) at.channel0 += c0;
+    if (at.out) at.out += c0;
+    if (at.acc) at.acc += c0;
+    if (at.sums) at.sums += c0;
+    for (int64_t r0 = 0; r0 < m; r0 += kernel.mr)
+      rows(block, r0, static_cast<int>(std::min<int64_t>(kernel.mr, m - r0)), at);
+  }
 }
 
 }  // namespace
@@ -400,9 +427,9 @@ PackedFullyConnectedInt8::PackedFullyConnectedInt8(const FullyConnectedInt8Param
 }
 
 int64_t PackedFullyConnectedInt8::scratch_bytes() const {
-  // One block of rows of A: (MR, KQ*4) as int16 (AVX2) or bytes, for the widest tile; with 4-bit
-  // panels one unfolded 8-bit panel (KQ, 16, 4) after it; + alignment.
-  return kMaxMR * kq_ * 4 * static_cast<int64_t>(sizeof(int16_t)) +
+  // One chunk of rows of A: (kRowChunk, KQ*4) as int16 (AVX2) or bytes; with 4-bit panels one
+  // unfolded 8-bit panel (KQ, 16, 4) after it; + alignment.
+  return kRowChunk * kq_ * 4 * static_cast<int64_t>(sizeof(int16_t)) +
          (bits_ == 8 ? 0 : kq_ * kQuadBytes) + 64;
 }
 
@@ -410,23 +437,27 @@ void PackedFullyConnectedInt8::run_block(const int8_t* input, int64_t m0, int64_
                                          void* a) const {
   // A rows: unsigned codes u = x + 128 (the sign bit flipped); the K padding must read 0.
   // The AVX2 kernel of 8-bit weights takes A widened to int16; every other kernel takes bytes.
-  const int64_t row = kq_ * 4;
+  // The length in a local: the byte stores below may alias the members, and a member bound would be
+  // reloaded after each store (which keeps the loops scalar).
+  const int64_t in = in_, row = kq_ * 4;
   const GemmKernel& kernel = gemm_kernel(path);
   const bool wide = kernel.a_int16 && bits_ == 8;
-  uint8_t* a8 = wide ? nullptr : static_cast<uint8_t*>(a);  // (MR, KQ*4)
-  int16_t* a16 = wide ? static_cast<int16_t*>(a) : nullptr;  // (MR, KQ*4)
+  uint8_t* a8 = wide ? nullptr : static_cast<uint8_t*>(a);  // (m, KQ*4)
+  int16_t* a16 = wide ? static_cast<int16_t*>(a) : nullptr;  // (m, KQ*4)
   for (int64_t r = 0; r < m; ++r) {
-    const int8_t* x = input + (m0 + r) * in_;
+    const int8_t* x = input + (m0 + r) * in;
     if (a16) {
-      for (int64_t i = 0; i < in_; ++i) a16[r * row + i] = static_cast<int16_t>(x[i] + 128);
-      std::fill(a16 + r * row + in_, a16 + (r + 1) * row, int16_t{0});
+      int16_t* dst = a16 + r * row;
+      for (int64_t i = 0; i < in; ++i) dst[i] = static_cast<int16_t>(x[i] + 128);
+      std::fill(dst + in, dst + row, int16_t{0});
     } else {
-      for (int64_t i = 0; i < in_; ++i) a8[r * row + i] = static_cast<uint8_t>(x[i]) ^ 0x80;
-      std::fill(a8 + r * row + in_, a8 + (r + 1) * row, uint8_t{0});
+      uint8_t* dst = a8 + r * row;
+      for (int64_t i = 0; i < in; ++i) dst[i] = static_cast<uint8_t>(x[i]) ^ 0x80;
+      std::fill(dst + in, dst + row, uint8_t{0});
     }
   }
-  // The unfolded panel goes after the largest block of A (a multiple of 64 bytes).
-  uint8_t* unfolded = static_cast<uint8_t*>(a) + kMaxMR * row * 2;
+  // The unfolded panel goes after the largest chunk of A (a multiple of 64 bytes).
+  uint8_t* unfolded = static_cast<uint8_t*>(a) + kRowChunk * row * 2;
   const Epilogue e{&stage_, 0, /*channel_per_row=*/false, output + m0 * out_, out_};
   GemmOperands operands;
   operands.a8 = a8;
@@ -455,8 +486,9 @@ void PackedFullyConnectedInt8::run_serial(const int8_t* input, int64_t batch, in
   }
   require_supported(path);
   uint8_t* a = scratch + (64 - reinterpret_cast<uintptr_t>(scratch) % 64) % 64;  // 64-byte aligned
-  const int mr = gemm_kernel(path).mr;
-  for (int64_t m0 = 0; m0 < batch; m0 += mr) run_block(input, m0, std::min<int64_t>(mr, batch - m0), output, path, a);
+  const int64_t chunk = row_chunk(gemm_kernel(path).mr, batch, 1);
+  for (int64_t m0 = 0; m0 < batch; m0 += chunk)
+    run_block(input, m0, std::min<int64_t>(chunk, batch - m0), output, path, a);
 }
 
 void PackedFullyConnectedInt8::run(const int8_t* input, int64_t batch, int8_t* output, KernelPath path) const {
@@ -464,18 +496,21 @@ void PackedFullyConnectedInt8::run(const int8_t* input, int64_t batch, int8_t* o
   if (path == KernelPath::Reference) return run_serial(input, batch, output, path, nullptr);
   require_supported(path);
   const int mr = gemm_kernel(path).mr;
-  const int64_t blocks = ceil_div(batch, mr);
-  const int threads = threads_for(blocks, mr * in_ * out_);
+  const int threads = threads_for(ceil_div(batch, mr), mr * in_ * out_);
   const int64_t per_thread = scratch_bytes();
-  std::vector<uint8_t> scratch(threads * per_thread);
-  if (threads == 1) return run_serial(input, batch, output, path, scratch.data());
+  // From the tensors' buffer pool: a fresh allocation of this size would take page faults on every
+  // call (1024 rows of 1024: ~260 KB).
+  const std::shared_ptr<float[]> buffer = alloc_floats(ceil_div(threads * per_thread, sizeof(float)));
+  uint8_t* scratch = reinterpret_cast<uint8_t*>(buffer.get());
+  if (threads == 1) return run_serial(input, batch, output, path, scratch);
+  const int64_t chunk = row_chunk(mr, batch, threads), chunks = ceil_div(batch, chunk);
 #pragma omp parallel num_threads(threads)
   {
-    uint8_t* mine = scratch.data() + omp_get_thread_num() * per_thread;
+    uint8_t* mine = scratch + omp_get_thread_num() * per_thread;
     uint8_t* a = mine + (64 - reinterpret_cast<uintptr_t>(mine) % 64) % 64;
 #pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < blocks; ++blk)
-      run_block(input, blk * mr, std::min<int64_t>(mr, batch - blk * mr), output, path, a);
+    for (int64_t c = 0; c < chunks; ++c)
+      run_block(input, c * chunk, std::min<int64_t>(chunk, batch - c * chunk), output, path, a);
   }
 }
 

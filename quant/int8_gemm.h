@@ -37,7 +37,7 @@
 // - Stride-1 convolutions with one group may skip im2col on the AVX2 path: a direct kernel builds
 //   the GEMM's operand from the padded image as it goes (pairs of taps, _mm256_madd_epi16), when
 //   its instruction count is lower (small OC, rows not much narrower than the padded image).
-// - Threads (OpenMP, static schedule): run() spreads conv images, fully connected blocks of rows.
+// - Threads (OpenMP, static schedule): run() spreads conv images, fully connected chunks of rows.
 //   Small problems run on the calling thread. run_serial() never threads and takes its scratch from
 //   the caller: the integer graph threads over images itself and calls it per group of images.
 //
@@ -210,7 +210,7 @@ class PackedFullyConnectedInt8 {
   int64_t weight_bytes() const { return static_cast<int64_t>(b_panels_.size()); }
 
  private:
-  // Rows [m0, m0 + m) of the batch, m <= the tile rows of `path`; `a` is one block of A (see run()),
+  // Rows [m0, m0 + m) of the batch, one chunk (at most 64 rows); `a` holds that chunk of A (see run()),
   // followed for 4-bit panels by room for one unfolded 8-bit panel.
   void run_block(const int8_t* input, int64_t m0, int64_t m, int8_t* output, KernelPath path, void* a) const;
 

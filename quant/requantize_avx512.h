@@ -6,6 +6,11 @@
 // so the including file builds for baseline x86-64; they run only where the CPU has AVX-512.
 #pragma once
 
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_epi32() (a self-initialised variable) as the unused
+// merge operand, which -Wmaybe-uninitialized reports wherever they are inlined (GCC bug 105593, fixed
+// in GCC 13). The files that include this header are AVX-512 kernels; none reads an undefined value.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <immintrin.h>
 
 #include <cstdint>
@@ -59,18 +64,34 @@ QATLAB_AVX512_INLINE __m512i apply(const UniformRequantize& s, __m512i x) {
   return join_even_odd(_mm512_sra_epi64(even, s.total), _mm512_sra_epi64(odd, s.total));
 }
 
-// The same with each lane's own multiplier m, left shift and total shift (a channel per lane).
-QATLAB_AVX512_INLINE __m512i multiply_by_quantized_multiplier16(__m512i x, __m512i m, __m512i left, __m512i total,
-                                                                 bool any_left_shift) {
-  if (any_left_shift) x = saturating_left_shift16(x, left);
-  const __m512i low32 = _mm512_set1_epi64(0xFFFFFFFFll), one = _mm512_set1_epi64(1);
-  const __m512i count_even = _mm512_and_si512(total, low32), count_odd = _mm512_srli_epi64(total, 32);
-  const __m512i nudge_even = _mm512_sllv_epi64(one, _mm512_sub_epi64(count_even, one));
-  const __m512i nudge_odd = _mm512_sllv_epi64(one, _mm512_sub_epi64(count_odd, one));
-  const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, m), nudge_even);
-  const __m512i odd =
-      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(m, 32)), nudge_odd);
-  return join_even_odd(_mm512_srav_epi64(even, count_even), _mm512_srav_epi64(odd, count_odd));
+// Each lane its own multiplier and shift (a channel per lane): the counts and nudges of the even and
+// the odd lanes, made once per block of channels and applied to every row of a tile.
+struct LaneRequantize {
+  __m512i multiplier, multiplier_odd, left, count_even, count_odd, nudge_even, nudge_odd;
+  bool shifts_left;  // some lane's left shift is positive
+};
+
+// From 16 lanes of multipliers and of the two parts of the shifts (see uniform_requantize).
+QATLAB_AVX512_INLINE LaneRequantize lane_requantize(__m512i multiplier, __m512i left, __m512i total,
+                                                    bool shifts_left) {
+  const __m512i one = _mm512_set1_epi64(1);
+  const __m512i count_even = _mm512_and_si512(total, _mm512_set1_epi64(0xFFFFFFFFll));
+  const __m512i count_odd = _mm512_srli_epi64(total, 32);
+  return {multiplier,
+          _mm512_srli_epi64(multiplier, 32),
+          left,
+          count_even,
+          count_odd,
+          _mm512_sllv_epi64(one, _mm512_sub_epi64(count_even, one)),
+          _mm512_sllv_epi64(one, _mm512_sub_epi64(count_odd, one)),
+          shifts_left};
+}
+
+QATLAB_AVX512_INLINE __m512i apply(const LaneRequantize& s, __m512i x) {
+  if (s.shifts_left) x = saturating_left_shift16(x, s.left);
+  const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, s.multiplier), s.nudge_even);
+  const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), s.multiplier_odd), s.nudge_odd);
+  return join_even_odd(_mm512_srav_epi64(even, s.count_even), _mm512_srav_epi64(odd, s.count_odd));
 }
 
 }  // namespace qatlab

@@ -1,16 +1,12 @@
 // gemm_avx512vnni.cpp: the AVX-512 VNNI backend of the packed int8 GEMM (x86 only): one-panel and
-// two-panel tiles on _mm512_dpbusd_epi32 ending in the 16-lane output stage (output_stage_avx512.h), and
-// its GemmKernel entry (gemm_kernel.h); its packing and fused-pool stage are the AVX2 ones. 4-bit panels are unfolded one at
-// a time and run through the one-panel tile, so this path shares its weight handling with the portable
-// one.
+// two-panel tiles on _mm512_dpbusd_epi32 ending in the 16-lane output stage (output_stage_avx512.h),
+// and its GemmKernel entry (gemm_kernel.h); its packing and fused-pool stage are the AVX2 ones. 4-bit
+// panels are unfolded one at a time and run through the one-panel tile, so this path shares its weight
+// handling with the portable one.
 //
 // The functions carry __attribute__((target(...))) so that the file builds for baseline x86-64; they
 // run only after kernel_path_supported() said yes.
 #if defined(__x86_64__) || defined(__i386__)
-// GCC 12's AVX-512 intrinsics pass _mm512_undefined_epi32() (a self-initialised variable) as the unused
-// merge operand, which -Wmaybe-uninitialized reports once they are inlined into these tiles (GCC bug
-// 105593, fixed in GCC 13). Nothing here reads an undefined value.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <algorithm>
 #include <cstring>
 
@@ -20,10 +16,21 @@ namespace qatlab::kernels {
 
 namespace {
 
-// The output stage parameters of GEMM row i's channel, for a conv's tile (a channel per row; the
-// fully connected and raw-sum epilogues read theirs per lane, or none).
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline RowStage16 row_stage(const Epilogue& e, int64_t i) {
-  return e.channel_per_row && e.stage ? row_stage16(*e.stage, e.channel0 + i) : RowStage16{};
+// The epilogue of a tile's rows over its 16 columns from col0 (accs[r] the sums of row row0 + r). The
+// conv form (A the filter) has a channel per row and makes each row's stage; the fully connected form
+// (A the activations) has a channel per lane and makes one stage for all the rows, from the columns'
+// parameters (none for raw sums, Epilogue::sums).
+template <int MR, bool kBroadcastUnsigned>
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline void finish_rows(
+    const __m512i (&accs)[8], const Epilogue& e, int64_t row0, int64_t col0, int cols) {
+  if constexpr (kBroadcastUnsigned) {
+    const Stage16<LaneRequantize> stage =
+        e.stage ? column_stage16(*e.stage, e.channel0 + col0) : Stage16<LaneRequantize>{};
+    for (int r = 0; r < MR; ++r) finish16(accs[r], e, stage, row0 + r, col0, cols);
+  } else {
+    for (int r = 0; r < MR; ++r)
+      finish16(accs[r], e, row_stage16(*e.stage, e.channel0 + row0 + r), row0 + r, col0, cols);
+  }
 }
 
 // A (MR rows, KQ*4) bytes, row stride a_stride; B one panel (KQ, 16, 4). Each k-quad row of the panel
@@ -63,7 +70,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const
     if constexpr (MR > 7) vnni_row_step<kBroadcastUnsigned>(ak + 7 * a_stride, bv, acc7);
   }
   const __m512i accs[8] = {acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7};
-  for (int r = 0; r < MR; ++r) finish16(accs[r], e, row_stage(e, row0 + r), row0 + r, col0, cols);
+  finish_rows<MR, kBroadcastUnsigned>(accs, e, row0, col0, cols);
 }
 
 using VnniTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int,
@@ -105,11 +112,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile2(cons
     if constexpr (MR > 7) row(7, p7, q7);
   }
   const __m512i first[8] = {p0, p1, p2, p3, p4, p5, p6, p7}, second[8] = {q0, q1, q2, q3, q4, q5, q6, q7};
-  for (int r = 0; r < MR; ++r) {
-    const RowStage16 stage = row_stage(e, row0 + r);
-    finish16(first[r], e, stage, row0 + r, col0, std::min(cols, int{kPanel}));
-    finish16(second[r], e, stage, row0 + r, col0 + kPanel, cols - kPanel);  // the second panel is real: cols > 16
-  }
+  finish_rows<MR, kBroadcastUnsigned>(first, e, row0, col0, std::min(cols, int{kPanel}));
+  finish_rows<MR, kBroadcastUnsigned>(second, e, row0, col0 + kPanel, cols - kPanel);  // the second panel is real
 }
 
 using VnniTile2Fn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int64_t, int,
