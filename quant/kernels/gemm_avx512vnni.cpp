@@ -8,6 +8,7 @@
 // run only after kernel_path_supported() said yes.
 #if defined(__x86_64__) || defined(__i386__)
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 
 #include "quant/kernels/output_stage_avx512.h"
@@ -19,17 +20,41 @@ namespace {
 // The epilogue of a tile's rows over its 16 columns from col0 (accs[r] the sums of row row0 + r). The
 // conv form (A the filter) has a channel per row and makes each row's stage; the fully connected form
 // (A the activations) has a channel per lane and makes one stage for all the rows, from the columns'
-// parameters (none for raw sums, Epilogue::sums).
+// parameters. Pointers and strides are copied to locals first: the byte stores may alias the
+// Epilogue and the stage, and everything read through them would be reloaded after each store.
 template <int MR, bool kBroadcastUnsigned>
 __attribute__((target("avx512f,avx512bw"), always_inline)) inline void finish_rows(
     const __m512i (&accs)[8], const Epilogue& e, int64_t row0, int64_t col0, int cols) {
-  if constexpr (kBroadcastUnsigned) {
-    const Stage16<LaneRequantize> stage =
-        e.stage ? column_stage16(*e.stage, e.channel0 + col0) : Stage16<LaneRequantize>{};
-    for (int r = 0; r < MR; ++r) finish16(accs[r], e, stage, row0 + r, col0, cols);
-  } else {
+  const __mmask16 lanes = first_lanes(cols);
+  const int64_t stride = e.out_stride;
+  if (e.sums) {  // raw sums of the real columns
+    int32_t* dst = e.sums + row0 * stride + col0;
+    for (int r = 0; r < MR; ++r) _mm512_mask_storeu_epi32(dst + r * stride, lanes, accs[r]);
+    return;
+  }
+  const PackedOutputStage& s = *e.stage;
+  // A conv row's parameters (PackedOutputStage::rows), from row0's channel on.
+  constexpr int64_t kRowParams = PackedOutputStage::kParams * 8;
+  const auto row_params = [&] { return s.rows.data() + (e.channel0 + row0) * kRowParams; };
+  if (e.acc) {  // a conv with a fused pool: the accumulators of all 16 columns
+    assert(e.channel_per_row);
+    int32_t* dst = e.acc + row0 * stride + col0;
+    const int32_t* rows = row_params();
     for (int r = 0; r < MR; ++r)
-      finish16(accs[r], e, row_stage16(*e.stage, e.channel0 + row0 + r), row0 + r, col0, cols);
+      _mm512_storeu_si512(dst + r * stride, _mm512_add_epi32(accs[r], _mm512_set1_epi32(rows[r * kRowParams])));
+    return;
+  }
+  const Clamp16 clamp = clamp16(s);
+  int8_t* dst = e.out + row0 * stride + col0;
+  if constexpr (kBroadcastUnsigned) {
+    const Stage16<LaneRequantize> stage = column_stage16(s, e.channel0 + col0);
+    for (int r = 0; r < MR; ++r)
+      _mm512_mask_cvtepi32_storeu_epi8(dst + r * stride, lanes, requantize16(accs[r], stage, clamp));
+  } else {
+    const int32_t* rows = row_params();
+    for (int r = 0; r < MR; ++r)
+      _mm512_mask_cvtepi32_storeu_epi8(dst + r * stride, lanes,
+                                       requantize16(accs[r], row_stage16(rows + r * kRowParams), clamp));
   }
 }
 
