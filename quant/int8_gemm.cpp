@@ -105,6 +105,46 @@ void filter_rows_s16(const int8_t* filter, int64_t oc, int64_t k, int64_t kq, in
   }
 }
 
+// The tap-major direct convolution's filter: codes (OC, C, taps) -> a (OC, taps, C) as signed bytes.
+void filter_taps(const int8_t* filter, int64_t oc, int64_t c, int64_t taps, uint8_t* a) {
+  for (int64_t o = 0; o < oc; ++o)
+    for (int64_t t = 0; t < taps; ++t)
+      for (int64_t i = 0; i < c; ++i) a[(o * taps + t) * c + i] = static_cast<uint8_t>(filter[(o * c + i) * taps + t]);
+}
+
+// y (channels, OH, OW) = the codes of the positions with ox < OW: row oy of channel c starts at
+// codes[c * stride + oy * Wp]. Rows of 8, 16 or 32 bytes (the ResNets' widths) are single moves of a
+// known size; a library call per row cost as much as the rows themselves.
+template <int64_t kWidth>
+void copy_rows(const int8_t* __restrict codes, int64_t stride, int64_t Wp, int64_t channels, int64_t OH,
+               int8_t* __restrict y) {
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t oy = 0; oy < OH; ++oy) std::memcpy(y + (c * OH + oy) * kWidth, codes + c * stride + oy * Wp, kWidth);
+}
+
+void drop_junk_columns(const int8_t* codes, int64_t stride, int64_t Wp, int64_t channels, int64_t OH, int64_t OW,
+                       int8_t* y) {
+  switch (OW) {
+    case 8: return copy_rows<8>(codes, stride, Wp, channels, OH, y);
+    case 16: return copy_rows<16>(codes, stride, Wp, channels, OH, y);
+    case 32: return copy_rows<32>(codes, stride, Wp, channels, OH, y);
+    default:
+      for (int64_t c = 0; c < channels; ++c)
+        for (int64_t oy = 0; oy < OH; ++oy) std::memcpy(y + (c * OH + oy) * OW, codes + c * stride + oy * Wp, OW);
+  }
+}
+
+// d[j] = s[j * stride] for j < n. Stride 2 (the strided convolutions of ResNets) has a loop of its
+// own, which the compiler vectorises (byte permutes); a byte at a time it cost several times the
+// convolution's own multiply-adds.
+void copy_strided(const uint8_t* __restrict s, uint8_t* __restrict d, int64_t n, int64_t stride) {
+  if (stride == 2) {
+    for (int64_t j = 0; j < n; ++j) d[j] = s[2 * j];
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) d[j] = s[j * stride];
+}
+
 // The direct convolution's weights (OC, pairs): taps 2t and 2t + 1 as two int16 in one int32, tap 2t
 // in the low half; an odd K's last pair gets a second tap of weight 0.
 void filter_pairs(const int8_t* filter, int64_t oc, int64_t k, int64_t pairs, int32_t* w) {
@@ -163,12 +203,30 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
       pairs_ = pairs, positions_ = positions;
     }
   }
+  // The tap-major direct convolution (VNNI; quant/kernels/gemm_kernel.h): it reads the filter's K in
+  // quads of 4 channels, so C must be a multiple of 4. It needs no im2col, only the framing that the
+  // GEMM does too.
+  if (params.stride_h == 1 && params.stride_w == 1 && groups_ == 1 && c_ % 4 == 0 && !fuse_pool_) {
+    taps_ = true;
+    tap_positions_ = (oh_ - 1) * wp_ + ow_;
+    codes_stride_ = ceil_div(tap_positions_, 64) * 64;
+    tap_kq_offset_.resize(kq_);  // K = C * KH * KW, a multiple of 4
+    for (int64_t kq = 0; kq < kq_; ++kq) {
+      const int64_t tap = kq / (c_ / 4), cq = kq % (c_ / 4), ky = tap / kw_, kx = tap % kw_;
+      tap_kq_offset_[kq] = static_cast<int32_t>(4 * (cq * hp_ * wp_ + ky * wp_ + kx));
+    }
+  }
   acc_stride_ = std::max(panels_ * kPanel, ceil_div(positions_, 16) * 16);
   // padded image (C, Hp, Wp) + slack, 4 im2col rows, packed panels (panels, KQ, 16, 4), and for the
   // fused pool or the direct conv the accumulators (OC, acc_stride) int32 + 16 of slack, 64-byte aligned
   scratch_per_image_ = (c_ * hp_ * wp_ + 64) + 4 * row_len_ + panels_ * kq_ * kQuadBytes;
   acc_offset_ = ceil_div(scratch_per_image_, 64) * 64;
   if (fuse_pool_ || direct_) scratch_per_image_ = acc_offset_ + (oc_ * acc_stride_ + 16) * 4;
+  if (taps_) {
+    // the channel-quad image + 128 bytes read and 64 written past it, then the codes (OC, codes_stride)
+    codes_offset_ = ceil_div(c_ * hp_ * wp_ + 192, 64) * 64;
+    scratch_per_image_ = std::max(scratch_per_image_, codes_offset_ + oc_ * codes_stride_);
+  }
   scratch_per_image_ = ceil_div(scratch_per_image_, 64) * 64;
   pad_code_ = static_cast<int8_t>(-params.input_offset);
   k_offset_.assign(kq_ * 4, 0);  // K padding reads offset 0: any value will do, the filter is 0 there
@@ -226,6 +284,10 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
     w_pairs_.assign(oc_ * pairs_, 0);
     filter_pairs(filter_.data(), oc_, k_, pairs_, w_pairs_.data());
   }
+  if (taps_) {
+    a_taps_.assign(oc_ * k_, 0);
+    filter_taps(filter_.data(), oc_, c_, kh_ * kw_, a_taps_.data());
+  }
   a_s8_.assign(oc_ * kq_ * 4, 0);
   a_s16_.assign(oc_ * kq_ * 4, 0);
   filter_rows_s8(filter_.data(), oc_, k_, kq_, a_s8_.data());
@@ -240,7 +302,7 @@ int64_t PackedConvInt8::weight_bytes() const {
 PackedConvInt8::FilterOperands PackedConvInt8::filter_operands(KernelPath path, uint8_t* scratch) const {
   FilterOperands f;
   if (bits_ == 8) {
-    f.a_s8 = a_s8_.data(), f.a_s16 = a_s16_.data(), f.w_pairs = w_pairs_.data();
+    f.a_s8 = a_s8_.data(), f.a_s16 = a_s16_.data(), f.w_pairs = w_pairs_.data(), f.a_taps = a_taps_.data();
     return f;
   }
   int8_t* codes = reinterpret_cast<int8_t*>(scratch);  // (OC, K)
@@ -248,7 +310,10 @@ PackedConvInt8::FilterOperands PackedConvInt8::filter_operands(KernelPath path, 
   unpack_codes(filter_packed_.data(), oc_ * k_, bits_, codes);
   // Only the form this path reads (see run_image).
   const GemmKernel& kernel = gemm_kernel(path);
-  if (kernel.direct_conv && direct_) {
+  if (kernel.conv_taps && taps_) {
+    filter_taps(codes, oc_, c_, kh_ * kw_, operand);
+    f.a_taps = operand;
+  } else if (kernel.direct_conv && direct_) {
     filter_pairs(codes, oc_, k_, pairs_, reinterpret_cast<int32_t*>(operand));
     f.w_pairs = reinterpret_cast<const int32_t*>(operand);
   } else if (kernel.a_int16) {
@@ -276,6 +341,14 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, cons
   // The image as unsigned codes (x + 128, flipping the sign bit), framed by the padding code (the
   // input zero point, likewise flipped).
   const uint8_t pad_u = static_cast<uint8_t>(pad_code_) ^ 0x80;
+  if (taps_ && kernel.conv_taps) {
+    // The codes of every position of the padded grid, then those of the output's pixels (ox < OW).
+    int8_t* codes = reinterpret_cast<int8_t*>(scratch + codes_offset_);
+    kernel.frame_quads(x, C, H, W, pad_h, pad_w, pad_u, padded);
+    kernel.conv_taps(padded, tap_kq_offset_.data(), KQ, f.a_taps, oc_, tap_positions_, stage_, codes, codes_stride_);
+    drop_junk_columns(codes, codes_stride_, Wp, oc_, OH, OW, y);
+    return;
+  }
   kernel.frame_image(x, C, H, W, pad_h, pad_w, pad_u, padded);
 
   if (direct_ && kernel.direct_conv) {
@@ -301,11 +374,10 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, cons
           for (int64_t oy = 0; oy < OH; ++oy) {
             const uint8_t* s = src + oy * sh * Wp;
             uint8_t* d = row + oy * OW;
-            if (sw == 1) {
+            if (sw == 1)
               std::memcpy(d, s, OW);
-            } else {
-              for (int64_t ox = 0; ox < OW; ++ox) d[ox] = s[ox * sw];
-            }
+            else
+              copy_strided(s, d, OW, sw);
           }
         }
         kernel.pack_quad_rows(rows, row_len, panels, KQ, kq, packed);

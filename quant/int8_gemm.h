@@ -145,6 +145,7 @@ class PackedConvInt8 {
     const uint8_t* a_s8 = nullptr;   // (OC, KQ*4) as a_s8_
     const int16_t* a_s16 = nullptr;  // (OC, KQ*4) as a_s16_
     const int32_t* w_pairs = nullptr;  // (OC, pairs) as w_pairs_
+    const uint8_t* a_taps = nullptr;   // (OC, K) as a_taps_
   };
   FilterOperands filter_operands(KernelPath path, uint8_t* scratch) const;
   void run_image(const int8_t* x, int8_t* y, KernelPath path, const FilterOperands& f, uint8_t* scratch) const;
@@ -171,6 +172,14 @@ class PackedConvInt8 {
   int64_t positions_ = 0;            // direct: (OH - 1) * Wp + OW positions of the padded image
   std::vector<int32_t> tap_offset_;  // direct: (pairs * 2) offset of tap k in the padded image
   std::vector<int32_t> w_pairs_;     // direct: (OC, pairs) the int16 weights of taps 2t, 2t + 1 in an int32
+  // Stride 1, one group, C a multiple of 4 and no fused pool: the VNNI path convolves tap-major
+  // straight from the image framed as channel quads (quant/kernels/gemm_kernel.h, ConvTapsFn).
+  bool taps_ = false;
+  int64_t tap_positions_ = 0;         // taps: (OH - 1) * Wp + OW positions of the padded grid
+  int64_t codes_offset_ = 0;          // taps: where the codes of each position start in scratch
+  int64_t codes_stride_ = 0;          // taps: their row stride (>= positions)
+  std::vector<int32_t> tap_kq_offset_;  // taps: (KQ) where k-quad kq reads the channel-quad image
+  std::vector<uint8_t> a_taps_;       // taps: (OC, K) the filter as signed bytes, K tap-major
   int64_t acc_offset_ = 0;           // where the int32 accumulators start in scratch (fused pool, direct)
   int64_t acc_stride_ = 0;           // their row stride: >= panels * 16, and positions rounded up to 16
   int8_t pad_code_ = 0;              // the code of the padding: the input zero point
@@ -179,7 +188,8 @@ class PackedConvInt8 {
   std::vector<int32_t> k_offset_;       // (KQ*4) offset of k = (c, ky, kx) in a padded group image
   std::vector<uint8_t> a_s8_;        // (OC, KQ*4) filter as signed bytes, zero-padded in K (portable, VNNI)
   std::vector<int16_t> a_s16_;       // (OC, KQ*4) the same widened to int16 (AVX2)
-  // (a_s8_, a_s16_ and w_pairs_ stay empty for a packed filter: filter_operands() builds them per call.)
+  // (a_s8_, a_s16_, w_pairs_ and a_taps_ stay empty for a packed filter: filter_operands() builds them
+  // per call.)
   PackedOutputStage stage_;
 };
 

@@ -9,6 +9,9 @@
 #include "core/kernels/conv_taps.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12's _mm512_reduce_add_ps passes _mm512_undefined_ps() (a self-initialised variable) as an unused
+// operand, which -Wmaybe-uninitialized reports once inlined (GCC bug 105593, fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #define QATLAB_TAPS_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))

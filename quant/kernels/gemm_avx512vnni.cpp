@@ -101,24 +101,39 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const
 using VnniTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int,
                             const Epilogue&);
 
+// Where the tiles find their two panels' rows of B: k-quad kq of the first panel at first(kq), of the
+// second `second` bytes after it. Packed panels (panels, KQ, 16, 4), or the tap-major direct
+// convolution's channel-quad image (gemm_kernel.h), whose panels are 16 neighbouring positions.
+struct PackedRows {
+  const uint8_t* b;
+  int64_t second;  // the bytes of one panel
+  const uint8_t* first(int64_t kq) const { return b + kq * kQuadBytes; }
+};
+struct TapRows {
+  const uint8_t* quads;      // at the tile's first position
+  const int32_t* kq_offset;  // (KQ)
+  static constexpr int64_t second = kQuadBytes;  // 16 positions x 4 channels further
+  const uint8_t* first(int64_t kq) const { return quads + kq_offset[kq]; }
+};
+
 // Two neighbouring panels at once (32 columns): per k-quad, two zmm loads of B and MR broadcasts of A
 // feed 2 * MR dpbusd. With one panel the MR broadcasts and the load (MR + 1 loads for MR dpbusd) kept
 // the load ports, not the dpbusd units, busy: the 1024^3 GEMM ran at ~34 % of the vpdpbusd peak.
-// Same products and sums per column as vnni_tile, so the same int32 accumulators bit for bit.
-template <int MR, bool kBroadcastUnsigned>
+// Same products and sums per column as vnni_tile, so the same int32 accumulators bit for bit. Columns
+// past `cols` are computed and not stored.
+template <int MR, bool kBroadcastUnsigned, class Rows>
 __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile2(const uint8_t* a, int64_t a_stride,
-                                                                            const uint8_t* b, int64_t panel_bytes,
-                                                                            int64_t kq_count, int64_t row0,
-                                                                            int64_t col0, int cols,
+                                                                            const Rows b, int64_t kq_count,
+                                                                            int64_t row0, int64_t col0, int cols,
                                                                             const Epilogue& e) {
   static_assert(MR >= 1 && MR <= 8);
   const __m512i zero = _mm512_setzero_si512();
   __m512i p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero, p7 = zero;  // panel 0
   __m512i q0 = zero, q1 = zero, q2 = zero, q3 = zero, q4 = zero, q5 = zero, q6 = zero, q7 = zero;  // panel 1
-  const uint8_t* b1 = b + panel_bytes;
   for (int64_t kq = 0; kq < kq_count; ++kq) {
-    const __m512i bv0 = _mm512_loadu_si512(b + kq * kQuadBytes);
-    const __m512i bv1 = _mm512_loadu_si512(b1 + kq * kQuadBytes);
+    const uint8_t* bk = b.first(kq);
+    const __m512i bv0 = _mm512_loadu_si512(bk);
+    const __m512i bv1 = _mm512_loadu_si512(bk + b.second);
     const uint8_t* ak = a + kq * 4;
     const auto row = [&](int r, __m512i& acc0, __m512i& acc1) __attribute__((always_inline)) {
       int32_t quad;
@@ -138,23 +153,23 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile2(cons
   }
   const __m512i first[8] = {p0, p1, p2, p3, p4, p5, p6, p7}, second[8] = {q0, q1, q2, q3, q4, q5, q6, q7};
   finish_rows<MR, kBroadcastUnsigned>(first, e, row0, col0, std::min(cols, int{kPanel}));
-  finish_rows<MR, kBroadcastUnsigned>(second, e, row0, col0 + kPanel, cols - kPanel);  // the second panel is real
+  if (cols > kPanel) finish_rows<MR, kBroadcastUnsigned>(second, e, row0, col0 + kPanel, cols - kPanel);
 }
 
-using VnniTile2Fn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int64_t, int,
-                             const Epilogue&);
+template <bool kBroadcastUnsigned, class Rows>
+using VnniTile2Fn = void (*)(const uint8_t*, int64_t, const Rows, int64_t, int64_t, int64_t, int, const Epilogue&);
 
-template <bool kBroadcastUnsigned>
-VnniTile2Fn vnni_tile2_fn(int mr) {
+template <bool kBroadcastUnsigned, class Rows>
+VnniTile2Fn<kBroadcastUnsigned, Rows> vnni_tile2_fn(int mr) {
   switch (mr) {
-    case 1: return vnni_tile2<1, kBroadcastUnsigned>;
-    case 2: return vnni_tile2<2, kBroadcastUnsigned>;
-    case 3: return vnni_tile2<3, kBroadcastUnsigned>;
-    case 4: return vnni_tile2<4, kBroadcastUnsigned>;
-    case 5: return vnni_tile2<5, kBroadcastUnsigned>;
-    case 6: return vnni_tile2<6, kBroadcastUnsigned>;
-    case 7: return vnni_tile2<7, kBroadcastUnsigned>;
-    default: return vnni_tile2<8, kBroadcastUnsigned>;
+    case 1: return vnni_tile2<1, kBroadcastUnsigned, Rows>;
+    case 2: return vnni_tile2<2, kBroadcastUnsigned, Rows>;
+    case 3: return vnni_tile2<3, kBroadcastUnsigned, Rows>;
+    case 4: return vnni_tile2<4, kBroadcastUnsigned, Rows>;
+    case 5: return vnni_tile2<5, kBroadcastUnsigned, Rows>;
+    case 6: return vnni_tile2<6, kBroadcastUnsigned, Rows>;
+    case 7: return vnni_tile2<7, kBroadcastUnsigned, Rows>;
+    default: return vnni_tile2<8, kBroadcastUnsigned, Rows>;
   }
 }
 
@@ -181,13 +196,32 @@ void gemm_rows_vnni(const GemmOperands& g, int64_t row0, int rows, const Epilogu
   const uint8_t* a = g.a8 + row0 * g.a_stride;
   int64_t p = 0;
   if (!g.b_nibbles) {
-    const VnniTile2Fn tile2 = vnni_tile2_fn<kBroadcastUnsigned>(rows);
+    const auto tile2 = vnni_tile2_fn<kBroadcastUnsigned, PackedRows>(rows);
     for (; p + 1 < panels; p += 2)
-      tile2(a, g.a_stride, g.b + p * pb, pb, g.kq_count, row0, p * kPanel, tile_cols(g, p * kPanel, 2 * kPanel), e);
+      tile2(a, g.a_stride, PackedRows{g.b + p * pb, pb}, g.kq_count, row0, p * kPanel,
+            tile_cols(g, p * kPanel, 2 * kPanel), e);
   }
   const VnniTileFn tile = vnni_tile_fn<kBroadcastUnsigned>(rows);
   for (; p < panels; ++p)
     tile(a, g.a_stride, panel_8bit(g, p), g.kq_count, row0, p * kPanel, tile_cols(g, p * kPanel, kPanel), e);
+}
+
+// The tap-major direct convolution (gemm_kernel.h): 32 positions at a time (the two-panel tile reading
+// its rows from the channel-quad image), every block of 8 filter rows over them while they are in L1;
+// the last block's positions past `positions` are computed and not stored.
+void conv_taps_vnni(const uint8_t* quads, const int32_t* kq_offset, int64_t kq_count, const uint8_t* filter,
+                    int64_t oc, int64_t positions, const PackedOutputStage& stage, int8_t* codes,
+                    int64_t codes_stride) {
+  const Epilogue e{&stage, 0, /*channel_per_row=*/true, codes, codes_stride};
+  const int64_t a_stride = kq_count * 4;
+  for (int64_t q0 = 0; q0 < positions; q0 += 2 * kPanel) {
+    const TapRows b{quads + q0 * 4, kq_offset};
+    const int cols = static_cast<int>(std::min<int64_t>(2 * kPanel, positions - q0));
+    for (int64_t r0 = 0; r0 < oc; r0 += kVnniMR) {
+      const int rows = static_cast<int>(std::min<int64_t>(kVnniMR, oc - r0));
+      vnni_tile2_fn<false, TapRows>(rows)(filter + r0 * a_stride, a_stride, b, kq_count, r0, q0, cols, e);
+    }
+  }
 }
 
 }  // namespace
@@ -202,7 +236,9 @@ const GemmKernel& gemm_kernel_avx512vnni() {
                                  pack_conv_direct_avx2,
                                  pool_requantize_avx2,
                                  /*direct_conv=*/nullptr,
-                                 /*requantize_rows=*/nullptr};
+                                 /*requantize_rows=*/nullptr,
+                                 frame_quads_avx2,
+                                 conv_taps_vnni};
   return kernel;
 }
 

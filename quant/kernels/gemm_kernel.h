@@ -86,6 +86,22 @@ using DirectConvFn = void (*)(const uint8_t* img, const int32_t* tap_offset, int
                               const PackedOutputStage& stage, int64_t channels, int64_t positions, int32_t* acc,
                               int64_t acc_stride);
 
+// The tap-major direct convolution (PackedConvInt8, stride 1, one group, C a multiple of 4), which needs
+// no im2col: the image is framed as channel quads, (C/4, Hp, Wp, 4) unsigned codes, so that the 4 bytes
+// of position q in plane cq are channels 4cq..4cq+3 of padded pixel q, and 16 neighbouring positions are
+// one 64-byte row of a panel. The filter's K runs tap-major, k = (ky * KW + kx) * C + c, so k-quad
+// kq = tap * C/4 + cq reads its panel row at quads + kq_offset[kq] + 4 * q, kq_offset[kq] =
+// 4 * (cq * Hp * Wp + ky * Wp + kx). The GEMM's columns are the positions q = oy * Wp + ox of the padded
+// grid, `positions` = (OH - 1) * Wp + OW of them (those with ox >= OW are computed and dropped).
+// frame_quads writes 64 bytes of slack past the image and conv_taps reads up to 128 bytes past it.
+using FrameQuadsFn = void (*)(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w,
+                              uint8_t pad_u, uint8_t* quads);
+// filter (OC, KQ*4) signed bytes, tap-major; codes (OC, codes_stride) the requantized code of each
+// position, codes_stride >= positions.
+using ConvTapsFn = void (*)(const uint8_t* quads, const int32_t* kq_offset, int64_t kq_count, const uint8_t* filter,
+                            int64_t oc, int64_t positions, const PackedOutputStage& stage, int8_t* codes,
+                            int64_t codes_stride);
+
 struct GemmKernel {
   int mr;                        // rows of C per GemmRowsFn call
   bool a_int16;                  // 8-bit panels take A widened to int16 (4-bit panels always take bytes)
@@ -98,6 +114,9 @@ struct GemmKernel {
   // The direct convolution (PackedConvInt8::direct_conv()) and its output stage, or null.
   DirectConvFn direct_conv;
   AccRequantizeFn requantize_rows;
+  // The tap-major direct convolution (above), or null.
+  FrameQuadsFn frame_quads = nullptr;
+  ConvTapsFn conv_taps = nullptr;
 };
 
 // The backend of `path` (Portable, Avx2 or Avx512Vnni; the caller has checked the CPU runs it).
@@ -149,6 +168,8 @@ void pack_quad_rows_avx2(const uint8_t* rows, int64_t row_len, int64_t panels, i
                          uint8_t* b);
 void pack_conv_direct_avx2(const uint8_t* img, const int32_t* k_offset, const ConvPanelSource* src, int64_t panels,
                            int64_t kq_count, uint8_t* b);
+void frame_quads_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w, uint8_t pad_u,
+                      uint8_t* quads);
 // output_stage_avx2.cpp
 void pool_requantize_avx2(const int32_t* acc, int64_t acc_stride, int64_t row_stride, int64_t channels, int64_t oh,
                           int64_t ow, const PackedOutputStage& s, int8_t* y);

@@ -24,10 +24,6 @@ __attribute__((target("avx2"), always_inline)) inline void interleave_quads(__m1
   _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(r01_hi, r23_hi));  // 12..15
 }
 
-// The AVX2 form of frame_image_portable. Each padded row is written in address order with 16-byte
-// stores that may run past their part (left padding, pixels, right padding): the next store, or
-// the next row, rewrites what one spills, and the last row spills into the scratch's slack. Input
-
 // 16 bytes of one im2col row for one panel, straight from the padded image: one load per run of
 // the panel's columns that lies in one output row, later runs blended over earlier ones.
 template <int S>
@@ -59,8 +55,19 @@ __attribute__((target("avx2"))) void pack_panel_direct(const uint8_t* img, const
   }
 }
 
+// 16 bytes of input row `src` (16 pixels of one channel), or what is left of the input before x_end.
+__attribute__((target("avx2"), always_inline)) inline __m128i load_pixels(const int8_t* src, const int8_t* x_end) {
+  if (x_end - src >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  alignas(16) int8_t tail[16] = {};
+  std::memcpy(tail, src, x_end - src);
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+}
+
 }  // namespace
 
+// The AVX2 form of frame_image_portable. Each padded row is written in address order with 16-byte
+// stores that may run past their part (left padding, pixels, right padding): the next store, or
+// the next row, rewrites what one spills, and the last row spills into the scratch's slack. Input
 // rows are read 16 bytes at a time too, except near the end of the input, which must not be
 // overrun.
 __attribute__((target("avx2"))) void frame_image_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h,
@@ -77,18 +84,39 @@ __attribute__((target("avx2"))) void frame_image_avx2(const int8_t* x, int64_t C
       }
       for (int64_t j = 0; j < pad_w; j += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(row + j), pad);
       const int8_t* src = x + (c * H + yy - pad_h) * W;
-      for (int64_t j = 0; j < W; j += 16) {
-        __m128i v;
-        if (x_end - (src + j) >= 16) {
-          v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + j));
-        } else {
-          alignas(16) int8_t tail[16] = {};
-          std::memcpy(tail, src + j, x_end - (src + j));
-          v = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
-        }
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(row + pad_w + j), _mm_xor_si128(v, flip));
-      }
+      for (int64_t j = 0; j < W; j += 16)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(row + pad_w + j), _mm_xor_si128(load_pixels(src + j, x_end), flip));
       for (int64_t j = 0; j < pad_w; j += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(row + pad_w + W + j), pad);
+    }
+  }
+}
+
+// The image as channel quads for the tap-major direct convolution (gemm_kernel.h): plane cq holds
+// channels 4cq..4cq+3 interleaved, (Hp, Wp, 4), framed by the padding code. Rows are written in address
+// order, 16 pixels (64 bytes) at a time, spilling as frame_image_avx2's do (into the next row, which
+// rewrites it, and past the last plane into the 64 bytes of slack).
+__attribute__((target("avx2"))) void frame_quads_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h,
+                                                      int64_t pad_w, uint8_t pad_u, uint8_t* quads) {
+  const int64_t Hp = H + 2 * pad_h, Wp = W + 2 * pad_w;
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80)), pad = _mm_set1_epi8(static_cast<char>(pad_u));
+  const int8_t* x_end = x + C * H * W;
+  const auto fill = [&](uint8_t* dst, int64_t bytes) {
+    for (int64_t j = 0; j < bytes; j += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), pad);
+  };
+  for (int64_t cq = 0; cq < C / 4; ++cq) {
+    for (int64_t yy = 0; yy < Hp; ++yy) {
+      uint8_t* row = quads + (cq * Hp + yy) * Wp * 4;
+      if (yy < pad_h || yy >= pad_h + H) {
+        fill(row, Wp * 4);
+        continue;
+      }
+      fill(row, pad_w * 4);
+      const int8_t* src = x + (4 * cq * H + yy - pad_h) * W;  // channel 4cq, this row; the others H * W apart
+      for (int64_t j = 0; j < W; j += 16) {
+        const auto channel = [&](int i) { return _mm_xor_si128(load_pixels(src + i * H * W + j, x_end), flip); };
+        interleave_quads(channel(0), channel(1), channel(2), channel(3), row + (pad_w + j) * 4);
+      }
+      fill(row + (pad_w + W) * 4, pad_w * 4);
     }
   }
 }
