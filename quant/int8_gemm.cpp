@@ -105,11 +105,16 @@ void filter_rows_s16(const int8_t* filter, int64_t oc, int64_t k, int64_t kq, in
   }
 }
 
-// The tap-major direct convolution's filter: codes (OC, C, taps) -> a (OC, taps, C) as signed bytes.
+// The tap-major direct convolution's filter: codes (OC, C, taps) -> a (OC, taps, C4) as signed bytes,
+// C4 = C rounded up to a multiple of 4, the channels past C zero.
 void filter_taps(const int8_t* filter, int64_t oc, int64_t c, int64_t taps, uint8_t* a) {
+  const int64_t c4 = ceil_div(c, 4) * 4;
   for (int64_t o = 0; o < oc; ++o)
-    for (int64_t t = 0; t < taps; ++t)
-      for (int64_t i = 0; i < c; ++i) a[(o * taps + t) * c + i] = static_cast<uint8_t>(filter[(o * c + i) * taps + t]);
+    for (int64_t t = 0; t < taps; ++t) {
+      uint8_t* dst = a + (o * taps + t) * c4;
+      for (int64_t i = 0; i < c; ++i) dst[i] = static_cast<uint8_t>(filter[(o * c + i) * taps + t]);
+      std::fill(dst + c, dst + c4, uint8_t{0});
+    }
 }
 
 // y (channels, OH, OW) = the codes of the positions with ox < OW: row oy of channel c starts at
@@ -203,17 +208,23 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
       pairs_ = pairs, positions_ = positions;
     }
   }
-  // The tap-major direct convolution (VNNI; quant/kernels/gemm_kernel.h): it reads the filter's K in
-  // quads of 4 channels, so C must be a multiple of 4. It needs no im2col, only the framing that the
-  // GEMM does too.
-  if (params.stride_h == 1 && params.stride_w == 1 && groups_ == 1 && c_ % 4 == 0 && !fuse_pool_) {
+  // The tap-major direct convolution (VNNI; quant/kernels/gemm_kernel.h): no im2col, only the framing
+  // that the GEMM does too. It reads the filter's K in quads of 4 channels, so C is rounded up to a
+  // multiple of 4 with zero weights: taken where that adds at most a third to the multiply-adds (C = 3,
+  // an RGB stem, but not C = 1).
+  const int64_t c4 = ceil_div(c_, 4) * 4, s = params.stride_h;
+  if (params.stride_w == s && (s == 1 || s == 2) && groups_ == 1 && 3 * c4 <= 4 * c_ && !fuse_pool_) {
     taps_ = true;
-    tap_positions_ = (oh_ - 1) * wp_ + ow_;
+    tap_stride_ = s;
+    hq_ = ceil_div(hp_, s), wq_ = ceil_div(wp_, s);
+    tap_positions_ = (oh_ - 1) * wq_ + ow_;
     codes_stride_ = ceil_div(tap_positions_, 64) * 64;
-    tap_kq_offset_.resize(kq_);  // K = C * KH * KW, a multiple of 4
-    for (int64_t kq = 0; kq < kq_; ++kq) {
-      const int64_t tap = kq / (c_ / 4), cq = kq % (c_ / 4), ky = tap / kw_, kx = tap % kw_;
-      tap_kq_offset_[kq] = static_cast<int32_t>(4 * (cq * hp_ * wp_ + ky * wp_ + kx));
+    kq_taps_ = kh_ * kw_ * c4 / 4;
+    tap_kq_offset_.resize(kq_taps_);
+    for (int64_t kq = 0; kq < kq_taps_; ++kq) {
+      const int64_t tap = kq / (c4 / 4), cq = kq % (c4 / 4), ky = tap / kw_, kx = tap % kw_;
+      const int64_t plane = cq * s * s + (ky % s) * s + kx % s;
+      tap_kq_offset_[kq] = static_cast<int32_t>(4 * ((plane * hq_ + ky / s) * wq_ + kx / s));
     }
   }
   acc_stride_ = std::max(panels_ * kPanel, ceil_div(positions_, 16) * 16);
@@ -223,8 +234,11 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
   acc_offset_ = ceil_div(scratch_per_image_, 64) * 64;
   if (fuse_pool_ || direct_) scratch_per_image_ = acc_offset_ + (oc_ * acc_stride_ + 16) * 4;
   if (taps_) {
-    // the channel-quad image + 128 bytes read and 64 written past it, then the codes (OC, codes_stride)
-    codes_offset_ = ceil_div(c_ * hp_ * wp_ + 192, 64) * 64;
+    // the channel-quad planes + 128 bytes read and 64 written past them, a row of (Wp + 16) quads for
+    // stride 2, then the codes (OC, codes_stride)
+    const int64_t planes = kq_taps_ * 4 / (kh_ * kw_) * tap_stride_ * tap_stride_ * hq_ * wq_;
+    tap_row_offset_ = ceil_div(planes + 192, 64) * 64;
+    codes_offset_ = tap_row_offset_ + ceil_div((wp_ + 16) * 4, 64) * 64;
     scratch_per_image_ = std::max(scratch_per_image_, codes_offset_ + oc_ * codes_stride_);
   }
   scratch_per_image_ = ceil_div(scratch_per_image_, 64) * 64;
@@ -275,7 +289,7 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
     // Scratch after the image's: the unpacked codes (OC, K), then the largest operand a path needs:
     // int16 rows (OC, KQ*4) or the direct kernel's pairs (OC, pairs) int32.
     operand_bytes_ = ceil_div(count, 64) * 64 +
-                     ceil_div(std::max<int64_t>(oc_ * kq_ * 4 * 2, direct_ ? oc_ * pairs_ * 4 : 0), 64) * 64;
+                     ceil_div(std::max({oc_ * kq_ * 4 * 2, direct_ ? oc_ * pairs_ * 4 : 0, oc_ * kq_taps_ * 4}), 64) * 64;
     return;
   }
   assert(narrow_range(codes.data(), count));
@@ -285,7 +299,7 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
     filter_pairs(filter_.data(), oc_, k_, pairs_, w_pairs_.data());
   }
   if (taps_) {
-    a_taps_.assign(oc_ * k_, 0);
+    a_taps_.assign(oc_ * kq_taps_ * 4, 0);
     filter_taps(filter_.data(), oc_, c_, kh_ * kw_, a_taps_.data());
   }
   a_s8_.assign(oc_ * kq_ * 4, 0);
@@ -344,9 +358,10 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, cons
   if (taps_ && kernel.conv_taps) {
     // The codes of every position of the padded grid, then those of the output's pixels (ox < OW).
     int8_t* codes = reinterpret_cast<int8_t*>(scratch + codes_offset_);
-    kernel.frame_quads(x, C, H, W, pad_h, pad_w, pad_u, padded);
-    kernel.conv_taps(padded, tap_kq_offset_.data(), KQ, f.a_taps, oc_, tap_positions_, stage_, codes, codes_stride_);
-    drop_junk_columns(codes, codes_stride_, Wp, oc_, OH, OW, y);
+    kernel.frame_quads(x, C, H, W, pad_h, pad_w, tap_stride_, pad_u, padded, scratch + tap_row_offset_);
+    kernel.conv_taps(padded, tap_kq_offset_.data(), kq_taps_, f.a_taps, oc_, tap_positions_, stage_, codes,
+                     codes_stride_);
+    drop_junk_columns(codes, codes_stride_, wq_, oc_, OH, OW, y);
     return;
   }
   kernel.frame_image(x, C, H, W, pad_h, pad_w, pad_u, padded);

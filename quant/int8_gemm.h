@@ -172,14 +172,18 @@ class PackedConvInt8 {
   int64_t positions_ = 0;            // direct: (OH - 1) * Wp + OW positions of the padded image
   std::vector<int32_t> tap_offset_;  // direct: (pairs * 2) offset of tap k in the padded image
   std::vector<int32_t> w_pairs_;     // direct: (OC, pairs) the int16 weights of taps 2t, 2t + 1 in an int32
-  // Stride 1, one group, C a multiple of 4 and no fused pool: the VNNI path convolves tap-major
-  // straight from the image framed as channel quads (quant/kernels/gemm_kernel.h, ConvTapsFn).
+  // Stride 1 or 2, one group, C a multiple of 4 (or 3), no fused pool: the VNNI path convolves
+  // tap-major straight from the image framed as channel-quad planes (quant/kernels/gemm_kernel.h).
   bool taps_ = false;
-  int64_t tap_positions_ = 0;         // taps: (OH - 1) * Wp + OW positions of the padded grid
+  int64_t tap_stride_ = 1;            // taps: S
+  int64_t hq_ = 0, wq_ = 0;           // taps: a plane, ceil(Hp / S) x ceil(Wp / S)
+  int64_t kq_taps_ = 0;               // taps: k-quads, KH * KW * C4 / 4
+  int64_t tap_positions_ = 0;         // taps: (OH - 1) * Wq + OW positions of the phase grid
+  int64_t tap_row_offset_ = 0;        // taps: where the stride-2 framing row starts in scratch
   int64_t codes_offset_ = 0;          // taps: where the codes of each position start in scratch
   int64_t codes_stride_ = 0;          // taps: their row stride (>= positions)
-  std::vector<int32_t> tap_kq_offset_;  // taps: (KQ) where k-quad kq reads the channel-quad image
-  std::vector<uint8_t> a_taps_;       // taps: (OC, K) the filter as signed bytes, K tap-major
+  std::vector<int32_t> tap_kq_offset_;  // taps: (KQ taps) where k-quad kq reads the planes
+  std::vector<uint8_t> a_taps_;       // taps: (OC, KH * KW * C4) the filter as signed bytes, tap-major
   int64_t acc_offset_ = 0;           // where the int32 accumulators start in scratch (fused pool, direct)
   int64_t acc_stride_ = 0;           // their row stride: >= panels * 16, and positions rounded up to 16
   int8_t pad_code_ = 0;              // the code of the padding: the input zero point

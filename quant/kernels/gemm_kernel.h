@@ -86,16 +86,20 @@ using DirectConvFn = void (*)(const uint8_t* img, const int32_t* tap_offset, int
                               const PackedOutputStage& stage, int64_t channels, int64_t positions, int32_t* acc,
                               int64_t acc_stride);
 
-// The tap-major direct convolution (PackedConvInt8, stride 1, one group, C a multiple of 4), which needs
-// no im2col: the image is framed as channel quads, (C/4, Hp, Wp, 4) unsigned codes, so that the 4 bytes
-// of position q in plane cq are channels 4cq..4cq+3 of padded pixel q, and 16 neighbouring positions are
-// one 64-byte row of a panel. The filter's K runs tap-major, k = (ky * KW + kx) * C + c, so k-quad
-// kq = tap * C/4 + cq reads its panel row at quads + kq_offset[kq] + 4 * q, kq_offset[kq] =
-// 4 * (cq * Hp * Wp + ky * Wp + kx). The GEMM's columns are the positions q = oy * Wp + ox of the padded
-// grid, `positions` = (OH - 1) * Wp + OW of them (those with ox >= OW are computed and dropped).
-// frame_quads writes 64 bytes of slack past the image and conv_taps reads up to 128 bytes past it.
+// The tap-major direct convolution (PackedConvInt8: one group, stride S of 1 or 2 in both directions),
+// which needs no im2col. The image is framed as channel quads: C4 = C rounded up to a multiple of 4
+// (channels past C hold the padding code; their weights are 0), and for each quad cq and phase
+// (py, px) (S x S phases: pixel (yy, xx) of the padded image belongs to phase (yy % S, xx % S) at
+// (yy / S, xx / S)) a plane (Hq, Wq, 4) of unsigned codes, Hq = ceil(Hp / S), Wq = ceil(Wp / S): the 4
+// bytes of position q of a plane are its 4 channels, and 16 neighbouring positions are one 64-byte
+// row of a panel. The filter's K runs tap-major, k = (ky * KW + kx) * C4 + c, so k-quad kq = tap * C4/4
+// + cq reads its panel row at quads + kq_offset[kq] + 4 * q, kq_offset[kq] = 4 * ((cq * S * S + phase)
+// * Hq * Wq + (ky / S) * Wq + kx / S). The GEMM's columns are the positions q = oy * Wq + ox of the
+// output on the phase grid, (OH - 1) * Wq + OW of them (those with ox >= OW are computed and dropped).
+// frame_quads writes 64 bytes of slack past the planes and uses `row` ((Wp + 16) * 4 bytes) for
+// stride 2; conv_taps reads up to 128 bytes past the planes.
 using FrameQuadsFn = void (*)(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w,
-                              uint8_t pad_u, uint8_t* quads);
+                              int64_t stride, uint8_t pad_u, uint8_t* quads, uint8_t* row);
 // filter (OC, KQ*4) signed bytes, tap-major; codes (OC, codes_stride) the requantized code of each
 // position, codes_stride >= positions.
 using ConvTapsFn = void (*)(const uint8_t* quads, const int32_t* kq_offset, int64_t kq_count, const uint8_t* filter,
@@ -168,8 +172,8 @@ void pack_quad_rows_avx2(const uint8_t* rows, int64_t row_len, int64_t panels, i
                          uint8_t* b);
 void pack_conv_direct_avx2(const uint8_t* img, const int32_t* k_offset, const ConvPanelSource* src, int64_t panels,
                            int64_t kq_count, uint8_t* b);
-void frame_quads_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w, uint8_t pad_u,
-                      uint8_t* quads);
+void frame_quads_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w, int64_t stride,
+                      uint8_t pad_u, uint8_t* quads, uint8_t* row);
 // output_stage_avx2.cpp
 void pool_requantize_avx2(const int32_t* acc, int64_t acc_stride, int64_t row_stride, int64_t channels, int64_t oh,
                           int64_t ow, const PackedOutputStage& s, int8_t* y);
