@@ -285,6 +285,32 @@ TEST_P(OptimizedPath, ConvMatchesReferenceOnRandomShapes) {
   EXPECT_GT(direct, 100);
 }
 
+// The shapes of CIFAR ResNets and VGG-style nets, where the VNNI path convolves tap-major from channel-
+// quad planes (quant/kernels/gemm_kernel.h): 3x3 and 1x1 filters, stride 1 and 2, wide and narrow
+// rows, many channels (several k-quads per tap) and the RGB stem (C = 3, padded to 4).
+TEST_P(OptimizedPath, ConvMatchesReferenceOnResNetShapes) {
+  Rng rng(120 + static_cast<int>(GetParam()));
+  const int64_t channels[] = {3, 4, 16, 32, 64};
+  for (int i = 0; i < 60; ++i) {
+    ConvCase c = random_conv_case(rng);
+    const int64_t cin = channels[rng.below(5)], size = uniform_int(rng, 5, 33), k = rng.below(3) == 0 ? 1 : 3;
+    c.p.groups = 1;
+    c.p.stride_h = c.p.stride_w = uniform_int(rng, 1, 2);
+    c.p.pad_h = c.p.pad_w = k / 2;
+    c.in = {uniform_int(rng, 1, 2), cin, size, uniform_int(rng, 5, 33)};
+    c.f = {uniform_int(rng, 1, 40), cin, k, k};
+    c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+    c.w = random_codes(rng, shape_numel(c.f), -127, 127);
+    c.bias = random_bias(rng, c.f[0]);
+    random_output_stage(rng, c.f[0], cin * k * k, &c.p.output_multiplier, &c.p.output_shift);
+    const std::vector<int8_t> expect = conv_reference(c);
+    const std::vector<int8_t> got = conv_packed(c, GetParam());
+    const int64_t at = first_difference(got, expect);
+    ASSERT_EQ(at, -1) << "case " << i << ": " << c.describe() << "\n  output " << at << ": got "
+                      << int(got[at]) << ", reference " << int(expect[at]);
+  }
+}
+
 // The fused max pool gives what the conv then the pool give, on every shape a 2x2 window fits
 // (odd output sizes drop their last row or column, as the pool does).
 TEST_P(OptimizedPath, ConvWithFusedMaxPoolMatchesConvThenPool) {
