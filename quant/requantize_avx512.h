@@ -30,10 +30,17 @@ QATLAB_AVX512_INLINE __m512i saturating_left_shift16(__m512i x, __m512i left) {
   return _mm512_mask_blend_epi32(fits, saturated, shifted);
 }
 
+// Moving int32 lanes within 64-bit lanes is done with shuffles rather than 64-bit shifts: on Intel
+// cores a 512-bit shift or multiply runs on one port only, which the products and the rounding
+// shifts already keep busy, while shuffles run on another.
+// The odd int32 lanes moved down to the even ones (the low half of each 64-bit lane), for
+// _mm512_mul_epi32.
+QATLAB_AVX512_INLINE __m512i odd_lanes_down(__m512i x) { return _mm512_shuffle_epi32(x, _MM_PERM_DDBB); }
+
 // The low int32 of each 64-bit lane of `even` and of `odd` (the products of the even and of the odd
 // int32 lanes) back in one vector: the odd ones move up and join the even ones.
 QATLAB_AVX512_INLINE __m512i join_even_odd(__m512i even, __m512i odd) {
-  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_shuffle_epi32(odd, _MM_PERM_CCAA));
 }
 
 // One multiplier and one shift for all 16 lanes (a conv row's channel, an add's input).
@@ -60,7 +67,7 @@ QATLAB_AVX512_INLINE UniformRequantize uniform_requantize(int32_t multiplier, in
 QATLAB_AVX512_INLINE __m512i apply(const UniformRequantize& s, __m512i x) {
   if (s.shifts_left) x = saturating_left_shift16(x, s.left);
   const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, s.multiplier), s.nudge);
-  const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), s.multiplier), s.nudge);
+  const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(odd_lanes_down(x), s.multiplier), s.nudge);
   return join_even_odd(_mm512_sra_epi64(even, s.total), _mm512_sra_epi64(odd, s.total));
 }
 
@@ -90,7 +97,7 @@ QATLAB_AVX512_INLINE LaneRequantize lane_requantize(__m512i multiplier, __m512i 
 QATLAB_AVX512_INLINE __m512i apply(const LaneRequantize& s, __m512i x) {
   if (s.shifts_left) x = saturating_left_shift16(x, s.left);
   const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, s.multiplier), s.nudge_even);
-  const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), s.multiplier_odd), s.nudge_odd);
+  const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(odd_lanes_down(x), s.multiplier_odd), s.nudge_odd);
   return join_even_odd(_mm512_srav_epi64(even, s.count_even), _mm512_srav_epi64(odd, s.count_odd));
 }
 
