@@ -27,6 +27,10 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+// relu(add(a, b)) in one pass, a and b of one shape (a residual block's end): the same values and
+// gradients bit for bit, without the sum as a tensor of its own (one write and two reads fewer of a
+// whole activation forward, and as many backward).
+Tensor add_relu(const Tensor& a, const Tensor& b);
 
 // ------------------------------------------------------------------------------- elementwise, unary
 Tensor scale(const Tensor& x, float s);         // x * s

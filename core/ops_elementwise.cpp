@@ -283,6 +283,50 @@ Tensor add(const Tensor& a, const Tensor& b) {
       [](float g, float, float) { return g; });
 }
 
+Tensor add_relu(const Tensor& a, const Tensor& b) {
+  QATLAB_CHECK(a.defined() && b.defined() && a.shape() == b.shape(),
+               "add_relu: operands must have one shape, got " + (a.defined() ? shape_str(a.shape()) : "undefined") +
+                   " and " + (b.defined() ? shape_str(b.shape()) : "undefined"));
+  Tensor y = Tensor::empty(a.shape());
+  const int64_t numel = y.numel();
+  {
+    const float* __restrict pa = a.data();
+    const float* __restrict pb = b.data();
+    float* __restrict py = y.data();
+#pragma omp parallel for simd schedule(static) if (numel >= kParallelMin)
+    for (int64_t i = 0; i < numel; ++i) {
+      const float v = pa[i] + pb[i];
+      py[i] = v > 0.0f ? v : 0.0f;  // relu's expression: y > 0 exactly where the sum is
+    }
+  }
+  // The closure keeps y's values, not y itself (a cycle); y > 0 is the mask of both operands' gradient.
+  std::shared_ptr<float[]> y_values = y.impl()->data;
+  record_op(y, "add_relu", {a, b}, [a, b, y_values](const Tensor& grad_out) {
+    const float* __restrict g = grad_out.data();
+    const float* __restrict py = y_values.get();
+    const int64_t numel = grad_out.numel();
+    for (const Tensor& x : {a, b}) {
+      if (!x.requires_grad()) continue;
+      bool fresh = false;
+      float* __restrict gx = x.grad_for_write(&fresh);
+      if (fresh) {
+#pragma omp parallel for simd schedule(static) if (numel >= kParallelMin)
+        for (int64_t i = 0; i < numel; ++i) {
+          const float gi = g[i];  // loaded unconditionally: a load under the condition keeps the loop scalar
+          gx[i] = py[i] > 0.0f ? gi : 0.0f;
+        }
+      } else {
+#pragma omp parallel for simd schedule(static) if (numel >= kParallelMin)
+        for (int64_t i = 0; i < numel; ++i) {
+          const float gi = g[i];
+          gx[i] += py[i] > 0.0f ? gi : 0.0f;
+        }
+      }
+    }
+  });
+  return y;
+}
+
 Tensor sub(const Tensor& a, const Tensor& b) {
   return binary_op(
       "sub", a, b, [](float x, float y) { return x - y; }, [](float g, float, float) { return g; },

@@ -20,7 +20,10 @@ class Residual : public Module {
     register_module("act", relu_after ? ModulePtr(std::make_shared<ReLU>()) : ModulePtr(std::make_shared<Identity>()));
   }
   Tensor forward(const Tensor& x) override {
-    return (*child("act"))(add((*child("body"))(x), (*child("shortcut"))(x)));
+    const Tensor body = (*child("body"))(x), shortcut = (*child("shortcut"))(x);
+    // A ReLU after the sum runs fused with it (the same values and gradients, one pass fewer).
+    if (child("act")->type() == "ReLU" && body.shape() == shortcut.shape()) return add_relu(body, shortcut);
+    return (*child("act"))(add(body, shortcut));
   }
 };
 

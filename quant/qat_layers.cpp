@@ -337,8 +337,7 @@ Tensor QatResidual::forward(const Tensor& x) {
                "QatResidual: exact mode needs quantizing input and output grids (was it built by prepare_qat?)");
   Tensor s, y;
   if (!exact_eval) {
-    s = add(a, b);
-    if (relu_after) s = relu(s);
+    s = relu_after && a.shape() == b.shape() ? add_relu(a, b) : relu_after ? relu(add(a, b)) : add(a, b);
     y = add_quant()(s);  // observes or learns the sum's grid
     if (!integer_add) return y;
   }

@@ -233,10 +233,39 @@ TEST(UnaryOp, Gradients) {
   // Kinked maps: values kept 0.05 away from the kinks, beyond the finite-difference step.
   Tensor around0 = random_away_from({4, 5}, rng, {0.0f}, 0.05f);
   EXPECT_GRADS_OK([](In in) { return relu(in[0]); }, {around0});
+  // add_relu's kink is where a + b = 0: b is a's negation plus values kept 0.05 away from 0.
+  Tensor a = random_away_from({4, 5}, rng, {0.0f}, 0.05f);
+  Tensor b = sub(random_away_from({4, 5}, rng, {0.0f}, 0.05f), a).detach();
+  EXPECT_GRADS_OK([](In in) { return add_relu(in[0], in[1]); }, {a, b});
   Tensor around_clamp = random_away_from({4, 5}, rng, {-0.5f, 0.5f}, 0.05f);
   EXPECT_GRADS_OK([](In in) { return clamp(in[0], -0.5f, 0.5f); }, {around_clamp});
   Tensor around6 = random_away_from({4, 5}, rng, {0.0f, 6.0f}, 0.05f, -2.0f, 8.0f);
   EXPECT_GRADS_OK([](In in) { return relu6(in[0]); }, {around6});
+}
+
+// add_relu is relu(add(a, b)) bit for bit, values and both gradients (also accumulated into an operand
+// that already has one, as a residual block's input does), and refuses operands of different shapes.
+TEST(BinaryOp, AddReluIsReluOfAddBitForBit) {
+  Rng rng(17);
+  const Shape shape{3, 4, 5, 7};
+  Tensor a0 = random_away_from(shape, rng, {0.0f}, 0.0f, -2.0f, 2.0f);
+  Tensor b0 = random_away_from(shape, rng, {0.0f}, 0.0f, -2.0f, 2.0f);
+  Tensor g = random_away_from(shape, rng, {0.0f}, 0.0f, -1.0f, 1.0f);
+  Tensor y_fused, y_plain;
+  std::vector<float> ga[2], gb[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    Tensor a = a0.clone().set_requires_grad(true), b = b0.clone().set_requires_grad(true);
+    Tensor y = fused ? add_relu(a, b) : relu(add(a, b));
+    // b is used twice (a shortcut): its gradient accumulates onto the one from the second use
+    Tensor loss = add(sum(mul(y, g)), sum(mul(b, g)));
+    loss.backward();
+    (fused ? y_fused : y_plain) = y;
+    ga[fused] = a.grad().to_vector(), gb[fused] = b.grad().to_vector();
+  }
+  EXPECT_EQ(y_fused.to_vector(), y_plain.to_vector());
+  EXPECT_EQ(ga[1], ga[0]);
+  EXPECT_EQ(gb[1], gb[0]);
+  EXPECT_THROW(add_relu(Tensor::zeros({2, 3}), Tensor::zeros({3, 2})), std::invalid_argument);
 }
 
 TEST(UnaryOp, ClampGradientIsOneStrictlyInsideOnly) {
