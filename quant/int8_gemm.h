@@ -26,8 +26,9 @@
 //   _mm512_dpbusd_epi32 (u8 x s8, 4 products per int32 lane, no saturation). The portable kernel is
 //   the same computation in plain C++ over the same packed layout, so it checks the VNNI packing
 //   and bias folding on machines without AVX-512.
-// - Requantization is the shared requantize() (portable) or an AVX2 version of the same integer
-//   formula (AVX2 and VNNI paths); tests demand bit-identical outputs on every path.
+// - Requantization is the shared requantize() (portable) or a SIMD version of the same integer
+//   formula (8 lanes on the AVX2 path, 16 straight from the tile's registers on the VNNI path); tests
+//   demand bit-identical outputs on every path.
 // - A conv followed by a 2x2 max pool of stride 2 can run both at once (fuse_max_pool): the GEMM
 //   keeps each channel's int32 accumulators, the pool takes the largest of each window and only that
 //   one is requantized. This is exact because requantization is non-decreasing in the accumulator
@@ -37,6 +38,11 @@
 // - Stride-1 convolutions with one group may skip im2col on the AVX2 path: a direct kernel builds
 //   the GEMM's operand from the padded image as it goes (pairs of taps, _mm256_madd_epi16), when
 //   its instruction count is lower (small OC, rows not much narrower than the padded image).
+// - The VNNI path convolves tap-major without im2col where it can (stride 1 or 2, one group, C a
+//   multiple of 4, or padded to one where that costs little): the image framed as channel-quad planes
+//   is B itself (quant/kernels/gemm_kernel.h, ConvTapsFn; quant/README.md section 10).
+// - The GEMM runs blocks of 32 columns outer and tile rows inner, so a block of B stays in L1 while
+//   A passes over it (fully connected: A in chunks of up to 64 rows).
 // - Threads (OpenMP, static schedule): run() spreads conv images, fully connected chunks of rows.
 //   Small problems run on the calling thread. run_serial() never threads and takes its scratch from
 //   the caller: the integer graph threads over images itself and calls it per group of images.
