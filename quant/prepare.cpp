@@ -1,6 +1,7 @@
 // prepare.cpp: the fusion and fake-quant insertion walk.
 #include "quant/prepare.h"
 
+#include <set>
 #include <stdexcept>
 
 #include "nn/activation.h"
@@ -27,6 +28,18 @@ std::shared_ptr<Quantizer> make_quantizer(const QuantizerSpec& spec, int64_t cha
 class Preparer {
  public:
   explicit Preparer(const QConfig& qc) : qc_(qc) {}
+
+  // The settings of a layer, noting its name and type: an override that names neither any layer nor any
+  // layer type met on the way is a mistake (a typo would otherwise change nothing, silently).
+  QuantizerSpec weight_for(const std::string& full, const std::string& type) {
+    quantized_names.insert(full), quantized_types.insert(type);
+    return qc_.weight_for(full, type);
+  }
+  QuantizerSpec activation_for(const std::string& full, const std::string& type) {
+    quantized_names.insert(full), quantized_types.insert(type);
+    return qc_.activation_for(full, type);
+  }
+  std::set<std::string> quantized_names, quantized_types;
 
   // Rewrites the children of `seq` in place, in order; `grid` is the quantizer the current activation
   // was produced by.
@@ -82,7 +95,7 @@ class Preparer {
     auto [body, body_grid] = branch("body");
     auto [shortcut, shortcut_grid] = branch("shortcut");
     const bool relu_after = res.child("act")->type() == "ReLU";
-    auto add_quant = make_quantizer(qc_.activation_for(full, "Residual"), 1, relu_after);
+    auto add_quant = make_quantizer(activation_for(full, "Residual"), 1, relu_after);
     auto q = std::make_shared<QatResidual>(body, shortcut, relu_after, add_quant);
     q->body_quant = body_grid;
     q->shortcut_quant = shortcut_grid;
@@ -97,9 +110,9 @@ class Preparer {
     const int64_t L = f.options.num_layers, G = 4 * f.options.hidden_size;
     std::vector<std::shared_ptr<Quantizer>> wih, whh, hidden;
     for (int64_t l = 0; l < L; ++l) {
-      wih.push_back(make_quantizer(qc_.weight_for(full, "LSTM"), G));
-      whh.push_back(make_quantizer(qc_.weight_for(full, "LSTM"), G));
-      hidden.push_back(make_quantizer(qc_.activation_for(full, "LSTM"), 1));
+      wih.push_back(make_quantizer(weight_for(full, "LSTM"), G));
+      whh.push_back(make_quantizer(weight_for(full, "LSTM"), G));
+      hidden.push_back(make_quantizer(activation_for(full, "LSTM"), 1));
     }
     auto q = QatLstm::from_lstm(f, wih, whh, hidden);
     q->input_quant = grid;
@@ -122,8 +135,8 @@ class Preparer {
     else if (next_type(used + 1) == "ReLU6") act = FusedActivation::ReLU6, ++used;
 
     const int64_t out_channels = conv ? static_cast<const Conv2d&>(*m).out_channels : static_cast<const Linear&>(*m).out_features;
-    auto wq = make_quantizer(qc_.weight_for(full, m->type()), out_channels);
-    auto oq = make_quantizer(qc_.activation_for(full, m->type()), 1, act != FusedActivation::None);
+    auto wq = make_quantizer(weight_for(full, m->type()), out_channels);
+    auto oq = make_quantizer(activation_for(full, m->type()), 1, act != FusedActivation::None);
     auto layer = conv ? QatLayer::from_conv(static_cast<const Conv2d&>(*m), bn, act, wq, oq)
                       : QatLayer::from_linear(static_cast<const Linear&>(*m), bn, act, wq, oq);
     layer->input_quant = grid;
@@ -160,6 +173,16 @@ std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfi
   } else {
     throw std::invalid_argument("prepare_qat: the model's top module must be a Sequential or a RowLstmClassifier, got " +
                                 float_model->type());
+  }
+  for (const auto& [key, bits] : qconfig.layer_bits) {
+    if (key == "input" || p.quantized_names.count(key) || p.quantized_types.count(key)) continue;
+    const auto join = [](const std::set<std::string>& items) {
+      std::string out;
+      for (const std::string& item : items) out += (out.empty() ? "" : ", ") + item;
+      return out;
+    };
+    throw std::invalid_argument("--layer-bits " + key + ": no quantized layer or layer type of that name (layers: " +
+                                join(p.quantized_names) + "; types: " + join(p.quantized_types) + "; or input)");
   }
   auto model = std::make_shared<QatModel>(input_quant, float_model);
   model->set_training(float_model->training());

@@ -452,6 +452,24 @@ TEST(PrepareBits, WeightOnlyInputOverrideKeepsEightBits) {
   EXPECT_EQ(prepare_qat(make_model("mlp", ModelSpec{}, rng), bits(4, 4, {"input=4:"}))->input_quant().scheme().bits, 8);
 }
 
+// An override that names no quantized layer and no layer type (a typo) is an error naming the key and
+// the names there are, not a setting that silently changes nothing.
+TEST(PrepareBits, OverrideOfAnUnknownLayerIsAnError) {
+  Rng rng(13);
+  try {
+    prepare_qat(make_model("lenet5", ModelSpec{}, rng), bits(4, 4, {"featurs.0=8:8"}));
+    FAIL() << "a misspelt layer name was accepted";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("featurs.0"), std::string::npos) << what;
+    EXPECT_NE(what.find("features.0"), std::string::npos) << what;  // the names it could have meant
+    EXPECT_NE(what.find("Conv2d"), std::string::npos) << what;
+  }
+  // A type that the model has no layer of is refused too; one it has, and "input", are accepted.
+  EXPECT_THROW(prepare_qat(make_model("lenet5", ModelSpec{}, rng), bits(4, 4, {"LSTM=8:8"})), std::invalid_argument);
+  EXPECT_NO_THROW(prepare_qat(make_model("lenet5", ModelSpec{}, rng), bits(4, 4, {"Linear=8:8", "input=:8"})));
+}
+
 TEST(PrepareBits, LayerOverridesReachTheRightQuantizers) {
   Rng rng(12);
   const auto model = prepare_qat(make_model("lenet5", ModelSpec{}, rng),
