@@ -70,6 +70,7 @@ int cmd_eval(int argc, char** argv) {
 
   if (Int8Graph::is_int8_graph_file(path)) {
     const Int8Graph graph = Int8Graph::load(path);
+    if (vm["dataset"].defaulted() && !graph.dataset.empty()) d.dataset = graph.dataset;
     ModulePtr sim;
     if (!compare.empty()) {
       const Checkpoint ckpt = load_checkpoint(compare);

@@ -64,6 +64,7 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
   std::shared_ptr<QatModel> model;  // a checkpoint's, for the batch-norm folding
   if (Int8Graph::is_int8_graph_file(path)) {
     graph = Int8Graph::load(path);
+    dataset = graph.dataset;
   } else {
     const Checkpoint ckpt = load_checkpoint(path);
     require(ckpt.model_kind == "qat", path + " is a '" + ckpt.model_kind + "' checkpoint: --explain needs a QAT "

@@ -82,6 +82,7 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
 }
 
 bool set_dataset_pixel_table(Int8Graph& graph, const std::string& dataset) {
+  graph.dataset = dataset;  // `eval` takes it when no --dataset is given
   Normalisation norm;
   try {
     norm = dataset_normalisation(dataset);

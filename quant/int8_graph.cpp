@@ -404,7 +404,8 @@ int64_t Int8Graph::parameter_bytes() const {
 std::string Int8Graph::summary() const {
   std::ostringstream os;
   os << "integer graph: input " << shape_str(input_shape) << ", " << ops.size() << " ops, "
-     << parameter_bytes() << " bytes of integer parameters\n";
+     << parameter_bytes() << " bytes of integer parameters"
+     << (dataset.empty() ? "" : ", trained on " + dataset) << "\n";
   for (size_t i = 0; i < ops.size(); ++i) {
     const Int8Op& op = ops[i];
     os << "  " << i << ": " << int8_op_name(op.kind);
@@ -752,6 +753,7 @@ void Int8Graph::save(const std::string& path) const {
     f.set_attr("/", "format_version", kInt8GraphVersion);
     f.set_attr("/", "num_slots", static_cast<int64_t>(num_slots));
     f.set_attr_ints<int64_t>("/", "input_shape", {static_cast<int64_t>(input_shape.size())}, input_shape);
+    if (!dataset.empty()) f.set_attr_fixed("/", "dataset", dataset);
     for (size_t i = 0; i < ops.size(); ++i) {
       const Int8Op& op = ops[i];
       // Zero-padded indices keep the ops in order when h5py or h5dump list them alphabetically.
@@ -851,6 +853,7 @@ Int8Graph Int8Graph::load(const std::string& path) {
   g.num_slots = static_cast<int>(slots);
   g.file_version = version;
   g.input_shape = version < 2 ? f.read_ints<int64_t>("input_shape") : f.get_attr_ints<int64_t>("/", "input_shape");
+  if (f.has_attr("/", "dataset")) g.dataset = f.get_attr_string("/", "dataset");
   // Ops run in the numeric order of their names (the listing is alphabetical: "1000" before "101").
   std::vector<std::string> names = f.list("ops");
   if (names.size() > 4096) fail(std::to_string(names.size()) + " ops stored in the file, expected at most 4096");

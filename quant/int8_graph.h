@@ -76,6 +76,10 @@ class Int8Graph {
   std::vector<Int8Op> ops;
   int num_slots = 1;
   int64_t file_version = 0;  // the format version of the file load() read (0: not loaded from a file)
+  // The data set the model was trained on ("mnist", "fashion-mnist", "cifar10", ...), which `eval` runs
+  // on unless told otherwise; empty when unknown (files written before it was recorded). Stored as the
+  // root attribute "dataset" when set.
+  std::string dataset;
 
   // Packs the weights of every conv / linear op for the optimized kernels; weights of 2 to 4 bits are
   // from then on held packed only (pack_weights), and run packed. Call after building or loading.

@@ -140,7 +140,7 @@ void expect_same_op(const Int8Op& a, const Int8Op& b, const std::string& what) {
 }
 
 TEST(Int8GraphFile, RoundTripKeepsEveryFieldOfEveryOpKind) {
-  const Int8Graph g = every_op_graph();
+  Int8Graph g = every_op_graph();
   std::set<Int8OpKind> kinds;
   for (const Int8Op& op : g.ops) kinds.insert(op.kind);
   for (Int8OpKind k : {Int8OpKind::Quantize, Int8OpKind::Conv2d, Int8OpKind::FullyConnected, Int8OpKind::MaxPool2d,
@@ -158,9 +158,18 @@ TEST(Int8GraphFile, RoundTripKeepsEveryFieldOfEveryOpKind) {
   EXPECT_TRUE(clamp_narrowed) << g.summary();
 
   TempFile file("roundtrip.h5");
+  EXPECT_TRUE(g.dataset.empty());
+  {
+    // No data set recorded: none read back (files written before it was recorded load the same way).
+    TempFile bare("roundtrip_bare.h5");
+    g.save(bare.path());
+    EXPECT_TRUE(Int8Graph::load(bare.path()).dataset.empty());
+  }
+  g.dataset = "fashion-mnist";
   g.save(file.path());
   EXPECT_TRUE(Int8Graph::is_int8_graph_file(file.path()));
   const Int8Graph h = Int8Graph::load(file.path());
+  EXPECT_EQ(h.dataset, "fashion-mnist");
   EXPECT_EQ(h.input_shape, g.input_shape);
   EXPECT_EQ(h.num_slots, g.num_slots);
   ASSERT_EQ(h.ops.size(), g.ops.size());
