@@ -6,3 +6,5 @@ bash "$root/apps/scripts/install_deps.sh"
 bash "$root/apps/scripts/build.sh"
 jobs="$(nproc 2>/dev/null || echo 2)"
 ctest --test-dir "$root/build" --output-on-failure -j "$jobs"
+# The installed library as another project uses it: find_package(qatlab), apps/example.
+bash "$root/apps/scripts/library_example.sh"
