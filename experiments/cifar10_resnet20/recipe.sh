@@ -3,7 +3,8 @@
 # the 2-core machine). Starts the run, or resumes it from its last epoch's checkpoint when one exists
 # (the result equals an uninterrupted run's; README "Resuming"). The run lives in runs/recipe (not
 # committed; its metrics.csv has every epoch); the log grows in recipe.log line by line, and the
-# metrics are copied to recipe.metrics.csv when an invocation ends.
+# metrics and the learning curve are copied to recipe.metrics.csv and recipe.curve.svg when an
+# invocation ends (a session that is stopped first copies them by hand).
 # Usage: bash experiments/cifar10_resnet20/recipe.sh   (from the repository root, after apps/scripts/build.sh)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,3 +19,4 @@ fi
 { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1 | grep --line-buffered -v " batch [0-9]*/"; } |
   tee -a "$here/recipe.log"
 cp "$run/metrics.csv" "$here/recipe.metrics.csv"
+cp "$run/curve.svg" "$here/recipe.curve.svg"
