@@ -102,6 +102,14 @@ using OutputGridFn = std::function<std::optional<OutputGrid>(float lo, float hi)
 Tensor batch_norm_scaled_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
                                    Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
                                    const OutputGridFn& grid, bool* quantized);
+// Training-mode batch_norm_scaled (relu or not) whose output is also fake-quantized on `grid` in the
+// same pass, for a quantizer with a gradient of its own (LSQ) that takes the values: returns
+// batch_norm_scaled's result (its backward unchanged) and sets *quantized_values to what fake_quantize
+// gives for that result on the grid (a tensor without history), bit for bit; one pass over the
+// activations fewer than the quantizer reading the result back.
+Tensor batch_norm_scaled_and_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
+                                       Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
+                                       const OutputGrid& grid, Tensor* quantized_values);
 // relu(batch_norm(...)) in one op (the output clamped in BN's pass, dy masked in its backward): the same
 // values and gradients bit for bit, one pass and one gradient buffer fewer.
 Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,

@@ -51,6 +51,24 @@ void quantize_plane(const float* __restrict x, float* __restrict y, uint8_t* __r
   }
 }
 
+// One plane of batch_norm_scaled_and_quantized's output: y = x * a + b (relu'd) as batch norm writes
+// it, and q its fake-quantized values with fake_quantize's own expressions (as quantize_plane).
+template <bool kRelu>
+void output_and_quantized_plane(const float* __restrict x, float* __restrict y, float* __restrict q, int64_t s,
+                                float a, float b, float inv_scale, float scale, float lo, float hi) {
+#pragma omp simd
+  for (int64_t j = 0; j < s; ++j) {
+    float v = x[j] * a + b;
+    if constexpr (kRelu) v = v > 0.0f ? v : 0.0f;  // relu's own expression
+    y[j] = v;
+    float r = std::nearbyint(v * inv_scale);
+    r = r < lo ? lo : r;
+    r = hi < r ? hi : r;
+    r = r == r ? r + 0.0f : 0.0f;
+    q[j] = scale * r;
+  }
+}
+
 // One plane of batch norm's input gradient, g = k * (d - mean_dy - (x - mu) * is * mean_dy_xhat) with
 // d = dy where the mask passes: assigned to a fresh buffer or added. A loop per mask type (a template),
 // so each compiles to straight vector code.
@@ -120,7 +138,8 @@ PlaneSums plane_sums(const float* dy, Mask pass, const float* x, float mu, int64
 // pass and *quantized set (see batch_norm_scaled_quantized in ops.h).
 Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                        Tensor& running_var, bool training, float momentum, float eps, bool relu,
-                       const OutputGridFn* grid = nullptr, bool* quantized = nullptr) {
+                       const OutputGridFn* grid = nullptr, bool* quantized = nullptr,
+                       const OutputGrid* also_grid = nullptr, Tensor* also_values = nullptr) {
   QATLAB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: input must be (N, C) or (N, C, H, W), got " + shape_str(x.shape()));
   const int64_t n = x.size(0), c = x.size(1), s = x.dim() == 4 ? x.size(2) * x.size(3) : 1, m = n * s;
   const Shape per_channel{c};
@@ -212,6 +231,12 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
 
   Tensor y = Tensor::empty(x.shape());
   float* yd = y.data();
+  // batch_norm_scaled_and_quantized: the output's fake-quantized values, beside it.
+  float* also_d = nullptr;
+  if (also_grid) {
+    *also_values = Tensor::empty(x.shape());
+    also_d = also_values->data();
+  }
   // With a grid: the straight-through masks of relu and of the quantizer, one byte per value.
   // From the tensors' buffer pool (a fresh 2 MB allocation per step page-faulted its way in).
   std::shared_ptr<float[]> pass_buffer = q ? alloc_floats((x.numel() + 3) / 4) : nullptr;
@@ -230,6 +255,14 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
           quantize_plane<true>(p, out, m, s, a, b, q->inv_scale, q->scale, lo, hi);
         else
           quantize_plane<false>(p, out, m, s, a, b, q->inv_scale, q->scale, lo, hi);
+      } else if (also_d) {
+        const float lo = static_cast<float>(also_grid->quant_min - also_grid->zero_point);
+        const float hi = static_cast<float>(also_grid->quant_max - also_grid->zero_point);
+        float* qv = also_d + (i * c + ch) * s;
+        if (relu)
+          output_and_quantized_plane<true>(p, out, qv, s, a, b, also_grid->inv_scale, also_grid->scale, lo, hi);
+        else
+          output_and_quantized_plane<false>(p, out, qv, s, a, b, also_grid->inv_scale, also_grid->scale, lo, hi);
       } else if (relu) {
         for (int64_t j = 0; j < s; ++j) {
           const float v = p[j] * a + b;
@@ -331,6 +364,15 @@ Tensor batch_norm_scaled_quantized(const Tensor& x, const Tensor& k, const Tenso
   QATLAB_CHECK(k.defined(), "batch_norm_scaled: undefined scale");
   QATLAB_CHECK(quantized != nullptr, "batch_norm_scaled_quantized: null result flag");
   return batch_norm_impl(x, k, gamma, beta, running_mean, running_var, true, momentum, eps, relu, &grid, quantized);
+}
+
+Tensor batch_norm_scaled_and_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
+                                       Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
+                                       const OutputGrid& grid, Tensor* quantized_values) {
+  QATLAB_CHECK(k.defined(), "batch_norm_scaled: undefined scale");
+  QATLAB_CHECK(quantized_values != nullptr, "batch_norm_scaled_and_quantized: null result tensor");
+  return batch_norm_impl(x, k, gamma, beta, running_mean, running_var, true, momentum, eps, relu, nullptr, nullptr,
+                         &grid, quantized_values);
 }
 
 Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,

@@ -230,13 +230,16 @@ QParams pact_qparams(const Tensor& alpha, const QScheme& scheme) {
 // ------------------------------------------------------------------------------------------------ ops
 
 Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector<int32_t>& zero_point,
-                         const QScheme& scheme, const std::vector<float>& grad_scale) {
+                         const QScheme& scheme, const std::vector<float>& grad_scale, const Tensor* values) {
   const QParams qp = lsq_qparams(scale, zero_point, scheme);
   const int64_t C = scale.numel();
   check_grad_scale(grad_scale, C, "lsq_fake_quantize");
   const Rows rows = rows_for(x, scheme, C, "lsq_fake_quantize");
-  // The values: fake_quantize itself (on a detached handle, so it records nothing), hence bit-identical.
-  Tensor y = fake_quantize(x.detach(), qp);
+  QATLAB_CHECK(!values || (values->defined() && values->shape() == x.shape()),
+               "lsq_fake_quantize: given values must have the input's shape " + shape_str(x.shape()));
+  // The values: fake_quantize itself (on a detached handle, so it records nothing), hence bit-identical;
+  // or those an earlier op computed with fake_quantize's expressions.
+  Tensor y = values ? *values : fake_quantize(x.detach(), qp);
   std::vector<float> inv(C);  // (C) 1 / s in float, as fake_quantize and the integer graph compute it
   for (int64_t c = 0; c < C; ++c) inv[c] = 1.0f / qp.scale[c];
   record_op(y, "lsq_fake_quantize", {x, scale},
@@ -445,6 +448,21 @@ Tensor LsqQuantizer::forward(const Tensor& x) {
   }
   const QParams qp = qparams();
   return lsq_fake_quantize(x, scale_, qp.zero_point, scheme(), grad_scales(x, qp.zero_point));
+}
+
+std::optional<OutputGrid> LsqQuantizer::training_grid() {
+  if (!training() || !initialized() || scheme().per_channel || type() != "LsqQuantizer") return std::nullopt;
+  project();  // as forward() does before it reads the grid
+  const QParams qp = qparams();
+  // 1 / scale in float, as fake_quantize computes it.
+  return OutputGrid{qp.scale[0], 1.0f / qp.scale[0], qp.zero_point[0], qp.quant_min, qp.quant_max};
+}
+
+Tensor LsqQuantizer::forward_values(const Tensor& x, const Tensor& values) {
+  (void)rows_for(x, scheme(), channels_, type().c_str());
+  require_initialized();
+  const QParams qp = qparams();
+  return lsq_fake_quantize(x, scale_, qp.zero_point, scheme(), grad_scales(x, qp.zero_point), &values);
 }
 
 QParams LsqQuantizer::qparams() const {

@@ -11,6 +11,7 @@
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "quant/learnable_quantizer.h"
 #include "quant/lower.h"
 
 namespace qatlab {
@@ -227,6 +228,17 @@ Tensor QatLayer::forward(const Tensor& x) {
                                           bn_momentum, bn_eps, fuse_relu,
                                           [fq](float lo, float hi) { return fq->output_grid(lo, hi); }, &quantized);
           return quantized ? y : output_quant()(y);
+        }
+        auto* lsq = dynamic_cast<LsqQuantizer*>(&output_quant());
+        if (lsq && output_fusion() && activation_ != FusedActivation::ReLU6) {
+          // An LSQ output reads BN's values back for its backward; their fake-quantized copy is written
+          // in BN's pass (one pass less than the quantizer making it from them).
+          if (const std::optional<OutputGrid> grid = lsq->training_grid()) {
+            Tensor values;
+            y = batch_norm_scaled_and_quantized(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var,
+                                                bn_momentum, bn_eps, fuse_relu, *grid, &values);
+            return lsq->forward_values(y, values);
+          }
         }
         y = batch_norm_scaled(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum,
                               bn_eps, fuse_relu);

@@ -1,8 +1,8 @@
 // test_qat_fusion.cpp: a QAT layer's BN, ReLU and output fake quantization as one op
 // (batch_norm_scaled_quantized, QatLayer::set_output_fusion) against the three in turn: outputs,
 // every parameter's gradient and every buffer (observer ranges, scales, running statistics) bit for
-// bit over several training steps, for min/max and EMA observers, 8 and 4 bits, LeNet-5 and ResNet-20;
-// and the layers the fusion must leave alone (LSQ outputs, a NaN input) behave as without it.
+// bit over several training steps, for min/max and EMA observers and LSQ, 8 and 4 bits, LeNet-5 and
+// ResNet-20; and the layers the fusion must leave alone (PACT, LSQ+, a NaN input) behave as without it.
 #include <gtest/gtest.h>
 
 #include <limits>
@@ -68,6 +68,9 @@ TEST(QatFusion, FusedOutputQuantizationEqualsTheOpsInTurn) {
       {"lenet5", mnist, QConfig::from_options(4, 4, true, "minmax", "minmax", {})},
       {"resnet20", small_cifar, QConfig::from_options(8, 8, true, "minmax", "minmax", {})},
       {"resnet20", small_cifar, QConfig::from_options(4, 4, false, "minmax", "ema", {})},
+      // LSQ outputs: BN writes their fake-quantized values beside its own (batch_norm_scaled_and_quantized)
+      {"lenet5", mnist, QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "lsq")},
+      {"resnet20", small_cifar, QConfig::from_options(4, 4, false, "minmax", "ema", {}, "lsq", "lsq")},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.model + " " + c.qc.describe());
@@ -79,12 +82,13 @@ TEST(QatFusion, FusedOutputQuantizationEqualsTheOpsInTurn) {
   }
 }
 
-// The fusion applies only where the quantizer can take a range: LSQ outputs (a learned scale with a
-// gradient of its own) and histogram observers go the unfused way and train the same either way.
+// The fusion applies only where the quantizer can take a range or a fixed grid: histogram observers,
+// PACT and LSQ+ outputs go the unfused way and train the same either way.
 TEST(QatFusion, QuantizersThatNeedTheValuesAreLeftAlone) {
   const ModelSpec mnist{1, 28, 28, 10};
   for (const QConfig& qc : {QConfig::from_options(4, 4, true, "minmax", "histogram", {}),
-                            QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "lsq")}) {
+                            QConfig::from_options(4, 4, true, "minmax", "ema", {}, "observer", "pact"),
+                            QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "lsq+")}) {
     SCOPED_TRACE(qc.describe());
     const Trace fused = train_steps("lenet5", mnist, qc, true);
     const Trace apart = train_steps("lenet5", mnist, qc, false);
