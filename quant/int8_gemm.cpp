@@ -309,7 +309,7 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
 }
 
 int64_t PackedConvInt8::weight_bytes() const {
-  return bits_ == 8 ? static_cast<int64_t>(a_s8_.size() + 2 * a_s16_.size() + 4 * w_pairs_.size())
+  return bits_ == 8 ? static_cast<int64_t>(a_s8_.size() + 2 * a_s16_.size() + 4 * w_pairs_.size() + a_taps_.size())
                     : static_cast<int64_t>(filter_packed_.size());
 }
 
