@@ -117,28 +117,6 @@ void filter_taps(const int8_t* filter, int64_t oc, int64_t c, int64_t taps, uint
     }
 }
 
-// y (channels, OH, OW) = the codes of the positions with ox < OW: row oy of channel c starts at
-// codes[c * stride + oy * Wp]. Rows of 8, 16 or 32 bytes (the ResNets' widths) are single moves of a
-// known size; a library call per row cost as much as the rows themselves.
-template <int64_t kWidth>
-void copy_rows(const int8_t* __restrict codes, int64_t stride, int64_t Wp, int64_t channels, int64_t OH,
-               int8_t* __restrict y) {
-  for (int64_t c = 0; c < channels; ++c)
-    for (int64_t oy = 0; oy < OH; ++oy) std::memcpy(y + (c * OH + oy) * kWidth, codes + c * stride + oy * Wp, kWidth);
-}
-
-void drop_junk_columns(const int8_t* codes, int64_t stride, int64_t Wp, int64_t channels, int64_t OH, int64_t OW,
-                       int8_t* y) {
-  switch (OW) {
-    case 8: return copy_rows<8>(codes, stride, Wp, channels, OH, y);
-    case 16: return copy_rows<16>(codes, stride, Wp, channels, OH, y);
-    case 32: return copy_rows<32>(codes, stride, Wp, channels, OH, y);
-    default:
-      for (int64_t c = 0; c < channels; ++c)
-        for (int64_t oy = 0; oy < OH; ++oy) std::memcpy(y + (c * OH + oy) * OW, codes + c * stride + oy * Wp, OW);
-  }
-}
-
 // d[j] = s[j * stride] for j < n. Stride 2 (the strided convolutions of ResNets) has a loop of its
 // own, which the compiler vectorises (byte permutes); a byte at a time it cost several times the
 // convolution's own multiply-adds.
@@ -216,16 +194,33 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
   if (params.stride_w == s && (s == 1 || s == 2) && groups_ == 1 && 3 * c4 <= 4 * c_ && !fuse_pool_) {
     taps_ = true;
     tap_stride_ = s;
-    hq_ = ceil_div(hp_, s), wq_ = ceil_div(wp_, s);
+    // Stride 1 shares each row's right padding with the next row's left (gemm_kernel.h).
+    hq_ = ceil_div(hp_, s), wq_ = s == 1 ? std::max(w_ + params.pad_w, ow_) : ceil_div(wp_, s);
+    tap_plane_ = s == 1 ? hq_ * wq_ + params.pad_w : hq_ * wq_;
     tap_positions_ = (oh_ - 1) * wq_ + ow_;
-    codes_stride_ = ceil_div(tap_positions_, 64) * 64;
     kq_taps_ = kh_ * kw_ * c4 / 4;
     tap_kq_offset_.resize(kq_taps_);
     for (int64_t kq = 0; kq < kq_taps_; ++kq) {
       const int64_t tap = kq / (c4 / 4), cq = kq % (c4 / 4), ky = tap / kw_, kx = tap % kw_;
       const int64_t plane = cq * s * s + (ky % s) * s + kx % s;
-      tap_kq_offset_[kq] = static_cast<int32_t>(4 * ((plane * hq_ + ky / s) * wq_ + kx / s));
+      tap_kq_offset_[kq] = static_cast<int32_t>(4 * (plane * tap_plane_ + (ky / s) * wq_ + kx / s));
     }
+    // The segments of each chunk of 16 positions: the output rows it touches, with the lanes of
+    // their pixels (ox < OW) and below tap_positions_.
+    for (int64_t q0 = 0; q0 < tap_positions_; q0 += kPanel) {
+      tap_chunk_first_.push_back(static_cast<int32_t>(tap_segments_.size()));
+      for (int64_t j = 0; j < kPanel && q0 + j < tap_positions_; ++j) {
+        const int64_t q = q0 + j, oy = q / wq_, ox = q % wq_;
+        if (ox >= ow_) continue;
+        // The element of lane j is oy * OW + ox = offset + j.
+        const int32_t offset = static_cast<int32_t>(oy * ow_ + ox - j);
+        if (tap_segments_.empty() || tap_chunk_first_.back() == static_cast<int32_t>(tap_segments_.size()) ||
+            tap_segments_.back().offset != offset)
+          tap_segments_.push_back({offset, 0});
+        tap_segments_.back().mask |= static_cast<uint16_t>(1u << j);
+      }
+    }
+    tap_chunk_first_.push_back(static_cast<int32_t>(tap_segments_.size()));
   }
   acc_stride_ = std::max(panels_ * kPanel, ceil_div(positions_, 16) * 16);
   // padded image (C, Hp, Wp) + slack, 4 im2col rows, packed panels (panels, KQ, 16, 4), and for the
@@ -236,10 +231,9 @@ PackedConvInt8::PackedConvInt8(const ConvInt8Params& params, const uint8_t* filt
   if (taps_) {
     // the channel-quad planes + 128 bytes read and 64 written past them, a row of (Wp + 16) quads for
     // stride 2, then the codes (OC, codes_stride)
-    const int64_t planes = kq_taps_ * 4 / (kh_ * kw_) * tap_stride_ * tap_stride_ * hq_ * wq_;
-    tap_row_offset_ = ceil_div(planes + 192, 64) * 64;
-    codes_offset_ = tap_row_offset_ + ceil_div((wp_ + 16) * 4, 64) * 64;
-    scratch_per_image_ = std::max(scratch_per_image_, codes_offset_ + oc_ * codes_stride_);
+    const int64_t planes = kq_taps_ * 4 / (kh_ * kw_) * tap_stride_ * tap_stride_ * tap_plane_ * 4;
+    tap_row_offset_ = ceil_div(planes + 4 * (wq_ + 16) + 64, 64) * 64;
+    scratch_per_image_ = std::max(scratch_per_image_, tap_row_offset_ + ceil_div((wp_ + 16) * 4, 64) * 64);
   }
   scratch_per_image_ = ceil_div(scratch_per_image_, 64) * 64;
   pad_code_ = static_cast<int8_t>(-params.input_offset);
@@ -356,12 +350,9 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, cons
   // input zero point, likewise flipped).
   const uint8_t pad_u = static_cast<uint8_t>(pad_code_) ^ 0x80;
   if (taps_ && kernel.conv_taps) {
-    // The codes of every position of the padded grid, then those of the output's pixels (ox < OW).
-    int8_t* codes = reinterpret_cast<int8_t*>(scratch + codes_offset_);
-    kernel.frame_quads(x, C, H, W, pad_h, pad_w, tap_stride_, pad_u, padded, scratch + tap_row_offset_);
-    kernel.conv_taps(padded, tap_kq_offset_.data(), kq_taps_, f.a_taps, oc_, tap_positions_, stage_, codes,
-                     codes_stride_);
-    drop_junk_columns(codes, codes_stride_, wq_, oc_, OH, OW, y);
+    kernel.frame_quads(x, C, H, W, pad_h, pad_w, tap_stride_, wq_, pad_u, padded, scratch + tap_row_offset_);
+    kernel.conv_taps(padded, tap_kq_offset_.data(), kq_taps_, f.a_taps, oc_, tap_positions_, stage_,
+                     tap_segments_.data(), tap_chunk_first_.data(), y, OHW);
     return;
   }
   kernel.frame_image(x, C, H, W, pad_h, pad_w, pad_u, padded);

@@ -110,6 +110,16 @@ struct ConvPanelSource {
   int32_t load_offset[4] = {};
 };
 
+// Where the tap-major direct convolution (kernels/gemm_kernel.h) stores the codes of one chunk of 16
+// positions (q0 .. q0 + 15) in a channel's output (OH, OW): one segment per output row the chunk
+// touches, lane j of the segment's `mask` to element offset + j of the channel (offset may be below
+// 0: the lanes before the row are masked out). Lanes of the junk positions (ox >= OW) and past the
+// last position are in no mask.
+struct TapSegment {
+  int32_t offset;
+  uint16_t mask;
+};
+
 // A convolution with its weights packed once (at convert / load time) for every kernel path.
 class PackedConvInt8 {
  public:
@@ -182,13 +192,16 @@ class PackedConvInt8 {
   // tap-major straight from the image framed as channel-quad planes (quant/kernels/gemm_kernel.h).
   bool taps_ = false;
   int64_t tap_stride_ = 1;            // taps: S
-  int64_t hq_ = 0, wq_ = 0;           // taps: a plane, ceil(Hp / S) x ceil(Wp / S)
+  int64_t hq_ = 0, wq_ = 0;           // taps: a plane's rows and their pitch (gemm_kernel.h)
+  int64_t tap_plane_ = 0;             // taps: positions per plane
   int64_t kq_taps_ = 0;               // taps: k-quads, KH * KW * C4 / 4
   int64_t tap_positions_ = 0;         // taps: (OH - 1) * Wq + OW positions of the phase grid
   int64_t tap_row_offset_ = 0;        // taps: where the stride-2 framing row starts in scratch
-  int64_t codes_offset_ = 0;          // taps: where the codes of each position start in scratch
-  int64_t codes_stride_ = 0;          // taps: their row stride (>= positions)
   std::vector<int32_t> tap_kq_offset_;  // taps: (KQ taps) where k-quad kq reads the planes
+  // taps: where each chunk of 16 positions stores its codes (TapSegment), chunk c's
+  // segments from tap_chunk_first_[c] to tap_chunk_first_[c + 1]
+  std::vector<TapSegment> tap_segments_;
+  std::vector<int32_t> tap_chunk_first_;
   std::vector<uint8_t> a_taps_;       // taps: (OC, KH * KW * C4) the filter as signed bytes, tap-major
   int64_t acc_offset_ = 0;           // where the int32 accumulators start in scratch (fused pool, direct)
   int64_t acc_stride_ = 0;           // their row stride: >= panels * 16, and positions rounded up to 16

@@ -58,50 +58,7 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) inline void finish_ro
   }
 }
 
-// A (MR rows, KQ*4) bytes, row stride a_stride; B one panel (KQ, 16, 4). Each k-quad row of the panel
-// is one zmm (16 columns x 4 bytes); dpbusd adds the 4 products u8 x s8 of each column to its int32
-// lane (no saturation). The unsigned operand is the broadcast A (fully connected: activations) or the
-// panel B (conv: im2col activations).
-// One row of a VNNI micro-tile for one k-quad: the row's 4 bytes of A broadcast to every lane.
-template <bool kBroadcastUnsigned>
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"), always_inline)) inline void vnni_row_step(
-    const uint8_t* a_quad, __m512i bv, __m512i& acc) {
-  int32_t quad;
-  std::memcpy(&quad, a_quad, sizeof quad);
-  const __m512i av = _mm512_set1_epi32(quad);
-  acc = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc, av, bv) : _mm512_dpbusd_epi32(acc, bv, av);
-}
-
-// The accumulators are named variables for the reason given at avx2_tile (with an array GCC 12
-// copies each one to another register after every dpbusd).
-template <int MR, bool kBroadcastUnsigned>
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const uint8_t* a, int64_t a_stride,
-                                                                           const uint8_t* b, int64_t kq_count,
-                                                                           int64_t row0, int64_t col0, int cols,
-                                                                           const Epilogue& e) {
-  static_assert(MR >= 1 && MR <= 8);
-  const __m512i zero = _mm512_setzero_si512();
-  __m512i acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero, acc4 = zero, acc5 = zero, acc6 = zero, acc7 = zero;
-  for (int64_t kq = 0; kq < kq_count; ++kq) {
-    const __m512i bv = _mm512_loadu_si512(b + kq * kQuadBytes);
-    const uint8_t* ak = a + kq * 4;
-    vnni_row_step<kBroadcastUnsigned>(ak, bv, acc0);
-    if constexpr (MR > 1) vnni_row_step<kBroadcastUnsigned>(ak + a_stride, bv, acc1);
-    if constexpr (MR > 2) vnni_row_step<kBroadcastUnsigned>(ak + 2 * a_stride, bv, acc2);
-    if constexpr (MR > 3) vnni_row_step<kBroadcastUnsigned>(ak + 3 * a_stride, bv, acc3);
-    if constexpr (MR > 4) vnni_row_step<kBroadcastUnsigned>(ak + 4 * a_stride, bv, acc4);
-    if constexpr (MR > 5) vnni_row_step<kBroadcastUnsigned>(ak + 5 * a_stride, bv, acc5);
-    if constexpr (MR > 6) vnni_row_step<kBroadcastUnsigned>(ak + 6 * a_stride, bv, acc6);
-    if constexpr (MR > 7) vnni_row_step<kBroadcastUnsigned>(ak + 7 * a_stride, bv, acc7);
-  }
-  const __m512i accs[8] = {acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7};
-  finish_rows<MR, kBroadcastUnsigned>(accs, e, row0, col0, cols);
-}
-
-using VnniTileFn = void (*)(const uint8_t*, int64_t, const uint8_t*, int64_t, int64_t, int64_t, int,
-                            const Epilogue&);
-
-// Where the tiles find their two panels' rows of B: k-quad kq of the first panel at first(kq), of the
+// Where the tiles find their panels' rows of B: k-quad kq of the first panel at first(kq), of the
 // second `second` bytes after it. Packed panels (panels, KQ, 16, 4), or the tap-major direct
 // convolution's channel-quad image (gemm_kernel.h), whose panels are 16 neighbouring positions.
 struct PackedRows {
@@ -116,31 +73,73 @@ struct TapRows {
   const uint8_t* first(int64_t kq) const { return quads + kq_offset[kq]; }
 };
 
-// Two neighbouring panels at once (32 columns): per k-quad, two zmm loads of B and MR broadcasts of A
-// feed 2 * MR dpbusd. With one panel the MR broadcasts and the load (MR + 1 loads for MR dpbusd) kept
-// the load ports, not the dpbusd units, busy: the 1024^3 GEMM ran at ~34 % of the vpdpbusd peak.
-// Same products and sums per column as vnni_tile, so the same int32 accumulators bit for bit. Columns
-// past `cols` are computed and not stored.
-template <int MR, bool kBroadcastUnsigned, class Rows>
-__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile2(const uint8_t* a, int64_t a_stride,
-                                                                            const Rows b, int64_t kq_count,
-                                                                            int64_t row0, int64_t col0, int cols,
-                                                                            const Epilogue& e) {
-  static_assert(MR >= 1 && MR <= 8);
+// Where a tile's sums go: the GEMM's Epilogue (finish_rows), or the tap-major convolution's output
+// rows (finish_taps). Called once per panel with the MR accumulators of its 16 columns from col0.
+template <bool kBroadcastUnsigned>
+struct EpilogueOut {
+  const Epilogue& e;
+  template <int MR>
+  __attribute__((always_inline)) void finish(const __m512i (&accs)[8], int64_t row0, int64_t col0, int cols) const {
+    finish_rows<MR, kBroadcastUnsigned>(accs, e, row0, col0, cols);
+  }
+};
+
+// The tap-major convolution's output stage: each row's 16 codes narrowed once, then stored by the
+// segments of their chunk (gemm_kernel.h: one masked store per output row the chunk touches), so
+// the junk positions never reach memory.
+struct TapOut {
+  const PackedOutputStage& stage;
+  const TapSegment* segments;
+  const int32_t* chunk_first;
+  int8_t* y;
+  int64_t ohw;
+  template <int MR>
+  __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) void finish(const __m512i (&accs)[8],
+                                                                                   int64_t row0, int64_t col0,
+                                                                                   int /*cols*/) const {
+    constexpr int64_t kRowParams = PackedOutputStage::kParams * 8;
+    const int32_t* rows = stage.rows.data() + row0 * kRowParams;
+    const TapSegment* seg = segments + chunk_first[col0 / kPanel];
+    const int count = static_cast<int>(segments + chunk_first[col0 / kPanel + 1] - seg);
+    const Clamp16 clamp = clamp16(stage);
+    int8_t* dst = y + row0 * ohw;
+    for (int r = 0; r < MR; ++r, dst += ohw) {
+      const __m128i codes = _mm512_cvtepi32_epi8(requantize16(accs[r], row_stage16(rows + r * kRowParams), clamp));
+      for (int i = 0; i < count; ++i) _mm_mask_storeu_epi8(dst + seg[i].offset, seg[i].mask, codes);
+    }
+  }
+};
+
+// A (MR rows, KQ*4) bytes, row stride a_stride, times kPanels (1 or 2) neighbouring panels of B (16
+// columns each): per k-quad, one zmm load of B per panel (16 columns x 4 bytes) and MR broadcasts of
+// A's 4 bytes feed kPanels * MR dpbusd, which add the 4 products u8 x s8 of each column to its int32
+// lane (no saturation). The unsigned operand is the broadcast A (fully connected: activations) or B
+// (conv: im2col or framed activations). With one panel the MR broadcasts and the load (MR + 1 loads
+// for MR dpbusd) kept the load ports, not the dpbusd units, busy: the 1024^3 GEMM ran at ~34 % of the
+// vpdpbusd peak; two panels share the broadcasts. Columns past `cols` are computed and not stored.
+// The accumulators are named variables for the reason given at avx2_tile (with an array GCC 12
+// copies each one to another register after every dpbusd).
+template <int MR, int kPanels, bool kBroadcastUnsigned, class Rows, class Out>
+__attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const uint8_t* a, int64_t a_stride,
+                                                                           const Rows b, int64_t kq_count,
+                                                                           int64_t row0, int64_t col0, int cols,
+                                                                           const Out& out) {
+  static_assert(MR >= 1 && MR <= 8 && (kPanels == 1 || kPanels == 2));
   const __m512i zero = _mm512_setzero_si512();
   __m512i p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero, p7 = zero;  // panel 0
   __m512i q0 = zero, q1 = zero, q2 = zero, q3 = zero, q4 = zero, q5 = zero, q6 = zero, q7 = zero;  // panel 1
   for (int64_t kq = 0; kq < kq_count; ++kq) {
     const uint8_t* bk = b.first(kq);
     const __m512i bv0 = _mm512_loadu_si512(bk);
-    const __m512i bv1 = _mm512_loadu_si512(bk + b.second);
+    const __m512i bv1 = kPanels == 2 ? _mm512_loadu_si512(bk + b.second) : zero;
     const uint8_t* ak = a + kq * 4;
     const auto row = [&](int r, __m512i& acc0, __m512i& acc1) __attribute__((always_inline)) {
       int32_t quad;
       std::memcpy(&quad, ak + r * a_stride, sizeof quad);
       const __m512i av = _mm512_set1_epi32(quad);
       acc0 = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc0, av, bv0) : _mm512_dpbusd_epi32(acc0, bv0, av);
-      acc1 = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc1, av, bv1) : _mm512_dpbusd_epi32(acc1, bv1, av);
+      if constexpr (kPanels == 2)
+        acc1 = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc1, av, bv1) : _mm512_dpbusd_epi32(acc1, bv1, av);
     };
     row(0, p0, q0);
     if constexpr (MR > 1) row(1, p1, q1);
@@ -151,39 +150,28 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile2(cons
     if constexpr (MR > 6) row(6, p6, q6);
     if constexpr (MR > 7) row(7, p7, q7);
   }
-  const __m512i first[8] = {p0, p1, p2, p3, p4, p5, p6, p7}, second[8] = {q0, q1, q2, q3, q4, q5, q6, q7};
-  finish_rows<MR, kBroadcastUnsigned>(first, e, row0, col0, std::min(cols, int{kPanel}));
-  if (cols > kPanel) finish_rows<MR, kBroadcastUnsigned>(second, e, row0, col0 + kPanel, cols - kPanel);
-}
-
-template <bool kBroadcastUnsigned, class Rows>
-using VnniTile2Fn = void (*)(const uint8_t*, int64_t, const Rows, int64_t, int64_t, int64_t, int, const Epilogue&);
-
-template <bool kBroadcastUnsigned, class Rows>
-VnniTile2Fn<kBroadcastUnsigned, Rows> vnni_tile2_fn(int mr) {
-  switch (mr) {
-    case 1: return vnni_tile2<1, kBroadcastUnsigned, Rows>;
-    case 2: return vnni_tile2<2, kBroadcastUnsigned, Rows>;
-    case 3: return vnni_tile2<3, kBroadcastUnsigned, Rows>;
-    case 4: return vnni_tile2<4, kBroadcastUnsigned, Rows>;
-    case 5: return vnni_tile2<5, kBroadcastUnsigned, Rows>;
-    case 6: return vnni_tile2<6, kBroadcastUnsigned, Rows>;
-    case 7: return vnni_tile2<7, kBroadcastUnsigned, Rows>;
-    default: return vnni_tile2<8, kBroadcastUnsigned, Rows>;
+  const __m512i first[8] = {p0, p1, p2, p3, p4, p5, p6, p7};
+  out.template finish<MR>(first, row0, col0, std::min(cols, int{kPanel}));
+  if constexpr (kPanels == 2) {
+    const __m512i second[8] = {q0, q1, q2, q3, q4, q5, q6, q7};
+    if (cols > kPanel) out.template finish<MR>(second, row0, col0 + kPanel, cols - kPanel);
   }
 }
 
-template <bool kBroadcastUnsigned>
-VnniTileFn vnni_tile_fn(int mr) {
+template <int kPanels, bool kBroadcastUnsigned, class Rows, class Out>
+using VnniTileFn = void (*)(const uint8_t*, int64_t, const Rows, int64_t, int64_t, int64_t, int, const Out&);
+
+template <int kPanels, bool kBroadcastUnsigned, class Rows, class Out>
+VnniTileFn<kPanels, kBroadcastUnsigned, Rows, Out> vnni_tile_fn(int mr) {
   switch (mr) {
-    case 1: return vnni_tile<1, kBroadcastUnsigned>;
-    case 2: return vnni_tile<2, kBroadcastUnsigned>;
-    case 3: return vnni_tile<3, kBroadcastUnsigned>;
-    case 4: return vnni_tile<4, kBroadcastUnsigned>;
-    case 5: return vnni_tile<5, kBroadcastUnsigned>;
-    case 6: return vnni_tile<6, kBroadcastUnsigned>;
-    case 7: return vnni_tile<7, kBroadcastUnsigned>;
-    default: return vnni_tile<8, kBroadcastUnsigned>;
+    case 1: return vnni_tile<1, kPanels, kBroadcastUnsigned, Rows, Out>;
+    case 2: return vnni_tile<2, kPanels, kBroadcastUnsigned, Rows, Out>;
+    case 3: return vnni_tile<3, kPanels, kBroadcastUnsigned, Rows, Out>;
+    case 4: return vnni_tile<4, kPanels, kBroadcastUnsigned, Rows, Out>;
+    case 5: return vnni_tile<5, kPanels, kBroadcastUnsigned, Rows, Out>;
+    case 6: return vnni_tile<6, kPanels, kBroadcastUnsigned, Rows, Out>;
+    case 7: return vnni_tile<7, kPanels, kBroadcastUnsigned, Rows, Out>;
+    default: return vnni_tile<8, kPanels, kBroadcastUnsigned, Rows, Out>;
   }
 }
 static_assert(kVnniMR == 8);
@@ -192,34 +180,40 @@ static_assert(kVnniMR == 8);
 // 4-bit panels (unfolded one at a time), in the one-panel tile.
 template <bool kBroadcastUnsigned>
 void gemm_rows_vnni(const GemmOperands& g, int64_t row0, int rows, const Epilogue& e) {
+  using Out = EpilogueOut<kBroadcastUnsigned>;
+  const Out out{e};
   const int64_t panels = ceil_div(g.n, kPanel), pb = panel_bytes(g);
   const uint8_t* a = g.a8 + row0 * g.a_stride;
   int64_t p = 0;
   if (!g.b_nibbles) {
-    const auto tile2 = vnni_tile2_fn<kBroadcastUnsigned, PackedRows>(rows);
+    const auto tile2 = vnni_tile_fn<2, kBroadcastUnsigned, PackedRows, Out>(rows);
     for (; p + 1 < panels; p += 2)
       tile2(a, g.a_stride, PackedRows{g.b + p * pb, pb}, g.kq_count, row0, p * kPanel,
-            tile_cols(g, p * kPanel, 2 * kPanel), e);
+            tile_cols(g, p * kPanel, 2 * kPanel), out);
   }
-  const VnniTileFn tile = vnni_tile_fn<kBroadcastUnsigned>(rows);
+  const auto tile = vnni_tile_fn<1, kBroadcastUnsigned, PackedRows, Out>(rows);
   for (; p < panels; ++p)
-    tile(a, g.a_stride, panel_8bit(g, p), g.kq_count, row0, p * kPanel, tile_cols(g, p * kPanel, kPanel), e);
+    tile(a, g.a_stride, PackedRows{panel_8bit(g, p), pb}, g.kq_count, row0, p * kPanel,
+         tile_cols(g, p * kPanel, kPanel), out);
 }
 
 // The tap-major direct convolution (gemm_kernel.h): 32 positions at a time (the two-panel tile reading
 // its rows from the channel-quad image), every block of 8 filter rows over them while they are in L1;
-// the last block's positions past `positions` are computed and not stored.
+// a last chunk of at most 16 positions in the one-panel tile.
 void conv_taps_vnni(const uint8_t* quads, const int32_t* kq_offset, int64_t kq_count, const uint8_t* filter,
-                    int64_t oc, int64_t positions, const PackedOutputStage& stage, int8_t* codes,
-                    int64_t codes_stride) {
-  const Epilogue e{&stage, 0, /*channel_per_row=*/true, codes, codes_stride};
+                    int64_t oc, int64_t positions, const PackedOutputStage& stage, const TapSegment* segments,
+                    const int32_t* chunk_first, int8_t* y, int64_t ohw) {
+  const TapOut out{stage, segments, chunk_first, y, ohw};
   const int64_t a_stride = kq_count * 4;
   for (int64_t q0 = 0; q0 < positions; q0 += 2 * kPanel) {
     const TapRows b{quads + q0 * 4, kq_offset};
     const int cols = static_cast<int>(std::min<int64_t>(2 * kPanel, positions - q0));
     for (int64_t r0 = 0; r0 < oc; r0 += kVnniMR) {
       const int rows = static_cast<int>(std::min<int64_t>(kVnniMR, oc - r0));
-      vnni_tile2_fn<false, TapRows>(rows)(filter + r0 * a_stride, a_stride, b, kq_count, r0, q0, cols, e);
+      if (cols > kPanel)
+        vnni_tile_fn<2, false, TapRows, TapOut>(rows)(filter + r0 * a_stride, a_stride, b, kq_count, r0, q0, cols, out);
+      else
+        vnni_tile_fn<1, false, TapRows, TapOut>(rows)(filter + r0 * a_stride, a_stride, b, kq_count, r0, q0, cols, out);
     }
   }
 }

@@ -89,22 +89,31 @@ using DirectConvFn = void (*)(const uint8_t* img, const int32_t* tap_offset, int
 // The tap-major direct convolution (PackedConvInt8: one group, stride S of 1 or 2 in both directions),
 // which needs no im2col. The image is framed as channel quads: C4 = C rounded up to a multiple of 4
 // (channels past C hold the padding code; their weights are 0), and for each quad cq and phase
-// (py, px) (S x S phases: pixel (yy, xx) of the padded image belongs to phase (yy % S, xx % S) at
-// (yy / S, xx / S)) a plane (Hq, Wq, 4) of unsigned codes, Hq = ceil(Hp / S), Wq = ceil(Wp / S): the 4
-// bytes of position q of a plane are its 4 channels, and 16 neighbouring positions are one 64-byte
-// row of a panel. The filter's K runs tap-major, k = (ky * KW + kx) * C4 + c, so k-quad kq = tap * C4/4
-// + cq reads its panel row at quads + kq_offset[kq] + 4 * q, kq_offset[kq] = 4 * ((cq * S * S + phase)
-// * Hq * Wq + (ky / S) * Wq + kx / S). The GEMM's columns are the positions q = oy * Wq + ox of the
-// output on the phase grid, (OH - 1) * Wq + OW of them (those with ox >= OW are computed and dropped).
+// (py, px) a plane of Hq rows of Wq positions, 4 unsigned codes (the quad's channels) per position:
+// 16 neighbouring positions are one 64-byte row of a panel.
+// - Stride 1: one phase; the padded image's rows with a pitch of Wq = max(W + pad_w, OW) positions,
+//   not Wp = W + 2 pad_w: the right padding of a row is the left padding of the next (both the
+//   padding code), so each row stores its pad_w left columns, its pixels and only Wq - W - pad_w
+//   right ones (0 unless the padding is wider than the filter's reach, KW - 1, and the output has
+//   columns to the right of the image's), and pad_w more positions close the plane. A filter tap
+//   reads column ox + kx < W + 2 pad_w, which past the pitch is the next row's left padding.
+//   Plane length Hp * Wq + pad_w.
+// - Stride 2: four phases, pixel (yy, xx) of the padded image in phase (yy % 2, xx % 2) at
+//   (yy / 2, xx / 2): Hq = ceil(Hp / 2), Wq = ceil(Wp / 2), plane length Hq * Wq.
+// The filter's K runs tap-major, k = (ky * KW + kx) * C4 + c, so k-quad kq = tap * C4/4 + cq reads its
+// panel row at quads + kq_offset[kq] + 4 * q, kq_offset[kq] = 4 * ((cq * S * S + phase) * plane length
+// + (ky / S) * Wq + kx / S). The GEMM's columns are the positions q = oy * Wq + ox of the output on the
+// phase grid, (OH - 1) * Wq + OW of them; those with ox >= OW are computed and not stored.
 // frame_quads writes 64 bytes of slack past the planes and uses `row` ((Wp + 16) * 4 bytes) for
-// stride 2; conv_taps reads up to 128 bytes past the planes.
+// stride 2; conv_taps reads up to 4 * (Wq + 16) bytes past the planes.
 using FrameQuadsFn = void (*)(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w,
-                              int64_t stride, uint8_t pad_u, uint8_t* quads, uint8_t* row);
-// filter (OC, KQ*4) signed bytes, tap-major; codes (OC, codes_stride) the requantized code of each
-// position, codes_stride >= positions.
+                              int64_t stride, int64_t Wq, uint8_t pad_u, uint8_t* quads, uint8_t* row);
+
+// filter (OC, KQ*4) signed bytes, tap-major; the segments of chunk c are
+// segments[chunk_first[c] .. chunk_first[c + 1]); y (OC, OH * OW = ohw) the codes.
 using ConvTapsFn = void (*)(const uint8_t* quads, const int32_t* kq_offset, int64_t kq_count, const uint8_t* filter,
-                            int64_t oc, int64_t positions, const PackedOutputStage& stage, int8_t* codes,
-                            int64_t codes_stride);
+                            int64_t oc, int64_t positions, const PackedOutputStage& stage,
+                            const TapSegment* segments, const int32_t* chunk_first, int8_t* y, int64_t ohw);
 
 struct GemmKernel {
   int mr;                        // rows of C per GemmRowsFn call
@@ -173,7 +182,7 @@ void pack_quad_rows_avx2(const uint8_t* rows, int64_t row_len, int64_t panels, i
 void pack_conv_direct_avx2(const uint8_t* img, const int32_t* k_offset, const ConvPanelSource* src, int64_t panels,
                            int64_t kq_count, uint8_t* b);
 void frame_quads_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w, int64_t stride,
-                      uint8_t pad_u, uint8_t* quads, uint8_t* row);
+                      int64_t Wq, uint8_t pad_u, uint8_t* quads, uint8_t* row);
 // output_stage_avx2.cpp
 void pool_requantize_avx2(const int32_t* acc, int64_t acc_stride, int64_t row_stride, int64_t channels, int64_t oh,
                           int64_t ow, const PackedOutputStage& s, int8_t* y);

@@ -92,38 +92,55 @@ __attribute__((target("avx2"))) void frame_image_avx2(const int8_t* x, int64_t C
 }
 
 // The image as channel-quad planes for the tap-major direct convolution (gemm_kernel.h), framed by the
-// padding code. Each padded row of a quad is interleaved 16 pixels (64 bytes) at a time: stride 1
-// writes it in place, in address order, spilling as frame_image_avx2's rows do (into the next row,
-// which rewrites it, and past the last plane into the 64 bytes of slack); stride 2 writes it to `row`
-// and deals its even and odd pixels to the rows of the two phases.
+// padding code. Each padded row of a quad is interleaved 16 pixels (64 bytes) at a time. Stride 1
+// writes it in place (its pad_w left columns, the pixels, and the right padding that the next row's
+// left padding does not already provide), in address order, spilling as frame_image_avx2's rows do (into the next
+// row or the plane's closing padding, which rewrite it, and past the last plane into the 64 bytes of
+// slack); stride 2 writes it whole to `row` and deals its even and odd pixels to the two phases' rows.
 __attribute__((target("avx2"))) void frame_quads_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h,
-                                                      int64_t pad_w, int64_t stride, uint8_t pad_u, uint8_t* quads,
-                                                      uint8_t* row) {
+                                                      int64_t pad_w, int64_t stride, int64_t Wq, uint8_t pad_u,
+                                                      uint8_t* quads, uint8_t* row) {
   const int64_t Hp = H + 2 * pad_h, Wp = W + 2 * pad_w, S = stride;
-  const int64_t Hq = (Hp + S - 1) / S, Wq = (Wp + S - 1) / S, quad_count = (C + 3) / 4;
+  const int64_t Hq = (Hp + S - 1) / S, quad_count = (C + 3) / 4;
+  const int64_t plane = S == 1 ? Hp * Wq + pad_w : Hq * Wq;  // positions per plane
   const __m128i flip = _mm_set1_epi8(static_cast<char>(0x80)), pad = _mm_set1_epi8(static_cast<char>(pad_u));
   const int8_t* x_end = x + C * H * W;
   const auto fill = [&](uint8_t* dst, int64_t bytes) {
     for (int64_t j = 0; j < bytes; j += 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j), pad);
   };
+  // Row y of the input, channels 4cq .. 4cq + 3, interleaved into dst (W positions).
+  const auto interleave_row = [&](int64_t cq, int64_t y, uint8_t* dst) {
+    const int8_t* src = x + (4 * cq * H + y) * W;  // channel 4cq, row y; the others H * W apart
+    for (int64_t j = 0; j < W; j += 16) {
+      const auto channel = [&](int i) {
+        return 4 * cq + i < C ? _mm_xor_si128(load_pixels(src + i * H * W + j, x_end), flip) : pad;
+      };
+      interleave_quads(channel(0), channel(1), channel(2), channel(3), dst + j * 4);
+    }
+  };
   for (int64_t cq = 0; cq < quad_count; ++cq) {
-    for (int64_t yy = 0; yy < Hp; ++yy) {
-      // Stride 1: the plane's row itself; stride 2: the scratch row, dealt to the phases below.
-      uint8_t* dst = S == 1 ? quads + (cq * Hp + yy) * Wp * 4 : row;
-      if (yy < pad_h || yy >= pad_h + H) {
-        fill(dst, Wp * 4);
-      } else {
-        fill(dst, pad_w * 4);
-        const int8_t* src = x + (4 * cq * H + yy - pad_h) * W;  // channel 4cq, this row; the others H * W apart
-        for (int64_t j = 0; j < W; j += 16) {
-          const auto channel = [&](int i) {
-            return 4 * cq + i < C ? _mm_xor_si128(load_pixels(src + i * H * W + j, x_end), flip) : pad;
-          };
-          interleave_quads(channel(0), channel(1), channel(2), channel(3), dst + (pad_w + j) * 4);
+    if (S == 1) {
+      uint8_t* dst = quads + cq * plane * 4;
+      for (int64_t yy = 0; yy < Hp; ++yy, dst += Wq * 4) {
+        if (yy < pad_h || yy >= pad_h + H) {
+          fill(dst, Wq * 4);
+        } else {
+          fill(dst, pad_w * 4);
+          interleave_row(cq, yy - pad_h, dst + pad_w * 4);
+          fill(dst + (pad_w + W) * 4, (Wq - W - pad_w) * 4);
         }
-        fill(dst + (pad_w + W) * 4, pad_w * 4);
       }
-      if (S == 1) continue;
+      fill(dst, pad_w * 4);  // the last row's right padding
+      continue;
+    }
+    for (int64_t yy = 0; yy < Hp; ++yy) {
+      if (yy < pad_h || yy >= pad_h + H) {
+        fill(row, Wp * 4);
+      } else {
+        fill(row, pad_w * 4);
+        interleave_row(cq, yy - pad_h, row + pad_w * 4);
+        fill(row + (pad_w + W) * 4, pad_w * 4);
+      }
       // Pixel xx of the row goes to phase (yy % 2, xx % 2), position (yy / 2) * Wq + xx / 2.
       const int64_t py = yy % 2, yq = yy / 2;
       uint8_t* even = quads + ((cq * 4 + py * 2) * Hq + yq) * Wq * 4;
@@ -133,7 +150,7 @@ __attribute__((target("avx2"))) void frame_quads_avx2(const int8_t* x, int64_t C
         std::memcpy(odd + 4 * xq, row + 8 * xq + 4, 4);  // an odd Wp: the last one is the row's junk, unused
       }
     }
-    if (S == 2 && Hp % 2 == 1) {  // an odd Hp leaves the last row of the odd phases unused
+    if (Hp % 2 == 1) {  // an odd Hp leaves the last row of the odd phases unused
       std::memset(quads + ((cq * 4 + 2) * Hq + Hq - 1) * Wq * 4, 0, Wq * 4);
       std::memset(quads + ((cq * 4 + 3) * Hq + Hq - 1) * Wq * 4, 0, Wq * 4);
     }

@@ -311,6 +311,34 @@ TEST_P(OptimizedPath, ConvMatchesReferenceOnResNetShapes) {
   }
 }
 
+// The tap-major direct convolution on the shapes that stress its layout: any padding (0 shares no
+// column between rows; 1 and 2 share the right padding with the next row's left), filters from 1x1
+// to 5x5, and rows so short (W down to 1) that one chunk of 16 positions spans many output rows.
+TEST_P(OptimizedPath, ConvMatchesReferenceOnAnyPaddingAndFilterSize) {
+  Rng rng(170 + static_cast<int>(GetParam()));
+  const int64_t channels[] = {3, 4, 8, 16};
+  for (int i = 0; i < 300; ++i) {
+    ConvCase c = random_conv_case(rng);
+    const int64_t cin = channels[rng.below(4)], kh = uniform_int(rng, 1, 5), kw = uniform_int(rng, 1, 5);
+    c.p.groups = 1;
+    c.p.stride_h = c.p.stride_w = uniform_int(rng, 1, 2);
+    c.p.pad_h = uniform_int(rng, 0, 2), c.p.pad_w = uniform_int(rng, 0, 2);
+    const int64_t h = uniform_int(rng, std::max<int64_t>(1, kh - 2 * c.p.pad_h), 20);
+    const int64_t w = uniform_int(rng, std::max<int64_t>(1, kw - 2 * c.p.pad_w), 20);
+    c.in = {uniform_int(rng, 1, 2), cin, h, w};
+    c.f = {uniform_int(rng, 1, 20), cin, kh, kw};
+    c.x = random_codes(rng, shape_numel(c.in), -128, 127);
+    c.w = random_codes(rng, shape_numel(c.f), -127, 127);
+    c.bias = random_bias(rng, c.f[0]);
+    random_output_stage(rng, c.f[0], cin * kh * kw, &c.p.output_multiplier, &c.p.output_shift);
+    const std::vector<int8_t> expect = conv_reference(c);
+    const std::vector<int8_t> got = conv_packed(c, GetParam());
+    const int64_t at = first_difference(got, expect);
+    ASSERT_EQ(at, -1) << "case " << i << ": " << c.describe() << "\n  output " << at << ": got "
+                      << int(got[at]) << ", reference " << int(expect[at]);
+  }
+}
+
 // The fused max pool gives what the conv then the pool give, on every shape a 2x2 window fits
 // (odd output sizes drop their last row or column, as the pool does).
 TEST_P(OptimizedPath, ConvWithFusedMaxPoolMatchesConvThenPool) {
