@@ -350,7 +350,7 @@ void PackedConvInt8::run_image(const int8_t* x, int8_t* y, KernelPath path, cons
   // input zero point, likewise flipped).
   const uint8_t pad_u = static_cast<uint8_t>(pad_code_) ^ 0x80;
   if (taps_ && kernel.conv_taps) {
-    kernel.frame_quads(x, C, H, W, pad_h, pad_w, tap_stride_, wq_, pad_u, padded, scratch + tap_row_offset_);
+    kernel.frame_quads(x, C, H, W, pad_h, pad_w, tap_stride_, wq_, kh_, kw_, pad_u, padded, scratch + tap_row_offset_);
     kernel.conv_taps(padded, tap_kq_offset_.data(), kq_taps_, f.a_taps, oc_, tap_positions_, stage_,
                      tap_segments_.data(), tap_chunk_first_.data(), y, OHW);
     return;

@@ -105,9 +105,11 @@ using DirectConvFn = void (*)(const uint8_t* img, const int32_t* tap_offset, int
 // + (ky / S) * Wq + kx / S). The GEMM's columns are the positions q = oy * Wq + ox of the output on the
 // phase grid, (OH - 1) * Wq + OW of them; those with ox >= OW are computed and not stored.
 // frame_quads writes 64 bytes of slack past the planes and uses `row` ((Wp + 16) * 4 bytes) for
-// stride 2; conv_taps reads up to 4 * (Wq + 16) bytes past the planes.
+// stride 2, where it may leave the phases a KH x KW filter does not read (py = 1 when KH = 1, px = 1
+// when KW = 1) unwritten; conv_taps reads up to 4 * (Wq + 16) bytes past the planes.
 using FrameQuadsFn = void (*)(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w,
-                              int64_t stride, int64_t Wq, uint8_t pad_u, uint8_t* quads, uint8_t* row);
+                              int64_t stride, int64_t Wq, int64_t KH, int64_t KW, uint8_t pad_u, uint8_t* quads,
+                              uint8_t* row);
 
 // filter (OC, KQ*4) signed bytes, tap-major; the segments of chunk c are
 // segments[chunk_first[c] .. chunk_first[c + 1]); y (OC, OH * OW = ohw) the codes.
@@ -182,7 +184,7 @@ void pack_quad_rows_avx2(const uint8_t* rows, int64_t row_len, int64_t panels, i
 void pack_conv_direct_avx2(const uint8_t* img, const int32_t* k_offset, const ConvPanelSource* src, int64_t panels,
                            int64_t kq_count, uint8_t* b);
 void frame_quads_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h, int64_t pad_w, int64_t stride,
-                      int64_t Wq, uint8_t pad_u, uint8_t* quads, uint8_t* row);
+                      int64_t Wq, int64_t KH, int64_t KW, uint8_t pad_u, uint8_t* quads, uint8_t* row);
 // output_stage_avx2.cpp
 void pool_requantize_avx2(const int32_t* acc, int64_t acc_stride, int64_t row_stride, int64_t channels, int64_t oh,
                           int64_t ow, const PackedOutputStage& s, int8_t* y);

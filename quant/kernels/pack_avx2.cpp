@@ -96,10 +96,11 @@ __attribute__((target("avx2"))) void frame_image_avx2(const int8_t* x, int64_t C
 // writes it in place (its pad_w left columns, the pixels, and the right padding that the next row's
 // left padding does not already provide), in address order, spilling as frame_image_avx2's rows do (into the next
 // row or the plane's closing padding, which rewrite it, and past the last plane into the 64 bytes of
-// slack); stride 2 writes it whole to `row` and deals its even and odd pixels to the two phases' rows.
+// slack); stride 2 writes it whole to `row` and deals its even and odd pixels to the two phases' rows,
+// skipping the phases a KH x KW filter never reads (a 1x1 projection shortcut reads one of four).
 __attribute__((target("avx2"))) void frame_quads_avx2(const int8_t* x, int64_t C, int64_t H, int64_t W, int64_t pad_h,
-                                                      int64_t pad_w, int64_t stride, int64_t Wq, uint8_t pad_u,
-                                                      uint8_t* quads, uint8_t* row) {
+                                                      int64_t pad_w, int64_t stride, int64_t Wq, int64_t KH,
+                                                      int64_t KW, uint8_t pad_u, uint8_t* quads, uint8_t* row) {
   const int64_t Hp = H + 2 * pad_h, Wp = W + 2 * pad_w, S = stride;
   const int64_t Hq = (Hp + S - 1) / S, quad_count = (C + 3) / 4;
   const int64_t plane = S == 1 ? Hp * Wq + pad_w : Hq * Wq;  // positions per plane
@@ -134,6 +135,10 @@ __attribute__((target("avx2"))) void frame_quads_avx2(const int8_t* x, int64_t C
       continue;
     }
     for (int64_t yy = 0; yy < Hp; ++yy) {
+      // Pixel xx of the row goes to phase (yy % 2, xx % 2), position (yy / 2) * Wq + xx / 2. A filter
+      // of one row or column reads only the even rows or columns (phases with py or px of 0).
+      const int64_t py = yy % 2, yq = yy / 2;
+      if (py == 1 && KH == 1) continue;
       if (yy < pad_h || yy >= pad_h + H) {
         fill(row, Wp * 4);
       } else {
@@ -141,16 +146,13 @@ __attribute__((target("avx2"))) void frame_quads_avx2(const int8_t* x, int64_t C
         interleave_row(cq, yy - pad_h, row + pad_w * 4);
         fill(row + (pad_w + W) * 4, pad_w * 4);
       }
-      // Pixel xx of the row goes to phase (yy % 2, xx % 2), position (yy / 2) * Wq + xx / 2.
-      const int64_t py = yy % 2, yq = yy / 2;
       uint8_t* even = quads + ((cq * 4 + py * 2) * Hq + yq) * Wq * 4;
       uint8_t* odd = quads + ((cq * 4 + py * 2 + 1) * Hq + yq) * Wq * 4;
-      for (int64_t xq = 0; xq < Wq; ++xq) {
-        std::memcpy(even + 4 * xq, row + 8 * xq, 4);
-        std::memcpy(odd + 4 * xq, row + 8 * xq + 4, 4);  // an odd Wp: the last one is the row's junk, unused
-      }
+      for (int64_t xq = 0; xq < Wq; ++xq) std::memcpy(even + 4 * xq, row + 8 * xq, 4);
+      if (KW > 1)  // an odd Wp: the last one is the row's junk, unused
+        for (int64_t xq = 0; xq < Wq; ++xq) std::memcpy(odd + 4 * xq, row + 8 * xq + 4, 4);
     }
-    if (Hp % 2 == 1) {  // an odd Hp leaves the last row of the odd phases unused
+    if (Hp % 2 == 1 && KH > 1) {  // an odd Hp leaves the last row of the odd phases unused
       std::memset(quads + ((cq * 4 + 2) * Hq + Hq - 1) * Wq * 4, 0, Wq * 4);
       std::memset(quads + ((cq * 4 + 3) * Hq + Hq - 1) * Wq * 4, 0, Wq * 4);
     }
