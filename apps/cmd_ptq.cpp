@@ -81,6 +81,7 @@ int cmd_ptq(int argc, char** argv) {
   fs::create_directories(out);
   Checkpoint c;
   c.model_name = base.model_name;
+  c.model_description = base.model_description;
   c.model_kind = "qat";
   c.spec = base.spec;
   for (auto& [name, t] : model->state_dict()) c.model_state.push_back({name, t});

@@ -24,6 +24,7 @@ int cmd_qat(int argc, char** argv) {
     base = load_checkpoint(from_path);
     require(base.model_kind == "float", from_path + " is a '" + base.model_kind + "' checkpoint; --from takes a float one");
     cmd.set_defaults_ini("model = " + base.model_name + "\ndataset = " + base.dataset + "\n");
+    cmd.set_base_model(checkpoint_model_description(base));
   }
   if (!cmd.parse(argc, argv)) return 0;
   require(q.freeze_bn_after >= -1 && q.freeze_bn_after <= kMaxEpochs,
@@ -38,7 +39,8 @@ int cmd_qat(int argc, char** argv) {
   const TrainSettings& s = cmd.settings();
 
   Rng rng(s.seed);
-  ModulePtr float_model = make_model(s.model, cmd.data().spec, rng);
+  const ModelDescription description = cmd.model_description();
+  ModulePtr float_model = build_model(description, cmd.data().spec, rng);
   if (!from_path.empty() && !cmd.resuming()) {
     require(base.model_name == s.model, from_path + " holds a " + base.model_name + " model, not " + s.model);
     float_model = model_from_checkpoint(base);
@@ -60,7 +62,7 @@ int cmd_qat(int argc, char** argv) {
   }
   const int64_t freeze_bn = q.freeze_bn_after, freeze_obs = q.freeze_observers_after;
   return cmd.run(
-      model, s.model,
+      model, description,
       [model, freeze_bn, freeze_obs](int64_t epoch) {
         set_bn_frozen(*model, freeze_bn >= 0 && epoch >= freeze_bn);
         set_observers_enabled(*model, !(freeze_obs >= 0 && epoch >= freeze_obs));

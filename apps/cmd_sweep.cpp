@@ -82,9 +82,9 @@ void run_subcommand(int (*command)(int, char**), std::vector<std::string> args, 
 }
 
 // The names of the first and the last weight layer of a model, in execution (registration) order.
-std::pair<std::string, std::string> first_and_last_layers(const std::string& model, const ModelSpec& spec) {
+std::pair<std::string, std::string> first_and_last_layers(const ModelDescription& model, const ModelSpec& spec) {
   Rng rng(0);
-  const ModulePtr m = make_model(model, spec, rng);
+  const ModulePtr m = build_model(model, spec, rng);
   std::string first, last;
   for (const auto& [name, mod] : m->named_modules(m)) {
     const std::string& t = mod->type();
@@ -92,7 +92,7 @@ std::pair<std::string, std::string> first_and_last_layers(const std::string& mod
     if (first.empty()) first = name;
     last = name;
   }
-  if (first.empty()) throw std::invalid_argument(model + " has no conv, linear or LSTM layer to quantize");
+  if (first.empty()) throw std::invalid_argument(model.name + " has no conv, linear or LSTM layer to quantize");
   return {first, last};
 }
 
@@ -112,8 +112,8 @@ double float_accuracy(const std::string& path, const DataBundle& data) {
 
 class Sweep {
  public:
-  Sweep(const SweepSettings& s, const DataSettings& d, const DataBundle& data, std::string command)
-      : s_(s), d_(d), data_(data) {
+  Sweep(const SweepSettings& s, const DataSettings& d, const DataBundle& data, ModelDescription model, std::string command)
+      : s_(s), d_(d), data_(data), model_(std::move(model)) {
     report_.command = std::move(command);
   }
 
@@ -123,9 +123,9 @@ class Sweep {
     const std::vector<std::string> grans = parse_name_list(s_.granularity, {"per-tensor", "per-channel"}, "granularity");
     fs::create_directories(fs::path(s_.out) / "cells");
 
-    report_.model = s_.model;
+    report_.model = model_.name;
     report_.dataset = data_.test.name;
-    const auto [first, last] = first_and_last_layers(s_.model, data_.spec);
+    const auto [first, last] = first_and_last_layers(model_, data_.spec);
     if (s_.first_last == "8") {
       policy_args_ = {"--layer-bits", first + "=8:8", "--layer-bits", last + "=8:8"};
       report_.policy = "first and last layer 8-bit";
@@ -142,7 +142,7 @@ class Sweep {
         for (const std::string& gran : grans)
           for (int64_t i = 0; i < s_.seeds; ++i) cells.push_back({method, gran, bits, s_.first_seed + i});
     std::printf("sweep %s on %s: %zu cells (%zu W/A pairs x %zu methods x %zu granularities x %lld seeds), %s -> %s\n",
-                s_.model.c_str(), report_.dataset.c_str(), cells.size(), pairs.size(), methods.size(), grans.size(),
+                model_.name.c_str(), report_.dataset.c_str(), cells.size(), pairs.size(), methods.size(), grans.size(),
                 static_cast<long long>(s_.seeds), report_.policy.c_str(), s_.out.c_str());
 
     const auto start = std::chrono::steady_clock::now();
@@ -200,8 +200,8 @@ class Sweep {
       bool train = true;
       if (fs::exists(f.checkpoint)) {
         const Checkpoint c = load_checkpoint(f.checkpoint);
-        if (c.model_name != s_.model || c.dataset != data_.test.name)
-          throw UsageError(f.checkpoint + " holds a " + c.model_name + " on " + c.dataset + ", not " + s_.model +
+        if (c.model_name != model_.name || c.dataset != data_.test.name)
+          throw UsageError(f.checkpoint + " holds a " + c.model_name + " on " + c.dataset + ", not " + model_.name +
                            " on " + data_.test.name + ": use another --out");
         const std::string trained_seed = ini_value(c.config_ini, "seed");
         if (trained_seed != std::to_string(seed))
@@ -218,7 +218,7 @@ class Sweep {
       }
       if (train) {
         fs::create_directories(dir);
-        std::printf("training the float %s of seed %llu (%lld epochs, log %s/log.txt)\n", s_.model.c_str(),
+        std::printf("training the float %s of seed %llu (%lld epochs, log %s/log.txt)\n", model_.name.c_str(),
                     static_cast<unsigned long long>(seed), static_cast<long long>(s_.float_epochs), dir.c_str());
         std::fflush(stdout);
         args.insert(args.end(), {"--progress", "none"});
@@ -229,7 +229,7 @@ class Sweep {
     }
     f.accuracy = float_accuracy(f.checkpoint, data_);
     f.checkpoint_bytes = file_bytes(f.checkpoint);
-    std::printf("float %s (seed %llu): test accuracy %.2f %%, %s\n", s_.model.c_str(),
+    std::printf("float %s (seed %llu): test accuracy %.2f %%, %s\n", model_.name.c_str(),
                 static_cast<unsigned long long>(seed), 100 * f.accuracy, f.checkpoint.c_str());
     return f;
   }
@@ -327,6 +327,7 @@ class Sweep {
   const SweepSettings& s_;
   const DataSettings& d_;
   const DataBundle& data_;
+  const ModelDescription model_;  // the network every cell quantizes
   std::vector<std::string> policy_args_;
   SweepReport report_;
 };
@@ -383,19 +384,28 @@ int cmd_sweep(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
+  ModelDescription model;  // the network: the checkpoint's, or --model's
   if (!s.checkpoint.empty()) {
     const Checkpoint base = load_checkpoint(s.checkpoint);
     require(base.model_kind == "float", s.checkpoint + " is a '" + base.model_kind + "' checkpoint; sweep takes a float one");
-    s.model = base.model_name;
+    model = checkpoint_model_description(base);
     if (vm["dataset"].defaulted()) d.dataset = base.dataset;
+  } else {
+    try {
+      model = resolve_model(s.model);
+    } catch (const ModelDescriptionError&) {
+      throw;
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
   }
-  if (s.out.empty()) s.out = "runs/sweep-" + s.model + "-" + d.dataset;
+  if (s.out.empty()) s.out = "runs/sweep-" + model.name + "-" + d.dataset;
   apply_threads(s.threads);
   const DataBundle data = load_data(d, /*with_train=*/false);
 
   std::string command = "qatlab";
   for (int i = 0; i < argc; ++i) command += std::string(" ") + argv[i];
-  Sweep sweep(s, d, data, command);
+  Sweep sweep(s, d, data, model, command);
   return sweep.run();
 }
 

@@ -216,9 +216,10 @@ int cmd_ptq_dynamic(int argc, char** argv) {
 
   // The dynamic model, and the float model alone (no optimizer state) for a like-for-like file size.
   fs::create_directories(out);
-  save_dynamic_model(dyn_path, {base.model_name, base.spec, base.dataset, dyn_model});
+  save_dynamic_model(dyn_path, {base.model_name, base.model_description, base.spec, base.dataset, dyn_model});
   Checkpoint float_only;
   float_only.model_name = base.model_name;
+  float_only.model_description = base.model_description;
   float_only.model_kind = "float";
   float_only.spec = base.spec;
   for (const auto& [name, t] : float_model->state_dict()) float_only.model_state.push_back({name, t});

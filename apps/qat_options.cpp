@@ -57,7 +57,7 @@ ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt) {
   if (ckpt.model_kind != "qat") throw std::runtime_error("unknown model kind '" + ckpt.model_kind + "' in checkpoint");
   Rng unused(0);  // every value is overwritten by the stored state
   ModulePtr model =
-      prepare_qat(make_model(ckpt.model_name, ckpt.spec, unused), qconfig_from_ini(ckpt.config_ini, ckpt.source));
+      prepare_qat(build_checkpoint_model(ckpt, unused), qconfig_from_ini(ckpt.config_ini, ckpt.source));
   model->load_state_dict(std::map<std::string, Tensor>(ckpt.model_state.begin(), ckpt.model_state.end()));
   return model;
 }

@@ -70,7 +70,7 @@ void check_stored_settings(const std::string& path, const std::string& ini) {
     std::istringstream in(ini);
     po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/true), vm);
     po::notify(vm);
-    validate_train_settings(s);
+    validate_train_settings(s, /*check_model=*/false);  // the checkpoint holds its network
   } catch (const std::exception& e) {
     throw std::runtime_error(path + ": " + stored_setting_error(e.what()));
   }
@@ -122,7 +122,7 @@ bool TrainCommand::parse(int argc, char** argv) {
   require(resume_path_.empty() == s_.resume.empty(),
           "--resume must be given on the command line (a config file cannot name the run to resume)");
   if (resuming()) check_resume_changes(resumed_.config_ini, settings_ini(vm_, desc_));
-  validate_train_settings(s_);
+  validate_train_settings(s_, /*check_model=*/!resuming() && !(base_model_ && s_.model == base_model_->name));
   apply_threads(s_.threads);
   command_line_ = join_args(name_, argc, argv);
   data_ = load_data(d_, /*with_train=*/true);
@@ -130,8 +130,15 @@ bool TrainCommand::parse(int argc, char** argv) {
   return true;
 }
 
-int TrainCommand::run(const ModulePtr& model, const std::string& model_name, std::function<void(int64_t)> on_epoch_start,
+ModelDescription TrainCommand::model_description() const {
+  if (resuming()) return checkpoint_model_description(resumed_);
+  if (base_model_ && s_.model == base_model_->name) return *base_model_;
+  return resolve_model(s_.model);
+}
+
+int TrainCommand::run(const ModulePtr& model, const ModelDescription& description, std::function<void(int64_t)> on_epoch_start,
                       std::function<Tensor()> extra_loss) {
+  const std::string& model_name = description.name;
   const std::vector<ParamRef> params = param_refs(*model, s_.decay_bn_and_bias);
   OptimizerConfig oc;
   oc.lr = s_.lr;
@@ -156,6 +163,8 @@ int TrainCommand::run(const ModulePtr& model, const std::string& model_name, std
   job.extra_loss = std::move(extra_loss);
   if (resuming()) {
     require(resumed_.model_name == model_name, resume_path_ + " holds a " + resumed_.model_name + " model, not " + model_name);
+    require(resumed_.model_description.empty() || resumed_.model_description == description.text,
+            resume_path_ + " holds another network than " + description.source + " describes");
     model->load_state_dict(std::map<std::string, Tensor>(resumed_.model_state.begin(), resumed_.model_state.end()));
     require(resumed_.optimizer_kind == optimizer->kind(),
             resume_path_ + " was trained with " + resumed_.optimizer_kind + ", not " + optimizer->kind());
@@ -169,9 +178,11 @@ int TrainCommand::run(const ModulePtr& model, const std::string& model_name, std
   }
   const ModelSpec spec = data_.spec;
   const std::string kind = kind_;
-  job.checkpoint_base = [spec, model_name, kind] {
+  const std::string model_text = description.text;
+  job.checkpoint_base = [spec, model_name, model_text, kind] {
     Checkpoint c;
     c.model_name = model_name;
+    c.model_description = model_text;
     c.model_kind = kind;
     c.spec = spec;
     return c;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "apps/train_loop.h"
@@ -18,6 +19,9 @@ class TrainCommand {
   // Settings with the lowest precedence (below the command line and --config), e.g. the model and
   // dataset of the float checkpoint a QAT run starts from.
   void set_defaults_ini(const std::string& ini) { defaults_ini_ = ini; }
+  // The network of the checkpoint a run starts from (qat --from): --model may then name it (by its
+  // description's name) without a built-in model or a file of that name.
+  void set_base_model(ModelDescription base) { base_model_ = std::move(base); }
   // Parses (a resumed run takes its settings from the checkpoint, the command line still wins),
   // validates, applies --threads and loads the data. Returns false after --help.
   bool parse(int argc, char** argv);
@@ -29,9 +33,13 @@ class TrainCommand {
   bool resuming() const { return !resume_path_.empty(); }
   const Checkpoint& resumed() const { return resumed_; }
 
-  // Trains `model` (already built, not yet loaded from a resumed checkpoint: run() does that), saving
-  // checkpoints of this command's kind whose model is `model_name` from the zoo.
-  int run(const ModulePtr& model, const std::string& model_name, std::function<void(int64_t)> on_epoch_start = {},
+  // The network to train: the resumed checkpoint's own description when resuming, else --model's
+  // (a built-in name or a description file).
+  ModelDescription model_description() const;
+
+  // Trains `model` (already built from `description`, not yet loaded from a resumed checkpoint: run()
+  // does that), saving checkpoints of this command's kind that carry the description.
+  int run(const ModulePtr& model, const ModelDescription& description, std::function<void(int64_t)> on_epoch_start = {},
           std::function<Tensor()> extra_loss = {});
 
  private:
@@ -42,6 +50,7 @@ class TrainCommand {
   po::variables_map vm_;
   std::string resume_path_, command_line_, defaults_ini_;
   Checkpoint resumed_;
+  std::optional<ModelDescription> base_model_;
   DataBundle data_;
 };
 

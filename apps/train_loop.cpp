@@ -15,6 +15,7 @@
 #include "core/ops.h"
 #include "nn/activation.h"
 #include "nn/grad_utils.h"
+#include "nn/model_description.h"
 #include "nn/zoo.h"
 
 namespace qatlab {
@@ -23,9 +24,9 @@ namespace fs = std::filesystem;
 
 void add_train_options(po::options_description& desc, TrainSettings& s) {
   static const std::string models_help = [] {
-    std::string h = "model from the zoo:";
-    for (const std::string& m : model_names()) h += " " + m;
-    return h;
+    std::string h = "a built-in model (";
+    for (const std::string& m : model_names()) h += (h.back() == '(' ? "" : ", ") + m;
+    return h + ") or a model description file (nn/models/README.md)";
   }();
   desc.add_options()
       ("model", po::value(&s.model)->default_value(s.model), models_help.c_str())
@@ -53,12 +54,16 @@ void add_train_options(po::options_description& desc, TrainSettings& s) {
       ("progress", po::value(&s.progress)->default_value(s.progress), "auto | bar | plain | none");
 }
 
-void validate_train_settings(const TrainSettings& s) {
-  const std::vector<std::string> models = model_names();
-  if (std::find(models.begin(), models.end(), s.model) == models.end()) {
-    std::string known;
-    for (const auto& m : models) known += (known.empty() ? "" : ", ") + m;
-    throw UsageError("unknown model '" + s.model + "' (known: " + known + ")");
+void validate_train_settings(const TrainSettings& s, bool check_model) {
+  // A resumed run, or one from a checkpoint, takes its network from there (the file may be gone).
+  if (check_model) {
+    try {
+      resolve_model(s.model);
+    } catch (const ModelDescriptionError&) {
+      throw;  // the file's own line: FILE:LINE: what is wrong
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
   }
   require(s.epochs >= 0 && s.epochs <= kMaxEpochs,
           "--epochs must be in 0.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.epochs));

@@ -46,8 +46,10 @@ struct TrainSettings {
 inline constexpr int64_t kMaxEpochs = 100000;
 
 void add_train_options(po::options_description& desc, TrainSettings& s);
-// Checks ranges (lr > 0, batch >= 1, epochs >= 0, ...) and throws UsageError naming the option.
-void validate_train_settings(const TrainSettings& s);
+// Checks ranges (lr > 0, batch >= 1, epochs >= 0, ...) and throws UsageError naming the option; with
+// check_model, also that --model is a built-in model or a description file (which may then throw
+// ModelDescriptionError for a bad file).
+void validate_train_settings(const TrainSettings& s, bool check_model = true);
 // Applies --threads (0 = every core) to OpenMP; returns the count in use. UsageError outside
 // 0..kMaxThreads.
 int apply_threads(int threads);

@@ -10,6 +10,7 @@
 #include "core/atomic_file.h"
 #include "core/format.h"
 #include "core/h5io.h"
+#include "nn/model_description.h"
 
 #ifndef QATLAB_VERSION
 #define QATLAB_VERSION "dev"
@@ -56,6 +57,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
     f.set_attr("model", "height", c.spec.height);
     f.set_attr("model", "width", c.spec.width);
     f.set_attr("model", "num_classes", c.spec.num_classes);
+    if (!c.model_description.empty()) f.write_string("model/description", c.model_description);
 
     // Entries named "<kind>/<param>" go to optimizer/state/<kind>/<param>; plain names ("step") to
     // optimizer/scalars/, where they cannot collide with a group of the same name.
@@ -116,6 +118,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   c.model_name = printable(c.model_name);
   c.model_kind = printable(c.model_kind);
+  if (f.exists("model/description")) c.model_description = f.read_string("model/description");
   if (f.exists("model/state")) read_tensors(f, "model/state", "", c.model_state);
   c.optimizer_kind = f.get_attr_string("optimizer", "kind");
   if (f.exists("optimizer/state")) read_tensors(f, "optimizer/state", "", c.optimizer_state);
@@ -148,9 +151,18 @@ Checkpoint load_checkpoint(const std::string& path) {
   return c;
 }
 
+ModelDescription checkpoint_model_description(const Checkpoint& ckpt) {
+  if (ckpt.model_description.empty()) return resolve_model(ckpt.model_name);  // written before descriptions
+  return parse_model_description(ckpt.model_description, ckpt.source + " (its stored model description)");
+}
+
+ModulePtr build_checkpoint_model(const Checkpoint& ckpt, Rng& rng) {
+  return build_model(checkpoint_model_description(ckpt), ckpt.spec, rng);
+}
+
 ModulePtr model_from_checkpoint(const Checkpoint& ckpt) {
   Rng unused(0);  // initial values are overwritten by the stored state
-  ModulePtr model = make_model(ckpt.model_name, ckpt.spec, unused);
+  ModulePtr model = build_checkpoint_model(ckpt, unused);
   std::map<std::string, Tensor> state(ckpt.model_state.begin(), ckpt.model_state.end());
   model->load_state_dict(state);
   return model;

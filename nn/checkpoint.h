@@ -2,7 +2,10 @@
 //
 // File layout (format "qatlab-checkpoint", version 1), readable with h5py or h5dump:
 //   /                         attrs: format, format_version, qatlab_version, created (UTC, ISO 8601)
-//   /model                    attrs: name (zoo name), kind ("float"), channels, height, width, num_classes
+//   /model                    attrs: name (the description's name), kind ("float"), channels, height, width,
+//                             num_classes
+//   /model/description        string: the network's description (nn/model_description.h), from which the
+//                             model is rebuilt; files without it name a built-in model
 //   /model/state/<name>       float32, one dataset per parameter and buffer ("features.0.weight")
 //   /optimizer                attrs: kind ("sgd" | "adam" | "adamw")
 //   /optimizer/state/<kind>/<param>  float32 optimizer buffers ("exp_avg/features.0.weight", "step")
@@ -22,6 +25,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "nn/model_description.h"
 #include "nn/module.h"
 #include "nn/zoo.h"
 
@@ -37,6 +41,7 @@ using MetricsRow = std::map<std::string, double>;
 
 struct Checkpoint {
   std::string model_name;
+  std::string model_description;  // the description's text (empty: model_name is a built-in model)
   std::string model_kind = "float";
   ModelSpec spec;
   NamedTensors model_state;
@@ -61,7 +66,11 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
 // from the file (model name and kind, dataset) come back with control bytes escaped (printable()).
 Checkpoint load_checkpoint(const std::string& path);
 
-// The model a checkpoint describes, built from the zoo and loaded with its state.
+// The description of a checkpoint's network: the stored one, or the built-in model of that name.
+ModelDescription checkpoint_model_description(const Checkpoint& ckpt);
+// A checkpoint's network with fresh parameters (drawn from rng), not its stored state.
+ModulePtr build_checkpoint_model(const Checkpoint& ckpt, Rng& rng);
+// The model a checkpoint describes, built from its description and loaded with its state.
 ModulePtr model_from_checkpoint(const Checkpoint& ckpt);
 
 }  // namespace qatlab

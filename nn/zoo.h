@@ -1,4 +1,5 @@
-// zoo.h: models by name (`--model mlp`, `--model lenet5`, `--model resnet20`), built for a given input shape.
+// zoo.h: models by name (`--model mlp`, `--model lenet5`, `--model resnet20`) or description file
+// (`--model my_net.yaml`, nn/model_description.h), built for a given input shape.
 #pragma once
 
 #include <string>
@@ -26,9 +27,11 @@ inline constexpr int64_t kMaxModelClasses = 1000;
 // (num_classes from 2).
 void validate_model_spec(const ModelSpec& spec);
 
+// The built-in models' names (their descriptions are nn/models/NAME.yaml).
 std::vector<std::string> model_names();
-// Throws std::invalid_argument naming the known models when `name` is unknown, or when the spec is
-// out of range (validate_model_spec).
+// The built-in model `name`, or else the description file at path `name`. Throws std::invalid_argument
+// naming the built-in models when `name` is neither, when the spec is out of range
+// (validate_model_spec), and (ModelDescriptionError) for a bad description.
 ModulePtr make_model(const std::string& name, const ModelSpec& spec, Rng& rng);
 
 }  // namespace qatlab

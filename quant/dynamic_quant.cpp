@@ -17,6 +17,7 @@
 #include <Eigen/Core>
 
 #include "core/atomic_file.h"
+#include "nn/model_description.h"
 #include "core/format.h"
 #include "core/h5io.h"
 #include "nn/lstm_cell.h"
@@ -429,6 +430,7 @@ void save_dynamic_model(const std::string& path, const DynamicModelFile& file) {
     f.set_attr("model", "width", file.spec.width);
     f.set_attr("model", "num_classes", file.spec.num_classes);
     f.set_attr("model", "dataset", file.dataset);
+    if (!file.model_description.empty()) f.write_string("model/description", file.model_description);
     int64_t index = 0;
     for (const auto& [name, m] : file.model->named_modules(file.model)) {
       DynamicModule* d = as_dynamic(*m);
@@ -476,7 +478,12 @@ DynamicModelFile load_dynamic_model(const std::string& path) {
   file.dataset = printable(f.get_attr_string("model", "dataset"));
   try {
     Rng unused(0);  // the initial values are replaced by the file's
-    file.model = quantize_dynamic(make_model(file.model_name, file.spec, unused));
+    if (f.exists("model/description")) file.model_description = f.read_string("model/description");
+    const ModelDescription description =
+        file.model_description.empty()
+            ? resolve_model(file.model_name)
+            : parse_model_description(file.model_description, path + " (its stored model description)");
+    file.model = quantize_dynamic(build_model(description, file.spec, unused));
   } catch (const std::invalid_argument& e) {
     fail(std::string("cannot rebuild the model: ") + e.what());
   }

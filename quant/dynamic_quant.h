@@ -160,7 +160,9 @@ DynamicWeightBytes dynamic_weight_bytes(const ModulePtr& model);
 //
 // HDF5, format "qatlab-dynamic-model", version 1, written atomically (temp file + rename):
 //   /                      attrs: format, format_version, qatlab_version
-//   /model                 attrs: name (zoo name), channels, height, width, num_classes, dataset
+//   /model                 attrs: name (the description's name), channels, height, width, num_classes, dataset
+//   /model/description     string: the network's description (nn/model_description.h); files without
+//                          it name a built-in model
 //   /model/state/<name>    float32: every entry of the dynamic model's state dict (the float layers'
 //                          parameters and buffers, the dynamic layers' biases)
 //   /dynamic/000, 001 ...  one group per dynamic layer, attrs: module (dotted name), kind (its type);
@@ -168,13 +170,15 @@ DynamicWeightBytes dynamic_weight_bytes(const ModulePtr& model);
 //     <matrix>_scale       float32 (rows): their per-row scales
 // Strings are fixed-length UTF-8 (h5io.h); a file with variable-length strings, as every dynamic model
 // written before was, is refused with a line saying it must be made again.
-// Loading rebuilds the zoo model from the spec, applies quantize_dynamic and fills it from the file.
+// Loading rebuilds the model from its description and the spec, applies quantize_dynamic and fills it
+// from the file.
 
 inline constexpr const char* kDynamicModelFormat = "qatlab-dynamic-model";
 inline constexpr int64_t kDynamicModelVersion = 1;
 
 struct DynamicModelFile {
-  std::string model_name;  // the zoo name
+  std::string model_name;  // the description's name
+  std::string model_description;  // its text (empty: model_name is a built-in model)
   ModelSpec spec;
   std::string dataset;     // what the float model was trained on
   ModulePtr model;         // a quantize_dynamic'd model of that name and spec

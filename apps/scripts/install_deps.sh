@@ -2,7 +2,8 @@
 # install_deps.sh: installs the Debian packages qatlab builds with (as root), or prints the command to run.
 set -euo pipefail
 
-packages=(cmake make g++ pkg-config libeigen3-dev libboost-program-options-dev libhdf5-dev libgtest-dev zlib1g-dev)
+packages=(cmake make g++ pkg-config libeigen3-dev libboost-program-options-dev libhdf5-dev libgtest-dev zlib1g-dev
+          libyaml-cpp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

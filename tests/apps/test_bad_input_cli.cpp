@@ -138,6 +138,14 @@ TEST_F(BadInputCli, ControlBytesInStoredNamesAreEscaped) {
   const std::string ckpt = work("escape.h5");
   Checkpoint c = load_checkpoint(float_ckpt_);
   c.model_name = "mlp\x1b[2J\nforged line";
+  // With its description the network is rebuilt from it, and the name is only printed.
+  save_checkpoint(ckpt, c);
+  const RunResult printed = eval(ckpt, "eval-described");
+  EXPECT_TRUE(printed.exited && printed.exit_code == 0) << printed.err;
+  EXPECT_NE(printed.out.find("mlp\\x1b[2J\\x0aforged line"), std::string::npos) << printed.out;
+  EXPECT_EQ(printed.out.find('\x1b'), std::string::npos);
+  // Without one (a file from before descriptions) the name must be a built-in model.
+  c.model_description.clear();
   save_checkpoint(ckpt, c);
   const RunResult r = eval(ckpt, "eval");
   EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "eval", {"unknown model", "mlp\\x1b[2J\\x0aforged line"}));
