@@ -47,7 +47,7 @@ int cmd_info(int argc, char** argv) {
   std::printf("  epochs done    %lld\n", static_cast<long long>(c.epoch));
   std::printf("  optimizer      %s\n", c.optimizer_kind.c_str());
   for (const auto& [k, v] : c.metadata) std::printf("  %-14s %s\n", k.c_str(), v.c_str());
-  if (c.model_kind == "qat") std::printf("\nquantization:\n%s", qconfig_from_ini(c.config_ini, path).describe().c_str());
+  if (c.model_kind == "qat") std::printf("\nquantization:\n%s", checkpoint_qconfig(c).describe().c_str());
   std::printf("\nmodule tree:\n%s", model->summary(c.model_name, 1).c_str());
   if (show_params) {
     std::printf("\nstate:\n");

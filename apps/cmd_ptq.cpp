@@ -11,6 +11,7 @@
 #include "apps/qat_options.h"
 #include "apps/train_loop.h"
 #include "nn/checkpoint.h"
+#include "quant/qconfig_data.h"
 #include "quant/convert.h"
 #include "quant/prepare.h"
 
@@ -82,6 +83,7 @@ int cmd_ptq(int argc, char** argv) {
   Checkpoint c;
   c.model_name = base.model_name;
   c.model_description = base.model_description;
+  c.qconfig = qconfig_to_data(qconfig);
   c.model_kind = "qat";
   c.spec = base.spec;
   for (auto& [name, t] : model->state_dict()) c.model_state.push_back({name, t});

@@ -5,6 +5,7 @@
 #include "apps/qat_options.h"
 #include "apps/train_command.h"
 #include "nn/zoo.h"
+#include "quant/qconfig_data.h"
 #include "quant/learnable_quantizer.h"
 #include "quant/prepare.h"
 
@@ -36,6 +37,7 @@ int cmd_qat(int argc, char** argv) {
   // A resumed run's quantization settings come from its checkpoint: a bad one is the file's fault.
   if (cmd.resuming()) qconfig_from_ini(cmd.resumed().config_ini, cmd.resumed().source);
   const QConfig qconfig = qconfig_from(q);
+  cmd.set_qconfig_data(qconfig_to_data(qconfig));
   const TrainSettings& s = cmd.settings();
 
   Rng rng(s.seed);

@@ -4,6 +4,7 @@
 #include <map>
 #include <sstream>
 
+#include "quant/qconfig_data.h"
 #include "quant/prepare.h"
 
 namespace qatlab {
@@ -52,12 +53,17 @@ QConfig qconfig_from_ini(const std::string& ini, const std::string& source) {
   }
 }
 
+QConfig checkpoint_qconfig(const Checkpoint& ckpt) {
+  if (!ckpt.qconfig.empty()) return qconfig_from_data(ckpt.qconfig, ckpt.source);
+  return qconfig_from_ini(ckpt.config_ini, ckpt.source);
+}
+
 ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt) {
   if (ckpt.model_kind == "float") return model_from_checkpoint(ckpt);
   if (ckpt.model_kind != "qat") throw std::runtime_error("unknown model kind '" + ckpt.model_kind + "' in checkpoint");
   Rng unused(0);  // every value is overwritten by the stored state
   ModulePtr model =
-      prepare_qat(build_checkpoint_model(ckpt, unused), qconfig_from_ini(ckpt.config_ini, ckpt.source));
+      prepare_qat(build_checkpoint_model(ckpt, unused), checkpoint_qconfig(ckpt));
   model->load_state_dict(std::map<std::string, Tensor>(ckpt.model_state.begin(), ckpt.model_state.end()));
   return model;
 }

@@ -30,6 +30,10 @@ QConfig qconfig_from(const QatSettings& q);
 // the file's fault, not the command line's: std::runtime_error "<source>: stored setting ...".
 QConfig qconfig_from_ini(const std::string& ini, const std::string& source);
 
+// The QConfig of a QAT checkpoint: its stored data (/model/qconfig), or for files written before that
+// was stored, its stored settings (qconfig_from_ini). Throws std::runtime_error "<source>: ...".
+QConfig checkpoint_qconfig(const Checkpoint& ckpt);
+
 // The model a checkpoint holds, float or QAT (prepared with its QConfig), with its state loaded.
 ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt);
 

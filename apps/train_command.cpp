@@ -179,10 +179,12 @@ int TrainCommand::run(const ModulePtr& model, const ModelDescription& descriptio
   const ModelSpec spec = data_.spec;
   const std::string kind = kind_;
   const std::string model_text = description.text;
-  job.checkpoint_base = [spec, model_name, model_text, kind] {
+  const std::string qconfig = qconfig_data_;
+  job.checkpoint_base = [spec, model_name, model_text, qconfig, kind] {
     Checkpoint c;
     c.model_name = model_name;
     c.model_description = model_text;
+    c.qconfig = qconfig;
     c.model_kind = kind;
     c.spec = spec;
     return c;

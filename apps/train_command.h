@@ -22,6 +22,8 @@ class TrainCommand {
   // The network of the checkpoint a run starts from (qat --from): --model may then name it (by its
   // description's name) without a built-in model or a file of that name.
   void set_base_model(ModelDescription base) { base_model_ = std::move(base); }
+  // A QAT run's quantization settings as data (qconfig_data.h), stored in its checkpoints.
+  void set_qconfig_data(std::string data) { qconfig_data_ = std::move(data); }
   // Parses (a resumed run takes its settings from the checkpoint, the command line still wins),
   // validates, applies --threads and loads the data. Returns false after --help.
   bool parse(int argc, char** argv);
@@ -51,6 +53,7 @@ class TrainCommand {
   std::string resume_path_, command_line_, defaults_ini_;
   Checkpoint resumed_;
   std::optional<ModelDescription> base_model_;
+  std::string qconfig_data_;
   DataBundle data_;
 };
 

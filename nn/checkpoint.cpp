@@ -58,6 +58,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
     f.set_attr("model", "width", c.spec.width);
     f.set_attr("model", "num_classes", c.spec.num_classes);
     if (!c.model_description.empty()) f.write_string("model/description", c.model_description);
+    if (!c.qconfig.empty()) f.write_string("model/qconfig", c.qconfig);
 
     // Entries named "<kind>/<param>" go to optimizer/state/<kind>/<param>; plain names ("step") to
     // optimizer/scalars/, where they cannot collide with a group of the same name.
@@ -119,6 +120,7 @@ Checkpoint load_checkpoint(const std::string& path) {
   c.model_name = printable(c.model_name);
   c.model_kind = printable(c.model_kind);
   if (f.exists("model/description")) c.model_description = f.read_string("model/description");
+  if (f.exists("model/qconfig")) c.qconfig = f.read_string("model/qconfig");
   if (f.exists("model/state")) read_tensors(f, "model/state", "", c.model_state);
   c.optimizer_kind = f.get_attr_string("optimizer", "kind");
   if (f.exists("optimizer/state")) read_tensors(f, "optimizer/state", "", c.optimizer_state);

@@ -114,7 +114,24 @@ TEST_F(BadInputCli, BadStoredSettingsBlameTheFileNotAnOption) {
   const size_t at = config.find("abits = 8");
   ASSERT_NE(at, std::string::npos) << config;
   const std::string ckpt = work("abits.h5");
+  // The quantization settings are stored as data (/model/qconfig): a bad field is the file's fault.
+  const std::string qconfig = c.qconfig;
+  const size_t bits = qconfig.find("activation: {bits: 8");
+  ASSERT_NE(bits, std::string::npos) << qconfig;
+  c.qconfig = std::string(qconfig).replace(bits, 20, "activation: {bits: 9");
+  save_checkpoint(ckpt, c);
+  for (const char* command : {"eval", "convert", "info"}) {
+    const RunResult r = std::string(command) == "eval" ? eval(ckpt, command) : qatlab({command, ckpt}, command);
+    EXPECT_TRUE(FailedWith(r, kRuntimeFailure, command, {ckpt, "stored quantization settings", "9"}));
+    EXPECT_EQ(r.err.find("--abits"), std::string::npos) << r.err;
+  }
+  // With them, the command line the run was made with is not consulted...
+  c.qconfig = qconfig;
   c.config_ini = std::string(config).replace(at, 9, "abits = 9");
+  save_checkpoint(ckpt, c);
+  EXPECT_TRUE(Succeeded(qatlab({"convert", ckpt}, "convert-data")));
+  // ... which a file written before they were stored still needs.
+  c.qconfig.clear();
   save_checkpoint(ckpt, c);
   for (const char* command : {"eval", "convert", "info"}) {
     const RunResult r = std::string(command) == "eval" ? eval(ckpt, command) : qatlab({command, ckpt}, command);

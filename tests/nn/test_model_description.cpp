@@ -43,7 +43,8 @@ bool same_state(const Module& a, const Module& b) {
 
 TEST(ModelDescription, BuiltinModelsAreTheirFilesAndHaveTheirSizes) {
   const std::vector<std::string> names = builtin_model_names();
-  EXPECT_EQ(names, (std::vector<std::string>{"cifar-cnn", "lenet5", "lstm-rows", "mlp", "resnet20"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"cifar-cnn", "lenet5", "lstm-rows", "mlp", "mobilenet-cifar", "resnet20",
+                                             "vgg-small"}));
   for (const std::string& name : names) {
     ASSERT_NE(builtin_model(name), nullptr);
     EXPECT_EQ(builtin_model(name)->name, name);  // the file's `name:` is its file name
