@@ -53,7 +53,7 @@ int cmd_qat(int argc, char** argv) {
   // PACT's clipping levels are kept in check by an L2 term on the loss.
   std::vector<std::shared_ptr<PactQuantizer>> pact;
   for (const auto& [name, m] : model->named_modules(model))
-    if (m->type() == "PactQuantizer") pact.push_back(std::static_pointer_cast<PactQuantizer>(m));
+    if (m->is<PactQuantizer>()) pact.push_back(std::static_pointer_cast<PactQuantizer>(m));
   std::function<Tensor()> pact_decay;
   if (!pact.empty()) {
     pact_decay = [pact] {

@@ -24,6 +24,9 @@
 #include "apps/train_loop.h"
 #include "core/atomic_file.h"
 #include "nn/checkpoint.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/lstm.h"
 #include "quant/convert.h"
 
 namespace qatlab {
@@ -87,8 +90,7 @@ std::pair<std::string, std::string> first_and_last_layers(const ModelDescription
   const ModulePtr m = build_model(model, spec, rng);
   std::string first, last;
   for (const auto& [name, mod] : m->named_modules(m)) {
-    const std::string& t = mod->type();
-    if (t != "Conv2d" && t != "Linear" && t != "LSTM") continue;
+    if (!mod->is<Conv2d>() && !mod->is<Linear>() && !mod->is<LSTM>()) continue;
     if (first.empty()) first = name;
     last = name;
   }

@@ -201,7 +201,7 @@ std::string summary_json(const TrainJob& job, const TrainSettings& s, const std:
 void reseed_dropouts(const ModulePtr& model, uint64_t seed, int64_t epoch) {
   uint64_t stream = 0;
   for (auto& [name, m] : model->named_modules(model))
-    if (m->type() == "Dropout") static_cast<Dropout&>(*m).reseed(seed, (epoch << 16) + stream++);
+    if (Dropout* d = m->as<Dropout>()) d->reseed(seed, (epoch << 16) + stream++);
 }
 
 }  // namespace

@@ -24,8 +24,9 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 class Module {
  public:
-  // type: the layer's kind as users know it ("Conv2d", "BatchNorm2d", ...). Passes that rewrite the tree
-  // dispatch on it (an enum-like string compared once per module), not on RTTI.
+  // type: the layer's kind as users know it ("Conv2d", "BatchNorm2d", ...), for printouts, layer names
+  // and --layer-bits keys. Code that dispatches on a module's kind asks is<T>() / as<T>() (the kind is
+  // its class), once per module, never by comparing this string.
   explicit Module(std::string type) : type_(std::move(type)) {}
   virtual ~Module() = default;
   Module(const Module&) = delete;
@@ -41,6 +42,20 @@ class Module {
   }
 
   const std::string& type() const { return type_; }
+
+  // This module as a T (a T or a class derived from it), or null; whether it is one.
+  template <class T>
+  T* as() {
+    return dynamic_cast<T*>(this);
+  }
+  template <class T>
+  const T* as() const {
+    return dynamic_cast<const T*>(this);
+  }
+  template <class T>
+  bool is() const {
+    return as<T>() != nullptr;
+  }
 
   // Execution-time fusion of a ReLU that follows this module in a Sequential (the tree itself is not
   // changed: checkpoints, prepare_qat and printouts see both modules). A module that can apply the

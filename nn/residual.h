@@ -22,7 +22,7 @@ class Residual : public Module {
   Tensor forward(const Tensor& x) override {
     const Tensor body = (*child("body"))(x), shortcut = (*child("shortcut"))(x);
     // A ReLU after the sum runs fused with it (the same values and gradients, one pass fewer).
-    if (child("act")->type() == "ReLU" && body.shape() == shortcut.shape()) return add_relu(body, shortcut);
+    if (child("act")->is<ReLU>() && body.shape() == shortcut.shape()) return add_relu(body, shortcut);
     return (*child("act"))(add(body, shortcut));
   }
 };

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "nn/activation.h"
+#include "nn/sequence_models.h"
 #include "quant/lower.h"
 #include "quant/prepare.h"
 #include "quant/qat_lstm.h"
@@ -35,47 +36,43 @@ class Emitter {
   }
 
   void module(const ModulePtr& m, const std::string& full) {
-    const std::string& type = m->type();
     Int8Op op;
     op.name = full;
-    if (type == "Sequential") {
+    if (m->is<Sequential>()) {
       sequence(m, full + ".");
       return;
     }
-    if (type == "QatConv2d" || type == "QatLinear") {
-      const auto& layer = static_cast<const QatLayer&>(*m);
-      const QParams out = layer.output_quant().qparams();
-      op.kind = layer.is_conv() ? Int8OpKind::Conv2d : Int8OpKind::FullyConnected;
-      op.layer = lower_layer(layer, grid, out);
+    if (const QatLayer* layer = m->as<QatLayer>()) {
+      const QParams out = layer->output_quant().qparams();
+      op.kind = layer->is_conv() ? Int8OpKind::Conv2d : Int8OpKind::FullyConnected;
+      op.layer = lower_layer(*layer, grid, out);
       grid = out;
-    } else if (type == "QatResidual") {
-      residual(static_cast<const QatResidual&>(*m), full);
+    } else if (const QatResidual* res = m->as<QatResidual>()) {
+      residual(*res, full);
       return;
-    } else if (type == "RowLstmClassifier") {
+    } else if (m->is<RowLstmClassifier>()) {
       row_lstm(m, full);
       return;
-    } else if (type == "QatLstm") {
-      lstm(static_cast<const QatLstm&>(*m), full);
+    } else if (const QatLstm* lstm_layer = m->as<QatLstm>()) {
+      lstm(*lstm_layer, full);
       return;
-    } else if (type == "MaxPool2d") {
-      const auto& p = static_cast<const MaxPool2d&>(*m);
+    } else if (const MaxPool2d* p = m->as<MaxPool2d>()) {
       op.kind = Int8OpKind::MaxPool2d;
-      op.kernel = p.kernel, op.stride = p.stride, op.pad = p.padding;
-    } else if (type == "QatAvgPool") {
-      const auto& p = static_cast<const QatAvgPool&>(*m);
-      op.kind = p.kernel == 0 ? Int8OpKind::GlobalAvgPool : Int8OpKind::AvgPool2d;
-      op.kernel = p.kernel, op.stride = p.stride, op.pad = p.padding;
+      op.kernel = p->kernel, op.stride = p->stride, op.pad = p->padding;
+    } else if (const QatAvgPool* p = m->as<QatAvgPool>()) {
+      op.kind = p->kernel == 0 ? Int8OpKind::GlobalAvgPool : Int8OpKind::AvgPool2d;
+      op.kernel = p->kernel, op.stride = p->stride, op.pad = p->padding;
       op.grid = grid;
-    } else if (type == "Flatten") {
+    } else if (m->is<Flatten>()) {
       op.kind = Int8OpKind::Flatten;
-    } else if (type == "ReLU") {
+    } else if (m->is<ReLU>()) {
       op.kind = Int8OpKind::Clamp;
       op.clamp_min = std::max(grid.quant_min, grid.zero_point[0]);
       op.clamp_max = grid.quant_max;
-    } else if (type == "Identity" || type == "Dropout") {
+    } else if (m->is<Identity>() || m->is<Dropout>()) {
       return;  // nothing at inference
     } else {
-      throw std::invalid_argument("convert: no integer form for " + type + " '" + full + "'");
+      throw std::invalid_argument("convert: no integer form for " + m->type() + " '" + full + "'");
     }
     emit(std::move(op), {slot});
   }

@@ -369,16 +369,15 @@ LstmOutput DynamicLstm::forward_seq(const Tensor& x, const Tensor& h0, const Ten
 // --------------------------------------------------------------------------------------- passes
 
 DynamicModule* as_dynamic(Module& m) {
-  if (m.type() == "DynamicLinear" || m.type() == "DynamicLSTM") return static_cast<DynamicModule*>(&m);
-  return nullptr;
+  return m.as<DynamicModule>();
 }
 
 namespace {
 
 // The dynamic form of a Linear or LSTM, or null for any other module.
 ModulePtr dynamic_form(const Module& m) {
-  if (m.type() == "Linear") return std::make_shared<DynamicLinear>(static_cast<const Linear&>(m));
-  if (m.type() == "LSTM") return std::make_shared<DynamicLstm>(static_cast<const LSTM&>(m));
+  if (const Linear* linear = m.as<Linear>()) return std::make_shared<DynamicLinear>(*linear);
+  if (const LSTM* lstm = m.as<LSTM>()) return std::make_shared<DynamicLstm>(*lstm);
   return nullptr;
 }
 
@@ -391,7 +390,7 @@ ModulePtr quantize_dynamic(const ModulePtr& model) {
   // Linear or LSTM has no children, so no name below one is ever visited.
   std::vector<std::pair<std::string, ModulePtr>> targets;
   for (const auto& [name, m] : model->named_modules(model))
-    if (!name.empty() && (m->type() == "Linear" || m->type() == "LSTM")) targets.push_back({name, m});
+    if (!name.empty() && (m->is<Linear>() || m->is<LSTM>())) targets.push_back({name, m});
   for (const auto& [name, m] : targets) model->set_submodule(name, dynamic_form(*m));
   model->eval();
   return model;

@@ -11,8 +11,10 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "nn/activation.h"
 #include "quant/fake_quantize.h"
 #include "quant/int8_kernels.h"
+#include "quant/learnable_quantizer.h"
 #include "quant/lower.h"
 #include "quant/prepare.h"
 
@@ -77,17 +79,15 @@ std::string render_table(const std::vector<std::string>& header, const std::vect
 
 // ------------------------------------------------------------------------------------------ quantizers
 
-bool is_quantizer_type(const std::string& type) {
-  return type == "FakeQuantize" || type == "LsqQuantizer" || type == "LsqPlusQuantizer" || type == "PactQuantizer";
-}
+// The quantizers that find a grid (observed or learned), not the pass-through one.
+bool is_grid_quantizer(const Module& m) { return m.is<FakeQuantize>() || m.is<LsqQuantizer>() || m.is<PactQuantizer>(); }
 
 std::string method_of(const Quantizer& q) {
-  const std::string& type = q.type();
-  if (type == "FakeQuantize") return static_cast<const FakeQuantize&>(q).observer().describe() + " observer";
-  if (type == "LsqQuantizer") return "lsq";
-  if (type == "LsqPlusQuantizer") return "lsq+";
-  if (type == "PactQuantizer") return "pact";
-  return type;
+  if (const FakeQuantize* f = q.as<FakeQuantize>()) return f->observer().describe() + " observer";
+  if (q.is<LsqPlusQuantizer>()) return "lsq+";  // before LsqQuantizer, which it derives from
+  if (q.is<LsqQuantizer>()) return "lsq";
+  if (q.is<PactQuantizer>()) return "pact";
+  return q.type();
 }
 
 std::string scheme_name(const QScheme& s) {
@@ -140,20 +140,19 @@ class RowWalker {
   QParams grid;
 
   void module(const ModulePtr& m, const std::string& full) {
-    const std::string& type = m->type();
-    if (type == "Sequential") {
+    if (m->is<Sequential>()) {
       for (const auto& [name, child] : m->children()) module(child, full + "." + name);
-    } else if (type == "QatConv2d" || type == "QatLinear") {
-      layer(static_cast<const QatLayer&>(*m), full);
-    } else if (type == "QatResidual") {
-      residual(static_cast<const QatResidual&>(*m), full);
+    } else if (const QatLayer* l = m->as<QatLayer>()) {
+      layer(*l, full);
+    } else if (const QatResidual* r = m->as<QatResidual>()) {
+      residual(*r, full);
     } else {
       // Pooling, flatten, ReLU, Identity and Dropout keep their input's grid. A module with quantizers
       // of its own that is none of the above (an LSTM) would change the grid in a way this walk cannot
       // follow: refuse rather than report wrong integers for the layers after it.
       for (const auto& [sub, mm] : m->named_modules(m))
-        if (!sub.empty() && is_quantizer_type(mm->type()))
-          throw std::invalid_argument("cannot inspect " + full + " (" + type +
+        if (!sub.empty() && is_grid_quantizer(*mm))
+          throw std::invalid_argument("cannot inspect " + full + " (" + m->type() +
                                       "): it holds quantizers of its own; inspect covers conv, linear, pooling and "
                                       "residual layers (convert the model and inspect the integer file instead)");
     }
@@ -227,16 +226,15 @@ class Recorder {
   explicit Recorder(const OutputVisitor& seen) : seen_(seen) {}
 
   Tensor run(const ModulePtr& m, const std::string& full, const Tensor& x) {
-    const std::string& type = m->type();
-    if (type == "Sequential") {
+    if (m->is<Sequential>()) {
       Tensor y = x;
       for (const auto& [name, child] : m->children()) y = run(child, full + "." + name, y);
       return y;
     }
-    if (type == "QatResidual") {
+    if (QatResidual* res = m->as<QatResidual>()) {
       // QatResidual::forward outside exact mode, with the branches walked so their rows are seen too:
       // add_quant(act(body(x) + shortcut(x))).
-      auto& r = static_cast<QatResidual&>(*m);
+      QatResidual& r = *res;
       const Tensor a = run(r.child("body"), full + ".body", x);
       const Tensor b = run(r.child("shortcut"), full + ".shortcut", x);
       Tensor sum = add(a, b);
@@ -246,7 +244,7 @@ class Recorder {
       return y;
     }
     const Tensor y = m->forward(x);
-    if (type == "QatConv2d" || type == "QatLinear") seen_(full, y);
+    if (m->is<QatLayer>()) seen_(full, y);
     return y;
   }
 
@@ -279,10 +277,10 @@ class FloatReference {
  public:
   explicit FloatReference(const ModulePtr& model) : model_(model) {
     for (const auto& [name, m] : model->named_modules(model)) {
-      if (m->type() == "FakeQuantize") {
-        auto& fq = static_cast<FakeQuantize&>(*m);
+      if (FakeQuantize* q = m->as<FakeQuantize>()) {
+        FakeQuantize& fq = *q;
         switches_.emplace_back(&fq, fq.fake_quant_enabled());
-      } else if (is_quantizer_type(m->type())) {
+      } else if (is_grid_quantizer(*m)) {
         auto original = std::static_pointer_cast<Quantizer>(m);
         swaps_.push_back({name, original, std::make_shared<PassThroughQuantizer>(original)});
       }
@@ -322,11 +320,10 @@ class FloatReference {
       if (it != replace.end()) p = it->second;
     };
     for (const auto& [name, m] : model_->named_modules(model_)) {
-      const std::string& type = m->type();
-      if (type == "QatConv2d" || type == "QatLinear") fix(static_cast<QatLayer&>(*m).input_quant);
-      if (type == "QatAvgPool") fix(static_cast<QatAvgPool&>(*m).input_quant);
-      if (type == "QatResidual") {
-        auto& r = static_cast<QatResidual&>(*m);
+      if (QatLayer* l = m->as<QatLayer>()) fix(l->input_quant);
+      if (QatAvgPool* p = m->as<QatAvgPool>()) fix(p->input_quant);
+      if (QatResidual* res = m->as<QatResidual>()) {
+        QatResidual& r = *res;
         fix(r.body_quant);
         fix(r.shortcut_quant);
       }
@@ -623,15 +620,14 @@ class DotWriter {
   }
 
   std::string module(const ModulePtr& m, const std::string& full, const std::string& prev) {
-    const std::string& type = m->type();
-    if (type == "Sequential") {
+    if (m->is<Sequential>()) {
       std::string at = prev;
       for (const auto& [name, child] : m->children()) at = module(child, full + "." + name, at);
       return at;
     }
-    if (type == "Identity" || type == "Dropout") return prev;  // nothing at inference
-    if (type == "QatConv2d" || type == "QatLinear") {
-      const auto& l = static_cast<const QatLayer&>(*m);
+    if (m->is<Identity>() || m->is<Dropout>()) return prev;  // nothing at inference
+    if (const QatLayer* layer = m->as<QatLayer>()) {
+      const QatLayer& l = *layer;
       const std::string id = node(dot_escape(full + "\n" + l.describe()), "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"");
       const std::string w = quantizer(full + ".weight_quant", l.weight_quant(), true);
       edge(w, id, "label=\"weights\", style=dashed");
@@ -640,8 +636,8 @@ class DotWriter {
       edge(id, out);
       return out;
     }
-    if (type == "QatResidual") {
-      const auto& r = static_cast<const QatResidual&>(*m);
+    if (const QatResidual* res = m->as<QatResidual>()) {
+      const QatResidual& r = *res;
       const std::string body = module(r.child("body"), full + ".body", prev);
       const std::string shortcut = module(r.child("shortcut"), full + ".shortcut", prev);
       const std::string id = node(dot_escape(full + "\n" + r.describe()), "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"");
@@ -651,10 +647,10 @@ class DotWriter {
       edge(id, out);
       return out;
     }
-    std::string label = full + "\n" + type;
+    std::string label = full + "\n" + m->type();
     const std::string settings = m->describe();
     if (!settings.empty()) label += " " + settings;
-    if (type == "MaxPool2d" || type == "QatAvgPool" || type == "ReLU" || type == "Flatten") label += "\n(keeps its input's grid)";
+    if (m->is<MaxPool2d>() || m->is<QatAvgPool>() || m->is<ReLU>() || m->is<Flatten>()) label += "\n(keeps its input's grid)";
     const std::string id = node(dot_escape(label), "shape=box");
     edge(prev, id);
     return id;

@@ -451,7 +451,8 @@ Tensor LsqQuantizer::forward(const Tensor& x) {
 }
 
 std::optional<OutputGrid> LsqQuantizer::training_grid() {
-  if (!training() || !initialized() || scheme().per_channel || type() != "LsqQuantizer") return std::nullopt;
+  // LSQ+ (a subclass) learns an offset too, which this grid does not carry.
+  if (!training() || !initialized() || scheme().per_channel || is<LsqPlusQuantizer>()) return std::nullopt;
   project();  // as forward() does before it reads the grid
   const QParams qp = qparams();
   // 1 / scale in float, as fake_quantize computes it.

@@ -9,6 +9,8 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/lstm.h"
+#include "nn/residual.h"
+#include "nn/sequence_models.h"
 #include "quant/learnable_quantizer.h"
 #include "quant/qat_lstm.h"
 
@@ -48,32 +50,29 @@ class Preparer {
     for (size_t i = 0; i < children.size(); ++i) {
       const auto& [name, m] = children[i];
       const std::string full = prefix + name;
-      const std::string& type = m->type();
-      if (type == "Conv2d" || type == "Linear") {
+      if (m->is<Conv2d>() || m->is<Linear>()) {
         i += fuse(seq, children, i, full);
-      } else if (type == "Sequential") {
+      } else if (m->is<Sequential>()) {
         rewrite(*m, full + ".");
-      } else if (type == "Residual") {
+      } else if (m->is<Residual>()) {
         seq.set_submodule(name, residual(*m, full));
-      } else if (type == "LSTM") {
-        seq.set_submodule(name, lstm(static_cast<const LSTM&>(*m), full));
-      } else if (type == "MaxPool2d" || type == "Flatten" || type == "Identity" || type == "Dropout" ||
-                 type == "ReLU") {
+      } else if (const LSTM* lstm_layer = m->as<LSTM>()) {
+        seq.set_submodule(name, lstm(*lstm_layer, full));
+      } else if (m->is<MaxPool2d>() || m->is<Flatten>() || m->is<Identity>() || m->is<Dropout>() || m->is<ReLU>()) {
         // Max pooling, flattening, dropout (identity at inference) and ReLU keep values on their input's
         // grid: relu(s (q - z)) = s (max(q, z) - z).
-      } else if (type == "AvgPool2d" || type == "GlobalAvgPool2d") {
+      } else if (m->is<AvgPool2d>() || m->is<GlobalAvgPool2d>()) {
         std::shared_ptr<QatAvgPool> pool;
-        if (type == "AvgPool2d") {
-          const auto& p = static_cast<const AvgPool2d&>(*m);
-          pool = std::make_shared<QatAvgPool>(p.kernel, p.stride, p.padding);
+        if (const AvgPool2d* p = m->as<AvgPool2d>()) {
+          pool = std::make_shared<QatAvgPool>(p->kernel, p->stride, p->padding);
         } else {
           pool = std::make_shared<QatAvgPool>(0, 0, 0);
         }
         pool->input_quant = grid;
         seq.set_submodule(name, pool);
       } else {
-        throw std::invalid_argument("prepare_qat: cannot quantize " + type + " '" + full + "'" +
-                                    (type.rfind("BatchNorm", 0) == 0 ? " (batch norm must follow a Conv2d or Linear)" : ""));
+        throw std::invalid_argument("prepare_qat: cannot quantize " + m->type() + " '" + full + "'" +
+                                    (m->is<BatchNorm>() ? " (batch norm must follow a Conv2d or Linear)" : ""));
       }
     }
   }
@@ -87,14 +86,14 @@ class Preparer {
     const auto branch = [&](const std::string& name) {
       grid = entry;
       ModulePtr b = res.child(name);
-      if (b->type() == "Sequential") rewrite(*b, full + "." + name + ".");
-      else if (b->type() != "Identity")
+      if (b->is<Sequential>()) rewrite(*b, full + "." + name + ".");
+      else if (!b->is<Identity>())
         throw std::invalid_argument("prepare_qat: residual branch '" + full + "." + name + "' must be a Sequential or Identity");
       return std::pair{b, grid};
     };
     auto [body, body_grid] = branch("body");
     auto [shortcut, shortcut_grid] = branch("shortcut");
-    const bool relu_after = res.child("act")->type() == "ReLU";
+    const bool relu_after = res.child("act")->is<ReLU>();
     auto add_quant = make_quantizer(activation_for(full, "Residual"), 1, relu_after);
     auto q = std::make_shared<QatResidual>(body, shortcut, relu_after, add_quant);
     q->body_quant = body_grid;
@@ -125,14 +124,15 @@ class Preparer {
   size_t fuse(Module& seq, const std::vector<std::pair<std::string, ModulePtr>>& children, size_t i,
               const std::string& full) {
     const ModulePtr& m = children[i].second;
-    const bool conv = m->type() == "Conv2d";
+    const bool conv = m->is<Conv2d>();
     size_t used = 0;
     const BatchNorm* bn = nullptr;
     FusedActivation act = FusedActivation::None;
-    const auto next_type = [&](size_t k) { return i + k < children.size() ? children[i + k].second->type() : ""; };
-    if (next_type(1) == (conv ? "BatchNorm2d" : "BatchNorm1d")) bn = static_cast<const BatchNorm*>(children[i + ++used].second.get());
-    if (next_type(used + 1) == "ReLU") act = FusedActivation::ReLU, ++used;
-    else if (next_type(used + 1) == "ReLU6") act = FusedActivation::ReLU6, ++used;
+    // The k-th child after this one, or null past the end.
+    const auto next = [&](size_t k) { return i + k < children.size() ? children[i + k].second.get() : nullptr; };
+    if (next(1) && (conv ? next(1)->is<BatchNorm2d>() : next(1)->is<BatchNorm1d>())) bn = next(++used)->as<BatchNorm>();
+    if (next(used + 1) && next(used + 1)->is<ReLU>()) act = FusedActivation::ReLU, ++used;
+    else if (next(used + 1) && next(used + 1)->is<ReLU6>()) act = FusedActivation::ReLU6, ++used;
 
     const int64_t out_channels = conv ? static_cast<const Conv2d&>(*m).out_channels : static_cast<const Linear&>(*m).out_features;
     auto wq = make_quantizer(weight_for(full, m->type()), out_channels);
@@ -168,7 +168,7 @@ std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfi
   auto input_quant = p.grid;
   // A RowLstmClassifier's children run in order too ("lstm" on the image rows, "head" on its last step):
   // image rows are the input's codes rearranged, so the LSTM's input grid is the model input's.
-  if (float_model->type() == "Sequential" || float_model->type() == "RowLstmClassifier") {
+  if (float_model->is<Sequential>() || float_model->is<RowLstmClassifier>()) {
     p.rewrite(*float_model, "");
   } else {
     throw std::invalid_argument("prepare_qat: the model's top module must be a Sequential or a RowLstmClassifier, got " +
@@ -191,18 +191,20 @@ std::shared_ptr<QatModel> prepare_qat(const ModulePtr& float_model, const QConfi
 
 void set_observers_enabled(Module& model, bool on) {
   visit(model, [on](Module& m) {
-    if (m.type() == "FakeQuantize") static_cast<FakeQuantize&>(m).enable_observer(on);
-    if (m.type() == "QatLstm") static_cast<QatLstm&>(m).enable_cell_observer(on);
+    if (FakeQuantize* q = m.as<FakeQuantize>()) q->enable_observer(on);
+    if (QatLstm* l = m.as<QatLstm>()) l->enable_cell_observer(on);
   });
 }
 
 void set_fake_quant_enabled(Module& model, bool on) {
-  visit(model, [on](Module& m) { if (m.type() == "FakeQuantize") static_cast<FakeQuantize&>(m).enable_fake_quant(on); });
+  visit(model, [on](Module& m) {
+    if (FakeQuantize* q = m.as<FakeQuantize>()) q->enable_fake_quant(on);
+  });
 }
 
 void set_bn_frozen(Module& model, bool on) {
   visit(model, [on](Module& m) {
-    if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).freeze_bn(on);
+    if (QatLayer* l = m.as<QatLayer>()) l->freeze_bn(on);
   });
 }
 
@@ -227,10 +229,10 @@ int64_t calibrate_observers(Module& model, const std::function<bool(Tensor& batc
 
 void set_exact_mode(Module& model, bool on, KernelPath path) {
   visit(model, [on, path](Module& m) {
-    if (m.type() == "QatConv2d" || m.type() == "QatLinear") static_cast<QatLayer&>(m).set_exact(on, path);
-    if (m.type() == "QatAvgPool") static_cast<QatAvgPool&>(m).set_exact(on);
-    if (m.type() == "QatResidual") static_cast<QatResidual&>(m).set_exact(on);
-    if (m.type() == "QatLstm") static_cast<QatLstm&>(m).set_exact(on);
+    if (QatLayer* l = m.as<QatLayer>()) l->set_exact(on, path);
+    if (QatAvgPool* p = m.as<QatAvgPool>()) p->set_exact(on);
+    if (QatResidual* r = m.as<QatResidual>()) r->set_exact(on);
+    if (QatLstm* l = m.as<QatLstm>()) l->set_exact(on);
   });
 }
 

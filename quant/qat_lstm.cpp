@@ -396,10 +396,8 @@ Tensor QatLstm::run_layer(int64_t l, const Tensor& x, bool quantize, bool call_q
   // any activation's observer watches its batch: observing step by step would average the ranges of the
   // steps (the early ones small) and clip the later ones. Meanwhile the steps quantize on its current grid.
   FakeQuantize* observer = nullptr;
-  if (call_quantizers && training() && hidden_quant(l).type() == "FakeQuantize") {
-    auto& fq = static_cast<FakeQuantize&>(hidden_quant(l));
-    if (fq.observer_enabled()) observer = &fq;
-  }
+  if (call_quantizers && training())
+    if (FakeQuantize* fq = hidden_quant(l).as<FakeQuantize>(); fq && fq->observer_enabled()) observer = fq;
   struct ObserverPause {  // switched back on however the loop ends
     FakeQuantize* fq;
     explicit ObserverPause(FakeQuantize* q) : fq(q) { if (fq) fq->enable_observer(false); }
