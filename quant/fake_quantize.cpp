@@ -170,7 +170,7 @@ FakeQuantize::FakeQuantize(std::unique_ptr<Observer> observer)
   for (size_t i = 0; i < state.size(); ++i) register_buffer("observer." + state[i].first, &observer_state_[i]);
 }
 
-FakeQuantize::FakeQuantize(const QScheme& scheme, const std::string& observer_kind, int64_t channels)
+FakeQuantize::FakeQuantize(const QScheme& scheme, ObserverKind observer_kind, int64_t channels)
     : FakeQuantize(make_observer(observer_kind, scheme, channels)) {}
 
 void FakeQuantize::store(const QParams& qp) {

@@ -62,7 +62,7 @@ class FakeQuantize : public Quantizer {
  public:
   explicit FakeQuantize(std::unique_ptr<Observer> observer);
   // make_observer(observer_kind, scheme, channels) inside.
-  explicit FakeQuantize(const QScheme& scheme, const std::string& observer_kind = "minmax", int64_t channels = 1);
+  explicit FakeQuantize(const QScheme& scheme, ObserverKind observer_kind = ObserverKind::MinMax, int64_t channels = 1);
 
   Tensor forward(const Tensor& x) override;
   // For an op that fake-quantizes its own output (OutputGridFn, core/ops.h): what forward would do to a

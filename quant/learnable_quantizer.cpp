@@ -357,14 +357,14 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 
 // ------------------------------------------------------------------------------------- LsqQuantizer
 
-LsqQuantizer::LsqQuantizer(const QScheme& scheme, int64_t channels, const std::string& init)
+const char* lsq_init_name(LsqInit init) { return init == LsqInit::Lsq ? "lsq" : "observer"; }
+
+LsqQuantizer::LsqQuantizer(const QScheme& scheme, int64_t channels, LsqInit init)
     : LsqQuantizer("LsqQuantizer", scheme, channels, init, true) {}
 
-LsqQuantizer::LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, const std::string& init,
+LsqQuantizer::LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, LsqInit init,
                            bool fixed_zero_point)
     : Quantizer(std::move(type), scheme), init_(init), channels_(scheme.per_channel ? channels : 1) {
-  QATLAB_CHECK(init == "lsq" || init == "observer",
-               this->type() + ": unknown init '" + init + "' (expected lsq or observer)");
   QATLAB_CHECK(channels_ >= 1, this->type() + ": a per-channel scheme needs channels >= 1, got " + std::to_string(channels));
   // Placeholders until the first training batch (qparams() refuses to hand them out), but valid ones.
   scale_ = Tensor::ones({channels_});  // (C)
@@ -410,7 +410,7 @@ void LsqQuantizer::initialize(const Tensor& x) {
   observer.observe(x);
   const QParams qp = observer.qparams();
   std::vector<float> s = qp.scale;  // (C)
-  if (init_ == "lsq") {
+  if (init_ == LsqInit::Lsq) {
     const std::vector<double> m = mean_abs(x);
     for (int64_t c = 0; c < channels_; ++c)
       s[c] = static_cast<float>(2.0 * m[c] / std::sqrt(static_cast<double>(positive_levels(qp.zero_point[c]))));
@@ -482,7 +482,7 @@ QParams LsqQuantizer::qparams() const {
 
 std::string LsqQuantizer::describe() const {
   std::ostringstream os;
-  os << "lsq, " << scheme().describe() << ", init=" << init_;
+  os << "lsq, " << scheme().describe() << ", init=" << lsq_init_name(init_);
   if (!initialized()) {
     os << ", scale=unset";
   } else {
@@ -495,7 +495,7 @@ std::string LsqQuantizer::describe() const {
 
 // --------------------------------------------------------------------------------- LsqPlusQuantizer
 
-LsqPlusQuantizer::LsqPlusQuantizer(const QScheme& scheme, int64_t channels, const std::string& init)
+LsqPlusQuantizer::LsqPlusQuantizer(const QScheme& scheme, int64_t channels, LsqInit init)
     : LsqQuantizer("LsqPlusQuantizer", scheme, channels, init, false) {
   QATLAB_CHECK(!scheme.symmetric, "LsqPlusQuantizer learns an offset: it needs an affine scheme, got " +
                                       scheme.describe() + " (use lsq for symmetric grids)");
@@ -530,7 +530,7 @@ QParams LsqPlusQuantizer::qparams() const {
 
 std::string LsqPlusQuantizer::describe() const {
   std::ostringstream os;
-  os << "lsq+, " << scheme().describe() << ", init=" << init_;
+  os << "lsq+, " << scheme().describe() << ", init=" << lsq_init_name(init_);
   if (!initialized()) {
     os << ", scale=unset";
   } else {
@@ -614,14 +614,16 @@ std::string PactQuantizer::describe() const {
 
 // -------------------------------------------------------------------------------------------- factory
 
-std::shared_ptr<Quantizer> make_learnable_quantizer(const std::string& method, const QScheme& scheme, int64_t channels) {
-  if (method == "lsq") return std::make_shared<LsqQuantizer>(scheme, channels);
-  if (method == "lsq+") {
-    if (scheme.symmetric) return std::make_shared<LsqQuantizer>(scheme, channels);
-    return std::make_shared<LsqPlusQuantizer>(scheme, channels);
+std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme, int64_t channels) {
+  switch (method) {
+    case QuantizerMethod::Lsq: return std::make_shared<LsqQuantizer>(scheme, channels);
+    case QuantizerMethod::LsqPlus:
+      if (scheme.symmetric) return std::make_shared<LsqQuantizer>(scheme, channels);
+      return std::make_shared<LsqPlusQuantizer>(scheme, channels);
+    case QuantizerMethod::Pact: return std::make_shared<PactQuantizer>(scheme, channels);
+    case QuantizerMethod::Observer: break;
   }
-  if (method == "pact") return std::make_shared<PactQuantizer>(scheme, channels);
-  throw std::invalid_argument("unknown learnable quantizer '" + method + "' (expected lsq, lsq+ or pact)");
+  throw std::invalid_argument("make_learnable_quantizer: 'observer' is not a learned grid (expected lsq, lsq+ or pact)");
 }
 
 }  // namespace qatlab

@@ -25,6 +25,7 @@
 #include "core/ops.h"
 #include "core/tensor.h"
 #include "quant/fake_quantize.h"
+#include "quant/quantizer_kind.h"
 #include "quant/qscheme.h"
 
 namespace qatlab {
@@ -114,6 +115,11 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 // Checkpoint state: the learned parameters and the buffers named in each class; load_state_dict restores
 // a module whose forward is bit-identical.
 
+// How a learned step size starts, from the first training batch: the LSQ paper's formula, or the
+// MinMax observer's scale for that batch.
+enum class LsqInit { Lsq, Observer };
+const char* lsq_init_name(LsqInit init);  // "lsq", "observer"
+
 // LSQ. Parameter "scale" (C); buffers "zero_point" (C) (integers stored as floats, fixed at
 // initialisation) and "initialized" (1) (1 or 0).
 //
@@ -131,8 +137,7 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 class LsqQuantizer : public Quantizer {
  public:
   // channels: the slice count along scheme.axis for a per-channel scheme (>= 1), ignored (1) per tensor.
-  // init: "lsq" | "observer". Throws std::invalid_argument on bad values.
-  LsqQuantizer(const QScheme& scheme, int64_t channels = 1, const std::string& init = "lsq");
+  LsqQuantizer(const QScheme& scheme, int64_t channels = 1, LsqInit init = LsqInit::Lsq);
 
   Tensor forward(const Tensor& x) override;
   // Throws std::logic_error before initialisation; std::invalid_argument for invalid stored values.
@@ -147,7 +152,7 @@ class LsqQuantizer : public Quantizer {
   Tensor forward_values(const Tensor& x, const Tensor& values);
 
   bool initialized() const;
-  const std::string& init_method() const { return init_; }
+  LsqInit init_method() const { return init_; }
   int64_t channels() const { return channels_; }
   // The learned parameter, a live handle (C).
   const Tensor& scale() const { return scale_; }
@@ -157,7 +162,7 @@ class LsqQuantizer : public Quantizer {
 
  protected:
   // For LsqPlusQuantizer: registers "scale" and "initialized" only; the subclass adds its offset.
-  LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, const std::string& init, bool fixed_zero_point);
+  LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, LsqInit init, bool fixed_zero_point);
   // Initialises the grid from x: the MinMax observer's qparams for x, then the "lsq" scale formula when
   // asked; store_initial writes the result in place (the optimizer already holds the parameter handles).
   void initialize(const Tensor& x);
@@ -170,7 +175,7 @@ class LsqQuantizer : public Quantizer {
   // Mean |x| per channel slice (C), in double.
   std::vector<double> mean_abs(const Tensor& x) const;
 
-  std::string init_;
+  LsqInit init_;
   int64_t channels_;
   Tensor scale_;        // (C) parameter
   Tensor zero_point_;   // (C) buffer, LSQ only
@@ -188,7 +193,7 @@ class LsqQuantizer : public Quantizer {
 // the scale, it is one number fed by the N elements of its channel.
 class LsqPlusQuantizer : public LsqQuantizer {
  public:
-  LsqPlusQuantizer(const QScheme& scheme, int64_t channels = 1, const std::string& init = "observer");
+  LsqPlusQuantizer(const QScheme& scheme, int64_t channels = 1, LsqInit init = LsqInit::Observer);
 
   Tensor forward(const Tensor& x) override;
   QParams qparams() const override;
@@ -240,11 +245,11 @@ class PactQuantizer : public Quantizer {
   Tensor initialized_;  // (1) buffer
 };
 
-// method: "lsq" | "lsq+" | "pact"; channels as for the constructors. "lsq+" on a symmetric scheme gives
+// method: Lsq, LsqPlus or Pact; channels as for the constructors. LsqPlus on a symmetric scheme gives
 // an LsqQuantizer: a symmetric grid has no offset to learn (the LSQ+ paper, too, learns offsets for
-// activations only). Throws std::invalid_argument for an unknown method, naming the choices, and for
-// schemes a method cannot use (PACT on a symmetric scheme).
-std::shared_ptr<Quantizer> make_learnable_quantizer(const std::string& method, const QScheme& scheme,
+// activations only). Throws std::invalid_argument for Observer (not a learned grid) and for schemes a
+// method cannot use (PACT on a symmetric scheme).
+std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme,
                                                     int64_t channels = 1);
 
 }  // namespace qatlab

@@ -551,16 +551,17 @@ QParams PercentileObserver::qparams() const {
 
 // -------------------------------------------------------------------------------------- factory
 
-std::unique_ptr<Observer> make_observer(const std::string& kind, const QScheme& scheme, int64_t channels) {
-  const bool hist = kind == "histogram" || kind == "percentile";
-  if (hist && scheme.per_channel)
-    throw std::invalid_argument("observer kind '" + kind +
+std::unique_ptr<Observer> make_observer(ObserverKind kind, const QScheme& scheme, int64_t channels) {
+  if (scheme.per_channel && !observer_supports_per_channel(kind))
+    throw std::invalid_argument(std::string("observer kind '") + observer_kind_name(kind) +
                                 "' is per-tensor only; per-channel schemes take 'minmax' or 'ema'");
-  if (kind == "minmax") return std::make_unique<MinMaxObserver>(scheme, channels);
-  if (kind == "ema") return std::make_unique<MovingAverageMinMaxObserver>(scheme, channels);
-  if (kind == "histogram") return std::make_unique<HistogramObserver>(scheme);
-  if (kind == "percentile") return std::make_unique<PercentileObserver>(scheme);
-  throw std::invalid_argument("unknown observer kind '" + kind + "' (expected one of: minmax, ema, histogram, percentile)");
+  switch (kind) {
+    case ObserverKind::MinMax: return std::make_unique<MinMaxObserver>(scheme, channels);
+    case ObserverKind::Ema: return std::make_unique<MovingAverageMinMaxObserver>(scheme, channels);
+    case ObserverKind::Histogram: return std::make_unique<HistogramObserver>(scheme);
+    case ObserverKind::Percentile: return std::make_unique<PercentileObserver>(scheme);
+  }
+  throw std::invalid_argument("unknown observer kind");
 }
 
 }  // namespace qatlab

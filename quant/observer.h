@@ -19,6 +19,7 @@
 #include "core/tensor.h"
 #include "nn/module.h"
 #include "quant/qscheme.h"
+#include "quant/quantizer_kind.h"
 
 namespace qatlab {
 
@@ -160,6 +161,6 @@ class PercentileObserver : public HistogramBaseObserver {
 // kind: "minmax" | "ema" | "histogram" | "percentile". channels as for Observer (per-channel schemes
 // only; histogram and percentile are per-tensor only). Unknown kinds and unsupported combinations
 // throw std::invalid_argument naming the choices.
-std::unique_ptr<Observer> make_observer(const std::string& kind, const QScheme& scheme, int64_t channels = 1);
+std::unique_ptr<Observer> make_observer(ObserverKind kind, const QScheme& scheme, int64_t channels = 1);
 
 }  // namespace qatlab

@@ -22,7 +22,7 @@ namespace {
 // (`after_relu`); elsewhere (the model input, logits, a sum without ReLU) an observer quantizes instead.
 std::shared_ptr<Quantizer> make_quantizer(const QuantizerSpec& spec, int64_t channels, bool after_relu = false) {
   const int64_t c = spec.scheme.per_channel ? channels : 1;
-  if (spec.method == "observer" || (spec.method == "pact" && !after_relu))
+  if (spec.method == QuantizerMethod::Observer || (spec.method == QuantizerMethod::Pact && !after_relu))
     return std::make_shared<FakeQuantize>(spec.scheme, spec.observer, c);
   return make_learnable_quantizer(spec.method, spec.scheme, c);
 }

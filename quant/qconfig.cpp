@@ -7,7 +7,9 @@
 namespace qatlab {
 
 std::string QuantizerSpec::describe() const {
-  return scheme.describe() + ", " + (method == "observer" ? observer + " observer" : method + " (learned)");
+  return scheme.describe() + ", " +
+         (method == QuantizerMethod::Observer ? std::string(observer_kind_name(observer)) + " observer"
+                                              : std::string(quantizer_method_name(method)) + " (learned)");
 }
 
 namespace {
@@ -23,11 +25,10 @@ void check_bits(int bits, const std::string& what) {
   if (bits < 2 || bits > 8) throw std::invalid_argument(what + " must be in 2..8, got " + std::to_string(bits));
 }
 
-void check_observer(const std::string& kind, bool per_channel, const std::string& what) {
-  if (kind != "minmax" && kind != "ema" && kind != "histogram" && kind != "percentile")
-    throw std::invalid_argument(what + " must be minmax, ema, histogram or percentile, got '" + kind + "'");
-  if (per_channel && (kind == "histogram" || kind == "percentile"))
-    throw std::invalid_argument(what + " '" + kind + "' is per-tensor only; per-channel weights use minmax or ema");
+void check_observer(ObserverKind kind, bool per_channel, const std::string& what) {
+  if (per_channel && !observer_supports_per_channel(kind))
+    throw std::invalid_argument(what + " '" + observer_kind_name(kind) +
+                                "' is per-tensor only; per-channel weights use minmax or ema");
 }
 
 }  // namespace
@@ -76,11 +77,11 @@ QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std:
   check_bits(abits, "--abits");
   q.weight.scheme.bits = wbits;
   q.weight.scheme.per_channel = per_channel;
-  q.weight.observer = weight_observer;
+  q.weight.observer = parse_observer_kind(weight_observer, "weight observer");
   q.activation.scheme.bits = abits;
-  q.activation.observer = activation_observer;
-  q.weight.method = weight_method;
-  q.activation.method = activation_method;
+  q.activation.observer = parse_observer_kind(activation_observer, "activation observer");
+  q.weight.method = parse_quantizer_method(weight_method, "--wquant");
+  q.activation.method = parse_quantizer_method(activation_method, "--aquant");
   for (const std::string& text : layer_bits) q.layer_bits.insert(parse_layer_bits(text));
   q.validate();
   return q;
@@ -91,11 +92,9 @@ void QConfig::validate() const {
   activation.scheme.validate();
   check_observer(weight.observer, weight.scheme.per_channel, "weight observer");
   check_observer(activation.observer, activation.scheme.per_channel, "activation observer");
-  if (weight.method != "observer" && weight.method != "lsq")
-    throw std::invalid_argument("--wquant must be observer or lsq, got '" + weight.method + "'");
-  if (activation.method != "observer" && activation.method != "lsq" && activation.method != "lsq+" &&
-      activation.method != "pact")
-    throw std::invalid_argument("--aquant must be observer, lsq, lsq+ or pact, got '" + activation.method + "'");
+  if (weight.method != QuantizerMethod::Observer && weight.method != QuantizerMethod::Lsq)
+    throw std::invalid_argument(std::string("--wquant must be observer or lsq, got '") +
+                                quantizer_method_name(weight.method) + "'");
   if (!weight.scheme.symmetric || !weight.scheme.is_signed || !weight.scheme.narrow_range)
     throw std::invalid_argument("weights must be signed symmetric narrow-range (the integer kernels' contract)");
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "quant/qscheme.h"
+#include "quant/quantizer_kind.h"
 
 namespace qatlab {
 
@@ -15,8 +16,8 @@ namespace qatlab {
 // offset), "pact" (learned clipping level; activations after a ReLU only).
 struct QuantizerSpec {
   QScheme scheme;
-  std::string observer = "minmax";  // minmax | ema | histogram | percentile
-  std::string method = "observer";  // observer | lsq | lsq+ | pact
+  ObserverKind observer = ObserverKind::MinMax;
+  QuantizerMethod method = QuantizerMethod::Observer;
   std::string describe() const;
 };
 
@@ -27,9 +28,9 @@ struct LayerBits {
 
 struct QConfig {
   // Weights: symmetric, narrow range ([-127, 127] at 8 bits), per output channel, min/max observer.
-  QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, "minmax"};
+  QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax};
   // Activations: affine signed (int8 [-128, 127] at 8 bits), per tensor, moving-average min/max.
-  QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, "ema"};
+  QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema};
   // Overrides: a key is a dotted module name of the float model ("features.0", "classifier.4"), a layer
   // type ("Conv2d", "Linear"), or "input" (the model's input quantizer). A name beats a type.
   std::map<std::string, LayerBits> layer_bits;

@@ -21,8 +21,8 @@ void emit_spec(YAML::Emitter& out, const char* key, const QuantizerSpec& q) {
   out << YAML::Key << "per_channel" << YAML::Value << q.scheme.per_channel;
   out << YAML::Key << "axis" << YAML::Value << q.scheme.axis;
   out << YAML::Key << "narrow_range" << YAML::Value << q.scheme.narrow_range;
-  out << YAML::Key << "observer" << YAML::Value << q.observer;
-  out << YAML::Key << "method" << YAML::Value << q.method;
+  out << YAML::Key << "observer" << YAML::Value << observer_kind_name(q.observer);
+  out << YAML::Key << "method" << YAML::Value << quantizer_method_name(q.method);
   out << YAML::EndMap;
 }
 
@@ -64,8 +64,12 @@ class Reader {
     q.scheme.per_channel = get<bool>(m, "per_channel");
     q.scheme.axis = get<int>(m, "axis");
     q.scheme.narrow_range = get<bool>(m, "narrow_range");
-    q.observer = get<std::string>(m, "observer");
-    q.method = get<std::string>(m, "method");
+    try {
+      q.observer = parse_observer_kind(get<std::string>(m, "observer"));
+      q.method = parse_quantizer_method(get<std::string>(m, "method"));
+    } catch (const std::invalid_argument& e) {
+      fail(m, e.what());
+    }
     return q;
   }
 

@@ -315,7 +315,7 @@ TEST(FakeQuantizeModule, GradientFlowsStraightThroughTheModule) {
 
 TEST(FakeQuantizeModule, BuffersAreInTheStateDict) {
   QScheme w{8, true, true, true, 0, true};
-  FakeQuantize fq(w, "ema", 6);
+  FakeQuantize fq(w, ObserverKind::Ema, 6);
   const NamedTensors sd = fq.state_dict();
   std::vector<std::string> names;
   for (const auto& [name, t] : sd) names.push_back(name);
@@ -330,7 +330,7 @@ TEST(FakeQuantizeModule, BuffersAreInTheStateDict) {
   EXPECT_TRUE(fq.named_parameters().empty());
   // Nested in a model, the names carry the path.
   Sequential seq;
-  seq.add("act", std::make_shared<FakeQuantize>(QScheme{}, "histogram"));
+  seq.add("act", std::make_shared<FakeQuantize>(QScheme{}, ObserverKind::Histogram));
   bool found = false;
   for (const auto& [name, t] : seq.state_dict()) {
     found = found || name == "act.observer.histogram";
@@ -346,10 +346,10 @@ TEST(FakeQuantizeModule, BuffersAreInTheStateDict) {
 TEST(FakeQuantizeModule, LoadStateDictRoundTrip) {
   Rng rng(19);
   for (const char* kind : {"minmax", "ema", "histogram", "percentile"}) {
-    FakeQuantize a(QScheme{}, kind);
+    FakeQuantize a(QScheme{}, parse_observer_kind(kind));
     for (int b = 0; b < 3; ++b) a(random_tensor({8, 16}, rng, -1.0f - b, 1.0f + 0.5f * b));
     a.enable_fake_quant(false);
-    FakeQuantize b(QScheme{}, kind);
+    FakeQuantize b(QScheme{}, parse_observer_kind(kind));
     b.load_state_dict(as_map(a.state_dict()));
     EXPECT_TRUE(b.observer().has_data()) << kind;
     EXPECT_FALSE(b.fake_quant_enabled()) << kind;
@@ -365,10 +365,10 @@ TEST(FakeQuantizeModule, LoadStateDictRoundTrip) {
   }
   // Per channel, and a frozen observer.
   QScheme w{8, true, true, true, 0, true};
-  FakeQuantize a(w, "minmax", 4);
+  FakeQuantize a(w, ObserverKind::MinMax, 4);
   a(random_tensor({4, 3, 3, 3}, rng));
   a.enable_observer(false);
-  FakeQuantize b(w, "minmax", 4);
+  FakeQuantize b(w, ObserverKind::MinMax, 4);
   b.load_state_dict(as_map(a.state_dict()));
   EXPECT_FALSE(b.observer_enabled());
   EXPECT_EQ(a.qparams().scale, b.qparams().scale);
@@ -386,7 +386,7 @@ TEST(FakeQuantizeModule, DescribeSummarisesTheParameters) {
   pt(Tensor::from_vector({2}, {0.0f, 2.55f}));
   EXPECT_NE(pt.describe().find("scale=0.01, zp=-128"), std::string::npos) << pt.describe();
   QScheme w{4, true, true, true, 0, true};
-  FakeQuantize pc(w, "ema", 3);
+  FakeQuantize pc(w, ObserverKind::Ema, 3);
   pc(Tensor::from_vector({3, 1}, {0.7f, -1.4f, 0.07f}));
   pc.enable_observer(false);
   const std::string d = pc.describe();

@@ -88,7 +88,7 @@ TEST(LearnableForward, EveryQuantizerIsFakeQuantizeOfItsQparamsBitForBit) {
                                          {"lsq+", act_channels, 6},
                                          {"pact", act_channels, 6}}) {
     SCOPED_TRACE(k.method + " " + k.scheme.describe());
-    auto q = make_learnable_quantizer(k.method, k.scheme, k.channels);
+    auto q = make_learnable_quantizer(parse_quantizer_method(k.method), k.scheme, k.channels);
     // Axis 0 (weights) or 1 (activations) holds the 6 channels.
     const Shape shape = k.scheme.per_channel && k.scheme.axis == 0 ? Shape{6, 3, 5} : Shape{4, 6, 5};
     const Tensor first = random_tensor(shape, rng, -1.0f, 3.0f);
@@ -114,7 +114,7 @@ TEST(LearnableForward, ZeroIsExactAndCodesComeFromQuantizeValue) {
   // ReLU folding and max pooling of the integer graph rely on.
   Rng rng(3);
   for (const std::string method : {"lsq", "lsq+", "pact"}) {
-    auto q = make_learnable_quantizer(method, kAct8, 1);
+    auto q = make_learnable_quantizer(parse_quantizer_method(method), kAct8, 1);
     q->train();
     (void)q->forward(random_tensor({64}, rng, -0.5f, 2.0f));
     const Tensor zeros = Tensor::zeros({8});
@@ -507,7 +507,7 @@ TEST(LearnableInit, ObserverInitIsTheMinMaxGridAndLaterBatchesDoNotReinitialise)
   obs.observe(x);
   const QParams expected = obs.qparams();
 
-  LsqQuantizer lsq(kAct8, 1, "observer");
+  LsqQuantizer lsq(kAct8, 1, LsqInit::Observer);
   LsqPlusQuantizer plus(kAct8);  // init "observer" by default
   for (Quantizer* q : std::vector<Quantizer*>{&lsq, &plus}) {
     q->train();
@@ -550,7 +550,7 @@ TEST(LearnableInit, PactFromTheFirstBatchMaximumOrAFixedValue) {
 TEST(LearnableInit, QparamsBeforeInitialisationThrowsAndEvalDoesNotInitialise) {
   Rng rng(44);
   for (const std::string method : {"lsq", "lsq+", "pact"}) {
-    auto q = make_learnable_quantizer(method, kAct8, 1);
+    auto q = make_learnable_quantizer(parse_quantizer_method(method), kAct8, 1);
     EXPECT_THROW((void)q->qparams(), std::logic_error) << method;
     try {
       (void)q->qparams();
@@ -604,10 +604,10 @@ TEST(LearnableProjection, ScaleAndAlphaStayPositiveAndFinite) {
 }
 
 TEST(LearnableErrors, BadSettingsAndShapesNameTheProblem) {
-  EXPECT_TRUE(throws_with([] { make_learnable_quantizer("dorefa", kAct8, 1); }, {"'dorefa'", "lsq", "lsq+", "pact"}));
-  EXPECT_TRUE(throws_with([] { make_learnable_quantizer("pact", kWeight8, 1); }, {"PactQuantizer", "affine"}));
+  EXPECT_TRUE(throws_with([] { parse_quantizer_method("dorefa"); }, {"'dorefa'", "lsq", "lsq+", "pact"}));
+  EXPECT_TRUE(throws_with([] { make_learnable_quantizer(QuantizerMethod::Observer, kAct8, 1); }, {"not a learned grid"}));
+  EXPECT_TRUE(throws_with([] { make_learnable_quantizer(QuantizerMethod::Pact, kWeight8, 1); }, {"PactQuantizer", "affine"}));
   EXPECT_TRUE(throws_with([] { LsqPlusQuantizer q(kWeight8); }, {"LsqPlusQuantizer", "affine"}));
-  EXPECT_TRUE(throws_with([] { LsqQuantizer q(kAct8, 1, "mse"); }, {"'mse'", "lsq", "observer"}));
   EXPECT_TRUE(throws_with([] { LsqQuantizer q(kWeight4PerChannel, 0); }, {"channels", "0"}));
   EXPECT_TRUE(throws_with([] { PactQuantizer q(kAct8, 1, -1.0f); }, {"init_alpha", "-1"}));
   // Per-channel parameters that do not fit the input.
@@ -619,26 +619,26 @@ TEST(LearnableErrors, BadSettingsAndShapesNameTheProblem) {
 }
 
 TEST(LearnableFactory, MakesTheRightTypes) {
-  EXPECT_EQ(make_learnable_quantizer("lsq", kWeight4PerChannel, 5)->type(), "LsqQuantizer");
-  EXPECT_EQ(make_learnable_quantizer("lsq+", kAct8, 1)->type(), "LsqPlusQuantizer");
+  EXPECT_EQ(make_learnable_quantizer(QuantizerMethod::Lsq, kWeight4PerChannel, 5)->type(), "LsqQuantizer");
+  EXPECT_EQ(make_learnable_quantizer(QuantizerMethod::LsqPlus, kAct8, 1)->type(), "LsqPlusQuantizer");
   // A symmetric grid has no offset to learn: LSQ+ is LSQ there.
-  EXPECT_EQ(make_learnable_quantizer("lsq+", kWeight8, 1)->type(), "LsqQuantizer");
-  EXPECT_EQ(make_learnable_quantizer("pact", kAct8, 1)->type(), "PactQuantizer");
+  EXPECT_EQ(make_learnable_quantizer(QuantizerMethod::LsqPlus, kWeight8, 1)->type(), "LsqQuantizer");
+  EXPECT_EQ(make_learnable_quantizer(QuantizerMethod::Pact, kAct8, 1)->type(), "PactQuantizer");
   // The learned values are parameters (the optimizer trains them), the switches are buffers.
   auto names = [](const NamedTensors& nt) {
     std::vector<std::string> out;
     for (const auto& [n, t] : nt) out.push_back(n);
     return out;
   };
-  auto lsq = make_learnable_quantizer("lsq", kWeight4PerChannel, 5);
+  auto lsq = make_learnable_quantizer(QuantizerMethod::Lsq, kWeight4PerChannel, 5);
   EXPECT_EQ(names(lsq->named_parameters()), (std::vector<std::string>{"scale"}));
   EXPECT_EQ(names(lsq->named_buffers()), (std::vector<std::string>{"zero_point", "initialized"}));
   EXPECT_EQ(lsq->named_parameters()[0].second.shape(), (Shape{5}));
   EXPECT_TRUE(lsq->named_parameters()[0].second.requires_grad());
-  auto plus = make_learnable_quantizer("lsq+", kAct8, 1);
+  auto plus = make_learnable_quantizer(QuantizerMethod::LsqPlus, kAct8, 1);
   EXPECT_EQ(names(plus->named_parameters()), (std::vector<std::string>{"scale", "offset"}));
   EXPECT_EQ(names(plus->named_buffers()), (std::vector<std::string>{"initialized"}));
-  auto pact = make_learnable_quantizer("pact", kAct8, 1);
+  auto pact = make_learnable_quantizer(QuantizerMethod::Pact, kAct8, 1);
   EXPECT_EQ(names(pact->named_parameters()), (std::vector<std::string>{"alpha"}));
 }
 
@@ -669,7 +669,7 @@ TEST(LearnableTraining, LsqLearnsAStepThatLowersTheQuantizationError) {
   for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = rng.normal();
   // 3-bit symmetric grid started at a 4x too coarse step.
   const QScheme scheme{3, true, true, false, 0, true};
-  LsqQuantizer q(scheme, 1, "lsq");
+  LsqQuantizer q(scheme, 1, LsqInit::Lsq);
   q.train();
   (void)q.forward(x);
   const float s0 = q.scale().data()[0];
@@ -686,7 +686,7 @@ TEST(LearnableTraining, LsqPlusFitsAnAsymmetricRange) {
   Rng rng(62);
   const Tensor x = random_tensor({512}, rng, 1.0f, 3.0f);  // all positive, far from 0
   const QScheme scheme{4, true, false, false, 0, false};
-  LsqPlusQuantizer q(scheme, 1, "lsq");
+  LsqPlusQuantizer q(scheme, 1, LsqInit::Lsq);
   const auto [first, last] = train_to_fit(q, x, 1.0f, 200);
   EXPECT_LT(last, 0.2f * first) << "first " << first << " last " << last;
   // Real 0 must stay a code, so the grid starts at 0 (zero point qmin) and its 15 steps cover [0, 3].
@@ -717,10 +717,10 @@ TEST(LearnableCheckpoint, StateDictRoundTripGivesABitIdenticalForward) {
                                          {"pact", kAct8}}) {
     SCOPED_TRACE(k.method);
     const Shape shape = k.scheme.per_channel && k.scheme.axis == 0 ? Shape{3, 10} : Shape{10, 3};
-    auto trained = make_learnable_quantizer(k.method, k.scheme, 3);
+    auto trained = make_learnable_quantizer(parse_quantizer_method(k.method), k.scheme, 3);
     const Tensor x = random_tensor(shape, rng, -1.0f, 2.0f);
     (void)train_to_fit(*trained, x, 0.01f, 5);
-    auto restored = make_learnable_quantizer(k.method, k.scheme, 3);
+    auto restored = make_learnable_quantizer(parse_quantizer_method(k.method), k.scheme, 3);
     restored->load_state_dict(as_map(trained->state_dict()));
     trained->eval();
     restored->eval();

@@ -177,7 +177,7 @@ TEST(Observers, NanOrInfIsAClearErrorAndLeavesTheStateAlone) {
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   const Tensor bad = Tensor::from_vector({2, 3}, {1.0f, nan, -inf, 0.0f, nan, 2.0f});
   for (const char* kind : {"minmax", "ema", "histogram", "percentile"}) {
-    auto obs = make_observer(kind, QScheme{});
+    auto obs = make_observer(parse_observer_kind(kind), QScheme{});
     EXPECT_TRUE(throws_with([&] { obs->observe(bad); }, {"observer saw NaN/Inf in 3 values", "(2, 3)"})) << kind;
     EXPECT_FALSE(obs->has_data()) << kind;
     obs->observe(Tensor::from_vector({2}, {-1.0f, 1.0f}));
@@ -198,7 +198,7 @@ TEST(Observers, NanOrInfIsAClearErrorAndLeavesTheStateAlone) {
 
 TEST(Observers, QParamsWithoutDataIsAnErrorAndResetForgets) {
   for (const char* kind : {"minmax", "ema", "histogram", "percentile"}) {
-    auto obs = make_observer(kind, QScheme{});
+    auto obs = make_observer(parse_observer_kind(kind), QScheme{});
     EXPECT_EQ(obs->kind(), kind);
     EXPECT_THROW((void)obs->qparams(), std::logic_error) << kind;
     try {
@@ -221,21 +221,20 @@ TEST(Observers, QParamsWithoutDataIsAnErrorAndResetForgets) {
 }
 
 TEST(Observers, FactoryRejectsUnknownKindsAndUnsupportedCombinations) {
-  EXPECT_TRUE(throws_with([] { (void)make_observer("kl", QScheme{}); },
-                          {"unknown observer kind 'kl'", "minmax, ema, histogram, percentile"}));
-  EXPECT_TRUE(throws_with([] { (void)make_observer("histogram", per_channel(0), 4); }, {"per-tensor only"}));
-  EXPECT_TRUE(throws_with([] { (void)make_observer("percentile", per_channel(0), 4); }, {"per-tensor only"}));
+  EXPECT_TRUE(throws_with([] { (void)parse_observer_kind("kl"); }, {"'kl'", "minmax, ema, histogram, percentile"}));
+  EXPECT_TRUE(throws_with([] { (void)make_observer(ObserverKind::Histogram, per_channel(0), 4); }, {"per-tensor only"}));
+  EXPECT_TRUE(throws_with([] { (void)make_observer(ObserverKind::Percentile, per_channel(0), 4); }, {"per-tensor only"}));
   QScheme nine;
   nine.bits = 9;
-  EXPECT_TRUE(throws_with([&] { (void)make_observer("minmax", nine); }, {"bits must be in 2..8, got 9"}));
-  EXPECT_EQ(make_observer("ema", per_channel(0), 5)->channels(), 5);
+  EXPECT_TRUE(throws_with([&] { (void)make_observer(ObserverKind::MinMax, nine); }, {"bits must be in 2..8, got 9"}));
+  EXPECT_EQ(make_observer(ObserverKind::Ema, per_channel(0), 5)->channels(), 5);
 }
 
 // All-zero and constant tensors: finite positive scales, and quantizing with them gives no NaN.
 TEST(Observers, DegenerateInputsGiveUsableParameters) {
   for (const char* kind : {"minmax", "ema", "histogram", "percentile"}) {
     for (float value : {0.0f, 3.0f, -0.75f}) {
-      auto obs = make_observer(kind, QScheme{});
+      auto obs = make_observer(parse_observer_kind(kind), QScheme{});
       const Tensor x = Tensor::full({4, 8}, value);
       obs->observe(x);
       obs->observe(x);
@@ -257,10 +256,10 @@ TEST(Observers, DegenerateInputsGiveUsableParameters) {
 TEST(Observers, StateRoundTripsThroughLoadState) {
   Rng rng(5);
   for (const char* kind : {"minmax", "ema", "histogram", "percentile"}) {
-    auto a = make_observer(kind, QScheme{});
+    auto a = make_observer(parse_observer_kind(kind), QScheme{});
     a->observe(random_tensor({500}, rng, -1.0f, 2.0f));
     a->observe(random_tensor({500}, rng, -3.0f, 1.0f));
-    auto b = make_observer(kind, QScheme{});
+    auto b = make_observer(parse_observer_kind(kind), QScheme{});
     b->load_state(as_map(a->state()));
     EXPECT_TRUE(b->has_data());
     EXPECT_EQ(a->qparams().scale, b->qparams().scale) << kind;
@@ -359,7 +358,7 @@ TEST(HistogramObserver, GrowingRangeConservesMassAndKeepsTheShape) {
 TEST(HistogramObserver, SurvivesExtremeRangeJumps) {
   const float big = std::numeric_limits<float>::max();
   for (const char* kind : {"histogram", "percentile"}) {
-    auto obs = make_observer(kind, QScheme{});
+    auto obs = make_observer(parse_observer_kind(kind), QScheme{});
     obs->observe(Tensor::full({10}, 0.5f));                       // one point
     obs->observe(Tensor::from_vector({2}, {-1e-3f, 1e-3f}));     // grows from it
     obs->observe(Tensor::from_vector({3}, {-big, 0.0f, big}));   // to the whole float range

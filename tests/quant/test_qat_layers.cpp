@@ -34,9 +34,9 @@ using test::random_tensor;
 
 // The default quantizers of a layer with oc outputs.
 std::shared_ptr<FakeQuantize> weight_fq(int64_t oc, const QScheme& scheme = QConfig{}.weight.scheme) {
-  return std::make_shared<FakeQuantize>(scheme, "minmax", scheme.per_channel ? oc : 1);
+  return std::make_shared<FakeQuantize>(scheme, ObserverKind::MinMax, scheme.per_channel ? oc : 1);
 }
-std::shared_ptr<FakeQuantize> output_fq() { return std::make_shared<FakeQuantize>(QConfig{}.activation.scheme, "ema", 1); }
+std::shared_ptr<FakeQuantize> output_fq() { return std::make_shared<FakeQuantize>(QConfig{}.activation.scheme, ObserverKind::Ema, 1); }
 
 void set_bn(BatchNorm& bn, uint64_t seed) {
   Rng rng(seed);

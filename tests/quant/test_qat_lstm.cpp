@@ -44,9 +44,9 @@ std::shared_ptr<QatLstm> qat_lstm_of(const LSTM& lstm) {
   std::vector<std::shared_ptr<Quantizer>> wih, whh, hidden;
   const QScheme weights{8, true, true, true, 0, true}, activations{8, true, false, false, 0, false};
   for (int64_t l = 0; l < L; ++l) {
-    wih.push_back(std::make_shared<FakeQuantize>(weights, "minmax", G));
-    whh.push_back(std::make_shared<FakeQuantize>(weights, "minmax", G));
-    hidden.push_back(std::make_shared<FakeQuantize>(activations, "ema"));
+    wih.push_back(std::make_shared<FakeQuantize>(weights, ObserverKind::MinMax, G));
+    whh.push_back(std::make_shared<FakeQuantize>(weights, ObserverKind::MinMax, G));
+    hidden.push_back(std::make_shared<FakeQuantize>(activations, ObserverKind::Ema));
   }
   return QatLstm::from_lstm(lstm, wih, whh, hidden);
 }

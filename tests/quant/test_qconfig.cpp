@@ -29,7 +29,7 @@ TEST(QConfig, DefaultWeightsAreSignedSymmetricNarrowPerChannelMinMax) {
   EXPECT_TRUE(s.narrow_range);
   EXPECT_EQ(s.quant_min(), -127);
   EXPECT_EQ(s.quant_max(), 127);
-  EXPECT_EQ(q.weight.observer, "minmax");
+  EXPECT_EQ(q.weight.observer, ObserverKind::MinMax);
   EXPECT_TRUE(q.layer_bits.empty());
   EXPECT_NO_THROW(q.validate());
 }
@@ -44,7 +44,7 @@ TEST(QConfig, DefaultActivationsAreSignedAffinePerTensorEma) {
   EXPECT_FALSE(s.narrow_range);
   EXPECT_EQ(s.quant_min(), -128);
   EXPECT_EQ(s.quant_max(), 127);
-  EXPECT_EQ(q.activation.observer, "ema");
+  EXPECT_EQ(q.activation.observer, ObserverKind::Ema);
 }
 
 TEST(QConfig, FromOptionsAtEveryBitWidth) {
@@ -60,8 +60,8 @@ TEST(QConfig, FromOptionsAtEveryBitWidth) {
       EXPECT_TRUE(q.weight.scheme.symmetric && q.weight.scheme.is_signed && q.weight.scheme.narrow_range);
       EXPECT_EQ(q.activation.scheme.quant_min(), -(1 << (a - 1)));
       EXPECT_EQ(q.activation.scheme.quant_max(), (1 << (a - 1)) - 1);
-      EXPECT_EQ(q.weight.observer, "ema");
-      EXPECT_EQ(q.activation.observer, "histogram");
+      EXPECT_EQ(q.weight.observer, ObserverKind::Ema);
+      EXPECT_EQ(q.activation.observer, ObserverKind::Histogram);
       EXPECT_TRUE(q.weight.scheme.per_channel);
     }
   }
@@ -70,7 +70,7 @@ TEST(QConfig, FromOptionsAtEveryBitWidth) {
 TEST(QConfig, FromOptionsPerTensorWeights) {
   const QConfig q = QConfig::from_options(8, 8, false, "minmax", "percentile", {});
   EXPECT_FALSE(q.weight.scheme.per_channel);
-  EXPECT_EQ(q.activation.observer, "percentile");
+  EXPECT_EQ(q.activation.observer, ObserverKind::Percentile);
   // Per-tensor weights may use the histogram observers.
   EXPECT_NO_THROW(QConfig::from_options(8, 8, false, "histogram", "minmax", {}));
   EXPECT_NO_THROW(QConfig::from_options(8, 8, false, "percentile", "minmax", {}));
@@ -181,12 +181,12 @@ TEST(QConfigResolution, OverridesChangeOnlyTheBits) {
   EXPECT_EQ(w.scheme.quant_max(), 3);
   EXPECT_TRUE(w.scheme.symmetric && w.scheme.narrow_range && w.scheme.is_signed);
   EXPECT_FALSE(w.scheme.per_channel);
-  EXPECT_EQ(w.observer, "ema");
+  EXPECT_EQ(w.observer, ObserverKind::Ema);
   EXPECT_EQ(a.scheme.bits, 2);
   EXPECT_EQ(a.scheme.quant_min(), -2);
   EXPECT_EQ(a.scheme.quant_max(), 1);
   EXPECT_FALSE(a.scheme.symmetric);
-  EXPECT_EQ(a.observer, "histogram");
+  EXPECT_EQ(a.observer, ObserverKind::Histogram);
   // The global specs themselves are untouched.
   EXPECT_EQ(q.weight.scheme.bits, 8);
   EXPECT_EQ(q.activation.scheme.bits, 8);
@@ -198,20 +198,20 @@ TEST(QConfigValidate, PerChannelHistogramAndPercentileAreRefused) {
   EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "percentile", "ema", {}); },
                            {"weight observer", "percentile"}));
   QConfig q;
-  q.weight.observer = "histogram";
+  q.weight.observer = ObserverKind::Histogram;
   EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"histogram"}));
   q.weight.scheme.per_channel = false;
   EXPECT_NO_THROW(q.validate());
   // A per-channel activation scheme with a histogram observer is refused the same way.
   QConfig r;
   r.activation.scheme.per_channel = true;
-  r.activation.observer = "percentile";
+  r.activation.observer = ObserverKind::Percentile;
   EXPECT_TRUE(test::throws_with([&] { r.validate(); }, {"activation observer", "percentile"}));
 }
 
 TEST(QConfigValidate, UnknownObserversAreRefused) {
   EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "median", "ema", {}); },
-                           {"weight observer", "'median'", "minmax, ema, histogram or percentile"}));
+                           {"weight observer", "'median'", "minmax, ema, histogram, percentile"}));
   EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "minmax", "EMA", {}); },
                            {"activation observer", "'EMA'"}));
   EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "minmax", "", {}); }, {"activation observer", "''"}));
