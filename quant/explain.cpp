@@ -3,6 +3,7 @@
 // The op's input codes are obtained by running the graph up to that op (a copy of the graph that
 // stops there and hands the codes out), on the reference kernels; the walk-through then recomputes one
 // output with the formulas of int8_kernels.h and requantize.h, and compares with the graph's own code.
+#include "quant/bias.h"
 #include "quant/explain.h"
 
 #include <algorithm>
@@ -716,8 +717,8 @@ BnFold fold_channel(const QatLayer& layer, const LoweredLayer& lowered, int64_t 
     f.lowered.push_back(all[c * f.per_channel + k]);
     f.weights_equal += f.codes.back() == f.lowered.back();
   }
-  f.bias_exact = static_cast<double>(f.b_fold) / (static_cast<double>(f.s_in) * static_cast<double>(f.s_w));
-  f.bias = static_cast<int32_t>(std::nearbyint(f.bias_exact));
+  f.bias_exact = static_cast<double>(f.b_fold) / bias_scale(f.s_in, f.s_w);
+  f.bias = quantize_bias(f.b_fold, bias_scale(f.s_in, f.s_w));
   f.lowered_bias = lowered.bias.empty() ? 0 : lowered.bias[c];
   return f;
 }

@@ -1,4 +1,5 @@
 // lower.cpp: derives the integer parameters of a QAT layer (see lower.h for the formulas).
+#include "quant/bias.h"
 #include "quant/lower.h"
 
 #include <cmath>
@@ -77,12 +78,9 @@ LoweredLayer lower_layer(const QatLayer& layer, const QParams& input, const QPar
     for (int64_t i = 0; i < per_channel; ++i)
       out.weight[c * per_channel + i] =
           static_cast<int8_t>(quantize_value(w.data()[c * per_channel + i], inv, 0, wq.quant_min, wq.quant_max));
-    // The bias lives on the accumulator's grid, s_in * s_w, with zero point 0; round half to even as the
-    // other quantizations do, saturating (a bias that large would mean a broken scale anyway).
-    const double acc_scale = s_in * static_cast<double>(s_w);
-    const double q = std::nearbyint(static_cast<double>(b.data()[c]) / acc_scale);
-    out.bias[c] = static_cast<int32_t>(std::clamp(q, static_cast<double>(std::numeric_limits<int32_t>::min()),
-                                                  static_cast<double>(std::numeric_limits<int32_t>::max())));
+    // The bias lives on the accumulator's grid (bias.h).
+    const double acc_scale = bias_scale(s_in, s_w);
+    out.bias[c] = quantize_bias(b.data()[c], acc_scale);
     quantize_multiplier(acc_scale / s_out, &multipliers[c], &shifts[c]);
   }
   const auto [act_min, act_max] = activation_clamp(output, layer.activation());

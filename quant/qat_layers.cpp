@@ -11,6 +11,7 @@
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "quant/bias.h"
 #include "quant/learnable_quantizer.h"
 #include "quant/lower.h"
 
@@ -28,24 +29,6 @@ const char* activation_name(FusedActivation a) {
 // ------------------------------------------------------------------------------------------ QatLayer
 
 namespace {
-
-// The bias as the integer layer will hold it: rounded to its accumulator grid S_in * S_w[oc] exactly as
-// lower_layer rounds it (in double, ties to even), with a straight-through gradient. Simulating this
-// rounding keeps the float simulation close to the integer engine when the grids are coarse (4 bits and
-// below), where the bias step can be a sizeable part of an output step.
-Tensor fake_quantize_bias(const Tensor& b, const QParams& input, const QParams& weights) {
-  Tensor y = Tensor::empty(b.shape());  // (OC)
-  const int64_t oc = b.numel();
-  for (int64_t c = 0; c < oc; ++c) {
-    const double acc_scale = static_cast<double>(input.scale[0]) * weights.scale[weights.per_channel() ? c : 0];
-    y.data()[c] = static_cast<float>(std::nearbyint(static_cast<double>(b.data()[c]) / acc_scale) * acc_scale);
-  }
-  record_op(y, "fake_quantize_bias", {b}, [b, oc](const Tensor& gy) {
-    float* gb = b.mutable_grad();
-    for (int64_t c = 0; c < oc; ++c) gb[c] += gy.data()[c];
-  });
-  return y;
-}
 
 // The backward of an op whose output has x's shape and takes x's gradient unchanged.
 BackwardFn straight_through_to(const Tensor& x) {
@@ -262,7 +245,9 @@ Tensor QatLayer::forward(const Tensor& x) {
 
 Tensor QatLayer::deployed_bias(const Tensor& b) const {
   if (!input_quant || !input_quant->quantizing() || !weight_quant().quantizing()) return b;
-  return fake_quantize_bias(b, input_quant->qparams(), weight_quant().qparams());
+  // Rounded to its accumulator grid as lower_layer rounds it (bias.h): at 4 bits and below the bias
+  // step can be a sizeable part of an output step, and the simulation should see it.
+  return fake_quantize_bias(b, input_quant->qparams(), weight_quant().qparams(), "fake_quantize_bias");
 }
 
 Tensor QatLayer::deployed_linear_op(const Tensor& x, const Tensor& wq, const Tensor& b) const {

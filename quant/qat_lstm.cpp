@@ -17,6 +17,7 @@
 
 #include "core/ops.h"
 #include "nn/lstm_cell.h"
+#include "quant/bias.h"
 #include "quant/lower.h"
 #include "quant/requantize.h"
 
@@ -179,22 +180,6 @@ Tensor lstm_step(const Tensor& gx, int64_t t, const Tensor& h_prev, const Tensor
               }
             });
   return state;
-}
-
-// The combined bias rounded onto the accumulator grid s_x * s_wih[r] exactly as lower_lstm_layer rounds it
-// (in double, ties to even), with a straight-through gradient.
-Tensor round_bias_to_accumulator_grid(const Tensor& b, const QParams& input, const QParams& weights) {
-  Tensor y = Tensor::empty(b.shape());  // (G)
-  const int64_t G = b.numel();
-  for (int64_t r = 0; r < G; ++r) {
-    const double acc_scale = static_cast<double>(input.scale[0]) * weights.scale[weights.per_channel() ? r : 0];
-    y.data()[r] = static_cast<float>(std::nearbyint(static_cast<double>(b.data()[r]) / acc_scale) * acc_scale);
-  }
-  record_op(y, "lstm_bias_round", {b}, [b, G](const Tensor& gy) {
-    float* gb = b.mutable_grad();
-    for (int64_t r = 0; r < G; ++r) gb[r] += gy.data()[r];
-  });
-  return y;
 }
 
 std::string layer_name(const char* what, int64_t layer) { return what + std::string("_l") + std::to_string(layer); }
@@ -387,7 +372,7 @@ Tensor QatLstm::run_layer(int64_t l, const Tensor& x, bool quantize, bool call_q
     bias = add(bias_ih[l], bias_hh[l]);
     const Quantizer* in_q = l == 0 ? input_quant.get() : &hidden_quant(l - 1);
     if (quantize && in_q && in_q->quantizing())
-      bias = round_bias_to_accumulator_grid(bias, in_q->qparams(), weight_ih_quant(l).qparams());
+      bias = fake_quantize_bias(bias, in_q->qparams(), weight_ih_quant(l).qparams(), "lstm_bias_round");
   }
   const Tensor gx = reshape(linear(reshape(x, {N * T, IN}), w_ih, bias), {N, T, G});  // all steps at once
   const StepSettings settings{quantize, quantize ? cell_frac_bits(l) : 0};
@@ -470,11 +455,8 @@ LstmInt8Params lower_lstm_layer(const QatLstm& m, int64_t l, const QParams& inpu
   for (int64_t r = 0; r < G; ++r) {
     const double acc_x = s_x * p.weights_ih.scale[p.weights_ih.per_channel() ? r : 0];
     const double acc_h = s_h * p.weights_hh.scale[p.weights_hh.per_channel() ? r : 0];
-    // The bias lives on the input side's accumulator grid, zero point 0, rounded half to even as the other
-    // quantizations are, saturating.
-    const double q = std::nearbyint(static_cast<double>(b.data()[r]) / acc_x);
-    p.bias[r] = static_cast<int32_t>(std::clamp(q, static_cast<double>(std::numeric_limits<int32_t>::min()),
-                                                static_cast<double>(std::numeric_limits<int32_t>::max())));
+    // The bias lives on the input side's accumulator grid (bias.h).
+    p.bias[r] = quantize_bias(b.data()[r], acc_x);
     quantize_multiplier(acc_x * gate_scale, &p.input_multiplier[r], &p.input_shift[r]);
     quantize_multiplier(acc_h * gate_scale, &p.recurrent_multiplier[r], &p.recurrent_shift[r]);
   }
