@@ -247,6 +247,13 @@ std::vector<ConvCase> tap_cases() {
   cases.push_back({"s3_k5_pad2", {1, 2, 11, 10}, {5, 2, 5, 5}, true, strided(3, 3, 2, 2, 1)});
   cases.push_back({"s2x1_rect", {2, 2, 8, 7}, {4, 2, 3, 2}, true, strided(2, 1, 1, 0, 1)});
   cases.push_back({"s2_depthwise", {2, 4, 8, 8}, {4, 1, 3, 3}, false, strided(2, 2, 1, 1, 4)});
+  // More depthwise convolutions (MobileNet-style description files use them): kernel sizes, padding
+  // (none, wider than the kernel reaches), strides, a rectangular kernel and a bias.
+  cases.push_back({"dw_k5_pad2_bias", {3, 6, 9, 10}, {6, 1, 5, 5}, true, params(2, 2, 6)});
+  cases.push_back({"dw_k3_valid", {2, 3, 6, 7}, {3, 1, 3, 3}, true, params(0, 0, 3)});
+  cases.push_back({"dw_k1", {2, 3, 4, 5}, {3, 1, 1, 1}, true, params(0, 0, 3)});
+  cases.push_back({"dw_rect_s2x1", {2, 4, 9, 7}, {4, 1, 3, 2}, true, strided(2, 1, 1, 0, 4)});
+  cases.push_back({"dw_pad_beyond", {1, 2, 3, 4}, {2, 1, 2, 2}, false, strided(3, 3, 2, 2, 2)});
   cases.push_back({"s2_many_sweeps", {8, 16, 20, 20}, {24, 16, 3, 3}, true, strided(2, 2, 1, 1, 1)});
   // Padding wider than the kernel reaches: no transposed form, the input gradient goes phase by phase.
   cases.push_back({"pad_beyond_kernel", {2, 2, 4, 5}, {3, 2, 1, 1}, true, params(1, 2, 1)});
