@@ -107,7 +107,7 @@ async function main() {
     const count = Math.min(a.batch, n - s);
     const y = await run(s, count);
     if (!codes) {
-      k = y.dims[1];
+      k = y.data.length / count;  // values per image: K for a classifier
       codes = new Int8Array(n * k);
     }
     codes.set(y.data, s * k);
