@@ -13,18 +13,21 @@ namespace qatlab {
 namespace fs = std::filesystem;
 
 int cmd_export(int argc, char** argv) {
-  std::string path, out;
+  std::string path, out, activations = "uint8";
   bool overwrite = false;
   po::options_description desc("export options");
   desc.add_options()("model", po::value(&path), "the integer model file, model.int8.h5 (also the first positional argument)")
       ("output,o", po::value(&out), "the ONNX file to write")
-      ("overwrite", po::bool_switch(&overwrite), "allow --output to replace an existing file");
+      ("overwrite", po::bool_switch(&overwrite), "allow --output to replace an existing file")
+      ("activations", po::value(&activations)->default_value(activations),
+       "uint8 (code + 128, ONNX Runtime's fast form on x86) or int8 (the codes as they are)");
   po::positional_options_description positional;
   positional.add("model", 1);
   po::variables_map vm;
   if (!parse_command("export", "MODEL.int8.h5 -o FILE.onnx [options]", desc, positional, argc, argv, vm)) return 0;
   require(!path.empty(), "name the integer model: qatlab export MODEL.int8.h5 -o FILE.onnx");
   require(!out.empty(), "name the ONNX file to write: -o FILE.onnx");
+  require(activations == "uint8" || activations == "int8", "--activations must be uint8 or int8, got " + activations);
   std::error_code ec;
   require(!fs::equivalent(out, path, ec), "--output " + out + " is the model being exported");
   guard_output("--output", out, overwrite);
@@ -42,7 +45,7 @@ int cmd_export(int argc, char** argv) {
   }
   OnnxExportSummary summary;
   try {
-    summary = save_onnx(graph, out);
+    summary = save_onnx(graph, out, OnnxExportOptions{activations == "uint8"});
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error(path + ": cannot export: " + e.what());
   }

@@ -45,6 +45,19 @@ class Builder {
     const int8_t b = static_cast<int8_t>(v);
     return tensor(stem, onnx::TensorProto::INT8, {}, bytes_of(&b, 1));
   }
+  // An activation code (scalar) in the export's activation type: int8 as it is, uint8 as code + 128.
+  std::string act_scalar(const std::string& stem, int32_t code, bool u8) {
+    if (!u8) return int8_scalar(stem, code);
+    const uint8_t b = static_cast<uint8_t>(code + 128);
+    return tensor(stem, onnx::TensorProto::UINT8, {}, bytes_of(&b, 1));
+  }
+  std::string act_tensor(const std::string& stem, const std::vector<int64_t>& dims, const std::vector<int8_t>& codes,
+                         bool u8) {
+    if (!u8) return int8_tensor(stem, dims, codes);
+    std::vector<uint8_t> v(codes.size());
+    for (size_t k = 0; k < v.size(); ++k) v[k] = static_cast<uint8_t>(codes[k] + 128);
+    return tensor(stem, onnx::TensorProto::UINT8, dims, bytes_of(v.data(), v.size()));
+  }
   std::string int32_tensor(const std::string& stem, const std::vector<int64_t>& dims, const std::vector<int32_t>& v) {
     return tensor(stem, onnx::TensorProto::INT32, dims, bytes_of(v.data(), v.size() * 4));
   }
@@ -122,7 +135,7 @@ std::string op_label(size_t i, const Int8Op& op) {
 
 class Exporter {
  public:
-  Exporter(const Int8Graph& graph, onnx::GraphProto* g) : graph_(graph), b_(g), g_(g) {}
+  Exporter(const Int8Graph& graph, onnx::GraphProto* g, bool u8) : graph_(graph), b_(g), g_(g), u8_(u8) {}
 
   void run(OnnxExportSummary* summary) {
     const auto shapes = graph_.op_shapes();
@@ -175,7 +188,7 @@ class Exporter {
   std::string clip(const std::string& x, int32_t lo, int32_t hi, const std::string& node_name, bool always = false) {
     if (!always && lo <= -128 && hi >= 127) return x;
     const std::string y = b_.name("clip");
-    b_.node("Clip", node_name + "/clip", {x, b_.int8_scalar("clip_min", lo), b_.int8_scalar("clip_max", hi)}, y);
+    b_.node("Clip", node_name + "/clip", {x, b_.act_scalar("clip_min", lo, u8_), b_.act_scalar("clip_max", hi, u8_)}, y);
     return y;
   }
 
@@ -201,13 +214,13 @@ class Exporter {
       }
       codes = b_.name("input_codes");
       b_.node("Gather", op.name + "/pixel_table",
-              {b_.int8_tensor("pixel_table", {c * 256}, op.pixel_codes), index}, codes);
+              {b_.act_tensor("pixel_table", {c * 256}, op.pixel_codes, u8_), index}, codes);
     } else {
       // Normalised floats: QuantizeLinear (x / scale, ties to even, saturating) on the entry grid.
       value_info(g_->add_input(), "input", onnx::TensorProto::FLOAT, graph_.input_shape);
       if (summary) summary->input_name = "input";
       codes = b_.name("input_codes");
-      b_.node("QuantizeLinear", op.name, {"input", b_.float_scalar("scale", s), b_.int8_scalar("zero_point", z)},
+      b_.node("QuantizeLinear", op.name, {"input", b_.float_scalar("scale", s), b_.act_scalar("zero_point", z, u8_)},
               codes);
       codes = clip(codes, op.grid.quant_min, op.grid.quant_max, op.name);
     }
@@ -234,10 +247,10 @@ class Exporter {
     const std::string y = b_.name("conv_out");
     onnx::NodeProto* n = b_.node(
         "QLinearConv", op.name,
-        {x.name, b_.float_scalar("x_scale", sx), b_.int8_scalar("x_zero_point", -input_offset(op)),
+        {x.name, b_.float_scalar("x_scale", sx), b_.act_scalar("x_zero_point", -input_offset(op), u8_),
          b_.int8_tensor("weight", w_dims, codes), b_.float_tensor("w_scale", {oc}, w_scale),
          b_.int8_tensor("w_zero_point", {oc}, std::vector<int8_t>(static_cast<size_t>(oc), 0)),
-         b_.float_scalar("y_scale", sy), b_.int8_scalar("y_zero_point", output_offset(op)),
+         b_.float_scalar("y_scale", sy), b_.act_scalar("y_zero_point", output_offset(op), u8_),
          b_.int32_tensor("bias", {oc}, l.bias)},
         y);
     set_ints(n, "kernel_shape", {w_dims[2], w_dims[3]});
@@ -309,7 +322,7 @@ class Exporter {
       padded = b_.name("avg_pool_padded");
       b_.node("Pad", op.name + "/pad",
               {x.name, b_.int64_tensor("pads", {0, 0, pad, pad, 0, 0, pad, pad}),
-               b_.int8_scalar("pad_value", op.grid.zero_point.at(0))},
+               b_.act_scalar("pad_value", op.grid.zero_point.at(0), u8_)},
               padded);
     }
     const double delta = 1.0 / (512.0 * static_cast<double>(count));
@@ -317,11 +330,11 @@ class Exporter {
     const std::string y = b_.name(global ? "global_avg_pool" : "avg_pool");
     onnx::NodeProto* n = b_.node(
         "QLinearConv", op.name,
-        {padded, b_.float_scalar("x_scale", x.scale), b_.int8_scalar("x_zero_point", 0),
+        {padded, b_.float_scalar("x_scale", x.scale), b_.act_scalar("x_zero_point", 0, u8_),
          b_.int8_tensor("ones", {c, 1, kh, kw}, std::vector<int8_t>(static_cast<size_t>(c * count), 1)),
          b_.float_tensor("w_scale", {c}, std::vector<float>(static_cast<size_t>(c), w_scale)),
          b_.int8_tensor("w_zero_point", {c}, std::vector<int8_t>(static_cast<size_t>(c), 0)),
-         b_.float_scalar("y_scale", x.scale), b_.int8_scalar("y_zero_point", 0)},
+         b_.float_scalar("y_scale", x.scale), b_.act_scalar("y_zero_point", 0, u8_)},
         y);
     set_ints(n, "kernel_shape", {kh, kw});
     set_ints(n, "strides", {stride, stride});
@@ -350,18 +363,26 @@ class Exporter {
     const float so = op.grid.scale.at(0);
     const std::string y = b_.name("add");
     b_.node("QLinearAdd", op.name,
-            {a.name, b_.float_scalar("a_scale", a.scale), b_.int8_scalar("a_zero_point", -p.input1_offset), b.name,
-             b_.float_scalar("b_scale", b.scale), b_.int8_scalar("b_zero_point", -p.input2_offset),
-             b_.float_scalar("c_scale", so), b_.int8_scalar("c_zero_point", p.output_offset)},
+            {a.name, b_.float_scalar("a_scale", a.scale), b_.act_scalar("a_zero_point", -p.input1_offset, u8_), b.name,
+             b_.float_scalar("b_scale", b.scale), b_.act_scalar("b_zero_point", -p.input2_offset, u8_),
+             b_.float_scalar("c_scale", so), b_.act_scalar("c_zero_point", p.output_offset, u8_)},
             y, kMicrosoftDomain);
     set_output(op, clip(y, p.quantized_activation_min, p.quantized_activation_max, op.name), so, p.output_offset);
   }
 
   void dequantize(const Int8Op& op, const Shape& out) {
     const SlotTensor& x = input(op, 0);
-    b_.node("Identity", op.name + "/codes", {x.name}, "codes");
+    if (u8_) {  // uint8 code + 128 -> the int8 code, in int32 (no op subtracts on 8 bits)
+      const std::string wide = b_.name("codes_int32"), moved = b_.name("codes_moved");
+      set_int(b_.node("Cast", op.name + "/widen", {x.name}, wide), "to", onnx::TensorProto::INT32);
+      b_.node("Sub", op.name + "/to_signed", {wide, b_.int32_tensor("offset", {}, {128})}, moved);
+      set_int(b_.node("Cast", op.name + "/codes", {moved}, "codes"), "to", onnx::TensorProto::INT8);
+    } else {
+      b_.node("Identity", op.name + "/codes", {x.name}, "codes");
+    }
     b_.node("DequantizeLinear", op.name,
-            {"codes", b_.float_scalar("scale", op.grid.scale.at(0)), b_.int8_scalar("zero_point", op.grid.zero_point.at(0))},
+            {x.name, b_.float_scalar("scale", op.grid.scale.at(0)),
+             b_.act_scalar("zero_point", op.grid.zero_point.at(0), u8_)},
             "logits");
     value_info(g_->add_output(), "codes", onnx::TensorProto::INT8, out);
     value_info(g_->add_output(), "logits", onnx::TensorProto::FLOAT, out);
@@ -373,6 +394,7 @@ class Exporter {
   onnx::GraphProto* g_;
   std::vector<SlotTensor> slots_;
   size_t i_ = 0;
+  bool u8_ = false;  // activations as uint8, code + 128 (OnnxExportOptions)
 };
 
 }  // namespace
@@ -397,7 +419,7 @@ float onnx_weight_scale_for(double multiplier, float x_scale, float y_scale) {
   return best;
 }
 
-std::string onnx_model_bytes(const Int8Graph& graph, OnnxExportSummary* summary) {
+std::string onnx_model_bytes(const Int8Graph& graph, const OnnxExportOptions& options, OnnxExportSummary* summary) {
   graph.validate();
   onnx::ModelProto model;
   model.set_ir_version(onnx::IR_VERSION);
@@ -414,7 +436,7 @@ std::string onnx_model_bytes(const Int8Graph& graph, OnnxExportSummary* summary)
   g->set_name("qatlab_int8");
 
   OnnxExportSummary local;
-  Exporter(graph, g).run(&local);
+  Exporter(graph, g, options.uint8_activations).run(&local);
   local.nodes = g->node_size();
   try {
     onnx::checker::check_model(model);
@@ -428,9 +450,9 @@ std::string onnx_model_bytes(const Int8Graph& graph, OnnxExportSummary* summary)
   return bytes;
 }
 
-OnnxExportSummary save_onnx(const Int8Graph& graph, const std::string& path) {
+OnnxExportSummary save_onnx(const Int8Graph& graph, const std::string& path, const OnnxExportOptions& options) {
   OnnxExportSummary summary;
-  const std::string bytes = onnx_model_bytes(graph, &summary);
+  const std::string bytes = onnx_model_bytes(graph, options, &summary);
   atomic_write_text(path, bytes);
   return summary;
 }

@@ -99,13 +99,14 @@ struct Agreement {
 };
 
 // The graph's codes (reference kernels) against ONNX Runtime's on n random images.
-Agreement compare_with_onnxruntime(const Int8Graph& graph, int64_t n, uint64_t seed, std::string* skip) {
+Agreement compare_with_onnxruntime(const Int8Graph& graph, int64_t n, uint64_t seed, std::string* skip,
+                                   const OnnxExportOptions& options = {}) {
   const Shape nchw{n, graph.input_shape[0], graph.input_shape[1], graph.input_shape[2]};
   const std::vector<uint8_t> pixels = random_pixels(shape_numel(nchw), seed);
   Shape out_shape;
   const std::vector<int8_t> ours = graph.run_pixel_codes(pixels.data(), n, &out_shape, KernelPath::Reference);
   test::TempFile model("model.onnx");
-  save_onnx(graph, model.path());
+  save_onnx(graph, model.path(), options);
   const std::vector<int8_t> theirs = run_in_onnxruntime(model.path(), pixels, nchw, skip);
   Agreement a;
   if (!skip->empty() || theirs.empty()) return a;
@@ -135,6 +136,7 @@ struct ZooCase {
   std::string model;
   ModelSpec spec;
   int wbits, abits;
+  bool uint8_activations;
 };
 
 class OnnxRuntimeAgrees : public ::testing::TestWithParam<ZooCase> {};
@@ -145,7 +147,7 @@ TEST_P(OnnxRuntimeAgrees, OutputCodesWithinOneStep) {
   const ZooCase& c = GetParam();
   const Int8Graph graph = random_graph(c.model, c.spec, c.wbits, c.abits, 11);
   std::string skip;
-  const Agreement a = compare_with_onnxruntime(graph, 32, 5, &skip);
+  const Agreement a = compare_with_onnxruntime(graph, 32, 5, &skip, OnnxExportOptions{c.uint8_activations});
   if (!skip.empty()) GTEST_SKIP() << skip;
   ASSERT_GT(a.values, 0);  // compare_with_onnxruntime checked that both gave as many codes
   EXPECT_LE(a.max_difference, 1);
@@ -153,10 +155,12 @@ TEST_P(OnnxRuntimeAgrees, OutputCodesWithinOneStep) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Zoo, OnnxRuntimeAgrees,
-                         ::testing::Values(ZooCase{"lenet5", {1, 28, 28, 10}, 8, 8}, ZooCase{"lenet5", {1, 28, 28, 10}, 4, 4}),
+                         ::testing::Values(ZooCase{"lenet5", {1, 28, 28, 10}, 8, 8, true}, ZooCase{"lenet5", {1, 28, 28, 10}, 4, 4, true},
+                                           ZooCase{"lenet5", {1, 28, 28, 10}, 8, 8, false},
+                                           ZooCase{"lenet5", {1, 28, 28, 10}, 4, 4, false}),
                          [](const auto& info) {
                            return info.param.model + "_W" + std::to_string(info.param.wbits) + "A" +
-                                  std::to_string(info.param.abits);
+                                  std::to_string(info.param.abits) + (info.param.uint8_activations ? "_uint8" : "_int8");
                          });
 
 // A graph's entry on `grid` whose table maps byte p to code p - 128 for c channels: fed the codes + 128,
@@ -214,7 +218,7 @@ TEST(OnnxExport, ResNet20OpByOpWithinOneStep) {
     prefix.ops.push_back(exit);
     prefix.num_slots = slot + 2;
     Shape in_codes_shape;
-    const std::vector<int8_t> in_codes = prefix.run_pixel_codes(pixels.data(), n, &in_codes_shape, KernelPath::Reference);
+    const std::vector<int8_t> in_codes = prefix.run_pixel_codes(pixels.data(), n, &in_codes_shape, best_kernel_path());
     const QParams in_grid = op.kind == Int8OpKind::Conv2d ? op.layer.input : op.grid;
     const Int8Graph g = single_op_graph(full, op, shapes[i].first, in_grid);
     std::vector<uint8_t> fed(in_codes.size());
@@ -285,14 +289,17 @@ Int8Graph average_pool_graph(int32_t zero_point) {
 }
 
 TEST(OnnxExport, AveragePoolsRoundTiesAsOursDo) {
-  for (int32_t zp : {0, -128, 37}) {
-    const Int8Graph graph = average_pool_graph(zp);
-    std::string skip;
-    const Agreement a = compare_with_onnxruntime(graph, 64, 9 + static_cast<uint64_t>(zp + 128), &skip);
-    if (!skip.empty()) GTEST_SKIP() << skip;
-    ASSERT_EQ(a.values, 64 * 4);
-    EXPECT_EQ(a.equal, a.values) << "zero point " << zp << ": largest difference " << a.max_difference;
-  }
+  for (bool u8 : {true, false})
+    for (int32_t zp : {0, -128, 37}) {
+      const Int8Graph graph = average_pool_graph(zp);
+      std::string skip;
+      const Agreement a =
+          compare_with_onnxruntime(graph, 64, 9 + static_cast<uint64_t>(zp + 128), &skip, OnnxExportOptions{u8});
+      if (!skip.empty()) GTEST_SKIP() << skip;
+      ASSERT_EQ(a.values, 64 * 4);
+      EXPECT_EQ(a.equal, a.values) << "zero point " << zp << (u8 ? " uint8" : " int8") << ": largest difference "
+                                   << a.max_difference;
+    }
 }
 
 QParams grid_of(float scale, int32_t zero_point) {
@@ -356,14 +363,15 @@ Int8Graph add_graph(bool relu) {
 }
 
 TEST(OnnxExport, ResidualAddWithinOneStep) {
-  for (bool relu : {false, true}) {
-    std::string skip;
-    const Agreement r = compare_with_onnxruntime(add_graph(relu), 64, 21, &skip);
-    if (!skip.empty()) GTEST_SKIP() << skip;
-    ASSERT_EQ(r.values, 64 * 4 * 8 * 8);
-    EXPECT_LE(r.max_difference, 1) << "relu " << relu;
-    EXPECT_GE(static_cast<double>(r.equal), 0.999 * static_cast<double>(r.values)) << "relu " << relu;
-  }
+  for (bool u8 : {true, false})
+    for (bool relu : {false, true}) {
+      std::string skip;
+      const Agreement r = compare_with_onnxruntime(add_graph(relu), 64, 21, &skip, OnnxExportOptions{u8});
+      if (!skip.empty()) GTEST_SKIP() << skip;
+      ASSERT_EQ(r.values, 64 * 4 * 8 * 8);
+      EXPECT_LE(r.max_difference, 1) << "relu " << relu << (u8 ? " uint8" : " int8");
+      EXPECT_GE(static_cast<double>(r.equal), 0.999 * static_cast<double>(r.values)) << "relu " << relu;
+    }
 }
 
 TEST(OnnxExport, WeightScaleGivesTheFloatNearestTheMultiplier) {
@@ -383,7 +391,7 @@ TEST(OnnxExport, WeightScaleGivesTheFloatNearestTheMultiplier) {
 TEST(OnnxExport, EveryExportPassesTheCheckerAndIsDeterministic) {
   const Int8Graph graph = random_graph("lenet5", {1, 28, 28, 10}, 8, 8, 3);
   OnnxExportSummary s;
-  const std::string a = onnx_model_bytes(graph, &s), b = onnx_model_bytes(graph);
+  const std::string a = onnx_model_bytes(graph, {}, &s), b = onnx_model_bytes(graph);
   EXPECT_EQ(a, b);
   EXPECT_EQ(s.input_name, "pixels");
   EXPECT_EQ(s.bytes, static_cast<int64_t>(a.size()));
@@ -396,7 +404,7 @@ TEST(OnnxExport, AGraphWithoutPixelTableReadsNormalisedFloats) {
                                  QConfig::from_options(8, 8, true, "minmax", "ema", {}, "observer", "observer"));
   test::train_a_little(model, {8, 1, 28, 28}, 10, rng, 2);
   OnnxExportSummary s;
-  onnx_model_bytes(convert(*model, {1, 28, 28}), &s);
+  onnx_model_bytes(convert(*model, {1, 28, 28}), {}, &s);
   EXPECT_EQ(s.input_name, "input");
   EXPECT_NE(std::find(s.op_types.begin(), s.op_types.end(), "QuantizeLinear"), s.op_types.end());
 }
