@@ -28,14 +28,14 @@ results="$runs/results.jsonl"
 compare() {
   local name=$1 dir=$2 images_opt=$3 images=$4
   shift 4
-  "$Q" export "$dir/model.int8.h5" -o "$dir/model.onnx" --overwrite "$@"
-  "$Q" eval "$dir/model.int8.h5" --threads 2 --dump "$dir/qatlab.csv"
+  "$Q" export "$dir/model.int8.h5" -o "$dir/$name.onnx" "$@"
+  "$Q" eval "$dir/model.int8.h5" --threads 2 --dump "$dir/$name.qatlab.csv"
   local ort agree
-  ort=$(node "$scripts/onnx_run.js" "$dir/model.onnx" --out "$dir/ort.codes" "$images_opt" "$images" \
+  ort=$(node "$scripts/onnx_run.js" "$dir/$name.onnx" --out "$dir/$name.ort.codes" "$images_opt" "$images" \
     --batch 256 --threads 2)
-  agree=$(node "$scripts/onnx_compare.js" "$dir/qatlab.csv" "$dir/ort.codes")
+  agree=$(node "$scripts/onnx_compare.js" "$dir/$name.qatlab.csv" "$dir/$name.ort.codes")
   local latency
-  latency=$(node "$scripts/onnx_run.js" "$dir/model.onnx" --out "$dir/ort1.codes" "$images_opt" "$images" \
+  latency=$(node "$scripts/onnx_run.js" "$dir/$name.onnx" --out "$dir/$name.ort1.codes" "$images_opt" "$images" \
     --batch 256 --threads 1 --latency 200)
   echo "onnxruntime $name (2 threads, batch 256): $ort"
   echo "onnxruntime $name (1 thread, batch-1 latency): $latency"
