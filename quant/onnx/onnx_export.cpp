@@ -146,9 +146,9 @@ class Exporter {
       const Shape& in = shapes[i].first;
       const Shape& out = shapes[i].second;
       switch (op.kind) {
-        case Int8OpKind::Quantize: quantize(op, out, summary); break;
-        case Int8OpKind::Conv2d: conv(op, in); break;
-        case Int8OpKind::FullyConnected: fully_connected(op, in); break;
+        case Int8OpKind::Quantize: quantize(op, summary); break;
+        case Int8OpKind::Conv2d: conv(op); break;
+        case Int8OpKind::FullyConnected: fully_connected(op); break;
         case Int8OpKind::MaxPool2d: max_pool(op); break;
         case Int8OpKind::AvgPool2d: avg_pool(op, in, false); break;
         case Int8OpKind::GlobalAvgPool: avg_pool(op, in, true); break;
@@ -192,7 +192,7 @@ class Exporter {
     return y;
   }
 
-  void quantize(const Int8Op& op, const Shape& out, OnnxExportSummary* summary) {
+  void quantize(const Int8Op& op, OnnxExportSummary* summary) {
     const int64_t c = graph_.input_shape[0];
     const float s = op.grid.scale.at(0);
     const int32_t z = op.grid.zero_point.at(0);
@@ -224,7 +224,6 @@ class Exporter {
               codes);
       codes = clip(codes, op.grid.quant_min, op.grid.quant_max, op.name);
     }
-    (void)out;
     set_output(op, codes, s, z);
   }
 
@@ -268,16 +267,15 @@ class Exporter {
     return op.layer.is_conv ? op.layer.conv.output_offset : op.layer.fc.output_offset;
   }
 
-  void conv(const Int8Op& op, const Shape& in) {
+  void conv(const Int8Op& op) {
     const LoweredLayer& l = op.layer;
     const SlotTensor& x = input(op, 0);
     const std::string y = qlinear_conv(op, x, l.weight_shape, &l.conv, l.conv.output_multiplier, l.conv.output_shift,
                                        l.conv.quantized_activation_min, l.conv.quantized_activation_max);
-    (void)in;
     set_output(op, y, l.output.scale.at(0), l.conv.output_offset);
   }
 
-  void fully_connected(const Int8Op& op, const Shape& in) {
+  void fully_connected(const Int8Op& op) {
     const LoweredLayer& l = op.layer;
     const SlotTensor& x = input(op, 0);
     const int64_t out = l.weight_shape[0], features = l.weight_shape[1];
@@ -288,7 +286,6 @@ class Exporter {
                                         l.fc.quantized_activation_max);
     const std::string y = b_.name("fc_out");
     b_.node("Reshape", op.name + "/to_nc", {y4, b_.int64_tensor("shape", {-1, out})}, y);
-    (void)in;
     set_output(op, y, l.output.scale.at(0), l.fc.output_offset);
   }
 
