@@ -4,10 +4,12 @@
 //
 //   node onnx_run.js MODEL.onnx --out CODES.bin IMAGES [--batch B] [--threads T] [--latency K]
 //   IMAGES: --pixels FILE.bin --shape N,C,H,W   raw uint8 images, (N, C, H, W)
+//           --floats FILE.bin --shape N,C,H,W   float32 images (a float model's normalised 'input')
 //           --idx FILE                          an MNIST IDX image file (28 x 28, one channel; .gz too)
 //           --cifar FILE                        a CIFAR-10 binary batch (label byte + 3 x 32 x 32 each)
 //
-// CODES.bin receives the 'codes' output, int8, (N, K), image after image. One JSON line on stdout gives
+// CODES.bin receives the 'codes' output, int8, (N, K), image after image (a float model: 'logits',
+// float32). One JSON line on stdout gives
 // the images, K, the runtime's version and timing: total seconds over all images at batch B, and with
 // --latency K the median seconds of K single-image runs. Exit codes: 0 done, 1 a failure, 3 ONNX Runtime
 // not found (the caller may skip; apps/scripts/fetch_onnxruntime.sh installs it).
@@ -43,6 +45,7 @@ function parseArgs(argv) {
     };
     if (k === '--out') a.out = v();
     else if (k === '--pixels') a.pixels = v();
+    else if (k === '--floats') a.floats = v();
     else if (k === '--shape') a.shape = v().split(',').map(Number);
     else if (k === '--idx') a.idx = v();
     else if (k === '--cifar') a.cifar = v();
@@ -66,6 +69,13 @@ function readImages(a) {
     const data = new Uint8Array(fs.readFileSync(a.pixels));
     if (data.length !== a.shape.reduce((x, y) => x * y, 1)) fail(a.pixels + ': ' + data.length + ' bytes, not ' + a.shape.join(' x '));
     return {data, shape: a.shape};
+  }
+  if (a.floats) {
+    if (!a.shape || a.shape.length !== 4 || a.shape.some(x => !Number.isInteger(x) || x < 1)) fail('--floats needs --shape N,C,H,W');
+    const b = fs.readFileSync(a.floats);
+    const data = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+    if (data.length !== a.shape.reduce((x, y) => x * y, 1)) fail(a.floats + ': ' + data.length + ' floats, not ' + a.shape.join(' x '));
+    return {data, shape: a.shape, floats: true};
   }
   if (a.idx) {
     let b = fs.readFileSync(a.idx);
@@ -96,10 +106,14 @@ async function main() {
   const session = await ort.InferenceSession.create(a.model, {
     executionProviders: ['cpu'], intraOpNumThreads: a.threads, interOpNumThreads: 1,
   });
-  if (session.inputNames[0] !== 'pixels') fail(a.model + ": its input is '" + session.inputNames[0] + "', not raw 'pixels'");
+  const inputName = images.floats ? 'input' : 'pixels';
+  if (session.inputNames[0] !== inputName)
+    fail(a.model + ": its input is '" + session.inputNames[0] + "', these images are for '" + inputName + "'");
+  const outputName = session.outputNames.includes('codes') ? 'codes' : session.outputNames[0];
   const run = async (start, count) => {
-    const x = new ort.Tensor('uint8', images.data.subarray(start * per, (start + count) * per), [count, c, h, w]);
-    return (await session.run({pixels: x}, ['codes'])).codes;
+    const x = new ort.Tensor(images.floats ? 'float32' : 'uint8', images.data.subarray(start * per, (start + count) * per),
+                             [count, c, h, w]);
+    return (await session.run({[inputName]: x}, [outputName]))[outputName];
   };
   let codes = null, k = 0;
   const t0 = process.hrtime.bigint();
@@ -108,7 +122,7 @@ async function main() {
     const y = await run(s, count);
     if (!codes) {
       k = y.data.length / count;  // values per image: K for a classifier
-      codes = new Int8Array(n * k);
+      codes = new y.data.constructor(n * k);
     }
     codes.set(y.data, s * k);
   }
@@ -120,7 +134,7 @@ async function main() {
     times.push(Number(process.hrtime.bigint() - t) / 1e9);
   }
   times.sort((x, y) => x - y);
-  fs.writeFileSync(a.out, Buffer.from(codes.buffer));
+  fs.writeFileSync(a.out, Buffer.from(codes.buffer, codes.byteOffset, codes.byteLength));
   process.stdout.write(JSON.stringify({
     images: n, outputs: k, onnxruntime: ort.env.versions.common, threads: a.threads, batch: a.batch,
     seconds: total, images_per_second: n / total, latency_seconds: times.length ? times[times.length >> 1] : null,

@@ -76,5 +76,32 @@ TEST_F(ExportCli, BadInputsFailWithOneLineAndLeaveTheOutputAsItWas) {
     EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos) << "temporary file left: " << e.path();
 }
 
+// Checkpoints, trained briefly on the synthetic set: a float one exports with float operators, a QAT one is
+// refused with the way to its integer model.
+class ExportCheckpointCli : public CliSuite {
+ protected:
+  static void SetUpTestSuite() { set_up_suite("export", 256, 64, 5); }
+  static void TearDownTestSuite() { tear_down_suite(); }
+};
+
+TEST_F(ExportCheckpointCli, AFloatCheckpointExportsAsFloatAndAQatOneIsRefused) {
+  const std::string f = work("float");
+  ASSERT_TRUE(Succeeded(qatlab({"train", "--model", "lenet5", "--epochs", "1", "--data-dir", data_dir_, "--threads", "2",
+                                "--progress", "none", "--out", f},
+                               "train")));
+  const RunResult r = qatlab({"export", f + "/checkpoint.h5", "-o", work("float.onnx")}, "export");
+  ASSERT_TRUE(Succeeded(r));
+  EXPECT_NE(r.out.find("Conv, BatchNormalization"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("output 'logits' (float)"), std::string::npos) << r.out;
+
+  const std::string q = work("qat");
+  ASSERT_TRUE(Succeeded(qatlab({"qat", "--from", f + "/checkpoint.h5", "--epochs", "1", "--data-dir", data_dir_,
+                                "--threads", "2", "--progress", "none", "--out", q},
+                               "qat")));
+  EXPECT_TRUE(FailedWith(qatlab({"export", q + "/checkpoint.h5", "-o", work("qat.onnx")}, "export_qat"), kRuntimeFailure,
+                         "export", {"'qat' checkpoint", "qatlab convert"}));
+  EXPECT_FALSE(fs::exists(work("qat.onnx")));
+}
+
 }  // namespace
 }  // namespace qatlab::testing

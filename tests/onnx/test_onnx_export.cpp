@@ -3,8 +3,9 @@
 // installs) runs the exported model on random raw pixels and its output codes are compared with the
 // integer graph's: LeNet-5 at W8A8 and W4A4 (the Clip of 4-bit grids), ResNet-20 at W8A8 (residual adds,
 // the global average pool), and a hand-made graph of average pools whose windows often sum to a tie,
-// where the export must round exactly as ours does. Without node or the package those tests are skipped,
-// saying so.
+// where the export must round exactly as ours does. Float models (MLP, LeNet-5, ResNet-20) exported with
+// float operators give their own logits up to float rounding. Without node or the package the tests that
+// run ONNX Runtime are skipped, saying so.
 //
 // Shape letters: N images, C channels, H x W image, K outputs.
 #include <gtest/gtest.h>
@@ -23,6 +24,7 @@
 #include "nn/zoo.h"
 #include "quant/convert.h"
 #include "quant/onnx/onnx_export.h"
+#include "quant/onnx/onnx_float_export.h"
 #include "quant/prepare.h"
 #include "quant/quant_test_util.h"
 #include "quant/requantize.h"
@@ -421,6 +423,76 @@ TEST(OnnxExport, AnLstmIsRefusedNamingTheOp) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("image_rows"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("LSTM"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace qatlab
+
+// ------------------------------------------------------------------------------------ float models
+namespace qatlab {
+namespace {
+
+// A float zoo model (random weights, batch-norm statistics moved by a few training-mode batches) in ONNX
+// Runtime against its own forward pass: the same floats up to float rounding (other summation orders).
+class FloatModelAgrees : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FloatModelAgrees, LogitsWithinFloatRounding) {
+  const bool cifar = GetParam() == "resnet20";
+  const ModelSpec spec = cifar ? ModelSpec{3, 32, 32, 10} : ModelSpec{1, 28, 28, 10};
+  Rng rng(8);
+  const ModulePtr model = make_model(GetParam(), spec, rng);
+  model->train();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(test::random_input({8, spec.channels, spec.height, spec.width}, rng));
+  }
+  model->eval();
+  const int64_t n = 8;
+  const Tensor x = test::random_input({n, spec.channels, spec.height, spec.width}, rng);
+  Tensor ours;
+  {
+    NoGradGuard no_grad;
+    ours = model->forward(x);
+  }
+  test::TempFile onnx_file("float.onnx"), in_file("float.input"), out_file("float.logits");
+  const OnnxExportSummary s = save_float_onnx(*model, {spec.channels, spec.height, spec.width}, onnx_file.path());
+  EXPECT_NE(std::find(s.op_types.begin(), s.op_types.end(), "Gemm"), s.op_types.end());  // float operators
+  EXPECT_EQ(s.input_name, "input");
+  std::ofstream(in_file.path(), std::ios::binary)
+      .write(reinterpret_cast<const char*>(x.data()), static_cast<std::streamsize>(x.numel() * 4));
+  if (std::system("command -v node >/dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
+  const std::string cmd = "node '" + (kScripts / "onnx_run.js").string() + "' '" + onnx_file.path() + "' --out '" +
+                          out_file.path() + "' --floats '" + in_file.path() + "' --shape " + std::to_string(n) + "," +
+                          std::to_string(spec.channels) + "," + std::to_string(spec.height) + "," +
+                          std::to_string(spec.width) + " >/dev/null 2>&1";
+  const int status = std::system(cmd.c_str());
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 3) GTEST_SKIP() << "ONNX Runtime for node is not installed";
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd;
+  std::ifstream f(out_file.path(), std::ios::binary);
+  std::vector<float> theirs(static_cast<size_t>(ours.numel()));
+  f.read(reinterpret_cast<char*>(theirs.data()), static_cast<std::streamsize>(theirs.size() * 4));
+  ASSERT_EQ(f.gcount(), static_cast<std::streamsize>(theirs.size() * 4));
+  float largest = 0.0f, worst = 0.0f;
+  for (int64_t k = 0; k < ours.numel(); ++k) {
+    largest = std::max(largest, std::fabs(ours.data()[k]));
+    worst = std::max(worst, std::fabs(ours.data()[k] - theirs[static_cast<size_t>(k)]));
+  }
+  EXPECT_GT(largest, 0.0f);
+  EXPECT_LE(worst, 1e-4f * largest + 1e-5f) << "largest logit " << largest;
+}
+
+INSTANTIATE_TEST_SUITE_P(Zoo, FloatModelAgrees, ::testing::Values("mlp", "lenet5", "resnet20"),
+                         [](const auto& info) { return info.param; });
+
+TEST(OnnxFloatExport, AnLstmIsRefusedNamingTheModule) {
+  Rng rng(1);
+  const ModulePtr model = make_model("lstm-rows", {1, 28, 28, 10}, rng);
+  try {
+    onnx_float_model_bytes(*model, {1, 28, 28});
+    FAIL() << "an LSTM model was exported";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("no float ONNX form"), std::string::npos) << e.what();
   }
 }
 
