@@ -10,6 +10,7 @@
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/residual.h"
 #include "quant/onnx/onnx_builder.h"
 
 namespace qatlab {
@@ -22,70 +23,61 @@ class FloatExporter {
 
   // Appends the nodes of module m reading tensor x; returns the tensor it writes.
   std::string module(Module& m, const std::string& name, const std::string& x) {
-    const std::string& type = m.type();
-    const std::string node_name = name.empty() ? type : name;
-    if (type == "Sequential") {
+    const std::string node_name = name.empty() ? m.type() : name;
+    if (m.is<Sequential>()) {
       std::string y = x;
       for (const auto& [child_name, child] : m.children())
         y = module(*child, name.empty() ? child_name : name + "." + child_name, y);
       return y;
     }
-    if (type == "Identity" || type == "Dropout") return x;  // nothing at inference
-    if (type == "Residual") {
+    if (m.is<Identity>() || m.is<Dropout>()) return x;  // nothing at inference
+    if (m.is<Residual>()) {
       const std::string body = module(*m.child("body"), name + ".body", x);
       const std::string shortcut = module(*m.child("shortcut"), name + ".shortcut", x);
       const std::string sum = b_.name("add");
       b_.node("Add", node_name, {body, shortcut}, sum);
       return module(*m.child("act"), name + ".act", sum);
     }
-    const std::string y = b_.name(type);
-    if (type == "Conv2d") {
-      auto& c = static_cast<Conv2d&>(m);
-      std::vector<std::string> in{x, tensor("weight", c.weight)};
-      if (c.bias.defined()) in.push_back(tensor("bias", c.bias));
+    const std::string y = b_.name(m.type());
+    if (auto* c = m.as<Conv2d>()) {
+      std::vector<std::string> in{x, tensor("weight", c->weight)};
+      if (c->bias.defined()) in.push_back(tensor("bias", c->bias));
       onnx::NodeProto* n = b_.node("Conv", node_name, in, y);
-      set_ints(n, "kernel_shape", {c.kernel, c.kernel});
-      set_ints(n, "strides", {c.options.stride, c.options.stride});
-      set_ints(n, "pads", {c.options.padding, c.options.padding, c.options.padding, c.options.padding});
-      set_int(n, "group", c.options.groups);
-    } else if (type == "Linear") {
-      auto& l = static_cast<Linear&>(m);
-      std::vector<std::string> in{x, tensor("weight", l.weight)};  // (OUT, IN): y = x W^T + b
-      if (l.bias.defined()) in.push_back(tensor("bias", l.bias));
+      set_ints(n, "kernel_shape", {c->kernel, c->kernel});
+      set_ints(n, "strides", {c->options.stride, c->options.stride});
+      set_ints(n, "pads", {c->options.padding, c->options.padding, c->options.padding, c->options.padding});
+      set_int(n, "group", c->options.groups);
+    } else if (auto* l = m.as<Linear>()) {
+      std::vector<std::string> in{x, tensor("weight", l->weight)};  // (OUT, IN): y = x W^T + b
+      if (l->bias.defined()) in.push_back(tensor("bias", l->bias));
       set_int(b_.node("Gemm", node_name, in, y), "transB", 1);
-    } else if (type == "BatchNorm2d" || type == "BatchNorm1d") {
-      auto& bn = static_cast<BatchNorm&>(m);
+    } else if (auto* bn = m.as<BatchNorm>()) {
       onnx::NodeProto* n = b_.node("BatchNormalization", node_name,
-                                   {x, tensor("gamma", bn.gamma), tensor("beta", bn.beta),
-                                    tensor("running_mean", bn.running_mean), tensor("running_var", bn.running_var)},
+                                   {x, tensor("gamma", bn->gamma), tensor("beta", bn->beta),
+                                    tensor("running_mean", bn->running_mean), tensor("running_var", bn->running_var)},
                                    y);
       onnx::AttributeProto* eps = n->add_attribute();
       eps->set_name("epsilon");
       eps->set_type(onnx::AttributeProto::FLOAT);
-      eps->set_f(bn.eps);
-    } else if (type == "ReLU") {
+      eps->set_f(bn->eps);
+    } else if (m.is<ReLU>()) {
       b_.node("Relu", node_name, {x}, y);
-    } else if (type == "ReLU6") {
+    } else if (m.is<ReLU6>()) {
       b_.node("Clip", node_name, {x, b_.float_scalar("zero", 0.0f), b_.float_scalar("six", 6.0f)}, y);
-    } else if (type == "MaxPool2d" || type == "AvgPool2d") {
-      const bool max = type == "MaxPool2d";
-      const int64_t k = max ? static_cast<MaxPool2d&>(m).kernel : static_cast<AvgPool2d&>(m).kernel;
-      int64_t s = max ? static_cast<MaxPool2d&>(m).stride : static_cast<AvgPool2d&>(m).stride;
-      const int64_t p = max ? static_cast<MaxPool2d&>(m).padding : static_cast<AvgPool2d&>(m).padding;
-      if (s == 0) s = k;  // the modules' default: stride = kernel
-      onnx::NodeProto* n = b_.node(max ? "MaxPool" : "AveragePool", node_name, {x}, y);
-      set_ints(n, "kernel_shape", {k, k});
-      set_ints(n, "strides", {s, s});
-      set_ints(n, "pads", {p, p, p, p});
-      if (!max) set_int(n, "count_include_pad", 1);  // padding averages zeros, as ours
-    } else if (type == "GlobalAvgPool2d") {
+    } else if (auto* p = m.as<MaxPool2d>()) {
+      pool(b_.node("MaxPool", node_name, {x}, y), p->kernel, p->stride, p->padding);
+    } else if (auto* a = m.as<AvgPool2d>()) {
+      onnx::NodeProto* n = b_.node("AveragePool", node_name, {x}, y);
+      pool(n, a->kernel, a->stride, a->padding);
+      set_int(n, "count_include_pad", 1);  // padding averages zeros, as ours
+    } else if (m.is<GlobalAvgPool2d>()) {
       const std::string pooled = b_.name("global_pool");
       b_.node("GlobalAveragePool", node_name, {x}, pooled);
       b_.node("Flatten", node_name + "/flatten", {pooled}, y);  // (N, C, 1, 1) -> (N, C), as ours
-    } else if (type == "Flatten") {
+    } else if (m.is<Flatten>()) {
       b_.node("Flatten", node_name, {x}, y);
     } else {
-      throw std::invalid_argument("module '" + node_name + "' (" + type +
+      throw std::invalid_argument("module '" + node_name + "' (" + m.type() +
                                   "): no float ONNX form in qatlab's exporter (conv, batch norm, linear, ReLU, ReLU6, "
                                   "pools, flatten, dropout and residual blocks have one)");
     }
@@ -93,6 +85,14 @@ class FloatExporter {
   }
 
  private:
+  // A square window; stride 0 is the modules' default, the kernel.
+  static void pool(onnx::NodeProto* n, int64_t kernel, int64_t stride, int64_t pad) {
+    const int64_t s = stride == 0 ? kernel : stride;
+    set_ints(n, "kernel_shape", {kernel, kernel});
+    set_ints(n, "strides", {s, s});
+    set_ints(n, "pads", {pad, pad, pad, pad});
+  }
+
   std::string tensor(const std::string& stem, Tensor& t) {
     const float* p = t.data();
     return b_.float_tensor(stem, t.shape(), std::vector<float>(p, p + t.numel()));
