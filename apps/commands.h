@@ -12,5 +12,6 @@ int cmd_convert(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_sweep(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
+int cmd_export(int argc, char** argv);
 
 }  // namespace qatlab

@@ -2,8 +2,10 @@
 # install_deps.sh: installs the Debian packages qatlab builds with (as root), or prints the command to run.
 set -euo pipefail
 
+# libonnx-dev and libprotobuf-dev: `qatlab export` builds its ONNX model with onnx.proto's generated classes
+# and checks it with onnx::checker (quant/onnx/).
 packages=(cmake make g++ pkg-config libeigen3-dev libboost-program-options-dev libhdf5-dev libgtest-dev zlib1g-dev
-          libyaml-cpp-dev)
+          libyaml-cpp-dev libonnx-dev libprotobuf-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
