@@ -18,7 +18,9 @@ const lines = fs.readFileSync(dumpPath, 'utf8').split('\n').filter(l => l && !l.
 if (!lines.length || !lines[0].startsWith('image,label,predicted,code_0')) fail(dumpPath + ': not a qatlab output dump');
 const k = lines[0].split(',').length - 3;
 const rows = lines.slice(1);
-const ort = new Int8Array(fs.readFileSync(codesPath).buffer.slice(0));
+// A small file's Buffer is a view into Node's shared pool: take its own bytes, not the whole pool.
+const codesBuf = fs.readFileSync(codesPath);
+const ort = new Int8Array(codesBuf.buffer, codesBuf.byteOffset, codesBuf.length);
 if (ort.length !== rows.length * k) fail(codesPath + ': ' + ort.length + ' codes for ' + rows.length + ' images of ' + k);
 
 const argmax = (v) => v.reduce((best, x, i) => (x > v[best] ? i : best), 0);
