@@ -37,9 +37,10 @@ int cmd_convert(int argc, char** argv) {
   // The input pipeline from raw pixels: the loader's normalisation of the checkpoint's dataset, each byte
   // value put through the loader's own arithmetic and the input quantizer (quant/README.md, section 7).
   const std::string pipeline =
-      set_dataset_pixel_table(graph, ckpt.dataset)
+      set_checkpoint_pixel_table(graph, ckpt)
           ? "input: raw 8-bit pixels -> input codes by a 256-entry table per channel (" + ckpt.dataset +
-                " normalisation, then the input grid)"
+                " normalisation, mean " + floats_text(data_record(graph).mean) + ", std " +
+                floats_text(data_record(graph).std) + ", then the input grid)"
           : "input: normalised floats (" + path + " names no dataset qatlab knows, '" + ckpt.dataset +
                 "', so no pixel table)";
   if (out.empty()) out = (fs::path(path).parent_path() / "model.int8.h5").string();

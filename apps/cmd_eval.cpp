@@ -27,7 +27,7 @@ int cmd_eval(int argc, char** argv) {
   DataSettings d;
   int64_t batch_size = 256;
   int threads = 0;
-  bool exact = false, overwrite = false;
+  bool exact = false, overwrite = false, allow_mismatch = false;
   po::options_description desc("eval options");
   desc.add_options()("model", po::value(&path), "checkpoint or integer model file (also the first positional argument)")
       ("exact", po::bool_switch(&exact), "QAT checkpoint: run the integer arithmetic in the simulation (exact mode)")
@@ -36,7 +36,8 @@ int cmd_eval(int argc, char** argv) {
       ("overwrite", po::bool_switch(&overwrite), "allow --dump to replace an existing file")
       ("kernel", po::value(&kernel)->default_value(kernel), "integer kernels (of the integer model and of exact mode): auto | reference | portable | avx2 | avx512vnni")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per batch")
-      ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
+      ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)")
+      ("allow-dataset-mismatch", po::bool_switch(&allow_mismatch), "evaluate on a dataset whose classes differ from the model's (count or names; the images must still have the model's shape)");
   add_data_options(desc, d);
   po::positional_options_description positional;
   positional.add("model", 1);
@@ -54,39 +55,37 @@ int cmd_eval(int argc, char** argv) {
                                            path + " (a dynamic model)");
     const DynamicModelFile file = load_dynamic_model(path);
     if (kernel != "auto") set_dynamic_kernel_path(*file.model, kpath);
-    if (vm["dataset"].defaulted() && !file.dataset.empty()) d.dataset = file.dataset;
-    DataBundle data = load_data(d, /*with_train=*/false);
-    require(data.spec.channels == file.spec.channels && data.spec.height == file.spec.height &&
-                data.spec.width == file.spec.width,
-            "the model was built for " + shape_str({file.spec.channels, file.spec.height, file.spec.width}) +
-                " images; " + d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+    const DataRecord record{file.dataset, file.data_mean, file.data_std, file.class_names};
+    use_model_dataset(d, vm["dataset"].defaulted(), record);
+    DataBundle data = load_data(d, /*with_train=*/false, &record);
+    check_data_fits(data, path, file.spec, record.class_names, allow_mismatch);
     DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
     const EvalResult r = evaluate(*file.model, loader);
     std::printf("%s (dynamic int8 %s) on %s test: accuracy %.2f %% (%lld images), loss %.4f, %.0f img/s\n", path.c_str(),
-                file.model_name.c_str(), d.dataset.c_str(), 100.0 * r.accuracy, static_cast<long long>(r.count), r.loss,
+                file.model_name.c_str(), data.source.c_str(), 100.0 * r.accuracy, static_cast<long long>(r.count), r.loss,
                 r.count / std::max(r.seconds, 1e-9));
     return 0;
   }
 
   if (Int8Graph::is_int8_graph_file(path)) {
     const Int8Graph graph = Int8Graph::load(path);
-    if (vm["dataset"].defaulted() && !graph.dataset.empty()) d.dataset = graph.dataset;
+    DataRecord record = data_record(graph);
+    use_model_dataset(d, vm["dataset"].defaulted(), record);
     ModulePtr sim;
     if (!compare.empty()) {
       const Checkpoint ckpt = load_checkpoint(compare);
       require(ckpt.model_kind == "qat", compare + " is not a QAT checkpoint");
       if (vm["dataset"].defaulted()) d.dataset = ckpt.dataset;
+      // A file without a pixel table records no normalisation: the checkpoint's is the one it was made with.
+      if (record.mean.empty()) record.mean = ckpt.data_mean, record.std = ckpt.data_std;
+      if (record.class_names.empty()) record.class_names = ckpt.class_names;
       sim = model_from_any_checkpoint(ckpt);
       sim->eval();
     }
-    DataBundle data = load_data(d, false);
-    require(Shape{data.spec.channels, data.spec.height, data.spec.width} == graph.input_shape,
-            "the integer model takes " + shape_str(graph.input_shape) + " images; " + d.dataset + " has " +
-                shape_str({data.spec.channels, data.spec.height, data.spec.width}));
-    if (graph.output_width() != data.spec.num_classes)
-      throw std::runtime_error(path + ": the integer model gives " + std::to_string(graph.output_width()) +
-                               " scores per image, " + d.dataset + " has " + std::to_string(data.spec.num_classes) +
-                               " classes");
+    DataBundle data = load_data(d, false, &record);
+    require(graph.input_shape.size() == 3, path + ": input shape " + shape_str(graph.input_shape) + " is not (C, H, W)");
+    const ModelSpec graph_spec{graph.input_shape[0], graph.input_shape[1], graph.input_shape[2], graph.output_width()};
+    check_data_fits(data, path, graph_spec, record.class_names, allow_mismatch);
     const std::string note = input_pipeline_note(graph, path);
     if (!note.empty()) std::printf("%s\n", note.c_str());
     DataLoader loader(data.test, integer_loader_options(graph, data, batch_size));
@@ -95,7 +94,7 @@ int cmd_eval(int argc, char** argv) {
     IntegerOutputs outputs;
     run_integer(graph, kpath, loader, sim.get(), r, a, dump.empty() ? nullptr : &outputs);
     std::printf("%s (integer, %s kernels) on %s test: accuracy %.2f %% (%lld images), %.0f img/s\n", path.c_str(),
-                kernel_path_name(kpath), d.dataset.c_str(), 100.0 * r.accuracy, static_cast<long long>(r.count),
+                kernel_path_name(kpath), data.source.c_str(), 100.0 * r.accuracy, static_cast<long long>(r.count),
                 r.count / std::max(r.seconds, 1e-9));
     if (!dump.empty()) {
       atomic_write_text(dump, outputs_csv(outputs, graph.output_grid()));
@@ -122,12 +121,10 @@ int cmd_eval(int argc, char** argv) {
   require(dump.empty(), "--dump writes an integer model's output codes: " + path +
                            " is a checkpoint (convert it first: qatlab convert " + path + ")");
   const Checkpoint ckpt = load_checkpoint(path);
-  if (vm["dataset"].defaulted()) d.dataset = ckpt.dataset;
-  DataBundle data = load_data(d, /*with_train=*/false);
-  require(data.spec.channels == ckpt.spec.channels && data.spec.height == ckpt.spec.height &&
-              data.spec.width == ckpt.spec.width,
-          "the model was built for " + shape_str({ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width}) + " images; " +
-              d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+  const DataRecord record = data_record(ckpt);
+  use_model_dataset(d, vm["dataset"].defaulted(), record);
+  DataBundle data = load_data(d, /*with_train=*/false, &record);
+  check_data_fits(data, path, ckpt.spec, record.class_names, allow_mismatch);
   ModulePtr model = model_from_any_checkpoint(ckpt);
   require(!exact || ckpt.model_kind == "qat", "--exact applies to QAT checkpoints");
   if (exact) set_exact_mode(*model, true, kpath);
@@ -135,7 +132,7 @@ int cmd_eval(int argc, char** argv) {
   const EvalResult r = evaluate(*model, loader);
   std::printf("%s (%s %s%s, epoch %lld) on %s test: accuracy %.2f %% (%lld images), loss %.4f, %.0f img/s\n",
               path.c_str(), ckpt.model_kind.c_str(), ckpt.model_name.c_str(), exact ? ", exact mode" : "",
-              static_cast<long long>(ckpt.epoch), d.dataset.c_str(), 100.0 * r.accuracy,
+              static_cast<long long>(ckpt.epoch), data.source.c_str(), 100.0 * r.accuracy,
               static_cast<long long>(r.count), r.loss, r.count / std::max(r.seconds, 1e-9));
   return 0;
 }

@@ -60,11 +60,9 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
     if (v.size() == 3) at.y = v[1], at.x = v[2];
   }
   Int8Graph graph;
-  std::string dataset;
   std::shared_ptr<QatModel> model;  // a checkpoint's, for the batch-norm folding
   if (Int8Graph::is_int8_graph_file(path)) {
     graph = Int8Graph::load(path);
-    dataset = graph.dataset;
   } else {
     const Checkpoint ckpt = load_checkpoint(path);
     require(ckpt.model_kind == "qat", path + " is a '" + ckpt.model_kind + "' checkpoint: --explain needs a QAT "
@@ -72,14 +70,14 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
     model = std::static_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt));
     model->eval();
     graph = convert(*model, {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
-    set_dataset_pixel_table(graph, ckpt.dataset);  // as `convert` writes it
-    dataset = ckpt.dataset;
+    set_checkpoint_pixel_table(graph, ckpt);  // as `convert` writes it
   }
   const std::vector<std::string> layers = explainable_ops(graph);
   require(std::find(layers.begin(), layers.end(), layer) != layers.end(),
           "--explain: no conv, linear, add, average pooling or lstm layer '" + layer + "'; layers: " + joined(layers));
-  if (dataset_defaulted && !dataset.empty()) d.dataset = dataset;
-  const DataBundle data = load_data(d, /*with_train=*/false);
+  const DataRecord record = data_record(graph);
+  use_model_dataset(d, dataset_defaulted, record);
+  const DataBundle data = load_data(d, /*with_train=*/false, &record);
   require(image_index >= 0 && image_index < data.test.n,
           "--image must be in 0.." + std::to_string(data.test.n - 1) + ", got " + std::to_string(image_index));
   DataLoader loader(data.test, integer_loader_options(graph, data, 1));
@@ -93,7 +91,7 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("--explain: ") + e.what());
   }
-  std::printf("%s, %s test image %lld (label %d)\n\n%s", path.c_str(), d.dataset.c_str(),
+  std::printf("%s, %s test image %lld (label %d)\n\n%s", path.c_str(), data.source.c_str(),
               static_cast<long long>(image_index), batch.labels.empty() ? -1 : batch.labels[0], text.c_str());
   // A conv / linear layer with batch norm: how its integers came from the float BN parameters.
   for (const Int8Op& op : graph.ops) {
@@ -111,12 +109,10 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
 // --sqnr-vs-bits: PTQ of the float checkpoint at each bit width, each layer's SQNR printed and plotted.
 int sqnr_vs_bits(const Checkpoint& ckpt, const std::string& path, DataSettings d, bool dataset_defaulted,
                  int64_t batches, int64_t batch_size, const std::string& svg) {
-  if (dataset_defaulted && !ckpt.dataset.empty()) d.dataset = ckpt.dataset;
-  const DataBundle data = load_data(d, /*with_train=*/true);
-  require(data.spec.channels == ckpt.spec.channels && data.spec.height == ckpt.spec.height &&
-              data.spec.width == ckpt.spec.width,
-          "the model was built for " + shape_str({ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width}) + " images; " +
-              d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+  const DataRecord record = data_record(ckpt);
+  use_model_dataset(d, dataset_defaulted, record);
+  const DataBundle data = load_data(d, /*with_train=*/true, &record);
+  check_data_fits(data, path, ckpt.spec, record.class_names, /*allow_mismatch=*/true);
   // Calibration on the first training batches, measurement on the first test batches (both unshuffled).
   const auto first_batches = [&](const ImageDataset& set) {
     std::vector<Tensor> out;  // each (N, C, H, W)
@@ -135,7 +131,7 @@ int sqnr_vs_bits(const Checkpoint& ckpt, const std::string& path, DataSettings d
               "(per-channel weights, min/max observers calibrated on %lld training images; measured on the first "
               "%lld %s test images; the model input stays at 8 bits, as prepare_qat keeps it)\n\n%s",
               path.c_str(), ckpt.model_name.c_str(), static_cast<long long>(calib_images),
-              static_cast<long long>(images), d.dataset.c_str(), format_sqnr_by_bits(s).c_str());
+              static_cast<long long>(images), data.source.c_str(), format_sqnr_by_bits(s).c_str());
   LineChart chart;
   chart.title = ckpt.model_name + ": SQNR per layer after PTQ at W = A bits";
   chart.x_label = "bits (weights and activations)";
@@ -260,12 +256,10 @@ int cmd_inspect(int argc, char** argv) {
     }
   }
 
-  if (vm["dataset"].defaulted() && !ckpt.dataset.empty()) d.dataset = ckpt.dataset;
-  DataBundle data = load_data(d, /*with_train=*/false);
-  require(data.spec.channels == ckpt.spec.channels && data.spec.height == ckpt.spec.height &&
-              data.spec.width == ckpt.spec.width,
-          "the model was built for " + shape_str({ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width}) + " images; " +
-              d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+  const DataRecord record = data_record(ckpt);
+  use_model_dataset(d, vm["dataset"].defaulted(), record);
+  DataBundle data = load_data(d, /*with_train=*/false, &record);
+  check_data_fits(data, path, ckpt.spec, record.class_names, /*allow_mismatch=*/true);
   std::vector<Tensor> inputs;  // each (N, C, H, W); holding the handles keeps the loader from reusing them
   {
     DataLoader loader(data.test, loader_options(data, batch_size, 0, false));
@@ -277,7 +271,7 @@ int cmd_inspect(int argc, char** argv) {
   const ModelReport report = inspect_model(model, inputs);
   std::printf("%s (%s %s, epoch %lld) on the first %lld %s test images\n\n%s", path.c_str(), ckpt.model_kind.c_str(),
               ckpt.model_name.c_str(), static_cast<long long>(ckpt.epoch), static_cast<long long>(report.images),
-              d.dataset.c_str(), format_report(report).c_str());
+              data.source.c_str(), format_report(report).c_str());
 
   if (!dot.empty()) {
     atomic_write_text(dot, model_to_dot(*model));

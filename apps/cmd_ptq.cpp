@@ -58,8 +58,10 @@ int cmd_ptq(int argc, char** argv) {
 
   const Checkpoint base = load_checkpoint(path);
   require(base.model_kind == "float", path + " is a '" + base.model_kind + "' checkpoint; ptq takes a float one");
-  if (vm["dataset"].defaulted()) d.dataset = base.dataset;
-  const DataBundle data = load_data(d, /*with_train=*/true);
+  const DataRecord record = data_record(base);
+  use_model_dataset(d, vm["dataset"].defaulted(), record);
+  const DataBundle data = load_data(d, /*with_train=*/true, &record);
+  check_data_fits(data, path, base.spec, record.class_names, /*allow_mismatch=*/false);
   if (out.empty())
     out = (fs::path(path).parent_path() / ("ptq-w" + std::to_string(q.wbits) + "a" + std::to_string(q.abits))).string();
   out = choose_out_dir(out, overwrite, "");
@@ -88,12 +90,15 @@ int cmd_ptq(int argc, char** argv) {
   c.spec = base.spec;
   for (auto& [name, t] : model->state_dict()) c.model_state.push_back({name, t});
   c.optimizer_kind = "none";
-  c.dataset = data.test.name;
+  c.dataset = data.source;
+  c.data_mean = data.mean;
+  c.data_std = data.std;
+  c.class_names = data.class_names;
   c.config_ini = settings_ini(vm, desc);
   c.history.push_back({{"epoch", 0.0}, {"test_acc", sim.accuracy}, {"test_loss", sim.loss}});
   save_checkpoint(out + "/checkpoint.h5", c);
   Int8Graph graph = convert(*model, {base.spec.channels, base.spec.height, base.spec.width});
-  set_dataset_pixel_table(graph, c.dataset);  // the input pipeline from raw pixels, as `convert` writes it
+  set_checkpoint_pixel_table(graph, c);  // the input pipeline from raw pixels, as `convert` writes it
   graph.save(out + "/model.int8.h5");
 
   EvalResult integer;

@@ -24,8 +24,12 @@ int cmd_qat(int argc, char** argv) {
   if (!from_path.empty()) {
     base = load_checkpoint(from_path);
     require(base.model_kind == "float", from_path + " is a '" + base.model_kind + "' checkpoint; --from takes a float one");
-    cmd.set_defaults_ini("model = " + base.model_name + "\ndataset = " + base.dataset + "\n");
+    // Its augmentation too, when it chose one; its normalisation is the model's own (set_model_data).
+    const std::string augment = ini_value(base.config_ini, "augment");
+    cmd.set_defaults_ini("model = " + base.model_name + "\ndataset = " + base.dataset + "\n" +
+                         (augment.empty() ? "" : "augment = " + augment + "\n"));
     cmd.set_base_model(checkpoint_model_description(base));
+    cmd.set_model_data(data_record(base));
   }
   if (!cmd.parse(argc, argv)) return 0;
   require(q.freeze_bn_after >= -1 && q.freeze_bn_after <= kMaxEpochs,

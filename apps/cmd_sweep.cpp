@@ -182,7 +182,7 @@ class Sweep {
 
  private:
   std::vector<std::string> common_args() const {
-    std::vector<std::string> a = {"--threads", std::to_string(s_.threads), "--dataset", d_.dataset};
+    std::vector<std::string> a = {"--threads", std::to_string(s_.threads), "--dataset", data_.source};
     if (!d_.data_dir.empty()) a.insert(a.end(), {"--data-dir", d_.data_dir});
     if (d_.train_limit > 0) a.insert(a.end(), {"--train-limit", std::to_string(d_.train_limit)});
     if (d_.test_limit > 0) a.insert(a.end(), {"--test-limit", std::to_string(d_.test_limit)});
@@ -293,7 +293,7 @@ class Sweep {
       DataLoader test(data_.test, loader_options(data_, 256, 0, false));
       r.sim_accuracy = evaluate(*model, test).accuracy;
       Int8Graph graph = convert(*model, {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
-      set_dataset_pixel_table(graph, ckpt.dataset);  // as `convert` writes it
+      set_checkpoint_pixel_table(graph, ckpt);  // as `convert` writes it
       graph.save(dir + "/model.int8.h5");
       r.int_file_bytes = file_bytes(dir + "/model.int8.h5");
       EvalResult integer;
@@ -387,11 +387,13 @@ int cmd_sweep(int argc, char** argv) {
     throw UsageError(e.what());
   }
   ModelDescription model;  // the network: the checkpoint's, or --model's
+  DataRecord record;
   if (!s.checkpoint.empty()) {
     const Checkpoint base = load_checkpoint(s.checkpoint);
     require(base.model_kind == "float", s.checkpoint + " is a '" + base.model_kind + "' checkpoint; sweep takes a float one");
     model = checkpoint_model_description(base);
-    if (vm["dataset"].defaulted()) d.dataset = base.dataset;
+    record = data_record(base);
+    use_model_dataset(d, vm["dataset"].defaulted(), record);
   } else {
     try {
       model = resolve_model(s.model);
@@ -401,9 +403,9 @@ int cmd_sweep(int argc, char** argv) {
       throw UsageError(e.what());
     }
   }
-  if (s.out.empty()) s.out = "runs/sweep-" + model.name + "-" + d.dataset;
   apply_threads(s.threads);
-  const DataBundle data = load_data(d, /*with_train=*/false);
+  const DataBundle data = load_data(d, /*with_train=*/false, &record);
+  if (s.out.empty()) s.out = "runs/sweep-" + model.name + "-" + data.label;
 
   std::string command = "qatlab";
   for (int i = 0; i < argc; ++i) command += std::string(" ") + argv[i];

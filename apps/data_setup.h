@@ -1,4 +1,5 @@
-// data_setup.h: the --dataset / --data-dir options and loading a dataset's splits for a command.
+// data_setup.h: the --dataset, --mean / --std and --augment options, and loading a dataset's splits
+// for a command: a built-in dataset by name or a dataset from files (HDF5, image folder, IDX).
 #pragma once
 
 #include <string>
@@ -7,36 +8,83 @@
 #include "apps/cli.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "nn/checkpoint.h"
 #include "nn/zoo.h"
 
 namespace qatlab {
 
 struct DataSettings {
-  std::string dataset = "mnist";  // mnist | fashion-mnist | cifar10
-  std::string data_dir;           // "" = the default cache directory (MNIST is fetched into it)
-  int64_t train_limit = 0;        // use only the first N training images (0 = all)
-  int64_t test_limit = 0;         // likewise for the test split
+  // A built-in name (mnist | fashion-mnist | cifar10), a path (an .h5 file, an image folder or a folder
+  // of IDX files, told apart by content), or a path with its kind: hdf5:FILE, folder:DIR, idx:DIR.
+  std::string dataset = "mnist";
+  std::string data_dir;     // "" = the default cache directory (MNIST is fetched into it)
+  int64_t train_limit = 0;  // use only the first N training images (0 = all)
+  int64_t test_limit = 0;   // likewise for the test split
+  std::string mean, std;    // "" = the model's, else the data's; one value, or one per channel
+  std::string augment;      // "" = the dataset's default (pad-crop:4,flip for cifar10, none otherwise)
 };
 
 void add_data_options(po::options_description& desc, DataSettings& s);
 
-struct DataBundle {
-  ImageDataset train, test;        // train is empty when not asked for
-  std::vector<float> mean, std;    // per-channel normalisation of pixel / 255
-  ModelSpec spec;                  // input shape and classes, for building models
-  bool augment = false;            // random crop + flip are standard for this dataset (CIFAR-10)
+// What a model file records about the data it was trained on (checkpoint, integer model file).
+struct DataRecord {
+  std::string dataset;                    // the dataset as stored (see DataBundle::source); "" unknown
+  std::vector<float> mean, std;           // (C); empty in files written before they were recorded
+  std::vector<std::string> class_names;   // (classes); likewise
 };
 
-// The per-channel normalisation of pixel / 255 a dataset is trained with ((pixel / 255 - mean) / std).
-// UsageError for an unknown name.
+// A checkpoint's record of its data.
+DataRecord data_record(const Checkpoint& ckpt);
+
+// "0.1307" or "0.4914,0.4822,0.4465": values as --mean / --std take them (9 significant digits, which
+// give the same float back).
+std::string floats_text(const std::vector<float>& values);
+
+struct DataBundle {
+  ImageDataset train, test;        // train is empty when not asked for
+  // The dataset as files record it: a built-in name, or "hdf5:", "folder:" or "idx:" and an absolute
+  // path; train.name and test.name hold it too. `label` is its short form for run directory names.
+  std::string source, label;
+  std::vector<float> mean, std;    // per-channel normalisation of pixel / 255
+  std::string norm_origin;         // where mean / std came from, for messages
+  ModelSpec spec;                  // input shape and classes, for building models
+  std::vector<std::string> class_names;  // (spec.num_classes)
+  int64_t crop_pad = 0;            // training augmentation: random crop of the image padded by this
+  bool hflip = false;              // and random left-right mirroring
+};
+
+// The per-channel normalisation of pixel / 255 a built-in dataset is trained with ((pixel / 255 - mean)
+// / std). UsageError for an unknown name.
 struct Normalisation {
   std::vector<float> mean, std;  // (C)
 };
 Normalisation dataset_normalisation(const std::string& dataset);
 
-// Loads the test split, and the training split when `with_train`. Throws with a hint when the files
-// are missing; for MNIST, fetches them first when absent.
-DataBundle load_data(const DataSettings& s, bool with_train);
+enum class DatasetKind { Builtin, Hdf5, Folder, Idx };
+struct DatasetRef {
+  DatasetKind kind = DatasetKind::Builtin;
+  std::string name;  // Builtin: the name
+  std::string path;  // the others: the absolute path
+};
+// What a --dataset value names. UsageError, listing the valid forms, for a value that names nothing.
+DatasetRef resolve_dataset(const std::string& value);
+
+// Loads the test split, and the training split when `with_train`. The normalisation is --mean / --std
+// when given, else the model's (`model`, when it records one), else a built-in dataset's constants, else
+// the per-channel mean and standard deviation of the whole training split (computed in integers,
+// before --train-limit; channel_mean_std). Throws with a hint when the files are missing; for MNIST,
+// fetches them first when absent; std::runtime_error when the files are bad or the images and classes
+// are beyond what a model may be built for.
+DataBundle load_data(const DataSettings& s, bool with_train, const DataRecord* model = nullptr);
+
+// A command that loads a model file: its dataset becomes --dataset unless given (`dataset_defaulted`).
+void use_model_dataset(DataSettings& s, bool dataset_defaulted, const DataRecord& model);
+
+// Refuses, with one line (UsageError), a dataset whose images do not have the model's input shape,
+// or whose classes differ from the model's (count, or names when both are known) unless
+// `allow_mismatch`; even then, labels the model has no score for are refused.
+void check_data_fits(const DataBundle& data, const std::string& model_path, const ModelSpec& model_spec,
+                     const std::vector<std::string>& model_classes, bool allow_mismatch);
 
 LoaderOptions loader_options(const DataBundle& data, int64_t batch_size, uint64_t seed, bool train);
 

@@ -93,6 +93,28 @@ bool set_dataset_pixel_table(Int8Graph& graph, const std::string& dataset) {
   return true;
 }
 
+bool set_checkpoint_pixel_table(Int8Graph& graph, const Checkpoint& ckpt) {
+  graph.class_names = ckpt.class_names;
+  if (ckpt.data_mean.empty()) return set_dataset_pixel_table(graph, ckpt.dataset);
+  graph.dataset = ckpt.dataset;
+  set_pixel_table(graph, normalised_pixel_values(graph.input_shape.at(0), ckpt.data_mean, ckpt.data_std), ckpt.data_mean,
+                  ckpt.data_std);
+  return true;
+}
+
+DataRecord data_record(const Int8Graph& graph) {
+  DataRecord r;
+  r.dataset = graph.dataset;
+  r.class_names = graph.class_names;
+  for (const Int8Op& op : graph.ops) {
+    if (op.kind != Int8OpKind::Quantize || op.pixel_mean.empty()) continue;
+    r.mean = op.pixel_mean;
+    r.std = op.pixel_std;
+    break;
+  }
+  return r;
+}
+
 LoaderOptions integer_loader_options(const Int8Graph& graph, const DataBundle& data, int64_t batch_size) {
   LoaderOptions o = loader_options(data, batch_size, 0, false);
   o.keep_pixels = graph.has_pixel_table();

@@ -42,6 +42,14 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
 // was, when qatlab knows no dataset of that name.
 bool set_dataset_pixel_table(Int8Graph& graph, const std::string& dataset);
 
+// The same for a graph converted from `ckpt`: the normalisation the checkpoint records (any dataset),
+// else its dataset's constants as above; also takes the checkpoint's dataset and class names. False
+// when neither gives a normalisation.
+bool set_checkpoint_pixel_table(Int8Graph& graph, const Checkpoint& ckpt);
+
+// What an integer model file records of its data: dataset, the pixel table's normalisation, class names.
+DataRecord data_record(const Int8Graph& graph);
+
 // The loader options for running `graph` on the test split: loader_options(data, batch_size, 0, false),
 // keeping the raw pixels when the graph reads them.
 LoaderOptions integer_loader_options(const Int8Graph& graph, const DataBundle& data, int64_t batch_size);

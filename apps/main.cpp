@@ -35,7 +35,7 @@ constexpr Subcommand kSubcommands[] = {
 };
 
 void print_usage() {
-  std::printf("usage: qatlab <command> [options]   (qatlab <command> --help for its options)\n\ncommands:\n");
+  std::printf("usage: qatlab <command> [options]   (qatlab <command> --help for its options; qatlab --version)\n\ncommands:\n");
   for (const auto& c : kSubcommands) std::printf("  %-8s %s\n", c.name, c.summary);
 }
 
@@ -68,6 +68,10 @@ int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     print_usage();
     return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "version")) {
+    std::printf("qatlab %s\n", QATLAB_VERSION);  // CMake's project(VERSION ...)
+    return 0;
   }
   for (const auto& c : kSubcommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;

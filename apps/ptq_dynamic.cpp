@@ -192,12 +192,10 @@ int cmd_ptq_dynamic(int argc, char** argv) {
   const Checkpoint base = load_checkpoint(path);
   require(base.model_kind == "float",
           path + " is a '" + base.model_kind + "' checkpoint; ptq --dynamic takes a float one");
-  if (vm["dataset"].defaulted()) d.dataset = base.dataset;
-  const DataBundle data = load_data(d, /*with_train=*/false);
-  require(data.spec.channels == base.spec.channels && data.spec.height == base.spec.height &&
-              data.spec.width == base.spec.width,
-          "the model was built for " + shape_str({base.spec.channels, base.spec.height, base.spec.width}) +
-              " images; " + d.dataset + " has " + shape_str({data.spec.channels, data.spec.height, data.spec.width}));
+  const DataRecord record = data_record(base);
+  use_model_dataset(d, vm["dataset"].defaulted(), record);
+  const DataBundle data = load_data(d, /*with_train=*/false, &record);
+  check_data_fits(data, path, base.spec, record.class_names, /*allow_mismatch=*/false);
   if (out.empty()) out = (fs::path(path).parent_path() / "ptq-dynamic").string();
   out = choose_out_dir(out, overwrite, "");  // refuses a directory holding a training run
   const std::string dyn_path = out + "/model.dynamic.h5", float_path = out + "/model.float.h5";
@@ -216,7 +214,8 @@ int cmd_ptq_dynamic(int argc, char** argv) {
 
   // The dynamic model, and the float model alone (no optimizer state) for a like-for-like file size.
   fs::create_directories(out);
-  save_dynamic_model(dyn_path, {base.model_name, base.model_description, base.spec, base.dataset, dyn_model});
+  save_dynamic_model(dyn_path, {base.model_name, base.model_description, base.spec, base.dataset, dyn_model,
+                                base.data_mean, base.data_std, base.class_names});
   Checkpoint float_only;
   float_only.model_name = base.model_name;
   float_only.model_description = base.model_description;
@@ -226,6 +225,9 @@ int cmd_ptq_dynamic(int argc, char** argv) {
   float_only.optimizer_kind = "none";
   float_only.epoch = base.epoch;
   float_only.dataset = base.dataset;
+  float_only.data_mean = base.data_mean;
+  float_only.data_std = base.data_std;
+  float_only.class_names = base.class_names;
   float_only.config_ini = base.config_ini;
   float_only.history = base.history;
   save_checkpoint(float_path, float_only);

@@ -125,8 +125,9 @@ bool TrainCommand::parse(int argc, char** argv) {
   validate_train_settings(s_, /*check_model=*/!resuming() && !(base_model_ && s_.model == base_model_->name));
   apply_threads(s_.threads);
   command_line_ = join_args(name_, argc, argv);
-  data_ = load_data(d_, /*with_train=*/true);
-  require(data_.train.n > 0, "the training split of " + d_.dataset + " is empty");
+  if (resuming()) model_data_ = data_record(resumed_);
+  data_ = load_data(d_, /*with_train=*/true, &model_data_);
+  require(data_.train.n > 0, "the training split of " + data_.source + " is empty");
   return true;
 }
 
@@ -174,7 +175,7 @@ int TrainCommand::run(const ModulePtr& model, const ModelDescription& descriptio
     job.out_dir = s_.out.empty() ? fs::path(resume_path_).parent_path().string() : s_.out;
     if (job.out_dir.empty()) job.out_dir = ".";
   } else {
-    job.out_dir = choose_out_dir(s_.out, s_.overwrite, model_name + "-" + (kind_ == "float" ? "" : kind_ + "-") + d_.dataset);
+    job.out_dir = choose_out_dir(s_.out, s_.overwrite, model_name + "-" + (kind_ == "float" ? "" : kind_ + "-") + data_.label);
   }
   const ModelSpec spec = data_.spec;
   const std::string kind = kind_;
@@ -189,9 +190,12 @@ int TrainCommand::run(const ModulePtr& model, const ModelDescription& descriptio
     c.spec = spec;
     return c;
   };
+  if (data_.norm_origin != "the model's" && !data_.source.empty() && data_.source.find(':') != std::string::npos)
+    std::printf("normalisation (%s): mean %s, std %s\n", data_.norm_origin.c_str(), floats_text(data_.mean).c_str(),
+                floats_text(data_.std).c_str());
 
   std::printf("%s %s on %s: %lld train / %lld test images, %lld epochs, batch %lld, %s lr %g (%s), %d threads -> %s\n",
-              name_.c_str(), model_name.c_str(), d_.dataset.c_str(), static_cast<long long>(data_.train.n),
+              name_.c_str(), model_name.c_str(), data_.source.c_str(), static_cast<long long>(data_.train.n),
               static_cast<long long>(data_.test.n), static_cast<long long>(s_.epochs),
               static_cast<long long>(s_.batch_size), s_.optimizer.c_str(), s_.lr, s_.schedule.c_str(),
               omp_get_max_threads(), job.out_dir.c_str());

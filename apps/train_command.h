@@ -24,6 +24,9 @@ class TrainCommand {
   void set_base_model(ModelDescription base) { base_model_ = std::move(base); }
   // A QAT run's quantization settings as data (qconfig_data.h), stored in its checkpoints.
   void set_qconfig_data(std::string data) { qconfig_data_ = std::move(data); }
+  // What the model this run starts from records of its data (its normalisation is kept unless
+  // --mean / --std say otherwise). A resumed run takes its checkpoint's.
+  void set_model_data(const DataRecord& record) { model_data_ = record; }
   // Parses (a resumed run takes its settings from the checkpoint, the command line still wins),
   // validates, applies --threads and loads the data. Returns false after --help.
   bool parse(int argc, char** argv);
@@ -54,6 +57,7 @@ class TrainCommand {
   Checkpoint resumed_;
   std::optional<ModelDescription> base_model_;
   std::string qconfig_data_;
+  DataRecord model_data_;
   DataBundle data_;
 };
 

@@ -65,8 +65,9 @@ void validate_train_settings(const TrainSettings& s, bool check_model) {
       throw UsageError(e.what());
     }
   }
-  require(s.epochs >= 0 && s.epochs <= kMaxEpochs,
-          "--epochs must be in 0.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.epochs));
+  // No epoch would train nothing and write no checkpoint: a mistake, not a run.
+  require(s.epochs >= 1 && s.epochs <= kMaxEpochs,
+          "--epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.epochs));
   require_batch_size("batch-size", s.batch_size);
   require(s.lr > 0 && std::isfinite(s.lr), "--lr must be > 0, got " + num_str(s.lr));
   require(s.momentum >= 0 && s.momentum < 1, "--momentum must be in [0, 1), got " + num_str(s.momentum));
@@ -331,7 +332,10 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     ckpt.optimizer_kind = opt.kind();
     ckpt.optimizer_state = opt.state();
     ckpt.epoch = epoch + 1;
-    ckpt.dataset = data.test.name;
+    ckpt.dataset = data.source;
+    ckpt.data_mean = data.mean;
+    ckpt.data_std = data.std;
+    ckpt.class_names = data.class_names;
     ckpt.rng_state = rng.state();
     ckpt.history = outcome.history;
     ckpt.config_ini = job.config_ini;

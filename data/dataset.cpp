@@ -1,6 +1,8 @@
 // dataset.cpp: MNIST-format (IDX) and CIFAR-10 (binary batch) readers with validation.
 #include "data/dataset.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <stdexcept>
 
@@ -45,6 +47,36 @@ const char* const kCifarHint =
 
 const char* split_name(Split split) { return split == Split::Train ? "train" : "test"; }
 
+std::vector<std::string> numbered_class_names(int num_classes) {
+  std::vector<std::string> names;
+  for (int k = 0; k < num_classes; ++k) names.push_back(std::to_string(k));
+  return names;
+}
+
+void channel_mean_std(const ImageDataset& d, std::vector<float>& mean, std::vector<float>& std) {
+  if (d.n <= 0 || d.c <= 0 || d.h * d.w <= 0)
+    throw std::invalid_argument("channel_mean_std: " + d.name + " holds no images");
+  const int64_t plane = d.h * d.w;
+  mean.assign(static_cast<size_t>(d.c), 0.0f);
+  std.assign(static_cast<size_t>(d.c), 0.0f);
+  for (int64_t ch = 0; ch < d.c; ++ch) {
+    // At most 2^31 bytes of pixels (the readers' limit): the sums of squares stay below 2^47.
+    uint64_t sum = 0, sum_sq = 0;
+    for (int64_t i = 0; i < d.n; ++i) {
+      const uint8_t* p = d.pixels.data() + (i * d.c + ch) * plane;
+      for (int64_t k = 0; k < plane; ++k) {
+        sum += p[k];
+        sum_sq += uint64_t{p[k]} * p[k];
+      }
+    }
+    const double count = static_cast<double>(d.n * plane);
+    const double m = static_cast<double>(sum) / count;                            // in pixel units
+    const double var = std::max(0.0, static_cast<double>(sum_sq) / count - m * m);  // population
+    mean[ch] = static_cast<float>(m / 255.0);
+    std[ch] = static_cast<float>(std::sqrt(var) / 255.0);
+  }
+}
+
 std::string find_idx_file(const std::string& dir, const std::string& file_name) {
   const std::string raw = join(dir, file_name);
   if (is_file(raw)) return raw;
@@ -52,30 +84,54 @@ std::string find_idx_file(const std::string& dir, const std::string& file_name) 
   return "";
 }
 
+namespace {
+
+// The images file of a split: ...-images-idx3-ubyte, else ...-images-idx4-ubyte (raw or .gz); "" if none.
+std::string find_idx_images(const std::string& dir, const std::string& prefix) {
+  const std::string idx3 = find_idx_file(dir, prefix + "-images-idx3-ubyte");
+  return idx3.empty() ? find_idx_file(dir, prefix + "-images-idx4-ubyte") : idx3;
+}
+
+std::string missing_idx_message(const std::string& dir, const std::string& name, const std::string& file) {
+  return name + " not found in " + dir + ": missing " + file + " (or " + file +
+         ".gz); put the four IDX files there (raw or .gz) or pass --data-dir";
+}
+
+}  // namespace
+
 bool has_idx_dataset_files(const std::string& dir) {
-  for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                        "t10k-labels-idx1-ubyte"}) {
-    if (find_idx_file(dir, f).empty()) return false;
+  for (const char* prefix : {"train", "t10k"}) {
+    if (find_idx_images(dir, prefix).empty()) return false;
+    if (find_idx_file(dir, std::string(prefix) + "-labels-idx1-ubyte").empty()) return false;
   }
   return true;
 }
 
-ImageDataset load_idx_dataset(const std::string& dir, Split split, const std::string& name) {
-  const std::string prefix = split == Split::Train ? "train" : "t10k";
-  std::string paths[2];  // images, labels
-  const std::string files[2] = {prefix + "-images-idx3-ubyte", prefix + "-labels-idx1-ubyte"};
-  for (int i = 0; i < 2; ++i) {
-    paths[i] = find_idx_file(dir, files[i]);
-    if (paths[i].empty()) {
-      throw std::runtime_error(name + " not found in " + dir + ": missing " + files[i] + " (or " + files[i] +
-                               ".gz); put the four IDX files there (raw or .gz) or pass --data-dir");
-    }
+int idx_class_count(const std::string& dir, const std::string& name) {
+  int classes = 0;
+  for (const char* prefix : {"train", "t10k"}) {
+    const std::string file = std::string(prefix) + "-labels-idx1-ubyte";
+    const std::string path = find_idx_file(dir, file);
+    if (path.empty()) throw std::runtime_error(missing_idx_message(dir, name, file));
+    const IdxArray labels = read_idx(path);
+    for (uint8_t label : labels.data) classes = std::max(classes, label + 1);
   }
+  return classes;
+}
+
+ImageDataset load_idx_dataset(const std::string& dir, Split split, const std::string& name, int num_classes) {
+  const std::string prefix = split == Split::Train ? "train" : "t10k";
+  if (num_classes == 0) num_classes = idx_class_count(dir, name);
+  std::string paths[2] = {find_idx_images(dir, prefix), find_idx_file(dir, prefix + "-labels-idx1-ubyte")};
+  const std::string files[2] = {prefix + "-images-idx3-ubyte", prefix + "-labels-idx1-ubyte"};
+  for (int i = 0; i < 2; ++i)
+    if (paths[i].empty()) throw std::runtime_error(missing_idx_message(dir, name, files[i]));
 
   IdxArray images = read_idx(paths[0]);
   IdxArray labels = read_idx(paths[1]);
-  if (images.dims.size() != 3) {
-    throw std::runtime_error(paths[0] + ": expected images of shape (N, H, W), found " + dims_str(images.dims));
+  if (images.dims.size() != 3 && images.dims.size() != 4) {
+    throw std::runtime_error(paths[0] + ": expected images of shape (N, H, W) or (N, C, H, W), found " +
+                             dims_str(images.dims));
   }
   if (labels.dims.size() != 1) {
     throw std::runtime_error(paths[1] + ": expected labels of shape (N), found " + dims_str(labels.dims));
@@ -86,27 +142,28 @@ ImageDataset load_idx_dataset(const std::string& dir, Split split, const std::st
                              paths[0] + " holds " + std::to_string(n) + " images but " + paths[1] +
                              " holds " + std::to_string(labels.dims[0]) + " labels");
   }
-  if (n == 0 || images.dims[1] == 0 || images.dims[2] == 0) {
-    throw std::runtime_error(paths[0] + ": empty image set of shape " + dims_str(images.dims));
-  }
+  for (int64_t d : images.dims)
+    if (d == 0) throw std::runtime_error(paths[0] + ": empty image set of shape " + dims_str(images.dims));
 
   ImageDataset ds;
   ds.name = name;
   ds.n = n;
-  ds.c = 1;
-  ds.h = images.dims[1];
-  ds.w = images.dims[2];
-  ds.num_classes = kNumClasses;
+  const bool planar = images.dims.size() == 4;
+  ds.c = planar ? images.dims[1] : 1;
+  ds.h = images.dims[planar ? 2 : 1];
+  ds.w = images.dims[planar ? 3 : 2];
+  ds.num_classes = num_classes;
+  ds.class_names = numbered_class_names(num_classes);
   ds.labels.resize(n);  // (N)
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t label = labels.data[i];
-    if (label >= kNumClasses) {
+    if (label >= num_classes) {
       throw std::runtime_error(paths[1] + ": label " + std::to_string(label) + " of item " + std::to_string(i) +
-                               " is out of range, expected 0..9");
+                               " is out of range, expected 0.." + std::to_string(num_classes - 1));
     }
     ds.labels[i] = label;
   }
-  // (N, H, W) bytes are already (N, 1, H, W): take the buffer without copying.
+  // (N, H, W) bytes are already (N, 1, H, W), and (N, C, H, W) is our layout: take the buffer as it is.
   ds.pixels = std::move(images.data);
   return ds;
 }
@@ -152,6 +209,7 @@ ImageDataset load_cifar10(const std::string& dir, Split split) {
   ds.h = kCifarSide;
   ds.w = kCifarSide;
   ds.num_classes = kNumClasses;
+  ds.class_names = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
   ds.pixels.resize(static_cast<size_t>(total * kCifarImageBytes));  // (N, 3, 32, 32)
   ds.labels.resize(static_cast<size_t>(total));                     // (N)
 

@@ -40,6 +40,23 @@ void read_tensors(const H5File& f, const std::string& group, const std::string& 
   }
 }
 
+std::string join_lines(const std::vector<std::string>& names) {
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i) s += (i ? "\n" : "") + names[i];
+  return s;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t end = text.find('\n', start);
+    out.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) return out;
+    start = end + 1;
+  }
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const Checkpoint& c) {
@@ -72,6 +89,11 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
     f.write_ints<int64_t>("training/rng_state", {4}, rng);
     f.set_attr("training", "epoch", c.epoch);
     f.set_attr("training", "dataset", c.dataset);
+    if (!c.data_mean.empty()) {
+      f.set_attr_floats("training", "data_mean", {static_cast<int64_t>(c.data_mean.size())}, c.data_mean);
+      f.set_attr_floats("training", "data_std", {static_cast<int64_t>(c.data_std.size())}, c.data_std);
+    }
+    if (!c.class_names.empty()) f.set_attr("training", "class_names", join_lines(c.class_names));
     std::set<std::string> columns;
     for (const auto& row : c.history)
       for (const auto& [k, v] : row) columns.insert(k);
@@ -133,7 +155,26 @@ Checkpoint load_checkpoint(const std::string& path) {
   c.epoch = f.get_attr_int("training", "epoch");
   if (c.epoch < 0 || c.epoch > kMaxCheckpointEpochs)
     fail("stored epoch = " + std::to_string(c.epoch) + ", expected 0.." + std::to_string(kMaxCheckpointEpochs));
-  c.dataset = printable(f.get_attr_string("training", "dataset"));
+  c.dataset = printable(f.get_attr_string("training", "dataset"), 4096);
+  if (f.has_attr("training", "data_mean") || f.has_attr("training", "data_std")) {
+    c.data_mean = f.get_attr_floats("training", "data_mean");
+    c.data_std = f.get_attr_floats("training", "data_std");
+    if (static_cast<int64_t>(c.data_mean.size()) != c.spec.channels ||
+        static_cast<int64_t>(c.data_std.size()) != c.spec.channels)
+      fail("training: data_mean and data_std hold " + std::to_string(c.data_mean.size()) + " and " +
+           std::to_string(c.data_std.size()) + " values, expected one per channel (" + std::to_string(c.spec.channels) + ")");
+    for (size_t i = 0; i < c.data_mean.size(); ++i)
+      if (!std::isfinite(c.data_mean[i]) || !std::isfinite(c.data_std[i]) || !(c.data_std[i] > 0))
+        fail("training: stored normalisation of channel " + std::to_string(i) + " is mean " + num_str(c.data_mean[i]) +
+             ", std " + num_str(c.data_std[i]) + ", expected finite values and std > 0");
+  }
+  if (f.has_attr("training", "class_names")) {
+    c.class_names = split_lines(f.get_attr_string("training", "class_names"));
+    if (static_cast<int64_t>(c.class_names.size()) != c.spec.num_classes)
+      fail("training: class_names names " + std::to_string(c.class_names.size()) + " classes, the model has " +
+           std::to_string(c.spec.num_classes));
+    for (std::string& n : c.class_names) n = printable(n, 200);
+  }
   if (f.exists("training/history")) {
     for (const std::string& col : f.list("training/history")) {
       const std::vector<double> values = f.read_doubles("training/history/" + col);

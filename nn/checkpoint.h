@@ -11,7 +11,11 @@
 //   /model/state/<name>       float32, one dataset per parameter and buffer ("features.0.weight")
 //   /optimizer                attrs: kind ("sgd" | "adam" | "adamw")
 //   /optimizer/state/<kind>/<param>  float32 optimizer buffers ("exp_avg/features.0.weight", "step")
-//   /training                 attrs: epoch (epochs completed), dataset
+//   /training                 attrs: epoch (epochs completed), dataset (a built-in name, or "hdf5:", "folder:"
+//                             or "idx:" and an absolute path), data_mean and data_std (float32 (C): the
+//                             normalisation of pixel / 255 the model was trained with), class_names (one
+//                             string, the names separated by newlines); the last three are absent in files
+//                             written before they were recorded
 //   /training/rng_state       int64[4]: the trainer's generator (xoshiro256** words, bit-cast)
 //   /training/history/<col>   float64[epochs]: one column per metric (epoch, train_loss, test_acc, ...)
 //   /config                   string: the full resolved configuration as INI "key = value" lines
@@ -52,6 +56,8 @@ struct Checkpoint {
   NamedTensors optimizer_state;
   int64_t epoch = 0;  // epochs completed
   std::string dataset;
+  std::vector<float> data_mean, data_std;  // (C); empty when the file does not record them
+  std::vector<std::string> class_names;    // (num_classes); likewise
   Rng::State rng_state{};
   std::vector<MetricsRow> history;
   std::string config_ini;

@@ -430,6 +430,15 @@ void save_dynamic_model(const std::string& path, const DynamicModelFile& file) {
     f.set_attr("model", "num_classes", file.spec.num_classes);
     f.set_attr("model", "dataset", file.dataset);
     if (!file.model_description.empty()) f.write_string("model/description", file.model_description);
+    if (!file.data_mean.empty()) {
+      f.set_attr_floats("model", "data_mean", {static_cast<int64_t>(file.data_mean.size())}, file.data_mean);
+      f.set_attr_floats("model", "data_std", {static_cast<int64_t>(file.data_std.size())}, file.data_std);
+    }
+    if (!file.class_names.empty()) {
+      std::string names;
+      for (size_t i = 0; i < file.class_names.size(); ++i) names += (i ? "\n" : "") + file.class_names[i];
+      f.set_attr("model", "class_names", names);
+    }
     int64_t index = 0;
     for (const auto& [name, m] : file.model->named_modules(file.model)) {
       DynamicModule* d = as_dynamic(*m);
@@ -474,7 +483,30 @@ DynamicModelFile load_dynamic_model(const std::string& path) {
   file.spec.height = f.get_attr_int("model", "height");
   file.spec.width = f.get_attr_int("model", "width");
   file.spec.num_classes = f.get_attr_int("model", "num_classes");
-  file.dataset = printable(f.get_attr_string("model", "dataset"));
+  file.dataset = printable(f.get_attr_string("model", "dataset"), 4096);
+  if (f.has_attr("model", "data_mean") || f.has_attr("model", "data_std")) {
+    file.data_mean = f.get_attr_floats("model", "data_mean");
+    file.data_std = f.get_attr_floats("model", "data_std");
+    if (static_cast<int64_t>(file.data_mean.size()) != file.spec.channels || file.data_std.size() != file.data_mean.size())
+      fail("model: data_mean and data_std hold " + std::to_string(file.data_mean.size()) + " and " +
+           std::to_string(file.data_std.size()) + " values, expected one per channel");
+    for (size_t i = 0; i < file.data_mean.size(); ++i)
+      if (!std::isfinite(file.data_mean[i]) || !std::isfinite(file.data_std[i]) || !(file.data_std[i] > 0))
+        fail("model: stored normalisation of channel " + std::to_string(i) + " is not finite with std > 0");
+  }
+  if (f.has_attr("model", "class_names")) {
+    const std::string text = f.get_attr_string("model", "class_names");
+    size_t start = 0;
+    for (;;) {
+      const size_t end = text.find('\n', start);
+      file.class_names.push_back(printable(text.substr(start, end == std::string::npos ? end : end - start), 200));
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+    if (static_cast<int64_t>(file.class_names.size()) != file.spec.num_classes)
+      fail("model: class_names names " + std::to_string(file.class_names.size()) + " classes, the model has " +
+           std::to_string(file.spec.num_classes));
+  }
   try {
     Rng unused(0);  // the initial values are replaced by the file's
     if (f.exists("model/description")) file.model_description = f.read_string("model/description");

@@ -160,7 +160,8 @@ DynamicWeightBytes dynamic_weight_bytes(const ModulePtr& model);
 //
 // HDF5, format "qatlab-dynamic-model", version 1, written atomically (temp file + rename):
 //   /                      attrs: format, format_version, qatlab_version
-//   /model                 attrs: name (the description's name), channels, height, width, num_classes, dataset
+//   /model                 attrs: name (the description's name), channels, height, width, num_classes, dataset,
+//                          and when known data_mean, data_std (float32 (C)) and class_names (newline-separated)
 //   /model/description     string: the network's description (nn/model_description.h); files without
 //                          it name a built-in model
 //   /model/state/<name>    float32: every entry of the dynamic model's state dict (the float layers'
@@ -182,6 +183,8 @@ struct DynamicModelFile {
   ModelSpec spec;
   std::string dataset;     // what the float model was trained on
   ModulePtr model;         // a quantize_dynamic'd model of that name and spec
+  std::vector<float> data_mean, data_std;  // (C): its normalisation; empty when not recorded
+  std::vector<std::string> class_names;    // (num_classes); likewise
 };
 
 void save_dynamic_model(const std::string& path, const DynamicModelFile& file);

@@ -754,6 +754,11 @@ void Int8Graph::save(const std::string& path) const {
     f.set_attr("/", "num_slots", static_cast<int64_t>(num_slots));
     f.set_attr_ints<int64_t>("/", "input_shape", {static_cast<int64_t>(input_shape.size())}, input_shape);
     if (!dataset.empty()) f.set_attr_fixed("/", "dataset", dataset);
+    if (!class_names.empty()) {
+      std::string names;
+      for (size_t i = 0; i < class_names.size(); ++i) names += (i ? "\n" : "") + class_names[i];
+      f.set_attr_fixed("/", "class_names", names);
+    }
     for (size_t i = 0; i < ops.size(); ++i) {
       const Int8Op& op = ops[i];
       // Zero-padded indices keep the ops in order when h5py or h5dump list them alphabetically.
@@ -853,7 +858,7 @@ Int8Graph Int8Graph::load(const std::string& path) {
   g.num_slots = static_cast<int>(slots);
   g.file_version = version;
   g.input_shape = version < 2 ? f.read_ints<int64_t>("input_shape") : f.get_attr_ints<int64_t>("/", "input_shape");
-  if (f.has_attr("/", "dataset")) g.dataset = f.get_attr_string("/", "dataset");
+  if (f.has_attr("/", "dataset")) g.dataset = printable(f.get_attr_string("/", "dataset"), 4096);
   // Ops run in the numeric order of their names (the listing is alphabetical: "1000" before "101").
   std::vector<std::string> names = f.list("ops");
   if (names.size() > 4096) fail(std::to_string(names.size()) + " ops stored in the file, expected at most 4096");
@@ -947,6 +952,19 @@ Int8Graph Int8Graph::load(const std::string& path) {
     g.validate();
   } catch (const std::invalid_argument& e) {
     fail(e.what());
+  }
+  if (f.has_attr("/", "class_names")) {
+    const std::string text = f.get_attr_string("/", "class_names");
+    size_t start = 0;
+    for (;;) {
+      const size_t end = text.find('\n', start);
+      g.class_names.push_back(printable(text.substr(start, end == std::string::npos ? end : end - start), 200));
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+    if (static_cast<int64_t>(g.class_names.size()) != g.output_width())
+      fail("class_names names " + std::to_string(g.class_names.size()) + " classes, the model gives " +
+           std::to_string(g.output_width()) + " scores per image");
   }
   g.prepare();
   return g;

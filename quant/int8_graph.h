@@ -76,10 +76,14 @@ class Int8Graph {
   std::vector<Int8Op> ops;
   int num_slots = 1;
   int64_t file_version = 0;  // the format version of the file load() read (0: not loaded from a file)
-  // The data set the model was trained on ("mnist", "fashion-mnist", "cifar10", ...), which `eval` runs
-  // on unless told otherwise; empty when unknown (files written before it was recorded). Stored as the
-  // root attribute "dataset" when set.
+  // The data set the model was trained on ("mnist", "fashion-mnist", "cifar10", or "hdf5:", "folder:",
+  // "idx:" and an absolute path), which `eval` runs on unless told otherwise; empty when unknown (files
+  // written before it was recorded). Stored as the root attribute "dataset" when set. The normalisation
+  // it was trained with is the pixel table's (the Quantize op's pixel_mean / pixel_std).
   std::string dataset;
+  // Its class names, one per output (root attribute "class_names", the names separated by newlines, when
+  // set; load() checks the count against output_width()). Empty when unknown.
+  std::vector<std::string> class_names;
 
   // Packs the weights of every conv / linear op for the optimized kernels; weights of 2 to 4 bits are
   // from then on held packed only (pack_weights), and run packed. Call after building or loading.

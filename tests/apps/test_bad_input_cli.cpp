@@ -384,7 +384,7 @@ TEST_F(BadInputCli, AbsurdOptionValuesAreUsageErrorsOnEverySubcommand) {
       {with(train, {"--gamma", "nan"}), "train", "gamma must be > 0"},
       {with(train, {"--schedule", "multistep", "--milestones", "3,,x"}), "train", "milestones"},
       {with(train, {"--weight-decay", "inf"}), "train", "--weight-decay must be >= 0"},
-      {with(train, {"--epochs", "1000000000"}), "train", "--epochs must be in 0..100000"},
+      {with(train, {"--epochs", "1000000000"}), "train", "--epochs must be in 1..100000"},
       {{"qat", "--model", "mlp", "--data-dir", data_dir_, "--freeze-bn-after", "-5"}, "qat",
        "--freeze-bn-after must be an epoch in 0..100000 or -1 (never), got -5"},
       {{"eval", float_ckpt_, "--kernel", "cuda"}, "eval", "--kernel: unknown kernel path 'cuda'"},

@@ -287,7 +287,7 @@ TEST_F(CliTest, InvalidTrainOptionsAreUsageErrors) {
       {{"--lr", "-1"}, "--lr must be > 0"},
       {{"--lr", "abc"}, "'--lr' is invalid"},
       {{"--batch-size", "0"}, "--batch-size must be in 1..65536, got 0"},
-      {{"--epochs", "-1"}, "--epochs must be in 0..100000, got -1"},
+      {{"--epochs", "-1"}, "--epochs must be in 1..100000, got -1"},
       {{"--momentum", "1.5"}, "--momentum must be in [0, 1)"},
       {{"--dataset", "imagenet"}, "unknown dataset 'imagenet'"},
       {{"--no-such-option"}, "--no-such-option"},

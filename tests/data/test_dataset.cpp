@@ -5,6 +5,7 @@
 #include "data/file_io.h"
 #include "data/idx.h"
 #include "tests/data/data_test_util.h"
+#include "tests/data/file_dataset_writers.h"
 
 namespace qatlab {
 namespace {
@@ -92,7 +93,7 @@ TEST(IdxDataset, WrongRanks) {
   write_tiny_split(tmp.path(), "train", 3, 4, 4, false, false, 9);
   write_idx(tmp.file("train-images-idx3-ubyte"), {{3, 16}, random_bytes(48, 1)}, false);
   std::string msg = error_of([&] { load_idx_dataset(tmp.path(), Split::Train, "mnist"); });
-  EXPECT_TRUE(contains(msg, "expected images of shape (N, H, W), found (3, 16)")) << msg;
+  EXPECT_TRUE(contains(msg, "expected images of shape (N, H, W) or (N, C, H, W), found (3, 16)")) << msg;
 
   write_idx(tmp.file("train-images-idx3-ubyte"), {{3, 4, 4}, random_bytes(48, 1)}, false);
   write_idx(tmp.file("train-labels-idx1-ubyte"), {{3, 1}, {1, 2, 3}}, false);
@@ -119,3 +120,65 @@ TEST(IdxDataset, FileErrorsPropagateWithThePath) {
 
 }  // namespace
 }  // namespace qatlab
+
+namespace qatlab::testing {
+namespace {
+
+TEST(IdxDataset, Idx4ImagesAndClassCountFromTheLabels) {
+  TempDir tmp;
+  TinySpec s;
+  s.c = 3;
+  s.classes = 4;
+  write_idx_dataset(tmp.path(), s);
+  EXPECT_TRUE(has_idx_dataset_files(tmp.path()));
+  EXPECT_EQ(idx_class_count(tmp.path(), "x"), 4);
+  const ImageDataset d = load_idx_dataset(tmp.path(), Split::Train, "idx:x", /*num_classes=*/0);
+  EXPECT_EQ(d.c, 3);
+  EXPECT_EQ(d.h, 8);
+  EXPECT_EQ(d.w, 8);
+  EXPECT_EQ(d.num_classes, 4);
+  EXPECT_EQ(d.class_names, (std::vector<std::string>{"0", "1", "2", "3"}));
+  std::vector<uint8_t> px;
+  std::vector<int32_t> labels;
+  tiny_split(s, s.n_train, s.seed, px, labels);
+  EXPECT_EQ(d.pixels, px);
+  EXPECT_EQ(d.labels, labels);
+  // With a class count given, a larger label is refused with the range.
+  const std::string msg = error_of([&] { load_idx_dataset(tmp.path(), Split::Train, "x", 3); });
+  EXPECT_TRUE(contains(msg, "train-labels-idx1-ubyte: label 3 of item 3 is out of range, expected 0..2")) << msg;
+}
+
+TEST(IdxDataset, TruncatedIdx4FileNamesItself) {
+  TempDir tmp;
+  TinySpec s;
+  s.c = 2;
+  write_idx_dataset(tmp.path(), s);
+  const std::string images = tmp.file("t10k-images-idx4-ubyte");
+  std::vector<uint8_t> bytes = read_file_bytes(images);
+  bytes.resize(bytes.size() - 7);
+  write_file_bytes(images, bytes.data(), bytes.size());
+  const std::string msg = error_of([&] { load_idx_dataset(tmp.path(), Split::Test, "x", 0); });
+  EXPECT_TRUE(starts_with(msg, images + ": truncated")) << msg;
+}
+
+TEST(ChannelMeanStd, ExactPerChannelStatistics) {
+  ImageDataset d;
+  d.name = "x";
+  d.n = 2;
+  d.c = 2;
+  d.h = 1;
+  d.w = 2;
+  d.pixels = {0, 255, 51, 51, /*image 2*/ 255, 0, 102, 102};  // (N, C, H, W)
+  std::vector<float> mean, std;
+  channel_mean_std(d, mean, std);
+  ASSERT_EQ(mean.size(), 2u);
+  EXPECT_FLOAT_EQ(mean[0], 0.5f);                 // 0, 255, 255, 0
+  EXPECT_FLOAT_EQ(std[0], 0.5f);
+  EXPECT_FLOAT_EQ(mean[1], 76.5f / 255.0f);       // 51, 51, 102, 102
+  EXPECT_FLOAT_EQ(std[1], 25.5f / 255.0f);
+  d.n = 0;
+  EXPECT_THROW(channel_mean_std(d, mean, std), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace qatlab::testing
