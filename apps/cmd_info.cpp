@@ -44,6 +44,15 @@ int cmd_info(int argc, char** argv) {
               static_cast<long long>(c.spec.width), static_cast<long long>(c.spec.num_classes));
   std::printf("  parameters     %lld\n", static_cast<long long>(model->parameter_count()));
   std::printf("  dataset        %s\n", c.dataset.c_str());
+  // Files written before these were recorded have neither.
+  if (!c.data_mean.empty())
+    std::printf("  normalisation  mean %s, std %s (of pixel / 255, per channel)\n", floats_text(c.data_mean).c_str(),
+                floats_text(c.data_std).c_str());
+  if (!c.class_names.empty()) {
+    std::string names;
+    for (size_t i = 0; i < c.class_names.size(); ++i) names += (i ? ", " : "") + c.class_names[i];
+    std::printf("  classes        %s\n", printable(names, 300).c_str());
+  }
   std::printf("  epochs done    %lld\n", static_cast<long long>(c.epoch));
   std::printf("  optimizer      %s\n", c.optimizer_kind.c_str());
   for (const auto& [k, v] : c.metadata) std::printf("  %-14s %s\n", k.c_str(), v.c_str());
