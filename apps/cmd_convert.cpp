@@ -39,8 +39,7 @@ int cmd_convert(int argc, char** argv) {
   const std::string pipeline =
       set_checkpoint_pixel_table(graph, ckpt)
           ? "input: raw 8-bit pixels -> input codes by a 256-entry table per channel (" + ckpt.dataset +
-                " normalisation, mean " + floats_text(data_record(graph).mean) + ", std " +
-                floats_text(data_record(graph).std) + ", then the input grid)"
+                " normalisation, then the input grid)"
           : "input: normalised floats (" + path + " names no dataset qatlab knows, '" + ckpt.dataset +
                 "', so no pixel table)";
   if (out.empty()) out = (fs::path(path).parent_path() / "model.int8.h5").string();

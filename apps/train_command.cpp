@@ -76,6 +76,14 @@ void check_stored_settings(const std::string& path, const std::string& ini) {
   }
 }
 
+// `ini` with its "dataset = ..." line holding `source`.
+std::string with_dataset(const std::string& ini, const std::string& source) {
+  std::istringstream in(ini);
+  std::string line, out;
+  while (std::getline(in, line)) out += (line.rfind("dataset = ", 0) == 0 ? "dataset = " + source : line) + "\n";
+  return out;
+}
+
 std::string join_args(const std::string& name, int argc, char** argv) {
   std::string s = "qatlab";
   for (int i = 0; i < argc; ++i) s += std::string(" ") + (i == 0 ? name.c_str() : argv[i]);
@@ -159,7 +167,8 @@ int TrainCommand::run(const ModulePtr& model, const ModelDescription& descriptio
   job.schedule = schedule;
   job.data = &data_;
   job.command_line = command_line_;
-  job.config_ini = settings_ini(vm_, desc_);
+  // The dataset as resolved (kind and absolute path): a resumed run finds it from any directory.
+  job.config_ini = with_dataset(settings_ini(vm_, desc_), data_.source);
   job.on_epoch_start = std::move(on_epoch_start);
   job.extra_loss = std::move(extra_loss);
   if (resuming()) {

@@ -51,10 +51,22 @@ void require_dataset(const H5File& f, const std::string& path) {
   if (f.is_group(path)) throw std::runtime_error(f.path() + ": /" + path + " is a group, expected a dataset");
 }
 
+// A string attribute, with a hint for the variable-length strings h5py writes from a Python str.
+std::string string_attr(const H5File& f, const std::string& obj, const std::string& name) {
+  try {
+    return f.get_attr_string(obj, name);
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()).find("variable-length") == std::string::npos) throw;
+    throw std::runtime_error(f.path() + ": /" + (obj == "/" ? "" : obj) + " attribute " + name +
+                             " is a variable-length string; qatlab reads fixed-length ones only (h5py: "
+                             "attrs[\"" + name + "\"] = numpy.bytes_(text))");
+  }
+}
+
 // The class names stored in the file (empty when none), checked.
 std::vector<std::string> stored_class_names(const H5File& f) {
   if (!f.has_attr("/", "class_names")) return {};
-  const std::string text = f.get_attr_string("/", "class_names");
+  const std::string text = string_attr(f, "/", "class_names");
   std::vector<std::string> names;
   size_t start = 0;
   for (;;) {
@@ -106,10 +118,10 @@ ImageDataset load_hdf5_dataset(const std::string& path, Split split, const std::
   }
 
   const Shape shape = f.dataset_shape(images_path);  // (N, H, W), (N, C, H, W) or (N, H, W, C)
-  const bool nhwc = f.has_attr(images_path, "layout") && f.get_attr_string(images_path, "layout") == "NHWC";
-  if (f.has_attr(images_path, "layout") && !nhwc && f.get_attr_string(images_path, "layout") != "NCHW")
-    fail("/" + images_path + ": attribute layout = '" + printable(f.get_attr_string(images_path, "layout"), 40) +
-         "', expected NCHW or NHWC");
+  const std::string layout = f.has_attr(images_path, "layout") ? string_attr(f, images_path, "layout") : "NCHW";
+  const bool nhwc = layout == "NHWC";
+  if (!nhwc && layout != "NCHW")
+    fail("/" + images_path + ": attribute layout = '" + printable(layout, 40) + "', expected NCHW or NHWC");
   if (shape.size() != 3 && shape.size() != 4)
     fail("/" + images_path + " has shape " + shape_str(shape) + ", expected (N, H, W), (N, C, H, W) or, with layout = "
          "\"NHWC\", (N, H, W, C)");

@@ -289,7 +289,7 @@ TEST_F(CliTest, InvalidTrainOptionsAreUsageErrors) {
       {{"--batch-size", "0"}, "--batch-size must be in 1..65536, got 0"},
       {{"--epochs", "-1"}, "--epochs must be in 1..100000, got -1"},
       {{"--momentum", "1.5"}, "--momentum must be in [0, 1)"},
-      {{"--dataset", "imagenet"}, "unknown dataset 'imagenet'"},
+      {{"--dataset", "imagenet"}, "--dataset 'imagenet' names no dataset"},
       {{"--no-such-option"}, "--no-such-option"},
       {{"--optimizer", "lbfgs"}, "--optimizer must be sgd, adam or adamw, got 'lbfgs'"},
   };

@@ -55,13 +55,14 @@ TEST_F(FileDatasetsCli, Hdf5RunRecordsItsDataAndEvalUsesIt) {
   EXPECT_EQ(c.spec.width, 8);
   EXPECT_EQ(c.spec.num_classes, 3);
   EXPECT_EQ(c.class_names, (std::vector<std::string>{"cat", "dog", "owl"}));
+  EXPECT_NE(c.config_ini.find("dataset = hdf5:" + h5_ + "\n"), std::string::npos) << c.config_ini;
   // The normalisation is the training split's statistics.
   std::vector<float> mean, std;
   channel_mean_std(load_hdf5_dataset(h5_, Split::Train, "x"), mean, std);
   EXPECT_EQ(c.data_mean, mean);
   EXPECT_EQ(c.data_std, std);
   // The run directory is named after the file when no --out is given.
-  const RunResult named = qatlab(concat({"train", "--model", "mlp", "--dataset", "hdf5:" + h5_}, kFast), "named");
+  const RunResult named = qatlab(concat({"train", "--model", "mlp", "--dataset", h5_}, kFast), "named");
   ASSERT_TRUE(Succeeded(named));
   EXPECT_NE(named.out.find("runs/mlp-rgb"), std::string::npos) << named.out;
   fs::remove_all("runs/mlp-rgb");
