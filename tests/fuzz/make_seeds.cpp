@@ -3,9 +3,11 @@
 //   OUT/corpus/fuzz_idx/      IDX files: images and labels, raw and gzipped, and 1-D / 4-D arrays
 //   OUT/corpus/fuzz_cifar/    CIFAR-10 test batches of 1 and 3 records
 //   OUT/corpus/fuzz_ini/      INI files as `qatlab train --config` reads them
+//   OUT/corpus/fuzz_image/    PNG and JPEG files, gray and RGB
 // The HDF5 seeds (checkpoint, integer and dynamic models) come from the qatlab command itself.
 #include "data/dataset.h"
 #include "data/idx.h"
+#include "data/image_codec.h"
 
 #include <cstdint>
 #include <cstdio>
@@ -59,8 +61,8 @@ int main(int argc, char** argv) {
   }
   const std::string out = argv[1];
   const std::string data = out + "/data", idx = out + "/corpus/fuzz_idx", cifar = out + "/corpus/fuzz_cifar",
-                    ini = out + "/corpus/fuzz_ini";
-  for (const std::string& d : {data, idx, cifar, ini}) fs::create_directories(d);
+                    ini = out + "/corpus/fuzz_ini", image = out + "/corpus/fuzz_image";
+  for (const std::string& d : {data, idx, cifar, ini, image}) fs::create_directories(d);
   Bytes rng{12345};
 
   write_mnist_split(data, "train", 256, rng);
@@ -87,6 +89,14 @@ int main(int argc, char** argv) {
     for (uint8_t& b : pixels) b = rng.next();
     for (int64_t i = 0; i < n; ++i) labs.push_back(static_cast<int32_t>((i * 7) % 10));
     write_cifar10_batch(cifar + "/test_batch_" + std::to_string(n) + ".bin", pixels, labs);
+  }
+
+  // Images: small PNG and JPEG files, gray and RGB.
+  for (const int64_t c : {int64_t{1}, int64_t{3}}) {
+    Image img{c, 5, 7, std::vector<uint8_t>(static_cast<size_t>(c * 5 * 7))};
+    for (uint8_t& b : img.pixels) b = rng.next();
+    write_png(image + "/c" + std::to_string(c) + ".png", img);
+    write_jpeg(image + "/c" + std::to_string(c) + ".jpg", img);
   }
 
   // INI: what settings_ini writes into a checkpoint, and a --config a user would write.
