@@ -220,6 +220,8 @@ DataBundle load_data(const DataSettings& s, bool with_train, const DataRecord* m
       b.test = load_cifar10(dir, Split::Test);
     }
   } else {
+    require(s.data_dir.empty(), "--data-dir applies to the built-in datasets; --dataset " + printable(s.dataset, 200) +
+                                    " names its files itself");
     b.source = std::string(kind_prefix(ref.kind)) + ":" + ref.path;
     b.label = fs::path(ref.path).filename().string();
     if (b.label.empty()) b.label = fs::path(ref.path).parent_path().filename().string();

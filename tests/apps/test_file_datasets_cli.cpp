@@ -251,6 +251,8 @@ TEST_F(FileDatasetsCli, OptionMistakesAreUsageErrors) {
   EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--augment", "rotate"}, "augment"), kUsageError, "train",
                          {"--augment must be none, or a comma-separated list of pad-crop[:P] (P in 1..64) and flip"}));
   EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--augment", "pad-crop:0"}, "pad0"), kUsageError, "train", {"--augment"}));
+  EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--data-dir", data_dir_}, "datadir"), kUsageError, "train",
+                         {"--data-dir applies to the built-in datasets"}));
   const RunResult zero = qatlab({"train", "--model", "mlp", "--dataset", h5_, "--epochs", "0", "--out", work("never")}, "zero");
   EXPECT_TRUE(FailedWith(zero, kUsageError, "train", {"--epochs must be in 1..100000, got 0"}));
   EXPECT_FALSE(fs::exists(work("never")));
