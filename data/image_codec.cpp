@@ -147,6 +147,7 @@ struct JpegError {
   std::jmp_buf jump;
   char message[kMessageBytes] = {};
   bool warned = false;
+  bool too_many_scans = false;
 };
 
 void jpeg_on_error(j_common_ptr cinfo) {
@@ -164,10 +165,25 @@ void jpeg_on_message(j_common_ptr cinfo, int level) {
   (*cinfo->err->format_message)(cinfo, e->message);
 }
 
-bool jpeg_decode(jpeg_decompress_struct& cinfo, JpegError& err, const std::vector<uint8_t>& bytes, Image& img,
-                 std::vector<uint8_t>& hwc, char* refused) {
+// A progressive JPEG may hold any number of scans, each a pass over the whole image: a crafted file
+// with tens of thousands of them makes the decoder pass over the image that many times. Files from
+// libjpeg's own progressive script have about ten.
+constexpr int kMaxJpegScans = 1000;
+
+void jpeg_on_progress(j_common_ptr cinfo) {
+  const auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (d->input_scan_number <= kMaxJpegScans) return;
+  auto* e = reinterpret_cast<JpegError*>(cinfo->err);
+  e->too_many_scans = true;
+  std::longjmp(e->jump, 1);
+}
+
+bool jpeg_decode(jpeg_decompress_struct& cinfo, JpegError& err, jpeg_progress_mgr& progress,
+                 const std::vector<uint8_t>& bytes, Image& img, std::vector<uint8_t>& hwc, char* refused) {
   if (setjmp(err.jump)) return false;
   jpeg_create_decompress(&cinfo);
+  progress.progress_monitor = jpeg_on_progress;
+  cinfo.progress = &progress;
   jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
   if (cinfo.image_width > kMaxImageSide || cinfo.image_height > kMaxImageSide) {
@@ -205,9 +221,12 @@ Image decode_jpeg(const std::string& path, const std::vector<uint8_t>& bytes) {
   Image img;
   std::vector<uint8_t> hwc;  // (H, W, C)
   char refused[kMessageBytes] = {};
-  const bool ok = jpeg_decode(cinfo, err, bytes, img, hwc, refused);
+  jpeg_progress_mgr progress{};
+  const bool ok = jpeg_decode(cinfo, err, progress, bytes, img, hwc, refused);
   jpeg_destroy_decompress(&cinfo);
   if (refused[0]) throw std::runtime_error(path + ": JPEG image " + refused);
+  if (err.too_many_scans)
+    throw std::runtime_error(path + ": JPEG image of more than " + std::to_string(kMaxJpegScans) + " scans; refused");
   if (!ok || err.warned) throw std::runtime_error(path + ": corrupt or truncated JPEG file (" + err.message + ")");
   interleaved_to_planar(hwc, img);
   return img;

@@ -7,8 +7,10 @@
 // JPEGs (YCbCr becomes RGB). Refused, each with one line naming the file: a file that is not what its
 // content says, a truncated or corrupt one (libjpeg's warnings, such as "Premature end of JPEG file",
 // count as corruption: the decoder would otherwise fill the missing part with gray), an image with an
-// alpha channel or transparency (qatlab would have to drop it silently), CMYK JPEGs, and images whose
-// side exceeds kMaxImageSide (checked from the header, before any pixel memory is allocated).
+// alpha channel or transparency (qatlab would have to drop it silently), CMYK JPEGs, progressive JPEGs
+// of more than 1000 scans (each scan is a pass over the whole image: a crafted file could hold tens of
+// thousands), and images
+// whose side exceeds kMaxImageSide (checked from the header, before any pixel memory is allocated).
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,10 @@
 // and one-line errors naming the file for truncated, foreign and refused images.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
+
+#include <jpeglib.h>
 
 #include "data/file_io.h"
 #include "data/image_codec.h"
@@ -88,6 +91,54 @@ TEST(ImageCodec, OversizedImageIsRefusedFromItsHeader) {
   const std::string msg = error_of([&] { read_image(tmp.file("wide.png")); });
   EXPECT_TRUE(contains(msg, "wide.png: corrupt or truncated PNG file")) << msg;
   EXPECT_TRUE(contains(msg, "width")) << msg;  // libpng: "Image width exceeds user limit in IHDR"
+}
+
+// A valid progressive RGB JPEG of `scans_per_coefficient` successive-approximation scans for every
+// coefficient of every component (64 * 3 * scans_per_coefficient scans), written with libjpeg.
+void write_many_scan_jpeg(const std::string& path, int scans_per_coefficient) {
+  std::vector<jpeg_scan_info> script;
+  for (int c = 0; c < 3; ++c)
+    for (int k = 0; k < 64; ++k)
+      for (int s = 0; s < scans_per_coefficient; ++s) {
+        jpeg_scan_info scan{};
+        scan.comps_in_scan = 1;
+        scan.component_index[0] = c;
+        scan.Ss = scan.Se = k;
+        scan.Al = scans_per_coefficient - 1 - s;
+        scan.Ah = s == 0 ? 0 : scan.Al + 1;
+        script.push_back(scan);
+      }
+  jpeg_compress_struct cinfo{};
+  jpeg_error_mgr err{};
+  cinfo.err = jpeg_std_error(&err);
+  jpeg_create_compress(&cinfo);
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  jpeg_stdio_dest(&cinfo, f);
+  cinfo.image_width = cinfo.image_height = 8;
+  cinfo.input_components = 3;
+  cinfo.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  cinfo.scan_info = script.data();
+  cinfo.num_scans = static_cast<int>(script.size());
+  jpeg_start_compress(&cinfo, TRUE);
+  std::vector<uint8_t> row(24, 128);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW r = row.data();
+    jpeg_write_scanlines(&cinfo, &r, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::fclose(f);
+}
+
+TEST(ImageCodec, JpegWithThousandsOfScansIsRefused) {
+  TempDir tmp;
+  write_many_scan_jpeg(tmp.file("few.jpg"), 5);  // 960 scans: decoded
+  EXPECT_EQ(read_image(tmp.file("few.jpg")).c, 3);
+  write_many_scan_jpeg(tmp.file("many.jpg"), 6);  // 1152 scans: refused
+  const std::string msg = error_of([&] { read_image(tmp.file("many.jpg")); });
+  EXPECT_EQ(msg, tmp.file("many.jpg") + ": JPEG image of more than 1000 scans; refused");
 }
 
 TEST(ImageCodec, WritersRefuseMalformedImages) {
