@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace qatlab {
 
@@ -50,6 +51,24 @@ inline std::string printable(const std::string& s, size_t max_chars = 120) {
     }
   }
   return out;
+}
+
+// Lists of names stored as one string in a file (class names: one per line).
+inline std::string join_lines(const std::vector<std::string>& items) {
+  std::string s;
+  for (size_t i = 0; i < items.size(); ++i) s += (i ? "\n" : "") + items[i];
+  return s;
+}
+// The reverse: "a\nb" -> {"a", "b"}; "" -> {""}.
+inline std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t end = text.find('\n', start);
+    out.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) return out;
+    start = end + 1;
+  }
 }
 
 }  // namespace qatlab

@@ -67,14 +67,7 @@ std::string string_attr(const H5File& f, const std::string& obj, const std::stri
 std::vector<std::string> stored_class_names(const H5File& f) {
   if (!f.has_attr("/", "class_names")) return {};
   const std::string text = string_attr(f, "/", "class_names");
-  std::vector<std::string> names;
-  size_t start = 0;
-  for (;;) {
-    const size_t end = text.find('\n', start);
-    names.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
+  const std::vector<std::string> names = split_lines(text);
   std::set<std::string> seen;
   for (const std::string& n : names) {
     const bool control = std::any_of(n.begin(), n.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; });

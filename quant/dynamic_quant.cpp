@@ -435,9 +435,7 @@ void save_dynamic_model(const std::string& path, const DynamicModelFile& file) {
       f.set_attr_floats("model", "data_std", {static_cast<int64_t>(file.data_std.size())}, file.data_std);
     }
     if (!file.class_names.empty()) {
-      std::string names;
-      for (size_t i = 0; i < file.class_names.size(); ++i) names += (i ? "\n" : "") + file.class_names[i];
-      f.set_attr("model", "class_names", names);
+      f.set_attr("model", "class_names", join_lines(file.class_names));
     }
     int64_t index = 0;
     for (const auto& [name, m] : file.model->named_modules(file.model)) {
@@ -496,13 +494,7 @@ DynamicModelFile load_dynamic_model(const std::string& path) {
   }
   if (f.has_attr("model", "class_names")) {
     const std::string text = f.get_attr_string("model", "class_names");
-    size_t start = 0;
-    for (;;) {
-      const size_t end = text.find('\n', start);
-      file.class_names.push_back(printable(text.substr(start, end == std::string::npos ? end : end - start), 200));
-      if (end == std::string::npos) break;
-      start = end + 1;
-    }
+    for (const std::string& name : split_lines(text)) file.class_names.push_back(printable(name, 200));
     if (static_cast<int64_t>(file.class_names.size()) != file.spec.num_classes)
       fail("model: class_names names " + std::to_string(file.class_names.size()) + " classes, the model has " +
            std::to_string(file.spec.num_classes));

@@ -755,9 +755,7 @@ void Int8Graph::save(const std::string& path) const {
     f.set_attr_ints<int64_t>("/", "input_shape", {static_cast<int64_t>(input_shape.size())}, input_shape);
     if (!dataset.empty()) f.set_attr_fixed("/", "dataset", dataset);
     if (!class_names.empty()) {
-      std::string names;
-      for (size_t i = 0; i < class_names.size(); ++i) names += (i ? "\n" : "") + class_names[i];
-      f.set_attr_fixed("/", "class_names", names);
+      f.set_attr_fixed("/", "class_names", join_lines(class_names));
     }
     for (size_t i = 0; i < ops.size(); ++i) {
       const Int8Op& op = ops[i];
@@ -955,13 +953,7 @@ Int8Graph Int8Graph::load(const std::string& path) {
   }
   if (f.has_attr("/", "class_names")) {
     const std::string text = f.get_attr_string("/", "class_names");
-    size_t start = 0;
-    for (;;) {
-      const size_t end = text.find('\n', start);
-      g.class_names.push_back(printable(text.substr(start, end == std::string::npos ? end : end - start), 200));
-      if (end == std::string::npos) break;
-      start = end + 1;
-    }
+    for (const std::string& name : split_lines(text)) g.class_names.push_back(printable(name, 200));
     if (static_cast<int64_t>(g.class_names.size()) != g.output_width())
       fail("class_names names " + std::to_string(g.class_names.size()) + " classes, the model gives " +
            std::to_string(g.output_width()) + " scores per image");
