@@ -200,8 +200,8 @@ class Builder {
       fail(at, "the network has more than " + std::to_string(kMaxParameters) + " parameters");
   }
 
-  // One entry of a layer list: "relu", or {type: {settings}}. Returns its module (nullptr for a
-  // repeat, which add_layers expands) and its name ("" when not given) in *name.
+  // One entry of a layer list: "relu", or {type: {settings}}. Returns its module and its name ("" when
+  // not given) in *name. A repeat is refused here: add_layers expands it before calling this.
   ModulePtr layer(const YAML::Node& entry, Flow& flow, std::string* name) {
     // (yaml-cpp's Node::operator= writes through to the node assigned to, so nodes here are only
     // ever copy-constructed.)
@@ -275,7 +275,6 @@ class Builder {
     } else {
       std::string unused;
       m = layer(def["layer"], flow, &unused);
-      if (!m) fail(def["layer"], "block " + type + ": a block's single layer cannot be a repeat");
     }
     scopes_.pop_back();
     return m;
@@ -415,7 +414,6 @@ class Builder {
         for (int64_t i = 0; i < count; ++i)
           for (const auto& inner : body) {
             ModulePtr m = layer(inner, flow, &name);
-            if (!m) fail(inner, "repeat: a repeat inside a repeat is not supported; use a block");
             if (!name.empty()) fail(inner, "repeat: the layers of a repeat are numbered, so they take no name");
             add(inner, "", std::move(m));
           }
