@@ -102,14 +102,38 @@ using OutputGridFn = std::function<std::optional<OutputGrid>(float lo, float hi)
 Tensor batch_norm_scaled_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
                                    Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
                                    const OutputGridFn& grid, bool* quantized);
-// Training-mode batch_norm_scaled (relu or not) whose output is also fake-quantized on `grid` in the
-// same pass, for a quantizer with a gradient of its own (LSQ) that takes the values: returns
-// batch_norm_scaled's result (its backward unchanged) and sets *quantized_values to what fake_quantize
-// gives for that result on the grid (a tensor without history), bit for bit; one pass over the
-// activations fewer than the quantizer reading the result back.
-Tensor batch_norm_scaled_and_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
-                                       Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
-                                       const OutputGrid& grid, Tensor* quantized_values);
+// A learned step size on a per-tensor grid (LSQ, quant/learnable_quantizer.h): the (1) parameter, the
+// grid it gives (grid.scale its value) and the factor its gradient is scaled by.
+struct LsqStep {
+  Tensor step;
+  OutputGrid grid;
+  float grad_scale = 1.0f;
+};
+// Training-mode batch_norm_scaled (relu or not) followed by LSQ's fake quantization on lsq.grid, in one
+// op: returns the quantized values; the backward applies relu's and the quantizer's straight-through
+// masks where dy is read and adds LSQ's step gradient (lsq_step_gradient's sum, times grad_scale) to
+// lsq.step, recomputing the quantizer's inputs from x. Values and gradients are bit for bit those of
+// batch_norm_scaled and lsq_fake_quantize in turn, with one pass fewer forward and two backward (no
+// quantizer input kept, no gradient buffer between the two).
+Tensor batch_norm_scaled_lsq(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
+                             Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
+                             const LsqStep& lsq);
+// The residual sum a + b (relu'd with `relu`) fake-quantized by a learned step (LSQ) on lsq.grid, with
+// output values the caller computes (`values`, a's shape: the QAT simulation's integer add, whose codes
+// replace the rounded float sum's): returns `values` with the backward of add (or add_relu) and
+// lsq_fake_quantize in turn, bit for bit, the sum recomputed from a and b: no tensor for the sum, no
+// gradient buffer between the two, and none of their passes.
+Tensor add_lsq(const Tensor& a, const Tensor& b, bool relu, const LsqStep& lsq, const Tensor& values);
+// LSQ's backward (quant/learnable_quantizer.h has the formula) over `count` values v of one grid
+// (inv = 1 / scale, codes clamped to [lo, hi]): gx gets dy where the code is inside (assigned if
+// `fresh`, else added; gx may be null); returns sum(dy * dq/ds) / s, in 16 float lanes added up in
+// double.
+double lsq_backward_run(const float* v, const float* dy, float* gx, bool fresh, int64_t count, float inv, float lo,
+                        float hi);
+// The same over v seen as (N, C, S): lsq_backward_run per plane, the planes' sums added per channel over
+// the images, then over the channels, in order; the order batch_norm_scaled_lsq adds its terms in.
+double lsq_backward_planes(const float* v, const float* dy, float* gx, bool fresh, int64_t n, int64_t c, int64_t s,
+                           float inv, float lo, float hi);
 // relu(batch_norm(...)) in one op (the output clamped in BN's pass, dy masked in its backward): the same
 // values and gradients bit for bit, one pass and one gradient buffer fewer.
 Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,

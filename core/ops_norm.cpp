@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "core/lsq_run.h"
 #include "core/ops.h"
 
 namespace qatlab {
@@ -51,23 +52,18 @@ void quantize_plane(const float* __restrict x, float* __restrict y, uint8_t* __r
   }
 }
 
-// One plane of batch_norm_scaled_and_quantized's output: y = x * a + b (relu'd) as batch norm writes
-// it, and q its fake-quantized values with fake_quantize's own expressions (as quantize_plane).
+// The quantizer's input as batch norm wrote it, x * a + b (relu'd): the same expression, so the same
+// bits (this file is compiled without contracting it into a fused multiply-add).
 template <bool kRelu>
-void output_and_quantized_plane(const float* __restrict x, float* __restrict y, float* __restrict q, int64_t s,
-                                float a, float b, float inv_scale, float scale, float lo, float hi) {
-#pragma omp simd
-  for (int64_t j = 0; j < s; ++j) {
+struct BatchNormOutput {
+  const float* x;
+  float a, b;
+  float operator()(int64_t j) const {
     float v = x[j] * a + b;
-    if constexpr (kRelu) v = v > 0.0f ? v : 0.0f;  // relu's own expression
-    y[j] = v;
-    float r = std::nearbyint(v * inv_scale);
-    r = r < lo ? lo : r;
-    r = hi < r ? hi : r;
-    r = r == r ? r + 0.0f : 0.0f;
-    q[j] = scale * r;
+    if constexpr (kRelu) v = v > 0.0f ? v : 0.0f;
+    return v;
   }
-}
+};
 
 // One plane of batch norm's input gradient, g = k * (d - mean_dy - (x - mu) * is * mean_dy_xhat) with
 // d = dy where the mask passes: assigned to a fresh buffer or added. A loop per mask type (a template),
@@ -138,8 +134,7 @@ PlaneSums plane_sums(const float* dy, Mask pass, const float* x, float mu, int64
 // pass and *quantized set (see batch_norm_scaled_quantized in ops.h).
 Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                        Tensor& running_var, bool training, float momentum, float eps, bool relu,
-                       const OutputGridFn* grid = nullptr, bool* quantized = nullptr,
-                       const OutputGrid* also_grid = nullptr, Tensor* also_values = nullptr) {
+                       const OutputGridFn* grid = nullptr, bool* quantized = nullptr, const LsqStep* lsq = nullptr) {
   QATLAB_CHECK(x.dim() == 2 || x.dim() == 4, "batch_norm: input must be (N, C) or (N, C, H, W), got " + shape_str(x.shape()));
   const int64_t n = x.size(0), c = x.size(1), s = x.dim() == 4 ? x.size(2) * x.size(3) : 1, m = n * s;
   const Shape per_channel{c};
@@ -227,16 +222,11 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
     }
     if (finite) q = (*grid)(lo, hi);
   }
+  if (lsq) q = lsq->grid;
   if (q && quantized) *quantized = true;
 
   Tensor y = Tensor::empty(x.shape());
   float* yd = y.data();
-  // batch_norm_scaled_and_quantized: the output's fake-quantized values, beside it.
-  float* also_d = nullptr;
-  if (also_grid) {
-    *also_values = Tensor::empty(x.shape());
-    also_d = also_values->data();
-  }
   // With a grid: the straight-through masks of relu and of the quantizer, one byte per value.
   // From the tensors' buffer pool (a fresh 2 MB allocation per step page-faulted its way in).
   std::shared_ptr<float[]> pass_buffer = q ? alloc_floats((x.numel() + 3) / 4) : nullptr;
@@ -255,14 +245,6 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
           quantize_plane<true>(p, out, m, s, a, b, q->inv_scale, q->scale, lo, hi);
         else
           quantize_plane<false>(p, out, m, s, a, b, q->inv_scale, q->scale, lo, hi);
-      } else if (also_d) {
-        const float lo = static_cast<float>(also_grid->quant_min - also_grid->zero_point);
-        const float hi = static_cast<float>(also_grid->quant_max - also_grid->zero_point);
-        float* qv = also_d + (i * c + ch) * s;
-        if (relu)
-          output_and_quantized_plane<true>(p, out, qv, s, a, b, also_grid->inv_scale, also_grid->scale, lo, hi);
-        else
-          output_and_quantized_plane<false>(p, out, qv, s, a, b, also_grid->inv_scale, also_grid->scale, lo, hi);
       } else if (relu) {
         for (int64_t j = 0; j < s; ++j) {
           const float v = p[j] * a + b;
@@ -277,11 +259,16 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
   // byte masks instead.
   std::shared_ptr<float[]> y_values = relu && !q ? y.impl()->data : nullptr;
 
-  const char* name = q ? (relu ? "batch_norm_scaled_relu_fq" : "batch_norm_scaled_fq")
+  const char* name = lsq ? (relu ? "batch_norm_scaled_relu_lsq" : "batch_norm_scaled_lsq")
+                   : q ? (relu ? "batch_norm_scaled_relu_fq" : "batch_norm_scaled_fq")
                       : k.defined() ? (relu ? "batch_norm_scaled_relu" : "batch_norm_scaled")
                                     : (relu ? "batch_norm_relu" : "batch_norm");
-  record_op(y, name, {x, k, gamma, beta},
-            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane, y_values, pass](const Tensor& gy) mutable {
+  // LSQ's step gradient recomputes the quantizer's inputs from x with the forward's a and b.
+  std::optional<LsqStep> step;
+  if (lsq) step = *lsq;
+  record_op(y, name, {x, k, gamma, beta, lsq ? lsq->step : Tensor()},
+            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane, y_values, pass, step, relu, ca,
+             cb](const Tensor& gy) mutable {
     const float* xd = x.data();
     const float* gyd = gy.data();
     // relu's backward, dy where the output is > 0 and else 0, is applied where dy is read (no masked
@@ -293,8 +280,11 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
     float* ggamma = gamma.requires_grad() ? gamma.mutable_grad() : nullptr;
     float* gbeta = beta.requires_grad() ? beta.mutable_grad() : nullptr;
     float* gk = k.defined() && k.requires_grad() ? k.mutable_grad() : nullptr;
+    const bool step_grad = step && step->step.requires_grad();
+    std::vector<double> step_sums(step_grad ? c : 0, 0.0);  // (C) LSQ's step gradient per channel
 #pragma omp parallel for schedule(static) if (x.numel() > 65536)
     for (int64_t ch = 0; ch < c; ++ch) {
+
       // xhat = (z - mean_z) * invstd = (x - mu) * is with is = k * invstd.
       const float kc = (*scale)[ch], mu = (*mean)[ch], is = kc * (*invstd)[ch];
       // sum(dy) and sum(dy * xhat) over the channel's M values.
@@ -304,6 +294,15 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
         const PlaneSums p = pass ? plane_sums(gyd + at, ByteMask{pass.get() + at}, xd + at, mu, s)
                             : yv   ? plane_sums(gyd + at, ReluMask{yv + at}, xd + at, mu, s)
                                    : plane_sums(gyd + at, NoMask{}, xd + at, mu, s);
+        if (step_grad) {  // LSQ's step gradient, while the plane is in L1; added as lsq_backward_planes adds
+          const OutputGrid& q = step->grid;
+          const float lo = static_cast<float>(q.quant_min - q.zero_point);
+          const float hi = static_cast<float>(q.quant_max - q.zero_point);
+          step_sums[ch] += relu ? lsq_detail::lsq_run<false, false>(BatchNormOutput<true>{xd + at, ca[ch], cb[ch]}, gyd + at,
+                                                         nullptr, s, q.inv_scale, lo, hi)
+                                : lsq_detail::lsq_run<false, false>(BatchNormOutput<false>{xd + at, ca[ch], cb[ch]}, gyd + at,
+                                                         nullptr, s, q.inv_scale, lo, hi);
+        }
         sum_dy += p.dy;
         sum_dy_xhat += p.dy_x * is;
       }
@@ -342,6 +341,11 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
           row.run(NoMask{}, gx_fresh);
       }
     }
+    if (step_grad) {
+      double total = 0.0;
+      for (const double v : step_sums) total += v;
+      step->step.mutable_grad()[0] += static_cast<float>(total * step->grad_scale);
+    }
   });
   return y;
 }
@@ -366,13 +370,13 @@ Tensor batch_norm_scaled_quantized(const Tensor& x, const Tensor& k, const Tenso
   return batch_norm_impl(x, k, gamma, beta, running_mean, running_var, true, momentum, eps, relu, &grid, quantized);
 }
 
-Tensor batch_norm_scaled_and_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
-                                       Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
-                                       const OutputGrid& grid, Tensor* quantized_values) {
+Tensor batch_norm_scaled_lsq(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
+                             Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
+                             const LsqStep& lsq) {
   QATLAB_CHECK(k.defined(), "batch_norm_scaled: undefined scale");
-  QATLAB_CHECK(quantized_values != nullptr, "batch_norm_scaled_and_quantized: null result tensor");
+  QATLAB_CHECK(lsq.step.defined() && lsq.step.numel() == 1, "batch_norm_scaled_lsq: the step must be a (1) tensor");
   return batch_norm_impl(x, k, gamma, beta, running_mean, running_var, true, momentum, eps, relu, nullptr, nullptr,
-                         &grid, quantized_values);
+                         &lsq);
 }
 
 Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,

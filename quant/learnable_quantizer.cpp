@@ -65,44 +65,6 @@ void for_each_chunk(const Rows& r, std::vector<double>& acc, F f) {
   for (int64_t item = 0; item < items; ++item) acc[(item / per_row) % r.channels] += partial[item];
 }
 
-// LSQ's backward over n elements of one channel: gx gets g where the code is inside [lo, hi] (straight
-// through; assigned with kFresh, a new buffer, else added); returns sum(g * dy/ds) / s: (round(v) - v)
-// inside, lo or hi where clamped, 0 for NaN, with v = x / s. Branch-free with 16 float accumulators, so
-// that it vectorises; the caller sums chunks in double.
-template <bool kGx, bool kFresh>
-double lsq_backward_chunk(const float* __restrict x, const float* __restrict g, float* __restrict gx, int64_t n,
-                          float inv, float lo, float hi) {
-  constexpr int kLanes = 16;
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  const auto term = [&](int64_t j) {
-    const float v = x[j] * inv, r = std::nearbyint(v);
-    const bool inside = (r >= lo) & (r <= hi);
-    if constexpr (kGx) {
-      const float pass = inside ? g[j] : 0.0f;
-      if constexpr (kFresh)
-        gx[j] = pass;
-      else
-        gx[j] += pass;
-    }
-    const float d = inside ? r - v : (r < lo ? lo : (r > hi ? hi : 0.0f));
-    return g[j] * d;
-  };
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += term(i + k);
-  double sum = 0.0;
-  for (int k = 0; k < kLanes; ++k) sum += acc[k];
-  for (; i < n; ++i) sum += term(i);
-  return sum;
-}
-
-double lsq_backward_chunk(const float* x, const float* g, float* gx, bool fresh, int64_t n, float inv, float lo,
-                          float hi) {
-  if (!gx) return lsq_backward_chunk<false, false>(x, g, gx, n, inv, lo, hi);
-  return fresh ? lsq_backward_chunk<true, true>(x, g, gx, n, inv, lo, hi)
-               : lsq_backward_chunk<true, false>(x, g, gx, n, inv, lo, hi);
-}
-
 // The grid fields a scheme fixes: axis and code range.
 QParams grid_of(const QScheme& scheme, size_t C) {
   QParams qp;
@@ -230,32 +192,39 @@ QParams pact_qparams(const Tensor& alpha, const QScheme& scheme) {
 // ------------------------------------------------------------------------------------------------ ops
 
 Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector<int32_t>& zero_point,
-                         const QScheme& scheme, const std::vector<float>& grad_scale, const Tensor* values) {
+                         const QScheme& scheme, const std::vector<float>& grad_scale) {
   const QParams qp = lsq_qparams(scale, zero_point, scheme);
   const int64_t C = scale.numel();
   check_grad_scale(grad_scale, C, "lsq_fake_quantize");
   const Rows rows = rows_for(x, scheme, C, "lsq_fake_quantize");
-  QATLAB_CHECK(!values || (values->defined() && values->shape() == x.shape()),
-               "lsq_fake_quantize: given values must have the input's shape " + shape_str(x.shape()));
-  // The values: fake_quantize itself (on a detached handle, so it records nothing), hence bit-identical;
-  // or those an earlier op computed with fake_quantize's expressions.
-  Tensor y = values ? *values : fake_quantize(x.detach(), qp);
+  // The values: fake_quantize itself (on a detached handle, so it records nothing), hence bit-identical.
+  Tensor y = fake_quantize(x.detach(), qp);
   std::vector<float> inv(C);  // (C) 1 / s in float, as fake_quantize and the integer graph compute it
   for (int64_t c = 0; c < C; ++c) inv[c] = 1.0f / qp.scale[c];
   record_op(y, "lsq_fake_quantize", {x, scale},
-            [x, scale, rows, inv, zps = qp.zero_point, qmin = qp.quant_min, qmax = qp.quant_max,
-             grad_scale](const Tensor& grad_out) {
+            [x, scale, rows, inv, per_channel = scheme.per_channel, zps = qp.zero_point, qmin = qp.quant_min,
+             qmax = qp.quant_max, grad_scale](const Tensor& grad_out) {
               const float* px = x.data();
               const float* g = grad_out.data();
-              // The chunks cover x, each element written once: a fresh buffer is assigned, not zeroed.
+              // Each element of gx is written once: a fresh buffer is assigned, not zeroed.
               bool fresh = false;
               float* gx = x.requires_grad() ? x.grad_for_write(&fresh) : nullptr;
               std::vector<double> gs(inv.size(), 0.0);  // (C)
-              for_each_chunk(rows, gs, [&](int64_t begin, int64_t n, int64_t c) {
-                // Bounds on the un-clamped offset, small integers and exact in float (as in fake_quantize).
-                const float lo = static_cast<float>(qmin - zps[c]), hi = static_cast<float>(qmax - zps[c]);
-                return lsq_backward_chunk(px + begin, g + begin, gx ? gx + begin : nullptr, fresh, n, inv[c], lo, hi);
-              });
+              // Bounds on the un-clamped offset, small integers and exact in float (as in fake_quantize).
+              const auto lo = [&](int64_t c) { return static_cast<float>(qmin - zps[c]); };
+              const auto hi = [&](int64_t c) { return static_cast<float>(qmax - zps[c]); };
+              if (per_channel) {
+                for_each_chunk(rows, gs, [&](int64_t begin, int64_t n, int64_t c) {
+                  return lsq_backward_run(px + begin, g + begin, gx ? gx + begin : nullptr, fresh, n, inv[c], lo(c),
+                                          hi(c));
+                });
+              } else {
+                // Per tensor, plane by plane of (N, C, S): the order in which batch_norm_scaled_lsq, the
+                // same quantizer fused into a QAT layer's batch norm, adds the same terms.
+                const int64_t n = x.dim() >= 1 ? x.size(0) : 1, c = x.dim() >= 2 ? x.size(1) : 1;
+                const int64_t s = x.numel() / std::max<int64_t>(n * c, 1);
+                gs[0] = lsq_backward_planes(px, g, gx, fresh, n, c, s, inv[0], lo(0), hi(0));
+              }
               if (scale.requires_grad()) {
                 float* gsc = scale.mutable_grad();
                 for (size_t c = 0; c < gs.size(); ++c) gsc[c] += static_cast<float>(gs[c] * grad_scale[c]);
@@ -450,20 +419,15 @@ Tensor LsqQuantizer::forward(const Tensor& x) {
   return lsq_fake_quantize(x, scale_, qp.zero_point, scheme(), grad_scales(x, qp.zero_point));
 }
 
-std::optional<OutputGrid> LsqQuantizer::training_grid() {
-  // LSQ+ (a subclass) learns an offset too, which this grid does not carry.
+std::optional<LsqStep> LsqQuantizer::training_step(const Tensor& x) {
+  // LSQ+ (a subclass) learns an offset too, which this step does not carry.
   if (!training() || !initialized() || scheme().per_channel || is<LsqPlusQuantizer>()) return std::nullopt;
+  (void)rows_for(x, scheme(), channels_, type().c_str());
   project();  // as forward() does before it reads the grid
   const QParams qp = qparams();
   // 1 / scale in float, as fake_quantize computes it.
-  return OutputGrid{qp.scale[0], 1.0f / qp.scale[0], qp.zero_point[0], qp.quant_min, qp.quant_max};
-}
-
-Tensor LsqQuantizer::forward_values(const Tensor& x, const Tensor& values) {
-  (void)rows_for(x, scheme(), channels_, type().c_str());
-  require_initialized();
-  const QParams qp = qparams();
-  return lsq_fake_quantize(x, scale_, qp.zero_point, scheme(), grad_scales(x, qp.zero_point), &values);
+  const OutputGrid grid{qp.scale[0], 1.0f / qp.scale[0], qp.zero_point[0], qp.quant_min, qp.quant_max};
+  return LsqStep{scale_, grid, grad_scales(x, qp.zero_point)[0]};
 }
 
 QParams LsqQuantizer::qparams() const {

@@ -72,10 +72,10 @@ QParams pact_qparams(const Tensor& alpha, const QScheme& scheme);
 // The inside term is the derivative of s * round(x / s) with round's derivative taken as 1 (the paper's
 // straight-through choice: it keeps the rounding residual r - v, which tells s how the codes sit on the
 // data); on the clamped sides the output is exactly linear in s, and the term is its slope.
-// values (optional): the forward's result already computed, by an op that fake-quantized x on this grid
-// in its own pass (batch_norm_scaled_and_quantized); taken as the output, with this op's backward.
+// The step's gradient is summed in a fixed order whatever the thread count: per tensor, plane by plane
+// (lsq_backward_planes, core/ops.h), as a QAT layer's batch norm sums it with this quantizer fused in.
 Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector<int32_t>& zero_point,
-                         const QScheme& scheme, const std::vector<float>& grad_scale, const Tensor* values = nullptr);
+                         const QScheme& scheme, const std::vector<float>& grad_scale);
 
 // LSQ+ (Bhalgat et al. 2020, "LSQ+: Improving low-bit quantization through learnable offsets and better
 // initialization"): y = s * round(clamp((x - beta) / s, qmin, qmax)) + beta, realised on the integer grid
@@ -144,12 +144,11 @@ class LsqQuantizer : public Quantizer {
   QParams qparams() const override;
   std::string describe() const override;
 
-  // For an op that fake-quantizes its output in its own pass (a QAT layer's batch norm): the grid of this
-  // training-mode forward, its scale projected as forward() does first; nothing before initialisation
-  // (the first batch sets the scale from the values), outside training, for a per-channel scheme or for
-  // a subclass. Then forward_values(x, values) is forward(x) with its result's values given.
-  std::optional<OutputGrid> training_grid();
-  Tensor forward_values(const Tensor& x, const Tensor& values);
+  // For an op that fake-quantizes its output in its own pass and takes this quantizer's backward into
+  // its own (a QAT layer's batch norm, batch_norm_scaled_lsq): the step of a training-mode forward(x),
+  // its scale projected as forward() does first; nothing before initialisation (the first batch sets
+  // the scale from the values), outside training, for a per-channel scheme or for a subclass.
+  std::optional<LsqStep> training_step(const Tensor& x);
 
   bool initialized() const;
   LsqInit init_method() const { return init_; }

@@ -212,19 +212,15 @@ Tensor QatLayer::forward(const Tensor& x) {
                                           [fq](float lo, float hi) { return fq->output_grid(lo, hi); }, &quantized);
           return quantized ? y : output_quant()(y);
         }
+        const Tensor z = linear_op(x, wq, Tensor());
         auto* lsq = dynamic_cast<LsqQuantizer*>(&output_quant());
         if (lsq && output_fusion() && activation_ != FusedActivation::ReLU6) {
-          // An LSQ output reads BN's values back for its backward; their fake-quantized copy is written
-          // in BN's pass (one pass less than the quantizer making it from them).
-          if (const std::optional<OutputGrid> grid = lsq->training_grid()) {
-            Tensor values;
-            y = batch_norm_scaled_and_quantized(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var,
-                                                bn_momentum, bn_eps, fuse_relu, *grid, &values);
-            return lsq->forward_values(y, values);
-          }
+          // An LSQ output: its fake quantization goes into BN's pass and its backward into BN's.
+          if (const std::optional<LsqStep> step = lsq->training_step(z))
+            return batch_norm_scaled_lsq(z, k, bn_gamma, bn_beta, bn_mean, bn_var, bn_momentum, bn_eps, fuse_relu,
+                                         *step);
         }
-        y = batch_norm_scaled(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum,
-                              bn_eps, fuse_relu);
+        y = batch_norm_scaled(z, k, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps, fuse_relu);
         if (fuse_relu) return output_quant()(y);
       } else {
         y = add(mul(linear_op(x, wq, Tensor()), per_channel_view(k, true)), per_channel_view(bias, true));
@@ -332,6 +328,18 @@ Tensor QatResidual::forward(const Tensor& x) {
                            add_quant().quantizing();
   QATLAB_CHECK(integer_add || !exact_eval,
                "QatResidual: exact mode needs quantizing input and output grids (was it built by prepare_qat?)");
+  if (!exact_eval && integer_add && QatLayer::output_fusion() && (!relu_after || a.shape() == b.shape())) {
+    // A learned-step (LSQ) sum quantizer: its backward goes into the add's, and the integer add's values
+    // are the output straight away (no float sum, no fake-quantized copy of it).
+    if (auto* lsq = add_quant().as<LsqQuantizer>()) {
+      if (const std::optional<LsqStep> step = lsq->training_step(a)) {
+        const QParams qa = body_quant->qparams(), qb = shortcut_quant->qparams(), qo = add_quant().qparams();
+        Tensor out = Tensor::empty(a.shape());
+        integer_add_values(lower_add(qa, qb, qo, relu_after), a, qa, b, qb, qo, out.data());
+        return add_lsq(a, b, relu_after, *step, out);
+      }
+    }
+  }
   Tensor s, y;
   if (!exact_eval) {
     s = relu_after && a.shape() == b.shape() ? add_relu(a, b) : relu_after ? relu(add(a, b)) : add(a, b);

@@ -70,7 +70,9 @@ class QatLayer : public Module {
   // Training with BN: when the output quantizer can take the output's range instead of its values (a
   // per-tensor FakeQuantize with a min/max or EMA observer), BN, the ReLU and the output's fake
   // quantization run as one op (batch_norm_scaled_quantized), bit for bit the values and gradients of
-  // the three in turn. On by default, for every layer; tests switch it off to compare.
+  // the three in turn. A per-tensor LSQ output quantizer goes into the same op with its backward
+  // (batch_norm_scaled_lsq), and a residual add's LSQ quantizer into the add's (add_lsq). On by default,
+  // for every layer; tests switch it off to compare.
   static void set_output_fusion(bool on);
   static bool output_fusion();
   // Exact mode, on the kernels of `path` (the reference loops by default; the optimized kernels compute

@@ -5,6 +5,7 @@
 // ResNet-20; and the layers the fusion must leave alone (PACT, LSQ+, a NaN input) behave as without it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 #include <string>
 #include <vector>
@@ -14,7 +15,9 @@
 #include "nn/zoo.h"
 #include "quant/prepare.h"
 #include "quant/qat_layers.h"
+#include "quant/learnable_quantizer.h"
 #include "quant/qconfig.h"
+#include "quant/qscheme.h"
 
 namespace qatlab {
 namespace {
@@ -68,7 +71,7 @@ TEST(QatFusion, FusedOutputQuantizationEqualsTheOpsInTurn) {
       {"lenet5", mnist, QConfig::from_options(4, 4, true, "minmax", "minmax", {})},
       {"resnet20", small_cifar, QConfig::from_options(8, 8, true, "minmax", "minmax", {})},
       {"resnet20", small_cifar, QConfig::from_options(4, 4, false, "minmax", "ema", {})},
-      // LSQ outputs: BN writes their fake-quantized values beside its own (batch_norm_scaled_and_quantized)
+      // LSQ outputs: their fake quantization and backward go into BN's (batch_norm_scaled_lsq)
       {"lenet5", mnist, QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "lsq")},
       {"resnet20", small_cifar, QConfig::from_options(4, 4, false, "minmax", "ema", {}, "lsq", "lsq")},
   };
@@ -94,6 +97,115 @@ TEST(QatFusion, QuantizersThatNeedTheValuesAreLeftAlone) {
     const Trace apart = train_steps("lenet5", mnist, qc, false);
     ASSERT_EQ(fused.values, apart.values);
   }
+}
+
+// The fused op against batch_norm_scaled and lsq_fake_quantize in turn: values and every gradient (x,
+// the BN scale k, gamma, beta, the step) bit for bit, with and without relu, on (N, C, H, W) and (N, C)
+// inputs whose codes fall inside the grid and beyond both ends.
+TEST(QatFusion, BatchNormLsqOpEqualsTheOpsInTurn) {
+  for (const Shape& shape : {Shape{3, 5, 7, 6}, Shape{9, 4}})
+    for (bool relu : {false, true}) {
+      SCOPED_TRACE(shape_str(shape) + (relu ? " relu" : ""));
+      const int64_t c = shape[1];
+      Rng rng(8);
+      Tensor x = Tensor::empty(shape);
+      for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = 3.0f * rng.normal();
+      Tensor k = Tensor::empty({c}), gamma = Tensor::empty({c}), beta = Tensor::empty({c});
+      for (int64_t i = 0; i < c; ++i) {
+        k.data()[i] = 0.5f + 0.25f * static_cast<float>(i);
+        gamma.data()[i] = 1.0f + 0.1f * rng.normal();
+        beta.data()[i] = 0.2f * rng.normal();
+      }
+      Tensor dy = Tensor::empty(shape);
+      for (int64_t i = 0; i < dy.numel(); ++i) dy.data()[i] = rng.normal();
+      QScheme scheme;  // codes 0..15: clamps at both ends
+      scheme.bits = 4;
+      scheme.is_signed = false;
+      const int32_t zp = 3;
+      const float step_value = 0.09f;
+      struct Result {
+        std::vector<float> y, gx, gk, ggamma, gbeta, gstep, rm, rv;
+      };
+      const auto run = [&](bool fused) {
+        Tensor xs = x.clone(), ks = k.clone(), gs = gamma.clone(), bs = beta.clone();
+        Tensor step = Tensor::full({1}, step_value);
+        for (Tensor* t : {&xs, &ks, &gs, &bs, &step}) t->set_requires_grad(true);
+        Tensor rm = Tensor::zeros({c}), rv = Tensor::ones({c});
+        const QParams qp = lsq_qparams(step, {zp}, scheme);
+        const float grad_scale = 0.37f;
+        Tensor y;
+        if (fused) {
+          const OutputGrid grid{qp.scale[0], 1.0f / qp.scale[0], zp, qp.quant_min, qp.quant_max};
+          y = batch_norm_scaled_lsq(xs, ks, gs, bs, rm, rv, 0.1f, 1e-5f, relu, LsqStep{step, grid, grad_scale});
+        } else {
+          y = lsq_fake_quantize(batch_norm_scaled(xs, ks, gs, bs, rm, rv, true, 0.1f, 1e-5f, relu), step, {zp}, scheme,
+                                {grad_scale});
+        }
+        sum(mul(y, dy)).backward();
+        return Result{y.to_vector(), xs.grad().to_vector(), ks.grad().to_vector(), gs.grad().to_vector(),
+                      bs.grad().to_vector(), step.grad().to_vector(), rm.to_vector(), rv.to_vector()};
+      };
+      const Result fused = run(true), apart = run(false);
+      EXPECT_EQ(fused.y, apart.y);
+      EXPECT_EQ(fused.gx, apart.gx);
+      EXPECT_EQ(fused.gk, apart.gk);
+      EXPECT_EQ(fused.ggamma, apart.ggamma);
+      EXPECT_EQ(fused.gbeta, apart.gbeta);
+      EXPECT_EQ(fused.gstep, apart.gstep);
+      EXPECT_NE(fused.gstep[0], 0.0f);
+      EXPECT_EQ(fused.rm, apart.rm);
+      EXPECT_EQ(fused.rv, apart.rv);
+      // Both ends of the grid were reached (the step's gradient has its clamped terms).
+      const float lo = step_value * static_cast<float>(scheme.quant_min() - zp);
+      const float hi = step_value * static_cast<float>(scheme.quant_max() - zp);
+      EXPECT_NE(std::count(fused.y.begin(), fused.y.end(), hi), 0);
+      if (!relu) EXPECT_NE(std::count(fused.y.begin(), fused.y.end(), lo), 0);
+    }
+}
+
+// add_lsq against add (or add_relu) and lsq_fake_quantize in turn: the given values come out, and the
+// gradients of both operands and of the step are bit for bit the separate ops'.
+TEST(QatFusion, AddLsqOpEqualsTheOpsInTurn) {
+  for (const Shape& shape : {Shape{3, 5, 7, 6}, Shape{9, 4}})
+    for (bool relu : {false, true}) {
+      SCOPED_TRACE(shape_str(shape) + (relu ? " relu" : ""));
+      Rng rng(4);
+      Tensor a = Tensor::empty(shape), b = Tensor::empty(shape), dy = Tensor::empty(shape);
+      for (Tensor* t : {&a, &b, &dy})
+        for (int64_t i = 0; i < t->numel(); ++i) t->data()[i] = rng.normal();
+      QScheme scheme;  // codes 0..15 with the zero point at 3: clamps at both ends
+      scheme.bits = 4;
+      scheme.is_signed = false;
+      const int32_t zp = 3;
+      const float grad_scale = 0.41f;
+      struct Result {
+        std::vector<float> y, ga, gb, gstep;
+      };
+      const auto run = [&](bool fused) {
+        Tensor as = a.clone(), bs = b.clone(), step = Tensor::full({1}, 0.15f);
+        for (Tensor* t : {&as, &bs, &step}) t->set_requires_grad(true);
+        const QParams qp = lsq_qparams(step, {zp}, scheme);
+        Tensor y;
+        if (fused) {
+          const OutputGrid grid{qp.scale[0], 1.0f / qp.scale[0], zp, qp.quant_min, qp.quant_max};
+          Tensor values = Tensor::full(shape, 0.5f);
+          y = add_lsq(as, bs, relu, LsqStep{step, grid, grad_scale}, values);
+          EXPECT_TRUE(y.same(values));
+        } else {
+          y = lsq_fake_quantize(relu ? add_relu(as, bs) : add(as, bs), step, {zp}, scheme, {grad_scale});
+        }
+        sum(mul(y, dy)).backward();
+        return Result{y.to_vector(), as.grad().to_vector(), bs.grad().to_vector(), step.grad().to_vector()};
+      };
+      const Result fused = run(true), apart = run(false);
+      EXPECT_EQ(fused.ga, apart.ga);
+      EXPECT_EQ(fused.gb, apart.gb);
+      EXPECT_EQ(fused.gstep, apart.gstep);
+      EXPECT_NE(fused.gstep[0], 0.0f);
+      // Some gradients pass and some are stopped, by the grid's ends (and relu).
+      EXPECT_NE(std::count(fused.ga.begin(), fused.ga.end(), 0.0f), 0);
+      EXPECT_NE(std::count(fused.ga.begin(), fused.ga.end(), 0.0f), static_cast<long>(fused.ga.size()));
+    }
 }
 
 // A NaN reaching a fused layer is reported by its observer exactly as without the fusion.
