@@ -27,10 +27,10 @@ bool peak_instruction_supported(PeakInstruction instruction);
 PeakInstruction widest_float_fma();
 // Measures `instruction` on `threads` threads for about `seconds`; gops 0 where the CPU lacks it.
 Peak measure_peak(PeakInstruction instruction, int threads, double seconds = 0.2);
-// A peak for rates already measured, the highest being `highest_gops`: on a busy machine one
-// measurement can come out below a kernel's own rate, so the peak is measured again (up to 4 more
-// times, keeping the best) while it is below. `settled` is false if it stayed below: the caller must
-// then not print shares of it.
+// A peak for rates already measured, the highest being `highest_gops`: the best of three measurements
+// (one varies by a few percent from run to run: clock changes, other work; a peak is the best rate),
+// then, since on a busy machine even those can come out below a kernel's own rate, up to 4 more while
+// it is below. `settled` is false if it stayed below: the caller must then not print shares of it.
 struct SettledPeak {
   Peak peak;
   bool settled = true;
