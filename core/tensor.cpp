@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+
+#include <sys/mman.h>
 #include <new>
 #include <stdexcept>
 #include <unordered_map>
@@ -50,6 +52,7 @@ class BufferPool {
  public:
   static constexpr size_t kMinBytes = size_t{1} << 16;      // smaller buffers bypass the pool
   static constexpr size_t kMaxIdleBytes = size_t{1} << 30;  // idle memory kept for reuse, at most
+  static constexpr size_t kHugeBytes = size_t{2} << 20;     // a huge page
 
   float* take(size_t bytes) {
     if (bytes >= kMinBytes) {
@@ -61,6 +64,15 @@ class BufferPool {
         idle_bytes_ -= bytes;
         return p;
       }
+    }
+    if (bytes >= kHugeBytes) {
+      // Large buffers on 2 MB pages where the kernel offers them (transparent huge pages on request):
+      // the passes over activations stream through them, and the hardware prefetchers stop at every
+      // 4 KB page boundary.
+      float* p = static_cast<float*>(std::aligned_alloc(kHugeBytes, (bytes + kHugeBytes - 1) / kHugeBytes * kHugeBytes));
+      if (!p) throw std::bad_alloc();
+      madvise(p, (bytes + kHugeBytes - 1) / kHugeBytes * kHugeBytes, MADV_HUGEPAGE);
+      return p;
     }
     float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
     if (!p) throw std::bad_alloc();

@@ -2,6 +2,7 @@
 # run.sh: the speed figures of issue "compute-bound speed", measured with `qatlab bench` on this machine:
 #   train_<model>.log  float vs QAT training steps (bench --train), per layer and per op
 #   infer_<model>.log  float vs integer inference (bench --float --int8), shares of the measured peaks
+#   infer_resnet20_avx2.log  the same on the AVX2 integer kernels (where the CPU has AVX2)
 # The models for the inference bench are trained briefly on a subset (speed does not depend on accuracy).
 # Usage: bash experiments/speed/run.sh   (from the repository root, after apps/scripts/build.sh; MNIST is
 # fetched on first use, CIFAR-10 must be in the data directory, see the README's Data section).
@@ -33,3 +34,9 @@ for spec in "resnet20 cifar10 2560" "lenet5 mnist 6400"; do
   run_logged "infer_$model.log" "$Q" bench --float "$runs/$model-float/checkpoint.h5" \
     --int8 "$runs/$model-qat/model.int8.h5" --seconds 3
 done
+# The AVX2 integer kernels on the same machine (what an AVX2-only CPU runs), against their own peak
+# (vpmaddwd + vpaddd): a stand-in for an AVX2-only machine, whose clock and caches differ.
+if grep -qw avx2 /proc/cpuinfo; then
+  run_logged infer_resnet20_avx2.log "$Q" bench --float "$runs/resnet20-float/checkpoint.h5" \
+    --int8 "$runs/resnet20-qat/model.int8.h5" --kernel avx2 --seconds 3
+fi
