@@ -12,6 +12,7 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
+#include "core/distributed.h"
 
 namespace {
 
@@ -57,6 +58,43 @@ static void use_short_openmp_spin(char** argv) {
   execv("/proc/self/exe", argv);  // returns only on failure: then run with the defaults
 }
 
+// Runs one subcommand and turns its errors into one line and an exit code. Under mpirun: an error every
+// process met alike (a usage error, a CollectiveError) is printed by process 0 and each process ends on its
+// own; any other error is one process's alone (a file it cannot read, a disk it cannot write), so it names
+// its process and ends the whole run, whose other processes would otherwise wait for it forever.
+static int run_subcommand(const Subcommand& c, int argc, char** argv) {
+  using namespace qatlab;
+  distributed_init(&argc, &argv);
+  const bool several = world_size() > 1;
+  // Process 0 speaks for the run: the others' output would repeat it (their errors still reach stderr).
+  if (several && world_rank() != 0 && !std::freopen("/dev/null", "w", stdout))
+    std::fprintf(stderr, "qatlab: process %d could not silence its output\n", world_rank());
+  const std::string who =
+      several ? " (process " + std::to_string(world_rank()) + " of " + std::to_string(world_size()) + ")" : "";
+  int code = 0;
+  try {
+    // The others would each do the same work and write the same files.
+    const std::string name = c.name;
+    if (several && name != "train" && name != "qat" && name != "sweep")
+      throw UsageError(name + " runs in one process: start it without mpirun (train, qat and sweep share work)");
+    code = c.run(argc, argv);
+  } catch (const UsageError& e) {
+    if (world_rank() == 0) std::fprintf(stderr, "qatlab %s: %s\n", c.name, e.what());
+    code = 2;
+  } catch (const CollectiveError& e) {
+    if (world_rank() == 0) std::fprintf(stderr, "qatlab %s: error: %s\n", c.name, e.what());
+    code = 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qatlab %s: error%s: %s\n", c.name, who.c_str(), e.what());
+    std::fflush(stderr);
+    abort_all(1);
+    code = 1;
+  }
+  std::fflush(stdout);
+  distributed_finalize();
+  return code;
+}
+
 int main(int argc, char** argv) {
   use_short_openmp_spin(argv);
   // Training frees and reallocates the same large activation buffers every batch. Keep them in the
@@ -75,15 +113,7 @@ int main(int argc, char** argv) {
   }
   for (const auto& c : kSubcommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
-    try {
-      return c.run(argc - 1, argv + 1);
-    } catch (const qatlab::UsageError& e) {
-      std::fprintf(stderr, "qatlab %s: %s\n", c.name, e.what());
-      return 2;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "qatlab %s: error: %s\n", c.name, e.what());
-      return 1;
-    }
+    return run_subcommand(c, argc - 1, argv + 1);
   }
   std::fprintf(stderr, "qatlab: unknown command '%s'\n", argv[1]);
   print_usage();

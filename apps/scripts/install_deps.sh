@@ -5,8 +5,10 @@ set -euo pipefail
 # libonnx-dev and libprotobuf-dev: `qatlab export` builds its ONNX model with onnx.proto's generated classes
 # and checks it with onnx::checker (quant/onnx/).
 # libpng-dev and libjpeg62-turbo-dev: PNG and JPEG decoding for image-folder datasets (data/image_codec.h).
+# libopenmpi-dev and openmpi-bin: `mpirun -np N qatlab train|qat|sweep` (core/distributed.h) and its tests; the
+# build works without them (one process).
 packages=(cmake make g++ pkg-config libeigen3-dev libboost-program-options-dev libhdf5-dev libgtest-dev zlib1g-dev
-          libyaml-cpp-dev libonnx-dev libprotobuf-dev libpng-dev libjpeg62-turbo-dev)
+          libyaml-cpp-dev libonnx-dev libprotobuf-dev libpng-dev libjpeg62-turbo-dev libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
