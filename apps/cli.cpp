@@ -10,6 +10,8 @@
 #include <sstream>
 #include <vector>
 
+#include "core/distributed.h"
+
 namespace qatlab {
 
 namespace {
@@ -90,6 +92,24 @@ std::string value_text(const boost::any& v) {
   return os.str();
 }
 }  // namespace
+
+std::string agree_on_rank0(const std::function<std::string()>& on_rank0) {
+  if (world_size() == 1) return on_rank0();
+  std::string text;
+  if (world_rank() == 0) {
+    try {
+      text = "ok " + on_rank0();
+    } catch (const UsageError& e) {
+      text = std::string("usage ") + e.what();
+    } catch (const std::exception& e) {
+      text = std::string("error ") + e.what();
+    }
+  }
+  text = broadcast_text(text);
+  if (text.rfind("usage ", 0) == 0) throw UsageError(text.substr(6));
+  if (text.rfind("error ", 0) == 0) throw CollectiveError(text.substr(6));
+  return text.substr(3);
+}
 
 std::string settings_ini(const po::variables_map& vm, const po::options_description& desc) {
   std::string out;

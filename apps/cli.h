@@ -3,9 +3,11 @@
 
 #include <boost/program_options.hpp>
 
-#include "core/format.h"
+#include <functional>
 #include <stdexcept>
 #include <string>
+
+#include "core/format.h"
 
 namespace qatlab {
 
@@ -15,6 +17,11 @@ namespace po = boost::program_options;
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// Under mpirun: runs `on_rank0` on process 0 alone and gives every process its result, or makes every
+// process throw what it threw (a UsageError as one, anything else as a CollectiveError, core/distributed.h),
+// so that no process waits for one that failed. In a single process: on_rank0().
+std::string agree_on_rank0(const std::function<std::string()>& on_rank0);
 
 // Parses a subcommand's arguments: first the command line, then the INI file named by --config, then
 // `fallback_ini` (settings stored in a checkpoint being resumed); an earlier source wins over a later

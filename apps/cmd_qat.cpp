@@ -4,6 +4,7 @@
 #include "apps/commands.h"
 #include "apps/qat_options.h"
 #include "apps/train_command.h"
+#include "core/distributed.h"
 #include "nn/zoo.h"
 #include "quant/qconfig_data.h"
 #include "quant/learnable_quantizer.h"
@@ -32,6 +33,12 @@ int cmd_qat(int argc, char** argv) {
     cmd.set_model_data(data_record(base));
   }
   if (!cmd.parse(argc, argv)) return 0;
+  // Histograms need every value of the batch; chunks exchange ranges only (core/batch_sync.h).
+  for (const std::string* kind : {&q.observer, &q.weight_observer})
+    require(cmd.settings().grad_chunks == 1 || (*kind != "histogram" && *kind != "percentile"),
+            "the " + *kind + " observer cannot combine the chunks of a batch yet (--grad-chunks " +
+                std::to_string(cmd.settings().grad_chunks) + (world_size() > 1 ? ", under mpirun" : "") +
+                "): use minmax or ema, or train in one process with --grad-chunks 1");
   require(q.freeze_bn_after >= -1 && q.freeze_bn_after <= kMaxEpochs,
           "--freeze-bn-after must be an epoch in 0.." + std::to_string(kMaxEpochs) + " or -1 (never), got " +
               std::to_string(q.freeze_bn_after));

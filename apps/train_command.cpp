@@ -11,6 +11,8 @@
 #include <vector>
 #include <sstream>
 
+#include "core/distributed.h"
+
 namespace qatlab {
 
 namespace fs = std::filesystem;
@@ -76,12 +78,17 @@ void check_stored_settings(const std::string& path, const std::string& ini) {
   }
 }
 
-// `ini` with its "dataset = ..." line holding `source`.
-std::string with_dataset(const std::string& ini, const std::string& source) {
+// `ini` with its "key = ..." line holding `value` (added when absent).
+std::string with_setting(const std::string& ini, const std::string& key, const std::string& value) {
   std::istringstream in(ini);
   std::string line, out;
-  while (std::getline(in, line)) out += (line.rfind("dataset = ", 0) == 0 ? "dataset = " + source : line) + "\n";
-  return out;
+  bool found = false;
+  while (std::getline(in, line)) {
+    const bool match = line.rfind(key + " = ", 0) == 0;
+    found = found || match;
+    out += (match ? key + " = " + value : line) + "\n";
+  }
+  return found ? out : out + key + " = " + value + "\n";
 }
 
 std::string join_args(const std::string& name, int argc, char** argv) {
@@ -131,6 +138,7 @@ bool TrainCommand::parse(int argc, char** argv) {
           "--resume must be given on the command line (a config file cannot name the run to resume)");
   if (resuming()) check_resume_changes(resumed_.config_ini, settings_ini(vm_, desc_));
   validate_train_settings(s_, /*check_model=*/!resuming() && !(base_model_ && s_.model == base_model_->name));
+  s_.grad_chunks = resolve_grad_chunks(s_.grad_chunks, s_.batch_size);
   apply_threads(s_.threads);
   command_line_ = join_args(name_, argc, argv);
   if (resuming()) model_data_ = data_record(resumed_);
@@ -168,7 +176,9 @@ int TrainCommand::run(const ModulePtr& model, const ModelDescription& descriptio
   job.data = &data_;
   job.command_line = command_line_;
   // The dataset as resolved (kind and absolute path): a resumed run finds it from any directory.
-  job.config_ini = with_dataset(settings_ini(vm_, desc_), data_.source);
+  // The chunk count as resolved: a resumed run keeps it whatever its process count.
+  job.config_ini = with_setting(with_setting(settings_ini(vm_, desc_), "dataset", data_.source), "grad-chunks",
+                                std::to_string(s_.grad_chunks));
   job.on_epoch_start = std::move(on_epoch_start);
   job.extra_loss = std::move(extra_loss);
   if (resuming()) {
@@ -184,7 +194,9 @@ int TrainCommand::run(const ModulePtr& model, const ModelDescription& descriptio
     job.out_dir = s_.out.empty() ? fs::path(resume_path_).parent_path().string() : s_.out;
     if (job.out_dir.empty()) job.out_dir = ".";
   } else {
-    job.out_dir = choose_out_dir(s_.out, s_.overwrite, model_name + "-" + (kind_ == "float" ? "" : kind_ + "-") + data_.label);
+    const std::string stem = model_name + "-" + (kind_ == "float" ? "" : kind_ + "-") + data_.label;
+    // Process 0 alone writes there: it chooses.
+    job.out_dir = agree_on_rank0([&] { return choose_out_dir(s_.out, s_.overwrite, stem); });
   }
   const ModelSpec spec = data_.spec;
   const std::string kind = kind_;
@@ -208,6 +220,9 @@ int TrainCommand::run(const ModulePtr& model, const ModelDescription& descriptio
               static_cast<long long>(data_.test.n), static_cast<long long>(s_.epochs),
               static_cast<long long>(s_.batch_size), s_.optimizer.c_str(), s_.lr, s_.schedule.c_str(),
               omp_get_max_threads(), job.out_dir.c_str());
+  if (world_size() > 1 || s_.grad_chunks > 1)
+    std::printf("%d processes x %d threads, each batch in %lld chunks (gradients summed in chunk order)\n", world_size(),
+                omp_get_max_threads(), static_cast<long long>(s_.grad_chunks));
   if (job.resuming)
     std::printf("resuming after epoch %lld from %s\n", static_cast<long long>(resumed_.epoch), resume_path_.c_str());
   const auto t0 = std::chrono::steady_clock::now();

@@ -8,10 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
+#include "apps/chunked_step.h"
 #include "apps/progress.h"
 #include "apps/svg_plot.h"
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "core/ops.h"
 #include "nn/activation.h"
 #include "nn/grad_utils.h"
@@ -46,7 +49,8 @@ void add_train_options(po::options_description& desc, TrainSettings& s) {
       ("label-smoothing", po::value(&s.label_smoothing)->default_value(s.label_smoothing), "cross-entropy label smoothing in [0, 1)")
       ("clip-grad-norm", po::value(&s.clip_grad_norm)->default_value(s.clip_grad_norm), "clip the global gradient L2 norm to this (0 = off)")
       ("seed", po::value(&s.seed)->default_value(s.seed), "random seed (initialisation, shuffling, dropout)")
-      ("threads", po::value(&s.threads)->default_value(s.threads), "worker threads (0 = all cores)")
+      ("threads", po::value(&s.threads)->default_value(s.threads), "worker threads (0 = all cores; under mpirun, the cores shared among the machine's processes)")
+      ("grad-chunks", po::value(&s.grad_chunks)->default_value(s.grad_chunks), "cut each batch into this many chunks whose gradients add in a fixed order: N processes give the weights of 1 (0 = 1, or 8 under mpirun)")
       ("out", po::value(&s.out), "output directory (default: runs/<model>-<dataset>, numbered if taken)")
       ("overwrite", po::bool_switch(&s.overwrite), "allow --out to name a directory that already holds a run")
       ("resume", po::value(&s.resume), "continue the run saved in this checkpoint")
@@ -79,6 +83,8 @@ void validate_train_settings(const TrainSettings& s, bool check_model) {
   require(s.clip_grad_norm >= 0 && std::isfinite(s.clip_grad_norm),
           "--clip-grad-norm must be >= 0, got " + num_str(s.clip_grad_norm));
   require_threads("threads", s.threads);
+  require(s.grad_chunks >= 0 && s.grad_chunks <= s.batch_size,
+          "--grad-chunks must be in 0..batch size (" + std::to_string(s.batch_size) + "), got " + std::to_string(s.grad_chunks));
   require(s.stop_after >= 0, "--stop-after must be >= 0, got " + std::to_string(s.stop_after));
   require(s.warmup_epochs >= 0 && s.warmup_epochs <= std::max<int64_t>(s.epochs, 0),
           "--warmup-epochs must be in [0, epochs], got " + std::to_string(s.warmup_epochs));
@@ -100,9 +106,25 @@ void validate_train_settings(const TrainSettings& s, bool check_model) {
 
 int apply_threads(int threads) {
   require_threads("threads", threads);
-  const int n = threads > 0 ? threads : omp_get_num_procs();
+  int n = threads;
+  if (n == 0) {
+    // omp_get_num_procs() counts the cores this process may run on: fewer than the machine's when the
+    // launcher bound it to some; otherwise the machine's processes share them.
+    const int procs = omp_get_num_procs();
+    const bool bound = procs < static_cast<int>(std::thread::hardware_concurrency());
+    n = bound ? procs : std::max(1, procs / local_size());
+  }
   omp_set_num_threads(n);
   return n;
+}
+
+int64_t resolve_grad_chunks(int64_t grad_chunks, int64_t batch_size) {
+  const int64_t chunks = grad_chunks > 0 ? grad_chunks : (world_size() > 1 ? std::min(kDefaultChunks, batch_size) : 1);
+  require(chunks >= world_size(),
+          "--grad-chunks " + std::to_string(chunks) + " is fewer than the " + std::to_string(world_size()) +
+              " processes: every process needs a chunk of each batch (the chunk count is fixed for a run: it decides "
+              "the weights)");
+  return chunks;
 }
 
 EvalResult evaluate(Module& model, DataLoader& loader) {
@@ -234,6 +256,29 @@ std::string choose_out_dir(const std::string& out, bool overwrite, const std::st
   return candidate.string();
 }
 
+namespace {
+
+// Rows [begin, end) of a batch's images (N, C, H, W), copied (no history).
+Tensor rows_of(const Tensor& images, int64_t begin, int64_t end) {
+  Shape shape = images.shape();
+  const int64_t per_row = images.numel() / shape[0];
+  shape[0] = end - begin;
+  Tensor out = Tensor::empty(shape);
+  std::copy(images.data() + begin * per_row, images.data() + end * per_row, out.data());
+  return out;
+}
+
+int64_t correct_rows(const Tensor& logits, const std::vector<int32_t>& labels, int64_t first_label) {
+  const int64_t n = logits.size(0), classes = logits.size(1);
+  const float* l = logits.data();
+  int64_t correct = 0;
+  for (int64_t i = 0; i < n; ++i)
+    correct += std::max_element(l + i * classes, l + (i + 1) * classes) - (l + i * classes) == labels[first_label + i];
+  return correct;
+}
+
+}  // namespace
+
 TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
   Module& model = *job.model;
   Optimizer& opt = *job.optimizer;
@@ -241,7 +286,13 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
   DataLoader train_loader(data.train, loader_options(data, s.batch_size, s.seed, true));
   DataLoader test_loader(data.test, loader_options(data, 256, s.seed, false));
   const int64_t iters = train_loader.num_batches();
-  Progress progress(s.progress);
+  // Process 0 alone shows progress and writes files; every process trains.
+  const bool writer = world_rank() == 0;
+  Progress progress(writer ? s.progress : "none");
+  // Chunked steps (chunked_step.h) whenever the batch is cut or shared; else the one-batch step as always.
+  const int64_t chunks = std::max<int64_t>(s.grad_chunks, 1);
+  std::unique_ptr<ChunkedStep> chunked;
+  if (chunks > 1 || world_size() > 1) chunked = std::make_unique<ChunkedStep>(chunks, omp_get_max_threads());
 
   TrainOutcome outcome;
   int64_t start_epoch = 0;
@@ -251,7 +302,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     outcome.history = job.resume_from.history;
     rng.set_state(job.resume_from.rng_state);
   }
-  fs::create_directories(job.out_dir);
+  if (writer) fs::create_directories(job.out_dir);
   const std::string ckpt_path = (fs::path(job.out_dir) / "checkpoint.h5").string();
 
   int64_t run_this_invocation = 0;
@@ -263,6 +314,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     if (job.on_epoch_start) job.on_epoch_start(epoch);
     reseed_dropouts(job.model, s.seed, epoch);
     model.train();
+    model.set_batch_sync(chunked.get());
     train_loader.start_epoch(epoch);
     progress.start_epoch(epoch, s.epochs, iters);
 
@@ -275,34 +327,73 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
       opt.set_lr(lr);
       const std::string where = " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch.index + 1) +
                                 ": lower --lr (now " + num_str(lr) + ") or check the data";
-      Tensor logits, loss;
-      try {
-        logits = model.forward(batch.images);  // (N, classes)
-        loss = cross_entropy(logits, batch.labels, s.label_smoothing);
-        if (job.extra_loss) loss = add(loss, job.extra_loss());
-      } catch (const std::invalid_argument& e) {
-        // A quantizer meeting NaN/Inf activations (a diverging run) says what it saw; add where.
-        throw std::runtime_error(e.what() + where);
+      const int64_t n = batch.images.size(0);
+      if (chunked) {
+        // A last batch smaller than the chunk count cannot be cut: it is left out, whatever the process count.
+        if (n < chunks) continue;
+        const auto work = [&](int64_t k, int64_t begin, int64_t end) {
+          Tensor logits, loss;
+          try {
+            logits = model.forward(rows_of(batch.images, begin, end));  // (end - begin, classes)
+            loss = cross_entropy(logits, std::vector<int32_t>(batch.labels.begin() + begin, batch.labels.begin() + end),
+                                 s.label_smoothing);
+          } catch (const std::invalid_argument& e) {
+            throw std::runtime_error(e.what() + where);
+          }
+          ChunkTally tally{loss.item(), correct_rows(logits, batch.labels, begin)};
+          // The batch's mean loss is the chunks' means weighted by their share of the rows; a regulariser
+          // counts once per batch, with chunk 0.
+          Tensor total = scale(loss, static_cast<float>(end - begin) / static_cast<float>(n));
+          if (k == 0 && job.extra_loss) total = add(total, job.extra_loss());
+          opt.zero_grad();
+          total.backward();
+          return tally;
+        };
+        const std::vector<ChunkTally> tallies =
+            chunked->run(n, static_cast<uint64_t>(epoch * iters + batch.index), opt.params(), work);
+        double batch_loss = 0.0;
+        for (int64_t k = 0; k < chunks; ++k) {
+          const ChunkTally& t = tallies[k];
+          if (!std::isfinite(t.loss))
+            throw CollectiveError("loss became " + std::string(std::isnan(t.loss) ? "NaN" : "infinite") + " in chunk " +
+                                  std::to_string(k) + where);
+          const int64_t rows = chunked->chunk_begin(k + 1, n) - chunked->chunk_begin(k, n);
+          batch_loss += t.loss * static_cast<double>(rows);
+          correct += t.correct;
+        }
+        loss_sum += batch_loss;
+      } else {
+        Tensor logits, loss;
+        try {
+          logits = model.forward(batch.images);  // (N, classes)
+          loss = cross_entropy(logits, batch.labels, s.label_smoothing);
+          if (job.extra_loss) loss = add(loss, job.extra_loss());
+        } catch (const std::invalid_argument& e) {
+          // A quantizer meeting NaN/Inf activations (a diverging run) says what it saw; add where.
+          throw std::runtime_error(e.what() + where);
+        }
+        const float loss_value = loss.item();
+        if (!std::isfinite(loss_value))
+          throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") + where);
+        opt.zero_grad();
+        loss.backward();
+        correct += correct_rows(logits, batch.labels, 0);
+        loss_sum += static_cast<double>(loss_value) * n;
       }
-      const float loss_value = loss.item();
-      if (!std::isfinite(loss_value))
-        throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") + where);
-      opt.zero_grad();
-      loss.backward();
       if (s.clip_grad_norm > 0) clip_grad_norm(opt.params(), s.clip_grad_norm);
       opt.step();
 
-      const int64_t n = logits.size(0), classes = logits.size(1);
-      const float* l = logits.data();
-      for (int64_t i = 0; i < n; ++i)
-        correct += std::max_element(l + i * classes, l + (i + 1) * classes) - (l + i * classes) == batch.labels[i];
       seen += n;
-      loss_sum += static_cast<double>(loss_value) * n;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       progress.update(batch.index, loss_sum / seen, static_cast<double>(correct) / seen, seen / std::max(secs, 1e-9));
     }
+    model.set_batch_sync(nullptr);
     const double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     progress.end_epoch();
+    ++run_this_invocation;
+    outcome.epochs_done = epoch + 1;
+    // The other processes have nothing to write: they go on to the next epoch (and wait there for 0).
+    if (!writer) continue;
     const EvalResult test = evaluate(model, test_loader);
 
     MetricsRow row{{"epoch", static_cast<double>(epoch + 1)},
@@ -314,8 +405,6 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
                    {"train_img_per_s", seen / std::max(train_secs, 1e-9)},
                    {"epoch_seconds", train_secs + test.seconds}};
     outcome.history.push_back(row);
-    ++run_this_invocation;
-    outcome.epochs_done = epoch + 1;
 
     char line[256];
     std::snprintf(line, sizeof line,
@@ -341,14 +430,16 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     ckpt.config_ini = job.config_ini;
     ckpt.metadata["command"] = job.command_line;
     ckpt.metadata["threads"] = std::to_string(omp_get_max_threads());
+    if (world_size() > 1) ckpt.metadata["processes"] = std::to_string(world_size());
     save_checkpoint(ckpt_path, ckpt);
     atomic_write_text((fs::path(job.out_dir) / "metrics.csv").string(), metrics_csv(outcome.history));
     atomic_write_text((fs::path(job.out_dir) / "curve.svg").string(),
                       curve_svg(outcome.history, ckpt.model_name + " (" + ckpt.model_kind + ") on " + ckpt.dataset));
   }
   const bool finished = outcome.epochs_done == s.epochs || (!outcome.stopped_early && start_epoch >= s.epochs);
-  atomic_write_text((fs::path(job.out_dir) / "summary.json").string(),
-                    summary_json(job, s, outcome.history, finished));
+  if (writer)
+    atomic_write_text((fs::path(job.out_dir) / "summary.json").string(),
+                      summary_json(job, s, outcome.history, finished));
   return outcome;
 }
 

@@ -34,13 +34,22 @@ struct TrainSettings {
   float label_smoothing = 0.0f;
   float clip_grad_norm = 0.0f;  // > 0: scale gradients down to this global L2 norm before each step
   uint64_t seed = 1;
-  int threads = 0;  // 0 = all cores
+  int threads = 0;  // 0 = all cores (shared among the processes of a run on one machine)
+  // Each global batch is cut into this many chunks whose gradients are summed in chunk order
+  // (apps/chunked_step.h), so that N processes give the weights of 1. 0 = 1 in a single process, 8 under
+  // mpirun; parse() resolves it and the run's stored settings hold the number.
+  int64_t grad_chunks = 0;
   std::string out;
   bool overwrite = false;
   std::string resume;
   int64_t stop_after = 0;
   std::string progress = "auto";
 };
+
+// The chunk count a run uses: grad_chunks, or for 0 the default (1 in a single process, kDefaultChunks
+// under mpirun). UsageError when the processes outnumber the chunks or the chunks the batch.
+inline constexpr int64_t kDefaultChunks = 8;
+int64_t resolve_grad_chunks(int64_t grad_chunks, int64_t batch_size);
 
 // More epochs than anyone trains: a bound against typing mistakes (a history row is kept per epoch).
 inline constexpr int64_t kMaxEpochs = 100000;
@@ -50,8 +59,8 @@ void add_train_options(po::options_description& desc, TrainSettings& s);
 // check_model, also that --model is a built-in model or a description file (which may then throw
 // ModelDescriptionError for a bad file).
 void validate_train_settings(const TrainSettings& s, bool check_model = true);
-// Applies --threads (0 = every core) to OpenMP; returns the count in use. UsageError outside
-// 0..kMaxThreads.
+// Applies --threads (0 = every core; under mpirun, the cores divided among this machine's processes) to
+// OpenMP; returns the count in use. UsageError outside 0..kMaxThreads.
 int apply_threads(int threads);
 
 // The model's parameters for an optimizer; weight decay only on tensors of 2 or more dimensions

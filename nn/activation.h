@@ -66,13 +66,25 @@ class Dropout : public Module {
   explicit Dropout(float p) : Module("Dropout"), p(p) {
     QATLAB_CHECK(p >= 0.0f && p < 1.0f, "Dropout: p must be in [0, 1), got " + std::to_string(p));
   }
-  Tensor forward(const Tensor& x) override { return dropout(x, p, training(), rng_); }
-  void reseed(uint64_t seed, uint64_t stream) { rng_ = Rng::derive(seed, stream); }
+  Tensor forward(const Tensor& x) override {
+    // One chunk of a global batch (core/batch_sync.h) draws from its own stream: the masks do not depend
+    // on which chunks a process ran before it.
+    if (BatchSync* sync = batch_sync(); sync && training()) {
+      Rng chunk_rng = Rng::derive(seed_, (stream_ << 32) ^ sync->chunk_stream());
+      return dropout(x, p, true, chunk_rng);
+    }
+    return dropout(x, p, training(), rng_);
+  }
+  void reseed(uint64_t seed, uint64_t stream) {
+    rng_ = Rng::derive(seed, stream);
+    seed_ = seed, stream_ = stream;
+  }
   std::string describe() const override { return "p=" + std::to_string(p); }
   const float p;
 
  private:
   Rng rng_;
+  uint64_t seed_ = 0, stream_ = 0;  // of the last reseed
 };
 
 }  // namespace qatlab

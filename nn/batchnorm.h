@@ -22,11 +22,17 @@ class BatchNorm : public Module {
     register_buffer("running_var", &running_var);
   }
   Tensor forward(const Tensor& x) override {
-    return batch_norm(x, gamma, beta, running_mean, running_var, training(), momentum, eps);
+    ChunkRunningStats stats(training() ? batch_sync() : nullptr, running_mean, running_var, momentum);
+    Tensor y = batch_norm(x, gamma, beta, stats.mean(), stats.var(), training(), stats.momentum(), eps);
+    stats.finish();
+    return y;
   }
   bool fuses_relu() const override { return true; }
   Tensor forward_relu(const Tensor& x) override {
-    return batch_norm_relu(x, gamma, beta, running_mean, running_var, training(), momentum, eps);
+    ChunkRunningStats stats(training() ? batch_sync() : nullptr, running_mean, running_var, momentum);
+    Tensor y = batch_norm_relu(x, gamma, beta, stats.mean(), stats.var(), training(), stats.momentum(), eps);
+    stats.finish();
+    return y;
   }
   std::string describe() const override {
     return std::to_string(channels) + ", eps=" + std::to_string(eps) + ", momentum=" + std::to_string(momentum);

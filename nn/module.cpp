@@ -14,6 +14,11 @@ void Module::set_training(bool on) {
   for (auto& [name, m] : children_) m->set_training(on);
 }
 
+void Module::set_batch_sync(BatchSync* sync) {
+  batch_sync_ = sync;
+  for (auto& [name, m] : children_) m->set_batch_sync(sync);
+}
+
 ModulePtr Module::child(const std::string& name) const {
   for (const auto& [n, m] : children_)
     if (n == name) return m;
@@ -37,6 +42,7 @@ void Module::set_submodule(const std::string& dotted, ModulePtr replacement) {
   for (auto& [n, m] : children_) {
     if (n == dotted) {
       replacement->set_training(training_);
+      replacement->set_batch_sync(batch_sync_);
       m = std::move(replacement);
       return;
     }

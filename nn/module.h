@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/batch_sync.h"
 #include "core/profiler.h"
 #include "core/tensor.h"
 
@@ -74,6 +75,12 @@ class Module {
   void eval() { set_training(false); }
   bool training() const { return training_; }
 
+  // The chunks of a global batch this module's forward is one of (core/batch_sync.h), or null: layers
+  // that keep statistics of the batch (batch norm, observers, learned quantizers' initialisation)
+  // exchange them through it. set_batch_sync applies to the whole subtree; the sync must outlive its use.
+  void set_batch_sync(BatchSync* sync);
+  BatchSync* batch_sync() const { return batch_sync_; }
+
   // Children, in registration order. Dotted names reach grandchildren: "features.0".
   const std::vector<std::pair<std::string, ModulePtr>>& children() const { return children_; }
   ModulePtr child(const std::string& name) const;  // direct child; throws if absent
@@ -108,6 +115,7 @@ class Module {
 
   std::string type_;
   bool training_ = true;
+  BatchSync* batch_sync_ = nullptr;
   std::vector<std::pair<std::string, Tensor*>> params_;
   std::vector<std::pair<std::string, Tensor*>> buffers_;
   std::vector<std::pair<std::string, ModulePtr>> children_;

@@ -186,7 +186,10 @@ Tensor FakeQuantize::forward(const Tensor& x) {
   // Ranges are learned in training only: evaluating a model must never change it (and the integer graph
   // converted from it must keep matching it).
   if (training() && observer_enabled()) {
-    observer_->observe(x);
+    if (BatchSync* sync = batch_sync())
+      observer_->observe_chunk(x, *sync);
+    else
+      observer_->observe(x);
     store(observer_->qparams());
   }
   if (!fake_quant_enabled()) return x;
@@ -196,7 +199,8 @@ Tensor FakeQuantize::forward(const Tensor& x) {
 std::optional<OutputGrid> FakeQuantize::output_grid(float lo, float hi) {
   if (!fake_quant_enabled() || scheme().per_channel) return std::nullopt;
   if (training() && observer_enabled()) {
-    if (!observer_->observe_range(lo, hi)) return std::nullopt;
+    BatchSync* sync = batch_sync();
+    if (!(sync ? observer_->observe_range_chunk(lo, hi, *sync) : observer_->observe_range(lo, hi))) return std::nullopt;
     store(observer_->qparams());
   }
   const QParams qp = qparams();

@@ -359,7 +359,7 @@ int32_t LsqQuantizer::positive_levels(int32_t zero_point) const {
   return qmax - zero_point > 0 ? qmax - zero_point : zero_point - qmin;
 }
 
-std::vector<double> LsqQuantizer::mean_abs(const Tensor& x) const {
+std::vector<double> LsqQuantizer::abs_sums(const Tensor& x, int64_t* per_channel) const {
   const Rows rows = rows_for(x, scheme(), channels_, type().c_str());
   std::vector<double> sum(static_cast<size_t>(channels_), 0.0);  // (C)
   const float* px = x.data();
@@ -368,8 +368,7 @@ std::vector<double> LsqQuantizer::mean_abs(const Tensor& x) const {
     for (int64_t i = begin; i < begin + n; ++i) acc += std::abs(static_cast<double>(px[i]));
     sum[c] += acc;
   });
-  const double per_channel = static_cast<double>(std::max<int64_t>(rows.outer * rows.inner, 1));
-  for (double& s : sum) s /= per_channel;
+  *per_channel = std::max<int64_t>(rows.outer * rows.inner, 1);
   return sum;
 }
 
@@ -377,12 +376,50 @@ void LsqQuantizer::initialize(const Tensor& x) {
   // The observer checks the shape and rejects NaN/Inf before anything is written.
   MinMaxObserver observer(scheme(), channels_);
   observer.observe(x);
-  const QParams qp = observer.qparams();
+  std::vector<float> lo, hi;  // (C), (C)
+  observer.range(lo, hi);
+  int64_t count = 0;
+  std::vector<double> sums = abs_sums(x, &count);  // (C)
+  BatchSync* sync = batch_sync();
+  if (!sync) {
+    for (double& v : sums) v /= static_cast<double>(count);
+    initialize_from(lo, hi, sums);
+    return;
+  }
+  // One chunk of a global batch: the whole batch's range and mean |x|, its sums added in chunk order.
+  const size_t c = static_cast<size_t>(channels_);
+  std::vector<double> mine;  // lo (C), hi (C), sums (C), count (1)
+  mine.insert(mine.end(), lo.begin(), lo.end());
+  mine.insert(mine.end(), hi.begin(), hi.end());
+  mine.insert(mine.end(), sums.begin(), sums.end());
+  mine.push_back(static_cast<double>(count));
+  sync->exchange(mine, [this, c](std::span<const double> all, int64_t chunks) {
+    const size_t n = 3 * c + 1;
+    std::vector<float> g_lo(c), g_hi(c);  // (C)
+    std::vector<double> g_sum(c, 0.0);    // (C)
+    double g_count = 0.0;
+    for (int64_t k = 0; k < chunks; ++k) {
+      const double* v = all.data() + k * n;
+      for (size_t i = 0; i < c; ++i) {
+        g_lo[i] = k == 0 ? static_cast<float>(v[i]) : std::min(g_lo[i], static_cast<float>(v[i]));
+        g_hi[i] = k == 0 ? static_cast<float>(v[c + i]) : std::max(g_hi[i], static_cast<float>(v[c + i]));
+        g_sum[i] += v[2 * c + i];
+      }
+      g_count += v[3 * c];
+    }
+    for (double& v : g_sum) v /= g_count;
+    initialize_from(g_lo, g_hi, g_sum);
+  });
+}
+
+void LsqQuantizer::initialize_from(const std::vector<float>& lo, const std::vector<float>& hi,
+                                   const std::vector<double>& mean_abs) {
+  const QParams qp = choose_qparams(scheme(), std::span<const float>(lo.data(), lo.size()),
+                                    std::span<const float>(hi.data(), hi.size()));
   std::vector<float> s = qp.scale;  // (C)
   if (init_ == LsqInit::Lsq) {
-    const std::vector<double> m = mean_abs(x);
     for (int64_t c = 0; c < channels_; ++c)
-      s[c] = static_cast<float>(2.0 * m[c] / std::sqrt(static_cast<double>(positive_levels(qp.zero_point[c]))));
+      s[c] = static_cast<float>(2.0 * mean_abs[c] / std::sqrt(static_cast<double>(positive_levels(qp.zero_point[c]))));
   }
   for (float& v : s) v = std::max(v, static_cast<float>(kMinScale));
   store_initial(s, qp.zero_point);
@@ -543,8 +580,15 @@ Tensor PactQuantizer::forward(const Tensor& x) {
       observer.observe(x);
       std::vector<float> lo, hi;  // (C), (C)
       observer.range(lo, hi);
-      for (int64_t c = 0; c < channels_; ++c) a[c] = init_alpha_ > 0.0f ? init_alpha_ : (hi[c] > 0.0f ? hi[c] : 1.0f);
-      initialized_.data()[0] = 1.0f;
+      const auto init = [this, a](const std::vector<float>& hi) {
+        for (int64_t c = 0; c < channels_; ++c) a[c] = init_alpha_ > 0.0f ? init_alpha_ : (hi[c] > 0.0f ? hi[c] : 1.0f);
+        initialized_.data()[0] = 1.0f;
+      };
+      // One chunk of a global batch: the whole batch's maximum.
+      if (BatchSync* sync = batch_sync())
+        exchange_range(*sync, lo, hi, [&init](const std::vector<float>&, const std::vector<float>& g_hi) { init(g_hi); });
+      else
+        init(hi);
     }
     for (int64_t c = 0; c < channels_; ++c) a[c] = projected_alpha(a[c], levels, c);
   }

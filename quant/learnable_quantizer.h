@@ -171,8 +171,10 @@ class LsqQuantizer : public Quantizer {
   // g[c] = 1 / sqrt(N * Qp[c]) for input x on a grid with these zero points. (C)
   std::vector<float> grad_scales(const Tensor& x, const std::vector<int32_t>& zero_point) const;
   void require_initialized() const;
-  // Mean |x| per channel slice (C), in double.
-  std::vector<double> mean_abs(const Tensor& x) const;
+  // Sum of |x| per channel slice (C), in double, and the number of values in each slice.
+  std::vector<double> abs_sums(const Tensor& x, int64_t* per_channel) const;
+  // initialize()'s arithmetic from the batch's (C) range and mean |x| (C).
+  void initialize_from(const std::vector<float>& lo, const std::vector<float>& hi, const std::vector<double>& mean_abs);
 
   LsqInit init_;
   int64_t channels_;

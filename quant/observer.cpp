@@ -225,6 +225,29 @@ bool MinMaxObserver::observe_range(float lo, float hi) {
   return true;
 }
 
+void Observer::observe_chunk(const Tensor& x, BatchSync& sync) {
+  throw std::invalid_argument("the " + kind() + " observer cannot combine the chunks of a batch yet (training with "
+                              "--grad-chunks above 1 or under mpirun): use minmax or ema");
+}
+
+void MinMaxObserver::observe_chunk(const Tensor& x, BatchSync& sync) {
+  batch_range(x, lo_, hi_);
+  // lo_ / hi_ are scratch that the next chunk's batch_range overwrites: exchange_range copies them first.
+  exchange_range(sync, lo_, hi_, [this](const std::vector<float>& lo, const std::vector<float>& hi) {
+    lo_ = lo, hi_ = hi;
+    fold_batch();
+  });
+}
+
+bool MinMaxObserver::observe_range_chunk(float lo, float hi, BatchSync& sync) {
+  if (scheme().per_channel || !std::isfinite(lo) || !std::isfinite(hi) || lo > hi) return false;
+  exchange_range(sync, {lo}, {hi}, [this](const std::vector<float>& g_lo, const std::vector<float>& g_hi) {
+    lo_ = g_lo, hi_ = g_hi;
+    fold_batch();
+  });
+  return true;
+}
+
 void MinMaxObserver::fold_batch() {
   float* mn = min_val_.data();
   float* mx = max_val_.data();

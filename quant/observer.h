@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/batch_sync.h"
 #include "core/tensor.h"
 #include "nn/module.h"
 #include "quant/qscheme.h"
@@ -39,6 +40,11 @@ class Observer {
   // that range. False, and nothing changed, where the observer needs the values themselves (histograms,
   // per-channel schemes). Lets an op that produces x report its range instead of x being scanned again.
   virtual bool observe_range(float lo, float hi) { return false; }
+  // observe(x) / observe_range() for one chunk of a global batch (core/batch_sync.h): the state changes
+  // once per global batch, as observe() would for the whole batch's range. Observers that need the values
+  // themselves (histograms) cannot combine chunks yet and throw std::invalid_argument saying so.
+  virtual void observe_chunk(const Tensor& x, BatchSync& sync);
+  virtual bool observe_range_chunk(float lo, float hi, BatchSync& sync) { return false; }
   // Throws std::logic_error when nothing has been observed yet.
   virtual QParams qparams() const = 0;
   // The range qparams() is computed from: (C) minima and maxima. Throws like qparams().
@@ -77,6 +83,8 @@ class MinMaxObserver : public Observer {
   MinMaxObserver(const QScheme& scheme, int64_t channels = 1);
   void observe(const Tensor& x) override;
   bool observe_range(float lo, float hi) override;
+  void observe_chunk(const Tensor& x, BatchSync& sync) override;
+  bool observe_range_chunk(float lo, float hi, BatchSync& sync) override;
   QParams qparams() const override;
   void range(std::vector<float>& min_vals, std::vector<float>& max_vals) const override;
   std::string kind() const override { return "minmax"; }

@@ -201,30 +201,40 @@ Tensor QatLayer::forward(const Tensor& x) {
       // A bias shifts only the batch mean, which BN removes, but it does move the running mean.
       // A ReLU goes into the same op (the same values and gradients as a relu op after it).
       const Tensor k = div(Tensor::ones({weight.size(0)}), sf);  // (OC)
+      // With chunks (core/batch_sync.h) the op writes this chunk's statistics aside; finish() folds every
+      // chunk's in, in chunk order. sf above read the running variance before any chunk changed it.
+      ChunkRunningStats stats(batch_sync(), bn_mean, bn_var, bn_momentum);
       if (!bias.defined()) {
         const bool fuse_relu = activation_ == FusedActivation::ReLU;
         auto* fq = dynamic_cast<FakeQuantize*>(&output_quant());
         if (fq && output_fusion() && activation_ != FusedActivation::ReLU6) {
           // ... and the output's fake quantization too, when its quantizer can take the range alone.
           bool quantized = false;
-          y = batch_norm_scaled_quantized(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, bn_mean, bn_var,
-                                          bn_momentum, bn_eps, fuse_relu,
+          y = batch_norm_scaled_quantized(linear_op(x, wq, Tensor()), k, bn_gamma, bn_beta, stats.mean(), stats.var(),
+                                          stats.momentum(), bn_eps, fuse_relu,
                                           [fq](float lo, float hi) { return fq->output_grid(lo, hi); }, &quantized);
+          stats.finish();
           return quantized ? y : output_quant()(y);
         }
         const Tensor z = linear_op(x, wq, Tensor());
         auto* lsq = dynamic_cast<LsqQuantizer*>(&output_quant());
         if (lsq && output_fusion() && activation_ != FusedActivation::ReLU6) {
           // An LSQ output: its fake quantization goes into BN's pass and its backward into BN's.
-          if (const std::optional<LsqStep> step = lsq->training_step(z))
-            return batch_norm_scaled_lsq(z, k, bn_gamma, bn_beta, bn_mean, bn_var, bn_momentum, bn_eps, fuse_relu,
-                                         *step);
+          if (const std::optional<LsqStep> step = lsq->training_step(z)) {
+            y = batch_norm_scaled_lsq(z, k, bn_gamma, bn_beta, stats.mean(), stats.var(), stats.momentum(), bn_eps,
+                                      fuse_relu, *step);
+            stats.finish();
+            return y;
+          }
         }
-        y = batch_norm_scaled(z, k, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps, fuse_relu);
+        y = batch_norm_scaled(z, k, bn_gamma, bn_beta, stats.mean(), stats.var(), true, stats.momentum(), bn_eps,
+                              fuse_relu);
+        stats.finish();
         if (fuse_relu) return output_quant()(y);
       } else {
         y = add(mul(linear_op(x, wq, Tensor()), per_channel_view(k, true)), per_channel_view(bias, true));
-        y = batch_norm(y, bn_gamma, bn_beta, bn_mean, bn_var, true, bn_momentum, bn_eps);
+        y = batch_norm(y, bn_gamma, bn_beta, stats.mean(), stats.var(), true, stats.momentum(), bn_eps);
+        stats.finish();
       }
     } else {
       const Tensor b = bias.defined() ? bias : Tensor::zeros({weight.size(0)});

@@ -100,11 +100,11 @@ struct RunResult {
   }
 };
 
-// Starts `qatlab args...` with stdout and stderr sent to the given files (stdin from /dev/null);
-// returns its pid.
-inline pid_t spawn_qatlab(const std::vector<std::string>& args, const std::string& out_path,
-                          const std::string& err_path) {
-  std::vector<std::string> argv_s{kQatlab};
+// Starts `program args...` (a path, or a name looked up on PATH) with stdout and stderr sent to the given
+// files (stdin from /dev/null); returns its pid.
+inline pid_t spawn_program(const std::string& program, const std::vector<std::string>& args,
+                           const std::string& out_path, const std::string& err_path) {
+  std::vector<std::string> argv_s{program};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
@@ -126,10 +126,16 @@ inline pid_t spawn_qatlab(const std::vector<std::string>& args, const std::strin
   env.push_back(nullptr);
 
   pid_t pid = -1;
-  const int rc = posix_spawn(&pid, kQatlab, &actions, nullptr, argv.data(), env.data());
+  const int rc = posix_spawnp(&pid, program.c_str(), &actions, nullptr, argv.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error(std::string("posix_spawn ") + kQatlab + " failed: error " + std::to_string(rc));
+  if (rc != 0) throw std::runtime_error("posix_spawn " + program + " failed: error " + std::to_string(rc));
   return pid;
+}
+
+// Starts `qatlab args...` as spawn_program does.
+inline pid_t spawn_qatlab(const std::vector<std::string>& args, const std::string& out_path,
+                          const std::string& err_path) {
+  return spawn_program(kQatlab, args, out_path, err_path);
 }
 
 inline std::string join_command(const std::vector<std::string>& args) {
