@@ -1,7 +1,9 @@
 // cmd_sweep.cpp: `qatlab sweep`: the accuracy-vs-bitwidth study in one command. For every method x
 // granularity x W/A pair x seed it makes a quantized model (by `ptq` or `qat`, run in this process),
 // converts it to an integer graph, evaluates simulation and integer graph, and writes the study's CSV,
-// JSON and plots after every cell. An interrupted sweep run again skips the cells it finished.
+// JSON and plots after every cell. An interrupted sweep run again skips the cells it finished. Under
+// `mpirun -np N`, process 0 trains the missing float models, then every process takes the next cell
+// from a shared counter and runs it alone; process 0 writes the study's files from every cell's result.
 //
 // Layout of --out:
 //   float-s<seed>/          the float model of each seed (trained here unless a checkpoint is given)
@@ -23,6 +25,7 @@
 #include "apps/sweep.h"
 #include "apps/train_loop.h"
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "nn/checkpoint.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
@@ -135,7 +138,13 @@ class Sweep {
       report_.policy = "every layer at W/A";
     }
 
-    for (int64_t i = 0; i < s_.seeds; ++i) report_.floats.push_back(float_baseline(s_.first_seed + i));
+    // Under mpirun process 0 trains the float models that are missing, alone; the others then find them.
+    agree_on_rank0([&] {
+      for (int64_t i = 0; i < s_.seeds; ++i) report_.floats.push_back(float_baseline(s_.first_seed + i));
+      return std::string();
+    });
+    if (world_rank() != 0)
+      for (int64_t i = 0; i < s_.seeds; ++i) report_.floats.push_back(float_baseline(s_.first_seed + i));
     if (!s_.checkpoint.empty()) report_.floats.resize(1);  // one shared model
 
     std::vector<SweepCell> cells;
@@ -146,32 +155,26 @@ class Sweep {
     std::printf("sweep %s on %s: %zu cells (%zu W/A pairs x %zu methods x %zu granularities x %lld seeds), %s -> %s\n",
                 model_.name.c_str(), report_.dataset.c_str(), cells.size(), pairs.size(), methods.size(), grans.size(),
                 static_cast<long long>(s_.seeds), report_.policy.c_str(), s_.out.c_str());
+    if (world_size() > 1)
+      std::printf("%d processes take the cells in turn as they free up; process 0 merges the results\n", world_size());
 
-    const auto start = std::chrono::steady_clock::now();
+    start_ = std::chrono::steady_clock::now();
     int64_t ran = 0, failed = 0;
-    for (size_t i = 0; i < cells.size(); ++i) {
-      const SweepCell& cell = cells[i];
-      const std::string dir = (fs::path(s_.out) / "cells" / cell.id()).string();
-      const std::string key = cell_key(cell);
-      std::optional<CellResult> r = read_cell_result(dir + "/result.ini", cell);
-      const bool reused = r && r->key == key;
-      if (!reused) {
-        r = run_cell(cell, dir, key);
-        ++ran;
+    if (world_size() == 1) {
+      for (size_t i = 0; i < cells.size(); ++i) {
+        bool reused = false;
+        const CellResult r = result_of(cells[i], &reused);
+        ran += !reused;
+        failed += !r.ok;
+        report_.cells.push_back(r);
+        write_outputs();
+        print_cell(i, cells.size(), r, reused);
       }
-      failed += !r->ok;
-      report_.cells.push_back(*r);
+    } else {
+      ran = run_shared(cells);
+      if (world_rank() != 0) return 0;
+      for (const CellResult& r : report_.cells) failed += !r.ok;
       write_outputs();
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::printf("[%zu/%zu] %-34s ", i + 1, cells.size(), cell.id().c_str());
-      if (r->ok)
-        std::printf("sim %6.2f %%  int %6.2f %%  top-1 agree %6.2f %%  %7lld B", 100 * r->sim_accuracy,
-                    100 * r->int_accuracy, 100 * r->top1_agreement, static_cast<long long>(r->int_file_bytes));
-      else
-        std::printf("FAILED: %s", r->error.c_str());
-      std::printf("  %s  (sweep %s)\n", reused ? "done before" : format_duration(r->seconds).c_str(),
-                  format_duration(elapsed).c_str());
-      std::fflush(stdout);
     }
     std::printf("sweep finished: %lld cells run, %lld reused, %lld failed; results in %s/results.csv, results.json, "
                 "accuracy_vs_bits.svg\n",
@@ -181,6 +184,69 @@ class Sweep {
   }
 
  private:
+  // A cell's result: the one a finished run left in its directory when its settings are the same, else
+  // the cell run now (by this process alone).
+  CellResult result_of(const SweepCell& cell, bool* reused) {
+    const std::string dir = (fs::path(s_.out) / "cells" / cell.id()).string();
+    const std::string key = cell_key(cell);
+    std::optional<CellResult> r = read_cell_result(dir + "/result.ini", cell);
+    *reused = r && r->key == key;
+    if (*reused) return *r;
+    ProcessLocalScope alone;
+    return run_cell(cell, dir, key);
+  }
+
+  void print_cell(size_t i, size_t n, const CellResult& r, bool reused) const {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    std::printf("[%zu/%zu] %-34s ", i + 1, n, r.cell.id().c_str());
+    if (r.ok)
+      std::printf("sim %6.2f %%  int %6.2f %%  top-1 agree %6.2f %%  %7lld B", 100 * r.sim_accuracy,
+                  100 * r.int_accuracy, 100 * r.top1_agreement, static_cast<long long>(r.int_file_bytes));
+    else
+      std::printf("FAILED: %s", r.error.c_str());
+    std::printf("  %s  (sweep %s)\n", reused ? "done before" : format_duration(r.seconds).c_str(),
+                format_duration(elapsed).c_str());
+    std::fflush(stdout);
+  }
+
+  // Under mpirun: every process draws the next cell from a shared counter until none is left (a queue
+  // served as processes free up); then process 0 gathers every result (its report_.cells, in grid order).
+  // Returns the number of cells run (not reused), on process 0.
+  int64_t run_shared(const std::vector<SweepCell>& cells) {
+    std::string mine;  // per cell: "<index> <reused>\n<result.ini>" and a record separator
+    {
+      SharedCounter counter;
+      for (int64_t i = counter.next(); i < static_cast<int64_t>(cells.size()); i = counter.next()) {
+        bool reused = false;
+        const CellResult r = result_of(cells[i], &reused);
+        print_cell(static_cast<size_t>(i), cells.size(), r, reused);
+        mine += std::to_string(i) + " " + (reused ? "1" : "0") + "\n" + cell_result_ini(r) + kRecordEnd;
+      }
+    }
+    const std::vector<std::string> all = gather_texts(mine);
+    if (world_rank() != 0) return 0;
+    std::vector<std::optional<CellResult>> by_index(cells.size());
+    int64_t ran = 0;
+    for (const std::string& text : all) {
+      for (size_t at = 0, end; (end = text.find(kRecordEnd, at)) != std::string::npos; at = end + 1) {
+        const std::string record = text.substr(at, end - at);
+        const size_t eol = record.find('\n');
+        const size_t i = std::stoull(record.substr(0, record.find(' ')));
+        if (i >= cells.size()) throw std::logic_error("sweep: a process reported cell " + std::to_string(i));
+        by_index[i] = parse_cell_result(record.substr(eol + 1), cells[i]);
+        if (!by_index[i]) throw std::logic_error("sweep: unreadable result of cell " + cells[i].id());
+        ran += record[eol - 1] == '0';
+      }
+    }
+    for (size_t i = 0; i < cells.size(); ++i) {
+      if (!by_index[i]) throw std::logic_error("sweep: no process reported cell " + cells[i].id());
+      report_.cells.push_back(*by_index[i]);
+    }
+    return ran;
+  }
+
+  static constexpr char kRecordEnd = '\x1e';  // ASCII record separator: never in a result file
+
   std::vector<std::string> common_args() const {
     std::vector<std::string> a = {"--threads", std::to_string(s_.threads), "--dataset", data_.source};
     if (!d_.data_dir.empty()) a.insert(a.end(), {"--data-dir", d_.data_dir});
@@ -226,6 +292,7 @@ class Sweep {
         args.insert(args.end(), {"--progress", "none"});
         const auto common = common_args();
         args.insert(args.end(), common.begin(), common.end());
+        ProcessLocalScope alone;  // trained by this process only, as in a single-process sweep
         run_subcommand(cmd_train, args, dir + "/log.txt");
       }
     }
@@ -332,6 +399,7 @@ class Sweep {
   const ModelDescription model_;  // the network every cell quantizes
   std::vector<std::string> policy_args_;
   SweepReport report_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 }  // namespace

@@ -107,7 +107,10 @@ std::optional<CellResult> read_cell_result(const std::string& path, const SweepC
   if (!in) return std::nullopt;
   std::ostringstream text;
   text << in.rdbuf();
-  const std::string ini = text.str();
+  return parse_cell_result(text.str(), cell);
+}
+
+std::optional<CellResult> parse_cell_result(const std::string& ini, const SweepCell& cell) {
   if (ini_value(ini, "cell") != cell.id()) return std::nullopt;
   CellResult r;
   r.cell = cell;

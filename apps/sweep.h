@@ -57,6 +57,8 @@ struct CellResult {
 // missing or unreadable file (the cell is then run again).
 std::string cell_result_ini(const CellResult& r);
 std::optional<CellResult> read_cell_result(const std::string& path, const SweepCell& cell);
+// The same from the file's text (nothing when it is not this cell's or is damaged).
+std::optional<CellResult> parse_cell_result(const std::string& ini, const SweepCell& cell);
 
 // Mean, sample standard deviation (0 for one value), min and max of a few numbers.
 struct Spread {

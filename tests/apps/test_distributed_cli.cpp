@@ -157,6 +157,30 @@ TEST_F(DistributedCli, RefusesChunkCountsThatCannotBeShared) {
                          kUsageError, "qat", {"the histogram observer cannot combine the chunks of a batch yet"}));
 }
 
+// A distributed sweep (cells served to the processes as they free up, the float model trained by process 0)
+// writes the results.csv of the sweep in one process; run again, it reuses every cell.
+TEST_F(DistributedCli, SweepOnThreeProcessesWritesTheResultsOfOne) {
+  const Args args{"sweep",         "--data-dir", data_dir_, "--model",   "mlp",   "--float-epochs", "1",
+                  "--pairs",       "8/8,4/4",    "--methods", "ptq-minmax,qat-minmax,lsq", "--seeds", "1",
+                  "--qat-epochs",  "1",          "--calib-batches", "2", "--batch-size", "32", "--threads", "1"};
+  // Paths of one length: the float checkpoint records its --out, and its size is in results.csv.
+  const RunResult one = qatlab(concat(args, {"--out", work("solo")}), "one");
+  ASSERT_TRUE(Succeeded(one));
+  const RunResult three = mpirun(3, concat(args, {"--out", work("trio")}), "three");
+  ASSERT_TRUE(Succeeded(three));
+  EXPECT_NE(three.out.find("sweep finished: 6 cells run, 0 reused, 0 failed"), std::string::npos) << three.out;
+  EXPECT_EQ(three.out.find("sweep finished"), three.out.rfind("sweep finished")) << "process 0 alone reports";
+  const std::string expected = read_text(work("solo/results.csv"));
+  EXPECT_NE(expected.find("lsq,per-tensor,4,4,1,0,"), std::string::npos) << expected;
+  EXPECT_EQ(read_text(work("trio/results.csv")), expected);
+  EXPECT_TRUE(fs::exists(work("trio/accuracy_vs_bits.svg")));
+
+  const RunResult again = mpirun(2, concat(args, {"--out", work("trio")}), "again");
+  ASSERT_TRUE(Succeeded(again));
+  EXPECT_NE(again.out.find("sweep finished: 0 cells run, 6 reused, 0 failed"), std::string::npos) << again.out;
+  EXPECT_EQ(read_text(work("trio/results.csv")), expected);
+}
+
 // The processes mpirun started for a run whose mpirun has this pid, by rank (read from their environment).
 std::map<int, pid_t> ranks_of(pid_t launcher) {
   std::map<int, pid_t> out;
