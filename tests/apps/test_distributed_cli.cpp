@@ -121,7 +121,7 @@ TEST_F(DistributedCli, PactAndFloatTrainingAgreeAcrossProcessCounts) {
 
 // ResNet-20 carries batch norm (running statistics folded chunk by chunk) and moving-average observers
 // whose ranges every chunk must share before it quantizes.
-TEST_F(DistributedCli, ResNet20QatGivesTheSameWeightsAndStatisticsOnTwoProcesses) {
+TEST_F(DistributedCli, ResNet20QatGivesTheSameWeightsAndStatisticsOnTwoAndThreeProcesses) {
   const Args args{"qat", "--model", "resnet20", "--dataset", cifar_, "--augment", "pad-crop:4,flip", "--epochs", "1",
                   "--batch-size", "64", "--grad-chunks", "4", "--threads", "1", "--progress", "none"};
   ASSERT_TRUE(Succeeded(qatlab(concat(args, {"--out", work("one")}), "one")));
@@ -131,6 +131,12 @@ TEST_F(DistributedCli, ResNet20QatGivesTheSameWeightsAndStatisticsOnTwoProcesses
   bool has_running_mean = false;
   for (const auto& [name, t] : c.model_state) has_running_mean = has_running_mean || name.find("running_mean") != std::string::npos;
   EXPECT_TRUE(has_running_mean) << "the test is meant to cover batch norm";
+
+  // W4A4 LSQ: step sizes initialised from the whole batch, LSQ outputs fused into batch norm's pass.
+  const Args lsq = concat(args, {"--wbits", "4", "--abits", "4", "--wquant", "lsq", "--aquant", "lsq"});
+  ASSERT_TRUE(Succeeded(qatlab(concat(lsq, {"--out", work("lsq1")}), "lsq1")));
+  ASSERT_TRUE(Succeeded(mpirun(3, concat(lsq, {"--out", work("lsq3")}), "lsq3")));
+  EXPECT_TRUE(SameRun(work("lsq1/checkpoint.h5"), work("lsq3/checkpoint.h5")));
 }
 
 TEST_F(DistributedCli, ResumesWithAnotherProcessCount) {
