@@ -164,8 +164,9 @@ TEST_F(DistributedCli, RefusesChunkCountsThatCannotBeShared) {
 }
 
 // A distributed sweep (cells served to the processes as they free up, the float model trained by process 0)
-// writes the results.csv of the sweep in one process; run again, it reuses every cell.
-TEST_F(DistributedCli, SweepOnThreeProcessesWritesTheResultsOfOne) {
+// writes the results.csv of the sweep in one process, on three processes and on two; run again, it reuses
+// every cell.
+TEST_F(DistributedCli, SweepOnThreeAndTwoProcessesWritesTheResultsOfOne) {
   const Args args{"sweep",         "--data-dir", data_dir_, "--model",   "mlp",   "--float-epochs", "1",
                   "--pairs",       "8/8,4/4",    "--methods", "ptq-minmax,qat-minmax,lsq", "--seeds", "1",
                   "--qat-epochs",  "1",          "--calib-batches", "2", "--batch-size", "32", "--threads", "1"};
@@ -180,6 +181,12 @@ TEST_F(DistributedCli, SweepOnThreeProcessesWritesTheResultsOfOne) {
   EXPECT_NE(expected.find("lsq,per-tensor,4,4,1,0,"), std::string::npos) << expected;
   EXPECT_EQ(read_text(work("trio/results.csv")), expected);
   EXPECT_TRUE(fs::exists(work("trio/accuracy_vs_bits.svg")));
+
+  // Two processes from scratch (paths of the same length again).
+  const RunResult two = mpirun(2, concat(args, {"--out", work("duos")}), "two");
+  ASSERT_TRUE(Succeeded(two));
+  EXPECT_NE(two.out.find("sweep finished: 6 cells run, 0 reused, 0 failed"), std::string::npos) << two.out;
+  EXPECT_EQ(read_text(work("duos/results.csv")), expected);
 
   const RunResult again = mpirun(2, concat(args, {"--out", work("trio")}), "again");
   ASSERT_TRUE(Succeeded(again));
