@@ -183,6 +183,13 @@ void guard_output(const std::string& option, const std::string& path, bool overw
   throw UsageError(option + " " + path + " already exists: pass --overwrite to replace it, or choose another file");
 }
 
+void require_output_directory(const std::string& path) {
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty() && !std::filesystem::is_directory(dir, ec))
+    throw std::runtime_error(path + ": cannot write: directory '" + dir.string() + "' does not exist");
+}
+
 std::string format_duration(double seconds) {
   const int s = static_cast<int>(seconds + 0.5);
   char buf[32];

@@ -72,6 +72,10 @@ void require_finite_in(const std::string& option, double value, double lo, doubl
 // ("--out FILE already exists: pass --overwrite ..."). An empty path is no file.
 void guard_output(const std::string& option, const std::string& path, bool overwrite);
 
+// A file the command will write: std::runtime_error "FILE: cannot write: directory 'D' does not exist"
+// when its directory is missing, checked before any work.
+void require_output_directory(const std::string& path);
+
 // "mm:ss" or "h:mm:ss".
 std::string format_duration(double seconds);
 

@@ -55,9 +55,7 @@ int cmd_export(int argc, char** argv) {
   std::error_code ec;
   require(!fs::equivalent(out, path, ec), "--output " + out + " is the model being exported");
   guard_output("--output", out, overwrite);
-  const fs::path dir = fs::path(out).parent_path();
-  if (!dir.empty() && !fs::is_directory(dir, ec))
-    throw std::runtime_error(out + ": cannot write: directory '" + dir.string() + "' does not exist");
+  require_output_directory(out);
 
   OnnxExportSummary summary;
   Shape chw;

@@ -47,6 +47,13 @@ std::string mnist_dir(const std::string& explicit_dir) {
 
 bool is_builtin(const std::string& name) { return name == "mnist" || name == "fashion-mnist" || name == "cifar10"; }
 
+const char* kind_prefix(DatasetKind k);
+
+// The dataset as files record it: a built-in name, or the kind and the absolute path.
+std::string dataset_source(const DatasetRef& ref) {
+  return ref.kind == DatasetKind::Builtin ? ref.name : std::string(kind_prefix(ref.kind)) + ":" + ref.path;
+}
+
 const char* kind_prefix(DatasetKind k) {
   switch (k) {
     case DatasetKind::Hdf5: return "hdf5";
@@ -155,6 +162,12 @@ Normalisation dataset_normalisation(const std::string& dataset) {
   throw UsageError("unknown dataset '" + printable(dataset, 60) + "' (known: mnist, fashion-mnist, cifar10)");
 }
 
+ModelSpec builtin_dataset_spec(const std::string& dataset) {
+  if (dataset == "mnist" || dataset == "fashion-mnist") return {1, 28, 28, 10};
+  if (dataset == "cifar10") return {3, 32, 32, 10};
+  throw UsageError("unknown dataset '" + printable(dataset, 60) + "' (known: mnist, fashion-mnist, cifar10)");
+}
+
 DatasetRef resolve_dataset(const std::string& value) {
   DatasetRef ref;
   if (is_builtin(value)) {
@@ -222,7 +235,7 @@ DataBundle load_data(const DataSettings& s, bool with_train, const DataRecord* m
   } else {
     require(s.data_dir.empty(), "--data-dir applies to the built-in datasets; --dataset " + printable(s.dataset, 200) +
                                     " names its files itself");
-    b.source = std::string(kind_prefix(ref.kind)) + ":" + ref.path;
+    b.source = dataset_source(ref);
     b.label = fs::path(ref.path).filename().string();
     if (b.label.empty()) b.label = fs::path(ref.path).parent_path().filename().string();
     if (ref.kind == DatasetKind::Hdf5) b.label = fs::path(b.label).stem().string();
@@ -285,6 +298,23 @@ DataBundle load_data(const DataSettings& s, bool with_train, const DataRecord* m
   truncate(b.train, s.train_limit);
   truncate(b.test, s.test_limit);
   return b;
+}
+
+DataRecord data_record_for(const DataSettings& s, int64_t channels) {
+  const DatasetRef ref = resolve_dataset(s.dataset);
+  DataRecord r;
+  r.dataset = dataset_source(ref);
+  if (!s.mean.empty() || !s.std.empty()) {
+    require(!s.mean.empty() && !s.std.empty(), "give --mean and --std together");
+    r.mean = per_channel("mean", s.mean, channels, "the model");
+    r.std = per_channel("std", s.std, channels, "the model");
+    for (float v : r.std) require(v > 0, "--std must be > 0 for every channel, got '" + printable(s.std, 60) + "'");
+  } else if (ref.kind == DatasetKind::Builtin) {
+    const Normalisation norm = dataset_normalisation(ref.name);
+    r.mean = norm.mean;
+    r.std = norm.std;
+  }
+  return r;
 }
 
 void use_model_dataset(DataSettings& s, bool dataset_defaulted, const DataRecord& model) {

@@ -60,6 +60,9 @@ struct Normalisation {
 };
 Normalisation dataset_normalisation(const std::string& dataset);
 
+// A built-in dataset's images and classes. UsageError for an unknown name.
+ModelSpec builtin_dataset_spec(const std::string& dataset);
+
 enum class DatasetKind { Builtin, Hdf5, Folder, Idx };
 struct DatasetRef {
   DatasetKind kind = DatasetKind::Builtin;
@@ -76,6 +79,12 @@ DatasetRef resolve_dataset(const std::string& value);
 // fetches them first when absent; std::runtime_error when the files are bad or the images and classes
 // are beyond what a model may be built for.
 DataBundle load_data(const DataSettings& s, bool with_train, const DataRecord* model = nullptr);
+
+// The record of a model whose data this qatlab has not seen (an imported model with `channels` input
+// channels): the dataset as checkpoints store it (a built-in name, or "hdf5:", "folder:" or "idx:" and an
+// absolute path), and the normalisation of --mean / --std when given, else a built-in dataset's constants,
+// else none (commands then take the training split's statistics, as for any dataset from files).
+DataRecord data_record_for(const DataSettings& s, int64_t channels);
 
 // A command that loads a model file: its dataset becomes --dataset unless given (`dataset_defaulted`).
 void use_model_dataset(DataSettings& s, bool dataset_defaulted, const DataRecord& model);

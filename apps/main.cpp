@@ -32,6 +32,7 @@ constexpr Subcommand kSubcommands[] = {
     {"sweep", qatlab::cmd_sweep, "accuracy vs bit width: PTQ and QAT methods over W/A pairs and seeds, CSV/JSON/plot"},
     {"inspect", qatlab::cmd_inspect, "per layer: grids, integer multipliers, ranges, SQNR vs float; --dot graph, --hist plot"},
     {"export", qatlab::cmd_export, "write an integer model file as an ONNX model (ONNX Runtime runs it in integer)"},
+    {"import", qatlab::cmd_import, "read a float ONNX model into a float checkpoint (for qat, ptq, convert, ...)"},
     {"bench", qatlab::cmd_bench, "float vs integer model: latency, throughput, size, GEMM rate vs peak"},
 };
 

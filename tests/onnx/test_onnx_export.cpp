@@ -441,13 +441,7 @@ TEST_P(FloatModelAgrees, LogitsWithinFloatRounding) {
   const bool cifar = GetParam() == "resnet20";
   const ModelSpec spec = cifar ? ModelSpec{3, 32, 32, 10} : ModelSpec{1, 28, 28, 10};
   Rng rng(8);
-  const ModulePtr model = make_model(GetParam(), spec, rng);
-  model->train();
-  {
-    NoGradGuard no_grad;
-    for (int i = 0; i < 3; ++i) model->forward(test::random_input({8, spec.channels, spec.height, spec.width}, rng));
-  }
-  model->eval();
+  const ModulePtr model = test::random_float_model(GetParam(), spec, rng);
   const int64_t n = 8;
   const Tensor x = test::random_input({n, spec.channels, spec.height, spec.width}, rng);
   Tensor ours;

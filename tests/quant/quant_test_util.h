@@ -21,6 +21,7 @@
 #include "nn/conv2d.h"
 #include "nn/module.h"
 #include "nn/optim.h"
+#include "nn/zoo.h"
 #include "quant/lower.h"
 #include "quant/prepare.h"
 
@@ -31,6 +32,19 @@ inline Tensor random_input(const Shape& shape, Rng& rng, float scale = 1.0f) {
   Tensor t = Tensor::empty(shape);
   for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = scale * rng.normal();
   return t;
+}
+
+// A float zoo model with random weights and batch-norm statistics moved by a few training-mode batches of
+// random images, in eval mode.
+inline ModulePtr random_float_model(const std::string& name, const ModelSpec& spec, Rng& rng) {
+  const ModulePtr model = make_model(name, spec, rng);
+  model->train();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(random_input({8, spec.channels, spec.height, spec.width}, rng));
+  }
+  model->eval();
+  return model;
 }
 
 // A file in the temporary directory (its name carries the process id, so test processes running at

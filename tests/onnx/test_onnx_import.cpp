@@ -1,0 +1,306 @@
+// test_onnx_import.cpp: ONNX float models into network descriptions. A zoo model exported with float
+// operators and imported back computes bit-identical outputs (MLP, LeNet-5, CIFAR CNN, ResNet-20, the
+// MobileNet-style net); the model PyTorch exported (tests/onnx/fixtures/, made by make_torch_fixture.py)
+// reproduces PyTorch's logits to float rounding; bad models (not ONNX, truncated, unsupported op, shapes
+// that do not fit, a graph that is not layers and residual blocks, a clamp the description lacks) are
+// refused with one line naming the node.
+//
+// Shape letters: N images, C channels, H x W image, K outputs.
+#include <gtest/gtest.h>
+
+#include <onnx/onnx_pb.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "core/rng.h"
+#include "nn/zoo.h"
+#include "quant/onnx/onnx_float_export.h"
+#include "quant/onnx/onnx_import.h"
+#include "quant/quant_test_util.h"
+
+namespace qatlab {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kFixtures = fs::path(__FILE__).parent_path() / "fixtures";
+
+ModelSpec spec_for(const std::string& name) {
+  return name == "resnet20" || name == "cifar-cnn" || name == "mobilenet-cifar" ? ModelSpec{3, 32, 32, 10}
+                                                                                 : ModelSpec{1, 28, 28, 10};
+}
+
+Tensor run(const ModulePtr& model, const Tensor& x) {
+  NoGradGuard no_grad;
+  return model->forward(x);
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// The message import_onnx_model throws for `bytes` ("" when it imports).
+std::string import_error(const std::string& bytes) {
+  try {
+    import_onnx_model(bytes, "bad", "test");
+  } catch (const OnnxImportError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// ------------------------------------------------------------------------------------ round trip
+
+class RoundTrip : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RoundTrip, ExportedAndImportedBackGivesBitIdenticalOutputs) {
+  const ModelSpec spec = spec_for(GetParam());
+  Rng rng(21);
+  const ModulePtr model = test::random_float_model(GetParam(), spec, rng);
+  const std::string bytes = onnx_float_model_bytes(*model, {spec.channels, spec.height, spec.width});
+  const OnnxImport imported = import_onnx_model(bytes, GetParam(), "round trip");
+  EXPECT_EQ(imported.spec.channels, spec.channels);
+  EXPECT_EQ(imported.spec.height, spec.height);
+  EXPECT_EQ(imported.spec.num_classes, spec.num_classes);
+  EXPECT_EQ(imported.description.name, GetParam());
+  const ModulePtr back = imported_model(imported);
+  EXPECT_EQ(back->parameter_count(), model->parameter_count());
+
+  const Tensor x = test::random_input({5, spec.channels, spec.height, spec.width}, rng);
+  const Tensor want = run(model, x), got = run(back, x);
+  EXPECT_TRUE(test::same_bits(got, want)) << "the description:\n" << imported.description.text;
+  float largest = 0.0f;
+  for (int64_t k = 0; k < want.numel(); ++k) largest = std::max(largest, std::fabs(want.data()[k]));
+  EXPECT_GT(largest, 0.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Zoo, RoundTrip, ::testing::Values("mlp", "lenet5", "cifar-cnn", "resnet20", "mobilenet-cifar"),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& c : s) c = c == '-' ? '_' : c;
+                           return s;
+                         });
+
+TEST(OnnxImport, ResNet20BecomesNineResidualBlocksTwoWithAProjection) {
+  Rng rng(3);
+  const ModulePtr model = make_model("resnet20", {3, 32, 32, 10}, rng);
+  const OnnxImport imported = import_onnx_model(onnx_float_model_bytes(*model, {3, 32, 32}), "r20", "test");
+  const std::string& text = imported.description.text;
+  EXPECT_EQ(count(text, "- residual:"), 9u) << text;
+  EXPECT_EQ(count(text, "shortcut:"), 2u) << text;
+  EXPECT_EQ(count(text, "relu: true"), 9u) << text;
+  EXPECT_EQ(count(text, "- global-avgpool"), 1u) << text;
+  EXPECT_EQ(count(text, "- flatten"), 0u) << text;  // the Flatten after the global pool is no layer
+  EXPECT_NE(text.find("stage2.0.shortcut"), std::string::npos) << text;  // comments name the nodes
+}
+
+// ------------------------------------------------------------------------- another framework's model
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// An ONNX TensorProto file of float32 values (the ONNX test-data format).
+Tensor read_tensor_pb(const fs::path& p) {
+  onnx::TensorProto t;
+  EXPECT_TRUE(t.ParseFromString(read_file(p))) << p;
+  Shape dims(t.dims().begin(), t.dims().end());
+  Tensor out = Tensor::zeros(dims);
+  EXPECT_EQ(t.raw_data().size(), static_cast<size_t>(out.numel()) * 4) << p;
+  std::memcpy(out.data(), t.raw_data().data(), std::min(t.raw_data().size(), static_cast<size_t>(out.numel()) * 4));
+  return out;
+}
+
+TEST(OnnxImport, PyTorchsModelReproducesPyTorchsLogits) {
+  const OnnxImport imported = import_onnx_file((kFixtures / "torch_cnn.onnx").string(), "torch-cnn");
+  const std::string& text = imported.description.text;
+  EXPECT_EQ(count(text, "- residual:"), 1u) << text;
+  EXPECT_EQ(count(text, "shortcut:"), 0u) << text;  // the identity: the Add's first input is the block's input
+  EXPECT_EQ(count(text, "relu: true"), 1u) << text;
+  EXPECT_NE(text.find("- maxpool: {kernel: 2}"), std::string::npos) << text;
+  EXPECT_NE(text.find("- conv: {out: 16, kernel: 3, stride: 2, padding: 1}"), std::string::npos) << text;  // with bias
+  EXPECT_NE(text.find("- linear: {out: 10}"), std::string::npos) << text;
+  EXPECT_EQ(imported.spec.channels, 1);
+  EXPECT_EQ(imported.spec.height, 28);
+  EXPECT_EQ(imported.spec.num_classes, 10);
+
+  const Tensor x = read_tensor_pb(kFixtures / "torch_cnn_input_0.pb");
+  const Tensor want = read_tensor_pb(kFixtures / "torch_cnn_output_0.pb");
+  ASSERT_EQ(x.shape(), (Shape{4, 1, 28, 28}));
+  const Tensor got = run(imported_model(imported), x);
+  ASSERT_EQ(got.shape(), want.shape());
+  float largest = 0.0f, worst = 0.0f;
+  for (int64_t k = 0; k < want.numel(); ++k) {
+    largest = std::max(largest, std::fabs(want.data()[k]));
+    worst = std::max(worst, std::fabs(got.data()[k] - want.data()[k]));
+  }
+  EXPECT_GT(largest, 0.1f);
+  EXPECT_LE(worst, 1e-5f * largest + 1e-6f) << "largest logit " << largest;
+}
+
+// ------------------------------------------------------------------------------------ bad models
+
+// LeNet-5 (random weights) exported, as a proto to spoil.
+onnx::ModelProto lenet5_proto() {
+  Rng rng(4);
+  const ModulePtr model = make_model("lenet5", {1, 28, 28, 10}, rng);
+  onnx::ModelProto proto;
+  EXPECT_TRUE(proto.ParseFromString(onnx_float_model_bytes(*model, {1, 28, 28})));
+  return proto;
+}
+
+std::string bytes_of(const onnx::ModelProto& proto) {
+  std::string s;
+  proto.SerializeToString(&s);
+  return s;
+}
+
+onnx::NodeProto* first_node(onnx::ModelProto& proto, const std::string& op_type) {
+  for (auto& n : *proto.mutable_graph()->mutable_node())
+    if (n.op_type() == op_type) return &n;
+  ADD_FAILURE() << "no " << op_type << " node";
+  return nullptr;
+}
+
+onnx::TensorProto* initializer(onnx::ModelProto& proto, const std::string& name) {
+  for (auto& t : *proto.mutable_graph()->mutable_initializer())
+    if (t.name() == name) return &t;
+  ADD_FAILURE() << "no initializer " << name;
+  return nullptr;
+}
+
+void expect_one_line_with(const std::string& message, const std::vector<std::string>& parts) {
+  EXPECT_FALSE(message.empty()) << "the model was imported";
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  for (const auto& p : parts) EXPECT_NE(message.find(p), std::string::npos) << "'" << p << "' not in: " << message;
+}
+
+TEST(OnnxImport, NotOnnxOrTruncatedIsOneLine) {
+  expect_one_line_with(import_error("this is a text file, not a model\n"), {"not an ONNX model"});
+  expect_one_line_with(import_error(""), {"not an ONNX model"});
+  const std::string whole = bytes_of(lenet5_proto());
+  ASSERT_EQ(import_error(whole), "");
+  for (const size_t keep : {whole.size() / 2, whole.size() - 3, size_t{40}})
+    EXPECT_NE(import_error(whole.substr(0, keep)), "") << "truncated to " << keep << " bytes was imported";
+}
+
+TEST(OnnxImport, AnUnsupportedOpIsNamedWithItsNode) {
+  onnx::ModelProto proto = lenet5_proto();
+  onnx::NodeProto* relu = first_node(proto, "Relu");
+  relu->set_op_type("Selu");
+  expect_one_line_with(import_error(bytes_of(proto)), {"Selu '" + relu->name() + "'", "unsupported op"});
+}
+
+TEST(OnnxImport, AClampTheDescriptionLacksIsRefused) {
+  onnx::ModelProto proto = lenet5_proto();
+  onnx::NodeProto* relu = first_node(proto, "Relu");
+  relu->set_op_type("Clip");
+  onnx::TensorProto* lo = proto.mutable_graph()->add_initializer();
+  lo->set_name("clip_lo");
+  lo->set_data_type(onnx::TensorProto::FLOAT);
+  lo->add_float_data(-1.0f);
+  relu->add_input("clip_lo");
+  expect_one_line_with(import_error(bytes_of(proto)), {"Clip '" + relu->name() + "'", "clips to [-1, inf]", "relu6"});
+}
+
+TEST(OnnxImport, ShapesThatDoNotFitAreRefusedNamingTheNode) {
+  onnx::ModelProto proto = lenet5_proto();
+  onnx::NodeProto* gemm = first_node(proto, "Gemm");
+  onnx::TensorProto* w = initializer(proto, gemm->input(1));  // (120, 400)
+  w->set_dims(1, 7);
+  w->set_raw_data(std::string(120 * 7 * 4, '\0'));
+  expect_one_line_with(import_error(bytes_of(proto)), {"Gemm '" + gemm->name() + "'", "takes 7 features", "400 features"});
+
+  onnx::ModelProto damaged = lenet5_proto();
+  initializer(damaged, first_node(damaged, "Conv")->input(1))->set_raw_data("abc");
+  expect_one_line_with(import_error(bytes_of(damaged)), {"Conv", "holds 3 bytes"});
+
+  onnx::ModelProto declared = lenet5_proto();
+  declared.mutable_graph()->mutable_output(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(7);
+  expect_one_line_with(import_error(bytes_of(declared)), {"declared with 7 scores", "give 10"});
+
+  onnx::ModelProto flat = lenet5_proto();
+  auto* shape = flat.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
+  shape->mutable_dim()->RemoveLast();
+  shape->mutable_dim()->RemoveLast();
+  expect_one_line_with(import_error(bytes_of(flat)), {"input 'input'", "(N, C, H, W)"});
+}
+
+// A graph input (N, 1, 4, 4) -> Relu -> two Relu branches that meet at `join`, then Flatten and Gemm to 2.
+onnx::ModelProto two_branch_graph(const std::string& join) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(13);
+  onnx::GraphProto* g = m.mutable_graph();
+  g->set_name("branches");
+  const auto value = [](onnx::ValueInfoProto* v, const std::string& name, std::vector<int64_t> dims) {
+    v->set_name(name);
+    auto* t = v->mutable_type()->mutable_tensor_type();
+    t->set_elem_type(onnx::TensorProto::FLOAT);
+    t->mutable_shape()->add_dim()->set_dim_param("N");
+    for (int64_t d : dims) t->mutable_shape()->add_dim()->set_dim_value(d);
+  };
+  value(g->add_input(), "x", {1, 4, 4});
+  value(g->add_output(), "y", {2});
+  const auto node = [&](const std::string& op, const std::string& name, std::vector<std::string> in, const std::string& out) {
+    onnx::NodeProto* n = g->add_node();
+    n->set_op_type(op);
+    n->set_name(name);
+    for (const auto& i : in) n->add_input(i);
+    n->add_output(out);
+  };
+  node("Relu", "r", {"x"}, "a");
+  node("Relu", "left", {"a"}, "b");
+  node("Relu", "right", {"a"}, "c");
+  node(join, "join", {"b", "c"}, "d");
+  node("Flatten", "flat", {"d"}, "e");
+  node("Gemm", "fc", {"e", "w"}, "y");
+  onnx::TensorProto* w = g->add_initializer();
+  w->set_name("w");
+  w->set_data_type(onnx::TensorProto::FLOAT);
+  w->add_dims(16);
+  w->add_dims(2);
+  for (int i = 0; i < 32; ++i) w->add_float_data(0.1f * static_cast<float>(i));
+  return m;
+}
+
+TEST(OnnxImport, AGraphThatIsNotLayersAndResidualBlocksIsRefused) {
+  // Two branches joined by an Add: a residual block (left body, right "shortcut") that imports.
+  EXPECT_EQ(import_error(bytes_of(two_branch_graph("Add"))), "");
+  expect_one_line_with(import_error(bytes_of(two_branch_graph("Mul"))), {"meet at Mul 'join'", "only residual sums"});
+
+  onnx::ModelProto three = two_branch_graph("Add");  // a third reader of 'a'
+  onnx::NodeProto* extra = three.mutable_graph()->add_node();
+  extra->set_op_type("Relu");
+  extra->set_name("third");
+  extra->add_input("a");
+  extra->add_output("f");
+  expect_one_line_with(import_error(bytes_of(three)), {"tensor 'a' is read by 3 nodes", "Relu 'third'"});
+
+  onnx::ModelProto side = two_branch_graph("Add");  // a branch that ends nowhere
+  onnx::NodeProto* dead = side.mutable_graph()->add_node();
+  dead->set_op_type("Relu");
+  dead->set_name("dead_end");
+  dead->add_input("x");
+  dead->add_output("g");
+  expect_one_line_with(import_error(bytes_of(side)), {"Relu 'dead_end'", "never reaches the output"});
+}
+
+TEST(OnnxImport, TheCheckerRunsFirst) {
+  onnx::ModelProto proto = lenet5_proto();
+  first_node(proto, "Relu")->set_input(0, "no_such_tensor");
+  expect_one_line_with(import_error(bytes_of(proto)), {"the ONNX checker refuses it", "no_such_tensor"});
+}
+
+}  // namespace
+}  // namespace qatlab
