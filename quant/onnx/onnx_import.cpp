@@ -32,15 +32,20 @@ constexpr int64_t kMaxOnnxBytes = int64_t{1} << 30;  // protobuf itself stops at
 constexpr int kMaxNodes = 20000;
 
 // What flows between layers, per image: (C, H, W), or C features after a flatten or a global pool.
+// `pooled`: features that ONNX still holds as (N, C, 1, 1), after GlobalAveragePool (or a ReduceMean that
+// keeps its dimensions) and before the Flatten, Reshape or Squeeze that makes them (N, C).
 struct Value {
   bool image = true;
   int64_t c = 0, h = 0, w = 0;
+  bool pooled = false;
   int64_t features() const { return image ? c * h * w : c; }
   std::string str() const {
     return image ? std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(w)
                  : std::to_string(c) + " features";
   }
-  bool operator==(const Value& o) const { return image == o.image && c == o.c && h == o.h && w == o.w; }
+  bool operator==(const Value& o) const {
+    return image == o.image && c == o.c && h == o.h && w == o.w && pooled == o.pooled;
+  }
 };
 
 // One layer of the description being written: `- type: {settings}`, or a residual block with its branches.
@@ -198,7 +203,9 @@ class Importer {
         {"MatMul", &Importer::matmul},
         {"MaxPool", &Importer::max_pool},
         {"Relu", &Importer::relu},
+        {"ReduceMean", &Importer::reduce_mean},
         {"Reshape", &Importer::reshape},
+        {"Squeeze", &Importer::squeeze},
     };
     return table;
   }
@@ -351,14 +358,42 @@ class Importer {
     known_attributes(n, {});
     need_image(n, v);
     out.push_back(layer("global-avgpool", n));
-    v = {false, v.c, 1, 1};
+    v = {false, v.c, 1, 1, /*pooled=*/true};
+    return n.output(0);
+  }
+
+  // The mean over H and W (PyTorch's x.mean((2, 3))): a global average pool.
+  std::string reduce_mean(const onnx::NodeProto& n, const std::string&, Value& v, std::vector<Layer>& out) {
+    known_attributes(n, {"axes", "keepdims"});
+    need_image(n, v);
+    std::vector<int64_t> axes = attr_ints(n, "axes", {});
+    for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
+    std::sort(axes.begin(), axes.end());
+    if (axes != std::vector<int64_t>{2, 3})
+      fail(n, "averages over the axes " + dims_str(attr_ints(n, "axes", {})) + ": only the mean over H and W (axes 2 and 3), "
+              "a global average pool, is imported");
+    out.push_back(layer("global-avgpool", n));
+    v = {false, v.c, 1, 1, /*pooled=*/attr_int(n, "keepdims", 1) != 0};
+    return n.output(0);
+  }
+
+  // Squeezing H and W of size 1: a flatten of a 1x1 image, nothing after a global pool.
+  std::string squeeze(const onnx::NodeProto& n, const std::string&, Value& v, std::vector<Layer>& out) {
+    known_attributes(n, {"axes"});
+    std::vector<int64_t> axes = has_input(n, 1) ? int_param(n, 1, "axes") : attr_ints(n, "axes", {});  // opset 13: an input
+    for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
+    std::sort(axes.begin(), axes.end());
+    const bool ones = v.pooled || (v.image && v.h == 1 && v.w == 1);
+    if (axes != std::vector<int64_t>{2, 3} || !ones)
+      fail(n, "squeezes the axes " + dims_str(axes) + " of " + v.str() + ": only H and W of size 1 (to (N, C)) are imported");
+    to_features(n, v, out);
     return n.output(0);
   }
 
   std::string flatten(const onnx::NodeProto& n, const std::string&, Value& v, std::vector<Layer>& out) {
     known_attributes(n, {"axis"});
     const int64_t axis = attr_int(n, "axis", 1);
-    const int64_t rank = v.image ? 4 : 2;
+    const int64_t rank = v.image || v.pooled ? 4 : 2;
     if (axis != 1 && axis != 1 - rank)
       fail(n, "axis " + std::to_string(axis) + ": only a flatten to (N, features) (axis 1) is imported");
     to_features(n, v, out);
@@ -426,6 +461,7 @@ class Importer {
   }
 
   void to_features(const onnx::NodeProto& n, Value& v, std::vector<Layer>& out) const {
+    v.pooled = false;
     if (!v.image) return;  // (N, F) already, as after a global pool
     out.push_back(layer("flatten", n));
     v = {false, v.features(), 1, 1};
@@ -461,6 +497,7 @@ class Importer {
   }
   void need_features(const onnx::NodeProto& n, const Value& v) const {
     if (v.image) fail(n, "needs features (N, IN), gets an image " + v.str() + " (a Flatten before it makes them)");
+    if (v.pooled) fail(n, "needs features (N, IN), gets (N, " + std::to_string(v.c) + ", 1, 1) (a Flatten before it makes them)");
   }
 
   // ------------------------------------------------------------------------------ reading the proto

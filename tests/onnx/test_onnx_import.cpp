@@ -56,6 +56,12 @@ std::string import_error(const std::string& bytes) {
   return "";
 }
 
+void expect_one_line_with(const std::string& message, const std::vector<std::string>& parts) {
+  EXPECT_FALSE(message.empty()) << "the model was imported";
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  for (const auto& p : parts) EXPECT_NE(message.find(p), std::string::npos) << "'" << p << "' not in: " << message;
+}
+
 // ------------------------------------------------------------------------------------ round trip
 
 class RoundTrip : public ::testing::TestWithParam<std::string> {};
@@ -99,6 +105,47 @@ TEST(OnnxImport, ResNet20BecomesNineResidualBlocksTwoWithAProjection) {
   EXPECT_EQ(count(text, "- global-avgpool"), 1u) << text;
   EXPECT_EQ(count(text, "- flatten"), 0u) << text;  // the Flatten after the global pool is no layer
   EXPECT_NE(text.find("stage2.0.shortcut"), std::string::npos) << text;  // comments name the nodes
+}
+
+TEST(OnnxImport, AMeanOverHAndWThenASqueezeIsAGlobalPool) {
+  Rng rng(5);
+  const ModulePtr model = test::random_float_model("resnet20", {3, 32, 32, 10}, rng);
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromString(onnx_float_model_bytes(*model, {3, 32, 32})));
+  // GlobalAveragePool -> Flatten becomes ReduceMean over (2, 3), keeping them, -> Squeeze of (2, 3), as
+  // other exporters write x.mean((2, 3)).
+  onnx::GraphProto* g = proto.mutable_graph();
+  for (auto& n : *g->mutable_node()) {
+    if (n.op_type() == "GlobalAveragePool") {
+      n.set_op_type("ReduceMean");
+      onnx::AttributeProto* axes = n.add_attribute();
+      axes->set_name("axes");
+      axes->set_type(onnx::AttributeProto::INTS);
+      axes->add_ints(-1);
+      axes->add_ints(2);
+    } else if (n.op_type() == "Flatten") {
+      n.set_op_type("Squeeze");
+      n.add_input("squeeze_axes");
+    }
+  }
+  onnx::TensorProto* axes = g->add_initializer();
+  axes->set_name("squeeze_axes");
+  axes->set_data_type(onnx::TensorProto::INT64);
+  axes->add_dims(2);
+  axes->add_int64_data(2);
+  axes->add_int64_data(3);
+  std::string bytes;
+  proto.SerializeToString(&bytes);
+  const OnnxImport imported = import_onnx_model(bytes, "mean", "test");
+  EXPECT_EQ(count(imported.description.text, "- global-avgpool  # ReduceMean"), 1u) << imported.description.text;
+  const Tensor x = test::random_input({2, 3, 32, 32}, rng);
+  EXPECT_TRUE(test::same_bits(run(imported_model(imported), x), run(model, x)));
+
+  // A mean over the channels is no global pool.
+  for (auto& n : *g->mutable_node())
+    if (n.op_type() == "ReduceMean") n.mutable_attribute(0)->set_ints(0, 1);
+  proto.SerializeToString(&bytes);
+  expect_one_line_with(import_error(bytes), {"ReduceMean", "averages over the axes (1, 2)", "axes 2 and 3"});
 }
 
 // ------------------------------------------------------------------------- another framework's model
@@ -179,11 +226,6 @@ onnx::TensorProto* initializer(onnx::ModelProto& proto, const std::string& name)
   return nullptr;
 }
 
-void expect_one_line_with(const std::string& message, const std::vector<std::string>& parts) {
-  EXPECT_FALSE(message.empty()) << "the model was imported";
-  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-  for (const auto& p : parts) EXPECT_NE(message.find(p), std::string::npos) << "'" << p << "' not in: " << message;
-}
 
 TEST(OnnxImport, NotOnnxOrTruncatedIsOneLine) {
   expect_one_line_with(import_error("this is a text file, not a model\n"), {"not an ONNX model"});
