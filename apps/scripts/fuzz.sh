@@ -57,7 +57,7 @@ cmake --build "$build" -j "$jobs" --target "${harnesses[@]}" make_seeds qatlab
 # ------------------------------------------------------------------ seeds
 # Small valid files, every one written by the project: IDX, CIFAR and INI files by make_seeds, and a
 # float checkpoints (MLP, LSTM), QAT checkpoints (MLP, LeNet-5), integer models and dynamic models by the qatlab command, trained
-# for one epoch on 64 synthetic images. The HDF5 harnesses take the content after the 512-byte seal
+# for one epoch on 64 synthetic images, the MLP's float ONNX export and the ONNX fixture PyTorch made. The HDF5 harnesses take the content after the 512-byte seal
 # header (they seal each input themselves), so those seeds are the files without it.
 seeds="$build/fuzz-seeds"
 if [[ ! -f "$seeds/done" ]]; then
@@ -88,6 +88,10 @@ if [[ ! -f "$seeds/done" ]]; then
   strip_seal "$runs/mlp-dyn/model.dynamic.h5" "$seeds/corpus/fuzz_dynamic_model/mlp.dynamic.h5"
   strip_seal "$runs/lstm-dyn/model.dynamic.h5" "$seeds/corpus/fuzz_dynamic_model/lstm.dynamic.h5"
   strip_seal "$runs/lstm/checkpoint.h5" "$seeds/corpus/fuzz_checkpoint/lstm-float.h5"
+  # ONNX models: a float export of ours and the one PyTorch made (tests/onnx/fixtures/).
+  mkdir -p "$seeds/corpus/fuzz_onnx_import"
+  "$q" export "$runs/mlp/checkpoint.h5" -o "$seeds/corpus/fuzz_onnx_import/mlp.onnx" >/dev/null
+  cp "$root/tests/onnx/fixtures/torch_cnn.onnx" "$seeds/corpus/fuzz_onnx_import/torch_cnn.onnx"
   touch "$seeds/done"
 fi
 
