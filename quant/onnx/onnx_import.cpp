@@ -27,9 +27,11 @@ namespace qatlab {
 namespace {
 
 constexpr int64_t kMaxOnnxBytes = int64_t{1} << 30;  // protobuf itself stops at 2 GiB
-// The join search runs a graph walk per candidate node: quadratic, fine for the networks a description
-// can hold (ResNet-20 has 70 nodes).
-constexpr int kMaxNodes = 20000;
+// The join search runs a graph walk per candidate node: quadratic in the worst case, fine for the networks
+// a description can hold (ResNet-20 has 70 nodes, a ResNet-152 about 500).
+constexpr int kMaxNodes = 4096;
+// Residual blocks inside residual blocks, as deep as the description's blocks may nest.
+constexpr int kMaxNesting = 32;
 
 // What flows between layers, per image: (C, H, W), or C features after a flatten or a global pool.
 // `pooled`: features that ONNX still holds as (N, C, 1, 1), after GlobalAveragePool (or a ReduceMean that
@@ -761,6 +763,8 @@ class Importer {
     for (int r : readers)
       if (!reaches(r, producer_of_output))
         fail(g_.node(r), "reads '" + printable(x, 80) + "' but never reaches the output: a side branch that is not added back");
+    if (++nesting_ > kMaxNesting)
+      throw OnnxImportError("residual blocks nest more than " + std::to_string(kMaxNesting) + " deep at tensor '" + printable(x, 80) + "'");
     const int j = join_of(x);
     const onnx::NodeProto& add = g_.node(j);
     if (add.op_type() != "Add" || add.input_size() != 2)
@@ -812,15 +816,17 @@ class Importer {
     }
     block.set("relu", relu ? "true" : "false");
     out.push_back(std::move(block));
+    --nesting_;
     return next;
   }
 
   // Whether node `to` is node `from` or is reached from its outputs.
-  bool reaches(int from, int to) const { return walk(from, -1).count(to) > 0; }
+  bool reaches(int from, int to) const { return to >= 0 && walk(from, -1)[static_cast<size_t>(to)]; }
 
-  // The nodes reached from node `from` (itself included), not passing through node `avoid`.
-  std::set<int> walk(int from, int avoid) const {
-    std::set<int> seen{from};
+  // Per node, whether it is reached from node `from` (itself included) without passing through `avoid`.
+  std::vector<char> walk(int from, int avoid) const {
+    std::vector<char> seen(static_cast<size_t>(g_.node_size()), 0);
+    seen[static_cast<size_t>(from)] = 1;
     std::vector<int> todo{from};
     while (!todo.empty()) {
       const int k = todo.back();
@@ -829,7 +835,10 @@ class Importer {
         const auto it = consumers_.find(t);
         if (it == consumers_.end()) continue;
         for (int r : it->second)
-          if (r != avoid && seen.insert(r).second) todo.push_back(r);
+          if (r != avoid && !seen[static_cast<size_t>(r)]) {
+            seen[static_cast<size_t>(r)] = 1;
+            todo.push_back(r);
+          }
       }
     }
     return seen;
@@ -839,19 +848,17 @@ class Importer {
   // that every path from x to the output passes through.
   int join_of(const std::string& x) const {
     const std::vector<int>& readers = consumers_.at(x);
-    std::set<int> reachable;
+    std::vector<char> reachable(static_cast<size_t>(g_.node_size()), 0);
     for (int r : readers) {
-      const std::set<int> s = walk(r, -1);
-      reachable.insert(s.begin(), s.end());
+      const std::vector<char> s = walk(r, -1);
+      for (size_t k = 0; k < s.size(); ++k) reachable[k] |= s[k];
     }
     const int producer_of_output = producer_.count(output_) ? producer_.at(output_) : -1;
-    for (int j : reachable) {  // std::set: ascending, the graph's order
+    for (int j = 0; j < g_.node_size() && producer_of_output >= 0; ++j) {
+      if (!reachable[static_cast<size_t>(j)]) continue;
       bool cut = true;
-      for (int r : readers) {
-        if (r == j) continue;
-        const std::set<int> s = walk(r, j);
-        if (s.count(producer_of_output) || (producer_of_output < 0)) cut = false;
-      }
+      for (int r : readers)
+        if (r != j && walk(r, j)[static_cast<size_t>(producer_of_output)]) cut = false;
       if (cut) return j;
     }
     throw OnnxImportError("the branches from tensor '" + printable(x, 80) + "' never meet again before the output");
@@ -862,6 +869,7 @@ class Importer {
   std::string source_, output_;
   ModelSpec spec_;
   int64_t batch_ = -1;  // the graph input's batch size when fixed
+  int nesting_ = 0;     // residual blocks open around the one being read
   std::map<std::string, const onnx::TensorProto*> constants_;
   std::map<std::string, int> producer_;
   std::map<std::string, std::vector<int>> consumers_;  // the nodes reading a computed tensor, in graph order

@@ -338,6 +338,34 @@ TEST(OnnxImport, AGraphThatIsNotLayersAndResidualBlocksIsRefused) {
   expect_one_line_with(import_error(bytes_of(side)), {"Relu 'dead_end'", "never reaches the output"});
 }
 
+// Residual blocks nested `depth` deep, each an identity shortcut around a body that is a Relu and the block
+// inside it: (N, 1, 4, 4) -> Relu -> blocks -> Flatten -> Gemm to 2.
+onnx::ModelProto nested_blocks(int depth) {
+  onnx::ModelProto m = two_branch_graph("Add");
+  onnx::GraphProto* g = m.mutable_graph();
+  g->clear_node();
+  const auto node = [&](const std::string& op, std::vector<std::string> in, const std::string& out) {
+    onnx::NodeProto* n = g->add_node();
+    n->set_op_type(op);
+    n->set_name(out);
+    for (const auto& i : in) n->add_input(i);
+    n->add_output(out);
+  };
+  node("Relu", {"x"}, "a0");
+  for (int k = 1; k <= depth; ++k) node("Relu", {"a" + std::to_string(k - 1)}, "a" + std::to_string(k));
+  node("Add", {"a" + std::to_string(depth - 1), "a" + std::to_string(depth)}, "c" + std::to_string(depth - 1));
+  for (int k = depth - 2; k >= 0; --k) node("Add", {"a" + std::to_string(k), "c" + std::to_string(k + 1)}, "c" + std::to_string(k));
+  node("Flatten", {"c0"}, "e");
+  node("Gemm", {"e", "w"}, "y");
+  return m;
+}
+
+TEST(OnnxImport, ResidualBlocksNestUpTo32Deep) {
+  const OnnxImport imported = import_onnx_model(bytes_of(nested_blocks(32)), "nested", "test");
+  EXPECT_EQ(count(imported.description.text, "- residual:"), 32u);
+  expect_one_line_with(import_error(bytes_of(nested_blocks(33))), {"nest more than 32 deep"});
+}
+
 TEST(OnnxImport, TheCheckerRunsFirst) {
   onnx::ModelProto proto = lenet5_proto();
   first_node(proto, "Relu")->set_input(0, "no_such_tensor");
