@@ -18,6 +18,7 @@
 #include <string>
 
 #include "core/rng.h"
+#include "nn/model_description.h"
 #include "nn/zoo.h"
 #include "quant/onnx/onnx_float_export.h"
 #include "quant/onnx/onnx_import.h"
@@ -94,6 +95,122 @@ INSTANTIATE_TEST_SUITE_P(Zoo, RoundTrip, ::testing::Values("mlp", "lenet5", "cif
                            return s;
                          });
 
+// Every layer type the export writes that the zoo's round trips above leave out: average pools with
+// padding, grouped and depthwise convolutions, ReLU6, dropout, batch norm on features, a linear layer
+// without bias, a residual block without ReLU whose shortcut is a projection.
+constexpr const char* kEveryLayer = R"(qatlab-model: 1
+name: every-layer
+layers:
+  - conv: {out: 8, kernel: 3, padding: 1, bias: false}
+  - batchnorm: {eps: 0.001}
+  - relu6
+  - avgpool: {kernel: 3, stride: 2, padding: 1}
+  - conv: {kernel: 3, padding: 1, depthwise: true}
+  - relu
+  - residual:
+      relu: false
+      body:
+        - conv: {out: 12, kernel: 1, groups: 4, bias: false}
+        - batchnorm
+      shortcut:
+        - conv: {out: 12, kernel: 1}
+  - maxpool: {kernel: 3, stride: 2, padding: 1}
+  - avgpool: {kernel: 2}
+  - flatten
+  - dropout: {p: 0.3}
+  - linear: {out: 20, bias: false}
+  - batchnorm
+  - relu
+  - linear: {out: classes}
+)";
+
+// The network `text` describes, random, with batch-norm statistics moved by a few training-mode batches.
+ModulePtr described_model(const std::string& text, const ModelSpec& spec, Rng& rng) {
+  const ModulePtr model = build_model(parse_model_description(text, "test"), spec, rng);
+  model->train();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(test::random_input({8, spec.channels, spec.height, spec.width}, rng));
+  }
+  model->eval();
+  return model;
+}
+
+TEST(OnnxImport, EveryLayerTypeRoundTripsBitIdentically) {
+  Rng rng(9);
+  const ModulePtr model = described_model(kEveryLayer, {2, 15, 15, 7}, rng);
+  const OnnxImport imported = import_onnx_model(onnx_float_model_bytes(*model, {2, 15, 15}), "every-layer", "test");
+  const std::string& text = imported.description.text;
+  for (const char* layer : {"- avgpool: {kernel: 3, stride: 2, padding: 1}", "- conv: {out: 8, kernel: 3, padding: 1, groups: 8}",
+                            "- relu6", "- conv: {out: 12, kernel: 1, groups: 4, bias: false}", "- batchnorm: {eps: 0.001}",
+                            "relu: false", "shortcut:", "- linear: {out: 20, bias: false}", "- linear: {out: 7}"})
+    EXPECT_NE(text.find(layer), std::string::npos) << layer << " not in:\n" << text;
+  EXPECT_EQ(text.find("dropout"), std::string::npos) << text;  // nothing at inference, so not exported
+  const Tensor x = test::random_input({4, 2, 15, 15}, rng);
+  EXPECT_TRUE(test::same_bits(run(imported_model(imported), x), run(model, x)));
+}
+
+TEST(OnnxImport, MatMulThenAddIsALinearLayerWithItsBias) {
+  Rng rng(6);
+  const ModulePtr model = test::random_float_model("mlp", {1, 28, 28, 10}, rng);
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromString(onnx_float_model_bytes(*model, {1, 28, 28})));
+  // Each Gemm (x, W (OUT, IN), b) with transB becomes MatMul (x, W^T) and Add (b, product).
+  onnx::GraphProto* g = proto.mutable_graph();
+  std::vector<onnx::NodeProto> nodes(g->node().begin(), g->node().end());
+  g->clear_node();
+  for (onnx::NodeProto& n : nodes) {
+    if (n.op_type() != "Gemm") {
+      *g->add_node() = n;
+      continue;
+    }
+    onnx::TensorProto* w = nullptr;
+    for (auto& t : *g->mutable_initializer())
+      if (t.name() == n.input(1)) w = &t;
+    ASSERT_NE(w, nullptr);
+    const int64_t rows = w->dims(0), cols = w->dims(1);
+    std::vector<float> v(static_cast<size_t>(rows * cols)), t(v.size());
+    std::memcpy(v.data(), w->raw_data().data(), v.size() * 4);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) t[static_cast<size_t>(c * rows + r)] = v[static_cast<size_t>(r * cols + c)];
+    onnx::TensorProto* wt = g->add_initializer();
+    wt->set_name(n.input(1) + "_t");
+    wt->set_data_type(onnx::TensorProto::FLOAT);
+    wt->add_dims(cols);
+    wt->add_dims(rows);
+    wt->set_raw_data(std::string(reinterpret_cast<const char*>(t.data()), t.size() * 4));
+    onnx::NodeProto* mm = g->add_node();
+    mm->set_op_type("MatMul");
+    mm->set_name(n.name() + "/matmul");
+    mm->add_input(n.input(0));
+    mm->add_input(wt->name());
+    mm->add_output(n.output(0) + "_product");
+    onnx::NodeProto* add = g->add_node();
+    add->set_op_type("Add");
+    add->set_name(n.name() + "/add");
+    add->add_input(n.input(2));  // the constant first: the importer finds the data input either way
+    add->add_input(mm->output(0));
+    add->add_output(n.output(0));
+  }
+  std::string bytes;
+  proto.SerializeToString(&bytes);
+  const OnnxImport imported = import_onnx_model(bytes, "mlp", "test");
+  EXPECT_EQ(count(imported.description.text, "- linear: {out: "), 2u) << imported.description.text;
+  EXPECT_EQ(count(imported.description.text, "bias: false"), 0u) << imported.description.text;
+  const Tensor x = test::random_input({3, 1, 28, 28}, rng);
+  EXPECT_TRUE(test::same_bits(run(imported_model(imported), x), run(model, x)));
+
+  // An Add of a constant after anything else is no layer.
+  for (auto& n : *g->mutable_node())
+    if (n.op_type() == "MatMul") {
+      n.set_op_type("Relu");
+      n.mutable_input()->RemoveLast();
+      break;
+    }
+  proto.SerializeToString(&bytes);
+  expect_one_line_with(import_error(bytes), {"Add '", "imported only as the bias of the MatMul or Gemm"});
+}
+
 TEST(OnnxImport, ResNet20BecomesNineResidualBlocksTwoWithAProjection) {
   Rng rng(3);
   const ModulePtr model = make_model("resnet20", {3, 32, 32, 10}, rng);
@@ -109,9 +226,18 @@ TEST(OnnxImport, ResNet20BecomesNineResidualBlocksTwoWithAProjection) {
 
 TEST(OnnxImport, AMeanOverHAndWThenASqueezeIsAGlobalPool) {
   Rng rng(5);
-  const ModulePtr model = test::random_float_model("resnet20", {3, 32, 32, 10}, rng);
+  const ModulePtr model = described_model(R"(qatlab-model: 1
+name: pooled
+layers:
+  - conv: {out: 6, kernel: 3}
+  - batchnorm
+  - relu
+  - global-avgpool
+  - linear: {out: classes}
+)",
+                                          {3, 12, 12, 10}, rng);
   onnx::ModelProto proto;
-  ASSERT_TRUE(proto.ParseFromString(onnx_float_model_bytes(*model, {3, 32, 32})));
+  ASSERT_TRUE(proto.ParseFromString(onnx_float_model_bytes(*model, {3, 12, 12})));
   // GlobalAveragePool -> Flatten becomes ReduceMean over (2, 3), keeping them, -> Squeeze of (2, 3), as
   // other exporters write x.mean((2, 3)).
   onnx::GraphProto* g = proto.mutable_graph();
@@ -138,7 +264,7 @@ TEST(OnnxImport, AMeanOverHAndWThenASqueezeIsAGlobalPool) {
   proto.SerializeToString(&bytes);
   const OnnxImport imported = import_onnx_model(bytes, "mean", "test");
   EXPECT_EQ(count(imported.description.text, "- global-avgpool  # ReduceMean"), 1u) << imported.description.text;
-  const Tensor x = test::random_input({2, 3, 32, 32}, rng);
+  const Tensor x = test::random_input({2, 3, 12, 12}, rng);
   EXPECT_TRUE(test::same_bits(run(imported_model(imported), x), run(model, x)));
 
   // A mean over the channels is no global pool.
