@@ -38,10 +38,10 @@ int cmd_import(int argc, char** argv) {
       ("overwrite", po::bool_switch(&overwrite), "allow --output to replace an existing file")
       ("name", po::value(&name), "the network's name (default: the ONNX file's name without .onnx)")
       ("dataset", po::value(&data.dataset),
-       "the data the model takes, recorded for the commands that follow: mnist | fashion-mnist | cifar10 or a dataset from "
-       "files, as train takes it (default: mnist for 1x28x28 inputs, cifar10 for 3x32x32)")
-      ("mean", po::value(&data.mean), "the normalisation the model was trained with: mean of pixel / 255, one value or one "
-       "per channel (default: the built-in dataset's, else the training split's when a command loads it)")
+       "the data the model takes, recorded for the commands that follow: mnist | fashion-mnist | cifar10 or a "
+       "dataset from files, as train takes it (default: mnist for 1x28x28 inputs, cifar10 for 3x32x32)")
+      ("mean", po::value(&data.mean), "the normalisation the model was trained with: mean of pixel / 255, one value "
+       "or one per channel (default: the built-in dataset's, else the training split's when a command loads it)")
       ("std", po::value(&data.std), "and its standard deviation (with --mean)")
       ("show", po::bool_switch(&show), "print the network description written into the checkpoint");
   po::positional_options_description positional;
@@ -61,8 +61,8 @@ int cmd_import(int argc, char** argv) {
   if (resolve_dataset(data.dataset).kind == DatasetKind::Builtin) {
     const ModelSpec d = builtin_dataset_spec(data.dataset);
     require(d.channels == spec.channels && d.height == spec.height && d.width == spec.width,
-            path + " takes " + shape_str({spec.channels, spec.height, spec.width}) + " images; " + data.dataset + " has " +
-                shape_str({d.channels, d.height, d.width}));
+            path + " takes " + shape_str({spec.channels, spec.height, spec.width}) + " images; " + data.dataset +
+                " has " + shape_str({d.channels, d.height, d.width}));
   }
   const DataRecord record = data_record_for(data, spec.channels);
 
@@ -92,8 +92,9 @@ int cmd_import(int argc, char** argv) {
   std::printf("network %s: input %s, %lld classes, %lld parameters and buffers; data %s%s\n", c.model_name.c_str(),
               shape_str({spec.channels, spec.height, spec.width}).c_str(), static_cast<long long>(spec.num_classes),
               static_cast<long long>(parameters), c.dataset.c_str(),
-              record.mean.empty() ? " (normalisation: the training split's, when a command loads it)"
-                                  : (", normalisation mean " + floats_text(record.mean) + ", std " + floats_text(record.std)).c_str());
+              record.mean.empty()
+                  ? " (normalisation: the training split's, when a command loads it)"
+                  : (", normalisation mean " + floats_text(record.mean) + ", std " + floats_text(record.std)).c_str());
   if (show) std::printf("\n%s", imported.description.text.c_str());
   return 0;
 }

@@ -138,7 +138,8 @@ struct Param {
 
 class Importer {
  public:
-  Importer(const onnx::ModelProto& model, const std::string& source) : model_(model), g_(model.graph()), source_(source) {}
+  Importer(const onnx::ModelProto& model, const std::string& source)
+      : model_(model), g_(model.graph()), source_(source) {}
 
   OnnxImport run(const std::string& name) {
     if (g_.node_size() > kMaxNodes)
@@ -152,17 +153,20 @@ class Importer {
     chain(input, output_, v, layers);
     for (int k = 0; k < g_.node_size(); ++k)
       if (!used_[static_cast<size_t>(k)] && !constant_node_[static_cast<size_t>(k)])
-        throw OnnxImportError(describe(g_.node(k)) + ": lies off the path from the input to the output (a second "
-                                                     "input or output, or a side branch that is never added back)");
+        throw OnnxImportError(describe(g_.node(k)) +
+                              ": lies off the path from the input to the output (a second "
+                              "input or output, or a side branch that is never added back)");
     if (v.image)
-      throw OnnxImportError("the network ends in an image " + v.str() + ", not one score per class (flatten it or pool "
+      throw OnnxImportError("the network ends in an image " + v.str() +
+                            ", not one score per class (flatten it or pool "
                             "it globally, then a Gemm)");
     spec_.num_classes = v.c;
     check_declared_output(v.c);
     try {
       validate_model_spec(spec_);
     } catch (const std::invalid_argument& e) {
-      throw OnnxImportError(std::string("the model's input or classes are beyond what a qatlab model may have: ") + e.what());
+      throw OnnxImportError(std::string("the model's input or classes are beyond what a qatlab model may have: ") +
+                            e.what());
     }
 
     OnnxImport out;
@@ -170,7 +174,8 @@ class Importer {
     std::ostringstream yaml;
     const std::string net = description_name(name);
     yaml << "# " << net << ": imported from " << comment_text(source_) << " (producer '"
-         << comment_text(model_.producer_name() + " " + model_.producer_version()) << "'), one comment per layer naming its ONNX node\n";
+         << comment_text(model_.producer_name() + " " + model_.producer_version())
+         << "'), one comment per layer naming its ONNX node\n";
     yaml << kModelFormat << ": " << kModelFormatVersion << "\nname: " << net << "\nlayers:\n";
     write_layers(layers, 2, "", yaml, out.state);
     out.description = parse_model_description(yaml.str(), "<imported from " + printable(source_, 200) + ">");
@@ -221,11 +226,14 @@ class Importer {
     const int64_t groups = attr_int(n, "group", 1);
     if (w.dims.size() != 4) fail(n, "weight " + dims_str(w.dims) + ", expected (OC, C / group, k, k)");
     const int64_t oc = w.dims[0], k = w.dims[2];
-    if (w.dims[3] != k) fail(n, "kernel " + std::to_string(k) + "x" + std::to_string(w.dims[3]) + ": only square kernels are imported");
+    if (w.dims[3] != k)
+      fail(n, "kernel " + std::to_string(k) + "x" + std::to_string(w.dims[3]) + ": only square kernels are imported");
     if (groups < 1 || v.c % groups != 0 || oc % groups != 0 || w.dims[1] != v.c / groups)
-      fail(n, "weight " + dims_str(w.dims) + " with group " + std::to_string(groups) + " does not fit its input " + v.str());
+      fail(n, "weight " + dims_str(w.dims) + " with group " + std::to_string(groups) + " does not fit its input " +
+                  v.str());
     if (attr_ints(n, "kernel_shape", {k, k}) != std::vector<int64_t>{k, k})
-      fail(n, "kernel_shape " + dims_str(attr_ints(n, "kernel_shape", {})) + " differs from its weight " + dims_str(w.dims));
+      fail(n, "kernel_shape " + dims_str(attr_ints(n, "kernel_shape", {})) + " differs from its weight " +
+                  dims_str(w.dims));
     const int64_t stride = square(n, "strides", 1), pad = padding(n);
     if (square(n, "dilations", 1) != 1) fail(n, "dilations other than 1 are not imported");
     const int64_t h = window_out(n, v.h, k, stride, pad), wd = window_out(n, v.w, k, stride, pad);
@@ -250,7 +258,8 @@ class Importer {
     known_attributes(n, {"alpha", "beta", "transA", "transB"});
     if (n.input(0) != x) fail(n, "its data is the second operand: only x * weight is a linear layer");
     need_features(n, v);
-    if (attr_float(n, "alpha", 1.0f) != 1.0f) fail(n, "alpha " + num_str(attr_float(n, "alpha", 1.0f)) + ": only alpha 1 is imported");
+    if (attr_float(n, "alpha", 1.0f) != 1.0f)
+      fail(n, "alpha " + num_str(attr_float(n, "alpha", 1.0f)) + ": only alpha 1 is imported");
     if (attr_int(n, "transA", 0) != 0) fail(n, "transA 1: the input must be (N, IN)");
     const bool trans_b = attr_int(n, "transB", 0) != 0;
     Param w = param(n, 1, "weight");
@@ -258,7 +267,8 @@ class Importer {
     if (!trans_b) w = transposed(w);  // (IN, OUT) -> (OUT, IN), the Linear module's layout
     Layer l = linear(n, w, v);
     if (has_input(n, 2)) {
-      if (attr_float(n, "beta", 1.0f) != 1.0f) fail(n, "beta " + num_str(attr_float(n, "beta", 1.0f)) + ": only beta 1 is imported");
+      if (attr_float(n, "beta", 1.0f) != 1.0f)
+        fail(n, "beta " + num_str(attr_float(n, "beta", 1.0f)) + ": only beta 1 is imported");
       l.tensors.emplace_back("bias", vector_param(n, 2, "bias", w.dims[0]).tensor());
     } else {
       l.set("bias", "false");
@@ -286,16 +296,16 @@ class Importer {
     known_attributes(n, {});
     const int bias_input = n.input(0) == x ? 1 : 0;
     if (!constants_.count(n.input(bias_input)))
-      fail(n, "adds '" + printable(n.input(bias_input)) + "', which does not branch from the same tensor as '" + printable(x) +
-                  "': only residual sums of two branches of one tensor are imported");
+      fail(n, "adds '" + printable(n.input(bias_input)) + "', which does not branch from the same tensor as '" +
+                  printable(x) + "': only residual sums of two branches of one tensor are imported");
     Layer* prev = out.empty() ? nullptr : &out.back();
     const bool biasless_linear = prev && prev->type == "linear" && !prev->tensors.empty() && prev->tensors.size() == 1;
     if (!biasless_linear || v.image)
       fail(n, "adds a constant: imported only as the bias of the MatMul or Gemm without bias right before it");
     prev->tensors.emplace_back("bias", vector_param(n, bias_input, "bias", v.c).tensor());
-    prev->settings.erase(std::remove_if(prev->settings.begin(), prev->settings.end(),
-                                        [](const auto& kv) { return kv.first == "bias"; }),
-                         prev->settings.end());
+    prev->settings.erase(
+        std::remove_if(prev->settings.begin(), prev->settings.end(), [](const auto& kv) { return kv.first == "bias"; }),
+        prev->settings.end());
     prev->node += ", " + describe(n);
     return n.output(0);
   }
@@ -335,8 +345,9 @@ class Importer {
     } else if (lo == 0.0f && hi == inf) {
       out.push_back(layer("relu", n));
     } else {
-      fail(n, "clips to [" + num_str(lo) + ", " + num_str(hi) + "]: the description has relu (clip to [0, inf)) and relu6 "
-              "(clip to [0, 6]) only");
+      fail(n, "clips to [" + num_str(lo) + ", " + num_str(hi) +
+                  "]: the description has relu (clip to [0, inf)) and relu6 "
+                  "(clip to [0, 6]) only");
     }
     return n.output(0);
   }
@@ -350,7 +361,8 @@ class Importer {
   std::string average_pool(const onnx::NodeProto& n, const std::string&, Value& v, std::vector<Layer>& out) {
     known_attributes(n, {"kernel_shape", "strides", "pads", "ceil_mode", "count_include_pad", "auto_pad"});
     if (padding(n) != 0 && attr_int(n, "count_include_pad", 0) == 0)
-      fail(n, "count_include_pad 0 with padding: the description's avgpool counts the padded zeros (count_include_pad 1)");
+      fail(n,
+           "count_include_pad 0 with padding: the description's avgpool counts the padded zeros (count_include_pad 1)");
     out.push_back(pool("avgpool", n, v));
     return n.output(0);
   }
@@ -372,8 +384,9 @@ class Importer {
     for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
     std::sort(axes.begin(), axes.end());
     if (axes != std::vector<int64_t>{2, 3})
-      fail(n, "averages over the axes " + dims_str(attr_ints(n, "axes", {})) + ": only the mean over H and W (axes 2 and 3), "
-              "a global average pool, is imported");
+      fail(n, "averages over the axes " + dims_str(attr_ints(n, "axes", {})) +
+                  ": only the mean over H and W (axes 2 and 3), "
+                  "a global average pool, is imported");
     out.push_back(layer("global-avgpool", n));
     v = {false, v.c, 1, 1, /*pooled=*/attr_int(n, "keepdims", 1) != 0};
     return n.output(0);
@@ -382,12 +395,14 @@ class Importer {
   // Squeezing H and W of size 1: a flatten of a 1x1 image, nothing after a global pool.
   std::string squeeze(const onnx::NodeProto& n, const std::string&, Value& v, std::vector<Layer>& out) {
     known_attributes(n, {"axes"});
-    std::vector<int64_t> axes = has_input(n, 1) ? int_param(n, 1, "axes") : attr_ints(n, "axes", {});  // opset 13: an input
+    std::vector<int64_t> axes =
+        has_input(n, 1) ? int_param(n, 1, "axes") : attr_ints(n, "axes", {});  // opset 13: an input
     for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
     std::sort(axes.begin(), axes.end());
     const bool ones = v.pooled || (v.image && v.h == 1 && v.w == 1);
     if (axes != std::vector<int64_t>{2, 3} || !ones)
-      fail(n, "squeezes the axes " + dims_str(axes) + " of " + v.str() + ": only H and W of size 1 (to (N, C)) are imported");
+      fail(n, "squeezes the axes " + dims_str(axes) + " of " + v.str() +
+                  ": only H and W of size 1 (to (N, C)) are imported");
     to_features(n, v, out);
     return n.output(0);
   }
@@ -411,7 +426,8 @@ class Importer {
     const bool batch_ok = to.size() == 2 && (to[0] == 0 || to[0] == -1 || (batch_ > 0 && to[0] == batch_));
     const bool features_ok = to.size() == 2 && (to[1] == f || (to[1] == -1 && to[0] != -1));
     if (!batch_ok || !features_ok || (attr_int(n, "allowzero", 0) != 0 && to[0] == 0))
-      fail(n, "reshapes " + v.str() + " to " + dims_str(to) + ": only a flatten to (N, " + std::to_string(f) + ") is imported");
+      fail(n, "reshapes " + v.str() + " to " + dims_str(to) + ": only a flatten to (N, " + std::to_string(f) +
+                  ") is imported");
     to_features(n, v, out);
     return n.output(0);
   }
@@ -420,8 +436,9 @@ class Importer {
   std::string nothing(const onnx::NodeProto& n, const std::string&, Value&, std::vector<Layer>&) { return n.output(0); }
 
   std::string lstm(const onnx::NodeProto& n, const std::string&, Value&, std::vector<Layer>&) {
-    fail(n, "not imported: the description's only LSTM is lstm-rows-classifier, a whole network over the image rows, "
-            "not a layer an ONNX LSTM could become");
+    fail(n,
+         "not imported: the description's only LSTM is lstm-rows-classifier, a whole network over the image rows, "
+         "not a layer an ONNX LSTM could become");
   }
 
   // ------------------------------------------------------------------------- the handlers' helpers
@@ -435,7 +452,9 @@ class Importer {
 
   // A linear layer of weight w (OUT, IN) on features v.
   Layer linear(const onnx::NodeProto& n, const Param& w, Value& v) const {
-    if (w.dims[1] != v.c) fail(n, "weight (OUT, IN) = " + dims_str(w.dims) + " takes " + std::to_string(w.dims[1]) + " features, its input has " + v.str());
+    if (w.dims[1] != v.c)
+      fail(n, "weight (OUT, IN) = " + dims_str(w.dims) + " takes " + std::to_string(w.dims[1]) +
+                  " features, its input has " + v.str());
     Layer l = layer("linear", n);
     l.set("out", w.dims[0]);
     l.tensors.emplace_back("weight", w.tensor());
@@ -446,7 +465,8 @@ class Importer {
   Layer pool(const std::string& type, const onnx::NodeProto& n, Value& v) const {
     need_image(n, v);
     const std::vector<int64_t> ks = attr_ints(n, "kernel_shape", {});
-    if (ks.size() != 2 || ks[0] != ks[1]) fail(n, "kernel_shape " + dims_str(ks) + ": only square 2-D windows are imported");
+    if (ks.size() != 2 || ks[0] != ks[1])
+      fail(n, "kernel_shape " + dims_str(ks) + ": only square 2-D windows are imported");
     const int64_t k = ks[0], stride = square(n, "strides", 1), pad = padding(n);
     if (square(n, "dilations", 1) != 1) fail(n, "dilations other than 1 are not imported");
     if (attr_int(n, "storage_order", 0) != 0) fail(n, "storage_order 1 is not imported");
@@ -471,15 +491,20 @@ class Importer {
 
   // The output side of a window of k with stride s and padding p on `side` (rounded down, as ours).
   int64_t window_out(const onnx::NodeProto& n, int64_t side, int64_t k, int64_t s, int64_t p) const {
-    if (k < 1 || s < 1 || p < 0) fail(n, "window " + std::to_string(k) + ", stride " + std::to_string(s) + ", padding " + std::to_string(p) + " are not valid");
-    if (side + 2 * p < k) fail(n, "window " + std::to_string(k) + " is larger than its padded input (side " + std::to_string(side) + ", padding " + std::to_string(p) + ")");
+    if (k < 1 || s < 1 || p < 0)
+      fail(n, "window " + std::to_string(k) + ", stride " + std::to_string(s) + ", padding " + std::to_string(p) +
+                  " are not valid");
+    if (side + 2 * p < k)
+      fail(n, "window " + std::to_string(k) + " is larger than its padded input (side " + std::to_string(side) +
+                  ", padding " + std::to_string(p) + ")");
     return (side + 2 * p - k) / s + 1;
   }
 
   // An attribute of two equal values (strides, dilations), or `fallback` when absent.
   int64_t square(const onnx::NodeProto& n, const std::string& attr, int64_t fallback) const {
     const std::vector<int64_t> v = attr_ints(n, attr, {fallback, fallback});
-    if (v.size() != 2 || v[0] != v[1]) fail(n, attr + " " + dims_str(v) + ": only equal values for both sides are imported");
+    if (v.size() != 2 || v[0] != v[1])
+      fail(n, attr + " " + dims_str(v) + ": only equal values for both sides are imported");
     return v[0];
   }
 
@@ -499,7 +524,8 @@ class Importer {
   }
   void need_features(const onnx::NodeProto& n, const Value& v) const {
     if (v.image) fail(n, "needs features (N, IN), gets an image " + v.str() + " (a Flatten before it makes them)");
-    if (v.pooled) fail(n, "needs features (N, IN), gets (N, " + std::to_string(v.c) + ", 1, 1) (a Flatten before it makes them)");
+    if (v.pooled)
+      fail(n, "needs features (N, IN), gets (N, " + std::to_string(v.c) + ", 1, 1) (a Flatten before it makes them)");
   }
 
   // ------------------------------------------------------------------------------ reading the proto
@@ -542,7 +568,8 @@ class Importer {
     if (a->type() != onnx::AttributeProto::STRING) fail(n, "attribute '" + name + "' is not a string");
     return a->s();
   }
-  std::vector<int64_t> attr_ints(const onnx::NodeProto& n, const std::string& name, std::vector<int64_t> fallback) const {
+  std::vector<int64_t> attr_ints(const onnx::NodeProto& n, const std::string& name,
+                                 std::vector<int64_t> fallback) const {
     const onnx::AttributeProto* a = attribute(n, name);
     if (!a) return fallback;
     if (a->type() != onnx::AttributeProto::INTS) fail(n, "attribute '" + name + "' is not a list of integers");
@@ -558,7 +585,8 @@ class Importer {
     if (!has_input(n, k)) fail(n, "has no " + what);
     const auto it = constants_.find(n.input(k));
     if (it == constants_.end())
-      fail(n, "its " + what + " '" + printable(n.input(k)) + "' is computed in the graph: only constants (initializers) are imported");
+      fail(n, "its " + what + " '" + printable(n.input(k)) +
+                  "' is computed in the graph: only constants (initializers) are imported");
     const onnx::TensorProto& t = *it->second;
     if (t.data_location() == onnx::TensorProto::EXTERNAL)
       fail(n, "its " + what + " is stored in an external file: save the model with its weights inside it");
@@ -581,11 +609,13 @@ class Importer {
     p.values.resize(static_cast<size_t>(count));
     if (t.has_raw_data()) {
       if (t.raw_data().size() != static_cast<size_t>(count) * 4)
-        fail(n, "its " + what + " " + dims_str(p.dims) + " holds " + std::to_string(t.raw_data().size()) + " bytes, expected " + std::to_string(count * 4));
+        fail(n, "its " + what + " " + dims_str(p.dims) + " holds " + std::to_string(t.raw_data().size()) +
+                    " bytes, expected " + std::to_string(count * 4));
       std::memcpy(p.values.data(), t.raw_data().data(), t.raw_data().size());  // little-endian, as x86-64 and ARM
     } else {
       if (t.float_data_size() != count)
-        fail(n, "its " + what + " " + dims_str(p.dims) + " holds " + std::to_string(t.float_data_size()) + " values, expected " + std::to_string(count));
+        fail(n, "its " + what + " " + dims_str(p.dims) + " holds " + std::to_string(t.float_data_size()) +
+                    " values, expected " + std::to_string(count));
       std::copy(t.float_data().begin(), t.float_data().end(), p.values.begin());
     }
     return p;
@@ -613,7 +643,8 @@ class Importer {
     if (t.data_type() != onnx::TensorProto::INT64) fail(n, "its " + what + " is not INT64");
     std::vector<int64_t> v(static_cast<size_t>(count));
     if (t.has_raw_data()) {
-      if (t.raw_data().size() != static_cast<size_t>(count) * 8) fail(n, "its " + what + " holds the wrong number of bytes");
+      if (t.raw_data().size() != static_cast<size_t>(count) * 8)
+        fail(n, "its " + what + " holds the wrong number of bytes");
       std::memcpy(v.data(), t.raw_data().data(), t.raw_data().size());
     } else {
       if (t.int64_data_size() != count) fail(n, "its " + what + " holds the wrong number of values");
@@ -668,7 +699,8 @@ class Importer {
     for (const auto& in : g_.input())
       if (!constants_.count(in.name())) inputs.push_back(&in);
     if (inputs.size() != 1)
-      throw OnnxImportError("the graph has " + std::to_string(inputs.size()) + " inputs besides its weights; a qatlab model takes one image");
+      throw OnnxImportError("the graph has " + std::to_string(inputs.size()) +
+                            " inputs besides its weights; a qatlab model takes one image");
     const onnx::ValueInfoProto& in = *inputs[0];
     const std::string what = "input '" + printable(in.name(), 80) + "'";
     if (!in.type().has_tensor_type() || in.type().tensor_type().elem_type() != onnx::TensorProto::FLOAT)
@@ -677,7 +709,8 @@ class Importer {
     std::vector<int64_t> dims;
     for (const auto& d : shape.dim()) dims.push_back(d.has_dim_value() ? d.dim_value() : -1);
     if (dims.size() != 4 || dims[1] <= 0 || dims[2] <= 0 || dims[3] <= 0)
-      throw OnnxImportError(what + " has the shape " + dims_str(dims) + " (-1: not fixed); a qatlab model takes images "
+      throw OnnxImportError(what + " has the shape " + dims_str(dims) +
+                            " (-1: not fixed); a qatlab model takes images "
                             "(N, C, H, W) with C, H and W fixed");
     batch_ = dims[0];
     spec_ = ModelSpec{dims[1], dims[2], dims[3], 2};
@@ -691,7 +724,8 @@ class Importer {
 
   std::string graph_output() const {
     if (g_.output_size() != 1)
-      throw OnnxImportError("the graph has " + std::to_string(g_.output_size()) + " outputs; a qatlab model gives one (the scores)");
+      throw OnnxImportError("the graph has " + std::to_string(g_.output_size()) +
+                            " outputs; a qatlab model gives one (the scores)");
     return g_.output(0).name();
   }
 
@@ -701,8 +735,9 @@ class Importer {
     if (!out.type().has_tensor_type() || !out.type().tensor_type().has_shape()) return;
     const auto& dims = out.type().tensor_type().shape().dim();
     if (dims.size() == 2 && dims[1].has_dim_value() && dims[1].dim_value() != classes)
-      throw OnnxImportError("output '" + printable(out.name(), 80) + "' is declared with " + std::to_string(dims[1].dim_value()) +
-                            " scores, but its layers give " + std::to_string(classes));
+      throw OnnxImportError("output '" + printable(out.name(), 80) + "' is declared with " +
+                            std::to_string(dims[1].dim_value()) + " scores, but its layers give " +
+                            std::to_string(classes));
   }
 
   // Appends to `out` the layers from tensor x to tensor stop, beginning with node `first` when given (a
@@ -715,7 +750,8 @@ class Importer {
         const auto it = consumers_.find(x);
         const size_t readers = it == consumers_.end() ? 0 : it->second.size();
         if (readers == 0)
-          throw OnnxImportError("tensor '" + printable(x, 80) + "' is read by no node and is not the output '" + printable(stop, 80) + "'");
+          throw OnnxImportError("tensor '" + printable(x, 80) + "' is read by no node and is not the output '" +
+                                printable(stop, 80) + "'");
         if (readers > 1) {
           x = residual(x, v, out);
           continue;
@@ -745,7 +781,8 @@ class Importer {
                     "': a second computed input fits only as the Add that ends a residual block");
     for (int i = 1; i < n.output_size(); ++i)
       if (!n.output(i).empty() && (consumers_.count(n.output(i)) || n.output(i) == output_))
-        fail(n, "its output " + std::to_string(i + 1) + " ('" + printable(n.output(i), 80) + "') is used: only the first is imported");
+        fail(n, "its output " + std::to_string(i + 1) + " ('" + printable(n.output(i), 80) +
+                    "') is used: only the first is imported");
     return (this->*(h->second))(n, x, v, out);
   }
 
@@ -756,15 +793,18 @@ class Importer {
     if (readers.size() != 2) {
       std::string names;
       for (int k : readers) names += (names.empty() ? "" : ", ") + describe(g_.node(k));
-      throw OnnxImportError("tensor '" + printable(x, 80) + "' is read by " + std::to_string(readers.size()) + " nodes (" + names +
+      throw OnnxImportError("tensor '" + printable(x, 80) + "' is read by " + std::to_string(readers.size()) +
+                            " nodes (" + names +
                             "): only two branches that meet again at an Add (a residual block) are imported");
     }
     const int producer_of_output = producer_.count(output_) ? producer_.at(output_) : -1;
     for (int r : readers)
       if (!reaches(r, producer_of_output))
-        fail(g_.node(r), "reads '" + printable(x, 80) + "' but never reaches the output: a side branch that is not added back");
+        fail(g_.node(r),
+             "reads '" + printable(x, 80) + "' but never reaches the output: a side branch that is not added back");
     if (++nesting_ > kMaxNesting)
-      throw OnnxImportError("residual blocks nest more than " + std::to_string(kMaxNesting) + " deep at tensor '" + printable(x, 80) + "'");
+      throw OnnxImportError("residual blocks nest more than " + std::to_string(kMaxNesting) + " deep at tensor '" +
+                            printable(x, 80) + "'");
     const int j = join_of(x);
     const onnx::NodeProto& add = g_.node(j);
     if (add.op_type() != "Add" || add.input_size() != 2)
@@ -787,7 +827,8 @@ class Importer {
     const bool crossed = starts[0] == -2 || starts[1] == -2 || (starts[0] == starts[1] && starts[0] >= 0) ||
                          (ends[0] != x && starts[0] < 0) || (ends[1] != x && starts[1] < 0);
     if (crossed)
-      fail(add, "its inputs are not two separate branches from tensor '" + printable(x, 80) + "' (they cross or share nodes)");
+      fail(add, "its inputs are not two separate branches from tensor '" + printable(x, 80) +
+                    "' (they cross or share nodes)");
 
     Layer block = layer("residual", add);
     std::vector<Layer> branch[2];
@@ -807,8 +848,8 @@ class Importer {
     std::string next = add.output(0);
     bool relu = false;
     const auto it = consumers_.find(next);
-    if (next != output_ && it != consumers_.end() && it->second.size() == 1 && g_.node(it->second[0]).op_type() == "Relu" &&
-        g_.node(it->second[0]).attribute_size() == 0) {
+    if (next != output_ && it != consumers_.end() && it->second.size() == 1 &&
+        g_.node(it->second[0]).op_type() == "Relu" && g_.node(it->second[0]).attribute_size() == 0) {
       relu = true;
       used_[static_cast<size_t>(it->second[0])] = true;
       block.node += ", " + describe(g_.node(it->second[0]));
@@ -873,8 +914,8 @@ class Importer {
   std::map<std::string, const onnx::TensorProto*> constants_;
   std::map<std::string, int> producer_;
   std::map<std::string, std::vector<int>> consumers_;  // the nodes reading a computed tensor, in graph order
-  std::vector<bool> used_;           // nodes the walk has read
-  std::vector<bool> constant_node_;  // nodes that make a constant (read where it is used)
+  std::vector<bool> used_;                             // nodes the walk has read
+  std::vector<bool> constant_node_;                    // nodes that make a constant (read where it is used)
 };
 
 // The checker's message on one line.
@@ -898,7 +939,8 @@ std::string one_line(const std::string& s) {
 OnnxImport import_onnx_model(const std::string& bytes, const std::string& name, const std::string& source) {
   onnx::ModelProto model;
   if (bytes.empty() || !model.ParseFromString(bytes))
-    throw OnnxImportError("not an ONNX model (its bytes do not parse as one: truncated, damaged or another kind of file)");
+    throw OnnxImportError(
+        "not an ONNX model (its bytes do not parse as one: truncated, damaged or another kind of file)");
   try {
     onnx::checker::check_model(model);
   } catch (const std::exception& e) {

@@ -25,11 +25,11 @@ class OnnxImportError : public std::runtime_error {
 };
 
 struct OnnxImport {
-  ModelDescription description;      // "qatlab-model: 1", a comment per layer naming its ONNX node
-  ModelSpec spec;                    // input (C, H, W) from the graph input, classes from the output
-  NamedTensors state;                // every parameter and buffer, by the names the built model uses
-  int64_t nodes = 0;                 // ONNX nodes read
-  std::vector<std::string> op_types; // the distinct ONNX op types, in first-use order
+  ModelDescription description;       // "qatlab-model: 1", a comment per layer naming its ONNX node
+  ModelSpec spec;                     // input (C, H, W) from the graph input, classes from the output
+  NamedTensors state;                 // every parameter and buffer, by the names the built model uses
+  int64_t nodes = 0;                  // ONNX nodes read
+  std::vector<std::string> op_types;  // the distinct ONNX op types, in first-use order
 };
 
 // The serialized model `bytes` (ModelProto), checked with onnx::checker::check_model first. `name` is the

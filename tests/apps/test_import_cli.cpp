@@ -89,12 +89,13 @@ TEST_F(ImportCli, BadFilesAndCallsFailWithOneLineAndLeaveTheOutputAsItWas) {
   const std::string whole = read_text(kTorchModel.string());
   const std::string truncated = work("truncated.onnx");
   write_text(truncated, whole.substr(0, whole.size() * 2 / 3));
-  EXPECT_TRUE(FailedWith(qatlab({"import", truncated, "-o", out, "--overwrite"}, "truncated"), kRuntimeFailure, "import",
-                         {truncated}));
+  EXPECT_TRUE(FailedWith(qatlab({"import", truncated, "-o", out, "--overwrite"}, "truncated"), kRuntimeFailure,
+                         "import", {truncated}));
 
   // Every Relu node of the PyTorch model made a Selu (same length: the protobuf stays valid).
   std::string selu = whole;
-  for (size_t at = selu.find("Relu"); at != std::string::npos; at = selu.find("Relu", at + 4)) selu.replace(at, 4, "Selu");
+  for (size_t at = selu.find("Relu"); at != std::string::npos; at = selu.find("Relu", at + 4))
+    selu.replace(at, 4, "Selu");
   const std::string unsupported = work("selu.onnx");
   write_text(unsupported, selu);
   EXPECT_TRUE(FailedWith(qatlab({"import", unsupported, "-o", out, "--overwrite"}, "selu"), kRuntimeFailure, "import",
@@ -102,9 +103,9 @@ TEST_F(ImportCli, BadFilesAndCallsFailWithOneLineAndLeaveTheOutputAsItWas) {
 
   EXPECT_TRUE(FailedWith(qatlab({"import", kTorchModel.string(), "-o", out}, "exists"), kUsageError, "import",
                          {"already exists", "--overwrite"}));
-  EXPECT_TRUE(FailedWith(qatlab({"import", kTorchModel.string(), "-o", out, "--overwrite", "--dataset", "cifar10"},
-                                "wrong_dataset"),
-                         kUsageError, "import", {"(1, 28, 28)", "cifar10 has (3, 32, 32)"}));
+  EXPECT_TRUE(FailedWith(
+      qatlab({"import", kTorchModel.string(), "-o", out, "--overwrite", "--dataset", "cifar10"}, "wrong_dataset"),
+      kUsageError, "import", {"(1, 28, 28)", "cifar10 has (3, 32, 32)"}));
   EXPECT_TRUE(FailedWith(qatlab({"import", kTorchModel.string(), "-o", work("missing/model.h5")}, "missing"),
                          kRuntimeFailure, "import", {"does not exist"}));
 

@@ -7,7 +7,6 @@
 //
 // Shape letters: N images, C channels, H x W image, K outputs.
 #include <gtest/gtest.h>
-
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
@@ -34,7 +33,7 @@ const fs::path kFixtures = fs::path(__FILE__).parent_path() / "fixtures";
 // The CIFAR networks on 16x16 images: every layer as on 32x32, a quarter of the arithmetic.
 ModelSpec spec_for(const std::string& name) {
   return name == "resnet20" || name == "cifar-cnn" || name == "mobilenet-cifar" ? ModelSpec{3, 16, 16, 10}
-                                                                                 : ModelSpec{1, 28, 28, 10};
+                                                                                : ModelSpec{1, 28, 28, 10};
 }
 
 Tensor run(const ModulePtr& model, const Tensor& x) {
@@ -142,9 +141,10 @@ TEST(OnnxImport, EveryLayerTypeRoundTripsBitIdentically) {
   const ModulePtr model = described_model(kEveryLayer, {2, 15, 15, 7}, rng);
   const OnnxImport imported = import_onnx_model(onnx_float_model_bytes(*model, {2, 15, 15}), "every-layer", "test");
   const std::string& text = imported.description.text;
-  for (const char* layer : {"- avgpool: {kernel: 3, stride: 2, padding: 1}", "- conv: {out: 8, kernel: 3, padding: 1, groups: 8}",
-                            "- relu6", "- conv: {out: 12, kernel: 1, groups: 4, bias: false}", "- batchnorm: {eps: 0.001}",
-                            "relu: false", "shortcut:", "- linear: {out: 20, bias: false}", "- linear: {out: 7}"})
+  for (const char* layer :
+       {"- avgpool: {kernel: 3, stride: 2, padding: 1}", "- conv: {out: 8, kernel: 3, padding: 1, groups: 8}",
+        "- relu6", "- conv: {out: 12, kernel: 1, groups: 4, bias: false}", "- batchnorm: {eps: 0.001}", "relu: false",
+        "shortcut:", "- linear: {out: 20, bias: false}", "- linear: {out: 7}"})
     EXPECT_NE(text.find(layer), std::string::npos) << layer << " not in:\n" << text;
   EXPECT_EQ(text.find("dropout"), std::string::npos) << text;  // nothing at inference, so not exported
   const Tensor x = test::random_input({4, 2, 15, 15}, rng);
@@ -353,7 +353,6 @@ onnx::TensorProto* initializer(onnx::ModelProto& proto, const std::string& name)
   return nullptr;
 }
 
-
 TEST(OnnxImport, NotOnnxOrTruncatedIsOneLine) {
   expect_one_line_with(import_error("this is a text file, not a model\n"), {"not an ONNX model"});
   expect_one_line_with(import_error(""), {"not an ONNX model"});
@@ -388,14 +387,21 @@ TEST(OnnxImport, ShapesThatDoNotFitAreRefusedNamingTheNode) {
   onnx::TensorProto* w = initializer(proto, gemm->input(1));  // (120, 400)
   w->set_dims(1, 7);
   w->set_raw_data(std::string(120 * 7 * 4, '\0'));
-  expect_one_line_with(import_error(bytes_of(proto)), {"Gemm '" + gemm->name() + "'", "takes 7 features", "400 features"});
+  expect_one_line_with(import_error(bytes_of(proto)),
+                       {"Gemm '" + gemm->name() + "'", "takes 7 features", "400 features"});
 
   onnx::ModelProto damaged = lenet5_proto();
   initializer(damaged, first_node(damaged, "Conv")->input(1))->set_raw_data("abc");
   expect_one_line_with(import_error(bytes_of(damaged)), {"Conv", "holds 3 bytes"});
 
   onnx::ModelProto declared = lenet5_proto();
-  declared.mutable_graph()->mutable_output(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(7);
+  declared.mutable_graph()
+      ->mutable_output(0)
+      ->mutable_type()
+      ->mutable_tensor_type()
+      ->mutable_shape()
+      ->mutable_dim(1)
+      ->set_dim_value(7);
   expect_one_line_with(import_error(bytes_of(declared)), {"declared with 7 scores", "give 10"});
 
   onnx::ModelProto flat = lenet5_proto();
@@ -421,7 +427,8 @@ onnx::ModelProto two_branch_graph(const std::string& join) {
   };
   value(g->add_input(), "x", {1, 4, 4});
   value(g->add_output(), "y", {2});
-  const auto node = [&](const std::string& op, const std::string& name, std::vector<std::string> in, const std::string& out) {
+  const auto node = [&](const std::string& op, const std::string& name, std::vector<std::string> in,
+                        const std::string& out) {
     onnx::NodeProto* n = g->add_node();
     n->set_op_type(op);
     n->set_name(name);
@@ -481,7 +488,8 @@ onnx::ModelProto nested_blocks(int depth) {
   node("Relu", {"x"}, "a0");
   for (int k = 1; k <= depth; ++k) node("Relu", {"a" + std::to_string(k - 1)}, "a" + std::to_string(k));
   node("Add", {"a" + std::to_string(depth - 1), "a" + std::to_string(depth)}, "c" + std::to_string(depth - 1));
-  for (int k = depth - 2; k >= 0; --k) node("Add", {"a" + std::to_string(k), "c" + std::to_string(k + 1)}, "c" + std::to_string(k));
+  for (int k = depth - 2; k >= 0; --k)
+    node("Add", {"a" + std::to_string(k), "c" + std::to_string(k + 1)}, "c" + std::to_string(k));
   node("Flatten", {"c0"}, "e");
   node("Gemm", {"e", "w"}, "y");
   return m;
