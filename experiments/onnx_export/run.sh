@@ -9,8 +9,11 @@
 #   at 8 bits (the recipe of experiments/mnist_qat_lenet5).
 #   With --resnet20: ResNet-20 / CIFAR-10, briefly trained (float 2 epochs -> W8A8 QAT 1 epoch): its
 #   agreement figures are those of a weak model (about 60-70 % accurate), not of the recipe's.
+#   With --resnet20-from FLOAT_CKPT: only ResNet-20, QAT W8A8 (1 epoch on 10,000 training images) from a
+#   trained float checkpoint (the recipe's of experiments/cifar10_resnet20/), into run_trained.log and
+#   results_trained.json.
 # Writes run.log and results.json here. Usage (from the repository root, after apps/scripts/build.sh and
-# apps/scripts/fetch_onnxruntime.sh): bash experiments/onnx_export/run.sh [--resnet20]
+# apps/scripts/fetch_onnxruntime.sh): bash experiments/onnx_export/run.sh [--resnet20 | --resnet20-from CKPT]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$here/../.."
@@ -43,7 +46,19 @@ compare() {
   echo "{\"model\": \"$name\", \"agreement\": $agree, \"onnxruntime_2_threads\": $ort, \"onnxruntime_1_thread\": $latency}" >>"$results"
 }
 
-{
+log="$here/run.log" json="$here/results.json"
+if [ "${1:-}" = "--resnet20-from" ]; then
+  log="$here/run_trained.log" json="$here/results_trained.json"
+  cp "$2" "$runs/r20-float.h5"  # a copy: the recipe may rewrite its checkpoint meanwhile
+  {
+    echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); float: $2"
+    "$Q" eval "$runs/r20-float.h5" --threads 2
+    "$Q" qat --from "$runs/r20-float.h5" --epochs 1 --lr 0.01 --train-limit 10000 "${common[@]}" \
+      --out "$runs/r20-w8a8"
+    "$Q" convert "$runs/r20-w8a8/checkpoint.h5"
+    compare resnet20-w8a8-trained "$runs/r20-w8a8" --cifar "$data/cifar-10-batches-bin/test_batch.bin"
+  } 2>&1 | grep -v " batch [0-9]*/" | tee "$log"
+else {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) (the machine was shared)"
   "$Q" train --model lenet5 --dataset mnist --epochs 3 "${common[@]}" --out "$runs/float"
   "$Q" qat --from "$runs/float/checkpoint.h5" --epochs 1 --lr 0.01 "${common[@]}" --out "$runs/w8a8"
@@ -63,10 +78,11 @@ compare() {
     compare resnet20-w8a8-brief "$runs/r20-w8a8" --cifar "$data/cifar-10-batches-bin/test_batch.bin"
     "$Q" bench --float "$runs/r20-float/checkpoint.h5" --int8 "$runs/r20-w8a8/model.int8.h5" --threads 2
   fi
-} 2>&1 | grep -v " batch [0-9]*/" | tee "$here/run.log"
+} 2>&1 | grep -v " batch [0-9]*/" | tee "$log"
+fi
 node -e '
 const fs = require("fs");
 const rows = fs.readFileSync(process.argv[1], "utf8").trim().split("\n").map(JSON.parse);
 fs.writeFileSync(process.argv[2], JSON.stringify({command: process.argv[3], results: rows}, null, 2) + "\n");
-' "$results" "$here/results.json" "bash experiments/onnx_export/run.sh${1:+ $1}"
+' "$results" "$json" "bash experiments/onnx_export/run.sh${1:+ $1}${2:+ $2}"
 rm -rf "$runs"
