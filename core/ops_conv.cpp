@@ -5,9 +5,13 @@
 // OH x OW output, G groups, CG = C / G and OCG = OC / G channels per group.
 //
 // Every pass reads a stack of padded planes: plane (c, n) holds image n's channel c with `top` zero rows
-// above, `left` zero columns before each row, zeros after, at row pitch P; planes of one channel follow
+// above and `left` zero columns before each row, at row pitch P = left + W; planes of one channel follow
 // each other image after image, so that a channel's planes for the whole batch are one flat range of
-// positions (the weight gradient sums over it in one sweep). A strided convolution splits the padded
+// positions (the weight gradient sums over it in one sweep). A stride-1 convolution's padding is
+// symmetric, and the stack stores each zero once: the padding right of a row is the next row's left
+// padding, the rows below an image are the next image's top rows (after the last image, the stack's
+// tail of zeros). For a 3x3 kernel on 8x8 planes that is 9 x 9 positions per image instead of 10 x 10
+// (rounded up to 112), and every pass sweeps fewer of them. A strided convolution splits the padded
 // input into its sh * sw phases, each read with stride 1. The forward keeps the input's stack for the
 // weight gradient. The input gradient of a stride-1 convolution pads dy the same way and runs the
 // forward kernel with the kernel flipped and the channels swapped; with strides it goes phase by phase.
@@ -65,7 +69,7 @@ constexpr int64_t kParallelMacs = int64_t{1} << 20;
 struct PlaneStack {
   int64_t channels = 0, images = 0;
   int64_t rows = 0, pitch = 0;  // padded plane: rows x pitch
-  int64_t plane = 0;            // floats per plane: rows * pitch rounded up to kTapQuantum
+  int64_t plane = 0;            // floats from one image's plane to the next's (pad_planes)
   int64_t channel_pitch = 0;    // floats from one channel's first plane to the next's
   std::shared_ptr<float[]> buffer;
   float* data = nullptr;        // the first plane, inside buffer
@@ -83,20 +87,23 @@ int64_t channel_pitch_for(int64_t images, int64_t plane, int64_t tail) {
 }
 
 // The stack of src (N, C, H, W) padded into rows x pitch planes with the data at (top, left); every
-// channel's planes are followed by at least `tail` zeros. Position `aligned` of every plane is 64-byte
-// aligned (a plane and a channel pitch are multiples of 16 floats): the weight gradient's loads of dy
-// are, and unaligned they cost it 10 %.
+// channel's planes are followed by at least `tail` zeros. Position `aligned` of the first plane is
+// 64-byte aligned (a channel pitch is a multiple of 16 floats), and so is every 16th position from it:
+// the weight gradient's loads of dy are, and unaligned they cost it 10 %.
 //
-// With strides sh x sw the padded image is split into its sh * sw phases, phase (ry, rx) holding the
-// padded pixels (i * sh + ry, j * sw + rx) in a plane of its own: slot c * sh * sw + ry * sw + rx of
-// the stack. A stride-s convolution reads each phase with stride 1 (tap_offsets).
+// Planes are rows x pitch floats each, back to back; for stride 1 the caller chooses rows and pitch so
+// that the zeros below and right of the data are the next image's and the next row's (see the top of
+// the file). With strides sh x sw the padded image is split into its sh * sw phases, phase (ry, rx)
+// holding the padded pixels (i * sh + ry, j * sw + rx) in a plane of its own: slot
+// c * sh * sw + ry * sw + rx of the stack. A stride-s convolution reads each phase with stride 1
+// (tap_offsets).
 PlaneStack pad_planes(const float* src, int64_t n, int64_t c, int64_t h, int64_t w, int64_t top, int64_t left,
                       int64_t rows, int64_t pitch, int64_t tail, int64_t aligned = 0, int64_t sh = 1,
                       int64_t sw = 1) {
   const int64_t phases = sh * sw;
   PlaneStack s;
   s.channels = c * phases, s.images = n, s.rows = rows, s.pitch = pitch;
-  s.plane = round_up_taps(rows * pitch);
+  s.plane = rows * pitch;
   s.channel_pitch = channel_pitch_for(n, s.plane, tail);
   s.buffer = alloc_floats(s.channels * s.channel_pitch + kTapQuantum);  // alloc_floats aligns to 64 bytes
   s.data = s.buffer.get() + (kTapQuantum - aligned % kTapQuantum) % kTapQuantum;
@@ -316,10 +323,15 @@ int64_t conv_out_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad) {
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dParams& p) {
   const ConvGeometry g = conv_geometry(x, weight, bias, p);
   const TapConvKernels& k = tap_conv_kernels(active_float_path());
-  // The padded input, split into sh * sw phases of rows x pitch (one phase: the padded input itself).
+  // The padded input, split into sh * sw phases of rows x pitch. One phase: the padded input itself, its
+  // bottom and right padding shared with the next image and row (the top of the file); unless the
+  // padding is wider than the kernel reaches, when an image's output grid would overlap the next's.
   const int64_t phases = g.sh * g.sw;
-  const int64_t rows = (g.h + 2 * g.ph + g.sh - 1) / g.sh, pitch = (g.w + 2 * g.pw + g.sw - 1) / g.sw;
+  const int64_t full_rows = (g.h + 2 * g.ph + g.sh - 1) / g.sh, full_pitch = (g.w + 2 * g.pw + g.sw - 1) / g.sw;
+  const bool shared_padding = phases == 1 && g.ph <= g.kh - 1 && g.pw <= g.kw - 1;
+  const int64_t rows = shared_padding ? g.ph + g.h : full_rows, pitch = shared_padding ? g.pw + g.w : full_pitch;
   const int64_t taps = g.kh * g.kw;
+  // (The last image's bottom padding lies in the tail: tail_for covers a padding of up to K - 1.)
   PlaneStack xs = pad_planes(x.data(), g.n, g.c, g.h, g.w, g.ph, g.pw, rows, pitch,
                              tail_for(g.kh, g.kw, g.sh, g.sw, pitch), 0, g.sh, g.sw);
   auto offsets = std::make_shared<const std::vector<int64_t>>(
@@ -330,7 +342,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
               bias.defined() ? bias.data() : nullptr, g.oh, g.ow, y.data(), false);
   if (!weight.requires_grad()) xs.buffer.reset(), xs.data = nullptr;  // only the weight gradient reads it again
 
-  record_op(y, "conv2d", {x, weight, bias}, [x, weight, bias, g, xs, offsets, phases, &k](const Tensor& gy) {
+  record_op(y, "conv2d", {x, weight, bias}, [x, weight, bias, g, xs, offsets, phases, full_rows, full_pitch,
+                                              &k](const Tensor& gy) {
     const int64_t taps = g.kh * g.kw, pairs = g.cg * taps;
     const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
     const bool need_b = bias.defined() && bias.requires_grad();
@@ -341,7 +354,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     // each side. For "same" padding (K = 2P + 1) that stack is also the weight gradient's dy grid,
     // shifted by (top, left): the padding zeros sit exactly where the dropped positions are.
     const int64_t top = g.kh - 1 - g.ph, left = g.kw - 1 - g.pw;
-    const int64_t t_rows = g.oh + 2 * top, t_pitch = g.ow + 2 * left;
+    const int64_t t_rows = top + g.oh, t_pitch = left + g.ow;
     const bool shared = !strided && t_pitch == xs.pitch && t_rows == xs.rows;
     PlaneStack dys;
     if (!strided && (need_x || (need_w && shared)))
@@ -366,10 +379,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
           dy_pitch = dyq.channel_pitch;
         }
       }
-      // Per-thread partial sums, each thread over its own images, summed in thread order afterwards:
-      // deterministic for a given thread count, and no atomics.
+      // Per-thread partial sums, each thread over its own positions (the bias: its own images), summed
+      // in thread order afterwards: deterministic for a given thread count, and no atomics.
       std::vector<float> gw_part(need_w ? threads * g.oc * pairs : 0, 0.0f);  // (T, OC, CG * KH * KW)
       std::vector<float> gb_part(need_b ? threads * g.oc : 0, 0.0f);          // (T, OC)
+      // The threads split the batch's positions at multiples of kTapQuantum (dy is zero up to the last).
+      const int64_t quanta = round_up_taps(g.n * xs.plane) / kTapQuantum;
 #pragma omp parallel num_threads(threads)
       {
         const int t = omp_get_thread_num(), team = omp_get_num_threads();
@@ -396,8 +411,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
               a.channels = g.cg;
               a.offsets = offsets->data();
               a.taps = taps;
-              a.q_begin = n0 * xs.plane;
-              a.q_end = n1 * xs.plane;
+              a.q_begin = quanta * t / team * kTapQuantum;
+              a.q_end = quanta * (t + 1) / team * kTapQuantum;
               a.acc = gw_part.data() + (t * g.oc + gi * g.ocg) * pairs;
               k.weight_grad(a);
             }
@@ -420,7 +435,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
       bool fresh = false;
       float* gx = x.grad_for_write(&fresh);
       if (strided) {
-        strided_input_grad(k, g, weight.data(), gyd, gx, fresh, xs.rows, xs.pitch);
+        strided_input_grad(k, g, weight.data(), gyd, gx, fresh, full_rows, full_pitch);
       } else {
         run_forward(k, dys, 1, tap_offsets(g.kh, g.kw, t_pitch), g.groups, g.ocg, g.cg,
                     pack_weights(weight.data(), g.groups, g.cg, g.ocg, taps, all_taps(taps, true), k.oc_block, true),
