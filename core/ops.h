@@ -124,6 +124,13 @@ Tensor batch_norm_scaled_lsq(const Tensor& x, const Tensor& k, const Tensor& gam
 // lsq_fake_quantize in turn, bit for bit, the sum recomputed from a and b: no tensor for the sum, no
 // gradient buffer between the two, and none of their passes.
 Tensor add_lsq(const Tensor& a, const Tensor& b, bool relu, const LsqStep& lsq, const Tensor& values);
+// The same for a grid that is not learned (an observer's: min/max, EMA): returns `values` with the
+// backward of add (or add_relu) and fake_quantize on `grid` in turn, bit for bit, the sum recomputed
+// from a and b.
+Tensor add_quantized(const Tensor& a, const Tensor& b, bool relu, const OutputGrid& grid, const Tensor& values);
+// The range [*lo, *hi] of a + b (relu'd with `relu`) as add (add_relu) computes the sum, without making
+// it: what an observer of the sum would see. False, and no range, if a sum is NaN or infinite.
+bool sum_range(const Tensor& a, const Tensor& b, bool relu, float* lo, float* hi);
 // LSQ's backward (quant/learnable_quantizer.h has the formula) over `count` values v of one grid
 // (inv = 1 / scale, codes clamped to [lo, hi]): gx gets dy where the code is inside (assigned if
 // `fresh`, else added; gx may be null); returns sum(dy * dq/ds) / s, in 16 float lanes added up in

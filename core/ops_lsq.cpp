@@ -1,9 +1,12 @@
 // ops_lsq.cpp: LSQ's backward as other ops take it into their own (ops.h: lsq_backward_run,
-// lsq_backward_planes, add_lsq; batch_norm_scaled_lsq is in ops_norm.cpp), on lsq_run.h's loop.
+// lsq_backward_planes, add_lsq; batch_norm_scaled_lsq is in ops_norm.cpp), on lsq_run.h's loop; and the
+// residual add on an observer's grid (add_quantized, sum_range), which shares add_lsq's operand pass.
 //
 // Shape letters: N batch, C channels, S values per channel and image.
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <mutex>
 #include <vector>
 
 #include "core/lsq_run.h"
@@ -75,6 +78,44 @@ void pass_to_operand(const ResidualSum<kRelu> sum, const float* __restrict dy, f
     for (int64_t j = 0; j < count; ++j) g[j] += pass(j);
 }
 
+// Minimum and maximum of the sums over [begin, end) in 16 lanes (a single running value would be a
+// serial chain), and whether a sum is not finite (v - v is NaN for NaN and +-Inf alike; the count is
+// kept in float lanes so that the loop vectorises).
+template <bool kRelu>
+void range_of_sums(const ResidualSum<kRelu> sum, int64_t begin, int64_t end, float& lo, float& hi, bool& bad) {
+  constexpr int kLanes = 16;
+  float l[kLanes], h[kLanes], nonfinite[kLanes];
+  for (int k = 0; k < kLanes; ++k) l[k] = lo, h[k] = hi, nonfinite[k] = 0.0f;
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const float v = sum(i + k);
+      l[k] = v < l[k] ? v : l[k];
+      h[k] = v > h[k] ? v : h[k];
+      nonfinite[k] += v - v == 0.0f ? 0.0f : 1.0f;
+    }
+  for (; i < end; ++i) {
+    const float v = sum(i);
+    l[0] = v < l[0] ? v : l[0];
+    h[0] = v > h[0] ? v : h[0];
+    nonfinite[0] += v - v == 0.0f ? 0.0f : 1.0f;
+  }
+  for (int k = 0; k < kLanes; ++k) {
+    lo = std::min(lo, l[k]);
+    hi = std::max(hi, h[k]);
+    bad = bad || nonfinite[k] > 0.0f;
+  }
+}
+
+void check_operands(const char* op, const Tensor& a, const Tensor& b, const Tensor* values) {
+  QATLAB_CHECK(a.defined() && b.defined() && a.shape() == b.shape(),
+               std::string(op) + ": operands must have one shape, got " +
+                   (a.defined() ? shape_str(a.shape()) : "undefined") + " and " +
+                   (b.defined() ? shape_str(b.shape()) : "undefined"));
+  QATLAB_CHECK(!values || (values->defined() && values->shape() == a.shape()),
+               std::string(op) + ": the values must have the operands' shape " + shape_str(a.shape()));
+}
+
 }  // namespace
 
 double lsq_backward_run(const float* v, const float* dy, float* gx, bool fresh, int64_t count, float inv, float lo,
@@ -93,11 +134,7 @@ double lsq_backward_planes(const float* v, const float* dy, float* gx, bool fres
 }
 
 Tensor add_lsq(const Tensor& a, const Tensor& b, bool relu, const LsqStep& lsq, const Tensor& values) {
-  QATLAB_CHECK(a.defined() && b.defined() && a.shape() == b.shape(),
-               "add_lsq: operands must have one shape, got " + (a.defined() ? shape_str(a.shape()) : "undefined") +
-                   " and " + (b.defined() ? shape_str(b.shape()) : "undefined"));
-  QATLAB_CHECK(values.defined() && values.shape() == a.shape(),
-               "add_lsq: the values must have the operands' shape " + shape_str(a.shape()));
+  check_operands("add_lsq", a, b, &values);
   QATLAB_CHECK(lsq.step.defined() && lsq.step.numel() == 1, "add_lsq: the step must be a (1) tensor");
   Tensor y = values;
   record_op(y, relu ? "add_relu_lsq" : "add_lsq", {a, b, lsq.step}, [a, b, relu, lsq](const Tensor& gy) {
@@ -123,6 +160,53 @@ Tensor add_lsq(const Tensor& a, const Tensor& b, bool relu, const LsqStep& lsq, 
     if (lsq.step.requires_grad()) lsq.step.mutable_grad()[0] += static_cast<float>(total * lsq.grad_scale);
   });
   return y;
+}
+
+Tensor add_quantized(const Tensor& a, const Tensor& b, bool relu, const OutputGrid& grid, const Tensor& values) {
+  check_operands("add_quantized", a, b, &values);
+  Tensor y = values;
+  record_op(y, relu ? "add_relu_quantized" : "add_quantized", {a, b}, [a, b, relu, grid](const Tensor& gy) {
+    const float lo = static_cast<float>(grid.quant_min - grid.zero_point);
+    const float hi = static_cast<float>(grid.quant_max - grid.zero_point);
+    bool fresh_a = false, fresh_b = false;
+    float* ga = a.requires_grad() ? a.grad_for_write(&fresh_a) : nullptr;
+    float* gb = b.requires_grad() ? b.grad_for_write(&fresh_b) : nullptr;
+    const float* dy = gy.data();
+    for_ranges(a.numel(), [&](int64_t begin, int64_t end) {
+      for (int k = 0; k < 2; ++k)
+        if (float* g = k == 0 ? ga : gb) {
+          const bool fresh = k == 0 ? fresh_a : fresh_b;
+          if (relu)
+            pass_to_operand(ResidualSum<true>{a.data() + begin, b.data() + begin}, dy + begin, g + begin, fresh,
+                            end - begin, grid.inv_scale, lo, hi);
+          else
+            pass_to_operand(ResidualSum<false>{a.data() + begin, b.data() + begin}, dy + begin, g + begin, fresh,
+                            end - begin, grid.inv_scale, lo, hi);
+        }
+    });
+  });
+  return y;
+}
+
+bool sum_range(const Tensor& a, const Tensor& b, bool relu, float* lo, float* hi) {
+  check_operands("sum_range", a, b, nullptr);
+  // Per thread, then combined: minimum, maximum and "any" do not depend on the order.
+  float l = std::numeric_limits<float>::infinity(), h = -l;
+  bool bad = false;
+  std::mutex mutex;
+  for_ranges(a.numel(), [&](int64_t begin, int64_t end) {
+    float tl = std::numeric_limits<float>::infinity(), th = -tl;
+    bool tbad = false;
+    if (relu)
+      range_of_sums(ResidualSum<true>{a.data(), b.data()}, begin, end, tl, th, tbad);
+    else
+      range_of_sums(ResidualSum<false>{a.data(), b.data()}, begin, end, tl, th, tbad);
+    std::lock_guard<std::mutex> lock(mutex);
+    l = std::min(l, tl), h = std::max(h, th), bad = bad || tbad;
+  });
+  if (bad) return false;
+  *lo = l, *hi = h;
+  return true;
 }
 
 }  // namespace qatlab

@@ -159,6 +159,22 @@ void add_int8_avx512(const AddInt8Params& params, const int8_t* a, const int8_t*
 // Throws std::invalid_argument unless the params are in the ranges the formula needs (every kernel checks).
 void check_add_int8_params(const AddInt8Params& params);
 
+// The residual add on float values, as the QAT simulation computes it: a and b quantized on their grids
+// (quantize_float_to_int8_values), added as above, the codes dequantized on the output grid
+// (dequantize_int8_to_float). The zero points are the params' offsets; here are the scales and the
+// operands' code ranges.
+struct AddValueGrids {
+  float a_scale = 1.0f, b_scale = 1.0f, out_scale = 1.0f;
+  int32_t a_min = -128, a_max = 127, b_min = -128, b_max = 127;
+};
+// out[i] for i < count; false if a or b holds a NaN (out is then partly written). The reference goes
+// through those three functions tile by tile; the AVX-512 kernel (add_avx512.cpp) keeps the codes in
+// registers, the same values bit for bit. Callers choose through add_int8_values (kernel_path.h).
+bool add_int8_values_reference(const AddInt8Params& params, const AddValueGrids& grids, const float* a, const float* b,
+                               float* out, int64_t count);
+bool add_int8_values_avx512(const AddInt8Params& params, const AddValueGrids& grids, const float* a, const float* b,
+                            float* out, int64_t count);
+
 // ------------------------------------------------------------------------------ quantize / dequantize
 // The integer graph's entry: q[i] = quantize_value(x[i], 1.0f / scale, zero_point, qmin, qmax)
 // (float32, ties to even, saturating; see requantize.h). A NaN input throws std::invalid_argument

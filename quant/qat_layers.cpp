@@ -76,23 +76,20 @@ void integer_add_values(const AddInt8Params& p, const Tensor& a, const QParams& 
                                            shape_str(b.shape()) + " differ");
   const float* pa = a.data();
   const float* pb = b.data();
+  AddValueGrids grids;
+  grids.a_scale = qa.scale[0], grids.b_scale = qb.scale[0], grids.out_scale = qo.scale[0];
+  grids.a_min = qa.quant_min, grids.a_max = qa.quant_max, grids.b_min = qb.quant_min, grids.b_max = qb.quant_max;
+  std::atomic<bool> finite{true};
   for_ranges(a.numel(), [&](int64_t begin, int64_t end) {
-    constexpr int64_t kTile = 2048;
-    int8_t ca[kTile], cb[kTile], co[kTile];
-    for (int64_t i = begin; i < end; i += kTile) {
-      const int64_t len = std::min(kTile, end - i);
-      for (const float* src : {pa, pb}) {
-        const int64_t at = find_first_nan(src + i, len);
-        if (at >= 0)
-          throw std::invalid_argument(std::string("residual add: ") + (src == pa ? "body" : "shortcut") +
-                                      " output element " + std::to_string(i + at) + " is NaN");
-      }
-      quantize_float_to_int8_values(pa + i, ca, len, qa.scale[0], qa.zero_point[0], qa.quant_min, qa.quant_max);
-      quantize_float_to_int8_values(pb + i, cb, len, qb.scale[0], qb.zero_point[0], qb.quant_min, qb.quant_max);
-      add_int8(p, ca, cb, co, len, path);
-      dequantize_int8_to_float(co, out + i, len, qo.scale[0], qo.zero_point[0]);
-    }
+    if (!add_int8_values(p, grids, pa + begin, pb + begin, out + begin, end - begin, path)) finite = false;
   });
+  if (finite) return;
+  for (const float* src : {pa, pb}) {
+    const int64_t at = find_first_nan(src, a.numel());
+    if (at >= 0)
+      throw std::invalid_argument(std::string("residual add: ") + (src == pa ? "body" : "shortcut") +
+                                  " output element " + std::to_string(at) + " is NaN");
+  }
 }
 
 }  // namespace
@@ -347,6 +344,20 @@ Tensor QatResidual::forward(const Tensor& x) {
         Tensor out = Tensor::empty(a.shape());
         integer_add_values(lower_add(qa, qb, qo, relu_after), a, qa, b, qb, qo, out.data());
         return add_lsq(a, b, relu_after, *step, out);
+      }
+    }
+    // An observed grid (min/max, EMA) in training: the observer takes the sum's range from a and b, and
+    // the straight-through backward goes into the add's, as above. A sum that is not finite goes the
+    // unfused way, whose observer reports it.
+    if (auto* fq = add_quant().as<FakeQuantize>(); fq && training()) {
+      float lo = 0.0f, hi = 0.0f;
+      if (!fq->observer_enabled() || sum_range(a, b, relu_after, &lo, &hi)) {
+        if (const std::optional<OutputGrid> grid = fq->output_grid(lo, hi)) {
+          const QParams qa = body_quant->qparams(), qb = shortcut_quant->qparams(), qo = add_quant().qparams();
+          Tensor out = Tensor::empty(a.shape());
+          integer_add_values(lower_add(qa, qb, qo, relu_after), a, qa, b, qb, qo, out.data());
+          return add_quantized(a, b, relu_after, *grid, out);
+        }
       }
     }
   }

@@ -2,6 +2,7 @@
 // parsing, and the add dispatcher (see kernel_path.h).
 #include "quant/kernels/kernel_path.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -69,6 +70,43 @@ void add_int8(const AddInt8Params& params, const int8_t* a, const int8_t* b, int
   if (path == KernelPath::Avx2) return add_int8_avx2(params, a, b, out, count);
 #endif
   add_int8_reference(params, a, b, out, count);
+}
+
+namespace {
+
+// add_int8_values_reference's tiles with the codes added by `add`.
+template <class Add>
+bool add_values_in_tiles(const AddInt8Params& p, const AddValueGrids& g, const float* a, const float* b, float* out,
+                         int64_t count, Add add) {
+  constexpr int64_t kTile = 2048;
+  int8_t ca[kTile], cb[kTile], co[kTile];
+  for (int64_t i = 0; i < count; i += kTile) {
+    const int64_t len = std::min(kTile, count - i);
+    if (find_first_nan(a + i, len) >= 0 || find_first_nan(b + i, len) >= 0) return false;
+    quantize_float_to_int8_values(a + i, ca, len, g.a_scale, -p.input1_offset, g.a_min, g.a_max);
+    quantize_float_to_int8_values(b + i, cb, len, g.b_scale, -p.input2_offset, g.b_min, g.b_max);
+    add(ca, cb, co, len);
+    dequantize_int8_to_float(co, out + i, len, g.out_scale, p.output_offset);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool add_int8_values_reference(const AddInt8Params& params, const AddValueGrids& grids, const float* a, const float* b,
+                               float* out, int64_t count) {
+  return add_values_in_tiles(params, grids, a, b, out, count, [&](const int8_t* ca, const int8_t* cb, int8_t* co,
+                                                                  int64_t n) { add_int8_reference(params, ca, cb, co, n); });
+}
+
+bool add_int8_values(const AddInt8Params& params, const AddValueGrids& grids, const float* a, const float* b,
+                     float* out, int64_t count, KernelPath path) {
+  require_supported(path);
+#if QATLAB_X86
+  if (path == KernelPath::Avx512Vnni) return add_int8_values_avx512(params, grids, a, b, out, count);
+#endif
+  return add_values_in_tiles(params, grids, a, b, out, count, [&](const int8_t* ca, const int8_t* cb, int8_t* co,
+                                                                  int64_t n) { add_int8(params, ca, cb, co, n, path); });
 }
 
 }  // namespace qatlab

@@ -13,6 +13,7 @@
 namespace qatlab {
 
 struct AddInt8Params;  // int8_kernels.h
+struct AddValueGrids;  // int8_kernels.h
 
 enum class KernelPath { Reference, Portable, Avx2, Avx512Vnni };
 
@@ -28,8 +29,13 @@ KernelPath parse_kernel_path(const std::string& name);
 void require_supported(KernelPath path);
 
 // The residual add on `path`'s kernel: the reference loop for Reference and Portable, the AVX2 one for
-// Avx2 and Avx512Vnni (throws if the CPU cannot run `path`). The same codes on every path.
+// Avx2, the AVX-512 one for Avx512Vnni (throws if the CPU cannot run `path`). The same codes on every path.
 void add_int8(const AddInt8Params& params, const int8_t* a, const int8_t* b, int8_t* out, int64_t count,
               KernelPath path);
+// The same add on float values (add_int8_values_reference, int8_kernels.h): the AVX-512 kernel for
+// Avx512Vnni, else the reference's tiles through add_int8 on `path`. The same values on every path;
+// false if a or b holds a NaN.
+bool add_int8_values(const AddInt8Params& params, const AddValueGrids& grids, const float* a, const float* b,
+                     float* out, int64_t count, KernelPath path);
 
 }  // namespace qatlab

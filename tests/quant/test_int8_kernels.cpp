@@ -10,6 +10,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -538,6 +539,50 @@ TEST(AddInt8, EveryPathEqualsTheReferenceBitForBit) {
         add_int8_reference(p, a.data(), b.data(), want.data(), count);
         add_int8(p, a.data(), b.data(), got.data(), count, path);
         ASSERT_EQ(got, want) << kernel_path_name(path) << ", count " << count << ", output_shift " << p.output_shift;
+      }
+    }
+  }
+}
+
+// add_int8_values (the QAT simulation's add on float values) on every path this CPU has gives the
+// reference's values bit for bit: random grids, 8- and 4-bit operand code ranges, values that round
+// half way between codes (ties to even) and beyond both ends, tails of every length; and every path
+// reports a NaN in either operand.
+TEST(AddInt8, ValuesOnEveryPathEqualTheReferenceBitForBit) {
+  Rng rng(23);
+  for (int t = 0; t < 40; ++t) {
+    const bool four_bits = t % 3 == 0;
+    AddValueGrids g;
+    g.a_min = four_bits ? -8 : -128, g.a_max = four_bits ? 7 : 127;
+    g.b_min = t % 2 ? 0 : g.a_min, g.b_max = t % 2 ? (four_bits ? 15 : 127) : g.a_max;
+    g.a_scale = std::exp2(rng.uniform(-8, 2)), g.b_scale = std::exp2(rng.uniform(-8, 2));
+    g.out_scale = std::max(g.a_scale, g.b_scale) * std::exp2(rng.uniform(-1, 3));
+    const int32_t za = uniform_int(rng, g.a_min, g.a_max), zb = uniform_int(rng, g.b_min, g.b_max);
+    const int32_t zo = uniform_int(rng, -128, 127);
+    const AddInt8Params p = make_add_params(g.a_scale, za, g.b_scale, zb, g.out_scale, zo, t % 2 ? zo : -128, 127);
+    const int64_t n = 16 * 37 + t % 16;
+    std::vector<float> a(n), b(n);
+    for (int64_t i = 0; i < n; ++i) {
+      // Half-integer steps (ties), arbitrary ones, and steps beyond the grid's ends.
+      const float steps_a = i % 4 == 0 ? static_cast<float>(uniform_int(rng, -300, 300)) + 0.5f : rng.uniform(-200, 200);
+      a[i] = g.a_scale * steps_a;
+      b[i] = g.b_scale * rng.uniform(-200, 200);
+    }
+    std::vector<float> want(n);
+    ASSERT_TRUE(add_int8_values_reference(p, g, a.data(), b.data(), want.data(), n));
+    for (KernelPath path : {KernelPath::Reference, KernelPath::Portable, KernelPath::Avx2, KernelPath::Avx512Vnni}) {
+      if (!kernel_path_supported(path)) continue;  // the test above says which paths this CPU lacks
+      for (int64_t count : {n, int64_t{1}, int64_t{15}, int64_t{17}}) {
+        std::vector<float> got(count, 99.0f);
+        ASSERT_TRUE(add_int8_values(p, g, a.data(), b.data(), got.data(), count, path));
+        for (int64_t i = 0; i < count; ++i)
+          ASSERT_EQ(got[i], want[i]) << kernel_path_name(path) << ", grid " << t << ", value " << i;
+      }
+      for (int k = 0; k < 2; ++k) {
+        std::vector<float> x = k == 0 ? a : b, out(n);
+        x[n - 3] = std::numeric_limits<float>::quiet_NaN();
+        EXPECT_FALSE(add_int8_values(p, g, k == 0 ? x.data() : a.data(), k == 1 ? x.data() : b.data(), out.data(), n, path))
+            << kernel_path_name(path);
       }
     }
   }

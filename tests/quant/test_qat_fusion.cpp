@@ -2,7 +2,9 @@
 // (batch_norm_scaled_quantized, QatLayer::set_output_fusion) against the three in turn: outputs,
 // every parameter's gradient and every buffer (observer ranges, scales, running statistics) bit for
 // bit over several training steps, for min/max and EMA observers and LSQ, 8 and 4 bits, LeNet-5 and
-// ResNet-20; and the layers the fusion must leave alone (PACT, LSQ+, a NaN input) behave as without it.
+// ResNet-20 (whose residual adds take their output quantization into the add the same way: add_lsq,
+// add_quantized); and the layers the fusion must leave alone (PACT, LSQ+, a NaN input) behave as
+// without it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "nn/zoo.h"
+#include "quant/fake_quantize.h"
 #include "quant/prepare.h"
 #include "quant/qat_layers.h"
 #include "quant/learnable_quantizer.h"
@@ -205,6 +208,72 @@ TEST(QatFusion, AddLsqOpEqualsTheOpsInTurn) {
       // Some gradients pass and some are stopped, by the grid's ends (and relu).
       EXPECT_NE(std::count(fused.ga.begin(), fused.ga.end(), 0.0f), 0);
       EXPECT_NE(std::count(fused.ga.begin(), fused.ga.end(), 0.0f), static_cast<long>(fused.ga.size()));
+    }
+}
+
+// add_quantized against add (or add_relu) and fake_quantize in turn on an observer's fixed grid: the
+// given values come out, and both operands' gradients are bit for bit the separate ops'.
+TEST(QatFusion, AddQuantizedOpEqualsTheOpsInTurn) {
+  for (const Shape& shape : {Shape{3, 5, 7, 6}, Shape{9, 4}, Shape{70000}})
+    for (bool relu : {false, true}) {
+      SCOPED_TRACE(shape_str(shape) + (relu ? " relu" : ""));
+      Rng rng(4);
+      Tensor a = Tensor::empty(shape), b = Tensor::empty(shape), dy = Tensor::empty(shape);
+      for (Tensor* t : {&a, &b, &dy})
+        for (int64_t i = 0; i < t->numel(); ++i) t->data()[i] = rng.normal();
+      QParams qp;  // codes 0..15 with the zero point at 3: clamps at both ends
+      qp.scale = {0.15f};
+      qp.zero_point = {3};
+      qp.quant_min = 0, qp.quant_max = 15;
+      struct Result {
+        std::vector<float> y, ga, gb;
+      };
+      const auto run = [&](bool fused) {
+        Tensor as = a.clone(), bs = b.clone();
+        for (Tensor* t : {&as, &bs}) t->set_requires_grad(true);
+        Tensor y;
+        if (fused) {
+          const OutputGrid grid{qp.scale[0], 1.0f / qp.scale[0], qp.zero_point[0], qp.quant_min, qp.quant_max};
+          Tensor values = Tensor::full(shape, 0.5f);
+          y = add_quantized(as, bs, relu, grid, values);
+          EXPECT_TRUE(y.same(values));
+        } else {
+          y = fake_quantize(relu ? add_relu(as, bs) : add(as, bs), qp);
+        }
+        // b also reaches the loss directly, as a residual block's input does: its gradient accumulates.
+        sum(add(mul(y, dy), mul(bs, dy))).backward();
+        return Result{y.to_vector(), as.grad().to_vector(), bs.grad().to_vector()};
+      };
+      const Result fused = run(true), apart = run(false);
+      EXPECT_EQ(fused.ga, apart.ga);
+      EXPECT_EQ(fused.gb, apart.gb);
+      // Some gradients pass and some are stopped, by the grid's ends (and relu).
+      EXPECT_NE(std::count(fused.ga.begin(), fused.ga.end(), 0.0f), 0);
+      EXPECT_NE(std::count(fused.ga.begin(), fused.ga.end(), 0.0f), static_cast<long>(fused.ga.size()));
+    }
+}
+
+// sum_range gives the range an observer of add (add_relu) would see, threaded or not, and no range
+// when a sum it would see is NaN or infinite.
+TEST(QatFusion, SumRangeIsTheRangeOfTheSum) {
+  for (const int64_t n : {int64_t{37}, int64_t{100003}})
+    for (bool relu : {false, true}) {
+      Rng rng(9);
+      Tensor a = Tensor::empty({n}), b = Tensor::empty({n});
+      for (Tensor* t : {&a, &b})
+        for (int64_t i = 0; i < n; ++i) t->data()[i] = rng.normal();
+      const std::vector<float> s = (relu ? add_relu(a, b) : add(a, b)).to_vector();
+      float lo = 0.0f, hi = 0.0f;
+      ASSERT_TRUE(sum_range(a, b, relu, &lo, &hi));
+      EXPECT_EQ(lo, *std::min_element(s.begin(), s.end()));
+      EXPECT_EQ(hi, *std::max_element(s.begin(), s.end()));
+      // (relu's output is 0 for a NaN or -Inf sum, as add_relu's is: only +Inf reaches the observer.)
+      const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+      for (const float bad : relu ? std::vector<float>{inf} : std::vector<float>{nan, inf, -inf}) {
+        Tensor c = a.clone();
+        c.data()[n - 1] = bad;
+        EXPECT_FALSE(sum_range(c, b, relu, &lo, &hi)) << bad;
+      }
     }
 }
 
