@@ -40,6 +40,22 @@ __attribute__((target("avx2"), always_inline)) inline __m256i apply(const Unifor
   return _mm256_blend_epi32(q_even, _mm256_slli_epi64(q_odd, 32), 0xAA);
 }
 
+// An input's multiply_by_quantized_multiplier: as add_avx512.cpp's scale_input, the input whose real
+// multiplier is exactly 1/2 (2^30, shift 0) takes floor((v + 1) / 2) instead of the 64-bit products.
+struct AddInput {
+  UniformStage stage;
+  bool half;
+};
+
+__attribute__((target("avx2"), always_inline)) inline AddInput add_input(int32_t multiplier, int shift) {
+  return {uniform_stage(multiplier, shift), multiplier == (int32_t{1} << 30) && shift == 0};
+}
+
+__attribute__((target("avx2"), always_inline)) inline __m256i scale_input(const AddInput& in, __m256i v) {
+  if (in.half) return _mm256_srai_epi32(_mm256_add_epi32(v, _mm256_set1_epi32(1)), 1);
+  return apply(in.stage, v);
+}
+
 __attribute__((target("avx2"), always_inline)) inline __m256i load8_codes(const int8_t* p) {
   return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
@@ -49,8 +65,8 @@ __attribute__((target("avx2"), always_inline)) inline __m256i load8_codes(const 
 __attribute__((target("avx2"))) void add_int8_avx2(const AddInt8Params& p, const int8_t* a, const int8_t* b,
                                                    int8_t* out, int64_t count) {
   check_add_int8_params(p);
-  const UniformStage in1 = uniform_stage(p.input1_multiplier, p.input1_shift);
-  const UniformStage in2 = uniform_stage(p.input2_multiplier, p.input2_shift);
+  const AddInput in1 = add_input(p.input1_multiplier, p.input1_shift);
+  const AddInput in2 = add_input(p.input2_multiplier, p.input2_shift);
   const UniformStage outs = uniform_stage(p.output_multiplier, p.output_shift);
   const __m256i off1 = _mm256_set1_epi32(p.input1_offset), off2 = _mm256_set1_epi32(p.input2_offset);
   const __m128i left_shift = _mm_cvtsi32_si128(p.left_shift);
@@ -62,7 +78,7 @@ __attribute__((target("avx2"))) void add_int8_avx2(const AddInt8Params& p, const
     // |code + offset| <= 255 and 255 * 2^20 < 2^31: the plain shift is the reference's multiply.
     const __m256i v1 = _mm256_sll_epi32(_mm256_add_epi32(load8_codes(a + i), off1), left_shift);
     const __m256i v2 = _mm256_sll_epi32(_mm256_add_epi32(load8_codes(b + i), off2), left_shift);
-    const __m256i scaled = apply(outs, _mm256_add_epi32(apply(in1, v1), apply(in2, v2)));
+    const __m256i scaled = apply(outs, _mm256_add_epi32(scale_input(in1, v1), scale_input(in2, v2)));
     // Clamp before the offset, as the reference does; the result then lies in [-128, 127] and the
     // saturating packs below change nothing.
     const __m256i q = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(scaled, lo), hi), out_offset);

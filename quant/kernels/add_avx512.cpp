@@ -17,13 +17,31 @@ QATLAB_AVX512_INLINE __m512i load16_codes(const int8_t* p) {
   return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
+// An input's multiply_by_quantized_multiplier. The input with the larger scale has a real multiplier of
+// exactly 1/2 (make_add_params gives it 2^30 with shift 0), whose rounded product is floor((v + 1) / 2)
+// (v = x * 2^left_shift, |v| <= 255 * 2^20: v + 1 cannot overflow): two instructions instead of the
+// 64-bit products.
+struct AddInput {
+  UniformRequantize r;
+  bool half;
+};
+
+QATLAB_AVX512_INLINE AddInput add_input(int32_t multiplier, int shift) {
+  return {uniform_requantize(multiplier, shift), multiplier == (int32_t{1} << 30) && shift == 0};
+}
+
+QATLAB_AVX512_INLINE __m512i scale_input(const AddInput& in, __m512i v) {
+  if (in.half) return _mm512_srai_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(1)), 1);
+  return apply(in.r, v);
+}
+
 }  // namespace
 
 __attribute__((target("avx512f,avx512bw"))) void add_int8_avx512(const AddInt8Params& p, const int8_t* a,
                                                                  const int8_t* b, int8_t* out, int64_t count) {
   check_add_int8_params(p);
-  const UniformRequantize in1 = uniform_requantize(p.input1_multiplier, p.input1_shift);
-  const UniformRequantize in2 = uniform_requantize(p.input2_multiplier, p.input2_shift);
+  const AddInput in1 = add_input(p.input1_multiplier, p.input1_shift);
+  const AddInput in2 = add_input(p.input2_multiplier, p.input2_shift);
   const UniformRequantize outs = uniform_requantize(p.output_multiplier, p.output_shift);
   const __m512i off1 = _mm512_set1_epi32(p.input1_offset), off2 = _mm512_set1_epi32(p.input2_offset);
   const __m128i left_shift = _mm_cvtsi32_si128(p.left_shift);
@@ -35,7 +53,7 @@ __attribute__((target("avx512f,avx512bw"))) void add_int8_avx512(const AddInt8Pa
     // |code + offset| <= 255 and 255 * 2^20 < 2^31: the plain shift is the reference's multiply.
     const __m512i v1 = _mm512_sll_epi32(_mm512_add_epi32(load16_codes(a + i), off1), left_shift);
     const __m512i v2 = _mm512_sll_epi32(_mm512_add_epi32(load16_codes(b + i), off2), left_shift);
-    const __m512i scaled = apply(outs, _mm512_add_epi32(apply(in1, v1), apply(in2, v2)));
+    const __m512i scaled = apply(outs, _mm512_add_epi32(scale_input(in1, v1), scale_input(in2, v2)));
     // Clamp before the offset, as the reference does; the result lies in [-128, 127], so the
     // truncating narrow to bytes keeps every value.
     const __m512i q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(scaled, lo), hi), out_offset);
@@ -62,8 +80,8 @@ __attribute__((target("avx512f,avx512bw"))) bool add_int8_values_avx512(const Ad
                                                                         const AddValueGrids& g, const float* a,
                                                                         const float* b, float* out, int64_t count) {
   check_add_int8_params(p);
-  const UniformRequantize in1 = uniform_requantize(p.input1_multiplier, p.input1_shift);
-  const UniformRequantize in2 = uniform_requantize(p.input2_multiplier, p.input2_shift);
+  const AddInput in1 = add_input(p.input1_multiplier, p.input1_shift);
+  const AddInput in2 = add_input(p.input2_multiplier, p.input2_shift);
   const UniformRequantize outs = uniform_requantize(p.output_multiplier, p.output_shift);
   const __m128i left_shift = _mm_cvtsi32_si128(p.left_shift);
   const int32_t za = -p.input1_offset, zb = -p.input2_offset;
@@ -84,7 +102,7 @@ __attribute__((target("avx512f,avx512bw"))) bool add_int8_values_avx512(const Ad
     // add_int8_avx512's steps on the codes (as int32 lanes, without the round trip through bytes).
     const __m512i v1 = _mm512_sll_epi32(_mm512_add_epi32(ca, off1), left_shift);
     const __m512i v2 = _mm512_sll_epi32(_mm512_add_epi32(cb, off2), left_shift);
-    const __m512i scaled = apply(outs, _mm512_add_epi32(apply(in1, v1), apply(in2, v2)));
+    const __m512i scaled = apply(outs, _mm512_add_epi32(scale_input(in1, v1), scale_input(in2, v2)));
     // The clamped code minus the output zero point (the offset) is what dequantization multiplies.
     const __m512i q = _mm512_min_epi32(_mm512_max_epi32(scaled, lo), hi);
     _mm512_storeu_ps(out + i, _mm512_mul_ps(out_scale, _mm512_cvtepi32_ps(q)));
