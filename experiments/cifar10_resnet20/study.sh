@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# study.sh: the bit-width study on the float recipe's ResNet-20 (issue "ResNet-20 study"): PTQ and QAT
+# cells from runs/recipe/checkpoint.h5, first and last layer at 8 bits, every accuracy the integer
+# graph's (with the simulation's and their top-1 agreement beside it, `qatlab sweep`'s results.csv).
+#
+# A small set of sweeps, one per fine-tuning length, since the cells need different schedules:
+#   ptq       min/max and histogram PTQ at every pair, per-tensor and per-channel weights (no training)
+#   w8        W8A8 and W4A8, min/max QAT and LSQ, per-tensor and per-channel, 2 epochs at lr 0.001
+#   w4        W4A4, LSQ and PACT, per-channel, 2 seeds, 15 epochs at lr 0.01 (cosine)
+#   w4-tensor W4A4 LSQ with per-tensor weights, 15 epochs (the per-tensor vs per-channel row)
+#   w3        W3A3, LSQ and PACT, per-channel, 2 seeds, 20 epochs
+#   w2        W2A2 and W2A8, LSQ and PACT, per-channel, 2 seeds, 30 epochs
+# (The papers fine-tune low-bit ResNet-20s for tens of epochs; 8-bit QAT needs one or two.) Each sweep
+# writes runs/study-NAME/ (results.csv/json, plots, per-cell logs) and resumes a cell where it stopped:
+# run the script again after an interruption. The logs are study-NAME.log here; results.md gathers the
+# tables.
+# Usage: bash experiments/cifar10_resnet20/study.sh [NAME ...]   (from the repository root, after the
+# float recipe has finished: recipe.sh)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+Q="${QATLAB:-$here/../../build/apps/qatlab}"
+float="$here/runs/recipe/checkpoint.h5"
+if [ ! -f "$here/runs/recipe/summary.json" ]; then
+  echo "study.sh: the float recipe has not finished (run experiments/cifar10_resnet20/recipe.sh first)" >&2
+  exit 1
+fi
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then names=(ptq w8 w4 w4-tensor w3 w2); fi
+
+common=(--dataset cifar10 --batch-size 128 --first-last 8 --threads 2)
+declare -A cells=(
+  [ptq]="--methods ptq-minmax,ptq-histogram --pairs 8/8,6/6,4/4,3/3,2/2,4/8,2/8 --granularity per-tensor,per-channel --seeds 1"
+  [w8]="--methods qat-minmax,lsq --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001"
+  [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 --qat-epochs 15 --qat-lr 0.01"
+  [w4-tensor]="--methods lsq --pairs 4/4 --granularity per-tensor --seeds 1 --qat-epochs 15 --qat-lr 0.01"
+  [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 --qat-epochs 20 --qat-lr 0.01"
+  [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 --qat-epochs 30 --qat-lr 0.01"
+)
+for name in "${names[@]}"; do
+  if [ -z "${cells[$name]+set}" ]; then
+    echo "study.sh: unknown sweep '$name' (expected: ${!cells[*]})" >&2
+    exit 2
+  fi
+  # shellcheck disable=SC2086
+  args=(sweep "$float" --out "$here/runs/study-$name" "${common[@]}" ${cells[$name]})
+  { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
+done
