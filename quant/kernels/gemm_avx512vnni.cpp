@@ -1,5 +1,5 @@
-// gemm_avx512vnni.cpp: the AVX-512 VNNI backend of the packed int8 GEMM (x86 only): one-panel and
-// two-panel tiles on _mm512_dpbusd_epi32 ending in the 16-lane output stage (output_stage_avx512.h),
+// gemm_avx512vnni.cpp: the AVX-512 VNNI backend of the packed int8 GEMM (x86 only): tiles of one to
+// three panels on _mm512_dpbusd_epi32 ending in the 16-lane output stage (output_stage_avx512.h),
 // and its GemmKernel entry (gemm_kernel.h); its packing and fused-pool stage are the AVX2 ones. 4-bit
 // panels are unfolded one at a time and run through the one-panel tile, so this path shares its weight
 // handling with the portable one.
@@ -110,13 +110,14 @@ struct TapOut {
   }
 };
 
-// A (MR rows, KQ*4) bytes, row stride a_stride, times kPanels (1 or 2) neighbouring panels of B (16
+// A (MR rows, KQ*4) bytes, row stride a_stride, times kPanels (1 to 3) neighbouring panels of B (16
 // columns each): per k-quad, one zmm load of B per panel (16 columns x 4 bytes) and MR broadcasts of
 // A's 4 bytes feed kPanels * MR dpbusd, which add the 4 products u8 x s8 of each column to its int32
 // lane (no saturation). The unsigned operand is the broadcast A (fully connected: activations) or B
 // (conv: im2col or framed activations). With one panel the MR broadcasts and the load (MR + 1 loads
 // for MR dpbusd) kept the load ports, not the dpbusd units, busy: the 1024^3 GEMM ran at ~34 % of the
-// vpdpbusd peak; two panels share the broadcasts. Columns past `cols` are computed and not stored.
+// vpdpbusd peak; two or three panels share the broadcasts (three: 24 accumulators, 3 loads and 8
+// broadcasts per 24 dpbusd). Columns past `cols` are computed and not stored.
 // The accumulators are named variables for the reason given at avx2_tile (with an array GCC 12
 // copies each one to another register after every dpbusd).
 template <int MR, int kPanels, bool kBroadcastUnsigned, class Rows, class Out>
@@ -124,37 +125,45 @@ __attribute__((target("avx512f,avx512bw,avx512vnni,avx2"))) void vnni_tile(const
                                                                            const Rows b, int64_t kq_count,
                                                                            int64_t row0, int64_t col0, int cols,
                                                                            const Out& out) {
-  static_assert(MR >= 1 && MR <= 8 && (kPanels == 1 || kPanels == 2));
+  static_assert(MR >= 1 && MR <= 8 && kPanels >= 1 && kPanels <= 3);
   const __m512i zero = _mm512_setzero_si512();
   __m512i p0 = zero, p1 = zero, p2 = zero, p3 = zero, p4 = zero, p5 = zero, p6 = zero, p7 = zero;  // panel 0
   __m512i q0 = zero, q1 = zero, q2 = zero, q3 = zero, q4 = zero, q5 = zero, q6 = zero, q7 = zero;  // panel 1
+  __m512i u0 = zero, u1 = zero, u2 = zero, u3 = zero, u4 = zero, u5 = zero, u6 = zero, u7 = zero;  // panel 2
   for (int64_t kq = 0; kq < kq_count; ++kq) {
     const uint8_t* bk = b.first(kq);
     const __m512i bv0 = _mm512_loadu_si512(bk);
-    const __m512i bv1 = kPanels == 2 ? _mm512_loadu_si512(bk + b.second) : zero;
+    const __m512i bv1 = kPanels >= 2 ? _mm512_loadu_si512(bk + b.second) : zero;
+    const __m512i bv2 = kPanels >= 3 ? _mm512_loadu_si512(bk + 2 * b.second) : zero;
     const uint8_t* ak = a + kq * 4;
-    const auto row = [&](int r, __m512i& acc0, __m512i& acc1) __attribute__((always_inline)) {
+    const auto row = [&](int r, __m512i& acc0, __m512i& acc1, __m512i& acc2) __attribute__((always_inline)) {
       int32_t quad;
       std::memcpy(&quad, ak + r * a_stride, sizeof quad);
       const __m512i av = _mm512_set1_epi32(quad);
       acc0 = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc0, av, bv0) : _mm512_dpbusd_epi32(acc0, bv0, av);
-      if constexpr (kPanels == 2)
+      if constexpr (kPanels >= 2)
         acc1 = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc1, av, bv1) : _mm512_dpbusd_epi32(acc1, bv1, av);
+      if constexpr (kPanels >= 3)
+        acc2 = kBroadcastUnsigned ? _mm512_dpbusd_epi32(acc2, av, bv2) : _mm512_dpbusd_epi32(acc2, bv2, av);
     };
-    row(0, p0, q0);
-    if constexpr (MR > 1) row(1, p1, q1);
-    if constexpr (MR > 2) row(2, p2, q2);
-    if constexpr (MR > 3) row(3, p3, q3);
-    if constexpr (MR > 4) row(4, p4, q4);
-    if constexpr (MR > 5) row(5, p5, q5);
-    if constexpr (MR > 6) row(6, p6, q6);
-    if constexpr (MR > 7) row(7, p7, q7);
+    row(0, p0, q0, u0);
+    if constexpr (MR > 1) row(1, p1, q1, u1);
+    if constexpr (MR > 2) row(2, p2, q2, u2);
+    if constexpr (MR > 3) row(3, p3, q3, u3);
+    if constexpr (MR > 4) row(4, p4, q4, u4);
+    if constexpr (MR > 5) row(5, p5, q5, u5);
+    if constexpr (MR > 6) row(6, p6, q6, u6);
+    if constexpr (MR > 7) row(7, p7, q7, u7);
   }
   const __m512i first[8] = {p0, p1, p2, p3, p4, p5, p6, p7};
   out.template finish<MR>(first, row0, col0, std::min(cols, int{kPanel}));
-  if constexpr (kPanels == 2) {
+  if constexpr (kPanels >= 2) {
     const __m512i second[8] = {q0, q1, q2, q3, q4, q5, q6, q7};
-    if (cols > kPanel) out.template finish<MR>(second, row0, col0 + kPanel, cols - kPanel);
+    if (cols > kPanel) out.template finish<MR>(second, row0, col0 + kPanel, static_cast<int>(std::min<int64_t>(cols - kPanel, kPanel)));
+  }
+  if constexpr (kPanels >= 3) {
+    const __m512i third[8] = {u0, u1, u2, u3, u4, u5, u6, u7};
+    if (cols > 2 * kPanel) out.template finish<MR>(third, row0, col0 + 2 * kPanel, cols - 2 * kPanel);
   }
 }
 
@@ -197,23 +206,28 @@ void gemm_rows_vnni(const GemmOperands& g, int64_t row0, int rows, const Epilogu
          tile_cols(g, p * kPanel, kPanel), out);
 }
 
-// The tap-major direct convolution (gemm_kernel.h): 32 positions at a time (the two-panel tile reading
+// The tap-major direct convolution (gemm_kernel.h): 48 positions at a time (the three-panel tile reading
 // its rows from the channel-quad image), every block of 8 filter rows over them while they are in L1;
-// a last chunk of at most 16 positions in the one-panel tile.
+// a last chunk of at most 32 positions in the two- or one-panel tile.
+constexpr int kTapPanels = 3;  // panels per tile of the tap-major convolution
+
 void conv_taps_vnni(const uint8_t* quads, const int32_t* kq_offset, int64_t kq_count, const uint8_t* filter,
                     int64_t oc, int64_t positions, const PackedOutputStage& stage, const TapSegment* segments,
                     const int32_t* chunk_first, int8_t* y, int64_t ohw) {
   const TapOut out{stage, segments, chunk_first, y, ohw};
   const int64_t a_stride = kq_count * 4;
-  for (int64_t q0 = 0; q0 < positions; q0 += 2 * kPanel) {
+  for (int64_t q0 = 0; q0 < positions; q0 += kTapPanels * kPanel) {
     const TapRows b{quads + q0 * 4, kq_offset};
-    const int cols = static_cast<int>(std::min<int64_t>(2 * kPanel, positions - q0));
+    const int cols = static_cast<int>(std::min<int64_t>(kTapPanels * kPanel, positions - q0));
     for (int64_t r0 = 0; r0 < oc; r0 += kVnniMR) {
       const int rows = static_cast<int>(std::min<int64_t>(kVnniMR, oc - r0));
-      if (cols > kPanel)
-        vnni_tile_fn<2, false, TapRows, TapOut>(rows)(filter + r0 * a_stride, a_stride, b, kq_count, r0, q0, cols, out);
+      const uint8_t* a = filter + r0 * a_stride;
+      if (cols > 2 * kPanel)
+        vnni_tile_fn<3, false, TapRows, TapOut>(rows)(a, a_stride, b, kq_count, r0, q0, cols, out);
+      else if (cols > kPanel)
+        vnni_tile_fn<2, false, TapRows, TapOut>(rows)(a, a_stride, b, kq_count, r0, q0, cols, out);
       else
-        vnni_tile_fn<1, false, TapRows, TapOut>(rows)(filter + r0 * a_stride, a_stride, b, kq_count, r0, q0, cols, out);
+        vnni_tile_fn<1, false, TapRows, TapOut>(rows)(a, a_stride, b, kq_count, r0, q0, cols, out);
     }
   }
 }
