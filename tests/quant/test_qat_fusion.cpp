@@ -166,6 +166,12 @@ TEST(QatFusion, BatchNormLsqOpEqualsTheOpsInTurn) {
     }
 }
 
+Tensor normal_tensor(const Shape& shape, Rng& rng) {
+  Tensor t = Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = rng.normal();
+  return t;
+}
+
 // add_lsq against add (or add_relu) and lsq_fake_quantize in turn: the given values come out, and the
 // gradients of both operands and of the step are bit for bit the separate ops'.
 TEST(QatFusion, AddLsqOpEqualsTheOpsInTurn) {
@@ -173,9 +179,7 @@ TEST(QatFusion, AddLsqOpEqualsTheOpsInTurn) {
     for (bool relu : {false, true}) {
       SCOPED_TRACE(shape_str(shape) + (relu ? " relu" : ""));
       Rng rng(4);
-      Tensor a = Tensor::empty(shape), b = Tensor::empty(shape), dy = Tensor::empty(shape);
-      for (Tensor* t : {&a, &b, &dy})
-        for (int64_t i = 0; i < t->numel(); ++i) t->data()[i] = rng.normal();
+      const Tensor a = normal_tensor(shape, rng), b = normal_tensor(shape, rng), dy = normal_tensor(shape, rng);
       QScheme scheme;  // codes 0..15 with the zero point at 3: clamps at both ends
       scheme.bits = 4;
       scheme.is_signed = false;
@@ -218,9 +222,7 @@ TEST(QatFusion, AddQuantizedOpEqualsTheOpsInTurn) {
     for (bool relu : {false, true}) {
       SCOPED_TRACE(shape_str(shape) + (relu ? " relu" : ""));
       Rng rng(4);
-      Tensor a = Tensor::empty(shape), b = Tensor::empty(shape), dy = Tensor::empty(shape);
-      for (Tensor* t : {&a, &b, &dy})
-        for (int64_t i = 0; i < t->numel(); ++i) t->data()[i] = rng.normal();
+      const Tensor a = normal_tensor(shape, rng), b = normal_tensor(shape, rng), dy = normal_tensor(shape, rng);
       QParams qp;  // codes 0..15 with the zero point at 3: clamps at both ends
       qp.scale = {0.15f};
       qp.zero_point = {3};
