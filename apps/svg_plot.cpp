@@ -24,6 +24,7 @@ constexpr double kLegendGap = 18;
 // vanishes on white).
 constexpr const char* kColours[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"};
 constexpr int kNumColours = sizeof(kColours) / sizeof(kColours[0]);
+constexpr const char* kReferenceColour = "#555555";  // reference lines (baselines)
 enum class Marker { kCircle, kSquare, kTriangleUp, kDiamond, kTriangleDown, kCross };
 constexpr int kNumMarkers = 6;
 
@@ -237,6 +238,7 @@ std::string render_line_chart(const LineChart& chart) {
   if (!chart.x_tick_labels.empty() && chart.x_tick_labels.size() != chart.x_ticks.size())
     throw std::invalid_argument("line chart has " + std::to_string(chart.x_tick_labels.size()) + " x tick labels for " +
                                 std::to_string(chart.x_ticks.size()) + " x ticks; expected one label per tick");
+  for (const ReferenceLine& r : chart.references) require_finite(r.y, "line chart reference '" + r.label + "'");
   if (chart.y_min) require_finite(*chart.y_min, "line chart y_min");
   if (chart.y_max) require_finite(*chart.y_max, "line chart y_max");
 
@@ -254,6 +256,10 @@ std::string render_line_chart(const LineChart& chart) {
   for (const double t : chart.x_ticks) {
     x_lo = std::min(x_lo, t);
     x_hi = std::max(x_hi, t);
+  }
+  for (const ReferenceLine& r : chart.references) {
+    y_lo = std::min(y_lo, r.y);
+    y_hi = std::max(y_hi, r.y);
   }
   Axis x, y;
   std::tie(x.lo, x.hi) = padded(x_lo, x_hi, 0.04);
@@ -274,6 +280,7 @@ std::string render_line_chart(const LineChart& chart) {
 
   std::vector<std::string> labels;
   for (const PlotSeries& s : chart.series) labels.push_back(s.label);
+  for (const ReferenceLine& r : chart.references) labels.push_back(r.label);
   const double legend_x = kPlotRight + kLegendGap;
   const double width = legend_x + legend_width(labels) + 10;
   std::string svg = open_document(width, chart.title, chart.x_label, chart.y_label, x, y);
@@ -304,7 +311,28 @@ std::string render_line_chart(const LineChart& chart) {
     for (const size_t i : order) svg += marker_svg(marker, map_x(x, s.x[i]), map_y(y, s.y[i]), colour) + "\n";
     svg += "</g>\n";
   }
+  for (const ReferenceLine& r : chart.references) {
+    const double py = map_y(y, r.y);
+    svg += fmt("<line class=\"reference\" x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"%s\" "
+               "stroke-width=\"1.5\" stroke-dasharray=\"6,4\"/>\n",
+               kPlotLeft, py, kPlotRight, py, kReferenceColour);
+  }
   svg += "</g>\n";
+
+  // Points beyond a fixed y range: an arrow at the edge, pointing out, with the value beside it.
+  for (size_t si = 0; si < chart.series.size(); ++si) {
+    const PlotSeries& s = chart.series[si];
+    const char* colour = kColours[si % kNumColours];
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      const bool below = s.y[i] < y.lo, above = s.y[i] > y.hi;
+      if (!below && !above) continue;
+      const double px = map_x(x, s.x[i]), edge = below ? kPlotBottom - 4 : kPlotTop + 4, tip = below ? 6.0 : -6.0;
+      svg += fmt("<g class=\"off-axis\" data-series=\"%zu\"><path d=\"M%.2f,%.2f L%.2f,%.2f L%.2f,%.2f Z\" fill=\"%s\"/>"
+                 "<text x=\"%.2f\" y=\"%.2f\" font-size=\"11\" fill=\"%s\">%s</text></g>\n",
+                 si, px - 5, edge - tip, px + 5, edge - tip, px, edge, colour, px + 7, edge - (below ? 2 : -8),
+                 colour, value_str(s.y[i]).c_str());
+    }
+  }
 
   svg += "<g class=\"legend\">\n";
   for (size_t si = 0; si < chart.series.size(); ++si) {
@@ -315,6 +343,14 @@ std::string render_line_chart(const LineChart& chart) {
     svg += marker_svg(static_cast<Marker>(si % kNumMarkers), legend_x + 14, ly, colour);
     svg += fmt("<text class=\"legend-label\" x=\"%.2f\" y=\"%.2f\">%s</text>\n", legend_x + 36, ly + 4.5,
                xml_escape(chart.series[si].label).c_str());
+  }
+  for (size_t ri = 0; ri < chart.references.size(); ++ri) {
+    const double ly = kPlotTop + 12 + 22.0 * static_cast<double>(chart.series.size() + ri);
+    svg += fmt("<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"%s\" stroke-width=\"1.5\" "
+               "stroke-dasharray=\"6,4\"/>",
+               legend_x, ly, legend_x + 28, ly, kReferenceColour);
+    svg += fmt("<text class=\"legend-label\" x=\"%.2f\" y=\"%.2f\">%s</text>\n", legend_x + 36, ly + 4.5,
+               xml_escape(chart.references[ri].label).c_str());
   }
   svg += "</g>\n</svg>\n";
   return svg;

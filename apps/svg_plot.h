@@ -20,16 +20,27 @@ struct PlotSeries {
   std::vector<double> x, y, err;  // err: empty, or +-half-width per point (>= 0)
 };
 
+// A horizontal line across the plot at y (a baseline, e.g. the float model's accuracy): dashed, grey,
+// with a legend entry after the series'.
+struct ReferenceLine {
+  std::string label;
+  double y = 0;
+};
+
 struct LineChart {
   std::string title, x_label, y_label;  // labels carry units, e.g. "test accuracy (%)"
   std::vector<PlotSeries> series;       // one colour + marker per series, a legend entry each
+  std::vector<ReferenceLine> references;
   std::vector<double> x_ticks;          // empty: automatic numeric ticks
   std::vector<std::string> x_tick_labels;  // empty: the x_ticks values printed; else one per x tick
   std::optional<double> y_min, y_max;   // unset: fitted to the data (with error bars) plus a margin
 };
 
 // The SVG document. Each series is one <polyline class="series">, each drawn error bar one
-// <path class="errorbar"> (points with a zero half-width get none).
+// <path class="errorbar"> (points with a zero half-width get none); lines and bars are clipped to the
+// plot area. A point outside a fixed y range is marked at the edge it lies beyond by a
+// <g class="off-axis"> (an arrow in the series' colour and the point's value), each reference line is one
+// <line class="reference">.
 std::string render_line_chart(const LineChart& chart);
 
 struct Histogram {

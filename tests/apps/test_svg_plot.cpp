@@ -165,6 +165,29 @@ TEST(SvgLineChart, ErrorBarsWidenTheFittedRangeAndTicksAreRound) {
   EXPECT_NE(fixed.find(">W2</text>"), std::string::npos);
 }
 
+// A zoomed y range: the points below it are marked at the bottom edge with their values (the line and
+// the error bars stay clipped to the plot), and a reference line is drawn across with a legend entry.
+TEST(SvgLineChart, ZoomedRangeMarksPointsBeyondItAndDrawsReferences) {
+  LineChart c = sweep_chart();
+  c.y_min = 95;
+  c.y_max = 100;
+  c.references.push_back({"float baseline", 98.5});
+  const std::string svg = render_line_chart(c);
+  EXPECT_TRUE(well_formed(svg)) << svg;
+  // QAT's 91 % and PTQ's 90 and 10 % lie under 95 %; nothing else does.
+  EXPECT_EQ(count(svg, "class=\"off-axis\""), 3u) << svg;
+  EXPECT_NE(svg.find(">10</text>"), std::string::npos);
+  EXPECT_EQ(count(svg, "<line class=\"reference\""), 1u);
+  EXPECT_NE(svg.find(">float baseline</text>"), std::string::npos);
+  // Unzoomed, the reference's value widens the fitted range like a point's.
+  LineChart wide;
+  wide.series.push_back({"a", {0, 1}, {10, 11}, {}});
+  wide.references.push_back({"b", 50});
+  EXPECT_NE(render_line_chart(wide).find(">50</text>"), std::string::npos);
+  wide.references[0].y = NAN;
+  EXPECT_THROW(render_line_chart(wide), std::invalid_argument);
+}
+
 TEST(SvgLineChart, RejectsNanEmptyAndMismatchedData) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   LineChart c = sweep_chart();
