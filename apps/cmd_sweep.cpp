@@ -177,7 +177,7 @@ class Sweep {
       write_outputs();
     }
     std::printf("sweep finished: %lld cells run, %lld reused, %lld failed; results in %s/results.csv, results.json, "
-                "accuracy_vs_bits.svg\n",
+                "accuracy_vs_*.svg\n",
                 static_cast<long long>(ran), static_cast<long long>(cells.size() - ran), static_cast<long long>(failed),
                 s_.out.c_str());
     return 0;
@@ -386,11 +386,7 @@ class Sweep {
     atomic_write_text((out / "cells.csv").string(), cells_csv(report_));
     atomic_write_text((out / "results.csv").string(), results_csv(report_));
     atomic_write_text((out / "results.json").string(), results_json(report_));
-    for (const bool equal : {true, false}) {
-      const std::string svg = accuracy_plot_svg(report_, equal);
-      if (!svg.empty())
-        atomic_write_text((out / (equal ? "accuracy_vs_bits.svg" : "accuracy_vs_wbits.svg")).string(), svg);
-    }
+    for (const auto& [name, svg] : accuracy_plots(report_)) atomic_write_text((out / name).string(), svg);
   }
 
   const SweepSettings& s_;

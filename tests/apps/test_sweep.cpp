@@ -99,11 +99,18 @@ TEST(SweepFiles, CsvJsonAndPlotCarryTheRows) {
   EXPECT_NE(json.find("\"loss is NaN, \\\"diverged\\\"\""), std::string::npos);
   EXPECT_NE(json.find("\"seeds_failed\": 1"), std::string::npos);
 
-  const std::string svg = accuracy_plot_svg(rep, /*equal_bits=*/true);
+  const std::string svg = accuracy_plot_svg(rep, /*equal_bits=*/true, "per-tensor");
   ASSERT_FALSE(svg.empty());
-  for (const char* label : {"lsq", "ptq-minmax", "float (32-bit)", "test accuracy (%)"})
+  for (const char* label : {"lsq", "ptq-minmax", "float (32-bit)", "test accuracy (%)", "per-tensor weights"})
     EXPECT_NE(svg.find(label), std::string::npos) << label;
-  EXPECT_TRUE(accuracy_plot_svg(rep, /*equal_bits=*/false).empty());  // only W8A8 has 8-bit activations
+  EXPECT_NE(svg.find("<line class=\"reference\""), std::string::npos);  // the float model as a line
+  // Zoomed to LSQ (~96 %) and the float model (98.5 %): PTQ's 80 and 60 % are marked at the bottom edge.
+  EXPECT_NE(svg.find("class=\"off-axis\""), std::string::npos);
+  EXPECT_TRUE(accuracy_plot_svg(rep, /*equal_bits=*/false, "per-tensor").empty());  // only W8A8 has 8-bit activations
+  EXPECT_TRUE(accuracy_plot_svg(rep, /*equal_bits=*/true, "per-channel").empty());  // no such cells
+  const auto plots = accuracy_plots(rep);
+  ASSERT_EQ(plots.size(), 1u);
+  EXPECT_EQ(plots[0].first, "accuracy_vs_bits.svg");
 }
 
 TEST(SweepFiles, CellResultRoundTripsAndRejectsOtherCells) {
