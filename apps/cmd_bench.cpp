@@ -17,7 +17,7 @@
 #include "core/cpu_features.h"
 #include "core/cpu_peak.h"
 #include "core/gemm.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 
 namespace qatlab {
 

@@ -6,7 +6,7 @@
 #include "apps/commands.h"
 #include "apps/integer_eval.h"
 #include "apps/qat_options.h"
-#include "quant/convert.h"
+#include "quant/qat/convert.h"
 
 namespace qatlab {
 

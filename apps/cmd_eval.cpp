@@ -10,14 +10,14 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
-#include "apps/qat_options.h"
 #include "apps/integer_eval.h"
+#include "apps/qat_options.h"
 #include "apps/train_loop.h"
 #include "core/atomic_file.h"
 #include "nn/checkpoint.h"
-#include "quant/dynamic_quant.h"
-#include "quant/int8_graph.h"
-#include "quant/prepare.h"
+#include "quant/engine/dynamic_quant.h"
+#include "quant/engine/int8_graph.h"
+#include "quant/qat/prepare.h"
 
 namespace qatlab {
 

@@ -9,7 +9,7 @@
 #include "apps/commands.h"
 #include "apps/qat_options.h"
 #include "nn/checkpoint.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 #include "quant/onnx/onnx_export.h"
 #include "quant/onnx/onnx_float_export.h"
 

@@ -8,7 +8,7 @@
 #include "apps/train_loop.h"
 #include "core/atomic_file.h"
 #include "nn/checkpoint.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 
 namespace qatlab {
 

@@ -20,10 +20,10 @@
 #include "apps/train_loop.h"
 #include "core/atomic_file.h"
 #include "nn/checkpoint.h"
-#include "quant/convert.h"
-#include "quant/explain.h"
-#include "quant/inspect.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
+#include "quant/qat/convert.h"
+#include "quant/teach/explain.h"
+#include "quant/teach/inspect.h"
 
 namespace qatlab {
 

@@ -11,9 +11,9 @@
 #include "apps/qat_options.h"
 #include "apps/train_loop.h"
 #include "nn/checkpoint.h"
-#include "quant/qconfig_data.h"
-#include "quant/convert.h"
-#include "quant/prepare.h"
+#include "quant/qat/convert.h"
+#include "quant/qat/prepare.h"
+#include "quant/qat/qconfig_data.h"
 
 namespace qatlab {
 

@@ -6,9 +6,9 @@
 #include "apps/train_command.h"
 #include "core/distributed.h"
 #include "nn/zoo.h"
-#include "quant/qconfig_data.h"
-#include "quant/learnable_quantizer.h"
-#include "quant/prepare.h"
+#include "quant/qat/learnable_quantizer.h"
+#include "quant/qat/prepare.h"
+#include "quant/qat/qconfig_data.h"
 
 namespace qatlab {
 

@@ -30,7 +30,7 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/lstm.h"
-#include "quant/convert.h"
+#include "quant/qat/convert.h"
 
 namespace qatlab {
 

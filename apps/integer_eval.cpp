@@ -7,9 +7,9 @@
 #include <cstdio>
 
 #include "data/loader.h"
-#include "quant/convert.h"
-#include "quant/lower.h"
-#include "quant/prepare.h"
+#include "quant/qat/convert.h"
+#include "quant/qat/lower.h"
+#include "quant/qat/prepare.h"
 
 namespace qatlab {
 

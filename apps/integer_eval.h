@@ -7,7 +7,7 @@
 
 #include "apps/data_setup.h"
 #include "apps/train_loop.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 
 namespace qatlab {
 
@@ -38,7 +38,7 @@ void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Mo
                  IntegerOutputs* outputs = nullptr);
 
 // Gives a graph converted from a checkpoint of `dataset` its pixel table: the dataset's normalisation as the
-// loader computes it, then the input grid (set_pixel_table, quant/convert.h). False, leaving the graph as it
+// loader computes it, then the input grid (set_pixel_table, quant/qat/convert.h). False, leaving the graph as it
 // was, when qatlab knows no dataset of that name.
 bool set_dataset_pixel_table(Int8Graph& graph, const std::string& dataset);
 

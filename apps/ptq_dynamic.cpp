@@ -20,7 +20,7 @@
 #include "apps/train_loop.h"
 #include "core/ops.h"
 #include "nn/checkpoint.h"
-#include "quant/dynamic_quant.h"
+#include "quant/engine/dynamic_quant.h"
 
 namespace qatlab {
 

@@ -4,8 +4,8 @@
 #include <map>
 #include <sstream>
 
-#include "quant/qconfig_data.h"
-#include "quant/prepare.h"
+#include "quant/qat/prepare.h"
+#include "quant/qat/qconfig_data.h"
 
 namespace qatlab {
 

@@ -7,8 +7,8 @@
 
 #include "apps/cli.h"
 #include "nn/checkpoint.h"
-#include "quant/qat_layers.h"
-#include "quant/qconfig.h"
+#include "quant/qat/qat_layers.h"
+#include "quant/qat/qconfig.h"
 
 namespace qatlab {
 

@@ -19,8 +19,8 @@
 #include "nn/linear.h"
 #include "nn/module.h"
 #include "nn/optim.h"
-#include "quant/convert.h"
-#include "quant/prepare.h"
+#include "quant/qat/convert.h"
+#include "quant/qat/prepare.h"
 
 using namespace qatlab;
 

@@ -11,9 +11,9 @@
 #include "apps/integer_eval.h"
 #include "core/rng.h"
 #include "nn/zoo.h"
-#include "quant/convert.h"
-#include "quant/lower.h"
-#include "quant/prepare.h"
+#include "quant/qat/convert.h"
+#include "quant/qat/lower.h"
+#include "quant/qat/prepare.h"
 
 namespace qatlab {
 namespace {
