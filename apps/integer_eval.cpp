@@ -7,8 +7,8 @@
 #include <cstdio>
 
 #include "data/loader.h"
+#include "quant/engine/lowered_layer.h"
 #include "quant/qat/convert.h"
-#include "quant/qat/lower.h"
 #include "quant/qat/prepare.h"
 
 namespace qatlab {

@@ -17,8 +17,8 @@
 #include "quant/engine/int8_gemm.h"
 #include "quant/engine/int8_kernels.h"
 #include "quant/engine/int_lstm.h"
+#include "quant/engine/lowered_layer.h"
 #include "quant/engine/qscheme.h"
-#include "quant/qat/lower.h"
 
 namespace qatlab {
 

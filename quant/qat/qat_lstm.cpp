@@ -17,9 +17,9 @@
 
 #include "core/ops.h"
 #include "nn/lstm_cell.h"
+#include "quant/engine/lowered_layer.h"
 #include "quant/engine/requantize.h"
 #include "quant/qat/bias.h"
-#include "quant/qat/lower.h"
 
 namespace qatlab {
 

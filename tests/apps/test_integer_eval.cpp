@@ -11,8 +11,8 @@
 #include "apps/integer_eval.h"
 #include "core/rng.h"
 #include "nn/zoo.h"
+#include "quant/engine/lowered_layer.h"
 #include "quant/qat/convert.h"
-#include "quant/qat/lower.h"
 #include "quant/qat/prepare.h"
 
 namespace qatlab {

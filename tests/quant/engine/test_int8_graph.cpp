@@ -22,8 +22,8 @@
 #include "nn/linear.h"
 #include "nn/residual.h"
 #include "nn/zoo.h"
+#include "quant/engine/lowered_layer.h"
 #include "quant/qat/convert.h"
-#include "quant/qat/lower.h"
 #include "quant/qat/prepare.h"
 
 namespace qatlab {
