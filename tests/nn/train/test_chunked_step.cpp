@@ -1,7 +1,7 @@
 // test_chunked_step.cpp: ChunkedStep in one process: every chunk's work runs, a shared statistic's update
 // runs once with every chunk's values in chunk order, gradients add in chunk order (float rounding shows
 // the order), a failing chunk abandons the step without hanging and the next step runs.
-#include "apps/chunked_step.h"
+#include "nn/train/chunked_step.h"
 
 #include <gtest/gtest.h>
 

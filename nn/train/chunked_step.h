@@ -3,15 +3,16 @@
 // gradients summed in chunk order on every process: the weights after the step are the same bit for
 // bit whether 1 process or N computed the chunks (`mpirun -np N qatlab train|qat`).
 //
-// How. Chunk k of a batch of n rows holds rows [k n / K, (k + 1) n / K) (K = --grad-chunks); process r of
-// N holds chunks [r K / N, (r + 1) K / N). A process runs its chunks on worker threads, one at a time,
-// each until its model reaches a statistic that stateful layers share (core/batch_sync.h: observers'
-// ranges, learned quantizers' first batch, batch norm's running statistics): when every chunk of the
-// process has reached it, the main thread gathers every process's chunks' values (MPI), runs the layer's
-// update once and lets the chunks go on, in order. After its backward a chunk's gradient is copied
-// aside; then every process gathers every chunk's gradient and adds them, chunk 0 to K-1, into the
-// parameters' gradients. What this costs: each process receives K gradients per step (K x the
-// parameter bytes), and K forward / backward passes of n / K rows run slower than one of n rows.
+// How. Chunk k of a batch of n rows holds rows [k n / K, (k + 1) n / K) (K = TrainSettings::grad_chunks,
+// --grad-chunks); process r of N holds chunks [r K / N, (r + 1) K / N). A process runs its chunks on
+// worker threads, one at a time, each until its model reaches a statistic that stateful layers share
+// (core/batch_sync.h: observers' ranges, learned quantizers' first batch, batch norm's running
+// statistics): when every chunk of the process has reached it, the main thread gathers every process's
+// chunks' values (MPI), runs the layer's update once and lets the chunks go on, in order. After its
+// backward a chunk's gradient is copied aside; then every process gathers every chunk's gradient and adds
+// them, chunk 0 to K-1, into the parameters' gradients. What this costs: each process receives K
+// gradients per step (K x the parameter bytes), and K forward / backward passes of n / K rows run slower
+// than one of n rows.
 //
 // Shape letters: K chunks, P parameters (all of the model's, flattened), N batch rows.
 #pragma once

@@ -1,5 +1,5 @@
 // chunked_step.cpp: the chunk workers, their hand-over at every shared statistic, and the gradient sum.
-#include "apps/chunked_step.h"
+#include "nn/train/chunked_step.h"
 
 #include <omp.h>
 

@@ -1,12 +1,14 @@
-// integer_eval.h: test-set accuracy of an integer graph and, given its QAT model, how the two agree.
+// integer_eval.h: test-set accuracy of an integer graph and, given its QAT model, how the two agree; the
+// integer graph's input pipeline from raw pixels (its pixel table, from the dataset's normalisation); the
+// output codes as CSV.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "apps/data_setup.h"
-#include "apps/train_loop.h"
+#include "nn/train/data_bundle.h"
+#include "nn/train/evaluate.h"
 #include "quant/engine/int8_graph.h"
 
 namespace qatlab {
@@ -32,8 +34,8 @@ int32_t argmax_row(const int8_t* row, int64_t n);
 // Runs the integer graph over the loader (r: accuracy, count, predictions, seconds of integer compute):
 // a graph with a pixel table on the batches' raw bytes (the loader must keep them: integer_loader_options),
 // one without on their normalised floats;
-// with `sim`, also the QAT model in float simulation and in exact mode (its conv and linear layers on the
-// kernels of `path` too), comparing output codes (a). With `outputs`, keeps every output code and label.
+// with `sim` (in evaluation mode), also the QAT model in float simulation and in exact mode (its conv and
+// linear layers on the kernels of `path` too), comparing output codes (a). With `outputs`, keeps every output code and label.
 void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a,
                  IntegerOutputs* outputs = nullptr);
 
@@ -63,9 +65,5 @@ std::string input_pipeline_note(const Int8Graph& graph, const std::string& path)
 // (output codes as signed integers; real logit = scale * (code - zero_point) with the grid given).
 // Lines starting with '#' before the header carry the format name and the output grid.
 std::string outputs_csv(const IntegerOutputs& outputs, const QParams& grid);
-
-// The kernels named by a --kernel option ("auto": the best this CPU has). UsageError for an unknown
-// name or one this CPU cannot run.
-KernelPath kernel_option(const std::string& value);
 
 }  // namespace qatlab

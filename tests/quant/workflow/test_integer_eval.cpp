@@ -8,12 +8,12 @@
 #include <string>
 #include <vector>
 
-#include "apps/integer_eval.h"
 #include "core/rng.h"
 #include "nn/zoo.h"
 #include "quant/engine/lowered_layer.h"
 #include "quant/qat/convert.h"
 #include "quant/qat/prepare.h"
+#include "quant/workflow/integer_eval.h"
 
 namespace qatlab {
 namespace {

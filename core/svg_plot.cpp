@@ -1,6 +1,6 @@
 // svg_plot.cpp: the SVG writer behind svg_plot.h: axes with "nice" ticks, series with markers and error
 // bars, histograms with the quantization grid drawn over them.
-#include "apps/svg_plot.h"
+#include "core/svg_plot.h"
 
 #include <algorithm>
 #include <cmath>

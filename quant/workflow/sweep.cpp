@@ -1,23 +1,26 @@
-// sweep.cpp: the study's grid, per-cell result files, the summary over seeds and the output files.
-#include "apps/sweep.h"
+// sweep.cpp: the study's grid, per-cell result files, the summary over seeds and the result files.
+#include "quant/workflow/sweep.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <stdexcept>
-#include <tuple>
 
-#include "apps/cli.h"
-#include "apps/svg_plot.h"
 #include "core/format.h"
 
 namespace qatlab {
 
 bool sweep_method_is_ptq(const std::string& method) { return method.rfind("ptq-", 0) == 0; }
 
-std::string BitPair::label() const { return "W" + std::to_string(wbits) + "A" + std::to_string(abits); }
+std::string BitPair::label() const {
+  std::string s = "W";  // (appended piece by piece: GCC 12 warns, wrongly, on "W" + std::string)
+  s += std::to_string(wbits);
+  s += 'A';
+  s += std::to_string(abits);
+  return s;
+}
 
 namespace {
 
@@ -196,15 +199,15 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
+int64_t float_bytes(const SweepReport& r) { return r.floats.empty() ? 0 : r.floats.front().checkpoint_bytes; }
+
+}  // namespace
+
 Spread float_spread(const SweepReport& r) {
   std::vector<double> acc;
   for (const FloatBaseline& f : r.floats) acc.push_back(100 * f.accuracy);
   return spread_of(acc);
 }
-
-int64_t float_bytes(const SweepReport& r) { return r.floats.empty() ? 0 : r.floats.front().checkpoint_bytes; }
-
-}  // namespace
 
 std::string cells_csv(const SweepReport& r) {
   std::ostringstream os;
@@ -289,50 +292,6 @@ std::string results_json(const SweepReport& r) {
   }
   os << "  ]\n}\n";
   return os.str();
-}
-
-std::string accuracy_plot_svg(const SweepReport& r, bool equal_bits) {
-  const auto wanted = [&](const BitPair& b) { return equal_bits ? b.wbits == b.abits : b.abits == 8; };
-  const auto x_of = [&](const BitPair& b) { return static_cast<double>(b.wbits); };
-  std::set<int> xs;
-  for (const SweepRow& row : r.rows)
-    if (wanted(row.bits)) xs.insert(row.bits.wbits);
-  if (xs.size() < 2) return "";
-
-  std::set<std::string> granularities;
-  for (const SweepRow& row : r.rows) granularities.insert(row.granularity);
-  LineChart chart;
-  chart.title = r.model + " on " + r.dataset + ": integer-graph accuracy" +
-                (r.policy == "first and last layer 8-bit" ? " (first, last layer 8-bit)" : "");
-  chart.x_label = equal_bits ? "bits of weights and activations" : "weight bits (activations 8 bits)";
-  chart.y_label = "test accuracy (%), mean ± 1 std over seeds";
-  for (int x : xs) {
-    chart.x_ticks.push_back(x);
-    chart.x_tick_labels.push_back(std::to_string(x));
-  }
-  std::vector<std::pair<std::string, std::string>> lines;  // (method, granularity) in first-seen order
-  for (const SweepRow& row : r.rows)
-    if (std::find(lines.begin(), lines.end(), std::make_pair(row.method, row.granularity)) == lines.end())
-      lines.emplace_back(row.method, row.granularity);
-  for (const auto& [method, gran] : lines) {
-    PlotSeries s;
-    s.label = granularities.size() > 1 ? method + " (" + gran + ")" : method;
-    std::vector<std::tuple<double, double, double>> points;
-    for (const SweepRow& row : r.rows)
-      if (row.method == method && row.granularity == gran && wanted(row.bits) && row.seeds_ok > 0)
-        points.emplace_back(x_of(row.bits), row.integer.mean, row.integer.std);
-    std::sort(points.begin(), points.end());
-    for (const auto& [x, y, e] : points) s.x.push_back(x), s.y.push_back(y), s.err.push_back(e);
-    if (!s.x.empty()) chart.series.push_back(std::move(s));
-  }
-  if (!r.floats.empty()) {
-    const Spread f = float_spread(r);
-    PlotSeries s;
-    s.label = "float (32-bit)";
-    for (int x : xs) s.x.push_back(x), s.y.push_back(f.mean), s.err.push_back(0.0);
-    chart.series.push_back(std::move(s));
-  }
-  return render_line_chart(chart);
 }
 
 }  // namespace qatlab

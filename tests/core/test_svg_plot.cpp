@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/svg_plot.h"
+#include "core/svg_plot.h"
 #include "tests/core/gradcheck.h"
 
 namespace qatlab {

@@ -1,6 +1,7 @@
 // sweep.h: the accuracy-vs-bitwidth study of `qatlab sweep` as data: the grid of cells (method x
 // granularity x W/A pair x seed), what one cell produced, the mean and spread over seeds, and the
-// files the study writes (CSV, JSON, SVG plots).
+// result files the study writes (CSV, JSON; the command draws the plots, apps/sweep_plot.h). A cell is
+// run by run_sweep_cell (sweep_cell.h).
 #pragma once
 
 #include <cstdint>
@@ -92,14 +93,11 @@ struct SweepReport {
   std::vector<SweepRow> rows;
 };
 
+// The float baselines' test accuracies in percent: mean and spread over seeds.
+Spread float_spread(const SweepReport& r);
+
 std::string cells_csv(const SweepReport& r);    // one line per cell
 std::string results_csv(const SweepReport& r);  // one line per method x granularity x pair, over seeds
 std::string results_json(const SweepReport& r);
-
-// The plots: integer-graph accuracy (mean, error bars +-1 standard deviation over seeds) against bit
-// width, one line per method (and granularity when both ran), the float model as a reference line.
-// `equal_bits`: the pairs with W == A, against that bit width; otherwise the pairs with 8-bit
-// activations, against the weight bits. Empty when the grid has fewer than two such pairs.
-std::string accuracy_plot_svg(const SweepReport& r, bool equal_bits);
 
 }  // namespace qatlab

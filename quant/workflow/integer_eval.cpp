@@ -1,10 +1,11 @@
 // integer_eval.cpp: running an integer graph over a test set, optionally against its QAT simulation.
-#include "apps/integer_eval.h"
+#include "quant/workflow/integer_eval.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
 
 #include "data/loader.h"
 #include "quant/engine/lowered_layer.h"
@@ -14,15 +15,6 @@
 namespace qatlab {
 
 int32_t argmax_row(const int8_t* row, int64_t n) { return static_cast<int32_t>(std::max_element(row, row + n) - row); }
-
-KernelPath kernel_option(const std::string& value) {
-  if (value == "auto") return best_kernel_path();
-  try {
-    return parse_kernel_path(value);
-  } catch (const std::exception& e) {
-    throw UsageError(std::string("--kernel: ") + e.what());
-  }
-}
 
 void run_integer(const Int8Graph& graph, KernelPath path, DataLoader& loader, Module* sim, EvalResult& r, Agreement& a,
                  IntegerOutputs* outputs) {
@@ -86,7 +78,7 @@ bool set_dataset_pixel_table(Int8Graph& graph, const std::string& dataset) {
   Normalisation norm;
   try {
     norm = dataset_normalisation(dataset);
-  } catch (const UsageError&) {
+  } catch (const std::invalid_argument&) {  // not a built-in dataset
     return false;
   }
   set_pixel_table(graph, normalised_pixel_values(graph.input_shape.at(0), norm.mean, norm.std), norm.mean, norm.std);
