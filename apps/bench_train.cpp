@@ -9,13 +9,13 @@
 #include <memory>
 #include <vector>
 
-#include "apps/train_loop.h"
 #include "core/cpu_features.h"
 #include "core/cpu_peak.h"
 #include "core/profiler.h"
-#include "quant/convert.h"
-#include "quant/fake_quantize.h"
-#include "quant/prepare.h"
+#include "nn/train/train_loop.h"
+#include "quant/qat/convert.h"
+#include "quant/qat/fake_quantize.h"
+#include "quant/qat/prepare.h"
 
 namespace qatlab {
 namespace {

@@ -78,20 +78,41 @@ bool parse_command(const std::string& command, const std::string& synopsis, po::
 }
 
 namespace {
-// The text of an option value as it would be written on the command line or in an INI file.
-std::string value_text(const boost::any& v) {
+
+// A float as settings store it: 9 significant digits, enough to give the same float back.
+std::string float_text(double v) {
   std::ostringstream os;
   os.precision(9);
+  os << v;
+  return os.str();
+}
+
+// The text of an option value as it would be written on the command line or in an INI file.
+std::string value_text(const boost::any& v) {
   if (auto p = boost::any_cast<std::string>(&v)) return *p;
   if (auto p = boost::any_cast<int64_t>(&v)) return std::to_string(*p);
   if (auto p = boost::any_cast<int>(&v)) return std::to_string(*p);
   if (auto p = boost::any_cast<uint64_t>(&v)) return std::to_string(*p);
   if (auto p = boost::any_cast<bool>(&v)) return *p ? "true" : "false";
-  if (auto p = boost::any_cast<float>(&v)) os << *p;
-  if (auto p = boost::any_cast<double>(&v)) os << *p;
-  return os.str();
+  if (auto p = boost::any_cast<float>(&v)) return float_text(*p);
+  if (auto p = boost::any_cast<double>(&v)) return float_text(*p);
+  return "";
 }
+
 }  // namespace
+
+void SettingsIni::add(const std::string& key, const std::string& value) { text_ += key + " = " + value + "\n"; }
+void SettingsIni::add(const std::string& key, int64_t value) { add(key, std::to_string(value)); }
+void SettingsIni::add(const std::string& key, int value) { add(key, std::to_string(value)); }
+void SettingsIni::add(const std::string& key, uint64_t value) { add(key, std::to_string(value)); }
+void SettingsIni::add(const std::string& key, bool value) { add(key, std::string(value ? "true" : "false")); }
+void SettingsIni::add(const std::string& key, float value) { add(key, float_text(value)); }
+void SettingsIni::add_if_given(const std::string& key, const std::string& value) {
+  if (!value.empty()) add(key, value);
+}
+void SettingsIni::add_each(const std::string& key, const std::vector<std::string>& values) {
+  for (const std::string& v : values) add(key, v);
+}
 
 std::string agree_on_rank0(const std::function<std::string()>& on_rank0) {
   if (world_size() == 1) return on_rank0();
@@ -133,15 +154,6 @@ std::string prescan_option(int argc, char** argv, const std::string& name) {
     if (a == flag && i + 1 < argc) return argv[i + 1];
     if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
   }
-  return "";
-}
-
-std::string ini_value(const std::string& ini, const std::string& key) {
-  std::istringstream in(ini);
-  std::string line;
-  const std::string prefix = key + " = ";
-  while (std::getline(in, line))
-    if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
   return "";
 }
 
@@ -190,14 +202,13 @@ void require_output_directory(const std::string& path) {
     throw std::runtime_error(path + ": cannot write: directory '" + dir.string() + "' does not exist");
 }
 
-std::string format_duration(double seconds) {
-  const int s = static_cast<int>(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%d:%02d", s / 60, s % 60);
-  return buf;
+KernelPath kernel_option(const std::string& value) {
+  if (value == "auto") return best_kernel_path();
+  try {
+    return parse_kernel_path(value);
+  } catch (const std::exception& e) {
+    throw UsageError(std::string("--kernel: ") + e.what());
+  }
 }
 
 }  // namespace qatlab

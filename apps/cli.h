@@ -6,8 +6,10 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "core/format.h"
+#include "quant/engine/kernels/kernel_path.h"
 
 namespace qatlab {
 
@@ -33,6 +35,30 @@ bool parse_command(const std::string& command, const std::string& synopsis, po::
                    po::variables_map& vm, const std::string& fallback_ini = "",
                    const std::string& fallback_source = "");
 
+// Settings as INI lines written from typed values, each exactly as settings_ini writes a parsed option
+// of that type (floats to 9 significant digits, bools as true / false): what a run made by calling the
+// library rather than from a command line stores (a sweep's cells and float models), the same as the
+// command line doing the same would store. tests/apps/test_settings_ini.cpp holds each command's typed
+// form (train_options_ini, qat_settings_ini, ...) to settings_ini.
+class SettingsIni {
+ public:
+  void add(const std::string& key, const std::string& value);
+  void add(const std::string& key, const char* value) { add(key, std::string(value)); }
+  void add(const std::string& key, int64_t value);
+  void add(const std::string& key, int value);
+  void add(const std::string& key, uint64_t value);
+  void add(const std::string& key, bool value);
+  void add(const std::string& key, float value);
+  // An option without a default value: written only when given ("" is never a given value).
+  void add_if_given(const std::string& key, const std::string& value);
+  // A repeatable option: one line per value.
+  void add_each(const std::string& key, const std::vector<std::string>& values);
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+};
+
 // The value given for `--name VALUE` or `--name=VALUE` in argv, "" if absent: for options that decide
 // how the rest is parsed (--resume).
 std::string prescan_option(int argc, char** argv, const std::string& name);
@@ -40,9 +66,6 @@ std::string prescan_option(int argc, char** argv, const std::string& name);
 // The resolved settings as INI lines "key = value", in the order of `desc`, skipping help/config and
 // options without a value: what a checkpoint stores and --config reads back.
 std::string settings_ini(const po::variables_map& vm, const po::options_description& desc);
-
-// The value of `key` in INI text as written by settings_ini ("" if absent).
-std::string ini_value(const std::string& ini, const std::string& key);
 
 // A complaint about a setting stored in a file, reworded so that it blames the file rather than a
 // command-line option the user never gave: "--abits must be in 2..8, got 9" -> "stored setting abits
@@ -76,7 +99,8 @@ void guard_output(const std::string& option, const std::string& path, bool overw
 // when its directory is missing, checked before any work.
 void require_output_directory(const std::string& path);
 
-// "mm:ss" or "h:mm:ss".
-std::string format_duration(double seconds);
+// The kernels named by a --kernel option ("auto": the best this CPU has). UsageError for an unknown
+// name or one this CPU cannot run.
+KernelPath kernel_option(const std::string& value);
 
 }  // namespace qatlab

@@ -11,13 +11,14 @@
 
 #include "apps/bench_train.h"
 #include "apps/commands.h"
-#include "apps/integer_eval.h"
 #include "apps/qat_options.h"
-#include "apps/train_loop.h"
+#include "apps/train_options.h"
 #include "core/cpu_features.h"
 #include "core/cpu_peak.h"
 #include "core/gemm.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
+#include "quant/workflow/checkpoint_model.h"
+#include "quant/workflow/integer_eval.h"
 
 namespace qatlab {
 
@@ -122,7 +123,7 @@ int cmd_bench(int argc, char** argv) {
   const int nthreads = apply_threads(threads);
 
   const Checkpoint ckpt = load_checkpoint(float_path);
-  const ModulePtr float_model = model_from_any_checkpoint(ckpt);
+  const ModulePtr float_model = model_from_any_checkpoint(ckpt, checkpoint_qconfig);
   float_model->eval();
   const Int8Graph graph = Int8Graph::load(int_path);
   require(graph.input_shape == Shape{ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width},

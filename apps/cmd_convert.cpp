@@ -4,9 +4,10 @@
 
 #include "apps/cli.h"
 #include "apps/commands.h"
-#include "apps/integer_eval.h"
 #include "apps/qat_options.h"
-#include "quant/convert.h"
+#include "quant/qat/convert.h"
+#include "quant/workflow/checkpoint_model.h"
+#include "quant/workflow/integer_eval.h"
 
 namespace qatlab {
 
@@ -32,7 +33,7 @@ int cmd_convert(int argc, char** argv) {
   const Checkpoint ckpt = load_checkpoint(path);
   require(ckpt.model_kind == "qat", path + " is a '" + ckpt.model_kind +
                                         "' checkpoint: convert takes a QAT one (make it with `qatlab qat --from " + path + "`)");
-  const ModulePtr model = model_from_any_checkpoint(ckpt);
+  const ModulePtr model = model_from_any_checkpoint(ckpt, checkpoint_qconfig);
   Int8Graph graph = convert(static_cast<const QatModel&>(*model), {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
   // The input pipeline from raw pixels: the loader's normalisation of the checkpoint's dataset, each byte
   // value put through the loader's own arithmetic and the input quantizer (quant/README.md, section 7).

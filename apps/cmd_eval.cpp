@@ -11,13 +11,15 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/qat_options.h"
-#include "apps/integer_eval.h"
-#include "apps/train_loop.h"
+#include "apps/train_options.h"
 #include "core/atomic_file.h"
 #include "nn/checkpoint.h"
-#include "quant/dynamic_quant.h"
-#include "quant/int8_graph.h"
-#include "quant/prepare.h"
+#include "nn/train/evaluate.h"
+#include "quant/engine/dynamic_quant.h"
+#include "quant/engine/int8_graph.h"
+#include "quant/qat/prepare.h"
+#include "quant/workflow/checkpoint_model.h"
+#include "quant/workflow/integer_eval.h"
 
 namespace qatlab {
 
@@ -79,7 +81,7 @@ int cmd_eval(int argc, char** argv) {
       // A file without a pixel table records no normalisation: the checkpoint's is the one it was made with.
       if (record.mean.empty()) record.mean = ckpt.data_mean, record.std = ckpt.data_std;
       if (record.class_names.empty()) record.class_names = ckpt.class_names;
-      sim = model_from_any_checkpoint(ckpt);
+      sim = model_from_any_checkpoint(ckpt, checkpoint_qconfig);
       sim->eval();
     }
     DataBundle data = load_data(d, false, &record);
@@ -125,7 +127,7 @@ int cmd_eval(int argc, char** argv) {
   use_model_dataset(d, vm["dataset"].defaulted(), record);
   DataBundle data = load_data(d, /*with_train=*/false, &record);
   check_data_fits(data, path, ckpt.spec, record.class_names, allow_mismatch);
-  ModulePtr model = model_from_any_checkpoint(ckpt);
+  ModulePtr model = model_from_any_checkpoint(ckpt, checkpoint_qconfig);
   require(!exact || ckpt.model_kind == "qat", "--exact applies to QAT checkpoints");
   if (exact) set_exact_mode(*model, true, kpath);
   DataLoader loader(data.test, loader_options(data, batch_size, 0, false));

@@ -9,9 +9,10 @@
 #include "apps/commands.h"
 #include "apps/qat_options.h"
 #include "nn/checkpoint.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 #include "quant/onnx/onnx_export.h"
 #include "quant/onnx/onnx_float_export.h"
+#include "quant/workflow/checkpoint_model.h"
 
 namespace qatlab {
 
@@ -62,7 +63,7 @@ int cmd_export(int argc, char** argv) {
   if (!Int8Graph::is_int8_graph_file(path) && is_float_checkpoint(path)) {
     // A float checkpoint: float operators (onnx_float_export.h).
     const Checkpoint ckpt = load_checkpoint(path);
-    const ModulePtr model = model_from_any_checkpoint(ckpt);
+    const ModulePtr model = model_from_any_checkpoint(ckpt, checkpoint_qconfig);
     chw = {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width};
     try {
       summary = save_float_onnx(*model, chw, out);

@@ -5,10 +5,11 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/qat_options.h"
-#include "apps/train_loop.h"
 #include "core/atomic_file.h"
 #include "nn/checkpoint.h"
-#include "quant/int8_graph.h"
+#include "nn/train/train_loop.h"
+#include "quant/engine/int8_graph.h"
+#include "quant/workflow/checkpoint_model.h"
 
 namespace qatlab {
 
@@ -35,7 +36,7 @@ int cmd_info(int argc, char** argv) {
     return 0;
   }
   const Checkpoint c = load_checkpoint(path);
-  const ModulePtr model = model_from_any_checkpoint(c);
+  const ModulePtr model = model_from_any_checkpoint(c, checkpoint_qconfig);
   std::printf("%s\n", path.c_str());
   std::printf("  format         %s version %lld (written by qatlab %s, %s)\n", kCheckpointFormat,
               static_cast<long long>(c.format_version), c.qatlab_version.c_str(), c.created.c_str());

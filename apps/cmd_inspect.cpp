@@ -14,16 +14,17 @@
 #include "apps/cli.h"
 #include "apps/commands.h"
 #include "apps/data_setup.h"
-#include "apps/integer_eval.h"
 #include "apps/qat_options.h"
-#include "apps/svg_plot.h"
-#include "apps/train_loop.h"
+#include "apps/train_options.h"
 #include "core/atomic_file.h"
+#include "core/svg_plot.h"
 #include "nn/checkpoint.h"
-#include "quant/convert.h"
-#include "quant/explain.h"
-#include "quant/inspect.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
+#include "quant/qat/convert.h"
+#include "quant/teach/explain.h"
+#include "quant/teach/inspect.h"
+#include "quant/workflow/checkpoint_model.h"
+#include "quant/workflow/integer_eval.h"
 
 namespace qatlab {
 
@@ -67,7 +68,7 @@ int explain_one_output(const std::string& path, DataSettings d, bool dataset_def
     const Checkpoint ckpt = load_checkpoint(path);
     require(ckpt.model_kind == "qat", path + " is a '" + ckpt.model_kind + "' checkpoint: --explain needs a QAT "
                                             "checkpoint or an integer model file");
-    model = std::static_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt));
+    model = std::static_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt, checkpoint_qconfig));
     model->eval();
     graph = convert(*model, {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
     set_checkpoint_pixel_table(graph, ckpt);  // as `convert` writes it
@@ -239,7 +240,7 @@ int cmd_inspect(int argc, char** argv) {
                                         "' checkpoint: inspect shows what quantization does to a model, so make a "
                                         "quantized one first (`qatlab qat --from " + path + "` or `qatlab ptq " + path +
                                         "`), or plot PTQ's SQNR per layer against the bit width (--sqnr-vs-bits FILE.svg)");
-  const auto model = std::static_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt));
+  const auto model = std::static_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt, checkpoint_qconfig));
   GridHistogram g;  // the --hist data; weights need no data set, so they are checked before any work
   if (!hist.empty()) {
     const std::vector<std::string> names = inspectable_layers(*model);

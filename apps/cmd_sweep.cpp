@@ -1,36 +1,43 @@
 // cmd_sweep.cpp: `qatlab sweep`: the accuracy-vs-bitwidth study in one command. For every method x
-// granularity x W/A pair x seed it makes a quantized model (by `ptq` or `qat`, run in this process),
-// converts it to an integer graph, evaluates simulation and integer graph, and writes the study's CSV,
-// JSON and plots after every cell. An interrupted sweep run again skips the cells it finished. Under
-// `mpirun -np N`, process 0 trains the missing float models, then every process takes the next cell
-// from a shared counter and runs it alone; process 0 writes the study's files from every cell's result.
+// granularity x W/A pair x seed it runs a cell (run_sweep_cell, quant/workflow/sweep_cell.h: a quantized
+// model by post-training quantization or QAT, converted to an integer graph, simulation and integer graph
+// evaluated), and writes the study's CSV, JSON and plots after every cell. An interrupted sweep run again
+// skips the cells it finished. Under `mpirun -np N`, process 0 trains the missing float models
+// (train_model, nn/train/train_run.h), then every process takes the next cell from a shared counter and
+// runs it alone; process 0 writes the study's files from every cell's result.
 //
 // Layout of --out:
 //   float-s<seed>/          the float model of each seed (trained here unless a checkpoint is given)
-//   cells/<cell id>/        checkpoint.h5, model.int8.h5, log.txt (the cell's command output), result.ini
+//   cells/<cell id>/        checkpoint.h5, model.int8.h5, log.txt (what the cell reported), result.ini
 //   results.csv, results.json, cells.csv, accuracy_vs_bits.svg, accuracy_vs_wbits.svg
-#include <fcntl.h>
-#include <unistd.h>
-
+//
+// The checkpoints the sweep makes store the settings `qatlab train`, `qat` or `ptq` would store for the
+// same run (their INI lines, typed: train_options_ini and the others), so that `--resume` and `info`
+// read them as any other.
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
 
 #include "apps/commands.h"
-#include "apps/integer_eval.h"
+#include "apps/data_setup.h"
 #include "apps/qat_options.h"
-#include "apps/sweep.h"
-#include "apps/train_loop.h"
+#include "apps/sweep_plot.h"
+#include "apps/train_command.h"
+#include "apps/train_options.h"
 #include "core/atomic_file.h"
 #include "core/distributed.h"
+#include "core/rng.h"
 #include "nn/checkpoint.h"
-#include "nn/conv2d.h"
-#include "nn/linear.h"
-#include "nn/lstm.h"
-#include "quant/convert.h"
+#include "nn/model_description.h"
+#include "nn/train/evaluate.h"
+#include "nn/train/train_run.h"
+#include "quant/workflow/sweep.h"
+#include "quant/workflow/sweep_cell.h"
 
 namespace qatlab {
 
@@ -56,64 +63,23 @@ struct SweepSettings {
   std::string out;
 };
 
-// Runs a subcommand in this process, as if typed after `qatlab`; its standard output goes to `log`.
-// The commands report failure by throwing; a non-zero return (e.g. after --help) is an error too.
-void run_subcommand(int (*command)(int, char**), std::vector<std::string> args, const std::string& log) {
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  std::fflush(stdout);
-  std::cout.flush();
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (fd < 0) throw std::runtime_error("cannot write " + log);
-  const int saved = ::dup(STDOUT_FILENO);
-  ::dup2(fd, STDOUT_FILENO);
-  ::close(fd);
-  const auto restore = [&] {
-    std::fflush(stdout);
-    std::cout.flush();
-    ::dup2(saved, STDOUT_FILENO);
-    ::close(saved);
-  };
-  int rc = 0;
-  try {
-    rc = command(static_cast<int>(args.size()), argv.data());
-  } catch (...) {
-    restore();
-    throw;
-  }
-  restore();
-  if (rc != 0) throw std::runtime_error(args.front() + " exited with " + std::to_string(rc) + " (see " + log + ")");
-}
-
-// The names of the first and the last weight layer of a model, in execution (registration) order.
-std::pair<std::string, std::string> first_and_last_layers(const ModelDescription& model, const ModelSpec& spec) {
-  Rng rng(0);
-  const ModulePtr m = build_model(model, spec, rng);
-  std::string first, last;
-  for (const auto& [name, mod] : m->named_modules(m)) {
-    if (!mod->is<Conv2d>() && !mod->is<Linear>() && !mod->is<LSTM>()) continue;
-    if (first.empty()) first = name;
-    last = name;
-  }
-  if (first.empty()) throw std::invalid_argument(model.name + " has no conv, linear or LSTM layer to quantize");
-  return {first, last};
-}
-
 int64_t file_bytes(const std::string& path) {
   std::error_code ec;
   const auto n = fs::file_size(path, ec);
   return ec ? 0 : static_cast<int64_t>(n);
 }
 
-// The test accuracy of a float checkpoint's model.
-double float_accuracy(const std::string& path, const DataBundle& data) {
-  const ModulePtr model = model_from_checkpoint(load_checkpoint(path));
-  model->eval();
-  DataLoader test(data.test, loader_options(data, 256, 0, false));
-  return evaluate(*model, test).accuracy;
-}
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+
+// What the cells of a float model take from its checkpoint.
+struct FloatModel {
+  std::string model_name;
+  std::string augment;  // the augmentation its run chose ("": the dataset's default): its QAT cells keep it
+  DataRecord record;    // its data: the cells load the dataset normalised as it was
+  ModelSpec spec;
+};
 
 class Sweep {
  public:
@@ -132,12 +98,11 @@ class Sweep {
     report_.dataset = data_.test.name;
     const auto [first, last] = first_and_last_layers(model_, data_.spec);
     if (s_.first_last == "8") {
-      policy_args_ = {"--layer-bits", first + "=8:8", "--layer-bits", last + "=8:8"};
+      policy_ = {first + "=8:8", last + "=8:8"};
       report_.policy = "first and last layer 8-bit";
     } else {
       report_.policy = "every layer at W/A";
     }
-
     // Under mpirun process 0 trains the float models that are missing, alone; the others then find them.
     agree_on_rank0([&] {
       for (int64_t i = 0; i < s_.seeds; ++i) report_.floats.push_back(float_baseline(s_.first_seed + i));
@@ -187,13 +152,12 @@ class Sweep {
   // A cell's result: the one a finished run left in its directory when its settings are the same, else
   // the cell run now (by this process alone).
   CellResult result_of(const SweepCell& cell, bool* reused) {
-    const std::string dir = (fs::path(s_.out) / "cells" / cell.id()).string();
-    const std::string key = cell_key(cell);
-    std::optional<CellResult> r = read_cell_result(dir + "/result.ini", cell);
-    *reused = r && r->key == key;
+    const SweepCellSettings settings = cell_settings(cell);
+    std::optional<CellResult> r = read_cell_result(settings.dir + "/result.ini", cell);
+    *reused = r && r->key == settings.key;
     if (*reused) return *r;
     ProcessLocalScope alone;
-    return run_cell(cell, dir, key);
+    return run_sweep_cell(settings, [this, &cell] { return cell_data(cell); });
   }
 
   void print_cell(size_t i, size_t n, const CellResult& r, bool reused) const {
@@ -247,12 +211,16 @@ class Sweep {
 
   static constexpr char kRecordEnd = '\x1e';  // ASCII record separator: never in a result file
 
-  std::vector<std::string> common_args() const {
-    std::vector<std::string> a = {"--threads", std::to_string(s_.threads), "--dataset", data_.source};
-    if (!d_.data_dir.empty()) a.insert(a.end(), {"--data-dir", d_.data_dir});
-    if (d_.train_limit > 0) a.insert(a.end(), {"--train-limit", std::to_string(d_.train_limit)});
-    if (d_.test_limit > 0) a.insert(a.end(), {"--test-limit", std::to_string(d_.test_limit)});
-    return a;
+  // The data options every run of the sweep shares, as `qatlab train`, `qat` and `ptq` would take them
+  // from the sweep's: the dataset as resolved, its folder and limits; no normalisation or augmentation
+  // given (a run takes its float model's).
+  DataSettings run_data_settings() const {
+    DataSettings d;
+    d.dataset = data_.source;
+    d.data_dir = d_.data_dir;
+    d.train_limit = d_.train_limit;
+    d.test_limit = d_.test_limit;
+    return d;
   }
 
   // The float model of one seed: the given checkpoint, or trained (or resumed, or reused) under --out.
@@ -264,7 +232,7 @@ class Sweep {
     } else {
       const std::string dir = (fs::path(s_.out) / ("float-s" + std::to_string(seed))).string();
       f.checkpoint = dir + "/checkpoint.h5";
-      std::vector<std::string> args = {"train"};
+      std::optional<Checkpoint> resumed;
       bool train = true;
       if (fs::exists(f.checkpoint)) {
         const Checkpoint c = load_checkpoint(f.checkpoint);
@@ -279,28 +247,84 @@ class Sweep {
           throw UsageError(f.checkpoint + " holds " + std::to_string(c.epoch) + " epochs, more than --float-epochs " +
                            std::to_string(s_.float_epochs) + ": use another --out");
         train = c.epoch < s_.float_epochs;
-        args.insert(args.end(), {"--resume", f.checkpoint, "--epochs", std::to_string(s_.float_epochs)});
-      } else {
-        args.insert(args.end(), {"--model", s_.model, "--epochs", std::to_string(s_.float_epochs), "--seed",
-                                 std::to_string(seed), "--out", dir});
+        resumed = c;
       }
       if (train) {
         fs::create_directories(dir);
         std::printf("training the float %s of seed %llu (%lld epochs, log %s/log.txt)\n", model_.name.c_str(),
                     static_cast<unsigned long long>(seed), static_cast<long long>(s_.float_epochs), dir.c_str());
         std::fflush(stdout);
-        args.insert(args.end(), {"--progress", "none"});
-        const auto common = common_args();
-        args.insert(args.end(), common.begin(), common.end());
         ProcessLocalScope alone;  // trained by this process only, as in a single-process sweep
-        run_subcommand(cmd_train, args, dir + "/log.txt");
+        train_float(seed, dir, resumed ? &*resumed : nullptr);
       }
     }
-    f.accuracy = float_accuracy(f.checkpoint, data_);
+    const Checkpoint c = load_checkpoint(f.checkpoint);
+    floats_[f.checkpoint] = {c.model_name, ini_value(c.config_ini, "augment"), data_record(c), c.spec};
+    const ModulePtr model = model_from_checkpoint(c);
+    DataLoader test(data_.test, loader_options(data_, 256, 0, false));
+    f.accuracy = evaluate(*model, test).accuracy;
     f.checkpoint_bytes = file_bytes(f.checkpoint);
     std::printf("float %s (seed %llu): test accuracy %.2f %%, %s\n", model_.name.c_str(),
                 static_cast<unsigned long long>(seed), 100 * f.accuracy, f.checkpoint.c_str());
     return f;
+  }
+
+  // Trains (or, from `resumed`, continues) the float model of `seed` in `dir` as `qatlab train` would with
+  // the sweep's model, seed, float epochs, threads and data (resumed: the run's own stored settings,
+  // which must not have changed), its report in dir/log.txt.
+  void train_float(uint64_t seed, const std::string& dir, const Checkpoint* resumed) {
+    TrainOptions o;
+    DataSettings d;
+    if (resumed) {
+      require(resumed->model_kind == "float", resumed->source + " is a '" + resumed->model_kind +
+                                                  "' checkpoint: resume it with the command that made it");
+      read_stored_train_options(*resumed, o, d);
+      o.resume = resumed->source;
+    } else {
+      o.model = s_.model;
+      o.train.seed = seed;
+      o.out = dir;
+    }
+    o.train.epochs = s_.float_epochs;
+    o.progress = "none";
+    o.threads = s_.threads;
+    // The sweep's data options win over stored ones where it gives them (as on a command line).
+    const DataSettings given = run_data_settings();
+    d.dataset = given.dataset;
+    if (!given.data_dir.empty()) d.data_dir = given.data_dir;
+    if (given.train_limit > 0) d.train_limit = given.train_limit;
+    if (given.test_limit > 0) d.test_limit = given.test_limit;
+    if (resumed) check_resume_changes(resumed->config_ini, train_options_ini(o) + data_settings_ini(d));
+    o.train.grad_chunks = resolve_grad_chunks(o.train.grad_chunks, o.train.batch_size);
+    const DataRecord record = resumed ? data_record(*resumed) : DataRecord{};
+    const DataBundle data = load_data(d, /*with_train=*/true, &record);
+    require(data.train.n > 0, "the training split of " + data.source + " is empty");
+    d.dataset = data.source;  // as resolved: a resumed run finds it from any directory
+
+    TrainRun run;
+    run.description = resumed ? checkpoint_model_description(*resumed) : resolve_model(o.model);
+    Rng rng(o.train.seed);
+    run.model = build_model(run.description, data.spec, rng);
+    run.settings = o.train;
+    run.model_label = o.model;
+    run.data = &data;
+    if (resumed) {
+      try {
+        check_resumable(*resumed, run.description, o.train);
+      } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+      }
+      run.resume_from = resumed;
+      run.out_dir = dir;
+    } else {
+      run.out_dir = choose_out_dir(o.out, o.overwrite, "");
+    }
+    run.config_ini = train_options_ini(o) + data_settings_ini(d);
+    run.command_line = report_.command;
+    const std::unique_ptr<std::FILE, FileCloser> log(std::fopen((dir + "/log.txt").c_str(), "a"));
+    if (!log) throw std::runtime_error("cannot write " + dir + "/log.txt");
+    run.log = log.get();
+    train_model(run);
   }
 
   const FloatBaseline& base_of(const SweepCell& cell) const {
@@ -321,63 +345,75 @@ class Sweep {
     return key;
   }
 
-  // The quantized model of one cell, made by `ptq` or `qat` into `dir`.
-  void make_quantized_model(const SweepCell& cell, const std::string& dir) {
-    const std::string& m = cell.method;
-    std::vector<std::string> args;
-    if (sweep_method_is_ptq(m)) {
-      args = {"ptq", base_of(cell).checkpoint, "--calib-batches", std::to_string(s_.calib_batches), "--batch-size",
-              std::to_string(s_.batch_size), "--observer", m == "ptq-histogram" ? "histogram" : "minmax"};
-    } else {
-      args = {"qat", "--from", base_of(cell).checkpoint, "--epochs", std::to_string(s_.qat_epochs), "--lr",
-              num_str(s_.qat_lr), "--batch-size", std::to_string(s_.batch_size), "--progress", "none"};
-      if (m == "qat-minmax") args.insert(args.end(), {"--observer", "ema"});
-      if (m == "lsq") args.insert(args.end(), {"--wquant", "lsq", "--aquant", "lsq"});
-      if (m == "pact") args.insert(args.end(), {"--aquant", "pact"});
-    }
-    args.insert(args.end(), {"--wbits", std::to_string(cell.bits.wbits), "--abits", std::to_string(cell.bits.abits),
-                             "--per-channel", cell.granularity == "per-channel" ? "1" : "0", "--weight-observer",
-                             "minmax", "--seed", std::to_string(cell.seed), "--out", dir, "--overwrite"});
-    args.insert(args.end(), policy_args_.begin(), policy_args_.end());
-    const auto common = common_args();
-    args.insert(args.end(), common.begin(), common.end());
-    run_subcommand(sweep_method_is_ptq(m) ? cmd_ptq : cmd_qat, args, dir + "/log.txt");
+  // The data options of a cell: the sweep's; a QAT cell trains with its float model's augmentation.
+  DataSettings cell_data_settings(const SweepCell& cell) const {
+    DataSettings d = run_data_settings();
+    if (!sweep_method_is_ptq(cell.method)) d.augment = floats_.at(base_of(cell).checkpoint).augment;
+    return d;
   }
 
-  CellResult run_cell(const SweepCell& cell, const std::string& dir, const std::string& key) {
-    const auto start = std::chrono::steady_clock::now();
-    CellResult r;
-    r.cell = cell;
-    r.key = key;
-    fs::remove_all(dir);  // whatever an interrupted attempt left
-    fs::create_directories(dir);
-    try {
-      make_quantized_model(cell, dir);
-      const Checkpoint ckpt = load_checkpoint(dir + "/checkpoint.h5");
-      const auto model = std::dynamic_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt));
-      if (!model) throw std::runtime_error(dir + "/checkpoint.h5 does not hold a QAT model");
-      model->eval();
-      DataLoader test(data_.test, loader_options(data_, 256, 0, false));
-      r.sim_accuracy = evaluate(*model, test).accuracy;
-      Int8Graph graph = convert(*model, {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
-      set_checkpoint_pixel_table(graph, ckpt);  // as `convert` writes it
-      graph.save(dir + "/model.int8.h5");
-      r.int_file_bytes = file_bytes(dir + "/model.int8.h5");
-      EvalResult integer;
-      Agreement agree;
-      DataLoader test2(data_.test, integer_loader_options(graph, data_, 256));
-      run_integer(graph, best_kernel_path(), test2, model.get(), integer, agree);
-      r.int_accuracy = integer.accuracy;
-      r.top1_agreement = agree.images > 0 ? static_cast<double>(agree.same_top1) / agree.images : 0.0;
-      r.ok = true;
-    } catch (const std::exception& e) {
-      r.ok = false;
-      r.error = e.what();
-      r.error = r.error.substr(0, r.error.find('\n'));
+  // The dataset of a cell, with its training split, normalised as its float model records.
+  DataBundle cell_data(const SweepCell& cell) const {
+    const FloatModel& base = floats_.at(base_of(cell).checkpoint);
+    DataBundle data = load_data(cell_data_settings(cell), /*with_train=*/true, &base.record);
+    if (sweep_method_is_ptq(cell.method))
+      check_data_fits(data, base_of(cell).checkpoint, base.spec, base.record.class_names, /*allow_mismatch=*/false);
+    else
+      require(data.train.n > 0, "the training split of " + data.source + " is empty");
+    return data;
+  }
+
+  SweepCellSettings cell_settings(const SweepCell& cell) const {
+    SweepCellSettings c;
+    c.cell = cell;
+    c.float_checkpoint = base_of(cell).checkpoint;
+    c.layer_bits = policy_;
+    c.qat_epochs = s_.qat_epochs;
+    c.qat_lr = s_.qat_lr;
+    c.batch_size = s_.batch_size;
+    c.calib_batches = s_.calib_batches;
+    c.dir = (fs::path(s_.out) / "cells" / cell.id()).string();
+    c.key = cell_key(cell);
+    c.command_line = report_.command;
+    c.config_ini = cell_settings_ini(c);
+    return c;
+  }
+
+  // What a cell's checkpoint stores as its settings: those `qatlab ptq` or `qat --from` would store for
+  // the same model (their options in their order, typed).
+  std::string cell_settings_ini(const SweepCellSettings& c) const {
+    const SweepQuantizers quantizers = sweep_quantizers(c.cell.method);
+    QatSettings q;
+    q.wbits = c.cell.bits.wbits;
+    q.abits = c.cell.bits.abits;
+    q.per_channel = c.cell.granularity == "per-channel";
+    q.observer = quantizers.activation_observer;
+    q.weight_observer = quantizers.weight_observer;
+    q.wquant = quantizers.weight_method;
+    q.aquant = quantizers.activation_method;
+    q.layer_bits = c.layer_bits;
+    const DataSettings d = cell_data_settings(c.cell);
+    if (sweep_method_is_ptq(c.cell.method)) {
+      PtqOptions p;
+      p.checkpoint = c.float_checkpoint;
+      p.calib_batches = c.calib_batches;
+      p.batch_size = c.batch_size;
+      p.seed = c.cell.seed;
+      p.out = c.dir;
+      p.overwrite = true;
+      p.threads = s_.threads;
+      return ptq_settings_ini(p, q, d);
     }
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    atomic_write_text(dir + "/result.ini", cell_result_ini(r));
-    return r;
+    TrainOptions o;
+    o.model = floats_.at(c.float_checkpoint).model_name;
+    o.train = sweep_cell_train_settings(c);
+    o.threads = s_.threads;
+    o.out = c.dir;
+    o.overwrite = true;
+    o.progress = "none";
+    SettingsIni from;
+    from.add("from", c.float_checkpoint);
+    return qat_settings_ini(q) + from.text() + train_options_ini(o) + data_settings_ini(d);
   }
 
   void write_outputs() {
@@ -393,7 +429,8 @@ class Sweep {
   const DataSettings& d_;
   const DataBundle& data_;
   const ModelDescription model_;  // the network every cell quantizes
-  std::vector<std::string> policy_args_;
+  std::vector<std::string> policy_;  // layer bits every cell keeps (the first-last policy)
+  std::map<std::string, FloatModel> floats_;  // by checkpoint path
   SweepReport report_;
   std::chrono::steady_clock::time_point start_;
 };

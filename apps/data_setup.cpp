@@ -26,6 +26,18 @@ void add_data_options(po::options_description& desc, DataSettings& s) {
       ("augment", po::value(&s.augment), "training augmentation: none, or a list of pad-crop[:P] (random crop of the image zero-padded by P pixels, default 4) and flip (default: pad-crop:4,flip for cifar10, none otherwise)");
 }
 
+std::string data_settings_ini(const DataSettings& s) {
+  SettingsIni ini;
+  ini.add("dataset", s.dataset);
+  ini.add_if_given("data-dir", s.data_dir);
+  ini.add("train-limit", s.train_limit);
+  ini.add("test-limit", s.test_limit);
+  ini.add_if_given("mean", s.mean);
+  ini.add_if_given("std", s.std);
+  ini.add_if_given("augment", s.augment);
+  return ini.text();
+}
+
 namespace {
 
 const char* const kDatasetForms =
@@ -142,31 +154,6 @@ ImageDataset load_file_split(const DatasetRef& ref, Split split, const std::stri
 std::string shape_of(const ImageDataset& d) { return shape_str({d.c, d.h, d.w}); }
 
 }  // namespace
-
-DataRecord data_record(const Checkpoint& ckpt) { return {ckpt.dataset, ckpt.data_mean, ckpt.data_std, ckpt.class_names}; }
-
-std::string floats_text(const std::vector<float>& values) {
-  std::string s;
-  char buf[32];
-  for (size_t i = 0; i < values.size(); ++i) {
-    std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(values[i]));
-    s += (i ? "," : "") + std::string(buf);
-  }
-  return s;
-}
-
-Normalisation dataset_normalisation(const std::string& dataset) {
-  if (dataset == "mnist") return {{0.1307f}, {0.3081f}};
-  if (dataset == "fashion-mnist") return {{0.2860f}, {0.3530f}};
-  if (dataset == "cifar10") return {{0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
-  throw UsageError("unknown dataset '" + printable(dataset, 60) + "' (known: mnist, fashion-mnist, cifar10)");
-}
-
-ModelSpec builtin_dataset_spec(const std::string& dataset) {
-  if (dataset == "mnist" || dataset == "fashion-mnist") return {1, 28, 28, 10};
-  if (dataset == "cifar10") return {3, 32, 32, 10};
-  throw UsageError("unknown dataset '" + printable(dataset, 60) + "' (known: mnist, fashion-mnist, cifar10)");
-}
 
 DatasetRef resolve_dataset(const std::string& value) {
   DatasetRef ref;
@@ -342,20 +329,6 @@ void check_data_fits(const DataBundle& data, const std::string& model_path, cons
                    (model_classes.empty() ? "" : " (" + list(model_classes) + ")") + "; " + data.source + " has " +
                    std::to_string(data.spec.num_classes) + " (" + list(data.class_names) +
                    "): pass --allow-dataset-mismatch to evaluate it anyway");
-}
-
-LoaderOptions loader_options(const DataBundle& data, int64_t batch_size, uint64_t seed, bool train) {
-  LoaderOptions o;
-  o.batch_size = batch_size;
-  o.shuffle = train;
-  o.seed = seed;
-  o.mean = data.mean;
-  o.std = data.std;
-  if (train) {
-    o.crop_pad = data.crop_pad;
-    o.hflip = data.hflip;
-  }
-  return o;
 }
 
 }  // namespace qatlab

@@ -1,14 +1,14 @@
 // data_setup.h: the --dataset, --mean / --std and --augment options, and loading a dataset's splits
-// for a command: a built-in dataset by name or a dataset from files (HDF5, image folder, IDX).
+// for a command into a DataBundle (nn/train/data_bundle.h): a built-in dataset by name or a dataset from
+// files (HDF5, image folder, IDX).
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "apps/cli.h"
-#include "data/dataset.h"
-#include "data/loader.h"
 #include "nn/checkpoint.h"
+#include "nn/train/data_bundle.h"
 #include "nn/zoo.h"
 
 namespace qatlab {
@@ -25,43 +25,8 @@ struct DataSettings {
 };
 
 void add_data_options(po::options_description& desc, DataSettings& s);
-
-// What a model file records about the data it was trained on (checkpoint, integer model file).
-struct DataRecord {
-  std::string dataset;                    // the dataset as stored (see DataBundle::source); "" unknown
-  std::vector<float> mean, std;           // (C); empty in files written before they were recorded
-  std::vector<std::string> class_names;   // (classes); likewise
-};
-
-// A checkpoint's record of its data.
-DataRecord data_record(const Checkpoint& ckpt);
-
-// "0.1307" or "0.4914,0.4822,0.4465": values as --mean / --std take them (9 significant digits, which
-// give the same float back).
-std::string floats_text(const std::vector<float>& values);
-
-struct DataBundle {
-  ImageDataset train, test;        // train is empty when not asked for
-  // The dataset as files record it: a built-in name, or "hdf5:", "folder:" or "idx:" and an absolute
-  // path; train.name and test.name hold it too. `label` is its short form for run directory names.
-  std::string source, label;
-  std::vector<float> mean, std;    // per-channel normalisation of pixel / 255
-  std::string norm_origin;         // where mean / std came from, for messages
-  ModelSpec spec;                  // input shape and classes, for building models
-  std::vector<std::string> class_names;  // (spec.num_classes)
-  int64_t crop_pad = 0;            // training augmentation: random crop of the image padded by this
-  bool hflip = false;              // and random left-right mirroring
-};
-
-// The per-channel normalisation of pixel / 255 a built-in dataset is trained with ((pixel / 255 - mean)
-// / std). UsageError for an unknown name.
-struct Normalisation {
-  std::vector<float> mean, std;  // (C)
-};
-Normalisation dataset_normalisation(const std::string& dataset);
-
-// A built-in dataset's images and classes. UsageError for an unknown name.
-ModelSpec builtin_dataset_spec(const std::string& dataset);
+// The settings as the INI lines settings_ini writes for add_data_options (in that order).
+std::string data_settings_ini(const DataSettings& s);
 
 enum class DatasetKind { Builtin, Hdf5, Folder, Idx };
 struct DatasetRef {
@@ -94,7 +59,5 @@ void use_model_dataset(DataSettings& s, bool dataset_defaulted, const DataRecord
 // `allow_mismatch`; even then, labels the model has no score for are refused.
 void check_data_fits(const DataBundle& data, const std::string& model_path, const ModelSpec& model_spec,
                      const std::vector<std::string>& model_classes, bool allow_mismatch);
-
-LoaderOptions loader_options(const DataBundle& data, int64_t batch_size, uint64_t seed, bool train);
 
 }  // namespace qatlab

@@ -63,11 +63,4 @@ void Progress::end_epoch() {
   drawn_ = false;
 }
 
-void Progress::line(const std::string& text) {
-  if (bar_ && drawn_) std::fprintf(stderr, "\r\033[K");
-  std::printf("%s\n", text.c_str());
-  std::fflush(stdout);
-  drawn_ = false;
-}
-
 }  // namespace qatlab

@@ -1,23 +1,24 @@
-// progress.h: the training progress display: a live bar on a terminal, plain lines otherwise.
+// progress.h: the training progress display: a live bar on a terminal, plain lines otherwise; the
+// command's TrainMonitor (nn/train/train_loop.h).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <string>
 
+#include "nn/train/train_loop.h"
+
 namespace qatlab {
 
-class Progress {
+class Progress : public TrainMonitor {
  public:
   // mode: "auto" (bar when stderr is a terminal), "bar", "plain" or "none".
   explicit Progress(const std::string& mode);
 
-  void start_epoch(int64_t epoch, int64_t epochs, int64_t batches);
+  void start_epoch(int64_t epoch, int64_t epochs, int64_t batches) override;
   // After each batch: running loss and accuracy over the epoch so far, images per second.
-  void update(int64_t batch, double loss, double accuracy, double img_per_s);
-  void end_epoch();
-  // A full line that does not disturb the bar.
-  void line(const std::string& text);
+  void update(int64_t batch, double loss, double accuracy, double img_per_s) override;
+  void end_epoch() override;
 
  private:
   bool bar_ = false, quiet_ = false;

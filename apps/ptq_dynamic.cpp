@@ -17,10 +17,11 @@
 
 #include "apps/cli.h"
 #include "apps/data_setup.h"
-#include "apps/train_loop.h"
+#include "apps/train_options.h"
 #include "core/ops.h"
 #include "nn/checkpoint.h"
-#include "quant/dynamic_quant.h"
+#include "nn/train/evaluate.h"
+#include "quant/engine/dynamic_quant.h"
 
 namespace qatlab {
 

@@ -1,11 +1,9 @@
-// qat_options.cpp: quantization options and model reconstruction from checkpoints.
+// qat_options.cpp: quantization and ptq options, their stored form, and QConfigs from checkpoints.
 #include "apps/qat_options.h"
 
-#include <map>
 #include <sstream>
 
-#include "quant/qconfig_data.h"
-#include "quant/prepare.h"
+#include "quant/workflow/checkpoint_model.h"
 
 namespace qatlab {
 
@@ -26,6 +24,21 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
        "use running BN statistics from this epoch on (-1 = never)")
       ("freeze-observers-after", po::value(&q.freeze_observers_after)->default_value(q.freeze_observers_after),
        "stop updating quantization ranges from this epoch on (-1 = never)");
+}
+
+std::string qat_settings_ini(const QatSettings& q) {
+  SettingsIni ini;
+  ini.add("wbits", q.wbits);
+  ini.add("abits", q.abits);
+  ini.add("per-channel", q.per_channel);
+  ini.add("observer", q.observer);
+  ini.add("weight-observer", q.weight_observer);
+  ini.add("wquant", q.wquant);
+  ini.add("aquant", q.aquant);
+  ini.add_each("layer-bits", q.layer_bits);
+  ini.add("freeze-bn-after", q.freeze_bn_after);
+  ini.add("freeze-observers-after", q.freeze_observers_after);
+  return ini.text();
 }
 
 QConfig qconfig_from(const QatSettings& q) {
@@ -54,18 +67,32 @@ QConfig qconfig_from_ini(const std::string& ini, const std::string& source) {
 }
 
 QConfig checkpoint_qconfig(const Checkpoint& ckpt) {
-  if (!ckpt.qconfig.empty()) return qconfig_from_data(ckpt.qconfig, ckpt.source);
+  if (!ckpt.qconfig.empty()) return stored_qconfig(ckpt);
   return qconfig_from_ini(ckpt.config_ini, ckpt.source);
 }
 
-ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt) {
-  if (ckpt.model_kind == "float") return model_from_checkpoint(ckpt);
-  if (ckpt.model_kind != "qat") throw std::runtime_error("unknown model kind '" + ckpt.model_kind + "' in checkpoint");
-  Rng unused(0);  // every value is overwritten by the stored state
-  ModulePtr model =
-      prepare_qat(build_checkpoint_model(ckpt, unused), checkpoint_qconfig(ckpt));
-  model->load_state_dict(std::map<std::string, Tensor>(ckpt.model_state.begin(), ckpt.model_state.end()));
-  return model;
+void add_ptq_options(po::options_description& desc, PtqOptions& p) {
+  desc.add_options()("checkpoint", po::value(&p.checkpoint), "the float checkpoint (also the first positional argument)")
+      ("calib-batches", po::value(&p.calib_batches)->default_value(p.calib_batches), "training batches the observers see")
+      ("batch-size", po::value(&p.batch_size)->default_value(p.batch_size), "images per calibration batch")
+      ("seed", po::value(&p.seed)->default_value(p.seed), "seed of the calibration batches' order")
+      ("out", po::value(&p.out), "output directory (default: beside the checkpoint, ptq-w<W>a<A>)")
+      ("overwrite", po::bool_switch(&p.overwrite), "allow --out to name a directory that already holds a run")
+      ("dynamic", "instead: dynamic quantization of Linear and LSTM layers (int8 weights, activation grids "
+                  "computed per batch at run time); see qatlab ptq --dynamic --help")
+      ("threads", po::value(&p.threads)->default_value(0), "worker threads (0 = all cores)");
+}
+
+std::string ptq_settings_ini(const PtqOptions& p, const QatSettings& q, const DataSettings& d) {
+  SettingsIni ini;
+  ini.add_if_given("checkpoint", p.checkpoint);
+  ini.add("calib-batches", p.calib_batches);
+  ini.add("batch-size", p.batch_size);
+  ini.add("seed", p.seed);
+  ini.add_if_given("out", p.out);
+  ini.add("overwrite", p.overwrite);
+  ini.add("threads", p.threads);  // (--dynamic never reaches a stored ptq run: it is another pipeline)
+  return ini.text() + qat_settings_ini(q) + data_settings_ini(d);
 }
 
 }  // namespace qatlab

@@ -1,14 +1,15 @@
-// qat_options.h: the quantization options of `qat` (and later `ptq`, `sweep`), and rebuilding any
-// saved model (float or QAT) from its checkpoint.
+// qat_options.h: the quantization options of `qat`, `ptq` and `sweep`, and the options of `ptq`; their
+// QConfig; the INI lines checkpoints store them as; reading the QConfig of a QAT checkpoint of any age.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "apps/cli.h"
+#include "apps/data_setup.h"
 #include "nn/checkpoint.h"
-#include "quant/qat_layers.h"
-#include "quant/qconfig.h"
+#include "quant/qat/qconfig.h"
 
 namespace qatlab {
 
@@ -25,16 +26,31 @@ struct QatSettings {
 };
 
 void add_qconfig_options(po::options_description& desc, QatSettings& q);
+// The settings as the INI lines settings_ini writes for add_qconfig_options (in that order).
+std::string qat_settings_ini(const QatSettings& q);
 QConfig qconfig_from(const QatSettings& q);
 // The QConfig a QAT checkpoint was trained with (from its stored settings). A bad stored setting is
 // the file's fault, not the command line's: std::runtime_error "<source>: stored setting ...".
 QConfig qconfig_from_ini(const std::string& ini, const std::string& source);
 
-// The QConfig of a QAT checkpoint: its stored data (/model/qconfig), or for files written before that
-// was stored, its stored settings (qconfig_from_ini). Throws std::runtime_error "<source>: ...".
+// The QConfig of a QAT checkpoint: its stored data (/model/qconfig, stored_qconfig), or for files written
+// before that was stored, its stored settings (qconfig_from_ini). Throws std::runtime_error "<source>: ...".
+// The commands pass it to model_from_any_checkpoint (quant/workflow/checkpoint_model.h).
 QConfig checkpoint_qconfig(const Checkpoint& ckpt);
 
-// The model a checkpoint holds, float or QAT (prepared with its QConfig), with its state loaded.
-ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt);
+// The options of `ptq` besides the quantization and data options.
+struct PtqOptions {
+  std::string checkpoint;      // the float checkpoint
+  int64_t calib_batches = 32;
+  int64_t batch_size = 64;
+  uint64_t seed = 1;
+  std::string out;             // "": beside the checkpoint, ptq-w<W>a<A>
+  bool overwrite = false;
+  int threads = 0;
+};
+void add_ptq_options(po::options_description& desc, PtqOptions& p);
+// ptq's stored settings: the INI lines settings_ini writes for its options (its own, then the
+// quantization and the data options).
+std::string ptq_settings_ini(const PtqOptions& p, const QatSettings& q, const DataSettings& d);
 
 }  // namespace qatlab

@@ -1,14 +1,30 @@
-// train_command.h: what `train` and `qat` share: options, resuming, building the optimizer and
-// schedule, running the loop and printing the results table.
+// train_command.h: what `train` and `qat` share: their options (train_options.h), parsing them (a resumed
+// run takes its settings from its checkpoint), loading the data, and the library's TrainRun made from
+// all that (nn/train/train_run.h): the run directory chosen, the resumed checkpoint checked, the settings
+// to store, the progress display and the report on stdout; reading and checking a checkpoint's stored
+// train settings, as resuming does.
 #pragma once
 
-#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
-#include "apps/train_loop.h"
+#include "apps/data_setup.h"
+#include "apps/progress.h"
+#include "apps/train_options.h"
+#include "nn/train/train_run.h"
 
 namespace qatlab {
+
+// The train and data options the run saved in `ckpt` was made with, as a resumed run keeps them (all
+// but --resume, --stop-after, --overwrite, --progress, --threads and --out), read into `o` and `d` over
+// what they hold and checked as the command line is: a bad one is the file's fault, std::runtime_error
+// "<file>: stored setting ...".
+void read_stored_train_options(const Checkpoint& ckpt, TrainOptions& o, DataSettings& d);
+
+// UsageError unless the settings `now` (INI lines) continue the run made with `saved`: only --epochs,
+// --threads, --progress, --stop-after, --out, --overwrite, --resume and --data-dir may differ.
+void check_resume_changes(const std::string& saved, const std::string& now);
 
 class TrainCommand {
  public:
@@ -22,8 +38,6 @@ class TrainCommand {
   // The network of the checkpoint a run starts from (qat --from): --model may then name it (by its
   // description's name) without a built-in model or a file of that name.
   void set_base_model(ModelDescription base) { base_model_ = std::move(base); }
-  // A QAT run's quantization settings as data (qconfig_data.h), stored in its checkpoints.
-  void set_qconfig_data(std::string data) { qconfig_data_ = std::move(data); }
   // What the model this run starts from records of its data (its normalisation is kept unless
   // --mean / --std say otherwise). A resumed run takes its checkpoint's.
   void set_model_data(const DataRecord& record) { model_data_ = record; }
@@ -31,7 +45,7 @@ class TrainCommand {
   // validates, applies --threads and loads the data. Returns false after --help.
   bool parse(int argc, char** argv);
 
-  const TrainSettings& settings() const { return s_; }
+  const TrainOptions& settings() const { return o_; }
   const DataSettings& data_settings() const { return d_; }
   const DataBundle& data() const { return data_; }
   const po::variables_map& vm() const { return vm_; }
@@ -42,23 +56,26 @@ class TrainCommand {
   // (a built-in name or a description file).
   ModelDescription model_description() const;
 
-  // Trains `model` (already built from `description`, not yet loaded from a resumed checkpoint: run()
-  // does that), saving checkpoints of this command's kind that carry the description.
-  int run(const ModulePtr& model, const ModelDescription& description, std::function<void(int64_t)> on_epoch_start = {},
-          std::function<Tensor()> extra_loss = {});
+  // The library's run of `model` (built from `description`, not yet loaded from a resumed checkpoint:
+  // the run does that): the settings and data parsed, the run directory (chosen now: a UsageError when
+  // --out holds a run), the resumed checkpoint (a UsageError when it cannot go on as this run), the
+  // settings its checkpoints store (every option of the command as parsed, the dataset and chunk count
+  // as resolved), the command line, progress on stderr and the report on stdout. The TrainCommand must
+  // outlive the run.
+  TrainRun make_run(const ModulePtr& model, const ModelDescription& description);
 
  private:
   std::string name_, kind_;
-  TrainSettings s_;
+  TrainOptions o_;
   DataSettings d_;
   po::options_description desc_;
   po::variables_map vm_;
   std::string resume_path_, command_line_, defaults_ini_;
   Checkpoint resumed_;
   std::optional<ModelDescription> base_model_;
-  std::string qconfig_data_;
   DataRecord model_data_;
   DataBundle data_;
+  std::unique_ptr<Progress> progress_;
 };
 
 }  // namespace qatlab

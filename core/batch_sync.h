@@ -5,7 +5,7 @@
 // Without a BatchSync (the default) a layer takes these from the batch it sees, as always. With one, the
 // layer gives its chunk's statistic to exchange() and changes its state once, from every chunk's
 // statistics in chunk order, before any chunk goes on: the state after a step, and so every rounding,
-// is the same whichever process ran which chunk (apps/chunked_step.h runs the chunks).
+// is the same whichever process ran which chunk (nn/train/chunked_step.h runs the chunks).
 //
 // Shape letters: C channels, K chunks.
 #pragma once

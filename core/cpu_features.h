@@ -1,6 +1,6 @@
 // cpu_features.h: the one place that asks the CPU what it can run, and the float kernels' paths.
 //
-// Float kernels (core/kernels/) and integer kernels (quant/kernels/kernel_path.h) both pick their
+// Float kernels (core/kernels/) and integer kernels (quant/engine/kernels/kernel_path.h) both pick their
 // backend from the features reported here, at run time: the same binary runs the widest code a machine
 // has and a portable path everywhere else.
 #pragma once

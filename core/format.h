@@ -1,8 +1,10 @@
-// format.h: numbers in messages, written the way a person would write them ("0.05", "1e-09", "3"), and
-// text made safe for the JSON files the commands write and for one-line messages.
+// format.h: numbers in messages, written the way a person would write them ("0.05", "1e-09", "3"),
+// durations, text made safe for the JSON files the commands write and for one-line messages, and the
+// small text records files keep (lists of names, "key = value" lines).
 #pragma once
 
 #include <cstdio>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,17 @@ namespace qatlab {
 inline std::string num_str(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// "mm:ss" or "h:mm:ss", to the nearest second.
+inline std::string format_duration(double seconds) {
+  const int s = static_cast<int>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%d:%02d", s / 60, s % 60);
   return buf;
 }
 
@@ -69,6 +82,17 @@ inline std::vector<std::string> split_lines(const std::string& text) {
     if (end == std::string::npos) return out;
     start = end + 1;
   }
+}
+
+// The value of `key` in text of "key = value" lines, as settings and result files hold them (the first
+// such line; "" if there is none).
+inline std::string ini_value(const std::string& ini, const std::string& key) {
+  std::istringstream in(ini);
+  std::string line;
+  const std::string prefix = key + " = ";
+  while (std::getline(in, line))
+    if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
+  return "";
 }
 
 }  // namespace qatlab

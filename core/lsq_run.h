@@ -9,7 +9,7 @@
 namespace qatlab {
 namespace lsq_detail {
 
-// LSQ's dq/ds / s (quant/learnable_quantizer.h) at v = u * inv, r = nearbyint(v) for quantizer input u:
+// LSQ's dq/ds / s (quant/qat/learnable_quantizer.h) at v = u * inv, r = nearbyint(v) for quantizer input u:
 // r - v where the code is inside [lo, hi], lo or hi where it is clamped, 0 for NaN.
 inline bool lsq_inside(float r, float lo, float hi) { return (r >= lo) & (r <= hi); }
 inline float lsq_slope(float v, float r, float lo, float hi) {

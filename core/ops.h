@@ -83,7 +83,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
 Tensor batch_norm_scaled(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
                          Tensor& running_mean, Tensor& running_var, bool training, float momentum, float eps,
                          bool relu = false);
-// A per-tensor grid an op puts its output on (fake quantization: quant/fake_quantize.h has the
+// A per-tensor grid an op puts its output on (fake quantization: quant/qat/fake_quantize.h has the
 // arithmetic): y -> scale * clamp(nearbyint(y * inv_scale), quant_min - zero_point, quant_max - zero_point),
 // inv_scale = 1.0f / scale; the gradient passes where relu's output is > 0 (if any) and the unclamped
 // code lies inside the grid.
@@ -102,7 +102,7 @@ using OutputGridFn = std::function<std::optional<OutputGrid>(float lo, float hi)
 Tensor batch_norm_scaled_quantized(const Tensor& x, const Tensor& k, const Tensor& gamma, const Tensor& beta,
                                    Tensor& running_mean, Tensor& running_var, float momentum, float eps, bool relu,
                                    const OutputGridFn& grid, bool* quantized);
-// A learned step size on a per-tensor grid (LSQ, quant/learnable_quantizer.h): the (1) parameter, the
+// A learned step size on a per-tensor grid (LSQ, quant/qat/learnable_quantizer.h): the (1) parameter, the
 // grid it gives (grid.scale its value) and the factor its gradient is scaled by.
 struct LsqStep {
   Tensor step;
@@ -131,7 +131,7 @@ Tensor add_quantized(const Tensor& a, const Tensor& b, bool relu, const OutputGr
 // The range [*lo, *hi] of a + b (relu'd with `relu`) as add (add_relu) computes the sum, without making
 // it: what an observer of the sum would see. False, and no range, if a sum is NaN or infinite.
 bool sum_range(const Tensor& a, const Tensor& b, bool relu, float* lo, float* hi);
-// LSQ's backward (quant/learnable_quantizer.h has the formula) over `count` values v of one grid
+// LSQ's backward (quant/qat/learnable_quantizer.h has the formula) over `count` values v of one grid
 // (inv = 1 / scale, codes clamped to [lo, hi]): gx gets dy where the code is inside (assigned if
 // `fresh`, else added; gx may be null); returns sum(dy * dq/ds) / s, in 16 float lanes added up in
 // double.

@@ -31,7 +31,7 @@ struct ByteMask {
 };
 
 // One plane of the fused output stage: y = x * a + b (relu'd), fake-quantized on the grid (lo, hi the
-// clamp bounds qmin - zp, qmax - zp), with fake_quantize's own expressions (quant/fake_quantize.cpp),
+// clamp bounds qmin - zp, qmax - zp), with fake_quantize's own expressions (quant/qat/fake_quantize.cpp),
 // and the byte masks where dy will pass (relu's output > 0, the unclamped code inside the grid). The
 // masks are products of 0/1 floats, not bools, and the pointers restrict: so the loop vectorises.
 template <bool kRelu>

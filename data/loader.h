@@ -46,7 +46,7 @@ struct Batch {
 
 // What the loader makes of every byte value: (C, 256) floats, row c holding channel c's values of pixels
 // 0..255, computed by the very code that converts images (the same multiply-add, contracted to an FMA or
-// not as the compiler built that code). The integer graph's pixel table is made from it (quant/convert.h).
+// not as the compiler built that code). The integer graph's pixel table is made from it (quant/qat/convert.h).
 // Throws std::invalid_argument on mean / std the loader would refuse.
 Tensor normalised_pixel_values(int64_t channels, const std::vector<float>& mean, const std::vector<float>& std);
 

@@ -7,7 +7,7 @@
 //   /model/description        string: the network's description (nn/model_description.h), from which the
 //                             model is rebuilt; files without it name a built-in model
 //   /model/qconfig            string: a QAT model's quantization settings, field by field
-//                             (quant/qconfig_data.h); older QAT files keep them in /config only
+//                             (quant/qat/qconfig_data.h); older QAT files keep them in /config only
 //   /model/state/<name>       float32, one dataset per parameter and buffer ("features.0.weight")
 //   /optimizer                attrs: kind ("sgd" | "adam" | "adamw")
 //   /optimizer/state/<kind>/<param>  float32 optimizer buffers ("exp_avg/features.0.weight", "step")
@@ -48,7 +48,7 @@ using MetricsRow = std::map<std::string, double>;
 struct Checkpoint {
   std::string model_name;
   std::string model_description;  // the description's text (empty: model_name is a built-in model)
-  std::string qconfig;            // a QAT model's quantization settings as data (quant/qconfig_data.h), or ""
+  std::string qconfig;            // a QAT model's quantization settings as data (quant/qat/qconfig_data.h), or ""
   std::string model_kind = "float";
   ModelSpec spec;
   NamedTensors model_state;

@@ -11,8 +11,8 @@
 #include <stdexcept>
 
 #include "core/atomic_file.h"
+#include "quant/engine/requantize.h"
 #include "quant/onnx/onnx_builder.h"
-#include "quant/requantize.h"
 
 namespace qatlab {
 

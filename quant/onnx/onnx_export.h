@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 
 namespace qatlab {
 

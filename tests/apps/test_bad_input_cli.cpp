@@ -14,7 +14,7 @@
 #include "core/file_seal.h"
 #include "core/h5io.h"
 #include "nn/checkpoint.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 #include "tests/apps/cli_harness.h"
 
 namespace qatlab::testing {

@@ -26,7 +26,7 @@
 #include "core/h5io.h"
 #include "data/idx.h"
 #include "nn/checkpoint.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 #include "tests/apps/cli_harness.h"
 
 namespace qatlab::testing {

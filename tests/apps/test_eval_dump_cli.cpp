@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "apps/integer_eval.h"
+#include "quant/workflow/integer_eval.h"
 #include "tests/apps/cli_harness.h"
 
 namespace qatlab::testing {

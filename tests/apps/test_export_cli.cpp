@@ -9,8 +9,8 @@
 
 #include "apps/cli_harness.h"
 #include "nn/zoo.h"
-#include "quant/convert.h"
-#include "quant/prepare.h"
+#include "quant/qat/convert.h"
+#include "quant/qat/prepare.h"
 #include "quant/quant_test_util.h"
 
 namespace qatlab::testing {

@@ -7,7 +7,7 @@
 #include "data/file_io.h"
 #include "data/hdf5_dataset.h"
 #include "nn/checkpoint.h"
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 #include "tests/data/file_dataset_writers.h"
 
 namespace qatlab::testing {

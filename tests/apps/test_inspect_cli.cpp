@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 #include "tests/apps/cli_harness.h"
 
 namespace qatlab::testing {

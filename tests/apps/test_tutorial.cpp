@@ -1,4 +1,4 @@
-// test_tutorial.cpp: quant/TUTORIAL.md is what quant/tutorial/make_tutorial.sh writes from its template,
+// test_tutorial.cpp: quant/TUTORIAL.md is what quant/teach/tutorial/make_tutorial.sh writes from its template,
 // so neither its commands nor their output can drift from what qatlab does.
 //
 // The tutorial is generated on MNIST. Where MNIST is at hand ($QATLAB_DATA_DIR or ~/.cache/qatlab) and the
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "quant/int8_gemm.h"
+#include "quant/engine/int8_gemm.h"
 #include "tests/apps/cli_harness.h"
 
 namespace qatlab::testing {
@@ -25,8 +25,8 @@ const fs::path kRoot = fs::path(__FILE__).parent_path().parent_path().parent_pat
 // Runs the generator with QATLAB_DATA_DIR = data_root; returns its exit status and leaves the tutorial in out.
 int generate(const std::string& data_root, const std::string& out, const std::string& log) {
   const std::string cmd = "QATLAB_DATA_DIR='" + data_root + "' OMP_WAIT_POLICY=PASSIVE bash '" +
-                          (kRoot / "quant/tutorial/make_tutorial.sh").string() + "' '" + kQatlab + "' '" +
-                          (kRoot / "quant/tutorial/TUTORIAL.md.in").string() + "' '" + out + "' > '" + log + "' 2>&1";
+                          (kRoot / "quant/teach/tutorial/make_tutorial.sh").string() + "' '" + kQatlab + "' '" +
+                          (kRoot / "quant/teach/tutorial/TUTORIAL.md.in").string() + "' '" + out + "' > '" + log + "' 2>&1";
   return std::system(cmd.c_str());
 }
 
@@ -68,8 +68,8 @@ TEST(Tutorial, CommittedFileIsWhatTheGeneratorWrites) {
     if (read_text(out) != committed) {
       const std::string diff = dir / "diff.txt";
       std::system(("diff '" + (kRoot / "quant/TUTORIAL.md").string() + "' '" + out + "' | head -n 40 > '" + diff + "'").c_str());
-      ADD_FAILURE() << "quant/TUTORIAL.md is not what the generator writes: edit quant/tutorial/TUTORIAL.md.in and "
-                       "run bash quant/tutorial/make_tutorial.sh build/apps/qatlab\n"
+      ADD_FAILURE() << "quant/TUTORIAL.md is not what the generator writes: edit quant/teach/tutorial/TUTORIAL.md.in and "
+                       "run bash quant/teach/tutorial/make_tutorial.sh build/apps/qatlab\n"
                     << read_text(diff);
     }
     return;

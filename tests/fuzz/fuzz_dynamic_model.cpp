@@ -1,8 +1,8 @@
-// fuzz_dynamic_model.cpp: load_dynamic_model (quant/dynamic_quant.h), the file `qatlab ptq --dynamic`
+// fuzz_dynamic_model.cpp: load_dynamic_model (quant/engine/dynamic_quant.h), the file `qatlab ptq --dynamic`
 // writes, on arbitrary HDF5 content behind a valid seal.
 #include "fuzz_util.h"
 
-#include "quant/dynamic_quant.h"
+#include "quant/engine/dynamic_quant.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -5,13 +5,13 @@
 #include "apps/cli.h"
 #include "apps/data_setup.h"
 #include "apps/qat_options.h"
-#include "apps/train_loop.h"
+#include "apps/train_options.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = qatlab::fuzz::work_dir() + "/config.ini";
   qatlab::fuzz::write_file(path, data, size);
   try {
-    qatlab::TrainSettings s;
+    qatlab::TrainOptions s;
     qatlab::DataSettings d;
     qatlab::QatSettings q;
     qatlab::po::options_description desc;
@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string args[] = {"train", "--config", path};
     char* argv[] = {args[0].data(), args[1].data(), args[2].data()};
     if (!qatlab::parse_command("train", "[options]", desc, {}, 3, argv, vm)) return 0;
-    qatlab::validate_train_settings(s);
+    qatlab::validate_train_options(s);
     qatlab::qconfig_from(q);
     qatlab::settings_ini(vm, desc);
   } catch (const std::exception&) {

@@ -1,8 +1,8 @@
-// fuzz_int8_model.cpp: Int8Graph::load (quant/int8_graph.h) on arbitrary HDF5 content behind a valid
+// fuzz_int8_model.cpp: Int8Graph::load (quant/engine/int8_graph.h) on arbitrary HDF5 content behind a valid
 // seal: op lists, slots, shapes, grids and weights, then the packing load() does for the kernels.
 #include "fuzz_util.h"
 
-#include "quant/int8_graph.h"
+#include "quant/engine/int8_graph.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -13,8 +13,8 @@
 #include "core/ops.h"
 #include "nn/optim.h"
 #include "nn/zoo.h"
-#include "quant/convert.h"
-#include "quant/prepare.h"
+#include "quant/qat/convert.h"
+#include "quant/qat/prepare.h"
 
 namespace qatlab {
 namespace {

@@ -22,12 +22,12 @@
 
 #include "core/rng.h"
 #include "nn/zoo.h"
-#include "quant/convert.h"
+#include "quant/engine/requantize.h"
 #include "quant/onnx/onnx_export.h"
 #include "quant/onnx/onnx_float_export.h"
-#include "quant/prepare.h"
+#include "quant/qat/convert.h"
+#include "quant/qat/prepare.h"
 #include "quant/quant_test_util.h"
-#include "quant/requantize.h"
 
 namespace qatlab {
 namespace {

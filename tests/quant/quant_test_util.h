@@ -22,8 +22,8 @@
 #include "nn/module.h"
 #include "nn/optim.h"
 #include "nn/zoo.h"
-#include "quant/lower.h"
-#include "quant/prepare.h"
+#include "quant/qat/lower.h"
+#include "quant/qat/prepare.h"
 
 namespace qatlab::test {
 

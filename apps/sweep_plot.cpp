@@ -1,0 +1,88 @@
+// sweep_plot.cpp: the sweep's accuracy-vs-bits charts, drawn with svg_plot.h.
+#include "apps/sweep_plot.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "core/svg_plot.h"
+
+namespace qatlab {
+
+std::string accuracy_plot_svg(const SweepReport& r, bool equal_bits, const std::string& granularity) {
+  const auto wanted = [&](const SweepRow& row) {
+    return row.granularity == granularity && row.seeds_ok > 0 &&
+           (equal_bits ? row.bits.wbits == row.bits.abits : row.bits.abits == 8);
+  };
+  std::set<int> xs;
+  for (const SweepRow& row : r.rows)
+    if (wanted(row)) xs.insert(row.bits.wbits);
+  if (xs.size() < 2) return "";
+
+  LineChart chart;
+  chart.title = r.model + " on " + r.dataset + ", " + granularity + " weights: integer-graph accuracy" +
+                (r.policy == "first and last layer 8-bit" ? " (first, last layer 8-bit)" : "");
+  chart.x_label = equal_bits ? "bits of weights and activations" : "weight bits (activations 8 bits)";
+  chart.y_label = "test accuracy (%), mean ± 1 std over seeds";
+  for (int x : xs) {
+    chart.x_ticks.push_back(x);
+    chart.x_tick_labels.push_back(std::to_string(x));
+  }
+  std::vector<std::string> methods;  // in first-seen order
+  for (const SweepRow& row : r.rows)
+    if (wanted(row) && std::find(methods.begin(), methods.end(), row.method) == methods.end())
+      methods.push_back(row.method);
+  // The zoomed range: the learned methods' points with their bars and the float model, or every point
+  // when no method learns; PTQ below it goes to the edge markers.
+  double lo = INFINITY, hi = -INFINITY, all_lo = INFINITY;
+  for (const std::string& method : methods) {
+    PlotSeries s;
+    s.label = method;
+    std::vector<std::tuple<double, double, double>> points;
+    for (const SweepRow& row : r.rows)
+      if (wanted(row) && row.method == method) points.emplace_back(row.bits.wbits, row.integer.mean, row.integer.std);
+    std::sort(points.begin(), points.end());
+    const bool learned = method.rfind("ptq", 0) != 0;
+    for (const auto& [x, y, e] : points) {
+      s.x.push_back(x), s.y.push_back(y), s.err.push_back(e);
+      all_lo = std::min(all_lo, y - e);
+      hi = std::max(hi, y + e);
+      if (learned) lo = std::min(lo, y - e);
+    }
+    chart.series.push_back(std::move(s));
+  }
+  if (!r.floats.empty()) {
+    const Spread f = float_spread(r);
+    chart.references.push_back({"float (32-bit)", f.mean});
+    lo = std::min(lo, f.mean);
+    hi = std::max(hi, f.mean);
+  }
+  if (!std::isfinite(lo)) lo = all_lo;
+  const double span = std::max(hi - lo, 1.0);
+  chart.y_min = std::max(0.0, lo - 0.15 * span);
+  chart.y_max = std::min(100.0, hi + 0.1 * span);
+  if (!(*chart.y_max > *chart.y_min)) chart.y_min.reset(), chart.y_max.reset();
+  return render_line_chart(chart);
+}
+
+std::vector<std::pair<std::string, std::string>> accuracy_plots(const SweepReport& r) {
+  std::vector<std::string> granularities;  // in first-seen order
+  for (const SweepRow& row : r.rows)
+    if (!row.granularity.empty() &&
+        std::find(granularities.begin(), granularities.end(), row.granularity) == granularities.end())
+      granularities.push_back(row.granularity);
+  std::vector<std::pair<std::string, std::string>> plots;
+  for (const std::string& g : granularities)
+    for (const bool equal : {true, false}) {
+      std::string svg = accuracy_plot_svg(r, equal, g);
+      if (svg.empty()) continue;
+      const std::string suffix = granularities.size() > 1 ? "_" + g : "";
+      plots.emplace_back((equal ? "accuracy_vs_bits" : "accuracy_vs_wbits") + suffix + ".svg", std::move(svg));
+    }
+  return plots;
+}
+
+}  // namespace qatlab

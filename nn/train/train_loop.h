@@ -1,0 +1,104 @@
+// train_loop.h: the epoch loop: batches (whole, or cut into chunks whose gradients add in a fixed order,
+// chunked_step.h), loss, optimizer steps on a learning-rate schedule, a test evaluation after every epoch,
+// the run's files (checkpoint.h5, metrics.csv, curve.svg, summary.json), NaN detection; and the settings it
+// runs with.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "nn/checkpoint.h"
+#include "nn/lr_schedule.h"
+#include "nn/module.h"
+#include "nn/optim.h"
+#include "nn/train/data_bundle.h"
+
+namespace qatlab {
+
+// How a model is trained: what decides its weights. (`qatlab train` takes each as an option of the same
+// name; where the run's files go, threads and progress display are the caller's.)
+struct TrainSettings {
+  int64_t epochs = 3;              // in total, counting those of a resumed run
+  int64_t batch_size = 64;
+  std::string optimizer = "sgd";   // sgd | adam | adamw
+  float lr = 0.05f;                // the schedule's base learning rate
+  float momentum = 0.9f;           // SGD
+  bool nesterov = false;           // SGD
+  float weight_decay = 5e-4f;      // L2 for sgd and adam, decoupled for adamw
+  bool decay_bn_and_bias = false;  // weight decay on BN parameters and biases too (param_refs)
+  std::string schedule = "cosine"; // constant | step | multistep | cosine (nn/lr_schedule.h)
+  int64_t step_epochs = 30;        // step: epochs between decays
+  float gamma = 0.1f;              // step, multistep: the decay factor
+  std::string milestones;          // multistep: the epochs at which to decay, "30,60"
+  int64_t warmup_epochs = 0;       // linear warm-up
+  float label_smoothing = 0.0f;    // cross-entropy label smoothing in [0, 1)
+  float clip_grad_norm = 0.0f;     // > 0: scale gradients down to this global L2 norm before each step
+  uint64_t seed = 1;               // shuffling, augmentation, dropout
+  // Each global batch is cut into this many chunks whose gradients are summed in chunk order
+  // (chunked_step.h), so that N processes give the weights of 1. 0 (or 1): whole batches, one process.
+  int64_t grad_chunks = 0;
+  int64_t stop_after = 0;          // > 0: stop after this many epochs of this call (resume later)
+};
+
+// The learning-rate schedule the settings name. std::invalid_argument for a bad one.
+LrSchedule make_lr_schedule(const TrainSettings& s);
+
+// The model's parameters for an optimizer; weight decay only on tensors of 2 or more dimensions
+// (weights) unless decay_all.
+std::vector<ParamRef> param_refs(const Module& model, bool decay_all);
+
+// What a run shows while it trains: the command line's progress bar is one (apps/progress.h). The loop
+// calls it on process 0 only; each method does nothing unless overridden.
+class TrainMonitor {
+ public:
+  virtual ~TrainMonitor() = default;
+  virtual void start_epoch(int64_t epoch, int64_t epochs, int64_t batches) {}
+  // After each batch: running loss and accuracy over the epoch so far, images per second.
+  virtual void update(int64_t batch, double loss, double accuracy, double img_per_s) {}
+  virtual void end_epoch() {}
+};
+
+// Everything the loop needs besides the settings. The loop owns nothing of it.
+struct TrainJob {
+  ModulePtr model;
+  Optimizer* optimizer = nullptr;
+  LrSchedule schedule;
+  const DataBundle* data = nullptr;  // its training split is trained on, its test split evaluated
+  // checkpoint.h5 (after every epoch), metrics.csv (a row per epoch), curve.svg (curve_svg) and
+  // summary.json go here; "" writes no file.
+  std::string out_dir;
+  Checkpoint resume_from;            // when resuming: what was loaded (epoch > 0)
+  bool resuming = false;
+  std::string config_ini;            // stored in the checkpoint and summary.json
+  std::string command_line;          // likewise
+  std::string model_label;           // summary.json's "model": the network as the caller named it
+  // A fresh checkpoint skeleton (model name, kind, spec) that the loop fills in each epoch.
+  std::function<Checkpoint()> checkpoint_base;
+  // Called at the start of every epoch (0-based) before any batch: schedules such as freezing BN.
+  std::function<void(int64_t epoch)> on_epoch_start;
+  // Optional regulariser added to each batch's loss (e.g. PACT's L2 decay of its clipping levels).
+  std::function<Tensor()> extra_loss;
+  TrainMonitor* monitor = nullptr;   // optional: the progress of each epoch
+  std::FILE* log = nullptr;          // optional: a line per epoch (loss, accuracy, speed)
+};
+
+struct TrainOutcome {
+  std::vector<MetricsRow> history;
+  int64_t epochs_done = 0;
+  bool stopped_early = false;  // stop_after ended the run before the last epoch
+};
+
+// The training curve: train and test accuracy (%) per epoch of `history` as an SVG line chart (the
+// curve.svg a run writes beside metrics.csv, and `qatlab info CKPT --curve FILE`).
+std::string curve_svg(const std::vector<MetricsRow>& history, const std::string& title);
+
+// Runs epochs [start, settings.epochs), start = 0 or the resumed checkpoint's epoch. Process 0 alone
+// (under mpirun) evaluates, writes files and reports to the monitor and the log. Throws
+// std::runtime_error naming the epoch and batch if the loss becomes NaN or infinite;
+// std::invalid_argument when the processes outnumber the chunks of a batch.
+TrainOutcome run_training(TrainJob& job, const TrainSettings& settings);
+
+}  // namespace qatlab

@@ -1,0 +1,154 @@
+// qat_layers.h: the modules a quantization-aware model is made of: Conv2d / Linear with an optional
+// BatchNorm folded in and a fused ReLU/ReLU6, simulating the integer layer they will become; the model
+// input quantizer; average pooling that stays on its input's grid.
+//
+// Shape letters: N batch, C input channels, OC output channels (or output features), H, W.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/ops.h"
+#include "nn/module.h"
+#include "quant/engine/int8_gemm.h"
+#include "quant/qat/fake_quantize.h"
+
+namespace qatlab {
+
+class Conv2d;
+class Linear;
+class BatchNorm;
+
+enum class FusedActivation { None, ReLU, ReLU6 };
+const char* activation_name(FusedActivation a);
+
+// Conv2d or Linear (+ BatchNorm) (+ ReLU/ReLU6) under quantization-aware training.
+//
+// Children: "weight_quant" (quantizes the folded weight, per output channel) and "output_quant" (the
+// activation after the fused ReLU). Parameters: "weight", "bias" (if the layer had one), and with BN
+// "bn_weight", "bn_bias" (gamma, beta); buffers "bn_running_mean", "bn_running_var".
+//
+// Batch-norm folding, with sf = gamma / sqrt(running_var + eps) per output channel:
+//   deployed:  y = conv(x, Q(W * sf)) + (beta + (b - running_mean) * sf)
+//   training (BN not frozen): y = BN_batch(conv(x, Q(W * sf)) / sf + b): the weights that are quantized
+//     are the folded ones that will be deployed; dividing by sf and re-normalising with the batch
+//     statistics equals the correction y = conv(x, Q(W sf)) * sigma/sigma_B + (beta - gamma mu_B / sigma_B)
+//     of Krishnamoorthi (2018, fig. 8) / Jacob et al. (2018), with the batch statistics taken on the
+//     quantized-weight convolution (as PyTorch's QAT ConvBn does), and updates the running statistics.
+//   frozen (after --freeze-bn-after) and evaluation: the deployed form, running statistics fixed.
+// Wherever the deployed form is computed, the bias is rounded to its int32 grid S_in * S_w as convert
+// will round it (straight-through gradient).
+//
+// Exact mode (evaluation only): instead of float arithmetic on fake-quantized values, the layer runs the
+// integer arithmetic of the converted graph on the codes (int8 x int8 -> int32 accumulator, int32 bias,
+// fixed-point requantization), so its output codes equal the integer engine's bit for bit.
+class QatLayer : public Module {
+ public:
+  static std::shared_ptr<QatLayer> from_conv(const Conv2d& conv, const BatchNorm* bn, FusedActivation act,
+                                             std::shared_ptr<Quantizer> weight_quant,
+                                             std::shared_ptr<Quantizer> output_quant);
+  static std::shared_ptr<QatLayer> from_linear(const Linear& linear, const BatchNorm* bn, FusedActivation act,
+                                               std::shared_ptr<Quantizer> weight_quant,
+                                               std::shared_ptr<Quantizer> output_quant);
+
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+
+  bool is_conv() const { return is_conv_; }
+  bool has_bn() const { return has_bn_; }
+  FusedActivation activation() const { return activation_; }
+  const Conv2dParams& conv_params() const { return conv_params_; }
+  int64_t out_channels() const { return weight.size(0); }
+
+  Quantizer& weight_quant() const;
+  Quantizer& output_quant() const;
+  // The quantizer whose grid this layer's input lies on (set by prepare_qat; not a child).
+  std::shared_ptr<Quantizer> input_quant;
+
+  void freeze_bn(bool on) { bn_frozen_ = on; }
+  bool bn_frozen() const { return bn_frozen_; }
+  // Training with BN: when the output quantizer can take the output's range instead of its values (a
+  // per-tensor FakeQuantize with a min/max or EMA observer), BN, the ReLU and the output's fake
+  // quantization run as one op (batch_norm_scaled_quantized), bit for bit the values and gradients of
+  // the three in turn. A per-tensor LSQ output quantizer goes into the same op with its backward
+  // (batch_norm_scaled_lsq), and a residual add's LSQ quantizer into the add's (add_lsq). On by default,
+  // for every layer; tests switch it off to compare.
+  static void set_output_fusion(bool on);
+  static bool output_fusion();
+  // Exact mode, on the kernels of `path` (the reference loops by default; the optimized kernels compute
+  // the same integers, held to the reference bit for bit by the kernel tests, much faster).
+  void set_exact(bool on, KernelPath path = KernelPath::Reference) { exact_ = on, exact_path_ = path; }
+  bool exact() const { return exact_; }
+
+  // The weight and bias the integer layer is built from, in float, without autograd history:
+  // W * sf and beta + (b - running_mean) * sf with BN; W and b (or zeros) without.
+  Tensor folded_weight() const;  // (OC, C/groups, KH, KW) or (OC, IN)
+  Tensor folded_bias() const;    // (OC)
+
+  Tensor weight, bias;                            // the float layer's (bias may be undefined)
+  Tensor bn_gamma, bn_beta, bn_mean, bn_var;      // (OC) with BN
+  float bn_eps = 1e-5f, bn_momentum = 0.1f;
+
+ private:
+  QatLayer(const std::string& type, bool is_conv);
+  void attach(const BatchNorm* bn, FusedActivation act, std::shared_ptr<Quantizer> wq, std::shared_ptr<Quantizer> oq);
+  Tensor linear_op(const Tensor& x, const Tensor& w, const Tensor& b) const;
+  Tensor per_channel_view(const Tensor& v, bool for_output) const;  // (OC) -> broadcastable shape
+  Tensor forward_exact(const Tensor& x);
+  Tensor deployed_bias(const Tensor& b) const;  // b rounded to the accumulator grid (see lower.h)
+  // linear_op in the deployed form: in evaluation, computed on the integer codes (see the .cpp).
+  Tensor deployed_linear_op(const Tensor& x, const Tensor& wq, const Tensor& b) const;
+
+  bool is_conv_;
+  Conv2dParams conv_params_;
+  bool has_bn_ = false, bn_frozen_ = false, exact_ = false;
+  KernelPath exact_path_ = KernelPath::Reference;
+  FusedActivation activation_ = FusedActivation::None;
+};
+
+// Average pooling (windowed or global) whose output is put back on its input's grid, as the integer
+// kernel does (integer sum, rounded division). In exact mode it runs that integer kernel on the codes.
+class QatAvgPool : public Module {
+ public:
+  // kernel == 0 means global average pooling ((N, C, H, W) -> (N, C)).
+  QatAvgPool(int64_t kernel, int64_t stride, int64_t padding);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override;
+
+  const int64_t kernel, stride, padding;
+  std::shared_ptr<Quantizer> input_quant;  // set by prepare_qat
+  void set_exact(bool on) { exact_ = on; }
+
+ private:
+  bool exact_ = false;
+};
+
+// A residual connection under QAT: act(body(x) + shortcut(x)) followed by "add_quant", the grid of the
+// sum. Children: "body", "shortcut" (rewritten like any Sequential), "add_quant". In exact mode the sum
+// is the integer add of the converted graph (both inputs rescaled to a common grid, added, requantized).
+class QatResidual : public Module {
+ public:
+  QatResidual(ModulePtr body, ModulePtr shortcut, bool relu_after, std::shared_ptr<Quantizer> add_quant);
+  Tensor forward(const Tensor& x) override;
+  std::string describe() const override { return relu_after ? "add + relu" : "add"; }
+
+  Quantizer& add_quant() const;
+  const bool relu_after;
+  // The grids of the two summands (set by prepare_qat; not children).
+  std::shared_ptr<Quantizer> body_quant, shortcut_quant;
+  void set_exact(bool on) { exact_ = on; }
+
+ private:
+  bool exact_ = false;
+};
+
+// The whole QAT model: "input_quant" (where the float input enters the integer domain) then "body" (the
+// float model with its layers replaced). Built by prepare_qat.
+class QatModel : public Module {
+ public:
+  QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body);
+  Tensor forward(const Tensor& x) override;
+  Quantizer& input_quant() const;
+};
+
+}  // namespace qatlab

@@ -1,0 +1,111 @@
+// qconfig.cpp: resolving per-layer quantizer settings and parsing them from options.
+#include "quant/qat/qconfig.h"
+
+#include <sstream>
+#include <stdexcept>
+
+namespace qatlab {
+
+std::string QuantizerSpec::describe() const {
+  return scheme.describe() + ", " +
+         (method == QuantizerMethod::Observer ? std::string(observer_kind_name(observer)) + " observer"
+                                              : std::string(quantizer_method_name(method)) + " (learned)");
+}
+
+namespace {
+
+const LayerBits* find_override(const std::map<std::string, LayerBits>& overrides, const std::string& name,
+                               const std::string& type) {
+  if (auto it = overrides.find(name); it != overrides.end()) return &it->second;
+  if (auto it = overrides.find(type); it != overrides.end()) return &it->second;
+  return nullptr;
+}
+
+void check_bits(int bits, const std::string& what) {
+  if (bits < 2 || bits > 8) throw std::invalid_argument(what + " must be in 2..8, got " + std::to_string(bits));
+}
+
+void check_observer(ObserverKind kind, bool per_channel, const std::string& what) {
+  if (per_channel && !observer_supports_per_channel(kind))
+    throw std::invalid_argument(what + " '" + observer_kind_name(kind) +
+                                "' is per-tensor only; per-channel weights use minmax or ema");
+}
+
+}  // namespace
+
+QuantizerSpec QConfig::weight_for(const std::string& name, const std::string& type) const {
+  QuantizerSpec spec = weight;
+  if (const LayerBits* o = find_override(layer_bits, name, type); o && o->weight_bits) spec.scheme.bits = o->weight_bits;
+  return spec;
+}
+
+QuantizerSpec QConfig::activation_for(const std::string& name, const std::string& type) const {
+  QuantizerSpec spec = activation;
+  if (const LayerBits* o = find_override(layer_bits, name, type); o && o->activation_bits)
+    spec.scheme.bits = o->activation_bits;
+  return spec;
+}
+
+std::pair<std::string, LayerBits> parse_layer_bits(const std::string& text) {
+  const auto fail = [&] {
+    throw std::invalid_argument("--layer-bits '" + text + "' must look like NAME=W:A (e.g. features.0=8:8)");
+  };
+  const size_t eq = text.find('='), colon = text.find(':', eq == std::string::npos ? 0 : eq);
+  if (eq == std::string::npos || eq == 0 || colon == std::string::npos) fail();
+  const auto parse = [&](const std::string& s) -> int {
+    if (s.empty()) return 0;
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(s, &used);
+    } catch (const std::exception&) {
+      fail();
+    }
+    if (used != s.size()) fail();
+    check_bits(v, "--layer-bits " + text + ": bits");
+    return v;
+  };
+  LayerBits bits{parse(text.substr(eq + 1, colon - eq - 1)), parse(text.substr(colon + 1))};
+  return {text.substr(0, eq), bits};
+}
+
+QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std::string& weight_observer,
+                              const std::string& activation_observer, const std::vector<std::string>& layer_bits,
+                              const std::string& weight_method, const std::string& activation_method) {
+  QConfig q;
+  check_bits(wbits, "--wbits");
+  check_bits(abits, "--abits");
+  q.weight.scheme.bits = wbits;
+  q.weight.scheme.per_channel = per_channel;
+  q.weight.observer = parse_observer_kind(weight_observer, "weight observer");
+  q.activation.scheme.bits = abits;
+  q.activation.observer = parse_observer_kind(activation_observer, "activation observer");
+  q.weight.method = parse_quantizer_method(weight_method, "--wquant");
+  q.activation.method = parse_quantizer_method(activation_method, "--aquant");
+  for (const std::string& text : layer_bits) q.layer_bits.insert(parse_layer_bits(text));
+  q.validate();
+  return q;
+}
+
+void QConfig::validate() const {
+  weight.scheme.validate();
+  activation.scheme.validate();
+  check_observer(weight.observer, weight.scheme.per_channel, "weight observer");
+  check_observer(activation.observer, activation.scheme.per_channel, "activation observer");
+  if (weight.method != QuantizerMethod::Observer && weight.method != QuantizerMethod::Lsq)
+    throw std::invalid_argument(std::string("--wquant must be observer or lsq, got '") +
+                                quantizer_method_name(weight.method) + "'");
+  if (!weight.scheme.symmetric || !weight.scheme.is_signed || !weight.scheme.narrow_range)
+    throw std::invalid_argument("weights must be signed symmetric narrow-range (the integer kernels' contract)");
+}
+
+std::string QConfig::describe() const {
+  std::ostringstream os;
+  os << "weights: " << weight.describe() << "\nactivations: " << activation.describe() << "\n";
+  for (const auto& [name, b] : layer_bits)
+    os << "override " << name << ": W" << (b.weight_bits ? std::to_string(b.weight_bits) : "-") << " A"
+       << (b.activation_bits ? std::to_string(b.activation_bits) : "-") << "\n";
+  return os.str();
+}
+
+}  // namespace qatlab

@@ -1,0 +1,55 @@
+// qconfig.h: which quantizer goes where: global weight/activation settings with overrides per layer,
+// by dotted module name or by layer type.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "quant/engine/qscheme.h"
+#include "quant/qat/quantizer_kind.h"
+
+namespace qatlab {
+
+// One quantizer's settings: its scheme and how it finds its grid: an observer's range (method
+// "observer"), or a grid learned by gradient descent: "lsq" (learned step size), "lsq+" (step and
+// offset), "pact" (learned clipping level; activations after a ReLU only).
+struct QuantizerSpec {
+  QScheme scheme;
+  ObserverKind observer = ObserverKind::MinMax;
+  QuantizerMethod method = QuantizerMethod::Observer;
+  std::string describe() const;
+};
+
+// Bit widths for one layer: its weights, and its output activations. 0 keeps the global value.
+struct LayerBits {
+  int weight_bits = 0, activation_bits = 0;
+};
+
+struct QConfig {
+  // Weights: symmetric, narrow range ([-127, 127] at 8 bits), per output channel, min/max observer.
+  QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax};
+  // Activations: affine signed (int8 [-128, 127] at 8 bits), per tensor, moving-average min/max.
+  QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema};
+  // Overrides: a key is a dotted module name of the float model ("features.0", "classifier.4"), a layer
+  // type ("Conv2d", "Linear"), or "input" (the model's input quantizer). A name beats a type.
+  std::map<std::string, LayerBits> layer_bits;
+
+  QuantizerSpec weight_for(const std::string& name, const std::string& type) const;
+  QuantizerSpec activation_for(const std::string& name, const std::string& type) const;
+
+  // Settings from the command line: bits 2..8, observer names, "NAME=W:A" overrides (either side may be
+  // empty to keep the global value, e.g. "classifier.4=8:"). Throws std::invalid_argument on bad values.
+  static QConfig from_options(int wbits, int abits, bool per_channel, const std::string& weight_observer,
+                              const std::string& activation_observer, const std::vector<std::string>& layer_bits,
+                              const std::string& weight_method = "observer",
+                              const std::string& activation_method = "observer");
+  void validate() const;
+  // A few lines for logs and `info`.
+  std::string describe() const;
+};
+
+// "features.0=8:8" -> {"features.0", {8, 8}}. Throws std::invalid_argument naming the text.
+std::pair<std::string, LayerBits> parse_layer_bits(const std::string& text);
+
+}  // namespace qatlab

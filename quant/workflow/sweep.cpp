@@ -1,0 +1,297 @@
+// sweep.cpp: the study's grid, per-cell result files, the summary over seeds and the result files.
+#include "quant/workflow/sweep.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/format.h"
+
+namespace qatlab {
+
+bool sweep_method_is_ptq(const std::string& method) { return method.rfind("ptq-", 0) == 0; }
+
+std::string BitPair::label() const {
+  std::string s = "W";  // (appended piece by piece: GCC 12 warns, wrongly, on "W" + std::string)
+  s += std::to_string(wbits);
+  s += 'A';
+  s += std::to_string(abits);
+  return s;
+}
+
+namespace {
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> parts;
+  std::string part;
+  std::istringstream in(text);
+  while (std::getline(in, part, sep)) {
+    part.erase(0, part.find_first_not_of(" \t"));
+    part.erase(part.find_last_not_of(" \t") + 1);
+    if (!part.empty()) parts.push_back(part);
+  }
+  return parts;
+}
+
+int parse_bits(const std::string& s, const std::string& entry) {
+  size_t used = 0;
+  int v = 0;
+  try {
+    v = std::stoi(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != s.size() || s.empty() || v < 2 || v > 8)
+    throw std::invalid_argument("bit pair '" + entry + "': bits must be whole numbers in 2..8");
+  return v;
+}
+
+}  // namespace
+
+std::vector<BitPair> parse_bit_pairs(const std::string& text) {
+  std::vector<BitPair> pairs;
+  for (const std::string& entry : split(text, ',')) {
+    const size_t slash = entry.find('/');
+    if (slash == std::string::npos)
+      throw std::invalid_argument("bit pair '" + entry + "' must be W/A, e.g. 4/8 (weights 4 bits, activations 8)");
+    const BitPair p{parse_bits(entry.substr(0, slash), entry), parse_bits(entry.substr(slash + 1), entry)};
+    if (std::find(pairs.begin(), pairs.end(), p) != pairs.end())
+      throw std::invalid_argument("bit pair '" + entry + "' is listed twice");
+    pairs.push_back(p);
+  }
+  if (pairs.empty()) throw std::invalid_argument("no bit pairs given (e.g. 8/8,4/4)");
+  return pairs;
+}
+
+std::vector<std::string> parse_name_list(const std::string& text, const std::vector<std::string>& allowed,
+                                         const std::string& what) {
+  std::vector<std::string> names;
+  for (const std::string& name : split(text, ',')) {
+    if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      throw std::invalid_argument("unknown " + what + " '" + name + "' (choose from " + list + ")");
+    }
+    if (std::find(names.begin(), names.end(), name) != names.end())
+      throw std::invalid_argument(what + " '" + name + "' is listed twice");
+    names.push_back(name);
+  }
+  if (names.empty()) throw std::invalid_argument("no " + what + " given");
+  return names;
+}
+
+std::string SweepCell::id() const {
+  return method + "-" + granularity + "-w" + std::to_string(bits.wbits) + "a" + std::to_string(bits.abits) + "-s" +
+         std::to_string(seed);
+}
+
+// ------------------------------------------------------------------------------------ cell results
+
+std::string cell_result_ini(const CellResult& r) {
+  std::ostringstream os;
+  os.precision(10);
+  os << "cell = " << r.cell.id() << "\n";
+  os << "key = " << r.key << "\n";
+  os << "ok = " << (r.ok ? 1 : 0) << "\n";
+  if (!r.ok) os << "error = " << r.error << "\n";
+  os << "sim_accuracy = " << r.sim_accuracy << "\n";
+  os << "int_accuracy = " << r.int_accuracy << "\n";
+  os << "top1_agreement = " << r.top1_agreement << "\n";
+  os << "int_file_bytes = " << r.int_file_bytes << "\n";
+  os << "seconds = " << r.seconds << "\n";
+  return os.str();
+}
+
+std::optional<CellResult> read_cell_result(const std::string& path, const SweepCell& cell) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_cell_result(text.str(), cell);
+}
+
+std::optional<CellResult> parse_cell_result(const std::string& ini, const SweepCell& cell) {
+  if (ini_value(ini, "cell") != cell.id()) return std::nullopt;
+  CellResult r;
+  r.cell = cell;
+  r.key = ini_value(ini, "key");
+  r.ok = ini_value(ini, "ok") == "1";
+  r.error = ini_value(ini, "error");
+  try {
+    r.sim_accuracy = std::stod(ini_value(ini, "sim_accuracy"));
+    r.int_accuracy = std::stod(ini_value(ini, "int_accuracy"));
+    r.top1_agreement = std::stod(ini_value(ini, "top1_agreement"));
+    r.int_file_bytes = std::stoll(ini_value(ini, "int_file_bytes"));
+    r.seconds = std::stod(ini_value(ini, "seconds"));
+  } catch (const std::exception&) {
+    return std::nullopt;  // a damaged file: run the cell again
+  }
+  return r;
+}
+
+// ----------------------------------------------------------------------------------------- summary
+
+Spread spread_of(const std::vector<double>& v) {
+  Spread s;
+  s.n = static_cast<int64_t>(v.size());
+  if (v.empty()) return s;
+  s.min = *std::min_element(v.begin(), v.end());
+  s.max = *std::max_element(v.begin(), v.end());
+  double sum = 0.0;
+  for (double x : v) sum += x;
+  s.mean = sum / s.n;
+  if (s.n > 1) {
+    double ss = 0.0;
+    for (double x : v) ss += (x - s.mean) * (x - s.mean);
+    s.std = std::sqrt(ss / (s.n - 1));
+  }
+  return s;
+}
+
+std::vector<SweepRow> summarize(const std::vector<CellResult>& results) {
+  std::vector<SweepRow> rows;
+  for (const CellResult& r : results) {
+    auto it = std::find_if(rows.begin(), rows.end(), [&](const SweepRow& row) {
+      return row.method == r.cell.method && row.granularity == r.cell.granularity && row.bits == r.cell.bits;
+    });
+    if (it == rows.end()) {
+      SweepRow row;
+      row.method = r.cell.method, row.granularity = r.cell.granularity, row.bits = r.cell.bits;
+      rows.push_back(row);
+      it = rows.end() - 1;
+    }
+    if (!r.ok) {
+      ++it->seeds_failed;
+      continue;
+    }
+    if (it->seeds_ok++ == 0) it->int_file_bytes = r.int_file_bytes;
+  }
+  for (SweepRow& row : rows) {
+    std::vector<double> sim, integer, agree;
+    for (const CellResult& r : results)
+      if (r.ok && r.cell.method == row.method && r.cell.granularity == row.granularity && r.cell.bits == row.bits) {
+        sim.push_back(100 * r.sim_accuracy);
+        integer.push_back(100 * r.int_accuracy);
+        agree.push_back(100 * r.top1_agreement);
+      }
+    row.sim = spread_of(sim), row.integer = spread_of(integer), row.agreement = spread_of(agree);
+  }
+  return rows;
+}
+
+// ------------------------------------------------------------------------------------------- files
+
+namespace {
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c == '\n' ? ' ' : c);
+  return out + "\"";
+}
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+int64_t float_bytes(const SweepReport& r) { return r.floats.empty() ? 0 : r.floats.front().checkpoint_bytes; }
+
+}  // namespace
+
+Spread float_spread(const SweepReport& r) {
+  std::vector<double> acc;
+  for (const FloatBaseline& f : r.floats) acc.push_back(100 * f.accuracy);
+  return spread_of(acc);
+}
+
+std::string cells_csv(const SweepReport& r) {
+  std::ostringstream os;
+  os << "method,granularity,wbits,abits,seed,status,sim_acc,int_acc,top1_agree,int_file_bytes,seconds,error\n";
+  for (const CellResult& c : r.cells) {
+    os << c.cell.method << "," << c.cell.granularity << "," << c.cell.bits.wbits << "," << c.cell.bits.abits << ","
+       << c.cell.seed << "," << (c.ok ? "ok" : "failed") << ",";
+    if (c.ok)
+      os << fixed(100 * c.sim_accuracy, 2) << "," << fixed(100 * c.int_accuracy, 2) << ","
+         << fixed(100 * c.top1_agreement, 2) << "," << c.int_file_bytes;
+    else
+      os << ",,,";
+    os << "," << fixed(c.seconds, 1) << "," << csv_field(c.error) << "\n";
+  }
+  return os.str();
+}
+
+std::string results_csv(const SweepReport& r) {
+  std::ostringstream os;
+  os << "method,granularity,wbits,abits,seeds,failed,sim_acc_mean,sim_acc_std,int_acc_mean,int_acc_std,int_acc_min,"
+        "int_acc_max,top1_agree_mean,int_file_bytes,size_vs_float_pct\n";
+  const Spread f = float_spread(r);
+  os << "float,,32,32," << f.n << ",0," << fixed(f.mean, 2) << "," << fixed(f.std, 2) << "," << fixed(f.mean, 2)
+     << "," << fixed(f.std, 2) << "," << fixed(f.min, 2) << "," << fixed(f.max, 2) << ",," << float_bytes(r)
+     << ",100.0\n";
+  for (const SweepRow& row : r.rows) {
+    os << row.method << "," << row.granularity << "," << row.bits.wbits << "," << row.bits.abits << "," << row.seeds_ok
+       << "," << row.seeds_failed << ",";
+    if (row.seeds_ok == 0) {
+      os << ",,,,,,,,\n";
+      continue;
+    }
+    const double pct = float_bytes(r) > 0 ? 100.0 * row.int_file_bytes / float_bytes(r) : 0.0;
+    os << fixed(row.sim.mean, 2) << "," << fixed(row.sim.std, 2) << "," << fixed(row.integer.mean, 2) << ","
+       << fixed(row.integer.std, 2) << "," << fixed(row.integer.min, 2) << "," << fixed(row.integer.max, 2) << ","
+       << fixed(row.agreement.mean, 2) << "," << row.int_file_bytes << "," << fixed(pct, 1) << "\n";
+  }
+  return os.str();
+}
+
+namespace {
+
+std::string json_spread(const Spread& s) {
+  return "{\"n\": " + std::to_string(s.n) + ", \"mean\": " + fixed(s.mean, 4) + ", \"std\": " + fixed(s.std, 4) +
+         ", \"min\": " + fixed(s.min, 4) + ", \"max\": " + fixed(s.max, 4) + "}";
+}
+
+}  // namespace
+
+std::string results_json(const SweepReport& r) {
+  std::ostringstream os;
+  os << "{\n  \"model\": \"" << json_escape(r.model) << "\",\n  \"dataset\": \"" << json_escape(r.dataset)
+     << "\",\n  \"first_last_policy\": \"" << json_escape(r.policy) << "\",\n  \"command\": \""
+     << json_escape(r.command) << "\",\n";
+  os << "  \"accuracy_unit\": \"percent of the test set\",\n";
+  os << "  \"float\": {\"accuracy\": " << json_spread(float_spread(r)) << ", \"checkpoint_bytes\": " << float_bytes(r)
+     << ", \"checkpoints\": [";
+  for (size_t i = 0; i < r.floats.size(); ++i)
+    os << (i ? ", " : "") << "{\"seed\": " << r.floats[i].seed << ", \"path\": \""
+       << json_escape(r.floats[i].checkpoint) << "\", \"accuracy\": " << fixed(100 * r.floats[i].accuracy, 2) << "}";
+  os << "]},\n  \"rows\": [\n";
+  for (size_t i = 0; i < r.rows.size(); ++i) {
+    const SweepRow& row = r.rows[i];
+    os << "    {\"method\": \"" << row.method << "\", \"granularity\": \"" << row.granularity
+       << "\", \"wbits\": " << row.bits.wbits << ", \"abits\": " << row.bits.abits
+       << ", \"seeds_ok\": " << row.seeds_ok << ", \"seeds_failed\": " << row.seeds_failed
+       << ", \"sim_accuracy\": " << json_spread(row.sim) << ", \"int_accuracy\": " << json_spread(row.integer)
+       << ", \"top1_agreement\": " << json_spread(row.agreement) << ", \"int_file_bytes\": " << row.int_file_bytes
+       << "}" << (i + 1 < r.rows.size() ? "," : "") << "\n";
+  }
+  os << "  ],\n  \"cells\": [\n";
+  for (size_t i = 0; i < r.cells.size(); ++i) {
+    const CellResult& c = r.cells[i];
+    os << "    {\"id\": \"" << c.cell.id() << "\", \"ok\": " << (c.ok ? "true" : "false");
+    if (c.ok)
+      os << ", \"sim_accuracy\": " << fixed(100 * c.sim_accuracy, 2) << ", \"int_accuracy\": "
+         << fixed(100 * c.int_accuracy, 2) << ", \"top1_agreement\": " << fixed(100 * c.top1_agreement, 2)
+         << ", \"int_file_bytes\": " << c.int_file_bytes;
+    else
+      os << ", \"error\": \"" << json_escape(c.error) << "\"";
+    os << ", \"seconds\": " << fixed(c.seconds, 1) << "}" << (i + 1 < r.cells.size() ? "," : "") << "\n";
+  }
+  os << "  ]\n}\n";
+  return os.str();
+}
+
+}  // namespace qatlab

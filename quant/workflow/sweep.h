@@ -1,0 +1,103 @@
+// sweep.h: the accuracy-vs-bitwidth study of `qatlab sweep` as data: the grid of cells (method x
+// granularity x W/A pair x seed), what one cell produced, the mean and spread over seeds, and the
+// result files the study writes (CSV, JSON; the command draws the plots, apps/sweep_plot.h). A cell is
+// run by run_sweep_cell (sweep_cell.h).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qatlab {
+
+// How a cell gets its quantized model from the float one.
+//   ptq-minmax     post-training: min/max observers on weights and activations, calibration batches only
+//   ptq-histogram  post-training: histogram (L2-optimal range) observers on the activations
+//   qat-minmax     quantization-aware training with moving-average min/max observers
+//   lsq            QAT with learned step sizes on weights and activations (Esser et al.)
+//   pact           QAT with learned clipping levels on activations after a ReLU, min/max weights
+inline const std::vector<std::string> kSweepMethods = {"ptq-minmax", "ptq-histogram", "qat-minmax", "lsq", "pact"};
+bool sweep_method_is_ptq(const std::string& method);
+
+struct BitPair {
+  int wbits = 8, abits = 8;
+  std::string label() const;  // "W4A8"
+  bool operator==(const BitPair&) const = default;
+};
+
+// "8/8,4/8" -> pairs; bits 2..8. Throws std::invalid_argument naming the bad entry.
+std::vector<BitPair> parse_bit_pairs(const std::string& text);
+// "a,b" -> {"a", "b"}, each checked against `allowed` (the message lists them).
+std::vector<std::string> parse_name_list(const std::string& text, const std::vector<std::string>& allowed,
+                                         const std::string& what);
+
+struct SweepCell {
+  std::string method, granularity;  // granularity: "per-tensor" | "per-channel" (weights)
+  BitPair bits;
+  uint64_t seed = 1;
+  // The directory name under the sweep's cells/: "lsq-per-tensor-w4a4-s1".
+  std::string id() const;
+};
+
+// What a finished cell measured. A cell that failed (e.g. training diverged) keeps its error instead.
+struct CellResult {
+  SweepCell cell;
+  std::string key;             // every setting the cell depends on; a resumed sweep reruns a cell whose key changed
+  bool ok = false;
+  std::string error;           // when !ok: the one-line message
+  double sim_accuracy = 0.0;   // the QAT model's float simulation on the test set, in [0, 1]
+  double int_accuracy = 0.0;   // the integer graph's
+  double top1_agreement = 0.0; // fraction of test images whose top-1 class is the same in both
+  int64_t int_file_bytes = 0;  // the integer model file
+  double seconds = 0.0;        // wall time of the cell
+};
+
+// result.ini of a cell directory ("key = value" lines), and back. Reading returns nothing for a
+// missing or unreadable file (the cell is then run again).
+std::string cell_result_ini(const CellResult& r);
+std::optional<CellResult> read_cell_result(const std::string& path, const SweepCell& cell);
+// The same from the file's text (nothing when it is not this cell's or is damaged).
+std::optional<CellResult> parse_cell_result(const std::string& ini, const SweepCell& cell);
+
+// Mean, sample standard deviation (0 for one value), min and max of a few numbers.
+struct Spread {
+  int64_t n = 0;
+  double mean = 0.0, std = 0.0, min = 0.0, max = 0.0;
+};
+Spread spread_of(const std::vector<double>& v);
+
+// One line of the study: a method at one granularity and W/A pair, over its seeds.
+struct SweepRow {
+  std::string method, granularity;
+  BitPair bits;
+  int64_t seeds_ok = 0, seeds_failed = 0;
+  Spread sim, integer, agreement;  // accuracies in percent
+  int64_t int_file_bytes = 0;      // of the first seed (the same for every seed)
+};
+std::vector<SweepRow> summarize(const std::vector<CellResult>& results);
+
+// The float baselines the cells started from, one per seed.
+struct FloatBaseline {
+  uint64_t seed = 1;
+  std::string checkpoint;
+  double accuracy = 0.0;     // test accuracy in [0, 1]
+  int64_t checkpoint_bytes = 0;
+};
+
+struct SweepReport {
+  std::string model, dataset, policy, command;
+  std::vector<FloatBaseline> floats;
+  std::vector<CellResult> cells;
+  std::vector<SweepRow> rows;
+};
+
+// The float baselines' test accuracies in percent: mean and spread over seeds.
+Spread float_spread(const SweepReport& r);
+
+std::string cells_csv(const SweepReport& r);    // one line per cell
+std::string results_csv(const SweepReport& r);  // one line per method x granularity x pair, over seeds
+std::string results_json(const SweepReport& r);
+
+}  // namespace qatlab

@@ -1,0 +1,162 @@
+// sweep_cell.cpp: one cell of the sweep: quantize (PTQ or QAT), reload, convert, evaluate, record.
+#include "quant/workflow/sweep_cell.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+
+#include "core/atomic_file.h"
+#include "core/rng.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/lstm.h"
+#include "nn/train/evaluate.h"
+#include "nn/train/train_run.h"
+#include "nn/zoo.h"
+#include "quant/engine/kernels/kernel_path.h"
+#include "quant/qat/convert.h"
+#include "quant/workflow/checkpoint_model.h"
+#include "quant/workflow/integer_eval.h"
+#include "quant/workflow/ptq.h"
+#include "quant/workflow/qat_training.h"
+
+namespace qatlab {
+
+namespace fs = std::filesystem;
+
+SweepQuantizers sweep_quantizers(const std::string& method) {
+  SweepQuantizers q;
+  if (method == "ptq-minmax") {
+    q.activation_observer = "minmax";
+  } else if (method == "ptq-histogram") {
+    q.activation_observer = "histogram";
+  } else if (method == "qat-minmax") {
+    q.activation_observer = "ema";
+  } else if (method == "lsq") {
+    q.activation_observer = "ema";
+    q.weight_method = q.activation_method = "lsq";
+  } else if (method == "pact") {
+    q.activation_observer = "ema";
+    q.activation_method = "pact";
+  } else {
+    throw std::invalid_argument("unknown sweep method '" + method + "'");
+  }
+  return q;
+}
+
+QConfig sweep_cell_qconfig(const SweepCellSettings& s) {
+  const SweepQuantizers q = sweep_quantizers(s.cell.method);
+  return QConfig::from_options(s.cell.bits.wbits, s.cell.bits.abits, s.cell.granularity == "per-channel",
+                               q.weight_observer, q.activation_observer, s.layer_bits, q.weight_method,
+                               q.activation_method);
+}
+
+TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {
+  TrainSettings t;
+  t.epochs = s.qat_epochs;
+  t.lr = s.qat_lr;
+  t.batch_size = s.batch_size;
+  t.seed = s.cell.seed;
+  t.grad_chunks = 1;  // a cell is trained by one process
+  return t;
+}
+
+namespace {
+
+int64_t file_bytes(const std::string& path) {
+  std::error_code ec;
+  const auto n = fs::file_size(path, ec);
+  return ec ? 0 : static_cast<int64_t>(n);
+}
+
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+
+// The cell's quantized model, made by its method into the cell's directory (checkpoint.h5).
+void quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log) {
+  const Checkpoint base = load_checkpoint(s.float_checkpoint);
+  if (base.model_kind != "float")
+    throw std::invalid_argument(base.source + " is a '" + base.model_kind + "' checkpoint; a sweep quantizes a float one");
+  if (sweep_method_is_ptq(s.cell.method)) {
+    PtqSettings ptq;
+    ptq.qconfig = sweep_cell_qconfig(s);
+    ptq.calib_batches = s.calib_batches;
+    ptq.batch_size = s.batch_size;
+    ptq.seed = s.cell.seed;
+    run_ptq(base, data, ptq, s.dir, s.config_ini, log);
+    return;
+  }
+  TrainRun run;
+  run.name = "qat";
+  run.model = model_from_checkpoint(base);
+  run.description = checkpoint_model_description(base);
+  run.settings = sweep_cell_train_settings(s);
+  run.model_label = base.model_name;
+  run.data = &data;
+  run.out_dir = s.dir;
+  run.config_ini = s.config_ini;
+  run.command_line = s.command_line;
+  run.log = log;
+  train_qat(run, sweep_cell_qconfig(s));
+}
+
+}  // namespace
+
+CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBundle()>& data_of) {
+  const auto start = std::chrono::steady_clock::now();
+  CellResult r;
+  r.cell = s.cell;
+  r.key = s.key;
+  fs::remove_all(s.dir);  // whatever an interrupted attempt left
+  fs::create_directories(s.dir);
+  try {
+    const DataBundle data = data_of();
+    {
+      const std::unique_ptr<std::FILE, FileCloser> log(std::fopen((s.dir + "/log.txt").c_str(), "a"));
+      if (!log) throw std::runtime_error("cannot write " + s.dir + "/log.txt");
+      quantize(s, data, log.get());
+    }
+    const Checkpoint ckpt = load_checkpoint(s.dir + "/checkpoint.h5");
+    const auto model = std::dynamic_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt));
+    if (!model) throw std::runtime_error(s.dir + "/checkpoint.h5 does not hold a QAT model");
+    model->eval();
+    DataLoader test(data.test, loader_options(data, 256, 0, false));
+    r.sim_accuracy = evaluate(*model, test).accuracy;
+    Int8Graph graph = convert(*model, {ckpt.spec.channels, ckpt.spec.height, ckpt.spec.width});
+    set_checkpoint_pixel_table(graph, ckpt);  // as `convert` writes it
+    graph.save(s.dir + "/model.int8.h5");
+    r.int_file_bytes = file_bytes(s.dir + "/model.int8.h5");
+    EvalResult integer;
+    Agreement agree;
+    DataLoader integer_test(data.test, integer_loader_options(graph, data, 256));
+    run_integer(graph, best_kernel_path(), integer_test, model.get(), integer, agree);
+    r.int_accuracy = integer.accuracy;
+    r.top1_agreement = agree.images > 0 ? static_cast<double>(agree.same_top1) / agree.images : 0.0;
+    r.ok = true;
+  } catch (const std::exception& e) {
+    r.ok = false;
+    r.error = e.what();
+    r.error = r.error.substr(0, r.error.find('\n'));
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  atomic_write_text(s.dir + "/result.ini", cell_result_ini(r));
+  return r;
+}
+
+std::pair<std::string, std::string> first_and_last_layers(const ModelDescription& model, const ModelSpec& spec) {
+  Rng rng(0);
+  const ModulePtr m = build_model(model, spec, rng);
+  std::string first, last;
+  for (const auto& [name, mod] : m->named_modules(m)) {
+    if (!mod->is<Conv2d>() && !mod->is<Linear>() && !mod->is<LSTM>()) continue;
+    if (first.empty()) first = name;
+    last = name;
+  }
+  if (first.empty()) throw std::invalid_argument(model.name + " has no conv, linear or LSTM layer to quantize");
+  return {first, last};
+}
+
+}  // namespace qatlab

@@ -1,0 +1,73 @@
+// sweep_cell.h: one cell of the accuracy-vs-bitwidth study (sweep.h): a float model quantized by one
+// method at one granularity, W/A pair and seed (post-training quantization, or quantization-aware
+// training), converted to the integer graph, and both evaluated on the test split. `qatlab sweep` runs
+// its grid of cells with this; a program of its own can run any cell it likes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nn/model_description.h"
+#include "nn/train/data_bundle.h"
+#include "nn/train/train_loop.h"
+#include "quant/qat/qconfig.h"
+#include "quant/workflow/sweep.h"
+
+namespace qatlab {
+
+struct SweepCellSettings {
+  SweepCell cell;                       // method, granularity, bits, seed
+  std::string float_checkpoint;         // the float model the cell quantizes
+  // Per-layer bits kept whatever the cell's pair ("NAME=W:A", QConfig::from_options): the sweep's
+  // first-and-last-layer policy. Empty: every layer at the cell's W/A.
+  std::vector<std::string> layer_bits;
+  int64_t qat_epochs = 2;               // QAT methods: epochs of training (cosine schedule)
+  float qat_lr = 0.01f;                 // and their base learning rate
+  int64_t batch_size = 64;              // QAT and calibration batches
+  int64_t calib_batches = 32;           // PTQ methods: calibration batches
+  // The cell's directory, emptied first; it receives checkpoint.h5 (the QAT model), model.int8.h5,
+  // log.txt (what the quantization reported) and result.ini (the CellResult).
+  std::string dir;
+  std::string key;                      // every setting the result depends on (CellResult::key)
+  std::string config_ini;               // stored as the checkpoint's settings (the command stores its options)
+  std::string command_line;             // stored as the checkpoint's command (QAT methods)
+};
+
+// The quantizers of a method, by the names QConfig::from_options takes:
+//   method         activation observer  weight / activation method
+//   ptq-minmax     minmax               observer / observer   (run_ptq, ptq.h)
+//   ptq-histogram  histogram            observer / observer   (run_ptq)
+//   qat-minmax     ema                  observer / observer   (train_qat, qat_training.h)
+//   lsq            ema                  lsq / lsq             (train_qat)
+//   pact           ema                  observer / pact       (train_qat; PACT after a ReLU)
+// Weights always take the min/max observer. std::invalid_argument for an unknown method.
+struct SweepQuantizers {
+  std::string weight_observer = "minmax", activation_observer, weight_method = "observer", activation_method = "observer";
+};
+SweepQuantizers sweep_quantizers(const std::string& method);
+
+// The cell's QConfig: its bits, per channel or per tensor weights as its granularity says, its layer
+// bits and its method's quantizers.
+QConfig sweep_cell_qconfig(const SweepCellSettings& s);
+// A QAT cell's training: qat_epochs, qat_lr, batch_size and the cell's seed, whole batches, the rest as
+// TrainSettings' defaults (SGD, cosine schedule).
+TrainSettings sweep_cell_train_settings(const SweepCellSettings& s);
+
+// Runs the cell: quantizes the float model (its QAT checkpoint into the directory), reloads that
+// checkpoint, evaluates the simulation on the test split, converts it to the integer graph (saved with
+// its pixel table), runs the graph over the test split against the simulation, and writes result.ini.
+// `data` gives the dataset: its training split calibrates or trains, its test split evaluates, normalised
+// as the float model records. It is called inside the cell, so that a dataset that cannot be loaded
+// fails the cell like any other error. A failed cell (a diverged training, a bad file) is a result with
+// ok false and its one-line error; only the directory's own files failing to be written throw.
+CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBundle()>& data);
+
+// The names of the first and the last weight layer (conv, linear or LSTM) of `model` built for `spec`,
+// in execution order: the layers the sweep's first-last policy keeps at 8 bits. std::invalid_argument for
+// a model without one.
+std::pair<std::string, std::string> first_and_last_layers(const ModelDescription& model, const ModelSpec& spec);
+
+}  // namespace qatlab

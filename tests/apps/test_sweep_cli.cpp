@@ -1,0 +1,117 @@
+// test_sweep_cli.cpp: `qatlab sweep`: its plots, and a small sweep run end to end on synthetic data,
+// interrupted and resumed; bad settings. (tests/quant/workflow/ tests the study's data and its cells.)
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "apps/sweep_plot.h"
+#include "cli_harness.h"
+#include "quant/workflow/sweep.h"
+
+namespace qatlab::testing {
+namespace {
+
+CellResult result(const std::string& method, int w, int a, uint64_t seed, double acc, bool ok = true) {
+  CellResult r;
+  r.cell = {method, "per-tensor", {w, a}, seed};
+  r.ok = ok;
+  r.sim_accuracy = acc + 0.001;
+  r.int_accuracy = acc;
+  r.top1_agreement = 0.99;
+  r.int_file_bytes = 1000 * w;
+  if (!ok) r.error = "loss is NaN, \"diverged\"";
+  return r;
+}
+
+TEST(SweepPlot, DrawsEveryMethodAndTheFloatLine) {
+  SweepReport rep;
+  rep.model = "lenet5";
+  rep.dataset = "mnist";
+  rep.floats = {{1, "f1.h5", 0.99, 10000}, {2, "f2.h5", 0.98, 10000}};
+  for (int b : {8, 4, 2})
+    for (uint64_t seed : {1, 2}) {
+      rep.cells.push_back(result("lsq", b, b, seed, 0.97 - 0.01 * seed));
+      rep.cells.push_back(result("ptq-minmax", b, b, seed, 0.9 - 0.1 * (8 - b) / 2, !(b == 2 && seed == 2)));
+    }
+  rep.rows = summarize(rep.cells);
+  const std::string svg = accuracy_plot_svg(rep, /*equal_bits=*/true, "per-tensor");
+  ASSERT_FALSE(svg.empty());
+  for (const char* label : {"lsq", "ptq-minmax", "float (32-bit)", "test accuracy (%)", "per-tensor weights"})
+    EXPECT_NE(svg.find(label), std::string::npos) << label;
+  EXPECT_NE(svg.find("<line class=\"reference\""), std::string::npos);  // the float model as a line
+  // Zoomed to LSQ (~96 %) and the float model (98.5 %): PTQ's 80 and 60 % are marked at the bottom edge.
+  EXPECT_NE(svg.find("class=\"off-axis\""), std::string::npos);
+  EXPECT_TRUE(accuracy_plot_svg(rep, /*equal_bits=*/false, "per-tensor").empty());  // only W8A8 has 8-bit activations
+  EXPECT_TRUE(accuracy_plot_svg(rep, /*equal_bits=*/true, "per-channel").empty());  // no such cells
+  const auto plots = accuracy_plots(rep);
+  ASSERT_EQ(plots.size(), 1u);
+  EXPECT_EQ(plots[0].first, "accuracy_vs_bits.svg");
+}
+
+// ------------------------------------------------------------------------------------- end to end
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
+  const TempDir dir("sweep_cli");
+  write_synthetic_mnist(dir / "data", 512, 128, 3);
+  const std::vector<std::string> args = {"sweep", "--data-dir", dir / "data", "--model", "mlp", "--float-epochs", "1",
+                                         "--pairs", "8/8,2/2", "--methods", "ptq-minmax,qat-minmax", "--seeds", "1",
+                                         "--qat-epochs", "1", "--calib-batches", "2", "--threads", "2",
+                                         "--out", dir / "sweep"};
+  const RunResult first = run_qatlab(args, dir.path(), "first");
+  ASSERT_TRUE(first.exited && first.exit_code == 0) << first.describe();
+  EXPECT_TRUE(contains(first.out, "4 cells")) << first.out;
+  EXPECT_TRUE(contains(first.out, "4 cells run, 0 reused, 0 failed")) << first.out;
+  for (const char* f : {"results.csv", "results.json", "cells.csv", "accuracy_vs_bits.svg",
+                        "cells/qat-minmax-per-tensor-w2a2-s1/model.int8.h5", "float-s1/checkpoint.h5"})
+    EXPECT_TRUE(fs::exists(dir / ("sweep/" + std::string(f)))) << f;
+  const std::vector<std::string> rows = split_lines(read_text(dir / "sweep/results.csv"));
+  ASSERT_EQ(rows.size(), 6u);  // header, float, 2 methods x 2 pairs
+  EXPECT_EQ(rows[2].rfind("ptq-minmax,per-tensor,8,8,1,0,", 0), 0u) << rows[2];
+  // The mlp's first and last layers keep 8 bits, so a W2A2 cell's file is smaller but not by 4x.
+  const std::string cells = read_text(dir / "sweep/cells.csv");
+  EXPECT_EQ(split_lines(cells).size(), 5u);
+
+  // Interrupted after this point, or run again: finished cells are skipped with identical results.
+  const RunResult again = run_qatlab(args, dir.path(), "again");
+  ASSERT_TRUE(again.exited && again.exit_code == 0) << again.describe();
+  EXPECT_TRUE(contains(again.out, "0 cells run, 4 reused")) << again.out;
+  EXPECT_EQ(read_text(dir / "sweep/cells.csv"), cells);
+
+  // A cell whose settings changed (more QAT epochs) is run again; PTQ cells are not.
+  std::vector<std::string> changed = args;
+  changed[std::find(changed.begin(), changed.end(), "--qat-epochs") - changed.begin() + 1] = "2";
+  const RunResult rerun = run_qatlab(changed, dir.path(), "changed");
+  ASSERT_TRUE(rerun.exited && rerun.exit_code == 0) << rerun.describe();
+  EXPECT_TRUE(contains(rerun.out, "2 cells run, 2 reused")) << rerun.out;
+
+  // A float model is reused only for the seed it was trained with: seed 1's model filed as seed 2's is
+  // refused, not passed off as another seed's baseline.
+  fs::create_directories(dir / "other");
+  fs::copy(dir / "sweep/float-s1", dir / "other/float-s2");
+  std::vector<std::string> seed2 = args;
+  seed2.back() = dir / "other";
+  seed2.insert(seed2.end(), {"--seed", "2"});
+  const RunResult wrong_seed = run_qatlab(seed2, dir.path(), "wrong-seed");
+  EXPECT_TRUE(wrong_seed.exited && wrong_seed.exit_code == 2) << wrong_seed.describe();
+  EXPECT_TRUE(contains(wrong_seed.err, "was trained with seed 1, not 2")) << wrong_seed.err;
+}
+
+TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
+  const TempDir dir("sweep_bad");
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--pairs", "8/9"}, {"--methods", "lsq,magic"}, {"--seeds", "0"},
+        {"--first-last", "16"}, {"--granularity", "per-row"}, {"--qat-lr", "-1"}}) {
+    std::vector<std::string> args = {"sweep", "--data-dir", dir / "nodata", "--out", dir / "s"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    const RunResult r = run_qatlab(args, dir.path(), "bad");
+    EXPECT_TRUE(r.exited && r.exit_code == 2) << r.describe();
+    EXPECT_EQ(split_lines(r.err).size(), 1u) << r.describe();
+    EXPECT_FALSE(fs::exists(dir / "s")) << "nothing is written for a bad command line";
+  }
+}
+
+}  // namespace
+}  // namespace qatlab::testing

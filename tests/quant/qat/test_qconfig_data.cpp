@@ -1,0 +1,64 @@
+// test_qconfig_data.cpp: a QConfig as checkpoints store it (quant/qat/qconfig_data.h): every field survives
+// the round trip, and a damaged document is one line naming the source, the line and the field.
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "quant/qat/qconfig_data.h"
+
+namespace qatlab {
+namespace {
+
+std::string error_of(const std::string& text) {
+  try {
+    qconfig_from_data(text, "ckpt.h5");
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(QConfigData, EveryFieldSurvivesTheRoundTrip) {
+  QConfig q = QConfig::from_options(4, 3, false, "ema", "histogram", {"features.0=8:8", "Linear=:6", "fc=5:"}, "lsq",
+                                    "pact");
+  const QConfig back = qconfig_from_data(qconfig_to_data(q), "ckpt.h5");
+  EXPECT_EQ(back.describe(), q.describe());
+  for (const QuantizerSpec* s : {&back.weight, &back.activation}) {
+    const QuantizerSpec& o = s == &back.weight ? q.weight : q.activation;
+    EXPECT_EQ(s->scheme.bits, o.scheme.bits);
+    EXPECT_EQ(s->scheme.is_signed, o.scheme.is_signed);
+    EXPECT_EQ(s->scheme.symmetric, o.scheme.symmetric);
+    EXPECT_EQ(s->scheme.per_channel, o.scheme.per_channel);
+    EXPECT_EQ(s->scheme.axis, o.scheme.axis);
+    EXPECT_EQ(s->scheme.narrow_range, o.scheme.narrow_range);
+    EXPECT_EQ(s->observer, o.observer);
+    EXPECT_EQ(s->method, o.method);
+  }
+  ASSERT_EQ(back.layer_bits.size(), 3u);
+  EXPECT_EQ(back.layer_bits.at("Linear").weight_bits, 0);
+  EXPECT_EQ(back.layer_bits.at("Linear").activation_bits, 6);
+  EXPECT_EQ(back.layer_bits.at("fc").weight_bits, 5);
+}
+
+TEST(QConfigData, ADamagedDocumentNamesTheSourceTheLineAndTheField) {
+  const std::string good = qconfig_to_data(QConfig{});
+  EXPECT_EQ(error_of(good), "");
+  const auto replaced = [&](const std::string& from, const std::string& to) {
+    std::string s = good;
+    const size_t at = s.find(from);
+    EXPECT_NE(at, std::string::npos) << s;
+    return s.replace(at, from.size(), to);
+  };
+  const std::string bits = error_of(replaced("bits: 8", "bits: 12"));
+  EXPECT_NE(bits.find("ckpt.h5: stored quantization settings"), std::string::npos) << bits;
+  EXPECT_NE(bits.find("2..8"), std::string::npos) << bits;
+  EXPECT_NE(error_of(replaced("observer: minmax", "observer: median")).find("median"), std::string::npos);
+  EXPECT_NE(error_of(replaced("method: observer", "methd: observer")).find("unknown field 'methd'"), std::string::npos);
+  EXPECT_NE(error_of(replaced("qatlab-qconfig: 1", "qatlab-qconfig: 7")).find("version '7'"), std::string::npos);
+  EXPECT_NE(error_of("weight: [").find("line"), std::string::npos);
+  EXPECT_NE(error_of("[]").find("not a map"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace qatlab

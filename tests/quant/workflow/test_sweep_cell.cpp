@@ -1,0 +1,254 @@
+// test_sweep_cell.cpp: the library's workflow without the command line: a float model trained by
+// train_model (nn/train/train_run.h) on a small synthetic task, then sweep cells run on it by
+// run_sweep_cell, post-training quantization and LSQ training, each converted to the integer graph and
+// evaluated; a cell that fails keeps its error in its result.
+//
+// The task: 8 x 8 images of noise with one bright 3 x 3 square; the class is the quadrant it lies in.
+// Shape letters: N images.
+#include "quant/workflow/sweep_cell.h"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "nn/train/train_run.h"
+#include "quant/qat/qconfig_data.h"
+#include "quant/workflow/checkpoint_model.h"
+
+namespace qatlab {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kSide = 8, kClasses = 4;
+
+// n images (N, 1, 8, 8) as bytes, labels the quadrant of the square.
+ImageDataset quadrant_images(int64_t n, Rng& rng, const std::string& name) {
+  ImageDataset d;
+  d.name = name;
+  d.n = n, d.c = 1, d.h = kSide, d.w = kSide, d.num_classes = kClasses;
+  d.class_names = numbered_class_names(kClasses);
+  d.pixels.resize(static_cast<size_t>(n * kSide * kSide));
+  for (int64_t i = 0; i < n; ++i) {
+    uint8_t* img = d.pixels.data() + i * kSide * kSide;
+    for (int64_t p = 0; p < kSide * kSide; ++p) img[p] = static_cast<uint8_t>(rng.below(100));
+    const int32_t quadrant = static_cast<int32_t>(rng.below(kClasses));
+    const int64_t y0 = (quadrant / 2) * 4 + static_cast<int64_t>(rng.below(2));
+    const int64_t x0 = (quadrant % 2) * 4 + static_cast<int64_t>(rng.below(2));
+    for (int64_t y = y0; y < y0 + 3; ++y)
+      for (int64_t x = x0; x < x0 + 3; ++x) img[y * kSide + x] = static_cast<uint8_t>(180 + rng.below(76));
+    d.labels.push_back(quadrant);
+  }
+  return d;
+}
+
+DataBundle quadrant_data() {
+  Rng rng(11);
+  DataBundle b;
+  b.source = b.label = "quadrants";
+  b.train = quadrant_images(512, rng, b.source);
+  b.test = quadrant_images(128, rng, b.source);
+  b.mean = {0.3f};
+  b.std = {0.3f};
+  b.norm_origin = "the test's";
+  b.spec = {1, kSide, kSide, kClasses};
+  b.class_names = numbered_class_names(kClasses);
+  return b;
+}
+
+const char* const kNetwork = R"(qatlab-model: 1
+name: quadrant-net
+layers:
+  - conv: {out: 8, kernel: 3, padding: 1}
+  - relu
+  - conv: {out: 8, kernel: 3, padding: 1}
+  - relu
+  - maxpool: {kernel: 2}
+  - flatten
+  - linear: {out: classes}
+)";
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+// A directory of its own under the temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() : path_(fs::temp_directory_path() / ("qatlab_test_sweep_cell_" + std::to_string(::getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// The float model every cell below quantizes: trained for 3 epochs by the library's training run into
+// DIR/float (checkpoint.h5 and the run's other files).
+class SweepCellTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    data_ = new DataBundle(quadrant_data());
+    TrainRun run;
+    run.description = parse_model_description(kNetwork, "the test's network");
+    Rng rng(1);
+    run.model = build_model(run.description, data_->spec, rng);
+    run.settings.epochs = 3;
+    run.settings.batch_size = 32;
+    run.settings.lr = 0.05f;
+    run.data = data_;
+    run.out_dir = *dir_ / "float";
+    run.config_ini = "model = quadrant-net\n";
+    run.command_line = "test_sweep_cell";
+    outcome_ = new TrainOutcome(train_model(run));
+  }
+  static void TearDownTestSuite() {
+    delete outcome_;
+    delete data_;
+    delete dir_;
+  }
+
+  SweepCellSettings cell(const std::string& method, int wbits, int abits, const std::string& id) const {
+    SweepCellSettings s;
+    s.cell = {method, "per-channel", {wbits, abits}, 1};
+    s.float_checkpoint = *dir_ / "float/checkpoint.h5";
+    const auto [first, last] = first_and_last_layers(parse_model_description(kNetwork, "the test's network"), data_->spec);
+    s.layer_bits = {first + "=8:8", last + "=8:8"};
+    s.qat_epochs = 1;
+    s.qat_lr = 0.01f;
+    s.batch_size = 32;
+    s.calib_batches = 4;
+    s.dir = *dir_ / id;
+    s.key = id + " key";
+    s.config_ini = "wbits = " + std::to_string(wbits) + "\n";
+    s.command_line = "test_sweep_cell " + id;
+    return s;
+  }
+
+  static TempDir* dir_;
+  static DataBundle* data_;
+  static TrainOutcome* outcome_;
+};
+TempDir* SweepCellTest::dir_ = nullptr;
+DataBundle* SweepCellTest::data_ = nullptr;
+TrainOutcome* SweepCellTest::outcome_ = nullptr;
+
+TEST_F(SweepCellTest, TheLibraryTrainingRunLearnsTheTaskAndWritesItsFiles) {
+  ASSERT_EQ(outcome_->history.size(), 3u);
+  EXPECT_EQ(outcome_->epochs_done, 3);
+  EXPECT_GT(outcome_->history.back().at("test_acc"), 0.9);  // 4 classes: chance is 0.25
+  for (const char* f : {"checkpoint.h5", "metrics.csv", "curve.svg", "summary.json"})
+    EXPECT_TRUE(fs::exists(*dir_ / ("float/" + std::string(f)))) << f;
+  const Checkpoint c = load_checkpoint(*dir_ / "float/checkpoint.h5");
+  EXPECT_EQ(c.model_kind, "float");
+  EXPECT_EQ(c.model_name, "quadrant-net");
+  EXPECT_EQ(c.epoch, 3);
+  EXPECT_EQ(c.dataset, "quadrants");
+  EXPECT_EQ(c.config_ini, "model = quadrant-net\n");
+  EXPECT_EQ(c.metadata.at("command"), "test_sweep_cell");
+}
+
+TEST_F(SweepCellTest, APtqCellQuantizesConvertsAndEvaluates) {
+  const SweepCellSettings s = cell("ptq-minmax", 8, 8, "ptq-w8a8");
+  const CellResult r = run_sweep_cell(s, [] { return *data_; });
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.cell.id(), "ptq-minmax-per-channel-w8a8-s1");
+  EXPECT_EQ(r.key, s.key);
+  EXPECT_GT(r.sim_accuracy, 0.85);
+  EXPECT_NEAR(r.int_accuracy, r.sim_accuracy, 0.05);
+  EXPECT_GT(r.top1_agreement, 0.95);  // W8A8: the integer graph is the simulation but for rounding
+  EXPECT_EQ(r.int_file_bytes, static_cast<int64_t>(fs::file_size(s.dir + "/model.int8.h5")));
+
+  const Checkpoint c = load_checkpoint(s.dir + "/checkpoint.h5");
+  EXPECT_EQ(c.model_kind, "qat");
+  EXPECT_EQ(c.config_ini, s.config_ini);
+  const QConfig q = qconfig_from_data(c.qconfig, "the cell's checkpoint");
+  EXPECT_EQ(q.activation.observer, ObserverKind::MinMax);
+  EXPECT_EQ(q.weight.scheme.bits, 8);
+  EXPECT_TRUE(q.weight.scheme.per_channel);
+  EXPECT_NE(read_text(s.dir + "/log.txt").find("ptq quadrant-net: calibrated on 128 images"), std::string::npos);
+  // The result file holds what the call returned, and a sweep run again reads it back as finished.
+  const std::optional<CellResult> back = read_cell_result(s.dir + "/result.ini", s.cell);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->key, s.key);
+  EXPECT_TRUE(back->ok);
+  EXPECT_NEAR(back->int_accuracy, r.int_accuracy, 1e-9);
+}
+
+TEST_F(SweepCellTest, AnLsqCellTrainsWithLearnedStepsAndKeepsTheFirstAndLastLayerAt8Bits) {
+  const SweepCellSettings s = cell("lsq", 4, 4, "lsq-w4a4");
+  const CellResult r = run_sweep_cell(s, [] { return *data_; });
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_GT(r.sim_accuracy, 0.8);
+  EXPECT_GT(r.top1_agreement, 0.9);
+  const Checkpoint c = load_checkpoint(s.dir + "/checkpoint.h5");
+  EXPECT_EQ(c.model_kind, "qat");
+  EXPECT_EQ(c.epoch, 1);  // one epoch of QAT
+  EXPECT_EQ(c.config_ini, s.config_ini);
+  EXPECT_EQ(c.metadata.at("command"), s.command_line);
+  const QConfig q = qconfig_from_data(c.qconfig, "the cell's checkpoint");
+  EXPECT_EQ(q.weight.method, QuantizerMethod::Lsq);
+  EXPECT_EQ(q.activation.method, QuantizerMethod::Lsq);
+  EXPECT_EQ(q.activation.scheme.bits, 4);
+  // The first conv and the linear layer keep 8-bit weights (the sweep's first-last policy), the second
+  // conv has the cell's 4 bits ([-7, 7], narrow range).
+  const ModulePtr model = model_from_any_checkpoint(c);
+  std::vector<int32_t> weight_qmax;
+  for (const auto& [name, m] : model->named_modules(model))
+    if (const QatLayer* layer = m->as<QatLayer>()) weight_qmax.push_back(layer->weight_quant().qparams().quant_max);
+  EXPECT_EQ(weight_qmax, (std::vector<int32_t>{127, 7, 127}));
+  const std::string log = read_text(s.dir + "/log.txt");
+  EXPECT_NE(log.find("quantization:"), std::string::npos) << log;
+  EXPECT_NE(log.find("epoch 1/1"), std::string::npos) << log;
+}
+
+TEST_F(SweepCellTest, AFailedCellKeepsItsErrorAndStillWritesItsResult) {
+  SweepCellSettings s = cell("ptq-histogram", 4, 8, "missing-float");
+  s.float_checkpoint = *dir_ / "no-such-float.h5";
+  const CellResult r = run_sweep_cell(s, [] { return *data_; });
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.error.find("no-such-float.h5"), std::string::npos) << r.error;
+  EXPECT_EQ(r.error.find('\n'), std::string::npos);
+  const std::optional<CellResult> back = read_cell_result(s.dir + "/result.ini", s.cell);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_FALSE(back->ok);
+  EXPECT_EQ(back->error, r.error);
+
+  // A dataset that cannot be loaded fails the cell the same way.
+  const CellResult no_data =
+      run_sweep_cell(cell("qat-minmax", 8, 8, "no-data"), []() -> DataBundle { throw std::runtime_error("no data here"); });
+  EXPECT_FALSE(no_data.ok);
+  EXPECT_EQ(no_data.error, "no data here");
+}
+
+TEST(SweepQuantizers, EveryMethodHasItsQuantizersAndAnUnknownOneIsRefused) {
+  EXPECT_EQ(sweep_quantizers("ptq-histogram").activation_observer, "histogram");
+  EXPECT_EQ(sweep_quantizers("qat-minmax").activation_observer, "ema");
+  EXPECT_EQ(sweep_quantizers("pact").activation_method, "pact");
+  EXPECT_EQ(sweep_quantizers("pact").weight_method, "observer");
+  EXPECT_EQ(sweep_quantizers("lsq").weight_method, "lsq");
+  for (const std::string& m : kSweepMethods) EXPECT_EQ(sweep_quantizers(m).weight_observer, "minmax") << m;
+  EXPECT_THROW(sweep_quantizers("adaround"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace qatlab
