@@ -5,10 +5,8 @@
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "apps/cli.h"
-#include "nn/checkpoint.h"
 #include "nn/train/train_loop.h"
 
 namespace qatlab {

@@ -38,9 +38,9 @@ struct TrainRun {
 // `settings`: the same network (name and, when stored, description) and the same optimizer.
 void check_resumable(const Checkpoint& ckpt, const ModelDescription& description, const TrainSettings& settings);
 
-// Trains run.model: optimizer and schedule from the settings (std::invalid_argument for bad ones), the
-// resumed state when resuming (check_resumable first), then run_training; reports to run.log. Throws what
-// run_training throws.
+// Trains run.model: optimizer and schedule from the settings (std::invalid_argument for bad ones, and for
+// data without a training split), the resumed state when resuming (check_resumable first), then
+// run_training; reports to run.log. Throws what run_training throws.
 TrainOutcome train_model(const TrainRun& run);
 
 }  // namespace qatlab

@@ -1,10 +1,7 @@
 // test_sweep_cell.cpp: the library's workflow without the command line: a float model trained by
 // train_model (nn/train/train_run.h) on a small synthetic task, then sweep cells run on it by
 // run_sweep_cell, post-training quantization and LSQ training, each converted to the integer graph and
-// evaluated; a cell that fails keeps its error in its result.
-//
-// The task: 8 x 8 images of noise with one bright 3 x 3 square; the class is the quadrant it lies in.
-// Shape letters: N images.
+// evaluated; a cell that fails keeps its error in its result. The task: tests/nn/train/quadrant_data.h.
 #include "quant/workflow/sweep_cell.h"
 
 #include <gtest/gtest.h>
@@ -20,6 +17,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "nn/train/quadrant_data.h"
 #include "nn/train/train_run.h"
 #include "quant/qat/qconfig_data.h"
 #include "quant/workflow/checkpoint_model.h"
@@ -29,53 +27,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr int64_t kSide = 8, kClasses = 4;
-
-// n images (N, 1, 8, 8) as bytes, labels the quadrant of the square.
-ImageDataset quadrant_images(int64_t n, Rng& rng, const std::string& name) {
-  ImageDataset d;
-  d.name = name;
-  d.n = n, d.c = 1, d.h = kSide, d.w = kSide, d.num_classes = kClasses;
-  d.class_names = numbered_class_names(kClasses);
-  d.pixels.resize(static_cast<size_t>(n * kSide * kSide));
-  for (int64_t i = 0; i < n; ++i) {
-    uint8_t* img = d.pixels.data() + i * kSide * kSide;
-    for (int64_t p = 0; p < kSide * kSide; ++p) img[p] = static_cast<uint8_t>(rng.below(100));
-    const int32_t quadrant = static_cast<int32_t>(rng.below(kClasses));
-    const int64_t y0 = (quadrant / 2) * 4 + static_cast<int64_t>(rng.below(2));
-    const int64_t x0 = (quadrant % 2) * 4 + static_cast<int64_t>(rng.below(2));
-    for (int64_t y = y0; y < y0 + 3; ++y)
-      for (int64_t x = x0; x < x0 + 3; ++x) img[y * kSide + x] = static_cast<uint8_t>(180 + rng.below(76));
-    d.labels.push_back(quadrant);
-  }
-  return d;
-}
-
-DataBundle quadrant_data() {
-  Rng rng(11);
-  DataBundle b;
-  b.source = b.label = "quadrants";
-  b.train = quadrant_images(512, rng, b.source);
-  b.test = quadrant_images(128, rng, b.source);
-  b.mean = {0.3f};
-  b.std = {0.3f};
-  b.norm_origin = "the test's";
-  b.spec = {1, kSide, kSide, kClasses};
-  b.class_names = numbered_class_names(kClasses);
-  return b;
-}
-
-const char* const kNetwork = R"(qatlab-model: 1
-name: quadrant-net
-layers:
-  - conv: {out: 8, kernel: 3, padding: 1}
-  - relu
-  - conv: {out: 8, kernel: 3, padding: 1}
-  - relu
-  - maxpool: {kernel: 2}
-  - flatten
-  - linear: {out: classes}
-)";
+using test::kQuadrantNetwork;
+using test::quadrant_data;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -109,7 +62,7 @@ class SweepCellTest : public ::testing::Test {
     dir_ = new TempDir();
     data_ = new DataBundle(quadrant_data());
     TrainRun run;
-    run.description = parse_model_description(kNetwork, "the test's network");
+    run.description = parse_model_description(kQuadrantNetwork, "the test's network");
     Rng rng(1);
     run.model = build_model(run.description, data_->spec, rng);
     run.settings.epochs = 3;
@@ -131,7 +84,7 @@ class SweepCellTest : public ::testing::Test {
     SweepCellSettings s;
     s.cell = {method, "per-channel", {wbits, abits}, 1};
     s.float_checkpoint = *dir_ / "float/checkpoint.h5";
-    const auto [first, last] = first_and_last_layers(parse_model_description(kNetwork, "the test's network"), data_->spec);
+    const auto [first, last] = first_and_last_layers(parse_model_description(kQuadrantNetwork, "the test's network"), data_->spec);
     s.layer_bits = {first + "=8:8", last + "=8:8"};
     s.qat_epochs = 1;
     s.qat_lr = 0.01f;

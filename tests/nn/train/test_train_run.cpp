@@ -1,0 +1,138 @@
+// test_train_run.cpp: the training run as a library (train_model, nn/train/train_run.h), without the
+// command line: it learns a small task in memory, writing no file; a run stopped after an epoch and
+// resumed from its checkpoint ends on the weights of the run that was not stopped, bit for bit; a
+// checkpoint of another network or optimizer is refused. The task: quadrant_data.h.
+#include "nn/train/train_run.h"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include "core/rng.h"
+#include "nn/train/evaluate.h"
+#include "nn/train/quadrant_data.h"
+
+namespace qatlab {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A directory of its own under the temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& stem)
+      : path_(fs::temp_directory_path() / ("qatlab_test_" + stem + "_" + std::to_string(::getpid()))) {
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// A run of the quadrant network, freshly initialised from seed 1, for `epochs` epochs of SGD.
+TrainRun quadrant_run(const DataBundle& data, int64_t epochs) {
+  TrainRun run;
+  run.description = parse_model_description(test::kQuadrantNetwork, "the test's network");
+  Rng rng(1);
+  run.model = build_model(run.description, data.spec, rng);
+  run.settings.epochs = epochs;
+  run.settings.batch_size = 32;
+  run.settings.lr = 0.05f;
+  run.data = &data;
+  return run;
+}
+
+TEST(TrainModel, LearnsInMemoryWithoutWritingAFile) {
+  const DataBundle data = test::quadrant_data();
+  TrainRun run = quadrant_run(data, 3);
+  DataLoader test(data.test, loader_options(data, 256, 0, false));  // as the run evaluates
+  const double before = evaluate(*run.model, test).accuracy;
+  const TempDir cwd("train_run_cwd");
+  const fs::path was = fs::current_path();
+  fs::current_path(cwd.path());
+  const TrainOutcome outcome = train_model(run);
+  fs::current_path(was);
+  ASSERT_EQ(outcome.history.size(), 3u);
+  EXPECT_EQ(outcome.epochs_done, 3);
+  EXPECT_FALSE(outcome.stopped_early);
+  EXPECT_LT(before, 0.5);                                  // 4 classes: chance is 0.25
+  EXPECT_GT(outcome.history.back().at("test_acc"), 0.9);
+  EXPECT_DOUBLE_EQ(evaluate(*run.model, test).accuracy, outcome.history.back().at("test_acc"));
+  EXPECT_TRUE(fs::is_empty(cwd.path()));                  // no out_dir: nothing written
+}
+
+TEST(TrainModel, AResumedRunEndsOnTheWeightsOfTheRunThatWasNotStopped) {
+  const DataBundle data = test::quadrant_data();
+  const TempDir dir("train_run_resume");
+  TrainRun whole = quadrant_run(data, 2);
+  whole.out_dir = dir / "whole";
+  train_model(whole);
+
+  TrainRun first = quadrant_run(data, 2);
+  first.out_dir = dir / "stopped";
+  first.settings.stop_after = 1;
+  const TrainOutcome stopped = train_model(first);
+  EXPECT_TRUE(stopped.stopped_early);
+  EXPECT_EQ(stopped.epochs_done, 1);
+
+  const Checkpoint saved = load_checkpoint(dir / "stopped/checkpoint.h5");
+  ASSERT_EQ(saved.epoch, 1);
+  TrainRun rest = quadrant_run(data, 2);  // fresh weights: the resumed state replaces them
+  rest.out_dir = dir / "stopped";
+  rest.resume_from = &saved;
+  const TrainOutcome resumed = train_model(rest);
+  EXPECT_EQ(resumed.history.size(), 2u);  // the saved epoch and this one
+
+  const Checkpoint a = load_checkpoint(dir / "whole/checkpoint.h5"), b = load_checkpoint(dir / "stopped/checkpoint.h5");
+  ASSERT_EQ(a.model_state.size(), b.model_state.size());
+  for (size_t i = 0; i < a.model_state.size(); ++i) {
+    const Tensor& x = a.model_state[i].second;
+    const Tensor& y = b.model_state[i].second;
+    ASSERT_EQ(x.shape(), y.shape()) << a.model_state[i].first;
+    EXPECT_EQ(std::memcmp(x.data(), y.data(), x.numel() * sizeof(float)), 0) << a.model_state[i].first;
+  }
+  EXPECT_EQ(a.history.back().at("test_acc"), b.history.back().at("test_acc"));
+}
+
+TEST(TrainModel, ACheckpointOfAnotherNetworkOrOptimizerIsNotResumed) {
+  const DataBundle data = test::quadrant_data();
+  const TempDir dir("train_run_refuse");
+  TrainRun run = quadrant_run(data, 1);
+  run.out_dir = dir / "run";
+  train_model(run);
+  const Checkpoint saved = load_checkpoint(dir / "run/checkpoint.h5");
+
+  const ModelDescription network = parse_model_description(test::kQuadrantNetwork, "the test's network");
+  EXPECT_NO_THROW(check_resumable(saved, network, run.settings));
+  TrainSettings adam = run.settings;
+  adam.optimizer = "adam";
+  try {
+    check_resumable(saved, network, adam);
+    FAIL() << "another optimizer was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("was trained with sgd, not adam"), std::string::npos) << e.what();
+  }
+  ModelDescription other = network;
+  other.name = "other-net";
+  EXPECT_THROW(check_resumable(saved, other, run.settings), std::invalid_argument);
+  TrainRun wrong = quadrant_run(data, 2);
+  wrong.settings = adam;
+  wrong.resume_from = &saved;
+  EXPECT_THROW(train_model(wrong), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace qatlab
