@@ -8,21 +8,11 @@
 #include "apps/sweep_plot.h"
 #include "cli_harness.h"
 #include "quant/workflow/sweep.h"
+#include "tests/quant/workflow/sweep_test_util.h"
 
 namespace qatlab::testing {
 namespace {
 
-CellResult result(const std::string& method, int w, int a, uint64_t seed, double acc, bool ok = true) {
-  CellResult r;
-  r.cell = {method, "per-tensor", {w, a}, seed};
-  r.ok = ok;
-  r.sim_accuracy = acc + 0.001;
-  r.int_accuracy = acc;
-  r.top1_agreement = 0.99;
-  r.int_file_bytes = 1000 * w;
-  if (!ok) r.error = "loss is NaN, \"diverged\"";
-  return r;
-}
 
 TEST(SweepPlot, DrawsEveryMethodAndTheFloatLine) {
   SweepReport rep;
@@ -31,8 +21,8 @@ TEST(SweepPlot, DrawsEveryMethodAndTheFloatLine) {
   rep.floats = {{1, "f1.h5", 0.99, 10000}, {2, "f2.h5", 0.98, 10000}};
   for (int b : {8, 4, 2})
     for (uint64_t seed : {1, 2}) {
-      rep.cells.push_back(result("lsq", b, b, seed, 0.97 - 0.01 * seed));
-      rep.cells.push_back(result("ptq-minmax", b, b, seed, 0.9 - 0.1 * (8 - b) / 2, !(b == 2 && seed == 2)));
+      rep.cells.push_back(made_up_result("lsq", b, b, seed, 0.97 - 0.01 * seed));
+      rep.cells.push_back(made_up_result("ptq-minmax", b, b, seed, 0.9 - 0.1 * (8 - b) / 2, !(b == 2 && seed == 2)));
     }
   rep.rows = summarize(rep.cells);
   const std::string svg = accuracy_plot_svg(rep, /*equal_bits=*/true, "per-tensor");

@@ -2,6 +2,7 @@
 // seeds, the result files, a cell's result file read back. (tests/apps/test_sweep_cli.cpp runs the
 // command; test_sweep_cell.cpp runs cells.)
 #include "quant/workflow/sweep.h"
+#include "tests/quant/workflow/sweep_test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -64,21 +65,11 @@ TEST(SweepSummary, SpreadIsMeanSampleStdMinMax) {
   EXPECT_EQ(spread_of({}).n, 0);
 }
 
-CellResult result(const std::string& method, int w, int a, uint64_t seed, double acc, bool ok = true) {
-  CellResult r;
-  r.cell = {method, "per-tensor", {w, a}, seed};
-  r.ok = ok;
-  r.sim_accuracy = acc + 0.001;
-  r.int_accuracy = acc;
-  r.top1_agreement = 0.99;
-  r.int_file_bytes = 1000 * w;
-  if (!ok) r.error = "loss is NaN, \"diverged\"";
-  return r;
-}
+using testing::made_up_result;
 
 TEST(SweepSummary, GroupsSeedsAndCountsFailures) {
-  const std::vector<CellResult> cells = {result("lsq", 4, 4, 1, 0.98), result("lsq", 4, 4, 2, 0.96),
-                                         result("ptq-minmax", 4, 4, 1, 0.50), result("ptq-minmax", 4, 4, 2, 0, false)};
+  const std::vector<CellResult> cells = {made_up_result("lsq", 4, 4, 1, 0.98), made_up_result("lsq", 4, 4, 2, 0.96),
+                                         made_up_result("ptq-minmax", 4, 4, 1, 0.50), made_up_result("ptq-minmax", 4, 4, 2, 0, false)};
   const std::vector<SweepRow> rows = summarize(cells);
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[0].method, "lsq");
@@ -98,8 +89,8 @@ TEST(SweepFiles, CsvAndJsonCarryTheRows) {
   rep.floats = {{1, "f1.h5", 0.99, 10000}, {2, "f2.h5", 0.98, 10000}};
   for (int b : {8, 4, 2})
     for (uint64_t seed : {1, 2}) {
-      rep.cells.push_back(result("lsq", b, b, seed, 0.97 - 0.01 * seed));
-      rep.cells.push_back(result("ptq-minmax", b, b, seed, 0.9 - 0.1 * (8 - b) / 2, !(b == 2 && seed == 2)));
+      rep.cells.push_back(made_up_result("lsq", b, b, seed, 0.97 - 0.01 * seed));
+      rep.cells.push_back(made_up_result("ptq-minmax", b, b, seed, 0.9 - 0.1 * (8 - b) / 2, !(b == 2 && seed == 2)));
     }
   rep.rows = summarize(rep.cells);
   const std::vector<std::string> lines = split_lines(results_csv(rep));
@@ -118,7 +109,7 @@ TEST(SweepFiles, CsvAndJsonCarryTheRows) {
 
 TEST(SweepFiles, CellResultRoundTripsAndRejectsOtherCells) {
   const test::TempFile ini("sweep_result.ini"), broken("sweep_broken.ini"), missing("sweep_missing.ini");
-  CellResult r = result("pact", 3, 3, 2, 0.9712345);
+  CellResult r = made_up_result("pact", 3, 3, 2, 0.9712345);
   r.key = "pact-per-tensor-w3a3-s2 from x.h5";
   r.seconds = 12.5;
   write_text(ini.path(), cell_result_ini(r));
