@@ -15,16 +15,7 @@ namespace {
 
 
 TEST(SweepPlot, DrawsEveryMethodAndTheFloatLine) {
-  SweepReport rep;
-  rep.model = "lenet5";
-  rep.dataset = "mnist";
-  rep.floats = {{1, "f1.h5", 0.99, 10000}, {2, "f2.h5", 0.98, 10000}};
-  for (int b : {8, 4, 2})
-    for (uint64_t seed : {1, 2}) {
-      rep.cells.push_back(made_up_result("lsq", b, b, seed, 0.97 - 0.01 * seed));
-      rep.cells.push_back(made_up_result("ptq-minmax", b, b, seed, 0.9 - 0.1 * (8 - b) / 2, !(b == 2 && seed == 2)));
-    }
-  rep.rows = summarize(rep.cells);
+  const SweepReport rep = made_up_report();
   const std::string svg = accuracy_plot_svg(rep, /*equal_bits=*/true, "per-tensor");
   ASSERT_FALSE(svg.empty());
   for (const char* label : {"lsq", "ptq-minmax", "float (32-bit)", "test accuracy (%)", "per-tensor weights"})

@@ -22,4 +22,20 @@ inline CellResult made_up_result(const std::string& method, int w, int a, uint64
   return r;
 }
 
+// A LeNet-5 / MNIST sweep of LSQ and min/max PTQ at W8A8, W4A4, W2A2 over two seeds (two float models at
+// 99 and 98 %): LSQ at 96 and 95 %, PTQ falling from 90 to 60 % with W2A2's second seed failed.
+inline SweepReport made_up_report() {
+  SweepReport rep;
+  rep.model = "lenet5";
+  rep.dataset = "mnist";
+  rep.floats = {{1, "f1.h5", 0.99, 10000}, {2, "f2.h5", 0.98, 10000}};
+  for (int b : {8, 4, 2})
+    for (uint64_t seed : {1, 2}) {
+      rep.cells.push_back(made_up_result("lsq", b, b, seed, 0.97 - 0.01 * seed));
+      rep.cells.push_back(made_up_result("ptq-minmax", b, b, seed, 0.9 - 0.1 * (8 - b) / 2, !(b == 2 && seed == 2)));
+    }
+  rep.rows = summarize(rep.cells);
+  return rep;
+}
+
 }  // namespace qatlab::testing

@@ -65,6 +65,7 @@ TEST(SweepSummary, SpreadIsMeanSampleStdMinMax) {
   EXPECT_EQ(spread_of({}).n, 0);
 }
 
+using testing::made_up_report;
 using testing::made_up_result;
 
 TEST(SweepSummary, GroupsSeedsAndCountsFailures) {
@@ -83,16 +84,7 @@ TEST(SweepSummary, GroupsSeedsAndCountsFailures) {
 }
 
 TEST(SweepFiles, CsvAndJsonCarryTheRows) {
-  SweepReport rep;
-  rep.model = "lenet5";
-  rep.dataset = "mnist";
-  rep.floats = {{1, "f1.h5", 0.99, 10000}, {2, "f2.h5", 0.98, 10000}};
-  for (int b : {8, 4, 2})
-    for (uint64_t seed : {1, 2}) {
-      rep.cells.push_back(made_up_result("lsq", b, b, seed, 0.97 - 0.01 * seed));
-      rep.cells.push_back(made_up_result("ptq-minmax", b, b, seed, 0.9 - 0.1 * (8 - b) / 2, !(b == 2 && seed == 2)));
-    }
-  rep.rows = summarize(rep.cells);
+  const SweepReport rep = made_up_report();
   const std::vector<std::string> lines = split_lines(results_csv(rep));
   ASSERT_EQ(lines.size(), 1u + 1u + 6u);  // header, float, 2 methods x 3 pairs
   EXPECT_EQ(lines[1].rfind("float,,32,32,2,0,98.50,", 0), 0u) << lines[1];
