@@ -35,28 +35,46 @@ QATLAB_AVX512_INLINE __m512i scale_input(const AddInput& in, __m512i v) {
   return apply(in.r, v);
 }
 
+// The add's steps on 16 lanes of int32 codes, shared by the code and the float-value kernels: up to the
+// clamped result minus the output offset (the output zero point).
+struct AddSteps {
+  AddInput in1, in2;
+  UniformRequantize outs;
+  __m512i off1, off2, lo, hi;
+  __m128i left_shift;
+};
+
+QATLAB_AVX512_INLINE AddSteps add_steps(const AddInt8Params& p) {
+  return {add_input(p.input1_multiplier, p.input1_shift),
+          add_input(p.input2_multiplier, p.input2_shift),
+          uniform_requantize(p.output_multiplier, p.output_shift),
+          _mm512_set1_epi32(p.input1_offset),
+          _mm512_set1_epi32(p.input2_offset),
+          _mm512_set1_epi32(p.quantized_activation_min - p.output_offset),
+          _mm512_set1_epi32(p.quantized_activation_max - p.output_offset),
+          _mm_cvtsi32_si128(p.left_shift)};
+}
+
+QATLAB_AVX512_INLINE __m512i add_codes16(const AddSteps& s, __m512i ca, __m512i cb) {
+  // |code + offset| <= 255 and 255 * 2^20 < 2^31: the plain shift is the reference's multiply.
+  const __m512i v1 = _mm512_sll_epi32(_mm512_add_epi32(ca, s.off1), s.left_shift);
+  const __m512i v2 = _mm512_sll_epi32(_mm512_add_epi32(cb, s.off2), s.left_shift);
+  const __m512i scaled = apply(s.outs, _mm512_add_epi32(scale_input(s.in1, v1), scale_input(s.in2, v2)));
+  // Clamped before the offset is added, as the reference does.
+  return _mm512_min_epi32(_mm512_max_epi32(scaled, s.lo), s.hi);
+}
+
 }  // namespace
 
 __attribute__((target("avx512f,avx512bw"))) void add_int8_avx512(const AddInt8Params& p, const int8_t* a,
                                                                  const int8_t* b, int8_t* out, int64_t count) {
   check_add_int8_params(p);
-  const AddInput in1 = add_input(p.input1_multiplier, p.input1_shift);
-  const AddInput in2 = add_input(p.input2_multiplier, p.input2_shift);
-  const UniformRequantize outs = uniform_requantize(p.output_multiplier, p.output_shift);
-  const __m512i off1 = _mm512_set1_epi32(p.input1_offset), off2 = _mm512_set1_epi32(p.input2_offset);
-  const __m128i left_shift = _mm_cvtsi32_si128(p.left_shift);
-  const __m512i lo = _mm512_set1_epi32(p.quantized_activation_min - p.output_offset);
-  const __m512i hi = _mm512_set1_epi32(p.quantized_activation_max - p.output_offset);
+  const AddSteps steps = add_steps(p);
   const __m512i out_offset = _mm512_set1_epi32(p.output_offset);
   int64_t i = 0;
   for (; i + 16 <= count; i += 16) {
-    // |code + offset| <= 255 and 255 * 2^20 < 2^31: the plain shift is the reference's multiply.
-    const __m512i v1 = _mm512_sll_epi32(_mm512_add_epi32(load16_codes(a + i), off1), left_shift);
-    const __m512i v2 = _mm512_sll_epi32(_mm512_add_epi32(load16_codes(b + i), off2), left_shift);
-    const __m512i scaled = apply(outs, _mm512_add_epi32(scale_input(in1, v1), scale_input(in2, v2)));
-    // Clamp before the offset, as the reference does; the result lies in [-128, 127], so the
-    // truncating narrow to bytes keeps every value.
-    const __m512i q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(scaled, lo), hi), out_offset);
+    // The codes lie in [-128, 127]: the truncating narrow to bytes keeps every value.
+    const __m512i q = _mm512_add_epi32(add_codes16(steps, load16_codes(a + i), load16_codes(b + i)), out_offset);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(q));
   }
   if (i < count) add_int8_reference(p, a + i, b + i, out + i, count - i);
@@ -80,31 +98,22 @@ __attribute__((target("avx512f,avx512bw"))) bool add_int8_values_avx512(const Ad
                                                                         const AddValueGrids& g, const float* a,
                                                                         const float* b, float* out, int64_t count) {
   check_add_int8_params(p);
-  const AddInput in1 = add_input(p.input1_multiplier, p.input1_shift);
-  const AddInput in2 = add_input(p.input2_multiplier, p.input2_shift);
-  const UniformRequantize outs = uniform_requantize(p.output_multiplier, p.output_shift);
-  const __m128i left_shift = _mm_cvtsi32_si128(p.left_shift);
+  const AddSteps steps = add_steps(p);
   const int32_t za = -p.input1_offset, zb = -p.input2_offset;
   // The operands' grids, as quantize_float_to_int8_values sets them up.
   const __m512 inv_a = _mm512_set1_ps(1.0f / g.a_scale), inv_b = _mm512_set1_ps(1.0f / g.b_scale);
   const __m512 lo_a = _mm512_set1_ps(static_cast<float>(g.a_min - za)), hi_a = _mm512_set1_ps(static_cast<float>(g.a_max - za));
   const __m512 lo_b = _mm512_set1_ps(static_cast<float>(g.b_min - zb)), hi_b = _mm512_set1_ps(static_cast<float>(g.b_max - zb));
   const __m512i zpa = _mm512_set1_epi32(za), zpb = _mm512_set1_epi32(zb);
-  const __m512i off1 = _mm512_set1_epi32(p.input1_offset), off2 = _mm512_set1_epi32(p.input2_offset);
-  const __m512i lo = _mm512_set1_epi32(p.quantized_activation_min - p.output_offset);
-  const __m512i hi = _mm512_set1_epi32(p.quantized_activation_max - p.output_offset);
   const __m512 out_scale = _mm512_set1_ps(g.out_scale);
   int64_t i = 0;
   for (; i + 16 <= count; i += 16) {
     const __m512 xa = _mm512_loadu_ps(a + i), xb = _mm512_loadu_ps(b + i);
     if (_mm512_cmp_ps_mask(xa, xb, _CMP_UNORD_Q)) return false;  // a NaN in either
     const __m512i ca = codes16(xa, inv_a, lo_a, hi_a, zpa), cb = codes16(xb, inv_b, lo_b, hi_b, zpb);
-    // add_int8_avx512's steps on the codes (as int32 lanes, without the round trip through bytes).
-    const __m512i v1 = _mm512_sll_epi32(_mm512_add_epi32(ca, off1), left_shift);
-    const __m512i v2 = _mm512_sll_epi32(_mm512_add_epi32(cb, off2), left_shift);
-    const __m512i scaled = apply(outs, _mm512_add_epi32(scale_input(in1, v1), scale_input(in2, v2)));
-    // The clamped code minus the output zero point (the offset) is what dequantization multiplies.
-    const __m512i q = _mm512_min_epi32(_mm512_max_epi32(scaled, lo), hi);
+    // The add on the codes as int32 lanes (no round trip through bytes); the clamped code minus the
+    // output zero point is what dequantization multiplies.
+    const __m512i q = add_codes16(steps, ca, cb);
     _mm512_storeu_ps(out + i, _mm512_mul_ps(out_scale, _mm512_cvtepi32_ps(q)));
   }
   return i == count || add_int8_values_reference(p, g, a + i, b + i, out + i, count - i);
