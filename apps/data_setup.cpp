@@ -23,7 +23,7 @@ void add_data_options(po::options_description& desc, DataSettings& s) {
       ("test-limit", po::value(&s.test_limit)->default_value(0), "use only the first N test images (0 = all)")
       ("mean", po::value(&s.mean), "per-channel mean of pixel / 255, one value or one per channel (default: the model's, else the dataset's)")
       ("std", po::value(&s.std), "per-channel standard deviation of pixel / 255, likewise")
-      ("augment", po::value(&s.augment), "training augmentation: none, or a list of pad-crop[:P] (random crop of the image zero-padded by P pixels, default 4) and flip (default: pad-crop:4,flip for cifar10, none otherwise)");
+      ("augment", po::value(&s.augment), "training augmentation: none, or a list of pad-crop[:P] (random crop of the image zero-padded by P pixels, default 4), flip and cutout[:S] (a random SxS square set to the mean, default 16) (default: pad-crop:4,flip for cifar10, none otherwise)");
 }
 
 std::string data_settings_ini(const DataSettings& s) {
@@ -111,28 +111,36 @@ std::vector<float> per_channel(const std::string& option, const std::string& tex
   return v;
 }
 
+// The N of an augmentation item "NAME" or "NAME:N" (N in 1..64; `fallback` when absent), or a usage error.
+int64_t augment_size(const std::string& item, const std::string& name, int64_t fallback, const std::string& usage) {
+  if (item.size() == name.size()) return fallback;
+  require(item[name.size()] == ':' && item.size() > name.size() + 1 && item.size() <= name.size() + 3, usage);
+  int64_t n = 0;
+  for (size_t i = name.size() + 1; i < item.size(); ++i) {
+    require(item[i] >= '0' && item[i] <= '9', usage);
+    n = n * 10 + (item[i] - '0');
+  }
+  require(n >= 1 && n <= 64, usage);
+  return n;
+}
+
 void parse_augment(const std::string& text, DataBundle& b) {
-  const std::string usage = "--augment must be none, or a comma-separated list of pad-crop[:P] (P in 1..64) and flip, got '" +
-                            printable(text, 60) + "'";
+  const std::string usage = "--augment must be none, or a comma-separated list of pad-crop[:P], flip and cutout[:S] "
+                            "(P, S in 1..64), each at most once, got '" + printable(text, 60) + "'";
   if (text == "none") return;
   size_t start = 0;
   for (;;) {
     const size_t end = text.find(',', start);
     const std::string item = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const auto named = [&](const std::string& name) {
+      return item.rfind(name, 0) == 0 && (item.size() == name.size() || item[name.size()] == ':');
+    };
     if (item == "flip" && !b.hflip) {
       b.hflip = true;
-    } else if (item.rfind("pad-crop", 0) == 0 && b.crop_pad == 0) {
-      int64_t pad = 4;
-      if (item.size() > 8) {
-        require(item[8] == ':' && item.size() > 9 && item.size() <= 11, usage);
-        pad = 0;
-        for (size_t i = 9; i < item.size(); ++i) {
-          require(item[i] >= '0' && item[i] <= '9', usage);
-          pad = pad * 10 + (item[i] - '0');
-        }
-      }
-      require(pad >= 1 && pad <= 64, usage);
-      b.crop_pad = pad;
+    } else if (named("pad-crop") && b.crop_pad == 0) {
+      b.crop_pad = augment_size(item, "pad-crop", 4, usage);
+    } else if (named("cutout") && b.cutout == 0) {
+      b.cutout = augment_size(item, "cutout", 16, usage);
     } else {
       throw UsageError(usage);
     }

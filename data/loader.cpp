@@ -60,6 +60,15 @@ void convert_augmented(const uint8_t* src, float* dst, const float* scale, const
   }
 }
 
+// Cutout: zeroes the size x size square whose centre is (cy, cx) (rows cy - size/2 .. cy - size/2 + size - 1,
+// likewise for columns), clipped at the image's edges, in every channel of the (C, H, W) image img.
+void cut_square(float* img, int64_t c, int64_t h, int64_t w, int64_t cy, int64_t cx, int64_t size) {
+  const int64_t y0 = std::max<int64_t>(0, cy - size / 2), y1 = std::min(h, cy - size / 2 + size);
+  const int64_t x0 = std::max<int64_t>(0, cx - size / 2), x1 = std::min(w, cx - size / 2 + size);
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t y = y0; y < y1; ++y) std::fill(img + (ch * h + y) * w + x0, img + (ch * h + y) * w + x1, 0.0f);
+}
+
 // True when no other handle can see t's values, so refilling it in place is invisible to everyone else.
 // A batch buffer that nobody kept is reused: allocating a fresh (64, 1, 28, 28) float buffer per batch
 // costs more (page faults on fresh memory) than converting the pixels.
@@ -103,9 +112,12 @@ DataLoader::DataLoader(const ImageDataset& dataset, LoaderOptions options)
       throw std::invalid_argument(who + "std " + join_floats(o.std) + " must be finite and > 0 in every channel");
     }
   }
-  if (o.keep_pixels && (o.crop_pad > 0 || o.hflip)) {
+  if (o.keep_pixels && (o.crop_pad > 0 || o.hflip || o.cutout > 0)) {
     throw std::invalid_argument(who + "keep_pixels hands out the dataset's own bytes: it cannot go with augmentation "
-                                      "(crop_pad " + std::to_string(o.crop_pad) + ", hflip " + (o.hflip ? "on" : "off") + ")");
+                                      "(crop_pad " + std::to_string(o.crop_pad) + ", hflip " + (o.hflip ? "on" : "off") + ", cutout " + std::to_string(o.cutout) + ")");
+  }
+  if (o.cutout < 0) {
+    throw std::invalid_argument(who + "cutout is " + std::to_string(o.cutout) + ", expected >= 0 (0 = off)");
   }
   if (o.crop_pad < 0) {
     throw std::invalid_argument(who + "crop_pad is " + std::to_string(o.crop_pad) + ", expected >= 0 (0 = off)");
@@ -175,7 +187,7 @@ void DataLoader::make_batch(int64_t index, Batch& out) const {
   out.pixels.resize(options_.keep_pixels ? static_cast<size_t>(count * sample_numel_) : 0);  // (N, C, H, W)
   out.index = index;
 
-  const bool augment = options_.crop_pad > 0 || options_.hflip;
+  const bool augment = options_.crop_pad > 0 || options_.hflip || options_.cutout > 0;
   const int64_t pad = options_.crop_pad;
   float* dst = out.images.data();
   for (int64_t i = 0; i < count; ++i) {
@@ -198,6 +210,11 @@ void DataLoader::make_batch(int64_t index, Batch& out) const {
     }
     const bool flip = options_.hflip && rng.below(2) == 1;
     convert_augmented(src, d, scale_.data(), shift_.data(), ds.c, ds.h, ds.w, oy, ox, flip);
+    if (options_.cutout > 0) {  // drawn after crop and flip, so runs without cutout keep their streams
+      const int64_t cy = static_cast<int64_t>(rng.below(static_cast<uint64_t>(ds.h)));
+      const int64_t cx = static_cast<int64_t>(rng.below(static_cast<uint64_t>(ds.w)));
+      cut_square(d, ds.c, ds.h, ds.w, cy, cx, options_.cutout);
+    }
   }
 }
 

@@ -32,6 +32,9 @@ struct LoaderOptions {
   bool prefetch = true;          // prepare batches on a background thread
   int64_t crop_pad = 0;          // random crop of the image zero-padded by this many pixels; 0 = off
   bool hflip = false;            // mirror left-right with probability 1/2
+  // Cutout (DeVries & Taylor 2017): a cutout x cutout square centred on a uniformly drawn pixel (clipped
+  // at the image's edges) is set to 0 after normalisation, i.e. to the mean; 0 = off.
+  int64_t cutout = 0;
   // Also hand out each batch's raw bytes (Batch::pixels), for the integer graph's pixel table. Only
   // without augmentation: the bytes are the dataset's own.
   bool keep_pixels = false;

@@ -20,6 +20,7 @@ LoaderOptions loader_options(const DataBundle& data, int64_t batch_size, uint64_
   if (train) {
     o.crop_pad = data.crop_pad;
     o.hflip = data.hflip;
+    o.cutout = data.cutout;
   }
   return o;
 }

@@ -37,6 +37,7 @@ struct DataBundle {
   std::vector<std::string> class_names;  // (spec.num_classes)
   int64_t crop_pad = 0;            // training augmentation: random crop of the image padded by this
   bool hflip = false;              // and random left-right mirroring
+  int64_t cutout = 0;              // and a random square of this side set to the mean (0 = off)
 };
 
 // The loader options for one split of `data`: its normalisation; shuffled, and augmented as the bundle

@@ -249,8 +249,12 @@ TEST_F(FileDatasetsCli, OptionMistakesAreUsageErrors) {
                          {"--std has 2 values; hdf5:" + h5_ + " has 3 channels"}));
   EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--std", "0"}, "std0"), kUsageError, "train", {"--std must be > 0"}));
   EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--augment", "rotate"}, "augment"), kUsageError, "train",
-                         {"--augment must be none, or a comma-separated list of pad-crop[:P] (P in 1..64) and flip"}));
+                         {"--augment must be none, or a comma-separated list of pad-crop[:P], flip and cutout[:S] (P, S in 1..64)"}));
   EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--augment", "pad-crop:0"}, "pad0"), kUsageError, "train", {"--augment"}));
+  EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--augment", "cutout:65"}, "cut65"), kUsageError, "train", {"--augment"}));
+  EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--augment", "cutout,flip,cutout:8"}, "cut2"), kUsageError, "train",
+                         {"--augment"}));
+  EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--augment", "cutouts"}, "cuts"), kUsageError, "train", {"--augment"}));
   EXPECT_TRUE(FailedWith(train({"--dataset", h5_, "--data-dir", data_dir_}, "datadir"), kUsageError, "train",
                          {"--data-dir applies to the built-in datasets"}));
   const RunResult zero = qatlab({"train", "--model", "mlp", "--dataset", h5_, "--epochs", "0", "--out", work("never")}, "zero");

@@ -323,6 +323,46 @@ TEST(DataLoader, AugmentationIsDeterministicPerSeedAndEpoch) {
                              sizeof(float) * part.images.numel()));
 }
 
+TEST(DataLoader, CutoutZeroesOneSquareAndKeepsTheCropAndFlipStreams) {
+  const ImageDataset ds = make_dataset(120, 2, 9, 9, 5);
+  LoaderOptions o;
+  o.batch_size = 40;
+  o.seed = 5;
+  o.mean = {0.0f, 0.0f};
+  o.std = {1.0f, 1.0f};
+  o.crop_pad = 2;
+  o.hflip = true;
+  DataLoader plain(ds, o);
+  o.cutout = 4;
+  DataLoader cut(ds, o);
+  const std::vector<Batch> a = whole_epoch(plain, 3), b = whole_epoch(cut, 3);
+  ASSERT_EQ(a.size(), b.size());
+  std::set<std::pair<int64_t, int64_t>> corners;
+  for (size_t k = 0; k < a.size(); ++k) {
+    ASSERT_EQ(a[k].labels, b[k].labels);  // same order
+    for (int64_t i = 0; i < a[k].images.size(0); ++i) {
+      const float* pa = a[k].images.data() + i * 162;
+      const float* pb = b[k].images.data() + i * 162;
+      // Every pixel equals the uncut image's (the crop and flip draws are unchanged), except a square of
+      // at most 4x4, clipped at the edges, that is 0 in both channels.
+      int64_t y0 = 9, y1 = -1, x0 = 9, x1 = -1;
+      for (int64_t ch = 0; ch < 2; ++ch)
+        for (int64_t y = 0; y < 9; ++y)
+          for (int64_t x = 0; x < 9; ++x) {
+            const int64_t j = (ch * 9 + y) * 9 + x;
+            if (pb[j] == pa[j]) continue;
+            EXPECT_EQ(pb[j], 0.0f);
+            y0 = std::min(y0, y), y1 = std::max(y1, y), x0 = std::min(x0, x), x1 = std::max(x1, x);
+          }
+      if (y1 < 0) continue;  // the square fell on pixels that were 0 already
+      EXPECT_LE(y1 - y0, 3);
+      EXPECT_LE(x1 - x0, 3);
+      corners.insert({y0, x0});
+    }
+  }
+  EXPECT_GE(corners.size(), 30u);  // the square moves around
+}
+
 TEST(DataLoader, RestartingOrDestroyingMidEpochStopsCleanly) {
   const ImageDataset ds = make_dataset(100, 1, 4, 4);
   LoaderOptions o;
@@ -388,6 +428,9 @@ TEST(DataLoader, RejectsBadOptions) {
   o = {};
   o.crop_pad = -1;
   EXPECT_TRUE(contains(make(o), "crop_pad is -1"));
+  o.crop_pad = 0;
+  o.cutout = -2;
+  EXPECT_TRUE(contains(make(o), "cutout is -2"));
 
   ImageDataset broken = ds;
   broken.labels.pop_back();
