@@ -35,11 +35,12 @@ int cmd_ptq(int argc, char** argv) {
           "--calib-batches must be in 1..100000, got " + std::to_string(p.calib_batches));
   require_batch_size("batch-size", p.batch_size);
   require_seed("seed", p.seed);
-  require(q.wquant == "observer" && q.aquant == "observer",
-          "ptq calibrates observers; learned quantizers (--wquant/--aquant) need training: use qatlab qat");
   require_threads("threads", p.threads);
   PtqSettings settings;
   settings.qconfig = qconfig_from(q);
+  require(settings.qconfig.weight.method == QuantizerMethod::Observer &&
+              settings.qconfig.activation.method == QuantizerMethod::Observer,
+          "ptq calibrates observers; learned quantizers (--wquant/--aquant) need training: use qatlab qat");
   settings.calib_batches = p.calib_batches;
   settings.batch_size = p.batch_size;
   settings.seed = p.seed;

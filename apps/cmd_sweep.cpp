@@ -382,15 +382,15 @@ class Sweep {
   // What a cell's checkpoint stores as its settings: those `qatlab ptq` or `qat --from` would store for
   // the same model (their options in their order, typed).
   std::string cell_settings_ini(const SweepCellSettings& c) const {
-    const SweepQuantizers quantizers = sweep_quantizers(c.cell.method);
+    const SweepQuantizers quantizers = sweep_quantizers(parse_sweep_method(c.cell.method));
     QatSettings q;
     q.wbits = c.cell.bits.wbits;
     q.abits = c.cell.bits.abits;
     q.per_channel = c.cell.granularity == "per-channel";
-    q.observer = quantizers.activation_observer;
-    q.weight_observer = quantizers.weight_observer;
-    q.wquant = quantizers.weight_method;
-    q.aquant = quantizers.activation_method;
+    q.observer = observer_kind_name(quantizers.activation_observer);
+    q.weight_observer = observer_kind_name(quantizers.weight_observer);
+    q.wquant = quantizer_method_name(quantizers.weight_method);
+    q.aquant = quantizer_method_name(quantizers.activation_method);
     q.layer_bits = c.layer_bits;
     const DataSettings d = cell_data_settings(c.cell);
     if (sweep_method_is_ptq(c.cell.method)) {

@@ -44,6 +44,10 @@ class Quantizer : public Module {
   // rounding they simulate on its behalf, such as the bias's.
   virtual bool quantizing() const { return true; }
   const QScheme& scheme() const { return scheme_; }
+  // How the quantizer finds its grid (quantizer_kind.h), and that in words for printouts: the method's
+  // name ("lsq", "lsq+", "pact"), or an observer's description ("ema(c=0.01) observer").
+  virtual QuantizerMethod method() const = 0;
+  virtual std::string method_description() const { return quantizer_method_name(method()); }
 
  private:
   QScheme scheme_;
@@ -76,6 +80,8 @@ class FakeQuantize : public Quantizer {
   QParams qparams() const override;
   bool quantizing() const override { return fake_quant_enabled(); }
   std::string describe() const override;
+  QuantizerMethod method() const override { return QuantizerMethod::Observer; }
+  std::string method_description() const override { return observer_->describe() + " observer"; }
 
   void enable_observer(bool on);
   void enable_fake_quant(bool on);

@@ -143,6 +143,7 @@ class LsqQuantizer : public Quantizer {
   // Throws std::logic_error before initialisation; std::invalid_argument for invalid stored values.
   QParams qparams() const override;
   std::string describe() const override;
+  QuantizerMethod method() const override { return QuantizerMethod::Lsq; }
 
   // For an op that fake-quantizes its output in its own pass and takes this quantizer's backward into
   // its own (a QAT layer's batch norm, batch_norm_scaled_lsq): the step of a training-mode forward(x),
@@ -199,6 +200,7 @@ class LsqPlusQuantizer : public LsqQuantizer {
   Tensor forward(const Tensor& x) override;
   QParams qparams() const override;
   std::string describe() const override;
+  QuantizerMethod method() const override { return QuantizerMethod::LsqPlus; }
   int32_t positive_levels(int32_t zero_point) const override;
   // The learned offset beta, a live handle (C).
   const Tensor& offset() const { return offset_; }
@@ -224,6 +226,7 @@ class PactQuantizer : public Quantizer {
   Tensor forward(const Tensor& x) override;
   QParams qparams() const override;
   std::string describe() const override;
+  QuantizerMethod method() const override { return QuantizerMethod::Pact; }
 
   bool initialized() const;
   int64_t channels() const { return channels_; }

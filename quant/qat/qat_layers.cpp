@@ -1,5 +1,6 @@
 // qat_layers.cpp: forward passes of the QAT modules: BN folding during training, the deployed form in
-// evaluation, and the exact (integer) mode.
+// evaluation, and the exact (integer) mode; how each lowers and describes itself (walk.h), and the rules
+// prepare_qat builds them by (prepare_rules.h).
 #include "quant/qat/qat_layers.h"
 
 #include <algorithm>
@@ -8,12 +9,16 @@
 #include <stdexcept>
 
 #include "core/parallel.h"
+#include "nn/activation.h"
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/residual.h"
 #include "quant/qat/bias.h"
 #include "quant/qat/learnable_quantizer.h"
 #include "quant/qat/lower.h"
+#include "quant/qat/prepare_rules.h"
+#include "quant/qat/walk.h"
 
 namespace qatlab {
 
@@ -94,7 +99,7 @@ void integer_add_values(const AddInt8Params& p, const Tensor& a, const QParams& 
 
 }  // namespace
 
-QatLayer::QatLayer(const std::string& type, bool is_conv) : Module(type), is_conv_(is_conv) {}
+QatLayer::QatLayer(const std::string& type, bool is_conv) : QatNode(type), is_conv_(is_conv) {}
 
 std::shared_ptr<QatLayer> QatLayer::from_conv(const Conv2d& conv, const BatchNorm* bn, FusedActivation act,
                                               std::shared_ptr<Quantizer> weight_quant,
@@ -292,7 +297,7 @@ Tensor QatLayer::forward_exact(const Tensor& x) {
 // ---------------------------------------------------------------------------------------- QatAvgPool
 
 QatAvgPool::QatAvgPool(int64_t kernel, int64_t stride, int64_t padding)
-    : Module("QatAvgPool"), kernel(kernel), stride(stride ? stride : kernel), padding(padding) {}
+    : QatNode("QatAvgPool"), kernel(kernel), stride(stride ? stride : kernel), padding(padding) {}
 
 std::string QatAvgPool::describe() const {
   return kernel == 0 ? "global" : "k=" + std::to_string(kernel) + ", stride=" + std::to_string(stride);
@@ -319,7 +324,7 @@ Tensor QatAvgPool::forward(const Tensor& x) {
 // --------------------------------------------------------------------------------------- QatResidual
 
 QatResidual::QatResidual(ModulePtr body, ModulePtr shortcut, bool relu_after, std::shared_ptr<Quantizer> add_quant)
-    : Module("QatResidual"), relu_after(relu_after) {
+    : QatNode("QatResidual"), relu_after(relu_after) {
   register_module("body", std::move(body));
   register_module("shortcut", std::move(shortcut));
   register_module("add_quant", std::move(add_quant));
@@ -393,7 +398,7 @@ Tensor QatResidual::forward(const Tensor& x) {
 
 // ------------------------------------------------------------------------------------------ QatModel
 
-QatModel::QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body) : Module("QatModel") {
+QatModel::QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body) : QatNode("QatModel") {
   register_module("input_quant", std::move(input_quant));
   register_module("body", std::move(body));
 }
@@ -401,5 +406,219 @@ QatModel::QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body) : Mod
 Quantizer& QatModel::input_quant() const { return static_cast<Quantizer&>(*child("input_quant")); }
 
 Tensor QatModel::forward(const Tensor& x) { return (*child("body"))(input_quant()(x)); }
+
+// ------------------------------------------------- the walks (walk.h) and prepare_qat's rules, per module
+
+void QatLayer::lower(Lowering& walk, const std::string& name) const {
+  const QParams out = output_quant().qparams();
+  Int8Op op;
+  op.kind = is_conv_ ? Int8OpKind::Conv2d : Int8OpKind::FullyConnected;
+  op.name = name;
+  op.layer = lower_layer(*this, walk.at.grid, out);
+  walk.emit(std::move(op), out);
+}
+
+void QatLayer::describe_node(Description& walk, const std::string& name) const {
+  DescribedNode n;
+  n.kind = is_conv_ ? DescribedNode::Kind::Conv : DescribedNode::Kind::Linear;
+  n.name = name;
+  n.type = type();
+  n.description = describe();
+  n.weights = &weight_quant();
+  n.weights_name = name + ".weight_quant";
+  n.output_quant = &output_quant();
+  n.output_name = name + ".output_quant";
+  const QParams out = Description::grid_of(output_quant());
+  if (out.scale.empty() || walk.at.grid.scale.empty()) {
+    n.lowering_error = "no grid yet";
+  } else {
+    try {
+      const LoweredLayer low = lower_layer(*this, walk.at.grid, out);
+      n.output_multiplier = low.is_conv ? low.conv.output_multiplier : low.fc.output_multiplier;
+      n.output_shift = low.is_conv ? low.conv.output_shift : low.fc.output_shift;
+    } catch (const std::logic_error& e) {  // std::invalid_argument: no integer form; else a grid not found yet
+      n.lowering_error = e.what();
+    }
+  }
+  const Tensor w = folded_weight();  // (OC, C/groups, KH, KW) or (OC, IN)
+  const auto [lo, hi] = std::minmax_element(w.data(), w.data() + w.numel());
+  n.weight_min = *lo, n.weight_max = *hi;
+  walk.row(std::move(n), {walk.at.slot}, out);
+}
+
+Tensor QatLayer::record(Recording& walk, const std::string& name, const Tensor& x) {
+  const Tensor y = forward(x);
+  walk.seen(name, y);
+  return y;
+}
+
+void QatAvgPool::lower(Lowering& walk, const std::string& name) const {
+  Int8Op op;
+  op.kind = kernel == 0 ? Int8OpKind::GlobalAvgPool : Int8OpKind::AvgPool2d;
+  op.name = name;
+  op.kernel = kernel, op.stride = stride, op.pad = padding;
+  op.grid = walk.at.grid;
+  walk.emit(std::move(op), walk.at.grid);
+}
+
+void QatAvgPool::describe_node(Description& walk, const std::string& name) const { walk.keep(*this, name, true); }
+
+void QatResidual::lower(Lowering& walk, const std::string& name) const {
+  const auto [body, shortcut] = walk.walk_branches(*child("body"), ModelWalk::child_name(name, "body"),
+                                                   *child("shortcut"), ModelWalk::child_name(name, "shortcut"));
+  const QParams out = add_quant().qparams();
+  Int8Op op;
+  op.kind = Int8OpKind::Add;
+  op.name = name;
+  op.grid = out;
+  op.add = lower_add(body.grid, shortcut.grid, out, relu_after);
+  walk.emit(std::move(op), {body.slot, shortcut.slot}, out);
+}
+
+void QatResidual::describe_node(Description& walk, const std::string& name) const {
+  const auto [body, shortcut] = walk.walk_branches(*child("body"), ModelWalk::child_name(name, "body"),
+                                                   *child("shortcut"), ModelWalk::child_name(name, "shortcut"));
+  DescribedNode n;
+  n.kind = DescribedNode::Kind::Add;
+  n.name = name;
+  n.type = type();
+  n.description = describe();
+  n.output_quant = &add_quant();
+  n.output_name = name + ".add_quant";
+  const QParams out = Description::grid_of(add_quant());
+  if (out.scale.empty() || body.grid.scale.empty() || shortcut.grid.scale.empty()) {
+    n.lowering_error = "no grid yet";
+  } else {
+    try {
+      const AddInt8Params p = lower_add(body.grid, shortcut.grid, out, relu_after);
+      n.output_multiplier = {p.output_multiplier};
+      n.output_shift = {p.output_shift};
+    } catch (const std::logic_error& e) {
+      n.lowering_error = e.what();
+    }
+  }
+  walk.row(std::move(n), {body.slot, shortcut.slot}, out);
+}
+
+// forward outside exact mode, with the branches run by the recording so that their rows are seen too:
+// add_quant(act(body(x) + shortcut(x))).
+Tensor QatResidual::record(Recording& walk, const std::string& name, const Tensor& x) {
+  const Tensor a = walk.run(*child("body"), ModelWalk::child_name(name, "body"), x);
+  const Tensor b = walk.run(*child("shortcut"), ModelWalk::child_name(name, "shortcut"), x);
+  Tensor sum = add(a, b);
+  if (relu_after) sum = relu(sum);
+  const Tensor y = add_quant()(sum);
+  walk.seen(name, y);
+  return y;
+}
+
+void QatModel::lower(Lowering& walk, const std::string& name) const {
+  Int8Op quantize;
+  quantize.kind = Int8OpKind::Quantize;
+  quantize.name = "input_quant";
+  quantize.grid = input_quant().qparams();
+  walk.emit(quantize, {}, quantize.grid);
+  walk.walk(*child("body"), ModelWalk::child_name(name, "body"));
+  Int8Op dequantize;
+  dequantize.kind = Int8OpKind::Dequantize;
+  dequantize.name = "output";
+  dequantize.grid = walk.at.grid;
+  walk.emit(std::move(dequantize), walk.at.grid);
+}
+
+void QatModel::describe_node(Description& walk, const std::string& name) const {
+  DescribedNode input;
+  input.kind = DescribedNode::Kind::Input;
+  input.name = ModelWalk::child_name(name, "input_quant");
+  input.type = input_quant().type();
+  input.description = "model input";
+  input.output_quant = &input_quant();
+  input.output_name = input.name;
+  walk.row(std::move(input), {}, Description::grid_of(input_quant()));
+  walk.walk(*child("body"), ModelWalk::child_name(name, "body"));
+}
+
+Tensor QatModel::record(Recording& walk, const std::string& name, const Tensor& x) {
+  const Tensor q = input_quant()(x);
+  walk.seen(ModelWalk::child_name(name, "input_quant"), q);
+  return walk.run(*child("body"), ModelWalk::child_name(name, "body"), q);
+}
+
+namespace {
+
+// Conv2d or Linear, fused with a following BatchNorm (2d after a conv, 1d after a linear layer) and
+// ReLU/ReLU6, which it absorbs.
+PrepareStep fuse_layer(Preparer& p, const ModulePtr& m, const std::vector<ModulePtr>& following, const std::string& name) {
+  const bool conv = m->is<Conv2d>();
+  size_t used = 0;
+  const BatchNorm* bn = nullptr;
+  FusedActivation act = FusedActivation::None;
+  // The k-th module after this one, or null past the end.
+  const auto next = [&](size_t k) { return k <= following.size() ? following[k - 1].get() : nullptr; };
+  if (next(1) && (conv ? next(1)->is<BatchNorm2d>() : next(1)->is<BatchNorm1d>())) bn = next(++used)->as<BatchNorm>();
+  if (next(used + 1) && next(used + 1)->is<ReLU>()) act = FusedActivation::ReLU, ++used;
+  else if (next(used + 1) && next(used + 1)->is<ReLU6>()) act = FusedActivation::ReLU6, ++used;
+
+  const int64_t out_channels = conv ? m->as<Conv2d>()->out_channels : m->as<Linear>()->out_features;
+  auto wq = Preparer::make_quantizer(p.weight_for(name, m->type()), out_channels);
+  auto oq = Preparer::make_quantizer(p.activation_for(name, m->type()), 1, act != FusedActivation::None);
+  auto layer = conv ? QatLayer::from_conv(*m->as<Conv2d>(), bn, act, wq, oq)
+                    : QatLayer::from_linear(*m->as<Linear>(), bn, act, wq, oq);
+  layer->input_quant = p.grid;
+  p.grid = oq;
+  return {layer, used};
+}
+
+// Average pooling stays on its input's grid, as the integer kernel keeps it.
+PrepareStep avg_pool(Preparer& p, const ModulePtr& m, const std::vector<ModulePtr>&, const std::string&) {
+  std::shared_ptr<QatAvgPool> pool;
+  if (const AvgPool2d* a = m->as<AvgPool2d>()) {
+    pool = std::make_shared<QatAvgPool>(a->kernel, a->stride, a->padding);
+  } else {
+    pool = std::make_shared<QatAvgPool>(0, 0, 0);
+  }
+  pool->input_quant = p.grid;
+  return {pool};
+}
+
+// Both branches start from the current grid; the sum gets its own quantizer (with the ReLU fused).
+PrepareStep residual(Preparer& p, const ModulePtr& m, const std::vector<ModulePtr>&, const std::string& name) {
+  const std::shared_ptr<Quantizer> entry = p.grid;
+  const auto branch = [&](const std::string& branch_name) {
+    p.grid = entry;
+    ModulePtr b = m->child(branch_name);
+    if (b->is<Sequential>()) p.rewrite(*b, name + "." + branch_name + ".");
+    else if (!b->is<Identity>())
+      throw std::invalid_argument("prepare_qat: residual branch '" + name + "." + branch_name +
+                                  "' must be a Sequential or Identity");
+    return std::pair{b, p.grid};
+  };
+  auto [body, body_grid] = branch("body");
+  auto [shortcut, shortcut_grid] = branch("shortcut");
+  const bool relu_after = m->child("act")->is<ReLU>();
+  auto add_quant = Preparer::make_quantizer(p.activation_for(name, "Residual"), 1, relu_after);
+  auto q = std::make_shared<QatResidual>(body, shortcut, relu_after, add_quant);
+  q->body_quant = body_grid;
+  q->shortcut_quant = shortcut_grid;
+  p.grid = add_quant;
+  return {q};
+}
+
+// A batch norm the rule of the layer before it did not absorb.
+PrepareStep lone_batch_norm(Preparer&, const ModulePtr& m, const std::vector<ModulePtr>&, const std::string& name) {
+  throw std::invalid_argument("prepare_qat: cannot quantize " + m->type() + " '" + name +
+                              "' (batch norm must follow a Conv2d or Linear)");
+}
+
+}  // namespace
+
+void add_qat_layer_rules(PrepareRules& rules) {
+  rules.add<Conv2d>(fuse_layer);
+  rules.add<Linear>(fuse_layer);
+  rules.add<BatchNorm>(lone_batch_norm);
+  rules.add<AvgPool2d>(avg_pool);
+  rules.add<GlobalAvgPool2d>(avg_pool);
+  rules.add<Residual>(residual);
+}
 
 }  // namespace qatlab

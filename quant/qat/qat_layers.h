@@ -1,6 +1,8 @@
 // qat_layers.h: the modules a quantization-aware model is made of: Conv2d / Linear with an optional
 // BatchNorm folded in and a fused ReLU/ReLU6, simulating the integer layer they will become; the model
-// input quantizer; average pooling that stays on its input's grid.
+// input quantizer; average pooling that stays on its input's grid. Each is a QatNode (qat_node.h): it
+// lowers and describes itself for convert and inspect (qat_layers.cpp, with the rules prepare_qat builds
+// them by).
 //
 // Shape letters: N batch, C input channels, OC output channels (or output features), H, W.
 #pragma once
@@ -12,6 +14,7 @@
 #include "nn/module.h"
 #include "quant/engine/int8_gemm.h"
 #include "quant/qat/fake_quantize.h"
+#include "quant/qat/qat_node.h"
 
 namespace qatlab {
 
@@ -42,7 +45,7 @@ const char* activation_name(FusedActivation a);
 // Exact mode (evaluation only): instead of float arithmetic on fake-quantized values, the layer runs the
 // integer arithmetic of the converted graph on the codes (int8 x int8 -> int32 accumulator, int32 bias,
 // fixed-point requantization), so its output codes equal the integer engine's bit for bit.
-class QatLayer : public Module {
+class QatLayer : public QatNode {
  public:
   static std::shared_ptr<QatLayer> from_conv(const Conv2d& conv, const BatchNorm* bn, FusedActivation act,
                                              std::shared_ptr<Quantizer> weight_quant,
@@ -53,6 +56,11 @@ class QatLayer : public Module {
 
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
+  // One conv / fully connected op (lower_layer), one row with its weight and output quantizers.
+  void lower(Lowering& walk, const std::string& name) const override;
+  void describe_node(Description& walk, const std::string& name) const override;
+  Tensor record(Recording& walk, const std::string& name, const Tensor& x) override;
+  std::vector<std::shared_ptr<Quantizer>*> grid_links() override { return {&input_quant}; }
 
   bool is_conv() const { return is_conv_; }
   bool has_bn() const { return has_bn_; }
@@ -77,7 +85,7 @@ class QatLayer : public Module {
   static bool output_fusion();
   // Exact mode, on the kernels of `path` (the reference loops by default; the optimized kernels compute
   // the same integers, held to the reference bit for bit by the kernel tests, much faster).
-  void set_exact(bool on, KernelPath path = KernelPath::Reference) { exact_ = on, exact_path_ = path; }
+  void set_exact(bool on, KernelPath path = KernelPath::Reference) override { exact_ = on, exact_path_ = path; }
   bool exact() const { return exact_; }
 
   // The weight and bias the integer layer is built from, in float, without autograd history:
@@ -108,7 +116,7 @@ class QatLayer : public Module {
 
 // Average pooling (windowed or global) whose output is put back on its input's grid, as the integer
 // kernel does (integer sum, rounded division). In exact mode it runs that integer kernel on the codes.
-class QatAvgPool : public Module {
+class QatAvgPool : public QatNode {
  public:
   // kernel == 0 means global average pooling ((N, C, H, W) -> (N, C)).
   QatAvgPool(int64_t kernel, int64_t stride, int64_t padding);
@@ -117,7 +125,11 @@ class QatAvgPool : public Module {
 
   const int64_t kernel, stride, padding;
   std::shared_ptr<Quantizer> input_quant;  // set by prepare_qat
-  void set_exact(bool on) { exact_ = on; }
+  void set_exact(bool on, KernelPath path = KernelPath::Reference) override { exact_ = on; }
+  // An average pooling op on its input's grid; no row (its output keeps that grid).
+  void lower(Lowering& walk, const std::string& name) const override;
+  void describe_node(Description& walk, const std::string& name) const override;
+  std::vector<std::shared_ptr<Quantizer>*> grid_links() override { return {&input_quant}; }
 
  private:
   bool exact_ = false;
@@ -126,7 +138,7 @@ class QatAvgPool : public Module {
 // A residual connection under QAT: act(body(x) + shortcut(x)) followed by "add_quant", the grid of the
 // sum. Children: "body", "shortcut" (rewritten like any Sequential), "add_quant". In exact mode the sum
 // is the integer add of the converted graph (both inputs rescaled to a common grid, added, requantized).
-class QatResidual : public Module {
+class QatResidual : public QatNode {
  public:
   QatResidual(ModulePtr body, ModulePtr shortcut, bool relu_after, std::shared_ptr<Quantizer> add_quant);
   Tensor forward(const Tensor& x) override;
@@ -136,7 +148,12 @@ class QatResidual : public Module {
   const bool relu_after;
   // The grids of the two summands (set by prepare_qat; not children).
   std::shared_ptr<Quantizer> body_quant, shortcut_quant;
-  void set_exact(bool on) { exact_ = on; }
+  void set_exact(bool on, KernelPath path = KernelPath::Reference) override { exact_ = on; }
+  // Both branches from the block's input, then an add op (lower_add) and its row on the sum's grid.
+  void lower(Lowering& walk, const std::string& name) const override;
+  void describe_node(Description& walk, const std::string& name) const override;
+  Tensor record(Recording& walk, const std::string& name, const Tensor& x) override;
+  std::vector<std::shared_ptr<Quantizer>*> grid_links() override { return {&body_quant, &shortcut_quant}; }
 
  private:
   bool exact_ = false;
@@ -144,11 +161,17 @@ class QatResidual : public Module {
 
 // The whole QAT model: "input_quant" (where the float input enters the integer domain) then "body" (the
 // float model with its layers replaced). Built by prepare_qat.
-class QatModel : public Module {
+class QatModel : public QatNode {
  public:
   QatModel(std::shared_ptr<Quantizer> input_quant, ModulePtr body);
   Tensor forward(const Tensor& x) override;
   Quantizer& input_quant() const;
+  // The Quantize entry ("input_quant"), the body, the Dequantize exit ("output"); described as the input
+  // row, then the body's.
+  void lower(Lowering& walk, const std::string& name) const override;
+  void describe_node(Description& walk, const std::string& name) const override;
+  Tensor record(Recording& walk, const std::string& name, const Tensor& x) override;
+  void set_exact(bool on, KernelPath path = KernelPath::Reference) override {}
 };
 
 }  // namespace qatlab

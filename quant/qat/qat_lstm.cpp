@@ -20,6 +20,8 @@
 #include "quant/engine/lowered_layer.h"
 #include "quant/engine/requantize.h"
 #include "quant/qat/bias.h"
+#include "quant/qat/prepare_rules.h"
+#include "quant/qat/walk.h"
 
 namespace qatlab {
 
@@ -220,7 +222,7 @@ std::vector<int8_t> weight_codes(const Tensor& w, const QParams& qp) {
 
 // ------------------------------------------------------------------------------------------ QatLstm
 
-QatLstm::QatLstm(const LstmOptions& o) : Module("QatLstm"), options(o) {}
+QatLstm::QatLstm(const LstmOptions& o) : QatNode("QatLstm"), options(o) {}
 
 std::shared_ptr<QatLstm> QatLstm::from_lstm(const LSTM& lstm, std::vector<std::shared_ptr<Quantizer>> weight_ih_quant,
                                             std::vector<std::shared_ptr<Quantizer>> weight_hh_quant,
@@ -470,5 +472,44 @@ LstmInt8Params lower_lstm_layer(const QatLstm& m, int64_t l, const QParams& inpu
   p.validate();
   return p;
 }
+
+// ------------------------------------------------- the walks (walk.h) and prepare_qat's rule (prepare_rules.h)
+
+void QatLstm::lower(Lowering& walk, const std::string& name) const {
+  for (int64_t l = 0; l < num_layers(); ++l) {
+    Int8Op op;
+    op.kind = Int8OpKind::Lstm;
+    op.name = num_layers() == 1 ? name : name + ".l" + std::to_string(l);
+    op.lstm = lower_lstm_layer(*this, l, walk.at.grid);
+    const QParams hidden = op.lstm.hidden;
+    walk.emit(std::move(op), hidden);
+  }
+}
+
+void QatLstm::describe_node(Description& walk, const std::string& name) const { Description::refuse(*this, name); }
+
+namespace {
+
+// The LSTM reads the current grid (layer 0's input); each layer gets weight quantizers per gate row
+// (settings of the name or of type "LSTM") and a hidden-state quantizer, and the last layer's hidden
+// grid is where the sequence leaves.
+PrepareStep qat_lstm(Preparer& p, const ModulePtr& m, const std::vector<ModulePtr>&, const std::string& name) {
+  const LSTM& f = *m->as<LSTM>();
+  const int64_t L = f.options.num_layers, G = 4 * f.options.hidden_size;
+  std::vector<std::shared_ptr<Quantizer>> wih, whh, hidden;
+  for (int64_t l = 0; l < L; ++l) {
+    wih.push_back(Preparer::make_quantizer(p.weight_for(name, "LSTM"), G));
+    whh.push_back(Preparer::make_quantizer(p.weight_for(name, "LSTM"), G));
+    hidden.push_back(Preparer::make_quantizer(p.activation_for(name, "LSTM"), 1));
+  }
+  auto q = QatLstm::from_lstm(f, wih, whh, hidden);
+  q->input_quant = p.grid;
+  p.grid = q->hidden_quant_ptr(L - 1);
+  return {q};
+}
+
+}  // namespace
+
+void add_qat_lstm_rules(PrepareRules& rules) { rules.add<LSTM>(qat_lstm); }
 
 }  // namespace qatlab

@@ -39,10 +39,11 @@
 #include "nn/module.h"
 #include "quant/engine/int_lstm.h"
 #include "quant/qat/fake_quantize.h"
+#include "quant/qat/qat_node.h"
 
 namespace qatlab {
 
-class QatLstm : public Module {
+class QatLstm : public QatNode {
  public:
   // Shares the float LSTM's tensors (the QAT LSTM trains them in place). One quantizer per layer for each
   // of weight_ih and weight_hh (per gate row: G channels along axis 0, or per tensor) and the hidden
@@ -54,6 +55,12 @@ class QatLstm : public Module {
   // x (N, T, IN) -> every step's h (N, T, H) of the last layer, from a zero state.
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
+  // One integer LSTM op per layer (lower_lstm_layer), each reading the previous one's codes. inspect does
+  // not follow an LSTM's grids: describe_node refuses (Description::refuse).
+  void lower(Lowering& walk, const std::string& name) const override;
+  void describe_node(Description& walk, const std::string& name) const override;
+  void enable_own_observers(bool on) override { enable_cell_observer(on); }
+  std::vector<std::shared_ptr<Quantizer>*> grid_links() override { return {&input_quant}; }
 
   int64_t num_layers() const { return options.num_layers; }
   int64_t input_size() const { return options.input_size; }
@@ -69,7 +76,7 @@ class QatLstm : public Module {
   // True when every quantizer of the LSTM quantizes; false (the float LSTM, observers still watching)
   // while fake-quant is switched off, e.g. during post-training calibration.
   bool quantizing() const;
-  void set_exact(bool on) { exact_ = on; }
+  void set_exact(bool on, KernelPath path = KernelPath::Reference) override { exact_ = on; }
   bool exact() const { return exact_; }
 
   // The cell-state range: in training, while the observer is on, every batch folds the largest |c_t|

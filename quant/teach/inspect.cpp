@@ -1,4 +1,4 @@
-// inspect.cpp: the per-layer report (a static walk that derives the integers exactly as convert does,
+// inspect.cpp: the per-layer report (the walk convert lowers the model with, describing it instead,
 // and a recording forward run twice: quantized and in float), the Graphviz text, histogram data and the
 // description of an integer model file.
 #include "quant/teach/inspect.h"
@@ -11,12 +11,11 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "nn/activation.h"
 #include "quant/engine/int8_kernels.h"
 #include "quant/qat/fake_quantize.h"
-#include "quant/qat/learnable_quantizer.h"
 #include "quant/qat/lower.h"
 #include "quant/qat/prepare.h"
+#include "quant/qat/walk.h"
 
 namespace qatlab {
 
@@ -79,17 +78,6 @@ std::string render_table(const std::vector<std::string>& header, const std::vect
 
 // ------------------------------------------------------------------------------------------ quantizers
 
-// The quantizers that find a grid (observed or learned), not the pass-through one.
-bool is_grid_quantizer(const Module& m) { return m.is<FakeQuantize>() || m.is<LsqQuantizer>() || m.is<PactQuantizer>(); }
-
-std::string method_of(const Quantizer& q) {
-  if (const FakeQuantize* f = q.as<FakeQuantize>()) return f->observer().describe() + " observer";
-  if (q.is<LsqPlusQuantizer>()) return "lsq+";  // before LsqQuantizer, which it derives from
-  if (q.is<LsqQuantizer>()) return "lsq";
-  if (q.is<PactQuantizer>()) return "pact";
-  return q.type();
-}
-
 std::string scheme_name(const QScheme& s) {
   std::string name = std::string(s.per_channel ? "per-channel" : "per-tensor") + (s.symmetric ? " symmetric" : " affine");
   if (!s.is_signed) name += ", unsigned";
@@ -99,7 +87,7 @@ std::string scheme_name(const QScheme& s) {
 GridReport grid_report(const std::string& path, const Quantizer& q) {
   GridReport g;
   g.quantizer = path;
-  g.method = method_of(q);
+  g.method = q.method_description();
   g.scheme = scheme_name(q.scheme());
   g.bits = q.scheme().bits;
   g.qparams = q.qparams();
@@ -132,125 +120,45 @@ std::string grid_label(const Quantizer& q) {
 
 // ------------------------------------------------------------------------------------- the static walk
 
-// Builds the rows in execution order, carrying the grid of the current activation exactly as convert's
-// Emitter does, so that lower_layer and make_add_params get the very grids convert gives them.
-class RowWalker {
- public:
-  std::vector<LayerReport> rows;
-  QParams grid;
-
-  void module(const ModulePtr& m, const std::string& full) {
-    if (m->is<Sequential>()) {
-      for (const auto& [name, child] : m->children()) module(child, full + "." + name);
-    } else if (const QatLayer* l = m->as<QatLayer>()) {
-      layer(*l, full);
-    } else if (const QatResidual* r = m->as<QatResidual>()) {
-      residual(*r, full);
-    } else {
-      // Pooling, flatten, ReLU, Identity and Dropout keep their input's grid. A module with quantizers
-      // of its own that is none of the above (an LSTM) would change the grid in a way this walk cannot
-      // follow: refuse rather than report wrong integers for the layers after it.
-      for (const auto& [sub, mm] : m->named_modules(m))
-        if (!sub.empty() && is_grid_quantizer(*mm))
-          throw std::invalid_argument("cannot inspect " + full + " (" + m->type() +
-                                      "): it holds quantizers of its own; inspect covers conv, linear, pooling and "
-                                      "residual layers (convert the model and inspect the integer file instead)");
-    }
-  }
-
- private:
-  void layer(const QatLayer& l, const std::string& full) {
-    LayerReport r;
-    r.kind = l.is_conv() ? LayerReport::Kind::Conv : LayerReport::Kind::Linear;
-    r.name = full;
-    r.description = l.describe();
-    r.has_weights = true;
-    r.weights = grid_report(full + ".weight_quant", l.weight_quant());
-    r.output = grid_report(full + ".output_quant", l.output_quant());
-    try {
-      const LoweredLayer low = lower_layer(l, grid, r.output.qparams);
-      r.output_multiplier = low.is_conv ? low.conv.output_multiplier : low.fc.output_multiplier;
-      r.output_shift = low.is_conv ? low.conv.output_shift : low.fc.output_shift;
-    } catch (const std::invalid_argument& e) {
-      r.lowering_error = e.what();
-    }
-    const Tensor w = l.folded_weight();  // (OC, C/groups, KH, KW) or (OC, IN)
-    const auto [lo, hi] = std::minmax_element(w.data(), w.data() + w.numel());
-    r.weight_min = *lo, r.weight_max = *hi;
-    grid = r.output.qparams;
-    rows.push_back(std::move(r));
-  }
-
-  void residual(const QatResidual& res, const std::string& full) {
-    const QParams entry = grid;
-    module(res.child("body"), full + ".body");
-    const QParams body = grid;
-    grid = entry;
-    module(res.child("shortcut"), full + ".shortcut");
-    const QParams shortcut = grid;
-    LayerReport r;
-    r.kind = LayerReport::Kind::Add;
-    r.name = full;
-    r.description = res.describe();
-    r.output = grid_report(full + ".add_quant", res.add_quant());
-    const QParams& out = r.output.qparams;
-    try {
-      const AddInt8Params p = lower_add(body, shortcut, out, res.relu_after);
-      r.output_multiplier = {p.output_multiplier};
-      r.output_shift = {p.output_shift};
-    } catch (const std::invalid_argument& e) {
-      r.lowering_error = e.what();
-    }
-    grid = out;
-    rows.push_back(std::move(r));
-  }
-};
-
-std::vector<LayerReport> static_rows(const QatModel& model) {
-  RowWalker w;
-  LayerReport input;
-  input.kind = LayerReport::Kind::Input;
-  input.name = "input_quant";
-  input.description = "model input";
-  input.output = grid_report("input_quant", model.input_quant());
-  w.grid = input.output.qparams;
-  w.rows.push_back(std::move(input));
-  w.module(model.child("body"), "body");
-  return std::move(w.rows);
+// The model's entries in execution order, from the one walk convert lowers the model with (walk.h), so
+// that lower_layer and lower_add get the very grids convert gives them.
+std::vector<DescribedNode> described_nodes(const QatModel& model) {
+  Description walk;
+  walk.walk(model, "");
+  return std::move(walk.nodes);
 }
 
-// -------------------------------------------------------------------------------- the recording forward
-
-class Recorder {
- public:
-  explicit Recorder(const OutputVisitor& seen) : seen_(seen) {}
-
-  Tensor run(const ModulePtr& m, const std::string& full, const Tensor& x) {
-    if (m->is<Sequential>()) {
-      Tensor y = x;
-      for (const auto& [name, child] : m->children()) y = run(child, full + "." + name, y);
-      return y;
-    }
-    if (QatResidual* res = m->as<QatResidual>()) {
-      // QatResidual::forward outside exact mode, with the branches walked so their rows are seen too:
-      // add_quant(act(body(x) + shortcut(x))).
-      QatResidual& r = *res;
-      const Tensor a = run(r.child("body"), full + ".body", x);
-      const Tensor b = run(r.child("shortcut"), full + ".shortcut", x);
-      Tensor sum = add(a, b);
-      if (r.relu_after) sum = relu(sum);
-      const Tensor y = r.add_quant()(sum);
-      seen_(full, y);
-      return y;
-    }
-    const Tensor y = m->forward(x);
-    if (m->is<QatLayer>()) seen_(full, y);
-    return y;
+LayerReport::Kind report_kind(DescribedNode::Kind kind) {
+  switch (kind) {
+    case DescribedNode::Kind::Input: return LayerReport::Kind::Input;
+    case DescribedNode::Kind::Conv: return LayerReport::Kind::Conv;
+    case DescribedNode::Kind::Linear: return LayerReport::Kind::Linear;
+    case DescribedNode::Kind::Add: return LayerReport::Kind::Add;
+    case DescribedNode::Kind::Keep: break;
   }
+  throw std::logic_error("inspect: an entry that keeps its input's grid has no row");
+}
 
- private:
-  const OutputVisitor& seen_;
-};
+// The rows: every entry with a grid of its own.
+std::vector<LayerReport> static_rows(const QatModel& model) {
+  std::vector<LayerReport> rows;
+  for (const DescribedNode& n : described_nodes(model)) {
+    if (n.kind == DescribedNode::Kind::Keep) continue;
+    LayerReport r;
+    r.kind = report_kind(n.kind);
+    r.name = n.name;
+    r.description = n.description;
+    r.has_weights = n.weights != nullptr;
+    if (r.has_weights) r.weights = grid_report(n.weights_name, *n.weights);
+    r.output = grid_report(n.output_name, *n.output_quant);
+    r.output_multiplier = n.output_multiplier;
+    r.output_shift = n.output_shift;
+    r.lowering_error = n.lowering_error;
+    r.weight_min = n.weight_min, r.weight_max = n.weight_max;
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
 
 // ---------------------------------------------------------------------------- the float reference run
 
@@ -264,6 +172,8 @@ class PassThroughQuantizer : public Quantizer {
   Tensor forward(const Tensor& x) override { return x; }
   QParams qparams() const override { return original_->qparams(); }
   bool quantizing() const override { return false; }
+  QuantizerMethod method() const override { return original_->method(); }
+  std::string method_description() const override { return original_->method_description(); }
 
  private:
   std::shared_ptr<Quantizer> original_;
@@ -271,7 +181,7 @@ class PassThroughQuantizer : public Quantizer {
 
 // While alive, the model computes in float: every FakeQuantize has fake-quant switched off, and the
 // learned quantizers (LSQ, LSQ+, PACT have no such switch) are swapped for pass-throughs, in the module
-// tree and in the grid pointers layers hold (input_quant, body_quant, shortcut_quant). The destructor
+// tree and in the grid pointers layers hold (QatNode::grid_links). The destructor
 // puts back every switch as it was and every original quantizer.
 class FloatReference {
  public:
@@ -280,7 +190,7 @@ class FloatReference {
       if (FakeQuantize* q = m->as<FakeQuantize>()) {
         FakeQuantize& fq = *q;
         switches_.emplace_back(&fq, fq.fake_quant_enabled());
-      } else if (is_grid_quantizer(*m)) {
+      } else if (m->is<Quantizer>()) {
         auto original = std::static_pointer_cast<Quantizer>(m);
         swaps_.push_back({name, original, std::make_shared<PassThroughQuantizer>(original)});
       }
@@ -319,15 +229,9 @@ class FloatReference {
       const auto it = replace.find(p.get());
       if (it != replace.end()) p = it->second;
     };
-    for (const auto& [name, m] : model_->named_modules(model_)) {
-      if (QatLayer* l = m->as<QatLayer>()) fix(l->input_quant);
-      if (QatAvgPool* p = m->as<QatAvgPool>()) fix(p->input_quant);
-      if (QatResidual* res = m->as<QatResidual>()) {
-        QatResidual& r = *res;
-        fix(r.body_quant);
-        fix(r.shortcut_quant);
-      }
-    }
+    for (const auto& [name, m] : model_->named_modules(model_))
+      if (QatNode* node = m->as<QatNode>())
+        for (std::shared_ptr<Quantizer>* link : node->grid_links()) fix(*link);
   }
 
   ModulePtr model_;
@@ -435,10 +339,8 @@ int grid_bits(const QParams& qp) {
 }
 
 Tensor forward_recording(QatModel& model, const Tensor& x, const OutputVisitor& seen) {
-  const Tensor q = model.input_quant()(x);
-  seen("input_quant", q);
-  Recorder r(seen);
-  return r.run(model.child("body"), "body", q);
+  Recording walk(seen);
+  return walk.run(model, "", x);
 }
 
 std::vector<std::string> inspectable_layers(const QatModel& model) {
@@ -614,43 +516,43 @@ class DotWriter {
   }
   // label already escaped where it carries \n separators of its own.
   std::string quantizer(const std::string& path, const Quantizer& q, bool weights) {
-    return node(dot_escape(path) + "\\n" + dot_escape(method_of(q)) + "\\n" + grid_label(q),
+    return node(dot_escape(path) + "\\n" + dot_escape(q.method_description()) + "\\n" + grid_label(q),
                 std::string("shape=ellipse, style=filled, class=\"fake_quant\", fillcolor=\"") +
                     (weights ? "#cfe3f7" : "#fbd9bd") + "\"");
   }
 
-  std::string module(const ModulePtr& m, const std::string& full, const std::string& prev) {
-    if (m->is<Sequential>()) {
-      std::string at = prev;
-      for (const auto& [name, child] : m->children()) at = module(child, full + "." + name, at);
-      return at;
+  // The boxes and ellipses of one entry of the description, with edges from the nodes of the slots it
+  // reads; returns the node whose output the entries after it read.
+  std::string entry(const DescribedNode& n, const std::vector<std::string>& slot_node) {
+    const std::string prev = n.inputs.empty() ? "" : slot_node[n.inputs[0]];
+    const std::string layer_box = "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"";
+    switch (n.kind) {
+      case DescribedNode::Kind::Input:
+        return quantizer(n.output_name, *n.output_quant, false);
+      case DescribedNode::Kind::Conv:
+      case DescribedNode::Kind::Linear: {
+        const std::string id = node(dot_escape(n.name + "\n" + n.description), layer_box);
+        const std::string w = quantizer(n.weights_name, *n.weights, true);
+        edge(w, id, "label=\"weights\", style=dashed");
+        edge(prev, id);
+        const std::string out = quantizer(n.output_name, *n.output_quant, false);
+        edge(id, out);
+        return out;
+      }
+      case DescribedNode::Kind::Add: {
+        const std::string id = node(dot_escape(n.name + "\n" + n.description), layer_box);
+        edge(prev, id);
+        edge(slot_node[n.inputs[1]], id, "label=\"shortcut\"");
+        const std::string out = quantizer(n.output_name, *n.output_quant, false);
+        edge(id, out);
+        return out;
+      }
+      case DescribedNode::Kind::Keep:
+        break;
     }
-    if (m->is<Identity>() || m->is<Dropout>()) return prev;  // nothing at inference
-    if (const QatLayer* layer = m->as<QatLayer>()) {
-      const QatLayer& l = *layer;
-      const std::string id = node(dot_escape(full + "\n" + l.describe()), "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"");
-      const std::string w = quantizer(full + ".weight_quant", l.weight_quant(), true);
-      edge(w, id, "label=\"weights\", style=dashed");
-      edge(prev, id);
-      const std::string out = quantizer(full + ".output_quant", l.output_quant(), false);
-      edge(id, out);
-      return out;
-    }
-    if (const QatResidual* res = m->as<QatResidual>()) {
-      const QatResidual& r = *res;
-      const std::string body = module(r.child("body"), full + ".body", prev);
-      const std::string shortcut = module(r.child("shortcut"), full + ".shortcut", prev);
-      const std::string id = node(dot_escape(full + "\n" + r.describe()), "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"");
-      edge(body, id);
-      edge(shortcut, id, "label=\"shortcut\"");
-      const std::string out = quantizer(full + ".add_quant", r.add_quant(), false);
-      edge(id, out);
-      return out;
-    }
-    std::string label = full + "\n" + m->type();
-    const std::string settings = m->describe();
-    if (!settings.empty()) label += " " + settings;
-    if (m->is<MaxPool2d>() || m->is<QatAvgPool>() || m->is<ReLU>() || m->is<Flatten>()) label += "\n(keeps its input's grid)";
+    std::string label = n.name + "\n" + n.type;
+    if (!n.description.empty()) label += " " + n.description;
+    if (n.keeps_grid) label += "\n(keeps its input's grid)";
     const std::string id = node(dot_escape(label), "shape=box");
     edge(prev, id);
     return id;
@@ -666,12 +568,17 @@ std::string model_to_dot(const QatModel& model) {
   DotWriter w;
   w.text = "digraph qat_model {\n  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n"
            "  edge [fontname=\"Helvetica\", fontsize=9];\n";
-  const std::string input = w.node("input (float)", "shape=plaintext");
-  const std::string q = w.quantizer("input_quant", model.input_quant(), false);
-  w.edge(input, q);
-  const std::string last = w.module(model.child("body"), "body", q);
+  Description walk;
+  walk.walk(model, "");
+  std::vector<std::string> slot_node(walk.slots());  // the node each slot's values come out of
+  slot_node[0] = w.node("input (float)", "shape=plaintext");
+  for (const DescribedNode& n : walk.nodes) {
+    const std::string id = w.entry(n, slot_node);
+    if (n.kind == DescribedNode::Kind::Input) w.edge(slot_node[0], id);
+    slot_node[n.output] = id;
+  }
   const std::string output = w.node("output (float logits)", "shape=plaintext");
-  w.edge(last, output);
+  w.edge(slot_node[walk.at.slot], output);
   w.text += "}\n";
   return w.text;
 }

@@ -12,6 +12,15 @@
 
 namespace qatlab {
 
+SweepMethod parse_sweep_method(const std::string& name) {
+  // kSweepMethods in the enum's order.
+  constexpr SweepMethod kMethods[] = {SweepMethod::PtqMinMax, SweepMethod::PtqHistogram, SweepMethod::QatMinMax,
+                                      SweepMethod::Lsq, SweepMethod::Pact};
+  const auto it = std::find(kSweepMethods.begin(), kSweepMethods.end(), name);
+  if (it == kSweepMethods.end()) throw std::invalid_argument("unknown sweep method '" + name + "'");
+  return kMethods[it - kSweepMethods.begin()];
+}
+
 bool sweep_method_is_ptq(const std::string& method) { return method.rfind("ptq-", 0) == 0; }
 
 std::string BitPair::label() const {

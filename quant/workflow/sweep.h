@@ -19,6 +19,10 @@ namespace qatlab {
 //   lsq            QAT with learned step sizes on weights and activations (Esser et al.)
 //   pact           QAT with learned clipping levels on activations after a ReLU, min/max weights
 inline const std::vector<std::string> kSweepMethods = {"ptq-minmax", "ptq-histogram", "qat-minmax", "lsq", "pact"};
+enum class SweepMethod { PtqMinMax, PtqHistogram, QatMinMax, Lsq, Pact };
+// A method by its name in kSweepMethods (the names cells, files and options use); std::invalid_argument
+// "unknown sweep method 'NAME'" for any other.
+SweepMethod parse_sweep_method(const std::string& name);
 bool sweep_method_is_ptq(const std::string& method);
 
 struct BitPair {

@@ -26,31 +26,43 @@ namespace qatlab {
 
 namespace fs = std::filesystem;
 
-SweepQuantizers sweep_quantizers(const std::string& method) {
+SweepQuantizers sweep_quantizers(SweepMethod method) {
   SweepQuantizers q;
-  if (method == "ptq-minmax") {
-    q.activation_observer = "minmax";
-  } else if (method == "ptq-histogram") {
-    q.activation_observer = "histogram";
-  } else if (method == "qat-minmax") {
-    q.activation_observer = "ema";
-  } else if (method == "lsq") {
-    q.activation_observer = "ema";
-    q.weight_method = q.activation_method = "lsq";
-  } else if (method == "pact") {
-    q.activation_observer = "ema";
-    q.activation_method = "pact";
-  } else {
-    throw std::invalid_argument("unknown sweep method '" + method + "'");
+  switch (method) {
+    case SweepMethod::PtqMinMax:
+      q.activation_observer = ObserverKind::MinMax;
+      break;
+    case SweepMethod::PtqHistogram:
+      q.activation_observer = ObserverKind::Histogram;
+      break;
+    case SweepMethod::QatMinMax:
+      q.activation_observer = ObserverKind::Ema;
+      break;
+    case SweepMethod::Lsq:
+      q.activation_observer = ObserverKind::Ema;
+      q.weight_method = q.activation_method = QuantizerMethod::Lsq;
+      break;
+    case SweepMethod::Pact:
+      q.activation_observer = ObserverKind::Ema;
+      q.activation_method = QuantizerMethod::Pact;
+      break;
   }
   return q;
 }
 
 QConfig sweep_cell_qconfig(const SweepCellSettings& s) {
-  const SweepQuantizers q = sweep_quantizers(s.cell.method);
-  return QConfig::from_options(s.cell.bits.wbits, s.cell.bits.abits, s.cell.granularity == "per-channel",
-                               q.weight_observer, q.activation_observer, s.layer_bits, q.weight_method,
-                               q.activation_method);
+  const SweepQuantizers m = sweep_quantizers(parse_sweep_method(s.cell.method));
+  QConfig q;
+  q.weight.scheme.bits = s.cell.bits.wbits;
+  q.weight.scheme.per_channel = s.cell.granularity == "per-channel";
+  q.weight.observer = m.weight_observer;
+  q.weight.method = m.weight_method;
+  q.activation.scheme.bits = s.cell.bits.abits;
+  q.activation.observer = m.activation_observer;
+  q.activation.method = m.activation_method;
+  for (const std::string& text : s.layer_bits) q.layer_bits.insert(parse_layer_bits(text));
+  q.validate();
+  return q;
 }
 
 TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {

@@ -36,18 +36,19 @@ struct SweepCellSettings {
   std::string command_line;             // stored as the checkpoint's command (QAT methods)
 };
 
-// The quantizers of a method, by the names QConfig::from_options takes:
+// The quantizers of a method:
 //   method         activation observer  weight / activation method
 //   ptq-minmax     minmax               observer / observer   (run_ptq, ptq.h)
 //   ptq-histogram  histogram            observer / observer   (run_ptq)
 //   qat-minmax     ema                  observer / observer   (train_qat, qat_training.h)
 //   lsq            ema                  lsq / lsq             (train_qat)
 //   pact           ema                  observer / pact       (train_qat; PACT after a ReLU)
-// Weights always take the min/max observer. std::invalid_argument for an unknown method.
+// Weights always take the min/max observer.
 struct SweepQuantizers {
-  std::string weight_observer = "minmax", activation_observer, weight_method = "observer", activation_method = "observer";
+  ObserverKind weight_observer = ObserverKind::MinMax, activation_observer = ObserverKind::MinMax;
+  QuantizerMethod weight_method = QuantizerMethod::Observer, activation_method = QuantizerMethod::Observer;
 };
-SweepQuantizers sweep_quantizers(const std::string& method);
+SweepQuantizers sweep_quantizers(SweepMethod method);
 
 // The cell's QConfig: its bits, per channel or per tensor weights as its granularity says, its layer
 // bits and its method's quantizers.

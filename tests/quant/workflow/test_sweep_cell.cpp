@@ -194,13 +194,15 @@ TEST_F(SweepCellTest, AFailedCellKeepsItsErrorAndStillWritesItsResult) {
 }
 
 TEST(SweepQuantizers, EveryMethodHasItsQuantizersAndAnUnknownOneIsRefused) {
-  EXPECT_EQ(sweep_quantizers("ptq-histogram").activation_observer, "histogram");
-  EXPECT_EQ(sweep_quantizers("qat-minmax").activation_observer, "ema");
-  EXPECT_EQ(sweep_quantizers("pact").activation_method, "pact");
-  EXPECT_EQ(sweep_quantizers("pact").weight_method, "observer");
-  EXPECT_EQ(sweep_quantizers("lsq").weight_method, "lsq");
-  for (const std::string& m : kSweepMethods) EXPECT_EQ(sweep_quantizers(m).weight_observer, "minmax") << m;
-  EXPECT_THROW(sweep_quantizers("adaround"), std::invalid_argument);
+  EXPECT_EQ(sweep_quantizers(SweepMethod::PtqHistogram).activation_observer, ObserverKind::Histogram);
+  EXPECT_EQ(sweep_quantizers(SweepMethod::QatMinMax).activation_observer, ObserverKind::Ema);
+  EXPECT_EQ(sweep_quantizers(SweepMethod::Pact).activation_method, QuantizerMethod::Pact);
+  EXPECT_EQ(sweep_quantizers(SweepMethod::Pact).weight_method, QuantizerMethod::Observer);
+  EXPECT_EQ(sweep_quantizers(SweepMethod::Lsq).weight_method, QuantizerMethod::Lsq);
+  EXPECT_EQ(parse_sweep_method("lsq"), SweepMethod::Lsq);
+  for (const std::string& m : kSweepMethods)
+    EXPECT_EQ(sweep_quantizers(parse_sweep_method(m)).weight_observer, ObserverKind::MinMax) << m;
+  EXPECT_THROW(parse_sweep_method("adaround"), std::invalid_argument);
 }
 
 }  // namespace
