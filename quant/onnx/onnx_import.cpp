@@ -19,6 +19,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include "core/format.h"
 
@@ -50,9 +51,28 @@ struct Value {
   }
 };
 
-// One layer of the description being written: `- type: {settings}`, or a residual block with its branches.
+// The kinds of layer the importer writes, and their keys in the description format.
+enum class LayerKind { Conv, Linear, BatchNorm, ReLU, ReLU6, MaxPool, AvgPool, GlobalAvgPool, Flatten, Residual };
+
+const char* layer_key(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::Conv: return "conv";
+    case LayerKind::Linear: return "linear";
+    case LayerKind::BatchNorm: return "batchnorm";
+    case LayerKind::ReLU: return "relu";
+    case LayerKind::ReLU6: return "relu6";
+    case LayerKind::MaxPool: return "maxpool";
+    case LayerKind::AvgPool: return "avgpool";
+    case LayerKind::GlobalAvgPool: return "global-avgpool";
+    case LayerKind::Flatten: return "flatten";
+    case LayerKind::Residual: return "residual";
+  }
+  throw std::logic_error("layer_key: unknown LayerKind");
+}
+
+// One layer of the description being written: `- key: {settings}`, or a residual block with its branches.
 struct Layer {
-  std::string type;
+  LayerKind kind = LayerKind::Conv;
   std::vector<std::pair<std::string, std::string>> settings;  // in the order written
   std::vector<Layer> body, shortcut;                          // a residual's branches; no shortcut: identity
   std::string node;                                           // the ONNX node it comes from, for a comment
@@ -98,7 +118,7 @@ void write_layers(const std::vector<Layer>& layers, int indent, const std::strin
     const Layer& l = layers[i];
     const std::string path = prefix + std::to_string(i) + ".";
     const std::string comment = l.node.empty() ? "" : "  # " + comment_text(l.node);
-    if (l.type == "residual") {
+    if (l.kind == LayerKind::Residual) {
       yaml << pad << "- residual:" << comment << "\n";
       for (const auto& [k, v] : l.settings) yaml << pad << "    " << k << ": " << v << "\n";
       yaml << pad << "    body:\n";
@@ -109,7 +129,7 @@ void write_layers(const std::vector<Layer>& layers, int indent, const std::strin
       }
       continue;
     }
-    yaml << pad << "- " << l.type;
+    yaml << pad << "- " << layer_key(l.kind);
     if (!l.settings.empty()) {
       yaml << ": {";
       for (size_t k = 0; k < l.settings.size(); ++k)
@@ -237,7 +257,7 @@ class Importer {
     const int64_t stride = square(n, "strides", 1), pad = padding(n);
     if (square(n, "dilations", 1) != 1) fail(n, "dilations other than 1 are not imported");
     const int64_t h = window_out(n, v.h, k, stride, pad), wd = window_out(n, v.w, k, stride, pad);
-    Layer l = layer("conv", n);
+    Layer l = layer(LayerKind::Conv, n);
     l.set("out", oc);
     l.set("kernel", k);
     if (stride != 1) l.set("stride", stride);
@@ -299,7 +319,7 @@ class Importer {
       fail(n, "adds '" + printable(n.input(bias_input)) + "', which does not branch from the same tensor as '" +
                   printable(x) + "': only residual sums of two branches of one tensor are imported");
     Layer* prev = out.empty() ? nullptr : &out.back();
-    const bool biasless_linear = prev && prev->type == "linear" && !prev->tensors.empty() && prev->tensors.size() == 1;
+    const bool biasless_linear = prev && prev->kind == LayerKind::Linear && !prev->tensors.empty() && prev->tensors.size() == 1;
     if (!biasless_linear || v.image)
       fail(n, "adds a constant: imported only as the bias of the MatMul or Gemm without bias right before it");
     prev->tensors.emplace_back("bias", vector_param(n, bias_input, "bias", v.c).tensor());
@@ -314,7 +334,7 @@ class Importer {
     known_attributes(n, {"epsilon", "momentum", "training_mode", "spatial", "is_test"});
     if (attr_int(n, "training_mode", 0) != 0) fail(n, "training_mode 1: export the model in inference mode");
     if (attr_int(n, "spatial", 1) != 1) fail(n, "spatial 0 (statistics per position) is not imported");
-    Layer l = layer("batchnorm", n);
+    Layer l = layer(LayerKind::BatchNorm, n);
     l.set("eps", exact_float_text(attr_float(n, "epsilon", 1e-5f)));
     // ONNX's momentum keeps the running value (0.9); ours, as PyTorch's, weighs the new batch (0.1).
     char buf[32];
@@ -329,7 +349,7 @@ class Importer {
 
   std::string relu(const onnx::NodeProto& n, const std::string&, Value&, std::vector<Layer>& out) {
     known_attributes(n, {});
-    out.push_back(layer("relu", n));
+    out.push_back(layer(LayerKind::ReLU, n));
     return n.output(0);
   }
 
@@ -341,9 +361,9 @@ class Importer {
     if (has_input(n, 1)) lo = scalar_param(n, 1, "min");
     if (has_input(n, 2)) hi = scalar_param(n, 2, "max");
     if (lo == 0.0f && hi == 6.0f) {
-      out.push_back(layer("relu6", n));
+      out.push_back(layer(LayerKind::ReLU6, n));
     } else if (lo == 0.0f && hi == inf) {
-      out.push_back(layer("relu", n));
+      out.push_back(layer(LayerKind::ReLU, n));
     } else {
       fail(n, "clips to [" + num_str(lo) + ", " + num_str(hi) +
                   "]: the description has relu (clip to [0, inf)) and relu6 "
@@ -354,7 +374,7 @@ class Importer {
 
   std::string max_pool(const onnx::NodeProto& n, const std::string&, Value& v, std::vector<Layer>& out) {
     known_attributes(n, {"kernel_shape", "strides", "pads", "ceil_mode", "dilations", "storage_order", "auto_pad"});
-    out.push_back(pool("maxpool", n, v));
+    out.push_back(pool(LayerKind::MaxPool, n, v));
     return n.output(0);
   }
 
@@ -363,7 +383,7 @@ class Importer {
     if (padding(n) != 0 && attr_int(n, "count_include_pad", 0) == 0)
       fail(n,
            "count_include_pad 0 with padding: the description's avgpool counts the padded zeros (count_include_pad 1)");
-    out.push_back(pool("avgpool", n, v));
+    out.push_back(pool(LayerKind::AvgPool, n, v));
     return n.output(0);
   }
 
@@ -371,7 +391,7 @@ class Importer {
   std::string global_average_pool(const onnx::NodeProto& n, const std::string&, Value& v, std::vector<Layer>& out) {
     known_attributes(n, {});
     need_image(n, v);
-    out.push_back(layer("global-avgpool", n));
+    out.push_back(layer(LayerKind::GlobalAvgPool, n));
     v = {false, v.c, 1, 1, /*pooled=*/true};
     return n.output(0);
   }
@@ -387,7 +407,7 @@ class Importer {
       fail(n, "averages over the axes " + dims_str(attr_ints(n, "axes", {})) +
                   ": only the mean over H and W (axes 2 and 3), "
                   "a global average pool, is imported");
-    out.push_back(layer("global-avgpool", n));
+    out.push_back(layer(LayerKind::GlobalAvgPool, n));
     v = {false, v.c, 1, 1, /*pooled=*/attr_int(n, "keepdims", 1) != 0};
     return n.output(0);
   }
@@ -443,9 +463,9 @@ class Importer {
 
   // ------------------------------------------------------------------------- the handlers' helpers
 
-  Layer layer(const std::string& type, const onnx::NodeProto& n) const {
+  Layer layer(LayerKind kind, const onnx::NodeProto& n) const {
     Layer l;
-    l.type = type;
+    l.kind = kind;
     l.node = describe(n);
     return l;
   }
@@ -455,14 +475,14 @@ class Importer {
     if (w.dims[1] != v.c)
       fail(n, "weight (OUT, IN) = " + dims_str(w.dims) + " takes " + std::to_string(w.dims[1]) +
                   " features, its input has " + v.str());
-    Layer l = layer("linear", n);
+    Layer l = layer(LayerKind::Linear, n);
     l.set("out", w.dims[0]);
     l.tensors.emplace_back("weight", w.tensor());
     v = {false, w.dims[0], 1, 1};
     return l;
   }
 
-  Layer pool(const std::string& type, const onnx::NodeProto& n, Value& v) const {
+  Layer pool(LayerKind kind, const onnx::NodeProto& n, Value& v) const {
     need_image(n, v);
     const std::vector<int64_t> ks = attr_ints(n, "kernel_shape", {});
     if (ks.size() != 2 || ks[0] != ks[1])
@@ -474,7 +494,7 @@ class Importer {
     const int64_t h = window_out(n, v.h, k, stride, pad), w = window_out(n, v.w, k, stride, pad);
     if (attr_int(n, "ceil_mode", 0) != 0 && ((v.h + 2 * pad - k) % stride != 0 || (v.w + 2 * pad - k) % stride != 0))
       fail(n, "ceil_mode 1 gives another output size than the description's pools (rounded down) on " + v.str());
-    Layer l = layer(type, n);
+    Layer l = layer(kind, n);
     l.set("kernel", k);
     if (stride != k) l.set("stride", stride);  // the description's stride defaults to the window
     if (pad != 0) l.set("padding", pad);
@@ -485,7 +505,7 @@ class Importer {
   void to_features(const onnx::NodeProto& n, Value& v, std::vector<Layer>& out) const {
     v.pooled = false;
     if (!v.image) return;  // (N, F) already, as after a global pool
-    out.push_back(layer("flatten", n));
+    out.push_back(layer(LayerKind::Flatten, n));
     v = {false, v.features(), 1, 1};
   }
 
@@ -830,7 +850,7 @@ class Importer {
       fail(add, "its inputs are not two separate branches from tensor '" + printable(x, 80) +
                     "' (they cross or share nodes)");
 
-    Layer block = layer("residual", add);
+    Layer block = layer(LayerKind::Residual, add);
     std::vector<Layer> branch[2];
     Value got[2] = {v, v};
     for (int i = 0; i < 2; ++i)
