@@ -14,12 +14,48 @@
 # writes runs/study-NAME/ (results.csv/json, plots, per-cell logs) and resumes a cell where it stopped:
 # run the script again after an interruption. The logs are study-NAME.log here; results.md gathers the
 # tables.
+#
+# The machines this runs on do not keep files between sessions: `study.sh save` (with the sweeps
+# stopped) copies what a later session needs into study/ (committed): each sweep's results, plots and
+# logs, every finished cell's result.ini and log (a rerun reuses the cell from them), and the checkpoint
+# of a cell still training (~1 MB); `study.sh` copies them back into runs/ when runs/ lacks them.
 # Usage: bash experiments/cifar10_resnet20/study.sh [NAME ...]   (from the repository root, after the
-# float recipe has finished: recipe.sh)
+# float recipe has finished: recipe.sh, which study.sh runs first when only its kept checkpoint is here)
+#        bash experiments/cifar10_resnet20/study.sh save
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 Q="${QATLAB:-$here/../../build/apps/qatlab}"
 float="$here/runs/recipe/checkpoint.h5"
+kept="$here/study"
+if [ "${1:-}" = save ]; then
+  for run in "$here"/runs/study-*/; do
+    [ -d "$run" ] || continue
+    keep="$kept/$(basename "$run")"
+    mkdir -p "$keep"
+    cp "$run"/results.* "$run"/*.svg "$keep"/ 2>/dev/null || true
+    for cell in "$run"/cells/*/; do
+      [ -d "$cell" ] || continue
+      to="$keep/cells/$(basename "$cell")"
+      mkdir -p "$to"
+      for f in result.ini log.txt; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
+      if [ -f "$cell/result.ini" ]; then
+        rm -f "$to/checkpoint.h5"
+      elif [ -f "$cell/checkpoint.h5" ]; then
+        cp "$cell/checkpoint.h5" "$to/"
+      fi
+    done
+  done
+  exit 0
+fi
+if [ ! -f "$here/runs/recipe/summary.json" ] && [ -f "$here/resume/recipe.h5" ]; then
+  # The recipe's kept checkpoint: recipe.sh resumes it, which for a finished run only writes its summary.
+  QATLAB="$Q" bash "$here/recipe.sh"
+fi
+for keep in "$kept"/study-*/; do
+  [ -d "$keep" ] || continue
+  run="$here/runs/$(basename "$keep")"
+  if [ ! -d "$run" ]; then mkdir -p "$here/runs" && cp -r "$keep" "$run"; fi
+done
 if [ ! -f "$here/runs/recipe/summary.json" ]; then
   echo "study.sh: the float recipe has not finished (run experiments/cifar10_resnet20/recipe.sh first)" >&2
   exit 1

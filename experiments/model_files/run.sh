@@ -19,7 +19,7 @@ nets=("$@")
 if [ ${#nets[@]} -eq 0 ]; then nets=(mobilenet-cifar vgg-small); fi
 
 # NETWORK: float epochs, QAT epochs, training images (0 = all 50,000), lr
-declare -A plan=([mobilenet-cifar]="15 3 0 0.05" [vgg-small]="4 1 20000 0.02")
+declare -A plan=([mobilenet-cifar]="4 1 0 0.05" [vgg-small]="4 1 20000 0.02")
 
 log() { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): $*" | tee -a "$here/run.log"; }
 # train_stage DIR ARGS...: trains into DIR, or resumes DIR's checkpoint, unless DIR's run is complete.
