@@ -294,6 +294,7 @@ class Sweep {
     if (!given.data_dir.empty()) d.data_dir = given.data_dir;
     if (given.train_limit > 0) d.train_limit = given.train_limit;
     if (given.test_limit > 0) d.test_limit = given.test_limit;
+    if (!d_.augment.empty()) d.augment = d_.augment;
     if (resumed) check_resume_changes(resumed->config_ini, train_options_ini(o) + data_settings_ini(d));
     o.train.grad_chunks = resolve_grad_chunks(o.train.grad_chunks, o.train.batch_size);
     const DataRecord record = resumed ? data_record(*resumed) : DataRecord{};
@@ -340,15 +341,18 @@ class Sweep {
     else
       key += " qat " + std::to_string(s_.qat_epochs) + " epochs lr " + num_str(s_.qat_lr) + " batch " +
              std::to_string(s_.batch_size);
+    if (!sweep_method_is_ptq(cell.method) && !d_.augment.empty()) key += " augment " + d_.augment;
     if (d_.train_limit > 0) key += " train-limit " + std::to_string(d_.train_limit);
     if (d_.test_limit > 0) key += " test-limit " + std::to_string(d_.test_limit);
     return key;
   }
 
-  // The data options of a cell: the sweep's; a QAT cell trains with its float model's augmentation.
+  // The data options of a cell: the sweep's; a QAT cell trains with the sweep's --augment when given,
+  // else with its float model's augmentation.
   DataSettings cell_data_settings(const SweepCell& cell) const {
     DataSettings d = run_data_settings();
-    if (!sweep_method_is_ptq(cell.method)) d.augment = floats_.at(base_of(cell).checkpoint).augment;
+    if (!sweep_method_is_ptq(cell.method))
+      d.augment = d_.augment.empty() ? floats_.at(base_of(cell).checkpoint).augment : d_.augment;
     return d;
   }
 
@@ -482,7 +486,12 @@ int cmd_sweep(int argc, char** argv) {
   require_threads("threads", s.threads);
   try {  // the grid's own settings, before anything is trained
     parse_bit_pairs(s.pairs);
-    parse_name_list(s.methods, kSweepMethods, "method");
+    const std::vector<std::string> methods = parse_name_list(s.methods, kSweepMethods, "method");
+    const bool trains = s.checkpoint.empty() ||
+                        std::any_of(methods.begin(), methods.end(), [](const std::string& m) { return !sweep_method_is_ptq(m); });
+    if (!d.augment.empty() && !trains)
+      throw std::invalid_argument("--augment applies to the QAT cells and to the float models a sweep trains; this sweep "
+                                  "has neither (PTQ cells from " + s.checkpoint + ")");
     parse_name_list(s.granularity, {"per-tensor", "per-channel"}, "granularity");
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());

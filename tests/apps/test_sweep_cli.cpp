@@ -68,6 +68,20 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   ASSERT_TRUE(rerun.exited && rerun.exit_code == 0) << rerun.describe();
   EXPECT_TRUE(contains(rerun.out, "2 cells run, 2 reused")) << rerun.out;
 
+  // --augment is the QAT cells' (and part of their settings): given, they run again; PTQ cells do not.
+  std::vector<std::string> augmented = changed;
+  augmented.insert(augmented.end(), {"--augment", "flip"});
+  const RunResult flipped = run_qatlab(augmented, dir.path(), "augment");
+  ASSERT_TRUE(flipped.exited && flipped.exit_code == 0) << flipped.describe();
+  EXPECT_TRUE(contains(flipped.out, "2 cells run, 2 reused")) << flipped.out;
+  // A sweep of PTQ cells from a checkpoint trains nothing: --augment there would change nothing.
+  const RunResult ptq_only = run_qatlab({"sweep", dir / "sweep/float-s1/checkpoint.h5", "--data-dir", dir / "data",
+                                         "--methods", "ptq-minmax", "--augment", "flip", "--out", dir / "ptq"},
+                                        dir.path(), "ptq-augment");
+  EXPECT_TRUE(ptq_only.exited && ptq_only.exit_code == 2) << ptq_only.describe();
+  EXPECT_TRUE(contains(ptq_only.err, "--augment applies to the QAT cells")) << ptq_only.err;
+  EXPECT_FALSE(fs::exists(dir / "ptq"));
+
   // A float model is reused only for the seed it was trained with: seed 1's model filed as seed 2's is
   // refused, not passed off as another seed's baseline.
   fs::create_directories(dir / "other");
