@@ -9,7 +9,11 @@
 // Layout of --out:
 //   float-s<seed>/          the float model of each seed (trained here unless a checkpoint is given)
 //   cells/<cell id>/        checkpoint.h5, model.int8.h5, log.txt (what the cell reported), result.ini
-//   results.csv, results.json, cells.csv, accuracy_vs_bits.svg, accuracy_vs_wbits.svg
+//   results.csv, results.json, cells.csv, table.md, accuracy_vs_bits.svg, accuracy_vs_wbits.svg
+//
+// `qatlab sweep --merge A,B,... --out DIR` runs nothing: it joins finished sweeps of one model (their
+// results.json) into one report with the same files, e.g. a study run as one sweep per fine-tuning
+// schedule.
 //
 // The checkpoints the sweep makes store the settings `qatlab train`, `qat` or `ptq` would store for the
 // same run (their INI lines, typed: train_options_ini and the others), so that `--resume` and `info`
@@ -19,7 +23,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <memory>
 #include <optional>
 
@@ -67,6 +73,16 @@ int64_t file_bytes(const std::string& path) {
   std::error_code ec;
   const auto n = fs::file_size(path, ec);
   return ec ? 0 : static_cast<int64_t>(n);
+}
+
+// The study's files in `out`: cells.csv, results.csv, results.json, table.md and the plots.
+void write_sweep_outputs(const SweepReport& report, const std::string& out) {
+  const fs::path dir(out);
+  atomic_write_text((dir / "cells.csv").string(), cells_csv(report));
+  atomic_write_text((dir / "results.csv").string(), results_csv(report));
+  atomic_write_text((dir / "results.json").string(), results_json(report));
+  atomic_write_text((dir / "table.md").string(), results_table_md(report));
+  for (const auto& [name, svg] : accuracy_plots(report)) atomic_write_text((dir / name).string(), svg);
 }
 
 struct FileCloser {
@@ -155,7 +171,10 @@ class Sweep {
     const SweepCellSettings settings = cell_settings(cell);
     std::optional<CellResult> r = read_cell_result(settings.dir + "/result.ini", cell);
     *reused = r && r->key == settings.key;
-    if (*reused) return *r;
+    if (*reused) {
+      r->schedule = sweep_cell_schedule(settings);  // the same settings (result files before it lack it)
+      return *r;
+    }
     ProcessLocalScope alone;
     return run_sweep_cell(settings, [this, &cell] { return cell_data(cell); });
   }
@@ -422,11 +441,7 @@ class Sweep {
 
   void write_outputs() {
     report_.rows = summarize(report_.cells);
-    const fs::path out(s_.out);
-    atomic_write_text((out / "cells.csv").string(), cells_csv(report_));
-    atomic_write_text((out / "results.csv").string(), results_csv(report_));
-    atomic_write_text((out / "results.json").string(), results_json(report_));
-    for (const auto& [name, svg] : accuracy_plots(report_)) atomic_write_text((out / name).string(), svg);
+    write_sweep_outputs(report_, s_.out);
   }
 
   const SweepSettings& s_;
@@ -438,6 +453,43 @@ class Sweep {
   SweepReport report_;
   std::chrono::steady_clock::time_point start_;
 };
+
+// `--merge`: the finished sweeps in `list` (directories, comma-separated) joined into `out`.
+int merge_sweeps(const std::string& list, const std::string& out, const std::string& command) {
+  std::vector<std::pair<std::string, SweepReport>> parts;
+  std::istringstream dirs(list);
+  for (std::string dir; std::getline(dirs, dir, ',');) {
+    if (dir.empty()) continue;
+    const std::string path = (fs::path(dir) / "results.json").string();
+    std::ifstream in(path);
+    if (!in) throw UsageError("--merge: cannot read " + path + " (a finished sweep's directory?)");
+    std::ostringstream text;
+    text << in.rdbuf();
+    try {
+      parts.emplace_back(dir, parse_results_json(text.str()));
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(path + ": " + e.what());
+    }
+    std::error_code ec;
+    if (fs::equivalent(dir, out, ec)) throw UsageError("--out " + out + " is one of the merged sweeps: choose another");
+  }
+  require(parts.size() >= 2, "--merge takes two or more sweep directories, comma-separated");
+  if (fs::exists(fs::path(out) / "cells"))
+    throw UsageError("--out " + out + " holds a sweep's own cells: merge into another directory");
+  SweepReport merged;
+  try {
+    merged = merge_sweep_reports(parts, command);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  fs::create_directories(out);
+  write_sweep_outputs(merged, out);
+  std::printf("merged %zu sweeps (%zu cells, %zu rows) of %s on %s into %s: results.csv, results.json, table.md, "
+              "accuracy_vs_*.svg\n",
+              parts.size(), merged.cells.size(), merged.rows.size(), merged.model.c_str(), merged.dataset.c_str(),
+              out.c_str());
+  return 0;
+}
 
 }  // namespace
 
@@ -464,12 +516,23 @@ int cmd_sweep(int argc, char** argv) {
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
       ("calib-batches", po::value(&s.calib_batches)->default_value(s.calib_batches), "calibration batches of each PTQ cell")
       ("out", po::value(&s.out), "output directory (default runs/sweep-MODEL-DATASET); run again to resume")
+      ("merge", po::value<std::string>(),
+       "DIR,DIR,...: join these finished sweeps of one model (their results.json) into --out; runs nothing")
       ("threads", po::value(&s.threads)->default_value(0), "worker threads (0 = all cores)");
   add_data_options(desc, d);
   po::positional_options_description positional;
   positional.add("checkpoint", 1);
   po::variables_map vm;
   if (!parse_command("sweep", "[FLOAT_CHECKPOINT] [options]", desc, positional, argc, argv, vm)) return 0;
+  std::string command = "qatlab";
+  for (int i = 0; i < argc; ++i) command += std::string(" ") + argv[i];
+  if (vm.count("merge")) {
+    for (const auto& [name, value] : vm)
+      if (name != "merge" && name != "out" && !value.defaulted())
+        throw UsageError("--merge joins finished sweeps and runs nothing: --" + name + " does not apply");
+    require(!s.out.empty(), "--merge needs --out (the directory of the joined results)");
+    return merge_sweeps(vm["merge"].as<std::string>(), s.out, command);
+  }
   require(s.seeds >= 1 && s.seeds <= 100, "--seeds must be in 1..100, got " + std::to_string(s.seeds));
   require(s.float_epochs >= 1 && s.float_epochs <= kMaxEpochs,
           "--float-epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.float_epochs));
@@ -517,8 +580,6 @@ int cmd_sweep(int argc, char** argv) {
   const DataBundle data = load_data(d, /*with_train=*/false, &record);
   if (s.out.empty()) s.out = "runs/sweep-" + model.name + "-" + data.label;
 
-  std::string command = "qatlab";
-  for (int i = 0; i < argc; ++i) command += std::string(" ") + argv[i];
   Sweep sweep(s, d, data, model, command);
   return sweep.run();
 }

@@ -12,8 +12,9 @@
 #   w2        W2A2 and W2A8, LSQ and PACT, per-channel, 2 seeds, 30 epochs
 # (The papers fine-tune low-bit ResNet-20s for tens of epochs; 8-bit QAT needs one or two.) Each sweep
 # writes runs/study-NAME/ (results.csv/json, plots, per-cell logs) and resumes a cell where it stopped:
-# run the script again after an interruption. The logs are study-NAME.log here; results.md gathers the
-# tables.
+# run the script again after an interruption. The logs are study-NAME.log here. The sweeps' results
+# are then joined into one report, study/all/ (`qatlab sweep --merge`: results.csv/json, table.md, the
+# plots per granularity), rewritten after every run and by `save`; results.md compares it with the papers.
 #
 # The machines this runs on do not keep files between sessions: `study.sh save` (with the sweeps
 # stopped) copies what a later session needs into study/ (committed): each sweep's results, plots and
@@ -27,6 +28,16 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 Q="${QATLAB:-$here/../../build/apps/qatlab}"
 float="$here/runs/recipe/checkpoint.h5"
 kept="$here/study"
+# The sweeps that have results so far joined into study/all/ (two or more of them).
+merge_all() {
+  local done=()
+  for name in ptq w8 w4 w4-tensor w3 w2; do
+    if [ -f "$here/runs/study-$name/results.json" ]; then done+=("$here/runs/study-$name"); fi
+  done
+  if [ ${#done[@]} -ge 2 ]; then
+    "$Q" sweep --merge "$(IFS=,; echo "${done[*]}")" --out "$kept/all"
+  fi
+}
 if [ "${1:-}" = save ]; then
   for run in "$here"/runs/study-*/; do
     [ -d "$run" ] || continue
@@ -45,6 +56,7 @@ if [ "${1:-}" = save ]; then
       fi
     done
   done
+  merge_all
   exit 0
 fi
 if [ ! -f "$here/runs/recipe/summary.json" ] && [ -f "$here/resume/recipe.h5" ]; then
@@ -81,3 +93,4 @@ for name in "${names[@]}"; do
   args=(sweep "$float" --out "$here/runs/study-$name" "${common[@]}" ${cells[$name]})
   { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
 done
+merge_all

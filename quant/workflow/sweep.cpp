@@ -7,6 +7,10 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
+
+#include <boost/property_tree/json_parser.hpp>
+#include <boost/property_tree/ptree.hpp>
 
 #include "core/format.h"
 
@@ -111,6 +115,7 @@ std::string cell_result_ini(const CellResult& r) {
   os << "top1_agreement = " << r.top1_agreement << "\n";
   os << "int_file_bytes = " << r.int_file_bytes << "\n";
   os << "seconds = " << r.seconds << "\n";
+  if (!r.schedule.empty()) os << "schedule = " << r.schedule << "\n";
   return os.str();
 }
 
@@ -135,6 +140,7 @@ std::optional<CellResult> parse_cell_result(const std::string& ini, const SweepC
     r.top1_agreement = std::stod(ini_value(ini, "top1_agreement"));
     r.int_file_bytes = std::stoll(ini_value(ini, "int_file_bytes"));
     r.seconds = std::stod(ini_value(ini, "seconds"));
+    r.schedule = ini_value(ini, "schedule");
   } catch (const std::exception&) {
     return std::nullopt;  // a damaged file: run the cell again
   }
@@ -172,6 +178,8 @@ std::vector<SweepRow> summarize(const std::vector<CellResult>& results) {
       rows.push_back(row);
       it = rows.end() - 1;
     }
+    if (!r.schedule.empty() && it->schedule.find(r.schedule) == std::string::npos)
+      it->schedule += (it->schedule.empty() ? "" : " / ") + r.schedule;
     if (!r.ok) {
       ++it->seeds_failed;
       continue;
@@ -220,7 +228,7 @@ Spread float_spread(const SweepReport& r) {
 
 std::string cells_csv(const SweepReport& r) {
   std::ostringstream os;
-  os << "method,granularity,wbits,abits,seed,status,sim_acc,int_acc,top1_agree,int_file_bytes,seconds,error\n";
+  os << "method,granularity,wbits,abits,seed,status,sim_acc,int_acc,top1_agree,int_file_bytes,seconds,error,schedule\n";
   for (const CellResult& c : r.cells) {
     os << c.cell.method << "," << c.cell.granularity << "," << c.cell.bits.wbits << "," << c.cell.bits.abits << ","
        << c.cell.seed << "," << (c.ok ? "ok" : "failed") << ",";
@@ -229,7 +237,7 @@ std::string cells_csv(const SweepReport& r) {
          << fixed(100 * c.top1_agreement, 2) << "," << c.int_file_bytes;
     else
       os << ",,,";
-    os << "," << fixed(c.seconds, 1) << "," << csv_field(c.error) << "\n";
+    os << "," << fixed(c.seconds, 1) << "," << csv_field(c.error) << "," << csv_field(c.schedule) << "\n";
   }
   return os.str();
 }
@@ -237,22 +245,23 @@ std::string cells_csv(const SweepReport& r) {
 std::string results_csv(const SweepReport& r) {
   std::ostringstream os;
   os << "method,granularity,wbits,abits,seeds,failed,sim_acc_mean,sim_acc_std,int_acc_mean,int_acc_std,int_acc_min,"
-        "int_acc_max,top1_agree_mean,int_file_bytes,size_vs_float_pct\n";
+        "int_acc_max,top1_agree_mean,int_file_bytes,size_vs_float_pct,schedule\n";
   const Spread f = float_spread(r);
   os << "float,,32,32," << f.n << ",0," << fixed(f.mean, 2) << "," << fixed(f.std, 2) << "," << fixed(f.mean, 2)
      << "," << fixed(f.std, 2) << "," << fixed(f.min, 2) << "," << fixed(f.max, 2) << ",," << float_bytes(r)
-     << ",100.0\n";
+     << ",100.0,\n";
   for (const SweepRow& row : r.rows) {
     os << row.method << "," << row.granularity << "," << row.bits.wbits << "," << row.bits.abits << "," << row.seeds_ok
        << "," << row.seeds_failed << ",";
     if (row.seeds_ok == 0) {
-      os << ",,,,,,,,\n";
+      os << ",,,,,,,,," << csv_field(row.schedule) << "\n";
       continue;
     }
     const double pct = float_bytes(r) > 0 ? 100.0 * row.int_file_bytes / float_bytes(r) : 0.0;
     os << fixed(row.sim.mean, 2) << "," << fixed(row.sim.std, 2) << "," << fixed(row.integer.mean, 2) << ","
        << fixed(row.integer.std, 2) << "," << fixed(row.integer.min, 2) << "," << fixed(row.integer.max, 2) << ","
-       << fixed(row.agreement.mean, 2) << "," << row.int_file_bytes << "," << fixed(pct, 1) << "\n";
+       << fixed(row.agreement.mean, 2) << "," << row.int_file_bytes << "," << fixed(pct, 1) << ","
+       << csv_field(row.schedule) << "\n";
   }
   return os.str();
 }
@@ -276,8 +285,17 @@ std::string results_json(const SweepReport& r) {
      << ", \"checkpoints\": [";
   for (size_t i = 0; i < r.floats.size(); ++i)
     os << (i ? ", " : "") << "{\"seed\": " << r.floats[i].seed << ", \"path\": \""
-       << json_escape(r.floats[i].checkpoint) << "\", \"accuracy\": " << fixed(100 * r.floats[i].accuracy, 2) << "}";
-  os << "]},\n  \"rows\": [\n";
+       << json_escape(r.floats[i].checkpoint) << "\", \"accuracy\": " << fixed(100 * r.floats[i].accuracy, 2)
+       << ", \"bytes\": " << r.floats[i].checkpoint_bytes << "}";
+  os << "]},\n";
+  if (!r.sources.empty()) {
+    os << "  \"merged_from\": [\n";
+    for (size_t i = 0; i < r.sources.size(); ++i)
+      os << "    {\"dir\": \"" << json_escape(r.sources[i].dir) << "\", \"command\": \""
+         << json_escape(r.sources[i].command) << "\"}" << (i + 1 < r.sources.size() ? "," : "") << "\n";
+    os << "  ],\n";
+  }
+  os << "  \"rows\": [\n";
   for (size_t i = 0; i < r.rows.size(); ++i) {
     const SweepRow& row = r.rows[i];
     os << "    {\"method\": \"" << row.method << "\", \"granularity\": \"" << row.granularity
@@ -285,12 +303,15 @@ std::string results_json(const SweepReport& r) {
        << ", \"seeds_ok\": " << row.seeds_ok << ", \"seeds_failed\": " << row.seeds_failed
        << ", \"sim_accuracy\": " << json_spread(row.sim) << ", \"int_accuracy\": " << json_spread(row.integer)
        << ", \"top1_agreement\": " << json_spread(row.agreement) << ", \"int_file_bytes\": " << row.int_file_bytes
-       << "}" << (i + 1 < r.rows.size() ? "," : "") << "\n";
+       << ", \"schedule\": \"" << json_escape(row.schedule) << "\"}" << (i + 1 < r.rows.size() ? "," : "") << "\n";
   }
   os << "  ],\n  \"cells\": [\n";
   for (size_t i = 0; i < r.cells.size(); ++i) {
     const CellResult& c = r.cells[i];
-    os << "    {\"id\": \"" << c.cell.id() << "\", \"ok\": " << (c.ok ? "true" : "false");
+    os << "    {\"id\": \"" << c.cell.id() << "\", \"method\": \"" << c.cell.method << "\", \"granularity\": \""
+       << c.cell.granularity << "\", \"wbits\": " << c.cell.bits.wbits << ", \"abits\": " << c.cell.bits.abits
+       << ", \"seed\": " << c.cell.seed << ", \"schedule\": \"" << json_escape(c.schedule)
+       << "\", \"ok\": " << (c.ok ? "true" : "false");
     if (c.ok)
       os << ", \"sim_accuracy\": " << fixed(100 * c.sim_accuracy, 2) << ", \"int_accuracy\": "
          << fixed(100 * c.int_accuracy, 2) << ", \"top1_agreement\": " << fixed(100 * c.top1_agreement, 2)
@@ -301,6 +322,139 @@ std::string results_json(const SweepReport& r) {
   }
   os << "  ]\n}\n";
   return os.str();
+}
+
+namespace {
+
+std::string signed_fixed(double v, int digits) { return (v >= 0 ? "+" : "") + fixed(v, digits); }
+
+std::string mean_std(const Spread& s) { return s.n > 1 ? fixed(s.mean, 2) + " ± " + fixed(s.std, 2) : fixed(s.mean, 2); }
+
+}  // namespace
+
+std::string results_table_md(const SweepReport& r) {
+  std::ostringstream os;
+  os << "| method | weights | W/A | schedule | seeds | integer graph (%) | vs float | simulation (%) | top-1 agreement (%) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  const Spread f = float_spread(r);
+  os << "| float | | 32/32 | | " << f.n << " | " << mean_std(f) << " | | | |\n";
+  for (const SweepRow& row : r.rows) {
+    os << "| " << row.method << " | " << row.granularity << " | " << row.bits.label() << " | " << row.schedule << " | "
+       << row.seeds_ok;
+    if (row.seeds_failed > 0) os << " (" << row.seeds_failed << " failed)";
+    if (row.seeds_ok == 0) {
+      os << " | failed | | | |\n";
+      continue;
+    }
+    os << " | " << mean_std(row.integer) << " | " << signed_fixed(row.integer.mean - f.mean, 2) << " | "
+       << mean_std(row.sim) << " | " << fixed(row.agreement.mean, 2) << " |\n";
+  }
+  return os.str();
+}
+
+// ------------------------------------------------------------------------------- reading and merging
+
+namespace pt = boost::property_tree;
+
+SweepReport parse_results_json(const std::string& text) {
+  pt::ptree t;
+  std::istringstream in(text);
+  try {
+    pt::read_json(in, t);
+  } catch (const pt::json_parser_error& e) {
+    throw std::invalid_argument("not a JSON file: " + e.message() + " at line " + std::to_string(e.line()));
+  }
+  SweepReport r;
+  try {
+    r.model = t.get<std::string>("model");
+    r.dataset = t.get<std::string>("dataset");
+    r.policy = t.get<std::string>("first_last_policy");
+    r.command = t.get<std::string>("command");
+    for (const auto& [unused, f] : t.get_child("float.checkpoints")) {
+      FloatBaseline b;
+      b.seed = f.get<uint64_t>("seed");
+      b.checkpoint = f.get<std::string>("path");
+      b.accuracy = f.get<double>("accuracy") / 100;
+      b.checkpoint_bytes = f.get<int64_t>("bytes", t.get<int64_t>("float.checkpoint_bytes"));
+      r.floats.push_back(b);
+    }
+    for (const auto& [unused, c] : t.get_child("cells")) {
+      CellResult cell;
+      if (!c.get_optional<std::string>("method"))
+        throw std::invalid_argument("its cells do not name their method and bits (written by an older qatlab; the "
+                                    "same sweep run again with its cells/ in place rewrites it, running nothing)");
+      cell.cell.method = c.get<std::string>("method");
+      cell.cell.granularity = c.get<std::string>("granularity");
+      cell.cell.bits = {c.get<int>("wbits"), c.get<int>("abits")};
+      cell.cell.seed = c.get<uint64_t>("seed");
+      parse_name_list(cell.cell.method, kSweepMethods, "method");
+      parse_name_list(cell.cell.granularity, {"per-tensor", "per-channel"}, "granularity");
+      parse_bit_pairs(std::to_string(cell.cell.bits.wbits) + "/" + std::to_string(cell.cell.bits.abits));
+      if (c.get<std::string>("id") != cell.cell.id())
+        throw std::invalid_argument("cell '" + c.get<std::string>("id") + "' does not match its fields (" +
+                                    cell.cell.id() + ")");
+      cell.schedule = c.get<std::string>("schedule", "");
+      cell.ok = c.get<bool>("ok");
+      cell.seconds = c.get<double>("seconds");
+      if (cell.ok) {
+        cell.sim_accuracy = c.get<double>("sim_accuracy") / 100;
+        cell.int_accuracy = c.get<double>("int_accuracy") / 100;
+        cell.top1_agreement = c.get<double>("top1_agreement") / 100;
+        cell.int_file_bytes = c.get<int64_t>("int_file_bytes");
+        for (double v : {cell.sim_accuracy, cell.int_accuracy, cell.top1_agreement})
+          if (!(v >= 0 && v <= 1)) throw std::invalid_argument("cell " + cell.cell.id() + ": an accuracy outside 0..100 %");
+      } else {
+        cell.error = c.get<std::string>("error", "");
+      }
+      r.cells.push_back(cell);
+    }
+  } catch (const pt::ptree_error& e) {
+    throw std::invalid_argument(e.what());
+  }
+  if (r.floats.empty()) throw std::invalid_argument("no float model listed");
+  r.rows = summarize(r.cells);
+  return r;
+}
+
+SweepReport merge_sweep_reports(const std::vector<std::pair<std::string, SweepReport>>& parts, const std::string& command) {
+  if (parts.empty()) throw std::invalid_argument("no sweeps to merge");
+  SweepReport m;
+  m.command = command;
+  const auto& [first_dir, first] = parts.front();
+  m.model = first.model, m.dataset = first.dataset, m.policy = first.policy;
+  std::map<uint64_t, std::string> float_from;    // seed -> the sweep that listed it first
+  std::map<std::string, std::string> cell_from;  // cell id -> its sweep
+  for (const auto& [dir, r] : parts) {
+    if (r.model != m.model || r.dataset != m.dataset)
+      throw std::invalid_argument(dir + " is a sweep of " + r.model + " on " + r.dataset + ", " + first_dir + " of " +
+                                  m.model + " on " + m.dataset);
+    if (r.policy != m.policy)
+      throw std::invalid_argument(dir + " keeps '" + r.policy + "', " + first_dir + " '" + m.policy + "'");
+    for (const FloatBaseline& f : r.floats) {
+      const auto seen = std::find_if(m.floats.begin(), m.floats.end(), [&](const FloatBaseline& b) { return b.seed == f.seed; });
+      if (seen == m.floats.end()) {
+        m.floats.push_back(f);
+        float_from[f.seed] = dir;
+      } else if (std::abs(seen->accuracy - f.accuracy) > 5e-5 || seen->checkpoint_bytes != f.checkpoint_bytes) {
+        throw std::invalid_argument("the float models of seed " + std::to_string(f.seed) + " differ: " + fixed(100 * f.accuracy, 2) +
+                                    " % in " + dir + ", " + fixed(100 * seen->accuracy, 2) + " % in " + float_from[f.seed]);
+      }
+    }
+    for (const CellResult& c : r.cells) {
+      const auto [at, added] = cell_from.emplace(c.cell.id(), dir);
+      if (!added) throw std::invalid_argument("cell " + c.cell.id() + " is in both " + at->second + " and " + dir);
+      m.cells.push_back(c);
+    }
+    m.sources.push_back({dir, r.command});
+  }
+  // As a table reads: by bits (weights, then activations, high to low), weights, method, seed.
+  const auto order = [](const CellResult& c) {
+    const auto method = std::find(kSweepMethods.begin(), kSweepMethods.end(), c.cell.method) - kSweepMethods.begin();
+    return std::make_tuple(-c.cell.bits.wbits, -c.cell.bits.abits, c.cell.granularity, method, c.cell.seed);
+  };
+  std::stable_sort(m.cells.begin(), m.cells.end(), [&](const CellResult& a, const CellResult& b) { return order(a) < order(b); });
+  m.rows = summarize(m.cells);
+  return m;
 }
 
 }  // namespace qatlab

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qatlab {
@@ -56,6 +57,7 @@ struct CellResult {
   double top1_agreement = 0.0; // fraction of test images whose top-1 class is the same in both
   int64_t int_file_bytes = 0;  // the integer model file
   double seconds = 0.0;        // wall time of the cell
+  std::string schedule;        // how it got its model (sweep_cell_schedule): "15 epochs, lr 0.01 cosine, batch 128"
 };
 
 // result.ini of a cell directory ("key = value" lines), and back. Reading returns nothing for a
@@ -79,6 +81,7 @@ struct SweepRow {
   int64_t seeds_ok = 0, seeds_failed = 0;
   Spread sim, integer, agreement;  // accuracies in percent
   int64_t int_file_bytes = 0;      // of the first seed (the same for every seed)
+  std::string schedule;            // its cells' (" / " between differing ones)
 };
 std::vector<SweepRow> summarize(const std::vector<CellResult>& results);
 
@@ -90,11 +93,17 @@ struct FloatBaseline {
   int64_t checkpoint_bytes = 0;
 };
 
+// A sweep that a merged report joins: its directory and its command.
+struct SweepSource {
+  std::string dir, command;
+};
+
 struct SweepReport {
   std::string model, dataset, policy, command;
   std::vector<FloatBaseline> floats;
   std::vector<CellResult> cells;
   std::vector<SweepRow> rows;
+  std::vector<SweepSource> sources;  // a merged report's sweeps (merge_sweep_reports); empty for one sweep
 };
 
 // The float baselines' test accuracies in percent: mean and spread over seeds.
@@ -103,5 +112,22 @@ Spread float_spread(const SweepReport& r);
 std::string cells_csv(const SweepReport& r);    // one line per cell
 std::string results_csv(const SweepReport& r);  // one line per method x granularity x pair, over seeds
 std::string results_json(const SweepReport& r);
+// The rows as a Markdown table: the float model, then every row with its schedule, the integer graph's
+// accuracy (mean +- standard deviation over seeds), its difference from the float model, the
+// simulation's accuracy and the top-1 agreement.
+std::string results_table_md(const SweepReport& r);
+
+// A report read back from its results.json text: everything but the rows, which are summarized again
+// (accuracies are kept in the file to 0.01 %: exact for test sets of up to 10,000 images). Throws
+// std::invalid_argument saying what is missing or malformed.
+SweepReport parse_results_json(const std::string& text);
+
+// One report of the cells of several sweeps of the same model, dataset and first/last policy, from the
+// same float models (equal seed, accuracy and file size): e.g. a study whose bit widths need different
+// fine-tuning schedules, run as one sweep per schedule. `parts`: (directory, report) pairs, in order;
+// a cell in two of them, or sweeps that differ in any of the above, throw std::invalid_argument naming
+// both directories. The cells are ordered as a table reads: by weight bits, then activation bits (high
+// to low), granularity, method (kSweepMethods' order), seed. `command` is the merging command.
+SweepReport merge_sweep_reports(const std::vector<std::pair<std::string, SweepReport>>& parts, const std::string& command);
 
 }  // namespace qatlab

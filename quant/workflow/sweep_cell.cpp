@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "core/atomic_file.h"
+#include "core/format.h"
 #include "core/rng.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
@@ -75,6 +76,13 @@ TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {
   return t;
 }
 
+std::string sweep_cell_schedule(const SweepCellSettings& s) {
+  if (sweep_method_is_ptq(s.cell.method))
+    return std::to_string(s.calib_batches) + " calibration batches of " + std::to_string(s.batch_size);
+  return std::to_string(s.qat_epochs) + (s.qat_epochs == 1 ? " epoch" : " epochs") + ", lr " + num_str(s.qat_lr) +
+         " cosine, batch " + std::to_string(s.batch_size);
+}
+
 namespace {
 
 int64_t file_bytes(const std::string& path) {
@@ -122,6 +130,7 @@ CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBu
   CellResult r;
   r.cell = s.cell;
   r.key = s.key;
+  r.schedule = sweep_cell_schedule(s);
   fs::remove_all(s.dir);  // whatever an interrupted attempt left
   fs::create_directories(s.dir);
   try {

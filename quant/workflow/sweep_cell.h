@@ -56,6 +56,9 @@ QConfig sweep_cell_qconfig(const SweepCellSettings& s);
 // A QAT cell's training: qat_epochs, qat_lr, batch_size and the cell's seed, whole batches, the rest as
 // TrainSettings' defaults (SGD, cosine schedule).
 TrainSettings sweep_cell_train_settings(const SweepCellSettings& s);
+// How a cell gets its model, for the tables (CellResult::schedule): "32 calibration batches of 128" for
+// PTQ, "15 epochs, lr 0.01 cosine, batch 128" for QAT.
+std::string sweep_cell_schedule(const SweepCellSettings& s);
 
 // Runs the cell: quantizes the float model (its QAT checkpoint into the directory), reloads that
 // checkpoint, evaluates the simulation on the test split, converts it to the integer graph (saved with

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <tuple>
 
 #include "apps/sweep_plot.h"
 #include "cli_harness.h"
@@ -45,7 +47,7 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   ASSERT_TRUE(first.exited && first.exit_code == 0) << first.describe();
   EXPECT_TRUE(contains(first.out, "4 cells")) << first.out;
   EXPECT_TRUE(contains(first.out, "4 cells run, 0 reused, 0 failed")) << first.out;
-  for (const char* f : {"results.csv", "results.json", "cells.csv", "accuracy_vs_bits.svg",
+  for (const char* f : {"results.csv", "results.json", "cells.csv", "table.md", "accuracy_vs_bits.svg",
                         "cells/qat-minmax-per-tensor-w2a2-s1/model.int8.h5", "float-s1/checkpoint.h5"})
     EXPECT_TRUE(fs::exists(dir / ("sweep/" + std::string(f)))) << f;
   const std::vector<std::string> rows = split_lines(read_text(dir / "sweep/results.csv"));
@@ -54,6 +56,11 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   // The mlp's first and last layers keep 8 bits, so a W2A2 cell's file is smaller but not by 4x.
   const std::string cells = read_text(dir / "sweep/cells.csv");
   EXPECT_EQ(split_lines(cells).size(), 5u);
+  // results.json reads back (as `--merge` reads it), every cell with its schedule.
+  const SweepReport back = parse_results_json(read_text(dir / "sweep/results.json"));
+  ASSERT_EQ(back.cells.size(), 4u);
+  EXPECT_EQ(back.cells[0].schedule, "2 calibration batches of 64");
+  EXPECT_EQ(back.cells[1].schedule, "1 epoch, lr 0.01 cosine, batch 64");
 
   // Interrupted after this point, or run again: finished cells are skipped with identical results.
   const RunResult again = run_qatlab(args, dir.path(), "again");
@@ -92,6 +99,47 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   const RunResult wrong_seed = run_qatlab(seed2, dir.path(), "wrong-seed");
   EXPECT_TRUE(wrong_seed.exited && wrong_seed.exit_code == 2) << wrong_seed.describe();
   EXPECT_TRUE(contains(wrong_seed.err, "was trained with seed 1, not 2")) << wrong_seed.err;
+}
+
+// --merge: finished sweeps' results.json joined into one report; mismatched or damaged ones refused in one
+// line, with nothing written.
+TEST(SweepCommand, MergeJoinsFinishedSweeps) {
+  const TempDir dir("sweep_merge");
+  const SweepReport all = made_up_report();
+  SweepReport lsq = all, ptq = all;
+  std::erase_if(lsq.cells, [](const CellResult& c) { return c.cell.method != "lsq"; });
+  std::erase_if(ptq.cells, [](const CellResult& c) { return c.cell.method == "lsq"; });
+  for (const auto& [name, rep] : {std::pair{"a", lsq}, std::pair{"b", ptq}}) {
+    fs::create_directories(dir / name);
+    std::ofstream(dir / (std::string(name) + "/results.json")) << results_json(rep);
+  }
+  const RunResult ok = run_qatlab({"sweep", "--merge", dir / "a" + "," + dir / "b", "--out", dir / "m"}, dir.path(), "merge");
+  ASSERT_TRUE(ok.exited && ok.exit_code == 0) << ok.describe();
+  EXPECT_TRUE(contains(ok.out, "merged 2 sweeps (12 cells, 6 rows)")) << ok.out;
+  const std::vector<std::string> rows = split_lines(read_text(dir / "m/results.csv"));
+  ASSERT_EQ(rows.size(), 8u);  // header, float, 2 methods x 3 pairs
+  EXPECT_EQ(rows[2].rfind("ptq-minmax,per-tensor,8,8,2,0,90.10,", 0), 0u) << rows[2];
+  EXPECT_EQ(rows[3].rfind("lsq,per-tensor,8,8,2,0,95.60,", 0), 0u) << rows[3];
+  for (const char* f : {"table.md", "cells.csv", "accuracy_vs_bits.svg"}) EXPECT_TRUE(fs::exists(dir / ("m/" + std::string(f)))) << f;
+
+  fs::create_directories(dir / "broken");
+  std::ofstream(dir / "broken/results.json") << "{\"model\": ";
+  for (const auto& [args, exit_code, says] : std::vector<std::tuple<std::vector<std::string>, int, std::string>>{
+           {{"--merge", dir / "a" + "," + dir / "a", "--out", dir / "x"}, 2, "is in both"},
+           {{"--merge", dir / "a" + "," + dir / "nothing", "--out", dir / "x"}, 2, "cannot read"},
+           {{"--merge", dir / "a" + "," + dir / "broken", "--out", dir / "x"}, 1, "not a JSON file"},
+           {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "a"}, 2, "is one of the merged sweeps"},
+           {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--seeds", "3"}, 2, "--seeds does not apply"},
+           {{"--merge", dir / "a"}, 2, "needs --out"}}) {
+    std::vector<std::string> full = {"sweep"};
+    full.insert(full.end(), args.begin(), args.end());
+    const RunResult r = run_qatlab(full, dir.path(), "bad-merge");
+    EXPECT_TRUE(r.exited && r.exit_code == exit_code) << r.describe();
+    EXPECT_EQ(split_lines(r.err).size(), 1u) << r.describe();
+    EXPECT_TRUE(contains(r.err, says)) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "x"));
+  }
+  EXPECT_EQ(read_text(dir / "a/results.json"), results_json(lsq));  // untouched
 }
 
 TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {

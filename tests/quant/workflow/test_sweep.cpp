@@ -89,7 +89,7 @@ TEST(SweepFiles, CsvAndJsonCarryTheRows) {
   ASSERT_EQ(lines.size(), 1u + 1u + 6u);  // header, float, 2 methods x 3 pairs
   EXPECT_EQ(lines[1].rfind("float,,32,32,2,0,98.50,", 0), 0u) << lines[1];
   EXPECT_EQ(lines[2].rfind("lsq,per-tensor,8,8,2,0,", 0), 0u) << lines[2];
-  EXPECT_TRUE(lines[2].ends_with(",8000,80.0")) << lines[2];  // W8 file: 8000 B of the 10000 B float checkpoint
+  EXPECT_TRUE(lines[2].ends_with(",8000,80.0,")) << lines[2];  // W8 file: 8000 B of the 10000 B float checkpoint
 
   const std::string cells = cells_csv(rep);
   EXPECT_NE(cells.find("failed"), std::string::npos);
@@ -117,6 +117,90 @@ TEST(SweepFiles, CellResultRoundTripsAndRejectsOtherCells) {
   write_text(broken.path(), "cell = pact-per-tensor-w3a3-s2\nint_accuracy = abc\n");
   EXPECT_FALSE(read_cell_result(broken.path(), r.cell).has_value());
   EXPECT_FALSE(read_cell_result(missing.path(), r.cell).has_value());
+}
+
+TEST(SweepFiles, TableShowsEachRowAgainstTheFloatModel) {
+  SweepReport rep = made_up_report();
+  for (CellResult& c : rep.cells) c.schedule = c.cell.method == "lsq" ? "2 epochs, lr 0.01 cosine, batch 64" : "";
+  rep.rows = summarize(rep.cells);
+  const std::vector<std::string> lines = split_lines(results_table_md(rep));
+  ASSERT_EQ(lines.size(), 2u + 1u + 6u);  // header and rule, float, 2 methods x 3 pairs
+  EXPECT_EQ(lines[2], "| float | | 32/32 | | 2 | 98.50 ± 0.71 | | | |");
+  // LSQ W8A8: 96 and 95 % over the seeds, 3 points below the float models' mean.
+  EXPECT_EQ(lines[3], "| lsq | per-tensor | W8A8 | 2 epochs, lr 0.01 cosine, batch 64 | 2 | 95.50 ± 0.71 | -3.00 | "
+                      "95.60 ± 0.71 | 99.00 |");
+  EXPECT_NE(lines.back().find("| 1 (1 failed) | 60.00 | -38.50 |"), std::string::npos) << lines.back();
+}
+
+// A report as written and read back: the cells and floats it needs to be merged, the rows summarized again.
+TEST(SweepFiles, ResultsJsonReadsBack) {
+  SweepReport rep = made_up_report();
+  rep.command = "qatlab sweep --model \"x\"";
+  rep.cells[0].schedule = "2 epochs, lr 0.01 cosine, batch 64";
+  rep.rows = summarize(rep.cells);
+  const SweepReport back = parse_results_json(results_json(rep));
+  EXPECT_EQ(back.model, "lenet5");
+  EXPECT_EQ(back.command, rep.command);
+  ASSERT_EQ(back.floats.size(), 2u);
+  EXPECT_EQ(back.floats[1].seed, 2u);
+  EXPECT_NEAR(back.floats[1].accuracy, 0.98, 1e-12);
+  EXPECT_EQ(back.floats[1].checkpoint_bytes, 10000);
+  ASSERT_EQ(back.cells.size(), rep.cells.size());
+  for (size_t i = 0; i < rep.cells.size(); ++i) {
+    EXPECT_EQ(back.cells[i].cell.id(), rep.cells[i].cell.id());
+    EXPECT_EQ(back.cells[i].ok, rep.cells[i].ok);
+    EXPECT_EQ(back.cells[i].error, rep.cells[i].error);
+    EXPECT_EQ(back.cells[i].schedule, rep.cells[i].schedule);
+    if (rep.cells[i].ok) EXPECT_NEAR(back.cells[i].int_accuracy, rep.cells[i].int_accuracy, 5e-5);  // kept to 0.01 %
+  }
+  EXPECT_EQ(results_csv(back), results_csv(rep));
+
+  EXPECT_THROW(parse_results_json("{\"model\": "), std::invalid_argument);
+  EXPECT_THROW(parse_results_json("{\"model\": \"m\"}"), std::invalid_argument);  // no dataset, floats, cells
+  std::string bad = results_json(rep);
+  bad.replace(bad.find("\"wbits\": 8, \"abits\": 8, \"seed\""), 11, "\"wbits\": 9,");  // 9-bit weights in a cell
+  EXPECT_THROW(parse_results_json(bad), std::invalid_argument);
+}
+
+TEST(SweepMerge, JoinsSweepsOfOneModelAndRefusesMismatches) {
+  const SweepReport all = made_up_report();
+  SweepReport lsq = all, ptq = all;
+  std::erase_if(lsq.cells, [](const CellResult& c) { return c.cell.method != "lsq"; });
+  std::erase_if(ptq.cells, [](const CellResult& c) { return c.cell.method == "lsq"; });
+  lsq.command = "sweep a", ptq.command = "sweep b";
+  const SweepReport m = merge_sweep_reports({{"a", lsq}, {"b", ptq}}, "merge");
+  EXPECT_EQ(m.cells.size(), all.cells.size());
+  EXPECT_EQ(m.floats.size(), 2u);
+  ASSERT_EQ(m.sources.size(), 2u);
+  EXPECT_EQ(m.sources[1].command, "sweep b");
+  EXPECT_NE(results_json(m).find("\"merged_from\""), std::string::npos);
+  // Ordered as a table reads: by bits (weights, then activations, high to low), then weights, then method.
+  ASSERT_EQ(m.rows.size(), all.rows.size());
+  EXPECT_EQ(m.rows[0].method, "ptq-minmax");
+  EXPECT_EQ(m.rows[1].method, "lsq");
+  EXPECT_EQ(m.rows[1].bits.wbits, 8);
+  EXPECT_EQ(m.rows[2].bits.wbits, 4);
+  EXPECT_EQ(m.cells[1].cell.id(), "ptq-minmax-per-tensor-w8a8-s2");
+
+  auto message = [](const std::vector<std::pair<std::string, SweepReport>>& parts) {
+    try {
+      merge_sweep_reports(parts, "merge");
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message({{"a", lsq}, {"c", lsq}}), "cell lsq-per-tensor-w8a8-s1 is in both a and c");
+  SweepReport other_float = ptq;
+  other_float.floats[0].accuracy = 0.95;
+  EXPECT_EQ(message({{"a", lsq}, {"b", other_float}}), "the float models of seed 1 differ: 95.00 % in b, 99.00 % in a");
+  SweepReport other_model = ptq;
+  other_model.model = "mlp";
+  EXPECT_EQ(message({{"a", lsq}, {"b", other_model}}), "b is a sweep of mlp on mnist, a of lenet5 on mnist");
+  SweepReport other_policy = ptq;
+  other_policy.policy = "every layer at W/A";
+  EXPECT_NE(message({{"a", lsq}, {"b", other_policy}}).find("keeps 'every layer at W/A'"), std::string::npos);
+  EXPECT_EQ(message({}), "no sweeps to merge");
 }
 
 }  // namespace
