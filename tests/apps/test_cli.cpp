@@ -28,6 +28,7 @@
 #include "nn/checkpoint.h"
 #include "quant/engine/int8_graph.h"
 #include "tests/apps/cli_harness.h"
+#include "tests/data/file_dataset_writers.h"
 
 namespace qatlab::testing {
 namespace {
@@ -268,6 +269,34 @@ TEST_F(CliTest, ResumeAfterKillNineMatchesStraightRun) {
   ExpectSameTraining(a, c);
   // The metrics may lag the checkpoint after a kill; the resumed run rewrites them from its history.
   EXPECT_EQ(read_csv(out + "/metrics.csv").rows.size(), 3u);
+}
+
+// The committed ResNet-20 recipe (experiments/cifar10_resnet20/float_recipe.ini: Nesterov SGD, weight
+// decay, a warm-up epoch into the cosine schedule, crop, flip and cutout) runs over several sessions;
+// resumed after each, it must end where the uninterrupted run ends. Its first two epochs on 256
+// CIFAR-shaped images, straight and stopped after one then resumed.
+TEST_F(CliTest, TheResNet20RecipeResumedEqualsTheUninterruptedRun) {
+  const fs::path recipe = fs::path(__FILE__).parent_path().parent_path().parent_path() / "experiments" /
+                          "cifar10_resnet20" / "float_recipe.ini";
+  TinySpec spec;
+  spec.c = 3, spec.h = 32, spec.w = 32, spec.classes = 10, spec.n_train = 256, spec.n_test = 32;
+  const std::string data = work("cifar.h5");
+  write_hdf5_dataset(data, spec);
+  const auto recipe_run = [&](const std::string& out, const std::string& stop_after) {
+    return Args{"train", "--config", recipe.string(), "--dataset", "hdf5:" + data, "--out", out,
+                "--stop-after", stop_after, "--progress", "none"};
+  };
+  const std::string straight = work("recipe-straight"), stopped = work("recipe-stopped");
+  ASSERT_TRUE(Succeeded(qatlab(recipe_run(straight, "2"), "straight")));
+  ASSERT_TRUE(Succeeded(qatlab(recipe_run(stopped, "1"), "first")));
+  const RunResult resumed =
+      qatlab({"train", "--resume", stopped + "/checkpoint.h5", "--stop-after", "1", "--progress", "none"}, "resume");
+  ASSERT_TRUE(Succeeded(resumed));
+  const Checkpoint a = load_checkpoint(straight + "/checkpoint.h5"), b = load_checkpoint(stopped + "/checkpoint.h5");
+  EXPECT_EQ(a.epoch, 2);
+  ExpectSameTraining(a, b);
+  for (const char* setting : {"augment = pad-crop:4,flip,cutout:16", "nesterov = true", "warmup-epochs = 1"})
+    EXPECT_NE(b.config_ini.find(setting), std::string::npos) << setting << " not in\n" << b.config_ini;
 }
 
 TEST_F(CliTest, ResumeOfMissingCheckpointFails) {
