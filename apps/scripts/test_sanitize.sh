@@ -7,13 +7,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="$root/build-sanitize"
 jobs="$(nproc 2>/dev/null || echo 2)"
 # Where a sanitizer finds what the ordinary run cannot: the file readers (HDF5 checkpoints and models,
-# IDX, CIFAR-10, model descriptions, HDF5 datasets, PNG / JPEG images through libpng / libjpeg), the
-# integer graph and its kernels, the float kernels, prepare and convert, the ONNX importer, and the CLI
-# on bad input (which runs the sanitized qatlab binary). The whole suite takes too long sanitized for CI.
+# IDX, CIFAR-10, model descriptions, HDF5 datasets, PNG / JPEG images through libpng / libjpeg, a sweep's
+# results.json), the integer graph and its kernels, the float kernels, prepare and convert, the ONNX
+# importer, and the CLI on bad input (which runs the sanitized qatlab binary). The whole suite takes too
+# long sanitized for CI.
 suites=(core_test_h5io core_test_file_seal core_test_atomic_file
         core_test_ops_conv core_test_gemm core_test_ops_norm quant_test_qat_fusion
         data_test_idx data_test_cifar10 data_test_dataset data_test_image_codec data_test_image_folder
-        data_test_hdf5_dataset
+        data_test_hdf5_dataset quant_test_sweep
         quant_test_int8_graph quant_test_int8_kernels quant_test_int8_gemm quant_test_int_lstm
         quant_test_requantize quant_test_packed_codes quant_test_prepare quant_test_convert
         quant_test_dynamic_quant quant_test_observer nn_test_model_description
