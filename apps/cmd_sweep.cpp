@@ -183,8 +183,9 @@ class Sweep {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     std::printf("[%zu/%zu] %-34s ", i + 1, n, r.cell.id().c_str());
     if (r.ok)
-      std::printf("sim %6.2f %%  int %6.2f %%  top-1 agree %6.2f %%  %7lld B", 100 * r.sim_accuracy,
-                  100 * r.int_accuracy, 100 * r.top1_agreement, static_cast<long long>(r.int_file_bytes));
+      std::printf("sim %6.2f %%  int %6.2f %%  top-1 agree %6.2f %%  exact mode identical %6.2f %%  %7lld B",
+                  100 * r.sim_accuracy, 100 * r.int_accuracy, 100 * r.top1_agreement, 100 * r.exact_identical,
+                  static_cast<long long>(r.int_file_bytes));
     else
       std::printf("FAILED: %s", r.error.c_str());
     std::printf("  %s  (sweep %s)\n", reused ? "done before" : format_duration(r.seconds).c_str(),

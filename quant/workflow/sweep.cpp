@@ -113,6 +113,7 @@ std::string cell_result_ini(const CellResult& r) {
   os << "sim_accuracy = " << r.sim_accuracy << "\n";
   os << "int_accuracy = " << r.int_accuracy << "\n";
   os << "top1_agreement = " << r.top1_agreement << "\n";
+  if (r.exact_identical >= 0) os << "exact_identical = " << r.exact_identical << "\n";
   os << "int_file_bytes = " << r.int_file_bytes << "\n";
   os << "seconds = " << r.seconds << "\n";
   if (!r.schedule.empty()) os << "schedule = " << r.schedule << "\n";
@@ -138,6 +139,8 @@ std::optional<CellResult> parse_cell_result(const std::string& ini, const SweepC
     r.sim_accuracy = std::stod(ini_value(ini, "sim_accuracy"));
     r.int_accuracy = std::stod(ini_value(ini, "int_accuracy"));
     r.top1_agreement = std::stod(ini_value(ini, "top1_agreement"));
+    const std::string exact = ini_value(ini, "exact_identical");
+    r.exact_identical = exact.empty() ? -1.0 : std::stod(exact);
     r.int_file_bytes = std::stoll(ini_value(ini, "int_file_bytes"));
     r.seconds = std::stod(ini_value(ini, "seconds"));
     r.schedule = ini_value(ini, "schedule");
@@ -187,14 +190,16 @@ std::vector<SweepRow> summarize(const std::vector<CellResult>& results) {
     if (it->seeds_ok++ == 0) it->int_file_bytes = r.int_file_bytes;
   }
   for (SweepRow& row : rows) {
-    std::vector<double> sim, integer, agree;
+    std::vector<double> sim, integer, agree, exact;
     for (const CellResult& r : results)
       if (r.ok && r.cell.method == row.method && r.cell.granularity == row.granularity && r.cell.bits == row.bits) {
         sim.push_back(100 * r.sim_accuracy);
         integer.push_back(100 * r.int_accuracy);
         agree.push_back(100 * r.top1_agreement);
+        if (r.exact_identical >= 0) exact.push_back(100 * r.exact_identical);
       }
     row.sim = spread_of(sim), row.integer = spread_of(integer), row.agreement = spread_of(agree);
+    row.exact = spread_of(exact);
   }
   return rows;
 }
@@ -228,7 +233,8 @@ Spread float_spread(const SweepReport& r) {
 
 std::string cells_csv(const SweepReport& r) {
   std::ostringstream os;
-  os << "method,granularity,wbits,abits,seed,status,sim_acc,int_acc,top1_agree,int_file_bytes,seconds,error,schedule\n";
+  os << "method,granularity,wbits,abits,seed,status,sim_acc,int_acc,top1_agree,int_file_bytes,seconds,error,schedule,"
+        "exact_identical\n";
   for (const CellResult& c : r.cells) {
     os << c.cell.method << "," << c.cell.granularity << "," << c.cell.bits.wbits << "," << c.cell.bits.abits << ","
        << c.cell.seed << "," << (c.ok ? "ok" : "failed") << ",";
@@ -237,7 +243,8 @@ std::string cells_csv(const SweepReport& r) {
          << fixed(100 * c.top1_agreement, 2) << "," << c.int_file_bytes;
     else
       os << ",,,";
-    os << "," << fixed(c.seconds, 1) << "," << csv_field(c.error) << "," << csv_field(c.schedule) << "\n";
+    os << "," << fixed(c.seconds, 1) << "," << csv_field(c.error) << "," << csv_field(c.schedule) << ","
+       << (c.ok && c.exact_identical >= 0 ? fixed(100 * c.exact_identical, 2) : "") << "\n";
   }
   return os.str();
 }
@@ -245,23 +252,23 @@ std::string cells_csv(const SweepReport& r) {
 std::string results_csv(const SweepReport& r) {
   std::ostringstream os;
   os << "method,granularity,wbits,abits,seeds,failed,sim_acc_mean,sim_acc_std,int_acc_mean,int_acc_std,int_acc_min,"
-        "int_acc_max,top1_agree_mean,int_file_bytes,size_vs_float_pct,schedule\n";
+        "int_acc_max,top1_agree_mean,int_file_bytes,size_vs_float_pct,schedule,exact_identical_min\n";
   const Spread f = float_spread(r);
   os << "float,,32,32," << f.n << ",0," << fixed(f.mean, 2) << "," << fixed(f.std, 2) << "," << fixed(f.mean, 2)
      << "," << fixed(f.std, 2) << "," << fixed(f.min, 2) << "," << fixed(f.max, 2) << ",," << float_bytes(r)
-     << ",100.0,\n";
+     << ",100.0,,\n";
   for (const SweepRow& row : r.rows) {
     os << row.method << "," << row.granularity << "," << row.bits.wbits << "," << row.bits.abits << "," << row.seeds_ok
        << "," << row.seeds_failed << ",";
     if (row.seeds_ok == 0) {
-      os << ",,,,,,,,," << csv_field(row.schedule) << "\n";
+      os << ",,,,,,,,," << csv_field(row.schedule) << ",\n";
       continue;
     }
     const double pct = float_bytes(r) > 0 ? 100.0 * row.int_file_bytes / float_bytes(r) : 0.0;
     os << fixed(row.sim.mean, 2) << "," << fixed(row.sim.std, 2) << "," << fixed(row.integer.mean, 2) << ","
        << fixed(row.integer.std, 2) << "," << fixed(row.integer.min, 2) << "," << fixed(row.integer.max, 2) << ","
        << fixed(row.agreement.mean, 2) << "," << row.int_file_bytes << "," << fixed(pct, 1) << ","
-       << csv_field(row.schedule) << "\n";
+       << csv_field(row.schedule) << "," << (row.exact.n > 0 ? fixed(row.exact.min, 2) : "") << "\n";
   }
   return os.str();
 }
@@ -303,7 +310,9 @@ std::string results_json(const SweepReport& r) {
        << ", \"seeds_ok\": " << row.seeds_ok << ", \"seeds_failed\": " << row.seeds_failed
        << ", \"sim_accuracy\": " << json_spread(row.sim) << ", \"int_accuracy\": " << json_spread(row.integer)
        << ", \"top1_agreement\": " << json_spread(row.agreement) << ", \"int_file_bytes\": " << row.int_file_bytes
-       << ", \"schedule\": \"" << json_escape(row.schedule) << "\"}" << (i + 1 < r.rows.size() ? "," : "") << "\n";
+       << ", \"schedule\": \"" << json_escape(row.schedule) << "\"";
+    if (row.exact.n > 0) os << ", \"exact_identical\": " << json_spread(row.exact);
+    os << "}" << (i + 1 < r.rows.size() ? "," : "") << "\n";
   }
   os << "  ],\n  \"cells\": [\n";
   for (size_t i = 0; i < r.cells.size(); ++i) {
@@ -312,12 +321,14 @@ std::string results_json(const SweepReport& r) {
        << c.cell.granularity << "\", \"wbits\": " << c.cell.bits.wbits << ", \"abits\": " << c.cell.bits.abits
        << ", \"seed\": " << c.cell.seed << ", \"schedule\": \"" << json_escape(c.schedule)
        << "\", \"ok\": " << (c.ok ? "true" : "false");
-    if (c.ok)
+    if (c.ok) {
       os << ", \"sim_accuracy\": " << fixed(100 * c.sim_accuracy, 2) << ", \"int_accuracy\": "
          << fixed(100 * c.int_accuracy, 2) << ", \"top1_agreement\": " << fixed(100 * c.top1_agreement, 2)
          << ", \"int_file_bytes\": " << c.int_file_bytes;
-    else
+      if (c.exact_identical >= 0) os << ", \"exact_identical\": " << fixed(100 * c.exact_identical, 2);
+    } else {
       os << ", \"error\": \"" << json_escape(c.error) << "\"";
+    }
     os << ", \"seconds\": " << fixed(c.seconds, 1) << "}" << (i + 1 < r.cells.size() ? "," : "") << "\n";
   }
   os << "  ]\n}\n";
@@ -334,20 +345,22 @@ std::string mean_std(const Spread& s) { return s.n > 1 ? fixed(s.mean, 2) + " ±
 
 std::string results_table_md(const SweepReport& r) {
   std::ostringstream os;
-  os << "| method | weights | W/A | schedule | seeds | integer graph (%) | vs float | simulation (%) | top-1 agreement (%) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  os << "| method | weights | W/A | schedule | seeds | integer graph (%) | vs float | simulation (%) | top-1 agreement (%) "
+        "| exact mode identical (%) |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   const Spread f = float_spread(r);
-  os << "| float | | 32/32 | | " << f.n << " | " << mean_std(f) << " | | | |\n";
+  os << "| float | | 32/32 | | " << f.n << " | " << mean_std(f) << " | | | | |\n";
   for (const SweepRow& row : r.rows) {
     os << "| " << row.method << " | " << row.granularity << " | " << row.bits.label() << " | " << row.schedule << " | "
        << row.seeds_ok;
     if (row.seeds_failed > 0) os << " (" << row.seeds_failed << " failed)";
     if (row.seeds_ok == 0) {
-      os << " | failed | | | |\n";
+      os << " | failed | | | | |\n";
       continue;
     }
     os << " | " << mean_std(row.integer) << " | " << signed_fixed(row.integer.mean - f.mean, 2) << " | "
-       << mean_std(row.sim) << " | " << fixed(row.agreement.mean, 2) << " |\n";
+       << mean_std(row.sim) << " | " << fixed(row.agreement.mean, 2) << " | "
+       << (row.exact.n > 0 ? fixed(row.exact.min, 2) : "") << " |\n";
   }
   return os.str();
 }
@@ -401,7 +414,8 @@ SweepReport parse_results_json(const std::string& text) {
         cell.int_accuracy = c.get<double>("int_accuracy") / 100;
         cell.top1_agreement = c.get<double>("top1_agreement") / 100;
         cell.int_file_bytes = c.get<int64_t>("int_file_bytes");
-        for (double v : {cell.sim_accuracy, cell.int_accuracy, cell.top1_agreement})
+        if (const auto exact = c.get_optional<double>("exact_identical")) cell.exact_identical = *exact / 100;
+        for (double v : {cell.sim_accuracy, cell.int_accuracy, cell.top1_agreement, std::max(0.0, cell.exact_identical)})
           if (!(v >= 0 && v <= 1)) throw std::invalid_argument("cell " + cell.cell.id() + ": an accuracy outside 0..100 %");
       } else {
         cell.error = c.get<std::string>("error", "");

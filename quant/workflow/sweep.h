@@ -55,6 +55,9 @@ struct CellResult {
   double sim_accuracy = 0.0;   // the QAT model's float simulation on the test set, in [0, 1]
   double int_accuracy = 0.0;   // the integer graph's
   double top1_agreement = 0.0; // fraction of test images whose top-1 class is the same in both
+  // Fraction of test images whose output codes the simulation's exact mode (the integer arithmetic run
+  // in the QAT model) reproduces bit for bit; -1 where not recorded (result files before it).
+  double exact_identical = -1.0;
   int64_t int_file_bytes = 0;  // the integer model file
   double seconds = 0.0;        // wall time of the cell
   std::string schedule;        // how it got its model (sweep_cell_schedule): "15 epochs, lr 0.01 cosine, batch 128"
@@ -80,6 +83,7 @@ struct SweepRow {
   BitPair bits;
   int64_t seeds_ok = 0, seeds_failed = 0;
   Spread sim, integer, agreement;  // accuracies in percent
+  Spread exact;                    // exact_identical in percent, over the seeds that recorded it
   int64_t int_file_bytes = 0;      // of the first seed (the same for every seed)
   std::string schedule;            // its cells' (" / " between differing ones)
 };

@@ -156,6 +156,7 @@ CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBu
     run_integer(graph, best_kernel_path(), integer_test, model.get(), integer, agree);
     r.int_accuracy = integer.accuracy;
     r.top1_agreement = agree.images > 0 ? static_cast<double>(agree.same_top1) / agree.images : 0.0;
+    r.exact_identical = agree.images > 0 ? static_cast<double>(agree.exact_identical_images) / agree.images : 0.0;
     r.ok = true;
   } catch (const std::exception& e) {
     r.ok = false;

@@ -61,6 +61,8 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   ASSERT_EQ(back.cells.size(), 4u);
   EXPECT_EQ(back.cells[0].schedule, "2 calibration batches of 64");
   EXPECT_EQ(back.cells[1].schedule, "1 epoch, lr 0.01 cosine, batch 64");
+  // Every cell's integer graph gives the codes of its QAT model's exact mode, image for image.
+  for (const CellResult& c : back.cells) EXPECT_EQ(c.exact_identical, 1.0) << c.cell.id();
 
   // Interrupted after this point, or run again: finished cells are skipped with identical results.
   const RunResult again = run_qatlab(args, dir.path(), "again");

@@ -89,7 +89,7 @@ TEST(SweepFiles, CsvAndJsonCarryTheRows) {
   ASSERT_EQ(lines.size(), 1u + 1u + 6u);  // header, float, 2 methods x 3 pairs
   EXPECT_EQ(lines[1].rfind("float,,32,32,2,0,98.50,", 0), 0u) << lines[1];
   EXPECT_EQ(lines[2].rfind("lsq,per-tensor,8,8,2,0,", 0), 0u) << lines[2];
-  EXPECT_TRUE(lines[2].ends_with(",8000,80.0,")) << lines[2];  // W8 file: 8000 B of the 10000 B float checkpoint
+  EXPECT_TRUE(lines[2].ends_with(",8000,80.0,,100.00")) << lines[2];  // W8 file: 8000 B of the 10000 B float checkpoint
 
   const std::string cells = cells_csv(rep);
   EXPECT_NE(cells.find("failed"), std::string::npos);
@@ -104,10 +104,21 @@ TEST(SweepFiles, CellResultRoundTripsAndRejectsOtherCells) {
   CellResult r = made_up_result("pact", 3, 3, 2, 0.9712345);
   r.key = "pact-per-tensor-w3a3-s2 from x.h5";
   r.seconds = 12.5;
+  r.exact_identical = 0.9999;
+  r.schedule = "15 epochs, lr 0.01 cosine, batch 128";
   write_text(ini.path(), cell_result_ini(r));
   const std::optional<CellResult> back = read_cell_result(ini.path(), r.cell);
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->key, r.key);
+  EXPECT_EQ(back->schedule, r.schedule);
+  EXPECT_NEAR(back->exact_identical, 0.9999, 1e-12);
+  // A result file from before the exact-mode field: read, the field unknown (-1), not the cell rerun.
+  std::string old = cell_result_ini(r);
+  old.erase(old.find("exact_identical"), old.find('\n', old.find("exact_identical")) - old.find("exact_identical") + 1);
+  write_text(ini.path(), old);
+  ASSERT_TRUE(read_cell_result(ini.path(), r.cell).has_value());
+  EXPECT_EQ(read_cell_result(ini.path(), r.cell)->exact_identical, -1.0);
+  write_text(ini.path(), cell_result_ini(r));
   EXPECT_TRUE(back->ok);
   EXPECT_NEAR(back->int_accuracy, 0.9712345, 1e-9);
   EXPECT_EQ(back->int_file_bytes, 3000);
@@ -125,10 +136,10 @@ TEST(SweepFiles, TableShowsEachRowAgainstTheFloatModel) {
   rep.rows = summarize(rep.cells);
   const std::vector<std::string> lines = split_lines(results_table_md(rep));
   ASSERT_EQ(lines.size(), 2u + 1u + 6u);  // header and rule, float, 2 methods x 3 pairs
-  EXPECT_EQ(lines[2], "| float | | 32/32 | | 2 | 98.50 ± 0.71 | | | |");
+  EXPECT_EQ(lines[2], "| float | | 32/32 | | 2 | 98.50 ± 0.71 | | | | |");
   // LSQ W8A8: 96 and 95 % over the seeds, 3 points below the float models' mean.
   EXPECT_EQ(lines[3], "| lsq | per-tensor | W8A8 | 2 epochs, lr 0.01 cosine, batch 64 | 2 | 95.50 ± 0.71 | -3.00 | "
-                      "95.60 ± 0.71 | 99.00 |");
+                      "95.60 ± 0.71 | 99.00 | 100.00 |");
   EXPECT_NE(lines.back().find("| 1 (1 failed) | 60.00 | -38.50 |"), std::string::npos) << lines.back();
 }
 
@@ -151,7 +162,9 @@ TEST(SweepFiles, ResultsJsonReadsBack) {
     EXPECT_EQ(back.cells[i].ok, rep.cells[i].ok);
     EXPECT_EQ(back.cells[i].error, rep.cells[i].error);
     EXPECT_EQ(back.cells[i].schedule, rep.cells[i].schedule);
-    if (rep.cells[i].ok) EXPECT_NEAR(back.cells[i].int_accuracy, rep.cells[i].int_accuracy, 5e-5);  // kept to 0.01 %
+    if (!rep.cells[i].ok) continue;
+    EXPECT_NEAR(back.cells[i].int_accuracy, rep.cells[i].int_accuracy, 5e-5);  // kept to 0.01 %
+    EXPECT_EQ(back.cells[i].exact_identical, 1.0);
   }
   EXPECT_EQ(results_csv(back), results_csv(rep));
 
