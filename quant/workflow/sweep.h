@@ -118,7 +118,8 @@ std::string results_csv(const SweepReport& r);  // one line per method x granula
 std::string results_json(const SweepReport& r);
 // The rows as a Markdown table: the float model, then every row with its schedule, the integer graph's
 // accuracy (mean +- standard deviation over seeds), its difference from the float model, the
-// simulation's accuracy and the top-1 agreement.
+// simulation's accuracy, the top-1 agreement and the share of images exact mode reproduces (the lowest
+// over the seeds).
 std::string results_table_md(const SweepReport& r);
 
 // A report read back from its results.json text: everything but the rows, which are summarized again
