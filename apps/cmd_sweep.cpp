@@ -42,6 +42,7 @@
 #include "nn/model_description.h"
 #include "nn/train/evaluate.h"
 #include "nn/train/train_run.h"
+#include "quant/qat/prepare.h"
 #include "quant/workflow/sweep.h"
 #include "quant/workflow/sweep_cell.h"
 
@@ -59,6 +60,7 @@ struct SweepSettings {
   std::string methods = "ptq-minmax,ptq-histogram,qat-minmax,lsq,pact";
   std::string granularity = "per-tensor";
   std::string first_last = "8";  // "8": the first and the last layer stay at 8 bits; "same": every layer at W/A
+  std::vector<std::string> layer_bits;  // NAME=W:A kept by every cell, before the first-last policy
   int64_t seeds = 2;
   uint64_t first_seed = 1;
   int64_t qat_epochs = 2;
@@ -108,17 +110,20 @@ class Sweep {
     const std::vector<BitPair> pairs = parse_bit_pairs(s_.pairs);
     const std::vector<std::string> methods = parse_name_list(s_.methods, kSweepMethods, "method");
     const std::vector<std::string> grans = parse_name_list(s_.granularity, {"per-tensor", "per-channel"}, "granularity");
-    fs::create_directories(fs::path(s_.out) / "cells");
-
     report_.model = model_.name;
     report_.dataset = data_.test.name;
     const auto [first, last] = first_and_last_layers(model_, data_.spec);
+    // --layer-bits first: QConfig keeps the first entry of a key, so they beat the first-last policy.
+    policy_ = s_.layer_bits;
     if (s_.first_last == "8") {
-      policy_ = {first + "=8:8", last + "=8:8"};
+      policy_.insert(policy_.end(), {first + "=8:8", last + "=8:8"});
       report_.policy = "first and last layer 8-bit";
     } else {
       report_.policy = "every layer at W/A";
     }
+    for (const std::string& o : s_.layer_bits) report_.policy += ", " + o;
+    if (!s_.layer_bits.empty()) check_layer_bits();
+    fs::create_directories(fs::path(s_.out) / "cells");
     // Under mpirun process 0 trains the float models that are missing, alone; the others then find them.
     agree_on_rank0([&] {
       for (int64_t i = 0; i < s_.seeds; ++i) report_.floats.push_back(float_baseline(s_.first_seed + i));
@@ -165,6 +170,17 @@ class Sweep {
   }
 
  private:
+  // The --layer-bits keys name layers (or types) of the model, before any cell runs: a typo would fail
+  // every cell.
+  void check_layer_bits() const {
+    Rng rng(0);
+    try {
+      prepare_qat(build_model(model_, data_.spec, rng), QConfig::from_options(8, 8, true, "minmax", "ema", policy_));
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+  }
+
   // A cell's result: the one a finished run left in its directory when its settings are the same, else
   // the cell run now (by this process alone).
   CellResult result_of(const SweepCell& cell, bool* reused) {
@@ -356,6 +372,7 @@ class Sweep {
 
   std::string cell_key(const SweepCell& cell) const {
     std::string key = cell.id() + " from " + base_of(cell).checkpoint + " policy " + s_.first_last;
+    for (const std::string& o : s_.layer_bits) key += " layer-bits " + o;
     if (sweep_method_is_ptq(cell.method))
       key += " calib " + std::to_string(s_.calib_batches) + "x" + std::to_string(s_.batch_size);
     else
@@ -510,6 +527,9 @@ int cmd_sweep(int argc, char** argv) {
        "weight quantization: per-tensor, per-channel, or both comma-separated")
       ("first-last", po::value(&s.first_last)->default_value(s.first_last),
        "8: first and last layer stay at 8 bits; same: every layer at W/A")
+      ("layer-bits", po::value(&s.layer_bits)->composing(),
+       "NAME=W:A kept by every cell, by dotted module name, layer type or residual-branches (repeatable; beats "
+       "--first-last), e.g. residual-branches=:8")
       ("seeds", po::value(&s.seeds)->default_value(s.seeds), "seeds per cell (data order, calibration batches, float model)")
       ("seed", po::value(&s.first_seed)->default_value(s.first_seed), "the first seed")
       ("qat-epochs", po::value(&s.qat_epochs)->default_value(s.qat_epochs), "epochs of each QAT cell")
@@ -557,6 +577,7 @@ int cmd_sweep(int argc, char** argv) {
       throw std::invalid_argument("--augment applies to the QAT cells and to the float models a sweep trains; this sweep "
                                   "has neither (PTQ cells from " + s.checkpoint + ")");
     parse_name_list(s.granularity, {"per-tensor", "per-channel"}, "granularity");
+    QConfig::from_options(8, 8, true, "minmax", "ema", s.layer_bits);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }

@@ -19,7 +19,8 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
       ("aquant", po::value(&q.aquant)->default_value(q.aquant),
        "activation quantizer: observer | lsq | lsq+ (learned step and offset) | pact (learned clip, after ReLU)")
       ("layer-bits", po::value(&q.layer_bits)->composing(),
-       "per-layer bits NAME=W:A, by dotted module name or layer type (repeatable), e.g. features.0=8:8")
+       "per-layer bits NAME=W:A, by dotted module name, layer type, input or residual-branches (the values "
+       "residual adds read; =:A only) (repeatable), e.g. features.0=8:8")
       ("freeze-bn-after", po::value(&q.freeze_bn_after)->default_value(q.freeze_bn_after),
        "use running BN statistics from this epoch on (-1 = never)")
       ("freeze-observers-after", po::value(&q.freeze_observers_after)->default_value(q.freeze_observers_after),

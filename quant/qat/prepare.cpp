@@ -19,7 +19,9 @@ QuantizerSpec Preparer::weight_for(const std::string& name, const std::string& t
 
 QuantizerSpec Preparer::activation_for(const std::string& name, const std::string& type) {
   quantized_names_.insert(name), quantized_types_.insert(type);
-  return qconfig_.activation_for(name, type);
+  const bool branch = residual_branches_.count(name) > 0;
+  if (branch) quantized_types_.insert(kResidualBranches);
+  return qconfig_.activation_for(name, type, branch);
 }
 
 std::shared_ptr<Quantizer> Preparer::make_quantizer(const QuantizerSpec& spec, int64_t channels, bool after_relu) {

@@ -37,6 +37,9 @@ class Preparer {
   // layer type met on the way is a mistake (a typo would otherwise change nothing, silently).
   QuantizerSpec weight_for(const std::string& name, const std::string& type);
   QuantizerSpec activation_for(const std::string& name, const std::string& type);
+  // The layer `name`'s output is a residual branch's (the residual rule says so before walking the branch):
+  // its activation settings are the kResidualBranches override's, when there is one.
+  void mark_residual_branch(const std::string& name) { residual_branches_.insert(name); }
   const std::set<std::string>& quantized_names() const { return quantized_names_; }
   const std::set<std::string>& quantized_types() const { return quantized_types_; }
 
@@ -52,7 +55,7 @@ class Preparer {
  private:
   const QConfig& qconfig_;
   const PrepareRules& rules_;
-  std::set<std::string> quantized_names_, quantized_types_;
+  std::set<std::string> quantized_names_, quantized_types_, residual_branches_;
 };
 
 // What a rule made of a module: the QAT module that replaces it (null: the module stays as it is), and

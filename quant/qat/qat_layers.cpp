@@ -581,16 +581,37 @@ PrepareStep avg_pool(Preparer& p, const ModulePtr& m, const std::vector<ModulePt
   return {pool};
 }
 
-// Both branches start from the current grid; the sum gets its own quantizer (with the ReLU fused).
+// The dotted name of the module whose output quantizer ends a branch (`prefix`: the branch's name and a
+// dot): its last module that quantizes, past those that keep their input's grid or that the layer before
+// absorbs. "" when no module in it quantizes.
+std::string branch_tail(const Module& branch, const std::string& prefix) {
+  const auto children = branch.children();
+  for (auto it = children.rbegin(); it != children.rend(); ++it) {
+    const Module& m = *it->second;
+    if (m.is<BatchNorm>() || m.is<ReLU>() || m.is<ReLU6>() || m.is<MaxPool2d>() || m.is<AvgPool2d>() ||
+        m.is<GlobalAvgPool2d>() || m.is<Flatten>() || m.is<Identity>() || m.is<Dropout>())
+      continue;
+    if (!m.is<Sequential>()) return prefix + it->first;
+    if (std::string tail = branch_tail(m, prefix + it->first + "."); !tail.empty()) return tail;
+  }
+  return "";
+}
+
+// Both branches start from the current grid; the sum gets its own quantizer (with the ReLU fused). The
+// layer that ends each branch is marked, for the kResidualBranches override (qconfig.h).
 PrepareStep residual(Preparer& p, const ModulePtr& m, const std::vector<ModulePtr>&, const std::string& name) {
   const std::shared_ptr<Quantizer> entry = p.grid;
   const auto branch = [&](const std::string& branch_name) {
     p.grid = entry;
     ModulePtr b = m->child(branch_name);
-    if (b->is<Sequential>()) p.rewrite(*b, name + "." + branch_name + ".");
-    else if (!b->is<Identity>())
+    const std::string prefix = name + "." + branch_name + ".";
+    if (b->is<Sequential>()) {
+      if (std::string tail = branch_tail(*b, prefix); !tail.empty()) p.mark_residual_branch(tail);
+      p.rewrite(*b, prefix);
+    } else if (!b->is<Identity>()) {
       throw std::invalid_argument("prepare_qat: residual branch '" + name + "." + branch_name +
                                   "' must be a Sequential or Identity");
+    }
     return std::pair{b, p.grid};
   };
   auto [body, body_grid] = branch("body");

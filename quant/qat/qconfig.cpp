@@ -39,10 +39,14 @@ QuantizerSpec QConfig::weight_for(const std::string& name, const std::string& ty
   return spec;
 }
 
-QuantizerSpec QConfig::activation_for(const std::string& name, const std::string& type) const {
+QuantizerSpec QConfig::activation_for(const std::string& name, const std::string& type, bool residual_branch) const {
   QuantizerSpec spec = activation;
-  if (const LayerBits* o = find_override(layer_bits, name, type); o && o->activation_bits)
-    spec.scheme.bits = o->activation_bits;
+  const LayerBits* o = nullptr;
+  if (auto it = layer_bits.find(kResidualBranches); residual_branch && it != layer_bits.end() && !layer_bits.count(name))
+    o = &it->second;
+  else
+    o = find_override(layer_bits, name, type);
+  if (o && o->activation_bits) spec.scheme.bits = o->activation_bits;
   return spec;
 }
 
@@ -95,6 +99,10 @@ void QConfig::validate() const {
   if (weight.method != QuantizerMethod::Observer && weight.method != QuantizerMethod::Lsq)
     throw std::invalid_argument(std::string("--wquant must be observer or lsq, got '") +
                                 quantizer_method_name(weight.method) + "'");
+  if (auto it = layer_bits.find(kResidualBranches);
+      it != layer_bits.end() && (it->second.weight_bits != 0 || it->second.activation_bits == 0))
+    throw std::invalid_argument(std::string("--layer-bits ") + kResidualBranches + " sets activation bits only (" +
+                                kResidualBranches + "=:A, e.g. " + kResidualBranches + "=:8)");
   if (!weight.scheme.symmetric || !weight.scheme.is_signed || !weight.scheme.narrow_range)
     throw std::invalid_argument("weights must be signed symmetric narrow-range (the integer kernels' contract)");
 }

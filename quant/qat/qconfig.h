@@ -11,6 +11,12 @@
 
 namespace qatlab {
 
+// The override key for the outputs of residual blocks' branches: the values each residual add reads (the
+// last layer of its body, and of its shortcut when that has layers), e.g. "residual-branches=:8". The
+// papers' low-bit ResNets quantize each conv's input at A bits and add the branches in full precision; an
+// integer graph needs a grid for them, and 8 bits is that comparison's (quant/README.md, "Residual adds").
+inline constexpr const char* kResidualBranches = "residual-branches";
+
 // One quantizer's settings: its scheme and how it finds its grid: an observer's range (method
 // "observer"), or a grid learned by gradient descent: "lsq" (learned step size), "lsq+" (step and
 // offset), "pact" (learned clipping level; activations after a ReLU only).
@@ -32,11 +38,13 @@ struct QConfig {
   // Activations: affine signed (int8 [-128, 127] at 8 bits), per tensor, moving-average min/max.
   QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema};
   // Overrides: a key is a dotted module name of the float model ("features.0", "classifier.4"), a layer
-  // type ("Conv2d", "Linear"), or "input" (the model's input quantizer). A name beats a type.
+  // type ("Conv2d", "Linear"), "input" (the model's input quantizer) or kResidualBranches (activation
+  // bits only). A name beats kResidualBranches, which beats a type.
   std::map<std::string, LayerBits> layer_bits;
 
   QuantizerSpec weight_for(const std::string& name, const std::string& type) const;
-  QuantizerSpec activation_for(const std::string& name, const std::string& type) const;
+  // `residual_branch`: the layer's output is the output of a residual block's branch (what the add reads).
+  QuantizerSpec activation_for(const std::string& name, const std::string& type, bool residual_branch = false) const;
 
   // Settings from the command line: bits 2..8, observer names, "NAME=W:A" overrides (either side may be
   // empty to keep the global value, e.g. "classifier.4=8:"). Throws std::invalid_argument on bad values.

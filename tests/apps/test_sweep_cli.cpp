@@ -91,6 +91,25 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   EXPECT_TRUE(contains(ptq_only.err, "--augment applies to the QAT cells")) << ptq_only.err;
   EXPECT_FALSE(fs::exists(dir / "ptq"));
 
+  // --layer-bits are kept by every cell and named in the report; a key that names no layer of the model
+  // (the mlp has no residual blocks) is refused before anything is written.
+  const std::string base = dir / "sweep/float-s1/checkpoint.h5";
+  const RunResult kept = run_qatlab({"sweep", base, "--data-dir", dir / "data", "--methods", "ptq-minmax", "--pairs",
+                                     "4/4", "--seeds", "1", "--layer-bits", "Linear=8:", "--out", dir / "kept"},
+                                    dir.path(), "layer-bits");
+  ASSERT_TRUE(kept.exited && kept.exit_code == 0) << kept.describe();
+  const SweepReport kept_back = parse_results_json(read_text(dir / "kept/results.json"));
+  EXPECT_EQ(kept_back.policy, "first and last layer 8-bit, Linear=8:");
+  ASSERT_EQ(kept_back.cells.size(), 1u);
+  EXPECT_TRUE(kept_back.cells[0].ok);
+  const RunResult no_residuals = run_qatlab({"sweep", base, "--data-dir", dir / "data", "--methods", "ptq-minmax",
+                                             "--layer-bits", "residual-branches=:8", "--out", dir / "nores"},
+                                            dir.path(), "layer-bits-bad");
+  EXPECT_TRUE(no_residuals.exited && no_residuals.exit_code == 2) << no_residuals.describe();
+  EXPECT_EQ(split_lines(no_residuals.err).size(), 1u) << no_residuals.describe();
+  EXPECT_TRUE(contains(no_residuals.err, "residual-branches")) << no_residuals.err;
+  EXPECT_FALSE(fs::exists(dir / "nores"));
+
   // A float model is reused only for the seed it was trained with: seed 1's model filed as seed 2's is
   // refused, not passed off as another seed's baseline.
   fs::create_directories(dir / "other");
@@ -148,7 +167,8 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
   const TempDir dir("sweep_bad");
   for (const std::vector<std::string>& bad :
        {std::vector<std::string>{"--pairs", "8/9"}, {"--methods", "lsq,magic"}, {"--seeds", "0"},
-        {"--first-last", "16"}, {"--granularity", "per-row"}, {"--qat-lr", "-1"}}) {
+        {"--first-last", "16"}, {"--granularity", "per-row"}, {"--qat-lr", "-1"}, {"--layer-bits", "fc=9:8"},
+        {"--layer-bits", "residual-branches=4:8"}}) {
     std::vector<std::string> args = {"sweep", "--data-dir", dir / "nodata", "--out", dir / "s"};
     args.insert(args.end(), bad.begin(), bad.end());
     const RunResult r = run_qatlab(args, dir.path(), "bad");

@@ -45,8 +45,9 @@ struct Case {
   QConfig qconfig;
 };
 
-QConfig bits(int w, int a, bool per_channel = true, const std::string& observer = "ema") {
-  return QConfig::from_options(w, a, per_channel, "minmax", observer, {});
+QConfig bits(int w, int a, bool per_channel = true, const std::string& observer = "ema",
+             const std::vector<std::string>& layer_bits = {}) {
+  return QConfig::from_options(w, a, per_channel, "minmax", observer, layer_bits);
 }
 
 ModulePtr conv_net(Rng& rng) {
@@ -106,6 +107,8 @@ std::vector<Case> cases() {
       {"gap_net_w2a2", gap_net, {5, 1, 9, 9}, 4, bits(2, 2)},
       {"res_net_w8a8", res_net, {3, 3, 10, 10}, 5, bits(8, 8)},
       {"res_net_w4a4", res_net, {3, 3, 10, 10}, 5, bits(4, 4)},
+      // The adds read 8-bit branches and write 2-bit sums (the study's low-bit ResNets).
+      {"res_net_w2a2_branches_a8", res_net, {3, 3, 10, 10}, 5, bits(2, 2, true, "ema", {"residual-branches=:8"})},
       {"gap_net_w8a6_minmax", gap_net, {5, 1, 9, 9}, 4, bits(8, 6, true, "minmax")},
   };
 }

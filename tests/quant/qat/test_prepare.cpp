@@ -431,6 +431,38 @@ TEST(PrepareResidual, BranchesReadTheBlockInputGridAndTheSumHasItsOwn) {
   EXPECT_TRUE(layer_at(float_model, "4").input_quant.get() == &r2.add_quant());
 }
 
+// "residual-branches=:A" reaches the layer that ends each branch (the body's last conv, the projection
+// shortcut's conv) and nothing else: the sums, the other layers and identity shortcuts keep --abits; a
+// layer's own name still beats it.
+TEST(PrepareResidual, BranchOverrideReachesTheLayersTheAddsRead) {
+  Rng rng(8);
+  const ModulePtr float_model = residual_model(rng);
+  prepare_qat(float_model, bits(2, 2, {"residual-branches=:8", "2.body.1.0=:5"}));
+  const auto& r1 = static_cast<const QatResidual&>(*float_model->child("1"));
+  const auto& r2 = static_cast<const QatResidual&>(*float_model->child("2"));
+  EXPECT_EQ(layer_at(float_model, "1.body.1.0").output_quant().scheme().bits, 8);
+  EXPECT_EQ(layer_at(float_model, "2.shortcut.0").output_quant().scheme().bits, 8);
+  EXPECT_EQ(layer_at(float_model, "2.body.1.0").output_quant().scheme().bits, 5);  // its name beats it
+  EXPECT_EQ(r1.body_quant->scheme().bits, 8);
+  EXPECT_EQ(r1.shortcut_quant->scheme().bits, 2);  // identity: the stem's grid
+  for (const char* name : {"0.0", "1.body.0.0", "2.body.0.0"})
+    EXPECT_EQ(layer_at(float_model, name).output_quant().scheme().bits, 2) << name;
+  EXPECT_EQ(r1.add_quant().scheme().bits, 2);
+  EXPECT_EQ(r2.add_quant().scheme().bits, 2);
+  for (const char* name : {"1.body.0.0", "1.body.1.0", "2.shortcut.0"})
+    EXPECT_EQ(layer_at(float_model, name).weight_quant().scheme().bits, 2) << name;
+}
+
+// A model without residual blocks has nothing the override could reach: refused, as a misspelt name is;
+// weight bits on it mean nothing, and are refused too.
+TEST(PrepareResidual, BranchOverrideWithoutResidualsOrWithWeightBitsIsAnError) {
+  Rng rng(9);
+  EXPECT_TRUE(test::throws_with([&] { prepare_qat(make_model("lenet5", ModelSpec{}, rng), bits(4, 4, {"residual-branches=:8"})); },
+                                {"residual-branches", "no quantized layer"}));
+  EXPECT_TRUE(test::throws_with([&] { prepare_qat(residual_model(rng), bits(4, 4, {"residual-branches=8:8"})); },
+                                {"residual-branches", "activation bits only"}));
+}
+
 // ------------------------------------------------------------------------------------ bit widths
 
 TEST(PrepareBits, ModelInputIsEightBitUnlessOverridden) {
