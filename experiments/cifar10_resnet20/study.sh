@@ -3,10 +3,11 @@
 # cells from runs/recipe/checkpoint.h5, first and last layer at 8 bits, every accuracy the integer
 # graph's (with the simulation's and their top-1 agreement beside it, `qatlab sweep`'s results.csv).
 #
-# WkAk here is the papers' (PACT, LSQ): weights and every conv's input at k bits; the residual adds read
-# their branches (conv-BN outputs, still signed) on 8-bit grids where those papers add in floating point
-# (`--layer-bits residual-branches=:8`, quant/README.md "Which bits the add reads"); the sums, with the
-# blocks' ReLU, are the next convs' inputs at A bits.
+# WkAk here is the papers' (PACT, LSQ): weights and every conv's input at k bits, the first and the last
+# layer at 8 bits (their weights and their inputs: the image, and the pooled output of the last block);
+# the residual adds read their branches (conv-BN outputs, still signed) on 8-bit grids where those
+# papers add in floating point (`residual-branches=:8`, quant/README.md "Which bits the add reads"); the
+# other sums, with the blocks' ReLU, are the next convs' inputs at A bits.
 #
 # A small set of sweeps, one per fine-tuning length, since the cells need different schedules:
 #   ptq       min/max and histogram PTQ at every pair, per-tensor and per-channel weights (no training)
@@ -82,8 +83,12 @@ names=("$@")
 # schedule too short for them shows before the other cells are run.
 if [ ${#names[@]} -eq 0 ]; then names=(ptq w8 w2 w3 w4 w4-tensor); fi
 
-# The residual adds read their branches at 8 bits, every conv input is at A bits (see the header).
-common=(--dataset cifar10 --batch-size 128 --first-last 8 --layer-bits residual-branches=:8 --threads 2)
+# The residual adds read their branches at 8 bits; every conv input is at A bits but the first's (the
+# image) and the classifier's (the last block's sum, pooled) (see the header). The sweep's first-last
+# policy alone would put the stem's output at 8 bits and the classifier's input at A: these keys come
+# first and beat it.
+common=(--dataset cifar10 --batch-size 128 --first-last 8 --layer-bits residual-branches=:8
+        --layer-bits stem.conv=8: --layer-bits stage3.2=:8 --threads 2)
 declare -A cells=(
   [ptq]="--methods ptq-minmax,ptq-histogram --pairs 8/8,6/6,4/4,3/3,2/2,4/8,2/8 --granularity per-tensor,per-channel --seeds 1"
   [w8]="--methods qat-minmax,lsq --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001"
