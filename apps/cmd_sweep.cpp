@@ -65,6 +65,7 @@ struct SweepSettings {
   uint64_t first_seed = 1;
   int64_t qat_epochs = 2;
   float qat_lr = 0.01f;
+  float qat_weight_decay = 5e-4f;
   int64_t batch_size = 64;
   int64_t calib_batches = 32;
   int threads = 0;
@@ -378,6 +379,9 @@ class Sweep {
     else
       key += " qat " + std::to_string(s_.qat_epochs) + " epochs lr " + num_str(s_.qat_lr) + " batch " +
              std::to_string(s_.batch_size);
+    // (Only a weight decay other than the default's: cells finished before the option keep their key.)
+    if (!sweep_method_is_ptq(cell.method) && s_.qat_weight_decay != SweepSettings{}.qat_weight_decay)
+      key += " weight-decay " + num_str(s_.qat_weight_decay);
     if (!sweep_method_is_ptq(cell.method) && !d_.augment.empty()) key += " augment " + d_.augment;
     if (d_.train_limit > 0) key += " train-limit " + std::to_string(d_.train_limit);
     if (d_.test_limit > 0) key += " test-limit " + std::to_string(d_.test_limit);
@@ -411,6 +415,7 @@ class Sweep {
     c.layer_bits = policy_;
     c.qat_epochs = s_.qat_epochs;
     c.qat_lr = s_.qat_lr;
+    c.qat_weight_decay = s_.qat_weight_decay;
     c.batch_size = s_.batch_size;
     c.calib_batches = s_.calib_batches;
     c.dir = (fs::path(s_.out) / "cells" / cell.id()).string();
@@ -534,6 +539,8 @@ int cmd_sweep(int argc, char** argv) {
       ("seed", po::value(&s.first_seed)->default_value(s.first_seed), "the first seed")
       ("qat-epochs", po::value(&s.qat_epochs)->default_value(s.qat_epochs), "epochs of each QAT cell")
       ("qat-lr", po::value(&s.qat_lr)->default_value(s.qat_lr), "learning rate of each QAT cell (cosine schedule)")
+      ("qat-weight-decay", po::value(&s.qat_weight_decay)->default_value(s.qat_weight_decay),
+       "weight decay of each QAT cell (L2 on conv and linear weights; the papers lower it at low bits)")
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
       ("calib-batches", po::value(&s.calib_batches)->default_value(s.calib_batches), "calibration batches of each PTQ cell")
       ("out", po::value(&s.out), "output directory (default runs/sweep-MODEL-DATASET); run again to resume")
@@ -560,6 +567,8 @@ int cmd_sweep(int argc, char** argv) {
   require(s.qat_epochs >= 1 && s.qat_epochs <= kMaxEpochs,
           "--qat-epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.qat_epochs));
   require(s.qat_lr > 0 && std::isfinite(s.qat_lr), "--qat-lr must be > 0, got " + num_str(s.qat_lr));
+  require(s.qat_weight_decay >= 0 && std::isfinite(s.qat_weight_decay),
+          "--qat-weight-decay must be >= 0, got " + num_str(s.qat_weight_decay));
   require_batch_size("batch-size", s.batch_size);
   require(s.calib_batches >= 1 && s.calib_batches <= 100000,
           "--calib-batches must be in 1..100000, got " + std::to_string(s.calib_batches));

@@ -14,8 +14,11 @@
 #   w8        W8A8 and W4A8, min/max QAT and LSQ, per-tensor and per-channel, 2 epochs at lr 0.001
 #   w4        W4A4, LSQ and PACT, per-channel, 2 seeds, 15 epochs at lr 0.01 (cosine)
 #   w4-tensor W4A4 LSQ with per-tensor weights, 15 epochs (the per-tensor vs per-channel row)
-#   w3        W3A3, LSQ and PACT, per-channel, 2 seeds, 20 epochs
-#   w2        W2A2 and W2A8, LSQ and PACT, per-channel, 2 seeds, 30 epochs
+#   w3        W3A3, LSQ and PACT, per-channel, 2 seeds, 20 epochs, weight decay 2.5e-4
+#   w2        W2A2 and W2A8, LSQ and PACT, per-channel, 2 seeds, 30 epochs, weight decay 1.25e-4
+# (QAT: SGD momentum 0.9, cosine, weight decay 5e-4 on conv and linear weights as the float recipe, halved
+# at 3 bits and quartered at 2: the grid itself constrains the weights there, and LSQ too lowers weight
+# decay for its low-bit networks.)
 # (The papers fine-tune low-bit ResNet-20s for tens of epochs; 8-bit QAT needs one or two.) Each sweep
 # writes runs/study-NAME/ (results.csv/json, plots, per-cell logs) and resumes a cell where it stopped:
 # run the script again after an interruption. The logs are study-NAME.log here. The sweeps' results
@@ -94,8 +97,8 @@ declare -A cells=(
   [w8]="--methods qat-minmax,lsq --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001"
   [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 --qat-epochs 15 --qat-lr 0.01"
   [w4-tensor]="--methods lsq --pairs 4/4 --granularity per-tensor --seeds 1 --qat-epochs 15 --qat-lr 0.01"
-  [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 --qat-epochs 20 --qat-lr 0.01"
-  [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 --qat-epochs 30 --qat-lr 0.01"
+  [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 --qat-epochs 20 --qat-lr 0.01 --qat-weight-decay 0.00025"
+  [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 --qat-epochs 30 --qat-lr 0.01 --qat-weight-decay 0.000125"
 )
 for name in "${names[@]}"; do
   if [ -z "${cells[$name]+set}" ]; then

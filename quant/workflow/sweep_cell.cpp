@@ -70,6 +70,7 @@ TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {
   TrainSettings t;
   t.epochs = s.qat_epochs;
   t.lr = s.qat_lr;
+  t.weight_decay = s.qat_weight_decay;
   t.batch_size = s.batch_size;
   t.seed = s.cell.seed;
   t.grad_chunks = 1;  // a cell is trained by one process
@@ -80,7 +81,7 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
   if (sweep_method_is_ptq(s.cell.method))
     return std::to_string(s.calib_batches) + " calibration batches of " + std::to_string(s.batch_size);
   return std::to_string(s.qat_epochs) + (s.qat_epochs == 1 ? " epoch" : " epochs") + ", lr " + num_str(s.qat_lr) +
-         " cosine, batch " + std::to_string(s.batch_size);
+         " cosine, batch " + std::to_string(s.batch_size) + ", weight decay " + num_str(s.qat_weight_decay);
 }
 
 namespace {

@@ -26,6 +26,7 @@ struct SweepCellSettings {
   std::vector<std::string> layer_bits;
   int64_t qat_epochs = 2;               // QAT methods: epochs of training (cosine schedule)
   float qat_lr = 0.01f;                 // and their base learning rate
+  float qat_weight_decay = 5e-4f;       // and their weight decay (L2 on conv and linear weights)
   int64_t batch_size = 64;              // QAT and calibration batches
   int64_t calib_batches = 32;           // PTQ methods: calibration batches
   // The cell's directory, emptied first; it receives checkpoint.h5 (the QAT model), model.int8.h5,
@@ -53,11 +54,11 @@ SweepQuantizers sweep_quantizers(SweepMethod method);
 // The cell's QConfig: its bits, per channel or per tensor weights as its granularity says, its layer
 // bits and its method's quantizers.
 QConfig sweep_cell_qconfig(const SweepCellSettings& s);
-// A QAT cell's training: qat_epochs, qat_lr, batch_size and the cell's seed, whole batches, the rest as
-// TrainSettings' defaults (SGD, cosine schedule).
+// A QAT cell's training: qat_epochs, qat_lr, qat_weight_decay, batch_size and the cell's seed, whole
+// batches, the rest as TrainSettings' defaults (SGD with momentum 0.9, cosine schedule).
 TrainSettings sweep_cell_train_settings(const SweepCellSettings& s);
 // How a cell gets its model, for the tables (CellResult::schedule): "32 calibration batches of 128" for
-// PTQ, "15 epochs, lr 0.01 cosine, batch 128" for QAT.
+// PTQ, "15 epochs, lr 0.01 cosine, batch 128, weight decay 0.0005" for QAT.
 std::string sweep_cell_schedule(const SweepCellSettings& s);
 
 // Runs the cell: quantizes the float model (its QAT checkpoint into the directory), reloads that

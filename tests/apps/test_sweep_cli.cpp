@@ -60,7 +60,7 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   const SweepReport back = parse_results_json(read_text(dir / "sweep/results.json"));
   ASSERT_EQ(back.cells.size(), 4u);
   EXPECT_EQ(back.cells[0].schedule, "2 calibration batches of 64");
-  EXPECT_EQ(back.cells[1].schedule, "1 epoch, lr 0.01 cosine, batch 64");
+  EXPECT_EQ(back.cells[1].schedule, "1 epoch, lr 0.01 cosine, batch 64, weight decay 0.0005");
   // Every cell's integer graph gives the codes of its QAT model's exact mode, image for image.
   for (const CellResult& c : back.cells) EXPECT_EQ(c.exact_identical, 1.0) << c.cell.id();
 
@@ -83,6 +83,14 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   const RunResult flipped = run_qatlab(augmented, dir.path(), "augment");
   ASSERT_TRUE(flipped.exited && flipped.exit_code == 0) << flipped.describe();
   EXPECT_TRUE(contains(flipped.out, "2 cells run, 2 reused")) << flipped.out;
+  // So is --qat-weight-decay, which the QAT cells' schedule then names.
+  std::vector<std::string> decayed = augmented;
+  decayed.insert(decayed.end(), {"--qat-weight-decay", "0.0001"});
+  const RunResult decay = run_qatlab(decayed, dir.path(), "weight-decay");
+  ASSERT_TRUE(decay.exited && decay.exit_code == 0) << decay.describe();
+  EXPECT_TRUE(contains(decay.out, "2 cells run, 2 reused")) << decay.out;
+  EXPECT_EQ(parse_results_json(read_text(dir / "sweep/results.json")).cells[1].schedule,
+            "2 epochs, lr 0.01 cosine, batch 64, weight decay 0.0001");
   // A sweep of PTQ cells from a checkpoint trains nothing: --augment there would change nothing.
   const RunResult ptq_only = run_qatlab({"sweep", dir / "sweep/float-s1/checkpoint.h5", "--data-dir", dir / "data",
                                          "--methods", "ptq-minmax", "--augment", "flip", "--out", dir / "ptq"},
@@ -167,7 +175,8 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
   const TempDir dir("sweep_bad");
   for (const std::vector<std::string>& bad :
        {std::vector<std::string>{"--pairs", "8/9"}, {"--methods", "lsq,magic"}, {"--seeds", "0"},
-        {"--first-last", "16"}, {"--granularity", "per-row"}, {"--qat-lr", "-1"}, {"--layer-bits", "fc=9:8"},
+        {"--first-last", "16"}, {"--granularity", "per-row"}, {"--qat-lr", "-1"}, {"--qat-weight-decay", "-0.1"},
+        {"--qat-weight-decay", "nan"}, {"--layer-bits", "fc=9:8"},
         {"--layer-bits", "residual-branches=4:8"}}) {
     std::vector<std::string> args = {"sweep", "--data-dir", dir / "nodata", "--out", dir / "s"};
     args.insert(args.end(), bad.begin(), bad.end());
