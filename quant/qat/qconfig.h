@@ -14,7 +14,8 @@ namespace qatlab {
 // The override key for the outputs of residual blocks' branches: the values each residual add reads (the
 // last layer of its body, and of its shortcut when that has layers), e.g. "residual-branches=:8". The
 // papers' low-bit ResNets quantize each conv's input at A bits and add the branches in full precision; an
-// integer graph needs a grid for them, and 8 bits is that comparison's (quant/README.md, "Residual adds").
+// integer graph needs a grid for them, and 8 bits is that comparison's (quant/README.md section 5, "Which
+// bits the add reads").
 inline constexpr const char* kResidualBranches = "residual-branches";
 
 // One quantizer's settings: its scheme and how it finds its grid: an observer's range (method
