@@ -606,8 +606,14 @@ PrepareStep residual(Preparer& p, const ModulePtr& m, const std::vector<ModulePt
     ModulePtr b = m->child(branch_name);
     const std::string prefix = name + "." + branch_name + ".";
     if (b->is<Sequential>()) {
-      if (std::string tail = branch_tail(*b, prefix); !tail.empty()) p.mark_residual_branch(tail);
+      const std::string tail = branch_tail(*b, prefix);
+      if (!tail.empty()) p.mark_residual_branch(tail);
       p.rewrite(*b, prefix);
+      // branch_tail's list of modules that keep their grid must match the rules': a tail that never asked
+      // for its activation settings would leave a kResidualBranches override silently unapplied.
+      QATLAB_CHECK(tail.empty() || p.quantized_names().count(tail),
+                   "prepare_qat: '" + tail + "' ends residual branch '" + prefix + "' but quantizes nothing "
+                   "(branch_tail in qat_layers.cpp does not know its module)");
     } else if (!b->is<Identity>()) {
       throw std::invalid_argument("prepare_qat: residual branch '" + name + "." + branch_name +
                                   "' must be a Sequential or Identity");
