@@ -43,6 +43,7 @@
 #include "nn/train/evaluate.h"
 #include "nn/train/train_run.h"
 #include "quant/qat/prepare.h"
+#include "quant/workflow/published.h"
 #include "quant/workflow/sweep.h"
 #include "quant/workflow/sweep_cell.h"
 
@@ -70,6 +71,7 @@ struct SweepSettings {
   int64_t calib_batches = 32;
   int threads = 0;
   std::string out;
+  std::vector<PublishedFigures> published;  // --published: papers' figures for table.md's second table
 };
 
 int64_t file_bytes(const std::string& path) {
@@ -79,12 +81,14 @@ int64_t file_bytes(const std::string& path) {
 }
 
 // The study's files in `out`: cells.csv, results.csv, results.json, table.md and the plots.
-void write_sweep_outputs(const SweepReport& report, const std::string& out) {
+void write_sweep_outputs(const SweepReport& report, const std::string& out,
+                         const std::vector<PublishedFigures>& published) {
   const fs::path dir(out);
   atomic_write_text((dir / "cells.csv").string(), cells_csv(report));
   atomic_write_text((dir / "results.csv").string(), results_csv(report));
   atomic_write_text((dir / "results.json").string(), results_json(report));
-  atomic_write_text((dir / "table.md").string(), results_table_md(report));
+  atomic_write_text((dir / "table.md").string(),
+                    results_table_md(report) + (published.empty() ? "" : "\n" + published_table_md(report, published)));
   for (const auto& [name, svg] : accuracy_plots(report)) atomic_write_text((dir / name).string(), svg);
 }
 
@@ -464,7 +468,7 @@ class Sweep {
 
   void write_outputs() {
     report_.rows = summarize(report_.cells);
-    write_sweep_outputs(report_, s_.out);
+    write_sweep_outputs(report_, s_.out, s_.published);
   }
 
   const SweepSettings& s_;
@@ -477,8 +481,22 @@ class Sweep {
   std::chrono::steady_clock::time_point start_;
 };
 
+// --published FILE, read and checked before anything runs.
+std::vector<PublishedFigures> read_published(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!fs::is_regular_file(path) || !in) throw UsageError("--published: cannot read " + path + " (a file of papers' figures)");
+  std::ostringstream text;
+  text << in.rdbuf();
+  try {
+    return parse_published_ini(text.str());
+  } catch (const std::invalid_argument& e) {
+    throw UsageError("--published " + path + ": " + e.what());
+  }
+}
+
 // `--merge`: the finished sweeps in `list` (directories, comma-separated) joined into `out`.
-int merge_sweeps(const std::string& list, const std::string& out, const std::string& command) {
+int merge_sweeps(const std::string& list, const std::string& out, const std::vector<PublishedFigures>& published,
+                 const std::string& command) {
   std::vector<std::pair<std::string, SweepReport>> parts;
   std::istringstream dirs(list);
   for (std::string dir; std::getline(dirs, dir, ',');) {
@@ -506,7 +524,7 @@ int merge_sweeps(const std::string& list, const std::string& out, const std::str
     throw UsageError(e.what());
   }
   fs::create_directories(out);
-  write_sweep_outputs(merged, out);
+  write_sweep_outputs(merged, out, published);
   std::printf("merged %zu sweeps (%zu cells, %zu rows) of %s on %s into %s: results.csv, results.json, table.md, "
               "accuracy_vs_*.svg\n",
               parts.size(), merged.cells.size(), merged.rows.size(), merged.model.c_str(), merged.dataset.c_str(),
@@ -546,6 +564,9 @@ int cmd_sweep(int argc, char** argv) {
       ("out", po::value(&s.out), "output directory (default runs/sweep-MODEL-DATASET); run again to resume")
       ("merge", po::value<std::string>(),
        "DIR,DIR,...: join these finished sweeps of one model (their results.json) into --out; runs nothing")
+      ("published", po::value<std::string>(),
+       "FILE: papers' accuracies (INI, a [PAPER] section each: float = 91.6, 4/4 = 91.3, cite = ...): table.md "
+       "shows the best learned rows beside them")
       ("threads", po::value(&s.threads)->default_value(0), "worker threads (0 = all cores)");
   add_data_options(desc, d);
   po::positional_options_description positional;
@@ -554,12 +575,13 @@ int cmd_sweep(int argc, char** argv) {
   if (!parse_command("sweep", "[FLOAT_CHECKPOINT] [options]", desc, positional, argc, argv, vm)) return 0;
   std::string command = "qatlab";
   for (int i = 0; i < argc; ++i) command += std::string(" ") + argv[i];
+  if (vm.count("published")) s.published = read_published(vm["published"].as<std::string>());
   if (vm.count("merge")) {
     for (const auto& [name, value] : vm)
-      if (name != "merge" && name != "out" && !value.defaulted())
+      if (name != "merge" && name != "out" && name != "published" && !value.defaulted())
         throw UsageError("--merge joins finished sweeps and runs nothing: --" + name + " does not apply");
     require(!s.out.empty(), "--merge needs --out (the directory of the joined results)");
-    return merge_sweeps(vm["merge"].as<std::string>(), s.out, command);
+    return merge_sweeps(vm["merge"].as<std::string>(), s.out, s.published, command);
   }
   require(s.seeds >= 1 && s.seeds <= 100, "--seeds must be in 1..100, got " + std::to_string(s.seeds));
   require(s.float_epochs >= 1 && s.float_epochs <= kMaxEpochs,

@@ -16,6 +16,13 @@ inline std::string num_str(double v) {
   return buf;
 }
 
+// v with `digits` digits after the point ("90.05"), as tables of results show it.
+inline std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
 // "mm:ss" or "h:mm:ss", to the nearest second.
 inline std::string format_duration(double seconds) {
   const int s = static_cast<int>(seconds + 0.5);

@@ -23,7 +23,8 @@
 # writes runs/study-NAME/ (results.csv/json, plots, per-cell logs) and resumes a cell where it stopped:
 # run the script again after an interruption. The logs are study-NAME.log here. The sweeps' results
 # are then joined into one report, study/all/ (`qatlab sweep --merge`: results.csv/json, table.md, the
-# plots per granularity), rewritten after every run and by `save`; results.md compares it with the papers.
+# plots per granularity; table.md's second table sets the best learned rows beside published.ini's figures),
+# rewritten after every run and by `save`; results.md compares it with the papers.
 #
 # The machines this runs on do not keep files between sessions: `study.sh save` (with the sweeps
 # stopped) copies what a later session needs into study/ (committed): each sweep's results, plots and
@@ -32,6 +33,9 @@
 # Usage: bash experiments/cifar10_resnet20/study.sh [NAME ...]   (from the repository root, after the
 # float recipe has finished: recipe.sh, which study.sh runs first when only its kept checkpoint is here)
 #        bash experiments/cifar10_resnet20/study.sh save
+# PROCS=N (default 1): N processes under mpirun, each running whole cells on its share of the cores (a cell's
+# result does not depend on it; on the 2-core machine two 1-thread processes finish more cells an hour than one
+# 2-thread process, results.md "Running the study").
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 Q="${QATLAB:-$here/../../build/apps/qatlab}"
@@ -44,7 +48,7 @@ merge_all() {
     if [ -f "$here/runs/study-$name/results.json" ]; then done+=("$here/runs/study-$name"); fi
   done
   if [ ${#done[@]} -ge 2 ]; then
-    "$Q" sweep --merge "$(IFS=,; echo "${done[*]}")" --out "$kept/all"
+    "$Q" sweep --merge "$(IFS=,; echo "${done[*]}")" --out "$kept/all" --published "$here/published.ini"
   fi
 }
 if [ "${1:-}" = save ]; then
@@ -90,8 +94,17 @@ if [ ${#names[@]} -eq 0 ]; then names=(ptq w8 w2 w3 w4 w4-tensor); fi
 # image) and the classifier's (the last block's sum, pooled) (see the header). The sweep's first-last
 # policy alone would put the stem's output at 8 bits and the classifier's input at A: these keys come
 # first and beat it.
+procs="${PROCS:-1}"
+if ! [[ "$procs" =~ ^[1-9][0-9]*$ ]]; then
+  echo "study.sh: PROCS is '$procs', expected a process count >= 1" >&2
+  exit 2
+fi
+threads=$(( $(nproc) / procs ))
+if [ "$threads" -lt 1 ]; then threads=1; fi
+launcher=()
+if [ "$procs" -gt 1 ]; then launcher=(mpirun --allow-run-as-root -np "$procs"); fi
 common=(--dataset cifar10 --batch-size 128 --first-last 8 --layer-bits residual-branches=:8
-        --layer-bits stem.conv=8: --layer-bits stage3.2=:8 --threads 2)
+        --layer-bits stem.conv=8: --layer-bits stage3.2=:8 --threads "$threads")
 declare -A cells=(
   [ptq]="--methods ptq-minmax,ptq-histogram --pairs 8/8,6/6,4/4,3/3,2/2,4/8,2/8 --granularity per-tensor,per-channel --seeds 1"
   [w8]="--methods qat-minmax,lsq --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001"
@@ -107,6 +120,6 @@ for name in "${names[@]}"; do
   fi
   # shellcheck disable=SC2086
   args=(sweep "$float" --out "$here/runs/study-$name" "${common[@]}" ${cells[$name]})
-  { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
+  { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): ${launcher[*]}${launcher[*]:+ }qatlab ${args[*]}"; "${launcher[@]}" "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
 done
 merge_all

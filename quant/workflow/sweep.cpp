@@ -215,12 +215,6 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
-std::string fixed(double v, int digits) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
-
 int64_t float_bytes(const SweepReport& r) { return r.floats.empty() ? 0 : r.floats.front().checkpoint_bytes; }
 
 }  // namespace
@@ -335,13 +329,9 @@ std::string results_json(const SweepReport& r) {
   return os.str();
 }
 
-namespace {
-
 std::string signed_fixed(double v, int digits) { return (v >= 0 ? "+" : "") + fixed(v, digits); }
 
 std::string mean_std(const Spread& s) { return s.n > 1 ? fixed(s.mean, 2) + " ± " + fixed(s.std, 2) : fixed(s.mean, 2); }
-
-}  // namespace
 
 std::string results_table_md(const SweepReport& r) {
   std::ostringstream os;

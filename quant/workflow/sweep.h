@@ -76,6 +76,9 @@ struct Spread {
   double mean = 0.0, std = 0.0, min = 0.0, max = 0.0;
 };
 Spread spread_of(const std::vector<double>& v);
+// As the tables show them: "89.91 ± 0.12" (over two or more values; else "89.91"), and "+0.05" / "-1.20".
+std::string mean_std(const Spread& s);
+std::string signed_fixed(double v, int digits);
 
 // One line of the study: a method at one granularity and W/A pair, over its seeds.
 struct SweepRow {

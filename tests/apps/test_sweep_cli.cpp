@@ -150,6 +150,17 @@ TEST(SweepCommand, MergeJoinsFinishedSweeps) {
   EXPECT_EQ(rows[2].rfind("ptq-minmax,per-tensor,8,8,2,0,90.10,", 0), 0u) << rows[2];
   EXPECT_EQ(rows[3].rfind("lsq,per-tensor,8,8,2,0,95.60,", 0), 0u) << rows[3];
   for (const char* f : {"table.md", "cells.csv", "accuracy_vs_bits.svg"}) EXPECT_TRUE(fs::exists(dir / ("m/" + std::string(f)))) << f;
+  EXPECT_FALSE(contains(read_text(dir / "m/table.md"), "published"));
+
+  // --published: the papers' figures beside the best learned rows, in a second table of table.md.
+  std::ofstream(dir / "papers.ini") << "[Paper]\nfloat = 99.1\n4/4 = 97.5\n";
+  std::ofstream(dir / "bad.ini") << "float = 99.1\n";
+  const RunResult pub = run_qatlab(
+      {"sweep", "--merge", dir / "a" + "," + dir / "b", "--out", dir / "p", "--published", dir / "papers.ini"}, dir.path(), "published");
+  ASSERT_TRUE(pub.exited && pub.exit_code == 0) << pub.describe();
+  const std::string table = read_text(dir / "p/table.md");
+  EXPECT_TRUE(contains(table, "## Beside published figures")) << table;
+  EXPECT_TRUE(contains(table, "| W4A4 | per-tensor | lsq | 2 | 95.50 ± 0.71 | -3.00 | 97.50 | -1.60 |")) << table;
 
   fs::create_directories(dir / "broken");
   std::ofstream(dir / "broken/results.json") << "{\"model\": ";
@@ -159,7 +170,11 @@ TEST(SweepCommand, MergeJoinsFinishedSweeps) {
            {{"--merge", dir / "a" + "," + dir / "broken", "--out", dir / "x"}, 1, "not a JSON file"},
            {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "a"}, 2, "is one of the merged sweeps"},
            {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--seeds", "3"}, 2, "--seeds does not apply"},
-           {{"--merge", dir / "a"}, 2, "needs --out"}}) {
+           {{"--merge", dir / "a"}, 2, "needs --out"},
+           {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--published", dir / "none.ini"}, 2, "cannot read"},
+           {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--published", dir.path()}, 2, "cannot read"},
+           {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--published", dir / "bad.ini"}, 2,
+            "outside any section"}}) {
     std::vector<std::string> full = {"sweep"};
     full.insert(full.end(), args.begin(), args.end());
     const RunResult r = run_qatlab(full, dir.path(), "bad-merge");
