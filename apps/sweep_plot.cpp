@@ -38,6 +38,7 @@ std::string accuracy_plot_svg(const SweepReport& r, bool equal_bits, const std::
   // The zoomed range: the learned methods' points with their bars and the float model, or every point
   // when no method learns; PTQ below it goes to the edge markers.
   double lo = INFINITY, hi = -INFINITY, all_lo = INFINITY;
+  bool any_learned = false;
   for (const std::string& method : methods) {
     PlotSeries s;
     s.label = method;
@@ -52,15 +53,16 @@ std::string accuracy_plot_svg(const SweepReport& r, bool equal_bits, const std::
       hi = std::max(hi, y + e);
       if (learned) lo = std::min(lo, y - e);
     }
+    any_learned = any_learned || (learned && !points.empty());
     chart.series.push_back(std::move(s));
   }
+  if (!any_learned) lo = all_lo;
   if (!r.floats.empty()) {
     const Spread f = float_spread(r);
     chart.references.push_back({"float (32-bit)", f.mean});
     lo = std::min(lo, f.mean);
     hi = std::max(hi, f.mean);
   }
-  if (!std::isfinite(lo)) lo = all_lo;
   const double span = std::max(hi - lo, 1.0);
   chart.y_min = std::max(0.0, lo - 0.15 * span);
   chart.y_max = std::min(100.0, hi + 0.1 * span);

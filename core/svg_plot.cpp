@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <map>
 #include <numeric>
 #include <stdexcept>
 #include <tuple>
@@ -319,14 +320,18 @@ std::string render_line_chart(const LineChart& chart) {
   }
   svg += "</g>\n";
 
-  // Points beyond a fixed y range: an arrow at the edge, pointing out, with the value beside it.
+  // Points beyond a fixed y range: an arrow at the edge, pointing out, with the value beside it; several at
+  // one x and edge stack inwards, one row each, so that no value hides another.
+  std::map<std::pair<double, bool>, int> stacked;  // (x, below) -> markers drawn there so far
   for (size_t si = 0; si < chart.series.size(); ++si) {
     const PlotSeries& s = chart.series[si];
     const char* colour = kColours[si % kNumColours];
     for (size_t i = 0; i < s.x.size(); ++i) {
       const bool below = s.y[i] < y.lo, above = s.y[i] > y.hi;
       if (!below && !above) continue;
-      const double px = map_x(x, s.x[i]), edge = below ? kPlotBottom - 4 : kPlotTop + 4, tip = below ? 6.0 : -6.0;
+      const double row = 13.0 * stacked[{s.x[i], below}]++;
+      const double px = map_x(x, s.x[i]), tip = below ? 6.0 : -6.0;
+      const double edge = below ? kPlotBottom - 4 - row : kPlotTop + 4 + row;
       svg += fmt("<g class=\"off-axis\" data-series=\"%zu\"><path d=\"M%.2f,%.2f L%.2f,%.2f L%.2f,%.2f Z\" fill=\"%s\"/>"
                  "<text x=\"%.2f\" y=\"%.2f\" font-size=\"11\" fill=\"%s\">%s</text></g>\n",
                  si, px - 5, edge - tip, px + 5, edge - tip, px, edge, colour, px + 7, edge - (below ? 2 : -8),

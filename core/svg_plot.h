@@ -39,7 +39,8 @@ struct LineChart {
 // The SVG document. Each series is one <polyline class="series">, each drawn error bar one
 // <path class="errorbar"> (points with a zero half-width get none); lines and bars are clipped to the
 // plot area. A point outside a fixed y range is marked at the edge it lies beyond by a
-// <g class="off-axis"> (an arrow in the series' colour and the point's value), each reference line is one
+// <g class="off-axis"> (an arrow in the series' colour and the point's value; several at one x stack in
+// rows), each reference line is one
 // <line class="reference">.
 std::string render_line_chart(const LineChart& chart);
 

@@ -32,6 +32,16 @@ TEST(SweepPlot, DrawsEveryMethodAndTheFloatLine) {
   EXPECT_EQ(plots[0].first, "accuracy_vs_bits.svg");
 }
 
+// With no learned method (a PTQ-only sweep) nothing is zoomed away: PTQ's collapse is the plot.
+TEST(SweepPlot, PtqOnlySweepShowsEveryPoint) {
+  SweepReport rep = made_up_report();
+  std::erase_if(rep.cells, [](const CellResult& c) { return c.cell.method == "lsq"; });
+  rep.rows = summarize(rep.cells);
+  const std::string svg = accuracy_plot_svg(rep, /*equal_bits=*/true, "per-tensor");
+  ASSERT_FALSE(svg.empty());
+  EXPECT_EQ(svg.find("class=\"off-axis\""), std::string::npos) << svg;
+}
+
 // ------------------------------------------------------------------------------------- end to end
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

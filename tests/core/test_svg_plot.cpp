@@ -3,6 +3,8 @@
 // histogram bars / levels / clip lines, and one-line errors for NaN, empty or mismatched input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <limits>
 #include <regex>
@@ -177,6 +179,15 @@ TEST(SvgLineChart, ZoomedRangeMarksPointsBeyondItAndDrawsReferences) {
   // QAT's 91 % and PTQ's 90 and 10 % lie under 95 %; nothing else does.
   EXPECT_EQ(count(svg, "class=\"off-axis\""), 3u) << svg;
   EXPECT_NE(svg.find(">10</text>"), std::string::npos);
+  // Two of them share an x: their values stand in rows, none on top of another.
+  std::vector<std::string> value_y;
+  for (size_t at = svg.find("class=\"off-axis\""); at != std::string::npos; at = svg.find("class=\"off-axis\"", at + 1)) {
+    const size_t text = svg.find("<text x=\"", at);
+    const size_t y_at = svg.find("y=\"", text);
+    value_y.push_back(svg.substr(text + 9, y_at - text - 9) + svg.substr(y_at, svg.find('"', y_at + 3) - y_at));
+  }
+  std::sort(value_y.begin(), value_y.end());
+  EXPECT_EQ(std::adjacent_find(value_y.begin(), value_y.end()), value_y.end()) << svg;
   EXPECT_EQ(count(svg, "<line class=\"reference\""), 1u);
   EXPECT_NE(svg.find(">float baseline</text>"), std::string::npos);
   // Unzoomed, the reference's value widens the fitted range like a point's.
