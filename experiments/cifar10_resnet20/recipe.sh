@@ -21,22 +21,27 @@ copy_results() {
   cp "$run/metrics.csv" "$here/recipe.metrics.csv"
   cp "$run/curve.svg" "$here/recipe.curve.svg"
 }
-if [ "${1:-}" = save ]; then
-  mkdir -p "$here/resume"
-  cp "$run/checkpoint.h5" "$kept.tmp" && mv "$kept.tmp" "$kept"
+# One function, called on the last line: bash has then read the whole script before it runs any of it,
+# so an edit to this file during a run does not change what the run does.
+main() {
+  if [ "${1:-}" = save ]; then
+    mkdir -p "$here/resume"
+    cp "$run/checkpoint.h5" "$kept.tmp" && mv "$kept.tmp" "$kept"
+    copy_results
+    return 0
+  fi
+  if [ ! -f "$run/checkpoint.h5" ] && [ -f "$kept" ]; then
+    mkdir -p "$run"
+    cp "$kept" "$run/checkpoint.h5"
+  fi
+  if [ -f "$run/checkpoint.h5" ]; then
+    args=(train --resume "$run/checkpoint.h5" --progress plain)
+  else
+    mkdir -p "$here/runs"
+    args=(train --config "$here/float_recipe.ini" --out "$run")
+  fi
+  { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1 | grep --line-buffered -v " batch [0-9]*/"; } |
+    tee -a "$here/recipe.log"
   copy_results
-  exit 0
-fi
-if [ ! -f "$run/checkpoint.h5" ] && [ -f "$kept" ]; then
-  mkdir -p "$run"
-  cp "$kept" "$run/checkpoint.h5"
-fi
-if [ -f "$run/checkpoint.h5" ]; then
-  args=(train --resume "$run/checkpoint.h5" --progress plain)
-else
-  mkdir -p "$here/runs"
-  args=(train --config "$here/float_recipe.ini" --out "$run")
-fi
-{ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1 | grep --line-buffered -v " batch [0-9]*/"; } |
-  tee -a "$here/recipe.log"
-copy_results
+}
+main "$@"; exit
