@@ -4,7 +4,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <optional>
+#include <sstream>
 #include <stdexcept>
 
 #include "core/atomic_file.h"
@@ -96,8 +99,9 @@ struct FileCloser {
   void operator()(std::FILE* f) const { std::fclose(f); }
 };
 
-// The cell's quantized model, made by its method into the cell's directory (checkpoint.h5).
-void quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log) {
+// The cell's quantized model, made by its method into the cell's directory (checkpoint.h5); a QAT cell's
+// training goes on from `resume` when given. False when stop_after ended the training early.
+bool quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log, const Checkpoint* resume) {
   const Checkpoint base = load_checkpoint(s.float_checkpoint);
   if (base.model_kind != "float")
     throw std::invalid_argument(base.source + " is a '" + base.model_kind + "' checkpoint; a sweep quantizes a float one");
@@ -108,20 +112,41 @@ void quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log
     ptq.batch_size = s.batch_size;
     ptq.seed = s.cell.seed;
     run_ptq(base, data, ptq, s.dir, s.config_ini, log);
-    return;
+    return true;
   }
   TrainRun run;
   run.name = "qat";
   run.model = model_from_checkpoint(base);
   run.description = checkpoint_model_description(base);
   run.settings = sweep_cell_train_settings(s);
+  run.settings.stop_after = s.stop_after;
+  run.resume_from = resume;
   run.model_label = base.model_name;
   run.data = &data;
   run.out_dir = s.dir;
   run.config_ini = s.config_ini;
   run.command_line = s.command_line;
   run.log = log;
-  train_qat(run, sweep_cell_qconfig(s));
+  return !train_qat(run, sweep_cell_qconfig(s)).outcome.stopped_early;
+}
+
+// The checkpoint an interrupted QAT training of this very cell left in its directory, if any: no result,
+// a start.ini with the cell's key, a QAT checkpoint that loads.
+std::optional<Checkpoint> interrupted_training(const SweepCellSettings& s) {
+  if (sweep_method_is_ptq(s.cell.method) || fs::exists(s.dir + "/result.ini") ||
+      !fs::exists(s.dir + "/checkpoint.h5"))
+    return std::nullopt;
+  std::ifstream in(s.dir + "/start.ini", std::ios::binary);
+  std::ostringstream start;
+  start << in.rdbuf();
+  if (!in || ini_value(start.str(), "key") != s.key) return std::nullopt;
+  try {
+    Checkpoint c = load_checkpoint(s.dir + "/checkpoint.h5");
+    if (c.model_kind == "qat") return c;
+  } catch (const std::exception&) {
+    // A checkpoint that does not load is started over like any other leftover.
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -132,14 +157,23 @@ CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBu
   r.cell = s.cell;
   r.key = s.key;
   r.schedule = sweep_cell_schedule(s);
-  fs::remove_all(s.dir);  // whatever an interrupted attempt left
-  fs::create_directories(s.dir);
+  const std::optional<Checkpoint> resume = interrupted_training(s);
+  if (!resume) {
+    fs::remove_all(s.dir);  // whatever an unfinished attempt with other settings left
+    fs::create_directories(s.dir);
+    atomic_write_text(s.dir + "/start.ini", "cell = " + s.cell.id() + "\nkey = " + s.key + "\n");
+  }
   try {
     const DataBundle data = data_of();
     {
       const std::unique_ptr<std::FILE, FileCloser> log(std::fopen((s.dir + "/log.txt").c_str(), "a"));
       if (!log) throw std::runtime_error("cannot write " + s.dir + "/log.txt");
-      quantize(s, data, log.get());
+      if (!quantize(s, data, log.get(), resume ? &*resume : nullptr)) {
+        r.error = "unfinished: training stopped after " + std::to_string(s.stop_after) +
+                  " epochs of this run (stop_after); run the cell again to go on";
+        r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        return r;
+      }
     }
     const Checkpoint ckpt = load_checkpoint(s.dir + "/checkpoint.h5");
     const auto model = std::dynamic_pointer_cast<QatModel>(model_from_any_checkpoint(ckpt));

@@ -29,12 +29,16 @@ struct SweepCellSettings {
   float qat_weight_decay = 5e-4f;       // and their weight decay (L2 on conv and linear weights)
   int64_t batch_size = 64;              // QAT and calibration batches
   int64_t calib_batches = 32;           // PTQ methods: calibration batches
-  // The cell's directory, emptied first; it receives checkpoint.h5 (the QAT model), model.int8.h5,
-  // log.txt (what the quantization reported) and result.ini (the CellResult).
+  // The cell's directory, emptied first (but see run_sweep_cell on resuming); it receives start.ini (the
+  // key the cell started with), checkpoint.h5 (the QAT model), model.int8.h5, log.txt (what the
+  // quantization reported) and result.ini (the CellResult).
   std::string dir;
   std::string key;                      // every setting the result depends on (CellResult::key)
   std::string config_ini;               // stored as the checkpoint's settings (the command stores its options)
   std::string command_line;             // stored as the checkpoint's command (QAT methods)
+  // QAT methods, > 0: train at most this many epochs in this call and return the cell unfinished (no
+  // result.ini), to be resumed by a later call; 0: to the end.
+  int64_t stop_after = 0;
 };
 
 // The quantizers of a method:
@@ -64,6 +68,10 @@ std::string sweep_cell_schedule(const SweepCellSettings& s);
 // Runs the cell: quantizes the float model (its QAT checkpoint into the directory), reloads that
 // checkpoint, evaluates the simulation on the test split, converts it to the integer graph (saved with
 // its pixel table), runs the graph over the test split against the simulation, and writes result.ini.
+// A QAT cell whose training was interrupted (no result.ini, a checkpoint.h5 of its last epoch, and a
+// start.ini with this very key) goes on from that checkpoint, to the result an uninterrupted run gives;
+// anything else in the directory is cleared first. A call that stop_after ended returns ok false, its
+// error saying so, and writes no result.ini.
 // `data` gives the dataset: its training split calibrates or trains, its test split evaluates, normalised
 // as the float model records. It is called inside the cell, so that a dataset that cannot be loaded
 // fails the cell like any other error. A failed cell (a diverged training, a bad file) is a result with

@@ -174,6 +174,55 @@ TEST_F(SweepCellTest, AnLsqCellTrainsWithLearnedStepsAndKeepsTheFirstAndLastLaye
   EXPECT_NE(log.find("epoch 1/1"), std::string::npos) << log;
 }
 
+// A QAT cell interrupted after an epoch (a session's end) goes on from that epoch's checkpoint when run
+// again with the same key, and ends on the model and result of the run that was not interrupted; with
+// another key it starts over.
+TEST_F(SweepCellTest, AnInterruptedQatCellGoesOnFromItsLastEpochToTheStraightResult) {
+  SweepCellSettings straight = cell("lsq", 4, 4, "straight");
+  straight.qat_epochs = 2;
+  const CellResult a = run_sweep_cell(straight, [] { return *data_; });
+  ASSERT_TRUE(a.ok) << a.error;
+
+  SweepCellSettings s = straight;
+  s.dir = *dir_ / "interrupted";
+  s.stop_after = 1;
+  const CellResult first = run_sweep_cell(s, [] { return *data_; });
+  EXPECT_FALSE(first.ok);
+  EXPECT_NE(first.error.find("unfinished"), std::string::npos) << first.error;
+  EXPECT_FALSE(fs::exists(s.dir + "/result.ini"));  // not a result: the sweep runs the cell again
+  EXPECT_EQ(load_checkpoint(s.dir + "/checkpoint.h5").epoch, 1);
+
+  s.stop_after = 0;
+  const CellResult b = run_sweep_cell(s, [] { return *data_; });
+  ASSERT_TRUE(b.ok) << b.error;
+  EXPECT_NE(read_text(s.dir + "/log.txt").find("resuming after epoch 1"), std::string::npos) << read_text(s.dir + "/log.txt");
+  EXPECT_EQ(b.sim_accuracy, a.sim_accuracy);
+  EXPECT_EQ(b.int_accuracy, a.int_accuracy);
+  const Checkpoint ca = load_checkpoint(straight.dir + "/checkpoint.h5"), cb = load_checkpoint(s.dir + "/checkpoint.h5");
+  EXPECT_EQ(cb.epoch, 2);
+  ASSERT_EQ(ca.model_state.size(), cb.model_state.size());
+  for (size_t i = 0; i < ca.model_state.size(); ++i) {
+    const Tensor& ta = ca.model_state[i].second;
+    const Tensor& tb = cb.model_state[i].second;
+    ASSERT_EQ(ca.model_state[i].first, cb.model_state[i].first);
+    ASSERT_EQ(ta.numel(), tb.numel()) << ca.model_state[i].first;
+    for (int64_t j = 0; j < ta.numel(); ++j)
+      ASSERT_EQ(ta.data()[j], tb.data()[j]) << ca.model_state[i].first << " [" << j << "]";
+  }
+  EXPECT_TRUE(read_text(s.dir + "/model.int8.h5") == read_text(straight.dir + "/model.int8.h5"));
+
+  // Stopped again, then run with another key (other settings): the leftovers are cleared, nothing resumed.
+  SweepCellSettings other = s;
+  other.dir = *dir_ / "other-key";
+  other.stop_after = 1;
+  EXPECT_FALSE(run_sweep_cell(other, [] { return *data_; }).ok);
+  other.stop_after = 0;
+  other.key += " changed";
+  ASSERT_TRUE(run_sweep_cell(other, [] { return *data_; }).ok);
+  EXPECT_EQ(read_text(other.dir + "/log.txt").find("resuming"), std::string::npos) << read_text(other.dir + "/log.txt");
+  EXPECT_NE(read_text(other.dir + "/start.ini").find(other.key), std::string::npos);
+}
+
 TEST_F(SweepCellTest, AFailedCellKeepsItsErrorAndStillWritesItsResult) {
   SweepCellSettings s = cell("ptq-histogram", 4, 8, "missing-float");
   s.float_checkpoint = *dir_ / "no-such-float.h5";
