@@ -20,7 +20,8 @@
 # at 3 bits and quartered at 2: the grid itself constrains the weights there, and LSQ too lowers weight
 # decay for its low-bit networks.)
 # (The papers fine-tune low-bit ResNet-20s for tens of epochs; 8-bit QAT needs one or two.) Each sweep
-# writes runs/study-NAME/ (results.csv/json, plots, per-cell logs) and resumes a cell where it stopped:
+# writes runs/study-NAME/ (results.csv/json, plots, per-cell logs) and resumes where it stopped (a QAT
+# cell from its last epoch):
 # run the script again after an interruption. The logs are study-NAME.log here. The sweeps' results
 # are then joined into one report, study/all/ (`qatlab sweep --merge`: results.csv/json, table.md, the
 # plots per granularity; table.md's second table sets the best learned rows beside published.ini's figures),
@@ -29,7 +30,8 @@
 # The machines this runs on do not keep files between sessions: `study.sh save` (with the sweeps
 # stopped) copies what a later session needs into study/ (committed): each sweep's results, plots and
 # logs, every finished cell's result.ini and log (a rerun reuses the cell from them), and the checkpoint
-# of a cell still training (~1 MB); `study.sh` copies them back into runs/ when runs/ lacks them.
+# and start.ini of a cell still training (~1 MB: a rerun goes on from its last epoch);
+# `study.sh` copies them back into runs/ when runs/ lacks them.
 # Usage: bash experiments/cifar10_resnet20/study.sh [NAME ...]   (from the repository root, after the
 # float recipe has finished: recipe.sh, which study.sh runs first when only its kept checkpoint is here)
 #        bash experiments/cifar10_resnet20/study.sh save
@@ -51,75 +53,80 @@ merge_all() {
     "$Q" sweep --merge "$(IFS=,; echo "${done[*]}")" --out "$kept/all" --published "$here/published.ini"
   fi
 }
-if [ "${1:-}" = save ]; then
-  for run in "$here"/runs/study-*/; do
-    [ -d "$run" ] || continue
-    keep="$kept/$(basename "$run")"
-    mkdir -p "$keep"
-    cp "$run"/results.* "$run"/*.svg "$keep"/ 2>/dev/null || true
-    for cell in "$run"/cells/*/; do
-      [ -d "$cell" ] || continue
-      to="$keep/cells/$(basename "$cell")"
-      mkdir -p "$to"
-      for f in result.ini log.txt; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
-      if [ -f "$cell/result.ini" ]; then
-        rm -f "$to/checkpoint.h5"
-      elif [ -f "$cell/checkpoint.h5" ]; then
-        cp "$cell/checkpoint.h5" "$to/"
-      fi
+# The whole run is one function, called on the script's last line: bash reads a script as it runs it,
+# so without this an edit to the file during a run (hours long) would change what the rest of the run does.
+main() {
+  if [ "${1:-}" = save ]; then
+    for run in "$here"/runs/study-*/; do
+      [ -d "$run" ] || continue
+      keep="$kept/$(basename "$run")"
+      mkdir -p "$keep"
+      cp "$run"/results.* "$run"/cells.csv "$run"/table.md "$run"/*.svg "$keep"/ 2>/dev/null || true
+      for cell in "$run"/cells/*/; do
+        [ -d "$cell" ] || continue
+        to="$keep/cells/$(basename "$cell")"
+        mkdir -p "$to"
+        for f in start.ini result.ini log.txt; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
+        if [ -f "$cell/result.ini" ]; then
+          rm -f "$to/checkpoint.h5"
+        elif [ -f "$cell/checkpoint.h5" ]; then
+          cp "$cell/checkpoint.h5" "$to/"
+        fi
+      done
     done
+    merge_all
+    return 0
+  fi
+  if [ ! -f "$here/runs/recipe/summary.json" ] && [ -f "$here/resume/recipe.h5" ]; then
+    # The recipe's kept checkpoint: recipe.sh resumes it, which for a finished run only writes its summary.
+    QATLAB="$Q" bash "$here/recipe.sh"
+  fi
+  for keep in "$kept"/study-*/; do
+    [ -d "$keep" ] || continue
+    run="$here/runs/$(basename "$keep")"
+    if [ ! -d "$run" ]; then mkdir -p "$here/runs" && cp -r "$keep" "$run"; fi
   done
-  merge_all
-  exit 0
-fi
-if [ ! -f "$here/runs/recipe/summary.json" ] && [ -f "$here/resume/recipe.h5" ]; then
-  # The recipe's kept checkpoint: recipe.sh resumes it, which for a finished run only writes its summary.
-  QATLAB="$Q" bash "$here/recipe.sh"
-fi
-for keep in "$kept"/study-*/; do
-  [ -d "$keep" ] || continue
-  run="$here/runs/$(basename "$keep")"
-  if [ ! -d "$run" ]; then mkdir -p "$here/runs" && cp -r "$keep" "$run"; fi
-done
-if [ ! -f "$here/runs/recipe/summary.json" ]; then
-  echo "study.sh: the float recipe has not finished (run experiments/cifar10_resnet20/recipe.sh first)" >&2
-  exit 1
-fi
-names=("$@")
-# The 2-bit cells first after the short ones: the longest fine-tuning and the widest gap to close, so that a
-# schedule too short for them shows before the other cells are run.
-if [ ${#names[@]} -eq 0 ]; then names=(ptq w8 w2 w3 w4 w4-tensor); fi
+  if [ ! -f "$here/runs/recipe/summary.json" ]; then
+    echo "study.sh: the float recipe has not finished (run experiments/cifar10_resnet20/recipe.sh first)" >&2
+    exit 1
+  fi
+  names=("$@")
+  # The 2-bit cells first after the short ones: the longest fine-tuning and the widest gap to close, so that a
+  # schedule too short for them shows before the other cells are run.
+  if [ ${#names[@]} -eq 0 ]; then names=(ptq w8 w2 w3 w4 w4-tensor); fi
 
-# The residual adds read their branches at 8 bits; every conv input is at A bits but the first's (the
-# image) and the classifier's (the last block's sum, pooled) (see the header). The sweep's first-last
-# policy alone would put the stem's output at 8 bits and the classifier's input at A: these keys come
-# first and beat it.
-procs="${PROCS:-1}"
-if ! [[ "$procs" =~ ^[1-9][0-9]*$ ]]; then
-  echo "study.sh: PROCS is '$procs', expected a process count >= 1" >&2
-  exit 2
-fi
-threads=$(( $(nproc) / procs ))
-if [ "$threads" -lt 1 ]; then threads=1; fi
-launcher=()
-if [ "$procs" -gt 1 ]; then launcher=(mpirun --allow-run-as-root -np "$procs"); fi
-common=(--dataset cifar10 --batch-size 128 --first-last 8 --layer-bits residual-branches=:8
-        --layer-bits stem.conv=8: --layer-bits stage3.2=:8 --threads "$threads")
-declare -A cells=(
-  [ptq]="--methods ptq-minmax,ptq-histogram --pairs 8/8,6/6,4/4,3/3,2/2,4/8,2/8 --granularity per-tensor,per-channel --seeds 1"
-  [w8]="--methods qat-minmax,lsq --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001"
-  [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 --qat-epochs 15 --qat-lr 0.01"
-  [w4-tensor]="--methods lsq --pairs 4/4 --granularity per-tensor --seeds 1 --qat-epochs 15 --qat-lr 0.01"
-  [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 --qat-epochs 20 --qat-lr 0.01 --qat-weight-decay 0.00025"
-  [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 --qat-epochs 30 --qat-lr 0.01 --qat-weight-decay 0.000125"
-)
-for name in "${names[@]}"; do
-  if [ -z "${cells[$name]+set}" ]; then
-    echo "study.sh: unknown sweep '$name' (expected: ${!cells[*]})" >&2
+  # The residual adds read their branches at 8 bits; every conv input is at A bits but the first's (the
+  # image) and the classifier's (the last block's sum, pooled) (see the header). The sweep's first-last
+  # policy alone would put the stem's output at 8 bits and the classifier's input at A: these keys come
+  # first and beat it.
+  procs="${PROCS:-1}"
+  if ! [[ "$procs" =~ ^[1-9][0-9]*$ ]]; then
+    echo "study.sh: PROCS is '$procs', expected a process count >= 1" >&2
     exit 2
   fi
-  # shellcheck disable=SC2086
-  args=(sweep "$float" --out "$here/runs/study-$name" "${common[@]}" ${cells[$name]})
-  { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): ${launcher[*]}${launcher[*]:+ }qatlab ${args[*]}"; "${launcher[@]}" "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
-done
-merge_all
+  threads=$(( $(nproc) / procs ))
+  if [ "$threads" -lt 1 ]; then threads=1; fi
+  launcher=()
+  if [ "$procs" -gt 1 ]; then launcher=(mpirun --allow-run-as-root -np "$procs"); fi
+  common=(--dataset cifar10 --batch-size 128 --first-last 8 --layer-bits residual-branches=:8
+          --layer-bits stem.conv=8: --layer-bits stage3.2=:8 --threads "$threads")
+  declare -A cells=(
+    [ptq]="--methods ptq-minmax,ptq-histogram --pairs 8/8,6/6,4/4,3/3,2/2,4/8,2/8 --granularity per-tensor,per-channel --seeds 1"
+    [w8]="--methods qat-minmax,lsq --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001"
+    [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 --qat-epochs 15 --qat-lr 0.01"
+    [w4-tensor]="--methods lsq --pairs 4/4 --granularity per-tensor --seeds 1 --qat-epochs 15 --qat-lr 0.01"
+    [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 --qat-epochs 20 --qat-lr 0.01 --qat-weight-decay 0.00025"
+    [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 --qat-epochs 30 --qat-lr 0.01 --qat-weight-decay 0.000125"
+  )
+  for name in "${names[@]}"; do
+    if [ -z "${cells[$name]+set}" ]; then
+      echo "study.sh: unknown sweep '$name' (expected: ${!cells[*]})" >&2
+      exit 2
+    fi
+    # shellcheck disable=SC2086
+    args=(sweep "$float" --out "$here/runs/study-$name" "${common[@]}" ${cells[$name]})
+    { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): ${launcher[*]}${launcher[*]:+ }qatlab ${args[*]}"; "${launcher[@]}" "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
+  done
+  merge_all
+}
+main "$@"; exit
