@@ -25,9 +25,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <sstream>
 #include <memory>
 #include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
 
 #include "apps/commands.h"
 #include "apps/data_setup.h"
@@ -37,6 +39,7 @@
 #include "apps/train_options.h"
 #include "core/atomic_file.h"
 #include "core/distributed.h"
+#include "core/format.h"
 #include "core/rng.h"
 #include "nn/checkpoint.h"
 #include "nn/model_description.h"
@@ -102,6 +105,22 @@ struct FloatModel {
   std::string augment;  // the augmentation its run chose ("": the dataset's default): its QAT cells keep it
   DataRecord record;    // its data: the cells load the dataset normalised as it was
   ModelSpec spec;
+};
+
+// A QAT cell's epochs as lines among the sweep's own, so that a long cell does not go silent:
+// "      lsq-per-channel-w2a2-s1  epoch 5/30  train 91.20 %  test (simulation) 85.12 %  1:31".
+class CellEpochLines : public TrainMonitor {
+ public:
+  explicit CellEpochLines(std::string id) : id_(std::move(id)) {}
+  void epoch_done(int64_t epoch, int64_t epochs, const MetricsRow& row) override {
+    std::printf("      %s  epoch %lld/%lld  train %.2f %%  test (simulation) %.2f %%  %s\n", id_.c_str(),
+                static_cast<long long>(epoch), static_cast<long long>(epochs), 100 * row.at("train_acc"),
+                100 * row.at("test_acc"), format_duration(row.at("epoch_seconds")).c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  std::string id_;
 };
 
 class Sweep {
@@ -197,7 +216,10 @@ class Sweep {
       return *r;
     }
     ProcessLocalScope alone;
-    return run_sweep_cell(settings, [this, &cell] { return cell_data(cell); });
+    CellEpochLines lines(cell.id());
+    SweepCellSettings run = settings;
+    run.monitor = &lines;
+    return run_sweep_cell(run, [this, &cell] { return cell_data(cell); });
   }
 
   void print_cell(size_t i, size_t n, const CellResult& r, bool reused) const {

@@ -264,6 +264,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
                    {"train_img_per_s", seen / std::max(train_secs, 1e-9)},
                    {"epoch_seconds", train_secs + test.seconds}};
     outcome.history.push_back(row);
+    if (monitor) monitor->epoch_done(epoch + 1, s.epochs, row);
 
     if (job.log) {
       std::fprintf(job.log, "epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %s\n",

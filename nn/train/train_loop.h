@@ -59,6 +59,8 @@ class TrainMonitor {
   // After each batch: running loss and accuracy over the epoch so far, images per second.
   virtual void update(int64_t batch, double loss, double accuracy, double img_per_s) {}
   virtual void end_epoch() {}
+  // After the test evaluation of epoch `epoch` (1-based) of `epochs`: its row of metrics.csv.
+  virtual void epoch_done(int64_t epoch, int64_t epochs, const MetricsRow& row) {}
 };
 
 // Everything the loop needs besides the settings. The loop owns nothing of it.

@@ -127,6 +127,7 @@ bool quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log
   run.config_ini = s.config_ini;
   run.command_line = s.command_line;
   run.log = log;
+  run.monitor = s.monitor;
   return !train_qat(run, sweep_cell_qconfig(s)).outcome.stopped_early;
 }
 

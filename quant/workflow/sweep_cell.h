@@ -39,6 +39,7 @@ struct SweepCellSettings {
   // QAT methods, > 0: train at most this many epochs in this call and return the cell unfinished (no
   // result.ini), to be resumed by a later call; 0: to the end.
   int64_t stop_after = 0;
+  TrainMonitor* monitor = nullptr;      // QAT methods: shown the training's progress (optional)
 };
 
 // The quantizers of a method:

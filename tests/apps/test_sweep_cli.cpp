@@ -57,6 +57,8 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   ASSERT_TRUE(first.exited && first.exit_code == 0) << first.describe();
   EXPECT_TRUE(contains(first.out, "4 cells")) << first.out;
   EXPECT_TRUE(contains(first.out, "4 cells run, 0 reused, 0 failed")) << first.out;
+  // A QAT cell's epochs show as they end.
+  EXPECT_TRUE(contains(first.out, "      qat-minmax-per-tensor-w2a2-s1  epoch 1/1  train ")) << first.out;
   for (const char* f : {"results.csv", "results.json", "cells.csv", "table.md", "accuracy_vs_bits.svg",
                         "cells/qat-minmax-per-tensor-w2a2-s1/model.int8.h5", "float-s1/checkpoint.h5"})
     EXPECT_TRUE(fs::exists(dir / ("sweep/" + std::string(f)))) << f;

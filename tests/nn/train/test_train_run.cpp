@@ -13,6 +13,8 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/rng.h"
 #include "nn/train/evaluate.h"
@@ -55,9 +57,21 @@ TrainRun quadrant_run(const DataBundle& data, int64_t epochs) {
   return run;
 }
 
+// Records what the loop tells a monitor after each epoch.
+struct EpochRecorder : TrainMonitor {
+  std::vector<std::pair<int64_t, int64_t>> epochs;  // (epoch, of epochs)
+  std::vector<MetricsRow> rows;
+  void epoch_done(int64_t epoch, int64_t of, const MetricsRow& row) override {
+    epochs.emplace_back(epoch, of);
+    rows.push_back(row);
+  }
+};
+
 TEST(TrainModel, LearnsInMemoryWithoutWritingAFile) {
   const DataBundle data = test::quadrant_data();
   TrainRun run = quadrant_run(data, 3);
+  EpochRecorder monitor;
+  run.monitor = &monitor;
   DataLoader test(data.test, loader_options(data, 256, 0, false));  // as the run evaluates
   const double before = evaluate(*run.model, test).accuracy;
   const TempDir cwd("train_run_cwd");
@@ -72,6 +86,9 @@ TEST(TrainModel, LearnsInMemoryWithoutWritingAFile) {
   EXPECT_GT(outcome.history.back().at("test_acc"), 0.9);
   EXPECT_DOUBLE_EQ(evaluate(*run.model, test).accuracy, outcome.history.back().at("test_acc"));
   EXPECT_TRUE(fs::is_empty(cwd.path()));                  // no out_dir: nothing written
+  // The monitor saw every epoch's row, test accuracy included, as the history keeps it.
+  EXPECT_EQ(monitor.epochs, (std::vector<std::pair<int64_t, int64_t>>{{1, 3}, {2, 3}, {3, 3}}));
+  EXPECT_EQ(monitor.rows, outcome.history);
 }
 
 TEST(TrainModel, AResumedRunEndsOnTheWeightsOfTheRunThatWasNotStopped) {
