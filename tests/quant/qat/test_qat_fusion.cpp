@@ -162,7 +162,9 @@ TEST(QatFusion, BatchNormLsqOpEqualsTheOpsInTurn) {
       const float lo = step_value * static_cast<float>(scheme.quant_min() - zp);
       const float hi = step_value * static_cast<float>(scheme.quant_max() - zp);
       EXPECT_NE(std::count(fused.y.begin(), fused.y.end(), hi), 0);
-      if (!relu) EXPECT_NE(std::count(fused.y.begin(), fused.y.end(), lo), 0);
+      if (!relu) {
+        EXPECT_NE(std::count(fused.y.begin(), fused.y.end(), lo), 0);
+      }
     }
 }
 
