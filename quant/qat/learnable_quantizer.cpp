@@ -418,13 +418,8 @@ void LsqQuantizer::initialize_from(const std::vector<float>& lo, const std::vect
                                     std::span<const float>(hi.data(), hi.size()));
   std::vector<float> s = qp.scale;  // (C)
   if (init_ == LsqInit::Lsq) {
-    // The paper's step, but never coarser than the min/max grid's: that grid already holds every value of
-    // the batch, so a larger step clips nothing more and only rounds more coarsely. At 2-4 bits the
-    // formula's step is usually the smaller; at 8 bits it is about four times the min/max step (for
-    // normal values, 2 * 0.8 sigma / sqrt(127) against 4.5 sigma / 127).
     for (int64_t c = 0; c < channels_; ++c)
-      s[c] = std::min(s[c], static_cast<float>(2.0 * mean_abs[c] /
-                                               std::sqrt(static_cast<double>(positive_levels(qp.zero_point[c])))));
+      s[c] = static_cast<float>(2.0 * mean_abs[c] / std::sqrt(static_cast<double>(positive_levels(qp.zero_point[c]))));
   }
   for (float& v : s) v = std::max(v, static_cast<float>(kMinScale));
   store_initial(s, qp.zero_point);

@@ -115,8 +115,8 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 // Checkpoint state: the learned parameters and the buffers named in each class; load_state_dict restores
 // a module whose forward is bit-identical.
 
-// How a learned step size starts, from the first training batch: the LSQ paper's formula (capped at the
-// MinMax observer's scale), or the MinMax observer's scale for that batch.
+// How a learned step size starts, from the first training batch: the LSQ paper's formula, or the
+// MinMax observer's scale for that batch.
 enum class LsqInit { Lsq, Observer };
 const char* lsq_init_name(LsqInit init);  // "lsq", "observer"
 
@@ -127,9 +127,7 @@ const char* lsq_init_name(LsqInit init);  // "lsq", "observer"
 //   zero point: symmetric schemes 0 (signed) or the midpoint (qmin + qmax + 1) / 2 (unsigned), as
 //     choose_qparams; affine schemes the zero point a MinMax observer picks for that batch (LSQ does not
 //     learn offsets: it keeps the batch's split of the codes between negative and positive values).
-//   scale: init "lsq" (the paper's): s = 2 * mean(|x|) / sqrt(Qp), per channel over its slice, but no
-//          larger than the MinMax observer's scale for that batch (a larger step clips nothing more and
-//          rounds more coarsely: at 8 bits the formula gives about four times the min/max step);
+//   scale: init "lsq" (the paper's): s = 2 * mean(|x|) / sqrt(Qp), per channel over its slice;
 //          init "observer": the MinMax observer's scale for that batch.
 //   Both are then projected (>= kMinScale: an all-zero batch gives the smallest scale, as observers do).
 // Gradient scale: g[c] = 1 / sqrt(N * Qp[c]), N = numel / C of the current input, Qp[c] the number of
