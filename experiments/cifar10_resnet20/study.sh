@@ -11,7 +11,7 @@
 #
 # A small set of sweeps, one per fine-tuning length, since the cells need different schedules:
 #   ptq       min/max and histogram PTQ at every pair, per-tensor and per-channel weights (no training)
-#   w8        W8A8 and W4A8, min/max QAT and LSQ, per-tensor and per-channel, 2 epochs at lr 0.001
+#   w8        W8A8 and W4A8, min/max QAT, LSQ and PACT, per-tensor and per-channel, 2 epochs at lr 0.001
 #   w4        W4A4, LSQ and PACT, per-channel, 2 seeds, 15 epochs at lr 0.01 (cosine)
 #   w4-tensor W4A4 LSQ with per-tensor weights, 15 epochs (the per-tensor vs per-channel row)
 #   w3        W3A3, LSQ and PACT, per-channel, 2 seeds, 20 epochs, weight decay 2.5e-4
@@ -112,7 +112,7 @@ main() {
           --layer-bits stem.conv=8: --layer-bits stage3.2=:8 --threads "$threads")
   declare -A cells=(
     [ptq]="--methods ptq-minmax,ptq-histogram --pairs 8/8,6/6,4/4,3/3,2/2,4/8,2/8 --granularity per-tensor,per-channel --seeds 1"
-    [w8]="--methods qat-minmax,lsq --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001"
+    [w8]="--methods qat-minmax,lsq,pact --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001"
     [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 --qat-epochs 15 --qat-lr 0.01"
     [w4-tensor]="--methods lsq --pairs 4/4 --granularity per-tensor --seeds 1 --qat-epochs 15 --qat-lr 0.01"
     [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 --qat-epochs 20 --qat-lr 0.01 --qat-weight-decay 0.00025"
