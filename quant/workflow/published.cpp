@@ -128,9 +128,14 @@ std::string published_table_md(const SweepReport& r, const std::vector<Published
         "pair and weight granularity; vs float: the difference from our float model. A paper's vs float: from its "
         "own float model.\n\n";
   os << "| W/A | weights | best learned | seeds | integer graph (%) | vs float |";
-  for (const PublishedFigures& p : papers) os << " " << md_cell(p.name) << " (%) | " << md_cell(p.name) << " vs float |";
+  // A paper with a float model alone (a baseline) gets one column; the others two: the figure and its
+  // distance from the paper's float model.
+  for (const PublishedFigures& p : papers) {
+    os << " " << md_cell(p.name) << " (%) |";
+    if (!p.accuracy.empty()) os << " " << md_cell(p.name) << " vs float |";
+  }
   os << "\n| --- | --- | --- | --- | --- | --- |";
-  for (size_t i = 0; i < papers.size(); ++i) os << " --- | --- |";
+  for (const PublishedFigures& p : papers) os << (p.accuracy.empty() ? " --- |" : " --- | --- |");
   os << "\n";
 
   // Each paper's two cells: its figure at `bits` and the difference from its float (its float model's
@@ -139,7 +144,11 @@ std::string published_table_md(const SweepReport& r, const std::vector<Published
     std::ostringstream s;
     for (const PublishedFigures& p : papers) {
       if (!bits) {
-        s << " " << (p.float_accuracy ? fixed(*p.float_accuracy, 2) : "") << " | |";
+        s << " " << (p.float_accuracy ? fixed(*p.float_accuracy, 2) : "") << (p.accuracy.empty() ? " |" : " | |");
+        continue;
+      }
+      if (p.accuracy.empty()) {
+        s << " |";
         continue;
       }
       const auto it = std::find_if(p.accuracy.begin(), p.accuracy.end(), [&](const auto& e) { return e.first == *bits; });
