@@ -2,13 +2,13 @@
 // granularity x W/A pair x seed it runs a cell (run_sweep_cell, quant/workflow/sweep_cell.h: a quantized
 // model by post-training quantization or QAT, converted to an integer graph, simulation and integer graph
 // evaluated), and writes the study's CSV, JSON and plots after every cell. An interrupted sweep run again
-// skips the cells it finished. Under `mpirun -np N`, process 0 trains the missing float models
+// skips the cells it finished and resumes a QAT cell from its last epoch (run_sweep_cell). Under `mpirun -np N`, process 0 trains the missing float models
 // (train_model, nn/train/train_run.h), then every process takes the next cell from a shared counter and
 // runs it alone; process 0 writes the study's files from every cell's result.
 //
 // Layout of --out:
 //   float-s<seed>/          the float model of each seed (trained here unless a checkpoint is given)
-//   cells/<cell id>/        checkpoint.h5, model.int8.h5, log.txt (what the cell reported), result.ini
+//   cells/<cell id>/        start.ini, checkpoint.h5, model.int8.h5, log.txt (what the cell reported), result.ini
 //   results.csv, results.json, cells.csv, table.md, accuracy_vs_bits.svg, accuracy_vs_wbits.svg
 //
 // `qatlab sweep --merge A,B,... --out DIR` runs nothing: it joins finished sweeps of one model (their
