@@ -70,6 +70,7 @@ struct SweepSettings {
   int64_t qat_epochs = 2;
   float qat_lr = 0.01f;
   float qat_weight_decay = 5e-4f;
+  std::string lsq_init;  // "" (the paper's formula) | lsq | minmax | mse: where lsq cells' steps start
   int64_t batch_size = 64;
   int64_t calib_batches = 32;
   int threads = 0;
@@ -408,6 +409,7 @@ class Sweep {
     // (Only a weight decay other than the default's: cells finished before the option keep their key.)
     if (!sweep_method_is_ptq(cell.method) && s_.qat_weight_decay != SweepSettings{}.qat_weight_decay)
       key += " weight-decay " + num_str(s_.qat_weight_decay);
+    if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
     if (!sweep_method_is_ptq(cell.method) && !d_.augment.empty()) key += " augment " + d_.augment;
     if (d_.train_limit > 0) key += " train-limit " + std::to_string(d_.train_limit);
     if (d_.test_limit > 0) key += " test-limit " + std::to_string(d_.test_limit);
@@ -442,6 +444,7 @@ class Sweep {
     c.qat_epochs = s_.qat_epochs;
     c.qat_lr = s_.qat_lr;
     c.qat_weight_decay = s_.qat_weight_decay;
+    if (cell.method == "lsq" && !s_.lsq_init.empty()) c.lsq_init = parse_lsq_init(s_.lsq_init, "--lsq-init");
     c.batch_size = s_.batch_size;
     c.calib_batches = s_.calib_batches;
     c.dir = (fs::path(s_.out) / "cells" / cell.id()).string();
@@ -463,6 +466,7 @@ class Sweep {
     q.weight_observer = observer_kind_name(quantizers.weight_observer);
     q.wquant = quantizer_method_name(quantizers.weight_method);
     q.aquant = quantizer_method_name(quantizers.activation_method);
+    if (c.lsq_init) q.lsq_init = lsq_init_name(*c.lsq_init);
     q.layer_bits = c.layer_bits;
     const DataSettings d = cell_data_settings(c.cell);
     if (sweep_method_is_ptq(c.cell.method)) {
@@ -581,6 +585,8 @@ int cmd_sweep(int argc, char** argv) {
       ("qat-lr", po::value(&s.qat_lr)->default_value(s.qat_lr), "learning rate of each QAT cell (cosine schedule)")
       ("qat-weight-decay", po::value(&s.qat_weight_decay)->default_value(s.qat_weight_decay),
        "weight decay of each QAT cell (L2 on conv and linear weights; the papers lower it at low bits)")
+      ("lsq-init", po::value(&s.lsq_init),
+       "where the lsq cells' steps start: lsq (the paper's formula, the default) | minmax | mse (qatlab qat --help)")
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
       ("calib-batches", po::value(&s.calib_batches)->default_value(s.calib_batches), "calibration batches of each PTQ cell")
       ("out", po::value(&s.out), "output directory (default runs/sweep-MODEL-DATASET); run again to resume")
@@ -630,6 +636,11 @@ int cmd_sweep(int argc, char** argv) {
       throw std::invalid_argument("--augment applies to the QAT cells and to the float models a sweep trains; this sweep "
                                   "has neither (PTQ cells from " + s.checkpoint + ")");
     parse_name_list(s.granularity, {"per-tensor", "per-channel"}, "granularity");
+    if (!s.lsq_init.empty()) {
+      parse_lsq_init(s.lsq_init, "--lsq-init");
+      if (std::find(methods.begin(), methods.end(), "lsq") == methods.end())
+        throw std::invalid_argument("--lsq-init " + s.lsq_init + " applies to lsq cells; this sweep has none");
+    }
     QConfig::from_options(8, 8, true, "minmax", "ema", s.layer_bits);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());

@@ -18,6 +18,9 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
       ("wquant", po::value(&q.wquant)->default_value(q.wquant), "weight quantizer: observer | lsq (learned step size)")
       ("aquant", po::value(&q.aquant)->default_value(q.aquant),
        "activation quantizer: observer | lsq | lsq+ (learned step and offset) | pact (learned clip, after ReLU)")
+      ("lsq-init", po::value(&q.lsq_init),
+       "where lsq and lsq+ steps start, from the first batch: lsq (the paper's 2 mean|x| / sqrt(Qp); lsq's "
+       "default) | minmax (the batch's min/max grid; lsq+'s default) | mse (the step of least squared error)")
       ("layer-bits", po::value(&q.layer_bits)->composing(),
        "per-layer bits NAME=W:A, by dotted module name, layer type, input or residual-branches (the values "
        "residual adds read; =:A only) (repeatable), e.g. features.0=8:8")
@@ -36,6 +39,7 @@ std::string qat_settings_ini(const QatSettings& q) {
   ini.add("weight-observer", q.weight_observer);
   ini.add("wquant", q.wquant);
   ini.add("aquant", q.aquant);
+  ini.add_if_given("lsq-init", q.lsq_init);
   ini.add_each("layer-bits", q.layer_bits);
   ini.add("freeze-bn-after", q.freeze_bn_after);
   ini.add("freeze-observers-after", q.freeze_observers_after);
@@ -45,7 +49,7 @@ std::string qat_settings_ini(const QatSettings& q) {
 QConfig qconfig_from(const QatSettings& q) {
   try {
     QConfig c = QConfig::from_options(q.wbits, q.abits, q.per_channel, q.weight_observer, q.observer, q.layer_bits,
-                                      q.wquant, q.aquant);
+                                      q.wquant, q.aquant, q.lsq_init);
     return c;
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());

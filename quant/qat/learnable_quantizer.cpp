@@ -326,8 +326,6 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 
 // ------------------------------------------------------------------------------------- LsqQuantizer
 
-const char* lsq_init_name(LsqInit init) { return init == LsqInit::Lsq ? "lsq" : "observer"; }
-
 LsqQuantizer::LsqQuantizer(const QScheme& scheme, int64_t channels, LsqInit init)
     : LsqQuantizer("LsqQuantizer", scheme, channels, init, true) {}
 
@@ -373,6 +371,22 @@ std::vector<double> LsqQuantizer::abs_sums(const Tensor& x, int64_t* per_channel
 }
 
 void LsqQuantizer::initialize(const Tensor& x) {
+  std::vector<double> mean_abs;  // (C)
+  const QParams qp = batch_grid(x, &mean_abs);
+  switch (init_) {
+    case LsqInit::Lsq: {
+      std::vector<float> s(static_cast<size_t>(channels_));  // (C)
+      for (int64_t c = 0; c < channels_; ++c)
+        s[c] = static_cast<float>(2.0 * mean_abs[c] / std::sqrt(static_cast<double>(positive_levels(qp.zero_point[c]))));
+      finish_init(std::move(s), qp.zero_point);
+      return;
+    }
+    case LsqInit::MinMax: finish_init(qp.scale, qp.zero_point); return;
+    case LsqInit::Mse: finish_init(mse_scales(x, qp), qp.zero_point); return;
+  }
+}
+
+QParams LsqQuantizer::batch_grid(const Tensor& x, std::vector<double>* mean_abs) {
   // The observer checks the shape and rejects NaN/Inf before anything is written.
   MinMaxObserver observer(scheme(), channels_);
   observer.observe(x);
@@ -380,20 +394,23 @@ void LsqQuantizer::initialize(const Tensor& x) {
   observer.range(lo, hi);
   int64_t count = 0;
   std::vector<double> sums = abs_sums(x, &count);  // (C)
+  const size_t c = static_cast<size_t>(channels_);
+  const auto grid = [this](const std::vector<float>& l, const std::vector<float>& h) {
+    return choose_qparams(scheme(), std::span<const float>(l.data(), l.size()), std::span<const float>(h.data(), h.size()));
+  };
   BatchSync* sync = batch_sync();
   if (!sync) {
     for (double& v : sums) v /= static_cast<double>(count);
-    initialize_from(lo, hi, sums);
-    return;
+    *mean_abs = std::move(sums);
+    return grid(lo, hi);
   }
   // One chunk of a global batch: the whole batch's range and mean |x|, its sums added in chunk order.
-  const size_t c = static_cast<size_t>(channels_);
   std::vector<double> mine;  // lo (C), hi (C), sums (C), count (1)
   mine.insert(mine.end(), lo.begin(), lo.end());
   mine.insert(mine.end(), hi.begin(), hi.end());
   mine.insert(mine.end(), sums.begin(), sums.end());
   mine.push_back(static_cast<double>(count));
-  sync->exchange(mine, [this, c](std::span<const double> all, int64_t chunks) {
+  sync->exchange(mine, [this, c, &grid](std::span<const double> all, int64_t chunks) {
     const size_t n = 3 * c + 1;
     std::vector<float> g_lo(c), g_hi(c);  // (C)
     std::vector<double> g_sum(c, 0.0);    // (C)
@@ -408,21 +425,59 @@ void LsqQuantizer::initialize(const Tensor& x) {
       g_count += v[3 * c];
     }
     for (double& v : g_sum) v /= g_count;
-    initialize_from(g_lo, g_hi, g_sum);
+    agreed_grid_ = grid(g_lo, g_hi);
+    agreed_mean_abs_ = std::move(g_sum);
   });
+  *mean_abs = agreed_mean_abs_;
+  return agreed_grid_;
 }
 
-void LsqQuantizer::initialize_from(const std::vector<float>& lo, const std::vector<float>& hi,
-                                   const std::vector<double>& mean_abs) {
-  const QParams qp = choose_qparams(scheme(), std::span<const float>(lo.data(), lo.size()),
-                                    std::span<const float>(hi.data(), hi.size()));
-  std::vector<float> s = qp.scale;  // (C)
-  if (init_ == LsqInit::Lsq) {
-    for (int64_t c = 0; c < channels_; ++c)
-      s[c] = static_cast<float>(2.0 * mean_abs[c] / std::sqrt(static_cast<double>(positive_levels(qp.zero_point[c]))));
+std::vector<float> LsqQuantizer::mse_scales(const Tensor& x, const QParams& qp) {
+  constexpr int64_t kCandidates = 100;  // steps s_mm * k / 100, k = 1..100
+  const Rows rows = rows_for(x, scheme(), channels_, type().c_str());
+  const size_t c = static_cast<size_t>(channels_);
+  const float* px = x.data();
+  std::vector<double> err(static_cast<size_t>(kCandidates) * c, 0.0);  // (K, C)
+  for (int64_t k = 0; k < kCandidates; ++k) {
+    std::vector<double> acc(c, 0.0);  // (C)
+    for_each_chunk(rows, acc, [&](int64_t begin, int64_t n, int64_t ch) {
+      const float s = std::max(qp.scale[ch] * static_cast<float>(k + 1) / kCandidates, static_cast<float>(kMinScale));
+      const float inv = 1.0f / s, z = static_cast<float>(qp.zero_point[ch]);
+      const float lo = static_cast<float>(qp.quant_min), hi = static_cast<float>(qp.quant_max);
+      double e = 0.0;
+      for (int64_t i = begin; i < begin + n; ++i) {
+        const float q = std::clamp(std::nearbyint(px[i] * inv) + z, lo, hi);
+        const double d = static_cast<double>(px[i]) - static_cast<double>((q - z) * s);
+        e += d * d;
+      }
+      return e;
+    });
+    std::copy(acc.begin(), acc.end(), err.begin() + k * static_cast<int64_t>(c));
   }
+  const auto pick = [c, &qp](std::span<const double> e) {  // (K, C) -> (C)
+    std::vector<float> s(c);
+    for (size_t ch = 0; ch < c; ++ch) {
+      int64_t best = kCandidates - 1;
+      for (int64_t k = kCandidates - 2; k >= 0; --k)
+        if (e[k * c + ch] < e[best * c + ch]) best = k;
+      s[ch] = qp.scale[ch] * static_cast<float>(best + 1) / kCandidates;
+    }
+    return s;
+  };
+  BatchSync* sync = batch_sync();
+  if (!sync) return pick(err);
+  sync->exchange(err, [this, c, &pick](std::span<const double> all, int64_t chunks) {
+    std::vector<double> total(static_cast<size_t>(kCandidates) * c, 0.0);  // (K, C), chunks added in order
+    for (int64_t k = 0; k < chunks; ++k)
+      for (size_t i = 0; i < total.size(); ++i) total[i] += all[k * total.size() + i];
+    agreed_scale_ = pick(total);
+  });
+  return agreed_scale_;
+}
+
+void LsqQuantizer::finish_init(std::vector<float> s, const std::vector<int32_t>& zero_point) {
   for (float& v : s) v = std::max(v, static_cast<float>(kMinScale));
-  store_initial(s, qp.zero_point);
+  store_initial(s, zero_point);
   initialized_.data()[0] = 1.0f;
 }
 
@@ -622,13 +677,18 @@ std::string PactQuantizer::describe() const {
 
 // -------------------------------------------------------------------------------------------- factory
 
-std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme, int64_t channels) {
+std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme, int64_t channels,
+                                                    std::optional<LsqInit> init) {
   switch (method) {
-    case QuantizerMethod::Lsq: return std::make_shared<LsqQuantizer>(scheme, channels);
+    case QuantizerMethod::Lsq: return std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq));
     case QuantizerMethod::LsqPlus:
-      if (scheme.symmetric) return std::make_shared<LsqQuantizer>(scheme, channels);
-      return std::make_shared<LsqPlusQuantizer>(scheme, channels);
-    case QuantizerMethod::Pact: return std::make_shared<PactQuantizer>(scheme, channels);
+      if (scheme.symmetric) return std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq));
+      return std::make_shared<LsqPlusQuantizer>(scheme, channels, init.value_or(LsqInit::MinMax));
+    case QuantizerMethod::Pact:
+      if (init)
+        throw std::invalid_argument(std::string("make_learnable_quantizer: PACT learns a clip, not a step; init '") +
+                                    lsq_init_name(*init) + "' is for lsq and lsq+");
+      return std::make_shared<PactQuantizer>(scheme, channels);
     case QuantizerMethod::Observer: break;
   }
   throw std::invalid_argument("make_learnable_quantizer: 'observer' is not a learned grid (expected lsq, lsq+ or pact)");

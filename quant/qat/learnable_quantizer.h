@@ -115,11 +115,6 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 // Checkpoint state: the learned parameters and the buffers named in each class; load_state_dict restores
 // a module whose forward is bit-identical.
 
-// How a learned step size starts, from the first training batch: the LSQ paper's formula, or the
-// MinMax observer's scale for that batch.
-enum class LsqInit { Lsq, Observer };
-const char* lsq_init_name(LsqInit init);  // "lsq", "observer"
-
 // LSQ. Parameter "scale" (C); buffers "zero_point" (C) (integers stored as floats, fixed at
 // initialisation) and "initialized" (1) (1 or 0).
 //
@@ -127,9 +122,17 @@ const char* lsq_init_name(LsqInit init);  // "lsq", "observer"
 //   zero point: symmetric schemes 0 (signed) or the midpoint (qmin + qmax + 1) / 2 (unsigned), as
 //     choose_qparams; affine schemes the zero point a MinMax observer picks for that batch (LSQ does not
 //     learn offsets: it keeps the batch's split of the codes between negative and positive values).
-//   scale: init "lsq" (the paper's): s = 2 * mean(|x|) / sqrt(Qp), per channel over its slice;
-//          init "observer": the MinMax observer's scale for that batch.
-//   Both are then projected (>= kMinScale: an all-zero batch gives the smallest scale, as observers do).
+//   scale (LsqInit, quantizer_kind.h):
+//     "lsq" (the paper's): s = 2 * mean(|x|) / sqrt(Qp), per channel over its slice;
+//     "minmax": the MinMax observer's scale for that batch, s_mm;
+//     "mse": of the candidates s_mm * k / 100, k = 1..100, the one whose grid (with the min/max zero point)
+//       gives the batch the least squared error sum (x - dequant(quant(x)))^2 per channel, ties to the
+//       larger step. From a converged float model "lsq" starts far coarser than the others (4-bit ResNet-20:
+//       2 * mean|w| / sqrt(7) is about 1.4x the min/max step) and fine-tuning starts several points lower;
+//       "mse" clips where min/max wastes levels on outliers, which matters most at 2 and 3 bits.
+//   Each is then projected (>= kMinScale: an all-zero batch gives the smallest scale, as observers do).
+//   With a BatchSync the chunks agree on the whole batch's range and mean |x|, and for "mse" add their
+//   error sums in chunk order: the scale is the one a single process would pick.
 // Gradient scale: g[c] = 1 / sqrt(N * Qp[c]), N = numel / C of the current input, Qp[c] the number of
 // positive codes above the zero point, qmax - zp[c] (or, if the grid has none, zp[c] - qmin, the
 // negative ones): qmax for a signed symmetric grid, 2^b - 1 for the unsigned-like post-ReLU grid whose
@@ -163,8 +166,8 @@ class LsqQuantizer : public Quantizer {
  protected:
   // For LsqPlusQuantizer: registers "scale" and "initialized" only; the subclass adds its offset.
   LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, LsqInit init, bool fixed_zero_point);
-  // Initialises the grid from x: the MinMax observer's qparams for x, then the "lsq" scale formula when
-  // asked; store_initial writes the result in place (the optimizer already holds the parameter handles).
+  // Initialises the grid from x (the class comment); store_initial writes the result in place (the
+  // optimizer already holds the parameter handles).
   void initialize(const Tensor& x);
   virtual void store_initial(const std::vector<float>& scale, const std::vector<int32_t>& zero_point);
   // Writes max(scale, kMinScale) back into the parameter (training only).
@@ -174,11 +177,18 @@ class LsqQuantizer : public Quantizer {
   void require_initialized() const;
   // Sum of |x| per channel slice (C), in double, and the number of values in each slice.
   std::vector<double> abs_sums(const Tensor& x, int64_t* per_channel) const;
-  // initialize()'s arithmetic from the batch's (C) range and mean |x| (C).
-  void initialize_from(const std::vector<float>& lo, const std::vector<float>& hi, const std::vector<double>& mean_abs);
+  // The whole batch's min/max grid and (C) mean |x|, agreed between the chunks when there are any.
+  QParams batch_grid(const Tensor& x, std::vector<double>* mean_abs);
+  // The "mse" init's step per channel (C) for x on grid qp (the whole batch's, with chunks).
+  std::vector<float> mse_scales(const Tensor& x, const QParams& qp);
+  void finish_init(std::vector<float> scale, const std::vector<int32_t>& zero_point);
 
   LsqInit init_;
   int64_t channels_;
+  // initialize()'s values agreed between chunks: written once by the exchange, read by every chunk.
+  QParams agreed_grid_;
+  std::vector<double> agreed_mean_abs_;  // (C)
+  std::vector<float> agreed_scale_;      // (C) "mse"'s pick
   Tensor scale_;        // (C) parameter
   Tensor zero_point_;   // (C) buffer, LSQ only
   Tensor initialized_;  // (1) buffer
@@ -195,7 +205,7 @@ class LsqQuantizer : public Quantizer {
 // the scale, it is one number fed by the N elements of its channel.
 class LsqPlusQuantizer : public LsqQuantizer {
  public:
-  LsqPlusQuantizer(const QScheme& scheme, int64_t channels = 1, LsqInit init = LsqInit::Observer);
+  LsqPlusQuantizer(const QScheme& scheme, int64_t channels = 1, LsqInit init = LsqInit::MinMax);
 
   Tensor forward(const Tensor& x) override;
   QParams qparams() const override;
@@ -252,8 +262,9 @@ class PactQuantizer : public Quantizer {
 // method: Lsq, LsqPlus or Pact; channels as for the constructors. LsqPlus on a symmetric scheme gives
 // an LsqQuantizer: a symmetric grid has no offset to learn (the LSQ+ paper, too, learns offsets for
 // activations only). Throws std::invalid_argument for Observer (not a learned grid) and for schemes a
-// method cannot use (PACT on a symmetric scheme).
+// method cannot use (PACT on a symmetric scheme). init: where LSQ's and LSQ+'s step starts; nothing keeps
+// each one's default (LSQ the paper's formula, LSQ+ min/max); PACT has none and throws if given one.
 std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme,
-                                                    int64_t channels = 1);
+                                                    int64_t channels = 1, std::optional<LsqInit> init = std::nullopt);
 
 }  // namespace qatlab

@@ -9,7 +9,9 @@ namespace qatlab {
 std::string QuantizerSpec::describe() const {
   return scheme.describe() + ", " +
          (method == QuantizerMethod::Observer ? std::string(observer_kind_name(observer)) + " observer"
-                                              : std::string(quantizer_method_name(method)) + " (learned)");
+                                              : std::string(quantizer_method_name(method)) + " (learned" +
+                                                    (lsq_init ? std::string(", init ") + lsq_init_name(*lsq_init) : "") +
+                                                    ")");
 }
 
 namespace {
@@ -42,6 +44,10 @@ QuantizerSpec QConfig::weight_for(const std::string& name, const std::string& ty
 QuantizerSpec QConfig::activation_for(const std::string& name, const std::string& type, bool residual_branch) const {
   QuantizerSpec spec = activation;
   const LayerBits* o = nullptr;
+  for (const QuantizerSpec* spec : {&weight, &activation})
+    if (spec->lsq_init && spec->method != QuantizerMethod::Lsq && spec->method != QuantizerMethod::LsqPlus)
+      throw std::invalid_argument(std::string("an LSQ init ('") + lsq_init_name(*spec->lsq_init) +
+                                  "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
   if (auto it = layer_bits.find(kResidualBranches); residual_branch && it != layer_bits.end() && !layer_bits.count(name))
     o = &it->second;
   else
@@ -75,7 +81,8 @@ std::pair<std::string, LayerBits> parse_layer_bits(const std::string& text) {
 
 QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std::string& weight_observer,
                               const std::string& activation_observer, const std::vector<std::string>& layer_bits,
-                              const std::string& weight_method, const std::string& activation_method) {
+                              const std::string& weight_method, const std::string& activation_method,
+                              const std::string& lsq_init) {
   QConfig q;
   check_bits(wbits, "--wbits");
   check_bits(abits, "--abits");
@@ -86,6 +93,13 @@ QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std:
   q.activation.observer = parse_observer_kind(activation_observer, "activation observer");
   q.weight.method = parse_quantizer_method(weight_method, "--wquant");
   q.activation.method = parse_quantizer_method(activation_method, "--aquant");
+  if (!lsq_init.empty()) {
+    const LsqInit init = parse_lsq_init(lsq_init, "--lsq-init");
+    bool used = false;
+    for (QuantizerSpec* spec : {&q.weight, &q.activation})
+      if (spec->method == QuantizerMethod::Lsq || spec->method == QuantizerMethod::LsqPlus) spec->lsq_init = init, used = true;
+    if (!used) throw std::invalid_argument("--lsq-init " + lsq_init + " needs an lsq or lsq+ quantizer (--wquant, --aquant)");
+  }
   for (const std::string& text : layer_bits) q.layer_bits.insert(parse_layer_bits(text));
   q.validate();
   return q;
@@ -99,6 +113,10 @@ void QConfig::validate() const {
   if (weight.method != QuantizerMethod::Observer && weight.method != QuantizerMethod::Lsq)
     throw std::invalid_argument(std::string("--wquant must be observer or lsq, got '") +
                                 quantizer_method_name(weight.method) + "'");
+  for (const QuantizerSpec* spec : {&weight, &activation})
+    if (spec->lsq_init && spec->method != QuantizerMethod::Lsq && spec->method != QuantizerMethod::LsqPlus)
+      throw std::invalid_argument(std::string("an LSQ init ('") + lsq_init_name(*spec->lsq_init) +
+                                  "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
   if (auto it = layer_bits.find(kResidualBranches);
       it != layer_bits.end() && (it->second.weight_bits != 0 || it->second.activation_bits == 0))
     throw std::invalid_argument(std::string("--layer-bits ") + kResidualBranches + " sets activation bits only (" +

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,10 +22,13 @@ inline constexpr const char* kResidualBranches = "residual-branches";
 // One quantizer's settings: its scheme and how it finds its grid: an observer's range (method
 // "observer"), or a grid learned by gradient descent: "lsq" (learned step size), "lsq+" (step and
 // offset), "pact" (learned clipping level; activations after a ReLU only).
+// lsq_init: where an LSQ or LSQ+ step starts (quantizer_kind.h); nothing keeps the method's default (LSQ the
+// paper's formula, LSQ+ the batch's min/max grid).
 struct QuantizerSpec {
   QScheme scheme;
   ObserverKind observer = ObserverKind::MinMax;
   QuantizerMethod method = QuantizerMethod::Observer;
+  std::optional<LsqInit> lsq_init;
   std::string describe() const;
 };
 
@@ -35,9 +39,9 @@ struct LayerBits {
 
 struct QConfig {
   // Weights: symmetric, narrow range ([-127, 127] at 8 bits), per output channel, min/max observer.
-  QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax};
+  QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax, QuantizerMethod::Observer, std::nullopt};
   // Activations: affine signed (int8 [-128, 127] at 8 bits), per tensor, moving-average min/max.
-  QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema};
+  QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema, QuantizerMethod::Observer, std::nullopt};
   // Overrides: a key is a dotted module name of the float model ("features.0", "classifier.4"), a layer
   // type ("Conv2d", "Linear"), "input" (the model's input quantizer) or kResidualBranches (activation
   // bits only). A name beats kResidualBranches, which beats a type.
@@ -48,11 +52,12 @@ struct QConfig {
   QuantizerSpec activation_for(const std::string& name, const std::string& type, bool residual_branch = false) const;
 
   // Settings from the command line: bits 2..8, observer names, "NAME=W:A" overrides (either side may be
-  // empty to keep the global value, e.g. "classifier.4=8:"). Throws std::invalid_argument on bad values.
+  // empty to keep the global value, e.g. "classifier.4=8:"), the LSQ init for every LSQ/LSQ+ quantizer
+  // ("" keeps each method's default). Throws std::invalid_argument on bad values.
   static QConfig from_options(int wbits, int abits, bool per_channel, const std::string& weight_observer,
                               const std::string& activation_observer, const std::vector<std::string>& layer_bits,
                               const std::string& weight_method = "observer",
-                              const std::string& activation_method = "observer");
+                              const std::string& activation_method = "observer", const std::string& lsq_init = "");
   void validate() const;
   // A few lines for logs and `info`.
   std::string describe() const;

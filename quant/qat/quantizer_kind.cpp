@@ -11,6 +11,7 @@ constexpr ObserverKind kObserverKinds[] = {ObserverKind::MinMax, ObserverKind::E
                                            ObserverKind::Percentile};
 constexpr QuantizerMethod kMethods[] = {QuantizerMethod::Observer, QuantizerMethod::Lsq, QuantizerMethod::LsqPlus,
                                         QuantizerMethod::Pact};
+constexpr LsqInit kLsqInits[] = {LsqInit::Lsq, LsqInit::MinMax, LsqInit::Mse};
 
 template <class Kind, size_t N>
 Kind parse(const std::string& name, const std::string& what, const Kind (&kinds)[N], const char* (*name_of)(Kind)) {
@@ -54,6 +55,19 @@ const char* quantizer_method_name(QuantizerMethod method) {
 
 QuantizerMethod parse_quantizer_method(const std::string& name, const std::string& what) {
   return parse(name, what, kMethods, quantizer_method_name);
+}
+
+const char* lsq_init_name(LsqInit init) {
+  switch (init) {
+    case LsqInit::Lsq: return "lsq";
+    case LsqInit::MinMax: return "minmax";
+    case LsqInit::Mse: return "mse";
+  }
+  return "?";
+}
+
+LsqInit parse_lsq_init(const std::string& name, const std::string& what) {
+  return parse(name, what, kLsqInits, lsq_init_name);
 }
 
 }  // namespace qatlab

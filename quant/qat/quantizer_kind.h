@@ -11,6 +11,10 @@ namespace qatlab {
 enum class ObserverKind { MinMax, Ema, Histogram, Percentile };
 // How a quantizer finds its grid: an observer's range, or one learned by gradient descent.
 enum class QuantizerMethod { Observer, Lsq, LsqPlus, Pact };
+// Where a learned step size (LSQ, LSQ+) starts, from the first training batch (learnable_quantizer.h):
+// the LSQ paper's formula, the min/max grid of that batch, or the step minimising that batch's squared
+// quantization error.
+enum class LsqInit { Lsq, MinMax, Mse };
 
 // "minmax", "ema", "histogram", "percentile".
 const char* observer_kind_name(ObserverKind kind);
@@ -22,5 +26,9 @@ bool observer_supports_per_channel(ObserverKind kind);
 // "observer", "lsq", "lsq+", "pact".
 const char* quantizer_method_name(QuantizerMethod method);
 QuantizerMethod parse_quantizer_method(const std::string& name, const std::string& what = "quantizer method");
+
+// "lsq", "minmax", "mse".
+const char* lsq_init_name(LsqInit init);
+LsqInit parse_lsq_init(const std::string& name, const std::string& what = "LSQ initialisation");
 
 }  // namespace qatlab

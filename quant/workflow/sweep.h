@@ -60,7 +60,7 @@ struct CellResult {
   double exact_identical = -1.0;
   int64_t int_file_bytes = 0;  // the integer model file
   double seconds = 0.0;        // wall time of the cell
-  std::string schedule;        // how it got its model (sweep_cell_schedule): "15 epochs, lr 0.01 cosine, ..."
+  std::string schedule;        // how it got its model (sweep_cell_schedule): "15 epochs, lr 0.01 cosine, ...[, lsq init mse]"
 };
 
 // result.ini of a cell directory ("key = value" lines), and back. Reading returns nothing for a

@@ -64,6 +64,8 @@ QConfig sweep_cell_qconfig(const SweepCellSettings& s) {
   q.activation.scheme.bits = s.cell.bits.abits;
   q.activation.observer = m.activation_observer;
   q.activation.method = m.activation_method;
+  for (QuantizerSpec* spec : {&q.weight, &q.activation})
+    if (spec->method == QuantizerMethod::Lsq) spec->lsq_init = s.lsq_init;
   for (const std::string& text : s.layer_bits) q.layer_bits.insert(parse_layer_bits(text));
   q.validate();
   return q;
@@ -84,7 +86,8 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
   if (sweep_method_is_ptq(s.cell.method))
     return std::to_string(s.calib_batches) + " calibration batches of " + std::to_string(s.batch_size);
   return std::to_string(s.qat_epochs) + (s.qat_epochs == 1 ? " epoch" : " epochs") + ", lr " + num_str(s.qat_lr) +
-         " cosine, batch " + std::to_string(s.batch_size) + ", weight decay " + num_str(s.qat_weight_decay);
+         " cosine, batch " + std::to_string(s.batch_size) + ", weight decay " + num_str(s.qat_weight_decay) +
+         (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "");
 }
 
 namespace {

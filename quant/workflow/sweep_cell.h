@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,7 @@ struct SweepCellSettings {
   int64_t qat_epochs = 2;               // QAT methods: epochs of training (cosine schedule)
   float qat_lr = 0.01f;                 // and their base learning rate
   float qat_weight_decay = 5e-4f;       // and their weight decay (L2 on conv and linear weights)
+  std::optional<LsqInit> lsq_init;      // lsq cells: where the steps start (nothing: the paper's formula)
   int64_t batch_size = 64;              // QAT and calibration batches
   int64_t calib_batches = 32;           // PTQ methods: calibration batches
   // The cell's directory, emptied first (but see run_sweep_cell on resuming); it receives start.ini (the
@@ -57,7 +59,7 @@ struct SweepQuantizers {
 SweepQuantizers sweep_quantizers(SweepMethod method);
 
 // The cell's QConfig: its bits, per channel or per tensor weights as its granularity says, its layer
-// bits and its method's quantizers.
+// bits and its method's quantizers (an lsq cell's with lsq_init).
 QConfig sweep_cell_qconfig(const SweepCellSettings& s);
 // A QAT cell's training: qat_epochs, qat_lr, qat_weight_decay, batch_size and the cell's seed, whole
 // batches, the rest as TrainSettings' defaults (SGD with momentum 0.9, cosine schedule).

@@ -7,6 +7,7 @@
 
 #include "quant/quant_test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -18,6 +19,7 @@
 #include "core/ops.h"
 #include "core/rng.h"
 #include "nn/optim.h"
+#include "nn/train/chunked_step.h"
 #include "quant/engine/requantize.h"
 #include "quant/qat/observer.h"
 #include "tests/core/gradcheck.h"
@@ -500,15 +502,15 @@ TEST(LearnableInit, LsqFormulaPerTensorAndPerChannel) {
   }
 }
 
-TEST(LearnableInit, ObserverInitIsTheMinMaxGridAndLaterBatchesDoNotReinitialise) {
+TEST(LearnableInit, MinMaxInitIsTheMinMaxGridAndLaterBatchesDoNotReinitialise) {
   Rng rng(42);
   const Tensor x = random_tensor({4, 6, 5}, rng, -0.7f, 2.0f);
   MinMaxObserver obs(kAct8);
   obs.observe(x);
   const QParams expected = obs.qparams();
 
-  LsqQuantizer lsq(kAct8, 1, LsqInit::Observer);
-  LsqPlusQuantizer plus(kAct8);  // init "observer" by default
+  LsqQuantizer lsq(kAct8, 1, LsqInit::MinMax);
+  LsqPlusQuantizer plus(kAct8);  // init "minmax" by default
   for (Quantizer* q : std::vector<Quantizer*>{&lsq, &plus}) {
     q->train();
     (void)q->forward(x);
@@ -519,6 +521,113 @@ TEST(LearnableInit, ObserverInitIsTheMinMaxGridAndLaterBatchesDoNotReinitialise)
     EXPECT_EQ(q->qparams().scale, expected.scale) << q->type();
   }
   EXPECT_FLOAT_EQ(plus.offset().data()[0], -expected.scale[0] * static_cast<float>(expected.zero_point[0]));
+}
+
+// The squared error sum of x on channel c's grid with step s and zero point z, as the mse init defines it.
+double grid_error(const std::vector<float>& x, float s, int32_t z, const QScheme& scheme) {
+  double e = 0.0;
+  for (float v : x) {
+    const double q = std::clamp<double>(std::nearbyint(v / s) + z, scheme.quant_min(), scheme.quant_max());
+    e += (v - (q - z) * static_cast<double>(s)) * (v - (q - z) * static_cast<double>(s));
+  }
+  return e;
+}
+
+TEST(LearnableInit, MseInitIsTheCandidateStepOfLeastSquaredError) {
+  Rng rng(44);
+  // Per channel, 2 and 4 bits: each channel a bell-shaped slice with one outlier, which min/max spends
+  // its levels on.
+  for (int bits : {2, 4}) {
+    const QScheme scheme{bits, true, true, true, 0, true};
+    Tensor x = Tensor::zeros({3, 200});
+    for (int64_t c = 0; c < 3; ++c)
+      for (int64_t i = 0; i < 200; ++i) {
+        const Tensor u = random_tensor({4}, rng, -1.0f, 1.0f);  // a sum of 4 uniforms: bell-shaped
+        float v = 0.0f;
+        for (float w : u.to_vector()) v += w;
+        x.data()[c * 200 + i] = v * static_cast<float>(c + 1) * (i == 7 ? 3.0f : 1.0f);
+      }
+    LsqQuantizer mse(scheme, 3, LsqInit::Mse), minmax(scheme, 3, LsqInit::MinMax), paper(scheme, 3, LsqInit::Lsq);
+    for (LsqQuantizer* q : {&mse, &minmax, &paper}) q->train(), (void)q->forward(x);
+    for (int64_t c = 0; c < 3; ++c) {
+      const std::vector<float> slice(x.data() + c * 200, x.data() + (c + 1) * 200);
+      const float s_mm = minmax.qparams().scale[c], s = mse.qparams().scale[c];
+      EXPECT_EQ(mse.qparams().zero_point[c], 0);
+      // One of the candidates s_mm * k / 100, and none of them does better.
+      double best = 1e300;
+      bool candidate = false;
+      for (int k = 1; k <= 100; ++k) {
+        const float sk = s_mm * static_cast<float>(k) / 100;
+        best = std::min(best, grid_error(slice, sk, 0, scheme));
+        candidate = candidate || sk == s;
+      }
+      EXPECT_TRUE(candidate) << "bits " << bits << " channel " << c << ": " << s << " of " << s_mm;
+      EXPECT_LE(grid_error(slice, s, 0, scheme), best * (1 + 1e-9)) << bits << " " << c;
+      EXPECT_LT(s, s_mm) << "the outlier is clipped, bits " << bits << " channel " << c;
+      EXPECT_LT(grid_error(slice, s, 0, scheme), grid_error(slice, s_mm, 0, scheme));
+      EXPECT_LT(grid_error(slice, s, 0, scheme), grid_error(slice, paper.qparams().scale[c], 0, scheme));
+    }
+  }
+  // Affine (post-ReLU-like data): the zero point stays the min/max one, the step shrinks to clip the tail.
+  {
+    Tensor x = random_tensor({400}, rng, 0.0f, 1.0f);
+    for (int64_t i = 0; i < 400; ++i) x.data()[i] = x.data()[i] * x.data()[i] * x.data()[i] * 6.0f;  // long tail
+    LsqQuantizer mse(kAct3, 1, LsqInit::Mse), minmax(kAct3, 1, LsqInit::MinMax);
+    for (LsqQuantizer* q : {&mse, &minmax}) q->train(), (void)q->forward(x);
+    const int32_t z = minmax.qparams().zero_point[0];
+    EXPECT_EQ(mse.qparams().zero_point[0], z);
+    EXPECT_LT(mse.qparams().scale[0], minmax.qparams().scale[0]);
+    EXPECT_LT(grid_error(x.to_vector(), mse.qparams().scale[0], z, kAct3),
+              grid_error(x.to_vector(), minmax.qparams().scale[0], z, kAct3));
+  }
+  // An all-zero channel keeps the smallest valid step, as the observers give it.
+  {
+    LsqQuantizer q(kWeight4PerChannel, 2, LsqInit::Mse);
+    Tensor x = Tensor::zeros({2, 5});
+    x.data()[7] = 0.5f;
+    q.train();
+    (void)q.forward(x);
+    EXPECT_EQ(q.qparams().scale[0], static_cast<float>(kMinScale));
+    EXPECT_GT(q.qparams().scale[1], 0.0f);
+  }
+}
+
+TEST(LearnableInit, ChunksOfABatchInitialiseAsTheWholeBatchDoes) {
+  Rng rng(45);
+  // Values on a 1/64 grid: the chunks' sums of |x| add up exactly, whatever their order.
+  Tensor x = random_tensor({8, 3, 5}, rng, -1.0f, 3.0f);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::round(x.data()[i] * 64.0f) / 64.0f;
+  const std::vector<float> all = x.to_vector();
+  const int64_t row = 15;
+  for (LsqInit init : {LsqInit::Lsq, LsqInit::MinMax, LsqInit::Mse}) {
+    LsqQuantizer whole(kAct3, 1, init), chunked(kAct3, 1, init);
+    whole.train();
+    (void)whole.forward(x);
+    ChunkedStep step(4, 1);
+    chunked.train();
+    chunked.set_batch_sync(&step);
+    step.run(8, 0, {}, [&](int64_t, int64_t begin, int64_t end) {
+      const std::vector<float> rows(all.begin() + begin * row, all.begin() + end * row);
+      (void)chunked.forward(Tensor::from_vector({end - begin, 3, 5}, rows));
+      return ChunkTally{};
+    });
+    chunked.set_batch_sync(nullptr);
+    EXPECT_EQ(chunked.qparams().scale, whole.qparams().scale) << lsq_init_name(init);
+    EXPECT_EQ(chunked.qparams().zero_point, whole.qparams().zero_point) << lsq_init_name(init);
+  }
+}
+
+TEST(LearnableInit, InitNamesParseAndPactTakesNone) {
+  for (LsqInit init : {LsqInit::Lsq, LsqInit::MinMax, LsqInit::Mse})
+    EXPECT_EQ(parse_lsq_init(lsq_init_name(init)), init);
+  EXPECT_TRUE(throws_with([] { parse_lsq_init("median", "--lsq-init"); },
+                          {"--lsq-init must be one of lsq, minmax, mse, got 'median'"}));
+  EXPECT_TRUE(throws_with([] { make_learnable_quantizer(QuantizerMethod::Pact, kAct8, 1, LsqInit::Mse); },
+                          {"is for lsq and lsq+"}));
+  auto q = make_learnable_quantizer(QuantizerMethod::Lsq, kAct8, 1, LsqInit::Mse);
+  EXPECT_NE(q->describe().find("init=mse"), std::string::npos) << q->describe();
+  auto plus = make_learnable_quantizer(QuantizerMethod::LsqPlus, kAct8, 1);
+  EXPECT_NE(plus->describe().find("init=minmax"), std::string::npos) << plus->describe();
 }
 
 TEST(LearnableInit, PactFromTheFirstBatchMaximumOrAFixedValue) {

@@ -217,6 +217,18 @@ TEST(QConfigValidate, UnknownObserversAreRefused) {
   EXPECT_TRUE(test::throws_with([] { QConfig::from_options(8, 8, true, "minmax", "", {}); }, {"activation observer", "''"}));
 }
 
+TEST(QConfigValidate, LsqInitAppliesToLsqQuantizersOnly) {
+  const QConfig q = QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "pact", "mse");
+  EXPECT_EQ(q.weight.lsq_init, LsqInit::Mse);
+  EXPECT_FALSE(q.activation.lsq_init.has_value());  // PACT learns a clip
+  EXPECT_NE(q.describe().find("lsq (learned, init mse)"), std::string::npos) << q.describe();
+  EXPECT_FALSE(QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "lsq").weight.lsq_init.has_value());
+  EXPECT_TRUE(test::throws_with([] { QConfig::from_options(4, 4, true, "minmax", "ema", {}, "observer", "pact", "mse"); },
+                                {"--lsq-init mse needs an lsq or lsq+ quantizer"}));
+  EXPECT_TRUE(test::throws_with([] { QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "lsq", "MSE"); },
+                                {"--lsq-init", "'MSE'", "lsq, minmax, mse"}));
+}
+
 TEST(QConfigValidate, WeightsMustKeepTheKernelContract) {
   QConfig q;
   q.weight.scheme.symmetric = false;

@@ -21,7 +21,7 @@ std::string error_of(const std::string& text) {
 
 TEST(QConfigData, EveryFieldSurvivesTheRoundTrip) {
   QConfig q = QConfig::from_options(4, 3, false, "ema", "histogram", {"features.0=8:8", "Linear=:6", "fc=5:"}, "lsq",
-                                    "pact");
+                                    "pact", "mse");
   const QConfig back = qconfig_from_data(qconfig_to_data(q), "ckpt.h5");
   EXPECT_EQ(back.describe(), q.describe());
   for (const QuantizerSpec* s : {&back.weight, &back.activation}) {
@@ -34,7 +34,11 @@ TEST(QConfigData, EveryFieldSurvivesTheRoundTrip) {
     EXPECT_EQ(s->scheme.narrow_range, o.scheme.narrow_range);
     EXPECT_EQ(s->observer, o.observer);
     EXPECT_EQ(s->method, o.method);
+    EXPECT_EQ(s->lsq_init, o.lsq_init);
   }
+  // The LSQ init, where one is set (weights only here: activations are PACT's).
+  EXPECT_EQ(back.weight.lsq_init, LsqInit::Mse);
+  EXPECT_FALSE(back.activation.lsq_init.has_value());
   ASSERT_EQ(back.layer_bits.size(), 3u);
   EXPECT_EQ(back.layer_bits.at("Linear").weight_bits, 0);
   EXPECT_EQ(back.layer_bits.at("Linear").activation_bits, 6);
@@ -56,6 +60,10 @@ TEST(QConfigData, ADamagedDocumentNamesTheSourceTheLineAndTheField) {
   EXPECT_NE(error_of(replaced("observer: minmax", "observer: median")).find("median"), std::string::npos);
   EXPECT_NE(error_of(replaced("method: observer", "methd: observer")).find("unknown field 'methd'"), std::string::npos);
   EXPECT_NE(error_of(replaced("qatlab-qconfig: 1", "qatlab-qconfig: 7")).find("version '7'"), std::string::npos);
+  EXPECT_NE(error_of(replaced("method: observer", "method: observer, lsq_init: mse")).find("an LSQ init ('mse') is set for "
+                                                                                       "a 'observer' quantizer"),
+            std::string::npos);
+  EXPECT_NE(error_of(replaced("method: observer", "method: lsq, lsq_init: median")).find("'median'"), std::string::npos);
   EXPECT_NE(error_of("weight: [").find("line"), std::string::npos);
   EXPECT_NE(error_of("[]").find("not a map"), std::string::npos);
 }
