@@ -19,7 +19,7 @@
 # (QAT: SGD momentum 0.9, cosine, weight decay 5e-4 on conv and linear weights as the float recipe, halved
 # at 3 bits and quartered at 2: the grid itself constrains the weights there, and LSQ too lowers weight
 # decay for its low-bit networks. The learning rates were chosen on short probes, results.md "Low-bit
-# schedules": 0.01 throws the converged model off. LSQ's steps start at the first batch's least-squares step
+# fine-tuning": 0.01 throws the converged model off. LSQ's steps start at the first batch's least-squares step
 # (--lsq-init mse): from this converged model the paper's formula starts W4A4 eight points lower.)
 # (The papers fine-tune low-bit ResNet-20s for tens of epochs; 8-bit QAT needs one or two.) Each sweep
 # writes runs/study-NAME/ (results.csv/json, plots, per-cell logs) and resumes where it stopped (a QAT
