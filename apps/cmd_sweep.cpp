@@ -71,6 +71,8 @@ struct SweepSettings {
   float qat_lr = 0.01f;
   float qat_weight_decay = 5e-4f;
   std::string lsq_init;  // "" (the paper's formula) | lsq | minmax | mse: where lsq cells' steps start
+  float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
+  float qat_distill_temperature = 1.0f;
   int64_t batch_size = 64;
   int64_t calib_batches = 32;
   int threads = 0;
@@ -410,6 +412,8 @@ class Sweep {
     if (!sweep_method_is_ptq(cell.method) && s_.qat_weight_decay != SweepSettings{}.qat_weight_decay)
       key += " weight-decay " + num_str(s_.qat_weight_decay);
     if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
+    if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
+      key += " distill " + num_str(s_.qat_distill) + " T " + num_str(s_.qat_distill_temperature);
     if (!sweep_method_is_ptq(cell.method) && !d_.augment.empty()) key += " augment " + d_.augment;
     if (d_.train_limit > 0) key += " train-limit " + std::to_string(d_.train_limit);
     if (d_.test_limit > 0) key += " test-limit " + std::to_string(d_.test_limit);
@@ -445,6 +449,8 @@ class Sweep {
     c.qat_lr = s_.qat_lr;
     c.qat_weight_decay = s_.qat_weight_decay;
     if (cell.method == "lsq" && !s_.lsq_init.empty()) c.lsq_init = parse_lsq_init(s_.lsq_init, "--lsq-init");
+    if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
+      c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature;
     c.batch_size = s_.batch_size;
     c.calib_batches = s_.calib_batches;
     c.dir = (fs::path(s_.out) / "cells" / cell.id()).string();
@@ -487,6 +493,7 @@ class Sweep {
     o.out = c.dir;
     o.overwrite = true;
     o.progress = "none";
+    if (c.distill_weight > 0) o.distill = c.float_checkpoint;
     SettingsIni from;
     from.add("from", c.float_checkpoint);
     return qat_settings_ini(q) + from.text() + train_options_ini(o) + data_settings_ini(d);
@@ -585,6 +592,10 @@ int cmd_sweep(int argc, char** argv) {
       ("qat-lr", po::value(&s.qat_lr)->default_value(s.qat_lr), "learning rate of each QAT cell (cosine schedule)")
       ("qat-weight-decay", po::value(&s.qat_weight_decay)->default_value(s.qat_weight_decay),
        "weight decay of each QAT cell (L2 on conv and linear weights; the papers lower it at low bits)")
+      ("qat-distill", po::value(&s.qat_distill)->default_value(s.qat_distill),
+       "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")
+      ("qat-distill-temperature", po::value(&s.qat_distill_temperature)->default_value(s.qat_distill_temperature),
+       "--qat-distill: the temperature (> 0)")
       ("lsq-init", po::value(&s.lsq_init),
        "where the lsq cells' steps start: lsq (the paper's formula, the default) | minmax | mse (qatlab qat --help)")
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
@@ -619,6 +630,10 @@ int cmd_sweep(int argc, char** argv) {
   require(s.qat_lr > 0 && std::isfinite(s.qat_lr), "--qat-lr must be > 0, got " + num_str(s.qat_lr));
   require(s.qat_weight_decay >= 0 && std::isfinite(s.qat_weight_decay),
           "--qat-weight-decay must be >= 0, got " + num_str(s.qat_weight_decay));
+  require(s.qat_distill >= 0 && s.qat_distill <= 1, "--qat-distill must be in [0, 1] (0 = off), got " + num_str(s.qat_distill));
+  require(s.qat_distill_temperature > 0 && std::isfinite(s.qat_distill_temperature),
+          "--qat-distill-temperature must be > 0, got " + num_str(s.qat_distill_temperature));
+  require(s.qat_distill > 0 || s.qat_distill_temperature == 1.0f, "--qat-distill-temperature needs --qat-distill");
   require_batch_size("batch-size", s.batch_size);
   require(s.calib_batches >= 1 && s.calib_batches <= 100000,
           "--calib-batches must be in 1..100000, got " + std::to_string(s.calib_batches));
@@ -632,6 +647,8 @@ int cmd_sweep(int argc, char** argv) {
     const std::vector<std::string> methods = parse_name_list(s.methods, kSweepMethods, "method");
     const bool trains = s.checkpoint.empty() ||
                         std::any_of(methods.begin(), methods.end(), [](const std::string& m) { return !sweep_method_is_ptq(m); });
+    if (s.qat_distill > 0 && std::all_of(methods.begin(), methods.end(), [](const std::string& m) { return sweep_method_is_ptq(m); }))
+      throw std::invalid_argument("--qat-distill applies to QAT cells; this sweep has none");
     if (!d.augment.empty() && !trains)
       throw std::invalid_argument("--augment applies to the QAT cells and to the float models a sweep trains; this sweep "
                                   "has neither (PTQ cells from " + s.checkpoint + ")");

@@ -41,6 +41,11 @@ void add_train_options(po::options_description& desc, TrainOptions& o) {
       ("warmup-epochs", po::value(&s.warmup_epochs)->default_value(s.warmup_epochs), "linear warm-up epochs")
       ("label-smoothing", po::value(&s.label_smoothing)->default_value(s.label_smoothing), "cross-entropy label smoothing in [0, 1)")
       ("clip-grad-norm", po::value(&s.clip_grad_norm)->default_value(s.clip_grad_norm), "clip the global gradient L2 norm to this (0 = off)")
+      ("distill", po::value(&o.distill),
+       "knowledge distillation from this float checkpoint of the same task (the teacher; qat: e.g. the --from model): "
+       "the loss becomes (1 - w) cross-entropy + w T^2 KL(teacher || student) on outputs softened by T")
+      ("distill-weight", po::value(&s.distill_weight)->default_value(s.distill_weight), "--distill: w in (0, 1] (1: the teacher's outputs alone)")
+      ("distill-temperature", po::value(&s.distill_temperature)->default_value(s.distill_temperature), "--distill: T > 0")
       ("seed", po::value(&s.seed)->default_value(s.seed), "random seed (initialisation, shuffling, dropout)")
       ("threads", po::value(&o.threads)->default_value(o.threads), "worker threads (0 = all cores; under mpirun, the cores shared among the machine's processes)")
       ("grad-chunks", po::value(&s.grad_chunks)->default_value(s.grad_chunks), "cut each batch into this many chunks whose gradients add in a fixed order: N processes give the weights of 1 (0 = 1, or 8 under mpirun)")
@@ -70,6 +75,9 @@ std::string train_options_ini(const TrainOptions& o) {
   ini.add("warmup-epochs", s.warmup_epochs);
   ini.add("label-smoothing", s.label_smoothing);
   ini.add("clip-grad-norm", s.clip_grad_norm);
+  ini.add_if_given("distill", o.distill);
+  ini.add("distill-weight", s.distill_weight);
+  ini.add("distill-temperature", s.distill_temperature);
   ini.add("seed", s.seed);
   ini.add("threads", o.threads);
   ini.add("grad-chunks", s.grad_chunks);
@@ -106,6 +114,12 @@ void validate_train_options(const TrainOptions& o, bool check_model) {
           "--label-smoothing must be in [0, 1), got " + num_str(s.label_smoothing));
   require(s.clip_grad_norm >= 0 && std::isfinite(s.clip_grad_norm),
           "--clip-grad-norm must be >= 0, got " + num_str(s.clip_grad_norm));
+  require(s.distill_weight > 0 && s.distill_weight <= 1,
+          "--distill-weight must be in (0, 1], got " + num_str(s.distill_weight));
+  require(s.distill_temperature > 0 && std::isfinite(s.distill_temperature),
+          "--distill-temperature must be > 0, got " + num_str(s.distill_temperature));
+  require(!o.distill.empty() || (s.distill_weight == 1.0f && s.distill_temperature == 1.0f),
+          "--distill-weight and --distill-temperature need --distill (the teacher checkpoint)");
   require_threads("threads", o.threads);
   require(s.grad_chunks >= 0 && s.grad_chunks <= s.batch_size,
           "--grad-chunks must be in 0..batch size (" + std::to_string(s.batch_size) + "), got " + std::to_string(s.grad_chunks));

@@ -19,6 +19,7 @@ struct TrainOptions {
   std::string out;  // the run directory ("": runs/<model>-<dataset>, numbered)
   bool overwrite = false;
   std::string resume;  // a checkpoint whose run this continues
+  std::string distill;  // a float checkpoint of the same task: the teacher (nn/train/distill.h); "": none
   std::string progress = "auto";  // auto | bar | plain | none (apps/progress.h)
 };
 

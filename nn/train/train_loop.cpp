@@ -20,6 +20,7 @@
 #include "nn/activation.h"
 #include "nn/grad_utils.h"
 #include "nn/train/chunked_step.h"
+#include "nn/train/distill.h"
 #include "nn/train/evaluate.h"
 
 namespace qatlab {
@@ -163,6 +164,20 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
   if (write_files) fs::create_directories(job.out_dir);
   const std::string ckpt_path = (fs::path(job.out_dir) / "checkpoint.h5").string();
 
+  // A batch's loss before any regulariser: cross-entropy, or with a teacher its blend with distillation.
+  if (job.teacher) job.teacher->eval();
+  const auto batch_loss = [&](const Tensor& logits, const Tensor& images, std::span<const int32_t> labels) {
+    const Tensor ce = cross_entropy(logits, labels, s.label_smoothing);
+    if (!job.teacher) return ce;
+    Tensor target;  // (rows, classes)
+    {
+      NoGradGuard no_grad;
+      target = job.teacher->forward(images);
+    }
+    const Tensor kd = distillation_loss(logits, target, s.distill_temperature);
+    return s.distill_weight == 1.0f ? kd : add(scale(ce, 1.0f - s.distill_weight), scale(kd, s.distill_weight));
+  };
+
   int64_t run_this_invocation = 0;
   for (int64_t epoch = start_epoch; epoch < s.epochs; ++epoch) {
     if (s.stop_after > 0 && run_this_invocation == s.stop_after) {
@@ -192,9 +207,10 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
         const auto work = [&](int64_t k, int64_t begin, int64_t end) {
           Tensor logits, loss;
           try {
-            logits = model.forward(rows_of(batch.images, begin, end));  // (end - begin, classes)
-            loss = cross_entropy(logits, std::vector<int32_t>(batch.labels.begin() + begin, batch.labels.begin() + end),
-                                 s.label_smoothing);
+            const Tensor images = rows_of(batch.images, begin, end);
+            logits = model.forward(images);  // (end - begin, classes)
+            loss = batch_loss(logits, images,
+                              std::vector<int32_t>(batch.labels.begin() + begin, batch.labels.begin() + end));
           } catch (const std::invalid_argument& e) {
             throw std::runtime_error(e.what() + where);
           }
@@ -224,7 +240,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
         Tensor logits, loss;
         try {
           logits = model.forward(batch.images);  // (N, classes)
-          loss = cross_entropy(logits, batch.labels, s.label_smoothing);
+          loss = batch_loss(logits, batch.images, batch.labels);
           if (job.extra_loss) loss = add(loss, job.extra_loss());
         } catch (const std::invalid_argument& e) {
           // A quantizer meeting NaN/Inf activations (a diverging run) says what it saw; add where.

@@ -36,6 +36,10 @@ struct TrainSettings {
   int64_t warmup_epochs = 0;       // linear warm-up
   float label_smoothing = 0.0f;    // cross-entropy label smoothing in [0, 1)
   float clip_grad_norm = 0.0f;     // > 0: scale gradients down to this global L2 norm before each step
+  // With a teacher (TrainJob::teacher): each batch's loss is (1 - w) * cross-entropy + w * distillation
+  // loss at temperature T (distill.h).
+  float distill_weight = 1.0f;       // w in (0, 1]
+  float distill_temperature = 1.0f;  // T > 0
   uint64_t seed = 1;               // shuffling, augmentation, dropout
   // Each global batch is cut into this many chunks whose gradients are summed in chunk order
   // (chunked_step.h), so that N processes give the weights of 1. 0 (or 1): whole batches, one process.
@@ -83,6 +87,9 @@ struct TrainJob {
   std::function<void(int64_t epoch)> on_epoch_start;
   // Optional regulariser added to each batch's loss (e.g. PACT's L2 decay of its clipping levels).
   std::function<Tensor()> extra_loss;
+  // Optional: a model whose outputs on the same images the loss also pulls toward (settings'
+  // distill_weight and distill_temperature). Run in eval mode, without gradients; never changed.
+  ModulePtr teacher;
   TrainMonitor* monitor = nullptr;   // optional: the progress of each epoch
   std::FILE* log = nullptr;          // optional: a line per epoch (loss, accuracy, speed)
 };

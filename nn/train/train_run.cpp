@@ -76,6 +76,8 @@ TrainOutcome train_model(const TrainRun& run) {
   if (!run.model || !run.data) throw std::invalid_argument("train_model: the run needs a model and data");
   if (run.data->train.n == 0) throw std::invalid_argument("the training split of " + run.data->source + " is empty");
   const TrainSettings& s = run.settings;
+  if (run.teacher && !(s.distill_weight > 0.0f && s.distill_weight <= 1.0f))
+    throw std::invalid_argument("distillation weight " + num_str(s.distill_weight) + ", expected a value in (0, 1]");
   const std::vector<ParamRef> params = param_refs(*run.model, s.decay_bn_and_bias);
   OptimizerConfig oc;
   oc.lr = s.lr;
@@ -95,6 +97,7 @@ TrainOutcome train_model(const TrainRun& run) {
   job.model_label = run.model_label.empty() ? run.description.name : run.model_label;
   job.on_epoch_start = run.on_epoch_start;
   job.extra_loss = run.extra_loss;
+  job.teacher = run.teacher;
   job.monitor = run.monitor;
   // Process 0 speaks for the run (under mpirun the others would repeat it).
   std::FILE* log = world_rank() == 0 ? run.log : nullptr;

@@ -30,6 +30,7 @@ struct TrainRun {
   std::string command_line;       // stored likewise
   std::function<void(int64_t epoch)> on_epoch_start;  // see TrainJob
   std::function<Tensor()> extra_loss;                 // see TrainJob
+  ModulePtr teacher;                                  // see TrainJob (knowledge distillation)
   TrainMonitor* monitor = nullptr;                    // optional: progress within an epoch
   std::FILE* log = nullptr;                           // optional: the report (process 0 writes it)
 };

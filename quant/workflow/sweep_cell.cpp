@@ -78,6 +78,7 @@ TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {
   t.weight_decay = s.qat_weight_decay;
   t.batch_size = s.batch_size;
   t.seed = s.cell.seed;
+  if (s.distill_weight > 0) t.distill_weight = s.distill_weight, t.distill_temperature = s.distill_temperature;
   t.grad_chunks = 1;  // a cell is trained by one process
   return t;
 }
@@ -87,7 +88,10 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
     return std::to_string(s.calib_batches) + " calibration batches of " + std::to_string(s.batch_size);
   return std::to_string(s.qat_epochs) + (s.qat_epochs == 1 ? " epoch" : " epochs") + ", lr " + num_str(s.qat_lr) +
          " cosine, batch " + std::to_string(s.batch_size) + ", weight decay " + num_str(s.qat_weight_decay) +
-         (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "");
+         (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "") +
+         (s.distill_weight > 0 ? ", distilled from the float model (weight " + num_str(s.distill_weight) +
+                                     ", temperature " + num_str(s.distill_temperature) + ")"
+                               : "");
 }
 
 namespace {
@@ -120,6 +124,7 @@ bool quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log
   TrainRun run;
   run.name = "qat";
   run.model = model_from_checkpoint(base);
+  if (s.distill_weight > 0) run.teacher = model_from_checkpoint(base);  // its own copy: never trained
   run.description = checkpoint_model_description(base);
   run.settings = sweep_cell_train_settings(s);
   run.settings.stop_after = s.stop_after;

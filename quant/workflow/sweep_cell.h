@@ -29,6 +29,9 @@ struct SweepCellSettings {
   float qat_lr = 0.01f;                 // and their base learning rate
   float qat_weight_decay = 5e-4f;       // and their weight decay (L2 on conv and linear weights)
   std::optional<LsqInit> lsq_init;      // lsq cells: where the steps start (nothing: the paper's formula)
+  // QAT methods, > 0: distil from the float model (nn/train/distill.h) with this weight, at this temperature.
+  float distill_weight = 0.0f;
+  float distill_temperature = 1.0f;
   int64_t batch_size = 64;              // QAT and calibration batches
   int64_t calib_batches = 32;           // PTQ methods: calibration batches
   // The cell's directory, emptied first (but see run_sweep_cell on resuming); it receives start.ini (the

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/format.h"
 #include "core/h5io.h"
 #include "data/idx.h"
 #include "nn/checkpoint.h"
@@ -656,6 +657,40 @@ TEST_F(CliTest, QatResumeIsBitIdentical) {
                                 "none", "--data-dir", data_dir()},
                                "second-half")));
   ExpectSameTraining(load_checkpoint(work("straight") + "/checkpoint.h5"), load_checkpoint(work("split") + "/checkpoint.h5"));
+}
+
+// Distilled from the float model: the resumed run reloads its teacher from the stored settings and ends
+// where the uninterrupted one does.
+TEST_F(CliTest, DistilledQatResumeIsBitIdentical) {
+  make_mlp_run(work("float"));
+  const std::string teacher = work("float") + "/checkpoint.h5";
+  const Args common{"qat", "--from", teacher, "--data-dir", data_dir(), "--threads", "2", "--progress", "none",
+                    "--epochs", "2", "--lr", "0.01", "--train-limit", "256", "--test-limit", "64", "--wbits", "4",
+                    "--distill", teacher, "--distill-weight", "0.7", "--distill-temperature", "2"};
+  ASSERT_TRUE(Succeeded(qatlab(concat(common, {"--out", work("straight")}), "straight")));
+  ASSERT_TRUE(Succeeded(qatlab(concat(common, {"--out", work("split"), "--stop-after", "1"}), "first-half")));
+  ASSERT_TRUE(Succeeded(qatlab({"qat", "--resume", work("split") + "/checkpoint.h5", "--threads", "2", "--progress",
+                                "none", "--data-dir", data_dir()},
+                               "second-half")));
+  const Checkpoint straight = load_checkpoint(work("straight") + "/checkpoint.h5");
+  ExpectSameTraining(straight, load_checkpoint(work("split") + "/checkpoint.h5"));
+  EXPECT_EQ(ini_value(straight.config_ini, "distill"), teacher);
+  // The same run without the teacher trains to other weights.
+  Args plain(common.begin(), common.end() - 6);
+  ASSERT_TRUE(Succeeded(qatlab(concat(plain, {"--out", work("plain")}), "plain")));
+  const Checkpoint p = load_checkpoint(work("plain") + "/checkpoint.h5");
+  EXPECT_NE(p.model_state[0].second.to_vector(), straight.model_state[0].second.to_vector());
+
+  // Distillation options without a teacher, or out of range, or a teacher that is not a float model.
+  const Args base{"qat", "--from", teacher, "--data-dir", data_dir(), "--threads", "2", "--progress", "none",
+                  "--out", work("bad"), "--epochs", "1", "--train-limit", "64"};
+  EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--distill-weight", "0.5"}), "no-teacher"), kUsageError, "qat",
+                         {"--distill-weight and --distill-temperature need --distill"}));
+  EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--distill", teacher, "--distill-weight", "1.5"}), "weight"), kUsageError,
+                         "qat", {"--distill-weight must be in (0, 1], got 1.5"}));
+  EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--distill", work("straight") + "/checkpoint.h5"}), "qat-teacher"),
+                         kUsageError, "qat", {"is a 'qat' checkpoint; the teacher is a float one"}));
+  EXPECT_FALSE(fs::exists(work("bad")));
 }
 
 TEST_F(CliTest, BadQuantizationSettingsAreUsageErrors) {

@@ -124,6 +124,46 @@ TEST(TrainModel, AResumedRunEndsOnTheWeightsOfTheRunThatWasNotStopped) {
   EXPECT_EQ(a.history.back().at("test_acc"), b.history.back().at("test_acc"));
 }
 
+TEST(TrainModel, ADistilledRunLearnsFromItsTeacherWhichStaysUnchanged) {
+  const DataBundle data = test::quadrant_data();
+  DataLoader test(data.test, loader_options(data, 256, 0, false));
+  TrainRun teacher_run = quadrant_run(data, 3);
+  train_model(teacher_run);
+  const ModulePtr teacher = teacher_run.model;
+  ASSERT_GT(evaluate(*teacher, test).accuracy, 0.9);
+  std::vector<std::vector<float>> before;
+  for (const auto& [name, t] : teacher->named_parameters()) before.push_back(t.to_vector());
+
+  TrainRun plain = quadrant_run(data, 2);
+  train_model(plain);
+  // The teacher's outputs alone (weight 1), softened; then blended with the labels, on chunked batches.
+  for (const auto& [weight, chunks] : {std::pair<float, int64_t>{1.0f, 0}, {0.5f, 2}}) {
+    TrainRun student = quadrant_run(data, 2);
+    student.teacher = teacher;
+    student.settings.distill_weight = weight;
+    student.settings.distill_temperature = 2.0f;
+    student.settings.grad_chunks = chunks;
+    const TrainOutcome outcome = train_model(student);
+    EXPECT_GT(outcome.history.back().at("test_acc"), 0.9) << weight;
+    // It trained on another loss than the plain run's.
+    EXPECT_NE(student.model->named_parameters()[0].second.to_vector(), plain.model->named_parameters()[0].second.to_vector());
+  }
+  std::vector<std::vector<float>> after;
+  for (const auto& [name, t] : teacher->named_parameters()) after.push_back(t.to_vector());
+  EXPECT_EQ(before, after);
+  EXPECT_FALSE(teacher->training());
+
+  TrainRun bad = quadrant_run(data, 1);
+  bad.teacher = teacher;
+  bad.settings.distill_weight = 0.0f;
+  try {
+    train_model(bad);
+    ADD_FAILURE() << "a distillation weight of 0 was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("distillation weight 0"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TrainModel, ACheckpointOfAnotherNetworkOrOptimizerIsNotResumed) {
   const DataBundle data = test::quadrant_data();
   const TempDir dir("train_run_refuse");
