@@ -7,8 +7,8 @@
 #include <sstream>
 #include <vector>
 
-#include "core/format.h"
 #include "core/distributed.h"
+#include "core/format.h"
 
 namespace qatlab {
 

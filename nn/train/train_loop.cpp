@@ -167,15 +167,16 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
   // A batch's loss before any regulariser: cross-entropy, or with a teacher its blend with distillation.
   if (job.teacher) job.teacher->eval();
   const auto batch_loss = [&](const Tensor& logits, const Tensor& images, std::span<const int32_t> labels) {
-    const Tensor ce = cross_entropy(logits, labels, s.label_smoothing);
-    if (!job.teacher) return ce;
+    if (!job.teacher) return cross_entropy(logits, labels, s.label_smoothing);
     Tensor target;  // (rows, classes)
     {
       NoGradGuard no_grad;
       target = job.teacher->forward(images);
     }
     const Tensor kd = distillation_loss(logits, target, s.distill_temperature);
-    return s.distill_weight == 1.0f ? kd : add(scale(ce, 1.0f - s.distill_weight), scale(kd, s.distill_weight));
+    if (s.distill_weight == 1.0f) return kd;  // the teacher's outputs alone: no cross-entropy to compute
+    return add(scale(cross_entropy(logits, labels, s.label_smoothing), 1.0f - s.distill_weight),
+               scale(kd, s.distill_weight));
   };
 
   int64_t run_this_invocation = 0;
