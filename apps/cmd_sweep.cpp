@@ -71,6 +71,7 @@ struct SweepSettings {
   float qat_lr = 0.01f;
   float qat_weight_decay = 5e-4f;
   std::string lsq_init;  // "" (the paper's formula) | lsq | minmax | mse: where lsq cells' steps start
+  std::string weight_range;  // "" (narrow) | narrow | full: every cell's weight codes below 8 bits
   float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
   float qat_distill_temperature = 1.0f;
   int64_t batch_size = 64;
@@ -412,6 +413,7 @@ class Sweep {
     if (!sweep_method_is_ptq(cell.method) && s_.qat_weight_decay != SweepSettings{}.qat_weight_decay)
       key += " weight-decay " + num_str(s_.qat_weight_decay);
     if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
+    if (!s_.weight_range.empty() && s_.weight_range != "narrow") key += " weight-range " + s_.weight_range;
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       key += " distill " + num_str(s_.qat_distill) + " T " + num_str(s_.qat_distill_temperature);
     if (!sweep_method_is_ptq(cell.method) && !d_.augment.empty()) key += " augment " + d_.augment;
@@ -449,6 +451,7 @@ class Sweep {
     c.qat_lr = s_.qat_lr;
     c.qat_weight_decay = s_.qat_weight_decay;
     if (cell.method == "lsq" && !s_.lsq_init.empty()) c.lsq_init = parse_lsq_init(s_.lsq_init, "--lsq-init");
+    if (!s_.weight_range.empty()) c.weight_range = parse_weight_range(s_.weight_range, "--weight-range");
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature;
     c.batch_size = s_.batch_size;
@@ -473,6 +476,7 @@ class Sweep {
     q.wquant = quantizer_method_name(quantizers.weight_method);
     q.aquant = quantizer_method_name(quantizers.activation_method);
     if (c.lsq_init) q.lsq_init = lsq_init_name(*c.lsq_init);
+    if (c.weight_range == WeightRange::Full) q.weight_range = weight_range_name(c.weight_range);
     q.layer_bits = c.layer_bits;
     const DataSettings d = cell_data_settings(c.cell);
     if (sweep_method_is_ptq(c.cell.method)) {
@@ -598,6 +602,8 @@ int cmd_sweep(int argc, char** argv) {
        "--qat-distill: the temperature (> 0)")
       ("lsq-init", po::value(&s.lsq_init),
        "where the lsq cells' steps start: lsq (the paper's formula, the default) | minmax | mse (qatlab qat --help)")
+      ("weight-range", po::value(&s.weight_range),
+       "every cell's weight codes below 8 bits: narrow (the default; [-1, 1] at 2 bits) | full ([-2, 1]) (qatlab qat --help)")
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
       ("calib-batches", po::value(&s.calib_batches)->default_value(s.calib_batches), "calibration batches of each PTQ cell")
       ("out", po::value(&s.out), "output directory (default runs/sweep-MODEL-DATASET); run again to resume")
@@ -658,6 +664,7 @@ int cmd_sweep(int argc, char** argv) {
       if (std::find(methods.begin(), methods.end(), "lsq") == methods.end())
         throw std::invalid_argument("--lsq-init " + s.lsq_init + " applies to lsq cells; this sweep has none");
     }
+    if (!s.weight_range.empty()) parse_weight_range(s.weight_range, "--weight-range");
     QConfig::from_options(8, 8, true, "minmax", "ema", s.layer_bits);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());

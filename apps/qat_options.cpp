@@ -21,6 +21,9 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
       ("lsq-init", po::value(&q.lsq_init),
        "where lsq and lsq+ steps start, from the first batch: lsq (the paper's 2 mean|x| / sqrt(Qp); lsq's "
        "default) | minmax (the batch's min/max grid; lsq+'s default) | mse (the step of least squared error)")
+      ("weight-range", po::value(&q.weight_range),
+       "weight codes: narrow (the default: [-7, 7] at 4 bits, [-1, 1] at 2) | full ([-8, 7] at 4 bits, [-2, 1] at 2: every "
+       "code, as LSQ's low-bit weights; below 8 bits only, 8-bit weights stay [-127, 127] for the int8 kernels)")
       ("layer-bits", po::value(&q.layer_bits)->composing(),
        "per-layer bits NAME=W:A, by dotted module name, layer type, input or residual-branches (the values "
        "residual adds read; =:A only) (repeatable), e.g. features.0=8:8")
@@ -40,6 +43,7 @@ std::string qat_settings_ini(const QatSettings& q) {
   ini.add("wquant", q.wquant);
   ini.add("aquant", q.aquant);
   ini.add_if_given("lsq-init", q.lsq_init);
+  ini.add_if_given("weight-range", q.weight_range);
   ini.add_each("layer-bits", q.layer_bits);
   ini.add("freeze-bn-after", q.freeze_bn_after);
   ini.add("freeze-observers-after", q.freeze_observers_after);
@@ -50,6 +54,8 @@ QConfig qconfig_from(const QatSettings& q) {
   try {
     QConfig c = QConfig::from_options(q.wbits, q.abits, q.per_channel, q.weight_observer, q.observer, q.layer_bits,
                                       q.wquant, q.aquant, q.lsq_init);
+    if (!q.weight_range.empty()) c.set_weight_range(parse_weight_range(q.weight_range, "--weight-range"));
+    c.validate();
     return c;
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());

@@ -1,29 +1,41 @@
 #!/usr/bin/env bash
-# recipe.sh: the float ResNet-20 of float_recipe.ini (200 epochs, several sessions at ~1-2 min an epoch on
-# the 2-core machine). Starts the run, or resumes it from its last epoch's checkpoint when one exists
-# (the result equals an uninterrupted run's; README "Resuming"). The run lives in runs/recipe (not
-# committed; its metrics.csv has every epoch); the log grows in recipe.log line by line, and the
-# metrics and the learning curve are copied to recipe.metrics.csv and recipe.curve.svg when an
-# invocation ends.
+# recipe.sh: the float ResNet-20s of the study, one per recipe file (200 epochs each, several sessions at
+# ~1.5-2 min an epoch on the 2-core machine):
+#   recipe.sh [save]      float_recipe.ini     -> runs/recipe,    recipe.log,    resume/recipe.h5
+#   recipe.sh kd [save]   float_recipe_kd.ini  -> runs/recipe_kd, recipe_kd.log, resume/recipe_kd.h5
+#                         (distilled from resume/recipe.h5, the first recipe's model)
+# Starts the run, or resumes it from its last epoch's checkpoint when one exists (the result equals an
+# uninterrupted run's; README "Resuming"). The run lives in runs/NAME (not committed; its metrics.csv has
+# every epoch); the log grows in NAME.log line by line, and the metrics and the learning curve are copied
+# to NAME.metrics.csv and NAME.curve.svg when an invocation ends.
 #
-# The machines this runs on do not keep files between sessions, so `recipe.sh save` (run before a
+# The machines this runs on need not keep files between sessions, so `recipe.sh [kd] save` (run before a
 # session ends, with the training stopped) copies the run's checkpoint (~2 MB: weights, momentum,
-# statistics, generator state and history) to resume/recipe.h5, which is committed; a later `recipe.sh`
-# on a clone without runs/recipe resumes from that copy.
-# Usage: bash experiments/cifar10_resnet20/recipe.sh [save]   (from the repository root, after
-# apps/scripts/build.sh)
+# statistics, generator state and history) to resume/NAME.h5, which is committed; a later `recipe.sh`
+# on a clone without runs/NAME resumes from that copy.
+# Usage: bash experiments/cifar10_resnet20/recipe.sh [kd] [save]   (after apps/scripts/build.sh)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 Q="${QATLAB:-$here/../../build/apps/qatlab}"
-run="$here/runs/recipe"
-kept="$here/resume/recipe.h5"
+name=recipe config=float_recipe.ini
+if [ "${1:-}" = kd ]; then
+  name=recipe_kd config=float_recipe_kd.ini
+  shift
+fi
+if [ -n "${1:-}" ] && [ "$1" != save ] || [ $# -gt 1 ]; then
+  echo "recipe.sh: usage: recipe.sh [kd] [save]; got '$*'" >&2
+  exit 2
+fi
+run="$here/runs/$name"
+kept="$here/resume/$name.h5"
 copy_results() {
-  cp "$run/metrics.csv" "$here/recipe.metrics.csv"
-  cp "$run/curve.svg" "$here/recipe.curve.svg"
+  cp "$run/metrics.csv" "$here/$name.metrics.csv"
+  cp "$run/curve.svg" "$here/$name.curve.svg"
 }
 # One function, called on the last line: bash has then read the whole script before it runs any of it,
 # so an edit to this file during a run does not change what the run does.
 main() {
+  cd "$here/../.."  # the recipe files name the teacher's checkpoint from the repository root
   if [ "${1:-}" = save ]; then
     mkdir -p "$here/resume"
     cp "$run/checkpoint.h5" "$kept.tmp" && mv "$kept.tmp" "$kept"
@@ -38,10 +50,10 @@ main() {
     args=(train --resume "$run/checkpoint.h5" --progress plain)
   else
     mkdir -p "$here/runs"
-    args=(train --config "$here/float_recipe.ini" --out "$run")
+    args=(train --config "$here/$config" --out "$run")
   fi
   { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1 | grep --line-buffered -v " batch [0-9]*/"; } |
-    tee -a "$here/recipe.log"
+    tee -a "$here/$name.log"
   copy_results
 }
 main "$@"; exit

@@ -44,7 +44,7 @@ struct LoweredLayer {
   std::vector<int8_t> weight_codes() const;
 };
 
-// Moves weights whose grid fits 2 or 4 bits (storage_bits of the weight grid: ternary -> 2, 3 and 4
+// Moves weights whose grid fits 2 or 4 bits (storage_bits of the weight grid: [-1, 1] and [-2, 1] -> 2, 3 and 4
 // bits -> 4) from `weight` to weight_packed; nothing to do for 8-bit grids or weights already packed.
 // Throws std::invalid_argument if a code lies outside the bits of its grid.
 void pack_weights(LoweredLayer& layer);

@@ -43,6 +43,13 @@ struct QScheme {
   std::string describe() const;
 };
 
+// Weight codes the integer kernels take: zero point 0 and [-q, q] (narrow) or [-q - 1, q] (full, below
+// 8 bits), never -128, which the optimized kernels' int16 pair sums could overflow with.
+inline bool is_int8_weight_range(int32_t quant_min, int32_t quant_max) {
+  return quant_max >= 1 && quant_max <= 127 && quant_min >= -127 &&
+         (quant_min == -quant_max || quant_min == -quant_max - 1);
+}
+
 // The parameters a quantize / dequantize step uses: one (scale, zero_point) pair per tensor (axis == -1)
 // or one per slice along `axis`. Feeds q = clamp(zp + nearbyint(x * (1.0f / scale)), quant_min, quant_max)
 // and real = scale * (float)(q - zp).

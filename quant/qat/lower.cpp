@@ -34,8 +34,8 @@ LoweredLayer lower_layer(const QatLayer& layer, const QParams& input, const QPar
   const QParams wq = layer.weight_quant().qparams();
   wq.validate();
   const int64_t oc = layer.out_channels();
-  if (wq.quant_min != -wq.quant_max || wq.quant_max > 127)
-    throw std::invalid_argument("integer graph: weights must be signed symmetric narrow-range, got codes [" +
+  if (!is_int8_weight_range(wq.quant_min, wq.quant_max))
+    throw std::invalid_argument("integer graph: weights must be signed symmetric within [-127, 127], got codes [" +
                                 std::to_string(wq.quant_min) + ", " + std::to_string(wq.quant_max) + "]");
   if (wq.per_channel() && (wq.axis != 0 || static_cast<int64_t>(wq.scale.size()) != oc))
     throw std::invalid_argument("integer graph: per-channel weights must be quantized along axis 0");

@@ -196,8 +196,8 @@ void check_activation_grid(const QParams& qp, const std::string& what) {
 
 void check_weight_grid(const QParams& qp, int64_t rows, const std::string& what) {
   qp.validate();
-  QATLAB_CHECK(qp.quant_min == -qp.quant_max && qp.quant_max <= 127,
-               "integer LSTM: " + what + " must be signed symmetric narrow-range, got codes [" +
+  QATLAB_CHECK(is_int8_weight_range(qp.quant_min, qp.quant_max),
+               "integer LSTM: " + what + " must be signed symmetric within [-127, 127], got codes [" +
                    std::to_string(qp.quant_min) + ", " + std::to_string(qp.quant_max) + "]");
   QATLAB_CHECK(!qp.per_channel() || (qp.axis == 0 && static_cast<int64_t>(qp.scale.size()) == rows),
                "integer LSTM: " + what + " per channel must have " + std::to_string(rows) +

@@ -35,19 +35,24 @@ void check_observer(ObserverKind kind, bool per_channel, const std::string& what
 
 }  // namespace
 
+WeightRange parse_weight_range(const std::string& text, const std::string& what) {
+  if (text == "narrow") return WeightRange::Narrow;
+  if (text == "full") return WeightRange::Full;
+  throw std::invalid_argument(what + " must be narrow or full, got '" + text + "'");
+}
+
+const char* weight_range_name(WeightRange range) { return range == WeightRange::Narrow ? "narrow" : "full"; }
+
 QuantizerSpec QConfig::weight_for(const std::string& name, const std::string& type) const {
   QuantizerSpec spec = weight;
   if (const LayerBits* o = find_override(layer_bits, name, type); o && o->weight_bits) spec.scheme.bits = o->weight_bits;
+  if (spec.scheme.bits == 8) spec.scheme.narrow_range = true;  // -128 is outside the int8 kernels' contract
   return spec;
 }
 
 QuantizerSpec QConfig::activation_for(const std::string& name, const std::string& type, bool residual_branch) const {
   QuantizerSpec spec = activation;
   const LayerBits* o = nullptr;
-  for (const QuantizerSpec* spec : {&weight, &activation})
-    if (spec->lsq_init && spec->method != QuantizerMethod::Lsq && spec->method != QuantizerMethod::LsqPlus)
-      throw std::invalid_argument(std::string("an LSQ init ('") + lsq_init_name(*spec->lsq_init) +
-                                  "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
   if (auto it = layer_bits.find(kResidualBranches); residual_branch && it != layer_bits.end() && !layer_bits.count(name))
     o = &it->second;
   else
@@ -121,13 +126,15 @@ void QConfig::validate() const {
       it != layer_bits.end() && (it->second.weight_bits != 0 || it->second.activation_bits == 0))
     throw std::invalid_argument(std::string("--layer-bits ") + kResidualBranches + " sets activation bits only (" +
                                 kResidualBranches + "=:A, e.g. " + kResidualBranches + "=:8)");
-  if (!weight.scheme.symmetric || !weight.scheme.is_signed || !weight.scheme.narrow_range)
-    throw std::invalid_argument("weights must be signed symmetric narrow-range (the integer kernels' contract)");
+  if (!weight.scheme.symmetric || !weight.scheme.is_signed)
+    throw std::invalid_argument("weights must be signed symmetric (the integer kernels' contract)");
 }
 
 std::string QConfig::describe() const {
   std::ostringstream os;
-  os << "weights: " << weight.describe() << "\nactivations: " << activation.describe() << "\n";
+  os << "weights: " << weight.describe();
+  if (weight_range() == WeightRange::Full) os << " (full range below 8 bits; 8-bit layers [-127, 127])";
+  os << "\nactivations: " << activation.describe() << "\n";
   for (const auto& [name, b] : layer_bits)
     os << "override " << name << ": W" << (b.weight_bits ? std::to_string(b.weight_bits) : "-") << " A"
        << (b.activation_bits ? std::to_string(b.activation_bits) : "-") << "\n";

@@ -37,8 +37,20 @@ struct LayerBits {
   int weight_bits = 0, activation_bits = 0;
 };
 
+// Which codes b-bit weights use (--weight-range): narrow, [-(2^(b-1) - 1), 2^(b-1) - 1], an odd count
+// centred on 0 (2 bits: [-1, 1], three levels); or full, [-2^(b-1), 2^(b-1) - 1], every code of b bits
+// (2 bits: [-2, 1], four levels, as LSQ's low-bit weights). Full applies below 8 bits only: 8-bit weights
+// stay [-127, 127] whatever the setting, because the optimized int8 kernels sum pairs of
+// activation-weight products in int16, which -128 could overflow (quant/README.md). Either way the
+// weights are symmetric (zero point 0), so an integer graph needs no weight zero-point correction.
+enum class WeightRange { Narrow, Full };
+// "narrow" | "full". Throws std::invalid_argument naming `what` and the text.
+WeightRange parse_weight_range(const std::string& text, const std::string& what);
+const char* weight_range_name(WeightRange range);
+
 struct QConfig {
   // Weights: symmetric, narrow range ([-127, 127] at 8 bits), per output channel, min/max observer.
+  // (weight.scheme.narrow_range false: WeightRange::Full; weight_for keeps 8-bit layers narrow.)
   QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax, QuantizerMethod::Observer, std::nullopt};
   // Activations: affine signed (int8 [-128, 127] at 8 bits), per tensor, moving-average min/max.
   QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema, QuantizerMethod::Observer, std::nullopt};
@@ -47,6 +59,7 @@ struct QConfig {
   // bits only). A name beats kResidualBranches, which beats a type.
   std::map<std::string, LayerBits> layer_bits;
 
+  // A layer's weight quantizer: `weight` with the layer's bits, narrow at 8 bits (see WeightRange).
   QuantizerSpec weight_for(const std::string& name, const std::string& type) const;
   // `residual_branch`: the layer's output is the output of a residual block's branch (what the add reads).
   QuantizerSpec activation_for(const std::string& name, const std::string& type, bool residual_branch = false) const;
@@ -58,6 +71,8 @@ struct QConfig {
                               const std::string& activation_observer, const std::vector<std::string>& layer_bits,
                               const std::string& weight_method = "observer",
                               const std::string& activation_method = "observer", const std::string& lsq_init = "");
+  WeightRange weight_range() const { return weight.scheme.narrow_range ? WeightRange::Narrow : WeightRange::Full; }
+  void set_weight_range(WeightRange range) { weight.scheme.narrow_range = range == WeightRange::Narrow; }
   void validate() const;
   // A few lines for logs and `info`.
   std::string describe() const;

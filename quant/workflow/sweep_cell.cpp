@@ -67,6 +67,7 @@ QConfig sweep_cell_qconfig(const SweepCellSettings& s) {
   for (QuantizerSpec* spec : {&q.weight, &q.activation})
     if (spec->method == QuantizerMethod::Lsq) spec->lsq_init = s.lsq_init;
   for (const std::string& text : s.layer_bits) q.layer_bits.insert(parse_layer_bits(text));
+  q.set_weight_range(s.weight_range);
   q.validate();
   return q;
 }
@@ -84,14 +85,16 @@ TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {
 }
 
 std::string sweep_cell_schedule(const SweepCellSettings& s) {
+  const std::string range = s.weight_range == WeightRange::Full ? ", full-range weights" : "";
   if (sweep_method_is_ptq(s.cell.method))
-    return std::to_string(s.calib_batches) + " calibration batches of " + std::to_string(s.batch_size);
+    return std::to_string(s.calib_batches) + " calibration batches of " + std::to_string(s.batch_size) + range;
   return std::to_string(s.qat_epochs) + (s.qat_epochs == 1 ? " epoch" : " epochs") + ", lr " + num_str(s.qat_lr) +
          " cosine, batch " + std::to_string(s.batch_size) + ", weight decay " + num_str(s.qat_weight_decay) +
          (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "") +
          (s.distill_weight > 0 ? ", distilled from the float model (weight " + num_str(s.distill_weight) +
                                      ", temperature " + num_str(s.distill_temperature) + ")"
-                               : "");
+                               : "") +
+         range;
 }
 
 namespace {

@@ -29,6 +29,7 @@ struct SweepCellSettings {
   float qat_lr = 0.01f;                 // and their base learning rate
   float qat_weight_decay = 5e-4f;       // and their weight decay (L2 on conv and linear weights)
   std::optional<LsqInit> lsq_init;      // lsq cells: where the steps start (nothing: the paper's formula)
+  WeightRange weight_range = WeightRange::Narrow;  // every method: the weights' codes below 8 bits
   // QAT methods, > 0: distil from the float model (nn/train/distill.h) with this weight, at this temperature.
   float distill_weight = 0.0f;
   float distill_temperature = 1.0f;
@@ -68,7 +69,8 @@ QConfig sweep_cell_qconfig(const SweepCellSettings& s);
 // batches, the rest as TrainSettings' defaults (SGD with momentum 0.9, cosine schedule).
 TrainSettings sweep_cell_train_settings(const SweepCellSettings& s);
 // How a cell gets its model, for the tables (CellResult::schedule): "32 calibration batches of 128" for
-// PTQ, "15 epochs, lr 0.01 cosine, batch 128, weight decay 0.0005" for QAT.
+// PTQ, "15 epochs, lr 0.01 cosine, batch 128, weight decay 0.0005" for QAT; ", full-range weights" after
+// either when the weights use WeightRange::Full.
 std::string sweep_cell_schedule(const SweepCellSettings& s);
 
 // Runs the cell: quantizes the float model (its QAT checkpoint into the directory), reloads that

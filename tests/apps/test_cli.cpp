@@ -701,6 +701,8 @@ TEST_F(CliTest, BadQuantizationSettingsAreUsageErrors) {
   EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--abits", "1"}), "abits"), kUsageError, "qat", {"--abits must be in 2..8, got 1"}));
   EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--observer", "magic"}), "observer"), kUsageError, "qat", {"magic"}));
   EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--layer-bits", "fc1"}), "layer-bits"), kUsageError, "qat", {"NAME=W:A"}));
+  EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--weight-range", "wide"}), "weight-range"), kUsageError, "qat",
+                         {"--weight-range must be narrow or full, got 'wide'"}));
   EXPECT_FALSE(fs::exists(work("qat")));
   // convert takes QAT checkpoints only; a float one gets a hint.
   EXPECT_TRUE(FailedWith(qatlab({"convert", work("float") + "/checkpoint.h5"}, "convert-float"), kUsageError, "convert",

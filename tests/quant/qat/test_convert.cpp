@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <set>
 
 #include "core/ops.h"
 #include "nn/activation.h"
@@ -48,6 +49,12 @@ struct Case {
 QConfig bits(int w, int a, bool per_channel = true, const std::string& observer = "ema",
              const std::vector<std::string>& layer_bits = {}) {
   return QConfig::from_options(w, a, per_channel, "minmax", observer, layer_bits);
+}
+
+// The same with every code of the weights' bits (WeightRange::Full: [-2, 1] at 2 bits).
+QConfig full_range(QConfig q) {
+  q.set_weight_range(WeightRange::Full);
+  return q;
 }
 
 ModulePtr conv_net(Rng& rng) {
@@ -110,6 +117,12 @@ std::vector<Case> cases() {
       // The adds read 8-bit branches and write 2-bit sums (the study's low-bit ResNets).
       {"res_net_w2a2_branches_a8", res_net, {3, 3, 10, 10}, 5, bits(2, 2, true, "ema", {"residual-branches=:8"})},
       {"gap_net_w8a6_minmax", gap_net, {5, 1, 9, 9}, 4, bits(8, 6, true, "minmax")},
+      {"conv_net_w4a4_full_range", conv_net, {4, 3, 12, 12}, 5, full_range(bits(4, 4))},
+      {"conv_net_w3a3_lsq_full_range", conv_net, {4, 3, 12, 12}, 5,
+       full_range(QConfig::from_options(3, 3, true, "minmax", "ema", {}, "lsq", "lsq", "mse"))},
+      {"gap_net_w2a2_full_range_per_tensor", gap_net, {5, 1, 9, 9}, 4, full_range(bits(2, 2, false))},
+      {"res_net_w2a2_full_range_first_last_8", res_net, {3, 3, 10, 10}, 5,
+       full_range(bits(2, 2, true, "ema", {"residual-branches=:8", "Linear=8:8"}))},
   };
 }
 
@@ -142,6 +155,34 @@ TEST_P(ConvertCase, IntegerGraphEqualsExactSimulationBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(RandomModels, ConvertCase, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// Full-range weights use the lowest code: a 2-bit layer's codes fill [-2, 1] (all four occur), while a
+// layer overridden to 8 bits stays [-127, 127].
+TEST(Convert, FullRangeWeightsUseEveryCodeBelow8Bits) {
+  Rng rng(7);
+  auto model = prepare_qat(res_net(rng), full_range(bits(2, 2, true, "ema", {"residual-branches=:8", "Linear=8:"})));
+  train_a_little(model, {3, 3, 10, 10}, 5, rng, 2);
+  const Int8Graph graph = convert(*model, {3, 10, 10});
+  int low_bit_layers = 0, eight_bit_layers = 0;
+  for (const Int8Op& op : graph.ops) {
+    if (op.kind != Int8OpKind::Conv2d && op.kind != Int8OpKind::FullyConnected) continue;
+    const QParams& w = op.layer.weights;
+    const std::vector<int8_t> codes = op.layer.weight_codes();
+    if (op.kind == Int8OpKind::FullyConnected) {
+      ++eight_bit_layers;
+      EXPECT_EQ(w.quant_min, -127);
+      EXPECT_EQ(w.quant_max, 127);
+      continue;
+    }
+    ++low_bit_layers;
+    EXPECT_EQ(w.quant_min, -2);
+    EXPECT_EQ(w.quant_max, 1);
+    const std::set<int> seen(codes.begin(), codes.end());
+    EXPECT_EQ(seen, (std::set<int>{-2, -1, 0, 1})) << "a 2-bit conv's codes";
+  }
+  EXPECT_EQ(low_bit_layers, 6);
+  EXPECT_EQ(eight_bit_layers, 1);
+}
 
 // One layer at a time, the float simulation and the integer engine differ by at most one code: the
 // float products of scales and the 31-bit multiplier move the real value by far less than one output

@@ -260,7 +260,12 @@ TEST_P(QatLstmConvert, IntegerGraphEqualsExactSimulationBitForBit) {
 INSTANTIATE_TEST_SUITE_P(
     RandomRowLstms, QatLstmConvert,
     ::testing::Values(Case{"w8a8", 1, bits(8, 8)}, Case{"w4a4", 1, bits(4, 4)}, Case{"w8a8_two_layers", 2, bits(8, 8)},
-                      Case{"w4a4_two_layers", 2, bits(4, 4)}, Case{"w6a7_per_tensor", 1, bits(6, 7, false)}),
+                      Case{"w4a4_two_layers", 2, bits(4, 4)}, Case{"w6a7_per_tensor", 1, bits(6, 7, false)},
+                      Case{"w3a4_full_range", 1, [] {
+                             QConfig q = bits(3, 4);
+                             q.set_weight_range(WeightRange::Full);  // weight codes [-4, 3]
+                             return q;
+                           }()}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // ----------------------------------------------------------------------- the cell range and state

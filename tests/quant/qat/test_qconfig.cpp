@@ -234,14 +234,42 @@ TEST(QConfigValidate, WeightsMustKeepTheKernelContract) {
   q.weight.scheme.symmetric = false;
   EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"weights", "symmetric"}));
   q = QConfig{};
-  q.weight.scheme.narrow_range = false;
-  EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"narrow"}));
-  q = QConfig{};
   q.weight.scheme.is_signed = false;
   EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"signed"}));
   q = QConfig{};
   q.activation.scheme.bits = 12;
   EXPECT_TRUE(test::throws_with([&] { q.validate(); }, {"12"}));
+}
+
+// --weight-range full: every code below 8 bits ([-2, 1] at 2, [-8, 7] at 4); 8-bit layers, by the global
+// width or by an override, stay [-127, 127] (-128 is outside the int8 kernels' contract).
+TEST(QConfig, FullWeightRangeBelow8BitsOnly) {
+  EXPECT_EQ(parse_weight_range("narrow", "--weight-range"), WeightRange::Narrow);
+  EXPECT_EQ(parse_weight_range("full", "--weight-range"), WeightRange::Full);
+  EXPECT_TRUE(test::throws_with([] { parse_weight_range("wide", "--weight-range"); },
+                                {"--weight-range", "narrow or full", "'wide'"}));
+  EXPECT_STREQ(weight_range_name(WeightRange::Full), "full");
+
+  QConfig q = options(2, 2, {"fc=8:8", "stem=4:"});
+  EXPECT_EQ(q.weight_range(), WeightRange::Narrow);
+  EXPECT_EQ(q.weight_for("body", "Conv2d").scheme.quant_min(), -1);
+  q.set_weight_range(WeightRange::Full);
+  EXPECT_NO_THROW(q.validate());
+  EXPECT_EQ(q.weight_range(), WeightRange::Full);
+  const QScheme two = q.weight_for("body", "Conv2d").scheme, four = q.weight_for("stem", "Conv2d").scheme,
+                eight = q.weight_for("fc", "Linear").scheme;
+  EXPECT_EQ(std::make_pair(two.quant_min(), two.quant_max()), std::make_pair(-2, 1));
+  EXPECT_EQ(std::make_pair(four.quant_min(), four.quant_max()), std::make_pair(-8, 7));
+  EXPECT_EQ(std::make_pair(eight.quant_min(), eight.quant_max()), std::make_pair(-127, 127));
+  EXPECT_NE(q.describe().find("full range below 8 bits"), std::string::npos) << q.describe();
+
+  QConfig w8 = options(8, 8, {});
+  w8.set_weight_range(WeightRange::Full);
+  const QScheme s = w8.weight_for("any", "Conv2d").scheme;
+  EXPECT_EQ(std::make_pair(s.quant_min(), s.quant_max()), std::make_pair(-127, 127));
+
+  EXPECT_TRUE(is_int8_weight_range(-1, 1) && is_int8_weight_range(-2, 1) && is_int8_weight_range(-127, 127));
+  EXPECT_FALSE(is_int8_weight_range(-128, 127) || is_int8_weight_range(-3, 1) || is_int8_weight_range(0, 1));
 }
 
 TEST(QConfig, DescribeListsSettingsAndOverrides) {
