@@ -4,6 +4,7 @@
 #include "apps/train_command.h"
 #include "core/distributed.h"
 #include "nn/model_description.h"
+#include "quant/workflow/checkpoint_model.h"
 #include "quant/workflow/qat_training.h"
 
 namespace qatlab {
@@ -13,14 +14,18 @@ int cmd_qat(int argc, char** argv) {
   QatSettings q;
   std::string from;
   add_qconfig_options(cmd.options(), q);
-  cmd.options().add_options()("from", po::value(&from), "float checkpoint to start from (default: train from scratch)");
+  cmd.options().add_options()("from", po::value(&from),
+                              "checkpoint to start from (default: train from scratch): a float one, or a QAT one, whose "
+                              "float weights and batch-norm statistics are quantized again at these settings "
+                              "(progressive fine-tuning, e.g. 2 bits from the 4-bit model)");
 
-  // Starting from a float checkpoint: its model and dataset become the defaults.
+  // Starting from a checkpoint: its model and dataset become the defaults.
   Checkpoint base;
   const std::string from_path = prescan_option(argc, argv, "from");
   if (!from_path.empty()) {
     base = load_checkpoint(from_path);
-    require(base.model_kind == "float", from_path + " is a '" + base.model_kind + "' checkpoint; --from takes a float one");
+    require(base.model_kind == "float" || base.model_kind == "qat",
+            from_path + " is a '" + base.model_kind + "' checkpoint; --from takes a float or a QAT one");
     // Its augmentation too, when it chose one; its normalisation is the model's own (set_model_data).
     const std::string augment = ini_value(base.config_ini, "augment");
     cmd.set_defaults_ini("model = " + base.model_name + "\ndataset = " + base.dataset + "\n" +
@@ -51,7 +56,8 @@ int cmd_qat(int argc, char** argv) {
   ModulePtr float_model = build_model(description, cmd.data().spec, rng);
   if (!from_path.empty() && !cmd.resuming()) {
     require(base.model_name == o.model, from_path + " holds a " + base.model_name + " model, not " + o.model);
-    float_model = model_from_checkpoint(base);
+    float_model = base.model_kind == "float" ? model_from_checkpoint(base)
+                                             : float_model_under_qat_checkpoint(base, checkpoint_qconfig(base));
   }
   train_qat(cmd.make_run(float_model, description), qconfig, {q.freeze_bn_after, q.freeze_observers_after});
   return 0;

@@ -25,6 +25,18 @@ std::shared_ptr<QatModel> qat_model_from_checkpoint(const Checkpoint& ckpt, cons
   return model;
 }
 
+ModulePtr float_model_under_qat_checkpoint(const Checkpoint& ckpt, const QConfig& qconfig) {
+  Rng unused(0);  // every value is overwritten by the stored state
+  // prepare_qat rewires the modules it is given, but their tensors stay the float network's: take them by
+  // their float names first, load the QAT state through the prepared model, then give them to a fresh copy.
+  const ModulePtr prepared = build_checkpoint_model(ckpt, unused);
+  const NamedTensors float_tensors = prepared->state_dict();
+  prepare_qat(prepared, qconfig)->load_state_dict(std::map<std::string, Tensor>(ckpt.model_state.begin(), ckpt.model_state.end()));
+  const ModulePtr float_model = build_checkpoint_model(ckpt, unused);
+  float_model->load_state_dict(std::map<std::string, Tensor>(float_tensors.begin(), float_tensors.end()));
+  return float_model;
+}
+
 ModulePtr model_from_any_checkpoint(const Checkpoint& ckpt, const QConfigReader& qconfig_of) {
   if (ckpt.model_kind == "float") return model_from_checkpoint(ckpt);
   if (ckpt.model_kind != "qat") throw std::runtime_error("unknown model kind '" + ckpt.model_kind + "' in checkpoint");

@@ -22,6 +22,12 @@ QConfig stored_qconfig(const Checkpoint& ckpt);
 // (prepare_qat), its state loaded.
 std::shared_ptr<QatModel> qat_model_from_checkpoint(const Checkpoint& ckpt, const QConfig& qconfig);
 
+// The float network under a QAT checkpoint: its latent weights and batch-norm statistics as quantization-
+// aware training left them (prepare_qat shares the float model's tensors, so loading the QAT state fills
+// them), without the quantizers. What `qatlab qat --from QAT.h5` quantizes again at other bits: progressive
+// fine-tuning, e.g. a 2-bit model started from the 4-bit one rather than from the float model.
+ModulePtr float_model_under_qat_checkpoint(const Checkpoint& ckpt, const QConfig& qconfig);
+
 // How a caller reads a QAT checkpoint's QConfig.
 using QConfigReader = std::function<QConfig(const Checkpoint&)>;
 

@@ -28,6 +28,7 @@
 #include "data/idx.h"
 #include "nn/checkpoint.h"
 #include "quant/engine/int8_graph.h"
+#include "quant/workflow/checkpoint_model.h"
 #include "tests/apps/cli_harness.h"
 #include "tests/data/file_dataset_writers.h"
 
@@ -644,6 +645,35 @@ TEST_F(CliTest, QatConvertEvalPipelineAgreesBitForBitInExactMode) {
   const RunResult info = qatlab({"info", qat + "/model.int8.h5"}, "info-int8");
   ASSERT_TRUE(Succeeded(info));
   EXPECT_NE(info.out.find("qatlab-int8-graph"), std::string::npos) << info.describe();
+}
+
+// Progressive fine-tuning: --from a QAT checkpoint quantizes its float weights again at other bits.
+TEST_F(CliTest, QatFromAQatCheckpointRequantizesItsWeights) {
+  make_mlp_run(work("float"));
+  const Args common{"--data-dir", data_dir(), "--threads", "2", "--progress", "none", "--epochs", "1",
+                    "--lr", "0.01", "--train-limit", "256", "--test-limit", "64"};
+  ASSERT_TRUE(Succeeded(qatlab(concat({"qat", "--from", work("float") + "/checkpoint.h5", "--out", work("w4"), "--wbits",
+                                       "4", "--abits", "4"},
+                                      common),
+                               "w4")));
+  const RunResult r = qatlab(concat({"qat", "--from", work("w4") + "/checkpoint.h5", "--out", work("w2"), "--wbits", "2",
+                                     "--abits", "4", "--weight-range", "full"},
+                                    common),
+                             "w2");
+  ASSERT_TRUE(Succeeded(r));
+  const Checkpoint c = load_checkpoint(work("w2") + "/checkpoint.h5");
+  EXPECT_EQ(c.model_kind, "qat");
+  EXPECT_EQ(c.model_name, "mlp");
+  const QConfig q = stored_qconfig(c);
+  EXPECT_EQ(q.weight.scheme.bits, 2);
+  EXPECT_EQ(q.weight_range(), WeightRange::Full);
+  const RunResult conv = qatlab({"convert", work("w2") + "/checkpoint.h5", "--show"}, "convert-w2");
+  ASSERT_TRUE(Succeeded(conv));
+  EXPECT_NE(conv.out.find("codes [-2, 1]"), std::string::npos) << conv.describe();
+  // An integer model file is no starting point.
+  EXPECT_TRUE(FailedWith(qatlab(concat({"qat", "--from", work("w2") + "/model.int8.h5", "--out", work("x")}, common),
+                                "from-int8"),
+                         kRuntimeFailure, "qat", {"model.int8.h5: not a qatlab checkpoint"}));
 }
 
 TEST_F(CliTest, QatResumeIsBitIdentical) {
