@@ -70,6 +70,7 @@ struct SweepSettings {
   int64_t qat_epochs = 2;
   float qat_lr = 0.01f;
   float qat_weight_decay = 5e-4f;
+  int64_t qat_warmup_epochs = 0;
   std::string lsq_init;  // "" (the paper's formula) | lsq | minmax | mse: where lsq cells' steps start
   std::string weight_range;  // "" (narrow) | narrow | full: every cell's weight codes below 8 bits
   float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
@@ -412,6 +413,8 @@ class Sweep {
     // (Only a weight decay other than the default's: cells finished before the option keep their key.)
     if (!sweep_method_is_ptq(cell.method) && s_.qat_weight_decay != SweepSettings{}.qat_weight_decay)
       key += " weight-decay " + num_str(s_.qat_weight_decay);
+    if (!sweep_method_is_ptq(cell.method) && s_.qat_warmup_epochs > 0)
+      key += " warmup " + std::to_string(s_.qat_warmup_epochs);
     if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
     if (!s_.weight_range.empty() && s_.weight_range != "narrow") key += " weight-range " + s_.weight_range;
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
@@ -450,6 +453,7 @@ class Sweep {
     c.qat_epochs = s_.qat_epochs;
     c.qat_lr = s_.qat_lr;
     c.qat_weight_decay = s_.qat_weight_decay;
+    c.qat_warmup_epochs = s_.qat_warmup_epochs;
     if (cell.method == "lsq" && !s_.lsq_init.empty()) c.lsq_init = parse_lsq_init(s_.lsq_init, "--lsq-init");
     if (!s_.weight_range.empty()) c.weight_range = parse_weight_range(s_.weight_range, "--weight-range");
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
@@ -596,6 +600,8 @@ int cmd_sweep(int argc, char** argv) {
       ("qat-lr", po::value(&s.qat_lr)->default_value(s.qat_lr), "learning rate of each QAT cell (cosine schedule)")
       ("qat-weight-decay", po::value(&s.qat_weight_decay)->default_value(s.qat_weight_decay),
        "weight decay of each QAT cell (L2 on conv and linear weights; the papers lower it at low bits)")
+      ("qat-warmup-epochs", po::value(&s.qat_warmup_epochs)->default_value(s.qat_warmup_epochs),
+       "linear warm-up epochs of each QAT cell before its cosine schedule (0..--qat-epochs)")
       ("qat-distill", po::value(&s.qat_distill)->default_value(s.qat_distill),
        "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")
       ("qat-distill-temperature", po::value(&s.qat_distill_temperature)->default_value(s.qat_distill_temperature),
@@ -633,6 +639,9 @@ int cmd_sweep(int argc, char** argv) {
           "--float-epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.float_epochs));
   require(s.qat_epochs >= 1 && s.qat_epochs <= kMaxEpochs,
           "--qat-epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.qat_epochs));
+  require(s.qat_warmup_epochs >= 0 && s.qat_warmup_epochs <= s.qat_epochs,
+          "--qat-warmup-epochs must be in 0..--qat-epochs (" + std::to_string(s.qat_epochs) + "), got " +
+              std::to_string(s.qat_warmup_epochs));
   require(s.qat_lr > 0 && std::isfinite(s.qat_lr), "--qat-lr must be > 0, got " + num_str(s.qat_lr));
   require(s.qat_weight_decay >= 0 && std::isfinite(s.qat_weight_decay),
           "--qat-weight-decay must be >= 0, got " + num_str(s.qat_weight_decay));

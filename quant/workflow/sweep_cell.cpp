@@ -77,6 +77,7 @@ TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {
   t.epochs = s.qat_epochs;
   t.lr = s.qat_lr;
   t.weight_decay = s.qat_weight_decay;
+  t.warmup_epochs = s.qat_warmup_epochs;
   t.batch_size = s.batch_size;
   t.seed = s.cell.seed;
   if (s.distill_weight > 0) t.distill_weight = s.distill_weight, t.distill_temperature = s.distill_temperature;
@@ -90,6 +91,9 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
     return std::to_string(s.calib_batches) + " calibration batches of " + std::to_string(s.batch_size) + range;
   return std::to_string(s.qat_epochs) + (s.qat_epochs == 1 ? " epoch" : " epochs") + ", lr " + num_str(s.qat_lr) +
          " cosine, batch " + std::to_string(s.batch_size) + ", weight decay " + num_str(s.qat_weight_decay) +
+         (s.qat_warmup_epochs > 0 ? ", " + std::to_string(s.qat_warmup_epochs) +
+                                        (s.qat_warmup_epochs == 1 ? " warm-up epoch" : " warm-up epochs")
+                                  : "") +
          (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "") +
          (s.distill_weight > 0 ? ", distilled from the float model (weight " + num_str(s.distill_weight) +
                                      ", temperature " + num_str(s.distill_temperature) + ")"

@@ -28,6 +28,7 @@ struct SweepCellSettings {
   int64_t qat_epochs = 2;               // QAT methods: epochs of training (cosine schedule)
   float qat_lr = 0.01f;                 // and their base learning rate
   float qat_weight_decay = 5e-4f;       // and their weight decay (L2 on conv and linear weights)
+  int64_t qat_warmup_epochs = 0;        // and their linear warm-up before the cosine
   std::optional<LsqInit> lsq_init;      // lsq cells: where the steps start (nothing: the paper's formula)
   WeightRange weight_range = WeightRange::Narrow;  // every method: the weights' codes below 8 bits
   // QAT methods, > 0: distil from the float model (nn/train/distill.h) with this weight, at this temperature.
@@ -65,11 +66,12 @@ SweepQuantizers sweep_quantizers(SweepMethod method);
 // The cell's QConfig: its bits, per channel or per tensor weights as its granularity says, its layer
 // bits and its method's quantizers (an lsq cell's with lsq_init).
 QConfig sweep_cell_qconfig(const SweepCellSettings& s);
-// A QAT cell's training: qat_epochs, qat_lr, qat_weight_decay, batch_size and the cell's seed, whole
+// A QAT cell's training: qat_epochs, qat_lr, qat_weight_decay, qat_warmup_epochs, batch_size and the cell's seed, whole
 // batches, the rest as TrainSettings' defaults (SGD with momentum 0.9, cosine schedule).
 TrainSettings sweep_cell_train_settings(const SweepCellSettings& s);
 // How a cell gets its model, for the tables (CellResult::schedule): "32 calibration batches of 128" for
-// PTQ, "15 epochs, lr 0.01 cosine, batch 128, weight decay 0.0005" for QAT; ", full-range weights" after
+// PTQ, "15 epochs, lr 0.01 cosine, batch 128, weight decay 0.0005" for QAT (", 1 warm-up epoch" after the
+// weight decay when it has one); ", full-range weights" after
 // either when the weights use WeightRange::Full.
 std::string sweep_cell_schedule(const SweepCellSettings& s);
 

@@ -120,6 +120,26 @@ TEST_F(SweepCellTest, TheLibraryTrainingRunLearnsTheTaskAndWritesItsFiles) {
   EXPECT_EQ(c.metadata.at("command"), "test_sweep_cell");
 }
 
+// The schedule a table shows beside each row says every setting of the cell's training.
+TEST_F(SweepCellTest, TheScheduleNamesEveryTrainingSetting) {
+  SweepCellSettings ptq = cell("ptq-minmax", 2, 8, "p");
+  EXPECT_EQ(sweep_cell_schedule(ptq), "4 calibration batches of 32");
+  ptq.weight_range = WeightRange::Full;
+  EXPECT_EQ(sweep_cell_schedule(ptq), "4 calibration batches of 32, full-range weights");
+  SweepCellSettings qat = cell("lsq", 4, 4, "q");
+  qat.qat_epochs = 40;
+  qat.qat_lr = 0.005f;
+  qat.qat_warmup_epochs = 1;
+  qat.lsq_init = LsqInit::Mse;
+  qat.distill_weight = 1.0f;
+  EXPECT_EQ(sweep_cell_schedule(qat),
+            "40 epochs, lr 0.005 cosine, batch 32, weight decay 0.0005, 1 warm-up epoch, lsq init mse, distilled from "
+            "the float model (weight 1, temperature 1)");
+  EXPECT_EQ(sweep_cell_train_settings(qat).warmup_epochs, 1);
+  qat.qat_warmup_epochs = 2;
+  EXPECT_NE(sweep_cell_schedule(qat).find(", 2 warm-up epochs,"), std::string::npos) << sweep_cell_schedule(qat);
+}
+
 TEST_F(SweepCellTest, APtqCellQuantizesConvertsAndEvaluates) {
   const SweepCellSettings s = cell("ptq-minmax", 8, 8, "ptq-w8a8");
   const CellResult r = run_sweep_cell(s, [] { return *data_; });
