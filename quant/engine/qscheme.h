@@ -44,7 +44,7 @@ struct QScheme {
 };
 
 // Weight codes the integer kernels take: zero point 0 and [-q, q] (narrow) or [-q - 1, q] (full, below
-// 8 bits), never -128, which the optimized kernels' int16 pair sums could overflow with.
+// 8 bits), never -128 (the int8 contract; quant/README.md section 1).
 inline bool is_int8_weight_range(int32_t quant_min, int32_t quant_max) {
   return quant_max >= 1 && quant_max <= 127 && quant_min >= -127 &&
          (quant_min == -quant_max || quant_min == -quant_max - 1);

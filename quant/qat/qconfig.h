@@ -40,8 +40,8 @@ struct LayerBits {
 // Which codes b-bit weights use (--weight-range): narrow, [-(2^(b-1) - 1), 2^(b-1) - 1], an odd count
 // centred on 0 (2 bits: [-1, 1], three levels); or full, [-2^(b-1), 2^(b-1) - 1], every code of b bits
 // (2 bits: [-2, 1], four levels, as LSQ's low-bit weights). Full applies below 8 bits only: 8-bit weights
-// stay [-127, 127] whatever the setting, because the optimized int8 kernels sum pairs of
-// activation-weight products in int16, which -128 could overflow (quant/README.md). Either way the
+// stay [-127, 127] whatever the setting, the int8 contract (TFLite's; the integer LSTM's int16 pair sums
+// rely on it: quant/README.md section 1). Either way the
 // weights are symmetric (zero point 0), so an integer graph needs no weight zero-point correction.
 enum class WeightRange { Narrow, Full };
 // "narrow" | "full". Throws std::invalid_argument naming `what` and the text.
