@@ -494,10 +494,33 @@ void LsqQuantizer::project() {
   for (int64_t c = 0; c < channels_; ++c) s[c] = projected_scale(s[c], type(), c);
 }
 
+void LsqQuantizer::set_input_factors(std::vector<float> f) {
+  for (size_t c = 0; c < f.size(); ++c)
+    QATLAB_CHECK(std::isfinite(f[c]), type() + ": input factor [" + std::to_string(c) + "] = " + num_str(f[c]) +
+                                          ", expected a finite number");
+  QATLAB_CHECK(f.empty() || channels_ == 1 || static_cast<int64_t>(f.size()) == channels_,
+               type() + ": " + std::to_string(f.size()) + " input factors for " + std::to_string(channels_) + " channels");
+  input_factors_ = std::move(f);
+}
+
 std::vector<float> LsqQuantizer::grad_scales(const Tensor& x, const std::vector<int32_t>& zp) const {
   const double n = static_cast<double>(std::max<int64_t>(x.numel() / channels_, 1));
+  // f^2 per channel, or for one step over all channels the median f^2 (the class comment).
+  std::vector<double> f2(static_cast<size_t>(channels_), 1.0);  // (C)
+  if (!input_factors_.empty()) {
+    std::vector<double> sq(input_factors_.size());
+    for (size_t c = 0; c < sq.size(); ++c) sq[c] = static_cast<double>(input_factors_[c]) * input_factors_[c];
+    if (channels_ == 1 && sq.size() > 1) {
+      std::sort(sq.begin(), sq.end());
+      const size_t m = sq.size() / 2;
+      f2[0] = sq.size() % 2 ? sq[m] : 0.5 * (sq[m - 1] + sq[m]);
+    } else {
+      f2 = sq;
+    }
+  }
   std::vector<float> g(static_cast<size_t>(channels_));  // (C)
-  for (int64_t c = 0; c < channels_; ++c) g[c] = static_cast<float>(1.0 / std::sqrt(n * positive_levels(zp[c])));
+  for (int64_t c = 0; c < channels_; ++c)
+    g[c] = static_cast<float>(f2[c] / std::sqrt(n * positive_levels(zp[c])));
   return g;
 }
 

@@ -196,6 +196,10 @@ Tensor QatLayer::forward(const Tensor& x) {
     // sf = gamma / sqrt(running_var + eps) through autograd ops, so gamma learns through the folded
     // weight too; computed exactly as folded_weight() does, so evaluation and convert see the same floats.
     const Tensor sf = div(bn_gamma, sqrt(add_scalar(bn_var.detach(), bn_eps)));
+    // A learned step on the folded weight learns as it would on the weight itself (LsqQuantizer, "Folded
+    // inputs").
+    if (auto* lsq = dynamic_cast<LsqQuantizer*>(&weight_quant()); lsq && training())
+      lsq->set_input_factors(std::vector<float>(sf.data(), sf.data() + sf.numel()));
     const Tensor wq = weight_quant()(mul(weight, per_channel_view(sf, false)));
     if (training() && !bn_frozen_) {
       // BN(conv(x, q(W sf)) / sf + bias) with the batch's statistics. The division by sf is BN's input

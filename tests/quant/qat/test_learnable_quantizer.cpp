@@ -263,6 +263,58 @@ TEST(LsqGradient, ModulePerChannelUsesTheElementsPerChannelInItsGradientScale) {
   EXPECT_EQ(x.grad().to_vector(), ref.gx);
 }
 
+TEST(LsqGradient, InputFactorsScaleEachChannelsStepGradientByTheirSquare) {
+  // x = W * f per output channel (a folded weight): the step learns as a step on W would, its gradient
+  // times f^2; the sign of f does not matter; the gradient to x is unchanged.
+  const std::vector<float> f{0.5f, 2.0f, -1.5f};
+  Rng rng(6);
+  const Tensor x0 = random_tensor({3, 4}, rng, -2.0f, 2.0f), seed = random_tensor({3, 4}, rng);
+  std::vector<float> plain_gs, plain_gx;
+  for (const bool with_factors : {false, true}) {
+    LsqQuantizer q(kWeight4PerChannel, 3);
+    set_state(q, {{"scale", {0.1f, 0.2f, 0.4f}}, {"zero_point", {0, 0, 0}}, {"initialized", {1.0f}}});
+    q.train();
+    if (with_factors) q.set_input_factors(f);
+    Tensor x = x0.clone();
+    x.set_requires_grad(true);
+    q.forward(x).backward(seed);
+    if (!with_factors) {
+      plain_gs = q.scale().grad().to_vector();
+      plain_gx = x.grad().to_vector();
+      continue;
+    }
+    for (int c = 0; c < 3; ++c) EXPECT_NEAR(q.scale().grad().data()[c], plain_gs[c] * f[c] * f[c], 1e-6) << c;
+    EXPECT_EQ(x.grad().to_vector(), plain_gx);
+  }
+}
+
+TEST(LsqGradient, OneStepOverFactoredChannelsTakesTheMedianSquare) {
+  // A per-tensor step on per-channel factors: the median of f^2 (odd count: the middle one; even: the
+  // mean of the middle two), whatever an outlying factor is.
+  for (const auto& [f, median_sq] : {std::pair{std::vector<float>{3.0f, 0.5f, 100.0f}, 9.0},
+                                     std::pair{std::vector<float>{1.0f, -2.0f, 3.0f, 1e-3f}, 2.5}}) {
+    std::vector<float> gs;
+    for (const bool with_factors : {false, true}) {
+      LsqQuantizer q(kWeight8, 1);
+      set_state(q, {{"scale", {0.05f}}, {"zero_point", {0}}, {"initialized", {1.0f}}});
+      q.train();
+      if (with_factors) q.set_input_factors(f);
+      Rng rng(8);
+      const Tensor x = random_tensor({static_cast<int64_t>(f.size()), 5}, rng, -8.0f, 8.0f);
+      q.forward(x).backward(Tensor::ones(x.shape()));
+      gs.push_back(q.scale().grad().data()[0]);
+    }
+    EXPECT_NEAR(gs[1], gs[0] * median_sq, 1e-5 * std::abs(gs[0] * median_sq)) << f.size();
+  }
+}
+
+TEST(LsqErrors, InputFactorsMustBeFiniteAndOnePerChannel) {
+  LsqQuantizer q(kWeight4PerChannel, 3);
+  EXPECT_TRUE(throws_with([&] { q.set_input_factors({1.0f, NAN, 1.0f}); }, {"input factor [1] = nan"}));
+  EXPECT_TRUE(throws_with([&] { q.set_input_factors({1.0f, 2.0f}); }, {"2 input factors for 3 channels"}));
+  q.set_input_factors({});  // none: the parameter itself
+}
+
 // --------------------------------------------------------------------- finite differences, where they apply
 //
 // Inside the code range the forward s * round(x / s) is piecewise constant in x and piecewise linear in s

@@ -21,6 +21,7 @@
 #include "quant/engine/int8_kernels.h"
 #include "quant/engine/requantize.h"
 #include "quant/qat/convert.h"
+#include "quant/qat/learnable_quantizer.h"
 #include "quant/qat/prepare.h"
 #include "tests/core/gradcheck.h"
 
@@ -201,6 +202,41 @@ TEST(QatLayerGradients, ConvWithBatchNormInTraining) {
   Rng rng(6);
   EXPECT_GRADS_OK(f, {random_tensor({3, 2, 4, 4}, rng), p.conv->weight.clone(), p.conv->bias.clone(),
                       random_tensor({3}, rng, 0.5f, 1.5f), random_tensor({3}, rng)});
+}
+
+TEST(QatLayerGradients, AnLsqStepOnTheFoldedWeightLearnsAsOneOnTheWeight) {
+  // Layer B is layer A with twice the weights and half of gamma: the same folded weights W * sf, the
+  // same outputs, but sf halved. A step on the folded weight is the step u = s / sf of one on W, so its
+  // gradient carries sf^2 (LsqQuantizer, "Folded inputs"): B's is a quarter of A's.
+  const QScheme w4{4, true, true, true, 0, true};
+  std::vector<std::vector<float>> step_grads;
+  Tensor y_a;
+  for (const float k : {1.0f, 2.0f}) {
+    Rng rng(41);
+    Conv2d conv(2, 3, 3, Conv2dOptions{1, 1, 1, false}, rng);
+    BatchNorm2d bn(3);
+    set_bn(bn, 43);
+    for (int64_t c = 0; c < 3; ++c) bn.running_mean.data()[c] = 0.0f;  // the folded bias is then beta
+    for (int64_t i = 0; i < conv.weight.numel(); ++i) conv.weight.data()[i] *= k;
+    for (int64_t c = 0; c < 3; ++c) bn.gamma.data()[c] /= k;
+    auto wq = std::make_shared<LsqQuantizer>(w4, 3);
+    const auto layer = QatLayer::from_conv(conv, &bn, FusedActivation::None, wq, output_fq());
+    layer->train();
+    layer->freeze_bn(true);
+    Rng data(45);
+    const Tensor x = random_tensor({2, 2, 5, 5}, data);
+    Tensor y = layer->forward(x);
+    y.backward(random_tensor(y.shape(), data));
+    step_grads.push_back(wq->scale().grad().to_vector());
+    if (k == 1.0f)
+      y_a = y;
+    else
+      EXPECT_EQ(y.to_vector(), y_a.to_vector());
+  }
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NE(step_grads[0][c], 0.0f) << c;
+    EXPECT_NEAR(step_grads[1][c], step_grads[0][c] / 4, 1e-6f * std::abs(step_grads[0][c])) << c;
+  }
 }
 
 TEST(QatLayerGradients, LinearWithFrozenBatchNorm) {
