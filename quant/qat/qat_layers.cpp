@@ -447,6 +447,23 @@ void QatLayer::describe_node(Description& walk, const std::string& name) const {
   const Tensor w = folded_weight();  // (OC, C/groups, KH, KW) or (OC, IN)
   const auto [lo, hi] = std::minmax_element(w.data(), w.data() + w.numel());
   n.weight_min = *lo, n.weight_max = *hi;
+  n.out_channels = w.size(0);
+  const QParams wq = Description::grid_of(weight_quant());
+  if (!wq.scale.empty()) {
+    // Each channel's codes as fake_quantize rounds them (1 / s in float, symmetric: zero point 0).
+    const int64_t oc = w.size(0), per = w.numel() / oc;
+    for (int64_t c = 0; c < oc; ++c) {
+      const float s = wq.scale[wq.scale.size() == 1 ? 0 : static_cast<size_t>(c)];
+      if (s <= static_cast<float>(kMinScale)) {
+        n.floor_channels.push_back(c);
+        continue;
+      }
+      const float inv = 1.0f / s;
+      const float* wc = w.data() + c * per;
+      if (std::all_of(wc, wc + per, [inv](float v) { return std::nearbyint(v * inv) == 0.0f; }))
+        n.zeroed_channels.push_back(c);
+    }
+  }
   walk.row(std::move(n), {walk.at.slot}, out);
 }
 

@@ -100,6 +100,11 @@ struct DescribedNode {
   std::vector<int> output_shift;
   std::string lowering_error;
   float weight_min = 0, weight_max = 0;  // the folded float weights
+  // Output channels (of a conv / linear layer) whose weights carry nothing to the output, so that it is
+  // the channel's bias whatever the input: every weight's code 0 (zeroed), or the weight step at
+  // kMinScale (floor: codes of at most qmax * 1.2e-7). Empty while the weights have no grid.
+  std::vector<int64_t> zeroed_channels, floor_channels;
+  int64_t out_channels = 0;  // conv / linear: the weight's first dimension
   bool keeps_grid = false;               // Keep: pooling, flatten, ReLU (not a module the walk passes over)
 };
 

@@ -155,6 +155,9 @@ std::vector<LayerReport> static_rows(const QatModel& model) {
     r.output_shift = n.output_shift;
     r.lowering_error = n.lowering_error;
     r.weight_min = n.weight_min, r.weight_max = n.weight_max;
+    r.zeroed_channels = n.zeroed_channels;
+    r.floor_channels = n.floor_channels;
+    r.out_channels = n.out_channels;
     rows.push_back(std::move(r));
   }
   return rows;
@@ -483,6 +486,23 @@ std::string format_report(const ModelReport& report) {
          "SQNR = 10 log10(sum y_float^2 / sum (y_qat - y_float)^2) of each output, the QAT model against the "
          "same model in float)\n";
   out += render_table({"layer", "weight range", "weight grid", "act range", "act grid", "clipped", "SQNR dB"}, ranges);
+  // Channels that learned themselves away (an LSQ step grown past every weight, or pushed to its floor)
+  // look like any other in the tables above; they are listed here.
+  std::vector<std::vector<std::string>> dead;
+  const auto list = [](const std::vector<int64_t>& c) {
+    std::string s;
+    for (const int64_t v : c) s += (s.empty() ? "" : ",") + std::to_string(v);
+    return s.empty() ? std::string("-") : s;
+  };
+  for (const LayerReport& r : report.layers)
+    if (!r.zeroed_channels.empty() || !r.floor_channels.empty())
+      dead.push_back({r.name, std::to_string(r.zeroed_channels.size() + r.floor_channels.size()) + " of " +
+                                  std::to_string(r.out_channels),
+                      list(r.zeroed_channels), list(r.floor_channels)});
+  out += "\nDead output channels (every weight code 0, or the weight step at its floor of 1.2e-07: the channel's "
+         "output is its bias, whatever the input)";
+  if (dead.empty()) return out + ": none\n";
+  out += "\n" + render_table({"layer", "dead", "codes all 0", "step at the floor"}, dead);
   return out;
 }
 

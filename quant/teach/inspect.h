@@ -57,6 +57,9 @@ struct LayerReport {
   std::string lowering_error;  // non-empty when the layer has no integer form (the reason)
 
   float weight_min = 0, weight_max = 0;  // the folded float weights (what the weight quantizer sees)
+  // Dead output channels: every weight code 0, or the weight step at its floor (DescribedNode, walk.h).
+  std::vector<int64_t> zeroed_channels, floor_channels;
+  int64_t out_channels = 0;  // conv / linear: the weight's first dimension
 
   // Over the inspected batches, the float model's output (every quantizer passing values through):
   double act_min = 0, act_max = 0;

@@ -254,6 +254,38 @@ TEST(Inspect, ReportTextNamesEveryRowAndItsIntegers) {
   EXPECT_NE(text.find("-:8"), std::string::npos);  // the input row has no weights
 }
 
+TEST(Inspect, ListsChannelsWhoseWeightsCarryNothing) {
+  // A learned weight step grown past every weight of a channel zeroes its codes; one pushed to the floor
+  // leaves codes of +-qmax * 1.2e-7. Either way the channel outputs its bias alone: listed, by channel.
+  auto model = calibrated(bits(4, 4, "lsq", "lsq"));
+  const std::string before = format_report(inspect_model(model, {}));
+  EXPECT_NE(before.find("Dead output channels (every weight code 0, or the weight step at its floor of 1.2e-07: "
+                        "the channel's output is its bias, whatever the input): none\n"),
+            std::string::npos)
+      << before;
+  Tensor step;
+  for (auto& [name, t] : model->named_parameters())
+    if (name == "body.2.body.0.0.weight_quant.scale") step = t;
+  ASSERT_TRUE(step.defined());
+  ASSERT_EQ(step.numel(), 8);
+  step.data()[2] = 1e3f;                                // every folded weight of channel 2 rounds to 0
+  step.data()[5] = static_cast<float>(kMinScale);       // channel 5 at the floor
+  const ModelReport report = inspect_model(model, {});
+  const LayerReport& r = row(report, "body.2.body.0.0");
+  EXPECT_EQ(r.zeroed_channels, std::vector<int64_t>{2});
+  EXPECT_EQ(r.floor_channels, std::vector<int64_t>{5});
+  EXPECT_EQ(r.out_channels, 8);
+  for (const LayerReport& other : report.layers)
+    if (other.name != r.name) EXPECT_TRUE(other.zeroed_channels.empty() && other.floor_channels.empty()) << other.name;
+  const std::string text = format_report(report);
+  const size_t at = text.find("Dead output channels");
+  ASSERT_NE(at, std::string::npos);
+  const std::string dead = text.substr(at);
+  EXPECT_NE(dead.find("body.2.body.0.0"), std::string::npos) << dead;
+  EXPECT_NE(dead.find("2 of 8"), std::string::npos) << dead;
+  EXPECT_EQ(dead.find("none"), std::string::npos) << dead;
+}
+
 TEST(Inspect, DotHasANodePerModuleAndPerFakeQuant) {
   auto model = calibrated(bits(4, 8));
   const std::string dot = model_to_dot(*model);
