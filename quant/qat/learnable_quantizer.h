@@ -178,7 +178,9 @@ class LsqQuantizer : public Quantizer {
   // channel; gamma's sign does not matter), set before each forward; empty (the default) when x is the
   // parameter itself. The step's gradient is then multiplied by f^2 (the class comment, "Folded
   // inputs"). Throws std::invalid_argument for a factor that is not finite, or a count that is neither
-  // the channel count nor (for one step over all channels) any.
+  // the channel count nor (for one step over all channels) any. The layer sets them right before each
+  // training forward; the chunks of a chunked step (nn/train/chunked_step.h) run one at a time and all
+  // compute the same factors (the running variance they read changes only after the last chunk).
   void set_input_factors(std::vector<float> f);
 
  protected:
