@@ -494,13 +494,13 @@ void LsqQuantizer::project() {
   for (int64_t c = 0; c < channels_; ++c) s[c] = projected_scale(s[c], type(), c);
 }
 
-void LsqQuantizer::set_input_factors(std::vector<float> f) {
-  for (size_t c = 0; c < f.size(); ++c)
+void LsqQuantizer::set_input_factors(const float* f, size_t count) {
+  for (size_t c = 0; c < count; ++c)
     QATLAB_CHECK(std::isfinite(f[c]), type() + ": input factor [" + std::to_string(c) + "] = " + num_str(f[c]) +
                                           ", expected a finite number");
-  QATLAB_CHECK(f.empty() || channels_ == 1 || static_cast<int64_t>(f.size()) == channels_,
-               type() + ": " + std::to_string(f.size()) + " input factors for " + std::to_string(channels_) + " channels");
-  input_factors_ = std::move(f);
+  QATLAB_CHECK(count == 0 || channels_ == 1 || static_cast<int64_t>(count) == channels_,
+               type() + ": " + std::to_string(count) + " input factors for " + std::to_string(channels_) + " channels");
+  input_factors_.assign(f, f + count);  // a training step's layers set these each step: no new allocation
 }
 
 std::vector<float> LsqQuantizer::grad_scales(const Tensor& x, const std::vector<int32_t>& zp) const {

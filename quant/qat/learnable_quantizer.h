@@ -174,14 +174,14 @@ class LsqQuantizer : public Quantizer {
   // (see the class comment).
   virtual int32_t positive_levels(int32_t zero_point) const;
   // For a weight quantizer whose input is its layer's latent weight scaled per output channel, x = W * f
-  // (QatLayer's batch-norm folding, f = gamma / sqrt(running_var + eps)): the factors f (one per output
+  // (QatLayer's batch-norm folding, f = gamma / sqrt(running_var + eps)): the `count` factors f (one per output
   // channel; gamma's sign does not matter), set before each forward; empty (the default) when x is the
   // parameter itself. The step's gradient is then multiplied by f^2 (the class comment, "Folded
   // inputs"). Throws std::invalid_argument for a factor that is not finite, or a count that is neither
   // the channel count nor (for one step over all channels) any. The layer sets them right before each
   // training forward; the chunks of a chunked step (nn/train/chunked_step.h) run one at a time and all
   // compute the same factors (the running variance they read changes only after the last chunk).
-  void set_input_factors(std::vector<float> f);
+  void set_input_factors(const float* f, size_t count);
 
  protected:
   // For LsqPlusQuantizer: registers "scale" and "initialized" only; the subclass adds its offset.

@@ -199,7 +199,7 @@ Tensor QatLayer::forward(const Tensor& x) {
     // A learned step on the folded weight learns as it would on the weight itself (LsqQuantizer, "Folded
     // inputs").
     if (auto* lsq = dynamic_cast<LsqQuantizer*>(&weight_quant()); lsq && training())
-      lsq->set_input_factors(std::vector<float>(sf.data(), sf.data() + sf.numel()));
+      lsq->set_input_factors(sf.data(), static_cast<size_t>(sf.numel()));
     const Tensor wq = weight_quant()(mul(weight, per_channel_view(sf, false)));
     if (training() && !bn_frozen_) {
       // BN(conv(x, q(W sf)) / sf + bias) with the batch's statistics. The division by sf is BN's input

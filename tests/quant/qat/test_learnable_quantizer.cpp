@@ -274,7 +274,7 @@ TEST(LsqGradient, InputFactorsScaleEachChannelsStepGradientByTheirSquare) {
     LsqQuantizer q(kWeight4PerChannel, 3);
     set_state(q, {{"scale", {0.1f, 0.2f, 0.4f}}, {"zero_point", {0, 0, 0}}, {"initialized", {1.0f}}});
     q.train();
-    if (with_factors) q.set_input_factors(f);
+    if (with_factors) q.set_input_factors(f.data(), f.size());
     Tensor x = x0.clone();
     x.set_requires_grad(true);
     q.forward(x).backward(seed);
@@ -298,7 +298,7 @@ TEST(LsqGradient, OneStepOverFactoredChannelsTakesTheMedianSquare) {
       LsqQuantizer q(kWeight8, 1);
       set_state(q, {{"scale", {0.05f}}, {"zero_point", {0}}, {"initialized", {1.0f}}});
       q.train();
-      if (with_factors) q.set_input_factors(f);
+      if (with_factors) q.set_input_factors(f.data(), f.size());
       Rng rng(8);
       const Tensor x = random_tensor({static_cast<int64_t>(f.size()), 5}, rng, -8.0f, 8.0f);
       q.forward(x).backward(Tensor::ones(x.shape()));
@@ -310,9 +310,10 @@ TEST(LsqGradient, OneStepOverFactoredChannelsTakesTheMedianSquare) {
 
 TEST(LsqErrors, InputFactorsMustBeFiniteAndOnePerChannel) {
   LsqQuantizer q(kWeight4PerChannel, 3);
-  EXPECT_TRUE(throws_with([&] { q.set_input_factors({1.0f, NAN, 1.0f}); }, {"input factor [1] = nan"}));
-  EXPECT_TRUE(throws_with([&] { q.set_input_factors({1.0f, 2.0f}); }, {"2 input factors for 3 channels"}));
-  q.set_input_factors({});  // none: the parameter itself
+  const std::vector<float> nan_factor{1.0f, NAN, 1.0f}, two{1.0f, 2.0f};
+  EXPECT_TRUE(throws_with([&] { q.set_input_factors(nan_factor.data(), 3); }, {"input factor [1] = nan"}));
+  EXPECT_TRUE(throws_with([&] { q.set_input_factors(two.data(), 2); }, {"2 input factors for 3 channels"}));
+  q.set_input_factors(nullptr, 0);  // none: the parameter itself
 }
 
 // --------------------------------------------------------------------- finite differences, where they apply
