@@ -505,22 +505,21 @@ void LsqQuantizer::set_input_factors(const float* f, size_t count) {
 
 std::vector<float> LsqQuantizer::grad_scales(const Tensor& x, const std::vector<int32_t>& zp) const {
   const double n = static_cast<double>(std::max<int64_t>(x.numel() / channels_, 1));
-  // f^2 per channel, or for one step over all channels the median f^2 (the class comment).
-  std::vector<double> f2(static_cast<size_t>(channels_), 1.0);  // (C)
-  if (!input_factors_.empty()) {
-    std::vector<double> sq(input_factors_.size());
-    for (size_t c = 0; c < sq.size(); ++c) sq[c] = static_cast<double>(input_factors_[c]) * input_factors_[c];
-    if (channels_ == 1 && sq.size() > 1) {
-      std::sort(sq.begin(), sq.end());
-      const size_t m = sq.size() / 2;
-      f2[0] = sq.size() % 2 ? sq[m] : 0.5 * (sq[m - 1] + sq[m]);
-    } else {
-      f2 = sq;
-    }
+  // Times f^2 per channel, or for one step over several channels' factors the median f^2 (the class comment).
+  const std::vector<float>& f = input_factors_;
+  double one_step_f2 = 1.0;
+  if (channels_ == 1 && f.size() > 1) {
+    std::vector<double> sq(f.size());
+    for (size_t c = 0; c < sq.size(); ++c) sq[c] = static_cast<double>(f[c]) * f[c];
+    std::sort(sq.begin(), sq.end());
+    const size_t m = sq.size() / 2;
+    one_step_f2 = sq.size() % 2 ? sq[m] : 0.5 * (sq[m - 1] + sq[m]);
   }
   std::vector<float> g(static_cast<size_t>(channels_));  // (C)
-  for (int64_t c = 0; c < channels_; ++c)
-    g[c] = static_cast<float>(f2[c] / std::sqrt(n * positive_levels(zp[c])));
+  for (int64_t c = 0; c < channels_; ++c) {
+    const double f2 = f.size() == static_cast<size_t>(channels_) ? static_cast<double>(f[c]) * f[c] : one_step_f2;
+    g[c] = static_cast<float>(f2 / std::sqrt(n * positive_levels(zp[c])));
+  }
   return g;
 }
 

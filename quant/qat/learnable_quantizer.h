@@ -144,7 +144,7 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 // dL/du = f dL/ds, an SGD step of u, u -= lr g dL/du, is s -= lr g f^2 dL/ds. Without the f^2 the step
 // learns 1/f^2 times as fast relative to its size as the paper's: with f ~ 0.05 (a channel with a large
 // variance, or a small gamma) that is 400x, and on a converged ResNet-20 at W8A8 such channels' steps grew
-// 300-fold in 100 steps at lr 0.001 and zeroed their channels (experiments/cifar10_resnet20/results.md).
+// 300- to 470-fold in 100 steps at lr 0.001 and zeroed their channels (experiments/cifar10_resnet20/results.md).
 // So the gradient scale of channel c is g[c] * f[c]^2; a per-tensor step on per-channel factors takes the
 // median of f^2 (one step for all channels has no single u; the median is not moved by a dead channel's
 // extreme factor).
