@@ -25,7 +25,9 @@ TEST(CpuPeak, MeasuresWhatTheCpuHasAndNamesWhatItLacks) {
 TEST(CpuPeak, WidestFloatFmaIsOneTheCpuHasWhereItHasAny) {
   const PeakInstruction w = widest_float_fma();
   EXPECT_TRUE(w == PeakInstruction::FmaZmm || w == PeakInstruction::FmaYmm);
-  if (peak_instruction_supported(PeakInstruction::FmaZmm)) EXPECT_EQ(w, PeakInstruction::FmaZmm);
+  if (peak_instruction_supported(PeakInstruction::FmaZmm)) {
+    EXPECT_EQ(w, PeakInstruction::FmaZmm);
+  }
 }
 
 }  // namespace

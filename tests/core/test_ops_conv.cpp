@@ -277,7 +277,9 @@ TEST(Conv2dOp, TapKernelsMatchLoopsOnEveryFloatPath) {
       const std::vector<Tensor> ref = ref_conv2d_grads(x0, w0, gy, cc.p);
       EXPECT_TENSOR_NEAR(x.grad(), ref[0], 1e-4);
       EXPECT_TENSOR_NEAR(w.grad(), ref[1], 1e-3);
-      if (cc.bias) EXPECT_TENSOR_NEAR(b.grad(), ref[2], 1e-3);
+      if (cc.bias) {
+        EXPECT_TENSOR_NEAR(b.grad(), ref[2], 1e-3);
+      }
     }
   }
 }

@@ -122,18 +122,6 @@ Agreement compare_with_onnxruntime(const Int8Graph& graph, int64_t n, uint64_t s
   return a;
 }
 
-// The graph's ops up to `last` (its output codes, whatever their shape), then the exit.
-Int8Graph prefix_graph(const Int8Graph& full, size_t last) {
-  Int8Graph g = full;
-  g.ops.resize(last + 1);
-  Int8Op exit = full.ops.back();
-  exit.inputs = {g.ops.back().output};
-  exit.output = g.ops.back().output + 1;
-  g.ops.push_back(exit);
-  g.num_slots = exit.output + 1;
-  return g;
-}
-
 struct ZooCase {
   std::string model;
   ModelSpec spec;

@@ -659,7 +659,7 @@ TEST(DynamicModelFile, RoundTripGivesTheSameBits) {
   const ModelSpec spec{1, 28, 28, 10};
   for (const char* name : {"lstm-rows", "lenet5"}) {
     Rng r(51);
-    DynamicModelFile file{name, "", spec, "mnist", quantize_dynamic(make_model(name, spec, r))};
+    DynamicModelFile file{name, "", spec, "mnist", quantize_dynamic(make_model(name, spec, r)), {}, {}, {}};
     const TempFile tmp(std::string(name) + ".h5");
     save_dynamic_model(tmp.path(), file);
     EXPECT_TRUE(is_dynamic_model_file(tmp.path()));
@@ -717,7 +717,7 @@ TEST(DynamicModelFile, ForeignNewerAndIncompleteFilesAreOneLineErrors) {
   const ModulePtr m = make_model("mlp", spec, r);
   m->set_submodule("fc1", quantize_dynamic(m->submodule("fc1")));
   const TempFile partial("partial.h5");
-  save_dynamic_model(partial.path(), {"mlp", "", spec, "mnist", m});
+  save_dynamic_model(partial.path(), {"mlp", "", spec, "mnist", m, {}, {}, {}});
   const std::string msg = message(partial.path());
   EXPECT_NE(msg.find("'fc2'"), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;

@@ -275,8 +275,11 @@ TEST(Inspect, ListsChannelsWhoseWeightsCarryNothing) {
   EXPECT_EQ(r.zeroed_channels, std::vector<int64_t>{2});
   EXPECT_EQ(r.floor_channels, std::vector<int64_t>{5});
   EXPECT_EQ(r.out_channels, 8);
-  for (const LayerReport& other : report.layers)
-    if (other.name != r.name) EXPECT_TRUE(other.zeroed_channels.empty() && other.floor_channels.empty()) << other.name;
+  for (const LayerReport& other : report.layers) {
+    if (other.name != r.name) {
+      EXPECT_TRUE(other.zeroed_channels.empty() && other.floor_channels.empty()) << other.name;
+    }
+  }
   const std::string text = format_report(report);
   const size_t at = text.find("Dead output channels");
   ASSERT_NE(at, std::string::npos);
