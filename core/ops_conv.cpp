@@ -96,10 +96,11 @@ int64_t channel_pitch_for(int64_t images, int64_t plane, int64_t tail) {
 // the file). With strides sh x sw the padded image is split into its sh * sw phases, phase (ry, rx)
 // holding the padded pixels (i * sh + ry, j * sw + rx) in a plane of its own: slot
 // c * sh * sw + ry * sw + rx of the stack. A stride-s convolution reads each phase with stride 1
-// (tap_offsets).
+// (tap_offsets). A kh x kw kernel reads the phases ry < kh, rx < kw only; the others are left zero
+// (kh, kw = 0: every phase is read).
 PlaneStack pad_planes(const float* src, int64_t n, int64_t c, int64_t h, int64_t w, int64_t top, int64_t left,
                       int64_t rows, int64_t pitch, int64_t tail, int64_t aligned = 0, int64_t sh = 1,
-                      int64_t sw = 1) {
+                      int64_t sw = 1, int64_t kh = 0, int64_t kw = 0) {
   const int64_t phases = sh * sw;
   PlaneStack s;
   s.channels = c * phases, s.images = n, s.rows = rows, s.pitch = pitch;
@@ -126,14 +127,25 @@ PlaneStack pad_planes(const float* src, int64_t n, int64_t c, int64_t h, int64_t
       }
       std::fill(out + (top + h) * pitch, out + s.plane, 0.0f);
     } else {
-      std::memset(out, 0, sizeof(float) * s.plane);
+      // Phase (ry, rx): row r, column q hold input pixel (r * sh + ry - top, q * sw + rx - left), which
+      // lies inside the image for the columns [q_lo, q_hi). A phase no tap reads (a kernel narrower
+      // than the stride, a 1x1 projection's) is zeros only.
+      const bool read = (kh == 0 || ry < kh) && (kw == 0 || rx < kw);
+      const int64_t x0 = rx - left, last = w - 1 - x0;
+      const int64_t q_lo = x0 >= 0 ? 0 : (-x0 + sw - 1) / sw;
+      const int64_t q_hi = last < 0 ? 0 : std::min(pitch, last / sw + 1);
       for (int64_t r = 0; r < rows; ++r) {
+        float* __restrict row = out + r * pitch;
         const int64_t y = r * sh + ry - top;
-        if (y < 0 || y >= h) continue;
-        for (int64_t q = 0; q < pitch; ++q) {
-          const int64_t x = q * sw + rx - left;
-          if (x >= 0 && x < w) out[r * pitch + q] = in[y * w + x];
+        if (!read || y < 0 || y >= h || q_lo >= q_hi) {
+          std::fill(row, row + pitch, 0.0f);
+          continue;
         }
+        const float* __restrict src = in + y * w + x0;
+        for (int64_t q = 0; q < q_lo; ++q) row[q] = 0.0f;
+#pragma omp simd
+        for (int64_t q = q_lo; q < q_hi; ++q) row[q] = src[q * sw];
+        for (int64_t q = q_hi; q < pitch; ++q) row[q] = 0.0f;
       }
     }
     if (ni == n - 1) std::memset(out + s.plane, 0, sizeof(float) * (s.channel_pitch - n * s.plane));
@@ -333,7 +345,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   const int64_t taps = g.kh * g.kw;
   // (The last image's bottom padding lies in the tail: tail_for covers a padding of up to K - 1.)
   PlaneStack xs = pad_planes(x.data(), g.n, g.c, g.h, g.w, g.ph, g.pw, rows, pitch,
-                             tail_for(g.kh, g.kw, g.sh, g.sw, pitch), 0, g.sh, g.sw);
+                             tail_for(g.kh, g.kw, g.sh, g.sw, pitch), 0, g.sh, g.sw, g.kh, g.kw);
   auto offsets = std::make_shared<const std::vector<int64_t>>(
       strided_tap_offsets(g.kh, g.kw, g.sh, g.sw, pitch, xs.channel_pitch));
   Tensor y = Tensor::empty({g.n, g.oc, g.oh, g.ow});
