@@ -72,6 +72,7 @@ struct SweepSettings {
   float qat_weight_decay = 5e-4f;
   int64_t qat_warmup_epochs = 0;
   std::string lsq_init;  // "" (the paper's formula) | lsq | minmax | mse: where lsq cells' steps start
+  std::string lsq_grad_scale;  // "" (channel) | channel | layer: N of lsq cells' step gradient scale
   std::string weight_range;  // "" (narrow) | narrow | full: every cell's weight codes below 8 bits
   float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
   float qat_distill_temperature = 1.0f;
@@ -416,6 +417,8 @@ class Sweep {
     if (!sweep_method_is_ptq(cell.method) && s_.qat_warmup_epochs > 0)
       key += " warmup " + std::to_string(s_.qat_warmup_epochs);
     if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
+    // (Only "layer": "channel" is what every lsq cell used before the option, and keeps their keys.)
+    if (cell.method == "lsq" && s_.lsq_grad_scale == "layer") key += " lsq-grad-scale layer";
     if (!s_.weight_range.empty() && s_.weight_range != "narrow") key += " weight-range " + s_.weight_range;
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       key += " distill " + num_str(s_.qat_distill) + " T " + num_str(s_.qat_distill_temperature);
@@ -455,6 +458,8 @@ class Sweep {
     c.qat_weight_decay = s_.qat_weight_decay;
     c.qat_warmup_epochs = s_.qat_warmup_epochs;
     if (cell.method == "lsq" && !s_.lsq_init.empty()) c.lsq_init = parse_lsq_init(s_.lsq_init, "--lsq-init");
+    if (cell.method == "lsq" && !s_.lsq_grad_scale.empty())
+      c.lsq_grad_scale = parse_lsq_grad_scale(s_.lsq_grad_scale, "--lsq-grad-scale");
     if (!s_.weight_range.empty()) c.weight_range = parse_weight_range(s_.weight_range, "--weight-range");
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature;
@@ -480,6 +485,7 @@ class Sweep {
     q.wquant = quantizer_method_name(quantizers.weight_method);
     q.aquant = quantizer_method_name(quantizers.activation_method);
     if (c.lsq_init) q.lsq_init = lsq_init_name(*c.lsq_init);
+    if (c.lsq_grad_scale) q.lsq_grad_scale = lsq_grad_scale_name(*c.lsq_grad_scale);
     if (c.weight_range == WeightRange::Full) q.weight_range = weight_range_name(c.weight_range);
     q.layer_bits = c.layer_bits;
     const DataSettings d = cell_data_settings(c.cell);
@@ -608,6 +614,8 @@ int cmd_sweep(int argc, char** argv) {
        "--qat-distill: the temperature (> 0)")
       ("lsq-init", po::value(&s.lsq_init),
        "where the lsq cells' steps start: lsq (the paper's formula, the default) | minmax | mse (qatlab qat --help)")
+      ("lsq-grad-scale", po::value(&s.lsq_grad_scale),
+       "N of the lsq cells' step gradient scale: channel (the default) | layer (qatlab qat --help)")
       ("weight-range", po::value(&s.weight_range),
        "every cell's weight codes below 8 bits: narrow (the default; [-1, 1] at 2 bits) | full ([-2, 1]) (qatlab qat --help)")
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
@@ -672,6 +680,11 @@ int cmd_sweep(int argc, char** argv) {
       parse_lsq_init(s.lsq_init, "--lsq-init");
       if (std::find(methods.begin(), methods.end(), "lsq") == methods.end())
         throw std::invalid_argument("--lsq-init " + s.lsq_init + " applies to lsq cells; this sweep has none");
+    }
+    if (!s.lsq_grad_scale.empty()) {
+      parse_lsq_grad_scale(s.lsq_grad_scale, "--lsq-grad-scale");
+      if (std::find(methods.begin(), methods.end(), "lsq") == methods.end())
+        throw std::invalid_argument("--lsq-grad-scale " + s.lsq_grad_scale + " applies to lsq cells; this sweep has none");
     }
     if (!s.weight_range.empty()) parse_weight_range(s.weight_range, "--weight-range");
     QConfig::from_options(8, 8, true, "minmax", "ema", s.layer_bits);

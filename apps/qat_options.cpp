@@ -21,6 +21,10 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
       ("lsq-init", po::value(&q.lsq_init),
        "where lsq and lsq+ steps start, from the first batch: lsq (the paper's 2 mean|x| / sqrt(Qp); lsq's "
        "default) | minmax (the batch's min/max grid; lsq+'s default) | mse (the step of least squared error)")
+      ("lsq-grad-scale", po::value(&q.lsq_grad_scale),
+       "N in lsq and lsq+ steps' gradient scale 1 / sqrt(N Qp): channel (the values of the step's own channel; "
+       "the default) | layer (the whole tensor's for per-channel steps too, as PyTorch's learnable fake "
+       "quantizer: sqrt(channels) times slower)")
       ("weight-range", po::value(&q.weight_range),
        "weight codes: narrow (the default: [-7, 7] at 4 bits, [-1, 1] at 2) | full ([-8, 7] at 4 bits, [-2, 1] at 2: every "
        "code, as LSQ's low-bit weights; below 8 bits only, 8-bit weights stay [-127, 127] for the int8 kernels)")
@@ -43,6 +47,7 @@ std::string qat_settings_ini(const QatSettings& q) {
   ini.add("wquant", q.wquant);
   ini.add("aquant", q.aquant);
   ini.add_if_given("lsq-init", q.lsq_init);
+  ini.add_if_given("lsq-grad-scale", q.lsq_grad_scale);
   ini.add_if_given("weight-range", q.weight_range);
   ini.add_each("layer-bits", q.layer_bits);
   ini.add("freeze-bn-after", q.freeze_bn_after);
@@ -55,6 +60,7 @@ QConfig qconfig_from(const QatSettings& q) {
     QConfig c = QConfig::from_options(q.wbits, q.abits, q.per_channel, q.weight_observer, q.observer, q.layer_bits,
                                       q.wquant, q.aquant, q.lsq_init);
     if (!q.weight_range.empty()) c.set_weight_range(parse_weight_range(q.weight_range, "--weight-range"));
+    if (!q.lsq_grad_scale.empty()) c.set_lsq_grad_scale(parse_lsq_grad_scale(q.lsq_grad_scale, "--lsq-grad-scale"));
     c.validate();
     return c;
   } catch (const std::invalid_argument& e) {

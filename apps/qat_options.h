@@ -21,6 +21,7 @@ struct QatSettings {
   std::string wquant = "observer";        // observer | lsq
   std::string aquant = "observer";        // observer | lsq | lsq+ | pact
   std::string lsq_init;                   // "" (each method's default) | lsq | minmax | mse
+  std::string lsq_grad_scale;             // "" (channel) | channel | layer
   std::string weight_range;               // "" (narrow) | narrow | full (QConfig's WeightRange)
   std::vector<std::string> layer_bits;    // NAME=W:A
   int64_t freeze_bn_after = -1;           // epochs; -1 = never

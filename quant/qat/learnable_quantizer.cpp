@@ -326,12 +326,13 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 
 // ------------------------------------------------------------------------------------- LsqQuantizer
 
-LsqQuantizer::LsqQuantizer(const QScheme& scheme, int64_t channels, LsqInit init)
-    : LsqQuantizer("LsqQuantizer", scheme, channels, init, true) {}
+LsqQuantizer::LsqQuantizer(const QScheme& scheme, int64_t channels, LsqInit init, LsqGradScale grad_scale)
+    : LsqQuantizer("LsqQuantizer", scheme, channels, init, true, grad_scale) {}
 
 LsqQuantizer::LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, LsqInit init,
-                           bool fixed_zero_point)
-    : Quantizer(std::move(type), scheme), init_(init), channels_(scheme.per_channel ? channels : 1) {
+                           bool fixed_zero_point, LsqGradScale grad_scale)
+    : Quantizer(std::move(type), scheme), init_(init), grad_scale_(grad_scale),
+      channels_(scheme.per_channel ? channels : 1) {
   QATLAB_CHECK(channels_ >= 1, this->type() + ": a per-channel scheme needs channels >= 1, got " + std::to_string(channels));
   // Placeholders until the first training batch (qparams() refuses to hand them out), but valid ones.
   scale_ = Tensor::ones({channels_});  // (C)
@@ -504,7 +505,8 @@ void LsqQuantizer::set_input_factors(const float* f, size_t count) {
 }
 
 std::vector<float> LsqQuantizer::grad_scales(const Tensor& x, const std::vector<int32_t>& zp) const {
-  const double n = static_cast<double>(std::max<int64_t>(x.numel() / channels_, 1));
+  const int64_t values = grad_scale_ == LsqGradScale::Layer ? x.numel() : x.numel() / channels_;
+  const double n = static_cast<double>(std::max<int64_t>(values, 1));
   // Times f^2 per channel, or for one step over several channels' factors the median f^2 (the class comment).
   const std::vector<float>& f = input_factors_;
   double one_step_f2 = 1.0;
@@ -561,6 +563,7 @@ QParams LsqQuantizer::qparams() const {
 std::string LsqQuantizer::describe() const {
   std::ostringstream os;
   os << "lsq, " << scheme().describe() << ", init=" << lsq_init_name(init_);
+  if (grad_scale_ != LsqGradScale::Channel) os << ", gradient scale per " << lsq_grad_scale_name(grad_scale_);
   if (!initialized()) {
     os << ", scale=unset";
   } else {
@@ -573,8 +576,8 @@ std::string LsqQuantizer::describe() const {
 
 // --------------------------------------------------------------------------------- LsqPlusQuantizer
 
-LsqPlusQuantizer::LsqPlusQuantizer(const QScheme& scheme, int64_t channels, LsqInit init)
-    : LsqQuantizer("LsqPlusQuantizer", scheme, channels, init, false) {
+LsqPlusQuantizer::LsqPlusQuantizer(const QScheme& scheme, int64_t channels, LsqInit init, LsqGradScale grad_scale)
+    : LsqQuantizer("LsqPlusQuantizer", scheme, channels, init, false, grad_scale) {
   QATLAB_CHECK(!scheme.symmetric, "LsqPlusQuantizer learns an offset: it needs an affine scheme, got " +
                                       scheme.describe() + " (use lsq for symmetric grids)");
   offset_ = Tensor::zeros({channels_});  // (C) beta = 0: zero point 0 (clamped into range) until initialised
@@ -609,6 +612,7 @@ QParams LsqPlusQuantizer::qparams() const {
 std::string LsqPlusQuantizer::describe() const {
   std::ostringstream os;
   os << "lsq+, " << scheme().describe() << ", init=" << lsq_init_name(init_);
+  if (grad_scale_ != LsqGradScale::Channel) os << ", gradient scale per " << lsq_grad_scale_name(grad_scale_);
   if (!initialized()) {
     os << ", scale=unset";
   } else {
@@ -700,12 +704,14 @@ std::string PactQuantizer::describe() const {
 // -------------------------------------------------------------------------------------------- factory
 
 std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme, int64_t channels,
-                                                    std::optional<LsqInit> init) {
+                                                    std::optional<LsqInit> init, LsqGradScale grad_scale) {
   switch (method) {
-    case QuantizerMethod::Lsq: return std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq));
+    case QuantizerMethod::Lsq:
+      return std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq), grad_scale);
     case QuantizerMethod::LsqPlus:
-      if (scheme.symmetric) return std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq));
-      return std::make_shared<LsqPlusQuantizer>(scheme, channels, init.value_or(LsqInit::MinMax));
+      if (scheme.symmetric)
+        return std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq), grad_scale);
+      return std::make_shared<LsqPlusQuantizer>(scheme, channels, init.value_or(LsqInit::MinMax), grad_scale);
     case QuantizerMethod::Pact:
       if (init)
         throw std::invalid_argument(std::string("make_learnable_quantizer: PACT learns a clip, not a step; init '") +

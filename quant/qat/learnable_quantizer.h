@@ -136,7 +136,11 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 // Gradient scale: g[c] = 1 / sqrt(N * Qp[c]), N = numel / C of the current input, Qp[c] the number of
 // positive codes above the zero point, qmax - zp[c] (or, if the grid has none, zp[c] - qmin, the
 // negative ones): qmax for a signed symmetric grid, 2^b - 1 for the unsigned-like post-ReLU grid whose
-// zero point is qmin, as in the paper (Q_P for unsigned data).
+// zero point is qmin, as in the paper (Q_P for unsigned data). With LsqGradScale::Layer N is numel for
+// per-channel steps too (PyTorch's learnable fake quantizer's choice; the paper's steps are per tensor):
+// a per-channel step then learns sqrt(C) times slower. At 8 bits, where one clipped weight pulls on its
+// step with Qp = 127 and one inside with at most 1/2, the channel's own N let steps random-walk to the
+// floor in a ResNet-20 (experiments/cifar10_resnet20/ablation/lsq-tensor-n).
 //
 // Folded inputs (set_input_factors): a QAT layer with batch norm quantizes x = W * f, not the parameter W
 // the optimizer updates, so the step s lives in x's units: it is the step u = s / f of a quantizer on W
@@ -151,7 +155,8 @@ Tensor pact_fake_quantize(const Tensor& x, const Tensor& alpha, const QScheme& s
 class LsqQuantizer : public Quantizer {
  public:
   // channels: the slice count along scheme.axis for a per-channel scheme (>= 1), ignored (1) per tensor.
-  LsqQuantizer(const QScheme& scheme, int64_t channels = 1, LsqInit init = LsqInit::Lsq);
+  LsqQuantizer(const QScheme& scheme, int64_t channels = 1, LsqInit init = LsqInit::Lsq,
+               LsqGradScale grad_scale = LsqGradScale::Channel);
 
   Tensor forward(const Tensor& x) override;
   // Throws std::logic_error before initialisation; std::invalid_argument for invalid stored values.
@@ -167,6 +172,7 @@ class LsqQuantizer : public Quantizer {
 
   bool initialized() const;
   LsqInit init_method() const { return init_; }
+  LsqGradScale grad_scale() const { return grad_scale_; }
   int64_t channels() const { return channels_; }
   // The learned parameter, a live handle (C).
   const Tensor& scale() const { return scale_; }
@@ -185,7 +191,8 @@ class LsqQuantizer : public Quantizer {
 
  protected:
   // For LsqPlusQuantizer: registers "scale" and "initialized" only; the subclass adds its offset.
-  LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, LsqInit init, bool fixed_zero_point);
+  LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, LsqInit init, bool fixed_zero_point,
+               LsqGradScale grad_scale);
   // Initialises the grid from x (the class comment); store_initial writes the result in place (the
   // optimizer already holds the parameter handles).
   void initialize(const Tensor& x);
@@ -205,6 +212,7 @@ class LsqQuantizer : public Quantizer {
   void finish_init(std::vector<float> scale, const std::vector<int32_t>& zero_point);
 
   LsqInit init_;
+  LsqGradScale grad_scale_;
   int64_t channels_;
   std::vector<float> input_factors_;  // set_input_factors: (OC) or empty
   // initialize()'s values agreed between chunks: written once by the exchange, read by every chunk.
@@ -227,7 +235,8 @@ class LsqQuantizer : public Quantizer {
 // the scale, it is one number fed by the N elements of its channel.
 class LsqPlusQuantizer : public LsqQuantizer {
  public:
-  LsqPlusQuantizer(const QScheme& scheme, int64_t channels = 1, LsqInit init = LsqInit::MinMax);
+  LsqPlusQuantizer(const QScheme& scheme, int64_t channels = 1, LsqInit init = LsqInit::MinMax,
+                   LsqGradScale grad_scale = LsqGradScale::Channel);
 
   Tensor forward(const Tensor& x) override;
   QParams qparams() const override;
@@ -286,7 +295,9 @@ class PactQuantizer : public Quantizer {
 // activations only). Throws std::invalid_argument for Observer (not a learned grid) and for schemes a
 // method cannot use (PACT on a symmetric scheme). init: where LSQ's and LSQ+'s step starts; nothing keeps
 // each one's default (LSQ the paper's formula, LSQ+ min/max); PACT has none and throws if given one.
+// grad_scale: LSQ's and LSQ+'s (the LsqQuantizer comment); PACT ignores it.
 std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme,
-                                                    int64_t channels = 1, std::optional<LsqInit> init = std::nullopt);
+                                                    int64_t channels = 1, std::optional<LsqInit> init = std::nullopt,
+                                                    LsqGradScale grad_scale = LsqGradScale::Channel);
 
 }  // namespace qatlab

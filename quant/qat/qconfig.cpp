@@ -11,6 +11,9 @@ std::string QuantizerSpec::describe() const {
          (method == QuantizerMethod::Observer ? std::string(observer_kind_name(observer)) + " observer"
                                               : std::string(quantizer_method_name(method)) + " (learned" +
                                                     (lsq_init ? std::string(", init ") + lsq_init_name(*lsq_init) : "") +
+                                                    (lsq_grad_scale ? std::string(", gradient scale per ") +
+                                                                          lsq_grad_scale_name(*lsq_grad_scale)
+                                                                    : "") +
                                                     ")");
 }
 
@@ -110,6 +113,16 @@ QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std:
   return q;
 }
 
+void QConfig::set_lsq_grad_scale(LsqGradScale scale) {
+  bool used = false;
+  for (QuantizerSpec* spec : {&weight, &activation})
+    if (spec->method == QuantizerMethod::Lsq || spec->method == QuantizerMethod::LsqPlus)
+      spec->lsq_grad_scale = scale, used = true;
+  if (!used)
+    throw std::invalid_argument(std::string("--lsq-grad-scale ") + lsq_grad_scale_name(scale) +
+                                " needs an lsq or lsq+ quantizer (--wquant, --aquant)");
+}
+
 void QConfig::validate() const {
   weight.scheme.validate();
   activation.scheme.validate();
@@ -121,6 +134,10 @@ void QConfig::validate() const {
   for (const QuantizerSpec* spec : {&weight, &activation})
     if (spec->lsq_init && spec->method != QuantizerMethod::Lsq && spec->method != QuantizerMethod::LsqPlus)
       throw std::invalid_argument(std::string("an LSQ init ('") + lsq_init_name(*spec->lsq_init) +
+                                  "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
+  for (const QuantizerSpec* spec : {&weight, &activation})
+    if (spec->lsq_grad_scale && spec->method != QuantizerMethod::Lsq && spec->method != QuantizerMethod::LsqPlus)
+      throw std::invalid_argument(std::string("an LSQ gradient scale ('") + lsq_grad_scale_name(*spec->lsq_grad_scale) +
                                   "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
   if (auto it = layer_bits.find(kResidualBranches);
       it != layer_bits.end() && (it->second.weight_bits != 0 || it->second.activation_bits == 0))

@@ -23,12 +23,14 @@ inline constexpr const char* kResidualBranches = "residual-branches";
 // "observer"), or a grid learned by gradient descent: "lsq" (learned step size), "lsq+" (step and
 // offset), "pact" (learned clipping level; activations after a ReLU only).
 // lsq_init: where an LSQ or LSQ+ step starts (quantizer_kind.h); nothing keeps the method's default (LSQ the
-// paper's formula, LSQ+ the batch's min/max grid).
+// paper's formula, LSQ+ the batch's min/max grid). lsq_grad_scale: the N of an LSQ or LSQ+ step's gradient
+// scale (quantizer_kind.h); nothing is "channel".
 struct QuantizerSpec {
   QScheme scheme;
   ObserverKind observer = ObserverKind::MinMax;
   QuantizerMethod method = QuantizerMethod::Observer;
   std::optional<LsqInit> lsq_init;
+  std::optional<LsqGradScale> lsq_grad_scale;
   std::string describe() const;
 };
 
@@ -51,9 +53,11 @@ const char* weight_range_name(WeightRange range);
 struct QConfig {
   // Weights: symmetric, narrow range ([-127, 127] at 8 bits), per output channel, min/max observer.
   // (weight.scheme.narrow_range false: WeightRange::Full; weight_for keeps 8-bit layers narrow.)
-  QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax, QuantizerMethod::Observer, std::nullopt};
+  QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax, QuantizerMethod::Observer,
+                       std::nullopt, std::nullopt};
   // Activations: affine signed (int8 [-128, 127] at 8 bits), per tensor, moving-average min/max.
-  QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema, QuantizerMethod::Observer, std::nullopt};
+  QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema, QuantizerMethod::Observer,
+                           std::nullopt, std::nullopt};
   // Overrides: a key is a dotted module name of the float model ("features.0", "classifier.4"), a layer
   // type ("Conv2d", "Linear"), "input" (the model's input quantizer) or kResidualBranches (activation
   // bits only). A name beats kResidualBranches, which beats a type.
@@ -72,6 +76,9 @@ struct QConfig {
                               const std::string& weight_method = "observer",
                               const std::string& activation_method = "observer", const std::string& lsq_init = "");
   WeightRange weight_range() const { return weight.scheme.narrow_range ? WeightRange::Narrow : WeightRange::Full; }
+  // Sets the gradient scale's N of every LSQ / LSQ+ quantizer (--lsq-grad-scale); throws
+  // std::invalid_argument when there is none.
+  void set_lsq_grad_scale(LsqGradScale scale);
   void set_weight_range(WeightRange range) { weight.scheme.narrow_range = range == WeightRange::Narrow; }
   void validate() const;
   // A few lines for logs and `info`.

@@ -6,7 +6,7 @@
 //   weight:     {bits: 4, signed: true, symmetric: true, per_channel: true, narrow_range: true,
 //                observer: minmax, method: lsq}
 //   activation: {bits: 4, signed: true, symmetric: false, per_channel: false, narrow_range: false,
-//                observer: ema, method: lsq, lsq_init: mse}   # lsq_init: only when set
+//                observer: ema, method: lsq, lsq_init: mse}   # lsq_init, lsq_grad_scale: only when set
 //   layer_bits: {features.0: [8, 8], classifier.4: [8, 0]}   # W, A; 0 keeps the global value
 #pragma once
 

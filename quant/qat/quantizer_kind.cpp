@@ -12,6 +12,7 @@ constexpr ObserverKind kObserverKinds[] = {ObserverKind::MinMax, ObserverKind::E
 constexpr QuantizerMethod kMethods[] = {QuantizerMethod::Observer, QuantizerMethod::Lsq, QuantizerMethod::LsqPlus,
                                         QuantizerMethod::Pact};
 constexpr LsqInit kLsqInits[] = {LsqInit::Lsq, LsqInit::MinMax, LsqInit::Mse};
+constexpr LsqGradScale kLsqGradScales[] = {LsqGradScale::Channel, LsqGradScale::Layer};
 
 template <class Kind, size_t N>
 Kind parse(const std::string& name, const std::string& what, const Kind (&kinds)[N], const char* (*name_of)(Kind)) {
@@ -68,6 +69,18 @@ const char* lsq_init_name(LsqInit init) {
 
 LsqInit parse_lsq_init(const std::string& name, const std::string& what) {
   return parse(name, what, kLsqInits, lsq_init_name);
+}
+
+const char* lsq_grad_scale_name(LsqGradScale scale) {
+  switch (scale) {
+    case LsqGradScale::Channel: return "channel";
+    case LsqGradScale::Layer: return "layer";
+  }
+  return "?";
+}
+
+LsqGradScale parse_lsq_grad_scale(const std::string& name, const std::string& what) {
+  return parse(name, what, kLsqGradScales, lsq_grad_scale_name);
 }
 
 }  // namespace qatlab

@@ -15,6 +15,10 @@ enum class QuantizerMethod { Observer, Lsq, LsqPlus, Pact };
 // the LSQ paper's formula, the min/max grid of that batch, or the step minimising that batch's squared
 // quantization error.
 enum class LsqInit { Lsq, MinMax, Mse };
+// N in a learned step's gradient scale 1 / sqrt(N Qp) (learnable_quantizer.h): the values of the step's own
+// channel (a per-tensor step: the whole tensor's), or always the whole tensor's, as PyTorch's learnable fake
+// quantizer takes it for per-channel steps too (sqrt(channels) times smaller). Per tensor the two agree.
+enum class LsqGradScale { Channel, Layer };
 
 // "minmax", "ema", "histogram", "percentile".
 const char* observer_kind_name(ObserverKind kind);
@@ -30,5 +34,9 @@ QuantizerMethod parse_quantizer_method(const std::string& name, const std::strin
 // "lsq", "minmax", "mse".
 const char* lsq_init_name(LsqInit init);
 LsqInit parse_lsq_init(const std::string& name, const std::string& what = "LSQ initialisation");
+
+// "channel", "layer".
+const char* lsq_grad_scale_name(LsqGradScale scale);
+LsqGradScale parse_lsq_grad_scale(const std::string& name, const std::string& what = "LSQ gradient scale");
 
 }  // namespace qatlab

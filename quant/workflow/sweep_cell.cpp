@@ -65,7 +65,7 @@ QConfig sweep_cell_qconfig(const SweepCellSettings& s) {
   q.activation.observer = m.activation_observer;
   q.activation.method = m.activation_method;
   for (QuantizerSpec* spec : {&q.weight, &q.activation})
-    if (spec->method == QuantizerMethod::Lsq) spec->lsq_init = s.lsq_init;
+    if (spec->method == QuantizerMethod::Lsq) spec->lsq_init = s.lsq_init, spec->lsq_grad_scale = s.lsq_grad_scale;
   for (const std::string& text : s.layer_bits) q.layer_bits.insert(parse_layer_bits(text));
   q.set_weight_range(s.weight_range);
   q.validate();
@@ -95,6 +95,7 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
                                         (s.qat_warmup_epochs == 1 ? " warm-up epoch" : " warm-up epochs")
                                   : "") +
          (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "") +
+         (s.lsq_grad_scale ? std::string(", lsq gradient scale per ") + lsq_grad_scale_name(*s.lsq_grad_scale) : "") +
          (s.distill_weight > 0 ? ", distilled from the float model (weight " + num_str(s.distill_weight) +
                                      ", temperature " + num_str(s.distill_temperature) + ")"
                                : "") +

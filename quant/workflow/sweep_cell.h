@@ -30,6 +30,7 @@ struct SweepCellSettings {
   float qat_weight_decay = 5e-4f;       // and their weight decay (L2 on conv and linear weights)
   int64_t qat_warmup_epochs = 0;        // and their linear warm-up before the cosine
   std::optional<LsqInit> lsq_init;      // lsq cells: where the steps start (nothing: the paper's formula)
+  std::optional<LsqGradScale> lsq_grad_scale;  // lsq cells: N of the steps' gradient scale (nothing: channel)
   WeightRange weight_range = WeightRange::Narrow;  // every method: the weights' codes below 8 bits
   // QAT methods, > 0: distil from the float model (nn/train/distill.h) with this weight, at this temperature.
   float distill_weight = 0.0f;

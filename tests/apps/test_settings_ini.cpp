@@ -38,7 +38,7 @@ const std::vector<std::string> kEveryDataOption = {
     "--mean", "0.5,0.4,0.3", "--std", "0.2", "--augment", "flip"};
 const std::vector<std::string> kEveryQatOption = {
     "--wbits", "4", "--abits", "6", "--per-channel", "false", "--observer", "histogram", "--weight-observer", "ema",
-    "--wquant", "lsq", "--aquant", "pact", "--lsq-init", "mse", "--weight-range", "full", "--layer-bits", "features.0=8:8", "--layer-bits", "Linear=8:",
+    "--wquant", "lsq", "--aquant", "pact", "--lsq-init", "mse", "--lsq-grad-scale", "layer", "--weight-range", "full", "--layer-bits", "features.0=8:8", "--layer-bits", "Linear=8:",
     "--freeze-bn-after", "3", "--freeze-observers-after", "4"};
 
 std::vector<std::string> concat(std::vector<std::string> a, const std::vector<std::string>& b) {

@@ -206,7 +206,8 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
         {"--qat-warmup-epochs", "3"}, {"--qat-warmup-epochs", "-1"},
         {"--qat-weight-decay", "nan"}, {"--layer-bits", "fc=9:8"},
         {"--layer-bits", "residual-branches=4:8"}, {"--lsq-init", "median"},
-        {"--methods", "pact", "--lsq-init", "mse"}, {"--weight-range", "wide"}, {"--qat-distill", "1.5"}, {"--qat-distill-temperature", "2"},
+        {"--methods", "pact", "--lsq-init", "mse"}, {"--lsq-grad-scale", "tensor"},
+        {"--methods", "pact", "--lsq-grad-scale", "layer"}, {"--weight-range", "wide"}, {"--qat-distill", "1.5"}, {"--qat-distill-temperature", "2"},
         {"--methods", "ptq-minmax", "--qat-distill", "1"}}) {
     std::vector<std::string> args = {"sweep", "--data-dir", dir / "nodata", "--out", dir / "s"};
     args.insert(args.end(), bad.begin(), bad.end());

@@ -263,6 +263,40 @@ TEST(LsqGradient, ModulePerChannelUsesTheElementsPerChannelInItsGradientScale) {
   EXPECT_EQ(x.grad().to_vector(), ref.gx);
 }
 
+TEST(LsqGradient, TheLayersCountInTheGradientScaleMakesPerChannelStepsSqrtCSlower) {
+  // LsqGradScale::Layer: N = 12 (the whole (3, 4) tensor) where the channel's count is 4; the gradient to
+  // x is the same. Per tensor the two are one N and agree bit for bit.
+  Rng rng(7);
+  const Tensor x0 = random_tensor({3, 4}, rng, -2.0f, 2.0f), seed = random_tensor({3, 4}, rng);
+  for (const bool per_channel : {true, false}) {
+    QScheme scheme = kWeight4PerChannel;
+    scheme.per_channel = per_channel;
+    const int64_t channels = per_channel ? 3 : 1;
+    std::vector<std::vector<float>> gs, gx;
+    for (const LsqGradScale n : {LsqGradScale::Channel, LsqGradScale::Layer}) {
+      LsqQuantizer q(scheme, channels, LsqInit::Lsq, n);
+      EXPECT_EQ(q.grad_scale(), n);
+      const std::vector<float> scale = per_channel ? std::vector<float>{0.1f, 0.2f, 0.4f} : std::vector<float>{0.2f};
+      set_state(q, {{"scale", scale}, {"zero_point", std::vector<float>(scale.size(), 0.0f)}, {"initialized", {1.0f}}});
+      q.train();
+      Tensor x = x0.clone();
+      x.set_requires_grad(true);
+      q.forward(x).backward(seed);
+      gs.push_back(q.scale().grad().to_vector());
+      gx.push_back(x.grad().to_vector());
+    }
+    EXPECT_EQ(gx[1], gx[0]);
+    for (size_t c = 0; c < gs[0].size(); ++c) {
+      if (per_channel)
+        EXPECT_NEAR(gs[1][c], gs[0][c] / std::sqrt(3.0f), 1e-6) << c;
+      else
+        EXPECT_EQ(gs[1][c], gs[0][c]);
+    }
+  }
+  EXPECT_NE(LsqQuantizer(kWeight4PerChannel, 3, LsqInit::Mse, LsqGradScale::Layer).describe().find("gradient scale per layer"),
+            std::string::npos);
+}
+
 TEST(LsqGradient, InputFactorsScaleEachChannelsStepGradientByTheirSquare) {
   // x = W * f per output channel (a folded weight): the step learns as a step on W would, its gradient
   // times f^2; the sign of f does not matter; the gradient to x is unchanged.

@@ -19,6 +19,7 @@
 #include "nn/residual.h"
 #include "nn/zoo.h"
 #include "quant/engine/int8_kernels.h"
+#include "quant/qat/learnable_quantizer.h"
 #include "quant/qat/prepare.h"
 
 namespace qatlab {
@@ -532,6 +533,23 @@ TEST(PrepareBits, LayerOverridesReachTheRightQuantizers) {
   const QParams a0 = layer_at(body, "classifier.4").output_quant().qparams();
   EXPECT_EQ(a0.quant_min, -4);
   EXPECT_EQ(a0.quant_max, 3);
+}
+
+TEST(PrepareLsq, TheConfigsInitAndGradientScaleReachEveryLsqQuantizer) {
+  Rng rng(13);
+  QConfig q = QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "lsq", "mse");
+  q.set_lsq_grad_scale(LsqGradScale::Layer);
+  const auto model = prepare_qat(make_model("lenet5", ModelSpec{}, rng), q);
+  const ModulePtr body = model->child("body");
+  for (const char* name : {"features.0", "features.4", "classifier.0", "classifier.4"}) {
+    const QatLayer& l = layer_at(body, name);
+    for (const Quantizer* quantizer : {&l.weight_quant(), &l.output_quant()}) {
+      const auto* lsq = dynamic_cast<const LsqQuantizer*>(quantizer);
+      ASSERT_NE(lsq, nullptr) << name;
+      EXPECT_EQ(lsq->init_method(), LsqInit::Mse) << name;
+      EXPECT_EQ(lsq->grad_scale(), LsqGradScale::Layer) << name;
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------ refusals

@@ -229,6 +229,22 @@ TEST(QConfigValidate, LsqInitAppliesToLsqQuantizersOnly) {
                                 {"--lsq-init", "'MSE'", "lsq, minmax, mse"}));
 }
 
+TEST(QConfigValidate, LsqGradScaleAppliesToLsqQuantizersOnly) {
+  QConfig q = QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "pact");
+  q.set_lsq_grad_scale(LsqGradScale::Layer);
+  EXPECT_EQ(q.weight.lsq_grad_scale, LsqGradScale::Layer);
+  EXPECT_FALSE(q.activation.lsq_grad_scale.has_value());  // PACT learns a clip
+  EXPECT_NE(q.describe().find("lsq (learned, gradient scale per layer)"), std::string::npos) << q.describe();
+  EXPECT_TRUE(test::throws_with(
+      [] { QConfig::from_options(4, 4, true, "minmax", "ema", {}, "observer", "pact").set_lsq_grad_scale(LsqGradScale::Layer); },
+      {"--lsq-grad-scale layer needs an lsq or lsq+ quantizer"}));
+  EXPECT_TRUE(test::throws_with([] { parse_lsq_grad_scale("tensor", "--lsq-grad-scale"); },
+                                {"--lsq-grad-scale", "'tensor'", "channel, layer"}));
+  QConfig observed;
+  observed.weight.lsq_grad_scale = LsqGradScale::Layer;
+  EXPECT_TRUE(test::throws_with([&] { observed.validate(); }, {"LSQ gradient scale ('layer')", "'observer' quantizer"}));
+}
+
 TEST(QConfigValidate, WeightsMustKeepTheKernelContract) {
   QConfig q;
   q.weight.scheme.symmetric = false;

@@ -22,6 +22,7 @@ std::string error_of(const std::string& text) {
 TEST(QConfigData, EveryFieldSurvivesTheRoundTrip) {
   QConfig q = QConfig::from_options(4, 3, false, "ema", "histogram", {"features.0=8:8", "Linear=:6", "fc=5:"}, "lsq",
                                     "pact", "mse");
+  q.set_lsq_grad_scale(LsqGradScale::Layer);
   const QConfig back = qconfig_from_data(qconfig_to_data(q), "ckpt.h5");
   EXPECT_EQ(back.describe(), q.describe());
   for (const QuantizerSpec* s : {&back.weight, &back.activation}) {
@@ -35,7 +36,11 @@ TEST(QConfigData, EveryFieldSurvivesTheRoundTrip) {
     EXPECT_EQ(s->observer, o.observer);
     EXPECT_EQ(s->method, o.method);
     EXPECT_EQ(s->lsq_init, o.lsq_init);
+    EXPECT_EQ(s->lsq_grad_scale, o.lsq_grad_scale);
   }
+  EXPECT_EQ(back.weight.lsq_grad_scale, LsqGradScale::Layer);
+  // A document without the field (every checkpoint before it) reads as the channel's count.
+  EXPECT_FALSE(qconfig_from_data(qconfig_to_data(QConfig{}), "ckpt.h5").weight.lsq_grad_scale.has_value());
   // The LSQ init, where one is set (weights only here: activations are PACT's).
   EXPECT_EQ(back.weight.lsq_init, LsqInit::Mse);
   EXPECT_FALSE(back.activation.lsq_init.has_value());
@@ -64,6 +69,8 @@ TEST(QConfigData, ADamagedDocumentNamesTheSourceTheLineAndTheField) {
                                                                                        "a 'observer' quantizer"),
             std::string::npos);
   EXPECT_NE(error_of(replaced("method: observer", "method: lsq, lsq_init: median")).find("'median'"), std::string::npos);
+  EXPECT_NE(error_of(replaced("method: observer", "method: lsq, lsq_grad_scale: tensor")).find("'tensor'"),
+            std::string::npos);
   EXPECT_NE(error_of("weight: [").find("line"), std::string::npos);
   EXPECT_NE(error_of("[]").find("not a map"), std::string::npos);
 }
