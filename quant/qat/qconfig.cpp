@@ -30,6 +30,11 @@ void check_bits(int bits, const std::string& what) {
   if (bits < 2 || bits > 8) throw std::invalid_argument(what + " must be in 2..8, got " + std::to_string(bits));
 }
 
+// LSQ and LSQ+ learn a step: the quantizers an LSQ init and gradient scale apply to.
+bool learns_a_step(const QuantizerSpec& spec) {
+  return spec.method == QuantizerMethod::Lsq || spec.method == QuantizerMethod::LsqPlus;
+}
+
 void check_observer(ObserverKind kind, bool per_channel, const std::string& what) {
   if (per_channel && !observer_supports_per_channel(kind))
     throw std::invalid_argument(what + " '" + observer_kind_name(kind) +
@@ -105,7 +110,7 @@ QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std:
     const LsqInit init = parse_lsq_init(lsq_init, "--lsq-init");
     bool used = false;
     for (QuantizerSpec* spec : {&q.weight, &q.activation})
-      if (spec->method == QuantizerMethod::Lsq || spec->method == QuantizerMethod::LsqPlus) spec->lsq_init = init, used = true;
+      if (learns_a_step(*spec)) spec->lsq_init = init, used = true;
     if (!used) throw std::invalid_argument("--lsq-init " + lsq_init + " needs an lsq or lsq+ quantizer (--wquant, --aquant)");
   }
   for (const std::string& text : layer_bits) q.layer_bits.insert(parse_layer_bits(text));
@@ -116,8 +121,7 @@ QConfig QConfig::from_options(int wbits, int abits, bool per_channel, const std:
 void QConfig::set_lsq_grad_scale(LsqGradScale scale) {
   bool used = false;
   for (QuantizerSpec* spec : {&weight, &activation})
-    if (spec->method == QuantizerMethod::Lsq || spec->method == QuantizerMethod::LsqPlus)
-      spec->lsq_grad_scale = scale, used = true;
+    if (learns_a_step(*spec)) spec->lsq_grad_scale = scale, used = true;
   if (!used)
     throw std::invalid_argument(std::string("--lsq-grad-scale ") + lsq_grad_scale_name(scale) +
                                 " needs an lsq or lsq+ quantizer (--wquant, --aquant)");
@@ -131,14 +135,15 @@ void QConfig::validate() const {
   if (weight.method != QuantizerMethod::Observer && weight.method != QuantizerMethod::Lsq)
     throw std::invalid_argument(std::string("--wquant must be observer or lsq, got '") +
                                 quantizer_method_name(weight.method) + "'");
-  for (const QuantizerSpec* spec : {&weight, &activation})
-    if (spec->lsq_init && spec->method != QuantizerMethod::Lsq && spec->method != QuantizerMethod::LsqPlus)
+  for (const QuantizerSpec* spec : {&weight, &activation}) {
+    if (learns_a_step(*spec)) continue;
+    if (spec->lsq_init)
       throw std::invalid_argument(std::string("an LSQ init ('") + lsq_init_name(*spec->lsq_init) +
                                   "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
-  for (const QuantizerSpec* spec : {&weight, &activation})
-    if (spec->lsq_grad_scale && spec->method != QuantizerMethod::Lsq && spec->method != QuantizerMethod::LsqPlus)
+    if (spec->lsq_grad_scale)
       throw std::invalid_argument(std::string("an LSQ gradient scale ('") + lsq_grad_scale_name(*spec->lsq_grad_scale) +
                                   "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
+  }
   if (auto it = layer_bits.find(kResidualBranches);
       it != layer_bits.end() && (it->second.weight_bits != 0 || it->second.activation_bits == 0))
     throw std::invalid_argument(std::string("--layer-bits ") + kResidualBranches + " sets activation bits only (" +
