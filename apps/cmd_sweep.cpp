@@ -44,6 +44,7 @@
 #include "nn/checkpoint.h"
 #include "nn/model_description.h"
 #include "nn/train/evaluate.h"
+#include "nn/train/teacher.h"
 #include "nn/train/train_run.h"
 #include "quant/qat/prepare.h"
 #include "quant/workflow/published.h"
@@ -76,6 +77,7 @@ struct SweepSettings {
   std::string weight_range;  // "" (narrow) | narrow | full: every cell's weight codes below 8 bits
   float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
   float qat_distill_temperature = 1.0f;
+  std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
   int64_t batch_size = 64;
   int64_t calib_batches = 32;
   int threads = 0;
@@ -162,6 +164,20 @@ class Sweep {
     if (world_rank() != 0)
       for (int64_t i = 0; i < s_.seeds; ++i) report_.floats.push_back(float_baseline(s_.first_seed + i));
     if (!s_.checkpoint.empty()) report_.floats.resize(1);  // one shared model
+    // The teachers given, checked against each float model's inputs and classes before any cell runs.
+    for (const FloatBaseline& f : report_.floats) {
+      if (s_.qat_teachers.empty()) break;
+      const FloatModel& base = floats_.at(f.checkpoint);
+      DataBundle inputs;
+      inputs.spec = base.spec;
+      inputs.mean = base.record.mean.empty() ? data_.mean : base.record.mean;
+      inputs.std = base.record.mean.empty() ? data_.std : base.record.std;
+      try {
+        load_teachers(s_.qat_teachers, inputs);
+      } catch (const std::invalid_argument& e) {
+        throw UsageError(std::string(e.what()) + " (--qat-teacher)");
+      }
+    }
 
     std::vector<SweepCell> cells;
     for (const BitPair& bits : pairs)
@@ -422,6 +438,8 @@ class Sweep {
     if (!s_.weight_range.empty() && s_.weight_range != "narrow") key += " weight-range " + s_.weight_range;
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       key += " distill " + num_str(s_.qat_distill) + " T " + num_str(s_.qat_distill_temperature);
+    if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
+      for (const std::string& t : s_.qat_teachers) key += " teacher " + t;
     if (!sweep_method_is_ptq(cell.method) && !d_.augment.empty()) key += " augment " + d_.augment;
     if (d_.train_limit > 0) key += " train-limit " + std::to_string(d_.train_limit);
     if (d_.test_limit > 0) key += " test-limit " + std::to_string(d_.test_limit);
@@ -462,7 +480,7 @@ class Sweep {
       c.lsq_grad_scale = parse_lsq_grad_scale(s_.lsq_grad_scale, "--lsq-grad-scale");
     if (!s_.weight_range.empty()) c.weight_range = parse_weight_range(s_.weight_range, "--weight-range");
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
-      c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature;
+      c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature, c.teachers = s_.qat_teachers;
     c.batch_size = s_.batch_size;
     c.calib_batches = s_.calib_batches;
     c.dir = (fs::path(s_.out) / "cells" / cell.id()).string();
@@ -507,7 +525,7 @@ class Sweep {
     o.out = c.dir;
     o.overwrite = true;
     o.progress = "none";
-    if (c.distill_weight > 0) o.distill = c.float_checkpoint;
+    if (c.distill_weight > 0) o.distill = c.teachers.empty() ? std::vector<std::string>{c.float_checkpoint} : c.teachers;
     SettingsIni from;
     from.add("from", c.float_checkpoint);
     return qat_settings_ini(q) + from.text() + train_options_ini(o) + data_settings_ini(d);
@@ -612,6 +630,9 @@ int cmd_sweep(int argc, char** argv) {
        "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")
       ("qat-distill-temperature", po::value(&s.qat_distill_temperature)->default_value(s.qat_distill_temperature),
        "--qat-distill: the temperature (> 0)")
+      ("qat-teacher", po::value(&s.qat_teachers)->composing(),
+       "--qat-distill: the QAT cells' teacher is this float checkpoint instead of their float model; repeat it for an "
+       "ensemble (logits averaged; qatlab qat --distill)")
       ("lsq-init", po::value(&s.lsq_init),
        "where the lsq cells' steps start: lsq (the paper's formula, the default) | minmax | mse (qatlab qat --help)")
       ("lsq-grad-scale", po::value(&s.lsq_grad_scale),
@@ -657,6 +678,11 @@ int cmd_sweep(int argc, char** argv) {
   require(s.qat_distill_temperature > 0 && std::isfinite(s.qat_distill_temperature),
           "--qat-distill-temperature must be > 0, got " + num_str(s.qat_distill_temperature));
   require(s.qat_distill > 0 || s.qat_distill_temperature == 1.0f, "--qat-distill-temperature needs --qat-distill");
+  require(s.qat_distill > 0 || s.qat_teachers.empty(), "--qat-teacher needs --qat-distill (the distillation's weight)");
+  for (const std::string& t : s.qat_teachers) {  // readable float models; their inputs are checked with the float model's
+    const Checkpoint c = load_checkpoint(t);
+    require(c.model_kind == "float", "--qat-teacher " + t + " is a '" + c.model_kind + "' checkpoint; the teacher is a float one");
+  }
   require_batch_size("batch-size", s.batch_size);
   require(s.calib_batches >= 1 && s.calib_batches <= 100000,
           "--calib-batches must be in 1..100000, got " + std::to_string(s.calib_batches));

@@ -9,6 +9,7 @@
 
 #include "core/distributed.h"
 #include "core/format.h"
+#include "nn/train/teacher.h"
 
 namespace qatlab {
 
@@ -124,25 +125,6 @@ bool TrainCommand::parse(int argc, char** argv) {
   return true;
 }
 
-ModulePtr load_teacher(const std::string& path, const DataBundle& data) {
-  const Checkpoint t = load_checkpoint(path);
-  require(t.model_kind == "float", "--distill " + path + " is a '" + t.model_kind + "' checkpoint; the teacher is a float one");
-  require(t.spec.channels == data.spec.channels && t.spec.height == data.spec.height && t.spec.width == data.spec.width &&
-              t.spec.num_classes == data.spec.num_classes,
-          "--distill " + path + " was built for " + std::to_string(t.spec.channels) + "x" + std::to_string(t.spec.height) +
-              "x" + std::to_string(t.spec.width) + " images and " + std::to_string(t.spec.num_classes) +
-              " classes; this run's data has " + std::to_string(data.spec.channels) + "x" +
-              std::to_string(data.spec.height) + "x" + std::to_string(data.spec.width) + " and " +
-              std::to_string(data.spec.num_classes));
-  // The teacher sees the run's images as normalised for the student: they must be normalised as it learnt them.
-  const DataRecord r = data_record(t);
-  require(r.mean.empty() || (r.mean == data.mean && r.std == data.std),
-          "--distill " + path + " normalises its inputs with mean " + floats_text(r.mean) + ", std " +
-              floats_text(r.std) + "; this run with mean " + floats_text(data.mean) + ", std " + floats_text(data.std) +
-              " (give --mean / --std)");
-  return model_from_checkpoint(t);
-}
-
 ModelDescription TrainCommand::model_description() const {
   if (resuming()) return checkpoint_model_description(resumed_);
   if (base_model_ && o_.model == base_model_->name) return *base_model_;
@@ -177,7 +159,13 @@ TrainRun TrainCommand::make_run(const ModulePtr& model, const ModelDescription& 
     // Process 0 alone writes there: it chooses.
     run.out_dir = agree_on_rank0([&] { return choose_out_dir(o_.out, o_.overwrite, stem); });
   }
-  if (!o_.distill.empty()) run.teacher = load_teacher(o_.distill, data_);
+  if (!o_.distill.empty()) {
+    try {
+      run.teacher = load_teachers(o_.distill, data_);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string(e.what()) + " (--distill)");
+    }
+  }
   progress_ = std::make_unique<Progress>(o_.progress);
   run.monitor = progress_.get();
   run.log = stdout;

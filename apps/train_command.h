@@ -26,10 +26,6 @@ void read_stored_train_options(const Checkpoint& ckpt, TrainOptions& o, DataSett
 // --threads, --progress, --stop-after, --out, --overwrite, --resume and --data-dir may differ.
 void check_resume_changes(const std::string& saved, const std::string& now);
 
-// The teacher of --distill: a float checkpoint built for the same images and classes as `data` and
-// normalising them as it does (UsageError naming the difference otherwise; std::runtime_error for a bad file).
-ModulePtr load_teacher(const std::string& path, const DataBundle& data);
-
 class TrainCommand {
  public:
   TrainCommand(const std::string& name, const std::string& kind);

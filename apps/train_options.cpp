@@ -41,9 +41,10 @@ void add_train_options(po::options_description& desc, TrainOptions& o) {
       ("warmup-epochs", po::value(&s.warmup_epochs)->default_value(s.warmup_epochs), "linear warm-up epochs")
       ("label-smoothing", po::value(&s.label_smoothing)->default_value(s.label_smoothing), "cross-entropy label smoothing in [0, 1)")
       ("clip-grad-norm", po::value(&s.clip_grad_norm)->default_value(s.clip_grad_norm), "clip the global gradient L2 norm to this (0 = off)")
-      ("distill", po::value(&o.distill),
+      ("distill", po::value(&o.distill)->composing(),
        "knowledge distillation from this float checkpoint of the same task (the teacher; qat: e.g. the --from model): "
-       "the loss becomes (1 - w) cross-entropy + w T^2 KL(teacher || student) on outputs softened by T")
+       "the loss becomes (1 - w) cross-entropy + w T^2 KL(teacher || student) on outputs softened by T; "
+       "repeat it to distil from several, their logits averaged (an ensemble)")
       ("distill-weight", po::value(&s.distill_weight)->default_value(s.distill_weight), "--distill: w in (0, 1] (1: the teacher's outputs alone)")
       ("distill-temperature", po::value(&s.distill_temperature)->default_value(s.distill_temperature), "--distill: T > 0")
       ("seed", po::value(&s.seed)->default_value(s.seed), "random seed (initialisation, shuffling, dropout)")
@@ -75,7 +76,7 @@ std::string train_options_ini(const TrainOptions& o) {
   ini.add("warmup-epochs", s.warmup_epochs);
   ini.add("label-smoothing", s.label_smoothing);
   ini.add("clip-grad-norm", s.clip_grad_norm);
-  ini.add_if_given("distill", o.distill);
+  ini.add_each("distill", o.distill);
   ini.add("distill-weight", s.distill_weight);
   ini.add("distill-temperature", s.distill_temperature);
   ini.add("seed", s.seed);

@@ -19,7 +19,9 @@ struct TrainOptions {
   std::string out;  // the run directory ("": runs/<model>-<dataset>, numbered)
   bool overwrite = false;
   std::string resume;  // a checkpoint whose run this continues
-  std::string distill;  // a float checkpoint of the same task: the teacher (nn/train/distill.h); "": none
+  // Float checkpoints of the same task: the teacher, or with several their ensemble (nn/train/teacher.h);
+  // empty: none.
+  std::vector<std::string> distill;
   std::string progress = "auto";  // auto | bar | plain | none (apps/progress.h)
 };
 

@@ -22,6 +22,7 @@
 #include "nn/train/chunked_step.h"
 #include "nn/train/distill.h"
 #include "nn/train/evaluate.h"
+#include "nn/train/teacher.h"
 
 namespace qatlab {
 
@@ -166,6 +167,15 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
 
   // A batch's loss before any regulariser: cross-entropy, or with a teacher its blend with distillation.
   if (job.teacher) job.teacher->eval();
+  // What the student is pulled toward: the teacher's own test accuracy (an ensemble's is not known before).
+  if (job.teacher && job.log) {
+    const EvalResult t = evaluate(*job.teacher, test_loader);
+    const TeacherEnsemble* ensemble = job.teacher->as<TeacherEnsemble>();
+    std::fprintf(job.log, "teacher (%s): test accuracy %.2f %%, test loss %.4f\n",
+                 ensemble ? (std::to_string(ensemble->members()) + " networks, logits averaged").c_str() : "one network",
+                 100.0 * t.accuracy, t.loss);
+    std::fflush(job.log);
+  }
   const auto batch_loss = [&](const Tensor& logits, const Tensor& images, std::span<const int32_t> labels) {
     if (!job.teacher) return cross_entropy(logits, labels, s.label_smoothing);
     Tensor target;  // (rows, classes)

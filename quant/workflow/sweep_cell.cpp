@@ -17,6 +17,7 @@
 #include "nn/linear.h"
 #include "nn/lstm.h"
 #include "nn/train/evaluate.h"
+#include "nn/train/teacher.h"
 #include "nn/train/train_run.h"
 #include "nn/zoo.h"
 #include "quant/engine/kernels/kernel_path.h"
@@ -85,6 +86,18 @@ TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {
   return t;
 }
 
+namespace {
+
+// "the float model", "teacher.h5" or "the ensemble of a.h5 + b.h5" (file names without their folders).
+std::string teachers_text(const std::vector<std::string>& teachers) {
+  if (teachers.empty()) return "the float model";
+  std::string names;
+  for (const std::string& t : teachers) names += (names.empty() ? "" : " + ") + fs::path(t).filename().string();
+  return teachers.size() == 1 ? names : "the ensemble of " + names;
+}
+
+}  // namespace
+
 std::string sweep_cell_schedule(const SweepCellSettings& s) {
   const std::string range = s.weight_range == WeightRange::Full ? ", full-range weights" : "";
   if (sweep_method_is_ptq(s.cell.method))
@@ -96,8 +109,8 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
                                   : "") +
          (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "") +
          (s.lsq_grad_scale ? std::string(", lsq gradient scale per ") + lsq_grad_scale_name(*s.lsq_grad_scale) : "") +
-         (s.distill_weight > 0 ? ", distilled from the float model (weight " + num_str(s.distill_weight) +
-                                     ", temperature " + num_str(s.distill_temperature) + ")"
+         (s.distill_weight > 0 ? ", distilled from " + teachers_text(s.teachers) + " (weight " +
+                                     num_str(s.distill_weight) + ", temperature " + num_str(s.distill_temperature) + ")"
                                : "") +
          range;
 }
@@ -132,7 +145,8 @@ bool quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log
   TrainRun run;
   run.name = "qat";
   run.model = model_from_checkpoint(base);
-  if (s.distill_weight > 0) run.teacher = model_from_checkpoint(base);  // its own copy: never trained
+  if (s.distill_weight > 0)  // the float model's own copy (never trained), or the teachers given
+    run.teacher = s.teachers.empty() ? model_from_checkpoint(base) : load_teachers(s.teachers, data);
   run.description = checkpoint_model_description(base);
   run.settings = sweep_cell_train_settings(s);
   run.settings.stop_after = s.stop_after;

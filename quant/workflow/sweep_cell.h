@@ -32,9 +32,11 @@ struct SweepCellSettings {
   std::optional<LsqInit> lsq_init;      // lsq cells: where the steps start (nothing: the paper's formula)
   std::optional<LsqGradScale> lsq_grad_scale;  // lsq cells: N of the steps' gradient scale (nothing: channel)
   WeightRange weight_range = WeightRange::Narrow;  // every method: the weights' codes below 8 bits
-  // QAT methods, > 0: distil from the float model (nn/train/distill.h) with this weight, at this temperature.
+  // QAT methods, > 0: distil from the float model (nn/train/distill.h) with this weight, at this temperature,
+  // or from `teachers` when given (float checkpoints; several: their ensemble, nn/train/teacher.h).
   float distill_weight = 0.0f;
   float distill_temperature = 1.0f;
+  std::vector<std::string> teachers;
   int64_t batch_size = 64;              // QAT and calibration batches
   int64_t calib_batches = 32;           // PTQ methods: calibration batches
   // The cell's directory, emptied first (but see run_sweep_cell on resuming); it receives start.ini (the

@@ -723,6 +723,37 @@ TEST_F(CliTest, DistilledQatResumeIsBitIdentical) {
   EXPECT_FALSE(fs::exists(work("bad")));
 }
 
+// Two teachers (--distill repeated): their ensemble teaches, the run reports its accuracy, stores both in
+// its settings and resumes from them to the uninterrupted run's weights; a teacher named twice is refused.
+TEST_F(CliTest, AnEnsembleOfTeachersDistilsAndResumes) {
+  make_mlp_run(work("float"));
+  ASSERT_TRUE(Succeeded(qatlab(train_args(work("float2"), concat(mlp_settings(1), {"--seed", "2"})), "float2")));
+  const std::string a = work("float") + "/checkpoint.h5", b = work("float2") + "/checkpoint.h5";
+  const Args common{"train", "--data-dir", data_dir(), "--threads", "2", "--progress", "none", "--model", "mlp",
+                    "--epochs", "2", "--train-limit", "256", "--test-limit", "64", "--seed", "3",
+                    "--distill", a, "--distill", b, "--distill-weight", "0.5", "--distill-temperature", "4"};
+  const RunResult straight = qatlab(concat(common, {"--out", work("straight")}), "straight");
+  ASSERT_TRUE(Succeeded(straight));
+  EXPECT_NE(straight.out.find("teacher (2 networks, logits averaged): test accuracy "), std::string::npos) << straight.out;
+  ASSERT_TRUE(Succeeded(qatlab(concat(common, {"--out", work("split"), "--stop-after", "1"}), "first-half")));
+  ASSERT_TRUE(Succeeded(qatlab({"train", "--resume", work("split") + "/checkpoint.h5", "--threads", "2", "--progress",
+                                "none", "--data-dir", data_dir()},
+                               "second-half")));
+  const Checkpoint done = load_checkpoint(work("straight") + "/checkpoint.h5");
+  ExpectSameTraining(done, load_checkpoint(work("split") + "/checkpoint.h5"));
+  EXPECT_NE(done.config_ini.find("distill = " + a + "\ndistill = " + b + "\n"), std::string::npos) << done.config_ini;
+  // Distilled from the first teacher alone, the run trains to other weights.
+  Args one(common.begin(), common.end());
+  one.erase(std::find(one.begin(), one.end(), b) - 1, std::find(one.begin(), one.end(), b) + 1);
+  ASSERT_TRUE(Succeeded(qatlab(concat(one, {"--out", work("one")}), "one-teacher")));
+  EXPECT_NE(load_checkpoint(work("one") + "/checkpoint.h5").model_state[0].second.to_vector(),
+            done.model_state[0].second.to_vector());
+
+  EXPECT_TRUE(FailedWith(qatlab(concat(one, {"--distill", a, "--out", work("twice")}), "twice"), kUsageError, "train",
+                         {"is named twice"}));
+  EXPECT_FALSE(fs::exists(work("twice")));
+}
+
 TEST_F(CliTest, BadQuantizationSettingsAreUsageErrors) {
   make_mlp_run(work("float"));
   const Args base{"qat", "--from", work("float") + "/checkpoint.h5", "--data-dir", data_dir(), "--threads", "2",

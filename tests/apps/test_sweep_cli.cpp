@@ -103,6 +103,28 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   EXPECT_TRUE(contains(decay.out, "2 cells run, 2 reused")) << decay.out;
   EXPECT_EQ(parse_results_json(read_text(dir / "sweep/results.json")).cells[1].schedule,
             "2 epochs, lr 0.01 cosine, batch 64, weight decay 0.0001");
+  // Distilled from an ensemble of teachers (--qat-teacher, repeated): part of the QAT cells' settings, named
+  // in their schedule, each cell's log giving the ensemble's accuracy.
+  fs::copy_file(dir / "sweep/float-s1/checkpoint.h5", dir / "second.h5");
+  std::vector<std::string> taught = decayed;
+  taught.insert(taught.end(), {"--qat-distill", "1", "--qat-teacher", dir / "sweep/float-s1/checkpoint.h5",
+                               "--qat-teacher", dir / "second.h5"});
+  const RunResult ensemble = run_qatlab(taught, dir.path(), "teachers");
+  ASSERT_TRUE(ensemble.exited && ensemble.exit_code == 0) << ensemble.describe();
+  EXPECT_TRUE(contains(ensemble.out, "2 cells run, 2 reused")) << ensemble.out;
+  EXPECT_EQ(parse_results_json(read_text(dir / "sweep/results.json")).cells[1].schedule,
+            "2 epochs, lr 0.01 cosine, batch 64, weight decay 0.0001, distilled from the ensemble of checkpoint.h5 + "
+            "second.h5 (weight 1, temperature 1)");
+  EXPECT_TRUE(contains(read_text(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/log.txt"),
+                       "teacher (2 networks, logits averaged): test accuracy"));
+  // A teacher that is not a float model is refused before anything runs.
+  std::vector<std::string> qat_teacher = taught;
+  qat_teacher.back() = dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5";
+  qat_teacher[std::find(qat_teacher.begin(), qat_teacher.end(), "--out") - qat_teacher.begin() + 1] = dir / "taught";
+  const RunResult refused = run_qatlab(qat_teacher, dir.path(), "qat-teacher");
+  EXPECT_TRUE(refused.exited && refused.exit_code == 2) << refused.describe();
+  EXPECT_TRUE(contains(refused.err, "is a 'qat' checkpoint; the teacher is a float one")) << refused.err;
+  EXPECT_FALSE(fs::exists(dir / "taught"));
   // A sweep of PTQ cells from a checkpoint trains nothing: --augment there would change nothing.
   const RunResult ptq_only = run_qatlab({"sweep", dir / "sweep/float-s1/checkpoint.h5", "--data-dir", dir / "data",
                                          "--methods", "ptq-minmax", "--augment", "flip", "--out", dir / "ptq"},
@@ -208,7 +230,7 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
         {"--layer-bits", "residual-branches=4:8"}, {"--lsq-init", "median"},
         {"--methods", "pact", "--lsq-init", "mse"}, {"--lsq-grad-scale", "tensor"},
         {"--methods", "pact", "--lsq-grad-scale", "layer"}, {"--weight-range", "wide"}, {"--qat-distill", "1.5"}, {"--qat-distill-temperature", "2"},
-        {"--methods", "ptq-minmax", "--qat-distill", "1"}}) {
+        {"--methods", "ptq-minmax", "--qat-distill", "1"}, {"--qat-teacher", "teacher.h5"}}) {
     std::vector<std::string> args = {"sweep", "--data-dir", dir / "nodata", "--out", dir / "s"};
     args.insert(args.end(), bad.begin(), bad.end());
     const RunResult r = run_qatlab(args, dir.path(), "bad");
