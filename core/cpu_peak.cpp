@@ -36,7 +36,12 @@ __attribute__((target("avx512f"))) float fma_zmm(int64_t reps) {
     for (int i = 0; i < kChains; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
   __m512 s = a[0];
   for (int i = 1; i < kChains; ++i) s = _mm512_add_ps(s, a[i]);
-  return _mm512_reduce_add_ps(s);
+  // Summed through memory: GCC 12's _mm512_reduce_add_ps trips its own -Wuninitialized.
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  float sum = 0.0f;
+  for (float v : lanes) sum += v;
+  return sum;
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) float dpbusd_zmm(int64_t reps) {
@@ -47,7 +52,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) float dpbusd_zmm(int64_t 
     for (int i = 0; i < kChains; ++i) a[i] = _mm512_dpbusd_epi32(a[i], u, s);
   __m512i t = a[0];
   for (int i = 1; i < kChains; ++i) t = _mm512_add_epi32(t, a[i]);
-  return static_cast<float>(_mm512_reduce_add_epi32(t));
+  // Summed through memory: GCC 12's _mm512_reduce_add_epi32 trips its own -Wuninitialized.
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, t);
+  int32_t sum = 0;
+  for (int32_t v : lanes) sum += v;
+  return static_cast<float>(sum);
 }
 
 // The AVX2 integer kernels' inner step: vpmaddwd (int16 pairs -> int32) then vpaddd into the accumulator.
