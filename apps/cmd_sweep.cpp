@@ -625,7 +625,7 @@ int cmd_sweep(int argc, char** argv) {
       ("qat-weight-decay", po::value(&s.qat_weight_decay)->default_value(s.qat_weight_decay),
        "weight decay of each QAT cell (L2 on conv and linear weights; the papers lower it at low bits)")
       ("qat-warmup-epochs", po::value(&s.qat_warmup_epochs)->default_value(s.qat_warmup_epochs),
-       "linear warm-up epochs of each QAT cell before its cosine schedule (0..--qat-epochs)")
+       "linear warm-up epochs of each QAT cell before its cosine schedule (0..--qat-epochs - 1)")
       ("qat-distill", po::value(&s.qat_distill)->default_value(s.qat_distill),
        "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")
       ("qat-distill-temperature", po::value(&s.qat_distill_temperature)->default_value(s.qat_distill_temperature),
@@ -668,8 +668,9 @@ int cmd_sweep(int argc, char** argv) {
           "--float-epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.float_epochs));
   require(s.qat_epochs >= 1 && s.qat_epochs <= kMaxEpochs,
           "--qat-epochs must be in 1.." + std::to_string(kMaxEpochs) + ", got " + std::to_string(s.qat_epochs));
-  require(s.qat_warmup_epochs >= 0 && s.qat_warmup_epochs <= s.qat_epochs,
-          "--qat-warmup-epochs must be in 0..--qat-epochs (" + std::to_string(s.qat_epochs) + "), got " +
+  require(s.qat_warmup_epochs >= 0 && s.qat_warmup_epochs < s.qat_epochs,
+          "--qat-warmup-epochs must be below --qat-epochs (" + std::to_string(s.qat_epochs) +
+              ": the cosine schedule anneals over the epochs after the warm-up), got " +
               std::to_string(s.qat_warmup_epochs));
   require(s.qat_lr > 0 && std::isfinite(s.qat_lr), "--qat-lr must be > 0, got " + num_str(s.qat_lr));
   require(s.qat_weight_decay >= 0 && std::isfinite(s.qat_weight_decay),

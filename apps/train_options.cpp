@@ -127,6 +127,9 @@ void validate_train_options(const TrainOptions& o, bool check_model) {
   require(s.stop_after >= 0, "--stop-after must be >= 0, got " + std::to_string(s.stop_after));
   require(s.warmup_epochs >= 0 && s.warmup_epochs <= std::max<int64_t>(s.epochs, 0),
           "--warmup-epochs must be in [0, epochs], got " + std::to_string(s.warmup_epochs));
+  require(s.schedule != "cosine" || s.warmup_epochs < s.epochs,
+          "--warmup-epochs (" + std::to_string(s.warmup_epochs) + ") must be below --epochs (" + std::to_string(s.epochs) +
+              ") with the cosine schedule: it anneals over the epochs after the warm-up");
   require(s.optimizer == "sgd" || s.optimizer == "adam" || s.optimizer == "adamw",
           "--optimizer must be sgd, adam or adamw, got '" + s.optimizer + "'");
   require(o.progress == "auto" || o.progress == "bar" || o.progress == "plain" || o.progress == "none",

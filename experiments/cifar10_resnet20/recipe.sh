@@ -4,6 +4,9 @@
 #   recipe.sh [save]      float_recipe.ini     -> runs/recipe,    recipe.log,    resume/recipe.h5
 #   recipe.sh kd [save]   float_recipe_kd.ini  -> runs/recipe_kd, recipe_kd.log, resume/recipe_kd.h5
 #                         (distilled from resume/recipe.h5, the first recipe's model)
+#   recipe.sh ens [save]  float_recipe_ens.ini -> runs/recipe_ens, recipe_ens.log, resume/recipe_ens.h5
+#                         (distilled from the ensemble of resume/recipe.h5 and resume/recipe_kd.h5; starts
+#                         only once the kd run has finished)
 # Starts the run, or resumes it from its last epoch's checkpoint when one exists (the result equals an
 # uninterrupted run's; README "Resuming"). The run lives in runs/NAME (not committed; its metrics.csv has
 # every epoch); the log grows in NAME.log line by line, and the metrics and the learning curve are copied
@@ -18,12 +21,12 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 Q="${QATLAB:-$here/../../build/apps/qatlab}"
 name=recipe config=float_recipe.ini
-if [ "${1:-}" = kd ]; then
-  name=recipe_kd config=float_recipe_kd.ini
-  shift
-fi
+case "${1:-}" in
+  kd) name=recipe_kd config=float_recipe_kd.ini; shift ;;
+  ens) name=recipe_ens config=float_recipe_ens.ini; shift ;;
+esac
 if [ -n "${1:-}" ] && [ "$1" != save ] || [ $# -gt 1 ]; then
-  echo "recipe.sh: usage: recipe.sh [kd] [save]; got '$*'" >&2
+  echo "recipe.sh: usage: recipe.sh [kd|ens] [save]; got '$*'" >&2
   exit 2
 fi
 run="$here/runs/$name"
@@ -45,6 +48,15 @@ main() {
   if [ ! -f "$run/checkpoint.h5" ] && [ -f "$kept" ]; then
     mkdir -p "$run"
     cp "$kept" "$run/checkpoint.h5"
+  fi
+  if [ "$name" = recipe_ens ] && [ ! -f "$run/checkpoint.h5" ]; then
+    # A teacher still training would teach from its unfinished weights.
+    local done
+    done=$("$Q" info "$here/resume/recipe_kd.h5" | sed -n 's/^  epochs done *//p')
+    if [ "$done" != 200 ]; then
+      echo "recipe.sh: the kd run (resume/recipe_kd.h5) has done ${done:-no} epochs of 200; finish it first" >&2
+      exit 1
+    fi
   fi
   if [ -f "$run/checkpoint.h5" ]; then
     args=(train --resume "$run/checkpoint.h5" --progress plain)

@@ -323,6 +323,7 @@ TEST_F(CliTest, InvalidTrainOptionsAreUsageErrors) {
       {{"--dataset", "imagenet"}, "--dataset 'imagenet' names no dataset"},
       {{"--no-such-option"}, "--no-such-option"},
       {{"--optimizer", "lbfgs"}, "--optimizer must be sgd, adam or adamw, got 'lbfgs'"},
+      {{"--epochs", "2", "--warmup-epochs", "2"}, "--warmup-epochs (2) must be below --epochs (2) with the cosine schedule"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string out = work("out" + std::to_string(i));

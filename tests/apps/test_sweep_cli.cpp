@@ -225,7 +225,7 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
   for (const std::vector<std::string>& bad :
        {std::vector<std::string>{"--pairs", "8/9"}, {"--methods", "lsq,magic"}, {"--seeds", "0"},
         {"--first-last", "16"}, {"--granularity", "per-row"}, {"--qat-lr", "-1"}, {"--qat-weight-decay", "-0.1"},
-        {"--qat-warmup-epochs", "3"}, {"--qat-warmup-epochs", "-1"},
+        {"--qat-warmup-epochs", "3"}, {"--qat-warmup-epochs", "-1"}, {"--qat-warmup-epochs", "2"},
         {"--qat-weight-decay", "nan"}, {"--layer-bits", "fc=9:8"},
         {"--layer-bits", "residual-branches=4:8"}, {"--lsq-init", "median"},
         {"--methods", "pact", "--lsq-init", "mse"}, {"--lsq-grad-scale", "tensor"},
