@@ -78,6 +78,7 @@ struct SweepSettings {
   float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
   float qat_distill_temperature = 1.0f;
   std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
+  int64_t qat_freeze_bn_after = -1;      // >= 0: QAT cells' batch norm uses its running statistics from this epoch
   int64_t batch_size = 64;
   int64_t calib_batches = 32;
   int threads = 0;
@@ -432,6 +433,8 @@ class Sweep {
       key += " weight-decay " + num_str(s_.qat_weight_decay);
     if (!sweep_method_is_ptq(cell.method) && s_.qat_warmup_epochs > 0)
       key += " warmup " + std::to_string(s_.qat_warmup_epochs);
+    if (!sweep_method_is_ptq(cell.method) && s_.qat_freeze_bn_after >= 0)
+      key += " freeze-bn-after " + std::to_string(s_.qat_freeze_bn_after);
     if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
     // (Only "layer": "channel" is what every lsq cell used before the option, and keeps their keys.)
     if (cell.method == "lsq" && s_.lsq_grad_scale == "layer") key += " lsq-grad-scale layer";
@@ -475,6 +478,7 @@ class Sweep {
     c.qat_lr = s_.qat_lr;
     c.qat_weight_decay = s_.qat_weight_decay;
     c.qat_warmup_epochs = s_.qat_warmup_epochs;
+    c.freeze_bn_after = sweep_method_is_ptq(cell.method) ? -1 : s_.qat_freeze_bn_after;
     if (cell.method == "lsq" && !s_.lsq_init.empty()) c.lsq_init = parse_lsq_init(s_.lsq_init, "--lsq-init");
     if (cell.method == "lsq" && !s_.lsq_grad_scale.empty())
       c.lsq_grad_scale = parse_lsq_grad_scale(s_.lsq_grad_scale, "--lsq-grad-scale");
@@ -505,6 +509,7 @@ class Sweep {
     if (c.lsq_init) q.lsq_init = lsq_init_name(*c.lsq_init);
     if (c.lsq_grad_scale) q.lsq_grad_scale = lsq_grad_scale_name(*c.lsq_grad_scale);
     if (c.weight_range == WeightRange::Full) q.weight_range = weight_range_name(c.weight_range);
+    q.freeze_bn_after = c.freeze_bn_after;
     q.layer_bits = c.layer_bits;
     const DataSettings d = cell_data_settings(c.cell);
     if (sweep_method_is_ptq(c.cell.method)) {
@@ -626,6 +631,9 @@ int cmd_sweep(int argc, char** argv) {
        "weight decay of each QAT cell (L2 on conv and linear weights; the papers lower it at low bits)")
       ("qat-warmup-epochs", po::value(&s.qat_warmup_epochs)->default_value(s.qat_warmup_epochs),
        "linear warm-up epochs of each QAT cell before its cosine schedule (0..--qat-epochs - 1)")
+      ("qat-freeze-bn-after", po::value(&s.qat_freeze_bn_after)->default_value(s.qat_freeze_bn_after),
+       "each QAT cell's batch norm uses its running statistics from this epoch on (0-based: 12 of 15 epochs freezes "
+       "the last 3; -1 = never; qatlab qat --freeze-bn-after)")
       ("qat-distill", po::value(&s.qat_distill)->default_value(s.qat_distill),
        "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")
       ("qat-distill-temperature", po::value(&s.qat_distill_temperature)->default_value(s.qat_distill_temperature),
@@ -672,6 +680,9 @@ int cmd_sweep(int argc, char** argv) {
           "--qat-warmup-epochs must be below --qat-epochs (" + std::to_string(s.qat_epochs) +
               ": the cosine schedule anneals over the epochs after the warm-up), got " +
               std::to_string(s.qat_warmup_epochs));
+  require(s.qat_freeze_bn_after >= -1 && s.qat_freeze_bn_after < s.qat_epochs,
+          "--qat-freeze-bn-after must be an epoch in 0..--qat-epochs - 1 (" + std::to_string(s.qat_epochs - 1) +
+              ") or -1 (never), got " + std::to_string(s.qat_freeze_bn_after));
   require(s.qat_lr > 0 && std::isfinite(s.qat_lr), "--qat-lr must be > 0, got " + num_str(s.qat_lr));
   require(s.qat_weight_decay >= 0 && std::isfinite(s.qat_weight_decay),
           "--qat-weight-decay must be >= 0, got " + num_str(s.qat_weight_decay));

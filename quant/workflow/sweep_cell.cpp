@@ -107,6 +107,7 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
          (s.qat_warmup_epochs > 0 ? ", " + std::to_string(s.qat_warmup_epochs) +
                                         (s.qat_warmup_epochs == 1 ? " warm-up epoch" : " warm-up epochs")
                                   : "") +
+         (s.freeze_bn_after >= 0 ? ", batch norm frozen from epoch " + std::to_string(s.freeze_bn_after + 1) : "") +
          (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "") +
          (s.lsq_grad_scale ? std::string(", lsq gradient scale per ") + lsq_grad_scale_name(*s.lsq_grad_scale) : "") +
          (s.distill_weight > 0 ? ", distilled from " + teachers_text(s.teachers) + " (weight " +
@@ -158,7 +159,9 @@ bool quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log
   run.command_line = s.command_line;
   run.log = log;
   run.monitor = s.monitor;
-  return !train_qat(run, sweep_cell_qconfig(s)).outcome.stopped_early;
+  QatSchedule schedule;
+  schedule.freeze_bn_after = s.freeze_bn_after;
+  return !train_qat(run, sweep_cell_qconfig(s), schedule).outcome.stopped_early;
 }
 
 // The checkpoint an interrupted QAT training of this very cell left in its directory, if any: no result,

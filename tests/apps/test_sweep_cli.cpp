@@ -9,6 +9,8 @@
 
 #include "apps/sweep_plot.h"
 #include "cli_harness.h"
+#include "core/format.h"
+#include "nn/checkpoint.h"
 #include "quant/workflow/sweep.h"
 #include "tests/quant/workflow/sweep_test_util.h"
 
@@ -117,6 +119,17 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
             "second.h5 (weight 1, temperature 1)");
   EXPECT_TRUE(contains(read_text(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/log.txt"),
                        "teacher (2 networks, logits averaged): test accuracy"));
+  // --qat-freeze-bn-after is part of the QAT cells' settings, stored in their checkpoints and named in their schedule.
+  std::vector<std::string> frozen = taught;
+  frozen.insert(frozen.end(), {"--qat-freeze-bn-after", "1"});
+  const RunResult freeze = run_qatlab(frozen, dir.path(), "freeze-bn");
+  ASSERT_TRUE(freeze.exited && freeze.exit_code == 0) << freeze.describe();
+  EXPECT_TRUE(contains(freeze.out, "2 cells run, 2 reused")) << freeze.out;
+  EXPECT_TRUE(contains(parse_results_json(read_text(dir / "sweep/results.json")).cells[1].schedule,
+                       ", batch norm frozen from epoch 2,"));
+  EXPECT_EQ(ini_value(load_checkpoint(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5").config_ini,
+                      "freeze-bn-after"),
+            "1");
   // A teacher that is not a float model is refused before anything runs.
   std::vector<std::string> qat_teacher = taught;
   qat_teacher.back() = dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5";
@@ -226,6 +239,7 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
        {std::vector<std::string>{"--pairs", "8/9"}, {"--methods", "lsq,magic"}, {"--seeds", "0"},
         {"--first-last", "16"}, {"--granularity", "per-row"}, {"--qat-lr", "-1"}, {"--qat-weight-decay", "-0.1"},
         {"--qat-warmup-epochs", "3"}, {"--qat-warmup-epochs", "-1"}, {"--qat-warmup-epochs", "2"},
+        {"--qat-freeze-bn-after", "2"}, {"--qat-freeze-bn-after", "-2"},
         {"--qat-weight-decay", "nan"}, {"--layer-bits", "fc=9:8"},
         {"--layer-bits", "residual-branches=4:8"}, {"--lsq-init", "median"},
         {"--methods", "pact", "--lsq-init", "mse"}, {"--lsq-grad-scale", "tensor"},

@@ -138,6 +138,10 @@ TEST_F(SweepCellTest, TheScheduleNamesEveryTrainingSetting) {
   EXPECT_EQ(sweep_cell_train_settings(qat).warmup_epochs, 1);
   qat.qat_warmup_epochs = 2;
   EXPECT_NE(sweep_cell_schedule(qat).find(", 2 warm-up epochs,"), std::string::npos) << sweep_cell_schedule(qat);
+  qat.freeze_bn_after = 37;  // 0-based: the 38th epoch is the first with frozen statistics
+  EXPECT_NE(sweep_cell_schedule(qat).find(", 2 warm-up epochs, batch norm frozen from epoch 38, lsq init mse"),
+            std::string::npos)
+      << sweep_cell_schedule(qat);
 }
 
 TEST_F(SweepCellTest, APtqCellQuantizesConvertsAndEvaluates) {
