@@ -172,10 +172,12 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       double sum = 0.0;
       for (int64_t i = 0; i < n; ++i) sum += plane(xd, i, ch).sum();
       if (grid) {
-        float lo = plane(xd, 0, ch).minCoeff(), hi = plane(xd, 0, ch).maxCoeff();
-        for (int64_t i = 1; i < n; ++i) {
-          lo = std::min(lo, plane(xd, i, ch).minCoeff());
-          hi = std::max(hi, plane(xd, i, ch).maxCoeff());
+        // A plain loop, which the compiler vectorises: GCC 12 warns of an uninitialised variable inside its
+        // own AVX-512 headers when Eigen's minCoeff / maxCoeff are inlined here (GCC bug 105593).
+        float lo = xd[ch * s], hi = lo;
+        for (int64_t i = 0; i < n; ++i) {
+          const float* p = xd + (i * c + ch) * s;
+          for (int64_t j = 0; j < s; ++j) lo = std::min(lo, p[j]), hi = std::max(hi, p[j]);
         }
         x_lo[ch] = lo, x_hi[ch] = hi;
       }
@@ -267,7 +269,7 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
   std::optional<LsqStep> step;
   if (lsq) step = *lsq;
   record_op(y, name, {x, k, gamma, beta, lsq ? lsq->step : Tensor()},
-            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, plane, y_values, pass, step, relu, ca,
+            [x, k, gamma, beta, scale, mean, invstd, training, eps, n, c, s, m, y_values, pass, step, relu, ca,
              cb](const Tensor& gy) mutable {
     const float* xd = x.data();
     const float* gyd = gy.data();

@@ -29,26 +29,12 @@ for h in "${harnesses[@]}"; do
 done
 
 # ------------------------------------------------------------------ clang with libFuzzer and OpenMP
-# Only fuzzing needs clang: the ordinary build (build.sh, install_deps.sh) stays with gcc.
-clang_ready() {
-  command -v clang++ >/dev/null && command -v clang >/dev/null &&
-    echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' |
-      clang++ -x c++ -fsanitize=fuzzer,address,undefined -fopenmp - -o /dev/null 2>/dev/null
-}
-if ! clang_ready; then
-  packages="clang libclang-rt-dev libomp-dev"
-  if [[ "$(id -u)" == 0 ]]; then
-    echo "fuzz.sh: installing clang (libFuzzer, sanitizers, OpenMP): apt-get install $packages"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
-    clang_ready || { echo "fuzz.sh: clang still cannot link a libFuzzer harness with -fopenmp" >&2; exit 1; }
-  else
-    echo "fuzz.sh: clang with libFuzzer is missing; as root run: apt-get update && apt-get install -y $packages" >&2
-    exit 1
-  fi
-fi
+source "$root/apps/scripts/clang_env.sh"
+ensure_clang fuzz.sh -fsanitize=fuzzer,address,undefined -fopenmp || exit 1
 
 # ------------------------------------------------------------------ build
-# -O1 -g1 as in test_sanitize.sh: what the sanitizers recommend, with line tables for the stacks.
+# -O1 -g1: what the sanitizers recommend, and fast enough to fuzz (test_sanitize.sh, which only runs
+# the suites, builds at -O0), with line tables for the stacks.
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" \
   -DQATLAB_FUZZ=ON -DQATLAB_BUILD_TESTS=OFF >/dev/null

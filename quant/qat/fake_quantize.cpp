@@ -68,13 +68,13 @@ inline void ste_row(const float* __restrict x, const float* __restrict g, float*
   if (fresh) {
     for (int64_t i = 0; i < n; ++i) {
       const float r = std::nearbyint(x[i] * inv_scale);
-      gx[i] = (r >= lo) & (r <= hi) ? g[i] : 0.0f;
+      gx[i] = ((r >= lo) & (r <= hi)) ? g[i] : 0.0f;
     }
     return;
   }
   for (int64_t i = 0; i < n; ++i) {
     const float r = std::nearbyint(x[i] * inv_scale);
-    gx[i] += (r >= lo) & (r <= hi) ? g[i] : 0.0f;
+    gx[i] += ((r >= lo) & (r <= hi)) ? g[i] : 0.0f;
   }
 }
 
