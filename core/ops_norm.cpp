@@ -172,12 +172,10 @@ Tensor batch_norm_impl(const Tensor& x, const Tensor& k, const Tensor& gamma, co
       double sum = 0.0;
       for (int64_t i = 0; i < n; ++i) sum += plane(xd, i, ch).sum();
       if (grid) {
-        // A plain loop, which the compiler vectorises: GCC 12 warns of an uninitialised variable inside its
-        // own AVX-512 headers when Eigen's minCoeff / maxCoeff are inlined here (GCC bug 105593).
-        float lo = xd[ch * s], hi = lo;
-        for (int64_t i = 0; i < n; ++i) {
-          const float* p = xd + (i * c + ch) * s;
-          for (int64_t j = 0; j < s; ++j) lo = std::min(lo, p[j]), hi = std::max(hi, p[j]);
+        float lo = plane(xd, 0, ch).minCoeff(), hi = plane(xd, 0, ch).maxCoeff();
+        for (int64_t i = 1; i < n; ++i) {
+          lo = std::min(lo, plane(xd, i, ch).minCoeff());
+          hi = std::max(hi, plane(xd, i, ch).maxCoeff());
         }
         x_lo[ch] = lo, x_hi[ch] = hi;
       }
