@@ -56,6 +56,10 @@ int cmd_info(int argc, char** argv) {
   }
   std::printf("  epochs done    %lld\n", static_cast<long long>(c.epoch));
   std::printf("  optimizer      %s\n", c.optimizer_kind.c_str());
+  if (c.swa_count > 0)
+    std::printf(c.model_is_average ? "  weights        the mean of %lld epochs' weights (SWA)\n"
+                                   : "  weights        the last step's; the mean of %lld epochs' so far beside them (SWA)\n",
+                static_cast<long long>(c.swa_count));
   for (const auto& [k, v] : c.metadata) std::printf("  %-14s %s\n", k.c_str(), v.c_str());
   if (c.model_kind == "qat") std::printf("\nquantization:\n%s", checkpoint_qconfig(c).describe().c_str());
   std::printf("\nmodule tree:\n%s", model->summary(c.model_name, 1).c_str());
@@ -63,12 +67,16 @@ int cmd_info(int argc, char** argv) {
     std::printf("\nstate:\n");
     for (const auto& [name, t] : c.model_state) std::printf("  %-36s %s\n", name.c_str(), shape_str(t.shape()).c_str());
   }
-  std::printf("\nhistory:\n  %5s %10s %10s %10s %10s %10s %10s\n", "epoch", "lr", "train_loss", "train_acc",
-              "test_loss", "test_acc", "img/s");
+  // A run with weight averaging adds the average's test accuracy (swa_acc) from its first averaged epoch.
+  const bool averaged = c.swa_count > 0;
+  std::printf("\nhistory:\n  %5s %10s %10s %10s %10s %10s %10s%s\n", "epoch", "lr", "train_loss", "train_acc",
+              "test_loss", "test_acc", "img/s", averaged ? "    swa_acc" : "");
   for (const auto& row : c.history) {
     const auto get = [&](const char* k) { auto it = row.find(k); return it == row.end() ? 0.0 : it->second; };
-    std::printf("  %5.0f %10.5f %10.4f %9.2f%% %10.4f %9.2f%% %10.0f\n", get("epoch"), get("lr"), get("train_loss"),
+    std::printf("  %5.0f %10.5f %10.4f %9.2f%% %10.4f %9.2f%% %10.0f", get("epoch"), get("lr"), get("train_loss"),
                 100 * get("train_acc"), get("test_loss"), 100 * get("test_acc"), get("train_img_per_s"));
+    if (averaged && row.count("swa_test_acc")) std::printf(" %9.2f%%", 100 * get("swa_test_acc"));
+    std::printf("\n");
   }
   std::printf("\nconfig:\n");
   {

@@ -381,7 +381,7 @@ class Sweep {
     if (given.train_limit > 0) d.train_limit = given.train_limit;
     if (given.test_limit > 0) d.test_limit = given.test_limit;
     if (!d_.augment.empty()) d.augment = d_.augment;
-    if (resumed) check_resume_changes(resumed->config_ini, train_options_ini(o) + data_settings_ini(d));
+    if (resumed) check_resume_changes(resumed->config_ini, train_options_ini(o) + data_settings_ini(d), resumed->epoch);
     o.train.grad_chunks = resolve_grad_chunks(o.train.grad_chunks, o.train.batch_size);
     const DataRecord record = resumed ? data_record(*resumed) : DataRecord{};
     const DataBundle data = load_data(d, /*with_train=*/true, &record);

@@ -64,22 +64,51 @@ std::string join_args(const std::string& name, int argc, char** argv) {
 
 }  // namespace
 
-void check_resume_changes(const std::string& saved, const std::string& now) {
-  static const std::set<std::string> kMayChange = {"epochs", "threads", "progress", "stop-after", "out", "overwrite",
-                                                   "resume", "data-dir"};
+void check_resume_changes(const std::string& saved, const std::string& now, int64_t epochs_done) {
+  static const std::set<std::string> kMayChange = {"epochs", "threads",  "progress", "stop-after", "out",
+                                                   "overwrite", "resume", "data-dir", "swa-start",  "swa-lr"};
   const auto before = settings_map(saved), after = settings_map(now);
   for (const auto& [key, values] : before) {
     if (kMayChange.count(key)) continue;
     const auto it = after.find(key);
     if (it == after.end() || it->second != values)
       throw UsageError("--" + key + " cannot change when resuming (the run was made with " + key + " = " +
-                       values.front() + "); only --epochs, --threads, --progress, --stop-after, --out and --data-dir can");
+                       values.front() + "); only --epochs, --threads, --progress, --stop-after, --out and --data-dir can, "
+                       "and --swa-start and --swa-lr before any epoch is averaged");
   }
+  // Weight averaging may be added, moved or dropped only where the run so far stays what it was: no epoch
+  // averaged yet, and the schedule over the epochs done unchanged (it spans --swa-start epochs, or all of
+  // them without averaging). Files written before averaging existed lack its keys: 0, off.
+  const auto value = [](const std::map<std::string, std::vector<std::string>>& m, const std::string& key,
+                        const std::string& otherwise) {
+    const auto it = m.find(key);
+    return it == m.end() ? otherwise : it->second.front();
+  };
+  const std::string start_before = value(before, "swa-start", "0"), start_now = value(after, "swa-start", "0");
+  if (start_before == start_now && value(before, "swa-lr", "0") == value(after, "swa-lr", "0")) return;
+  const auto number = [](const std::string& text) {
+    try {
+      return std::stoll(text);
+    } catch (const std::exception&) {
+      throw UsageError("stored setting '" + text + "' is not a whole number");
+    }
+  };
+  const int64_t swa_before = number(start_before), swa_now = number(start_now);
+  const int64_t span_before = swa_before > 0 ? swa_before : number(value(before, "epochs", "0"));
+  const int64_t span_now = swa_now > 0 ? swa_now : number(value(after, "epochs", "0"));
+  if ((swa_before > 0 && epochs_done > swa_before) || (swa_now > 0 && epochs_done > swa_now))
+    throw UsageError("--swa-start and --swa-lr cannot change when resuming after epoch " + std::to_string(epochs_done) +
+                     ": the run has averaged weights, or would have by then");
+  if (span_before != span_now)
+    throw UsageError("--swa-start " + std::to_string(swa_now) + " would change the schedule of the epochs done (it spans " +
+                     std::to_string(span_before) + " epochs in this run): pass --swa-start " +
+                     std::to_string(span_before) + " (and --epochs beyond it)");
 }
 
 void read_stored_train_options(const Checkpoint& ckpt, TrainOptions& o, DataSettings& d) {
   po::options_description desc;
   add_train_options(desc, o);
+  if (ckpt.model_kind == "float") add_swa_options(desc, o);
   add_data_options(desc, d);
   po::variables_map vm;
   try {
@@ -97,6 +126,7 @@ TrainCommand::TrainCommand(const std::string& name, const std::string& kind)
 
 bool TrainCommand::parse(int argc, char** argv) {
   add_train_options(desc_, o_);
+  if (kind_ == "float") add_swa_options(desc_, o_);
   add_data_options(desc_, d_);
   std::string fallback = defaults_ini_;
   resume_path_ = prescan_option(argc, argv, "resume");
@@ -114,7 +144,7 @@ bool TrainCommand::parse(int argc, char** argv) {
   if (!parse_command(name_, "[options]", desc_, {}, argc, argv, vm_, fallback, resume_path_)) return false;
   require(resume_path_.empty() == o_.resume.empty(),
           "--resume must be given on the command line (a config file cannot name the run to resume)");
-  if (resuming()) check_resume_changes(resumed_.config_ini, settings_ini(vm_, desc_));
+  if (resuming()) check_resume_changes(resumed_.config_ini, settings_ini(vm_, desc_), resumed_.epoch);
   validate_train_options(o_, /*check_model=*/!resuming() && !(base_model_ && o_.model == base_model_->name));
   o_.train.grad_chunks = resolve_grad_chunks(o_.train.grad_chunks, o_.train.batch_size);
   apply_threads(o_.threads);

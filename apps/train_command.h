@@ -22,9 +22,11 @@ namespace qatlab {
 // "<file>: stored setting ...".
 void read_stored_train_options(const Checkpoint& ckpt, TrainOptions& o, DataSettings& d);
 
-// UsageError unless the settings `now` (INI lines) continue the run made with `saved`: only --epochs,
-// --threads, --progress, --stop-after, --out, --overwrite, --resume and --data-dir may differ.
-void check_resume_changes(const std::string& saved, const std::string& now);
+// UsageError unless the settings `now` (INI lines) continue the run made with `saved`, which has done
+// `epochs_done` epochs: only --epochs, --threads, --progress, --stop-after, --out, --overwrite, --resume and
+// --data-dir may differ, and --swa-start and --swa-lr while no epoch is averaged and the schedule of the
+// epochs done stays the same.
+void check_resume_changes(const std::string& saved, const std::string& now, int64_t epochs_done);
 
 class TrainCommand {
  public:

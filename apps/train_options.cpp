@@ -57,6 +57,15 @@ void add_train_options(po::options_description& desc, TrainOptions& o) {
       ("progress", po::value(&o.progress)->default_value(o.progress), "auto | bar | plain | none");
 }
 
+void add_swa_options(po::options_description& desc, TrainOptions& o) {
+  TrainSettings& s = o.train;
+  desc.add_options()
+      ("swa-start", po::value(&s.swa_start)->default_value(s.swa_start),
+       "weight averaging (SWA): the schedule ends after this many epochs, the rest train at --swa-lr and the "
+       "weights at the end of each are averaged into the model (0 = off)")
+      ("swa-lr", po::value(&s.swa_lr)->default_value(s.swa_lr), "--swa-start: the constant learning rate after it");
+}
+
 std::string train_options_ini(const TrainOptions& o) {
   const TrainSettings& s = o.train;
   SettingsIni ini;
@@ -130,6 +139,14 @@ void validate_train_options(const TrainOptions& o, bool check_model) {
   require(s.schedule != "cosine" || s.warmup_epochs < s.epochs,
           "--warmup-epochs (" + std::to_string(s.warmup_epochs) + ") must be below --epochs (" + std::to_string(s.epochs) +
               ") with the cosine schedule: it anneals over the epochs after the warm-up");
+  require(s.swa_start >= 0 && s.swa_start < s.epochs,
+          "--swa-start must be in 0..epochs - 1 (" + std::to_string(s.epochs - 1) + "), got " + std::to_string(s.swa_start));
+  require(s.swa_start == 0 || (s.swa_lr > 0 && std::isfinite(s.swa_lr)),
+          "--swa-start needs --swa-lr > 0 (the learning rate of the averaged epochs), got " + num_str(s.swa_lr));
+  require(s.swa_start > 0 || s.swa_lr == 0, "--swa-lr needs --swa-start (the epoch after which weights are averaged)");
+  require(s.swa_start == 0 || s.warmup_epochs < s.swa_start,
+          "--warmup-epochs (" + std::to_string(s.warmup_epochs) + ") must end before --swa-start (" +
+              std::to_string(s.swa_start) + ")");
   require(s.optimizer == "sgd" || s.optimizer == "adam" || s.optimizer == "adamw",
           "--optimizer must be sgd, adam or adamw, got '" + s.optimizer + "'");
   require(o.progress == "auto" || o.progress == "bar" || o.progress == "plain" || o.progress == "none",

@@ -39,7 +39,8 @@ class BatchNorm : public Module {
   }
 
   const int64_t channels;
-  const float eps, momentum;
+  const float eps;
+  float momentum;  // of the running statistics; recompute_bn_statistics (nn/train/swa.h) varies it per batch
   Tensor gamma, beta, running_mean, running_var;
 };
 

@@ -72,6 +72,11 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
     f.write_ints<int64_t>("training/rng_state", {4}, rng);
     f.set_attr("training", "epoch", c.epoch);
     f.set_attr("training", "dataset", c.dataset);
+    if (c.swa_count > 0) {
+      for (const auto& [name, t] : c.swa_mean) f.write_tensor("training/swa/" + name, t);
+      f.set_attr("training/swa", "count", c.swa_count);
+      f.set_attr("training/swa", "model_is_average", static_cast<int64_t>(c.model_is_average));
+    }
     if (!c.data_mean.empty()) {
       f.set_attr_floats("training", "data_mean", {static_cast<int64_t>(c.data_mean.size())}, c.data_mean);
       f.set_attr_floats("training", "data_std", {static_cast<int64_t>(c.data_std.size())}, c.data_std);
@@ -139,6 +144,14 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (c.epoch < 0 || c.epoch > kMaxCheckpointEpochs)
     fail("stored epoch = " + std::to_string(c.epoch) + ", expected 0.." + std::to_string(kMaxCheckpointEpochs));
   c.dataset = printable(f.get_attr_string("training", "dataset"), 4096);
+  if (f.exists("training/swa")) {
+    c.swa_count = f.get_attr_int("training/swa", "count");
+    if (c.swa_count < 1 || c.swa_count > c.epoch)
+      fail("training/swa: count = " + std::to_string(c.swa_count) + ", expected 1.." + std::to_string(c.epoch) +
+           " (the epochs done)");
+    c.model_is_average = f.get_attr_int("training/swa", "model_is_average") != 0;
+    read_tensors(f, "training/swa", "", c.swa_mean);
+  }
   if (f.has_attr("training", "data_mean") || f.has_attr("training", "data_std")) {
     c.data_mean = f.get_attr_floats("training", "data_mean");
     c.data_std = f.get_attr_floats("training", "data_std");

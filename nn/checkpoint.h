@@ -18,6 +18,10 @@
 //                             written before they were recorded
 //   /training/rng_state       int64[4]: the trainer's generator (xoshiro256** words, bit-cast)
 //   /training/history/<col>   float64[epochs]: one column per metric (epoch, train_loss, test_acc, ...)
+//   /training/swa/<name>      float32: a run with weight averaging (nn/train/swa.h): the mean of each
+//                             parameter over the averaged epochs; attrs: count (those epochs),
+//                             model_is_average (1: /model/state holds that mean, with batch-norm
+//                             statistics recomputed for it: the run has ended; 0: the last step's weights)
 //   /config                   string: the full resolved configuration as INI "key = value" lines
 //   /metadata                 attrs: free-form strings (command line, host threads, ...)
 // Every string is fixed-length UTF-8 (h5io.h); a file with variable-length strings, as every checkpoint
@@ -59,6 +63,9 @@ struct Checkpoint {
   std::vector<float> data_mean, data_std;  // (C); empty when the file does not record them
   std::vector<std::string> class_names;    // (num_classes); likewise
   Rng::State rng_state{};
+  NamedTensors swa_mean;          // weight averaging: each parameter's mean over swa_count epochs
+  int64_t swa_count = 0;          // 0: no averaging (swa_mean empty)
+  bool model_is_average = false;  // model_state holds swa_mean (with recomputed batch-norm statistics)
   std::vector<MetricsRow> history;
   std::string config_ini;
   std::map<std::string, std::string> metadata;

@@ -7,6 +7,9 @@
 #   recipe.sh ens [save]  float_recipe_ens.ini -> runs/recipe_ens, recipe_ens.log, resume/recipe_ens.h5
 #                         (distilled from the ensemble of resume/recipe.h5 and resume/recipe_kd.h5; starts
 #                         only once the kd run has finished)
+#   recipe.sh kd-swa [save] float_recipe_kd_swa.ini -> runs/recipe_kd_swa, recipe_kd_swa.log,
+#                         resume/recipe_kd_swa.h5 (the kd run's 200 epochs and 30 more averaged: it goes on
+#                         from resume/recipe_kd.h5, once the kd run has finished)
 # Starts the run, or resumes it from its last epoch's checkpoint when one exists (the result equals an
 # uninterrupted run's; README "Resuming"). The run lives in runs/NAME (not committed; its metrics.csv has
 # every epoch); the log grows in NAME.log line by line, and the metrics and the learning curve are copied
@@ -24,9 +27,10 @@ name=recipe config=float_recipe.ini
 case "${1:-}" in
   kd) name=recipe_kd config=float_recipe_kd.ini; shift ;;
   ens) name=recipe_ens config=float_recipe_ens.ini; shift ;;
+  kd-swa) name=recipe_kd_swa config=float_recipe_kd_swa.ini; shift ;;
 esac
 if [ -n "${1:-}" ] && [ "$1" != save ] || [ $# -gt 1 ]; then
-  echo "recipe.sh: usage: recipe.sh [kd|ens] [save]; got '$*'" >&2
+  echo "recipe.sh: usage: recipe.sh [kd|ens|kd-swa] [save]; got '$*'" >&2
   exit 2
 fi
 run="$here/runs/$name"
@@ -49,8 +53,8 @@ main() {
     mkdir -p "$run"
     cp "$kept" "$run/checkpoint.h5"
   fi
-  if [ "$name" = recipe_ens ] && [ ! -f "$run/checkpoint.h5" ]; then
-    # A teacher still training would teach from its unfinished weights.
+  if { [ "$name" = recipe_ens ] || [ "$name" = recipe_kd_swa ]; } && [ ! -f "$run/checkpoint.h5" ]; then
+    # A teacher still training would teach from its unfinished weights; averaging would begin mid-schedule.
     local done
     done=$("$Q" info "$here/resume/recipe_kd.h5" | sed -n 's/^  epochs done *//p')
     if [ "$done" != 200 ]; then
@@ -60,6 +64,9 @@ main() {
   fi
   if [ -f "$run/checkpoint.h5" ]; then
     args=(train --resume "$run/checkpoint.h5" --progress plain)
+  elif [ "$name" = recipe_kd_swa ]; then
+    # v3's 200 epochs are this run's first 200 (its schedule spans them): go on from there, in a run of its own.
+    args=(train --resume "$here/resume/recipe_kd.h5" --config "$here/$config" --out "$run")
   else
     mkdir -p "$here/runs"
     args=(train --config "$here/$config" --out "$run")

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -22,6 +23,7 @@
 #include "nn/train/chunked_step.h"
 #include "nn/train/distill.h"
 #include "nn/train/evaluate.h"
+#include "nn/train/swa.h"
 #include "nn/train/teacher.h"
 
 namespace qatlab {
@@ -35,6 +37,21 @@ LrSchedule make_lr_schedule(const TrainSettings& s) {
   schedule.warmup_epochs = s.warmup_epochs;
   validate_schedule(schedule);
   return schedule;
+}
+
+void check_averaging_resumable(const Checkpoint& ckpt, const TrainSettings& s) {
+  const int64_t averaged = s.swa_start > 0 ? std::max<int64_t>(0, ckpt.epoch - s.swa_start) : 0;
+  if (ckpt.swa_count != averaged)
+    throw std::invalid_argument(ckpt.source + " has averaged the weights of " + std::to_string(ckpt.swa_count) +
+                                " epochs; these settings would have averaged " + std::to_string(averaged) + " by epoch " +
+                                std::to_string(ckpt.epoch) + " (weight averaging cannot change once it has begun)");
+  if (ckpt.model_is_average && ckpt.epoch < s.epochs)
+    throw std::invalid_argument(ckpt.source + " ended its run with its weights averaged (SWA): it cannot train on");
+}
+
+float lr_for_step(const LrSchedule& schedule, const TrainSettings& s, int64_t epoch, int64_t iteration, int64_t iters) {
+  if (s.swa_start > 0) return epoch >= s.swa_start ? s.swa_lr : lr_at(schedule, iteration, iters, s.swa_start);
+  return lr_at(schedule, iteration, iters, s.epochs);
 }
 
 std::vector<ParamRef> param_refs(const Module& model, bool decay_all) {
@@ -52,7 +69,9 @@ std::string curve_svg(const std::vector<MetricsRow>& history, const std::string&
   chart.title = title;
   chart.x_label = "epoch";
   chart.y_label = "accuracy (%)";
-  for (const auto& [column, label] : {std::pair{"train_acc", "train (running mean over the epoch)"}, {"test_acc", "test"}}) {
+  for (const auto& [column, label] : {std::pair{"train_acc", "train (running mean over the epoch)"},
+                                      {"test_acc", "test"},
+                                      {"swa_test_acc", "test, weights averaged (SWA)"}}) {
     PlotSeries line;
     line.label = label;
     for (const MetricsRow& row : history) {
@@ -69,14 +88,18 @@ std::string curve_svg(const std::vector<MetricsRow>& history, const std::string&
 namespace {
 
 std::string metrics_csv(const std::vector<MetricsRow>& history) {
-  static const char* kColumns[] = {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "train_img_per_s", "epoch_seconds"};
+  std::vector<std::string> columns = {"epoch",     "lr",       "train_loss",      "train_acc",
+                                      "test_loss", "test_acc", "train_img_per_s", "epoch_seconds"};
+  // A run with weight averaging adds its columns (empty in the epochs before it began).
+  if (std::any_of(history.begin(), history.end(), [](const MetricsRow& r) { return r.count("swa_test_acc") > 0; }))
+    columns.insert(columns.end(), {"swa_test_loss", "swa_test_acc"});
   std::ostringstream os;
-  for (size_t i = 0; i < std::size(kColumns); ++i) os << (i ? "," : "") << kColumns[i];
+  for (size_t i = 0; i < columns.size(); ++i) os << (i ? "," : "") << columns[i];
   os << "\n";
   os.precision(6);
   for (const auto& row : history) {
-    for (size_t i = 0; i < std::size(kColumns); ++i) {
-      auto it = row.find(kColumns[i]);
+    for (size_t i = 0; i < columns.size(); ++i) {
+      auto it = row.find(columns[i]);
       os << (i ? "," : "");
       if (it != row.end()) os << it->second;
     }
@@ -91,14 +114,17 @@ std::string summary_json(const TrainJob& job, const TrainSettings& s, const std:
   os.precision(8);
   const MetricsRow last = history.empty() ? MetricsRow{} : history.back();
   auto get = [&](const char* k) { auto it = last.find(k); return it == last.end() ? 0.0 : it->second; };
+  // The figures of the model the run leaves: at the end of a run with weight averaging, the average.
+  const bool averaged = finished && last.count("swa_test_acc") > 0;
   os << "{\n";
   os << "  \"model\": \"" << json_escape(job.model_label) << "\",\n";
   os << "  \"dataset\": \"" << json_escape(job.data->test.name) << "\",\n";
   os << "  \"epochs_completed\": " << history.size() << ",\n";
   os << "  \"epochs\": " << s.epochs << ",\n";
   os << "  \"finished\": " << (finished ? "true" : "false") << ",\n";
-  os << "  \"test_accuracy\": " << get("test_acc") << ",\n";
-  os << "  \"test_loss\": " << get("test_loss") << ",\n";
+  os << "  \"test_accuracy\": " << get(averaged ? "swa_test_acc" : "test_acc") << ",\n";
+  os << "  \"test_loss\": " << get(averaged ? "swa_test_loss" : "test_loss") << ",\n";
+  if (s.swa_start > 0) os << "  \"swa_start\": " << s.swa_start << ",\n";
   os << "  \"train_img_per_s\": " << get("train_img_per_s") << ",\n";
   os << "  \"parameters\": " << job.model->parameter_count() << ",\n";
   os << "  \"threads\": " << omp_get_max_threads() << ",\n";
@@ -161,6 +187,17 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     outcome.history = job.resume_from.history;
     rng.set_state(job.resume_from.rng_state);
   }
+  // Weight averaging: the mean so far (a resumed run's), checked against the settings.
+  const bool swa = s.swa_start > 0;
+  if (swa && !(s.swa_start < s.epochs && s.swa_lr > 0))
+    throw std::invalid_argument("weight averaging needs 0 < swa_start < epochs (" + std::to_string(s.epochs) +
+                                ") and swa_lr > 0, got swa_start " + std::to_string(s.swa_start) + ", swa_lr " +
+                                num_str(s.swa_lr));
+  std::unique_ptr<WeightAverage> average = swa ? std::make_unique<WeightAverage>(model) : nullptr;
+  if (job.resuming) {
+    check_averaging_resumable(job.resume_from, s);
+    if (job.resume_from.swa_count > 0) average->load(job.resume_from.swa_mean, job.resume_from.swa_count);
+  }
   const bool write_files = writer && !job.out_dir.empty();
   if (write_files) fs::create_directories(job.out_dir);
   const std::string ckpt_path = (fs::path(job.out_dir) / "checkpoint.h5").string();
@@ -207,7 +244,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     const auto t0 = std::chrono::steady_clock::now();
     Batch batch;
     while (train_loader.next(batch)) {
-      const float lr = lr_at(job.schedule, epoch * iters + batch.index, iters, s.epochs);
+      const float lr = lr_for_step(job.schedule, s, epoch, epoch * iters + batch.index, iters);
       opt.set_lr(lr);
       const std::string where = " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch.index + 1) +
                                 ": lower --lr (now " + num_str(lr) + ") or check the data";
@@ -278,9 +315,29 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     if (monitor) monitor->end_epoch();
     ++run_this_invocation;
     outcome.epochs_done = epoch + 1;
+    const bool last_epoch = epoch + 1 == s.epochs;
+    const EvalResult test = writer ? evaluate(model, test_loader) : EvalResult{};
+    // Weight averaging: this epoch's weights join the mean; process 0 evaluates the mean (batch norm
+    // recomputed for it), and at the end every process keeps it as the model.
+    EvalResult averaged;
+    double swa_seconds = 0.0;
+    if (swa && epoch >= s.swa_start) {
+      average->add(model);
+      if (writer || last_epoch) {
+        const auto t_swa = std::chrono::steady_clock::now();
+        std::map<std::string, Tensor> trained;
+        if (!last_epoch)
+          for (const auto& [name, t] : model.state_dict()) trained[name] = t.clone();
+        average->copy_to(model);
+        DataLoader bn_loader(data.train, loader_options(data, s.batch_size, s.seed, true));
+        recompute_bn_statistics(model, bn_loader, epoch);
+        if (writer) averaged = evaluate(model, test_loader);
+        if (!last_epoch) model.load_state_dict(trained);
+        swa_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_swa).count();
+      }
+    }
     // The other processes have nothing to write: they go on to the next epoch (and wait there for 0).
     if (!writer) continue;
-    const EvalResult test = evaluate(model, test_loader);
 
     MetricsRow row{{"epoch", static_cast<double>(epoch + 1)},
                    {"lr", opt.lr()},
@@ -289,15 +346,23 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
                    {"test_loss", test.loss},
                    {"test_acc", test.accuracy},
                    {"train_img_per_s", seen / std::max(train_secs, 1e-9)},
-                   {"epoch_seconds", train_secs + test.seconds}};
+                   {"epoch_seconds", train_secs + test.seconds + swa_seconds}};
+    if (averaged.count > 0) {
+      row["swa_test_loss"] = averaged.loss;
+      row["swa_test_acc"] = averaged.accuracy;
+    }
     outcome.history.push_back(row);
     if (monitor) monitor->epoch_done(epoch + 1, s.epochs, row);
 
     if (job.log) {
-      std::fprintf(job.log, "epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %s\n",
+      char swa_text[64] = "";
+      if (averaged.count > 0)
+        std::snprintf(swa_text, sizeof swa_text, "  averaged over %lld: acc %.2f%%", static_cast<long long>(average->count()),
+                      100 * averaged.accuracy);
+      std::fprintf(job.log, "epoch %lld/%lld  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%%s  %.0f img/s  %s\n",
                    static_cast<long long>(epoch + 1), static_cast<long long>(s.epochs), row["train_loss"],
-                   100 * row["train_acc"], test.loss, 100 * test.accuracy, row["train_img_per_s"],
-                   format_duration(train_secs + test.seconds).c_str());
+                   100 * row["train_acc"], test.loss, 100 * test.accuracy, swa_text, row["train_img_per_s"],
+                   format_duration(row["epoch_seconds"]).c_str());
       std::fflush(job.log);
     }
     if (!write_files) continue;
@@ -314,6 +379,11 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     ckpt.data_std = data.std;
     ckpt.class_names = data.class_names;
     ckpt.rng_state = rng.state();
+    if (average && average->count() > 0) {
+      ckpt.swa_mean = average->mean();
+      ckpt.swa_count = average->count();
+      ckpt.model_is_average = last_epoch;
+    }
     ckpt.history = outcome.history;
     ckpt.config_ini = job.config_ini;
     ckpt.metadata["command"] = job.command_line;

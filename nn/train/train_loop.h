@@ -45,7 +45,21 @@ struct TrainSettings {
   // (chunked_step.h), so that N processes give the weights of 1. 0 (or 1): whole batches, one process.
   int64_t grad_chunks = 0;
   int64_t stop_after = 0;          // > 0: stop after this many epochs of this call (resume later)
+  // Weight averaging (SWA, swa.h), 0 = off: the schedule runs over the first swa_start epochs; the
+  // epochs after them train at the constant rate swa_lr, and the weights at the end of each are averaged.
+  // Each of them also evaluates the average (its batch-norm statistics recomputed over a pass of the
+  // training images: the "swa_test_*" columns), and the last epoch's checkpoint holds it as the model.
+  int64_t swa_start = 0;           // in 1..epochs - 1 when on
+  float swa_lr = 0.0f;             // > 0 when on
 };
+
+// Throws std::invalid_argument unless the run saved in `ckpt` can go on with the weight averaging of `s`:
+// as many epochs averaged as the settings would have by then, and not a run that has ended on the average.
+void check_averaging_resumable(const Checkpoint& ckpt, const TrainSettings& s);
+
+// The learning rate for step `iteration` (0-based, over the whole run) of epoch `epoch` with `iters` steps
+// an epoch: the schedule's over its epochs (all of them, or the first swa_start), then swa_lr.
+float lr_for_step(const LrSchedule& schedule, const TrainSettings& s, int64_t epoch, int64_t iteration, int64_t iters);
 
 // The learning-rate schedule the settings name. std::invalid_argument for a bad one.
 LrSchedule make_lr_schedule(const TrainSettings& s);

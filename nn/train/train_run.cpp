@@ -23,6 +23,7 @@ void check_resumable(const Checkpoint& ckpt, const ModelDescription& description
     throw std::invalid_argument(ckpt.source + " holds another network than " + description.source + " describes");
   if (ckpt.optimizer_kind != settings.optimizer)
     throw std::invalid_argument(ckpt.source + " was trained with " + ckpt.optimizer_kind + ", not " + settings.optimizer);
+  check_averaging_resumable(ckpt, settings);
 }
 
 namespace {
@@ -43,6 +44,9 @@ void report_start(std::FILE* log, const TrainRun& run, const TrainJob& job) {
   if (world_size() > 1 || s.grad_chunks > 1)
     std::fprintf(log, "%d processes x %d threads, each batch in %lld chunks (gradients summed in chunk order)\n",
                  world_size(), omp_get_max_threads(), static_cast<long long>(s.grad_chunks));
+  if (s.swa_start > 0)
+    std::fprintf(log, "weight averaging (SWA): epochs %lld-%lld at lr %g, their weights averaged into the model\n",
+                 static_cast<long long>(s.swa_start + 1), static_cast<long long>(s.epochs), s.swa_lr);
   if (job.resuming)
     std::fprintf(log, "resuming after epoch %lld from %s\n", static_cast<long long>(job.resume_from.epoch),
                  job.resume_from.source.c_str());
@@ -60,8 +64,14 @@ void report_results(std::FILE* log, const TrainJob& job, const TrainSettings& s,
                static_cast<long long>(job.data->train.n), static_cast<long long>(job.data->test.n));
   std::fprintf(log, "  %-14s %lld of %lld (this run: %s)\n", "epochs", static_cast<long long>(outcome.history.size()),
                static_cast<long long>(s.epochs), format_duration(seconds).c_str());
-  std::fprintf(log, "  %-14s %.2f %%\n", "test accuracy", 100.0 * get("test_acc"));
-  std::fprintf(log, "  %-14s %.4f\n", "test loss", get("test_loss"));
+  // A finished run with weight averaging leaves the average: its figures.
+  const bool averaged = !outcome.stopped_early && static_cast<int64_t>(outcome.history.size()) == s.epochs &&
+                        last.count("swa_test_acc") > 0;
+  std::fprintf(log, "  %-14s %.2f %%%s\n", "test accuracy", 100.0 * get(averaged ? "swa_test_acc" : "test_acc"),
+               averaged ? (" (weights averaged over epochs " + std::to_string(s.swa_start + 1) + "-" +
+                           std::to_string(s.epochs) + ")").c_str()
+                        : "");
+  std::fprintf(log, "  %-14s %.4f\n", "test loss", get(averaged ? "swa_test_loss" : "test_loss"));
   std::fprintf(log, "  %-14s %.0f img/s (batch %lld, %d threads, last epoch)\n", "throughput", get("train_img_per_s"),
                static_cast<long long>(s.batch_size), omp_get_max_threads());
   if (job.out_dir.empty()) return;

@@ -36,7 +36,8 @@ struct TrainRun {
 };
 
 // Throws std::invalid_argument unless the run saved in `ckpt` can go on as a run of `description` with
-// `settings`: the same network (name and, when stored, description) and the same optimizer.
+// `settings`: the same network (name and, when stored, description), the same optimizer, and weight
+// averaging that can go on (check_averaging_resumable).
 void check_resumable(const Checkpoint& ckpt, const ModelDescription& description, const TrainSettings& settings);
 
 // Trains run.model: optimizer and schedule from the settings (std::invalid_argument for bad ones, and for

@@ -301,6 +301,76 @@ TEST_F(CliTest, TheResNet20RecipeResumedEqualsTheUninterruptedRun) {
     EXPECT_NE(b.config_ini.find(setting), std::string::npos) << setting << " not in\n" << b.config_ini;
 }
 
+// Weight averaging (--swa-start, --swa-lr) over the last epochs of a run: resumed in the middle of it,
+// the run ends on the uninterrupted run's averaged model; a finished run without it can take it on,
+// ending where a run with it from the start ends, when the schedule so far stays as it was; and it
+// cannot change once an epoch has been averaged, nor a run that ended on its average train on.
+TEST_F(CliTest, WeightAveragingResumesAndExtendsAsAnUninterruptedRun) {
+  const Args lenet = {"--model", "lenet5", "--batch-size", "32", "--train-limit", "512", "--test-limit", "64", "--seed", "7"};
+  const Args averaging = {"--swa-start", "2", "--swa-lr", "0.01"};
+  const auto resume = [](const std::string& run, const Args& extra) {
+    return concat({"train", "--resume", run + "/checkpoint.h5", "--threads", "2", "--progress", "none"}, extra);
+  };
+  const std::string straight = work("swa-straight"), stopped = work("swa-stopped"), extended = work("swa-extended");
+  const RunResult whole = qatlab(train_args(straight, concat(concat(lenet, {"--epochs", "4"}), averaging)), "straight");
+  ASSERT_TRUE(Succeeded(whole));
+  EXPECT_NE(whole.out.find("weights averaged over epochs 3-4"), std::string::npos) << whole.out;
+  ASSERT_TRUE(Succeeded(
+      qatlab(train_args(stopped, concat(concat(lenet, {"--epochs", "4", "--stop-after", "3"}), averaging)), "stopped")));
+  ASSERT_TRUE(Succeeded(qatlab(resume(stopped, {}), "stopped-resumed")));
+  ASSERT_TRUE(Succeeded(qatlab(train_args(extended, concat(lenet, {"--epochs", "2"})), "plain")));
+  ASSERT_TRUE(Succeeded(qatlab(resume(extended, concat({"--epochs", "4"}, averaging)), "extended")));
+
+  const Checkpoint a = load_checkpoint(straight + "/checkpoint.h5");
+  EXPECT_TRUE(a.model_is_average);
+  EXPECT_EQ(a.swa_count, 2);
+  for (const std::string& other : {stopped, extended}) {
+    SCOPED_TRACE(other);
+    const Checkpoint b = load_checkpoint(other + "/checkpoint.h5");
+    ExpectSameTraining(a, b);
+    EXPECT_TRUE(b.model_is_average);
+    for (size_t e = 2; e < 4; ++e) EXPECT_EQ(a.history[e].at("swa_test_acc"), b.history[e].at("swa_test_acc"));
+  }
+  const Csv metrics = read_csv(straight + "/metrics.csv");
+  ASSERT_EQ(metrics.rows.size(), 4u);
+  EXPECT_EQ(metrics.header.back(), "swa_test_acc");
+  EXPECT_NE(read_text(straight + "/summary.json").find("\"swa_start\": 2"), std::string::npos);
+  const RunResult info = qatlab({"info", straight + "/checkpoint.h5"}, "info");
+  ASSERT_TRUE(Succeeded(info));
+  EXPECT_NE(info.out.find("the mean of 2 epochs' weights (SWA)"), std::string::npos) << info.out;
+
+  // After epoch 3 of the stopped run one epoch is averaged: its averaging is fixed.
+  const std::string midway = work("swa-midway");
+  ASSERT_TRUE(Succeeded(
+      qatlab(train_args(midway, concat(concat(lenet, {"--epochs", "4", "--stop-after", "3"}), averaging)), "midway")));
+  EXPECT_TRUE(FailedWith(qatlab(resume(midway, {"--swa-start", "1"}), "moved"), kUsageError, "train",
+                         {"--swa-start", "after epoch 3"}));
+  EXPECT_TRUE(FailedWith(qatlab(resume(midway, {"--swa-lr", "0.02"}), "faster"), kUsageError, "train", {"--swa-lr"}));
+  // A finished run takes averaging on only where its schedule ended.
+  const std::string plain = work("swa-plain");
+  ASSERT_TRUE(Succeeded(qatlab(train_args(plain, concat(lenet, {"--epochs", "2"})), "plain-2")));
+  EXPECT_TRUE(FailedWith(qatlab(resume(plain, {"--epochs", "6", "--swa-start", "3", "--swa-lr", "0.01"}), "span"),
+                         kUsageError, "train", {"change the schedule", "--swa-start 2"}));
+  // A run that ended on its average cannot train on.
+  EXPECT_TRUE(FailedWith(qatlab(resume(straight, {"--epochs", "5"}), "on"), kUsageError, "train",
+                         {"averaged", "cannot train on"}));
+}
+
+TEST_F(CliTest, WeightAveragingOptionsAreChecked) {
+  const std::string out = work("swa-bad");
+  const Args lenet = {"--model", "lenet5", "--epochs", "3", "--train-limit", "64", "--test-limit", "32"};
+  EXPECT_TRUE(FailedWith(qatlab(train_args(out, concat(lenet, {"--swa-lr", "0.01"})), "lr"), kUsageError, "train",
+                         {"--swa-lr needs --swa-start"}));
+  EXPECT_TRUE(FailedWith(qatlab(train_args(out, concat(lenet, {"--swa-start", "2"})), "no-lr"), kUsageError, "train",
+                         {"--swa-start needs --swa-lr"}));
+  EXPECT_TRUE(FailedWith(qatlab(train_args(out, concat(lenet, {"--swa-start", "3", "--swa-lr", "0.01"})), "late"),
+                         kUsageError, "train", {"--swa-start must be in 0..epochs - 1"}));
+  EXPECT_TRUE(FailedWith(
+      qatlab(train_args(out, concat(lenet, {"--swa-start", "1", "--swa-lr", "0.01", "--warmup-epochs", "1"})), "warm"),
+      kUsageError, "train", {"--warmup-epochs", "before --swa-start"}));
+  EXPECT_FALSE(fs::exists(out + "/checkpoint.h5"));
+}
+
 TEST_F(CliTest, ResumeOfMissingCheckpointFails) {
   const RunResult r = qatlab({"train", "--resume", work("nothing.h5"), "--threads", "2", "--progress", "none"});
   EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "train", {work("nothing.h5"), "no such file"}));
