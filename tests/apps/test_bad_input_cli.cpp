@@ -108,6 +108,38 @@ TEST_F(BadInputCli, OutOfRangeModelShapesInACheckpointNameTheFileAndTheValue) {
   }
 }
 
+// Averaged weights (--swa-start) that do not fit the file: a count past its epochs, or a mean lacking a
+// parameter when the run goes on.
+TEST_F(BadInputCli, DamagedAveragedWeightsNameTheFile) {
+  const Checkpoint good = load_checkpoint(float_ckpt_);
+  ASSERT_EQ(good.epoch, 1);
+  Checkpoint hostile = good;
+  hostile.swa_mean = good.model_state;
+  hostile.swa_count = 5;
+  const std::string counted = work("counted.h5");
+  save_checkpoint(counted, hostile);
+  EXPECT_TRUE(FailedWith(qatlab({"info", counted}, "info"), kRuntimeFailure, "info",
+                         {counted, "training/swa: count = 5, expected 1..1"}));
+
+  // Two epochs done, the second averaged (its settings say so), and one parameter's mean missing.
+  hostile.epoch = 2;
+  hostile.swa_count = 1;
+  hostile.swa_mean.pop_back();
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{"\nepochs = 1\n", "\nepochs = 3\n"},
+                                 {"\nswa-start = 0\n", "\nswa-start = 1\n"},
+                                 {"\nswa-lr = 0\n", "\nswa-lr = 0.5\n"}}) {  // 0.5: stored as written
+    const size_t at = hostile.config_ini.find(from);
+    ASSERT_NE(at, std::string::npos) << from << " not in\n" << hostile.config_ini;
+    hostile.config_ini.replace(at, from.size(), to);
+  }
+  const std::string partial = work("partial.h5");
+  save_checkpoint(partial, hostile);
+  const RunResult r = qatlab({"train", "--resume", partial, "--data-dir", data_dir_, "--threads", "2", "--progress", "none",
+                              "--out", work("partial-run")}, "resume");
+  EXPECT_TRUE(FailedWith(r, kRuntimeFailure, "train", {"the averaged weights"}));
+  EXPECT_FALSE(fs::exists(work("partial-run") + "/checkpoint.h5"));
+}
+
 TEST_F(BadInputCli, BadStoredSettingsBlameTheFileNotAnOption) {
   Checkpoint c = load_checkpoint(qat_ckpt_);
   const std::string config = c.config_ini;
