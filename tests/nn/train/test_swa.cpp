@@ -6,8 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -19,12 +17,12 @@
 #include "nn/batchnorm.h"
 #include "nn/train/evaluate.h"
 #include "nn/train/quadrant_data.h"
+#include "nn/train/temp_dir.h"
 #include "nn/train/train_run.h"
 
 namespace qatlab {
 namespace {
 
-namespace fs = std::filesystem;
 
 // The quadrant task's network with a batch norm, whose statistics averaging must recompute.
 constexpr const char* kNetworkWithBatchNorm = R"(qatlab-model: 1
@@ -141,23 +139,6 @@ TEST(RecomputeBnStatistics, GivesEachBatchNormTheMeanOfItsBatchesStatistics) {
   }
 }
 
-// A directory of its own under the temporary directory, removed with everything in it.
-class TempDir {
- public:
-  explicit TempDir(const std::string& stem)
-      : path_(fs::temp_directory_path() / ("qatlab_test_" + stem + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // 5 epochs of SGD: the schedule (cosine from 0.05) over the first 2, then 3 at lr 0.01 averaged.
 TrainRun averaged_run(const DataBundle& data) {
@@ -175,7 +156,7 @@ TrainRun averaged_run(const DataBundle& data) {
 
 TEST(TrainWithWeightAveraging, AveragesTheLastEpochsWeightsAndEndsOnTheirMean) {
   const DataBundle data = test::quadrant_data();
-  const TempDir dir("swa_run");
+  const test::TempDir dir("swa_run");
   // Epoch by epoch (each invocation resumes the last), to see the weights of every epoch.
   std::vector<Checkpoint> after;  // after[e]: the checkpoint after epoch e + 1
   for (int64_t epoch = 1; epoch <= 5; ++epoch) {
@@ -230,7 +211,7 @@ TEST(TrainWithWeightAveraging, AveragesTheLastEpochsWeightsAndEndsOnTheirMean) {
 
 TEST(TrainWithWeightAveraging, RefusesToGoOnFromAnAveragedModelOrToDropTheAveraging) {
   const DataBundle data = test::quadrant_data();
-  const TempDir dir("swa_refusals");
+  const test::TempDir dir("swa_refusals");
   TrainRun run = averaged_run(data);
   run.out_dir = dir / "run";
   run.settings.stop_after = 3;

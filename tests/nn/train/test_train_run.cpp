@@ -6,8 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -19,30 +17,13 @@
 #include "core/rng.h"
 #include "nn/train/evaluate.h"
 #include "nn/train/quadrant_data.h"
+#include "nn/train/temp_dir.h"
 
 namespace qatlab {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A directory of its own under the temporary directory, removed with everything in it.
-class TempDir {
- public:
-  explicit TempDir(const std::string& stem)
-      : path_(fs::temp_directory_path() / ("qatlab_test_" + stem + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // A run of the quadrant network, freshly initialised from seed 1, for `epochs` epochs of SGD.
 TrainRun quadrant_run(const DataBundle& data, int64_t epochs) {
@@ -74,7 +55,7 @@ TEST(TrainModel, LearnsInMemoryWithoutWritingAFile) {
   run.monitor = &monitor;
   DataLoader test(data.test, loader_options(data, 256, 0, false));  // as the run evaluates
   const double before = evaluate(*run.model, test).accuracy;
-  const TempDir cwd("train_run_cwd");
+  const test::TempDir cwd("train_run_cwd");
   const fs::path was = fs::current_path();
   fs::current_path(cwd.path());
   const TrainOutcome outcome = train_model(run);
@@ -93,7 +74,7 @@ TEST(TrainModel, LearnsInMemoryWithoutWritingAFile) {
 
 TEST(TrainModel, AResumedRunEndsOnTheWeightsOfTheRunThatWasNotStopped) {
   const DataBundle data = test::quadrant_data();
-  const TempDir dir("train_run_resume");
+  const test::TempDir dir("train_run_resume");
   TrainRun whole = quadrant_run(data, 2);
   whole.out_dir = dir / "whole";
   train_model(whole);
@@ -166,7 +147,7 @@ TEST(TrainModel, ADistilledRunLearnsFromItsTeacherWhichStaysUnchanged) {
 
 TEST(TrainModel, ACheckpointOfAnotherNetworkOrOptimizerIsNotResumed) {
   const DataBundle data = test::quadrant_data();
-  const TempDir dir("train_run_refuse");
+  const test::TempDir dir("train_run_refuse");
   TrainRun run = quadrant_run(data, 1);
   run.out_dir = dir / "run";
   train_model(run);

@@ -6,8 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -18,6 +16,7 @@
 
 #include "core/rng.h"
 #include "nn/train/quadrant_data.h"
+#include "nn/train/temp_dir.h"
 #include "nn/train/train_run.h"
 #include "quant/qat/qconfig_data.h"
 #include "quant/workflow/checkpoint_model.h"
@@ -37,29 +36,13 @@ std::string read_text(const std::string& path) {
   return os.str();
 }
 
-// A directory of its own under the temporary directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("qatlab_test_sweep_cell_" + std::to_string(::getpid()))) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 // The float model every cell below quantizes: trained for 3 epochs by the library's training run into
 // DIR/float (checkpoint.h5 and the run's other files).
 class SweepCellTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
+    dir_ = new test::TempDir("sweep_cell");
     data_ = new DataBundle(quadrant_data());
     TrainRun run;
     run.description = parse_model_description(kQuadrantNetwork, "the test's network");
@@ -97,11 +80,11 @@ class SweepCellTest : public ::testing::Test {
     return s;
   }
 
-  static TempDir* dir_;
+  static test::TempDir* dir_;
   static DataBundle* data_;
   static TrainOutcome* outcome_;
 };
-TempDir* SweepCellTest::dir_ = nullptr;
+test::TempDir* SweepCellTest::dir_ = nullptr;
 DataBundle* SweepCellTest::data_ = nullptr;
 TrainOutcome* SweepCellTest::outcome_ = nullptr;
 
