@@ -79,6 +79,8 @@ struct SweepSettings {
   float qat_distill_temperature = 1.0f;
   std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
   int64_t qat_freeze_bn_after = -1;      // >= 0: QAT cells' batch norm uses its running statistics from this epoch
+  int64_t qat_swa_start = 0;             // > 0: QAT cells average their weights after this many epochs (SWA)
+  float qat_swa_lr = 0.0f;               // at this constant learning rate
   int64_t batch_size = 64;
   int64_t calib_batches = 32;
   int threads = 0;
@@ -435,6 +437,8 @@ class Sweep {
       key += " warmup " + std::to_string(s_.qat_warmup_epochs);
     if (!sweep_method_is_ptq(cell.method) && s_.qat_freeze_bn_after >= 0)
       key += " freeze-bn-after " + std::to_string(s_.qat_freeze_bn_after);
+    if (!sweep_method_is_ptq(cell.method) && s_.qat_swa_start > 0)
+      key += " swa-start " + std::to_string(s_.qat_swa_start) + " lr " + num_str(s_.qat_swa_lr);
     if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
     // (Only "layer": "channel" is what every lsq cell used before the option, and keeps their keys.)
     if (cell.method == "lsq" && s_.lsq_grad_scale == "layer") key += " lsq-grad-scale layer";
@@ -479,6 +483,7 @@ class Sweep {
     c.qat_weight_decay = s_.qat_weight_decay;
     c.qat_warmup_epochs = s_.qat_warmup_epochs;
     c.freeze_bn_after = sweep_method_is_ptq(cell.method) ? -1 : s_.qat_freeze_bn_after;
+    if (!sweep_method_is_ptq(cell.method)) c.swa_start = s_.qat_swa_start, c.swa_lr = s_.qat_swa_lr;
     if (cell.method == "lsq" && !s_.lsq_init.empty()) c.lsq_init = parse_lsq_init(s_.lsq_init, "--lsq-init");
     if (cell.method == "lsq" && !s_.lsq_grad_scale.empty())
       c.lsq_grad_scale = parse_lsq_grad_scale(s_.lsq_grad_scale, "--lsq-grad-scale");
@@ -634,6 +639,10 @@ int cmd_sweep(int argc, char** argv) {
       ("qat-freeze-bn-after", po::value(&s.qat_freeze_bn_after)->default_value(s.qat_freeze_bn_after),
        "each QAT cell's batch norm uses its running statistics from this epoch on (0-based: 12 of 15 epochs freezes "
        "the last 3; -1 = never; qatlab qat --freeze-bn-after)")
+      ("qat-swa-start", po::value(&s.qat_swa_start)->default_value(s.qat_swa_start),
+       "> 0: each QAT cell's schedule ends after this many of its --qat-epochs; the rest train at --qat-swa-lr and "
+       "their weights, averaged, are the cell's model (qatlab qat --swa-start; 0 = off)")
+      ("qat-swa-lr", po::value(&s.qat_swa_lr)->default_value(s.qat_swa_lr), "--qat-swa-start: the constant learning rate")
       ("qat-distill", po::value(&s.qat_distill)->default_value(s.qat_distill),
        "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")
       ("qat-distill-temperature", po::value(&s.qat_distill_temperature)->default_value(s.qat_distill_temperature),
@@ -683,6 +692,14 @@ int cmd_sweep(int argc, char** argv) {
   require(s.qat_freeze_bn_after >= -1 && s.qat_freeze_bn_after < s.qat_epochs,
           "--qat-freeze-bn-after must be an epoch in 0..--qat-epochs - 1 (" + std::to_string(s.qat_epochs - 1) +
               ") or -1 (never), got " + std::to_string(s.qat_freeze_bn_after));
+  require(s.qat_swa_start >= 0 && s.qat_swa_start < s.qat_epochs,
+          "--qat-swa-start must be in 0..--qat-epochs - 1 (" + std::to_string(s.qat_epochs - 1) + "), got " +
+              std::to_string(s.qat_swa_start));
+  require(s.qat_swa_start == 0 || (s.qat_swa_lr > 0 && std::isfinite(s.qat_swa_lr)),
+          "--qat-swa-start needs --qat-swa-lr > 0, got " + num_str(s.qat_swa_lr));
+  require(s.qat_swa_start > 0 || s.qat_swa_lr == 0, "--qat-swa-lr needs --qat-swa-start");
+  require(s.qat_swa_start == 0 || s.qat_warmup_epochs < s.qat_swa_start,
+          "--qat-warmup-epochs must end before --qat-swa-start");
   require(s.qat_lr > 0 && std::isfinite(s.qat_lr), "--qat-lr must be > 0, got " + num_str(s.qat_lr));
   require(s.qat_weight_decay >= 0 && std::isfinite(s.qat_weight_decay),
           "--qat-weight-decay must be >= 0, got " + num_str(s.qat_weight_decay));

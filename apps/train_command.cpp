@@ -108,7 +108,6 @@ void check_resume_changes(const std::string& saved, const std::string& now, int6
 void read_stored_train_options(const Checkpoint& ckpt, TrainOptions& o, DataSettings& d) {
   po::options_description desc;
   add_train_options(desc, o);
-  if (ckpt.model_kind == "float") add_swa_options(desc, o);
   add_data_options(desc, d);
   po::variables_map vm;
   try {
@@ -126,7 +125,6 @@ TrainCommand::TrainCommand(const std::string& name, const std::string& kind)
 
 bool TrainCommand::parse(int argc, char** argv) {
   add_train_options(desc_, o_);
-  if (kind_ == "float") add_swa_options(desc_, o_);
   add_data_options(desc_, d_);
   std::string fallback = defaults_ini_;
   resume_path_ = prescan_option(argc, argv, "resume");

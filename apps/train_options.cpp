@@ -41,6 +41,10 @@ void add_train_options(po::options_description& desc, TrainOptions& o) {
       ("warmup-epochs", po::value(&s.warmup_epochs)->default_value(s.warmup_epochs), "linear warm-up epochs")
       ("label-smoothing", po::value(&s.label_smoothing)->default_value(s.label_smoothing), "cross-entropy label smoothing in [0, 1)")
       ("clip-grad-norm", po::value(&s.clip_grad_norm)->default_value(s.clip_grad_norm), "clip the global gradient L2 norm to this (0 = off)")
+      ("swa-start", po::value(&s.swa_start)->default_value(s.swa_start),
+       "weight averaging (SWA): the schedule ends after this many epochs, the rest train at --swa-lr and the "
+       "weights at the end of each are averaged into the model, its batch-norm statistics recomputed (0 = off)")
+      ("swa-lr", po::value(&s.swa_lr)->default_value(s.swa_lr), "--swa-start: the constant learning rate after it")
       ("distill", po::value(&o.distill)->composing(),
        "knowledge distillation from this float checkpoint of the same task (the teacher; qat: e.g. the --from model): "
        "the loss becomes (1 - w) cross-entropy + w T^2 KL(teacher || student) on outputs softened by T; "
@@ -55,15 +59,6 @@ void add_train_options(po::options_description& desc, TrainOptions& o) {
       ("resume", po::value(&o.resume), "continue the run saved in this checkpoint")
       ("stop-after", po::value(&s.stop_after)->default_value(0), "stop after this many epochs of this invocation (0 = run to the end)")
       ("progress", po::value(&o.progress)->default_value(o.progress), "auto | bar | plain | none");
-}
-
-void add_swa_options(po::options_description& desc, TrainOptions& o) {
-  TrainSettings& s = o.train;
-  desc.add_options()
-      ("swa-start", po::value(&s.swa_start)->default_value(s.swa_start),
-       "weight averaging (SWA): the schedule ends after this many epochs, the rest train at --swa-lr and the "
-       "weights at the end of each are averaged into the model (0 = off)")
-      ("swa-lr", po::value(&s.swa_lr)->default_value(s.swa_lr), "--swa-start: the constant learning rate after it");
 }
 
 std::string train_options_ini(const TrainOptions& o) {
@@ -85,6 +80,8 @@ std::string train_options_ini(const TrainOptions& o) {
   ini.add("warmup-epochs", s.warmup_epochs);
   ini.add("label-smoothing", s.label_smoothing);
   ini.add("clip-grad-norm", s.clip_grad_norm);
+  ini.add("swa-start", s.swa_start);
+  ini.add("swa-lr", s.swa_lr);
   ini.add_each("distill", o.distill);
   ini.add("distill-weight", s.distill_weight);
   ini.add("distill-temperature", s.distill_temperature);

@@ -34,9 +34,6 @@ int64_t resolve_grad_chunks(int64_t grad_chunks, int64_t batch_size);
 inline constexpr int64_t kMaxEpochs = 100000;
 
 void add_train_options(po::options_description& desc, TrainOptions& o);
-// --swa-start and --swa-lr (weight averaging, nn/train/swa.h): `train` only; a QAT model's steps,
-// clipping levels and observers are not averaged.
-void add_swa_options(po::options_description& desc, TrainOptions& o);
 // Checks ranges (lr > 0, batch >= 1, epochs >= 0, ...) and throws UsageError naming the option; with
 // check_model, also that --model is a built-in model or a description file (which may then throw
 // ModelDescriptionError for a bad file).

@@ -4,10 +4,11 @@
 
 #include "core/ops.h"
 #include "nn/module.h"
+#include "nn/running_stats.h"
 
 namespace qatlab {
 
-class BatchNorm : public Module {
+class BatchNorm : public Module, public RunningStatistics {
  public:
   BatchNorm(const std::string& type, int64_t channels, float eps, float momentum)
       : Module(type), channels(channels), eps(eps), momentum(momentum) {
@@ -34,13 +35,20 @@ class BatchNorm : public Module {
     stats.finish();
     return y;
   }
+  bool updates_running_statistics() const override { return true; }
+  void reset_running_statistics() override {
+    running_mean.fill(0.0f);
+    running_var.fill(1.0f);
+  }
+  float running_statistics_momentum() const override { return momentum; }
+  void set_running_statistics_momentum(float m) override { momentum = m; }
   std::string describe() const override {
     return std::to_string(channels) + ", eps=" + std::to_string(eps) + ", momentum=" + std::to_string(momentum);
   }
 
   const int64_t channels;
   const float eps;
-  float momentum;  // of the running statistics; recompute_bn_statistics (nn/train/swa.h) varies it per batch
+  float momentum;  // of the running statistics
   Tensor gamma, beta, running_mean, running_var;
 };
 

@@ -4,7 +4,7 @@
 #include <map>
 #include <stdexcept>
 
-#include "nn/batchnorm.h"
+#include "nn/running_stats.h"
 
 namespace qatlab {
 
@@ -53,22 +53,21 @@ void WeightAverage::copy_to(Module& model) const {
 
 namespace {
 
-void collect_batch_norms(Module& m, std::vector<BatchNorm*>& out) {
-  if (BatchNorm* bn = m.as<BatchNorm>()) out.push_back(bn);
-  for (const auto& [name, child] : m.children()) collect_batch_norms(*child, out);
+void collect_statistics(Module& m, std::vector<RunningStatistics*>& out) {
+  if (RunningStatistics* r = dynamic_cast<RunningStatistics*>(&m); r && r->updates_running_statistics()) out.push_back(r);
+  for (const auto& [name, child] : m.children()) collect_statistics(*child, out);
 }
 
 }  // namespace
 
 void recompute_bn_statistics(Module& model, DataLoader& loader, int64_t epoch) {
-  std::vector<BatchNorm*> norms;
-  collect_batch_norms(model, norms);
+  std::vector<RunningStatistics*> norms;
+  collect_statistics(model, norms);
   if (norms.empty()) return;
   std::vector<float> momentum;
-  for (BatchNorm* bn : norms) {
-    momentum.push_back(bn->momentum);
-    bn->running_mean.fill(0.0f);
-    bn->running_var.fill(1.0f);
+  for (RunningStatistics* r : norms) {
+    momentum.push_back(r->running_statistics_momentum());
+    r->reset_running_statistics();
   }
   const bool was_training = model.training();
   model.train();
@@ -78,11 +77,11 @@ void recompute_bn_statistics(Module& model, DataLoader& loader, int64_t epoch) {
     Batch batch;
     for (int64_t k = 0; loader.next(batch); ++k) {
       // Momentum 1 / (k + 1) makes the running value the plain mean of the k + 1 batches so far.
-      for (BatchNorm* bn : norms) bn->momentum = 1.0f / static_cast<float>(k + 1);
+      for (RunningStatistics* r : norms) r->set_running_statistics_momentum(1.0f / static_cast<float>(k + 1));
       model.forward(batch.images);
     }
   }
-  for (size_t i = 0; i < norms.size(); ++i) norms[i]->momentum = momentum[i];
+  for (size_t i = 0; i < norms.size(); ++i) norms[i]->set_running_statistics_momentum(momentum[i]);
   model.set_training(was_training);
 }
 

@@ -38,10 +38,12 @@ class WeightAverage {
   int64_t count_ = 0;
 };
 
-// Gives every batch norm of `model` the statistics of its current weights: running mean and variance
-// reset, then set to the mean over the batches of one pass of `loader`'s epoch `epoch` of the batch
-// statistics (each batch counts once, as PyTorch's update_bn), in training mode without gradients; the
-// model's mode is restored after. A model without batch norm is left as it is, without a pass.
+// Gives every batch norm of `model` (every layer with RunningStatistics that updates them: QAT's folded
+// ones too, unless frozen) the statistics of its current weights: running mean and variance reset, then
+// set to the mean over the batches of one pass of `loader`'s epoch `epoch` of the batch statistics (each
+// batch counts once, as PyTorch's update_bn), in training mode without gradients; the model's mode is
+// restored after. Whatever else a training-mode forward updates (a QAT model's observers) sees the pass
+// too. A model without such a layer is left as it is, without a pass.
 void recompute_bn_statistics(Module& model, DataLoader& loader, int64_t epoch);
 
 }  // namespace qatlab

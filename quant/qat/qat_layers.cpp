@@ -145,6 +145,12 @@ void QatLayer::attach(const BatchNorm* bn, FusedActivation act, std::shared_ptr<
   register_module("output_quant", std::move(oq));
 }
 
+void QatLayer::reset_running_statistics() {
+  if (!has_bn_) return;
+  bn_mean.fill(0.0f);
+  bn_var.fill(1.0f);
+}
+
 Quantizer& QatLayer::weight_quant() const { return static_cast<Quantizer&>(*child("weight_quant")); }
 Quantizer& QatLayer::output_quant() const { return static_cast<Quantizer&>(*child("output_quant")); }
 

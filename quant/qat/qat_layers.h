@@ -12,6 +12,7 @@
 
 #include "core/ops.h"
 #include "nn/module.h"
+#include "nn/running_stats.h"
 #include "quant/engine/int8_gemm.h"
 #include "quant/qat/fake_quantize.h"
 #include "quant/qat/qat_node.h"
@@ -45,7 +46,7 @@ const char* activation_name(FusedActivation a);
 // Exact mode (evaluation only): instead of float arithmetic on fake-quantized values, the layer runs the
 // integer arithmetic of the converted graph on the codes (int8 x int8 -> int32 accumulator, int32 bias,
 // fixed-point requantization), so its output codes equal the integer engine's bit for bit.
-class QatLayer : public QatNode {
+class QatLayer : public QatNode, public RunningStatistics {
  public:
   static std::shared_ptr<QatLayer> from_conv(const Conv2d& conv, const BatchNorm* bn, FusedActivation act,
                                              std::shared_ptr<Quantizer> weight_quant,
@@ -75,6 +76,11 @@ class QatLayer : public QatNode {
 
   void freeze_bn(bool on) { bn_frozen_ = on; }
   bool bn_frozen() const { return bn_frozen_; }
+  // Batch norm's running statistics (RunningStatistics): updated in training while not frozen.
+  bool updates_running_statistics() const override { return has_bn_ && !bn_frozen_; }
+  void reset_running_statistics() override;
+  float running_statistics_momentum() const override { return bn_momentum; }
+  void set_running_statistics_momentum(float m) override { bn_momentum = m; }
   // Training with BN: when the output quantizer can take the output's range instead of its values (a
   // per-tensor FakeQuantize with a min/max or EMA observer), BN, the ReLU and the output's fake
   // quantization run as one op (batch_norm_scaled_quantized), bit for bit the values and gradients of

@@ -79,6 +79,8 @@ TrainSettings sweep_cell_train_settings(const SweepCellSettings& s) {
   t.lr = s.qat_lr;
   t.weight_decay = s.qat_weight_decay;
   t.warmup_epochs = s.qat_warmup_epochs;
+  t.swa_start = s.swa_start;
+  t.swa_lr = s.swa_lr;
   t.batch_size = s.batch_size;
   t.seed = s.cell.seed;
   if (s.distill_weight > 0) t.distill_weight = s.distill_weight, t.distill_temperature = s.distill_temperature;
@@ -108,6 +110,9 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
                                         (s.qat_warmup_epochs == 1 ? " warm-up epoch" : " warm-up epochs")
                                   : "") +
          (s.freeze_bn_after >= 0 ? ", batch norm frozen from epoch " + std::to_string(s.freeze_bn_after + 1) : "") +
+         (s.swa_start > 0 ? ", epochs " + std::to_string(s.swa_start + 1) + "-" + std::to_string(s.qat_epochs) +
+                                " at lr " + num_str(s.swa_lr) + " averaged (SWA)"
+                          : "") +
          (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "") +
          (s.lsq_grad_scale ? std::string(", lsq gradient scale per ") + lsq_grad_scale_name(*s.lsq_grad_scale) : "") +
          (s.distill_weight > 0 ? ", distilled from " + teachers_text(s.teachers) + " (weight " +

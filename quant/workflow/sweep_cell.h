@@ -30,6 +30,8 @@ struct SweepCellSettings {
   float qat_weight_decay = 5e-4f;       // and their weight decay (L2 on conv and linear weights)
   int64_t qat_warmup_epochs = 0;        // and their linear warm-up before the cosine
   int64_t freeze_bn_after = -1;         // and the epoch from which batch norm keeps its running statistics (-1: never)
+  int64_t swa_start = 0;                // and, > 0, weight averaging: the epochs after this many at swa_lr, averaged
+  float swa_lr = 0.0f;                  //   (nn/train/swa.h)
   std::optional<LsqInit> lsq_init;      // lsq cells: where the steps start (nothing: the paper's formula)
   std::optional<LsqGradScale> lsq_grad_scale;  // lsq cells: N of the steps' gradient scale (nothing: channel)
   WeightRange weight_range = WeightRange::Narrow;  // every method: the weights' codes below 8 bits

@@ -30,7 +30,7 @@ const std::vector<std::string> kEveryTrainOption = {
     "--model", "mlp", "--epochs", "7", "--batch-size", "48", "--optimizer", "adamw", "--lr", "0.0123",
     "--momentum", "0.8", "--nesterov", "--weight-decay", "0.0001", "--decay-all", "--schedule", "multistep",
     "--step-epochs", "3", "--gamma", "0.5", "--milestones", "2,5", "--warmup-epochs", "1", "--label-smoothing", "0.1",
-    "--clip-grad-norm", "2.5", "--distill", "teacher.h5", "--distill", "second.h5", "--distill-weight", "0.5", "--distill-temperature", "3",
+    "--clip-grad-norm", "2.5", "--swa-start", "5", "--swa-lr", "0.01", "--distill", "teacher.h5", "--distill", "second.h5", "--distill-weight", "0.5", "--distill-temperature", "3",
     "--seed", "42", "--threads", "3", "--grad-chunks", "4", "--out", "runs/x",
     "--overwrite", "--resume", "runs/x/checkpoint.h5", "--stop-after", "2", "--progress", "plain"};
 const std::vector<std::string> kEveryDataOption = {

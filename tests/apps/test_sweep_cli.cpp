@@ -130,6 +130,17 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   EXPECT_EQ(ini_value(load_checkpoint(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5").config_ini,
                       "freeze-bn-after"),
             "1");
+  // So is weight averaging (--qat-swa-start, --qat-swa-lr): the cells end on their averaged models.
+  std::vector<std::string> averaged = frozen;
+  averaged.insert(averaged.end(), {"--qat-swa-start", "1", "--qat-swa-lr", "0.005"});
+  const RunResult swa = run_qatlab(averaged, dir.path(), "swa");
+  ASSERT_TRUE(swa.exited && swa.exit_code == 0) << swa.describe();
+  EXPECT_TRUE(contains(swa.out, "2 cells run, 2 reused")) << swa.out;
+  EXPECT_TRUE(contains(parse_results_json(read_text(dir / "sweep/results.json")).cells[1].schedule,
+                       ", epochs 2-2 at lr 0.005 averaged (SWA)"));
+  const Checkpoint averaged_cell = load_checkpoint(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5");
+  EXPECT_EQ(ini_value(averaged_cell.config_ini, "swa-start"), "1");
+  EXPECT_TRUE(averaged_cell.model_is_average);
   // A teacher that is not a float model is refused before anything runs.
   std::vector<std::string> qat_teacher = taught;
   qat_teacher.back() = dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5";
@@ -239,7 +250,8 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
        {std::vector<std::string>{"--pairs", "8/9"}, {"--methods", "lsq,magic"}, {"--seeds", "0"},
         {"--first-last", "16"}, {"--granularity", "per-row"}, {"--qat-lr", "-1"}, {"--qat-weight-decay", "-0.1"},
         {"--qat-warmup-epochs", "3"}, {"--qat-warmup-epochs", "-1"}, {"--qat-warmup-epochs", "2"},
-        {"--qat-freeze-bn-after", "2"}, {"--qat-freeze-bn-after", "-2"},
+        {"--qat-freeze-bn-after", "2"}, {"--qat-freeze-bn-after", "-2"}, {"--qat-swa-start", "2"},
+        {"--qat-swa-start", "1"}, {"--qat-swa-lr", "0.01"}, {"--qat-swa-start", "-1", "--qat-swa-lr", "0.01"},
         {"--qat-weight-decay", "nan"}, {"--layer-bits", "fc=9:8"},
         {"--layer-bits", "residual-branches=4:8"}, {"--lsq-init", "median"},
         {"--methods", "pact", "--lsq-init", "mse"}, {"--lsq-grad-scale", "tensor"},
