@@ -7,9 +7,12 @@
 #   recipe.sh ens [save]  float_recipe_ens.ini -> runs/recipe_ens, recipe_ens.log, resume/recipe_ens.h5
 #                         (distilled from the ensemble of resume/recipe.h5 and resume/recipe_kd.h5; starts
 #                         only once the kd run has finished)
+#   recipe.sh swa [save]  float_recipe_swa.ini -> runs/recipe_swa, recipe_swa.log, resume/recipe_swa.h5
+#                         (the first run's 200 epochs and 30 more whose weights are averaged: it goes on
+#                         from resume/recipe.h5)
 #   recipe.sh kd-swa [save] float_recipe_kd_swa.ini -> runs/recipe_kd_swa, recipe_kd_swa.log,
-#                         resume/recipe_kd_swa.h5 (the kd run's 200 epochs and 30 more averaged: it goes on
-#                         from resume/recipe_kd.h5, once the kd run has finished)
+#                         resume/recipe_kd_swa.h5 (likewise from the kd run's resume/recipe_kd.h5, once
+#                         that run has finished)
 # Starts the run, or resumes it from its last epoch's checkpoint when one exists (the result equals an
 # uninterrupted run's; README "Resuming"). The run lives in runs/NAME (not committed; its metrics.csv has
 # every epoch); the log grows in NAME.log line by line, and the metrics and the learning curve are copied
@@ -27,10 +30,11 @@ name=recipe config=float_recipe.ini
 case "${1:-}" in
   kd) name=recipe_kd config=float_recipe_kd.ini; shift ;;
   ens) name=recipe_ens config=float_recipe_ens.ini; shift ;;
+  swa) name=recipe_swa config=float_recipe_swa.ini; shift ;;
   kd-swa) name=recipe_kd_swa config=float_recipe_kd_swa.ini; shift ;;
 esac
 if [ -n "${1:-}" ] && [ "$1" != save ] || [ $# -gt 1 ]; then
-  echo "recipe.sh: usage: recipe.sh [kd|ens|kd-swa] [save]; got '$*'" >&2
+  echo "recipe.sh: usage: recipe.sh [kd|ens|swa|kd-swa] [save]; got '$*'" >&2
   exit 2
 fi
 run="$here/runs/$name"
@@ -53,20 +57,26 @@ main() {
     mkdir -p "$run"
     cp "$kept" "$run/checkpoint.h5"
   fi
-  if { [ "$name" = recipe_ens ] || [ "$name" = recipe_kd_swa ]; } && [ ! -f "$run/checkpoint.h5" ]; then
+  # The run a new one needs finished: the ensemble's teacher, or the run an averaging one goes on from.
+  local needs=""
+  case "$name" in
+    recipe_ens | recipe_kd_swa) needs=recipe_kd ;;
+    recipe_swa) needs=recipe ;;
+  esac
+  if [ -n "$needs" ] && [ ! -f "$run/checkpoint.h5" ]; then
     # A teacher still training would teach from its unfinished weights; averaging would begin mid-schedule.
     local done
-    done=$("$Q" info "$here/resume/recipe_kd.h5" | sed -n 's/^  epochs done *//p')
+    done=$("$Q" info "$here/resume/$needs.h5" | sed -n 's/^  epochs done *//p')
     if [ "$done" != 200 ]; then
-      echo "recipe.sh: the kd run (resume/recipe_kd.h5) has done ${done:-no} epochs of 200; finish it first" >&2
+      echo "recipe.sh: resume/$needs.h5 has done ${done:-no} epochs of 200; finish that run first" >&2
       exit 1
     fi
   fi
   if [ -f "$run/checkpoint.h5" ]; then
     args=(train --resume "$run/checkpoint.h5" --progress plain)
-  elif [ "$name" = recipe_kd_swa ]; then
-    # v3's 200 epochs are this run's first 200 (its schedule spans them): go on from there, in a run of its own.
-    args=(train --resume "$here/resume/recipe_kd.h5" --config "$here/$config" --out "$run")
+  elif [ "$name" != recipe_ens ] && [ -n "$needs" ]; then
+    # Its first 200 epochs are that run's (the schedule spans them): go on from there, in a run of its own.
+    args=(train --resume "$here/resume/$needs.h5" --config "$here/$config" --out "$run")
   else
     mkdir -p "$here/runs"
     args=(train --config "$here/$config" --out "$run")
