@@ -64,4 +64,19 @@ layers:
   - linear: {out: classes}
 )";
 
+// The same task's network with batch norms (what weight averaging recomputes, what QAT folds).
+inline const char* const kQuadrantNetworkWithBatchNorms = R"(qatlab-model: 1
+name: quadrant-bn-net
+layers:
+  - conv: {out: 8, kernel: 3, padding: 1}
+  - batchnorm
+  - relu
+  - conv: {out: 8, kernel: 3, padding: 1}
+  - batchnorm
+  - relu
+  - maxpool: {kernel: 2}
+  - flatten
+  - linear: {out: classes}
+)";
+
 }  // namespace qatlab::test

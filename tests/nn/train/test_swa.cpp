@@ -24,21 +24,9 @@ namespace qatlab {
 namespace {
 
 
-// The quadrant task's network with a batch norm, whose statistics averaging must recompute.
-constexpr const char* kNetworkWithBatchNorm = R"(qatlab-model: 1
-name: quadrant-bn-net
-layers:
-  - conv: {out: 6, kernel: 3, padding: 1}
-  - batchnorm
-  - relu
-  - maxpool: {kernel: 2}
-  - flatten
-  - linear: {out: classes}
-)";
-
 ModulePtr build_network(const DataBundle& data, uint64_t seed) {
   Rng rng(seed);
-  return build_model(parse_model_description(kNetworkWithBatchNorm, "the test's network"), data.spec, rng);
+  return build_model(parse_model_description(test::kQuadrantNetworkWithBatchNorms, "the test's network"), data.spec, rng);
 }
 
 std::map<std::string, std::vector<float>> parameter_values(const Module& model) {
@@ -143,7 +131,7 @@ TEST(RecomputeBnStatistics, GivesEachBatchNormTheMeanOfItsBatchesStatistics) {
 // 5 epochs of SGD: the schedule (cosine from 0.05) over the first 2, then 3 at lr 0.01 averaged.
 TrainRun averaged_run(const DataBundle& data) {
   TrainRun run;
-  run.description = parse_model_description(kNetworkWithBatchNorm, "the test's network");
+  run.description = parse_model_description(test::kQuadrantNetworkWithBatchNorms, "the test's network");
   run.model = build_network(data, 1);
   run.settings.epochs = 5;
   run.settings.batch_size = 32;

@@ -22,20 +22,6 @@ namespace {
 
 using namespace test;
 
-constexpr const char* kNetworkWithBatchNorms = R"(qatlab-model: 1
-name: quadrant-bn-net
-layers:
-  - conv: {out: 8, kernel: 3, padding: 1}
-  - batchnorm
-  - relu
-  - conv: {out: 8, kernel: 3, padding: 1}
-  - batchnorm
-  - relu
-  - maxpool: {kernel: 2}
-  - flatten
-  - linear: {out: classes}
-)";
-
 // The float model both tests quantize: 3 epochs of the library's training run, into DIR/float.
 class QatAveraging : public ::testing::Test {
  protected:
@@ -43,7 +29,7 @@ class QatAveraging : public ::testing::Test {
     dir_ = new TempDir("qat_swa");
     data_ = new DataBundle(quadrant_data());
     TrainRun run;
-    run.description = parse_model_description(kNetworkWithBatchNorms, "the test's network");
+    run.description = parse_model_description(test::kQuadrantNetworkWithBatchNorms, "the test's network");
     Rng rng(1);
     run.model = build_model(run.description, data_->spec, rng);
     run.settings.epochs = 3;
