@@ -42,7 +42,8 @@
 #        bash experiments/cifar10_resnet20/study.sh save
 # PROCS=N (default 1): N processes under mpirun, each running whole cells on its share of the cores (a cell's
 # result does not depend on it; on the 2-core machine two 1-thread processes finish more cells an hour than one
-# 2-thread process, results.md "Running the study").
+# 2-thread process, results.md "Running the study"). THREADS=T: T threads per process instead of that share
+# (e.g. THREADS=1 leaves a core to an ablation running beside the study).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 Q="${QATLAB:-$here/../../build/apps/qatlab}"
@@ -110,6 +111,13 @@ main() {
   fi
   threads=$(( $(nproc) / procs ))
   if [ "$threads" -lt 1 ]; then threads=1; fi
+  if [ -n "${THREADS+set}" ]; then
+    if ! [[ "$THREADS" =~ ^[1-9][0-9]*$ ]]; then
+      echo "study.sh: THREADS is '$THREADS', expected a thread count >= 1" >&2
+      exit 2
+    fi
+    threads="$THREADS"
+  fi
   launcher=()
   if [ "$procs" -gt 1 ]; then launcher=(mpirun --allow-run-as-root -np "$procs"); fi
   common=(--dataset cifar10 --batch-size 128 --first-last 8 --layer-bits residual-branches=:8

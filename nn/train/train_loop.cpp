@@ -159,6 +159,14 @@ int64_t correct_rows(const Tensor& logits, const std::vector<int32_t>& labels, i
   return correct;
 }
 
+// The run's metrics.csv and curve.svg, from every epoch's row so far.
+void write_history_files(const TrainJob& job, const std::string& dataset, const std::vector<MetricsRow>& history) {
+  const Checkpoint base = job.checkpoint_base();
+  atomic_write_text((fs::path(job.out_dir) / "metrics.csv").string(), metrics_csv(history));
+  atomic_write_text((fs::path(job.out_dir) / "curve.svg").string(),
+                    curve_svg(history, base.model_name + " (" + base.model_kind + ") on " + dataset));
+}
+
 }  // namespace
 
 TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
@@ -390,14 +398,17 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     ckpt.metadata["threads"] = std::to_string(omp_get_max_threads());
     if (world_size() > 1) ckpt.metadata["processes"] = std::to_string(world_size());
     save_checkpoint(ckpt_path, ckpt);
-    atomic_write_text((fs::path(job.out_dir) / "metrics.csv").string(), metrics_csv(outcome.history));
-    atomic_write_text((fs::path(job.out_dir) / "curve.svg").string(),
-                      curve_svg(outcome.history, ckpt.model_name + " (" + ckpt.model_kind + ") on " + ckpt.dataset));
+    write_history_files(job, data.source, outcome.history);
   }
   const bool finished = outcome.epochs_done == s.epochs || (!outcome.stopped_early && start_epoch >= s.epochs);
-  if (write_files)
+  if (write_files) {
+    // A finished run resumed from a copy of its checkpoint alone trains nothing: its metrics and curve
+    // come from the history the checkpoint carries.
+    if (run_this_invocation == 0 && !outcome.history.empty() && !fs::exists(fs::path(job.out_dir) / "metrics.csv"))
+      write_history_files(job, data.source, outcome.history);
     atomic_write_text((fs::path(job.out_dir) / "summary.json").string(),
                       summary_json(job, s, outcome.history, finished));
+  }
   return outcome;
 }
 

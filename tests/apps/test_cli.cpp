@@ -231,6 +231,20 @@ TEST_F(CliTest, ResumeAfterStopAfterIsBitIdentical) {
   EXPECT_NE(read_text(out + "/summary.json").find("\"finished\": true"), std::string::npos);
 }
 
+// A finished run's checkpoint copied alone to a new directory (as experiments keep it between machines):
+// resuming it trains nothing and writes the run's metrics and curve again from the history it carries.
+TEST_F(CliTest, ResumingAFinishedCheckpointAloneWritesItsMetrics) {
+  const std::string straight = straight_lenet_run();
+  const std::string copy = work("finished-copy");
+  std::filesystem::create_directories(copy);
+  std::filesystem::copy_file(straight + "/checkpoint.h5", copy + "/checkpoint.h5");
+  ASSERT_TRUE(Succeeded(
+      qatlab({"train", "--resume", copy + "/checkpoint.h5", "--threads", "2", "--progress", "none"}, "resume")));
+  EXPECT_EQ(read_text(copy + "/metrics.csv"), read_text(straight + "/metrics.csv"));
+  EXPECT_EQ(read_text(copy + "/curve.svg"), read_text(straight + "/curve.svg"));
+  EXPECT_NE(read_text(copy + "/summary.json").find("\"finished\": true"), std::string::npos);
+}
+
 TEST_F(CliTest, ResumeAfterKillNineMatchesStraightRun) {
   const std::string straight = straight_lenet_run();
   const std::string out = work("killed");
