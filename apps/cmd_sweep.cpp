@@ -2,9 +2,11 @@
 // granularity x W/A pair x seed it runs a cell (run_sweep_cell, quant/workflow/sweep_cell.h: a quantized
 // model by post-training quantization or QAT, converted to an integer graph, simulation and integer graph
 // evaluated), and writes the study's CSV, JSON and plots after every cell. An interrupted sweep run again
-// skips the cells it finished and resumes a QAT cell from its last epoch (run_sweep_cell). Under `mpirun -np N`, process 0 trains the missing float models
-// (train_model, nn/train/train_run.h), then every process takes the next cell from a shared counter and
-// runs it alone; process 0 writes the study's files from every cell's result.
+// skips the cells it finished and resumes a QAT cell from its last epoch (run_sweep_cell); run again with
+// weight averaging added after a finished cell's epochs (--qat-swa-start), it extends that cell. Under
+// `mpirun -np N`, process 0 trains the missing float models (train_model, nn/train/train_run.h), then every
+// process takes the next cell from a shared counter and runs it alone; process 0 writes the study's files
+// from every cell's result.
 //
 // Layout of --out:
 //   float-s<seed>/          the float model of each seed (trained here unless a checkpoint is given)
@@ -422,13 +424,16 @@ class Sweep {
     return report_.floats.front();
   }
 
-  std::string cell_key(const SweepCell& cell) const {
+  // The key of a cell with the sweep's settings, or (QAT cells) the same cell trained for `epochs` with
+  // averaging from `swa_start` at `swa_lr` (0: none).
+  std::string cell_key(const SweepCell& cell) const { return cell_key(cell, s_.qat_epochs, s_.qat_swa_start, s_.qat_swa_lr); }
+  std::string cell_key(const SweepCell& cell, int64_t epochs, int64_t swa_start, float swa_lr) const {
     std::string key = cell.id() + " from " + base_of(cell).checkpoint + " policy " + s_.first_last;
     for (const std::string& o : s_.layer_bits) key += " layer-bits " + o;
     if (sweep_method_is_ptq(cell.method))
       key += " calib " + std::to_string(s_.calib_batches) + "x" + std::to_string(s_.batch_size);
     else
-      key += " qat " + std::to_string(s_.qat_epochs) + " epochs lr " + num_str(s_.qat_lr) + " batch " +
+      key += " qat " + std::to_string(epochs) + " epochs lr " + num_str(s_.qat_lr) + " batch " +
              std::to_string(s_.batch_size);
     // (Only a weight decay other than the default's: cells finished before the option keep their key.)
     if (!sweep_method_is_ptq(cell.method) && s_.qat_weight_decay != SweepSettings{}.qat_weight_decay)
@@ -437,8 +442,8 @@ class Sweep {
       key += " warmup " + std::to_string(s_.qat_warmup_epochs);
     if (!sweep_method_is_ptq(cell.method) && s_.qat_freeze_bn_after >= 0)
       key += " freeze-bn-after " + std::to_string(s_.qat_freeze_bn_after);
-    if (!sweep_method_is_ptq(cell.method) && s_.qat_swa_start > 0)
-      key += " swa-start " + std::to_string(s_.qat_swa_start) + " lr " + num_str(s_.qat_swa_lr);
+    if (!sweep_method_is_ptq(cell.method) && swa_start > 0)
+      key += " swa-start " + std::to_string(swa_start) + " lr " + num_str(swa_lr);
     if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
     // (Only "layer": "channel" is what every lsq cell used before the option, and keeps their keys.)
     if (cell.method == "lsq" && s_.lsq_grad_scale == "layer") key += " lsq-grad-scale layer";
@@ -494,6 +499,8 @@ class Sweep {
     c.calib_batches = s_.calib_batches;
     c.dir = (fs::path(s_.out) / "cells" / cell.id()).string();
     c.key = cell_key(cell);
+    // A finished cell of the same settings that ended where averaging starts: extended, not trained again.
+    if (!sweep_method_is_ptq(cell.method) && s_.qat_swa_start > 0) c.extends_key = cell_key(cell, s_.qat_swa_start, 0, 0.0f);
     c.command_line = report_.command;
     c.config_ini = cell_settings_ini(c);
     return c;
@@ -641,7 +648,8 @@ int cmd_sweep(int argc, char** argv) {
        "the last 3; -1 = never; qatlab qat --freeze-bn-after)")
       ("qat-swa-start", po::value(&s.qat_swa_start)->default_value(s.qat_swa_start),
        "> 0: each QAT cell's schedule ends after this many of its --qat-epochs; the rest train at --qat-swa-lr and "
-       "their weights, averaged, are the cell's model (qatlab qat --swa-start; 0 = off)")
+       "their weights, averaged, are the cell's model (qatlab qat --swa-start; 0 = off). A cell already finished in "
+       "--out with --qat-epochs equal to this and no averaging goes on from its checkpoint")
       ("qat-swa-lr", po::value(&s.qat_swa_lr)->default_value(s.qat_swa_lr), "--qat-swa-start: the constant learning rate")
       ("qat-distill", po::value(&s.qat_distill)->default_value(s.qat_distill),
        "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")

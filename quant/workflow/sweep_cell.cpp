@@ -188,6 +188,21 @@ std::optional<Checkpoint> interrupted_training(const SweepCellSettings& s) {
   return std::nullopt;
 }
 
+// The checkpoint of a finished cell this one extends with weight averaging (SweepCellSettings::
+// extends_key), if any: its result, with that key, and a QAT checkpoint at epoch swa_start, not averaged.
+std::optional<Checkpoint> finished_run_to_extend(const SweepCellSettings& s) {
+  if (s.extends_key.empty() || sweep_method_is_ptq(s.cell.method) || s.swa_start <= 0) return std::nullopt;
+  const std::optional<CellResult> done = read_cell_result(s.dir + "/result.ini", s.cell);
+  if (!done || !done->ok || done->key != s.extends_key || !fs::exists(s.dir + "/checkpoint.h5")) return std::nullopt;
+  try {
+    Checkpoint c = load_checkpoint(s.dir + "/checkpoint.h5");
+    if (c.model_kind == "qat" && c.epoch == s.swa_start && c.swa_count == 0) return c;
+  } catch (const std::exception&) {
+    // Not loadable: the cell is trained from the start.
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBundle()>& data_of) {
@@ -196,17 +211,30 @@ CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBu
   r.cell = s.cell;
   r.key = s.key;
   r.schedule = sweep_cell_schedule(s);
-  const std::optional<Checkpoint> resume = interrupted_training(s);
-  if (!resume) {
-    fs::remove_all(s.dir);  // whatever an unfinished attempt with other settings left
-    fs::create_directories(s.dir);
+  std::optional<Checkpoint> resume = interrupted_training(s);
+  const bool extending = !resume && (resume = finished_run_to_extend(s)).has_value();
+  if (!resume || extending) {
+    if (!resume) {
+      fs::remove_all(s.dir);  // whatever an unfinished attempt with other settings left
+      fs::create_directories(s.dir);
+    }
+    // (Extending: the new key first, then the old result goes: interrupted in between, the cell still
+    // finds the finished run to extend.)
     atomic_write_text(s.dir + "/start.ini", "cell = " + s.cell.id() + "\nkey = " + s.key + "\n");
+    if (extending) {
+      fs::remove(s.dir + "/result.ini");
+      fs::remove(s.dir + "/model.int8.h5");
+    }
   }
   try {
     const DataBundle data = data_of();
     {
       const std::unique_ptr<std::FILE, FileCloser> log(std::fopen((s.dir + "/log.txt").c_str(), "a"));
       if (!log) throw std::runtime_error("cannot write " + s.dir + "/log.txt");
+      if (extending)
+        std::fprintf(log.get(), "extending the finished %lld-epoch cell: epochs %lld-%lld at lr %s, averaged\n",
+                     static_cast<long long>(s.swa_start), static_cast<long long>(s.swa_start + 1),
+                     static_cast<long long>(s.qat_epochs), num_str(s.swa_lr).c_str());
       if (!quantize(s, data, log.get(), resume ? &*resume : nullptr)) {
         r.error = "unfinished: training stopped after " + std::to_string(s.stop_after) +
                   " epochs of this run (stop_after); run the cell again to go on";

@@ -47,6 +47,11 @@ struct SweepCellSettings {
   // quantization reported) and result.ini (the CellResult).
   std::string dir;
   std::string key;                      // every setting the result depends on (CellResult::key)
+  // QAT cells with weight averaging (swa_start > 0), optional: the key of this cell trained for swa_start
+  // epochs without averaging. A finished cell of that key in `dir` (result.ini and checkpoint.h5) is this
+  // cell's first swa_start epochs (the schedule spans them in both), so the cell goes on from its
+  // checkpoint instead of training them again, and ends on the model the whole run would.
+  std::string extends_key;
   std::string config_ini;               // stored as the checkpoint's settings (the command stores its options)
   std::string command_line;             // stored as the checkpoint's command (QAT methods)
   // QAT methods, > 0: train at most this many epochs in this call and return the cell unfinished (no

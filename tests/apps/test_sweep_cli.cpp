@@ -130,17 +130,23 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   EXPECT_EQ(ini_value(load_checkpoint(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5").config_ini,
                       "freeze-bn-after"),
             "1");
-  // So is weight averaging (--qat-swa-start, --qat-swa-lr): the cells end on their averaged models.
+  // So is weight averaging (--qat-swa-start, --qat-swa-lr): the cells end on their averaged models. Added
+  // after the finished cells' 2 epochs (3 epochs, averaging from 2), it extends them: they go on from their
+  // checkpoints rather than train their first 2 epochs again.
   std::vector<std::string> averaged = frozen;
-  averaged.insert(averaged.end(), {"--qat-swa-start", "1", "--qat-swa-lr", "0.005"});
+  averaged[std::find(averaged.begin(), averaged.end(), "--qat-epochs") - averaged.begin() + 1] = "3";
+  averaged.insert(averaged.end(), {"--qat-swa-start", "2", "--qat-swa-lr", "0.005"});
   const RunResult swa = run_qatlab(averaged, dir.path(), "swa");
   ASSERT_TRUE(swa.exited && swa.exit_code == 0) << swa.describe();
   EXPECT_TRUE(contains(swa.out, "2 cells run, 2 reused")) << swa.out;
   EXPECT_TRUE(contains(parse_results_json(read_text(dir / "sweep/results.json")).cells[1].schedule,
-                       ", epochs 2-2 at lr 0.005 averaged (SWA)"));
+                       ", epochs 3-3 at lr 0.005 averaged (SWA)"));
+  const std::string cell_log = read_text(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/log.txt");
+  EXPECT_TRUE(contains(cell_log, "extending the finished 2-epoch cell: epochs 3-3 at lr 0.005, averaged")) << cell_log;
   const Checkpoint averaged_cell = load_checkpoint(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5");
-  EXPECT_EQ(ini_value(averaged_cell.config_ini, "swa-start"), "1");
+  EXPECT_EQ(ini_value(averaged_cell.config_ini, "swa-start"), "2");
   EXPECT_TRUE(averaged_cell.model_is_average);
+  EXPECT_EQ(averaged_cell.swa_count, 1);
   // A teacher that is not a float model is refused before anything runs.
   std::vector<std::string> qat_teacher = taught;
   qat_teacher.back() = dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5";

@@ -1,11 +1,13 @@
 // temp_dir.h: a directory of its own for a test that writes runs (tests/nn/train, tests/quant/workflow):
 // qatlab_test_<stem>_<pid> under the temporary directory, emptied when made and removed with everything in
-// it when the object goes.
+// it when the object goes; and read_text, for the files such runs write.
 #pragma once
 
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <system_error>
 
@@ -30,5 +32,13 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The whole of a file ("" when it cannot be read).
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
 
 }  // namespace qatlab::test

@@ -119,5 +119,68 @@ TEST_F(QatAveraging, ASweepCellWithAveragingEndsOnItsMeanAndItsIntegerGraphIsIts
   EXPECT_GT(r.top1_agreement, 0.95);
 }
 
+// A finished cell run again with averaging added after its epochs (the key it had as extends_key) goes on
+// from its checkpoint and ends on the model of the cell trained with averaging from the start; a finished
+// cell of other settings is not extended.
+TEST_F(QatAveraging, AFinishedCellExtendedWithAveragingEndsWhereTheWholeRunEnds) {
+  SweepCellSettings whole;
+  whole.cell = {"lsq", "per-channel", {4, 4}, 1};
+  whole.float_checkpoint = float_checkpoint();
+  whole.qat_epochs = 3;
+  whole.qat_lr = 0.01f;
+  whole.swa_start = 2;
+  whole.swa_lr = 0.005f;
+  whole.batch_size = 32;
+  whole.dir = *dir_ / "whole";
+  whole.key = "lsq 3 epochs swa 2";
+  whole.config_ini = "wbits = 4\n";
+  whole.command_line = "test_qat_swa";
+  const CellResult a = run_sweep_cell(whole, [] { return *data_; });
+  ASSERT_TRUE(a.ok) << a.error;
+
+  SweepCellSettings plain = whole;
+  plain.dir = *dir_ / "extended";
+  plain.qat_epochs = 2;
+  plain.swa_start = 0;
+  plain.swa_lr = 0.0f;
+  plain.key = "lsq 2 epochs";
+  ASSERT_TRUE(run_sweep_cell(plain, [] { return *data_; }).ok);
+
+  SweepCellSettings extended = whole;
+  extended.dir = plain.dir;
+  extended.extends_key = "lsq 2 epochs";
+  const CellResult b = run_sweep_cell(extended, [] { return *data_; });
+  ASSERT_TRUE(b.ok) << b.error;
+  const std::string log = read_text(extended.dir + "/log.txt");
+  EXPECT_NE(log.find("extending the finished 2-epoch cell: epochs 3-3 at lr 0.005, averaged"), std::string::npos) << log;
+  EXPECT_NE(log.find("resuming after epoch 2"), std::string::npos) << log;
+  EXPECT_NE(read_text(extended.dir + "/start.ini").find("key = " + whole.key), std::string::npos);
+  EXPECT_NE(read_text(extended.dir + "/result.ini").find(whole.key), std::string::npos);
+  EXPECT_EQ(b.sim_accuracy, a.sim_accuracy);
+  EXPECT_EQ(b.int_accuracy, a.int_accuracy);
+  const Checkpoint ca = load_checkpoint(whole.dir + "/checkpoint.h5"), cb = load_checkpoint(extended.dir + "/checkpoint.h5");
+  EXPECT_TRUE(cb.model_is_average);
+  EXPECT_EQ(cb.swa_count, 1);
+  ASSERT_EQ(ca.model_state.size(), cb.model_state.size());
+  for (size_t i = 0; i < ca.model_state.size(); ++i) {
+    ASSERT_EQ(ca.model_state[i].first, cb.model_state[i].first);
+    EXPECT_EQ(ca.model_state[i].second.to_vector(), cb.model_state[i].second.to_vector()) << ca.model_state[i].first;
+  }
+  EXPECT_TRUE(read_text(extended.dir + "/model.int8.h5") == read_text(whole.dir + "/model.int8.h5"));
+
+  // A finished cell whose key is not the one extended (other settings): trained again from the start.
+  SweepCellSettings other = plain;
+  other.dir = *dir_ / "not-extended";
+  ASSERT_TRUE(run_sweep_cell(other, [] { return *data_; }).ok);
+  SweepCellSettings longer = whole;
+  longer.dir = other.dir;
+  longer.extends_key = "lsq 2 epochs, other settings";
+  ASSERT_TRUE(run_sweep_cell(longer, [] { return *data_; }).ok);
+  const std::string other_log = read_text(other.dir + "/log.txt");
+  EXPECT_EQ(other_log.find("extending"), std::string::npos) << other_log;
+  EXPECT_EQ(other_log.find("resuming"), std::string::npos) << other_log;
+  EXPECT_EQ(load_checkpoint(other.dir + "/checkpoint.h5").history.size(), 3u);
+}
+
 }  // namespace
 }  // namespace qatlab

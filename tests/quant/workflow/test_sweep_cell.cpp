@@ -28,14 +28,7 @@ namespace fs = std::filesystem;
 
 using test::kQuadrantNetwork;
 using test::quadrant_data;
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
+using test::read_text;
 
 // The float model every cell below quantizes: trained for 3 epochs by the library's training run into
 // DIR/float (checkpoint.h5 and the run's other files).
