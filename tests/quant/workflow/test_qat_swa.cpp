@@ -44,6 +44,22 @@ class QatAveraging : public ::testing::Test {
     delete dir_;
   }
   static std::string float_checkpoint() { return *dir_ / "float/checkpoint.h5"; }
+  // A W4A4 LSQ cell in DIR/<name>: 3 epochs at lr 0.01 from the float model, averaged from swa_start on.
+  static SweepCellSettings lsq_cell(const std::string& name, int64_t swa_start) {
+    SweepCellSettings s;
+    s.cell = {"lsq", "per-channel", {4, 4}, 1};
+    s.float_checkpoint = float_checkpoint();
+    s.qat_epochs = 3;
+    s.qat_lr = 0.01f;
+    s.swa_start = swa_start;
+    s.swa_lr = 0.005f;
+    s.batch_size = 32;
+    s.dir = *dir_ / name;
+    s.key = "lsq 3 epochs swa " + std::to_string(swa_start);
+    s.config_ini = "wbits = 4\n";
+    s.command_line = "test_qat_swa";
+    return s;
+  }
 
   static TempDir* dir_;
   static DataBundle* data_;
@@ -92,18 +108,7 @@ TEST_F(QatAveraging, RecomputesTheFoldedBatchNormsButNotFrozenOnes) {
 }
 
 TEST_F(QatAveraging, ASweepCellWithAveragingEndsOnItsMeanAndItsIntegerGraphIsItsSimulation) {
-  SweepCellSettings s;
-  s.cell = {"lsq", "per-channel", {4, 4}, 1};
-  s.float_checkpoint = float_checkpoint();
-  s.qat_epochs = 3;
-  s.qat_lr = 0.01f;
-  s.swa_start = 1;
-  s.swa_lr = 0.005f;
-  s.batch_size = 32;
-  s.dir = *dir_ / "lsq-swa";
-  s.key = "lsq swa";
-  s.config_ini = "wbits = 4\n";
-  s.command_line = "test_qat_swa";
+  const SweepCellSettings s = lsq_cell("lsq-swa", 1);
   EXPECT_NE(sweep_cell_schedule(s).find(", epochs 2-3 at lr 0.005 averaged (SWA)"), std::string::npos)
       << sweep_cell_schedule(s);
   const CellResult r = run_sweep_cell(s, [] { return *data_; });
@@ -123,18 +128,7 @@ TEST_F(QatAveraging, ASweepCellWithAveragingEndsOnItsMeanAndItsIntegerGraphIsIts
 // from its checkpoint and ends on the model of the cell trained with averaging from the start; a finished
 // cell of other settings is not extended.
 TEST_F(QatAveraging, AFinishedCellExtendedWithAveragingEndsWhereTheWholeRunEnds) {
-  SweepCellSettings whole;
-  whole.cell = {"lsq", "per-channel", {4, 4}, 1};
-  whole.float_checkpoint = float_checkpoint();
-  whole.qat_epochs = 3;
-  whole.qat_lr = 0.01f;
-  whole.swa_start = 2;
-  whole.swa_lr = 0.005f;
-  whole.batch_size = 32;
-  whole.dir = *dir_ / "whole";
-  whole.key = "lsq 3 epochs swa 2";
-  whole.config_ini = "wbits = 4\n";
-  whole.command_line = "test_qat_swa";
+  const SweepCellSettings whole = lsq_cell("whole", 2);
   const CellResult a = run_sweep_cell(whole, [] { return *data_; });
   ASSERT_TRUE(a.ok) << a.error;
 
