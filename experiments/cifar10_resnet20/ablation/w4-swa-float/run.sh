@@ -12,15 +12,14 @@ Q="${QATLAB:-../../build/apps/qatlab}"
 main() {
   local common=(--dataset cifar10 --batch-size 128 --first-last 8 --layer-bits residual-branches=:8
                 --layer-bits stem.conv=8: --layer-bits stage3.2=:8 --threads 1 --granularity per-channel --seeds 1)
-  local runs=()
-  case "${1:-}" in
+    case "${1:-}" in
     ptq)
-      runs=("runs/recipe/checkpoint.h5 runs/ablation-ptq-v2" "runs/recipe_swa/checkpoint.h5 runs/ablation-ptq-swa-float")
-      for r in "${runs[@]}"; do
-        set -- $r
-        local args=(sweep "$1" "${common[@]}" --methods ptq-minmax,ptq-histogram --pairs 4/8,4/4,3/3 --out "$2")
+      local -A floats=([v2]=runs/recipe/checkpoint.h5 [swa-float]=runs/recipe_swa/checkpoint.h5)
+      for label in v2 swa-float; do
+        local args=(sweep "${floats[$label]}" "${common[@]}" --methods ptq-minmax,ptq-histogram --pairs 4/8,4/4,3/3
+                    --out "runs/ablation-ptq-$label")
         { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1; } | tee -a ablation/w4-swa-float/ptq.log
-        cp "$2/results.csv" "ablation/w4-swa-float/ptq-$(basename "$2").results.csv"
+        cp "runs/ablation-ptq-$label/results.csv" "ablation/w4-swa-float/ptq-$label.results.csv"
       done
       ;;
     w4)
