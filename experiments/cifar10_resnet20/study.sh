@@ -45,7 +45,8 @@
 # and start.ini of a cell still training (~1 MB: a rerun goes on from its last epoch);
 # `study.sh` copies them back into runs/ when runs/ lacks them.
 # Usage: bash experiments/cifar10_resnet20/study.sh [NAME ...]   (from the repository root, after the
-# float recipe has finished: recipe.sh, which study.sh runs first when only its kept checkpoint is here)
+# averaged float run has finished: recipe.sh swa, which study.sh runs first when only its kept checkpoint is
+# here)
 #        bash experiments/cifar10_resnet20/study.sh save
 # PROCS=N (default 1): N processes under mpirun, each running whole cells on its share of the cores (a cell's
 # result does not depend on it; on the 2-core machine two 1-thread processes finish more cells an hour than one
