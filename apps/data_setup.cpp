@@ -23,7 +23,7 @@ void add_data_options(po::options_description& desc, DataSettings& s) {
       ("test-limit", po::value(&s.test_limit)->default_value(0), "use only the first N test images (0 = all)")
       ("mean", po::value(&s.mean), "per-channel mean of pixel / 255, one value or one per channel (default: the model's, else the dataset's)")
       ("std", po::value(&s.std), "per-channel standard deviation of pixel / 255, likewise")
-      ("augment", po::value(&s.augment), "training augmentation: none, or a list of pad-crop[:P] (random crop of the image zero-padded by P pixels, default 4), flip and cutout[:S] (a random SxS square set to the mean, default 16) (default: pad-crop:4,flip for cifar10, none otherwise)");
+      ("augment", po::value(&s.augment), "training augmentation: none, or a list of pad-crop[:P] (random crop of the image zero-padded by P pixels, default 4), flip and cutout[:S] (a random SxS square set to the mean, default 16) (default: when training on from a model, as qat and sweep's QAT cells do, the augmentation that model was trained with; else pad-crop:4,flip for cifar10, none otherwise)");
 }
 
 std::string data_settings_ini(const DataSettings& s) {
