@@ -16,7 +16,9 @@
 #   ptq       min/max and histogram PTQ at every pair, per-tensor and per-channel weights (no training)
 #   w8        W8A8 and W4A8, min/max QAT, LSQ and PACT, per-tensor and per-channel, 2 epochs at lr 0.001,
 #             batch norm frozen throughout (the float model's statistics, recomputed over the training set
-#             for its averaged weights: +0.06 to +0.23 in four paired cells, ablation/w8-freeze-bn)
+#             for its averaged weights: +0.06 to +0.23 in the four paired per-channel cells of
+#             ablation/w8-freeze-bn, chosen on those; the whole rerun then moved the per-tensor cells by
+#             -0.18 to +0.17: within one seed's noise, results.md "State")
 #   w4        W4A4, LSQ and PACT, per-channel, 2 seeds, 30 epochs from lr 0.003 (one warm-up epoch, cosine),
 #             batch norm frozen for the last 10 (its running statistics used in training, as in evaluation)
 #   w4-tensor W4A4, LSQ and PACT with per-tensor weights, the same 30 epochs (the per-tensor vs per-channel row)
