@@ -180,7 +180,8 @@ int cmd_inspect(int argc, char** argv) {
       ("out", po::value(&out), "--hist: the SVG file to write")
       ("explain", po::value(&explain), "work out one output value of this conv / linear layer step by step: codes, "
                                         "int32 accumulator, multiplier and shift, output code (integer arithmetic), and "
-                                        "its batch-norm folding; also a residual add, an average pooling or an lstm layer")
+                                        "its batch-norm folding; also a residual add, a requantize op (NAME.input_requant), an "
+                                        "average pooling or an lstm layer")
       ("at", po::value(&at_text), "--explain: which output, CHANNEL or CHANNEL,Y,X (default: channel 0, middle pixel; "
                                   "lstm: UNIT,STEP,0, default the last step)")
       ("image", po::value(&image_index)->default_value(image_index), "--explain: which test image")

@@ -633,8 +633,8 @@ int cmd_sweep(int argc, char** argv) {
       ("first-last", po::value(&s.first_last)->default_value(s.first_last),
        "8: first and last layer stay at 8 bits; same: every layer at W/A")
       ("layer-bits", po::value(&s.layer_bits)->composing(),
-       "NAME=W:A kept by every cell, by dotted module name, layer type or residual-branches (repeatable; beats "
-       "--first-last), e.g. residual-branches=:8")
+       "NAME=W:A kept by every cell, by dotted module name, layer type, residual-branches or residual-sums "
+       "(repeatable; beats --first-last), e.g. residual-branches=:8")
       ("seeds", po::value(&s.seeds)->default_value(s.seeds), "seeds per cell (data order, calibration batches, float model)")
       ("seed", po::value(&s.first_seed)->default_value(s.first_seed), "the first seed")
       ("qat-epochs", po::value(&s.qat_epochs)->default_value(s.qat_epochs), "epochs of each QAT cell")

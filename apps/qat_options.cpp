@@ -29,8 +29,9 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
        "weight codes: narrow (the default: [-7, 7] at 4 bits, [-1, 1] at 2) | full ([-8, 7] at 4 bits, [-2, 1] at 2: every "
        "code, as LSQ's low-bit weights; below 8 bits only, 8-bit weights stay [-127, 127] for the int8 kernels)")
       ("layer-bits", po::value(&q.layer_bits)->composing(),
-       "per-layer bits NAME=W:A, by dotted module name, layer type, input or residual-branches (the values "
-       "residual adds read; =:A only) (repeatable), e.g. features.0=8:8")
+       "per-layer bits NAME=W:A, by dotted module name, layer type, input, residual-branches (the values "
+       "residual adds read; =:A only) or residual-sums (the adds' outputs; a conv reading one at fewer bits "
+       "requantizes it first; =:A only) (repeatable), e.g. features.0=8:8")
       ("freeze-bn-after", po::value(&q.freeze_bn_after)->default_value(q.freeze_bn_after),
        "use running BN statistics from this epoch on (-1 = never)")
       ("freeze-observers-after", po::value(&q.freeze_observers_after)->default_value(q.freeze_observers_after),

@@ -21,7 +21,7 @@ namespace {
 
 constexpr const char* kOpNames[] = {"quantize", "conv2d", "fully_connected", "max_pool2d", "avg_pool2d",
                                     "global_avg_pool", "flatten", "clamp", "add", "dequantize",
-                                    "image_rows", "lstm", "last_step"};
+                                    "image_rows", "lstm", "last_step", "requantize"};
 
 Shape with_batch(int64_t n, const Shape& chw) {
   Shape s{n};
@@ -94,7 +94,7 @@ GraphShapes graph_shapes(const Int8Graph& g) {
                      "integer graph: add of " + shape_str(with_batch(1, in)) + " and " +
                          (op.inputs.size() == 2 ? shape_str(with_batch(1, slot[op.inputs[1]])) : "nothing"));
         break;
-      default: break;  // quantize, clamp, dequantize keep the shape
+      default: break;  // quantize, clamp, dequantize, requantize keep the shape
     }
     gs.in.push_back(in);
     gs.out.push_back(out);
@@ -227,6 +227,7 @@ void run_group(const Int8Graph& g, const GraphShapes& gs, GroupInput input, int6
       case Int8OpKind::Add:
         add_int8(op.add, in, slots[op.inputs[1]], out, out_numel, path);
         break;
+      case Int8OpKind::Requantize: requantize_int8(op.requant, in, out, out_numel); break;
       case Int8OpKind::ImageRows: {
         // (count, C, H, W) -> (count, H, C*W): row h of step h holds row h of channel 0, then of channel 1, ...
         const int64_t C = gs.in[i][0], H = gs.in[i][1], W = gs.in[i][2];
@@ -615,6 +616,10 @@ constexpr const char* kAddFields[] = {"left_shift", "input1_offset", "input2_off
                                       "output_multiplier", "output_shift", "quantized_activation_min",
                                       "quantized_activation_max"};
 
+// The fields of RequantizeInt8Params, stored as attributes of a requantize op, in this order.
+constexpr const char* kRequantizeFields[] = {"input_offset", "output_offset", "multiplier", "shift",
+                                             "quantized_activation_min", "quantized_activation_max"};
+
 // LSTM weights whose codes all fit 2 or 4 bits are stored packed as conv / fc weights are (packed_codes.h):
 // dataset "<name>_packed" (uint8) and attr "<name>_bits"; others an int8 dataset "<name>" (4H, K). The width
 // is the narrowest holding every code (storage_bits of their range), so packing never changes a code; the
@@ -816,6 +821,14 @@ void Int8Graph::save(const std::string& path) const {
           for (size_t k = 0; k < values.size(); ++k) w.scalar(kAddFields[k], values[k]);
           break;
         }
+        case Int8OpKind::Requantize: {
+          w.grid(kOpGrid, op.grid);
+          const RequantizeInt8Params& q = op.requant;
+          const std::vector<int32_t> values{q.input_offset, q.output_offset, q.multiplier, q.shift,
+                                            q.quantized_activation_min, q.quantized_activation_max};
+          for (size_t k = 0; k < values.size(); ++k) w.scalar(kRequantizeFields[k], values[k]);
+          break;
+        }
         case Int8OpKind::Lstm:
           write_lstm(w, op.lstm);
           break;
@@ -932,6 +945,15 @@ Int8Graph Int8Graph::load(const std::string& path) {
         a.output_multiplier = r.scalar32("output_multiplier"), a.output_shift = r.scalar32("output_shift");
         a.quantized_activation_min = r.scalar32("quantized_activation_min");
         a.quantized_activation_max = r.scalar32("quantized_activation_max");
+        break;
+      }
+      case Int8OpKind::Requantize: {
+        op.grid = r.grid(kOpGrid);
+        RequantizeInt8Params& q = op.requant;
+        q.input_offset = r.scalar32("input_offset"), q.output_offset = r.scalar32("output_offset");
+        q.multiplier = r.scalar32("multiplier"), q.shift = r.scalar32("shift");
+        q.quantized_activation_min = r.scalar32("quantized_activation_min");
+        q.quantized_activation_max = r.scalar32("quantized_activation_max");
         break;
       }
       case Int8OpKind::Lstm:

@@ -28,10 +28,11 @@ inline constexpr const char* kInt8GraphFormat = "qatlab-int8-graph";
 inline constexpr int64_t kInt8GraphVersion = 3;
 
 // ImageRows: (N, C, H, W) -> (N, H, C*W) codes (an image read row by row, same grid); Lstm: (N, T, IN) ->
-// (N, T, H) codes (int_lstm.h); LastStep: (N, T, H) -> (N, H), the last step's codes.
+// (N, T, H) codes (int_lstm.h); LastStep: (N, T, H) -> (N, H), the last step's codes; Requantize: the same
+// values on another grid (fewer bits: a residual stream read by a conv at A bits).
 enum class Int8OpKind {
   Quantize, Conv2d, FullyConnected, MaxPool2d, AvgPool2d, GlobalAvgPool, Flatten, Clamp, Add, Dequantize,
-  ImageRows, Lstm, LastStep
+  ImageRows, Lstm, LastStep, Requantize
 };
 const char* int8_op_name(Int8OpKind kind);
 Int8OpKind parse_int8_op(const std::string& name);
@@ -59,6 +60,8 @@ struct Int8Op {
   int32_t clamp_min = -128, clamp_max = 127;
   // Add: a residual sum of inputs[0] and inputs[1], rescaled to `grid` (see int8_kernels.h).
   AddInt8Params add;
+  // Requantize: inputs[0]'s codes rescaled to `grid` (requantize_int8, int8_kernels.h).
+  RequantizeInt8Params requant;
   // Lstm: one integer LSTM layer (int8 weights, int32 biases, multipliers, the cell grid; see int_lstm.h).
   LstmInt8Params lstm;
 

@@ -152,6 +152,17 @@ void check_op(const Checker& c, const Int8Op& op) {
       c.activation_range(a.quantized_activation_min, a.quantized_activation_max, "quantized activation range");
       break;
     }
+    case Int8OpKind::Requantize: {
+      c.grid(op.grid, "op");
+      const RequantizeInt8Params& q = op.requant;
+      c.in_range(q.input_offset, -127, 128, "input_offset");
+      c.in_range(q.output_offset, -128, 127, "output_offset");
+      c.require(q.output_offset == op.grid.zero_point.at(0), "output_offset " + std::to_string(q.output_offset) +
+                                                                 " is not the grid's zero point");
+      c.multiplier(q.multiplier, q.shift, "multiplier");
+      c.activation_range(q.quantized_activation_min, q.quantized_activation_max, "quantized activation range");
+      break;
+    }
     case Int8OpKind::Lstm: {
       try {
         op.lstm.validate();

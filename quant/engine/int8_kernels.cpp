@@ -357,6 +357,46 @@ void add_int8_reference(const AddInt8Params& p, const int8_t* a, const int8_t* b
   }
 }
 
+// ------------------------------------------------------------------------------------ requantization
+
+RequantizeInt8Params make_requantize_params(float s_in, int32_t z_in, float s_out, int32_t z_out, int32_t act_min,
+                                            int32_t act_max) {
+  for (float s : {s_in, s_out})
+    QATLAB_CHECK(std::isfinite(s) && s > 0.0f, "make_requantize_params: scales (" + std::to_string(s_in) + " -> " +
+                                                std::to_string(s_out) + ") must be finite and > 0");
+  for (int32_t z : {z_in, z_out})
+    QATLAB_CHECK(z >= -128 && z <= 127, "make_requantize_params: zero point " + str(z) + " must be in [-128, 127]");
+  QATLAB_CHECK(-128 <= act_min && act_min <= act_max && act_max <= 127,
+               "make_requantize_params: activation range [" + str(act_min) + ", " + str(act_max) +
+                   "] must lie in [-128, 127]");
+  RequantizeInt8Params p;
+  p.input_offset = -z_in;
+  p.output_offset = z_out;
+  p.quantized_activation_min = act_min;
+  p.quantized_activation_max = act_max;
+  quantize_multiplier(static_cast<double>(s_in) / s_out, &p.multiplier, &p.shift);
+  return p;
+}
+
+void check_requantize_int8_params(const RequantizeInt8Params& p) {
+  QATLAB_CHECK(p.input_offset >= -127 && p.input_offset <= 128 && p.output_offset >= -128 && p.output_offset <= 127,
+               "requantize_int8: offsets " + str(p.input_offset) + " -> " + str(p.output_offset) +
+                   ": expected an input offset in [-127, 128] and an output offset in [-128, 127]");
+  QATLAB_CHECK(p.shift >= -31 && p.shift <= 30, "requantize_int8: shift " + str(p.shift) + " must be in [-31, 30]");
+  QATLAB_CHECK(p.multiplier >= 0, "requantize_int8: multiplier " + str(p.multiplier) + " must be >= 0");
+  QATLAB_CHECK(-128 <= p.quantized_activation_min && p.quantized_activation_min <= p.quantized_activation_max &&
+                   p.quantized_activation_max <= 127,
+               "requantize_int8: activation range [" + str(p.quantized_activation_min) + ", " +
+                   str(p.quantized_activation_max) + "] must lie in [-128, 127]");
+}
+
+void requantize_int8(const RequantizeInt8Params& p, const int8_t* in, int8_t* out, int64_t count) {
+  check_requantize_int8_params(p);
+  for (int64_t i = 0; i < count; ++i)
+    out[i] = requantize(in[i] + p.input_offset, p.multiplier, p.shift, p.output_offset, p.quantized_activation_min,
+                        p.quantized_activation_max);
+}
+
 // ------------------------------------------------------------------------------- quantize / dequantize
 
 int64_t find_first_nan(const float* x, int64_t n) {

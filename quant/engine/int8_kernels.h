@@ -159,6 +159,30 @@ void add_int8_avx512(const AddInt8Params& params, const int8_t* a, const int8_t*
 // Throws std::invalid_argument unless the params are in the ranges the formula needs (every kernel checks).
 void check_add_int8_params(const AddInt8Params& params);
 
+// ------------------------------------------------------------------------------------ requantization
+// Codes on one per-tensor grid -> codes on another: where a layer reads a value at fewer bits than the
+// grid it was written on (a residual stream kept at 8 bits, read by a conv at A bits: quant/README.md
+// section 5, "A residual stream of its own"):
+//   out = clamp(output_offset + multiply_by_quantized_multiplier(in + input_offset, multiplier, shift),
+//               quantized_activation_min, quantized_activation_max)
+// with (multiplier, shift) = quantize_multiplier(s_in / s_out): one rounding (ties toward +infinity).
+struct RequantizeInt8Params {
+  int32_t input_offset = 0;   // = -input zero point
+  int32_t output_offset = 0;  // = output zero point
+  int32_t multiplier = 0;
+  int shift = 0;
+  int32_t quantized_activation_min = -128, quantized_activation_max = 127;
+};
+
+// Scales finite and > 0, zero points and the activation range within [-128, 127].
+RequantizeInt8Params make_requantize_params(float s_in, int32_t z_in, float s_out, int32_t z_out, int32_t act_min,
+                                            int32_t act_max);
+// Throws std::invalid_argument naming the field out of its range (offsets, multiplier, shift, activation range).
+void check_requantize_int8_params(const RequantizeInt8Params& params);
+// out[i] = the formula above applied to in[i], for i < count. One loop on every kernel path: it costs a
+// few operations per value of a tensor a conv then reads with a few hundred multiply-adds per value.
+void requantize_int8(const RequantizeInt8Params& params, const int8_t* in, int8_t* out, int64_t count);
+
 // The residual add on float values, as the QAT simulation computes it: a and b quantized on their grids
 // (quantize_float_to_int8_values), added as above, the codes dequantized on the output grid
 // (dequantize_int8_to_float). The zero points are the params' offsets; here are the scales and the

@@ -60,6 +60,7 @@ class Exporter {
           break;
         }
         case Int8OpKind::Add: add(op); break;
+        case Int8OpKind::Requantize: requantize(op, in); break;
         case Int8OpKind::Dequantize: dequantize(op, out); break;
         case Int8OpKind::Lstm:
         case Int8OpKind::ImageRows:
@@ -243,6 +244,32 @@ class Exporter {
       b_.node("Flatten", op.name + "/flatten", {y}, out);
     }
     set_output(op, out, x.scale, x.zero_point);
+  }
+
+  // Codes on one grid -> another: a depthwise 1x1 QLinearConv of weights 1 with the two zero points and
+  // the weight scale whose float product with the grids' scales is nearest our multiplier (as conv's),
+  // then the clamp. (N, C, H, W) only: a convolution reads it.
+  void requantize(const Int8Op& op, const Shape& in) {
+    if (in.size() != 3)
+      throw std::invalid_argument(op_label(i_, op) + ": requantizes a value of shape " + shape_str(in) +
+                                  "; the ONNX form is written for (C, H, W) values, which convolutions read");
+    const SlotTensor& x = input(op, 0);
+    const RequantizeInt8Params& p = op.requant;
+    const int64_t c = in[0];
+    const float so = op.grid.scale.at(0);
+    const float w_scale = onnx_weight_scale_for(dequantize_multiplier(p.multiplier, p.shift), x.scale, so);
+    const std::string y = b_.name("requantize");
+    onnx::NodeProto* n = b_.node(
+        "QLinearConv", op.name,
+        {x.name, b_.float_scalar("x_scale", x.scale), b_.act_scalar("x_zero_point", -p.input_offset, u8_),
+         b_.int8_tensor("ones", {c, 1, 1, 1}, std::vector<int8_t>(static_cast<size_t>(c), 1)),
+         b_.float_tensor("w_scale", {c}, std::vector<float>(static_cast<size_t>(c), w_scale)),
+         b_.int8_tensor("w_zero_point", {c}, std::vector<int8_t>(static_cast<size_t>(c), 0)),
+         b_.float_scalar("y_scale", so), b_.act_scalar("y_zero_point", p.output_offset, u8_)},
+        y);
+    set_ints(n, "kernel_shape", {1, 1});
+    set_int(n, "group", c);
+    set_output(op, clip(y, p.quantized_activation_min, p.quantized_activation_max, op.name), so, p.output_offset);
   }
 
   void flatten(const Int8Op& op) {

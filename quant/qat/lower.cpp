@@ -28,6 +28,13 @@ AddInt8Params lower_add(const QParams& a, const QParams& b, const QParams& out, 
                          lo, hi);
 }
 
+RequantizeInt8Params lower_requantize(const QParams& in, const QParams& out) {
+  check_int8_activation_grid(in, "a requantized value");
+  check_int8_activation_grid(out, "a requantization's output");
+  return make_requantize_params(in.scale[0], in.zero_point[0], out.scale[0], out.zero_point[0], out.quant_min,
+                                out.quant_max);
+}
+
 LoweredLayer lower_layer(const QatLayer& layer, const QParams& input, const QParams& output) {
   check_int8_activation_grid(input, "a layer input");
   check_int8_activation_grid(output, "a layer output");

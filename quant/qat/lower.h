@@ -1,6 +1,7 @@
 // lower.h: a QAT layer's float parameters and quantizers -> the integer layer the graph runs
 // (LoweredLayer, quant/engine/lowered_layer.h: int8 or packed 2-4-bit weights, int32 bias, per-channel
-// output multipliers and shifts, activation clamp); a QAT residual add -> the integer add's constants.
+// output multipliers and shifts, activation clamp); a QAT residual add -> the integer add's constants; a
+// layer's input requantization -> its constants.
 //
 // This is the only place where those integers are derived. convert uses it to build the Int8Graph, and
 // exact-mode evaluation uses it to run the same integer arithmetic inside the QAT model: that is why
@@ -37,5 +38,10 @@ std::pair<int32_t, int32_t> activation_clamp(const QParams& output, FusedActivat
 // after the sum or not: make_add_params with the output clamp. Convert, the simulation and inspect all
 // take the add's constants from here.
 AddInt8Params lower_add(const QParams& a, const QParams& b, const QParams& out, bool relu_after);
+
+// Codes on the grid `in` -> the same values on the grid `out` (per tensor; a layer's input requantizer,
+// qat_layers.h): make_requantize_params with out's whole code range as the clamp. Convert, the
+// simulation and inspect all take the constants from here.
+RequantizeInt8Params lower_requantize(const QParams& in, const QParams& out);
 
 }  // namespace qatlab

@@ -21,7 +21,18 @@ QuantizerSpec Preparer::activation_for(const std::string& name, const std::strin
   quantized_names_.insert(name), quantized_types_.insert(type);
   const bool branch = residual_branches_.count(name) > 0;
   if (branch) quantized_types_.insert(kResidualBranches);
+  if (type == "Residual") quantized_types_.insert(kResidualSums);
   return qconfig_.activation_for(name, type, branch);
+}
+
+std::shared_ptr<Quantizer> Preparer::input_requantizer(const std::string& name, const std::string& type) const {
+  if (!qconfig_.layer_bits.count(kResidualSums) || !grid) return nullptr;
+  const auto sum = residual_sums_.find(grid.get());
+  if (sum == residual_sums_.end()) return nullptr;
+  QuantizerSpec spec = qconfig_.activation_for(name, type);
+  if (spec.scheme.bits >= grid->scheme().bits) return nullptr;
+  spec.scheme.per_channel = false;
+  return make_quantizer(spec, 1, sum->second);
 }
 
 std::shared_ptr<Quantizer> Preparer::make_quantizer(const QuantizerSpec& spec, int64_t channels, bool after_relu) {

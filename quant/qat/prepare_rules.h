@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -40,6 +41,13 @@ class Preparer {
   // The layer `name`'s output is a residual branch's (the residual rule says so before walking the branch):
   // its activation settings are the kResidualBranches override's, when there is one.
   void mark_residual_branch(const std::string& name) { residual_branches_.insert(name); }
+  // `sum` is a residual add's output quantizer (the residual rule says so), after a ReLU or not.
+  void mark_residual_sum(const Quantizer* sum, bool after_relu) { residual_sums_[sum] = after_relu; }
+  // The quantizer the layer `name` of type `type` puts its input on before reading it, or null: one when
+  // a kResidualSums override is set and the current grid is a residual sum's with more bits than the
+  // layer's own activation bits (the layer's output settings, not a residual branch's), of the method and
+  // bits of those settings, per tensor.
+  std::shared_ptr<Quantizer> input_requantizer(const std::string& name, const std::string& type) const;
   const std::set<std::string>& quantized_names() const { return quantized_names_; }
   const std::set<std::string>& quantized_types() const { return quantized_types_; }
 
@@ -56,6 +64,7 @@ class Preparer {
   const QConfig& qconfig_;
   const PrepareRules& rules_;
   std::set<std::string> quantized_names_, quantized_types_, residual_branches_;
+  std::map<const Quantizer*, bool> residual_sums_;  // residual sums' grids -> after a ReLU
 };
 
 // What a rule made of a module: the QAT module that replaces it (null: the module stays as it is), and

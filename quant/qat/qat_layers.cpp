@@ -154,6 +154,19 @@ void QatLayer::reset_running_statistics() {
 Quantizer& QatLayer::weight_quant() const { return static_cast<Quantizer&>(*child("weight_quant")); }
 Quantizer& QatLayer::output_quant() const { return static_cast<Quantizer&>(*child("output_quant")); }
 
+Quantizer* QatLayer::input_requant() const { return input_requant_.get(); }
+
+void QatLayer::set_input_requant(std::shared_ptr<Quantizer> q) {
+  QATLAB_CHECK(q != nullptr && !input_requant_, "QatLayer: set_input_requant takes one quantizer, once");
+  input_requant_ = q;
+  register_module("input_requant", std::move(q));
+}
+
+const Quantizer* QatLayer::read_quant() const {
+  if (const Quantizer* r = input_requant()) return r;
+  return input_quant.get();
+}
+
 std::string QatLayer::describe() const {
   std::string s = std::string(is_conv_ ? "conv " : "linear ") + shape_str(weight.shape());
   if (has_bn_) s += std::string(" + bn") + (bn_frozen_ ? " (frozen)" : "");
@@ -195,7 +208,23 @@ std::atomic<bool> g_output_fusion{true};
 void QatLayer::set_output_fusion(bool on) { g_output_fusion.store(on); }
 bool QatLayer::output_fusion() { return g_output_fusion.load(); }
 
-Tensor QatLayer::forward(const Tensor& x) {
+Tensor QatLayer::forward(const Tensor& x) { return forward_read(read_input(x)); }
+
+Tensor QatLayer::read_input(const Tensor& x) {
+  Quantizer* to = input_requant();
+  if (!to) return x;
+  QATLAB_CHECK(input_quant != nullptr, "QatLayer: an input requantizer without an input quantizer (was it built by "
+                                       "prepare_qat?)");
+  const Tensor y = (*to)(x);
+  if (!input_quant->quantizing() || !to->quantizing()) return y;
+  const QParams in = input_quant->qparams(), out = to->qparams();
+  const std::vector<int8_t> codes = quantize_tensor(x, in);
+  std::vector<int8_t> requantized(codes.size());
+  requantize_int8(lower_requantize(in, out), codes.data(), requantized.data(), static_cast<int64_t>(codes.size()));
+  return with_integer_values(y, requantized, out);
+}
+
+Tensor QatLayer::forward_read(const Tensor& x) {
   if (exact_ && !training()) return forward_exact(x);
   Tensor y;
   if (has_bn_) {
@@ -262,17 +291,18 @@ Tensor QatLayer::forward(const Tensor& x) {
 }
 
 Tensor QatLayer::deployed_bias(const Tensor& b) const {
-  if (!input_quant || !input_quant->quantizing() || !weight_quant().quantizing()) return b;
+  const Quantizer* in = read_quant();
+  if (!in || !in->quantizing() || !weight_quant().quantizing()) return b;
   // Rounded to its accumulator grid as lower_layer rounds it (bias.h): at 4 bits and below the bias
   // step can be a sizeable part of an output step, and the simulation should see it.
-  return fake_quantize_bias(b, input_quant->qparams(), weight_quant().qparams(), "fake_quantize_bias");
+  return fake_quantize_bias(b, in->qparams(), weight_quant().qparams(), "fake_quantize_bias");
 }
 
 Tensor QatLayer::deployed_linear_op(const Tensor& x, const Tensor& wq, const Tensor& b) const {
-  if (training() || !input_quant || !input_quant->quantizing() || !weight_quant().quantizing() ||
-      input_quant->qparams().per_channel())
+  const Quantizer* read = read_quant();
+  if (training() || !read || !read->quantizing() || !weight_quant().quantizing() || read->qparams().per_channel())
     return linear_op(x, wq, b);
-  const QParams in = input_quant->qparams(), w = weight_quant().qparams();
+  const QParams in = read->qparams(), w = weight_quant().qparams();
   // The same value as linear_op(x, wq, b), computed on the integer grids: x / S_in and wq / S_w[oc] are
   // the codes (q_in - Z_in) and q_w, b / (S_in * S_w[oc]) the int32 bias, up to float rounding, which
   // the rounding removes. Their float sum is then exact (integers: exact while partial sums stay below
@@ -294,8 +324,8 @@ Tensor QatLayer::deployed_linear_op(const Tensor& x, const Tensor& wq, const Ten
 }
 
 Tensor QatLayer::forward_exact(const Tensor& x) {
-  QATLAB_CHECK(input_quant != nullptr, "exact mode: layer has no input quantizer (was it built by prepare_qat?)");
-  const LoweredLayer l = lower_layer(*this, input_quant->qparams(), output_quant().qparams());
+  QATLAB_CHECK(read_quant() != nullptr, "exact mode: layer has no input quantizer (was it built by prepare_qat?)");
+  const LoweredLayer l = lower_layer(*this, read_quant()->qparams(), output_quant().qparams());
   const std::vector<int8_t> in = quantize_tensor(x, l.input);
   const Shape out_shape = l.is_conv ? conv2d_int8_output_shape(l.conv, x.shape(), l.weight_shape)
                                     : fully_connected_int8_output_shape(l.fc, x.shape(), l.weight_shape);
@@ -420,6 +450,15 @@ Tensor QatModel::forward(const Tensor& x) { return (*child("body"))(input_quant(
 // ------------------------------------------------- the walks (walk.h) and prepare_qat's rules, per module
 
 void QatLayer::lower(Lowering& walk, const std::string& name) const {
+  if (const Quantizer* r = input_requant()) {
+    const QParams to = r->qparams();
+    Int8Op op;
+    op.kind = Int8OpKind::Requantize;
+    op.name = ModelWalk::child_name(name, "input_requant");
+    op.grid = to;
+    op.requant = lower_requantize(walk.at.grid, to);
+    walk.emit(std::move(op), to);
+  }
   const QParams out = output_quant().qparams();
   Int8Op op;
   op.kind = is_conv_ ? Int8OpKind::Conv2d : Int8OpKind::FullyConnected;
@@ -429,6 +468,26 @@ void QatLayer::lower(Lowering& walk, const std::string& name) const {
 }
 
 void QatLayer::describe_node(Description& walk, const std::string& name) const {
+  if (const Quantizer* r = input_requant()) {
+    DescribedNode q;
+    q.kind = DescribedNode::Kind::Requantize;
+    q.name = q.output_name = ModelWalk::child_name(name, "input_requant");
+    q.description = "requantize";
+    q.output_quant = r;
+    const QParams to = Description::grid_of(*r);
+    if (to.scale.empty() || walk.at.grid.scale.empty()) {
+      q.lowering_error = "no grid yet";
+    } else {
+      try {
+        const RequantizeInt8Params p = lower_requantize(walk.at.grid, to);
+        q.output_multiplier = {p.multiplier};
+        q.output_shift = {p.shift};
+      } catch (const std::logic_error& e) {
+        q.lowering_error = e.what();
+      }
+    }
+    walk.row(std::move(q), {walk.at.slot}, to);
+  }
   DescribedNode n;
   n.kind = is_conv_ ? DescribedNode::Kind::Conv : DescribedNode::Kind::Linear;
   n.name = name;
@@ -474,7 +533,9 @@ void QatLayer::describe_node(Description& walk, const std::string& name) const {
 }
 
 Tensor QatLayer::record(Recording& walk, const std::string& name, const Tensor& x) {
-  const Tensor y = forward(x);
+  const Tensor read = read_input(x);
+  if (input_requant()) walk.seen(ModelWalk::child_name(name, "input_requant"), read);
+  const Tensor y = forward_read(read);
   walk.seen(name, y);
   return y;
 }
@@ -592,6 +653,7 @@ PrepareStep fuse_layer(Preparer& p, const ModulePtr& m, const std::vector<Module
   auto layer = conv ? QatLayer::from_conv(*m->as<Conv2d>(), bn, act, wq, oq)
                     : QatLayer::from_linear(*m->as<Linear>(), bn, act, wq, oq);
   layer->input_quant = p.grid;
+  if (auto requant = p.input_requantizer(name, m->type())) layer->set_input_requant(std::move(requant));
   p.grid = oq;
   return {layer, used};
 }
@@ -654,6 +716,7 @@ PrepareStep residual(Preparer& p, const ModulePtr& m, const std::vector<ModulePt
   auto q = std::make_shared<QatResidual>(body, shortcut, relu_after, add_quant);
   q->body_quant = body_grid;
   q->shortcut_quant = shortcut_grid;
+  p.mark_residual_sum(add_quant.get(), relu_after);
   p.grid = add_quant;
   return {q};
 }

@@ -61,7 +61,8 @@ class QatLayer : public QatNode, public RunningStatistics {
   void lower(Lowering& walk, const std::string& name) const override;
   void describe_node(Description& walk, const std::string& name) const override;
   Tensor record(Recording& walk, const std::string& name, const Tensor& x) override;
-  std::vector<std::shared_ptr<Quantizer>*> grid_links() override { return {&input_quant}; }
+  // (input_requant_ is a child, but also held here: code swapping it in the tree swaps this handle too.)
+  std::vector<std::shared_ptr<Quantizer>*> grid_links() override { return {&input_quant, &input_requant_}; }
 
   bool is_conv() const { return is_conv_; }
   bool has_bn() const { return has_bn_; }
@@ -73,6 +74,14 @@ class QatLayer : public QatNode, public RunningStatistics {
   Quantizer& output_quant() const;
   // The quantizer whose grid this layer's input lies on (set by prepare_qat; not a child).
   std::shared_ptr<Quantizer> input_quant;
+  // The quantizer the layer puts its input on before reading it, or null (child "input_requant"):
+  // prepare_qat gives one to a layer that reads a residual sum kept at more bits than the layer's own
+  // activation bits (kResidualSums, qconfig.h). The simulation takes the integer Requantize op's values
+  // (lower_requantize) with this quantizer's gradient; convert emits that op before the layer's.
+  Quantizer* input_requant() const;
+  void set_input_requant(std::shared_ptr<Quantizer> q);
+  // The quantizer whose grid the layer's arithmetic reads: input_requant's, or else input_quant's.
+  const Quantizer* read_quant() const;
 
   void freeze_bn(bool on) { bn_frozen_ = on; }
   bool bn_frozen() const { return bn_frozen_; }
@@ -109,6 +118,9 @@ class QatLayer : public QatNode, public RunningStatistics {
   Tensor linear_op(const Tensor& x, const Tensor& w, const Tensor& b) const;
   Tensor per_channel_view(const Tensor& v, bool for_output) const;  // (OC) -> broadcastable shape
   Tensor forward_exact(const Tensor& x);
+  // x put on the grid the layer reads (requantized when it has an input_requant), and the layer on it.
+  Tensor read_input(const Tensor& x);
+  Tensor forward_read(const Tensor& x);
   Tensor deployed_bias(const Tensor& b) const;  // b rounded to the accumulator grid (see lower.h)
   // linear_op in the deployed form: in evaluation, computed on the integer codes (see the .cpp).
   Tensor deployed_linear_op(const Tensor& x, const Tensor& wq, const Tensor& b) const;
@@ -118,6 +130,7 @@ class QatLayer : public QatNode, public RunningStatistics {
   bool has_bn_ = false, bn_frozen_ = false, exact_ = false;
   KernelPath exact_path_ = KernelPath::Reference;
   FusedActivation activation_ = FusedActivation::None;
+  std::shared_ptr<Quantizer> input_requant_;  // the child "input_requant", or null
 };
 
 // Average pooling (windowed or global) whose output is put back on its input's grid, as the integer

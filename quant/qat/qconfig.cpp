@@ -63,6 +63,9 @@ QuantizerSpec QConfig::activation_for(const std::string& name, const std::string
   const LayerBits* o = nullptr;
   if (auto it = layer_bits.find(kResidualBranches); residual_branch && it != layer_bits.end() && !layer_bits.count(name))
     o = &it->second;
+  else if (auto sums = layer_bits.find(kResidualSums);
+           type == "Residual" && sums != layer_bits.end() && !layer_bits.count(name))
+    o = &sums->second;
   else
     o = find_override(layer_bits, name, type);
   if (o && o->activation_bits) spec.scheme.bits = o->activation_bits;
@@ -144,10 +147,11 @@ void QConfig::validate() const {
       throw std::invalid_argument(std::string("an LSQ gradient scale ('") + lsq_grad_scale_name(*spec->lsq_grad_scale) +
                                   "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
   }
-  if (auto it = layer_bits.find(kResidualBranches);
-      it != layer_bits.end() && (it->second.weight_bits != 0 || it->second.activation_bits == 0))
-    throw std::invalid_argument(std::string("--layer-bits ") + kResidualBranches + " sets activation bits only (" +
-                                kResidualBranches + "=:A, e.g. " + kResidualBranches + "=:8)");
+  for (const char* key : {kResidualBranches, kResidualSums})
+    if (auto it = layer_bits.find(key);
+        it != layer_bits.end() && (it->second.weight_bits != 0 || it->second.activation_bits == 0))
+      throw std::invalid_argument(std::string("--layer-bits ") + key + " sets activation bits only (" + key +
+                                  "=:A, e.g. " + key + "=:8)");
   if (!weight.scheme.symmetric || !weight.scheme.is_signed)
     throw std::invalid_argument("weights must be signed symmetric (the integer kernels' contract)");
 }

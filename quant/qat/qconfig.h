@@ -19,6 +19,14 @@ namespace qatlab {
 // bits the add reads").
 inline constexpr const char* kResidualBranches = "residual-branches";
 
+// The override key for the residual adds' outputs, the residual stream, e.g. "residual-sums=:8": every
+// residual sum on those bits, and a conv or linear layer that reads a sum at fewer bits than its own
+// activation bits requantizes it to those first (QatLayer::input_requant; the model input is never
+// requantized). The papers' low-bit ResNets read A-bit values in every conv but the first and add the
+// branches in full precision; this keeps the stream at 8 bits in the integer graph (quant/README.md
+// section 5, "A residual stream of its own"). A block's name still sets its own sum's bits.
+inline constexpr const char* kResidualSums = "residual-sums";
+
 // One quantizer's settings: its scheme and how it finds its grid: an observer's range (method
 // "observer"), or a grid learned by gradient descent: "lsq" (learned step size), "lsq+" (step and
 // offset), "pact" (learned clipping level; activations after a ReLU only).
@@ -59,13 +67,15 @@ struct QConfig {
   QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema, QuantizerMethod::Observer,
                            std::nullopt, std::nullopt};
   // Overrides: a key is a dotted module name of the float model ("features.0", "classifier.4"), a layer
-  // type ("Conv2d", "Linear"), "input" (the model's input quantizer) or kResidualBranches (activation
-  // bits only). A name beats kResidualBranches, which beats a type.
+  // type ("Conv2d", "Linear", "Residual": the sums), "input" (the model's input quantizer), kResidualBranches
+  // or kResidualSums (activation bits only). A name beats kResidualBranches and kResidualSums, which beat
+  // a type.
   std::map<std::string, LayerBits> layer_bits;
 
   // A layer's weight quantizer: `weight` with the layer's bits, narrow at 8 bits (see WeightRange).
   QuantizerSpec weight_for(const std::string& name, const std::string& type) const;
   // `residual_branch`: the layer's output is the output of a residual block's branch (what the add reads).
+  // Type "Residual": a residual sum (kResidualSums applies).
   QuantizerSpec activation_for(const std::string& name, const std::string& type, bool residual_branch = false) const;
 
   // Settings from the command line: bits 2..8, observer names, "NAME=W:A" overrides (either side may be

@@ -79,10 +79,10 @@ class Lowering : public ModelWalk {
   Int8Graph& graph_;
 };
 
-// One entry of a description: a quantized output (the model input, a conv / linear layer, a residual sum:
-// inspect's rows), or a module that passes its input's grid on (drawn, no row).
+// One entry of a description: a quantized output (the model input, a conv / linear layer, a residual sum,
+// a layer's input requantized: inspect's rows), or a module that passes its input's grid on (drawn, no row).
 struct DescribedNode {
-  enum class Kind { Input, Conv, Linear, Add, Keep };
+  enum class Kind { Input, Conv, Linear, Add, Requantize, Keep };
   Kind kind = Kind::Keep;
   std::string name;         // the module path, as convert names its op
   std::string type;         // the module's type ("MaxPool2d"), for Keep entries
@@ -94,8 +94,8 @@ struct DescribedNode {
   std::string weights_name;
   const Quantizer* output_quant = nullptr;  // the row's output grid (null for Keep), named output_name
   std::string output_name;
-  // The integers convert derives (lower_layer: one per output channel; lower_add: the sum's rescale), or
-  // why there are none (lowering_error).
+  // The integers convert derives (lower_layer: one per output channel; lower_add: the sum's rescale;
+  // lower_requantize: the requantization's), or why there are none (lowering_error).
   std::vector<int32_t> output_multiplier;
   std::vector<int> output_shift;
   std::string lowering_error;

@@ -14,6 +14,7 @@
 
 #include "quant/engine/requantize.h"
 #include "quant/qat/qat_layers.h"
+#include "quant/teach/inspect.h"
 
 namespace qatlab {
 
@@ -24,6 +25,7 @@ bool explainable(Int8OpKind kind) {
     case Int8OpKind::Conv2d:
     case Int8OpKind::FullyConnected:
     case Int8OpKind::Add:
+    case Int8OpKind::Requantize:
     case Int8OpKind::AvgPool2d:
     case Int8OpKind::GlobalAvgPool:
     case Int8OpKind::Lstm:
@@ -314,6 +316,7 @@ QParams grid_of_slot(const Int8Graph& graph, int slot) {
     switch (op.kind) {
       case Int8OpKind::Quantize:
       case Int8OpKind::Add:
+      case Int8OpKind::Requantize:
       case Int8OpKind::AvgPool2d:
       case Int8OpKind::GlobalAvgPool:
       case Int8OpKind::Dequantize:
@@ -353,6 +356,49 @@ std::string mbqm_steps(int32_t x, int32_t m, int shift, const std::string& inden
 std::string verdict(int32_t computed, int32_t graph) {
   return "The integer graph computed code " + std::to_string(graph) + " here: " +
          (computed == graph ? "the same." : "DIFFERENT (a bug: please report it).") + "\n";
+}
+
+Explained explain_requantize(const Int8Graph& graph, size_t i, const ExplainImage& image, ExplainAt at) {
+  const Int8Op& op = graph.ops[i];
+  const RequantizeInt8Params& p = op.requant;
+  Shape si, so;
+  const std::vector<int8_t> in = codes_of_slot(graph, i, op.inputs[0], image, &si);
+  const std::vector<int8_t> out = codes_of_slot(graph, i + 1, op.output, image, &so);
+  const int64_t k = resolve_at(at, so);
+  const QParams gi = grid_of_slot(graph, op.inputs[0]);
+  const double s_i = gi.scale[0], s_o = op.grid.scale[0];
+  const int32_t z_i = gi.zero_point[0], z_o = op.grid.zero_point[0];
+  const int32_t q = in[k], v = q + p.input_offset;
+  const int32_t scaled = multiply_by_quantized_multiplier(v, p.multiplier, p.shift);
+  Explained e;
+  e.computed = p.output_offset + std::clamp(scaled, p.quantized_activation_min - p.output_offset,
+                                            p.quantized_activation_max - p.output_offset);
+  e.graph = out[k];
+
+  std::ostringstream os;
+  os << "layer " << op.name << ": slot " << op.inputs[0] << " requantized onto the grid the next layer reads, "
+     << shape_str(so) << "\n"
+     << "the output value explained: channel " << at.channel << ", y " << at.y << ", x " << at.x << "\n\n";
+  os << "1. Grids (real = scale * (code - zero_point))\n";
+  os << "   input   scale " << fmt("%.6g", s_i) << ", zero point " << z_i << "  => input_offset = " << p.input_offset << "\n";
+  os << "   output  scale " << fmt("%.6g", s_o) << ", zero point " << z_o << ", codes clamped to ["
+     << p.quantized_activation_min << ", " << p.quantized_activation_max << "] (its "
+     << grid_bits(op.grid) << " bits)\n\n";
+  os << "2. Constant, computed once at convert (lower_requantize, in double)\n";
+  os << "   s_in / s_out = " << fmt("%.9g", s_i / s_o) << " -> multiplier " << p.multiplier << ", shift " << p.shift
+     << " (" << multiplier_str(p.multiplier, p.shift) << ")\n\n";
+  os << "3. The input code at this position: " << q << " (real " << fmt("%.6g", s_i * (q - z_i)) << ")\n\n";
+  os << "4. Rescaled with one rounding\n";
+  os << "   a) " << q << " + " << p.input_offset << " = " << v << "\n";
+  os << mbqm_steps(v, p.multiplier, p.shift, "      ");
+  os << "   b) + output zero point " << z_o << ", clamp to [" << p.quantized_activation_min << ", "
+     << p.quantized_activation_max << "] -> output code " << e.computed << "\n";
+  os << "   real value: " << fmt("%.6g", s_o) << " * (" << e.computed << " - " << z_o << ") = "
+     << fmt("%.6g", s_o * (e.computed - z_o)) << "; the input's real value in output codes was "
+     << fmt("%.4f", s_i * (q - z_i) / s_o + z_o) << "\n\n";
+  os << "5. " << verdict(e.computed, e.graph);
+  e.text = os.str();
+  return e;
 }
 
 Explained explain_add(const Int8Graph& graph, size_t i, const ExplainImage& image, ExplainAt at) {
@@ -648,6 +694,8 @@ Explained explain_any(const Int8Graph& graph, const std::string& op_name, const 
   switch (graph.ops[i].kind) {
     case Int8OpKind::Add:
       return explain_add(graph, i, image, at);
+    case Int8OpKind::Requantize:
+      return explain_requantize(graph, i, image, at);
     case Int8OpKind::AvgPool2d:
     case Int8OpKind::GlobalAvgPool:
       return explain_avg_pool(graph, i, image, at);

@@ -134,6 +134,7 @@ LayerReport::Kind report_kind(DescribedNode::Kind kind) {
     case DescribedNode::Kind::Conv: return LayerReport::Kind::Conv;
     case DescribedNode::Kind::Linear: return LayerReport::Kind::Linear;
     case DescribedNode::Kind::Add: return LayerReport::Kind::Add;
+    case DescribedNode::Kind::Requantize: return LayerReport::Kind::Requantize;
     case DescribedNode::Kind::Keep: break;
   }
   throw std::logic_error("inspect: an entry that keeps its input's grid has no row");
@@ -559,6 +560,11 @@ class DotWriter {
         edge(id, out);
         return out;
       }
+      case DescribedNode::Kind::Requantize: {
+        const std::string out = quantizer(n.output_name, *n.output_quant, false);
+        edge(prev, out, "label=\"requantize\"");
+        return out;
+      }
       case DescribedNode::Kind::Add: {
         const std::string id = node(dot_escape(n.name + "\n" + n.description), layer_box);
         edge(prev, id);
@@ -736,6 +742,13 @@ std::vector<OpView> view_ops(const Int8Graph& graph) {
         v.extra = "inputs rescaled by " + std::to_string(op.add.input1_multiplier) + " >> " +
                   std::to_string(-op.add.input1_shift) + ", " + std::to_string(op.add.input2_multiplier) + " >> " +
                   std::to_string(-op.add.input2_shift);
+        break;
+      case Int8OpKind::Requantize:
+        v.out_grid = op.grid;
+        v.mult = std::to_string(op.requant.multiplier);
+        v.shift = std::to_string(op.requant.shift);
+        v.extra = "clamp [" + std::to_string(op.requant.quantized_activation_min) + ", " +
+                  std::to_string(op.requant.quantized_activation_max) + "]";
         break;
       case Int8OpKind::Dequantize:
         v.out_grid = op.grid;

@@ -40,9 +40,10 @@ struct GridReport {
   double grid_min = 0, grid_max = 0;
 };
 
-// One row of the report: the model input quantizer, a QAT conv / linear layer, or a residual sum.
+// One row of the report: the model input quantizer, a QAT conv / linear layer, a residual sum, or a
+// layer's input requantized (a residual stream read at fewer bits: "NAME.input_requant").
 struct LayerReport {
-  enum class Kind { Input, Conv, Linear, Add };
+  enum class Kind { Input, Conv, Linear, Add, Requantize };
   Kind kind = Kind::Conv;
   std::string name;         // the module path, as convert names its op ("body.0", "body.3" for an add)
   std::string description;  // "conv (6, 1, 5, 5) + bn + relu", "add + relu", "input"
@@ -50,8 +51,9 @@ struct LayerReport {
   bool has_weights = false;  // conv / linear
   GridReport weights;        // when has_weights
   GridReport output;         // the grid of the row's output activation
-  // From lower_layer (conv / linear: one per output channel) or make_add_params (add: the sum's
-  // rescale, one entry), exactly the integers `qatlab convert` emits. Empty for the input row.
+  // From lower_layer (conv / linear: one per output channel), make_add_params (add: the sum's rescale,
+  // one entry) or lower_requantize (one entry), exactly the integers `qatlab convert` emits. Empty for
+  // the input row.
   std::vector<int32_t> output_multiplier;
   std::vector<int> output_shift;
   std::string lowering_error;  // non-empty when the layer has no integer form (the reason)

@@ -364,6 +364,42 @@ TEST(OnnxExport, ResidualAddWithinOneStep) {
     }
 }
 
+// entry (8-bit grid A, every code the pixels give) -> requantize onto a 4-bit grid R (codes [-128, -113])
+// -> exit: the depthwise QLinearConv of weight 1 and the Clip give our codes, within one step where a value
+// lies next to a rounding boundary.
+TEST(OnnxExport, RequantizeWithinOneStep) {
+  const int64_t c = 3;
+  const QParams a = grid_of(0.0213f, -7);
+  QParams r = grid_of(0.1537f, -128);
+  r.quant_max = -113;
+  Int8Graph g;
+  g.input_shape = {c, 8, 8};
+  Int8Op requant;
+  requant.kind = Int8OpKind::Requantize;
+  requant.name = "conv.input_requant";
+  requant.inputs = {1};
+  requant.output = 2;
+  requant.grid = r;
+  requant.requant = lower_requantize(a, r);
+  Int8Op exit;
+  exit.kind = Int8OpKind::Dequantize;
+  exit.name = "output";
+  exit.inputs = {2};
+  exit.output = 3;
+  exit.grid = r;
+  g.ops = {identity_entry(a, c), requant, exit};
+  g.num_slots = 4;
+  g.prepare();
+  for (bool u8 : {true, false}) {
+    std::string skip;
+    const Agreement agree = compare_with_onnxruntime(g, 64, 22, &skip, OnnxExportOptions{u8});
+    if (!skip.empty()) GTEST_SKIP() << skip;
+    ASSERT_EQ(agree.values, 64 * c * 8 * 8);
+    EXPECT_LE(agree.max_difference, 1) << (u8 ? "uint8" : "int8");
+    EXPECT_GE(static_cast<double>(agree.equal), 0.999 * static_cast<double>(agree.values)) << (u8 ? "uint8" : "int8");
+  }
+}
+
 TEST(OnnxExport, WeightScaleGivesTheFloatNearestTheMultiplier) {
   Rng rng(4);
   int exact = 0;

@@ -65,6 +65,33 @@ ModulePtr every_op_model(Rng& rng) {
   return m;
 }
 
+// Two residual blocks whose sums stay at 8 bits (residual-sums=:8) in a W4A4 model: the second block's
+// first conv, and the classifier after global pooling, read the first and the second sum requantized to 4
+// bits. Input (N, 3, 8, 8).
+Int8Graph stream_graph() {
+  Rng rng(23);
+  auto m = std::make_shared<Sequential>();
+  m->add(std::make_shared<Conv2d>(3, 4, 3, Conv2dOptions{1, 1, 1, false}, rng));
+  m->add(std::make_shared<BatchNorm2d>(4));
+  m->add(std::make_shared<ReLU>());
+  for (int b = 0; b < 2; ++b) {
+    auto body = std::make_shared<Sequential>();
+    body->add(conv_bn(4, true, rng));
+    body->add(conv_bn(4, false, rng));
+    m->add(std::make_shared<Residual>(body, nullptr, true));
+  }
+  m->add(std::make_shared<GlobalAvgPool2d>());
+  m->add(std::make_shared<Linear>(4, 3, true, rng));
+  const auto model = prepare_qat(m, QConfig::from_options(4, 4, true, "minmax", "ema", {"residual-sums=:8"}));
+  model->train();
+  {
+    NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(random_input({4, 3, 8, 8}, rng, 2.0f));
+  }
+  model->eval();
+  return convert(*model, {3, 8, 8});
+}
+
 Int8Graph every_op_graph() {
   Rng rng(21);
   const auto model = prepare_qat(every_op_model(rng), QConfig::from_options(6, 8, true, "minmax", "ema", {}));
@@ -109,6 +136,13 @@ void expect_same_op(const Int8Op& a, const Int8Op& b, const std::string& what) {
   EXPECT_EQ(p.output_shift, q.output_shift) << what;
   EXPECT_EQ(p.quantized_activation_min, q.quantized_activation_min) << what;
   EXPECT_EQ(p.quantized_activation_max, q.quantized_activation_max) << what;
+  const RequantizeInt8Params &r = a.requant, &t = b.requant;
+  EXPECT_EQ(r.input_offset, t.input_offset) << what;
+  EXPECT_EQ(r.output_offset, t.output_offset) << what;
+  EXPECT_EQ(r.multiplier, t.multiplier) << what;
+  EXPECT_EQ(r.shift, t.shift) << what;
+  EXPECT_EQ(r.quantized_activation_min, t.quantized_activation_min) << what;
+  EXPECT_EQ(r.quantized_activation_max, t.quantized_activation_max) << what;
   const LoweredLayer &l = a.layer, &m = b.layer;
   EXPECT_EQ(l.is_conv, m.is_conv) << what;
   EXPECT_EQ(l.weight_shape, m.weight_shape) << what;
@@ -668,6 +702,38 @@ size_t first_op(const Int8Graph& g, Int8OpKind kind) {
   for (size_t i = 0; i < g.ops.size(); ++i)
     if (g.ops[i].kind == kind) return i;
   return g.ops.size();
+}
+
+// The requantize op keeps every field through a file, runs as it did, and a broken one is refused naming
+// the field.
+TEST(Int8GraphFile, RequantizeRoundTripsAndIsValidated) {
+  const Int8Graph g = stream_graph();
+  const size_t first = first_op(g, Int8OpKind::Requantize);
+  ASSERT_LT(first, g.ops.size()) << g.summary();
+  EXPECT_EQ(std::count_if(g.ops.begin(), g.ops.end(), [](const Int8Op& op) { return op.kind == Int8OpKind::Requantize; }),
+            2)
+      << g.summary();
+  const Int8Op& r = g.ops[first];
+  EXPECT_EQ(r.name, "body.4.body.0.0.input_requant");
+  EXPECT_EQ(r.requant.quantized_activation_max - r.requant.quantized_activation_min, 15) << "a 4-bit grid";
+  EXPECT_LT(r.requant.shift, 0) << "a coarser grid: a multiplier below 1";
+  TempFile file("requantize.h5");
+  g.save(file.path());
+  const Int8Graph h = Int8Graph::load(file.path());
+  ASSERT_EQ(h.ops.size(), g.ops.size());
+  for (size_t i = 0; i < g.ops.size(); ++i)
+    expect_same_op(h.ops[i], g.ops[i], "op " + std::to_string(i) + " (" + int8_op_name(g.ops[i].kind) + ")");
+  expect_same_graph(h, g, {3, 3, 8, 8}, "requantize round trip");
+
+  const auto contains = [](const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; };
+  std::string e = validate_error(g, [&](Int8Graph& b) { b.ops[first].requant.multiplier = 5; });
+  EXPECT_TRUE(contains(e, "requantize") && contains(e, "multiplier 5 shift")) << e;
+  e = validate_error(g, [&](Int8Graph& b) { b.ops[first].requant.output_offset += 1; });
+  EXPECT_TRUE(contains(e, "not the grid's zero point")) << e;
+  e = validate_error(g, [&](Int8Graph& b) { b.ops[first].requant.input_offset = 500; });
+  EXPECT_TRUE(contains(e, "input_offset = 500")) << e;
+  e = validate_error(g, [&](Int8Graph& b) { b.ops[first].inputs.push_back(b.ops[first].inputs[0]); });
+  EXPECT_TRUE(contains(e, "reads 2 slots, expected 1")) << e;
 }
 
 TEST(Int8GraphValidate, ConvertedGraphsPassAndEachBrokenRuleIsNamed) {

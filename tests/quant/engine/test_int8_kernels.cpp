@@ -1,4 +1,4 @@
-// test_int8_kernels.cpp: the reference int8 kernels (conv, fully connected, pooling, add, quantize /
+// test_int8_kernels.cpp: the reference int8 kernels (conv, fully connected, pooling, add, requantize, quantize /
 // dequantize) against hand-computed values, an independent int64 re-derivation (explicitly padded
 // input) and the float semantics they stand for; the packed-weight conv and fully connected against
 // the int8 ones on the unpacked codes; the fast max pool and the vectorised quantize against the
@@ -503,6 +503,45 @@ TEST(AddInt8, RandomScalesWithinOneCodeOfTheRealSum) {
       ASSERT_LE(std::fabs(q - out[i]), 1.0) << "scales " << s1 << " " << s2 << " " << s_out;
     }
   }
+}
+
+// Requantization: the multiplier is s_in / s_out (within quantize_multiplier's 2^-31), and every code is
+// the exact product (q - z_in) * multiplier * 2^(shift - 31) rounded once, ties up, moved by z_out and
+// clamped: recomputed in double, where those products are exact (|q - z_in| <= 255, multiplier < 2^31).
+TEST(RequantizeInt8, EveryCodeIsTheExactProductRoundedOnce) {
+  Rng rng(17);
+  for (int t = 0; t < 60; ++t) {
+    const float s_in = std::exp2(rng.uniform(-10, 0));
+    const float s_out = s_in * std::exp2(rng.uniform(-2, 8));  // fewer bits: a coarser grid, or a finer one
+    const int32_t z_in = uniform_int(rng, -128, 127), z_out = uniform_int(rng, -128, 127);
+    const int32_t lo = t % 2 ? uniform_int(rng, -128, 0) : -128, hi = t % 3 ? uniform_int(rng, lo, 127) : 127;
+    const RequantizeInt8Params p = make_requantize_params(s_in, z_in, s_out, z_out, lo, hi);
+    const double m = dequantize_multiplier(p.multiplier, p.shift);
+    ASSERT_NEAR(m / (double(s_in) / s_out), 1.0, 1e-9);
+    std::vector<int8_t> in(256), out(256);
+    for (int q = -128; q < 128; ++q) in[q + 128] = static_cast<int8_t>(q);
+    requantize_int8(p, in.data(), out.data(), 256);
+    for (int q = -128; q < 128; ++q) {
+      const double exact = std::floor((q - z_in) * m + 0.5);
+      ASSERT_EQ(out[q + 128], std::clamp(exact + z_out, double(lo), double(hi))) << "code " << q << ", case " << t;
+    }
+  }
+  // A tie: half a step rounds up (toward +infinity), on both sides of zero.
+  const RequantizeInt8Params half = make_requantize_params(1.0f, 0, 2.0f, 0, -128, 127);
+  const std::vector<int8_t> ties{-3, -1, 1, 3};
+  std::vector<int8_t> got(4);
+  requantize_int8(half, ties.data(), got.data(), 4);
+  EXPECT_EQ(got, (std::vector<int8_t>{-1, 0, 1, 2}));
+}
+
+TEST(RequantizeInt8, BadSettingsThrow) {
+  EXPECT_TRUE(throws_with([] { make_requantize_params(0.0f, 0, 1.0f, 0, -128, 127); }, {"scales"}));
+  EXPECT_TRUE(throws_with([] { make_requantize_params(1.0f, 0, 1.0f, 300, -128, 127); }, {"zero point 300"}));
+  EXPECT_TRUE(throws_with([] { make_requantize_params(1.0f, 0, 1.0f, 0, 5, 4); }, {"activation range"}));
+  RequantizeInt8Params p = make_requantize_params(1.0f, 0, 1.0f, 0, -128, 127);
+  p.shift = 40;
+  int8_t x = 0, y = 0;
+  EXPECT_TRUE(throws_with([&] { requantize_int8(p, &x, &y, 1); }, {"shift 40"}));
 }
 
 // add_int8 on every path this CPU has gives the reference's codes bit for bit: random grids (left shifts

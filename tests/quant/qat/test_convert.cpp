@@ -123,6 +123,15 @@ std::vector<Case> cases() {
       {"gap_net_w2a2_full_range_per_tensor", gap_net, {5, 1, 9, 9}, 4, full_range(bits(2, 2, false))},
       {"res_net_w2a2_full_range_first_last_8", res_net, {3, 3, 10, 10}, 5,
        full_range(bits(2, 2, true, "ema", {"residual-branches=:8", "Linear=8:8"}))},
+      // The sums at 8 bits, requantized to A bits where a conv (and at 2 bits the classifier) reads them:
+      // observers, LSQ, PACT (after the blocks' ReLUs).
+      {"res_net_w2a2_stream_8", res_net, {3, 3, 10, 10}, 5,
+       bits(2, 2, true, "ema", {"residual-branches=:8", "residual-sums=:8"})},
+      {"res_net_w3a3_lsq_stream_8", res_net, {3, 3, 10, 10}, 5,
+       QConfig::from_options(3, 3, true, "minmax", "ema", {"residual-branches=:8", "residual-sums=:8", "Linear=8:8"},
+                             "lsq", "lsq", "mse")},
+      {"res_net_w4a4_pact_stream_8", res_net, {3, 3, 10, 10}, 5,
+       QConfig::from_options(4, 4, true, "minmax", "ema", {"residual-sums=:8"}, "lsq", "pact")},
   };
 }
 
@@ -151,6 +160,13 @@ TEST_P(ConvertCase, IntegerGraphEqualsExactSimulationBitForBit) {
         << c.name << " exact mode on " << kernel_path_name(best_kernel_path());
     EXPECT_EQ(shape, (Shape{c.input[0], c.classes}));
   }
+  // The stream cases requantize where block 2's conv and shortcut read the first sum (and, at 2 bits, where
+  // the classifier reads the pooled second one); the others never.
+  const auto requantizes = std::count_if(graph.ops.begin(), graph.ops.end(),
+                                         [](const Int8Op& op) { return op.kind == Int8OpKind::Requantize; });
+  const std::string name = c.name;
+  EXPECT_EQ(requantizes, name.find("stream") == std::string::npos ? 0 : name.find("lsq") != std::string::npos ? 2 : 3)
+      << name;
 }
 
 INSTANTIATE_TEST_SUITE_P(RandomModels, ConvertCase, ::testing::ValuesIn(cases()),

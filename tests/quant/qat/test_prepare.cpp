@@ -464,6 +464,56 @@ TEST(PrepareResidual, BranchOverrideWithoutResidualsOrWithWeightBitsIsAnError) {
                                 {"residual-branches", "activation bits only"}));
 }
 
+// "residual-sums=:8" puts every sum on 8 bits, and the layers that read a sum (block 2's first conv and
+// its projection shortcut: block 1 reads the stem's output; the classifier the pooled second sum) put it on
+// their own activation bits first, each with a quantizer of its own of the activation method, after the
+// block's ReLU or not. A layer whose own bits are not fewer (the classifier at 8 bits) reads the sum as it
+// is, and so does every layer without the key.
+TEST(PrepareResidual, SumsOverrideKeepsTheStreamAndRequantizesWhatReadsIt) {
+  Rng rng(8);
+  const ModulePtr float_model = residual_model(rng);
+  prepare_qat(float_model, QConfig::from_options(2, 2, true, "minmax", "ema",
+                                                 {"residual-branches=:8", "residual-sums=:8", "Linear=8:8"}, "lsq",
+                                                 "pact"));
+  const auto& r1 = static_cast<const QatResidual&>(*float_model->child("1"));
+  const auto& r2 = static_cast<const QatResidual&>(*float_model->child("2"));
+  EXPECT_EQ(r1.add_quant().scheme().bits, 8);
+  EXPECT_EQ(r2.add_quant().scheme().bits, 8);
+  for (const char* name : {"2.body.0.0", "2.shortcut.0"}) {
+    const QatLayer& l = layer_at(float_model, name);
+    ASSERT_NE(l.input_requant(), nullptr) << name;
+    EXPECT_EQ(l.input_requant()->scheme().bits, 2) << name;
+    EXPECT_EQ(l.input_requant()->method(), QuantizerMethod::Pact) << name << ": block 1 ends with a ReLU";
+    EXPECT_EQ(l.read_quant(), l.input_requant()) << name;
+    EXPECT_TRUE(l.input_quant.get() == &r1.add_quant()) << name << " still records the grid it is given";
+  }
+  EXPECT_NE(layer_at(float_model, "2.body.0.0").input_requant(), layer_at(float_model, "2.shortcut.0").input_requant());
+  for (const char* name : {"0.0", "1.body.0.0", "1.body.1.0", "2.body.1.0", "4"})
+    EXPECT_EQ(layer_at(float_model, name).input_requant(), nullptr) << name;
+
+  // The classifier at 2 bits reads the second sum (no ReLU after it: an observer) requantized.
+  const ModulePtr again = residual_model(rng);
+  prepare_qat(again, QConfig::from_options(2, 2, true, "minmax", "ema", {"residual-sums=:8"}, "lsq", "pact"));
+  const Quantizer* fc = layer_at(again, "4").input_requant();
+  ASSERT_NE(fc, nullptr);
+  EXPECT_EQ(fc->method(), QuantizerMethod::Observer);
+  EXPECT_EQ(fc->scheme().bits, 2);
+
+  // Without the key, the same sums at 8 bits (by type) are read as they are.
+  const ModulePtr plain = residual_model(rng);
+  prepare_qat(plain, bits(2, 2, {"Residual=:8"}));
+  for (const char* name : {"2.body.0.0", "2.shortcut.0", "4"})
+    EXPECT_EQ(layer_at(plain, name).input_requant(), nullptr) << name;
+}
+
+TEST(PrepareResidual, SumsOverrideWithoutResidualsOrWithWeightBitsIsAnError) {
+  Rng rng(9);
+  EXPECT_TRUE(test::throws_with([&] { prepare_qat(make_model("lenet5", ModelSpec{}, rng), bits(4, 4, {"residual-sums=:8"})); },
+                                {"residual-sums", "no quantized layer"}));
+  EXPECT_TRUE(test::throws_with([&] { prepare_qat(residual_model(rng), bits(4, 4, {"residual-sums=8:8"})); },
+                                {"residual-sums", "activation bits only"}));
+}
+
 // ------------------------------------------------------------------------------------ bit widths
 
 TEST(PrepareBits, ModelInputIsEightBitUnlessOverridden) {

@@ -84,7 +84,7 @@ TEST(Explain, BadLayerOrPositionNamesWhatIsValid) {
 
 // conv + BN + ReLU, a padded 3x3 average pool, a residual block (identity shortcut), a strided block
 // with a projection shortcut, a 2x2 average pool, global average pooling and a linear head.
-std::shared_ptr<QatModel> pooled_res_net(int bits, Rng& rng) {
+std::shared_ptr<QatModel> pooled_res_net(int bits, Rng& rng, const std::vector<std::string>& layer_bits = {}) {
   using test::conv_bn;
   auto m = std::make_shared<Sequential>();
   m->add(conv_bn(3, 6, 3, 1, true, rng));
@@ -100,9 +100,42 @@ std::shared_ptr<QatModel> pooled_res_net(int bits, Rng& rng) {
   m->add(std::make_shared<AvgPool2d>(2));
   m->add(std::make_shared<GlobalAvgPool2d>());
   m->add(std::make_shared<Linear>(8, 5, true, rng));
-  auto model = prepare_qat(m, QConfig::from_options(bits, bits, true, "minmax", "minmax", {}));
+  auto model = prepare_qat(m, QConfig::from_options(bits, bits, true, "minmax", "minmax", layer_bits));
   test::train_a_little(model, {4, 3, 12, 12}, 5, rng, 3);
   return model;
+}
+
+// With the sums at 8 bits, block 2's conv and shortcut read the first sum requantized to 4 bits, and the
+// head the pooled second one: each requantize op explained equals the graph's code, the text every step.
+TEST(Explain, RequantizeEqualsTheGraphAndShowsItsSteps) {
+  Rng rng(27);
+  const auto model = pooled_res_net(4, rng, {"residual-sums=:8"});
+  const Int8Graph graph = convert(*model, {3, 12, 12});
+  const auto shapes = graph.op_shapes();
+  int requantizes = 0, checked = 0;
+  std::string text;
+  for (int trial = 0; trial < 3; ++trial) {
+    const Tensor image = test::random_input({1, 3, 12, 12}, rng);
+    for (size_t i = 0; i < graph.ops.size(); ++i) {
+      const Int8Op& op = graph.ops[i];
+      if (op.kind != Int8OpKind::Requantize) continue;
+      requantizes += trial == 0;
+      const bool flat = shapes[i].second.size() == 1;
+      for (int64_t c : {0, 5})
+        for (int64_t yx : {int64_t{0}, int64_t{-1}}) {
+          const ExplainAt at = flat ? ExplainAt{c, -1, -1} : ExplainAt{c, yx, yx};
+          const ExplainCheck e = explain_check(graph, op.name, image, at);
+          EXPECT_EQ(e.computed, e.graph) << op.name << " channel " << c << " at " << yx;
+          ++checked;
+        }
+      if (text.empty() && !flat) text = explain_output(graph, op.name, image, {1, 1, 1});
+    }
+  }
+  EXPECT_EQ(requantizes, 3);
+  EXPECT_EQ(checked, 3 * 3 * 4);
+  for (const char* part : {"requantized onto the grid", "input_offset", "s_in / s_out", "(its 4 bits)",
+                           "rounded once", "the same."})
+    EXPECT_NE(text.find(part), std::string::npos) << part << "\n" << text;
 }
 
 TEST(Explain, AddAndAveragePoolingEqualTheGraphEverywhere) {

@@ -139,6 +139,45 @@ TEST(Inspect, RowsFollowConvertAndCarryItsMultipliersAndShifts) {
   EXPECT_EQ(conv.weight_max, *whi);
 }
 
+// With the residual sum at 8 bits (residual-sums=:8) the first linear layer reads the pooled sum
+// requantized to its 4 bits: a row of its own ("body.4.input_requant"), in convert's order, with the
+// requantize op's multiplier and shift, measured by the recording like every row; learned quantizers
+// there too, which the float reference run swaps and puts back.
+TEST(Inspect, RequantizedInputsAreRowsWithTheirIntegers) {
+  auto model = calibrated(QConfig::from_options(4, 4, true, "minmax", "minmax", {"residual-sums=:8"}, "lsq", "lsq"));
+  const Tensor before = model->forward(batches(1, 3)[0]);
+  const ModelReport report = inspect_model(model, batches(2, 9));
+  const Int8Graph graph = convert(*model, {kInput[1], kInput[2], kInput[3]});
+  std::vector<std::string> op_names, row_names;
+  for (const Int8Op& op : graph.ops)
+    if (op.kind != Int8OpKind::MaxPool2d && op.kind != Int8OpKind::GlobalAvgPool && op.kind != Int8OpKind::Clamp &&
+        op.kind != Int8OpKind::Dequantize && op.kind != Int8OpKind::Flatten)
+      op_names.push_back(op.name);
+  for (const LayerReport& l : report.layers) row_names.push_back(l.name);
+  EXPECT_EQ(row_names, op_names);
+  int requantizes = 0;
+  for (const Int8Op& op : graph.ops) {
+    if (op.kind != Int8OpKind::Requantize) continue;
+    ++requantizes;
+    EXPECT_EQ(op.name, "body.4.input_requant");
+    const LayerReport& r = row(report, op.name);
+    EXPECT_EQ(r.kind, LayerReport::Kind::Requantize);
+    EXPECT_FALSE(r.has_weights);
+    EXPECT_EQ(r.output.bits, 4);
+    EXPECT_EQ(r.output.method, "lsq");
+    EXPECT_EQ(r.output_multiplier, std::vector<int32_t>{op.requant.multiplier});
+    EXPECT_EQ(r.output_shift, std::vector<int>{op.requant.shift});
+    EXPECT_EQ(r.output.qparams.scale, op.grid.scale);
+    EXPECT_GT(r.elements, 0);
+  }
+  EXPECT_EQ(requantizes, 1);
+  EXPECT_TRUE(same_bits(model->forward(batches(1, 3)[0]), before)) << "inspect changed the model";
+  // The drawing has the requantizer's ellipse, reached by an edge labelled as the op.
+  const std::string dot = model_to_dot(*model);
+  EXPECT_NE(dot.find("body.4.input_requant"), std::string::npos) << dot;
+  EXPECT_NE(dot.find("label=\"requantize\""), std::string::npos) << dot;
+}
+
 TEST(Inspect, RecordingForwardIsTheModelsForward) {
   auto model = calibrated(bits(8, 8));
   const Tensor x = batches(1, 3)[0];
