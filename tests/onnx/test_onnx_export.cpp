@@ -299,6 +299,17 @@ QParams grid_of(float scale, int32_t zero_point) {
   return q;
 }
 
+// The Dequantize exit of the codes in `slot`, on `grid`, writing slot + 1.
+Int8Op exit_op(const QParams& grid, int slot) {
+  Int8Op exit;
+  exit.kind = Int8OpKind::Dequantize;
+  exit.name = "output";
+  exit.inputs = {slot};
+  exit.output = slot + 1;
+  exit.grid = grid;
+  return exit;
+}
+
 // entry (grid A) -> a depthwise 1x1 conv of weight 1 onto grid B -> the residual add of both onto grid O,
 // with the block's ReLU or not -> exit: every pair of codes the random pixels give, through QLinearAdd
 // and (with the ReLU, Z_O > -128) the Clip.
@@ -340,13 +351,7 @@ Int8Graph add_graph(bool relu) {
   add.output = 3;
   add.grid = o;
   add.add = lower_add(b, a, o, relu);
-  Int8Op exit;
-  exit.kind = Int8OpKind::Dequantize;
-  exit.name = "output";
-  exit.inputs = {3};
-  exit.output = 4;
-  exit.grid = o;
-  g.ops = {identity_entry(a, c), conv, add, exit};
+  g.ops = {identity_entry(a, c), conv, add, exit_op(o, 3)};
   g.num_slots = 5;
   g.prepare();
   return g;
@@ -381,13 +386,7 @@ TEST(OnnxExport, RequantizeWithinOneStep) {
   requant.output = 2;
   requant.grid = r;
   requant.requant = lower_requantize(a, r);
-  Int8Op exit;
-  exit.kind = Int8OpKind::Dequantize;
-  exit.name = "output";
-  exit.inputs = {2};
-  exit.output = 3;
-  exit.grid = r;
-  g.ops = {identity_entry(a, c), requant, exit};
+  g.ops = {identity_entry(a, c), requant, exit_op(r, 2)};
   g.num_slots = 4;
   g.prepare();
   for (bool u8 : {true, false}) {
