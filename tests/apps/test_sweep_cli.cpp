@@ -259,7 +259,7 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
         {"--qat-freeze-bn-after", "2"}, {"--qat-freeze-bn-after", "-2"}, {"--qat-swa-start", "2"},
         {"--qat-swa-start", "1"}, {"--qat-swa-lr", "0.01"}, {"--qat-swa-start", "-1", "--qat-swa-lr", "0.01"},
         {"--qat-weight-decay", "nan"}, {"--layer-bits", "fc=9:8"},
-        {"--layer-bits", "residual-branches=4:8"}, {"--lsq-init", "median"},
+        {"--layer-bits", "residual-branches=4:8"}, {"--layer-bits", "residual-sums=8:"}, {"--lsq-init", "median"},
         {"--methods", "pact", "--lsq-init", "mse"}, {"--lsq-grad-scale", "tensor"},
         {"--methods", "pact", "--lsq-grad-scale", "layer"}, {"--weight-range", "wide"}, {"--qat-distill", "1.5"}, {"--qat-distill-temperature", "2"},
         {"--methods", "ptq-minmax", "--qat-distill", "1"}, {"--qat-teacher", "teacher.h5"}}) {
