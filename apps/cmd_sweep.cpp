@@ -76,6 +76,7 @@ struct SweepSettings {
   int64_t qat_warmup_epochs = 0;
   std::string lsq_init;  // "" (the paper's formula) | lsq | minmax | mse: where lsq cells' steps start
   std::string lsq_grad_scale;  // "" (channel) | channel | layer: N of lsq cells' step gradient scale
+  float lsq_step_bounds = 0;   // 0 (none) | k >= 1: lsq cells' weight step bounds
   std::string weight_range;  // "" (narrow) | narrow | full: every cell's weight codes below 8 bits
   float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
   float qat_distill_temperature = 1.0f;
@@ -447,6 +448,7 @@ class Sweep {
     if (cell.method == "lsq" && !s_.lsq_init.empty()) key += " lsq-init " + s_.lsq_init;
     // (Only "layer": "channel" is what every lsq cell used before the option, and keeps their keys.)
     if (cell.method == "lsq" && s_.lsq_grad_scale == "layer") key += " lsq-grad-scale layer";
+    if (cell.method == "lsq" && s_.lsq_step_bounds != 0) key += " lsq-step-bounds " + num_str(s_.lsq_step_bounds);
     if (!s_.weight_range.empty() && s_.weight_range != "narrow") key += " weight-range " + s_.weight_range;
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       key += " distill " + num_str(s_.qat_distill) + " T " + num_str(s_.qat_distill_temperature);
@@ -492,6 +494,7 @@ class Sweep {
     if (cell.method == "lsq" && !s_.lsq_init.empty()) c.lsq_init = parse_lsq_init(s_.lsq_init, "--lsq-init");
     if (cell.method == "lsq" && !s_.lsq_grad_scale.empty())
       c.lsq_grad_scale = parse_lsq_grad_scale(s_.lsq_grad_scale, "--lsq-grad-scale");
+    if (cell.method == "lsq" && s_.lsq_step_bounds != 0) c.lsq_step_bounds = s_.lsq_step_bounds;
     if (!s_.weight_range.empty()) c.weight_range = parse_weight_range(s_.weight_range, "--weight-range");
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature, c.teachers = s_.qat_teachers;
@@ -520,6 +523,7 @@ class Sweep {
     q.aquant = quantizer_method_name(quantizers.activation_method);
     if (c.lsq_init) q.lsq_init = lsq_init_name(*c.lsq_init);
     if (c.lsq_grad_scale) q.lsq_grad_scale = lsq_grad_scale_name(*c.lsq_grad_scale);
+    if (c.lsq_step_bounds) q.lsq_step_bounds = *c.lsq_step_bounds;
     if (c.weight_range == WeightRange::Full) q.weight_range = weight_range_name(c.weight_range);
     q.freeze_bn_after = c.freeze_bn_after;
     q.layer_bits = c.layer_bits;
@@ -662,6 +666,8 @@ int cmd_sweep(int argc, char** argv) {
        "where the lsq cells' steps start: lsq (the paper's formula, the default) | minmax | mse (qatlab qat --help)")
       ("lsq-grad-scale", po::value(&s.lsq_grad_scale),
        "N of the lsq cells' step gradient scale: channel (the default) | layer (qatlab qat --help)")
+      ("lsq-step-bounds", po::value(&s.lsq_step_bounds),
+       "k >= 1: the lsq cells' weight steps stay within [min/max step / k, 15/8 largest |w|] per channel (qatlab qat --help)")
       ("weight-range", po::value(&s.weight_range),
        "every cell's weight codes below 8 bits: narrow (the default; [-1, 1] at 2 bits) | full ([-2, 1]) (qatlab qat --help)")
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
@@ -748,6 +754,12 @@ int cmd_sweep(int argc, char** argv) {
       parse_lsq_grad_scale(s.lsq_grad_scale, "--lsq-grad-scale");
       if (std::find(methods.begin(), methods.end(), "lsq") == methods.end())
         throw std::invalid_argument("--lsq-grad-scale " + s.lsq_grad_scale + " applies to lsq cells; this sweep has none");
+    }
+    if (s.lsq_step_bounds != 0) {
+      if (!(std::isfinite(s.lsq_step_bounds) && s.lsq_step_bounds >= 1.0f))
+        throw std::invalid_argument("--lsq-step-bounds " + num_str(s.lsq_step_bounds) + ": expected a finite k >= 1");
+      if (std::find(methods.begin(), methods.end(), "lsq") == methods.end())
+        throw std::invalid_argument("--lsq-step-bounds applies to lsq cells; this sweep has none");
     }
     if (!s.weight_range.empty()) parse_weight_range(s.weight_range, "--weight-range");
     QConfig::from_options(8, 8, true, "minmax", "ema", s.layer_bits);

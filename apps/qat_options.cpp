@@ -25,6 +25,10 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
        "N in lsq and lsq+ steps' gradient scale 1 / sqrt(N Qp): channel (the values of the step's own channel; "
        "the default) | layer (the whole tensor's for per-channel steps too, as PyTorch's learnable fake "
        "quantizer: sqrt(channels) times slower)")
+      ("lsq-step-bounds", po::value(&q.lsq_step_bounds),
+       "k >= 1: keep every lsq weight step within [its channel's min/max step / k, 15/8 of its largest |w|], "
+       "so that no channel's weights all clip to a vanishing step or all round to 0 (off unless given; "
+       "quant/qat/learnable_quantizer.h)")
       ("weight-range", po::value(&q.weight_range),
        "weight codes: narrow (the default: [-7, 7] at 4 bits, [-1, 1] at 2) | full ([-8, 7] at 4 bits, [-2, 1] at 2: every "
        "code, as LSQ's low-bit weights; below 8 bits only, 8-bit weights stay [-127, 127] for the int8 kernels)")
@@ -49,6 +53,7 @@ std::string qat_settings_ini(const QatSettings& q) {
   ini.add("aquant", q.aquant);
   ini.add_if_given("lsq-init", q.lsq_init);
   ini.add_if_given("lsq-grad-scale", q.lsq_grad_scale);
+  if (q.lsq_step_bounds != 0) ini.add("lsq-step-bounds", q.lsq_step_bounds);
   ini.add_if_given("weight-range", q.weight_range);
   ini.add_each("layer-bits", q.layer_bits);
   ini.add("freeze-bn-after", q.freeze_bn_after);
@@ -62,6 +67,7 @@ QConfig qconfig_from(const QatSettings& q) {
                                       q.wquant, q.aquant, q.lsq_init);
     if (!q.weight_range.empty()) c.set_weight_range(parse_weight_range(q.weight_range, "--weight-range"));
     if (!q.lsq_grad_scale.empty()) c.set_lsq_grad_scale(parse_lsq_grad_scale(q.lsq_grad_scale, "--lsq-grad-scale"));
+    if (q.lsq_step_bounds != 0) c.set_lsq_step_bounds(q.lsq_step_bounds);
     c.validate();
     return c;
   } catch (const std::invalid_argument& e) {

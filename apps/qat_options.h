@@ -22,6 +22,7 @@ struct QatSettings {
   std::string aquant = "observer";        // observer | lsq | lsq+ | pact
   std::string lsq_init;                   // "" (each method's default) | lsq | minmax | mse
   std::string lsq_grad_scale;             // "" (channel) | channel | layer
+  float lsq_step_bounds = 0;              // 0 (none) | k >= 1 (QConfig::set_lsq_step_bounds)
   std::string weight_range;               // "" (narrow) | narrow | full (QConfig's WeightRange)
   std::vector<std::string> layer_bits;    // NAME=W:A
   int64_t freeze_bn_after = -1;           // epochs; -1 = never

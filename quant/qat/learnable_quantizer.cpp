@@ -490,9 +490,35 @@ void LsqQuantizer::store_initial(const std::vector<float>& s, const std::vector<
   }
 }
 
-void LsqQuantizer::project() {
+void LsqQuantizer::project(const Tensor& x) {
   float* s = scale_.data();
   for (int64_t c = 0; c < channels_; ++c) s[c] = projected_scale(s[c], type(), c);
+  if (step_bounds_ == 0.0f) return;
+  const Rows rows = rows_for(x, scheme(), channels_, type().c_str());
+  std::vector<float> max_abs(static_cast<size_t>(channels_), 0.0f);  // (C)
+  const float* px = x.data();
+  for_each_row(rows, [&](int64_t begin, int64_t n, int64_t c) {
+    float m = max_abs[static_cast<size_t>(c)];
+    for (int64_t i = begin; i < begin + n; ++i) m = std::max(m, std::abs(px[i]));
+    max_abs[static_cast<size_t>(c)] = m;
+  });
+  const float* z = zero_point_.data();
+  for (int64_t c = 0; c < channels_; ++c) {
+    const float m = max_abs[static_cast<size_t>(c)];
+    if (!(m > 0.0f) || !std::isfinite(m)) continue;  // all zero: kMinScale; NaN: the forward names it
+    const float lo = static_cast<float>(static_cast<double>(m) /
+                                        (static_cast<double>(step_bounds_) * positive_levels(static_cast<int32_t>(z[c]))));
+    // 15/8 of the largest |x|: that value is then 8/15 of a step, which still rounds to +-1.
+    const float hi = std::max(m * 1.875f, static_cast<float>(kMinScale));
+    s[c] = std::clamp(s[c], std::min(std::max(lo, static_cast<float>(kMinScale)), hi), hi);
+  }
+}
+
+void LsqQuantizer::set_step_bounds(float k) {
+  QATLAB_CHECK(k == 0.0f || (std::isfinite(k) && k >= 1.0f),
+               type() + ": step bounds k = " + num_str(k) + ", expected 0 (off) or a finite k >= 1");
+  QATLAB_CHECK(k == 0.0f || !is<LsqPlusQuantizer>(), type() + ": step bounds are for LSQ's symmetric weight grids");
+  step_bounds_ = k;
 }
 
 void LsqQuantizer::set_input_factors(const float* f, size_t count) {
@@ -529,7 +555,7 @@ Tensor LsqQuantizer::forward(const Tensor& x) {
   (void)rows_for(x, scheme(), channels_, type().c_str());  // a shape error names the module, not its parts
   if (training()) {
     if (!initialized()) initialize(x);
-    project();
+    project(x);
   }
   const QParams qp = qparams();
   return lsq_fake_quantize(x, scale_, qp.zero_point, scheme(), grad_scales(x, qp.zero_point));
@@ -539,7 +565,7 @@ std::optional<LsqStep> LsqQuantizer::training_step(const Tensor& x) {
   // LSQ+ (a subclass) learns an offset too, which this step does not carry.
   if (!training() || !initialized() || scheme().per_channel || is<LsqPlusQuantizer>()) return std::nullopt;
   (void)rows_for(x, scheme(), channels_, type().c_str());
-  project();  // as forward() does before it reads the grid
+  project(x);  // as forward() does before it reads the grid
   const QParams qp = qparams();
   // 1 / scale in float, as fake_quantize computes it.
   const OutputGrid grid{qp.scale[0], 1.0f / qp.scale[0], qp.zero_point[0], qp.quant_min, qp.quant_max};
@@ -564,6 +590,7 @@ std::string LsqQuantizer::describe() const {
   std::ostringstream os;
   os << "lsq, " << scheme().describe() << ", init=" << lsq_init_name(init_);
   if (grad_scale_ != LsqGradScale::Channel) os << ", gradient scale per " << lsq_grad_scale_name(grad_scale_);
+  if (step_bounds_ > 0.0f) os << ", step within [min/max step / " << num_str(step_bounds_) << ", 15/8 max |x|]";
   if (!initialized()) {
     os << ", scale=unset";
   } else {
@@ -598,7 +625,7 @@ Tensor LsqPlusQuantizer::forward(const Tensor& x) {
   (void)rows_for(x, scheme(), channels_, type().c_str());  // a shape error names the module, not its parts
   if (training()) {
     if (!initialized()) initialize(x);
-    project();
+    project(x);
   }
   const QParams qp = qparams();
   return lsq_plus_fake_quantize(x, scale_, offset_, scheme(), grad_scales(x, qp.zero_point));
@@ -704,13 +731,23 @@ std::string PactQuantizer::describe() const {
 // -------------------------------------------------------------------------------------------- factory
 
 std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme, int64_t channels,
-                                                    std::optional<LsqInit> init, LsqGradScale grad_scale) {
+                                                    std::optional<LsqInit> init, LsqGradScale grad_scale,
+                                                    float step_bounds) {
+  if (step_bounds != 0.0f && !(method == QuantizerMethod::Lsq || (method == QuantizerMethod::LsqPlus && scheme.symmetric)))
+    throw std::invalid_argument(std::string("make_learnable_quantizer: step bounds are for LSQ steps, not '") +
+                                quantizer_method_name(method) + "'");
   switch (method) {
-    case QuantizerMethod::Lsq:
-      return std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq), grad_scale);
+    case QuantizerMethod::Lsq: {
+      auto q = std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq), grad_scale);
+      q->set_step_bounds(step_bounds);
+      return q;
+    }
     case QuantizerMethod::LsqPlus:
-      if (scheme.symmetric)
-        return std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq), grad_scale);
+      if (scheme.symmetric) {
+        auto q = std::make_shared<LsqQuantizer>(scheme, channels, init.value_or(LsqInit::Lsq), grad_scale);
+        q->set_step_bounds(step_bounds);
+        return q;
+      }
       return std::make_shared<LsqPlusQuantizer>(scheme, channels, init.value_or(LsqInit::MinMax), grad_scale);
     case QuantizerMethod::Pact:
       if (init)

@@ -189,6 +189,20 @@ class LsqQuantizer : public Quantizer {
   // compute the same factors (the running variance they read changes only after the last chunk).
   void set_input_factors(const float* f, size_t count);
 
+  // Bounds on each channel's step relative to the values it quantizes (off: k = 0, the default), for
+  // weight quantizers: every training forward keeps s[c] within
+  //   [max|x_c| / (k * Qp[c]), 15/8 max|x_c|]
+  // (the channel's min/max step divided by k; and a step at which its largest value, 8/15 of a step,
+  // still rounds to +-1, where from 2 max|x_c| on every code is 0), writing the bounded step back as
+  // project() does. With batch norm after the layer the loss is
+  // blind to a channel's overall scale, so nothing holds its step to its weights: at 2 bits LSQ's steps
+  // drifted to the floor (every weight clipped to the tiny step: the channel's output is its bias) or far
+  // above the weights (every code 0) in a few epochs (quant/README.md section 4; results.md of
+  // experiments/cifar10_resnet20, "Low bits"). An all-zero channel keeps kMinScale. Throws std::invalid_argument unless k is 0 or
+  // finite and >= 1. Not checkpoint state: the QConfig that builds the quantizer carries it.
+  void set_step_bounds(float k);
+  float step_bounds() const { return step_bounds_; }
+
  protected:
   // For LsqPlusQuantizer: registers "scale" and "initialized" only; the subclass adds its offset.
   LsqQuantizer(std::string type, const QScheme& scheme, int64_t channels, LsqInit init, bool fixed_zero_point,
@@ -197,8 +211,9 @@ class LsqQuantizer : public Quantizer {
   // optimizer already holds the parameter handles).
   void initialize(const Tensor& x);
   virtual void store_initial(const std::vector<float>& scale, const std::vector<int32_t>& zero_point);
-  // Writes max(scale, kMinScale) back into the parameter (training only).
-  void project();
+  // Writes max(scale, kMinScale) back into the parameter (training only), within the step bounds for x
+  // when they are set.
+  void project(const Tensor& x);
   // g[c] = 1 / sqrt(N * Qp[c]) for input x on a grid with these zero points, times f[c]^2 with input
   // factors (the class comment). (C)
   std::vector<float> grad_scales(const Tensor& x, const std::vector<int32_t>& zero_point) const;
@@ -215,6 +230,7 @@ class LsqQuantizer : public Quantizer {
   LsqGradScale grad_scale_;
   int64_t channels_;
   std::vector<float> input_factors_;  // set_input_factors: (OC) or empty
+  float step_bounds_ = 0.0f;          // set_step_bounds: k, or 0
   // initialize()'s values agreed between chunks: written once by the exchange, read by every chunk.
   QParams agreed_grid_;
   std::vector<double> agreed_mean_abs_;  // (C)
@@ -295,9 +311,11 @@ class PactQuantizer : public Quantizer {
 // activations only). Throws std::invalid_argument for Observer (not a learned grid) and for schemes a
 // method cannot use (PACT on a symmetric scheme). init: where LSQ's and LSQ+'s step starts; nothing keeps
 // each one's default (LSQ the paper's formula, LSQ+ min/max); PACT has none and throws if given one.
-// grad_scale: LSQ's and LSQ+'s (the LsqQuantizer comment); PACT ignores it.
+// grad_scale: LSQ's and LSQ+'s (the LsqQuantizer comment); PACT ignores it. step_bounds: an LSQ step's
+// (LsqQuantizer::set_step_bounds); 0 for the others, which throw otherwise.
 std::shared_ptr<Quantizer> make_learnable_quantizer(QuantizerMethod method, const QScheme& scheme,
                                                     int64_t channels = 1, std::optional<LsqInit> init = std::nullopt,
-                                                    LsqGradScale grad_scale = LsqGradScale::Channel);
+                                                    LsqGradScale grad_scale = LsqGradScale::Channel,
+                                                    float step_bounds = 0.0f);
 
 }  // namespace qatlab

@@ -40,7 +40,8 @@ std::shared_ptr<Quantizer> Preparer::make_quantizer(const QuantizerSpec& spec, i
   if (spec.method == QuantizerMethod::Observer || (spec.method == QuantizerMethod::Pact && !after_relu))
     return std::make_shared<FakeQuantize>(spec.scheme, spec.observer, c);
   return make_learnable_quantizer(spec.method, spec.scheme, c, spec.lsq_init,
-                                  spec.lsq_grad_scale.value_or(LsqGradScale::Channel));
+                                  spec.lsq_grad_scale.value_or(LsqGradScale::Channel),
+                                  spec.lsq_step_bounds.value_or(0.0f));
 }
 
 void Preparer::rewrite(Module& seq, const std::string& prefix) {

@@ -1,8 +1,11 @@
 // qconfig.cpp: resolving per-layer quantizer settings and parsing them from options.
 #include "quant/qat/qconfig.h"
 
+#include <cmath>
 #include <sstream>
 #include <stdexcept>
+
+#include "core/format.h"
 
 namespace qatlab {
 
@@ -14,6 +17,8 @@ std::string QuantizerSpec::describe() const {
                                                     (lsq_grad_scale ? std::string(", gradient scale per ") +
                                                                           lsq_grad_scale_name(*lsq_grad_scale)
                                                                     : "") +
+                                                    (lsq_step_bounds ? ", step bounds k=" + num_str(*lsq_step_bounds)
+                                                                     : "") +
                                                     ")");
 }
 
@@ -130,6 +135,13 @@ void QConfig::set_lsq_grad_scale(LsqGradScale scale) {
                                 " needs an lsq or lsq+ quantizer (--wquant, --aquant)");
 }
 
+void QConfig::set_lsq_step_bounds(float k) {
+  if (!learns_a_step(weight))
+    throw std::invalid_argument("--lsq-step-bounds " + num_str(k) + " needs lsq weights (--wquant lsq)");
+  weight.lsq_step_bounds = k;
+  validate();
+}
+
 void QConfig::validate() const {
   weight.scheme.validate();
   activation.scheme.validate();
@@ -146,6 +158,14 @@ void QConfig::validate() const {
     if (spec->lsq_grad_scale)
       throw std::invalid_argument(std::string("an LSQ gradient scale ('") + lsq_grad_scale_name(*spec->lsq_grad_scale) +
                                   "') is set for a '" + quantizer_method_name(spec->method) + "' quantizer");
+  }
+  if (activation.lsq_step_bounds) throw std::invalid_argument("LSQ step bounds are for weight steps only");
+  if (const std::optional<float> k = weight.lsq_step_bounds) {
+    if (!learns_a_step(weight))
+      throw std::invalid_argument("LSQ step bounds (k=" + num_str(*k) + ") are set for a '" +
+                                  quantizer_method_name(weight.method) + "' weight quantizer");
+    if (!(std::isfinite(*k) && *k >= 1.0f))
+      throw std::invalid_argument("--lsq-step-bounds " + num_str(*k) + ": expected a finite k >= 1");
   }
   for (const char* key : {kResidualBranches, kResidualSums})
     if (auto it = layer_bits.find(key);

@@ -32,13 +32,15 @@ inline constexpr const char* kResidualSums = "residual-sums";
 // offset), "pact" (learned clipping level; activations after a ReLU only).
 // lsq_init: where an LSQ or LSQ+ step starts (quantizer_kind.h); nothing keeps the method's default (LSQ the
 // paper's formula, LSQ+ the batch's min/max grid). lsq_grad_scale: the N of an LSQ or LSQ+ step's gradient
-// scale (quantizer_kind.h); nothing is "channel".
+// scale (quantizer_kind.h); nothing is "channel". lsq_step_bounds: below.
 struct QuantizerSpec {
   QScheme scheme;
   ObserverKind observer = ObserverKind::MinMax;
   QuantizerMethod method = QuantizerMethod::Observer;
   std::optional<LsqInit> lsq_init;
   std::optional<LsqGradScale> lsq_grad_scale;
+  // k of an LSQ weight step's bounds (LsqQuantizer::set_step_bounds); nothing: none.
+  std::optional<float> lsq_step_bounds;
   std::string describe() const;
 };
 
@@ -62,10 +64,10 @@ struct QConfig {
   // Weights: symmetric, narrow range ([-127, 127] at 8 bits), per output channel, min/max observer.
   // (weight.scheme.narrow_range false: WeightRange::Full; weight_for keeps 8-bit layers narrow.)
   QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax, QuantizerMethod::Observer,
-                       std::nullopt, std::nullopt};
+                       std::nullopt, std::nullopt, std::nullopt};
   // Activations: affine signed (int8 [-128, 127] at 8 bits), per tensor, moving-average min/max.
   QuantizerSpec activation{QScheme{8, true, false, false, 0, false}, ObserverKind::Ema, QuantizerMethod::Observer,
-                           std::nullopt, std::nullopt};
+                           std::nullopt, std::nullopt, std::nullopt};
   // Overrides: a key is a dotted module name of the float model ("features.0", "classifier.4"), a layer
   // type ("Conv2d", "Linear", "Residual": the sums), "input" (the model's input quantizer), kResidualBranches
   // or kResidualSums (activation bits only). A name beats kResidualBranches and kResidualSums, which beat
@@ -89,6 +91,10 @@ struct QConfig {
   // Sets the gradient scale's N of every LSQ / LSQ+ quantizer (--lsq-grad-scale); throws
   // std::invalid_argument when there is none.
   void set_lsq_grad_scale(LsqGradScale scale);
+  // Bounds every LSQ weight step to [its channel's min/max step / k, 15/8 max |w|] (--lsq-step-bounds;
+  // LsqQuantizer::set_step_bounds); throws std::invalid_argument when the weights learn no step or k is
+  // not finite and >= 1.
+  void set_lsq_step_bounds(float k);
   void set_weight_range(WeightRange range) { weight.scheme.narrow_range = range == WeightRange::Narrow; }
   void validate() const;
   // A few lines for logs and `info`.

@@ -25,6 +25,7 @@ void emit_spec(YAML::Emitter& out, const char* key, const QuantizerSpec& q) {
   out << YAML::Key << "method" << YAML::Value << quantizer_method_name(q.method);
   if (q.lsq_init) out << YAML::Key << "lsq_init" << YAML::Value << lsq_init_name(*q.lsq_init);
   if (q.lsq_grad_scale) out << YAML::Key << "lsq_grad_scale" << YAML::Value << lsq_grad_scale_name(*q.lsq_grad_scale);
+  if (q.lsq_step_bounds) out << YAML::Key << "lsq_step_bounds" << YAML::Value << *q.lsq_step_bounds;
   out << YAML::EndMap;
 }
 
@@ -56,7 +57,7 @@ class Reader {
     const YAML::Node m = field(root, key);
     if (!m.IsMap()) fail(m, "'" + key + "' must be a map");
     static const std::set<std::string> keys{"bits", "signed", "symmetric", "per_channel", "axis", "narrow_range",
-                                            "observer", "method", "lsq_init", "lsq_grad_scale"};
+                                            "observer", "method", "lsq_init", "lsq_grad_scale", "lsq_step_bounds"};
     for (const auto& kv : m)
       if (!keys.count(kv.first.as<std::string>())) fail(kv.first, "unknown field '" + kv.first.as<std::string>() + "'");
     QuantizerSpec q;
@@ -71,6 +72,7 @@ class Reader {
       q.method = parse_quantizer_method(get<std::string>(m, "method"));
       if (m["lsq_init"]) q.lsq_init = parse_lsq_init(get<std::string>(m, "lsq_init"));
       if (m["lsq_grad_scale"]) q.lsq_grad_scale = parse_lsq_grad_scale(get<std::string>(m, "lsq_grad_scale"));
+      if (m["lsq_step_bounds"]) q.lsq_step_bounds = get<float>(m, "lsq_step_bounds");
     } catch (const std::invalid_argument& e) {
       fail(m, e.what());
     }

@@ -67,6 +67,7 @@ QConfig sweep_cell_qconfig(const SweepCellSettings& s) {
   q.activation.method = m.activation_method;
   for (QuantizerSpec* spec : {&q.weight, &q.activation})
     if (spec->method == QuantizerMethod::Lsq) spec->lsq_init = s.lsq_init, spec->lsq_grad_scale = s.lsq_grad_scale;
+  if (q.weight.method == QuantizerMethod::Lsq) q.weight.lsq_step_bounds = s.lsq_step_bounds;
   for (const std::string& text : s.layer_bits) q.layer_bits.insert(parse_layer_bits(text));
   q.set_weight_range(s.weight_range);
   q.validate();

@@ -34,6 +34,7 @@ struct SweepCellSettings {
   float swa_lr = 0.0f;                  //   (nn/train/swa.h)
   std::optional<LsqInit> lsq_init;      // lsq cells: where the steps start (nothing: the paper's formula)
   std::optional<LsqGradScale> lsq_grad_scale;  // lsq cells: N of the steps' gradient scale (nothing: channel)
+  std::optional<float> lsq_step_bounds;  // lsq cells: k of the weight steps' bounds (QConfig::set_lsq_step_bounds)
   WeightRange weight_range = WeightRange::Narrow;  // every method: the weights' codes below 8 bits
   // QAT methods, > 0: distil from the float model (nn/train/distill.h) with this weight, at this temperature,
   // or from `teachers` when given (float checkpoints; several: their ensemble, nn/train/teacher.h).

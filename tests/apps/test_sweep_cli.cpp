@@ -261,7 +261,8 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
         {"--qat-weight-decay", "nan"}, {"--layer-bits", "fc=9:8"},
         {"--layer-bits", "residual-branches=4:8"}, {"--layer-bits", "residual-sums=8:"}, {"--lsq-init", "median"},
         {"--methods", "pact", "--lsq-init", "mse"}, {"--lsq-grad-scale", "tensor"},
-        {"--methods", "pact", "--lsq-grad-scale", "layer"}, {"--weight-range", "wide"}, {"--qat-distill", "1.5"}, {"--qat-distill-temperature", "2"},
+        {"--methods", "pact", "--lsq-grad-scale", "layer"}, {"--lsq-step-bounds", "0.5"},
+        {"--methods", "pact", "--lsq-step-bounds", "4"}, {"--weight-range", "wide"}, {"--qat-distill", "1.5"}, {"--qat-distill-temperature", "2"},
         {"--methods", "ptq-minmax", "--qat-distill", "1"}, {"--qat-teacher", "teacher.h5"}}) {
     std::vector<std::string> args = {"sweep", "--data-dir", dir / "nodata", "--out", dir / "s"};
     args.insert(args.end(), bad.begin(), bad.end());

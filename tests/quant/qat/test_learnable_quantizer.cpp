@@ -799,6 +799,45 @@ TEST(LearnableProjection, ScaleAndAlphaStayPositiveAndFinite) {
   EXPECT_EQ(p.qparams().scale[0], static_cast<float>(kMinScale));
 }
 
+// Step bounds (k = 4) keep each channel's step within [max|w_c| / (4 Qp), 15/8 max|w_c|]: a step pushed to
+// the floor comes back to the lower bound, one far above its weights to the upper one, one inside stays; the
+// bounded step is written back in training, as the kMinScale projection is. Without bounds both stray
+// steps stay where they were put (the floor channel at kMinScale). Bad k, and bounds on LSQ+, are refused.
+TEST(LearnableProjection, StepBoundsHoldEachChannelsStepToItsWeights) {
+  const QScheme w2{2, true, true, true, 0, true};  // [-1, 1] per output channel: Qp = 1
+  Tensor w = Tensor::zeros({3, 4});
+  const float rows[3][4] = {{0.5f, -2.0f, 1.0f, 0.25f}, {0.1f, 0.3f, -0.2f, 0.0f}, {1.0f, 1.0f, -1.0f, 0.5f}};
+  for (int c = 0; c < 3; ++c)
+    for (int i = 0; i < 4; ++i) w.data()[c * 4 + i] = rows[c][i];
+  for (float k : {0.0f, 4.0f}) {
+    LsqQuantizer q(w2, 3, LsqInit::MinMax);
+    q.set_step_bounds(k);
+    q.train();
+    (void)q.forward(w);
+    Tensor s = q.scale();
+    s.data()[0] = 1e-9f, s.data()[1] = 50.0f, s.data()[2] = 1.7f;
+    (void)q.forward(w);
+    if (k == 0.0f) {
+      EXPECT_EQ(s.data()[0], static_cast<float>(kMinScale));
+      EXPECT_EQ(s.data()[1], 50.0f);
+    } else {
+      EXPECT_EQ(s.data()[0], 2.0f / 4.0f);
+      EXPECT_EQ(s.data()[1], 0.3f * 1.875f);
+      EXPECT_NE(q.describe().find("step within [min/max step / 4, 15/8 max |x|]"), std::string::npos) << q.describe();
+    }
+    EXPECT_EQ(s.data()[2], 1.7f);  // the largest weight, 1, is still +-1: 1 / 1.7 rounds to 1
+    EXPECT_EQ(q.qparams().scale, (std::vector<float>{s.data()[0], s.data()[1], s.data()[2]}));
+  }
+  LsqQuantizer q(w2, 3);
+  for (float bad : {0.5f, -1.0f, NAN, INFINITY})
+    EXPECT_TRUE(throws_with([&] { q.set_step_bounds(bad); }, {"step bounds", "k >= 1"})) << bad;
+  LsqPlusQuantizer plus(kAct8);
+  EXPECT_TRUE(throws_with([&] { plus.set_step_bounds(4.0f); }, {"symmetric weight grids"}));
+  EXPECT_TRUE(throws_with([] { make_learnable_quantizer(QuantizerMethod::Pact, kAct8, 1, std::nullopt,
+                                                        LsqGradScale::Channel, 4.0f); },
+                          {"step bounds are for LSQ"}));
+}
+
 TEST(LearnableErrors, BadSettingsAndShapesNameTheProblem) {
   EXPECT_TRUE(throws_with([] { parse_quantizer_method("dorefa"); }, {"'dorefa'", "lsq", "lsq+", "pact"}));
   EXPECT_TRUE(throws_with([] { make_learnable_quantizer(QuantizerMethod::Observer, kAct8, 1); }, {"not a learned grid"}));

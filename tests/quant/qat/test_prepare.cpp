@@ -514,6 +514,24 @@ TEST(PrepareResidual, SumsOverrideWithoutResidualsOrWithWeightBitsIsAnError) {
                                 {"residual-sums", "activation bits only"}));
 }
 
+// --lsq-step-bounds reaches every LSQ weight quantizer, and no activation's.
+TEST(PrepareBits, LsqStepBoundsReachEveryWeightStep) {
+  Rng rng(12);
+  QConfig q = QConfig::from_options(2, 2, true, "minmax", "ema", {"Linear=8:8"}, "lsq", "lsq");
+  q.set_lsq_step_bounds(4.0f);
+  const ModulePtr float_model = residual_model(rng);
+  prepare_qat(float_model, q);
+  int weights = 0;
+  for (const auto& [name, m] : float_model->named_modules(float_model)) {
+    if (const auto* lsq = m->as<LsqQuantizer>()) {
+      const bool weight = name.size() > 12 && name.compare(name.size() - 12, 12, "weight_quant") == 0;
+      EXPECT_EQ(lsq->step_bounds(), weight ? 4.0f : 0.0f) << name;
+      weights += weight;
+    }
+  }
+  EXPECT_EQ(weights, 7);
+}
+
 // ------------------------------------------------------------------------------------ bit widths
 
 TEST(PrepareBits, ModelInputIsEightBitUnlessOverridden) {

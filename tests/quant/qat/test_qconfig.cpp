@@ -245,6 +245,23 @@ TEST(QConfigValidate, LsqGradScaleAppliesToLsqQuantizersOnly) {
   EXPECT_TRUE(test::throws_with([&] { observed.validate(); }, {"LSQ gradient scale ('layer')", "'observer' quantizer"}));
 }
 
+TEST(QConfigValidate, LsqStepBoundsApplyToLsqWeightsOnly) {
+  QConfig q = QConfig::from_options(2, 2, true, "minmax", "ema", {}, "lsq", "lsq");
+  q.set_lsq_step_bounds(4.0f);
+  EXPECT_EQ(q.weight.lsq_step_bounds, 4.0f);
+  EXPECT_FALSE(q.activation.lsq_step_bounds.has_value());
+  EXPECT_EQ(q.weight_for("conv", "Conv2d").lsq_step_bounds, 4.0f);
+  EXPECT_NE(q.describe().find("step bounds k=4"), std::string::npos) << q.describe();
+  EXPECT_TRUE(test::throws_with(
+      [] { QConfig::from_options(2, 2, true, "minmax", "ema", {}, "observer", "lsq").set_lsq_step_bounds(4.0f); },
+      {"--lsq-step-bounds 4 needs lsq weights"}));
+  for (float bad : {0.5f, NAN})
+    EXPECT_TRUE(test::throws_with([&] { QConfig(q).set_lsq_step_bounds(bad); }, {"--lsq-step-bounds", "k >= 1"}));
+  QConfig on_activations = QConfig::from_options(2, 2, true, "minmax", "ema", {}, "lsq", "lsq");
+  on_activations.activation.lsq_step_bounds = 4.0f;
+  EXPECT_TRUE(test::throws_with([&] { on_activations.validate(); }, {"weight steps only"}));
+}
+
 TEST(QConfigValidate, WeightsMustKeepTheKernelContract) {
   QConfig q;
   q.weight.scheme.symmetric = false;

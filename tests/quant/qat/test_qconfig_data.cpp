@@ -23,6 +23,7 @@ TEST(QConfigData, EveryFieldSurvivesTheRoundTrip) {
   QConfig q = QConfig::from_options(4, 3, false, "ema", "histogram", {"features.0=8:8", "Linear=:6", "fc=5:"}, "lsq",
                                     "pact", "mse");
   q.set_lsq_grad_scale(LsqGradScale::Layer);
+  q.set_lsq_step_bounds(4.5f);
   const QConfig back = qconfig_from_data(qconfig_to_data(q), "ckpt.h5");
   EXPECT_EQ(back.describe(), q.describe());
   for (const QuantizerSpec* s : {&back.weight, &back.activation}) {
@@ -37,8 +38,11 @@ TEST(QConfigData, EveryFieldSurvivesTheRoundTrip) {
     EXPECT_EQ(s->method, o.method);
     EXPECT_EQ(s->lsq_init, o.lsq_init);
     EXPECT_EQ(s->lsq_grad_scale, o.lsq_grad_scale);
+    EXPECT_EQ(s->lsq_step_bounds, o.lsq_step_bounds);
   }
   EXPECT_EQ(back.weight.lsq_grad_scale, LsqGradScale::Layer);
+  EXPECT_EQ(back.weight.lsq_step_bounds, 4.5f);
+  EXPECT_FALSE(qconfig_from_data(qconfig_to_data(QConfig{}), "ckpt.h5").weight.lsq_step_bounds.has_value());
   // A document without the field (every checkpoint before it) reads as the channel's count.
   EXPECT_FALSE(qconfig_from_data(qconfig_to_data(QConfig{}), "ckpt.h5").weight.lsq_grad_scale.has_value());
   // The LSQ init, where one is set (weights only here: activations are PACT's).
