@@ -248,12 +248,18 @@ class Exporter {
 
   // Codes on one grid -> another: a depthwise 1x1 QLinearConv of weights 1 with the two zero points and
   // the weight scale whose float product with the grids' scales is nearest our multiplier (as conv's),
-  // then the clamp. (N, C, H, W) only: a convolution reads it.
+  // then the clamp. A (N, F) value (what a fully connected layer reads) goes through it as (N, F, 1, 1).
   void requantize(const Int8Op& op, const Shape& in) {
-    if (in.size() != 3)
+    if (in.size() != 3 && in.size() != 1)
       throw std::invalid_argument(op_label(i_, op) + ": requantizes a value of shape " + shape_str(in) +
-                                  "; the ONNX form is written for (C, H, W) values, which convolutions read");
-    const SlotTensor& x = input(op, 0);
+                                  "; the ONNX form is written for (C, H, W) and (F) values");
+    SlotTensor x = input(op, 0);
+    const bool flat = in.size() == 1;
+    if (flat) {
+      const std::string x4 = b_.name("requantize_in");
+      b_.node("Reshape", op.name + "/to_nchw", {x.name, b_.int64_tensor("shape", {-1, in[0], 1, 1})}, x4);
+      x.name = x4;
+    }
     const RequantizeInt8Params& p = op.requant;
     const int64_t c = in[0];
     const float so = op.grid.scale.at(0);
@@ -269,7 +275,13 @@ class Exporter {
         y);
     set_ints(n, "kernel_shape", {1, 1});
     set_int(n, "group", c);
-    set_output(op, clip(y, p.quantized_activation_min, p.quantized_activation_max, op.name), so, p.output_offset);
+    std::string out = clip(y, p.quantized_activation_min, p.quantized_activation_max, op.name);
+    if (flat) {
+      const std::string y2 = b_.name("requantize_out");
+      b_.node("Reshape", op.name + "/to_nc", {out, b_.int64_tensor("shape", {-1, c})}, y2);
+      out = y2;
+    }
+    set_output(op, out, so, p.output_offset);
   }
 
   void flatten(const Int8Op& op) {

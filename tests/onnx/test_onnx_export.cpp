@@ -370,8 +370,9 @@ TEST(OnnxExport, ResidualAddWithinOneStep) {
 }
 
 // entry (8-bit grid A, every code the pixels give) -> requantize onto a 4-bit grid R (codes [-128, -113])
-// -> exit: the depthwise QLinearConv of weight 1 and the Clip give our codes, within one step where a value
-// lies next to a rounding boundary.
+// -> exit, on the image and (after a flatten: what a fully connected layer reads) on its (F) values: the
+// depthwise QLinearConv of weight 1 and the Clip give our codes, within one step where a value lies next
+// to a rounding boundary.
 TEST(OnnxExport, RequantizeWithinOneStep) {
   const int64_t c = 3;
   const QParams a = grid_of(0.0213f, -7);
@@ -389,14 +390,27 @@ TEST(OnnxExport, RequantizeWithinOneStep) {
   g.ops = {identity_entry(a, c), requant, exit_op(r, 2)};
   g.num_slots = 4;
   g.prepare();
-  for (bool u8 : {true, false}) {
-    std::string skip;
-    const Agreement agree = compare_with_onnxruntime(g, 64, 22, &skip, OnnxExportOptions{u8});
-    if (!skip.empty()) GTEST_SKIP() << skip;
-    ASSERT_EQ(agree.values, 64 * c * 8 * 8);
-    EXPECT_LE(agree.max_difference, 1) << (u8 ? "uint8" : "int8");
-    EXPECT_GE(static_cast<double>(agree.equal), 0.999 * static_cast<double>(agree.values)) << (u8 ? "uint8" : "int8");
-  }
+  Int8Graph flat = g;
+  Int8Op flatten;
+  flatten.kind = Int8OpKind::Flatten;
+  flatten.name = "flatten";
+  flatten.inputs = {1};
+  flatten.output = 2;
+  flat.ops = {identity_entry(a, c), flatten, requant, exit_op(r, 3)};
+  flat.ops[2].inputs = {2};
+  flat.ops[2].output = 3;
+  flat.num_slots = 5;
+  flat.prepare();
+  for (const Int8Graph* graph : {&g, &flat})
+    for (bool u8 : {true, false}) {
+      std::string skip;
+      const Agreement agree = compare_with_onnxruntime(*graph, 64, 22, &skip, OnnxExportOptions{u8});
+      if (!skip.empty()) GTEST_SKIP() << skip;
+      const std::string what = std::string(graph == &flat ? "flat " : "image ") + (u8 ? "uint8" : "int8");
+      ASSERT_EQ(agree.values, 64 * c * 8 * 8) << what;
+      EXPECT_LE(agree.max_difference, 1) << what;
+      EXPECT_GE(static_cast<double>(agree.equal), 0.999 * static_cast<double>(agree.values)) << what;
+    }
 }
 
 TEST(OnnxExport, WeightScaleGivesTheFloatNearestTheMultiplier) {

@@ -7,8 +7,9 @@
 #        bits: it also gives each block's first conv 8-bit inputs)
 #   w2-stream8, w4-stream8  w2 and w4 with the residual stream at 8 bits (residual-sums=:8), requantized
 #        to A bits for the convs that read it
+#   w2-stream8-bounds  w2-stream8 with LSQ's weight steps bounded (--lsq-step-bounds 8)
 # README.md here.
-#   bash ablation/no-cutout/run.sh w4|w2|w2-sums8|w2-stream8|w4-stream8   (from experiments/cifar10_resnet20, after study.sh has the float
+#   bash ablation/no-cutout/run.sh w4|w2|w2-sums8|w2-stream8|w4-stream8|w2-stream8-bounds   (from experiments/cifar10_resnet20, after study.sh has the float
 #   model; run again, it resumes from the cell's last epoch)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -23,12 +24,15 @@ case "${1:-}" in
     # sweeps now use): the integer graph the w2-sums8 bound was measured for.
     if [ "$1" = w2-stream8 ]; then cell=(--pairs 2/2 --qat-weight-decay 0.000125); else cell=(--pairs 4/4); fi
     cell+=(--layer-bits residual-sums=:8) ;;
+  w2-stream8-bounds)
+    # w2-stream8 with LSQ's weight steps bounded (--lsq-step-bounds 8): no channel dies at the floor.
+    cell=(--pairs 2/2 --qat-weight-decay 0.000125 --layer-bits residual-sums=:8 --lsq-step-bounds 8) ;;
   w2-sums8)
     cell=(--pairs 2/2 --qat-weight-decay 0.000125)
     for block in stage1.0 stage1.1 stage1.2 stage2.0 stage2.1 stage2.2 stage3.0 stage3.1; do
       cell+=(--layer-bits "$block=:8")
     done ;;
-  *) echo "usage: bash ablation/no-cutout/run.sh w4|w2|w2-sums8|w2-stream8|w4-stream8" >&2; exit 2 ;;
+  *) echo "usage: bash ablation/no-cutout/run.sh w4|w2|w2-sums8|w2-stream8|w4-stream8|w2-stream8-bounds" >&2; exit 2 ;;
 esac
 out="runs/ablation-$1-no-cutout"
 cd "$exp"
