@@ -299,13 +299,19 @@ QParams grid_of(float scale, int32_t zero_point) {
   return q;
 }
 
-// The Dequantize exit of the codes in `slot`, on `grid`, writing slot + 1.
+// An op of `kind` named `name` reading slot `input` and writing slot input + 1.
+Int8Op op_of(Int8OpKind kind, const char* name, int input) {
+  Int8Op op;
+  op.kind = kind;
+  op.name = name;
+  op.inputs = {input};
+  op.output = input + 1;
+  return op;
+}
+
+// The Dequantize exit of the codes in `slot`, on `grid`.
 Int8Op exit_op(const QParams& grid, int slot) {
-  Int8Op exit;
-  exit.kind = Int8OpKind::Dequantize;
-  exit.name = "output";
-  exit.inputs = {slot};
-  exit.output = slot + 1;
+  Int8Op exit = op_of(Int8OpKind::Dequantize, "output", slot);
   exit.grid = grid;
   return exit;
 }
@@ -318,11 +324,7 @@ Int8Graph add_graph(bool relu) {
   const QParams a = grid_of(0.05f, 3), b = grid_of(0.0713f, -10), o = grid_of(0.093f, 5);
   Int8Graph g;
   g.input_shape = {c, 8, 8};
-  Int8Op conv;
-  conv.kind = Int8OpKind::Conv2d;
-  conv.name = "conv";
-  conv.inputs = {1};
-  conv.output = 2;
+  Int8Op conv = op_of(Int8OpKind::Conv2d, "conv", 1);
   LoweredLayer& l = conv.layer;
   l.weight_shape = {c, 1, 1, 1};
   l.weight.assign(static_cast<size_t>(c), 1);
@@ -380,25 +382,17 @@ TEST(OnnxExport, RequantizeWithinOneStep) {
   r.quant_max = -113;
   Int8Graph g;
   g.input_shape = {c, 8, 8};
-  Int8Op requant;
-  requant.kind = Int8OpKind::Requantize;
-  requant.name = "conv.input_requant";
-  requant.inputs = {1};
-  requant.output = 2;
+  Int8Op requant = op_of(Int8OpKind::Requantize, "conv.input_requant", 1);
   requant.grid = r;
   requant.requant = lower_requantize(a, r);
   g.ops = {identity_entry(a, c), requant, exit_op(r, 2)};
   g.num_slots = 4;
   g.prepare();
   Int8Graph flat = g;
-  Int8Op flatten;
-  flatten.kind = Int8OpKind::Flatten;
-  flatten.name = "flatten";
-  flatten.inputs = {1};
-  flatten.output = 2;
-  flat.ops = {identity_entry(a, c), flatten, requant, exit_op(r, 3)};
-  flat.ops[2].inputs = {2};
-  flat.ops[2].output = 3;
+  Int8Op flat_requant = requant;
+  flat_requant.inputs = {2};
+  flat_requant.output = 3;
+  flat.ops = {identity_entry(a, c), op_of(Int8OpKind::Flatten, "flatten", 1), flat_requant, exit_op(r, 3)};
   flat.num_slots = 5;
   flat.prepare();
   for (const Int8Graph* graph : {&g, &flat})
