@@ -12,6 +12,7 @@
 #include "core/cpu_features.h"
 #include "core/cpu_peak.h"
 #include "core/profiler.h"
+#include "nn/residual.h"
 #include "nn/train/train_loop.h"
 #include "quant/qat/convert.h"
 #include "quant/qat/fake_quantize.h"
@@ -73,6 +74,16 @@ std::vector<Variant> make_variants(const BenchTrainOptions& o) {
   v.push_back({"float", fresh()});
   v.push_back({"QAT W8A8 min/max", prepare_qat(fresh(), QConfig::from_options(8, 8, true, "minmax", "ema", {}))});
   v.push_back({"QAT W4A4 LSQ", prepare_qat(fresh(), QConfig::from_options(4, 4, true, "minmax", "ema", {}, "lsq", "lsq"))});
+  // A residual network also at W2A2 with its stream at 8 bits: what the requantize ops in front of the
+  // convs that read the stream cost (quant/README.md section 5).
+  const ModulePtr probe = fresh();
+  bool residual = false;
+  for (const auto& [name, m] : probe->named_modules(probe)) residual = residual || m->is<Residual>();
+  if (residual)
+    v.push_back({"QAT W2A2 LSQ, stream 8", prepare_qat(probe, QConfig::from_options(2, 2, true, "minmax", "ema",
+                                                                                   {"residual-branches=:8",
+                                                                                    "residual-sums=:8"},
+                                                                                   "lsq", "lsq"))});
   return v;
 }
 

@@ -54,6 +54,7 @@ TEST_F(BenchCliTest, TrainReportsFloatAndQatStepsAndWhereTheTimeGoes) {
   for (const char* needle : {"float", "QAT W8A8 min/max", "QAT W4A4 LSQ", "share of peak", "input grad",
                              "weight grad", "fake-quant", "features.0", "(optimizer update)"})
     EXPECT_NE(r.out.find(needle), std::string::npos) << needle << "\n" << r.out;
+  EXPECT_EQ(r.out.find("stream 8"), std::string::npos) << "LeNet-5 has no residual stream\n" << r.out;
   expect_shares_at_most_100(r.out);
 }
 
