@@ -74,7 +74,7 @@ kept="$here/study"
 # The sweeps that have results so far joined into study/all/ (two or more of them).
 merge_all() {
   local done=()
-  for name in ptq w8 w4 w4-tensor w3 w2; do
+  for name in ptq w8 w8-s2 w4 w4-tensor w3 w2; do
     if [ -f "$here/runs/study-$name/results.json" ]; then done+=("$here/runs/study-$name"); fi
   done
   if [ ${#done[@]} -ge 2 ]; then
