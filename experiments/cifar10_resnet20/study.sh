@@ -10,12 +10,13 @@
 # layer at 8 bits (their weights and their inputs: the image, and the pooled output of the last block);
 # the residual adds read their branches (conv-BN outputs, still signed) on 8-bit grids where those
 # papers add in floating point (`residual-branches=:8`, quant/README.md "Which bits the add reads"); the
-# other sums, with the blocks' ReLU, are the next convs' inputs at A bits. From 2026-12-06 the 3- and
+# other sums, with the blocks' ReLU, are the next convs' inputs at A bits. From 2026-12-06 the 4-, 3- and
 # 2-bit sweeps keep those sums at 8 bits too (`residual-sums=:8`: the residual stream, which the identity
 # shortcuts carry from add to add, at 8 bits; each conv that reads it requantizes it to A bits first, so
 # every conv input but the first and the last is still at A bits) and train without cutout (crop and flip
-# only): at W2A2 both lifted the first epochs by several points (ablation/no-cutout, results.md "Low
-# bits"). Their earlier cells, with cutout and 2-bit sums, are in ablation/no-cutout/ and study-w2.log.
+# only): at W2A2 both lifted the first epochs by several points, at W4A4 the seed-1 LSQ cell ended 0.17
+# higher (ablation/no-cutout, results.md "Low bits"). Their earlier cells, with cutout and A-bit sums, are
+# in ablation/no-cutout/kept/ (w4-cutout, w4-tensor-cutout, w2-cutout) and study-w4.log, study-w2.log.
 #
 # A small set of sweeps, one per fine-tuning length, since the cells need different schedules:
 #   ptq       min/max and histogram PTQ at every pair, per-tensor and per-channel weights (no training)
@@ -147,15 +148,15 @@ main() {
           --layer-bits stem.conv=8: --layer-bits stage3.2=:8 --threads "$threads")
   # The 4-, 3- and 2-bit cells' fine-tuning: 30 epochs from lr 0.003, batch norm frozen for the last 10.
   local lowbit="--qat-epochs 30 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 20"
-  # The 3- and 2-bit cells keep the residual stream (the blocks' sums) at 8 bits, requantized to A bits
+  # The 4-, 3- and 2-bit cells keep the residual stream (the blocks' sums) at 8 bits, requantized to A bits
   # where a conv reads it, and train without cutout (see the header).
   local stream="--layer-bits residual-sums=:8 --augment pad-crop:4,flip"
   declare -A cells=(
     [ptq]="--methods ptq-minmax,ptq-histogram --pairs 8/8,6/6,4/4,3/3,2/2,4/8,2/8 --granularity per-tensor,per-channel --seeds 1"
     [w8]="--methods qat-minmax,lsq,pact --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001 --qat-freeze-bn-after 0 --lsq-init mse"
     [w8-s2]="--methods qat-minmax,lsq,pact --pairs 8/8 --granularity per-tensor,per-channel --seed 2 --seeds 1 --qat-epochs 2 --qat-lr 0.001 --qat-freeze-bn-after 0 --lsq-init mse"
-    [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 $lowbit --lsq-init mse --qat-distill 1"
-    [w4-tensor]="--methods lsq,pact --pairs 4/4 --granularity per-tensor --seeds 1 $lowbit --lsq-init mse --qat-distill 1"
+    [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 $lowbit --lsq-init mse --qat-distill 1 $stream"
+    [w4-tensor]="--methods lsq,pact --pairs 4/4 --granularity per-tensor --seeds 1 $lowbit --lsq-init mse --qat-distill 1 $stream"
     [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 $lowbit --qat-weight-decay 0.00025 --lsq-init mse --qat-distill 1 $stream"
     [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 $lowbit --qat-weight-decay 0.000125 --lsq-init mse --qat-distill 1 $stream"
   )
