@@ -179,8 +179,11 @@ RequantizeInt8Params make_requantize_params(float s_in, int32_t z_in, float s_ou
                                             int32_t act_max);
 // Throws std::invalid_argument naming the field out of its range (offsets, multiplier, shift, activation range).
 void check_requantize_int8_params(const RequantizeInt8Params& params);
-// out[i] = the formula above applied to in[i], for i < count. One loop on every kernel path: it costs a
-// few operations per value of a tensor a conv then reads with a few hundred multiply-adds per value.
+// out[i] = the formula above applied to in[i], for i < count; in and out may be the same buffer. The
+// reference applies it to every element; requantize_int8, the kernel, looks long tensors up in a
+// 256-entry table the reference fills (the same codes, bit for bit, on every path: it is one portable
+// loop). It costs a load per value of a tensor a conv then reads with a few hundred multiply-adds per value.
+void requantize_int8_reference(const RequantizeInt8Params& params, const int8_t* in, int8_t* out, int64_t count);
 void requantize_int8(const RequantizeInt8Params& params, const int8_t* in, int8_t* out, int64_t count);
 
 // The residual add on float values, as the QAT simulation computes it: a and b quantized on their grids

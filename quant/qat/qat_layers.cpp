@@ -218,10 +218,9 @@ Tensor QatLayer::read_input(const Tensor& x) {
   const Tensor y = (*to)(x);
   if (!input_quant->quantizing() || !to->quantizing()) return y;
   const QParams in = input_quant->qparams(), out = to->qparams();
-  const std::vector<int8_t> codes = quantize_tensor(x, in);
-  std::vector<int8_t> requantized(codes.size());
-  requantize_int8(lower_requantize(in, out), codes.data(), requantized.data(), static_cast<int64_t>(codes.size()));
-  return with_integer_values(y, requantized, out);
+  std::vector<int8_t> codes = quantize_tensor(x, in);
+  requantize_int8(lower_requantize(in, out), codes.data(), codes.data(), static_cast<int64_t>(codes.size()));
+  return with_integer_values(y, codes, out);
 }
 
 Tensor QatLayer::forward_read(const Tensor& x) {

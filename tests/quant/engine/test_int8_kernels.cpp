@@ -520,7 +520,7 @@ TEST(RequantizeInt8, EveryCodeIsTheExactProductRoundedOnce) {
     ASSERT_NEAR(m / (double(s_in) / s_out), 1.0, 1e-9);
     std::vector<int8_t> in(256), out(256);
     for (int q = -128; q < 128; ++q) in[q + 128] = static_cast<int8_t>(q);
-    requantize_int8(p, in.data(), out.data(), 256);
+    requantize_int8_reference(p, in.data(), out.data(), 256);
     for (int q = -128; q < 128; ++q) {
       const double exact = std::floor((q - z_in) * m + 0.5);
       ASSERT_EQ(out[q + 128], std::clamp(exact + z_out, double(lo), double(hi))) << "code " << q << ", case " << t;
@@ -534,6 +534,28 @@ TEST(RequantizeInt8, EveryCodeIsTheExactProductRoundedOnce) {
   EXPECT_EQ(got, (std::vector<int8_t>{-1, 0, 1, 2}));
 }
 
+// The kernel (a table of the reference's 256 codes for long tensors) gives the reference's codes bit for
+// bit, short tensors and long ones, in place too.
+TEST(RequantizeInt8, TheKernelEqualsTheReferenceBitForBit) {
+  Rng rng(23);
+  for (int t = 0; t < 20; ++t) {
+    const float s_in = std::exp2(rng.uniform(-10, 0));
+    const float s_out = s_in * std::exp2(rng.uniform(-2, 8));
+    const int32_t z_in = uniform_int(rng, -128, 127), z_out = uniform_int(rng, -128, 127);
+    const int32_t lo = t % 2 ? uniform_int(rng, -128, 0) : -128, hi = t % 3 ? uniform_int(rng, lo, 127) : 127;
+    const RequantizeInt8Params p = make_requantize_params(s_in, z_in, s_out, z_out, lo, hi);
+    for (const int64_t count : {1, 37, 511, 512, 513, 4099}) {
+      std::vector<int8_t> in(static_cast<size_t>(count)), want(in.size()), got(in.size());
+      for (auto& q : in) q = static_cast<int8_t>(uniform_int(rng, -128, 127));
+      requantize_int8_reference(p, in.data(), want.data(), count);
+      requantize_int8(p, in.data(), got.data(), count);
+      ASSERT_EQ(got, want) << "case " << t << ", count " << count;
+      requantize_int8(p, in.data(), in.data(), count);
+      ASSERT_EQ(in, want) << "in place, case " << t << ", count " << count;
+    }
+  }
+}
+
 TEST(RequantizeInt8, BadSettingsThrow) {
   EXPECT_TRUE(throws_with([] { make_requantize_params(0.0f, 0, 1.0f, 0, -128, 127); }, {"scales"}));
   EXPECT_TRUE(throws_with([] { make_requantize_params(1.0f, 0, 1.0f, 300, -128, 127); }, {"zero point 300"}));
@@ -542,6 +564,8 @@ TEST(RequantizeInt8, BadSettingsThrow) {
   p.shift = 40;
   int8_t x = 0, y = 0;
   EXPECT_TRUE(throws_with([&] { requantize_int8(p, &x, &y, 1); }, {"shift 40"}));
+  std::vector<int8_t> long_in(1024), long_out(1024);
+  EXPECT_TRUE(throws_with([&] { requantize_int8(p, long_in.data(), long_out.data(), 1024); }, {"shift 40"}));
 }
 
 // add_int8 on every path this CPU has gives the reference's codes bit for bit: random grids (left shifts
