@@ -17,6 +17,11 @@
 # only): at W2A2 both lifted the first epochs by several points, at W4A4 the seed-1 LSQ cell ended 0.17
 # higher (ablation/no-cutout, results.md "Low bits"). Their earlier cells, with cutout and A-bit sums, are
 # in ablation/no-cutout/kept/ (w4-cutout, w4-tensor-cutout, w2-cutout) and study-w4.log, study-w2.log.
+# From 2026-12-06 11:30 UTC the 3- and 2-bit LSQ cells bound their weight steps (`--lsq-step-bounds 8`):
+# without the bounds, channels of the 2-bit convs die with their step at the floor (5 to 8 of them in each
+# W2A2 cell, `qatlab inspect`), and with them the W2A2 cell tested 3.3 points higher over epochs 4-13
+# (ablation/no-cutout, w2-stream8-bounds). The unbounded W2A2 cell (epoch 20) is kept in
+# ablation/no-cutout/kept/w2-stream8.
 #
 # A small set of sweeps, one per fine-tuning length, since the cells need different schedules:
 #   ptq       min/max and histogram PTQ at every pair, per-tensor and per-channel weights (no training)
@@ -151,14 +156,17 @@ main() {
   # The 4-, 3- and 2-bit cells keep the residual stream (the blocks' sums) at 8 bits, requantized to A bits
   # where a conv reads it, and train without cutout (see the header).
   local stream="--layer-bits residual-sums=:8 --augment pad-crop:4,flip"
+  # The 3- and 2-bit LSQ cells keep each weight step within [its channel's min/max step / 8, 15/8 of its
+  # largest |w|]: unbounded, 2-bit channels die with their step at the floor (see the header).
+  local bounds="--lsq-step-bounds 8"
   declare -A cells=(
     [ptq]="--methods ptq-minmax,ptq-histogram --pairs 8/8,6/6,4/4,3/3,2/2,4/8,2/8 --granularity per-tensor,per-channel --seeds 1"
     [w8]="--methods qat-minmax,lsq,pact --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001 --qat-freeze-bn-after 0 --lsq-init mse"
     [w8-s2]="--methods qat-minmax,lsq,pact --pairs 8/8 --granularity per-tensor,per-channel --seed 2 --seeds 1 --qat-epochs 2 --qat-lr 0.001 --qat-freeze-bn-after 0 --lsq-init mse"
     [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 $lowbit --lsq-init mse --qat-distill 1 $stream"
     [w4-tensor]="--methods lsq,pact --pairs 4/4 --granularity per-tensor --seeds 1 $lowbit --lsq-init mse --qat-distill 1 $stream"
-    [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 $lowbit --qat-weight-decay 0.00025 --lsq-init mse --qat-distill 1 $stream"
-    [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 $lowbit --qat-weight-decay 0.000125 --lsq-init mse --qat-distill 1 $stream"
+    [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 $lowbit --qat-weight-decay 0.00025 --lsq-init mse --qat-distill 1 $stream $bounds"
+    [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 $lowbit --qat-weight-decay 0.000125 --lsq-init mse --qat-distill 1 $stream $bounds"
   )
   for name in "${names[@]}"; do
     if [ -z "${cells[$name]+set}" ]; then
