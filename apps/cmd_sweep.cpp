@@ -15,7 +15,7 @@
 //
 // `qatlab sweep --merge A,B,... --out DIR` runs nothing: it joins finished sweeps of one model (their
 // results.json) into one report with the same files, e.g. a study run as one sweep per fine-tuning
-// schedule.
+// schedule or layer bits (merge_sweep_reports).
 //
 // The checkpoints the sweep makes store the settings `qatlab train`, `qat` or `ptq` would store for the
 // same run (their INI lines, typed: train_options_ini and the others), so that `--resume` and `info`
@@ -496,6 +496,7 @@ class Sweep {
       c.lsq_grad_scale = parse_lsq_grad_scale(s_.lsq_grad_scale, "--lsq-grad-scale");
     if (cell.method == "lsq" && s_.lsq_step_bounds != 0) c.lsq_step_bounds = s_.lsq_step_bounds;
     if (!s_.weight_range.empty()) c.weight_range = parse_weight_range(s_.weight_range, "--weight-range");
+    if (!sweep_method_is_ptq(cell.method)) c.augment = cell_data_settings(cell).augment;
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature, c.teachers = s_.qat_teachers;
     c.batch_size = s_.batch_size;

@@ -31,20 +31,22 @@ std::string accuracy_plot_svg(const SweepReport& r, bool equal_bits, const std::
     chart.x_ticks.push_back(x);
     chart.x_tick_labels.push_back(std::to_string(x));
   }
-  std::vector<std::string> methods;  // in first-seen order
+  // One line per method and layer bits (a merged report's rows may differ in them), in first-seen order.
+  std::vector<std::pair<std::string, std::string>> methods;
   for (const SweepRow& row : r.rows)
-    if (wanted(row) && std::find(methods.begin(), methods.end(), row.method) == methods.end())
-      methods.push_back(row.method);
+    if (wanted(row) && std::find(methods.begin(), methods.end(), std::pair(row.method, row.policy)) == methods.end())
+      methods.emplace_back(row.method, row.policy);
   // The zoomed range: the learned methods' points with their bars and the float model, or every point
   // when no method learns; PTQ below it goes to the edge markers.
   double lo = INFINITY, hi = -INFINITY, all_lo = INFINITY;
   bool any_learned = false;
-  for (const std::string& method : methods) {
+  for (const auto& [method, policy] : methods) {
     PlotSeries s;
-    s.label = method;
+    s.label = method + (policy.empty() ? "" : " (" + policy_difference(policy, r.policy) + ")");
     std::vector<std::tuple<double, double, double>> points;
     for (const SweepRow& row : r.rows)
-      if (wanted(row) && row.method == method) points.emplace_back(row.bits.wbits, row.integer.mean, row.integer.std);
+      if (wanted(row) && row.method == method && row.policy == policy)
+        points.emplace_back(row.bits.wbits, row.integer.mean, row.integer.std);
     std::sort(points.begin(), points.end());
     const bool learned = method.rfind("ptq", 0) != 0;
     for (const auto& [x, y, e] : points) {

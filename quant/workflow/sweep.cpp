@@ -169,15 +169,23 @@ Spread spread_of(const std::vector<double>& v) {
   return s;
 }
 
+namespace {
+
+bool in_row(const CellResult& c, const SweepRow& row) {
+  return row.method == c.cell.method && row.granularity == c.cell.granularity && row.bits == c.cell.bits &&
+         row.policy == c.policy;
+}
+
+}  // namespace
+
 std::vector<SweepRow> summarize(const std::vector<CellResult>& results) {
   std::vector<SweepRow> rows;
   for (const CellResult& r : results) {
-    auto it = std::find_if(rows.begin(), rows.end(), [&](const SweepRow& row) {
-      return row.method == r.cell.method && row.granularity == r.cell.granularity && row.bits == r.cell.bits;
-    });
+    auto it = std::find_if(rows.begin(), rows.end(), [&](const SweepRow& row) { return in_row(r, row); });
     if (it == rows.end()) {
       SweepRow row;
       row.method = r.cell.method, row.granularity = r.cell.granularity, row.bits = r.cell.bits;
+      row.policy = r.policy;
       rows.push_back(row);
       it = rows.end() - 1;
     }
@@ -192,7 +200,7 @@ std::vector<SweepRow> summarize(const std::vector<CellResult>& results) {
   for (SweepRow& row : rows) {
     std::vector<double> sim, integer, agree, exact;
     for (const CellResult& r : results)
-      if (r.ok && r.cell.method == row.method && r.cell.granularity == row.granularity && r.cell.bits == row.bits) {
+      if (r.ok && in_row(r, row)) {
         sim.push_back(100 * r.sim_accuracy);
         integer.push_back(100 * r.int_accuracy);
         agree.push_back(100 * r.top1_agreement);
@@ -228,7 +236,7 @@ Spread float_spread(const SweepReport& r) {
 std::string cells_csv(const SweepReport& r) {
   std::ostringstream os;
   os << "method,granularity,wbits,abits,seed,status,sim_acc,int_acc,top1_agree,int_file_bytes,seconds,error,schedule,"
-        "exact_identical\n";
+        "exact_identical,layer_bits\n";
   for (const CellResult& c : r.cells) {
     os << c.cell.method << "," << c.cell.granularity << "," << c.cell.bits.wbits << "," << c.cell.bits.abits << ","
        << c.cell.seed << "," << (c.ok ? "ok" : "failed") << ",";
@@ -238,7 +246,8 @@ std::string cells_csv(const SweepReport& r) {
     else
       os << ",,,";
     os << "," << fixed(c.seconds, 1) << "," << csv_field(c.error) << "," << csv_field(c.schedule) << ","
-       << (c.ok && c.exact_identical >= 0 ? fixed(100 * c.exact_identical, 2) : "") << "\n";
+       << (c.ok && c.exact_identical >= 0 ? fixed(100 * c.exact_identical, 2) : "") << ","
+       << csv_field(c.policy.empty() ? r.policy : c.policy) << "\n";
   }
   return os.str();
 }
@@ -246,23 +255,24 @@ std::string cells_csv(const SweepReport& r) {
 std::string results_csv(const SweepReport& r) {
   std::ostringstream os;
   os << "method,granularity,wbits,abits,seeds,failed,sim_acc_mean,sim_acc_std,int_acc_mean,int_acc_std,int_acc_min,"
-        "int_acc_max,top1_agree_mean,int_file_bytes,size_vs_float_pct,schedule,exact_identical_min\n";
+        "int_acc_max,top1_agree_mean,int_file_bytes,size_vs_float_pct,schedule,exact_identical_min,layer_bits\n";
   const Spread f = float_spread(r);
   os << "float,,32,32," << f.n << ",0," << fixed(f.mean, 2) << "," << fixed(f.std, 2) << "," << fixed(f.mean, 2)
      << "," << fixed(f.std, 2) << "," << fixed(f.min, 2) << "," << fixed(f.max, 2) << ",," << float_bytes(r)
-     << ",100.0,,\n";
+     << ",100.0,,," << csv_field(r.policy) << "\n";
   for (const SweepRow& row : r.rows) {
     os << row.method << "," << row.granularity << "," << row.bits.wbits << "," << row.bits.abits << "," << row.seeds_ok
        << "," << row.seeds_failed << ",";
+    const std::string policy = csv_field(row.policy.empty() ? r.policy : row.policy);
     if (row.seeds_ok == 0) {
-      os << ",,,,,,,,," << csv_field(row.schedule) << ",\n";
+      os << ",,,,,,,,," << csv_field(row.schedule) << ",," << policy << "\n";
       continue;
     }
     const double pct = float_bytes(r) > 0 ? 100.0 * row.int_file_bytes / float_bytes(r) : 0.0;
     os << fixed(row.sim.mean, 2) << "," << fixed(row.sim.std, 2) << "," << fixed(row.integer.mean, 2) << ","
        << fixed(row.integer.std, 2) << "," << fixed(row.integer.min, 2) << "," << fixed(row.integer.max, 2) << ","
        << fixed(row.agreement.mean, 2) << "," << row.int_file_bytes << "," << fixed(pct, 1) << ","
-       << csv_field(row.schedule) << "," << (row.exact.n > 0 ? fixed(row.exact.min, 2) : "") << "\n";
+       << csv_field(row.schedule) << "," << (row.exact.n > 0 ? fixed(row.exact.min, 2) : "") << "," << policy << "\n";
   }
   return os.str();
 }
@@ -305,6 +315,7 @@ std::string results_json(const SweepReport& r) {
        << ", \"sim_accuracy\": " << json_spread(row.sim) << ", \"int_accuracy\": " << json_spread(row.integer)
        << ", \"top1_agreement\": " << json_spread(row.agreement) << ", \"int_file_bytes\": " << row.int_file_bytes
        << ", \"schedule\": \"" << json_escape(row.schedule) << "\"";
+    if (!row.policy.empty()) os << ", \"policy\": \"" << json_escape(row.policy) << "\"";
     if (row.exact.n > 0) os << ", \"exact_identical\": " << json_spread(row.exact);
     os << "}" << (i + 1 < r.rows.size() ? "," : "") << "\n";
   }
@@ -315,6 +326,7 @@ std::string results_json(const SweepReport& r) {
        << c.cell.granularity << "\", \"wbits\": " << c.cell.bits.wbits << ", \"abits\": " << c.cell.bits.abits
        << ", \"seed\": " << c.cell.seed << ", \"schedule\": \"" << json_escape(c.schedule)
        << "\", \"ok\": " << (c.ok ? "true" : "false");
+    if (!c.policy.empty()) os << ", \"policy\": \"" << json_escape(c.policy) << "\"";
     if (c.ok) {
       os << ", \"sim_accuracy\": " << fixed(100 * c.sim_accuracy, 2) << ", \"int_accuracy\": "
          << fixed(100 * c.int_accuracy, 2) << ", \"top1_agreement\": " << fixed(100 * c.top1_agreement, 2)
@@ -333,16 +345,59 @@ std::string signed_fixed(double v, int digits) { return (v >= 0 ? "+" : "") + fi
 
 std::string mean_std(const Spread& s) { return s.n > 1 ? fixed(s.mean, 2) + " ± " + fixed(s.std, 2) : fixed(s.mean, 2); }
 
+namespace {
+
+std::vector<std::string> policy_items(const std::string& policy) {
+  std::vector<std::string> items;
+  for (size_t from = 0; from < policy.size();) {
+    size_t to = policy.find(", ", from);
+    if (to == std::string::npos) to = policy.size();
+    if (to > from) items.push_back(policy.substr(from, to - from));
+    from = to + 2;
+  }
+  return items;
+}
+
+bool has_item(const std::vector<std::string>& items, const std::string& item) {
+  return std::find(items.begin(), items.end(), item) != items.end();
+}
+
+std::string join_items(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+}  // namespace
+
+std::string policy_difference(const std::string& policy, const std::string& common) {
+  if (policy.empty()) return "";
+  const std::vector<std::string> own = policy_items(policy), shared = policy_items(common);
+  std::vector<std::string> diff;
+  for (const std::string& item : own)
+    if (!has_item(shared, item)) diff.push_back("+ " + item);
+  for (const std::string& item : shared)
+    if (!has_item(own, item)) diff.push_back("- " + item);
+  return join_items(diff);
+}
+
 std::string results_table_md(const SweepReport& r) {
+  const bool policies = std::any_of(r.rows.begin(), r.rows.end(), [](const SweepRow& row) { return !row.policy.empty(); });
   std::ostringstream os;
-  os << "| method | weights | W/A | schedule | seeds | integer graph (%) | vs float | simulation (%) | top-1 agreement (%) "
+  if (policies)
+    os << "Layer bits of every row: " << (r.policy.empty() ? "none shared" : r.policy)
+       << "; the layer bits column says what a row's cells keep beside or instead of them.\n\n";
+  os << "| method | weights | W/A |" << (policies ? " layer bits |" : "")
+     << " schedule | seeds | integer graph (%) | vs float | simulation (%) | top-1 agreement (%) "
         "| exact mode identical (%) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+        "| --- | --- | --- |"
+     << (policies ? " --- |" : "") << " --- | --- | --- | --- | --- | --- | --- |\n";
   const Spread f = float_spread(r);
-  os << "| float | | 32/32 | | " << f.n << " | " << mean_std(f) << " | | | | |\n";
+  os << "| float | | 32/32 |" << (policies ? " |" : "") << " | " << f.n << " | " << mean_std(f) << " | | | | |\n";
   for (const SweepRow& row : r.rows) {
-    os << "| " << row.method << " | " << row.granularity << " | " << row.bits.label() << " | " << row.schedule << " | "
-       << row.seeds_ok;
+    os << "| " << row.method << " | " << row.granularity << " | " << row.bits.label() << " |";
+    if (policies) os << " " << policy_difference(row.policy, r.policy) << " |";
+    os << " " << row.schedule << " | " << row.seeds_ok;
     if (row.seeds_failed > 0) os << " (" << row.seeds_failed << " failed)";
     if (row.seeds_ok == 0) {
       os << " | failed | | | | |\n";
@@ -381,6 +436,9 @@ SweepReport parse_results_json(const std::string& text) {
       b.checkpoint_bytes = f.get<int64_t>("bytes", t.get<int64_t>("float.checkpoint_bytes"));
       r.floats.push_back(b);
     }
+    if (const auto merged = t.get_child_optional("merged_from"))
+      for (const auto& [unused, source] : *merged)
+        r.sources.push_back({source.get<std::string>("dir"), source.get<std::string>("command")});
     for (const auto& [unused, c] : t.get_child("cells")) {
       CellResult cell;
       if (!c.get_optional<std::string>("method"))
@@ -397,6 +455,8 @@ SweepReport parse_results_json(const std::string& text) {
         throw std::invalid_argument("cell '" + c.get<std::string>("id") + "' does not match its fields (" +
                                     cell.cell.id() + ")");
       cell.schedule = c.get<std::string>("schedule", "");
+      cell.policy = c.get<std::string>("policy", "");
+      if (cell.policy == r.policy) cell.policy.clear();
       cell.ok = c.get<bool>("ok");
       cell.seconds = c.get<double>("seconds");
       if (cell.ok) {
@@ -425,15 +485,25 @@ SweepReport merge_sweep_reports(const std::vector<std::pair<std::string, SweepRe
   SweepReport m;
   m.command = command;
   const auto& [first_dir, first] = parts.front();
-  m.model = first.model, m.dataset = first.dataset, m.policy = first.policy;
+  m.model = first.model, m.dataset = first.dataset;
+  // The layer bits every cell of every sweep keeps, in the first sweep's order.
+  const auto own_policy = [](const SweepReport& r, const CellResult& c) { return c.policy.empty() ? r.policy : c.policy; };
+  std::vector<std::string> common = policy_items(first.policy);
+  const auto keep_shared = [&](const std::string& policy) {
+    const std::vector<std::string> items = policy_items(policy);
+    std::erase_if(common, [&](const std::string& item) { return !has_item(items, item); });
+  };
+  for (const auto& [unused, r] : parts) {
+    keep_shared(r.policy);
+    for (const CellResult& c : r.cells) keep_shared(own_policy(r, c));
+  }
+  m.policy = join_items(common);
   std::map<uint64_t, std::string> float_from;    // seed -> the sweep that listed it first
   std::map<std::string, std::string> cell_from;  // cell id -> its sweep
   for (const auto& [dir, r] : parts) {
     if (r.model != m.model || r.dataset != m.dataset)
       throw std::invalid_argument(dir + " is a sweep of " + r.model + " on " + r.dataset + ", " + first_dir + " of " +
                                   m.model + " on " + m.dataset);
-    if (r.policy != m.policy)
-      throw std::invalid_argument(dir + " keeps '" + r.policy + "', " + first_dir + " '" + m.policy + "'");
     for (const FloatBaseline& f : r.floats) {
       const auto seen = std::find_if(m.floats.begin(), m.floats.end(), [&](const FloatBaseline& b) { return b.seed == f.seed; });
       if (seen == m.floats.end()) {
@@ -448,6 +518,7 @@ SweepReport merge_sweep_reports(const std::vector<std::pair<std::string, SweepRe
       const auto [at, added] = cell_from.emplace(c.cell.id(), dir);
       if (!added) throw std::invalid_argument("cell " + c.cell.id() + " is in both " + at->second + " and " + dir);
       m.cells.push_back(c);
+      m.cells.back().policy = own_policy(r, c) == m.policy ? "" : own_policy(r, c);
     }
     m.sources.push_back({dir, r.command});
   }

@@ -61,6 +61,9 @@ struct CellResult {
   int64_t int_file_bytes = 0;  // the integer model file
   double seconds = 0.0;        // wall time of the cell
   std::string schedule;        // how it got its model (sweep_cell_schedule): "15 epochs, lr 0.01 cosine, ...[, lsq init mse]"
+  // The layer bits it ran under ("first and last layer 8-bit, residual-branches=:8", SweepReport::policy)
+  // where they differ from its report's (a merged report of sweeps with different --layer-bits); else empty.
+  std::string policy;
 };
 
 // result.ini of a cell directory ("key = value" lines), and back. Reading returns nothing for a
@@ -89,6 +92,7 @@ struct SweepRow {
   Spread exact;                    // exact_identical in percent, over the seeds that recorded it
   int64_t int_file_bytes = 0;      // of the first seed (the same for every seed)
   std::string schedule;            // its cells' (" / " between differing ones)
+  std::string policy;              // its cells' layer bits where they differ from the report's; else empty
 };
 std::vector<SweepRow> summarize(const std::vector<CellResult>& results);
 
@@ -106,7 +110,11 @@ struct SweepSource {
 };
 
 struct SweepReport {
-  std::string model, dataset, policy, command;
+  std::string model, dataset, command;
+  // The layer bits every cell keeps: the first-last policy, then each --layer-bits ("first and last layer
+  // 8-bit, residual-branches=:8"). A merged report of sweeps that differ keeps the items they share here and
+  // each cell's own in CellResult::policy.
+  std::string policy;
   std::vector<FloatBaseline> floats;
   std::vector<CellResult> cells;
   std::vector<SweepRow> rows;
@@ -119,10 +127,14 @@ Spread float_spread(const SweepReport& r);
 std::string cells_csv(const SweepReport& r);    // one line per cell
 std::string results_csv(const SweepReport& r);  // one line per method x granularity x pair, over seeds
 std::string results_json(const SweepReport& r);
+// What `policy` (a cell's or row's, ", "-separated items) keeps beyond the report's `common` one: "+ ITEM" for
+// each item `common` lacks and "- ITEM" for each of `common`'s it lacks; empty for an empty `policy`.
+std::string policy_difference(const std::string& policy, const std::string& common);
+
 // The rows as a Markdown table: the float model, then every row with its schedule, the integer graph's
 // accuracy (mean +- standard deviation over seeds), its difference from the float model, the
 // simulation's accuracy, the top-1 agreement and the share of images exact mode reproduces (the lowest
-// over the seeds).
+// over the seeds). Rows whose layer bits differ from the report's get a column saying how.
 std::string results_table_md(const SweepReport& r);
 
 // A report read back from its results.json text: everything but the rows, which are summarized again
@@ -130,11 +142,13 @@ std::string results_table_md(const SweepReport& r);
 // std::invalid_argument saying what is missing or malformed.
 SweepReport parse_results_json(const std::string& text);
 
-// One report of the cells of several sweeps of the same model, dataset and first/last policy, from the
-// same float models (equal seed, accuracy and file size): e.g. a study whose bit widths need different
-// fine-tuning schedules, run as one sweep per schedule. `parts`: (directory, report) pairs, in order;
-// a cell in two of them, or sweeps that differ in any of the above, throw std::invalid_argument naming
-// both directories. The cells are ordered as a table reads: by weight bits, then activation bits (high
+// One report of the cells of several sweeps of the same model and dataset, from the same float models
+// (equal seed, accuracy and file size): e.g. a study whose bit widths need different fine-tuning schedules
+// or layer bits, run as one sweep per setting. `parts`: (directory, report) pairs, in order; a cell in two
+// of them, or sweeps that differ in any of the above, throw std::invalid_argument naming both directories.
+// Sweeps whose layer bits differ keep them: the report's policy is the items every sweep has (in the first
+// sweep's order), each cell with more or other items keeps its own, and a method's cells under different
+// layer bits make different rows. The cells are ordered as a table reads: by weight bits, then activation bits (high
 // to low), granularity, method (kSweepMethods' order), seed. `command` is the merging command.
 SweepReport merge_sweep_reports(const std::vector<std::pair<std::string, SweepReport>>& parts, const std::string& command);
 

@@ -116,10 +116,11 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
                           : "") +
          (s.lsq_init ? std::string(", lsq init ") + lsq_init_name(*s.lsq_init) : "") +
          (s.lsq_grad_scale ? std::string(", lsq gradient scale per ") + lsq_grad_scale_name(*s.lsq_grad_scale) : "") +
+         (s.lsq_step_bounds ? ", lsq weight steps bounded (k " + num_str(*s.lsq_step_bounds) + ")" : "") +
          (s.distill_weight > 0 ? ", distilled from " + teachers_text(s.teachers) + " (weight " +
                                      num_str(s.distill_weight) + ", temperature " + num_str(s.distill_temperature) + ")"
                                : "") +
-         range;
+         (s.augment.empty() ? "" : ", augment " + s.augment) + range;
 }
 
 namespace {

@@ -36,6 +36,8 @@ struct SweepCellSettings {
   std::optional<LsqGradScale> lsq_grad_scale;  // lsq cells: N of the steps' gradient scale (nothing: channel)
   std::optional<float> lsq_step_bounds;  // lsq cells: k of the weight steps' bounds (QConfig::set_lsq_step_bounds)
   WeightRange weight_range = WeightRange::Narrow;  // every method: the weights' codes below 8 bits
+  std::string augment;                  // QAT methods: their training augmentation, as the schedule names it
+                                        // ("": not named; the data run_sweep_cell is given carries it)
   // QAT methods, > 0: distil from the float model (nn/train/distill.h) with this weight, at this temperature,
   // or from `teachers` when given (float checkpoints; several: their ensemble, nn/train/teacher.h).
   float distill_weight = 0.0f;

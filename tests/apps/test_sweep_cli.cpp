@@ -97,14 +97,14 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   const RunResult flipped = run_qatlab(augmented, dir.path(), "augment");
   ASSERT_TRUE(flipped.exited && flipped.exit_code == 0) << flipped.describe();
   EXPECT_TRUE(contains(flipped.out, "2 cells run, 2 reused")) << flipped.out;
-  // So is --qat-weight-decay, which the QAT cells' schedule then names.
+  // So is --qat-weight-decay, which the QAT cells' schedule then names (as it names their augmentation).
   std::vector<std::string> decayed = augmented;
   decayed.insert(decayed.end(), {"--qat-weight-decay", "0.0001"});
   const RunResult decay = run_qatlab(decayed, dir.path(), "weight-decay");
   ASSERT_TRUE(decay.exited && decay.exit_code == 0) << decay.describe();
   EXPECT_TRUE(contains(decay.out, "2 cells run, 2 reused")) << decay.out;
   EXPECT_EQ(parse_results_json(read_text(dir / "sweep/results.json")).cells[1].schedule,
-            "2 epochs, lr 0.01 cosine, batch 64, weight decay 0.0001");
+            "2 epochs, lr 0.01 cosine, batch 64, weight decay 0.0001, augment flip");
   // Distilled from an ensemble of teachers (--qat-teacher, repeated): part of the QAT cells' settings, named
   // in their schedule, each cell's log giving the ensemble's accuracy.
   fs::copy_file(dir / "sweep/float-s1/checkpoint.h5", dir / "second.h5");
@@ -116,7 +116,7 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   EXPECT_TRUE(contains(ensemble.out, "2 cells run, 2 reused")) << ensemble.out;
   EXPECT_EQ(parse_results_json(read_text(dir / "sweep/results.json")).cells[1].schedule,
             "2 epochs, lr 0.01 cosine, batch 64, weight decay 0.0001, distilled from the ensemble of checkpoint.h5 + "
-            "second.h5 (weight 1, temperature 1)");
+            "second.h5 (weight 1, temperature 1), augment flip");
   EXPECT_TRUE(contains(read_text(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/log.txt"),
                        "teacher (2 networks, logits averaged): test accuracy"));
   // --qat-freeze-bn-after is part of the QAT cells' settings, stored in their checkpoints and named in their schedule.

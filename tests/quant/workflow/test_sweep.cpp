@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -89,7 +90,7 @@ TEST(SweepFiles, CsvAndJsonCarryTheRows) {
   ASSERT_EQ(lines.size(), 1u + 1u + 6u);  // header, float, 2 methods x 3 pairs
   EXPECT_EQ(lines[1].rfind("float,,32,32,2,0,98.50,", 0), 0u) << lines[1];
   EXPECT_EQ(lines[2].rfind("lsq,per-tensor,8,8,2,0,", 0), 0u) << lines[2];
-  EXPECT_TRUE(lines[2].ends_with(",8000,80.0,,100.00")) << lines[2];  // W8 file: 8000 B of the 10000 B float checkpoint
+  EXPECT_TRUE(lines[2].ends_with(",8000,80.0,,100.00,")) << lines[2];  // W8 file: 8000 B of the 10000 B float checkpoint
 
   const std::string cells = cells_csv(rep);
   EXPECT_NE(cells.find("failed"), std::string::npos);
@@ -210,10 +211,68 @@ TEST(SweepMerge, JoinsSweepsOfOneModelAndRefusesMismatches) {
   SweepReport other_model = ptq;
   other_model.model = "mlp";
   EXPECT_EQ(message({{"a", lsq}, {"b", other_model}}), "b is a sweep of mlp on mnist, a of lenet5 on mnist");
-  SweepReport other_policy = ptq;
-  other_policy.policy = "every layer at W/A";
-  EXPECT_NE(message({{"a", lsq}, {"b", other_policy}}).find("keeps 'every layer at W/A'"), std::string::npos);
   EXPECT_EQ(message({}), "no sweeps to merge");
+}
+
+TEST(SweepMerge, KeepsEachSweepsLayerBits) {
+  // Three sweeps of one study: PTQ, then LSQ at 8 bits with the shared layer bits, then LSQ at 4 and 2
+  // bits that also keep the residual sums at 8 bits; and a seed-2 LSQ W8A8 cell run with those too.
+  const SweepReport all = made_up_report();
+  SweepReport ptq = all, lsq8 = all, lsq_low = all, lsq8_s2 = all;
+  std::erase_if(ptq.cells, [](const CellResult& c) { return c.cell.method != "ptq-minmax"; });
+  std::erase_if(lsq8.cells, [](const CellResult& c) { return c.cell.method != "lsq" || c.cell.bits.wbits != 8 || c.cell.seed != 1; });
+  std::erase_if(lsq_low.cells, [](const CellResult& c) { return c.cell.method != "lsq" || c.cell.bits.wbits == 8; });
+  std::erase_if(lsq8_s2.cells, [](const CellResult& c) { return c.cell.method != "lsq" || c.cell.bits.wbits != 8 || c.cell.seed != 2; });
+  ptq.policy = lsq8.policy = "first and last layer 8-bit, residual-branches=:8";
+  lsq_low.policy = lsq8_s2.policy = "first and last layer 8-bit, residual-branches=:8, residual-sums=:8";
+  const SweepReport m = merge_sweep_reports({{"ptq", ptq}, {"lsq8", lsq8}, {"low", lsq_low}, {"s2", lsq8_s2}}, "merge");
+  EXPECT_EQ(m.policy, "first and last layer 8-bit, residual-branches=:8");
+  ASSERT_EQ(m.cells.size(), all.cells.size());
+  for (const CellResult& c : m.cells) {
+    const bool sums = c.cell.method == "lsq" && (c.cell.bits.wbits < 8 || c.cell.seed == 2);
+    EXPECT_EQ(c.policy, sums ? lsq_low.policy : "") << c.cell.id();
+  }
+  // The two LSQ W8A8 seeds ran under different layer bits: two rows of one seed each, not one of two.
+  std::vector<const SweepRow*> w8;
+  for (const SweepRow& row : m.rows)
+    if (row.method == "lsq" && row.bits.wbits == 8) w8.push_back(&row);
+  ASSERT_EQ(w8.size(), 2u);
+  EXPECT_EQ(w8[0]->seeds_ok + w8[1]->seeds_ok, 2);
+  EXPECT_NE(w8[0]->policy, w8[1]->policy);
+  EXPECT_EQ(policy_difference(lsq_low.policy, m.policy), "+ residual-sums=:8");
+  EXPECT_EQ(policy_difference("every layer at W/A, residual-branches=:8", m.policy),
+            "+ every layer at W/A, - first and last layer 8-bit");
+  EXPECT_EQ(policy_difference("", m.policy), "");
+
+  // The table says how a row's layer bits differ; the files keep every row's and cell's.
+  const std::string table = results_table_md(m);
+  EXPECT_NE(table.find("Layer bits of every row: first and last layer 8-bit, residual-branches=:8"), std::string::npos);
+  EXPECT_NE(table.find("| lsq | per-tensor | W4A4 | + residual-sums=:8 |"), std::string::npos) << table;
+  EXPECT_NE(table.find("| ptq-minmax | per-tensor | W4A4 |  |"), std::string::npos) << table;
+  EXPECT_EQ(results_table_md(all).find("layer bits"), std::string::npos);  // one sweep: no such column
+  const std::vector<std::string> csv = split_lines(results_csv(m));
+  EXPECT_TRUE(csv[0].ends_with(",layer_bits"));
+  EXPECT_TRUE(std::any_of(csv.begin(), csv.end(), [](const std::string& l) {
+    return l.rfind("lsq,per-tensor,4,4,", 0) == 0 && l.ends_with(",\"first and last layer 8-bit, residual-branches=:8, residual-sums=:8\"");
+  }));
+
+  // Read back, merged again with another sweep: the same cells under the same layer bits.
+  const SweepReport back = parse_results_json(results_json(m));
+  EXPECT_EQ(results_json(back), results_json(m));
+  SweepReport every = all;
+  every.cells = {made_up_result("qat-minmax", 8, 8, 1, 0.95)};
+  every.policy = "every layer at W/A";
+  const SweepReport again = merge_sweep_reports({{"all", back}, {"every", every}}, "merge again");
+  EXPECT_EQ(again.policy, "");
+  for (const CellResult& c : again.cells) {
+    EXPECT_FALSE(c.policy.empty()) << c.cell.id();
+    if (c.cell.method == "qat-minmax") {
+      EXPECT_EQ(c.policy, "every layer at W/A");
+    } else if (c.cell.method == "ptq-minmax") {
+      EXPECT_EQ(c.policy, m.policy);
+    }
+  }
+  EXPECT_NE(results_table_md(again).find("Layer bits of every row: none shared"), std::string::npos);
 }
 
 }  // namespace

@@ -118,6 +118,13 @@ TEST_F(SweepCellTest, TheScheduleNamesEveryTrainingSetting) {
   EXPECT_NE(sweep_cell_schedule(qat).find(", 2 warm-up epochs, batch norm frozen from epoch 38, lsq init mse"),
             std::string::npos)
       << sweep_cell_schedule(qat);
+  qat.lsq_step_bounds = 8.0f;
+  qat.augment = "pad-crop:4,flip";
+  qat.weight_range = WeightRange::Full;
+  EXPECT_TRUE(sweep_cell_schedule(qat).ends_with(
+      "lsq init mse, lsq weight steps bounded (k 8), distilled from the float model (weight 1, temperature 1), augment "
+      "pad-crop:4,flip, full-range weights"))
+      << sweep_cell_schedule(qat);
 }
 
 TEST_F(SweepCellTest, APtqCellQuantizesConvertsAndEvaluates) {
