@@ -24,7 +24,7 @@ std::string accuracy_plot_svg(const SweepReport& r, bool equal_bits, const std::
 
   LineChart chart;
   chart.title = r.model + " on " + r.dataset + ", " + granularity + " weights: integer-graph accuracy" +
-                (r.policy == "first and last layer 8-bit" ? " (first, last layer 8-bit)" : "");
+                (r.policy.rfind("first and last layer 8-bit", 0) == 0 ? " (first, last layer 8-bit)" : "");
   chart.x_label = equal_bits ? "bits of weights and activations" : "weight bits (activations 8 bits)";
   chart.y_label = "test accuracy (%), mean ± 1 std over seeds";
   for (int x : xs) {

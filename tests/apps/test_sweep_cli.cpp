@@ -34,6 +34,20 @@ TEST(SweepPlot, DrawsEveryMethodAndTheFloatLine) {
   EXPECT_EQ(plots[0].first, "accuracy_vs_bits.svg");
 }
 
+// A merged report whose LSQ cells ran under two sets of layer bits: a line for each, named by how its bits
+// differ from the report's; the title says the first and last layers are 8-bit when the shared bits say so.
+TEST(SweepPlot, OneLinePerMethodAndLayerBits) {
+  SweepReport rep = made_up_report();
+  rep.policy = "first and last layer 8-bit, residual-branches=:8";
+  for (CellResult& c : rep.cells)
+    if (c.cell.method == "lsq" && c.cell.bits.wbits < 8) c.policy = rep.policy + ", residual-sums=:8";
+  rep.rows = summarize(rep.cells);
+  const std::string svg = accuracy_plot_svg(rep, /*equal_bits=*/true, "per-tensor");
+  EXPECT_NE(svg.find("(first, last layer 8-bit)"), std::string::npos);
+  EXPECT_NE(svg.find("lsq (+ residual-sums=:8)"), std::string::npos);
+  EXPECT_NE(svg.find(">lsq<"), std::string::npos) << svg;  // the W8A8 cells' line keeps the plain name
+}
+
 // With no learned method (a PTQ-only sweep) nothing is zoomed away: PTQ's collapse is the plot.
 TEST(SweepPlot, PtqOnlySweepShowsEveryPoint) {
   SweepReport rep = made_up_report();
