@@ -9,8 +9,9 @@
 #        to A bits for the convs that read it
 #   w2-stream8-bounds  w2-stream8 with LSQ's weight steps bounded (--lsq-step-bounds 8)
 #   w2-stream8-bounds-full  w2-stream8-bounds with four-level 2-bit weights (--weight-range full, [-2, 1])
+#   w4-stream8-bounds-full  w4-stream8 with the w3 and w2 sweeps' LSQ step bounds and full grid ([-8, 7])
 # README.md here.
-#   bash ablation/no-cutout/run.sh w4|w2|w2-sums8|w2-stream8|w4-stream8|w2-stream8-bounds|w2-stream8-bounds-full   (from experiments/cifar10_resnet20, after study.sh has the float
+#   bash ablation/no-cutout/run.sh w4|w2|w2-sums8|w2-stream8|w4-stream8|w2-stream8-bounds|w2-stream8-bounds-full|w4-stream8-bounds-full   (from experiments/cifar10_resnet20, after study.sh has the float
 #   model; run again, it resumes from the cell's last epoch)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,12 +33,15 @@ case "${1:-}" in
     # ... and the 2-bit weights on four levels, as LSQ's and DoReFa's: [-2, 1] instead of [-1, 1].
     cell=(--pairs 2/2 --qat-weight-decay 0.000125 --layer-bits residual-sums=:8 --lsq-step-bounds 8
           --weight-range full) ;;
+  w4-stream8-bounds-full)
+    # The W4A4 cell with what the 3- and 2-bit cells now have: bounded steps and the full grid, [-8, 7].
+    cell=(--pairs 4/4 --layer-bits residual-sums=:8 --lsq-step-bounds 8 --weight-range full) ;;
   w2-sums8)
     cell=(--pairs 2/2 --qat-weight-decay 0.000125)
     for block in stage1.0 stage1.1 stage1.2 stage2.0 stage2.1 stage2.2 stage3.0 stage3.1; do
       cell+=(--layer-bits "$block=:8")
     done ;;
-  *) echo "usage: bash ablation/no-cutout/run.sh w4|w2|w2-sums8|w2-stream8|w4-stream8|w2-stream8-bounds|w2-stream8-bounds-full" >&2; exit 2 ;;
+  *) echo "usage: bash ablation/no-cutout/run.sh w4|w2|w2-sums8|w2-stream8|w4-stream8|w2-stream8-bounds|w2-stream8-bounds-full|w4-stream8-bounds-full" >&2; exit 2 ;;
 esac
 out="runs/ablation-$1-no-cutout"
 cd "$exp"
