@@ -83,6 +83,7 @@ struct SweepSettings {
   std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
   int64_t qat_freeze_bn_after = -1;      // >= 0: QAT cells' batch norm uses its running statistics from this epoch
   int64_t qat_swa_start = 0;             // > 0: QAT cells average their weights after this many epochs (SWA)
+  std::string qat_start;                 // a sweep directory: each QAT cell starts from its cell there (progressive)
   float qat_swa_lr = 0.0f;               // at this constant learning rate
   int64_t batch_size = 64;
   int64_t calib_batches = 32;
@@ -137,6 +138,11 @@ class CellEpochLines : public TrainMonitor {
   std::string id_;
 };
 
+// A finished cell of another sweep that a QAT cell starts from (--qat-start): its checkpoint and its key.
+struct StartCell {
+  std::string checkpoint, key;
+};
+
 class Sweep {
  public:
   Sweep(const SweepSettings& s, const DataSettings& d, const DataBundle& data, ModelDescription model, std::string command)
@@ -161,6 +167,14 @@ class Sweep {
     }
     for (const std::string& o : s_.layer_bits) report_.policy += ", " + o;
     if (!s_.layer_bits.empty()) check_layer_bits();
+    std::vector<SweepCell> cells;
+    for (const BitPair& bits : pairs)
+      for (const std::string& method : methods)
+        for (const std::string& gran : grans)
+          for (int64_t i = 0; i < s_.seeds; ++i) cells.push_back({method, gran, bits, s_.first_seed + i});
+    if (!s_.qat_start.empty())  // every QAT cell's start, found before anything is written
+      for (const SweepCell& cell : cells)
+        if (!sweep_method_is_ptq(cell.method)) starts_[cell.id()] = start_cell(cell);
     fs::create_directories(fs::path(s_.out) / "cells");
     // Under mpirun process 0 trains the float models that are missing, alone; the others then find them.
     agree_on_rank0([&] {
@@ -185,11 +199,6 @@ class Sweep {
       }
     }
 
-    std::vector<SweepCell> cells;
-    for (const BitPair& bits : pairs)
-      for (const std::string& method : methods)
-        for (const std::string& gran : grans)
-          for (int64_t i = 0; i < s_.seeds; ++i) cells.push_back({method, gran, bits, s_.first_seed + i});
     std::printf("sweep %s on %s: %zu cells (%zu W/A pairs x %zu methods x %zu granularities x %lld seeds), %s -> %s\n",
                 model_.name.c_str(), report_.dataset.c_str(), cells.size(), pairs.size(), methods.size(), grans.size(),
                 static_cast<long long>(s_.seeds), report_.policy.c_str(), s_.out.c_str());
@@ -231,6 +240,35 @@ class Sweep {
     } catch (const std::invalid_argument& e) {
       throw UsageError(e.what());
     }
+  }
+
+  // --qat-start: the finished cell of that sweep a QAT cell starts from, the one with the cell's method,
+  // granularity and seed (at other bits: progressive quantization, e.g. W2A2 from W4A4). UsageError when
+  // there is none or more than one.
+  StartCell start_cell(const SweepCell& cell) const {
+    const fs::path dir(s_.qat_start);
+    std::ifstream in(dir / "results.json", std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!in || !fs::is_directory(dir / "cells"))
+      throw UsageError("--qat-start " + s_.qat_start + ": not the directory of a sweep (its results.json and cells/)");
+    SweepReport started;
+    try {
+      started = parse_results_json(text.str());
+    } catch (const std::exception& e) {
+      throw UsageError("--qat-start " + s_.qat_start + ": " + e.what());
+    }
+    std::vector<const CellResult*> found;
+    for (const CellResult& r : started.cells)
+      if (r.ok && r.cell.method == cell.method && r.cell.granularity == cell.granularity && r.cell.seed == cell.seed)
+        found.push_back(&r);
+    if (found.size() != 1)
+      throw UsageError("--qat-start " + s_.qat_start + " has " + (found.empty() ? "no" : "more than one") +
+                       " finished " + cell.method + " " + cell.granularity + " cell of seed " + std::to_string(cell.seed) +
+                       " for " + cell.id() + " to start from (one is needed)");
+    const std::string checkpoint = (dir / "cells" / found[0]->cell.id() / "checkpoint.h5").string();
+    if (!fs::is_regular_file(checkpoint)) throw UsageError("--qat-start: " + checkpoint + " is missing");
+    return {checkpoint, found[0]->key};
   }
 
   // A cell's result: the one a finished run left in its directory when its settings are the same, else
@@ -455,6 +493,8 @@ class Sweep {
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       for (const std::string& t : s_.qat_teachers) key += " teacher " + t;
     if (!sweep_method_is_ptq(cell.method) && !d_.augment.empty()) key += " augment " + d_.augment;
+    if (const auto start = starts_.find(cell.id()); start != starts_.end())
+      key += " start " + start->second.checkpoint + " (" + start->second.key + ")";
     if (d_.train_limit > 0) key += " train-limit " + std::to_string(d_.train_limit);
     if (d_.test_limit > 0) key += " test-limit " + std::to_string(d_.test_limit);
     return key;
@@ -484,6 +524,7 @@ class Sweep {
     SweepCellSettings c;
     c.cell = cell;
     c.float_checkpoint = base_of(cell).checkpoint;
+    if (const auto start = starts_.find(cell.id()); start != starts_.end()) c.start_checkpoint = start->second.checkpoint;
     c.layer_bits = policy_;
     c.qat_epochs = s_.qat_epochs;
     c.qat_lr = s_.qat_lr;
@@ -549,7 +590,7 @@ class Sweep {
     o.progress = "none";
     if (c.distill_weight > 0) o.distill = c.teachers.empty() ? std::vector<std::string>{c.float_checkpoint} : c.teachers;
     SettingsIni from;
-    from.add("from", c.float_checkpoint);
+    from.add("from", c.start_checkpoint.empty() ? c.float_checkpoint : c.start_checkpoint);
     return qat_settings_ini(q) + from.text() + train_options_ini(o) + data_settings_ini(d);
   }
 
@@ -564,6 +605,7 @@ class Sweep {
   const ModelDescription model_;  // the network every cell quantizes
   std::vector<std::string> policy_;  // layer bits every cell keeps (the first-last policy)
   std::map<std::string, FloatModel> floats_;  // by checkpoint path
+  std::map<std::string, StartCell> starts_;    // --qat-start: each QAT cell's start, by cell id
   SweepReport report_;
   std::chrono::steady_clock::time_point start_;
 };
@@ -656,6 +698,11 @@ int cmd_sweep(int argc, char** argv) {
        "their weights, averaged, are the cell's model (qatlab qat --swa-start; 0 = off). A cell already finished in "
        "--out with --qat-epochs equal to this and no averaging goes on from its checkpoint")
       ("qat-swa-lr", po::value(&s.qat_swa_lr)->default_value(s.qat_swa_lr), "--qat-swa-start: the constant learning rate")
+      ("qat-start", po::value(&s.qat_start),
+       "DIR: each QAT cell starts from the finished cell of the sweep in DIR with its method, granularity and seed "
+       "(its latent weights and batch norm; quantizers afresh) instead of from the float model: progressive "
+       "quantization, e.g. W2A2 cells from a sweep's W4A4 ones (qatlab qat --from a QAT checkpoint); distillation "
+       "still from the float model")
       ("qat-distill", po::value(&s.qat_distill)->default_value(s.qat_distill),
        "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")
       ("qat-distill-temperature", po::value(&s.qat_distill_temperature)->default_value(s.qat_distill_temperature),
@@ -763,6 +810,12 @@ int cmd_sweep(int argc, char** argv) {
         throw std::invalid_argument("--lsq-step-bounds applies to lsq cells; this sweep has none");
     }
     if (!s.weight_range.empty()) parse_weight_range(s.weight_range, "--weight-range");
+    if (!s.qat_start.empty()) {
+      if (std::all_of(methods.begin(), methods.end(), [](const std::string& m) { return sweep_method_is_ptq(m); }))
+        throw std::invalid_argument("--qat-start applies to QAT cells; this sweep has none");
+      if (!s.out.empty() && fs::weakly_canonical(s.qat_start) == fs::weakly_canonical(s.out))
+        throw std::invalid_argument("--qat-start " + s.qat_start + " is --out: cells start from another sweep's");
+    }
     QConfig::from_options(8, 8, true, "minmax", "ema", s.layer_bits);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());

@@ -99,6 +99,13 @@ std::string teachers_text(const std::vector<std::string>& teachers) {
   return teachers.size() == 1 ? names : "the ensemble of " + names;
 }
 
+// The name a schedule gives a start checkpoint: its directory's (a sweep cell's id), else its file's.
+std::string start_name(const std::string& checkpoint) {
+  const fs::path p(checkpoint);
+  return p.has_parent_path() && p.parent_path().has_filename() ? p.parent_path().filename().string()
+                                                               : p.filename().string();
+}
+
 }  // namespace
 
 std::string sweep_cell_schedule(const SweepCellSettings& s) {
@@ -120,7 +127,8 @@ std::string sweep_cell_schedule(const SweepCellSettings& s) {
          (s.distill_weight > 0 ? ", distilled from " + teachers_text(s.teachers) + " (weight " +
                                      num_str(s.distill_weight) + ", temperature " + num_str(s.distill_temperature) + ")"
                                : "") +
-         (s.augment.empty() ? "" : ", augment " + s.augment) + range;
+         (s.augment.empty() ? "" : ", augment " + s.augment) +
+         (s.start_checkpoint.empty() ? "" : ", started from " + start_name(s.start_checkpoint)) + range;
 }
 
 namespace {
@@ -153,6 +161,14 @@ bool quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log
   TrainRun run;
   run.name = "qat";
   run.model = model_from_checkpoint(base);
+  if (!s.start_checkpoint.empty()) {  // progressive: the latent weights another cell's training left
+    const Checkpoint start = load_checkpoint(s.start_checkpoint);
+    if (start.model_kind != "qat" || checkpoint_model_description(start).text != checkpoint_model_description(base).text)
+      throw std::invalid_argument(start.source + " is not a QAT checkpoint of the float model's network " +
+                                  base.model_name + " (it holds a '" + start.model_kind + "' " + start.model_name +
+                                  "): a cell starts from one");
+    run.model = float_model_under_qat_checkpoint(start, stored_qconfig(start));
+  }
   if (s.distill_weight > 0)  // the float model's own copy (never trained), or the teachers given
     run.teacher = s.teachers.empty() ? model_from_checkpoint(base) : load_teachers(s.teachers, data);
   run.description = checkpoint_model_description(base);

@@ -22,6 +22,11 @@ namespace qatlab {
 struct SweepCellSettings {
   SweepCell cell;                       // method, granularity, bits, seed
   std::string float_checkpoint;         // the float model the cell quantizes
+  // QAT methods, optional: a QAT checkpoint of the same network (another cell's, e.g. the 4-bit one) whose
+  // latent weights and batch-norm statistics the cell starts from instead of the float model's: progressive
+  // quantization (float_model_under_qat_checkpoint). Its quantizers start afresh at the cell's settings;
+  // distillation still learns from the float model (or `teachers`).
+  std::string start_checkpoint;
   // Per-layer bits kept whatever the cell's pair ("NAME=W:A", QConfig::from_options): the sweep's
   // first-and-last-layer policy. Empty: every layer at the cell's W/A.
   std::vector<std::string> layer_bits;
@@ -85,8 +90,9 @@ QConfig sweep_cell_qconfig(const SweepCellSettings& s);
 TrainSettings sweep_cell_train_settings(const SweepCellSettings& s);
 // How a cell gets its model, for the tables (CellResult::schedule): "32 calibration batches of 128" for
 // PTQ, "15 epochs, lr 0.01 cosine, batch 128, weight decay 0.0005" for QAT (", 1 warm-up epoch" after the
-// weight decay when it has one); ", full-range weights" after
-// either when the weights use WeightRange::Full.
+// weight decay when it has one); ", started from <cell>" when a QAT cell starts from start_checkpoint
+// (<cell>: the name of that checkpoint's directory); ", full-range weights" after either when the weights
+// use WeightRange::Full.
 std::string sweep_cell_schedule(const SweepCellSettings& s);
 
 // Runs the cell: quantizes the float model (its QAT checkpoint into the directory), reloads that

@@ -264,6 +264,54 @@ TEST(SweepCommand, MergeJoinsFinishedSweeps) {
   EXPECT_EQ(read_text(dir / "a/results.json"), results_json(lsq));  // untouched
 }
 
+// --qat-start: each QAT cell starts from the finished cell of another sweep with its method, granularity and
+// seed (progressive quantization: W2A2 from W4A4). The start is part of the cells' settings, stored in their
+// checkpoints as `qat --from` stores it and named in their schedule; a sweep without such a cell is refused
+// before anything is written.
+TEST(SweepCommand, QatStartTrainsEachCellOnFromAnotherSweepsCell) {
+  const TempDir dir("sweep_start");
+  write_synthetic_mnist(dir / "data", 256, 64, 5);
+  const std::vector<std::string> common = {"sweep", "--data-dir", dir / "data", "--model", "mlp", "--float-epochs", "1",
+                                           "--methods", "qat-minmax", "--seeds", "1", "--qat-epochs", "1",
+                                           "--threads", "2"};
+  std::vector<std::string> four = common;
+  four.insert(four.end(), {"--pairs", "4/4", "--out", dir / "four"});
+  const RunResult first = run_qatlab(four, dir.path(), "four");
+  ASSERT_TRUE(first.exited && first.exit_code == 0) << first.describe();
+
+  const std::vector<std::string> two = {"sweep", dir / "four/float-s1/checkpoint.h5", "--data-dir", dir / "data",
+                                        "--methods", "qat-minmax", "--seeds", "1", "--qat-epochs", "1", "--threads", "2",
+                                        "--pairs", "2/2", "--qat-start", dir / "four", "--out", dir / "two"};
+  const RunResult progressive = run_qatlab(two, dir.path(), "two");
+  ASSERT_TRUE(progressive.exited && progressive.exit_code == 0) << progressive.describe();
+  const SweepReport back = parse_results_json(read_text(dir / "two/results.json"));
+  ASSERT_EQ(back.cells.size(), 1u);
+  EXPECT_TRUE(back.cells[0].ok) << back.cells[0].error;
+  EXPECT_TRUE(back.cells[0].schedule.ends_with(", started from qat-minmax-per-tensor-w4a4-s1")) << back.cells[0].schedule;
+  const std::string result = read_text(dir / "two/cells/qat-minmax-per-tensor-w2a2-s1/result.ini");
+  EXPECT_TRUE(contains(result, " start " + dir / "four/cells/qat-minmax-per-tensor-w4a4-s1/checkpoint.h5")) << result;
+  const Checkpoint cell = load_checkpoint(dir / "two/cells/qat-minmax-per-tensor-w2a2-s1/checkpoint.h5");
+  EXPECT_EQ(ini_value(cell.config_ini, "from"), dir / "four/cells/qat-minmax-per-tensor-w4a4-s1/checkpoint.h5");
+  // Run again: the same start, so the cell is reused.
+  const RunResult again = run_qatlab(two, dir.path(), "two-again");
+  ASSERT_TRUE(again.exited && again.exit_code == 0) << again.describe();
+  EXPECT_TRUE(contains(again.out, "0 cells run, 1 reused")) << again.out;
+
+  // No lsq cell there to start from, or no sweep at all: refused before anything is written.
+  for (const auto& [start, says] : std::vector<std::pair<std::string, std::string>>{
+           {dir / "four", "has no finished lsq per-tensor cell of seed 1"}, {dir / "data", "not the directory of a sweep"}}) {
+    std::vector<std::string> bad = two;
+    bad[std::find(bad.begin(), bad.end(), "qat-minmax") - bad.begin()] = "lsq";
+    bad[std::find(bad.begin(), bad.end(), "--qat-start") - bad.begin() + 1] = start;
+    bad.back() = dir / "refused";
+    const RunResult r = run_qatlab(bad, dir.path(), "refused");
+    EXPECT_TRUE(r.exited && r.exit_code == 2) << r.describe();
+    EXPECT_EQ(split_lines(r.err).size(), 1u) << r.describe();
+    EXPECT_TRUE(contains(r.err, says)) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "refused"));
+  }
+}
+
 TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
   const TempDir dir("sweep_bad");
   for (const std::vector<std::string>& bad :
@@ -277,7 +325,8 @@ TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
         {"--methods", "pact", "--lsq-init", "mse"}, {"--lsq-grad-scale", "tensor"},
         {"--methods", "pact", "--lsq-grad-scale", "layer"}, {"--lsq-step-bounds", "0.5"},
         {"--methods", "pact", "--lsq-step-bounds", "4"}, {"--weight-range", "wide"}, {"--qat-distill", "1.5"}, {"--qat-distill-temperature", "2"},
-        {"--methods", "ptq-minmax", "--qat-distill", "1"}, {"--qat-teacher", "teacher.h5"}}) {
+        {"--methods", "ptq-minmax", "--qat-distill", "1"}, {"--qat-teacher", "teacher.h5"},
+        {"--methods", "ptq-minmax", "--qat-start", "other"}, {"--qat-start", dir / "s"}}) {
     std::vector<std::string> args = {"sweep", "--data-dir", dir / "nodata", "--out", dir / "s"};
     args.insert(args.end(), bad.begin(), bad.end());
     const RunResult r = run_qatlab(args, dir.path(), "bad");

@@ -229,6 +229,49 @@ TEST_F(SweepCellTest, AnInterruptedQatCellGoesOnFromItsLastEpochToTheStraightRes
   EXPECT_EQ(read_text(other.dir + "/log.txt").find("resuming"), std::string::npos) << read_text(other.dir + "/log.txt");
   EXPECT_NE(read_text(other.dir + "/start.ini").find(other.key), std::string::npos);
 }
+// Progressive quantization: a cell given another cell's QAT checkpoint (start_checkpoint) trains on from the
+// latent weights that training left, not from the float model's; its quantizers start afresh at its own
+// bits, and the schedule names the start. A start of another network fails the cell with a one-line error.
+TEST_F(SweepCellTest, AProgressiveCellStartsFromAnotherCellsLatentWeights) {
+  SweepCellSettings four = cell("qat-minmax", 4, 4, "progressive-w4a4");
+  four.qat_lr = 0.05f;
+  ASSERT_TRUE(run_sweep_cell(four, [] { return *data_; }).ok);
+
+  SweepCellSettings two = cell("qat-minmax", 2, 2, "progressive-w2a2");
+  two.start_checkpoint = four.dir + "/checkpoint.h5";
+  two.qat_lr = 1e-30f;  // the weights stay where they start: a sum that rounds back to them
+  two.qat_weight_decay = 0.0f;
+  EXPECT_TRUE(sweep_cell_schedule(two).ends_with(", started from progressive-w4a4")) << sweep_cell_schedule(two);
+  const CellResult r = run_sweep_cell(two, [] { return *data_; });
+  ASSERT_TRUE(r.ok) << r.error;
+  const Checkpoint start = load_checkpoint(two.start_checkpoint), end = load_checkpoint(two.dir + "/checkpoint.h5");
+  EXPECT_EQ(stored_qconfig(end).activation.scheme.bits, 2);
+  const NamedTensors started = float_model_under_qat_checkpoint(start, stored_qconfig(start))->named_parameters();
+  const NamedTensors ended = float_model_under_qat_checkpoint(end, stored_qconfig(end))->named_parameters();
+  const NamedTensors floats = model_from_checkpoint(load_checkpoint(two.float_checkpoint))->named_parameters();
+  ASSERT_EQ(started.size(), ended.size());
+  int64_t moved_from_float = 0;
+  for (size_t i = 0; i < started.size(); ++i) {
+    if (started[i].first.find("weight") == std::string::npos || started[i].first.find("bn") != std::string::npos)
+      continue;  // conv and linear weights: batch norm's affine parameters are not what this checks
+    const Tensor &a = started[i].second, &b = ended[i].second, &f = floats[i].second;
+    ASSERT_EQ(a.numel(), b.numel()) << started[i].first;
+    for (int64_t j = 0; j < a.numel(); ++j) {
+      ASSERT_EQ(a.data()[j], b.data()[j]) << started[i].first << " [" << j << "]";
+      moved_from_float += a.data()[j] != f.data()[j];
+    }
+  }
+  EXPECT_GT(moved_from_float, 0);  // the 4-bit training moved them: the start is not the float model
+
+  SweepCellSettings wrong = two;
+  wrong.dir = *dir_ / "progressive-from-float";
+  wrong.start_checkpoint = two.float_checkpoint;  // a float checkpoint, not a QAT one
+  const CellResult refused = run_sweep_cell(wrong, [] { return *data_; });
+  EXPECT_FALSE(refused.ok);
+  EXPECT_NE(refused.error.find("is not a QAT checkpoint of the float model's network"), std::string::npos) << refused.error;
+  EXPECT_EQ(refused.error.find('\n'), std::string::npos);
+}
+
 
 TEST_F(SweepCellTest, AFailedCellKeepsItsErrorAndStillWritesItsResult) {
   SweepCellSettings s = cell("ptq-histogram", 4, 8, "missing-float");
