@@ -113,8 +113,9 @@ main() {
         for f in start.ini result.ini log.txt; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
         if [ -f "$cell/result.ini" ]; then
           rm -f "$to/checkpoint.h5"
-        elif [ -f "$cell/checkpoint.h5" ]; then
-          cp "$cell/checkpoint.h5" "$to/"
+        else
+          rm -f "$to/result.ini"  # a cell started again since: its old result is not its result
+          if [ -f "$cell/checkpoint.h5" ]; then cp "$cell/checkpoint.h5" "$to/"; fi
         fi
       done
     done
