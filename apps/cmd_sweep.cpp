@@ -83,8 +83,8 @@ struct SweepSettings {
   std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
   int64_t qat_freeze_bn_after = -1;      // >= 0: QAT cells' batch norm uses its running statistics from this epoch
   int64_t qat_swa_start = 0;             // > 0: QAT cells average their weights after this many epochs (SWA)
-  std::string qat_start;                 // a sweep directory: each QAT cell starts from its cell there (progressive)
   float qat_swa_lr = 0.0f;               // at this constant learning rate
+  std::string qat_start;                 // a sweep directory: each QAT cell starts from its cell there (progressive)
   int64_t batch_size = 64;
   int64_t calib_batches = 32;
   int threads = 0;
@@ -172,9 +172,11 @@ class Sweep {
       for (const std::string& method : methods)
         for (const std::string& gran : grans)
           for (int64_t i = 0; i < s_.seeds; ++i) cells.push_back({method, gran, bits, s_.first_seed + i});
-    if (!s_.qat_start.empty())  // every QAT cell's start, found before anything is written
+    if (!s_.qat_start.empty()) {  // every QAT cell's start, found before anything is written
+      const SweepReport started = start_sweep();
       for (const SweepCell& cell : cells)
-        if (!sweep_method_is_ptq(cell.method)) starts_[cell.id()] = start_cell(cell);
+        if (!sweep_method_is_ptq(cell.method)) starts_[cell.id()] = start_cell(started, cell);
+    }
     fs::create_directories(fs::path(s_.out) / "cells");
     // Under mpirun process 0 trains the float models that are missing, alone; the others then find them.
     agree_on_rank0([&] {
@@ -242,22 +244,26 @@ class Sweep {
     }
   }
 
-  // --qat-start: the finished cell of that sweep a QAT cell starts from, the one with the cell's method,
-  // granularity and seed (at other bits: progressive quantization, e.g. W2A2 from W4A4). UsageError when
-  // there is none or more than one.
-  StartCell start_cell(const SweepCell& cell) const {
+  // --qat-start: the sweep the QAT cells start from, its results.json read. UsageError when DIR is not a sweep.
+  SweepReport start_sweep() const {
     const fs::path dir(s_.qat_start);
     std::ifstream in(dir / "results.json", std::ios::binary);
     std::ostringstream text;
     text << in.rdbuf();
     if (!in || !fs::is_directory(dir / "cells"))
       throw UsageError("--qat-start " + s_.qat_start + ": not the directory of a sweep (its results.json and cells/)");
-    SweepReport started;
     try {
-      started = parse_results_json(text.str());
+      return parse_results_json(text.str());
     } catch (const std::exception& e) {
       throw UsageError("--qat-start " + s_.qat_start + ": " + e.what());
     }
+  }
+
+  // The finished cell of that sweep a QAT cell starts from, the one with the cell's method, granularity and
+  // seed (at other bits: progressive quantization, e.g. W2A2 from W4A4). UsageError when there is none or
+  // more than one.
+  StartCell start_cell(const SweepReport& started, const SweepCell& cell) const {
+    const fs::path dir(s_.qat_start);
     std::vector<const CellResult*> found;
     for (const CellResult& r : started.cells)
       if (r.ok && r.cell.method == cell.method && r.cell.granularity == cell.granularity && r.cell.seed == cell.seed)
