@@ -19,7 +19,9 @@ if [ "${1:-}" = save ]; then
     [ -d "$cell" ] || continue
     to="$here/kept/cells/$(basename "$cell")"
     mkdir -p "$to"
-    for f in start.ini log.txt metrics.csv result.ini checkpoint.h5; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
+    for f in start.ini log.txt metrics.csv result.ini; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
+    # A finished cell is reused from its result.ini; only a cell still training needs its checkpoint.
+    if [ -f "$cell/result.ini" ]; then rm -f "$to/checkpoint.h5"; else cp "$cell/checkpoint.h5" "$to/" 2>/dev/null || true; fi
   done
   exit 0
 fi
