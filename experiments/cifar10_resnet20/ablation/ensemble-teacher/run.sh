@@ -6,21 +6,14 @@
 # the teacher so far, scores 90.36 %). README.md here.
 #   bash ablation/ensemble-teacher/run.sh 1|2   (the seed; from experiments/cifar10_resnet20, after study.sh
 #   has the float model; run again, it resumes from the cell's last epoch; the two seeds can run at once)
-#   bash ablation/ensemble-teacher/run.sh save   (keeps the cells in training in kept/, for the next session)
+#   bash ablation/ensemble-teacher/run.sh save   (keeps the cells in kept/s1, kept/s2, for the next session)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-exp="$here/../.."
-Q="${QATLAB:-$exp/../../build/apps/qatlab}"
-case "$Q" in /*) ;; *) Q="$PWD/$Q" ;; esac
+# shellcheck source=../common.sh
+source "$here/../common.sh"
 cd "$exp"
 if [ "${1:-}" = save ]; then
-  for cell in runs/ablation-ensemble-teacher-s*/cells/*/; do
-    [ -d "$cell" ] || continue
-    to="$here/kept/cells/$(basename "$cell")"
-    mkdir -p "$to"
-    for f in start.ini log.txt metrics.csv result.ini; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
-    if [ -f "$cell/result.ini" ]; then rm -f "$to/checkpoint.h5"; else cp "$cell/checkpoint.h5" "$to/" 2>/dev/null || true; fi
-  done
+  for seed in 1 2; do keep_cells "runs/ablation-ensemble-teacher-s$seed" "$here/kept/s$seed"; done
   exit 0
 fi
 case "${1:-}" in
@@ -28,12 +21,8 @@ case "${1:-}" in
   *) echo "usage: bash ablation/ensemble-teacher/run.sh 1|2|save" >&2; exit 2 ;;
 esac
 out="runs/ablation-ensemble-teacher-s$seed"
-mkdir -p "$out/cells"
-if [ -d "$here/kept/cells/lsq-per-channel-w4a4-s$seed" ]; then
-  cp -rn "$here/kept/cells/lsq-per-channel-w4a4-s$seed" "$out/cells/"
-fi
-args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128
-      --first-last 8 --layer-bits residual-branches=:8 --layer-bits stem.conv=8: --layer-bits stage3.2=:8
+restore_cells "$here/kept/s$seed" "$out"
+args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128 "${study_layers[@]}"
       --threads "${THREADS:-1}" --methods lsq --pairs 4/4 --granularity per-channel --seed "$seed" --seeds 1
       --qat-epochs 30 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 20
       --lsq-init mse --qat-distill 1 --layer-bits residual-sums=:8 --augment pad-crop:4,flip

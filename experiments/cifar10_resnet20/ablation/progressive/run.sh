@@ -8,31 +8,18 @@
 #   bash ablation/progressive/run.sh save   (keeps the cell in training in kept/, for the next session)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-exp="$here/../.."
-Q="${QATLAB:-$exp/../../build/apps/qatlab}"
-case "$Q" in /*) ;; *) Q="$PWD/$Q" ;; esac
+# shellcheck source=../common.sh
+source "$here/../common.sh"
 out=runs/ablation-progressive-w2
 start=runs/study-w4/cells/lsq-per-channel-w4a4-s1
 cd "$exp"
-if [ "${1:-}" = save ]; then
-  for cell in "$out"/cells/*/; do
-    [ -d "$cell" ] || continue
-    to="$here/kept/cells/$(basename "$cell")"
-    mkdir -p "$to"
-    for f in start.ini log.txt metrics.csv result.ini; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
-    # A finished cell is reused from its result.ini; only a cell still training needs its checkpoint.
-    if [ -f "$cell/result.ini" ]; then rm -f "$to/checkpoint.h5"; else cp "$cell/checkpoint.h5" "$to/" 2>/dev/null || true; fi
-  done
-  exit 0
-fi
+if [ "${1:-}" = save ]; then keep_cells "$out" "$here/kept"; exit 0; fi
 # A later session's machine may not have runs/: the start sweep comes back from study/ (its results) and
 # the start cell's checkpoint from here; the cell in training from kept/.
 if [ ! -d runs/study-w4 ]; then mkdir -p runs && cp -r study/study-w4 runs/; fi
 if [ ! -f "$start/checkpoint.h5" ]; then cp "$here/start/lsq-per-channel-w4a4-s1.h5" "$start/checkpoint.h5"; fi
-mkdir -p "$out"
-if [ -d "$here/kept/cells" ]; then cp -rn "$here/kept/cells" "$out/"; fi
-args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128
-      --first-last 8 --layer-bits residual-branches=:8 --layer-bits stem.conv=8: --layer-bits stage3.2=:8
+restore_cells "$here/kept" "$out"
+args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128 "${study_layers[@]}"
       --threads "${THREADS:-1}" --methods lsq --granularity per-channel --seeds 1 --pairs 2/2
       --qat-weight-decay 0.000125 --layer-bits residual-sums=:8 --lsq-step-bounds 8 --weight-range full
       --qat-epochs 30 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 20

@@ -5,30 +5,20 @@
 # third (from epoch 41) as the 30-epoch cell freezes it from epoch 21. README.md here.
 #   bash ablation/w2-long60/run.sh   (from experiments/cifar10_resnet20, after study.sh has the float model;
 #   run again, it resumes from the cell's last epoch)
-#   bash ablation/w2-long60/run.sh save   (keeps the cell in training in kept/, for the next session)
+#   bash ablation/w2-long60/run.sh save   (keeps the cell in kept/, for the next session)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-exp="$here/../.."
-Q="${QATLAB:-$exp/../../build/apps/qatlab}"
-case "$Q" in /*) ;; *) Q="$PWD/$Q" ;; esac
+# shellcheck source=../common.sh
+source "$here/../common.sh"
 out=runs/ablation-w2-long60
 cd "$exp"
-if [ "${1:-}" = save ]; then
-  for cell in "$out"/cells/*/; do
-    [ -d "$cell" ] || continue
-    to="$here/kept/cells/$(basename "$cell")"
-    mkdir -p "$to"
-    for f in start.ini log.txt metrics.csv result.ini; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
-    # A finished cell is reused from its result.ini; only a cell still training needs its checkpoint.
-    if [ -f "$cell/result.ini" ]; then rm -f "$to/checkpoint.h5"; else cp "$cell/checkpoint.h5" "$to/" 2>/dev/null || true; fi
-  done
-  exit 0
-fi
-if [ $# -gt 0 ]; then echo "usage: bash ablation/w2-long60/run.sh [save]" >&2; exit 2; fi
-mkdir -p "$out"
-if [ -d "$here/kept/cells" ]; then cp -rn "$here/kept/cells" "$out/"; fi
-args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128
-      --first-last 8 --layer-bits residual-branches=:8 --layer-bits stem.conv=8: --layer-bits stage3.2=:8
+case "${1:-}" in
+  save) keep_cells "$out" "$here/kept"; exit 0 ;;
+  "") ;;
+  *) echo "usage: bash ablation/w2-long60/run.sh [save]" >&2; exit 2 ;;
+esac
+restore_cells "$here/kept" "$out"
+args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128 "${study_layers[@]}"
       --threads "${THREADS:-1}" --methods lsq --granularity per-channel --seeds 1 --pairs 2/2
       --qat-weight-decay 0.000125 --layer-bits residual-sums=:8 --lsq-step-bounds 8 --weight-range full
       --qat-epochs 60 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 40

@@ -6,16 +6,13 @@
 #   run again, it resumes: finished cells are reused, a cell in training goes on from its last epoch)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-exp="$here/../.."
-Q="${QATLAB:-$exp/../../build/apps/qatlab}"
-case "$Q" in /*) ;; *) Q="$PWD/$Q" ;; esac
+# shellcheck source=../common.sh
+source "$here/../common.sh"
 out=runs/ablation-w8-distill
 cd "$exp"
-mkdir -p "$out"
 # A later session's machine may not have runs/: the cells kept by the last session go back first.
-if [ -d "$here/kept/cells" ]; then cp -rn "$here/kept/cells" "$out/"; fi
-args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128
-      --first-last 8 --layer-bits residual-branches=:8 --layer-bits stem.conv=8: --layer-bits stage3.2=:8
+restore_cells "$here/kept" "$out"
+args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128 "${study_layers[@]}"
       --threads "${THREADS:-1}" --methods qat-minmax,lsq,pact --pairs 8/8 --granularity per-channel --seeds 2
       --qat-epochs 2 --qat-lr 0.001 --qat-freeze-bn-after 0 --lsq-init mse --qat-distill 1)
 { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1; } | tee -a "$here/log.txt"
