@@ -34,6 +34,7 @@ constexpr Subcommand kSubcommands[] = {
     {"export", qatlab::cmd_export, "write an integer model file as an ONNX model (ONNX Runtime runs it in integer)"},
     {"import", qatlab::cmd_import, "read a float ONNX model into a float checkpoint (for qat, ptq, convert, ...)"},
     {"bench", qatlab::cmd_bench, "float vs integer model: latency, throughput, size, GEMM rate vs peak"},
+    {"compare", qatlab::cmd_compare, "two runs' training curves side by side: means over ranges of epochs, A - B"},
 };
 
 void print_usage() {

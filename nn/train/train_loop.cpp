@@ -23,6 +23,7 @@
 #include "nn/train/chunked_step.h"
 #include "nn/train/distill.h"
 #include "nn/train/evaluate.h"
+#include "nn/train/metrics_csv.h"
 #include "nn/train/swa.h"
 #include "nn/train/teacher.h"
 
@@ -86,27 +87,6 @@ std::string curve_svg(const std::vector<MetricsRow>& history, const std::string&
 }
 
 namespace {
-
-std::string metrics_csv(const std::vector<MetricsRow>& history) {
-  std::vector<std::string> columns = {"epoch",     "lr",       "train_loss",      "train_acc",
-                                      "test_loss", "test_acc", "train_img_per_s", "epoch_seconds"};
-  // A run with weight averaging adds its columns (empty in the epochs before it began).
-  if (std::any_of(history.begin(), history.end(), [](const MetricsRow& r) { return r.count("swa_test_acc") > 0; }))
-    columns.insert(columns.end(), {"swa_test_loss", "swa_test_acc"});
-  std::ostringstream os;
-  for (size_t i = 0; i < columns.size(); ++i) os << (i ? "," : "") << columns[i];
-  os << "\n";
-  os.precision(6);
-  for (const auto& row : history) {
-    for (size_t i = 0; i < columns.size(); ++i) {
-      auto it = row.find(columns[i]);
-      os << (i ? "," : "");
-      if (it != row.end()) os << it->second;
-    }
-    os << "\n";
-  }
-  return os.str();
-}
 
 std::string summary_json(const TrainJob& job, const TrainSettings& s, const std::vector<MetricsRow>& history,
                          bool finished) {
