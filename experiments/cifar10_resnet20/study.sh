@@ -66,7 +66,8 @@
 #
 # The machines this runs on do not keep files between sessions: `study.sh save` (with the sweeps
 # stopped) copies what a later session needs into study/ (committed): each sweep's results, plots and
-# logs, every finished cell's result.ini and log (a rerun reuses the cell from them), and the checkpoint
+# logs, every finished cell's result.ini, log and metrics.csv (a rerun reuses the cell from the first two;
+# `qatlab compare` reads the third), and the checkpoint
 # and start.ini of a cell still training (~1 MB: a rerun goes on from its last epoch);
 # `study.sh` copies them back into runs/ when runs/ lacks them.
 # Usage: bash experiments/cifar10_resnet20/study.sh [NAME ...]   (from the repository root, after the
@@ -110,7 +111,7 @@ main() {
         [ -d "$cell" ] || continue
         to="$keep/cells/$(basename "$cell")"
         mkdir -p "$to"
-        for f in start.ini result.ini log.txt; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
+        for f in start.ini result.ini log.txt metrics.csv; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
         if [ -f "$cell/result.ini" ]; then
           rm -f "$to/checkpoint.h5"
         else
