@@ -43,7 +43,8 @@
 #             undistilled results are kept in ablation/w8-distill/undistilled/.)
 #   w4        W4A4, LSQ and PACT, per-channel, 2 seeds, 30 epochs from lr 0.003 (one warm-up epoch, cosine),
 #             batch norm frozen for the last 10 (its running statistics used in training, as in evaluation)
-#   w4-tensor W4A4, LSQ and PACT with per-tensor weights, the same 30 epochs (the per-tensor vs per-channel row)
+#   w4-tensor W4A4, LSQ and PACT with per-tensor weights, 2 seeds (since session 29, as every 4-bit cell), the
+#             same 30 epochs (the per-tensor vs per-channel row)
 #   w3        W3A3, LSQ and PACT, per-channel, 2 seeds, the same 30 epochs, weight decay 2.5e-4
 #   w2        W2A2 and W2A8, LSQ and PACT, per-channel, 2 seeds, the same 30 epochs, weight decay 1.25e-4
 # (The 4-bit cells ran 15 epochs from lr 0.001 until 2026-12-05: 30 from 0.003 gained 0.25 points at W4A4,
@@ -178,7 +179,7 @@ main() {
     [w8]="--methods qat-minmax,lsq,pact --pairs 8/8,4/8 --granularity per-tensor,per-channel --seeds 1 --qat-epochs 2 --qat-lr 0.001 --qat-freeze-bn-after 0 --lsq-init mse --qat-distill 1"
     [w8-s2]="--methods qat-minmax,lsq,pact --pairs 8/8,4/8 --granularity per-tensor,per-channel --seed 2 --seeds 1 --qat-epochs 2 --qat-lr 0.001 --qat-freeze-bn-after 0 --lsq-init mse --qat-distill 1"
     [w4]="--methods lsq,pact --pairs 4/4 --granularity per-channel --seeds 2 $lowbit --lsq-init mse --qat-distill 1 $stream"
-    [w4-tensor]="--methods lsq,pact --pairs 4/4 --granularity per-tensor --seeds 1 $lowbit --lsq-init mse --qat-distill 1 $stream"
+    [w4-tensor]="--methods lsq,pact --pairs 4/4 --granularity per-tensor --seeds 2 $lowbit --lsq-init mse --qat-distill 1 $stream"
     [w3]="--methods lsq,pact --pairs 3/3 --granularity per-channel --seeds 2 $lowbit --qat-weight-decay 0.00025 --lsq-init mse --qat-distill 1 $stream $bounds $grid"
     [w2]="--methods lsq,pact --pairs 2/2,2/8 --granularity per-channel --seeds 2 $lowbit --qat-weight-decay 0.000125 --lsq-init mse --qat-distill 1 $stream $bounds $grid"
   )
