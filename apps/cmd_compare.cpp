@@ -103,8 +103,11 @@ double range_mean(const Curve& c, const std::string& name, const std::string& co
                        " (it has " + std::to_string(c.by_epoch.begin()->first) + "-" +
                        std::to_string(c.by_epoch.rbegin()->first) + ")");
     const auto v = row->second.find(column);
-    if (v == row->second.end() || !std::isfinite(v->second))
+    if (v == row->second.end())
       throw UsageError("--columns: run " + name + " (" + c.source + ") has no " + column + " at epoch " + std::to_string(e));
+    if (!std::isfinite(v->second))
+      throw UsageError("run " + name + " (" + c.source + "): " + column + " is " + num_str(v->second) + " at epoch " +
+                       std::to_string(e) + ", which has no mean");
     sum += v->second;
   }
   const double mean = sum / static_cast<double>(r.last - r.first + 1);

@@ -91,6 +91,7 @@ TEST_F(CompareCliTest, BadInputIsAOneLineErrorWithNothingPrinted) {
   const std::string later = write("later.csv", "epoch,train_acc,test_acc\n5,0.4,0.4\n");
   const std::string three = write("three.csv", "epoch,train_acc,test_acc\n1,0.5,0.5\n2,0.7,0.7\n3,0.8,0.8\n");
   const std::string gap = write("gap.csv", "epoch,train_acc,test_acc\n1,0.4,0.4\n3,0.4,0.4\n");
+  const std::string diverged = write("diverged.csv", "epoch,train_acc,test_acc\n1,0.4,0.4\n2,0.1,nan\n");
   const std::string broken = write("broken.csv", "epoch,train_acc,test_acc\n1,0.4\n");
   fs::create_directories(work("empty_dir"));
   struct Case {
@@ -114,6 +115,7 @@ TEST_F(CompareCliTest, BadInputIsAOneLineErrorWithNothingPrinted) {
       {{"compare", a, b, "--epochs", "1,"}, kUsageError, {"--epochs takes ranges"}},
       {{"compare", a, b, "--columns", "test_acc,"}, kUsageError, {"--columns: an empty column name"}},
       {{"compare", a, b, "--columns", "swa_test_acc"}, kUsageError, {"has no swa_test_acc at epoch 1"}},
+      {{"compare", a, diverged}, kUsageError, {"test_acc is nan at epoch 2"}},
       {{"compare", a, b, "--bogus"}, kUsageError, {}},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
