@@ -1,6 +1,6 @@
 // cmd_compare.cpp: `qatlab compare A B`: two runs' training curves side by side, as means over ranges of
 // epochs (and epoch by epoch), from their metrics.csv or checkpoints: the figures an ablation's README
-// sets against each other ("over epochs 21-30 it tested 85.31 against 84.77 %"), as a command.
+// sets against each other ("over epochs 21-30 it tested 85.30 against 84.77 %"), as a command.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -18,15 +18,13 @@ namespace {
 namespace fs = std::filesystem;
 
 struct Curve {
-  std::string path;                // as given
-  std::string source;              // the file read
+  std::string source;  // the file read
   std::map<int64_t, MetricsRow> by_epoch;
 };
 
 // A run directory (its metrics.csv, else its checkpoint.h5), a metrics.csv file or a checkpoint.
 Curve read_curve(const std::string& path) {
   Curve c;
-  c.path = path;
   if (!fs::exists(path)) throw UsageError(path + ": no such file or directory (a run directory, metrics.csv or checkpoint)");
   std::vector<MetricsRow> rows;
   fs::path file = path;
@@ -46,8 +44,11 @@ Curve read_curve(const std::string& path) {
     rows = load_checkpoint(c.source).history;
   }
   for (MetricsRow& r : rows) {
+    // (parse_metrics_csv checks its epochs; a checkpoint's history is checked here.)
     const auto e = r.find("epoch");
-    if (e == r.end()) throw std::runtime_error(c.source + ": a history row without its epoch");
+    if (e == r.end() || !(e->second >= 1 && e->second <= static_cast<double>(kMaxCheckpointEpochs)) ||
+        e->second != std::floor(e->second) || c.by_epoch.count(static_cast<int64_t>(e->second)))
+      throw std::runtime_error(c.source + ": a history row without a valid epoch of its own");
     c.by_epoch[static_cast<int64_t>(e->second)] = std::move(r);
   }
   if (c.by_epoch.empty()) throw std::runtime_error(c.source + ": no epoch recorded");
