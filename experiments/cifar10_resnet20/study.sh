@@ -88,6 +88,8 @@ case "$Q" in /*) ;; *) Q="$PWD/$Q" ;; esac  # the sweeps run from $here
 # float model's path, so the cells stay the same wherever the repository lives.
 float="runs/recipe_swa/checkpoint.h5"
 kept="$here/study"
+# shellcheck source=cells.sh
+source "$here/cells.sh"
 # The sweeps that have results so far joined into study/all/ (two or more of them), named by their paths
 # from this directory (the merged report lists them).
 merge_all() {
@@ -109,18 +111,7 @@ main() {
       keep="$kept/$(basename "$run")"
       mkdir -p "$keep"
       cp "$run"/results.* "$run"/cells.csv "$run"/table.md "$run"/*.svg "$keep"/ 2>/dev/null || true
-      for cell in "$run"/cells/*/; do
-        [ -d "$cell" ] || continue
-        to="$keep/cells/$(basename "$cell")"
-        mkdir -p "$to"
-        for f in start.ini result.ini log.txt metrics.csv; do if [ -f "$cell/$f" ]; then cp "$cell/$f" "$to/"; fi; done
-        if [ -f "$cell/result.ini" ]; then
-          rm -f "$to/checkpoint.h5"
-        else
-          rm -f "$to/result.ini"  # a cell started again since: its old result is not its result
-          if [ -f "$cell/checkpoint.h5" ]; then cp "$cell/checkpoint.h5" "$to/"; fi
-        fi
-      done
+      keep_cells "$run" "$keep"
     done
     merge_all
     return 0
