@@ -77,7 +77,7 @@ struct SweepSettings {
   std::string lsq_init;  // "" (the paper's formula) | lsq | minmax | mse: where lsq cells' steps start
   std::string lsq_grad_scale;  // "" (channel) | channel | layer: N of lsq cells' step gradient scale
   float lsq_step_bounds = 0;   // 0 (none) | k >= 1: lsq cells' weight step bounds
-  std::string weight_range;  // "" (narrow) | narrow | full: every cell's weight codes below 8 bits
+  std::string weight_range;  // "" (narrow) | narrow | full | mid-rise: every cell's weight codes below 8 bits
   float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
   float qat_distill_temperature = 1.0f;
   std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
@@ -572,7 +572,7 @@ class Sweep {
     if (c.lsq_init) q.lsq_init = lsq_init_name(*c.lsq_init);
     if (c.lsq_grad_scale) q.lsq_grad_scale = lsq_grad_scale_name(*c.lsq_grad_scale);
     if (c.lsq_step_bounds) q.lsq_step_bounds = *c.lsq_step_bounds;
-    if (c.weight_range == WeightRange::Full) q.weight_range = weight_range_name(c.weight_range);
+    if (c.weight_range != WeightRange::Narrow) q.weight_range = weight_range_name(c.weight_range);
     q.freeze_bn_after = c.freeze_bn_after;
     q.layer_bits = c.layer_bits;
     const DataSettings d = cell_data_settings(c.cell);
@@ -723,7 +723,8 @@ int cmd_sweep(int argc, char** argv) {
       ("lsq-step-bounds", po::value(&s.lsq_step_bounds),
        "k >= 1: the lsq cells' weight steps stay within [min/max step / k, 15/8 largest |w|] per channel (qatlab qat --help)")
       ("weight-range", po::value(&s.weight_range),
-       "every cell's weight codes below 8 bits: narrow (the default; [-1, 1] at 2 bits) | full ([-2, 1]) (qatlab qat --help)")
+       "every cell's weight codes below 8 bits: narrow (the default; [-1, 1] at 2 bits) | full ([-2, 1]) | mid-rise "
+       "(odd codes {-3, -1, 1, 3} on half a level's distance) (qatlab qat --help)")
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
       ("calib-batches", po::value(&s.calib_batches)->default_value(s.calib_batches), "calibration batches of each PTQ cell")
       ("out", po::value(&s.out), "output directory (default runs/sweep-MODEL-DATASET); run again to resume")

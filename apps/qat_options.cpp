@@ -31,7 +31,9 @@ void add_qconfig_options(po::options_description& desc, QatSettings& q) {
        "quant/qat/learnable_quantizer.h)")
       ("weight-range", po::value(&q.weight_range),
        "weight codes: narrow (the default: [-7, 7] at 4 bits, [-1, 1] at 2) | full ([-8, 7] at 4 bits, [-2, 1] at 2: every "
-       "code, as LSQ's low-bit weights; below 8 bits only, 8-bit weights stay [-127, 127] for the int8 kernels)")
+       "code, as LSQ's low-bit weights) | mid-rise (2^b levels symmetric around 0 without 0, DoReFa's and PACT's: "
+       "odd codes {-3, -1, 1, 3} at 2 bits on half a level's distance); full and mid-rise below 8 bits only, "
+       "8-bit weights stay [-127, 127] for the int8 kernels")
       ("layer-bits", po::value(&q.layer_bits)->composing(),
        "per-layer bits NAME=W:A, by dotted module name, layer type, input, residual-branches (the values "
        "residual adds read; =:A only) or residual-sums (the adds' outputs; a conv reading one at fewer bits "

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/round_odd.h"
+
 namespace qatlab {
 namespace lsq_detail {
 
@@ -17,11 +19,12 @@ inline float lsq_slope(float v, float r, float lo, float hi) {
 }
 
 // One value's part of LSQ's backward: gx[j] gets dy[j] where u's code is inside the grid (with kGx;
-// assigned with kFresh, else added); returns dy[j] * lsq_slope.
-template <bool kGx, bool kFresh>
+// assigned with kFresh, else added); returns dy[j] * lsq_slope. kOdd: a mid-rise grid's codes, r the odd
+// integer nearest v.
+template <bool kGx, bool kFresh, bool kOdd = false>
 inline float lsq_term(float u, const float* __restrict dy, float* __restrict gx, int64_t j, float inv, float lo,
                       float hi) {
-  const float v = u * inv, r = std::nearbyint(v);
+  const float v = u * inv, r = kOdd ? round_to_odd(v) : std::nearbyint(v);
   const float g = dy[j];
   if constexpr (kGx) {
     const float pass = lsq_inside(r, lo, hi) ? g : 0.0f;
@@ -36,17 +39,18 @@ inline float lsq_term(float u, const float* __restrict dy, float* __restrict gx,
 // LSQ's backward over `count` quantizer inputs, value(j) the j-th (lsq_backward_run in ops.h), in 16
 // float lanes added up in double, then the last count % 16 terms. The functor comes by value and every
 // pointer as a plain argument, so that the compiler keeps them in registers and vectorises the lanes.
-template <bool kGx, bool kFresh, class Value>
+template <bool kGx, bool kFresh, class Value, bool kOdd = false>
 double lsq_run(const Value value, const float* __restrict dy, float* __restrict gx, int64_t count, float inv,
                float lo, float hi) {
   constexpr int kLanes = 16;
   float acc[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= count; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += lsq_term<kGx, kFresh>(value(i + k), dy, gx, i + k, inv, lo, hi);
+    for (int k = 0; k < kLanes; ++k)
+      acc[k] += lsq_term<kGx, kFresh, kOdd>(value(i + k), dy, gx, i + k, inv, lo, hi);
   double sum = 0.0;
   for (int k = 0; k < kLanes; ++k) sum += acc[k];
-  for (; i < count; ++i) sum += lsq_term<kGx, kFresh>(value(i), dy, gx, i, inv, lo, hi);
+  for (; i < count; ++i) sum += lsq_term<kGx, kFresh, kOdd>(value(i), dy, gx, i, inv, lo, hi);
   return sum;
 }
 

@@ -135,12 +135,13 @@ bool sum_range(const Tensor& a, const Tensor& b, bool relu, float* lo, float* hi
 // (inv = 1 / scale, codes clamped to [lo, hi]): gx gets dy where the code is inside (assigned if
 // `fresh`, else added; gx may be null); returns sum(dy * dq/ds) / s, in 16 float lanes added up in
 // double.
+// odd: the codes of a mid-rise grid, r the odd integer nearest v (core/round_odd.h) instead of nearbyint(v).
 double lsq_backward_run(const float* v, const float* dy, float* gx, bool fresh, int64_t count, float inv, float lo,
-                        float hi);
+                        float hi, bool odd = false);
 // The same over v seen as (N, C, S): lsq_backward_run per plane, the planes' sums added per channel over
 // the images, then over the channels, in order; the order batch_norm_scaled_lsq adds its terms in.
 double lsq_backward_planes(const float* v, const float* dy, float* gx, bool fresh, int64_t n, int64_t c, int64_t s,
-                           float inv, float lo, float hi);
+                           float inv, float lo, float hi, bool odd = false);
 // relu(batch_norm(...)) in one op (the output clamped in BN's pass, dy masked in its backward): the same
 // values and gradients bit for bit, one pass and one gradient buffer fewer.
 Tensor batch_norm_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,

@@ -118,18 +118,30 @@ void check_operands(const char* op, const Tensor& a, const Tensor& b, const Tens
 
 }  // namespace
 
+namespace {
+
+template <bool kOdd>
+double lsq_backward_rounded(const float* v, const float* dy, float* gx, bool fresh, int64_t count, float inv,
+                            float lo, float hi) {
+  using lsq_detail::PlainValues;
+  const PlainValues value{v};
+  if (!gx) return lsq_run<false, false, PlainValues, kOdd>(value, dy, gx, count, inv, lo, hi);
+  return fresh ? lsq_run<true, true, PlainValues, kOdd>(value, dy, gx, count, inv, lo, hi)
+               : lsq_run<true, false, PlainValues, kOdd>(value, dy, gx, count, inv, lo, hi);
+}
+
+}  // namespace
+
 double lsq_backward_run(const float* v, const float* dy, float* gx, bool fresh, int64_t count, float inv, float lo,
-                        float hi) {
-  const lsq_detail::PlainValues value{v};
-  if (!gx) return lsq_run<false, false>(value, dy, gx, count, inv, lo, hi);
-  return fresh ? lsq_run<true, true>(value, dy, gx, count, inv, lo, hi)
-               : lsq_run<true, false>(value, dy, gx, count, inv, lo, hi);
+                        float hi, bool odd) {
+  return odd ? lsq_backward_rounded<true>(v, dy, gx, fresh, count, inv, lo, hi)
+             : lsq_backward_rounded<false>(v, dy, gx, fresh, count, inv, lo, hi);
 }
 
 double lsq_backward_planes(const float* v, const float* dy, float* gx, bool fresh, int64_t n, int64_t c, int64_t s,
-                           float inv, float lo, float hi) {
+                           float inv, float lo, float hi, bool odd) {
   return sum_planes(Planes{n, c, s}, [&](int64_t at, int64_t count) {
-    return lsq_backward_run(v + at, dy + at, gx ? gx + at : nullptr, fresh, count, inv, lo, hi);
+    return lsq_backward_run(v + at, dy + at, gx ? gx + at : nullptr, fresh, count, inv, lo, hi, odd);
   });
 }
 

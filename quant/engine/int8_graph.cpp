@@ -424,7 +424,8 @@ std::string Int8Graph::summary() const {
       const auto& l = op.layer;
       const auto& mult = l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier;
       const auto& shift = l.is_conv ? l.conv.output_shift : l.fc.output_shift;
-      os << " weights " << shape_str(l.weight_shape) << " codes [" << l.weights.quant_min << ", " << l.weights.quant_max
+      os << " weights " << shape_str(l.weight_shape) << (l.weights.odd_codes ? " odd" : "") << " codes ["
+         << l.weights.quant_min << ", " << l.weights.quant_max
          << "]" << (l.weight_bits < 8 ? " packed " + std::to_string(l.weight_bits) + "-bit" : "") << ", in zp "
          << l.input.zero_point[0] << ", out scale " << l.output.scale[0] << " zp " << l.output.zero_point[0]
          << ", multiplier[0] " << mult[0] << " shift[0] " << shift[0] << ", clamp ["
@@ -501,6 +502,7 @@ class OpWriter {
     scalar(pre + "axis", qp.axis);
     scalar(pre + "quant_min", qp.quant_min);
     scalar(pre + "quant_max", qp.quant_max);
+    if (qp.odd_codes) scalar(pre + "odd_codes", 1);  // a mid-rise weight grid; absent: 0
   }
   H5File& file() { return f_; }
   const std::string& group() const { return g_; }
@@ -542,6 +544,11 @@ class OpReader {
       qp.axis = static_cast<int>(scalar(pre + "axis"));
       qp.quant_min = scalar32(pre + "quant_min");
       qp.quant_max = scalar32(pre + "quant_max");
+      if (f_.has_attr(g_, pre + "odd_codes")) {
+        const int64_t odd = scalar(pre + "odd_codes");
+        if (odd != 0 && odd != 1) fail(pre + "odd_codes must be 0 or 1, got " + std::to_string(odd));
+        qp.odd_codes = odd == 1;
+      }
     }
     try {
       qp.validate();
@@ -568,16 +575,27 @@ class OpReader {
 // quant_max <= 1 two bits (four per byte). Dataset "weight_packed" (uint8) with attrs "weight_bits"
 // and "weight_shape" (v1: a dataset); 8-bit weights stay an int8 dataset "weight". Loading keeps them
 // packed.
+//
+// A mid-rise grid's odd codes q are stored halved, (q - 1) / 2, with attr "weight_halved" = 1: the codes
+// {-3, -1, 1, 3} of 2 bits become [-2, 1] and take 2 bits, the odd codes of [-15, 15] (4 bits) [-8, 7] and
+// 4 bits. Loading doubles them back (2 c + 1) and packs them as any other codes.
 void write_weights(OpWriter& w, const LoweredLayer& l) {
   LoweredLayer packed;  // a layer not prepared yet holds int8 codes: packed here for the file
   const LoweredLayer* src = &l;
-  if (l.weight_bits == 8 && storage_bits(l.weights.quant_min, l.weights.quant_max) < 8) {
-    packed.weights = l.weights, packed.weight_shape = l.weight_shape, packed.weight = l.weight;
+  const bool halved = l.weights.odd_codes;
+  if (halved || (l.weight_bits == 8 && storage_bits(l.weights.quant_min, l.weights.quant_max) < 8)) {
+    packed.weights = l.weights, packed.weight_shape = l.weight_shape, packed.weight = l.weight_codes();
+    if (halved) {
+      for (int8_t& q : packed.weight) q = static_cast<int8_t>((q - 1) / 2);  // q odd: exact
+      packed.weights.quant_min = (l.weights.quant_min - 1) / 2;
+      packed.weights.quant_max = (l.weights.quant_max - 1) / 2;
+    }
     pack_weights(packed);
     src = &packed;
   }
   H5File& f = w.file();
   const std::string& g = w.group();
+  if (halved) w.scalar("weight_halved", 1);
   if (src->weight_bits == 8) {
     f.write_ints<int8_t>(g + "/weight", src->weight_shape, src->weight);
     return;
@@ -587,27 +605,40 @@ void write_weights(OpWriter& w, const LoweredLayer& l) {
   w.scalar("weight_bits", src->weight_bits);
 }
 
-void read_weights(const OpReader& r, LoweredLayer& l) {
+// Returns whether the codes were stored halved (write_weights); they are doubled back here.
+bool read_weights(const OpReader& r, LoweredLayer& l) {
   const H5File& f = r.file();
   const std::string& p = r.group();
   if (f.exists(p + "/weight")) {
     l.weight = f.read_ints<int8_t>(p + "/weight", &l.weight_shape);
-    return;
+  } else {
+    const int64_t bits = r.scalar("weight_bits");
+    if (bits != 2 && bits != 4) r.fail("weight_bits must be 2 or 4, got " + std::to_string(bits));
+    l.weight_shape = r.v1() ? f.read_ints<int64_t>(p + "/weight_shape") : f.get_attr_ints<int64_t>(p, "weight_shape");
+    int64_t n = 1;
+    for (int64_t d : l.weight_shape) {
+      if (d < 1 || d > 65536) r.fail("weight_shape " + shape_str(l.weight_shape) + ": dimensions must be in 1..65536");
+      n *= d;
+      if (n > (int64_t{1} << 28)) r.fail("weight_shape " + shape_str(l.weight_shape) + " holds more than 2^28 codes");
+    }
+    l.weight_packed = f.read_ints<uint8_t>(p + "/weight_packed");
+    l.weight_bits = static_cast<int>(bits);
+    if (static_cast<int64_t>(l.weight_packed.size()) != packed_bytes(n, l.weight_bits))
+      r.fail("packed weights hold " + std::to_string(l.weight_packed.size()) + " bytes for " + std::to_string(n) +
+             " codes of " + std::to_string(bits) + " bits");
   }
-  const int64_t bits = r.scalar("weight_bits");
-  if (bits != 2 && bits != 4) r.fail("weight_bits must be 2 or 4, got " + std::to_string(bits));
-  l.weight_shape = r.v1() ? f.read_ints<int64_t>(p + "/weight_shape") : f.get_attr_ints<int64_t>(p, "weight_shape");
-  int64_t n = 1;
-  for (int64_t d : l.weight_shape) {
-    if (d < 1 || d > 65536) r.fail("weight_shape " + shape_str(l.weight_shape) + ": dimensions must be in 1..65536");
-    n *= d;
-    if (n > (int64_t{1} << 28)) r.fail("weight_shape " + shape_str(l.weight_shape) + " holds more than 2^28 codes");
+  if (!f.has_attr(p, "weight_halved")) return false;
+  const int64_t halved = r.scalar("weight_halved");
+  if (halved != 1) r.fail("weight_halved must be 1 where present, got " + std::to_string(halved));
+  std::vector<int8_t> codes = l.weight_codes();
+  for (int8_t& c : codes) {
+    if (c < -64 || c > 63) r.fail("halved weight code " + std::to_string(c) + " outside [-64, 63]");
+    c = static_cast<int8_t>(2 * c + 1);
   }
-  l.weight_packed = f.read_ints<uint8_t>(p + "/weight_packed");
-  l.weight_bits = static_cast<int>(bits);
-  if (static_cast<int64_t>(l.weight_packed.size()) != packed_bytes(n, l.weight_bits))
-    r.fail("packed weights hold " + std::to_string(l.weight_packed.size()) + " bytes for " + std::to_string(n) +
-           " codes of " + std::to_string(bits) + " bits");
+  l.weight = std::move(codes);
+  l.weight_packed.clear();
+  l.weight_bits = 8;
+  return true;
 }
 
 // The fields of AddInt8Params, stored as attributes of an add op, in this order.
@@ -907,13 +938,16 @@ Int8Graph Int8Graph::load(const std::string& path) {
       case Int8OpKind::FullyConnected: {
         LoweredLayer& l = op.layer;
         l.is_conv = op.kind == Int8OpKind::Conv2d;
-        read_weights(r, l);
+        const bool halved = read_weights(r, l);
         l.bias = r.ints("bias");
         const std::vector<int32_t> mult = r.ints("output_multiplier");
         const std::vector<int> shift = to_int(r.ints("output_shift"));
         l.input = r.grid(kInputGrid);
         l.weights = r.grid(kWeightGrid);
         l.output = r.grid(kOutputGrid);
+        if (halved != l.weights.odd_codes)
+          fail(p + (halved ? ": weights stored halved on a grid without odd codes"
+                           : ": a grid of odd codes (mid-rise) with weights not stored halved"));
         if (l.weight_shape.empty() || static_cast<int64_t>(l.bias.size()) != l.weight_shape[0] ||
             mult.size() != l.bias.size() || shift.size() != l.bias.size())
           fail(p + ": weight, bias, multiplier and shift sizes disagree");

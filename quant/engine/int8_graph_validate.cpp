@@ -87,6 +87,16 @@ void check_layer(const Checker& c, const LoweredLayer& l) {
     c.require(at == l.weight.end(), "weight code -128 at index " + std::to_string(at - l.weight.begin()) +
                                         " (8-bit weights are narrow-range: [-127, 127])");
   }
+  if (l.weights.odd_codes && stored == expected) {
+    // A mid-rise grid: every code odd and within [-qmax, qmax].
+    const std::vector<int8_t> codes = l.weight_codes();
+    const auto at = std::find_if(codes.begin(), codes.end(), [&](int8_t q) {
+      return q % 2 == 0 || q < l.weights.quant_min || q > l.weights.quant_max;
+    });
+    c.require(at == codes.end(), "weight code " + (at == codes.end() ? std::string() : std::to_string(*at)) +
+                                     " at index " + std::to_string(at - codes.begin()) + " on a grid of odd codes in [" +
+                                     std::to_string(l.weights.quant_min) + ", " + std::to_string(l.weights.quant_max) + "]");
+  }
   const int64_t oc = l.weight_shape[0];
   const ConvInt8Params& cv = l.conv;
   const FullyConnectedInt8Params& fc = l.fc;

@@ -19,12 +19,14 @@ std::string num_str(double v) {
 
 int32_t QScheme::quant_min() const {
   validate();
+  if (mid_rise) return -quant_max();
   const int32_t lowest = is_signed ? -(int32_t{1} << (bits - 1)) : 0;
   return narrow_range ? lowest + 1 : lowest;
 }
 
 int32_t QScheme::quant_max() const {
   validate();
+  if (mid_rise) return (int32_t{1} << bits) - 1;
   return is_signed ? (int32_t{1} << (bits - 1)) - 1 : (int32_t{1} << bits) - 1;
 }
 
@@ -32,6 +34,10 @@ void QScheme::validate() const {
   if (bits < 2 || bits > 8) throw std::invalid_argument("bits must be in 2..8, got " + std::to_string(bits));
   if (per_channel && axis < 0)
     throw std::invalid_argument("per-channel quantization axis must be >= 0, got " + std::to_string(axis));
+  if (mid_rise && !(is_signed && symmetric && !narrow_range && bits <= 7))
+    throw std::invalid_argument("a mid-rise grid must be signed, symmetric, not narrow and of 2 to 7 bits, got " +
+                                std::to_string(bits) + "-bit " + (is_signed ? "signed" : "unsigned") +
+                                (symmetric ? " symmetric" : " affine") + (narrow_range ? " narrow" : ""));
 }
 
 std::string QScheme::describe() const {
@@ -42,8 +48,14 @@ std::string QScheme::describe() const {
   else
     s << "per-tensor";
   if (narrow_range) s << " narrow";
-  s << ", q in [" << quant_min() << ", " << quant_max() << "]";
+  if (mid_rise) s << " mid-rise";
+  s << ", " << (mid_rise ? "odd " : "") << "q in [" << quant_min() << ", " << quant_max() << "]";
   return s.str();
+}
+
+int64_t QParams::levels() const {
+  const int64_t span = int64_t{quant_max} - quant_min;
+  return odd_codes ? span / 2 + 1 : span + 1;
 }
 
 void QParams::validate() const {
@@ -63,7 +75,13 @@ void QParams::validate() const {
     if (zero_point[c] < quant_min || zero_point[c] > quant_max)
       throw std::invalid_argument("QParams: zero_point[" + std::to_string(c) + "] = " + std::to_string(zero_point[c]) +
                                   " outside [" + std::to_string(quant_min) + ", " + std::to_string(quant_max) + "]");
+    if (odd_codes && zero_point[c] != 0)
+      throw std::invalid_argument("QParams: zero_point[" + std::to_string(c) + "] = " + std::to_string(zero_point[c]) +
+                                  " on a mid-rise grid (odd codes), expected 0");
   }
+  if (odd_codes && !(quant_min == -quant_max && quant_max % 2 == 1))
+    throw std::invalid_argument("QParams: odd codes need a range [-q, q] with q odd, got [" + std::to_string(quant_min) +
+                                ", " + std::to_string(quant_max) + "]");
 }
 
 ScaleZeroPoint choose_scale_zero_point(const QScheme& scheme, float min_val, float max_val) {
@@ -107,6 +125,7 @@ QParams choose_qparams(const QScheme& scheme, std::span<const float> min_vals, s
   qp.axis = scheme.per_channel ? scheme.axis : -1;
   qp.quant_min = scheme.quant_min();
   qp.quant_max = scheme.quant_max();
+  qp.odd_codes = scheme.mid_rise;
   qp.scale.resize(min_vals.size());
   qp.zero_point.resize(min_vals.size());
   for (size_t c = 0; c < min_vals.size(); ++c) {

@@ -26,6 +26,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/round_odd.h"
+#include "quant/engine/qscheme.h"
+
 namespace qatlab {
 
 // (a * b * 2) / 2^32 rounded to nearest, computed as
@@ -145,6 +148,22 @@ inline int32_t quantize_value(float x, float inv_scale, int32_t zero_point, int3
   if (std::isnan(r)) return zero_point;
   r = std::clamp(r, static_cast<float>(qmin - zero_point), static_cast<float>(qmax - zero_point));
   return zero_point + static_cast<int32_t>(r);
+}
+
+// The same on a mid-rise grid (odd codes, QParams::odd_codes): q = clamp(round_to_odd(x * inv_scale),
+// -qmax, qmax), the odd integer nearest x / scale (core/round_odd.h), qmax odd. NaN maps to 0: not a
+// code of the grid, but the value fake-quant gives NaN (real 0) and one no product counts.
+inline int32_t quantize_odd_value(float x, float inv_scale, int32_t qmax) {
+  const float r = round_to_odd(x * inv_scale);
+  if (std::isnan(r)) return 0;
+  return static_cast<int32_t>(std::clamp(r, static_cast<float>(-qmax), static_cast<float>(qmax)));
+}
+
+// A weight's code on its grid qp (zero point 0, as the integer graph's weights are; inv_scale the
+// channel's 1.0f / scale): quantize_odd_value on a mid-rise grid, else quantize_value.
+inline int32_t quantize_weight_value(float x, float inv_scale, const QParams& qp) {
+  return qp.odd_codes ? quantize_odd_value(x, inv_scale, qp.quant_max)
+                      : quantize_value(x, inv_scale, 0, qp.quant_min, qp.quant_max);
 }
 
 }  // namespace qatlab

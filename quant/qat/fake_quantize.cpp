@@ -41,16 +41,25 @@ Rows rows_for(const Tensor& x, const QParams& qp) {
   return r;
 }
 
+// The un-clamped code offset of v = x / scale: nearbyint(v), or on a mid-rise grid (kOdd) the nearest
+// odd integer, as quantize_value and quantize_odd_value round.
+template <bool kOdd>
+inline float round_code(float v) {
+  if constexpr (kOdd) return round_to_odd(v);
+  return std::nearbyint(v);
+}
+
 // One row through quantize -> dequantize: scale * (quantize_value(x) - zp), written without branches so
 // that it compiles to vector instructions (a NaN test per element kept it scalar: 8 % of a ResNet-20 QAT
 // step). The clamp is done on the rounded float against qmin - zp and qmax - zp, as quantize_value does;
 // NaN passes both comparisons unchanged and is then mapped to 0 (the zero point's value), and "+ 0.0f"
 // turns the -0.0 that nearbyint gives for small negative x into the +0.0 that the integer path gives.
+template <bool kOdd>
 inline void fake_quantize_row(const float* __restrict x, float* __restrict y, int64_t n, float scale,
                               float inv_scale, int32_t zp, int32_t qmin, int32_t qmax) {
   const float lo = static_cast<float>(qmin - zp), hi = static_cast<float>(qmax - zp);
   for (int64_t i = 0; i < n; ++i) {
-    float r = std::nearbyint(x[i] * inv_scale);
+    float r = round_code<kOdd>(x[i] * inv_scale);
     r = r < lo ? lo : r;
     r = hi < r ? hi : r;
     r = r == r ? r + 0.0f : 0.0f;
@@ -62,18 +71,19 @@ inline void fake_quantize_row(const float* __restrict x, float* __restrict y, in
 // The rounded value is compared in float against qmin - zp and qmax - zp (small integers, exact), which
 // is the integer test without the overflow a huge x would cause; NaN fails both tests and passes nothing.
 // fresh: gx is a new buffer (Tensor::grad_for_write), assigned rather than added to.
+template <bool kOdd>
 inline void ste_row(const float* __restrict x, const float* __restrict g, float* __restrict gx, int64_t n,
                     float inv_scale, int32_t zp, int32_t qmin, int32_t qmax, bool fresh) {
   const float lo = static_cast<float>(qmin - zp), hi = static_cast<float>(qmax - zp);
   if (fresh) {
     for (int64_t i = 0; i < n; ++i) {
-      const float r = std::nearbyint(x[i] * inv_scale);
+      const float r = round_code<kOdd>(x[i] * inv_scale);
       gx[i] = ((r >= lo) & (r <= hi)) ? g[i] : 0.0f;
     }
     return;
   }
   for (int64_t i = 0; i < n; ++i) {
-    const float r = std::nearbyint(x[i] * inv_scale);
+    const float r = round_code<kOdd>(x[i] * inv_scale);
     gx[i] += ((r >= lo) & (r <= hi)) ? g[i] : 0.0f;
   }
 }
@@ -113,17 +123,24 @@ Tensor fake_quantize(const Tensor& x, const QParams& qp) {
     const int32_t* zp = qp.zero_point.data();
     const int32_t qmin = qp.quant_min, qmax = qp.quant_max;
     for_each_row(rows, numel, [&](int64_t begin, int64_t n, int64_t c) {
-      fake_quantize_row(px + begin, py + begin, n, s[c], is[c], zp[c], qmin, qmax);
+      if (qp.odd_codes)
+        fake_quantize_row<true>(px + begin, py + begin, n, s[c], is[c], zp[c], qmin, qmax);
+      else
+        fake_quantize_row<false>(px + begin, py + begin, n, s[c], is[c], zp[c], qmin, qmax);
     });
   }
   record_op(y, "fake_quantize", {x},
-            [x, rows, inv_scale, zps = qp.zero_point, qmin = qp.quant_min, qmax = qp.quant_max](const Tensor& grad_out) {
+            [x, rows, inv_scale, zps = qp.zero_point, qmin = qp.quant_min, qmax = qp.quant_max,
+             odd = qp.odd_codes](const Tensor& grad_out) {
               bool fresh = false;  // the rows cover x: every element is written
               float* gx = x.grad_for_write(&fresh);
               const float* g = grad_out.data();
               const float* px = x.data();
               for_each_row(rows, x.numel(), [&](int64_t begin, int64_t n, int64_t c) {
-                ste_row(px + begin, g + begin, gx + begin, n, inv_scale[c], zps[c], qmin, qmax, fresh);
+                if (odd)
+                  ste_row<true>(px + begin, g + begin, gx + begin, n, inv_scale[c], zps[c], qmin, qmax, fresh);
+                else
+                  ste_row<false>(px + begin, g + begin, gx + begin, n, inv_scale[c], zps[c], qmin, qmax, fresh);
               });
             });
   return y;
@@ -197,7 +214,7 @@ Tensor FakeQuantize::forward(const Tensor& x) {
 }
 
 std::optional<OutputGrid> FakeQuantize::output_grid(float lo, float hi) {
-  if (!fake_quant_enabled() || scheme().per_channel) return std::nullopt;
+  if (!fake_quant_enabled() || scheme().per_channel || scheme().mid_rise) return std::nullopt;
   if (training() && observer_enabled()) {
     BatchSync* sync = batch_sync();
     if (!(sync ? observer_->observe_range_chunk(lo, hi, *sync) : observer_->observe_range(lo, hi))) return std::nullopt;
@@ -223,6 +240,7 @@ QParams FakeQuantize::qparams() const {
   qp.axis = s.per_channel ? s.axis : -1;
   qp.quant_min = s.quant_min();
   qp.quant_max = s.quant_max();
+  qp.odd_codes = s.mid_rise;
   const int64_t C = scale_.numel();
   const float* sc = scale_.data();
   const float* zp = zero_point_.data();

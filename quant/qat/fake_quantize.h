@@ -20,10 +20,12 @@ namespace qatlab {
 // y = scale * (float)(q - zp), q = quantize_value(x, 1.0f / scale, zp, quant_min, quant_max) (see
 // quant/engine/requantize.h), per tensor or per slice along qp.axis for a tensor of any rank. Because q is
 // computed by the very function the integer graph's Quantize op uses, the simulation and the integer
-// engine round identically.
+// engine round identically. On a mid-rise grid (qp.odd_codes) q = quantize_odd_value(x, 1.0f / scale,
+// quant_max), as the integer graph's weights are rounded (NaN -> 0 as well).
 //
 // Backward, the straight-through estimator: dL/dx = dL/dy where the un-clamped code
-// zp + nearbyint(x * (1.0f / scale)) lies in [quant_min, quant_max] (bounds included), 0 elsewhere.
+// zp + nearbyint(x * (1.0f / scale)) (the odd rounding on a mid-rise grid) lies in [quant_min, quant_max]
+// (bounds included), 0 elsewhere.
 // The scale and zero point are constants here (no gradient flows to them).
 //
 // Throws std::invalid_argument when qp is invalid (QParams::validate) or its per-channel size does not

@@ -13,6 +13,7 @@
 #include "core/format.h"
 #include "core/ops.h"
 #include "core/parallel.h"
+#include "core/round_odd.h"
 #include "quant/qat/observer.h"
 
 namespace qatlab {
@@ -65,12 +66,13 @@ void for_each_chunk(const Rows& r, std::vector<double>& acc, F f) {
   for (int64_t item = 0; item < items; ++item) acc[(item / per_row) % r.channels] += partial[item];
 }
 
-// The grid fields a scheme fixes: axis and code range.
+// The grid fields a scheme fixes: axis, code range and rounding.
 QParams grid_of(const QScheme& scheme, size_t C) {
   QParams qp;
   qp.axis = scheme.per_channel ? scheme.axis : -1;
   qp.quant_min = scheme.quant_min();
   qp.quant_max = scheme.quant_max();
+  qp.odd_codes = scheme.mid_rise;
   qp.scale.resize(C);
   qp.zero_point.resize(C);
   return qp;
@@ -203,7 +205,7 @@ Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector
   for (int64_t c = 0; c < C; ++c) inv[c] = 1.0f / qp.scale[c];
   record_op(y, "lsq_fake_quantize", {x, scale},
             [x, scale, rows, inv, per_channel = scheme.per_channel, zps = qp.zero_point, qmin = qp.quant_min,
-             qmax = qp.quant_max, grad_scale](const Tensor& grad_out) {
+             qmax = qp.quant_max, odd = qp.odd_codes, grad_scale](const Tensor& grad_out) {
               const float* px = x.data();
               const float* g = grad_out.data();
               // Each element of gx is written once: a fresh buffer is assigned, not zeroed.
@@ -216,14 +218,14 @@ Tensor lsq_fake_quantize(const Tensor& x, const Tensor& scale, const std::vector
               if (per_channel) {
                 for_each_chunk(rows, gs, [&](int64_t begin, int64_t n, int64_t c) {
                   return lsq_backward_run(px + begin, g + begin, gx ? gx + begin : nullptr, fresh, n, inv[c], lo(c),
-                                          hi(c));
+                                          hi(c), odd);
                 });
               } else {
                 // Per tensor, plane by plane of (N, C, S): the order in which batch_norm_scaled_lsq, the
                 // same quantizer fused into a QAT layer's batch norm, adds the same terms.
                 const int64_t n = x.dim() >= 1 ? x.size(0) : 1, c = x.dim() >= 2 ? x.size(1) : 1;
                 const int64_t s = x.numel() / std::max<int64_t>(n * c, 1);
-                gs[0] = lsq_backward_planes(px, g, gx, fresh, n, c, s, inv[0], lo(0), hi(0));
+                gs[0] = lsq_backward_planes(px, g, gx, fresh, n, c, s, inv[0], lo(0), hi(0), odd);
               }
               if (scale.requires_grad()) {
                 float* gsc = scale.mutable_grad();
@@ -447,7 +449,8 @@ std::vector<float> LsqQuantizer::mse_scales(const Tensor& x, const QParams& qp) 
       const float lo = static_cast<float>(qp.quant_min), hi = static_cast<float>(qp.quant_max);
       double e = 0.0;
       for (int64_t i = begin; i < begin + n; ++i) {
-        const float q = std::clamp(std::nearbyint(px[i] * inv) + z, lo, hi);
+        const float r = qp.odd_codes ? round_to_odd(px[i] * inv) : std::nearbyint(px[i] * inv);
+        const float q = std::clamp(r + z, lo, hi);
         const double d = static_cast<double>(px[i]) - static_cast<double>((q - z) * s);
         e += d * d;
       }
@@ -508,8 +511,10 @@ void LsqQuantizer::project(const Tensor& x) {
     if (!(m > 0.0f) || !std::isfinite(m)) continue;  // all zero: kMinScale; NaN: the forward names it
     const float lo = static_cast<float>(static_cast<double>(m) /
                                         (static_cast<double>(step_bounds_) * positive_levels(static_cast<int32_t>(z[c]))));
-    // 15/8 of the largest |x|: that value is then 8/15 of a step, which still rounds to +-1.
-    const float hi = std::max(m * 1.875f, static_cast<float>(kMinScale));
+    // 15/8 of the largest |x|: that value is then 8/15 of a step, which still rounds to +-1. A mid-rise
+    // grid has no 0 code (its innermost codes are +-1 whatever the step): 15/32 of it, where that value
+    // (32/15 of a step) still rounds to +-3.
+    const float hi = std::max(m * (scheme().mid_rise ? 0.46875f : 1.875f), static_cast<float>(kMinScale));
     s[c] = std::clamp(s[c], std::min(std::max(lo, static_cast<float>(kMinScale)), hi), hi);
   }
 }
@@ -562,8 +567,10 @@ Tensor LsqQuantizer::forward(const Tensor& x) {
 }
 
 std::optional<LsqStep> LsqQuantizer::training_step(const Tensor& x) {
-  // LSQ+ (a subclass) learns an offset too, which this step does not carry.
-  if (!training() || !initialized() || scheme().per_channel || is<LsqPlusQuantizer>()) return std::nullopt;
+  // LSQ+ (a subclass) learns an offset too, which this step does not carry, nor does it carry a mid-rise
+  // grid's rounding.
+  if (!training() || !initialized() || scheme().per_channel || scheme().mid_rise || is<LsqPlusQuantizer>())
+    return std::nullopt;
   (void)rows_for(x, scheme(), channels_, type().c_str());
   project(x);  // as forward() does before it reads the grid
   const QParams qp = qparams();
@@ -590,7 +597,9 @@ std::string LsqQuantizer::describe() const {
   std::ostringstream os;
   os << "lsq, " << scheme().describe() << ", init=" << lsq_init_name(init_);
   if (grad_scale_ != LsqGradScale::Channel) os << ", gradient scale per " << lsq_grad_scale_name(grad_scale_);
-  if (step_bounds_ > 0.0f) os << ", step within [min/max step / " << num_str(step_bounds_) << ", 15/8 max |x|]";
+  if (step_bounds_ > 0.0f)
+    os << ", step within [min/max step / " << num_str(step_bounds_) << (scheme().mid_rise ? ", 15/32" : ", 15/8")
+       << " max |x|]";
   if (!initialized()) {
     os << ", scale=unset";
   } else {

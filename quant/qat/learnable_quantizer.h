@@ -10,7 +10,7 @@
 // Only the backward differs from FakeQuantize: gradients also reach the learned parameters.
 //
 // Each op's backward classifies every element by its un-clamped offset r = nearbyint(x * (1.0f / s)) (the
-// rounding quantize_value does) against the code range shifted by the zero point, lo = qmin - zp and
+// rounding quantize_value does; on a mid-rise grid the odd integer nearest, as quantize_odd_value rounds) against the code range shifted by the zero point, lo = qmin - zp and
 // hi = qmax - zp: "below" r < lo, "inside" lo <= r <= hi, "above" r > hi (NaN: no gradient anywhere).
 // This is the same test as fake_quantize's straight-through estimator, so the x gradient of LSQ and LSQ+
 // is exactly FakeQuantize's.
@@ -69,6 +69,8 @@ QParams pact_qparams(const Tensor& alpha, const QScheme& scheme);
 // r = nearbyint(v) and the classification of the file comment:
 //   dy/dx = 1 inside, 0 below and above                              (the straight-through estimator)
 //   dy/ds = r - v inside, lo = qmin - zp below, hi = qmax - zp above  (times grad_scale[c])
+// On a mid-rise grid (scheme.mid_rise: odd codes r, s half the distance between levels) the same formulas
+// hold with r the nearest odd integer and lo = -qmax, hi = qmax: the weights DoReFa and PACT learn on.
 // The inside term is the derivative of s * round(x / s) with round's derivative taken as 1 (the paper's
 // straight-through choice: it keeps the rounding residual r - v, which tells s how the codes sit on the
 // data); on the clamped sides the output is exactly linear in s, and the term is its slope.
@@ -167,7 +169,7 @@ class LsqQuantizer : public Quantizer {
   // For an op that fake-quantizes its output in its own pass and takes this quantizer's backward into
   // its own (a QAT layer's batch norm, batch_norm_scaled_lsq): the step of a training-mode forward(x),
   // its scale projected as forward() does first; nothing before initialisation (the first batch sets
-  // the scale from the values), outside training, for a per-channel scheme or for a subclass.
+  // the scale from the values), outside training, for a per-channel or mid-rise scheme or for a subclass.
   std::optional<LsqStep> training_step(const Tensor& x);
 
   bool initialized() const;
@@ -193,7 +195,8 @@ class LsqQuantizer : public Quantizer {
   // weight quantizers: every training forward keeps s[c] within
   //   [max|x_c| / (k * Qp[c]), 15/8 max|x_c|]
   // (the channel's min/max step divided by k; and a step at which its largest value, 8/15 of a step,
-  // still rounds to +-1, where from 2 max|x_c| on every code is 0), writing the bounded step back as
+  // still rounds to +-1, where from 2 max|x_c| on every code is 0; on a mid-rise grid, whose codes are
+  // never 0, 15/32 max|x_c|, where that value still rounds to +-3), writing the bounded step back as
   // project() does. With batch norm after the layer the loss is
   // blind to a channel's overall scale, so nothing holds its step to its weights: at 2 bits LSQ's steps
   // drifted to the floor (every weight clipped to the tiny step: the channel's output is its bias) or far

@@ -69,7 +69,7 @@ LoweredLayer lower_layer(const QatLayer& layer, const QParams& input, const QPar
     const float inv = 1.0f / s_w;
     for (int64_t i = 0; i < per_channel; ++i)
       out.weight[c * per_channel + i] =
-          static_cast<int8_t>(quantize_value(w.data()[c * per_channel + i], inv, 0, wq.quant_min, wq.quant_max));
+          static_cast<int8_t>(quantize_weight_value(w.data()[c * per_channel + i], inv, wq));
     // The bias lives on the accumulator's grid (bias.h).
     const double acc_scale = bias_scale(s_in, s_w);
     out.bias[c] = quantize_bias(b.data()[c], acc_scale);

@@ -435,7 +435,8 @@ struct HistogramStats {
   }
 };
 
-// The range the integer codes actually cover for a requested clipping range [a, b], and its step.
+// The range the integer codes actually cover for a requested clipping range [a, b], and the distance
+// between levels (two scales on a mid-rise grid, whose codes are odd).
 struct EffectiveRange {
   double lo, hi, step;
 };
@@ -443,7 +444,8 @@ struct EffectiveRange {
 EffectiveRange effective_range(const QScheme& s, float a, float b) {
   const ScaleZeroPoint sz = choose_scale_zero_point(s, a, b);
   const double scale = sz.scale;
-  return {scale * (s.quant_min() - sz.zero_point), scale * (s.quant_max() - sz.zero_point), scale};
+  return {scale * (s.quant_min() - sz.zero_point), scale * (s.quant_max() - sz.zero_point),
+          s.mid_rise ? 2.0 * scale : scale};
 }
 
 }  // namespace

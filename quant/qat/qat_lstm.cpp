@@ -213,7 +213,7 @@ std::vector<int8_t> weight_codes(const Tensor& w, const QParams& qp) {
   for (int64_t r = 0; r < rows; ++r) {
     const float inv = 1.0f / qp.scale[qp.per_channel() ? r : 0];
     for (int64_t k = 0; k < cols; ++k)
-      q[r * cols + k] = static_cast<int8_t>(quantize_value(w.data()[r * cols + k], inv, 0, qp.quant_min, qp.quant_max));
+      q[r * cols + k] = static_cast<int8_t>(quantize_weight_value(w.data()[r * cols + k], inv, qp));
   }
   return q;
 }

@@ -51,15 +51,25 @@ void check_observer(ObserverKind kind, bool per_channel, const std::string& what
 WeightRange parse_weight_range(const std::string& text, const std::string& what) {
   if (text == "narrow") return WeightRange::Narrow;
   if (text == "full") return WeightRange::Full;
-  throw std::invalid_argument(what + " must be narrow or full, got '" + text + "'");
+  if (text == "mid-rise") return WeightRange::MidRise;
+  throw std::invalid_argument(what + " must be narrow, full or mid-rise, got '" + text + "'");
 }
 
-const char* weight_range_name(WeightRange range) { return range == WeightRange::Narrow ? "narrow" : "full"; }
+const char* weight_range_name(WeightRange range) {
+  switch (range) {
+    case WeightRange::Narrow: return "narrow";
+    case WeightRange::Full: return "full";
+    case WeightRange::MidRise: return "mid-rise";
+  }
+  return "?";
+}
 
 QuantizerSpec QConfig::weight_for(const std::string& name, const std::string& type) const {
   QuantizerSpec spec = weight;
   if (const LayerBits* o = find_override(layer_bits, name, type); o && o->weight_bits) spec.scheme.bits = o->weight_bits;
   if (spec.scheme.bits == 8) spec.scheme.narrow_range = true;  // -128 is outside the int8 kernels' contract
+  // Odd codes of 8 bits would reach +-255: 8-bit layers keep the narrow grid.
+  else if (weight_mid_rise) spec.scheme.mid_rise = true, spec.scheme.narrow_range = false;
   return spec;
 }
 
@@ -144,6 +154,8 @@ void QConfig::set_lsq_step_bounds(float k) {
 
 void QConfig::validate() const {
   weight.scheme.validate();
+  if (weight_mid_rise && weight.scheme.narrow_range)
+    throw std::invalid_argument("mid-rise weights (weight_mid_rise) on a narrow weight scheme: set them with set_weight_range");
   activation.scheme.validate();
   check_observer(weight.observer, weight.scheme.per_channel, "weight observer");
   check_observer(activation.observer, activation.scheme.per_channel, "activation observer");
@@ -180,6 +192,8 @@ std::string QConfig::describe() const {
   std::ostringstream os;
   os << "weights: " << weight.describe();
   if (weight_range() == WeightRange::Full) os << " (full range below 8 bits; 8-bit layers [-127, 127])";
+  if (weight_range() == WeightRange::MidRise)
+    os << " (mid-rise below 8 bits: odd codes, no level at 0; 8-bit layers [-127, 127])";
   os << "\nactivations: " << activation.describe() << "\n";
   for (const auto& [name, b] : layer_bits)
     os << "override " << name << ": W" << (b.weight_bits ? std::to_string(b.weight_bits) : "-") << " A"

@@ -53,16 +53,19 @@ struct LayerBits {
 // centred on 0 (2 bits: [-1, 1], three levels); or full, [-2^(b-1), 2^(b-1) - 1], every code of b bits
 // (2 bits: [-2, 1], four levels, as LSQ's low-bit weights). Full applies below 8 bits only: 8-bit weights
 // stay [-127, 127] whatever the setting, the int8 contract (TFLite's; the integer LSTM's int16 pair sums
-// rely on it: quant/README.md section 1). Either way the
+// rely on it: quant/README.md section 1). Or mid-rise, below 8 bits too: 2^b levels symmetric around 0
+// without a level at 0, the odd codes [-(2^b - 1), 2^b - 1] on half a level's distance (2 bits:
+// {-3, -1, 1, 3}; QScheme::mid_rise), DoReFa's and PACT's weight grid. Every way the
 // weights are symmetric (zero point 0), so an integer graph needs no weight zero-point correction.
-enum class WeightRange { Narrow, Full };
-// "narrow" | "full". Throws std::invalid_argument naming `what` and the text.
+enum class WeightRange { Narrow, Full, MidRise };
+// "narrow" | "full" | "mid-rise". Throws std::invalid_argument naming `what` and the text.
 WeightRange parse_weight_range(const std::string& text, const std::string& what);
 const char* weight_range_name(WeightRange range);
 
 struct QConfig {
   // Weights: symmetric, narrow range ([-127, 127] at 8 bits), per output channel, min/max observer.
-  // (weight.scheme.narrow_range false: WeightRange::Full; weight_for keeps 8-bit layers narrow.)
+  // (weight.scheme.narrow_range false: WeightRange::Full, or MidRise with weight_mid_rise; weight_for
+  // keeps 8-bit layers narrow.)
   QuantizerSpec weight{QScheme{8, true, true, true, 0, true}, ObserverKind::MinMax, QuantizerMethod::Observer,
                        std::nullopt, std::nullopt, std::nullopt};
   // Activations: affine signed (int8 [-128, 127] at 8 bits), per tensor, moving-average min/max.
@@ -73,8 +76,12 @@ struct QConfig {
   // or kResidualSums (activation bits only). A name beats kResidualBranches and kResidualSums, which beat
   // a type.
   std::map<std::string, LayerBits> layer_bits;
+  // WeightRange::MidRise (set with set_weight_range): weight_for gives layers below 8 bits a mid-rise grid.
+  // Not on `weight.scheme` itself, whose bits may be 8 (a mid-rise scheme has at most 7).
+  bool weight_mid_rise = false;
 
-  // A layer's weight quantizer: `weight` with the layer's bits, narrow at 8 bits (see WeightRange).
+  // A layer's weight quantizer: `weight` with the layer's bits, narrow at 8 bits, mid-rise below 8 with
+  // weight_mid_rise (see WeightRange).
   QuantizerSpec weight_for(const std::string& name, const std::string& type) const;
   // `residual_branch`: the layer's output is the output of a residual block's branch (what the add reads).
   // Type "Residual": a residual sum (kResidualSums applies).
@@ -87,7 +94,9 @@ struct QConfig {
                               const std::string& activation_observer, const std::vector<std::string>& layer_bits,
                               const std::string& weight_method = "observer",
                               const std::string& activation_method = "observer", const std::string& lsq_init = "");
-  WeightRange weight_range() const { return weight.scheme.narrow_range ? WeightRange::Narrow : WeightRange::Full; }
+  WeightRange weight_range() const {
+    return weight_mid_rise ? WeightRange::MidRise : weight.scheme.narrow_range ? WeightRange::Narrow : WeightRange::Full;
+  }
   // Sets the gradient scale's N of every LSQ / LSQ+ quantizer (--lsq-grad-scale); throws
   // std::invalid_argument when there is none.
   void set_lsq_grad_scale(LsqGradScale scale);
@@ -95,7 +104,10 @@ struct QConfig {
   // LsqQuantizer::set_step_bounds); throws std::invalid_argument when the weights learn no step or k is
   // not finite and >= 1.
   void set_lsq_step_bounds(float k);
-  void set_weight_range(WeightRange range) { weight.scheme.narrow_range = range == WeightRange::Narrow; }
+  void set_weight_range(WeightRange range) {
+    weight.scheme.narrow_range = range == WeightRange::Narrow;
+    weight_mid_rise = range == WeightRange::MidRise;
+  }
   void validate() const;
   // A few lines for logs and `info`.
   std::string describe() const;

@@ -91,6 +91,8 @@ std::string qconfig_to_data(const QConfig& q) {
   out << YAML::Key << kFormat << YAML::Value << kVersion;
   emit_spec(out, "weight", q.weight);
   emit_spec(out, "activation", q.activation);
+  // Written only when set, so that files from before mid-rise grids read and compare as they did.
+  if (q.weight_mid_rise) out << YAML::Key << "weight_range" << YAML::Value << weight_range_name(WeightRange::MidRise);
   out << YAML::Key << "layer_bits" << YAML::Value << YAML::BeginMap;
   for (const auto& [name, b] : q.layer_bits)
     out << YAML::Key << name << YAML::Value << YAML::Flow << YAML::BeginSeq << b.weight_bits << b.activation_bits
@@ -116,6 +118,11 @@ QConfig qconfig_from_data(const std::string& text, const std::string& source) {
   QConfig q;
   q.weight = r.spec(root, "weight");
   q.activation = r.spec(root, "activation");
+  if (const YAML::Node range = root["weight_range"]) {
+    if (!range.IsScalar() || range.Scalar() != weight_range_name(WeightRange::MidRise))
+      r.fail(range, "'weight_range' must be mid-rise (the other ranges are the weight scheme's narrow_range)");
+    q.weight_mid_rise = true;
+  }
   const YAML::Node bits = r.field(root, "layer_bits");
   if (!bits.IsMap()) r.fail(bits, "'layer_bits' must be a map");
   for (const auto& kv : bits) {

@@ -221,7 +221,8 @@ std::string explain_linear(const Int8Graph& graph, const std::string& op_name, c
      << w.input_offset << "\n";
   os << pixel_table_lines(graph, w.op->inputs[0]);
   os << "   weights  scale " << fmt("%.6g", w.s_w) << (l.weights.per_channel() ? " (this output channel's)" : "")
-     << ", zero point 0, codes in [" << l.weights.quant_min << ", " << l.weights.quant_max << "]\n";
+     << ", zero point 0, " << (l.weights.odd_codes ? "odd codes (mid-rise) in [" : "codes in [") << l.weights.quant_min
+     << ", " << l.weights.quant_max << "]\n";
   os << "   output   scale " << fmt("%.6g", w.s_out) << ", zero point " << w.z_out << ", codes clamped to ["
      << w.act_min << ", " << w.act_max << "]" << (w.act_min > l.output.quant_min ? " (fused ReLU: nothing below real 0)" : "")
      << "\n\n";
@@ -761,7 +762,7 @@ BnFold fold_channel(const QatLayer& layer, const LoweredLayer& lowered, int64_t 
     const float w = layer.weight.data()[c * f.per_channel + k];
     f.w.push_back(w);
     f.w_fold.push_back(w * f.sf);
-    f.codes.push_back(quantize_value(w * f.sf, 1.0f / f.s_w, 0, wq.quant_min, wq.quant_max));
+    f.codes.push_back(quantize_weight_value(w * f.sf, 1.0f / f.s_w, wq));
     f.lowered.push_back(all[c * f.per_channel + k]);
     f.weights_equal += f.codes.back() == f.lowered.back();
   }
@@ -793,7 +794,9 @@ std::string explain_bn_folding(const QatLayer& layer, const LoweredLayer& lowere
   os << "   conv bias b = " << fmt("%.8g", f.b) << (layer.bias.defined() ? "" : " (the layer has none)") << "\n\n";
   const size_t shown = listed(f.w.size(), terms);
   os << "   folded weights W_fold = W * sf, on the weight grid (scale s_w = " << fmt("%.6g", f.s_w)
-     << ", zero point 0, codes in [" << lowered.weights.quant_min << ", " << lowered.weights.quant_max
+     << ", zero point 0, " << (lowered.weights.odd_codes ? "odd codes (mid-rise: the odd integer nearest W_fold / s_w) in ["
+                                                        : "codes in [")
+     << lowered.weights.quant_min << ", " << lowered.weights.quant_max
      << "]); " << (shown < f.w.size() ? "the first " + std::to_string(shown) + " of " : "all ") << f.w.size() << ":\n";
   os << (conv ? "      c ky kx" : "       in") << " | W           | W_fold = W * sf | W_fold / s_w | code | convert's\n";
   const int64_t KH = conv ? layer.weight.size(2) : 1, KW = conv ? layer.weight.size(3) : 1;

@@ -314,7 +314,8 @@ void fill_histogram(const std::vector<float>& values, double lo, double hi, int 
 void grid_levels(const QParams& qp, size_t c, GridHistogram& h) {
   const double s = qp.scale[c];
   const int32_t z = qp.zero_point[c];
-  for (int32_t q = qp.quant_min; q <= qp.quant_max; ++q) h.levels.push_back(s * (q - z));
+  // A mid-rise grid's codes are the odd ones only.
+  for (int32_t q = qp.quant_min; q <= qp.quant_max; q += qp.odd_codes ? 2 : 1) h.levels.push_back(s * (q - z));
   h.clip_min = s * (qp.quant_min - z);
   h.clip_max = s * (qp.quant_max - z);
 }
@@ -336,7 +337,7 @@ ValueSpread value_spread(std::vector<double> values) {
 }
 
 int grid_bits(const QParams& qp) {
-  const int64_t levels = static_cast<int64_t>(qp.quant_max) - qp.quant_min + 1;
+  const int64_t levels = qp.levels();
   int bits = 0;
   while ((int64_t{1} << bits) < levels) ++bits;
   return bits;

@@ -109,7 +109,9 @@ std::string start_name(const std::string& checkpoint) {
 }  // namespace
 
 std::string sweep_cell_schedule(const SweepCellSettings& s) {
-  const std::string range = s.weight_range == WeightRange::Full ? ", full-range weights" : "";
+  const std::string range = s.weight_range == WeightRange::Full      ? ", full-range weights"
+                            : s.weight_range == WeightRange::MidRise ? ", mid-rise weights"
+                                                                     : "";
   if (sweep_method_is_ptq(s.cell.method))
     return std::to_string(s.calib_batches) + " calibration batches of " + std::to_string(s.batch_size) + range;
   return std::to_string(s.qat_epochs) + (s.qat_epochs == 1 ? " epoch" : " epochs") + ", lr " + num_str(s.qat_lr) +

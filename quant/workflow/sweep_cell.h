@@ -91,8 +91,8 @@ TrainSettings sweep_cell_train_settings(const SweepCellSettings& s);
 // How a cell gets its model, for the tables (CellResult::schedule): "32 calibration batches of 128" for
 // PTQ, "15 epochs, lr 0.01 cosine, batch 128, weight decay 0.0005" for QAT (", 1 warm-up epoch" after the
 // weight decay when it has one); ", started from <cell>" when a QAT cell starts from start_checkpoint
-// (<cell>: the name of that checkpoint's directory); ", full-range weights" after either when the weights
-// use WeightRange::Full.
+// (<cell>: the name of that checkpoint's directory); ", full-range weights" (", mid-rise weights") after
+// either when the weights use WeightRange::Full (MidRise).
 std::string sweep_cell_schedule(const SweepCellSettings& s);
 
 // Runs the cell: quantizes the float model (its QAT checkpoint into the directory), reloads that

@@ -732,6 +732,28 @@ TEST_F(CliTest, QatConvertEvalPipelineAgreesBitForBitInExactMode) {
   EXPECT_NE(info.out.find("qatlab-int8-graph"), std::string::npos) << info.describe();
 }
 
+// --weight-range mid-rise: the checkpoint keeps the setting, and the integer model's 2-bit layers take the
+// odd codes [-3, 3] (the first layer too here: no override), matching the simulation in exact mode.
+TEST_F(CliTest, QatWithMidRiseWeightsConvertsToOddCodes) {
+  make_mlp_run(work("float"));
+  const RunResult r = qatlab({"qat", "--from", work("float") + "/checkpoint.h5", "--out", work("mid"), "--data-dir",
+                              data_dir(), "--threads", "2", "--progress", "none", "--epochs", "1", "--lr", "0.01",
+                              "--train-limit", "256", "--test-limit", "64", "--wbits", "2", "--abits", "4", "--wquant",
+                              "lsq", "--weight-range", "mid-rise"},
+                             "mid");
+  ASSERT_TRUE(Succeeded(r));
+  const QConfig q = stored_qconfig(load_checkpoint(work("mid") + "/checkpoint.h5"));
+  EXPECT_EQ(q.weight_range(), WeightRange::MidRise);
+  const RunResult conv = qatlab({"convert", work("mid") + "/checkpoint.h5", "--show"}, "convert-mid");
+  ASSERT_TRUE(Succeeded(conv));
+  EXPECT_NE(conv.out.find("odd codes [-3, 3]"), std::string::npos) << conv.describe();
+  const RunResult ev = qatlab({"eval", work("mid") + "/model.int8.h5", "--compare", work("mid") + "/checkpoint.h5",
+                               "--data-dir", data_dir(), "--test-limit", "64", "--threads", "2"},
+                              "mid-eval");
+  ASSERT_TRUE(Succeeded(ev));
+  EXPECT_NE(ev.out.find("exact mode: output codes bit-identical on 64 of 64 images"), std::string::npos) << ev.describe();
+}
+
 // Progressive fine-tuning: --from a QAT checkpoint quantizes its float weights again at other bits.
 TEST_F(CliTest, QatFromAQatCheckpointRequantizesItsWeights) {
   make_mlp_run(work("float"));
@@ -848,7 +870,7 @@ TEST_F(CliTest, BadQuantizationSettingsAreUsageErrors) {
   EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--observer", "magic"}), "observer"), kUsageError, "qat", {"magic"}));
   EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--layer-bits", "fc1"}), "layer-bits"), kUsageError, "qat", {"NAME=W:A"}));
   EXPECT_TRUE(FailedWith(qatlab(concat(base, {"--weight-range", "wide"}), "weight-range"), kUsageError, "qat",
-                         {"--weight-range must be narrow or full, got 'wide'"}));
+                         {"--weight-range must be narrow, full or mid-rise, got 'wide'"}));
   EXPECT_FALSE(fs::exists(work("qat")));
   // convert takes QAT checkpoints only; a float one gets a hint.
   EXPECT_TRUE(FailedWith(qatlab({"convert", work("float") + "/checkpoint.h5"}, "convert-float"), kUsageError, "convert",

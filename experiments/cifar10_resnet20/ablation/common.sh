@@ -5,6 +5,11 @@
 #   study_layers  the study's layer keys: first and last layer 8-bit, the residual branches on 8-bit
 #                 grids, the stem's output at A bits, the last block's sum at 8 (study.sh's `common`)
 #   keep_cells, restore_cells   (../cells.sh)
+#   single_sweep_mode OUT [ARG]   for an ablation whose one sweep writes OUT: ARG "save" keeps the sweep's
+#                 cells in $here/kept for the next session and exits; no ARG restores them into OUT
+#                 (the sweep then resumes); anything else is a usage error
+#   run_sweep LOG ARGS...   qatlab ARGS (a sweep), its output appended to LOG after a line with the time
+#                 and the command
 exp="$here/../.."
 Q="${QATLAB:-$exp/../../build/apps/qatlab}"
 case "$Q" in /*) ;; *) Q="$PWD/$Q" ;; esac
@@ -12,3 +17,18 @@ study_layers=(--first-last 8 --layer-bits residual-branches=:8 --layer-bits stem
 
 # shellcheck source=../cells.sh
 source "$here/../../cells.sh"
+
+single_sweep_mode() {
+  local out="$1" arg="${2:-}"
+  case "$arg" in
+    save) keep_cells "$out" "$here/kept"; exit 0 ;;
+    "") restore_cells "$here/kept" "$out" ;;
+    *) echo "usage: bash ablation/$(basename "$here")/run.sh [save]" >&2; exit 2 ;;
+  esac
+}
+
+run_sweep() {
+  local log="$1"
+  shift
+  { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab $*"; "$Q" "$@" 2>&1; } | tee -a "$log"
+}

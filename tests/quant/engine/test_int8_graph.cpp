@@ -788,6 +788,14 @@ TEST(Int8GraphValidate, ConvertedGraphsPassAndEachBrokenRuleIsNamed) {
   // A -128 weight: the kernels' packing assumes narrow-range weights (found by fuzzing the loader).
   e = validate_error(lenet, [&](Int8Graph& g) { g.ops[fc].layer.weight[7] = -128; });
   EXPECT_TRUE(contains(e, "weight code -128 at index 7")) << e;
+  // On a grid of odd codes (mid-rise weights) an even code, here 0, cannot come from convert.
+  e = validate_error(lenet, [&](Int8Graph& g) {
+    LoweredLayer& l = g.ops[fc].layer;
+    for (int8_t& q : l.weight) q = static_cast<int8_t>(q % 2 != 0 ? q : q == 126 ? 127 : q + 1);
+    l.weight[5] = 0;
+    l.weights.odd_codes = true;
+  });
+  EXPECT_TRUE(contains(e, "weight code 0 at index 5 on a grid of odd codes in [-127, 127]")) << e;
   e = validate_error(lenet, [](Int8Graph& g) { g.ops.front().name = "evil\x1b[2J"; });
   EXPECT_EQ(e, "(valid)");  // names are only printed, escaped (checked in the CLI tests)
 }

@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/rng.h"
@@ -253,6 +255,46 @@ TEST(QParamsValidate, RejectsInconsistentParameters) {
   EXPECT_NO_THROW(p.validate());
   p.zero_point = {0};
   EXPECT_TRUE(throws_with([&] { p.validate(); }, {"2 scales and 1 zero points"}));
+}
+
+// Mid-rise: 2^b odd codes [-(2^b - 1), 2^b - 1], signed symmetric only, 2 to 7 bits; choose_qparams puts
+// the outer levels at the range's larger end (scale = max|x| / qmax) and marks the grid's codes odd.
+TEST(QScheme, MidRiseGridsAndTheirParameters) {
+  for (int b = 2; b <= 7; ++b) {
+    QScheme s = scheme(b, true, true, false);
+    s.mid_rise = true;
+    EXPECT_EQ(s.quant_min(), -((1 << b) - 1)) << b;
+    EXPECT_EQ(s.quant_max(), (1 << b) - 1) << b;
+  }
+  QScheme two = scheme(2, true, true, false);
+  two.mid_rise = true;
+  EXPECT_NE(two.describe().find("mid-rise, odd q in [-3, 3]"), std::string::npos) << two.describe();
+  for (auto [bits, is_signed, symmetric, narrow] :
+       {std::tuple{8, true, true, false}, std::tuple{2, false, true, false}, std::tuple{2, true, false, false},
+        std::tuple{2, true, true, true}}) {
+    QScheme bad = scheme(bits, is_signed, symmetric, narrow);
+    bad.mid_rise = true;
+    EXPECT_TRUE(throws_with([&] { bad.validate(); }, {"mid-rise", "signed, symmetric, not narrow and of 2 to 7 bits"}))
+        << bits << is_signed << symmetric << narrow;
+  }
+  const std::vector<float> lo = {-0.6f}, hi = {0.3f};
+  const QParams qp = choose_qparams(two, lo, hi);
+  EXPECT_TRUE(qp.odd_codes);
+  EXPECT_EQ(qp.scale[0], 0.2f);  // the outer levels at +-0.6 = 3 * 0.2
+  EXPECT_EQ(qp.zero_point[0], 0);
+  EXPECT_EQ(qp.levels(), 4);
+  EXPECT_NO_THROW(qp.validate());
+  QParams p = qp;
+  p.zero_point = {1};
+  EXPECT_TRUE(throws_with([&] { p.validate(); }, {"zero_point[0] = 1", "mid-rise", "expected 0"}));
+  p = qp;
+  p.quant_min = -2, p.quant_max = 2;
+  EXPECT_TRUE(throws_with([&] { p.validate(); }, {"odd codes", "[-2, 2]"}));
+  p = qp;
+  p.quant_min = -3, p.quant_max = 1;
+  EXPECT_TRUE(throws_with([&] { p.validate(); }, {"odd codes", "[-3, 1]"}));
+  p.odd_codes = false;
+  EXPECT_EQ(p.levels(), 5);
 }
 
 }  // namespace

@@ -249,5 +249,36 @@ TEST(QuantizeValue, RoundsHalfToEvenAndSaturates) {
   EXPECT_EQ(quantize_value(100.0f, 1.0f, 0, 0, 15), 15);  // other ranges (4-bit unsigned)
 }
 
+// A mid-rise grid's codes: the odd integer nearest x / scale (the even integers, halfway, go up),
+// saturating at +-qmax; NaN gives 0, as fake-quant gives NaN the value 0.
+TEST(QuantizeOddValue, RoundsToTheNearestOddCodeAndSaturates) {
+  EXPECT_EQ(quantize_odd_value(0.0f, 1.0f, 3), 1);
+  EXPECT_EQ(quantize_odd_value(-0.0f, 1.0f, 3), 1);
+  EXPECT_EQ(quantize_odd_value(-0.1f, 1.0f, 3), -1);
+  EXPECT_EQ(quantize_odd_value(1.9f, 1.0f, 3), 1);
+  EXPECT_EQ(quantize_odd_value(2.0f, 1.0f, 3), 3);
+  EXPECT_EQ(quantize_odd_value(-2.0f, 1.0f, 3), -1);
+  EXPECT_EQ(quantize_odd_value(-2.1f, 1.0f, 3), -3);
+  EXPECT_EQ(quantize_odd_value(0.9f, 5.0f, 7), 5);  // 4.5 -> 5
+  EXPECT_EQ(quantize_odd_value(100.0f, 1.0f, 3), 3);
+  EXPECT_EQ(quantize_odd_value(-100.0f, 1.0f, 3), -3);
+  EXPECT_EQ(quantize_odd_value(INFINITY, 1.0f, 127), 127);
+  EXPECT_EQ(quantize_odd_value(-INFINITY, 1.0f, 127), -127);
+  EXPECT_EQ(quantize_odd_value(std::nanf(""), 1.0f, 3), 0);
+  // On the grid, every code is odd and within one level (two scales) of x where x is inside the range.
+  for (float x = -3.0f; x <= 3.0f; x += 0.01f) {
+    const int32_t q = quantize_odd_value(x, 2.0f, 7);
+    EXPECT_NE(q % 2, 0) << x;
+    EXPECT_LE(std::abs(0.5f * static_cast<float>(q) - x), 0.5f + 1e-6f) << x;
+  }
+  QParams mid;
+  mid.scale = {0.5f};
+  mid.zero_point = {0};
+  mid.quant_min = -3, mid.quant_max = 3, mid.odd_codes = true;
+  EXPECT_EQ(quantize_weight_value(0.1f, 2.0f, mid), 1);
+  mid.odd_codes = false;
+  EXPECT_EQ(quantize_weight_value(0.1f, 2.0f, mid), 0);
+}
+
 }  // namespace
 }  // namespace qatlab

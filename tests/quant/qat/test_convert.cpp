@@ -11,6 +11,7 @@
 #include <functional>
 #include <set>
 
+#include "core/h5io.h"
 #include "core/ops.h"
 #include "nn/activation.h"
 #include "nn/batchnorm.h"
@@ -54,6 +55,12 @@ QConfig bits(int w, int a, bool per_channel = true, const std::string& observer 
 // The same with every code of the weights' bits (WeightRange::Full: [-2, 1] at 2 bits).
 QConfig full_range(QConfig q) {
   q.set_weight_range(WeightRange::Full);
+  return q;
+}
+
+// The same on mid-rise grids (WeightRange::MidRise: odd codes {-3, -1, 1, 3} at 2 bits).
+QConfig mid_rise(QConfig q) {
+  q.set_weight_range(WeightRange::MidRise);
   return q;
 }
 
@@ -123,6 +130,14 @@ std::vector<Case> cases() {
       {"gap_net_w2a2_full_range_per_tensor", gap_net, {5, 1, 9, 9}, 4, full_range(bits(2, 2, false))},
       {"res_net_w2a2_full_range_first_last_8", res_net, {3, 3, 10, 10}, 5,
        full_range(bits(2, 2, true, "ema", {"residual-branches=:8", "Linear=8:8"}))},
+      {"conv_net_w4a4_mid_rise", conv_net, {4, 3, 12, 12}, 5, mid_rise(bits(4, 4))},
+      {"conv_net_w3a3_lsq_mid_rise", conv_net, {4, 3, 12, 12}, 5,
+       mid_rise(QConfig::from_options(3, 3, true, "minmax", "ema", {}, "lsq", "lsq", "mse"))},
+      {"gap_net_w2a2_mid_rise_per_tensor_histogram", gap_net, {5, 1, 9, 9}, 4,
+       mid_rise(QConfig::from_options(2, 2, false, "histogram", "ema", {}))},
+      {"res_net_w2a2_lsq_mid_rise_first_last_8", res_net, {3, 3, 10, 10}, 5,
+       mid_rise(QConfig::from_options(2, 2, true, "minmax", "ema", {"residual-branches=:8", "Linear=8:8"}, "lsq",
+                                      "lsq", "mse"))},
       // The sums at 8 bits, requantized to A bits where a conv (and at 2 bits the classifier) reads them:
       // observers, LSQ, PACT (after the blocks' ReLUs).
       {"res_net_w2a2_stream_8", res_net, {3, 3, 10, 10}, 5,
@@ -198,6 +213,59 @@ TEST(Convert, FullRangeWeightsUseEveryCodeBelow8Bits) {
   }
   EXPECT_EQ(low_bit_layers, 6);
   EXPECT_EQ(eight_bit_layers, 1);
+}
+
+// Mid-rise weights have no 0 code: a 2-bit layer's codes are exactly {-3, -1, 1, 3} (the grid's odd
+// codes, all four used), a 3-bit layer's the odd codes of [-7, 7]; a layer overridden to 8 bits stays
+// [-127, 127] with a 0. The file records the odd grid.
+TEST(Convert, MidRiseWeightsUseTheOddCodesBelow8Bits) {
+  Rng rng(7);
+  for (int wbits : {2, 3}) {
+    auto model = prepare_qat(res_net(rng), mid_rise(QConfig::from_options(wbits, 4, true, "minmax", "ema",
+                                                                          {"residual-branches=:8", "Linear=8:"},
+                                                                          "lsq", "lsq", "mse")));
+    train_a_little(model, {3, 3, 10, 10}, 5, rng, 2);
+    const Int8Graph graph = convert(*model, {3, 10, 10});
+    const std::string path = (std::filesystem::temp_directory_path() / "qatlab_convert_mid_rise.h5").string();
+    graph.save(path);
+    const Int8Graph loaded = Int8Graph::load(path);
+    int low_bit_layers = 0, eight_bit_layers = 0;
+    for (size_t i = 0; i < graph.ops.size(); ++i) {
+      const Int8Op& op = graph.ops[i];
+      if (op.kind != Int8OpKind::Conv2d && op.kind != Int8OpKind::FullyConnected) continue;
+      const QParams& w = op.layer.weights;
+      const std::vector<int8_t> codes = op.layer.weight_codes();
+      EXPECT_EQ(loaded.ops[i].layer.weights.odd_codes, w.odd_codes) << "saved and loaded, op " << i;
+      EXPECT_EQ(loaded.ops[i].layer.weight_codes(), codes) << "saved and loaded, op " << i;
+      // In the file the odd codes are halved: 2-bit layers take 2 bits there, 3-bit ones 4.
+      const std::string group = "/ops/" + std::string(i < 10 ? "00" : i < 100 ? "0" : "") + std::to_string(i);
+      const H5File f = H5File::open_read(path);
+      EXPECT_EQ(f.has_attr(group, "weight_halved"), w.odd_codes) << group;
+      if (w.odd_codes) {
+        EXPECT_EQ(f.get_attr_int(group, "weight_bits"), wbits == 2 ? 2 : 4) << group;
+      }
+      const std::set<int> seen(codes.begin(), codes.end());
+      if (op.kind == Int8OpKind::FullyConnected) {
+        ++eight_bit_layers;
+        EXPECT_FALSE(w.odd_codes);
+        EXPECT_EQ(w.quant_min, -127);
+        EXPECT_EQ(w.quant_max, 127);
+        continue;
+      }
+      ++low_bit_layers;
+      const int q = (1 << wbits) - 1;
+      EXPECT_TRUE(w.odd_codes);
+      EXPECT_EQ(w.quant_min, -q);
+      EXPECT_EQ(w.quant_max, q);
+      for (int code : seen) EXPECT_TRUE(code % 2 != 0 && std::abs(code) <= q) << "code " << code;
+      if (wbits == 2) {
+        EXPECT_EQ(seen, (std::set<int>{-3, -1, 1, 3})) << "a 2-bit conv's codes";
+      }
+    }
+    EXPECT_EQ(low_bit_layers, 6);
+    EXPECT_EQ(eight_bit_layers, 1);
+    std::filesystem::remove(path);
+  }
 }
 
 // One layer at a time, the float simulation and the integer engine differ by at most one code: the

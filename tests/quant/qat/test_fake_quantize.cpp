@@ -231,6 +231,58 @@ TEST(FakeQuantizeOp, PassesTheGradientChecker) {
   EXPECT_GRADS_OK([pc](const std::vector<Tensor>& in) { return mul(fake_quantize(in[0], pc), in[0]); }, {xc}, opts);
 }
 
+// A mid-rise grid (odd codes): y = scale * quantize_odd_value(x), per channel too, and the gradient passes
+// where the un-clamped odd code lies inside [-qmax, qmax].
+TEST(FakeQuantizeOp, MidRiseGridIsQuantizeOddValueWithItsMask) {
+  Rng rng(15);
+  Tensor x = random_tensor({4, 3, 50}, rng, -1.5f, 1.5f);
+  x.set_requires_grad(true);
+  QParams qp;
+  qp.axis = 1;
+  qp.scale = {0.1f, 0.37f, 0.05f};
+  qp.zero_point = {0, 0, 0};
+  qp.quant_min = -3, qp.quant_max = 3, qp.odd_codes = true;
+  const Tensor y = fake_quantize(x, qp);
+  fake_quantize(x, qp).backward(Tensor::ones(x.shape()));
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const int64_t c = (i / 50) % 3;
+    const float inv = 1.0f / qp.scale[c];
+    const int32_t q = quantize_odd_value(x.data()[i], inv, 3);
+    ASSERT_TRUE(bit_equal(y.data()[i], qp.scale[c] * static_cast<float>(q))) << i;
+    ASSERT_NE(q % 2, 0) << i;
+    const float r = 2.0f * std::floor(x.data()[i] * inv * 0.5f) + 1.0f;
+    ASSERT_EQ(x.grad().data()[i], (r >= -3.0f && r <= 3.0f) ? 1.0f : 0.0f) << i;
+  }
+  // No level at 0: 0 and tiny values of either sign go to +-scale.
+  const Tensor z = fake_quantize(Tensor::from_vector({3}, {0.0f, 1e-9f, -1e-9f}), [] {
+    QParams t;
+    t.scale = {0.5f};
+    t.zero_point = {0};
+    t.quant_min = -7, t.quant_max = 7, t.odd_codes = true;
+    return t;
+  }());
+  EXPECT_EQ(z.to_vector(), (std::vector<float>{0.5f, 0.5f, -0.5f}));
+}
+
+// The checker on a mid-rise staircase: levels 2/64 apart (scale 1/64, 7-bit odd codes [-127, 127]), so
+// h = 0.0625 spans two levels each way; x kept off the boundaries k / 32 and h away from the clamp at +-2.
+TEST(FakeQuantizeOp, MidRisePassesTheGradientChecker) {
+  Rng rng(33);
+  std::vector<float> kinks;
+  for (int k = -150; k <= 150; ++k) kinks.push_back(static_cast<float>(k) / 32.0f);
+  const float h = 0.0625f, margin = 1.0f / 512.0f;
+  for (float edge : {-2.0f, 2.0f})
+    for (float d = -h; d <= h; d += margin) kinks.push_back(edge + d);
+  test::GradCheckOptions opts;
+  opts.eps = h;
+  QParams qp;
+  qp.scale = {1.0f / 64.0f};
+  qp.zero_point = {0};
+  qp.quant_min = -127, qp.quant_max = 127, qp.odd_codes = true;
+  const Tensor x = test::random_away_from({5, 6}, rng, kinks, margin, -3.0f, 3.0f);
+  EXPECT_GRADS_OK([qp](const std::vector<Tensor>& in) { return fake_quantize(in[0], qp); }, {x}, opts);
+}
+
 // ------------------------------------------------------------------------------------- module
 
 TEST(FakeQuantizeModule, ForwardObservesThenQuantizes) {

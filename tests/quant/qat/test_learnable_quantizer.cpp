@@ -160,6 +160,34 @@ TEST(LsqGradient, ScaleGradientIsThePublishedSumWithGradientScale) {
   EXPECT_EQ(grad_of(x), (std::vector<float>{1.0f, 2.0f, 0.0f, 0.0f, 3.0f}));
 }
 
+// On a mid-rise grid (2 bits: odd codes [-3, 3], s half a level) the same sum with r the nearest odd code:
+// 0 goes to +s, and Qp = qmax = 3.
+TEST(LsqGradient, MidRiseGridUsesTheOddCodesInTheSameFormula) {
+  QScheme mid{2, true, true, false, 0, false};
+  mid.mid_rise = true;
+  LsqQuantizer q(mid);
+  set_state(q, {{"scale", {0.5f}}, {"zero_point", {0.0f}}, {"initialized", {1.0f}}});
+  q.train();
+  const std::vector<float> xv = {0.3f, -0.8f, 5.0f, -3.0f, 1.6f, 0.0f};
+  const std::vector<float> seed = {1.0f, 2.0f, -1.0f, 0.5f, 3.0f, 1.0f};
+  Tensor x = Tensor::from_vector({6}, xv);
+  x.set_requires_grad(true);
+  Tensor y = q.forward(x);
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{0.5f, -0.5f, 1.5f, -1.5f, 1.5f, 0.5f}));
+  EXPECT_TRUE(q.qparams().odd_codes);
+  y.backward(Tensor::from_vector({6}, seed));
+  // v = x / s: 0.6 -> r 1 inside: 0.4;  -1.6 -> -1 inside: 0.6;  10 -> above: 3;  -6 -> below: -3;
+  // 3.2 -> 3 inside: -0.2;  0 -> 1 inside: 1.
+  const double inside[6] = {1.0 - double(0.3f * 2.0f), -1.0 - double(-0.8f * 2.0f), 3.0, -3.0,
+                            3.0 - double(1.6f * 2.0f), 1.0};
+  double sum = 0.0;
+  for (int i = 0; i < 6; ++i) sum += seed[i] * inside[i];
+  EXPECT_NEAR(sum, -2.5, 1e-6);
+  ASSERT_EQ(grad_of(q.scale()).size(), 1u);
+  EXPECT_NEAR(grad_of(q.scale())[0], sum / std::sqrt(6.0 * 3.0), 1e-6);
+  EXPECT_EQ(grad_of(x), (std::vector<float>{1.0f, 2.0f, 0.0f, 0.0f, 3.0f, 1.0f}));
+}
+
 TEST(LsqGradient, NonZeroZeroPointShiftsTheClampedTermsAndQp) {
   // Grid [-4, 3] with zero point 2: offsets r in [-6, 1], Qp = qmax - zp = 1.
   LsqQuantizer q(kAct3);
@@ -374,6 +402,16 @@ TEST(LearnableGradcheck, LsqScaleOnTheClampedSides) {
   EXPECT_GRADS_OK(
       [&](const std::vector<Tensor>& in) { return lsq_fake_quantize(in[0], in[1], zps, scheme, {1.0f, 1.0f, 1.0f}); },
       {xc, Tensor::from_vector({3}, {0.5f, 0.3f, 0.7f})});
+}
+
+TEST(LearnableGradcheck, LsqMidRiseScaleOnTheClampedSides) {
+  Rng rng(22);
+  QScheme mid{3, true, true, true, 0, false};  // odd codes [-7, 7] per channel along axis 0
+  mid.mid_rise = true;
+  const Tensor x = random_away_from({3, 5}, rng, {0.0f}, 6.0f, -12.0f, 12.0f);  // |x / s| > 8 for s near 0.5
+  EXPECT_GRADS_OK([&](const std::vector<Tensor>& in) {
+    return lsq_fake_quantize(in[0], in[1], {0, 0, 0}, mid, {1.0f, 1.0f, 1.0f});
+  }, {x, Tensor::from_vector({3}, {0.5f, 0.4f, 0.6f})});
 }
 
 TEST(LearnableGradcheck, LsqPlusScaleOnTheClampedSidesWithZeroOffset) {
@@ -836,6 +874,42 @@ TEST(LearnableProjection, StepBoundsHoldEachChannelsStepToItsWeights) {
   EXPECT_TRUE(throws_with([] { make_learnable_quantizer(QuantizerMethod::Pact, kAct8, 1, std::nullopt,
                                                         LsqGradScale::Channel, 4.0f); },
                           {"step bounds are for LSQ"}));
+}
+
+// A mid-rise grid's codes are never 0, so its upper bound is where the largest weight still reaches +-3:
+// 15/32 of it. Its "mse" start is the candidate of least error on the odd codes.
+TEST(LearnableProjection, MidRiseStepBoundsAndMseInit) {
+  QScheme mid{2, true, true, true, 0, false};
+  mid.mid_rise = true;
+  Tensor w = Tensor::from_vector({2, 4}, {0.5f, -2.0f, 1.0f, 0.25f, 0.1f, 0.3f, -0.2f, 0.0f});
+  LsqQuantizer q(mid, 2, LsqInit::MinMax);
+  q.set_step_bounds(4.0f);
+  q.train();
+  (void)q.forward(w);
+  EXPECT_EQ(q.scale().to_vector(), (std::vector<float>{2.0f / 3.0f, 0.1f}));  // max |w| / qmax
+  Tensor s = q.scale();
+  s.data()[0] = 1e-9f, s.data()[1] = 50.0f;
+  (void)q.forward(w);
+  EXPECT_EQ(s.data()[0], 2.0f / 12.0f);     // min/max step / 4
+  EXPECT_EQ(s.data()[1], 0.3f * 0.46875f);  // 15/32 max |w|
+  EXPECT_NE(q.describe().find("15/32 max |x|"), std::string::npos) << q.describe();
+
+  Rng rng(5);
+  const Tensor x = random_tensor({4, 256}, rng, -1.0f, 1.0f);
+  const auto error = [&](const Tensor& y) {
+    double e = 0.0;
+    for (int64_t i = 0; i < x.numel(); ++i) e += std::pow(double(x.data()[i]) - y.data()[i], 2);
+    return e;
+  };
+  LsqQuantizer mse(mid, 4, LsqInit::Mse), minmax(mid, 4, LsqInit::MinMax);
+  mse.train(), minmax.train();
+  const Tensor ym = mse.forward(x), yx = minmax.forward(x);
+  EXPECT_LT(error(ym), error(yx));
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const float s = mse.qparams().scale[i / 256];
+    const float k = std::nearbyint(ym.data()[i] / s);
+    ASSERT_TRUE(bit_equal(ym.data()[i], s * k) && (std::abs(k) == 1.0f || std::abs(k) == 3.0f)) << i << ": " << k;
+  }
 }
 
 TEST(LearnableErrors, BadSettingsAndShapesNameTheProblem) {

@@ -280,7 +280,7 @@ TEST(QConfig, FullWeightRangeBelow8BitsOnly) {
   EXPECT_EQ(parse_weight_range("narrow", "--weight-range"), WeightRange::Narrow);
   EXPECT_EQ(parse_weight_range("full", "--weight-range"), WeightRange::Full);
   EXPECT_TRUE(test::throws_with([] { parse_weight_range("wide", "--weight-range"); },
-                                {"--weight-range", "narrow or full", "'wide'"}));
+                                {"--weight-range", "narrow, full or mid-rise", "'wide'"}));
   EXPECT_STREQ(weight_range_name(WeightRange::Full), "full");
 
   QConfig q = options(2, 2, {"fc=8:8", "stem=4:"});
@@ -303,6 +303,36 @@ TEST(QConfig, FullWeightRangeBelow8BitsOnly) {
 
   EXPECT_TRUE(is_int8_weight_range(-1, 1) && is_int8_weight_range(-2, 1) && is_int8_weight_range(-127, 127));
   EXPECT_FALSE(is_int8_weight_range(-128, 127) || is_int8_weight_range(-3, 1) || is_int8_weight_range(0, 1));
+}
+
+// --weight-range mid-rise: below 8 bits, the odd codes [-(2^b - 1), 2^b - 1] (no level at 0); 8-bit layers
+// stay [-127, 127], also when the global width is 8 and an override lowers a layer.
+TEST(QConfig, MidRiseWeightsBelow8BitsOnly) {
+  EXPECT_EQ(parse_weight_range("mid-rise", "--weight-range"), WeightRange::MidRise);
+  EXPECT_STREQ(weight_range_name(WeightRange::MidRise), "mid-rise");
+  QConfig q = options(2, 2, {"fc=8:8", "stem=3:"});
+  q.set_weight_range(WeightRange::MidRise);
+  EXPECT_NO_THROW(q.validate());
+  EXPECT_EQ(q.weight_range(), WeightRange::MidRise);
+  const QScheme two = q.weight_for("body", "Conv2d").scheme, three = q.weight_for("stem", "Conv2d").scheme,
+                eight = q.weight_for("fc", "Linear").scheme;
+  EXPECT_TRUE(two.mid_rise && three.mid_rise && !eight.mid_rise);
+  EXPECT_EQ(std::make_pair(two.quant_min(), two.quant_max()), std::make_pair(-3, 3));
+  EXPECT_EQ(std::make_pair(three.quant_min(), three.quant_max()), std::make_pair(-7, 7));
+  EXPECT_EQ(std::make_pair(eight.quant_min(), eight.quant_max()), std::make_pair(-127, 127));
+  EXPECT_NE(q.describe().find("mid-rise below 8 bits"), std::string::npos) << q.describe();
+  // Back to narrow, and from a global width of 8: the base scheme itself never becomes mid-rise.
+  q.set_weight_range(WeightRange::Narrow);
+  EXPECT_FALSE(q.weight_for("body", "Conv2d").scheme.mid_rise);
+  QConfig w8 = options(8, 8, {"stem=2:"});
+  w8.set_weight_range(WeightRange::MidRise);
+  EXPECT_NO_THROW(w8.validate());
+  EXPECT_TRUE(w8.weight_for("stem", "Conv2d").scheme.mid_rise);
+  EXPECT_FALSE(w8.weight_for("other", "Conv2d").scheme.mid_rise);
+  // Set by hand on a narrow scheme, the flag is a contradiction.
+  w8.weight.scheme.narrow_range = true;
+  EXPECT_TRUE(test::throws_with([&] { w8.validate(); }, {"mid-rise", "narrow"}));
+  EXPECT_TRUE(is_int8_weight_range(-3, 3) && is_int8_weight_range(-127, 127));
 }
 
 TEST(QConfig, DescribeListsSettingsAndOverrides) {

@@ -54,6 +54,24 @@ TEST(QConfigData, EveryFieldSurvivesTheRoundTrip) {
   EXPECT_EQ(back.layer_bits.at("fc").weight_bits, 5);
 }
 
+// Mid-rise weights are a setting of the whole config (weight_for applies it below 8 bits): written only
+// when set, so that a document without it (every checkpoint before it) reads as it did.
+TEST(QConfigData, MidRiseWeightsSurviveTheRoundTrip) {
+  QConfig q = QConfig::from_options(2, 2, true, "minmax", "ema", {"fc=8:8"}, "lsq", "lsq", "mse");
+  const std::string narrow = qconfig_to_data(q);
+  EXPECT_EQ(narrow.find("weight_range"), std::string::npos) << narrow;
+  q.set_weight_range(WeightRange::MidRise);
+  const QConfig back = qconfig_from_data(qconfig_to_data(q), "ckpt.h5");
+  EXPECT_EQ(back.weight_range(), WeightRange::MidRise);
+  EXPECT_TRUE(back.weight_for("conv", "Conv2d").scheme.mid_rise);
+  EXPECT_EQ(back.describe(), q.describe());
+  EXPECT_EQ(qconfig_from_data(narrow, "ckpt.h5").weight_range(), WeightRange::Narrow);
+  // Anything but mid-rise there is an error (the other ranges live in the weight scheme).
+  std::string bad = qconfig_to_data(q);
+  bad.replace(bad.find("weight_range: mid-rise"), 22, "weight_range: full");
+  EXPECT_NE(error_of(bad).find("'weight_range' must be mid-rise"), std::string::npos) << error_of(bad);
+}
+
 TEST(QConfigData, ADamagedDocumentNamesTheSourceTheLineAndTheField) {
   const std::string good = qconfig_to_data(QConfig{});
   EXPECT_EQ(error_of(good), "");

@@ -102,6 +102,8 @@ TEST_F(SweepCellTest, TheScheduleNamesEveryTrainingSetting) {
   EXPECT_EQ(sweep_cell_schedule(ptq), "4 calibration batches of 32");
   ptq.weight_range = WeightRange::Full;
   EXPECT_EQ(sweep_cell_schedule(ptq), "4 calibration batches of 32, full-range weights");
+  ptq.weight_range = WeightRange::MidRise;
+  EXPECT_EQ(sweep_cell_schedule(ptq), "4 calibration batches of 32, mid-rise weights");
   SweepCellSettings qat = cell("lsq", 4, 4, "q");
   qat.qat_epochs = 40;
   qat.qat_lr = 0.005f;

@@ -12,16 +12,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../common.sh"
 out=runs/ablation-w2-long60
 cd "$exp"
-case "${1:-}" in
-  save) keep_cells "$out" "$here/kept"; exit 0 ;;
-  "") ;;
-  *) echo "usage: bash ablation/w2-long60/run.sh [save]" >&2; exit 2 ;;
-esac
-restore_cells "$here/kept" "$out"
+single_sweep_mode "$out" "${1:-}"
 args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128 "${study_layers[@]}"
       --threads "${THREADS:-1}" --methods lsq --granularity per-channel --seeds 1 --pairs 2/2
       --qat-weight-decay 0.000125 --layer-bits residual-sums=:8 --lsq-step-bounds 8 --weight-range full
       --qat-epochs 60 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 40
       --lsq-init mse --qat-distill 1 --augment pad-crop:4,flip)
-{ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1; } | tee -a "$here/log.txt"
+run_sweep "$here/log.txt" "${args[@]}"
 cp "$out/results.csv" "$out/table.md" "$here/"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# run.sh: the w2 sweep's seed-1 LSQ W2A2 cell (per-channel, no cutout, 8-bit residual stream, weight decay
+# 1.25e-4, bounded LSQ steps, least-squares start, distilled from the float model, 30 epochs) with its
+# weights on the mid-rise grid (--weight-range mid-rise: levels +-1/2 and +-3/2 steps, no 0) instead of
+# the full grid [-2, 1]. README.md here.
+#   bash ablation/w2-mid-rise/run.sh   (from experiments/cifar10_resnet20, after study.sh has the float model;
+#   run again, it resumes from the cell's last epoch)
+#   bash ablation/w2-mid-rise/run.sh save   (keeps the cell in kept/, for the next session)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=../common.sh
+source "$here/../common.sh"
+out=runs/ablation-w2-mid-rise
+cd "$exp"
+single_sweep_mode "$out" "${1:-}"
+args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128 "${study_layers[@]}"
+      --threads "${THREADS:-1}" --methods lsq --granularity per-channel --seeds 1 --pairs 2/2
+      --qat-weight-decay 0.000125 --layer-bits residual-sums=:8 --lsq-step-bounds 8 --weight-range mid-rise
+      --qat-epochs 30 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 20
+      --lsq-init mse --qat-distill 1 --augment pad-crop:4,flip)
+run_sweep "$here/log.txt" "${args[@]}"
+cp "$out/results.csv" "$out/table.md" "$here/"
