@@ -80,6 +80,7 @@ std::string render_table(const std::vector<std::string>& header, const std::vect
 
 std::string scheme_name(const QScheme& s) {
   std::string name = std::string(s.per_channel ? "per-channel" : "per-tensor") + (s.symmetric ? " symmetric" : " affine");
+  if (s.mid_rise) name += " mid-rise";
   if (!s.is_signed) name += ", unsigned";
   return name;
 }

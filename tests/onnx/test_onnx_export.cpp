@@ -48,10 +48,12 @@ void give_pixel_table(Int8Graph& graph, float mean, float std) {
 
 // A model of the zoo, prepared at wbits / abits, its observers run over a few random batches, converted,
 // with a pixel table.
-Int8Graph random_graph(const std::string& name, const ModelSpec& spec, int wbits, int abits, uint64_t seed) {
+Int8Graph random_graph(const std::string& name, const ModelSpec& spec, int wbits, int abits, uint64_t seed,
+                       WeightRange weight_range = WeightRange::Narrow) {
   Rng rng(seed);
-  const auto model = prepare_qat(make_model(name, spec, rng),
-                                 QConfig::from_options(wbits, abits, true, "minmax", "ema", {}, "observer", "observer"));
+  QConfig q = QConfig::from_options(wbits, abits, true, "minmax", "ema", {}, "observer", "observer");
+  q.set_weight_range(weight_range);
+  const auto model = prepare_qat(make_model(name, spec, rng), q);
   test::train_a_little(model, {8, spec.channels, spec.height, spec.width}, static_cast<int>(spec.num_classes), rng, 3);
   Int8Graph graph = convert(*model, {spec.channels, spec.height, spec.width});
   give_pixel_table(graph, 0.45f, 0.25f);
@@ -127,6 +129,7 @@ struct ZooCase {
   ModelSpec spec;
   int wbits, abits;
   bool uint8_activations;
+  WeightRange weight_range = WeightRange::Narrow;  // mid-rise: odd weight codes on half a level's distance
 };
 
 class OnnxRuntimeAgrees : public ::testing::TestWithParam<ZooCase> {};
@@ -135,7 +138,7 @@ class OnnxRuntimeAgrees : public ::testing::TestWithParam<ZooCase> {};
 // clamp or layout moves most codes by many steps.
 TEST_P(OnnxRuntimeAgrees, OutputCodesWithinOneStep) {
   const ZooCase& c = GetParam();
-  const Int8Graph graph = random_graph(c.model, c.spec, c.wbits, c.abits, 11);
+  const Int8Graph graph = random_graph(c.model, c.spec, c.wbits, c.abits, 11, c.weight_range);
   std::string skip;
   const Agreement a = compare_with_onnxruntime(graph, 32, 5, &skip, OnnxExportOptions{c.uint8_activations});
   if (!skip.empty()) GTEST_SKIP() << skip;
@@ -147,10 +150,12 @@ TEST_P(OnnxRuntimeAgrees, OutputCodesWithinOneStep) {
 INSTANTIATE_TEST_SUITE_P(Zoo, OnnxRuntimeAgrees,
                          ::testing::Values(ZooCase{"lenet5", {1, 28, 28, 10}, 8, 8, true}, ZooCase{"lenet5", {1, 28, 28, 10}, 4, 4, true},
                                            ZooCase{"lenet5", {1, 28, 28, 10}, 8, 8, false},
-                                           ZooCase{"lenet5", {1, 28, 28, 10}, 4, 4, false}),
+                                           ZooCase{"lenet5", {1, 28, 28, 10}, 4, 4, false},
+                                           ZooCase{"lenet5", {1, 28, 28, 10}, 2, 4, false, WeightRange::MidRise}),
                          [](const auto& info) {
                            return info.param.model + "_W" + std::to_string(info.param.wbits) + "A" +
-                                  std::to_string(info.param.abits) + (info.param.uint8_activations ? "_uint8" : "_int8");
+                                  std::to_string(info.param.abits) + (info.param.uint8_activations ? "_uint8" : "_int8") +
+                                  (info.param.weight_range == WeightRange::MidRise ? "_mid_rise" : "");
                          });
 
 // A graph's entry on `grid` whose table maps byte p to code p - 128 for c channels: fed the codes + 128,
