@@ -23,6 +23,7 @@ GRIDS = {
     "W3 mid-rise +-0.5 .. +-3.5": np.arange(-3.5, 4),
     "W4 narrow [-7, 7]": np.arange(-7.0, 8),
     "W4 full [-8, 7]": np.arange(-8.0, 8),
+    "W4 mid-rise +-0.5 .. +-7.5": np.arange(-7.5, 8),
 }
 
 
