@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -187,6 +188,7 @@ void DataLoader::make_batch(int64_t index, Batch& out) const {
   out.pixels.resize(options_.keep_pixels ? static_cast<size_t>(count * sample_numel_) : 0);  // (N, C, H, W)
   out.index = index;
 
+  out.origins.resize(static_cast<size_t>(count));        // (N)
   const bool augment = options_.crop_pad > 0 || options_.hflip || options_.cutout > 0;
   const int64_t pad = options_.crop_pad;
   float* dst = out.images.data();
@@ -194,6 +196,7 @@ void DataLoader::make_batch(int64_t index, Batch& out) const {
     const int64_t pos = begin + i;  // position in the epoch's order
     const int64_t sample = order_[pos];
     out.labels[i] = ds.labels[sample];
+    out.origins[i] = SampleOrigin{sample};
     const uint8_t* src = ds.pixels.data() + sample * sample_numel_;
     float* d = dst + i * sample_numel_;
     if (options_.keep_pixels) std::copy(src, src + sample_numel_, out.pixels.begin() + i * sample_numel_);
@@ -210,11 +213,47 @@ void DataLoader::make_batch(int64_t index, Batch& out) const {
     }
     const bool flip = options_.hflip && rng.below(2) == 1;
     convert_augmented(src, d, scale_.data(), shift_.data(), ds.c, ds.h, ds.w, oy, ox, flip);
+    out.origins[i] = SampleOrigin{sample, static_cast<int32_t>(oy), static_cast<int32_t>(ox), flip, options_.cutout > 0};
     if (options_.cutout > 0) {  // drawn after crop and flip, so runs without cutout keep their streams
       const int64_t cy = static_cast<int64_t>(rng.below(static_cast<uint64_t>(ds.h)));
       const int64_t cx = static_cast<int64_t>(rng.below(static_cast<uint64_t>(ds.w)));
       cut_square(d, ds.c, ds.h, ds.w, cy, cx, options_.cutout);
     }
+  }
+}
+
+void DataLoader::make_variants(std::span<const SampleOrigin> origins, Batch& out) const {
+  const ImageDataset& ds = dataset_;
+  const int64_t count = static_cast<int64_t>(origins.size()), pad = options_.crop_pad;
+  for (int64_t i = 0; i < count; ++i) {
+    const SampleOrigin& o = origins[static_cast<size_t>(i)];
+    const std::string row = "DataLoader::make_variants: row " + std::to_string(i) + ": ";
+    if (o.sample < 0 || o.sample >= ds.n)
+      throw std::invalid_argument(row + "sample " + std::to_string(o.sample) + " outside the dataset's " +
+                                  std::to_string(ds.n));
+    if (std::abs(o.oy) > pad || std::abs(o.ox) > pad)
+      throw std::invalid_argument(row + "crop offset (" + std::to_string(o.oy) + ", " + std::to_string(o.ox) +
+                                  ") beyond crop_pad " + std::to_string(pad));
+    if (o.flip && !options_.hflip) throw std::invalid_argument(row + "a flip, but the loader does not flip");
+    if (o.cutout) throw std::invalid_argument(row + "cutout's square is not recorded: the row cannot be made again");
+  }
+  const Shape shape = {count, ds.c, ds.h, ds.w};
+  if (!is_exclusive(out.images) || out.images.shape() != shape) out.images = Tensor::empty(shape);  // (N, C, H, W)
+  out.labels.resize(static_cast<size_t>(count));
+  out.pixels.clear();
+  out.origins.assign(origins.begin(), origins.end());
+  out.index = 0;
+  const bool augment = options_.crop_pad > 0 || options_.hflip || options_.cutout > 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const SampleOrigin& o = origins[static_cast<size_t>(i)];
+    out.labels[i] = ds.labels[o.sample];
+    const uint8_t* src = ds.pixels.data() + o.sample * sample_numel_;
+    float* d = out.images.data() + i * sample_numel_;
+    // As make_batch: the plain conversion without augmentation, else the crop-and-flip one.
+    if (augment)
+      convert_augmented(src, d, scale_.data(), shift_.data(), ds.c, ds.h, ds.w, o.oy, o.ox, o.flip);
+    else
+      convert_image(src, d, scale_.data(), shift_.data(), ds.c, ds.h * ds.w);
   }
 }
 

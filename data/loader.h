@@ -13,6 +13,7 @@
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -40,10 +41,22 @@ struct LoaderOptions {
   bool keep_pixels = false;
 };
 
+// Where a batch row came from: the dataset sample and the augmentation drawn for it (the crop's offset into
+// the zero-padded image, in [-crop_pad, crop_pad], and the flip; whether cutout then cut a square, whose
+// place is not recorded). Enough to make the row again (DataLoader::make_variants) unless `cutout`, and to
+// key what a fixed network computes from it (a teacher's outputs computed ahead of training).
+struct SampleOrigin {
+  int64_t sample = 0;
+  int32_t oy = 0, ox = 0;
+  bool flip = false;
+  bool cutout = false;
+};
+
 struct Batch {
   Tensor images;                // (N, C, H, W) float32, normalised
   std::vector<int32_t> labels;  // (N)
   std::vector<uint8_t> pixels;  // (N, C, H, W) the raw bytes of images, when LoaderOptions::keep_pixels
+  std::vector<SampleOrigin> origins;  // (N)
   int64_t index = 0;            // position of this batch in its epoch
 };
 
@@ -76,6 +89,11 @@ class DataLoader {
   // public so that the conversion can be timed and tested on its own. Like next(), it refills
   // out.images in place when no other handle shares it, and allocates a new tensor otherwise.
   void make_batch(int64_t index, Batch& out) const;
+
+  // A batch of the given rows, each made as make_batch makes a sample with that crop and flip (bit for bit
+  // the same floats), labels and origins filled, index 0; no epoch needed. Throws std::invalid_argument for
+  // a sample outside the dataset, an offset beyond crop_pad, a flip without hflip, or an origin with cutout.
+  void make_variants(std::span<const SampleOrigin> origins, Batch& out) const;
 
  private:
   void stop_worker();

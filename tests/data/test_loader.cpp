@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "data/loader.h"
+#include "tests/core/gradcheck.h"
 #include "tests/data/data_test_util.h"
 
 namespace qatlab {
@@ -321,6 +322,53 @@ TEST(DataLoader, AugmentationIsDeterministicPerSeedAndEpoch) {
   for (const Batch& part : several)
     EXPECT_EQ(0, std::memcmp(part.images.data(), one[0].images.data() + part.index * 16 * 192,
                              sizeof(float) * part.images.numel()));
+}
+
+// Every row records where it came from, and make_variants makes it again from that alone, bit for bit:
+// with crop and flip, and without augmentation. Rows with cutout say so and cannot be made again.
+TEST(DataLoader, OriginsMakeEveryRowAgain) {
+  using test::throws_with;
+  const ImageDataset ds = make_dataset(50, 3, 8, 8, 2);
+  for (const bool augment : {true, false}) {
+    LoaderOptions o;
+    o.batch_size = 16;
+    o.seed = 4;
+    o.crop_pad = augment ? 3 : 0;
+    o.hflip = augment;
+    DataLoader dl(ds, o);
+    std::set<int64_t> samples;
+    int64_t flips = 0;
+    for (const Batch& b : whole_epoch(dl, 1)) {
+      ASSERT_EQ(b.origins.size(), b.labels.size());
+      Batch again;
+      dl.make_variants(b.origins, again);
+      ASSERT_EQ(again.images.shape(), b.images.shape());
+      EXPECT_EQ(0, std::memcmp(again.images.data(), b.images.data(), sizeof(float) * b.images.numel())) << augment;
+      EXPECT_EQ(again.labels, b.labels);
+      for (const SampleOrigin& g : b.origins) {
+        samples.insert(g.sample);
+        flips += g.flip;
+        EXPECT_FALSE(g.cutout);
+        EXPECT_LE(std::abs(g.oy), o.crop_pad);
+        EXPECT_LE(std::abs(g.ox), o.crop_pad);
+      }
+    }
+    EXPECT_EQ(samples.size(), 50u);  // each sample once in the epoch
+    EXPECT_EQ(flips > 0, augment);
+  }
+  LoaderOptions o;
+  o.batch_size = 10;
+  o.crop_pad = 1;
+  o.cutout = 2;
+  DataLoader dl(ds, o);
+  const std::vector<Batch> epoch = whole_epoch(dl, 0);
+  EXPECT_TRUE(epoch[0].origins[0].cutout);
+  Batch out;
+  EXPECT_TRUE(throws_with([&] { dl.make_variants(epoch[0].origins, out); }, {"row 0", "cutout"}));
+  for (const SampleOrigin bad : {SampleOrigin{50}, SampleOrigin{-1}, SampleOrigin{0, 2, 0}, SampleOrigin{0, 0, 0, true}}) {
+    const std::vector<SampleOrigin> one{bad};
+    EXPECT_TRUE(throws_with([&] { dl.make_variants(one, out); }, {"make_variants: row 0"}));
+  }
 }
 
 TEST(DataLoader, CutoutZeroesOneSquareAndKeepsTheCropAndFlipStreams) {

@@ -168,6 +168,30 @@ float loss_after_steps(ModulePtr model, const Tensor& x, const std::vector<int32
   return cross_entropy(model->forward(x), labels).data()[0];
 }
 
+// In evaluation mode an image's logits do not depend on the batch it comes in: not on the other images,
+// its position or the batch size (what a teacher's outputs computed ahead of training rely on).
+TEST(CifarModels, EvalLogitsOfAnImageDoNotDependOnItsBatch) {
+  Rng rng(3);
+  ModulePtr model = make_model("resnet20", kCifar, rng);
+  model->eval();
+  NoGradGuard no_grad;
+  const Tensor big = random_input({37, 3, 32, 32}, rng);
+  const Tensor all = model->forward(big);  // (37, 10)
+  const int64_t image = 3 * 32 * 32;
+  for (const auto& [count, first] : {std::pair<int64_t, int64_t>{1, 20}, {5, 9}, {16, 21}, {128, 0}}) {
+    // `count` images starting at `first` (wrapping), so image 20 sits at another position in each batch.
+    Tensor batch = Tensor::empty({count, 3, 32, 32});
+    for (int64_t i = 0; i < count; ++i)
+      std::copy(big.data() + ((first + i) % 37) * image, big.data() + ((first + i) % 37 + 1) * image,
+                batch.data() + i * image);
+    const Tensor out = model->forward(batch);
+    for (int64_t i = 0; i < count; ++i)
+      for (int64_t k = 0; k < 10; ++k)
+        ASSERT_EQ(out.data()[i * 10 + k], all.data()[((first + i) % 37) * 10 + k])
+            << "batch of " << count << ", row " << i << ", class " << k;
+  }
+}
+
 TEST(CifarModels, SgdStepsReduceTheLoss) {
   for (const char* name : {"cifar-cnn", "resnet20"}) {
     Rng rng(11);
