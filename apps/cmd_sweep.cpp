@@ -81,6 +81,7 @@ struct SweepSettings {
   float qat_distill = 0.0f;              // > 0: QAT cells distil from their float model with this weight
   float qat_distill_temperature = 1.0f;
   std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
+  std::string qat_teacher_cache;  // with qat_distill: the teachers' outputs computed ahead (qatlab teacher-cache)
   int64_t qat_freeze_bn_after = -1;      // >= 0: QAT cells' batch norm uses its running statistics from this epoch
   int64_t qat_swa_start = 0;             // > 0: QAT cells average their weights after this many epochs (SWA)
   float qat_swa_lr = 0.0f;               // at this constant learning rate
@@ -545,7 +546,8 @@ class Sweep {
     if (!s_.weight_range.empty()) c.weight_range = parse_weight_range(s_.weight_range, "--weight-range");
     if (!sweep_method_is_ptq(cell.method)) c.augment = cell_data_settings(cell).augment;
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
-      c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature, c.teachers = s_.qat_teachers;
+      c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature, c.teachers = s_.qat_teachers,
+      c.teacher_cache = s_.qat_teacher_cache;
     c.batch_size = s_.batch_size;
     c.calib_batches = s_.calib_batches;
     c.dir = (fs::path(s_.out) / "cells" / cell.id()).string();
@@ -595,6 +597,7 @@ class Sweep {
     o.overwrite = true;
     o.progress = "none";
     if (c.distill_weight > 0) o.distill = c.teachers.empty() ? std::vector<std::string>{c.float_checkpoint} : c.teachers;
+    o.teacher_cache = c.teacher_cache;
     SettingsIni from;
     from.add("from", c.start_checkpoint.empty() ? c.float_checkpoint : c.start_checkpoint);
     return qat_settings_ini(q) + from.text() + train_options_ini(o) + data_settings_ini(d);
@@ -713,6 +716,9 @@ int cmd_sweep(int argc, char** argv) {
        "> 0: each QAT cell distils from its float model with this weight in (0, 1] (qatlab qat --distill; 0 = off)")
       ("qat-distill-temperature", po::value(&s.qat_distill_temperature)->default_value(s.qat_distill_temperature),
        "--qat-distill: the temperature (> 0)")
+      ("qat-teacher-cache", po::value(&s.qat_teacher_cache),
+       "--qat-distill: the teachers' outputs for every crop and flip of every training image, computed ahead by "
+       "`qatlab teacher-cache` (the float model, or the --qat-teacher networks): read instead of running them")
       ("qat-teacher", po::value(&s.qat_teachers)->composing(),
        "--qat-distill: the QAT cells' teacher is this float checkpoint instead of their float model; repeat it for an "
        "ensemble (logits averaged; qatlab qat --distill)")
@@ -777,6 +783,7 @@ int cmd_sweep(int argc, char** argv) {
           "--qat-distill-temperature must be > 0, got " + num_str(s.qat_distill_temperature));
   require(s.qat_distill > 0 || s.qat_distill_temperature == 1.0f, "--qat-distill-temperature needs --qat-distill");
   require(s.qat_distill > 0 || s.qat_teachers.empty(), "--qat-teacher needs --qat-distill (the distillation's weight)");
+  require(s.qat_distill > 0 || s.qat_teacher_cache.empty(), "--qat-teacher-cache needs --qat-distill (the distillation's weight)");
   for (const std::string& t : s.qat_teachers) {  // readable float models; their inputs are checked with the float model's
     const Checkpoint c = load_checkpoint(t);
     require(c.model_kind == "float", "--qat-teacher " + t + " is a '" + c.model_kind + "' checkpoint; the teacher is a float one");

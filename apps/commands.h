@@ -15,5 +15,6 @@ int cmd_inspect(int argc, char** argv);
 int cmd_export(int argc, char** argv);
 int cmd_import(int argc, char** argv);
 int cmd_compare(int argc, char** argv);
+int cmd_teacher_cache(int argc, char** argv);
 
 }  // namespace qatlab

@@ -35,11 +35,13 @@ constexpr Subcommand kSubcommands[] = {
     {"import", qatlab::cmd_import, "read a float ONNX model into a float checkpoint (for qat, ptq, convert, ...)"},
     {"bench", qatlab::cmd_bench, "float vs integer model: latency, throughput, size, GEMM rate vs peak"},
     {"compare", qatlab::cmd_compare, "two runs' training curves side by side: means over ranges of epochs, A - B"},
+    {"teacher-cache", qatlab::cmd_teacher_cache,
+     "a distillation teacher's outputs for every crop and flip of every training image, computed once"},
 };
 
 void print_usage() {
   std::printf("usage: qatlab <command> [options]   (qatlab <command> --help for its options; qatlab --version)\n\ncommands:\n");
-  for (const auto& c : kSubcommands) std::printf("  %-8s %s\n", c.name, c.summary);
+  for (const auto& c : kSubcommands) std::printf("  %-13s %s\n", c.name, c.summary);
 }
 
 }  // namespace

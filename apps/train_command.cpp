@@ -10,6 +10,7 @@
 #include "core/distributed.h"
 #include "core/format.h"
 #include "nn/train/teacher.h"
+#include "nn/train/teacher_cache.h"
 
 namespace qatlab {
 
@@ -24,7 +25,7 @@ std::string resumable_settings(const std::string& ini) {
   while (std::getline(in, line)) {
     const std::string key = line.substr(0, line.find(" = "));
     if (key == "resume" || key == "stop-after" || key == "overwrite" || key == "progress" || key == "threads" ||
-        key == "out")
+        key == "out" || key == "teacher-cache")
       continue;
     out += line + "\n";
   }
@@ -65,8 +66,9 @@ std::string join_args(const std::string& name, int argc, char** argv) {
 }  // namespace
 
 void check_resume_changes(const std::string& saved, const std::string& now, int64_t epochs_done) {
-  static const std::set<std::string> kMayChange = {"epochs", "threads",  "progress", "stop-after", "out",
-                                                   "overwrite", "resume", "data-dir", "swa-start",  "swa-lr"};
+  static const std::set<std::string> kMayChange = {"epochs",   "threads",  "progress", "stop-after",
+                                                   "out",      "overwrite", "resume",  "data-dir",
+                                                   "swa-start", "swa-lr",  "teacher-cache"};
   const auto before = settings_map(saved), after = settings_map(now);
   for (const auto& [key, values] : before) {
     if (kMayChange.count(key)) continue;
@@ -193,6 +195,9 @@ TrainRun TrainCommand::make_run(const ModulePtr& model, const ModelDescription& 
     } catch (const std::invalid_argument& e) {
       throw UsageError(std::string(e.what()) + " (--distill)");
     }
+    if (!o_.teacher_cache.empty())
+      run.teacher_cache = std::make_shared<const TeacherCache>(
+          TeacherCache::load(o_.teacher_cache, teacher_cache_key(o_.distill, data_)));
   }
   progress_ = std::make_unique<Progress>(o_.progress);
   run.monitor = progress_.get();

@@ -49,6 +49,9 @@ void add_train_options(po::options_description& desc, TrainOptions& o) {
        "knowledge distillation from this float checkpoint of the same task (the teacher; qat: e.g. the --from model): "
        "the loss becomes (1 - w) cross-entropy + w T^2 KL(teacher || student) on outputs softened by T; "
        "repeat it to distil from several, their logits averaged (an ensemble)")
+      ("teacher-cache", po::value(&o.teacher_cache),
+       "--distill: the teachers' outputs for every crop and flip of every training image, computed ahead by "
+       "`qatlab teacher-cache`: read instead of running the teachers (the same values; the first batch is checked)")
       ("distill-weight", po::value(&s.distill_weight)->default_value(s.distill_weight), "--distill: w in (0, 1] (1: the teacher's outputs alone)")
       ("distill-temperature", po::value(&s.distill_temperature)->default_value(s.distill_temperature), "--distill: T > 0")
       ("seed", po::value(&s.seed)->default_value(s.seed), "random seed (initialisation, shuffling, dropout)")
@@ -85,6 +88,7 @@ std::string train_options_ini(const TrainOptions& o) {
   ini.add_each("distill", o.distill);
   ini.add("distill-weight", s.distill_weight);
   ini.add("distill-temperature", s.distill_temperature);
+  ini.add_if_given("teacher-cache", o.teacher_cache);
   ini.add("seed", s.seed);
   ini.add("threads", o.threads);
   ini.add("grad-chunks", s.grad_chunks);
@@ -127,6 +131,7 @@ void validate_train_options(const TrainOptions& o, bool check_model) {
           "--distill-temperature must be > 0, got " + num_str(s.distill_temperature));
   require(!o.distill.empty() || (s.distill_weight == 1.0f && s.distill_temperature == 1.0f),
           "--distill-weight and --distill-temperature need --distill (the teacher checkpoint)");
+  require(!o.distill.empty() || o.teacher_cache.empty(), "--teacher-cache needs --distill (the teachers it was made from)");
   require_threads("threads", o.threads);
   require(s.grad_chunks >= 0 && s.grad_chunks <= s.batch_size,
           "--grad-chunks must be in 0..batch size (" + std::to_string(s.batch_size) + "), got " + std::to_string(s.grad_chunks));

@@ -22,6 +22,10 @@ struct TrainOptions {
   // Float checkpoints of the same task: the teacher, or with several their ensemble (nn/train/teacher.h);
   // empty: none.
   std::vector<std::string> distill;
+  // With distill: the teachers' outputs computed ahead (qatlab teacher-cache; nn/train/teacher_cache.h),
+  // read instead of running the teachers. Like threads, how the run computes, not what: a resumed run
+  // may add, change or drop it.
+  std::string teacher_cache;
   std::string progress = "auto";  // auto | bar | plain | none (apps/progress.h)
 };
 

@@ -18,7 +18,7 @@ suites=(core_test_h5io core_test_file_seal core_test_atomic_file
         data_test_hdf5_dataset quant_test_sweep
         quant_test_int8_graph quant_test_int8_kernels quant_test_int8_gemm quant_test_int_lstm
         quant_test_requantize quant_test_packed_codes quant_test_prepare quant_test_convert
-        quant_test_dynamic_quant quant_test_observer nn_test_model_description nn_test_metrics_csv
+        quant_test_dynamic_quant quant_test_observer nn_test_model_description nn_test_metrics_csv nn_test_teacher_cache
         onnx_test_onnx_import
         apps_test_bad_input_cli apps_test_export_cli apps_test_import_cli apps_test_file_datasets_cli)
 if (($# > 0)); then suites=("$@"); fi

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
+#include <span>
 #include <sstream>
 #include <stdexcept>
 
@@ -201,13 +203,26 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
                  100.0 * t.accuracy, t.loss);
     std::fflush(job.log);
   }
-  const auto batch_loss = [&](const Tensor& logits, const Tensor& images, std::span<const int32_t> labels) {
-    if (!job.teacher) return cross_entropy(logits, labels, s.label_smoothing);
-    Tensor target;  // (rows, classes)
-    {
-      NoGradGuard no_grad;
-      target = job.teacher->forward(images);
+  bool cache_checked = false;  // the first batch's rows compared with the live teacher's
+  const auto teacher_rows = [&](const Tensor& images, std::span<const SampleOrigin> origins) {
+    NoGradGuard no_grad;
+    std::optional<Tensor> cached = job.teacher_cache ? job.teacher_cache->rows(origins) : std::nullopt;
+    if (!cached) return job.teacher->forward(images);
+    if (!cache_checked) {
+      const Tensor live = job.teacher->forward(images);
+      for (int64_t i = 0; i < live.numel(); ++i)
+        if (!(live.data()[i] == cached->data()[i]))
+          throw std::runtime_error("the teacher cache's outputs differ from the live teacher's on the first batch (row " +
+                                   std::to_string(i / live.size(1)) + ": cached " + num_str(cached->data()[i]) +
+                                   ", live " + num_str(live.data()[i]) + "): build it again for this teacher and data");
+      cache_checked = true;
     }
+    return *cached;
+  };
+  const auto batch_loss = [&](const Tensor& logits, const Tensor& images, std::span<const int32_t> labels,
+                              std::span<const SampleOrigin> origins) {
+    if (!job.teacher) return cross_entropy(logits, labels, s.label_smoothing);
+    const Tensor target = teacher_rows(images, origins);  // (rows, classes)
     const Tensor kd = distillation_loss(logits, target, s.distill_temperature);
     if (s.distill_weight == 1.0f) return kd;  // the teacher's outputs alone: no cross-entropy to compute
     return add(scale(cross_entropy(logits, labels, s.label_smoothing), 1.0f - s.distill_weight),
@@ -246,7 +261,8 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
             const Tensor images = rows_of(batch.images, begin, end);
             logits = model.forward(images);  // (end - begin, classes)
             loss = batch_loss(logits, images,
-                              std::vector<int32_t>(batch.labels.begin() + begin, batch.labels.begin() + end));
+                              std::vector<int32_t>(batch.labels.begin() + begin, batch.labels.begin() + end),
+                              std::span<const SampleOrigin>(batch.origins).subspan(begin, end - begin));
           } catch (const std::invalid_argument& e) {
             throw std::runtime_error(e.what() + where);
           }
@@ -276,7 +292,7 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
         Tensor logits, loss;
         try {
           logits = model.forward(batch.images);  // (N, classes)
-          loss = batch_loss(logits, batch.images, batch.labels);
+          loss = batch_loss(logits, batch.images, batch.labels, batch.origins);
           if (job.extra_loss) loss = add(loss, job.extra_loss());
         } catch (const std::invalid_argument& e) {
           // A quantizer meeting NaN/Inf activations (a diverging run) says what it saw; add where.

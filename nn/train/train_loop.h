@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "nn/module.h"
 #include "nn/optim.h"
 #include "nn/train/data_bundle.h"
+#include "nn/train/teacher_cache.h"
 
 namespace qatlab {
 
@@ -104,6 +106,11 @@ struct TrainJob {
   // Optional: a model whose outputs on the same images the loss also pulls toward (settings'
   // distill_weight and distill_temperature). Run in eval mode, without gradients; never changed.
   ModulePtr teacher;
+  // Optional, with a teacher: its outputs computed ahead (teacher_cache.h), read for every batch row it
+  // covers instead of running the teacher. The first batch of the run is computed both ways, and a
+  // difference is an error (std::runtime_error naming the row): the cache must give the teacher's own
+  // outputs bit for bit.
+  std::shared_ptr<const TeacherCache> teacher_cache;
   TrainMonitor* monitor = nullptr;   // optional: the progress of each epoch
   std::FILE* log = nullptr;          // optional: a line per epoch (loss, accuracy, speed)
 };

@@ -108,6 +108,7 @@ TrainOutcome train_model(const TrainRun& run) {
   job.on_epoch_start = run.on_epoch_start;
   job.extra_loss = run.extra_loss;
   job.teacher = run.teacher;
+  job.teacher_cache = run.teacher_cache;
   job.monitor = run.monitor;
   // Process 0 speaks for the run (under mpirun the others would repeat it).
   std::FILE* log = world_rank() == 0 ? run.log : nullptr;

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "nn/model_description.h"
@@ -31,6 +32,7 @@ struct TrainRun {
   std::function<void(int64_t epoch)> on_epoch_start;  // see TrainJob
   std::function<Tensor()> extra_loss;                 // see TrainJob
   ModulePtr teacher;                                  // see TrainJob (knowledge distillation)
+  std::shared_ptr<const TeacherCache> teacher_cache;  // see TrainJob
   TrainMonitor* monitor = nullptr;                    // optional: progress within an epoch
   std::FILE* log = nullptr;                           // optional: the report (process 0 writes it)
 };

@@ -18,6 +18,7 @@
 #include "nn/lstm.h"
 #include "nn/train/evaluate.h"
 #include "nn/train/teacher.h"
+#include "nn/train/teacher_cache.h"
 #include "nn/train/train_run.h"
 #include "nn/zoo.h"
 #include "quant/engine/kernels/kernel_path.h"
@@ -171,8 +172,14 @@ bool quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log
                                   "): a cell starts from one");
     run.model = float_model_under_qat_checkpoint(start, stored_qconfig(start));
   }
-  if (s.distill_weight > 0)  // the float model's own copy (never trained), or the teachers given
+  if (s.distill_weight > 0) {  // the float model's own copy (never trained), or the teachers given
     run.teacher = s.teachers.empty() ? model_from_checkpoint(base) : load_teachers(s.teachers, data);
+    if (!s.teacher_cache.empty()) {
+      const std::vector<std::string> teachers = s.teachers.empty() ? std::vector<std::string>{s.float_checkpoint} : s.teachers;
+      run.teacher_cache = std::make_shared<const TeacherCache>(
+          TeacherCache::load(s.teacher_cache, teacher_cache_key(teachers, data)));
+    }
+  }
   run.description = checkpoint_model_description(base);
   run.settings = sweep_cell_train_settings(s);
   run.settings.stop_after = s.stop_after;

@@ -48,6 +48,9 @@ struct SweepCellSettings {
   float distill_weight = 0.0f;
   float distill_temperature = 1.0f;
   std::vector<std::string> teachers;
+  // Distilled cells, optional: the teachers' outputs computed ahead (nn/train/teacher_cache.h), read instead
+  // of running them. The same values, so not part of the key.
+  std::string teacher_cache;
   int64_t batch_size = 64;              // QAT and calibration batches
   int64_t calib_batches = 32;           // PTQ methods: calibration batches
   // The cell's directory, emptied first (but see run_sweep_cell on resuming); it receives start.ini (the

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -752,6 +753,48 @@ TEST_F(CliTest, QatWithMidRiseWeightsConvertsToOddCodes) {
                               "mid-eval");
   ASSERT_TRUE(Succeeded(ev));
   EXPECT_NE(ev.out.find("exact mode: output codes bit-identical on 64 of 64 images"), std::string::npos) << ev.describe();
+}
+
+// qatlab teacher-cache writes the teacher's outputs; qat --teacher-cache reads them and trains exactly as
+// the run that computes the teacher (the same metrics and weights); a cache made for other data is refused
+// naming what differs, and the cache needs --distill.
+TEST_F(CliTest, TeacherCacheGivesTheSameDistilledRun) {
+  make_mlp_run(work("float"));
+  const std::string teacher = work("float") + "/checkpoint.h5";
+  const Args data{"--data-dir", data_dir(), "--train-limit", "256", "--threads", "2"};
+  ASSERT_TRUE(Succeeded(qatlab(concat({"teacher-cache", "--distill", teacher, "--out", work("cache.h5")}, data), "build")));
+  const Args qat{"qat", "--from", teacher, "--distill", teacher, "--distill-weight", "0.5", "--progress", "none",
+                 "--epochs", "1", "--lr", "0.01", "--test-limit", "64", "--wbits", "4", "--abits", "4"};
+  ASSERT_TRUE(Succeeded(qatlab(concat(concat(qat, data), {"--out", work("live")}), "live")));
+  const RunResult cached =
+      qatlab(concat(concat(qat, data), {"--out", work("cached"), "--teacher-cache", work("cache.h5")}), "cached");
+  ASSERT_TRUE(Succeeded(cached));
+  const auto without_timing = [](const std::string& csv) {  // metrics.csv's first six columns, epoch to test_acc
+    std::string out;
+    std::istringstream in(csv);
+    for (std::string line; std::getline(in, line);) {
+      size_t at = 0;
+      for (int k = 0; k < 6 && at != std::string::npos; ++k) at = line.find(',', at + (k ? 1 : 0));
+      out += line.substr(0, at) + "\n";
+    }
+    return out;
+  };
+  EXPECT_EQ(without_timing(read_text(work("cached") + "/metrics.csv")),
+            without_timing(read_text(work("live") + "/metrics.csv")));
+  const Checkpoint a = load_checkpoint(work("live") + "/checkpoint.h5"), b = load_checkpoint(work("cached") + "/checkpoint.h5");
+  ASSERT_EQ(a.model_state.size(), b.model_state.size());
+  for (size_t i = 0; i < a.model_state.size(); ++i)
+    EXPECT_EQ(a.model_state[i].second.to_vector(), b.model_state[i].second.to_vector()) << a.model_state[i].first;
+  // Made for 256 training images, not for 128; and no cache without a teacher.
+  EXPECT_TRUE(FailedWith(qatlab(concat(qat, {"--data-dir", data_dir(), "--train-limit", "128", "--threads", "2", "--out",
+                                             work("fewer"), "--teacher-cache", work("cache.h5")}),
+                                "fewer"),
+                         kRuntimeFailure, "qat", {"cache.h5", "made for training images 256, this run has 128"}));
+  EXPECT_TRUE(FailedWith(qatlab({"qat", "--from", teacher, "--teacher-cache", work("cache.h5"), "--out", work("none")},
+                                "no-distill"),
+                         kUsageError, "qat", {"--teacher-cache needs --distill"}));
+  EXPECT_TRUE(FailedWith(qatlab(concat({"teacher-cache", "--distill", teacher, "--out", work("cache.h5")}, data), "again"),
+                         kUsageError, "teacher-cache", {"--out", "exists"}));
 }
 
 // Progressive fine-tuning: --from a QAT checkpoint quantizes its float weights again at other bits.

@@ -22,6 +22,7 @@
 #include "nn/checkpoint.h"
 #include "nn/train/evaluate.h"
 #include "nn/train/quadrant_data.h"
+#include "nn/train/quadrant_run.h"
 #include "nn/train/train_run.h"
 
 namespace qatlab {
@@ -44,16 +45,7 @@ class TeacherTest : public ::testing::Test {
 
   // A quadrant network of its own initialisation, trained `epochs` epochs; its checkpoint in dir/<name>.
   std::string trained(const std::string& name, uint64_t seed, int64_t epochs) {
-    TrainRun run;
-    run.description = parse_model_description(test::kQuadrantNetwork, "the test's network");
-    Rng rng(seed);
-    run.model = build_model(run.description, data_.spec, rng);
-    run.settings.epochs = epochs;
-    run.settings.batch_size = 32;
-    run.settings.lr = 0.05f;
-    run.settings.seed = seed;
-    run.data = &data_;
-    run.out_dir = path(name);
+    TrainRun run = test::quadrant_run(data_, seed, epochs, path(name));
     train_model(run);
     return path(name) + "/checkpoint.h5";
   }
