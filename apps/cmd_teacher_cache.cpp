@@ -25,8 +25,10 @@ int cmd_teacher_cache(int argc, char** argv) {
   desc.add_options()
       ("distill", po::value(&teachers)->composing(),
        "a float checkpoint, the teacher (repeat it for an ensemble, in the order the runs give them)")
-      ("out", po::value(&out), "the cache file to write (HDF5)")
-      ("overwrite", po::bool_switch(&overwrite), "allow --out to replace an existing file")
+      ("out", po::value(&out),
+       "the cache file to write (HDF5); a file there already made for these teachers, data and float kernels is "
+       "kept as it is (nothing to do)")
+      ("overwrite", po::bool_switch(&overwrite), "allow --out to replace an existing file made for something else")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per forward pass of the teachers")
       ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
   add_data_options(desc, d);
@@ -38,7 +40,6 @@ int cmd_teacher_cache(int argc, char** argv) {
   require(!out.empty(), "name the file to write: --out FILE");
   require_batch_size("batch-size", batch_size);
   require_threads("threads", threads);
-  guard_output("--out", out, overwrite);
   apply_threads(threads);
 
   // The data as the distilled runs see it: the first teacher's dataset and normalisation unless given
@@ -56,6 +57,11 @@ int cmd_teacher_cache(int argc, char** argv) {
     throw UsageError(std::string(e.what()) + " (--distill)");
   }
   const TeacherCacheKey key = teacher_cache_key(teachers, data);
+  if (TeacherCache::up_to_date(out, key)) {
+    std::printf("%s is up to date (made for these teachers, data and float kernels): nothing to do\n", out.c_str());
+    return 0;
+  }
+  guard_output("--out", out, overwrite);
   LoaderOptions lo = loader_options(data, batch_size, 0, /*train=*/true);
   lo.prefetch = false;
   const DataLoader loader(data.train, lo);

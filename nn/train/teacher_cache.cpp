@@ -145,43 +145,75 @@ void TeacherCache::build(Module& teacher, const DataLoader& loader, const Teache
   });
 }
 
-TeacherCache TeacherCache::load(const std::string& path, const TeacherCacheKey& expected) {
-  const auto fail = [&](const std::string& what) -> std::runtime_error {
-    return std::runtime_error(path + ": " + what);
-  };
-  TeacherCache c;
+namespace {
+
+// The key a cache file was made for, from its attributes. Throws std::runtime_error (without the path) for
+// a file that is not a cache of this version.
+TeacherCacheKey read_key(const H5File& f) {
+  if (!f.has_attr("/", "format") || f.get_attr_string("/", "format") != kFormat)
+    throw std::runtime_error(std::string("not a teacher cache (no format attribute '") + kFormat + "')");
+  const int64_t version = f.get_attr_int("/", "format_version");
+  if (version != kVersion)
+    throw std::runtime_error("teacher cache version " + std::to_string(version) + ", this qatlab reads version " +
+                             std::to_string(kVersion));
+  TeacherCacheKey k;
+  const int64_t teachers = f.get_attr_int("/", "teachers_count");
+  if (teachers < 1 || teachers > 64)
+    throw std::runtime_error("teachers_count " + std::to_string(teachers) + ", expected 1..64");
+  for (int64_t t = 0; t < teachers; ++t) k.teachers.push_back(f.get_attr_string("/", "teacher_" + std::to_string(t)));
+  k.dataset = f.get_attr_string("/", "dataset");
+  k.samples = f.get_attr_int("/", "samples");
+  k.classes = f.get_attr_int("/", "classes");
+  k.crop_pad = f.get_attr_int("/", "crop_pad");
+  k.hflip = f.get_attr_int("/", "hflip") != 0;
+  k.mean = f.get_attr_floats("/", "mean");
+  k.std = f.get_attr_floats("/", "std");
+  k.kernels = f.get_attr_string("/", "kernels");
+  if (k.crop_pad < 0 || k.crop_pad > 64 || k.samples < 1 || k.classes < 1)
+    throw std::runtime_error("crop_pad " + std::to_string(k.crop_pad) + ", samples " + std::to_string(k.samples) +
+                             ", classes " + std::to_string(k.classes) + ": out of range");
+  return k;
+}
+
+// Runs f, turning what it throws into std::runtime_error "<path>: ...".
+template <class F>
+auto naming(const std::string& path, F f) {
   try {
+    return f();
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    if (what.rfind(path, 0) == 0) throw std::runtime_error(what);
+    throw std::runtime_error(path + ": " + what);
+  }
+}
+
+}  // namespace
+
+TeacherCache TeacherCache::load(const std::string& path, const TeacherCacheKey& expected) {
+  return naming(path, [&] {
     const H5File f = H5File::open_read(path);
-    if (!f.has_attr("/", "format") || f.get_attr_string("/", "format") != kFormat)
-      throw fail(std::string("not a teacher cache (no format attribute '") + kFormat + "')");
-    const int64_t version = f.get_attr_int("/", "format_version");
-    if (version != kVersion)
-      throw fail("teacher cache version " + std::to_string(version) + ", this qatlab reads version " +
-                 std::to_string(kVersion));
-    TeacherCacheKey& k = c.key_;
-    const int64_t teachers = f.get_attr_int("/", "teachers_count");
-    if (teachers < 1 || teachers > 64) throw fail("teachers_count " + std::to_string(teachers) + ", expected 1..64");
-    for (int64_t t = 0; t < teachers; ++t) k.teachers.push_back(f.get_attr_string("/", "teacher_" + std::to_string(t)));
-    k.dataset = f.get_attr_string("/", "dataset");
-    k.samples = f.get_attr_int("/", "samples");
-    k.classes = f.get_attr_int("/", "classes");
-    k.crop_pad = f.get_attr_int("/", "crop_pad");
-    k.hflip = f.get_attr_int("/", "hflip") != 0;
-    k.mean = f.get_attr_floats("/", "mean");
-    k.std = f.get_attr_floats("/", "std");
-    k.kernels = f.get_attr_string("/", "kernels");
-    if (const std::string d = key_difference(k, expected); !d.empty()) throw fail("teacher cache " + d);
+    TeacherCache c;
+    c.key_ = read_key(f);
+    const TeacherCacheKey& k = c.key_;
+    if (const std::string d = key_difference(k, expected); !d.empty()) throw std::runtime_error("teacher cache " + d);
     c.variants_ = variant_count(k.crop_pad, k.hflip);
     Shape shape;
     c.logits_ = f.read_floats("logits", &shape);
     if (shape != Shape{k.samples, c.variants_, k.classes})
-      throw fail("logits " + shape_str(shape) + ", expected " + shape_str({k.samples, c.variants_, k.classes}));
-  } catch (const std::runtime_error& e) {
-    const std::string what = e.what();
-    if (what.rfind(path, 0) == 0) throw;
-    throw fail(what);
+      throw std::runtime_error("logits " + shape_str(shape) + ", expected " +
+                               shape_str({k.samples, c.variants_, k.classes}));
+    return c;
+  });
+}
+
+bool TeacherCache::up_to_date(const std::string& path, const TeacherCacheKey& key) {
+  try {
+    const H5File f = H5File::open_read(path);
+    return key_difference(read_key(f), key).empty() &&
+           f.dataset_shape("logits") == Shape{key.samples, variant_count(key.crop_pad, key.hflip), key.classes};
+  } catch (const std::exception&) {
+    return false;
   }
-  return c;
 }
 
 std::optional<Tensor> TeacherCache::rows(std::span<const SampleOrigin> origins) const {

@@ -59,6 +59,9 @@ class TeacherCache {
   // Reads a file written by build. Throws std::runtime_error "<path>: ..." for a file that is not one, is
   // damaged, or was made for another key (naming the field, e.g. "made for crop_pad 4, this run has 2").
   static TeacherCache load(const std::string& path, const TeacherCacheKey& expected);
+  // Whether `path` is a readable cache made for `key` (reading only its header): a command that makes
+  // caches on demand skips the work when it is.
+  static bool up_to_date(const std::string& path, const TeacherCacheKey& key);
 
   const TeacherCacheKey& key() const { return key_; }
   int64_t variants() const { return variants_; }

@@ -793,8 +793,17 @@ TEST_F(CliTest, TeacherCacheGivesTheSameDistilledRun) {
   EXPECT_TRUE(FailedWith(qatlab({"qat", "--from", teacher, "--teacher-cache", work("cache.h5"), "--out", work("none")},
                                 "no-distill"),
                          kUsageError, "qat", {"--teacher-cache needs --distill"}));
-  EXPECT_TRUE(FailedWith(qatlab(concat({"teacher-cache", "--distill", teacher, "--out", work("cache.h5")}, data), "again"),
-                         kUsageError, "teacher-cache", {"--out", "exists"}));
+  // Asked again, an up-to-date cache is kept; one made for other data needs --overwrite to be replaced.
+  const RunResult again = qatlab(concat({"teacher-cache", "--distill", teacher, "--out", work("cache.h5")}, data), "again");
+  ASSERT_TRUE(Succeeded(again));
+  EXPECT_NE(again.out.find("is up to date"), std::string::npos) << again.describe();
+  const Args fewer{"teacher-cache", "--distill", teacher, "--out", work("cache.h5"), "--data-dir", data_dir(),
+                   "--train-limit", "128", "--threads", "2"};
+  EXPECT_TRUE(FailedWith(qatlab(fewer, "other-data"), kUsageError, "teacher-cache", {"--out", "exists"}));
+  ASSERT_TRUE(Succeeded(qatlab(concat(fewer, {"--overwrite"}), "rebuilt")));
+  EXPECT_TRUE(Succeeded(qatlab(concat(concat(qat, {"--data-dir", data_dir(), "--train-limit", "128", "--threads", "2"}),
+                                      {"--out", work("fewer2"), "--teacher-cache", work("cache.h5")}),
+                               "fewer2")));
 }
 
 // Progressive fine-tuning: --from a QAT checkpoint quantizes its float weights again at other bits.

@@ -178,6 +178,11 @@ TEST_F(TeacherCacheTest, AFileMadeForSomethingElseIsRefusedNamingTheDifference) 
   k.kernels = "portable";
   EXPECT_TRUE(contains(load_error(file, k), "build the cache again on this machine"));
   EXPECT_TRUE(contains(load_error(teacher_path_, good), "not a teacher cache")) << load_error(teacher_path_, good);
+  // up_to_date: the same comparison, from the header alone, without throwing.
+  EXPECT_TRUE(TeacherCache::up_to_date(file, good));
+  EXPECT_FALSE(TeacherCache::up_to_date(file, k));  // other kernels
+  EXPECT_FALSE(TeacherCache::up_to_date(teacher_path_, good));
+  EXPECT_FALSE(TeacherCache::up_to_date(path("none.h5"), good));
   EXPECT_TRUE(contains(load_error(path("none.h5"), good), "none.h5"));
   {  // logits of the wrong shape under a good header
     H5File f = H5File::create(path("short.h5"));
@@ -193,6 +198,7 @@ TEST_F(TeacherCacheTest, AFileMadeForSomethingElseIsRefusedNamingTheDifference) 
   }
   const std::string e = load_error(path("short.h5"), good);
   EXPECT_TRUE(contains(e, "short.h5: logits (512, 17, 4), expected (512, 18, 4)")) << e;
+  EXPECT_FALSE(TeacherCache::up_to_date(path("short.h5"), good));
   // Cutout cannot be cached.
   const ModulePtr teacher = load_teachers({teacher_path_}, data_);
   LoaderOptions lo = loader_options(data_, 32, 0, true);
