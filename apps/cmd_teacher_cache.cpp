@@ -3,6 +3,7 @@
 // for `qat` and `sweep` runs that distil from the same teachers on the same data (--teacher-cache,
 // --qat-teacher-cache) to read instead of running the teachers.
 #include <cstdio>
+#include <filesystem>
 
 #include "apps/cli.h"
 #include "apps/commands.h"
@@ -20,7 +21,7 @@ int cmd_teacher_cache(int argc, char** argv) {
   DataSettings d;
   int64_t batch_size = 256;
   int threads = 0;
-  bool overwrite = false;
+  bool overwrite = false, check = false;
   po::options_description desc("teacher-cache options");
   desc.add_options()
       ("distill", po::value(&teachers)->composing(),
@@ -29,6 +30,9 @@ int cmd_teacher_cache(int argc, char** argv) {
        "the cache file to write (HDF5); a file there already made for these teachers, data and float kernels is "
        "kept as it is (nothing to do)")
       ("overwrite", po::bool_switch(&overwrite), "allow --out to replace an existing file made for something else")
+      ("check", po::bool_switch(&check),
+       "make nothing: exit 0 if --out is up to date for these teachers, data and float kernels, 1 if not (scripts "
+       "pass --teacher-cache only then)")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per forward pass of the teachers")
       ("threads", po::value(&threads)->default_value(0), "worker threads (0 = all cores)");
   add_data_options(desc, d);
@@ -58,8 +62,15 @@ int cmd_teacher_cache(int argc, char** argv) {
   }
   const TeacherCacheKey key = teacher_cache_key(teachers, data);
   if (TeacherCache::up_to_date(out, key)) {
-    std::printf("%s is up to date (made for these teachers, data and float kernels): nothing to do\n", out.c_str());
+    std::printf("%s is up to date (made for these teachers, data and float kernels)%s\n", out.c_str(),
+                check ? "" : ": nothing to do");
     return 0;
+  }
+  if (check) {
+    std::printf("%s is %s\n", out.c_str(),
+                std::filesystem::exists(out) ? "not up to date (made for other teachers, data or float kernels, or damaged)"
+                                             : "missing");
+    return 1;
   }
   guard_output("--out", out, overwrite);
   LoaderOptions lo = loader_options(data, batch_size, 0, /*train=*/true);

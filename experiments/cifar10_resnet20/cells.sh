@@ -6,6 +6,10 @@
 #                            a kept result.ini of a cell started again since is not its result: removed)
 #   restore_cells KEPT RUN   copies the cells kept in KEPT/cells back into RUN/cells; a cell already in RUN
 #                            is left as it is
+#   teacher_cache_args       (from this directory, with $Q the qatlab binary) "--qat-teacher-cache FILE" when
+#                            the float model's outputs in runs/teacher-cache/ (teacher_cache.sh) are up to date
+#                            for this machine, else nothing: the cells then run the teacher themselves (the
+#                            same values either way, so the cells' keys do not change)
 
 keep_cells() {
   local cell to f
@@ -26,4 +30,12 @@ keep_cells() {
 restore_cells() {
   mkdir -p "$2/cells"
   if [ -d "$1/cells" ]; then cp -rn "$1/cells/." "$2/cells/"; fi
+}
+
+teacher_cache_args() {
+  local file=runs/teacher-cache/recipe_swa.h5
+  if "$Q" teacher-cache --check --distill runs/recipe_swa/checkpoint.h5 --dataset cifar10 --augment pad-crop:4,flip \
+      --out "$file" >/dev/null 2>&1; then
+    echo "--qat-teacher-cache $file"
+  fi
 }

@@ -179,8 +179,12 @@ main() {
       echo "study.sh: unknown sweep '$name' (expected: ${!cells[*]})" >&2
       exit 2
     fi
+    # The distilled sweeps read the float model's outputs from runs/teacher-cache when they are up to date
+    # (teacher_cache.sh; the same values, faster).
+    local cache=""
+    if [ "$name" != ptq ]; then cache="$(teacher_cache_args)"; fi
     # shellcheck disable=SC2086
-    args=(sweep "$float" --out "runs/study-$name" "${common[@]}" ${cells[$name]})
+    args=(sweep "$float" --out "runs/study-$name" "${common[@]}" ${cells[$name]} $cache)
     { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): ${launcher[*]}${launcher[*]:+ }qatlab ${args[*]}"; "${launcher[@]}" "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
   done
   merge_all

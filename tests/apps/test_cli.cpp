@@ -800,6 +800,10 @@ TEST_F(CliTest, TeacherCacheGivesTheSameDistilledRun) {
   const Args fewer{"teacher-cache", "--distill", teacher, "--out", work("cache.h5"), "--data-dir", data_dir(),
                    "--train-limit", "128", "--threads", "2"};
   EXPECT_TRUE(FailedWith(qatlab(fewer, "other-data"), kUsageError, "teacher-cache", {"--out", "exists"}));
+  EXPECT_EQ(qatlab(concat(fewer, {"--check"}), "check-stale").exit_code, 1);
+  EXPECT_EQ(qatlab(concat(concat({"teacher-cache", "--distill", teacher, "--out", work("cache.h5")}, data), {"--check"}),
+                   "check-fresh").exit_code,
+            0);
   ASSERT_TRUE(Succeeded(qatlab(concat(fewer, {"--overwrite"}), "rebuilt")));
   EXPECT_TRUE(Succeeded(qatlab(concat(concat(qat, {"--data-dir", data_dir(), "--train-limit", "128", "--threads", "2"}),
                                       {"--out", work("fewer2"), "--teacher-cache", work("cache.h5")}),

@@ -18,5 +18,8 @@ args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch
       --qat-weight-decay 0.000125 --layer-bits residual-sums=:8 --lsq-step-bounds 8 --weight-range mid-rise
       --qat-epochs 30 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 20
       --lsq-init mse --qat-distill 1 --augment pad-crop:4,flip)
+# The float model's outputs from runs/teacher-cache when up to date (../../teacher_cache.sh): faster, the same.
+# shellcheck disable=SC2207
+args+=($(teacher_cache_args))
 run_sweep "$here/log.txt" "${args[@]}"
 cp "$out/results.csv" "$out/table.md" "$here/"
