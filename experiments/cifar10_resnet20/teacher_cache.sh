@@ -2,7 +2,8 @@
 # teacher_cache.sh: the float model's outputs (the teacher of the distilled QAT cells) for every crop and
 # flip of every CIFAR-10 training image, made once per machine into runs/teacher-cache/recipe_swa.h5
 # (`qatlab teacher-cache`, README; 162 versions of 50,000 images, about 320 MB, roughly an hour on both
-# cores). The float kernels' path is part of it: on a machine with other kernels it is made again. The
+# cores; stopped part way, e.g. by a session's end, it goes on from its finished parts when run again). The
+# float kernels' path is part of it: on a machine with other kernels it is made again. The
 # study's sweeps and the ablations pass it to their cells when it is up to date (cells.sh's
 # teacher_cache_args); the cells' values are the same with it and without it, only faster.
 #   bash experiments/cifar10_resnet20/teacher_cache.sh   (after the float model exists; THREADS=N to share)

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 #include <stdexcept>
 
@@ -16,8 +17,12 @@
 namespace qatlab {
 namespace {
 
+namespace fs = std::filesystem;
+
 constexpr const char* kFormat = "qatlab-teacher-cache";
 constexpr int64_t kVersion = 1;
+// A build keeps its work in this many parts (build).
+constexpr int64_t kParts = 20;
 
 int64_t variant_count(int64_t crop_pad, bool hflip) { return (2 * crop_pad + 1) * (2 * crop_pad + 1) * (hflip ? 2 : 1); }
 
@@ -81,70 +86,6 @@ TeacherCacheKey teacher_cache_key(const std::vector<std::string>& paths, const D
   return k;
 }
 
-void TeacherCache::build(Module& teacher, const DataLoader& loader, const TeacherCacheKey& key, const std::string& path,
-                         int64_t batch, std::FILE* log) {
-  const LoaderOptions& o = loader.options();
-  if (o.cutout > 0 || o.crop_pad != key.crop_pad || o.hflip != key.hflip)
-    throw std::invalid_argument("TeacherCache::build: the loader augments with crop_pad " + std::to_string(o.crop_pad) +
-                                ", hflip " + (o.hflip ? "on" : "off") + ", cutout " + std::to_string(o.cutout) +
-                                "; the key says crop_pad " + std::to_string(key.crop_pad) + ", hflip " +
-                                (key.hflip ? "on" : "off") + " and cutout must be off");
-  if (batch < 1) throw std::invalid_argument("TeacherCache::build: batch " + std::to_string(batch) + ", expected >= 1");
-  const int64_t p = key.crop_pad, flips = key.hflip ? 2 : 1;
-  const int64_t V = variant_count(p, key.hflip), N = key.samples, K = key.classes;
-  std::vector<float> logits(static_cast<size_t>(N * V * K));  // (N, V, K)
-  // Every (sample, variant) in order, `batch` at a time.
-  std::vector<SampleOrigin> origins;
-  origins.reserve(static_cast<size_t>(batch));
-  Batch rows;
-  teacher.eval();
-  NoGradGuard no_grad;
-  int64_t done = 0, next_report = N / 10;
-  const auto flush = [&] {
-    if (origins.empty()) return;
-    loader.make_variants(origins, rows);
-    const Tensor y = teacher.forward(rows.images);  // (rows, K)
-    if (y.dim() != 2 || y.size(0) != static_cast<int64_t>(origins.size()) || y.size(1) != K)
-      throw std::invalid_argument("TeacherCache::build: the teacher gives " + shape_str(y.shape()) + " for " +
-                                  std::to_string(origins.size()) + " images of " + std::to_string(K) + " classes");
-    for (size_t i = 0; i < origins.size(); ++i) {
-      const int64_t v = teacher_cache_variant(origins[i], p, key.hflip);
-      std::copy(y.data() + i * K, y.data() + (i + 1) * K, logits.begin() + (origins[i].sample * V + v) * K);
-    }
-    origins.clear();
-  };
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t oy = -p; oy <= p; ++oy)
-      for (int64_t ox = -p; ox <= p; ++ox)
-        for (int64_t f = 0; f < flips; ++f) {
-          origins.push_back(SampleOrigin{n, static_cast<int32_t>(oy), static_cast<int32_t>(ox), f == 1, false});
-          if (static_cast<int64_t>(origins.size()) == batch) flush();
-        }
-    if (++done >= next_report && log) {
-      std::fprintf(log, "teacher cache: %lld of %lld images (%lld variants each)\n", static_cast<long long>(done),
-                   static_cast<long long>(N), static_cast<long long>(V));
-      std::fflush(log);
-      next_report += std::max<int64_t>(N / 10, 1);
-    }
-  }
-  flush();
-  atomic_save_h5(path, [&](H5File& f) {
-    f.set_attr("/", "format", kFormat);
-    f.set_attr("/", "format_version", kVersion);
-    f.set_attr("/", "teachers_count", static_cast<int64_t>(key.teachers.size()));
-    for (size_t t = 0; t < key.teachers.size(); ++t) f.set_attr("/", "teacher_" + std::to_string(t), key.teachers[t]);
-    f.set_attr("/", "dataset", key.dataset);
-    f.set_attr("/", "samples", key.samples);
-    f.set_attr("/", "classes", key.classes);
-    f.set_attr("/", "crop_pad", key.crop_pad);
-    f.set_attr("/", "hflip", int64_t{key.hflip ? 1 : 0});
-    f.set_attr_floats("/", "mean", {static_cast<int64_t>(key.mean.size())}, key.mean);
-    f.set_attr_floats("/", "std", {static_cast<int64_t>(key.std.size())}, key.std);
-    f.set_attr("/", "kernels", key.kernels);
-    f.write_floats("logits", {N, V, K}, logits);
-  });
-}
-
 namespace {
 
 // The key a cache file was made for, from its attributes. Throws std::runtime_error (without the path) for
@@ -187,7 +128,111 @@ auto naming(const std::string& path, F f) {
   }
 }
 
+// The key's fields as attributes of "/" (read back by read_key).
+void write_key(H5File& f, const TeacherCacheKey& key) {
+  f.set_attr("/", "format", kFormat);
+  f.set_attr("/", "format_version", kVersion);
+  f.set_attr("/", "teachers_count", static_cast<int64_t>(key.teachers.size()));
+  for (size_t t = 0; t < key.teachers.size(); ++t) f.set_attr("/", "teacher_" + std::to_string(t), key.teachers[t]);
+  f.set_attr("/", "dataset", key.dataset);
+  f.set_attr("/", "samples", key.samples);
+  f.set_attr("/", "classes", key.classes);
+  f.set_attr("/", "crop_pad", key.crop_pad);
+  f.set_attr("/", "hflip", int64_t{key.hflip ? 1 : 0});
+  f.set_attr_floats("/", "mean", {static_cast<int64_t>(key.mean.size())}, key.mean);
+  f.set_attr_floats("/", "std", {static_cast<int64_t>(key.std.size())}, key.std);
+  f.set_attr("/", "kernels", key.kernels);
+}
+
+// Part `part`'s logits ((end - begin), V, K) from its file when that was made for this key and range, else
+// nothing (missing, or left by another build: made again).
+std::optional<std::vector<float>> read_part(const std::string& file, const TeacherCacheKey& key, int64_t begin,
+                                            int64_t end, int64_t V) {
+  try {
+    const H5File f = H5File::open_read(file);
+    if (!key_difference(read_key(f), key).empty() || f.get_attr_int("/", "part_begin") != begin ||
+        f.get_attr_int("/", "part_end") != end)
+      return std::nullopt;
+    Shape shape;
+    std::vector<float> logits = f.read_floats("logits", &shape);
+    if (shape != Shape{end - begin, V, key.classes}) return std::nullopt;
+    return logits;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
 }  // namespace
+
+void TeacherCache::build(Module& teacher, const DataLoader& loader, const TeacherCacheKey& key, const std::string& path,
+                         int64_t batch, std::FILE* log) {
+  const LoaderOptions& o = loader.options();
+  if (o.cutout > 0 || o.crop_pad != key.crop_pad || o.hflip != key.hflip)
+    throw std::invalid_argument("TeacherCache::build: the loader augments with crop_pad " + std::to_string(o.crop_pad) +
+                                ", hflip " + (o.hflip ? "on" : "off") + ", cutout " + std::to_string(o.cutout) +
+                                "; the key says crop_pad " + std::to_string(key.crop_pad) + ", hflip " +
+                                (key.hflip ? "on" : "off") + " and cutout must be off");
+  if (batch < 1) throw std::invalid_argument("TeacherCache::build: batch " + std::to_string(batch) + ", expected >= 1");
+  const int64_t p = key.crop_pad, flips = key.hflip ? 2 : 1;
+  const int64_t V = variant_count(p, key.hflip), N = key.samples, K = key.classes;
+  std::vector<float> logits(static_cast<size_t>(N * V * K));  // (N, V, K)
+  // Each part of the images is kept in a file of its own as soon as it is done, so that a build stopped
+  // (a session's end) goes on from the parts it finished.
+  const std::string parts_dir = path + ".parts";
+  fs::create_directories(parts_dir);
+  std::vector<SampleOrigin> origins;
+  origins.reserve(static_cast<size_t>(batch));
+  Batch rows;
+  teacher.eval();
+  NoGradGuard no_grad;
+  // The rows of `origins` through the teacher, into logits (every (sample, variant) in order, `batch` at a time).
+  const auto flush = [&] {
+    if (origins.empty()) return;
+    loader.make_variants(origins, rows);
+    const Tensor y = teacher.forward(rows.images);  // (rows, K)
+    if (y.dim() != 2 || y.size(0) != static_cast<int64_t>(origins.size()) || y.size(1) != K)
+      throw std::invalid_argument("TeacherCache::build: the teacher gives " + shape_str(y.shape()) + " for " +
+                                  std::to_string(origins.size()) + " images of " + std::to_string(K) + " classes");
+    for (size_t i = 0; i < origins.size(); ++i) {
+      const int64_t v = teacher_cache_variant(origins[i], p, key.hflip);
+      std::copy(y.data() + i * K, y.data() + (i + 1) * K, logits.begin() + (origins[i].sample * V + v) * K);
+    }
+    origins.clear();
+  };
+  const int64_t parts = std::min<int64_t>(kParts, N);
+  for (int64_t part = 0; part < parts; ++part) {
+    const int64_t begin = N * part / parts, end = N * (part + 1) / parts;
+    const std::string file = parts_dir + "/part-" + std::to_string(part) + ".h5";
+    if (const auto done = read_part(file, key, begin, end, V)) {
+      std::copy(done->begin(), done->end(), logits.begin() + begin * V * K);
+    } else {
+      for (int64_t n = begin; n < end; ++n)
+        for (int64_t oy = -p; oy <= p; ++oy)
+          for (int64_t ox = -p; ox <= p; ++ox)
+            for (int64_t f = 0; f < flips; ++f) {
+              origins.push_back(SampleOrigin{n, static_cast<int32_t>(oy), static_cast<int32_t>(ox), f == 1, false});
+              if (static_cast<int64_t>(origins.size()) == batch) flush();
+            }
+      flush();
+      atomic_save_h5(file, [&](H5File& f) {
+        write_key(f, key);
+        f.set_attr("/", "part_begin", begin);
+        f.set_attr("/", "part_end", end);
+        f.write_floats("logits", {end - begin, V, K}, logits.data() + begin * V * K);
+      });
+    }
+    if (log) {
+      std::fprintf(log, "teacher cache: %lld of %lld images (%lld variants each)\n", static_cast<long long>(end),
+                   static_cast<long long>(N), static_cast<long long>(V));
+      std::fflush(log);
+    }
+  }
+  atomic_save_h5(path, [&](H5File& f) {
+    write_key(f, key);
+    f.write_floats("logits", {N, V, K}, logits);
+  });
+  fs::remove_all(parts_dir);
+}
 
 TeacherCache TeacherCache::load(const std::string& path, const TeacherCacheKey& expected) {
   return naming(path, [&] {

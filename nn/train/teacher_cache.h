@@ -52,8 +52,10 @@ class TeacherCache {
  public:
   // Runs `teacher` (in evaluation mode, without gradients) on every variant of every image of the
   // loader's dataset, `batch` rows at a time, and writes the file atomically. The loader must augment as
-  // `key` says, without cutout (std::invalid_argument otherwise). One line of progress to `log` (may be
-  // null) every tenth of the images.
+  // `key` says, without cutout (std::invalid_argument otherwise). The work is kept in parts as it goes
+  // (a twentieth of the images each, in `path`.parts/, removed at the end), so that a build stopped part way
+  // goes on, when run again, from the parts it finished (those made for the same key). One line of progress
+  // to `log` (may be null) per part.
   static void build(Module& teacher, const DataLoader& loader, const TeacherCacheKey& key, const std::string& path,
                     int64_t batch, std::FILE* log);
   // Reads a file written by build. Throws std::runtime_error "<path>: ..." for a file that is not one, is

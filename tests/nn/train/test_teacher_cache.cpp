@@ -106,6 +106,50 @@ TEST_F(TeacherCacheTest, EveryCachedRowIsTheLiveTeachersOutput) {
   }
 }
 
+// A teacher that stops working after `budget` forward passes (a build cut short by a session's end), and
+// counts them.
+class StoppingTeacher : public Module {
+ public:
+  StoppingTeacher(ModulePtr inner, int64_t budget) : Module("StoppingTeacher"), budget_(budget) {
+    register_module("inner", std::move(inner));
+  }
+  Tensor forward(const Tensor& x) override {
+    if (calls_ == budget_) throw std::runtime_error("stopped");
+    ++calls_;
+    return (*children().front().second)(x);
+  }
+  int64_t calls() const { return calls_; }
+
+ private:
+  int64_t budget_, calls_ = 0;
+};
+
+// A build stopped part way goes on from the parts it finished, and gives the file a whole build gives.
+TEST_F(TeacherCacheTest, AStoppedBuildGoesOnFromItsFinishedParts) {
+  const std::vector<std::string> teachers{teacher_path_};
+  const TeacherCacheKey key = teacher_cache_key(teachers, data_);
+  LoaderOptions lo = loader_options(data_, 32, 0, true);
+  lo.prefetch = false;
+  const DataLoader loader(data_.train, lo);
+  // 512 images x 18 variants in batches of 50: 185 passes in all, about 9 a part (20 parts of 25-26 images).
+  StoppingTeacher stopped(load_teachers(teachers, data_), 60);
+  EXPECT_THROW(TeacherCache::build(stopped, loader, key, path("resumed.h5"), 50, nullptr), std::runtime_error);
+  EXPECT_FALSE(fs::exists(path("resumed.h5")));
+  EXPECT_TRUE(fs::exists(path("resumed.h5.parts/part-0.h5")));
+  StoppingTeacher rest(load_teachers(teachers, data_), 1000);
+  TeacherCache::build(rest, loader, key, path("resumed.h5"), 50, nullptr);
+  EXPECT_LT(rest.calls(), 150);  // the finished parts were not made again
+  EXPECT_FALSE(fs::exists(path("resumed.h5.parts")));
+  const TeacherCache resumed = TeacherCache::load(path("resumed.h5"), key);
+  const TeacherCache whole = TeacherCache::load(built("whole.h5", teachers), key);
+  std::vector<SampleOrigin> all;
+  for (int64_t n = 0; n < 512; ++n)
+    for (int32_t oy = -1; oy <= 1; ++oy)
+      for (int32_t ox = -1; ox <= 1; ++ox)
+        for (const bool flip : {false, true}) all.push_back(SampleOrigin{n, oy, ox, flip, false});
+  EXPECT_EQ(resumed.rows(all)->to_vector(), whole.rows(all)->to_vector());
+}
+
 // A distilled run reading the cache is the run computing its teacher, bit for bit: the same history and
 // weights, with whole batches and with chunked ones.
 TEST_F(TeacherCacheTest, ADistilledRunReadingTheCacheTrainsExactlyAsOneRunningTheTeacher) {
