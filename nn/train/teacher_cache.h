@@ -3,9 +3,11 @@
 //
 // Why: a distilled QAT cell runs the teacher forward on every batch of every epoch, a quarter of its
 // step with one teacher network and over a third with an ensemble of two (ResNet-20 on CIFAR-10). With
-// crop-and-flip augmentation an image has only (2p + 1)^2 * 2 versions (162 for p = 4), so a teacher's
-// outputs for all of them cost about 3 epochs of a 30-epoch cell once, and every distilled cell on that
-// data and teacher after it saves the teacher's share. The rows read back are the teacher's own outputs
+// crop-and-flip augmentation an image has only (2p + 1)^2 * 2 versions (162 for p = 4): the teacher's
+// outputs for all of them cost the teacher's share of 162 epochs once (about 35 epochs of a distilled
+// ResNet-20 cell), and every distilled epoch on that data and teacher after it saves that share. It pays
+// once more than 162 epochs are distilled from one teacher (the CIFAR-10 study runs about 500). The rows
+// read back are the teacher's own outputs
 // bit for bit: a network's logits in evaluation mode do not depend on the batch an image comes in (tested
 // in tests/nn/test_cifar_models.cpp), and the training loop checks the first batch of every run against the
 // live teacher (train_loop.h). Rows with cutout (their square is not recorded) are computed live.
