@@ -76,7 +76,7 @@ int cmd_teacher_cache(int argc, char** argv) {
   LoaderOptions lo = loader_options(data, batch_size, 0, /*train=*/true);
   lo.prefetch = false;
   const DataLoader loader(data.train, lo);
-  const int64_t variants = (2 * key.crop_pad + 1) * (2 * key.crop_pad + 1) * (key.hflip ? 2 : 1);
+  const int64_t variants = teacher_cache_variants(key.crop_pad, key.hflip);
   std::printf("teacher cache: %zu teacher network%s on %s, %lld training images x %lld variants (crop %lld, %s), "
               "float kernels %s -> %s\n",
               teachers.size(), teachers.size() == 1 ? "" : "s", data.source.c_str(),

@@ -24,8 +24,6 @@ constexpr int64_t kVersion = 1;
 // A build keeps its work in this many parts (build).
 constexpr int64_t kParts = 20;
 
-int64_t variant_count(int64_t crop_pad, bool hflip) { return (2 * crop_pad + 1) * (2 * crop_pad + 1) * (hflip ? 2 : 1); }
-
 std::string floats_str(const std::vector<float>& v) {
   std::string s = "[";
   s += floats_text(v);
@@ -66,6 +64,10 @@ std::string key_difference(const TeacherCacheKey& have, const TeacherCacheKey& w
 }
 
 }  // namespace
+
+int64_t teacher_cache_variants(int64_t crop_pad, bool hflip) {
+  return (2 * crop_pad + 1) * (2 * crop_pad + 1) * (hflip ? 2 : 1);
+}
 
 int64_t teacher_cache_variant(const SampleOrigin& o, int64_t crop_pad, bool hflip) {
   const int64_t side = 2 * crop_pad + 1;
@@ -174,7 +176,7 @@ void TeacherCache::build(Module& teacher, const DataLoader& loader, const Teache
                                 (key.hflip ? "on" : "off") + " and cutout must be off");
   if (batch < 1) throw std::invalid_argument("TeacherCache::build: batch " + std::to_string(batch) + ", expected >= 1");
   const int64_t p = key.crop_pad, flips = key.hflip ? 2 : 1;
-  const int64_t V = variant_count(p, key.hflip), N = key.samples, K = key.classes;
+  const int64_t V = teacher_cache_variants(p, key.hflip), N = key.samples, K = key.classes;
   std::vector<float> logits(static_cast<size_t>(N * V * K));  // (N, V, K)
   // Each part of the images is kept in a file of its own as soon as it is done, so that a build stopped
   // (a session's end) goes on from the parts it finished.
@@ -241,7 +243,7 @@ TeacherCache TeacherCache::load(const std::string& path, const TeacherCacheKey& 
     c.key_ = read_key(f);
     const TeacherCacheKey& k = c.key_;
     if (const std::string d = key_difference(k, expected); !d.empty()) throw std::runtime_error("teacher cache " + d);
-    c.variants_ = variant_count(k.crop_pad, k.hflip);
+    c.variants_ = teacher_cache_variants(k.crop_pad, k.hflip);
     Shape shape;
     c.logits_ = f.read_floats("logits", &shape);
     if (shape != Shape{k.samples, c.variants_, k.classes})
@@ -255,7 +257,7 @@ bool TeacherCache::up_to_date(const std::string& path, const TeacherCacheKey& ke
   try {
     const H5File f = H5File::open_read(path);
     return key_difference(read_key(f), key).empty() &&
-           f.dataset_shape("logits") == Shape{key.samples, variant_count(key.crop_pad, key.hflip), key.classes};
+           f.dataset_shape("logits") == Shape{key.samples, teacher_cache_variants(key.crop_pad, key.hflip), key.classes};
   } catch (const std::exception&) {
     return false;
   }

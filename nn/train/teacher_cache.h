@@ -80,7 +80,9 @@ class TeacherCache {
   std::vector<float> logits_;  // (N, V, K)
 };
 
-// The variant index of an origin for a loader that crops with `crop_pad` and flips with `hflip`.
+// The variant index of an origin for a loader that crops with `crop_pad` and flips with `hflip`, and the
+// number of variants of an image, V.
 int64_t teacher_cache_variant(const SampleOrigin& origin, int64_t crop_pad, bool hflip);
+int64_t teacher_cache_variants(int64_t crop_pad, bool hflip);
 
 }  // namespace qatlab
