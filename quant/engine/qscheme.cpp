@@ -113,6 +113,17 @@ ScaleZeroPoint choose_scale_zero_point(const QScheme& scheme, float min_val, flo
   return out;
 }
 
+QParams grid_of(const QScheme& scheme, size_t channels) {
+  QParams qp;
+  qp.axis = scheme.per_channel ? scheme.axis : -1;
+  qp.quant_min = scheme.quant_min();
+  qp.quant_max = scheme.quant_max();
+  qp.odd_codes = scheme.mid_rise;
+  qp.scale.resize(channels);
+  qp.zero_point.resize(channels);
+  return qp;
+}
+
 QParams choose_qparams(const QScheme& scheme, std::span<const float> min_vals, std::span<const float> max_vals) {
   scheme.validate();
   if (min_vals.empty() || min_vals.size() != max_vals.size())
@@ -121,13 +132,7 @@ QParams choose_qparams(const QScheme& scheme, std::span<const float> min_vals, s
   if (!scheme.per_channel && min_vals.size() != 1)
     throw std::invalid_argument("choose_qparams: per-tensor scheme given " + std::to_string(min_vals.size()) +
                                 " ranges (expected 1)");
-  QParams qp;
-  qp.axis = scheme.per_channel ? scheme.axis : -1;
-  qp.quant_min = scheme.quant_min();
-  qp.quant_max = scheme.quant_max();
-  qp.odd_codes = scheme.mid_rise;
-  qp.scale.resize(min_vals.size());
-  qp.zero_point.resize(min_vals.size());
+  QParams qp = grid_of(scheme, min_vals.size());
   for (size_t c = 0; c < min_vals.size(); ++c) {
     try {
       const ScaleZeroPoint sz = choose_scale_zero_point(scheme, min_vals[c], max_vals[c]);

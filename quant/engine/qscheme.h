@@ -82,6 +82,10 @@ struct QParams {
   void validate() const;
 };
 
+// The fields of QParams a scheme fixes (axis, code range, odd codes), with `channels` scales and zero
+// points (1 per tensor) for the caller to fill. Every QParams made from a scheme starts here.
+QParams grid_of(const QScheme& scheme, size_t channels);
+
 // One (scale, zero_point) pair for the range [min_val, max_val] (see choose_qparams for the rules).
 struct ScaleZeroPoint {
   float scale = 1.0f;

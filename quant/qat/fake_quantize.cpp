@@ -235,17 +235,11 @@ QParams FakeQuantize::qparams() const {
     throw std::logic_error(
         "FakeQuantize has no quantization parameters yet: its " + observer_->kind() +
         " observer has seen no data (run training-mode batches with the observer enabled, or load a checkpoint)");
-  const QScheme& s = scheme();
-  QParams qp;
-  qp.axis = s.per_channel ? s.axis : -1;
-  qp.quant_min = s.quant_min();
-  qp.quant_max = s.quant_max();
-  qp.odd_codes = s.mid_rise;
   const int64_t C = scale_.numel();
+  QParams qp = grid_of(scheme(), static_cast<size_t>(C));
   const float* sc = scale_.data();
   const float* zp = zero_point_.data();
   qp.scale.assign(sc, sc + C);
-  qp.zero_point.resize(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) {
     // A zero point is an integer by construction; anything else came from a corrupt state dict.
     if (!(std::nearbyint(zp[c]) == zp[c]))

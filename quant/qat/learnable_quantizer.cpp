@@ -66,18 +66,6 @@ void for_each_chunk(const Rows& r, std::vector<double>& acc, F f) {
   for (int64_t item = 0; item < items; ++item) acc[(item / per_row) % r.channels] += partial[item];
 }
 
-// The grid fields a scheme fixes: axis, code range and rounding.
-QParams grid_of(const QScheme& scheme, size_t C) {
-  QParams qp;
-  qp.axis = scheme.per_channel ? scheme.axis : -1;
-  qp.quant_min = scheme.quant_min();
-  qp.quant_max = scheme.quant_max();
-  qp.odd_codes = scheme.mid_rise;
-  qp.scale.resize(C);
-  qp.zero_point.resize(C);
-  return qp;
-}
-
 // A learned (C) parameter tensor for a scheme: C = 1 per tensor.
 void check_parameter(const Tensor& p, const QScheme& scheme, const char* who, const char* what) {
   QATLAB_CHECK(p.defined() && p.dim() == 1 && p.numel() >= 1,
