@@ -3,7 +3,8 @@
 // few test batches); --dot writes the graph with its fake-quant nodes, --hist plots a layer's weights or
 // activations with the quantization grid over them, --explain works out one output of one layer in integer
 // arithmetic, step by step; --sqnr-vs-bits plots, for a float checkpoint, each layer's SQNR after PTQ at
-// 8 to 2 bits. An integer model file is described op by op, and --dot draws its integer graph.
+// 8 to 2 bits. An integer model file is described op by op, and --dot draws its integer graph; a teacher
+// cache file (qatlab teacher-cache) by what it was made for.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,8 +18,10 @@
 #include "apps/qat_options.h"
 #include "apps/train_options.h"
 #include "core/atomic_file.h"
+#include "core/format.h"
 #include "core/svg_plot.h"
 #include "nn/checkpoint.h"
+#include "nn/train/teacher_cache.h"
 #include "quant/engine/int8_graph.h"
 #include "quant/qat/convert.h"
 #include "quant/teach/explain.h"
@@ -36,6 +39,34 @@ std::string joined(const std::vector<std::string>& names) {
   std::string s;
   for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
   return s;
+}
+
+std::string floats_str(const std::vector<float>& v) {
+  std::string s;
+  for (const float x : v) s += (s.empty() ? "" : ", ") + num_str(x);
+  return "(" + s + ")";
+}
+
+// A teacher cache file (qatlab teacher-cache): what it was made for, from its header.
+std::string describe_teacher_cache(const std::string& path) {
+  const auto [key, shape] = TeacherCache::read_header(path);
+  const int64_t side = 2 * key.crop_pad + 1;
+  std::ostringstream os;
+  os << "teacher cache: the outputs of " << key.teachers.size() << " teacher network"
+     << (key.teachers.size() == 1 ? "" : "s (averaged)") << " for every crop and flip of every training image\n";
+  for (size_t t = 0; t < key.teachers.size(); ++t)
+    os << "  teacher " << t + 1 << "      SHA-256 " << key.teachers[t] << "\n";
+  os << "  dataset        " << key.dataset << ": " << key.samples << " training images, " << key.classes << " classes\n"
+     << "  variants       " << teacher_cache_variants(key.crop_pad, key.hflip) << " an image: "
+     << (key.crop_pad > 0 ? std::to_string(side * side) + " crops of the " + std::to_string(key.crop_pad) +
+                                "-pixel padded image"
+                          : std::string("no crops"))
+     << (key.hflip ? " x 2 flips" : ", no flips") << "\n"
+     << "  normalisation  mean " << floats_str(key.mean) << ", std " << floats_str(key.std) << "\n"
+     << "  float kernels  " << key.kernels << " (a run on other kernels refuses the file)\n"
+     << "  logits         " << shape_str(shape) << " float32, " << fixed(static_cast<double>(shape_numel(shape)) * 4 / 1e6, 1)
+     << " MB\n";
+  return os.str();
 }
 
 // --explain: the integer graph (loaded, or converted from the QAT checkpoint) works out one output of
@@ -168,7 +199,7 @@ int cmd_inspect(int argc, char** argv) {
   int bins = 100, threads = 0;
   bool activations = false, overwrite = false;
   po::options_description desc("inspect options");
-  desc.add_options()("model", po::value(&path), "QAT (or PTQ) checkpoint, or integer model file (also the first positional argument)")
+  desc.add_options()("model", po::value(&path), "QAT (or PTQ) checkpoint, integer model file or teacher cache (also the first positional argument)")
       ("batches", po::value(&batches)->default_value(batches), "test batches the SQNR and the activation ranges are measured on")
       ("batch-size", po::value(&batch_size)->default_value(batch_size), "images per batch")
       ("dot", po::value(&dot), "write the graph with its fake-quant nodes (an integer model file: its ops and slots) to this "
@@ -228,6 +259,13 @@ int cmd_inspect(int argc, char** argv) {
       atomic_write_text(dot, int8_graph_to_dot(graph));
       std::printf("\ninteger graph with its slots: %s (render: dot -Tsvg %s -o graph.svg)\n", dot.c_str(), dot.c_str());
     }
+    return 0;
+  }
+
+  if (TeacherCache::is_teacher_cache_file(path)) {
+    require(sqnr_svg.empty() && hist.empty() && dot.empty(),
+            path + " is a teacher cache (qatlab teacher-cache): --sqnr-vs-bits, --hist and --dot need a model");
+    std::printf("%s\n%s", path.c_str(), describe_teacher_cache(path).c_str());
     return 0;
   }
 

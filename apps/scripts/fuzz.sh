@@ -42,7 +42,7 @@ cmake --build "$build" -j "$jobs" --target "${harnesses[@]}" make_seeds qatlab
 
 # ------------------------------------------------------------------ seeds
 # Small valid files, every one written by the project: IDX, CIFAR and INI files by make_seeds, and a
-# float checkpoints (MLP, LSTM), QAT checkpoints (MLP, LeNet-5), integer models and dynamic models by the qatlab command, trained
+# float checkpoints (MLP, LSTM), QAT checkpoints (MLP, LeNet-5), integer models, dynamic models and a teacher cache by the qatlab command, trained
 # for one epoch on 64 synthetic images, the MLP's float ONNX export and the ONNX fixture PyTorch made. The HDF5 harnesses take the content after the 512-byte seal
 # header (they seal each input themselves), so those seeds are the files without it.
 seeds="$build/fuzz-seeds"
@@ -65,6 +65,8 @@ if [[ ! -f "$seeds/done" ]]; then
   for m in mlp lstm; do
     "$q" ptq --dynamic "$runs/$m/checkpoint.h5" --out "$runs/$m-dyn" --data-dir "$seeds/data" --threads 1 >/dev/null
   done
+  "$q" teacher-cache --distill "$runs/mlp/checkpoint.h5" --train-limit 16 --augment pad-crop:1,flip \
+    --out "$runs/mlp.cache.h5" --data-dir "$seeds/data" --dataset mnist --threads 1 >/dev/null
   strip_seal() { mkdir -p "$(dirname "$2")" && tail -c +513 "$1" >"$2"; }
   strip_seal "$runs/mlp/checkpoint.h5" "$seeds/corpus/fuzz_checkpoint/mlp-float.h5"
   strip_seal "$runs/mlp-qat/checkpoint.h5" "$seeds/corpus/fuzz_checkpoint/mlp-qat.h5"
@@ -74,6 +76,7 @@ if [[ ! -f "$seeds/done" ]]; then
   strip_seal "$runs/mlp-dyn/model.dynamic.h5" "$seeds/corpus/fuzz_dynamic_model/mlp.dynamic.h5"
   strip_seal "$runs/lstm-dyn/model.dynamic.h5" "$seeds/corpus/fuzz_dynamic_model/lstm.dynamic.h5"
   strip_seal "$runs/lstm/checkpoint.h5" "$seeds/corpus/fuzz_checkpoint/lstm-float.h5"
+  strip_seal "$runs/mlp.cache.h5" "$seeds/corpus/fuzz_teacher_cache/mlp.cache.h5"
   # ONNX models: a float export of ours and the one PyTorch made (tests/onnx/fixtures/).
   mkdir -p "$seeds/corpus/fuzz_onnx_import"
   "$q" export "$runs/mlp/checkpoint.h5" -o "$seeds/corpus/fuzz_onnx_import/mlp.onnx" >/dev/null

@@ -263,6 +263,22 @@ bool TeacherCache::up_to_date(const std::string& path, const TeacherCacheKey& ke
   }
 }
 
+bool TeacherCache::is_teacher_cache_file(const std::string& path) {
+  try {
+    const H5File f = H5File::open_read(path);
+    return f.has_attr("/", "format") && f.get_attr_string("/", "format") == kFormat;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+std::pair<TeacherCacheKey, Shape> TeacherCache::read_header(const std::string& path) {
+  return naming(path, [&] {
+    const H5File f = H5File::open_read(path);
+    return std::pair<TeacherCacheKey, Shape>(read_key(f), f.dataset_shape("logits"));
+  });
+}
+
 std::optional<Tensor> TeacherCache::rows(std::span<const SampleOrigin> origins) const {
   const int64_t K = key_.classes, p = key_.crop_pad;
   for (const SampleOrigin& o : origins) {

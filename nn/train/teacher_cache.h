@@ -25,6 +25,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -66,6 +67,11 @@ class TeacherCache {
   // Whether `path` is a readable cache made for `key` (reading only its header): a command that makes
   // caches on demand skips the work when it is.
   static bool up_to_date(const std::string& path, const TeacherCacheKey& key);
+  // Whether `path` is a readable HDF5 file that says it is a teacher cache (its format attribute).
+  static bool is_teacher_cache_file(const std::string& path);
+  // The key a cache file was made for and the shape of its logits (N, V, K), reading only its header.
+  // Throws std::runtime_error "<path>: ..." for a file that is not a cache of this version or is damaged.
+  static std::pair<TeacherCacheKey, Shape> read_header(const std::string& path);
 
   const TeacherCacheKey& key() const { return key_; }
   int64_t variants() const { return variants_; }

@@ -793,6 +793,14 @@ TEST_F(CliTest, TeacherCacheGivesTheSameDistilledRun) {
   EXPECT_TRUE(FailedWith(qatlab({"qat", "--from", teacher, "--teacher-cache", work("cache.h5"), "--out", work("none")},
                                 "no-distill"),
                          kUsageError, "qat", {"--teacher-cache needs --distill"}));
+  // inspect says what the file was made for.
+  const RunResult shown = qatlab({"inspect", work("cache.h5")}, "inspect");
+  ASSERT_TRUE(Succeeded(shown));
+  for (const char* line : {"teacher cache: the outputs of 1 teacher network", "256 training images, 10 classes",
+                           "(256, 1, 10) float32"})
+    EXPECT_NE(shown.out.find(line), std::string::npos) << line << "\n" << shown.describe();
+  EXPECT_TRUE(FailedWith(qatlab({"inspect", work("cache.h5"), "--dot", work("g.dot")}, "inspect-dot"), kUsageError,
+                         "inspect", {"is a teacher cache", "--dot need"}));
   // Asked again, an up-to-date cache is kept; one made for other data needs --overwrite to be replaced.
   const RunResult again = qatlab(concat({"teacher-cache", "--distill", teacher, "--out", work("cache.h5")}, data), "again");
   ASSERT_TRUE(Succeeded(again));
