@@ -8,6 +8,10 @@
 #   single_sweep_mode OUT [ARG]   for an ablation whose one sweep writes OUT: ARG "save" keeps the sweep's
 #                 cells in $here/kept for the next session and exits; no ARG restores them into OUT
 #                 (the sweep then resumes); anything else is a usage error
+#   seed_sweep_mode PREFIX ARG   for an ablation of two seeds, one sweep each, writing PREFIX-s1 and
+#                 PREFIX-s2: ARG "save" keeps both sweeps' cells in $here/kept/s1 and s2 and exits; 1 or 2
+#                 sets `seed` and `out` (PREFIX-sSEED) and restores that seed's kept cells into it; anything
+#                 else is a usage error
 #   run_sweep LOG ARGS...   qatlab ARGS (a sweep), its output appended to LOG after a line with the time
 #                 and the command
 exp="$here/../.."
@@ -24,6 +28,15 @@ single_sweep_mode() {
     save) keep_cells "$out" "$here/kept"; exit 0 ;;
     "") restore_cells "$here/kept" "$out" ;;
     *) echo "usage: bash ablation/$(basename "$here")/run.sh [save]" >&2; exit 2 ;;
+  esac
+}
+
+seed_sweep_mode() {
+  local prefix="$1" arg="${2:-}" s
+  case "$arg" in
+    save) for s in 1 2; do keep_cells "$prefix-s$s" "$here/kept/s$s"; done; exit 0 ;;
+    1|2) seed="$arg"; out="$prefix-s$seed"; restore_cells "$here/kept/s$seed" "$out" ;;
+    *) echo "usage: bash ablation/$(basename "$here")/run.sh 1|2|save" >&2; exit 2 ;;
   esac
 }
 

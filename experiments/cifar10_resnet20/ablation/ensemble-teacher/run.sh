@@ -12,21 +12,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=../common.sh
 source "$here/../common.sh"
 cd "$exp"
-if [ "${1:-}" = save ]; then
-  for seed in 1 2; do keep_cells "runs/ablation-ensemble-teacher-s$seed" "$here/kept/s$seed"; done
-  exit 0
-fi
-case "${1:-}" in
-  1|2) seed="$1" ;;
-  *) echo "usage: bash ablation/ensemble-teacher/run.sh 1|2|save" >&2; exit 2 ;;
-esac
-out="runs/ablation-ensemble-teacher-s$seed"
-restore_cells "$here/kept/s$seed" "$out"
+seed_sweep_mode runs/ablation-ensemble-teacher "${1:-}"
 args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128 "${study_layers[@]}"
       --threads "${THREADS:-1}" --methods lsq --pairs 4/4 --granularity per-channel --seed "$seed" --seeds 1
       --qat-epochs 30 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 20
       --lsq-init mse --qat-distill 1 --layer-bits residual-sums=:8 --augment pad-crop:4,flip
       --qat-teacher runs/recipe_swa/checkpoint.h5 --qat-teacher resume/recipe_kd.h5)
-{ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): qatlab ${args[*]}"; "$Q" "${args[@]}" 2>&1; } | tee -a "$here/log-s$seed.txt"
+run_sweep "$here/log-s$seed.txt" "${args[@]}"
 cp "$out/results.csv" "$here/results-s$seed.csv"
 cp "$out/table.md" "$here/table-s$seed.md"

@@ -11,16 +11,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=../common.sh
 source "$here/../common.sh"
 cd "$exp"
-if [ "${1:-}" = save ]; then
-  for seed in 1 2; do keep_cells "runs/ablation-w4-mid-rise-s$seed" "$here/kept/s$seed"; done
-  exit 0
-fi
-case "${1:-}" in
-  1|2) seed="$1" ;;
-  *) echo "usage: bash ablation/w4-mid-rise/run.sh 1|2|save" >&2; exit 2 ;;
-esac
-out="runs/ablation-w4-mid-rise-s$seed"
-restore_cells "$here/kept/s$seed" "$out"
+seed_sweep_mode runs/ablation-w4-mid-rise "${1:-}"
 args=(sweep runs/recipe_swa/checkpoint.h5 --out "$out" --dataset cifar10 --batch-size 128 "${study_layers[@]}"
       --threads "${THREADS:-1}" --methods lsq --pairs 4/4 --granularity per-channel --seed "$seed" --seeds 1
       --qat-epochs 30 --qat-lr 0.003 --qat-warmup-epochs 1 --qat-freeze-bn-after 20
