@@ -720,7 +720,7 @@ std::vector<OpView> view_ops(const Int8Graph& graph) {
         v.w_scale = spread_str(value_spread(std::vector<double>(l.weights.scale.begin(), l.weights.scale.end())));
         v.mult = span_str(l.is_conv ? l.conv.output_multiplier : l.fc.output_multiplier);
         v.shift = span_str(l.is_conv ? l.conv.output_shift : l.fc.output_shift);
-        v.extra = "weights " + shape_str(l.weight_shape);
+        v.extra = "weights " + shape_str(l.weight_shape) + (l.weights.odd_codes ? ", mid-rise (odd codes)" : "");
         break;
       }
       case Int8OpKind::MaxPool2d:

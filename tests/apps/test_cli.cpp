@@ -748,6 +748,9 @@ TEST_F(CliTest, QatWithMidRiseWeightsConvertsToOddCodes) {
   const RunResult conv = qatlab({"convert", work("mid") + "/checkpoint.h5", "--show"}, "convert-mid");
   ASSERT_TRUE(Succeeded(conv));
   EXPECT_NE(conv.out.find("odd codes [-3, 3]"), std::string::npos) << conv.describe();
+  const RunResult shown = qatlab({"inspect", work("mid") + "/model.int8.h5"}, "inspect-mid");
+  ASSERT_TRUE(Succeeded(shown));
+  EXPECT_NE(shown.out.find("mid-rise (odd codes)"), std::string::npos) << shown.describe();
   const RunResult ev = qatlab({"eval", work("mid") + "/model.int8.h5", "--compare", work("mid") + "/checkpoint.h5",
                                "--data-dir", data_dir(), "--test-limit", "64", "--threads", "2"},
                               "mid-eval");
