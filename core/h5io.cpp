@@ -598,6 +598,18 @@ H5File H5File::create(const std::string& path) {
   return H5File(f, path, /*writable=*/true);
 }
 
+bool H5File::is_of_format(const std::string& path, const std::string& format) {
+  try {
+    return open_read(path).has_format(format);
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+bool H5File::has_format(const std::string& format) const {
+  return has_attr("/", "format") && get_attr_string("/", "format") == format;
+}
+
 H5File H5File::open_read(const std::string& path) {
   silence_hdf5();
   namespace fs = std::filesystem;

@@ -48,6 +48,9 @@ class H5File {
   // file from before the header is opened unverified). Throws "<path>: no such file",
   // "<path>: not an HDF5 file (or truncated)", "<path>: damaged: ..." and the like.
   static H5File open_read(const std::string& path);
+  // Whether `path` opens (as open_read) and its "/" names `format` in its "format" attribute; false for
+  // anything else: missing, damaged, not HDF5, another format. What a command asks to tell files apart.
+  static bool is_of_format(const std::string& path, const std::string& format);
 
   H5File() = default;  // no file; every call but close() throws
   ~H5File();           // closes (and seals) quietly; call close() to see errors when writing
@@ -132,6 +135,8 @@ class H5File {
   std::vector<T> get_attr_ints(const std::string& obj, const std::string& name) const;
 
   bool has_attr(const std::string& obj, const std::string& name) const;
+  // Whether "/" has a "format" attribute equal to `format` (qatlab's files name their kind there).
+  bool has_format(const std::string& format) const;
   std::string get_attr_string(const std::string& obj, const std::string& name) const;
   int64_t get_attr_int(const std::string& obj, const std::string& name) const;     // any integer type
   double get_attr_double(const std::string& obj, const std::string& name) const;   // any float type

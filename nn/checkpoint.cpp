@@ -103,7 +103,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& c) {
 Checkpoint load_checkpoint(const std::string& path) {
   H5File f = H5File::open_read(path);
   const auto fail = [&](const std::string& what) { throw std::runtime_error(path + ": " + what); };
-  if (!f.has_attr("/", "format") || f.get_attr_string("/", "format") != kCheckpointFormat)
+  if (!f.has_format(kCheckpointFormat))
     fail("not a qatlab checkpoint (no format attribute \"" + std::string(kCheckpointFormat) + "\")");
   const int64_t version = f.get_attr_int("/", "format_version");
   if (version > kCheckpointVersion)

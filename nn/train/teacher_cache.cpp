@@ -93,7 +93,7 @@ namespace {
 // The key a cache file was made for, from its attributes. Throws std::runtime_error (without the path) for
 // a file that is not a cache of this version.
 TeacherCacheKey read_key(const H5File& f) {
-  if (!f.has_attr("/", "format") || f.get_attr_string("/", "format") != kFormat)
+  if (!f.has_format(kFormat))
     throw std::runtime_error(std::string("not a teacher cache (no format attribute '") + kFormat + "')");
   const int64_t version = f.get_attr_int("/", "format_version");
   if (version != kVersion)
@@ -263,14 +263,7 @@ bool TeacherCache::up_to_date(const std::string& path, const TeacherCacheKey& ke
   }
 }
 
-bool TeacherCache::is_teacher_cache_file(const std::string& path) {
-  try {
-    const H5File f = H5File::open_read(path);
-    return f.has_attr("/", "format") && f.get_attr_string("/", "format") == kFormat;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
+bool TeacherCache::is_teacher_cache_file(const std::string& path) { return H5File::is_of_format(path, kFormat); }
 
 std::pair<TeacherCacheKey, Shape> TeacherCache::read_header(const std::string& path) {
   return naming(path, [&] {

@@ -874,19 +874,12 @@ void Int8Graph::save(const std::string& path) const {
   });
 }
 
-bool Int8Graph::is_int8_graph_file(const std::string& path) {
-  try {
-    const H5File f = H5File::open_read(path);
-    return f.has_attr("/", "format") && f.get_attr_string("/", "format") == kInt8GraphFormat;
-  } catch (const std::exception&) {
-    return false;
-  }
-}
+bool Int8Graph::is_int8_graph_file(const std::string& path) { return H5File::is_of_format(path, kInt8GraphFormat); }
 
 Int8Graph Int8Graph::load(const std::string& path) {
   const H5File f = H5File::open_read(path);
   const auto fail = [&](const std::string& what) { throw std::runtime_error(path + ": " + what); };
-  if (!f.has_attr("/", "format") || f.get_attr_string("/", "format") != kInt8GraphFormat)
+  if (!f.has_format(kInt8GraphFormat))
     fail("not a qatlab integer model (no format attribute \"" + std::string(kInt8GraphFormat) + "\")");
   const int64_t version = f.get_attr_int("/", "format_version");
   if (version > kInt8GraphVersion)
