@@ -19,6 +19,7 @@
 #include "apps/train_options.h"
 #include "core/atomic_file.h"
 #include "core/format.h"
+#include "core/h5io.h"
 #include "core/svg_plot.h"
 #include "nn/checkpoint.h"
 #include "nn/train/teacher_cache.h"
@@ -48,8 +49,8 @@ std::string floats_str(const std::vector<float>& v) {
 }
 
 // A teacher cache file (qatlab teacher-cache): what it was made for, from its header.
-std::string describe_teacher_cache(const std::string& path) {
-  const auto [key, shape] = TeacherCache::read_header(path);
+std::string describe_teacher_cache(const H5File& f) {
+  const auto [key, shape] = TeacherCache::read_header(f);
   const int64_t side = 2 * key.crop_pad + 1;
   std::ostringstream os;
   os << "teacher cache: the outputs of " << key.teachers.size() << " teacher network"
@@ -250,10 +251,17 @@ int cmd_inspect(int argc, char** argv) {
   require(terms >= 0, "--terms must be >= 0 (0 lists every term), got " + std::to_string(terms));
   if (!explain.empty()) return explain_one_output(path, d, vm["dataset"].defaulted(), explain, at_text, image_index, terms);
 
-  if (Int8Graph::is_int8_graph_file(path)) {
+  // The file is opened (and checksummed) once to see its kind; a teacher cache is hundreds of MB. What does
+  // not open is left to load_checkpoint below, whose error says what is wrong.
+  H5File file;
+  try {
+    file = H5File::open_read(path);
+  } catch (const std::exception&) {
+  }
+  if (file.is_open() && file.has_format(kInt8GraphFormat)) {
     require(sqnr_svg.empty(), "--sqnr-vs-bits needs the float checkpoint: " + path + " is an integer model file");
     require(hist.empty(), "--hist needs the QAT checkpoint: " + path + " is an integer model file (no float weights left)");
-    const Int8Graph graph = Int8Graph::load(path);
+    const Int8Graph graph = Int8Graph::load(file);
     std::printf("%s\n%s", path.c_str(), describe_int8_graph(graph).c_str());
     if (!dot.empty()) {
       atomic_write_text(dot, int8_graph_to_dot(graph));
@@ -262,12 +270,13 @@ int cmd_inspect(int argc, char** argv) {
     return 0;
   }
 
-  if (TeacherCache::is_teacher_cache_file(path)) {
+  if (file.is_open() && file.has_format(kTeacherCacheFormat)) {
     require(sqnr_svg.empty() && hist.empty() && dot.empty(),
             path + " is a teacher cache (qatlab teacher-cache): --sqnr-vs-bits, --hist and --dot need a model");
-    std::printf("%s\n%s", path.c_str(), describe_teacher_cache(path).c_str());
+    std::printf("%s\n%s", path.c_str(), describe_teacher_cache(file).c_str());
     return 0;
   }
+  file.close();
 
   const Checkpoint ckpt = load_checkpoint(path);
   if (!sqnr_svg.empty()) {

@@ -19,7 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kFormat = "qatlab-teacher-cache";
+constexpr const char* kFormat = kTeacherCacheFormat;
 constexpr int64_t kVersion = 1;
 // A build keeps its work in this many parts (build).
 constexpr int64_t kParts = 20;
@@ -263,13 +263,12 @@ bool TeacherCache::up_to_date(const std::string& path, const TeacherCacheKey& ke
   }
 }
 
-bool TeacherCache::is_teacher_cache_file(const std::string& path) { return H5File::is_of_format(path, kFormat); }
-
 std::pair<TeacherCacheKey, Shape> TeacherCache::read_header(const std::string& path) {
-  return naming(path, [&] {
-    const H5File f = H5File::open_read(path);
-    return std::pair<TeacherCacheKey, Shape>(read_key(f), f.dataset_shape("logits"));
-  });
+  return naming(path, [&] { return read_header(H5File::open_read(path)); });
+}
+
+std::pair<TeacherCacheKey, Shape> TeacherCache::read_header(const H5File& f) {
+  return naming(f.path(), [&] { return std::pair<TeacherCacheKey, Shape>(read_key(f), f.dataset_shape("logits")); });
 }
 
 std::optional<Tensor> TeacherCache::rows(std::span<const SampleOrigin> origins) const {

@@ -35,6 +35,11 @@
 
 namespace qatlab {
 
+class H5File;
+
+// The value of a cache file's "format" attribute.
+inline constexpr const char* kTeacherCacheFormat = "qatlab-teacher-cache";
+
 // What a cache was computed for; load() refuses a file made for anything else, naming the field.
 struct TeacherCacheKey {
   std::vector<std::string> teachers;  // each teacher checkpoint's SHA-256, in the order given
@@ -67,11 +72,10 @@ class TeacherCache {
   // Whether `path` is a readable cache made for `key` (reading only its header): a command that makes
   // caches on demand skips the work when it is.
   static bool up_to_date(const std::string& path, const TeacherCacheKey& key);
-  // Whether `path` is a readable HDF5 file that says it is a teacher cache (its format attribute).
-  static bool is_teacher_cache_file(const std::string& path);
   // The key a cache file was made for and the shape of its logits (N, V, K), reading only its header.
   // Throws std::runtime_error "<path>: ..." for a file that is not a cache of this version or is damaged.
   static std::pair<TeacherCacheKey, Shape> read_header(const std::string& path);
+  static std::pair<TeacherCacheKey, Shape> read_header(const H5File& f);  // a file already open
 
   const TeacherCacheKey& key() const { return key_; }
   int64_t variants() const { return variants_; }

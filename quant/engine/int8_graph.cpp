@@ -876,8 +876,10 @@ void Int8Graph::save(const std::string& path) const {
 
 bool Int8Graph::is_int8_graph_file(const std::string& path) { return H5File::is_of_format(path, kInt8GraphFormat); }
 
-Int8Graph Int8Graph::load(const std::string& path) {
-  const H5File f = H5File::open_read(path);
+Int8Graph Int8Graph::load(const std::string& path) { return load(H5File::open_read(path)); }
+
+Int8Graph Int8Graph::load(const H5File& f) {
+  const std::string& path = f.path();
   const auto fail = [&](const std::string& what) { throw std::runtime_error(path + ": " + what); };
   if (!f.has_format(kInt8GraphFormat))
     fail("not a qatlab integer model (no format attribute \"" + std::string(kInt8GraphFormat) + "\")");

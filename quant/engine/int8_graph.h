@@ -22,6 +22,8 @@
 
 namespace qatlab {
 
+class H5File;
+
 inline constexpr const char* kInt8GraphFormat = "qatlab-int8-graph";
 // 3: the Quantize op may carry a pixel table; 2: small arrays and grids as attributes; 2 still read (1
 // files hold variable-length strings, which core/h5io refuses: they are made again with convert).
@@ -132,6 +134,9 @@ class Int8Graph {
   // validates the graph and throws std::runtime_error "<path>: ..." when it is not valid.
   void save(const std::string& path) const;
   static Int8Graph load(const std::string& path);
+  // The same from a file already open (errors name f.path()): a command that opened a file to see its
+  // format reads it without opening (and checksumming) it again.
+  static Int8Graph load(const H5File& f);
   // True when `path` is an HDF5 file carrying this format (cheap check for `qatlab eval`).
   static bool is_int8_graph_file(const std::string& path);
 
