@@ -82,6 +82,7 @@ struct SweepSettings {
   float qat_distill_temperature = 1.0f;
   std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
   std::string qat_teacher_cache;  // with qat_distill: the teachers' outputs computed ahead (qatlab teacher-cache)
+  bool detect_anomaly = false;    // QAT cells: every op checks its values for NaN and infinity
   int64_t qat_freeze_bn_after = -1;      // >= 0: QAT cells' batch norm uses its running statistics from this epoch
   int64_t qat_swa_start = 0;             // > 0: QAT cells average their weights after this many epochs (SWA)
   float qat_swa_lr = 0.0f;               // at this constant learning rate
@@ -548,6 +549,7 @@ class Sweep {
     if (!sweep_method_is_ptq(cell.method) && s_.qat_distill > 0)
       c.distill_weight = s_.qat_distill, c.distill_temperature = s_.qat_distill_temperature, c.teachers = s_.qat_teachers,
       c.teacher_cache = s_.qat_teacher_cache;
+    c.detect_anomaly = s_.detect_anomaly;
     c.batch_size = s_.batch_size;
     c.calib_batches = s_.calib_batches;
     c.dir = (fs::path(s_.out) / "cells" / cell.id()).string();
@@ -719,6 +721,9 @@ int cmd_sweep(int argc, char** argv) {
       ("qat-teacher-cache", po::value(&s.qat_teacher_cache),
        "--qat-distill: the teachers' outputs for every crop and flip of every training image, computed ahead by "
        "`qatlab teacher-cache` (the float model, or the --qat-teacher networks): read instead of running them")
+      ("detect-anomaly", po::bool_switch(&s.detect_anomaly),
+       "QAT cells: every op checks its output and the gradients it passes back for NaN and infinity, and the first "
+       "fails the cell naming the op, its layer and the batch (slower; qatlab qat --detect-anomaly)")
       ("qat-teacher", po::value(&s.qat_teachers)->composing(),
        "--qat-distill: the QAT cells' teacher is this float checkpoint instead of their float model; repeat it for an "
        "ensemble (logits averaged; qatlab qat --distill)")

@@ -201,6 +201,7 @@ TrainRun TrainCommand::make_run(const ModulePtr& model, const ModelDescription& 
   }
   progress_ = std::make_unique<Progress>(o_.progress);
   run.monitor = progress_.get();
+  run.detect_anomaly = o_.detect_anomaly;
   run.log = stdout;
   return run;
 }

@@ -61,7 +61,10 @@ void add_train_options(po::options_description& desc, TrainOptions& o) {
       ("overwrite", po::bool_switch(&o.overwrite), "allow --out to name a directory that already holds a run")
       ("resume", po::value(&o.resume), "continue the run saved in this checkpoint")
       ("stop-after", po::value(&s.stop_after)->default_value(0), "stop after this many epochs of this invocation (0 = run to the end)")
-      ("progress", po::value(&o.progress)->default_value(o.progress), "auto | bar | plain | none");
+      ("progress", po::value(&o.progress)->default_value(o.progress), "auto | bar | plain | none")
+      ("detect-anomaly", po::bool_switch(&o.detect_anomaly),
+       "every op checks its output and the gradients it passes back for NaN and infinity, and the first stops the "
+       "run naming the op, its layer and the batch (slower; for finding where a diverging run goes wrong)");
 }
 
 std::string train_options_ini(const TrainOptions& o) {
@@ -97,6 +100,7 @@ std::string train_options_ini(const TrainOptions& o) {
   ini.add_if_given("resume", o.resume);
   ini.add("stop-after", s.stop_after);
   ini.add("progress", o.progress);
+  ini.add("detect-anomaly", o.detect_anomaly);
   return ini.text();
 }
 

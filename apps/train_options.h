@@ -27,6 +27,9 @@ struct TrainOptions {
   // may add, change or drop it.
   std::string teacher_cache;
   std::string progress = "auto";  // auto | bar | plain | none (apps/progress.h)
+  // Every op checks its values for NaN and infinity (core/anomaly.h): like threads, how the run computes,
+  // not what; a resumed run may add or drop it.
+  bool detect_anomaly = false;
 };
 
 // The chunk count a run uses: grad_chunks, or for 0 the default (1 in a single process, kDefaultChunks

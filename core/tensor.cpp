@@ -1,6 +1,7 @@
 // tensor.cpp: tensor storage, factories and the reverse-mode autograd walk.
 #include "core/tensor.h"
 
+#include "core/anomaly.h"
 #include "core/parallel.h"
 #include "core/profiler.h"
 
@@ -291,6 +292,7 @@ NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
 
 void record_op(Tensor& out, const char* name, const std::vector<Tensor>& inputs, BackwardFn fn) {
   profile_forward_mark(name);
+  if (anomaly_detection()) check_op_output(out, name, active_profiler() ? &profile_current_scope() : nullptr);
   if (!g_grad_enabled) return;
   auto node = std::make_shared<Node>();
   for (const Tensor& t : inputs)
@@ -337,6 +339,7 @@ void Tensor::backward(const Tensor& seed) {
     } else {
       node.backward(grad_out);
     }
+    if (anomaly_detection()) check_op_gradients(node, grad_out);
     // An intermediate's gradient is spent once its op has passed it on; free it to cap memory.
     if (impl != impl_.get()) impl->grad.reset();
   }

@@ -15,10 +15,12 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/anomaly.h"
 #include "core/atomic_file.h"
 #include "core/distributed.h"
 #include "core/format.h"
 #include "core/ops.h"
+#include "core/profiler.h"
 #include "core/svg_plot.h"
 #include "nn/activation.h"
 #include "nn/grad_utils.h"
@@ -188,6 +190,18 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     check_averaging_resumable(job.resume_from, s);
     if (job.resume_from.swa_count > 0) average->load(job.resume_from.swa_mean, job.resume_from.swa_count);
   }
+  // Anomaly detection: every op checks its values; a profiler open on this thread gives each op its
+  // module's name for the message (a chunked step's chunks run on threads of their own: there the
+  // message names the op alone).
+  std::optional<AnomalyDetection> anomaly;
+  Profiler module_names;
+  std::optional<ProfilerSession> naming;
+  if (job.detect_anomaly) {
+    anomaly.emplace();
+    for (const auto& [name, m] : job.model->named_modules(job.model))
+      if (!name.empty()) module_names.name_module(m.get(), name);
+    naming.emplace(module_names);
+  }
   const bool write_files = writer && !job.out_dir.empty();
   if (write_files) fs::create_directories(job.out_dir);
   const std::string ckpt_path = (fs::path(job.out_dir) / "checkpoint.h5").string();
@@ -249,65 +263,70 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     while (train_loader.next(batch)) {
       const float lr = lr_for_step(job.schedule, s, epoch, epoch * iters + batch.index, iters);
       opt.set_lr(lr);
-      const std::string where = " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch.index + 1) +
-                                ": lower --lr (now " + num_str(lr) + ") or check the data";
+      const std::string at = " at epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch.index + 1);
+      const std::string where = at + ": lower --lr (now " + num_str(lr) + ") or check the data" +
+                                (job.detect_anomaly ? "" : " (--detect-anomaly names the op that made the first NaN)");
       const int64_t n = batch.images.size(0);
-      if (chunked) {
-        // A last batch smaller than the chunk count cannot be cut: it is left out, whatever the process count.
-        if (n < chunks) continue;
-        const auto work = [&](int64_t k, int64_t begin, int64_t end) {
+      try {
+        if (chunked) {
+          // A last batch smaller than the chunk count cannot be cut: it is left out, whatever the process count.
+          if (n < chunks) continue;
+          const auto work = [&](int64_t k, int64_t begin, int64_t end) {
+            Tensor logits, loss;
+            try {
+              const Tensor images = rows_of(batch.images, begin, end);
+              logits = model.forward(images);  // (end - begin, classes)
+              loss = batch_loss(logits, images,
+                                std::vector<int32_t>(batch.labels.begin() + begin, batch.labels.begin() + end),
+                                std::span<const SampleOrigin>(batch.origins).subspan(begin, end - begin));
+            } catch (const std::invalid_argument& e) {
+              throw std::runtime_error(e.what() + where);
+            }
+            ChunkTally tally{loss.item(), correct_rows(logits, batch.labels, begin)};
+            // The batch's mean loss is the chunks' means weighted by their share of the rows; a regulariser
+            // counts once per batch, with chunk 0.
+            Tensor total = scale(loss, static_cast<float>(end - begin) / static_cast<float>(n));
+            if (k == 0 && job.extra_loss) total = add(total, job.extra_loss());
+            opt.zero_grad();
+            total.backward();
+            return tally;
+          };
+          const std::vector<ChunkTally> tallies =
+              chunked->run(n, static_cast<uint64_t>(epoch * iters + batch.index), opt.params(), work);
+          double batch_loss = 0.0;
+          for (int64_t k = 0; k < chunks; ++k) {
+            const ChunkTally& t = tallies[k];
+            if (!std::isfinite(t.loss))
+              throw CollectiveError("loss became " + std::string(std::isnan(t.loss) ? "NaN" : "infinite") + " in chunk " +
+                                    std::to_string(k) + where);
+            const int64_t rows = chunked->chunk_begin(k + 1, n) - chunked->chunk_begin(k, n);
+            batch_loss += t.loss * static_cast<double>(rows);
+            correct += t.correct;
+          }
+          loss_sum += batch_loss;
+        } else {
           Tensor logits, loss;
           try {
-            const Tensor images = rows_of(batch.images, begin, end);
-            logits = model.forward(images);  // (end - begin, classes)
-            loss = batch_loss(logits, images,
-                              std::vector<int32_t>(batch.labels.begin() + begin, batch.labels.begin() + end),
-                              std::span<const SampleOrigin>(batch.origins).subspan(begin, end - begin));
+            logits = model.forward(batch.images);  // (N, classes)
+            loss = batch_loss(logits, batch.images, batch.labels, batch.origins);
+            if (job.extra_loss) loss = add(loss, job.extra_loss());
           } catch (const std::invalid_argument& e) {
+            // A quantizer meeting NaN/Inf activations (a diverging run) says what it saw; add where.
             throw std::runtime_error(e.what() + where);
           }
-          ChunkTally tally{loss.item(), correct_rows(logits, batch.labels, begin)};
-          // The batch's mean loss is the chunks' means weighted by their share of the rows; a regulariser
-          // counts once per batch, with chunk 0.
-          Tensor total = scale(loss, static_cast<float>(end - begin) / static_cast<float>(n));
-          if (k == 0 && job.extra_loss) total = add(total, job.extra_loss());
+          const float loss_value = loss.item();
+          if (!std::isfinite(loss_value))
+            throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") + where);
           opt.zero_grad();
-          total.backward();
-          return tally;
-        };
-        const std::vector<ChunkTally> tallies =
-            chunked->run(n, static_cast<uint64_t>(epoch * iters + batch.index), opt.params(), work);
-        double batch_loss = 0.0;
-        for (int64_t k = 0; k < chunks; ++k) {
-          const ChunkTally& t = tallies[k];
-          if (!std::isfinite(t.loss))
-            throw CollectiveError("loss became " + std::string(std::isnan(t.loss) ? "NaN" : "infinite") + " in chunk " +
-                                  std::to_string(k) + where);
-          const int64_t rows = chunked->chunk_begin(k + 1, n) - chunked->chunk_begin(k, n);
-          batch_loss += t.loss * static_cast<double>(rows);
-          correct += t.correct;
+          loss.backward();
+          correct += correct_rows(logits, batch.labels, 0);
+          loss_sum += static_cast<double>(loss_value) * n;
         }
-        loss_sum += batch_loss;
-      } else {
-        Tensor logits, loss;
-        try {
-          logits = model.forward(batch.images);  // (N, classes)
-          loss = batch_loss(logits, batch.images, batch.labels, batch.origins);
-          if (job.extra_loss) loss = add(loss, job.extra_loss());
-        } catch (const std::invalid_argument& e) {
-          // A quantizer meeting NaN/Inf activations (a diverging run) says what it saw; add where.
-          throw std::runtime_error(e.what() + where);
-        }
-        const float loss_value = loss.item();
-        if (!std::isfinite(loss_value))
-          throw std::runtime_error("loss became " + std::string(std::isnan(loss_value) ? "NaN" : "infinite") + where);
-        opt.zero_grad();
-        loss.backward();
-        correct += correct_rows(logits, batch.labels, 0);
-        loss_sum += static_cast<double>(loss_value) * n;
+        if (s.clip_grad_norm > 0) clip_grad_norm(opt.params(), s.clip_grad_norm);
+        opt.step();
+      } catch (const AnomalyError& e) {
+        throw AnomalyError(e.what() + at);
       }
-      if (s.clip_grad_norm > 0) clip_grad_norm(opt.params(), s.clip_grad_norm);
-      opt.step();
 
       seen += n;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -113,6 +113,9 @@ struct TrainJob {
   std::shared_ptr<const TeacherCache> teacher_cache;
   TrainMonitor* monitor = nullptr;   // optional: the progress of each epoch
   std::FILE* log = nullptr;          // optional: a line per epoch (loss, accuracy, speed)
+  // Every op checks its output and the gradients it passes back for NaN and infinity (core/anomaly.h),
+  // the modules named: the first throws AnomalyError naming op, module and batch. Slower; no value changes.
+  bool detect_anomaly = false;
 };
 
 struct TrainOutcome {

@@ -110,6 +110,7 @@ TrainOutcome train_model(const TrainRun& run) {
   job.teacher = run.teacher;
   job.teacher_cache = run.teacher_cache;
   job.monitor = run.monitor;
+  job.detect_anomaly = run.detect_anomaly;
   // Process 0 speaks for the run (under mpirun the others would repeat it).
   std::FILE* log = world_rank() == 0 ? run.log : nullptr;
   job.log = log;

@@ -35,6 +35,7 @@ struct TrainRun {
   std::shared_ptr<const TeacherCache> teacher_cache;  // see TrainJob
   TrainMonitor* monitor = nullptr;                    // optional: progress within an epoch
   std::FILE* log = nullptr;                           // optional: the report (process 0 writes it)
+  bool detect_anomaly = false;                        // see TrainJob
 };
 
 // Throws std::invalid_argument unless the run saved in `ckpt` can go on as a run of `description` with

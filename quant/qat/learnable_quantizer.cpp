@@ -484,7 +484,8 @@ void LsqQuantizer::store_initial(const std::vector<float>& s, const std::vector<
 void LsqQuantizer::project(const Tensor& x) {
   float* s = scale_.data();
   for (int64_t c = 0; c < channels_; ++c) s[c] = projected_scale(s[c], type(), c);
-  if (step_bounds_ == 0.0f) return;
+  // A mid-rise grid's step stays at most max|x_c| even without bounds (the header says why).
+  if (step_bounds_ == 0.0f && !scheme().mid_rise) return;
   const Rows rows = rows_for(x, scheme(), channels_, type().c_str());
   std::vector<float> max_abs(static_cast<size_t>(channels_), 0.0f);  // (C)
   const float* px = x.data();
@@ -497,6 +498,10 @@ void LsqQuantizer::project(const Tensor& x) {
   for (int64_t c = 0; c < channels_; ++c) {
     const float m = max_abs[static_cast<size_t>(c)];
     if (!(m > 0.0f) || !std::isfinite(m)) continue;  // all zero: kMinScale; NaN: the forward names it
+    if (step_bounds_ == 0.0f) {  // mid-rise, unbounded: the cap alone
+      s[c] = std::min(s[c], std::max(m, static_cast<float>(kMinScale)));
+      continue;
+    }
     const float lo = static_cast<float>(static_cast<double>(m) /
                                         (static_cast<double>(step_bounds_) * positive_levels(static_cast<int32_t>(z[c]))));
     // 15/8 of the largest |x|: that value is then 8/15 of a step, which still rounds to +-1. A mid-rise

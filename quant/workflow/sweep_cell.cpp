@@ -191,6 +191,7 @@ bool quantize(const SweepCellSettings& s, const DataBundle& data, std::FILE* log
   run.command_line = s.command_line;
   run.log = log;
   run.monitor = s.monitor;
+  run.detect_anomaly = s.detect_anomaly;
   QatSchedule schedule;
   schedule.freeze_bn_after = s.freeze_bn_after;
   return !train_qat(run, sweep_cell_qconfig(s), schedule).outcome.stopped_early;

@@ -51,6 +51,9 @@ struct SweepCellSettings {
   // Distilled cells, optional: the teachers' outputs computed ahead (nn/train/teacher_cache.h), read instead
   // of running them. The same values, so not part of the key.
   std::string teacher_cache;
+  // QAT methods: every op checks its values for NaN and infinity (nn/train/train_loop.h TrainJob). Changes
+  // no value, so not part of the key.
+  bool detect_anomaly = false;
   int64_t batch_size = 64;              // QAT and calibration batches
   int64_t calib_batches = 32;           // PTQ methods: calibration batches
   // The cell's directory, emptied first (but see run_sweep_cell on resuming); it receives start.ini (the

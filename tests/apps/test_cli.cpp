@@ -577,6 +577,17 @@ TEST_F(CliTest, NanLossStopsNamingEpochAndBatch) {
   EXPECT_FALSE(fs::exists(out + "/metrics.csv"));
 }
 
+TEST_F(CliTest, DetectAnomalyNamesTheOpAndLayerOfTheFirstNan) {
+  // The same diverging run: without detection the error names the loss and points to --detect-anomaly;
+  // with it, an op and the layer it ran in (the MLP's layers are fc1, fc2, ...), and the batch.
+  const std::string out = work("out");
+  const RunResult plain = qatlab(train_args(out, concat(mlp_settings(2), {"--lr", "1e30"})), "plain");
+  ASSERT_TRUE(FailedWith(plain, kRuntimeFailure, "train", {"--detect-anomaly"}));
+  const RunResult r = qatlab(train_args(out, concat(mlp_settings(2), {"--lr", "1e30", "--detect-anomaly"})), "detect");
+  ASSERT_TRUE(FailedWith(r, kRuntimeFailure, "train", {"anomaly: ", "op '", " in fc", "at epoch 1, batch "}));
+  EXPECT_FALSE(fs::exists(out + "/checkpoint.h5")) << "a diverged epoch must not be saved";
+}
+
 // ------------------------------------------------------------------------ earlier runs are kept safe
 
 TEST_F(CliTest, ExistingRunIsRefusedWithoutOverwrite) {

@@ -912,6 +912,30 @@ TEST(LearnableProjection, MidRiseStepBoundsAndMseInit) {
   }
 }
 
+// Without step bounds a mid-rise step is still held to at most max|w_c| (its codes are never 0: above
+// that every weight is +-s whatever its size); a step inside stays, and a narrow grid's step is not held.
+TEST(LearnableProjection, MidRiseStepStaysAtMostTheLargestWeightWithoutBounds) {
+  QScheme mid{4, true, true, true, 0, false};
+  mid.mid_rise = true;
+  QScheme narrow = mid;
+  narrow.mid_rise = false;
+  const Tensor w = Tensor::from_vector({2, 4}, {0.5f, -2.0f, 1.0f, 0.25f, 0.1f, 0.3f, -0.2f, 0.0f});
+  for (const QScheme& scheme : {mid, narrow}) {
+    LsqQuantizer q(scheme, 2, LsqInit::MinMax);
+    q.train();
+    (void)q.forward(w);
+    Tensor s = q.scale();
+    s.data()[0] = 50.0f, s.data()[1] = 0.25f;
+    const Tensor y = q.forward(w);
+    EXPECT_EQ(s.data()[0], scheme.mid_rise ? 2.0f : 50.0f);  // max |w_0| = 2
+    EXPECT_EQ(s.data()[1], 0.25f);                           // below max |w_1| = 0.3: kept
+    if (scheme.mid_rise) {
+      EXPECT_EQ(y.data()[1], -2.0f);  // the largest weight is a level again, +-1 code
+      EXPECT_EQ(y.data()[3], 2.0f);   // every other weight of the channel too (codes +-1)
+    }
+  }
+}
+
 TEST(LearnableErrors, BadSettingsAndShapesNameTheProblem) {
   EXPECT_TRUE(throws_with([] { parse_quantizer_method("dorefa"); }, {"'dorefa'", "lsq", "lsq+", "pact"}));
   EXPECT_TRUE(throws_with([] { make_learnable_quantizer(QuantizerMethod::Observer, kAct8, 1); }, {"not a learned grid"}));
