@@ -191,8 +191,8 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
     if (job.resume_from.swa_count > 0) average->load(job.resume_from.swa_mean, job.resume_from.swa_count);
   }
   // Anomaly detection: every op checks its values; a profiler open on this thread gives each op its
-  // module's name for the message (a chunked step's chunks run on threads of their own: there the
-  // message names the op alone).
+  // module's name for the message, and on a chunked step's worker threads while they run a chunk (one at
+  // a time, so they share it).
   std::optional<AnomalyDetection> anomaly;
   Profiler module_names;
   std::optional<ProfilerSession> naming;
@@ -272,6 +272,8 @@ TrainOutcome run_training(TrainJob& job, const TrainSettings& s) {
           // A last batch smaller than the chunk count cannot be cut: it is left out, whatever the process count.
           if (n < chunks) continue;
           const auto work = [&](int64_t k, int64_t begin, int64_t end) {
+            std::optional<ProfilerSession> chunk_naming;
+            if (job.detect_anomaly) chunk_naming.emplace(module_names);
             Tensor logits, loss;
             try {
               const Tensor images = rows_of(batch.images, begin, end);

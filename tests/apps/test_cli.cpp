@@ -586,6 +586,10 @@ TEST_F(CliTest, DetectAnomalyNamesTheOpAndLayerOfTheFirstNan) {
   const RunResult r = qatlab(train_args(out, concat(mlp_settings(2), {"--lr", "1e30", "--detect-anomaly"})), "detect");
   ASSERT_TRUE(FailedWith(r, kRuntimeFailure, "train", {"anomaly: ", "op '", " in fc", "at epoch 1, batch "}));
   EXPECT_FALSE(fs::exists(out + "/checkpoint.h5")) << "a diverged epoch must not be saved";
+  // Chunked steps run their chunks on worker threads: the layer is named there too.
+  const RunResult chunked =
+      qatlab(train_args(out, concat(mlp_settings(2), {"--lr", "1e30", "--detect-anomaly", "--grad-chunks", "2"})), "chunks");
+  ASSERT_TRUE(FailedWith(chunked, kRuntimeFailure, "train", {"anomaly: ", " in fc", "at epoch 1, batch "}));
 }
 
 // ------------------------------------------------------------------------ earlier runs are kept safe
