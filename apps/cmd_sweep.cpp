@@ -600,6 +600,7 @@ class Sweep {
     o.progress = "none";
     if (c.distill_weight > 0) o.distill = c.teachers.empty() ? std::vector<std::string>{c.float_checkpoint} : c.teachers;
     o.teacher_cache = c.teacher_cache;
+    o.detect_anomaly = c.detect_anomaly;
     SettingsIni from;
     from.add("from", c.start_checkpoint.empty() ? c.float_checkpoint : c.start_checkpoint);
     return qat_settings_ini(q) + from.text() + train_options_ini(o) + data_settings_ini(d);

@@ -312,6 +312,38 @@ TEST(SweepCommand, QatStartTrainsEachCellOnFromAnotherSweepsCell) {
   }
 }
 
+// --detect-anomaly: a diverging QAT cell fails naming the op and layer where its first infinity or NaN
+// came from; the option changes no value, so it is not in the cells' keys, but the cell's stored settings
+// say it was on.
+TEST(SweepCommand, DetectAnomalyNamesWhereACellDiverged) {
+  const TempDir dir("sweep_anomaly");
+  write_synthetic_mnist(dir / "data", 256, 64, 7);
+  const std::vector<std::string> common = {"sweep", "--data-dir", dir / "data", "--model", "mlp", "--float-epochs", "1",
+                                           "--methods", "qat-minmax", "--seeds", "1", "--qat-epochs", "1",
+                                           "--threads", "2", "--pairs", "8/8"};
+  std::vector<std::string> diverging = common;
+  diverging.insert(diverging.end(), {"--qat-lr", "1e30", "--detect-anomaly", "--out", dir / "diverging"});
+  const RunResult r = run_qatlab(diverging, dir.path(), "diverging");
+  ASSERT_TRUE(r.exited) << r.describe();
+  const SweepReport failed = parse_results_json(read_text(dir / "diverging/results.json"));
+  ASSERT_EQ(failed.cells.size(), 1u);
+  EXPECT_FALSE(failed.cells[0].ok);
+  EXPECT_TRUE(contains(failed.cells[0].error, "anomaly: ") && contains(failed.cells[0].error, " in body.fc") &&
+              contains(failed.cells[0].error, "at epoch 1, batch "))
+      << failed.cells[0].error;
+
+  std::vector<std::string> fine = common;
+  fine.insert(fine.end(), {"--detect-anomaly", "--out", dir / "fine"});
+  const RunResult ok = run_qatlab(fine, dir.path(), "fine");
+  ASSERT_TRUE(ok.exited && ok.exit_code == 0) << ok.describe();
+  const Checkpoint cell = load_checkpoint(dir / "fine/cells/qat-minmax-per-tensor-w8a8-s1/checkpoint.h5");
+  EXPECT_EQ(ini_value(cell.config_ini, "detect-anomaly"), "true");
+  fine.erase(std::find(fine.begin(), fine.end(), "--detect-anomaly"));
+  const RunResult again = run_qatlab(fine, dir.path(), "fine-again");
+  ASSERT_TRUE(again.exited && again.exit_code == 0) << again.describe();
+  EXPECT_TRUE(contains(again.out, "0 cells run, 1 reused")) << again.out;
+}
+
 TEST(SweepCommand, BadSettingsAreOneLineUsageErrors) {
   const TempDir dir("sweep_bad");
   for (const std::vector<std::string>& bad :
