@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "core/parallel.h"
+#include "core/round_odd.h"
 #include "nn/activation.h"
 #include "nn/batchnorm.h"
 #include "nn/conv2d.h"
@@ -524,9 +525,14 @@ void QatLayer::describe_node(Description& walk, const std::string& name) const {
       }
       const float inv = 1.0f / s;
       const float* wc = w.data() + c * per;
-      if (std::all_of(wc, wc + per, [inv](float v) { return std::nearbyint(v * inv) == 0.0f; }))
+      if (wq.odd_codes) {
+        if (std::all_of(wc, wc + per, [inv](float v) { return std::abs(round_to_odd(v * inv)) == 1.0f; }))
+          n.sign_only_channels.push_back(c);
+      } else if (std::all_of(wc, wc + per, [inv](float v) { return std::nearbyint(v * inv) == 0.0f; })) {
         n.zeroed_channels.push_back(c);
+      }
     }
+    n.weight_mid_rise = wq.odd_codes;
   }
   walk.row(std::move(n), {walk.at.slot}, out);
 }

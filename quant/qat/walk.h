@@ -104,6 +104,11 @@ struct DescribedNode {
   // the channel's bias whatever the input: every weight's code 0 (zeroed), or the weight step at
   // kMinScale (floor: codes of at most qmax * 1.2e-7). Empty while the weights have no grid.
   std::vector<int64_t> zeroed_channels, floor_channels;
+  // On a mid-rise weight grid (whose codes are never 0): the channels whose every weight code is +-1, so
+  // that they keep their weights' signs alone (LSQ's step at its cap of max|w|, LsqQuantizer::project).
+  // Empty on other grids.
+  std::vector<int64_t> sign_only_channels;
+  bool weight_mid_rise = false;  // the weight grid is mid-rise (odd codes)
   int64_t out_channels = 0;  // conv / linear: the weight's first dimension
   bool keeps_grid = false;               // Keep: pooling, flatten, ReLU (not a module the walk passes over)
 };

@@ -159,6 +159,8 @@ std::vector<LayerReport> static_rows(const QatModel& model) {
     r.weight_min = n.weight_min, r.weight_max = n.weight_max;
     r.zeroed_channels = n.zeroed_channels;
     r.floor_channels = n.floor_channels;
+    r.sign_only_channels = n.sign_only_channels;
+    r.weight_mid_rise = n.weight_mid_rise;
     r.out_channels = n.out_channels;
     rows.push_back(std::move(r));
   }
@@ -504,8 +506,20 @@ std::string format_report(const ModelReport& report) {
                       list(r.zeroed_channels), list(r.floor_channels)});
   out += "\nDead output channels (every weight code 0, or the weight step at its floor of 1.2e-07: the channel's "
          "output is its bias, whatever the input)";
-  if (dead.empty()) return out + ": none\n";
-  out += "\n" + render_table({"layer", "dead", "codes all 0", "step at the floor"}, dead);
+  out += dead.empty() ? ": none\n" : "\n" + render_table({"layer", "dead", "codes all 0", "step at the floor"}, dead);
+  // A mid-rise grid has no 0 code: a channel whose step outgrew its weights keeps their signs alone.
+  std::vector<std::vector<std::string>> sign_only;
+  bool mid_rise = false;
+  for (const LayerReport& r : report.layers) {
+    mid_rise = mid_rise || r.weight_mid_rise;
+    if (!r.sign_only_channels.empty())
+      sign_only.push_back({r.name, std::to_string(r.sign_only_channels.size()) + " of " + std::to_string(r.out_channels),
+                           list(r.sign_only_channels)});
+  }
+  if (!mid_rise) return out;
+  out += "\nMid-rise channels on their innermost levels only (every weight code +-1: the channel keeps its weights' "
+         "signs alone)";
+  out += sign_only.empty() ? ": none\n" : "\n" + render_table({"layer", "sign only", "channels"}, sign_only);
   return out;
 }
 

@@ -61,6 +61,9 @@ struct LayerReport {
   float weight_min = 0, weight_max = 0;  // the folded float weights (what the weight quantizer sees)
   // Dead output channels: every weight code 0, or the weight step at its floor (DescribedNode, walk.h).
   std::vector<int64_t> zeroed_channels, floor_channels;
+  // Mid-rise weight grids: the channels whose every code is +-1 (their weights' signs alone; walk.h).
+  std::vector<int64_t> sign_only_channels;
+  bool weight_mid_rise = false;
   int64_t out_channels = 0;  // conv / linear: the weight's first dimension
 
   // Over the inspected batches, the float model's output (every quantizer passing values through):

@@ -328,6 +328,34 @@ TEST(Inspect, ListsChannelsWhoseWeightsCarryNothing) {
   EXPECT_EQ(dead.find("none"), std::string::npos) << dead;
 }
 
+TEST(Inspect, ListsMidRiseChannelsLeftWithTheirWeightsSignsAlone) {
+  // A mid-rise grid has no 0 code: a step grown past every weight of a channel leaves each code +-1. Listed
+  // by channel in a section that only mid-rise models get; a narrow-grid model's report has none.
+  QConfig qc = bits(4, 4, "lsq", "lsq");
+  EXPECT_EQ(format_report(inspect_model(calibrated(qc), {})).find("Mid-rise channels"), std::string::npos);
+  qc.set_weight_range(WeightRange::MidRise);
+  auto model = calibrated(qc);
+  const std::string before = format_report(inspect_model(model, {}));
+  EXPECT_NE(before.find("Mid-rise channels on their innermost levels only (every weight code +-1: the channel keeps "
+                        "its weights' signs alone): none\n"),
+            std::string::npos)
+      << before;
+  Tensor step;
+  for (auto& [name, t] : model->named_parameters())
+    if (name == "body.2.body.0.0.weight_quant.scale") step = t;
+  ASSERT_TRUE(step.defined());
+  step.data()[3] = 1e3f;
+  const ModelReport report = inspect_model(model, {});
+  const LayerReport& r = row(report, "body.2.body.0.0");
+  EXPECT_TRUE(r.weight_mid_rise);
+  EXPECT_EQ(r.sign_only_channels, std::vector<int64_t>{3});
+  EXPECT_TRUE(r.zeroed_channels.empty());  // no code is 0 on this grid
+  const std::string text = format_report(report);
+  const std::string section = text.substr(text.find("Mid-rise channels"));
+  EXPECT_NE(section.find("body.2.body.0.0"), std::string::npos) << section;
+  EXPECT_NE(section.find("1 of 8"), std::string::npos) << section;
+}
+
 TEST(Inspect, DotHasANodePerModuleAndPerFakeQuant) {
   auto model = calibrated(bits(4, 8));
   const std::string dot = model_to_dot(*model);
