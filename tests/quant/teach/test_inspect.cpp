@@ -293,6 +293,13 @@ TEST(Inspect, ReportTextNamesEveryRowAndItsIntegers) {
   EXPECT_NE(text.find("-:8"), std::string::npos);  // the input row has no weights
 }
 
+// The learned weight step of the layer `layer` (its parameter, shared: writing it changes the model).
+Tensor weight_step(const QatModel& model, const std::string& layer) {
+  for (auto& [name, t] : model.named_parameters())
+    if (name == layer + ".weight_quant.scale") return t;
+  return Tensor();
+}
+
 TEST(Inspect, ListsChannelsWhoseWeightsCarryNothing) {
   // A learned weight step grown past every weight of a channel zeroes its codes; one pushed to the floor
   // leaves codes of +-qmax * 1.2e-7. Either way the channel outputs its bias alone: listed, by channel.
@@ -302,9 +309,7 @@ TEST(Inspect, ListsChannelsWhoseWeightsCarryNothing) {
                         "the channel's output is its bias, whatever the input): none\n"),
             std::string::npos)
       << before;
-  Tensor step;
-  for (auto& [name, t] : model->named_parameters())
-    if (name == "body.2.body.0.0.weight_quant.scale") step = t;
+  Tensor step = weight_step(*model, "body.2.body.0.0");
   ASSERT_TRUE(step.defined());
   ASSERT_EQ(step.numel(), 8);
   step.data()[2] = 1e3f;                                // every folded weight of channel 2 rounds to 0
@@ -340,9 +345,7 @@ TEST(Inspect, ListsMidRiseChannelsLeftWithTheirWeightsSignsAlone) {
                         "its weights' signs alone): none\n"),
             std::string::npos)
       << before;
-  Tensor step;
-  for (auto& [name, t] : model->named_parameters())
-    if (name == "body.2.body.0.0.weight_quant.scale") step = t;
+  Tensor step = weight_step(*model, "body.2.body.0.0");
   ASSERT_TRUE(step.defined());
   step.data()[3] = 1e3f;
   const ModelReport report = inspect_model(model, {});
