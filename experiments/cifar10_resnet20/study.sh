@@ -81,6 +81,8 @@
 # averaged float run has finished: recipe.sh swa, which study.sh runs first when only its kept checkpoint is
 # here)
 #        bash experiments/cifar10_resnet20/study.sh save
+# METHODS=m1[,m2] (default: each sweep's own): only these of a sweep's methods, e.g. `METHODS=lsq study.sh w3`
+# runs the W3A3 LSQ cells first; their keys are the full sweep's, so a later run without METHODS reuses them.
 # PROCS=N (default 1): N processes under mpirun, each running whole cells on its share of the cores (a cell's
 # result does not depend on it; on the 2-core machine two 1-thread processes finish more cells an hour than one
 # 2-thread process, results.md "Running the study"). THREADS=T: T threads per process instead of that share
@@ -105,6 +107,19 @@ merge_all() {
   if [ ${#done[@]} -ge 2 ]; then
     (cd "$here" && "$Q" sweep --merge "$(IFS=,; echo "${done[*]}")" --out study/all --published published.ini)
   fi
+}
+# only_methods NAME SPEC LIST: SPEC (a sweep's options) with its --methods cut down to LIST; a method in LIST
+# that the sweep does not run is an error.
+only_methods() {
+  local name="$1" spec="$2" list="$3" have m
+  have="$(sed -E 's/.*--methods ([^ ]+).*/\1/' <<<"$spec")"
+  for m in ${list//,/ }; do
+    case ",$have," in
+      *",$m,"*) ;;
+      *) echo "study.sh: METHODS has '$m', which sweep '$name' does not run (it runs $have)" >&2; exit 2 ;;
+    esac
+  done
+  echo "${spec/--methods $have/--methods $list}"
 }
 # The whole run is one function, called on the script's last line: bash reads a script as it runs it,
 # so without this an edit to the file during a run (hours long) would change what the rest of the run does.
@@ -184,12 +199,14 @@ main() {
       echo "study.sh: unknown sweep '$name' (expected: ${!cells[*]})" >&2
       exit 2
     fi
+    local spec="${cells[$name]}"
+    if [ -n "${METHODS:-}" ]; then spec="$(only_methods "$name" "$spec" "$METHODS")"; fi
     # The distilled sweeps read the float model's outputs from runs/teacher-cache when they are up to date
     # (teacher_cache.sh; the same values, faster).
     local cache=""
     if [ "$name" != ptq ]; then cache="$(teacher_cache_args)"; fi
     # shellcheck disable=SC2086
-    args=(sweep "$float" --out "runs/study-$name" "${common[@]}" ${cells[$name]} $cache)
+    args=(sweep "$float" --out "runs/study-$name" "${common[@]}" $spec $cache)
     { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): ${launcher[*]}${launcher[*]:+ }qatlab ${args[*]}"; "${launcher[@]}" "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
   done
   merge_all
