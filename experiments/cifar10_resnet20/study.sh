@@ -107,7 +107,12 @@ source "$here/cells.sh"
 merge_all() {
   local done=()
   for name in ptq w8 w8-s2 w4 w4-tensor w3 w2; do
-    if [ -f "$here/runs/study-$name/results.json" ]; then done+=("runs/study-$name"); fi
+    if [ -f "$here/runs/study-$name/results.json" ]; then
+      done+=("runs/study-$name")
+    elif [ "$name" = w2 ] && [ -f "$here/study-w2-mid-rise-30/study-w2/results.json" ]; then
+      # Until the 60-epoch w2 cells have run, the 30-epoch mid-rise W2A2 cell (study-w2-mid-rise-30/README.md).
+      done+=("study-w2-mid-rise-30/study-w2")
+    fi
   done
   if [ ${#done[@]} -ge 2 ]; then
     (cd "$here" && "$Q" sweep --merge "$(IFS=,; echo "${done[*]}")" --out study/all --published published.ini)
