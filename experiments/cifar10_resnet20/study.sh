@@ -223,7 +223,7 @@ main() {
     # (teacher_cache.sh; the same values, faster).
     local cache=""
     if [ "$name" != ptq ]; then cache="$(teacher_cache_args)"; fi
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086,SC2206
     args=(sweep "$float" --out "runs/study-$name" "${common[@]}" $spec $cache)
     { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): ${launcher[*]}${launcher[*]:+ }qatlab ${args[*]}"; "${launcher[@]}" "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
   done
