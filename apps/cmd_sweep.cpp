@@ -15,11 +15,14 @@
 //
 // `qatlab sweep --merge A,B,... --out DIR` runs nothing: it joins finished sweeps of one model (their
 // results.json) into one report with the same files, e.g. a study run as one sweep per fine-tuning
-// schedule or layer bits (merge_sweep_reports).
+// schedule or layer bits (merge_sweep_reports). `qatlab sweep ... --status` runs nothing either: with a
+// sweep's own options it lists where each cell stands in --out, as a run would find it (sweep_cell_state),
+// and the QAT epochs left.
 //
 // The checkpoints the sweep makes store the settings `qatlab train`, `qat` or `ptq` would store for the
 // same run (their INI lines, typed: train_options_ini and the others), so that `--resume` and `info`
 // read them as any other.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -83,6 +86,7 @@ struct SweepSettings {
   std::vector<std::string> qat_teachers;  // with qat_distill: QAT cells distil from these (an ensemble) instead
   std::string qat_teacher_cache;  // with qat_distill: the teachers' outputs computed ahead (qatlab teacher-cache)
   bool detect_anomaly = false;    // QAT cells: every op checks its values for NaN and infinity
+  bool status = false;            // list each cell's state in --out and what a run would do; run nothing
   int64_t qat_freeze_bn_after = -1;      // >= 0: QAT cells' batch norm uses its running statistics from this epoch
   int64_t qat_swa_start = 0;             // > 0: QAT cells average their weights after this many epochs (SWA)
   float qat_swa_lr = 0.0f;               // at this constant learning rate
@@ -153,32 +157,7 @@ class Sweep {
   }
 
   int run() {
-    const std::vector<BitPair> pairs = parse_bit_pairs(s_.pairs);
-    const std::vector<std::string> methods = parse_name_list(s_.methods, kSweepMethods, "method");
-    const std::vector<std::string> grans = parse_name_list(s_.granularity, {"per-tensor", "per-channel"}, "granularity");
-    report_.model = model_.name;
-    report_.dataset = data_.test.name;
-    const auto [first, last] = first_and_last_layers(model_, data_.spec);
-    // --layer-bits first: QConfig keeps the first entry of a key, so they beat the first-last policy.
-    policy_ = s_.layer_bits;
-    if (s_.first_last == "8") {
-      policy_.insert(policy_.end(), {first + "=8:8", last + "=8:8"});
-      report_.policy = "first and last layer 8-bit";
-    } else {
-      report_.policy = "every layer at W/A";
-    }
-    for (const std::string& o : s_.layer_bits) report_.policy += ", " + o;
-    if (!s_.layer_bits.empty()) check_layer_bits();
-    std::vector<SweepCell> cells;
-    for (const BitPair& bits : pairs)
-      for (const std::string& method : methods)
-        for (const std::string& gran : grans)
-          for (int64_t i = 0; i < s_.seeds; ++i) cells.push_back({method, gran, bits, s_.first_seed + i});
-    if (!s_.qat_start.empty()) {  // every QAT cell's start, found before anything is written
-      const SweepReport started = start_sweep();
-      for (const SweepCell& cell : cells)
-        if (!sweep_method_is_ptq(cell.method)) starts_[cell.id()] = start_cell(started, cell);
-    }
+    const std::vector<SweepCell> cells = prepare();
     fs::create_directories(fs::path(s_.out) / "cells");
     // Under mpirun process 0 trains the float models that are missing, alone; the others then find them.
     agree_on_rank0([&] {
@@ -204,7 +183,7 @@ class Sweep {
     }
 
     std::printf("sweep %s on %s: %zu cells (%zu W/A pairs x %zu methods x %zu granularities x %lld seeds), %s -> %s\n",
-                model_.name.c_str(), report_.dataset.c_str(), cells.size(), pairs.size(), methods.size(), grans.size(),
+                model_.name.c_str(), report_.dataset.c_str(), cells.size(), pairs_.size(), methods_.size(), grans_.size(),
                 static_cast<long long>(s_.seeds), report_.policy.c_str(), s_.out.c_str());
     if (world_size() > 1)
       std::printf("%d processes take the cells in turn as they free up; process 0 merges the results\n", world_size());
@@ -232,6 +211,129 @@ class Sweep {
                 static_cast<long long>(ran), static_cast<long long>(cells.size() - ran), static_cast<long long>(failed),
                 s_.out.c_str());
     return 0;
+  }
+
+  // --status: where each cell stands in --out and what a run would do with it, and the QAT epochs left.
+  // Reads files only: trains, evaluates and writes nothing.
+  int status() {
+    const std::vector<SweepCell> cells = prepare();
+    std::printf("sweep %s on %s in %s: %zu cells, %s\n", model_.name.c_str(), report_.dataset.c_str(), s_.out.c_str(),
+                cells.size(), report_.policy.c_str());
+    // The float models: a seed's cells are keyed by theirs, so a seed without one has only cells to run.
+    std::map<uint64_t, bool> have_float;
+    for (int64_t i = 0; i < (s_.checkpoint.empty() ? s_.seeds : 1); ++i) {
+      const uint64_t seed = s_.first_seed + static_cast<uint64_t>(i);
+      FloatBaseline f;
+      f.seed = seed;
+      f.checkpoint = float_checkpoint_of(seed);
+      if (!fs::exists(f.checkpoint)) {
+        std::printf("  float model of seed %llu: not trained yet (%s; a run trains it first, %lld epochs)\n",
+                    static_cast<unsigned long long>(seed), f.checkpoint.c_str(), static_cast<long long>(s_.float_epochs));
+        continue;
+      }
+      const Checkpoint c = load_checkpoint(f.checkpoint);
+      if (s_.checkpoint.empty() && c.epoch < s_.float_epochs)
+        std::printf("  float model of seed %llu: at epoch %lld of %lld (a run goes on with it first)\n",
+                    static_cast<unsigned long long>(seed), static_cast<long long>(c.epoch),
+                    static_cast<long long>(s_.float_epochs));
+      remember_float(f.checkpoint, c);
+      report_.floats.push_back(f);
+      have_float[seed] = true;
+    }
+    const auto float_of = [&](const SweepCell& cell) { return !s_.checkpoint.empty() || have_float.count(cell.seed) > 0; };
+
+    int64_t finished = 0, failed = 0, training = 0, to_run = 0, epochs_left = 0;
+    double pace_sum = 0.0;  // the training cells' last epochs, for the estimate
+    int64_t paced = 0;
+    size_t width = 4;
+    for (const SweepCell& cell : cells) width = std::max(width, cell.id().size());
+    std::printf("  %-*s  state\n", static_cast<int>(width), "cell");
+    for (const SweepCell& cell : cells) {
+      const bool qat = !sweep_method_is_ptq(cell.method);
+      std::string state;
+      SweepCellState st;
+      if (float_of(cell)) st = sweep_cell_state(cell_settings(cell));
+      switch (st.kind) {
+        case SweepCellState::Kind::Finished:
+          ++finished;
+          if (st.result->ok) {
+            state = "finished: integer graph " + fixed(100 * st.result->int_accuracy, 2) + " %, simulation " +
+                    fixed(100 * st.result->sim_accuracy, 2) + " %";
+          } else {
+            ++failed;
+            state = "failed: " + st.result->error + " (kept: a run reuses it; remove its directory to run it again)";
+          }
+          break;
+        case SweepCellState::Kind::Interrupted:
+          ++training;
+          epochs_left += s_.qat_epochs - st.epoch;
+          state = "training: epoch " + std::to_string(st.epoch) + " of " + std::to_string(s_.qat_epochs) + " done";
+          if (st.last_epoch_seconds > 0) {
+            state += " (the last took " + format_duration(st.last_epoch_seconds) + ")";
+            pace_sum += st.last_epoch_seconds;
+            ++paced;
+          }
+          break;
+        case SweepCellState::Kind::Extendable:
+          ++training;
+          epochs_left += s_.qat_epochs - st.epoch;
+          state = "finished at epoch " + std::to_string(st.epoch) + ": a run goes on to epoch " +
+                  std::to_string(s_.qat_epochs) + ", averaging the weights";
+          break;
+        case SweepCellState::Kind::Replaced:
+        case SweepCellState::Kind::New:
+          ++to_run;
+          if (qat) epochs_left += s_.qat_epochs;
+          state = qat ? "to run (" + std::to_string(s_.qat_epochs) + " epochs)" : "to run (calibration)";
+          if (!float_of(cell)) state += ", after its float model";
+          if (st.kind == SweepCellState::Kind::Replaced)
+            state += "; its directory holds another setting's cell, which a run deletes";
+          break;
+      }
+      std::printf("  %-*s  %s\n", static_cast<int>(width), cell.id().c_str(), state.c_str());
+    }
+    std::printf("%lld finished (%lld failed), %lld training, %lld to run; %lld QAT epochs left",
+                static_cast<long long>(finished), static_cast<long long>(failed), static_cast<long long>(training),
+                static_cast<long long>(to_run), static_cast<long long>(epochs_left));
+    if (paced > 0 && epochs_left > 0) {
+      const double pace = pace_sum / static_cast<double>(paced);
+      std::printf(" (about %s at %s an epoch, the training cells' last, for one process)",
+                  format_duration(pace * static_cast<double>(epochs_left)).c_str(), format_duration(pace).c_str());
+    }
+    std::printf("\n");
+    return 0;
+  }
+
+  // The grid's cells in order (W/A pair, method, granularity, seed), the layer-bits policy every cell keeps,
+  // and (--qat-start) each QAT cell's start. Reads files only.
+  std::vector<SweepCell> prepare() {
+    pairs_ = parse_bit_pairs(s_.pairs);
+    methods_ = parse_name_list(s_.methods, kSweepMethods, "method");
+    grans_ = parse_name_list(s_.granularity, {"per-tensor", "per-channel"}, "granularity");
+    report_.model = model_.name;
+    report_.dataset = data_.test.name;
+    const auto [first, last] = first_and_last_layers(model_, data_.spec);
+    // --layer-bits first: QConfig keeps the first entry of a key, so they beat the first-last policy.
+    policy_ = s_.layer_bits;
+    if (s_.first_last == "8") {
+      policy_.insert(policy_.end(), {first + "=8:8", last + "=8:8"});
+      report_.policy = "first and last layer 8-bit";
+    } else {
+      report_.policy = "every layer at W/A";
+    }
+    for (const std::string& o : s_.layer_bits) report_.policy += ", " + o;
+    if (!s_.layer_bits.empty()) check_layer_bits();
+    std::vector<SweepCell> cells;
+    for (const BitPair& bits : pairs_)
+      for (const std::string& method : methods_)
+        for (const std::string& gran : grans_)
+          for (int64_t i = 0; i < s_.seeds; ++i) cells.push_back({method, gran, bits, s_.first_seed + i});
+    if (!s_.qat_start.empty()) {  // every QAT cell's start, found before anything is written
+      const SweepReport started = start_sweep();
+      for (const SweepCell& cell : cells)
+        if (!sweep_method_is_ptq(cell.method)) starts_[cell.id()] = start_cell(started, cell);
+    }
+    return cells;
   }
 
  private:
@@ -364,11 +466,9 @@ class Sweep {
   FloatBaseline float_baseline(uint64_t seed) {
     FloatBaseline f;
     f.seed = seed;
-    if (!s_.checkpoint.empty()) {
-      f.checkpoint = s_.checkpoint;
-    } else {
-      const std::string dir = (fs::path(s_.out) / ("float-s" + std::to_string(seed))).string();
-      f.checkpoint = dir + "/checkpoint.h5";
+    f.checkpoint = float_checkpoint_of(seed);
+    if (s_.checkpoint.empty()) {
+      const std::string dir = fs::path(f.checkpoint).parent_path().string();
       std::optional<Checkpoint> resumed;
       bool train = true;
       if (fs::exists(f.checkpoint)) {
@@ -396,7 +496,7 @@ class Sweep {
       }
     }
     const Checkpoint c = load_checkpoint(f.checkpoint);
-    floats_[f.checkpoint] = {c.model_name, ini_value(c.config_ini, "augment"), data_record(c), c.spec};
+    remember_float(f.checkpoint, c);
     const ModulePtr model = model_from_checkpoint(c);
     DataLoader test(data_.test, loader_options(data_, 256, 0, false));
     f.accuracy = evaluate(*model, test).accuracy;
@@ -404,6 +504,17 @@ class Sweep {
     std::printf("float %s (seed %llu): test accuracy %.2f %%, %s\n", model_.name.c_str(),
                 static_cast<unsigned long long>(seed), 100 * f.accuracy, f.checkpoint.c_str());
     return f;
+  }
+
+  // The float checkpoint of a seed's cells: the given one, or the one the sweep trains under --out.
+  std::string float_checkpoint_of(uint64_t seed) const {
+    if (!s_.checkpoint.empty()) return s_.checkpoint;
+    return (fs::path(s_.out) / ("float-s" + std::to_string(seed)) / "checkpoint.h5").string();
+  }
+
+  // What the cells of a float model take from it.
+  void remember_float(const std::string& path, const Checkpoint& c) {
+    floats_[path] = {c.model_name, ini_value(c.config_ini, "augment"), data_record(c), c.spec};
   }
 
   // Trains (or, from `resumed`, continues) the float model of `seed` in `dir` as `qatlab train` would with
@@ -615,6 +726,8 @@ class Sweep {
   const DataSettings& d_;
   const DataBundle& data_;
   const ModelDescription model_;  // the network every cell quantizes
+  std::vector<BitPair> pairs_;        // the grid (prepare)
+  std::vector<std::string> methods_, grans_;
   std::vector<std::string> policy_;  // layer bits every cell keeps (the first-last policy)
   std::map<std::string, FloatModel> floats_;  // by checkpoint path
   std::map<std::string, StartCell> starts_;    // --qat-start: each QAT cell's start, by cell id
@@ -740,6 +853,9 @@ int cmd_sweep(int argc, char** argv) {
       ("batch-size", po::value(&s.batch_size)->default_value(s.batch_size), "images per QAT / calibration batch")
       ("calib-batches", po::value(&s.calib_batches)->default_value(s.calib_batches), "calibration batches of each PTQ cell")
       ("out", po::value(&s.out), "output directory (default runs/sweep-MODEL-DATASET); run again to resume")
+      ("status", po::bool_switch(&s.status),
+       "list each cell's state in --out (finished with its accuracies, training at epoch k, to run) and the QAT "
+       "epochs left; trains, evaluates and writes nothing")
       ("merge", po::value<std::string>(),
        "DIR,DIR,...: join these finished sweeps of one model (their results.json) into --out; runs nothing")
       ("published", po::value<std::string>(),
@@ -753,6 +869,8 @@ int cmd_sweep(int argc, char** argv) {
   if (!parse_command("sweep", "[FLOAT_CHECKPOINT] [options]", desc, positional, argc, argv, vm)) return 0;
   std::string command = "qatlab";
   for (int i = 0; i < argc; ++i) command += std::string(" ") + argv[i];
+  if (s.status && vm.count("published"))
+    throw UsageError("--status writes nothing: --published does not apply");
   if (vm.count("published")) s.published = read_published(vm["published"].as<std::string>());
   if (vm.count("merge")) {
     for (const auto& [name, value] : vm)
@@ -862,7 +980,7 @@ int cmd_sweep(int argc, char** argv) {
   if (s.out.empty()) s.out = "runs/sweep-" + model.name + "-" + data.label;
 
   Sweep sweep(s, d, data, model, command);
-  return sweep.run();
+  return s.status ? sweep.status() : sweep.run();
 }
 
 }  // namespace qatlab

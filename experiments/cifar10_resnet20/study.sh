@@ -86,6 +86,8 @@
 # averaged float run has finished: recipe.sh swa, which study.sh runs first when only its kept checkpoint is
 # here)
 #        bash experiments/cifar10_resnet20/study.sh save
+#        bash experiments/cifar10_resnet20/study.sh status [NAME ...]   (each sweep's cells: finished, training at
+#        epoch k, to run; the epochs left; `qatlab sweep --status`, which runs nothing)
 # METHODS=m1[,m2] (default: each sweep's own): only these of a sweep's methods, e.g. `METHODS=lsq study.sh w3`
 # runs the W3A3 LSQ cells first; their keys are the full sweep's, so a later run without METHODS reuses them.
 # PROCS=N (default 1): N processes under mpirun, each running whole cells on its share of the cores (a cell's
@@ -165,6 +167,8 @@ main() {
     echo "study.sh: the float run has not finished (run experiments/cifar10_resnet20/recipe.sh swa first)" >&2
     exit 1
   fi
+  local status=()
+  if [ "${1:-}" = status ]; then status=(--status); shift; fi
   names=("$@")
   # The 2-bit cells last: they take the longest.
   if [ ${#names[@]} -eq 0 ]; then names=(ptq w8 w8-s2 w4 w4-tensor w3 w2); fi
@@ -225,8 +229,9 @@ main() {
     if [ "$name" != ptq ]; then cache="$(teacher_cache_args)"; fi
     # shellcheck disable=SC2086,SC2206
     args=(sweep "$float" --out "runs/study-$name" "${common[@]}" $spec $cache)
+    if [ ${#status[@]} -gt 0 ]; then "$Q" "${args[@]}" "${status[@]}"; continue; fi
     { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): ${launcher[*]}${launcher[*]:+ }qatlab ${args[*]}"; "${launcher[@]}" "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
   done
-  merge_all
+  if [ ${#status[@]} -eq 0 ]; then merge_all; fi
 }
 main "$@"; exit

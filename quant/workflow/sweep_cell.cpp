@@ -233,6 +233,26 @@ std::optional<Checkpoint> finished_run_to_extend(const SweepCellSettings& s) {
 
 }  // namespace
 
+SweepCellState sweep_cell_state(const SweepCellSettings& s) {
+  SweepCellState state;
+  if (std::optional<CellResult> done = read_cell_result(s.dir + "/result.ini", s.cell); done && done->key == s.key) {
+    state.kind = SweepCellState::Kind::Finished;
+    state.result = std::move(done);
+  } else if (const std::optional<Checkpoint> c = interrupted_training(s)) {
+    state.kind = SweepCellState::Kind::Interrupted;
+    state.epoch = c->epoch;
+    if (!c->history.empty())
+      if (const auto seconds = c->history.back().find("epoch_seconds"); seconds != c->history.back().end())
+        state.last_epoch_seconds = seconds->second;
+  } else if (const std::optional<Checkpoint> c = finished_run_to_extend(s)) {
+    state.kind = SweepCellState::Kind::Extendable;
+    state.epoch = c->epoch;
+  } else if (fs::exists(s.dir) && !fs::is_empty(s.dir)) {
+    state.kind = SweepCellState::Kind::Replaced;
+  }
+  return state;
+}
+
 CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBundle()>& data_of) {
   const auto start = std::chrono::steady_clock::now();
   CellResult r;

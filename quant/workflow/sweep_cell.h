@@ -114,6 +114,23 @@ std::string sweep_cell_schedule(const SweepCellSettings& s);
 // ok false and its one-line error; only the directory's own files failing to be written throw.
 CellResult run_sweep_cell(const SweepCellSettings& s, const std::function<DataBundle()>& data);
 
+// Where a cell stands in its directory: what a run of it (run_sweep_cell, after the sweep's reuse of a
+// finished cell of the same key) would do there. Reads files only.
+struct SweepCellState {
+  enum class Kind {
+    Finished,     // result.ini with this key (ok or failed): reused as it is
+    Interrupted,  // a QAT training of this key stopped at `epoch`: goes on from its checkpoint
+    Extendable,   // the finished cell of extends_key (at `epoch` = swa_start): goes on with averaging
+    Replaced,     // files of other settings (or a checkpoint that does not load): cleared, then run
+    New,          // nothing there yet: run
+  };
+  Kind kind = Kind::New;
+  std::optional<CellResult> result;  // Finished: the result
+  int64_t epoch = 0;                 // Interrupted, Extendable: the checkpoint's epoch
+  double last_epoch_seconds = 0.0;   // Interrupted: its history's last epoch_seconds (0: not recorded)
+};
+SweepCellState sweep_cell_state(const SweepCellSettings& s);
+
 // The names of the first and the last weight layer (conv, linear or LSTM) of `model` built for `spec`,
 // in execution order: the layers the sweep's first-last policy keeps at 8 bits. std::invalid_argument for
 // a model without one.

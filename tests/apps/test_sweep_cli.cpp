@@ -101,6 +101,32 @@ TEST(SweepCommand, RunsEveryCellWritesFilesAndResumes) {
   // A cell whose settings changed (more QAT epochs) is run again; PTQ cells are not.
   std::vector<std::string> changed = args;
   changed[std::find(changed.begin(), changed.end(), "--qat-epochs") - changed.begin() + 1] = "2";
+  // --status says so beforehand, each cell in a line, and writes nothing.
+  std::vector<std::string> status = changed;
+  status.push_back("--status");
+  const RunResult before = run_qatlab(status, dir.path(), "status");
+  ASSERT_TRUE(before.exited && before.exit_code == 0) << before.describe();
+  EXPECT_TRUE(contains(before.out, "ptq-minmax-per-tensor-w2a2-s1  finished: integer graph ")) << before.out;
+  EXPECT_TRUE(contains(before.out, "qat-minmax-per-tensor-w2a2-s1  to run (2 epochs); its directory holds another "
+                                   "setting's cell, which a run deletes"))
+      << before.out;
+  EXPECT_TRUE(contains(before.out, "2 finished (0 failed), 0 training, 2 to run; 4 QAT epochs left")) << before.out;
+  EXPECT_EQ(read_text(dir / "sweep/cells.csv"), cells);
+  EXPECT_FALSE(contains(read_text(dir / "sweep/cells/qat-minmax-per-tensor-w2a2-s1/start.ini"), "qat 2 epochs"));
+  // Nothing there yet: every cell to run, after the float model the sweep would train first; no directory made.
+  std::vector<std::string> elsewhere = status;
+  elsewhere[std::find(elsewhere.begin(), elsewhere.end(), "--out") - elsewhere.begin() + 1] = dir / "none";
+  const RunResult fresh = run_qatlab(elsewhere, dir.path(), "status-fresh");
+  ASSERT_TRUE(fresh.exited && fresh.exit_code == 0) << fresh.describe();
+  EXPECT_TRUE(contains(fresh.out, "float model of seed 1: not trained yet")) << fresh.out;
+  EXPECT_TRUE(contains(fresh.out, "qat-minmax-per-tensor-w8a8-s1  to run (2 epochs), after its float model")) << fresh.out;
+  EXPECT_TRUE(contains(fresh.out, "0 finished (0 failed), 0 training, 4 to run; 4 QAT epochs left")) << fresh.out;
+  EXPECT_FALSE(fs::exists(dir / "none"));
+  std::vector<std::string> published = status;
+  published.insert(published.end(), {"--published", dir / "data/none.ini"});
+  const RunResult with_published = run_qatlab(published, dir.path(), "status-published");
+  EXPECT_TRUE(with_published.exited && with_published.exit_code == 2) << with_published.describe();
+  EXPECT_TRUE(contains(with_published.err, "--status writes nothing: --published does not apply")) << with_published.err;
   const RunResult rerun = run_qatlab(changed, dir.path(), "changed");
   ASSERT_TRUE(rerun.exited && rerun.exit_code == 0) << rerun.describe();
   EXPECT_TRUE(contains(rerun.out, "2 cells run, 2 reused")) << rerun.out;
@@ -248,6 +274,7 @@ TEST(SweepCommand, MergeJoinsFinishedSweeps) {
            {{"--merge", dir / "a" + "," + dir / "broken", "--out", dir / "x"}, 1, "not a JSON file"},
            {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "a"}, 2, "is one of the merged sweeps"},
            {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--seeds", "3"}, 2, "--seeds does not apply"},
+           {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--status"}, 2, "--status does not apply"},
            {{"--merge", dir / "a"}, 2, "needs --out"},
            {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--published", dir / "none.ini"}, 2, "cannot read"},
            {{"--merge", dir / "a" + "," + dir / "b", "--out", dir / "x", "--published", dir.path()}, 2, "cannot read"},

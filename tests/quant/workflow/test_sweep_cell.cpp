@@ -185,7 +185,7 @@ TEST_F(SweepCellTest, AnLsqCellTrainsWithLearnedStepsAndKeepsTheFirstAndLastLaye
 
 // A QAT cell interrupted after an epoch (a session's end) goes on from that epoch's checkpoint when run
 // again with the same key, and ends on the model and result of the run that was not interrupted; with
-// another key it starts over.
+// another key it starts over. sweep_cell_state (`sweep --status`) says which of these a run will do.
 TEST_F(SweepCellTest, AnInterruptedQatCellGoesOnFromItsLastEpochToTheStraightResult) {
   SweepCellSettings straight = cell("lsq", 4, 4, "straight");
   straight.qat_epochs = 2;
@@ -195,8 +195,13 @@ TEST_F(SweepCellTest, AnInterruptedQatCellGoesOnFromItsLastEpochToTheStraightRes
   SweepCellSettings s = straight;
   s.dir = *dir_ / "interrupted";
   s.stop_after = 1;
+  EXPECT_EQ(sweep_cell_state(s).kind, SweepCellState::Kind::New);
   const CellResult first = run_sweep_cell(s, [] { return *data_; });
   EXPECT_FALSE(first.ok);
+  const SweepCellState stopped = sweep_cell_state(s);
+  EXPECT_EQ(stopped.kind, SweepCellState::Kind::Interrupted);
+  EXPECT_EQ(stopped.epoch, 1);
+  EXPECT_GT(stopped.last_epoch_seconds, 0.0);
   EXPECT_NE(first.error.find("unfinished"), std::string::npos) << first.error;
   EXPECT_FALSE(fs::exists(s.dir + "/result.ini"));  // not a result: the sweep runs the cell again
   EXPECT_EQ(load_checkpoint(s.dir + "/checkpoint.h5").epoch, 1);
@@ -204,6 +209,10 @@ TEST_F(SweepCellTest, AnInterruptedQatCellGoesOnFromItsLastEpochToTheStraightRes
   s.stop_after = 0;
   const CellResult b = run_sweep_cell(s, [] { return *data_; });
   ASSERT_TRUE(b.ok) << b.error;
+  const SweepCellState done = sweep_cell_state(s);
+  ASSERT_EQ(done.kind, SweepCellState::Kind::Finished);
+  ASSERT_TRUE(done.result && done.result->ok);
+  EXPECT_EQ(done.result->int_accuracy, b.int_accuracy);
   EXPECT_NE(read_text(s.dir + "/log.txt").find("resuming after epoch 1"), std::string::npos) << read_text(s.dir + "/log.txt");
   EXPECT_EQ(b.sim_accuracy, a.sim_accuracy);
   EXPECT_EQ(b.int_accuracy, a.int_accuracy);
@@ -227,6 +236,7 @@ TEST_F(SweepCellTest, AnInterruptedQatCellGoesOnFromItsLastEpochToTheStraightRes
   EXPECT_FALSE(run_sweep_cell(other, [] { return *data_; }).ok);
   other.stop_after = 0;
   other.key += " changed";
+  EXPECT_EQ(sweep_cell_state(other).kind, SweepCellState::Kind::Replaced);
   ASSERT_TRUE(run_sweep_cell(other, [] { return *data_; }).ok);
   EXPECT_EQ(read_text(other.dir + "/log.txt").find("resuming"), std::string::npos) << read_text(other.dir + "/log.txt");
   EXPECT_NE(read_text(other.dir + "/start.ini").find(other.key), std::string::npos);
