@@ -216,6 +216,7 @@ class Sweep {
   // --status: where each cell stands in --out and what a run would do with it, and the QAT epochs left.
   // Reads files only: trains, evaluates and writes nothing.
   int status() {
+    if (world_rank() != 0) return 0;  // under mpirun, one report
     const std::vector<SweepCell> cells = prepare();
     std::printf("sweep %s on %s in %s: %zu cells, %s\n", model_.name.c_str(), report_.dataset.c_str(), s_.out.c_str(),
                 cells.size(), report_.policy.c_str());
