@@ -386,11 +386,11 @@ class Sweep {
   // the cell run now (by this process alone).
   CellResult result_of(const SweepCell& cell, bool* reused) {
     const SweepCellSettings settings = cell_settings(cell);
-    std::optional<CellResult> r = read_cell_result(settings.dir + "/result.ini", cell);
-    *reused = r && r->key == settings.key;
+    SweepCellState state = sweep_cell_state(settings);  // as --status reports it
+    *reused = state.kind == SweepCellState::Kind::Finished;
     if (*reused) {
-      r->schedule = sweep_cell_schedule(settings);  // the same settings (result files before it lack it)
-      return *r;
+      state.result->schedule = sweep_cell_schedule(settings);  // the same settings (result files before it lack it)
+      return *state.result;
     }
     ProcessLocalScope alone;
     CellEpochLines lines(cell.id());
