@@ -167,8 +167,12 @@ main() {
     echo "study.sh: the float run has not finished (run experiments/cifar10_resnet20/recipe.sh swa first)" >&2
     exit 1
   fi
-  local status=()
-  if [ "${1:-}" = status ]; then status=(--status); shift; fi
+  local status=() status_log=/dev/null
+  if [ "${1:-}" = status ]; then
+    status=(--status)
+    status_log="$(mktemp)"
+    shift
+  fi
   names=("$@")
   # The 2-bit cells last: they take the longest.
   if [ ${#names[@]} -eq 0 ]; then names=(ptq w8 w8-s2 w4 w4-tensor w3 w2); fi
@@ -229,9 +233,19 @@ main() {
     if [ "$name" != ptq ]; then cache="$(teacher_cache_args)"; fi
     # shellcheck disable=SC2086,SC2206
     args=(sweep "$float" --out "runs/study-$name" "${common[@]}" $spec $cache)
-    if [ ${#status[@]} -gt 0 ]; then "$Q" "${args[@]}" "${status[@]}"; continue; fi
+    if [ ${#status[@]} -gt 0 ]; then
+      "$Q" "${args[@]}" "${status[@]}" | tee -a "$status_log"
+      continue
+    fi
     { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ): ${launcher[*]}${launcher[*]:+ }qatlab ${args[*]}"; "${launcher[@]}" "$Q" "${args[@]}" 2>&1; } | tee -a "$here/study-$name.log"
   done
-  if [ ${#status[@]} -eq 0 ]; then merge_all; fi
+  if [ ${#status[@]} -eq 0 ]; then
+    merge_all
+  else
+    # The sweeps' epochs left, added up (each sweep's last line: "... N QAT epochs left ...").
+    sed -nE 's/.* ([0-9]+) QAT epochs left.*/\1/p' "$status_log" |
+      awk '{ n += $1 } END { printf "study: %d QAT epochs left over these sweeps\n", n }'
+    rm -f "$status_log"
+  fi
 }
 main "$@"; exit
