@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -221,7 +222,7 @@ class Sweep {
     std::printf("sweep %s on %s in %s: %zu cells, %s\n", model_.name.c_str(), report_.dataset.c_str(), s_.out.c_str(),
                 cells.size(), report_.policy.c_str());
     // The float models: a seed's cells are keyed by theirs, so a seed without one has only cells to run.
-    std::map<uint64_t, bool> have_float;
+    std::set<uint64_t> have_float;  // the seeds whose float model is there
     for (int64_t i = 0; i < (s_.checkpoint.empty() ? s_.seeds : 1); ++i) {
       const uint64_t seed = s_.first_seed + static_cast<uint64_t>(i);
       FloatBaseline f;
@@ -239,7 +240,7 @@ class Sweep {
                     static_cast<long long>(s_.float_epochs));
       remember_float(f.checkpoint, c);
       report_.floats.push_back(f);
-      have_float[seed] = true;
+      have_float.insert(seed);
     }
     const auto float_of = [&](const SweepCell& cell) { return !s_.checkpoint.empty() || have_float.count(cell.seed) > 0; };
 
